@@ -1,0 +1,1 @@
+//! Zero-copy view of a RecordBatch (magic v2) header.

@@ -1,0 +1,6 @@
+//! One module per CLI subcommand.
+
+pub mod consume;
+pub mod produce;
+pub mod server;
+pub mod topic;

@@ -1,0 +1,51 @@
+//! `nagare`: the Kafka-compatible broker and its command-line tools in one binary.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// Nagare: Apache Kafka rebuilt in Rust.
+#[derive(Parser)]
+#[command(name = "nagare", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node (single-node controller+broker by default).
+    Server(cli::server::Args),
+    /// Create, list, describe, alter and delete topics.
+    Topic(cli::topic::Args),
+    /// Produce lines from stdin to a topic.
+    Produce(cli::produce::Args),
+    /// Consume records from a topic and print them.
+    Consume(cli::consume::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => cli::server::run(args).await,
+            Command::Topic(args) => cli::topic::run(args).await,
+            Command::Produce(args) => cli::produce::run(args).await,
+            Command::Consume(args) => cli::consume::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
