@@ -1,1 +1,45 @@
-//! nagare-client
+//! `nagare-client`: a small async Kafka client on tokio, built on the `kafka-protocol` crate's
+//! message structs. It is used by the `nagare` CLI, tests, benchmarks and replication between
+//! clusters, and speaks to any Kafka-compatible broker.
+//!
+//! - [`Connection`]: one TCP connection; negotiates API versions (ApiVersions, with the KIP-511
+//!   fallback) and sends any `kafka-protocol` request at the highest common version.
+//! - [`Client`]: cluster metadata, a connection per broker, topic administration, offsets,
+//!   produce and fetch, with retries after stale metadata.
+//! - [`records`]: record batches (v2) to and from [`ProduceRecord`] / [`ConsumedRecord`].
+//! - [`partitioner`]: Kafka's murmur2 key partitioner.
+//!
+//! ```no_run
+//! # async fn demo() -> nagare_client::Result<()> {
+//! use nagare_client::{Acks, Client, Compression, NewTopic, ProduceRecord};
+//! let mut client = Client::connect_to("127.0.0.1:9092").await?;
+//! client.create_topics(&[NewTopic::new("events").with_partitions(3)], false).await?;
+//! let base = client
+//!     .produce("events", 0, vec![ProduceRecord::new("hello")], Acks::All, Compression::None)
+//!     .await?;
+//! let records = client.fetch("events", 0, base, 500, 1 << 20).await?;
+//! assert_eq!(records[0].value.as_deref(), Some(&b"hello"[..]));
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod connection;
+mod error;
+pub mod partitioner;
+pub mod records;
+mod types;
+
+pub use client::Client;
+pub use connection::{Connection, ConnectionOptions};
+pub use error::{kafka_error_name, Error, ResponseError, Result};
+pub use records::{Compression, ConsumedRecord, ProduceRecord, TimestampType};
+pub use types::{
+    Acks, AlterConfigOp, BrokerMetadata, ClientConfig, ConfigEntry, ConfigResource, ConfigSource,
+    FetchOptions, FetchPosition, FetchedPartition, Metadata, NewTopic, OffsetSpec,
+    PartitionMetadata, TopicMetadata, TopicPartition,
+};
+
+/// The `kafka-protocol` crate this client is built on, for callers sending raw requests
+/// through [`Connection::send`].
+pub use kafka_protocol;

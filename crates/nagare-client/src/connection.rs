@@ -1,0 +1,513 @@
+//! One TCP connection to one broker: framing, correlation ids and version negotiation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes, VersionRange};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::error::{describe_io, Error, Result};
+
+/// Kafka's UNSUPPORTED_VERSION error code, answered to an ApiVersions request the broker
+/// cannot parse (KIP-511).
+const UNSUPPORTED_VERSION: i16 = 35;
+
+/// Timeouts and limits of a connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    /// How long the TCP connect plus the ApiVersions exchange may take.
+    pub connect_timeout: Duration,
+    /// How long one request may wait for its response (a fetch adds its own `max_wait_ms`).
+    pub request_timeout: Duration,
+    /// The largest response accepted; a bigger size prefix is treated as a protocol error
+    /// rather than allocated.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_response_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// One TCP connection to a broker.
+///
+/// On [`connect`](Connection::connect) it exchanges ApiVersions and remembers the broker's version
+/// ranges; [`send`](Connection::send) then picks the highest version both sides support.
+/// Requests are sent one at a time (no pipelining). If a request future is dropped half-way
+/// (for example by a timeout), the connection is marked broken and every later call fails with
+/// [`Error::ConnectionBroken`]; open a new one.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    /// `host:port` as given, for error messages.
+    addr: String,
+    client_id: StrBytes,
+    options: ConnectionOptions,
+    next_correlation_id: i32,
+    /// The broker's supported version range per API key, from ApiVersions.
+    broker_versions: BTreeMap<i16, VersionRange>,
+    /// Set while a request is in flight; still set after an interrupted exchange, which leaves
+    /// the byte stream out of step.
+    in_flight: bool,
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`) with default [`ConnectionOptions`] and negotiates API
+    /// versions.
+    pub async fn connect(addr: &str, client_id: &str) -> Result<Connection> {
+        Self::connect_with(addr, client_id, ConnectionOptions::default()).await
+    }
+
+    /// Connects to `addr` (`host:port`) and negotiates API versions, within
+    /// `options.connect_timeout`.
+    pub async fn connect_with(
+        addr: &str,
+        client_id: &str,
+        options: ConnectionOptions,
+    ) -> Result<Connection> {
+        let timeout = options.connect_timeout;
+        match tokio::time::timeout(timeout, Self::connect_inner(addr, client_id, options)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Connect {
+                addr: addr.to_owned(),
+                reason: format!("timed out after {} ms", timeout.as_millis()),
+            }),
+        }
+    }
+
+    async fn connect_inner(
+        addr: &str,
+        client_id: &str,
+        options: ConnectionOptions,
+    ) -> Result<Connection> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| Error::Connect {
+            addr: addr.to_owned(),
+            reason: describe_io(&e),
+        })?;
+        // Requests are written whole, so Nagle would only add latency.
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection {
+            stream,
+            addr: addr.to_owned(),
+            client_id: StrBytes::from_string(client_id.to_owned()),
+            options,
+            next_correlation_id: 0,
+            broker_versions: BTreeMap::new(),
+            in_flight: false,
+        };
+        conn.negotiate_versions().await.map_err(|e| match e {
+            Error::Io { addr, reason } => Error::Connect { addr, reason },
+            other => other,
+        })?;
+        Ok(conn)
+    }
+
+    /// ApiVersions at our highest version; on UNSUPPORTED_VERSION the broker answers in v0 with
+    /// its own range (KIP-511), and we retry at the highest version both support.
+    async fn negotiate_versions(&mut self) -> Result<()> {
+        let ours = ApiKey::ApiVersions.valid_versions();
+        let mut version = ours.max;
+        for _attempt in 0..2 {
+            let mut req = ApiVersionsRequest::default();
+            req.client_software_name = StrBytes::from_static_str("nagare-client");
+            req.client_software_version = StrBytes::from_static_str(env!("CARGO_PKG_VERSION"));
+            let body = self
+                .exchange(ApiKey::ApiVersions, version, &req, self.options.request_timeout)
+                .await?;
+            // Error code is the first field of every ApiVersions response version.
+            let code = match body.get(..2) {
+                Some(&[hi, lo]) => i16::from_be_bytes([hi, lo]),
+                _ => 0,
+            };
+            let decode_version = if code == UNSUPPORTED_VERSION { 0 } else { version };
+            let mut buf = body;
+            let resp =
+                ApiVersionsResponse::decode(&mut buf, decode_version).map_err(|e| Error::Decode {
+                    addr: self.addr.clone(),
+                    api: ApiKey::ApiVersions,
+                    version: decode_version,
+                    reason: e.to_string(),
+                })?;
+            self.broker_versions = resp
+                .api_keys
+                .iter()
+                .map(|k| {
+                    (
+                        k.api_key,
+                        VersionRange {
+                            min: k.min_version,
+                            max: k.max_version,
+                        },
+                    )
+                })
+                .collect();
+            if code == UNSUPPORTED_VERSION {
+                let theirs = self.broker_range(ApiKey::ApiVersions)?;
+                let common = theirs.intersect(&ours);
+                if common.is_empty() || common.max >= version {
+                    return Err(self.unsupported_version(ApiKey::ApiVersions, theirs, ours));
+                }
+                version = common.max;
+                continue;
+            }
+            if let Some(e) = Error::from_code(resp.error_code, || "ApiVersions".to_owned(), None) {
+                return Err(e);
+            }
+            return Ok(());
+        }
+        Err(Error::UnexpectedResponse {
+            addr: self.addr.clone(),
+            reason: "ApiVersions negotiation did not converge".into(),
+        })
+    }
+
+    /// The broker's address as given to `connect`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The broker's version range for each API key it announced.
+    pub fn broker_versions(&self) -> &BTreeMap<i16, VersionRange> {
+        &self.broker_versions
+    }
+
+    /// True if a request was interrupted and the connection must be replaced.
+    pub fn is_broken(&self) -> bool {
+        self.in_flight
+    }
+
+    /// The options this connection was opened with.
+    pub fn options(&self) -> &ConnectionOptions {
+        &self.options
+    }
+
+    fn broker_range(&self, api: ApiKey) -> Result<VersionRange> {
+        self.broker_versions
+            .get(&(api as i16))
+            .copied()
+            .ok_or_else(|| Error::UnsupportedApi {
+                addr: self.addr.clone(),
+                api,
+            })
+    }
+
+    fn unsupported_version(&self, api: ApiKey, theirs: VersionRange, ours: VersionRange) -> Error {
+        Error::UnsupportedVersion {
+            addr: self.addr.clone(),
+            api,
+            broker_min: theirs.min,
+            broker_max: theirs.max,
+            client_min: ours.min,
+            client_max: ours.max,
+        }
+    }
+
+    /// The highest version of `api` that both the broker and this client (`kafka-protocol`)
+    /// support, optionally capped at `cap`.
+    pub fn negotiate(&self, api: ApiKey, cap: Option<i16>) -> Result<i16> {
+        let mut ours = api.valid_versions();
+        if let Some(cap) = cap {
+            ours.max = ours.max.min(cap);
+        }
+        let theirs = self.broker_range(api)?;
+        let common = theirs.intersect(&ours);
+        if common.is_empty() {
+            return Err(self.unsupported_version(api, theirs, ours));
+        }
+        Ok(common.max)
+    }
+
+    /// Sends `req` at the highest mutually supported version and waits for its response.
+    pub async fn send<R: Request>(&mut self, req: &R) -> Result<R::Response> {
+        let api = api_key_of::<R>()?;
+        let version = self.negotiate(api, None)?;
+        self.send_version(req, version).await
+    }
+
+    /// Sends `req` at `version` and waits for its response within the request timeout.
+    pub async fn send_version<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response> {
+        let timeout = self.options.request_timeout;
+        self.send_version_timeout(req, version, timeout).await
+    }
+
+    /// Sends `req` at `version` and waits for its response within `timeout`.
+    pub async fn send_version_timeout<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response> {
+        let api = api_key_of::<R>()?;
+        let mut body = self.exchange(api, version, req, timeout).await?;
+        R::Response::decode(&mut body, version).map_err(|e| Error::Decode {
+            addr: self.addr.clone(),
+            api,
+            version,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends a request the broker does not answer (Produce with `acks=0`).
+    pub async fn send_no_response<R: Request>(&mut self, req: &R, version: i16) -> Result<()> {
+        let api = api_key_of::<R>()?;
+        if self.in_flight {
+            return Err(Error::ConnectionBroken {
+                addr: self.addr.clone(),
+            });
+        }
+        let correlation_id = self.take_correlation_id();
+        let frame = encode_request(req, api, version, correlation_id, &self.client_id)?;
+        let timeout = self.options.request_timeout;
+        self.in_flight = true;
+        match tokio::time::timeout(timeout, self.stream.write_all(&frame)).await {
+            Ok(Ok(())) => {
+                self.in_flight = false;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Error::Io {
+                addr: self.addr.clone(),
+                reason: describe_io(&e),
+            }),
+            Err(_) => Err(Error::Timeout {
+                addr: self.addr.clone(),
+                api,
+                timeout,
+            }),
+        }
+    }
+
+    fn take_correlation_id(&mut self) -> i32 {
+        let id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(1).max(0);
+        id
+    }
+
+    /// Writes one request and reads its response; returns the response body (after the header).
+    async fn exchange<R: Encodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &R,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        if self.in_flight {
+            return Err(Error::ConnectionBroken {
+                addr: self.addr.clone(),
+            });
+        }
+        let correlation_id = self.take_correlation_id();
+        let frame = encode_request(req, api, version, correlation_id, &self.client_id)?;
+        self.in_flight = true;
+        let frame = match tokio::time::timeout(timeout, self.write_then_read(&frame)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    addr: self.addr.clone(),
+                    api,
+                    timeout,
+                })
+            }
+        };
+        // The whole response frame has been read: the stream is in step again.
+        self.in_flight = false;
+        decode_response_header(frame, api, version, correlation_id).map_err(|e| match e {
+            FrameDecodeError::Header(reason) => Error::Decode {
+                addr: self.addr.clone(),
+                api,
+                version,
+                reason,
+            },
+            FrameDecodeError::Correlation { expected, got } => {
+                // An answer to some other request: the stream cannot be trusted any more.
+                self.in_flight = true;
+                Error::CorrelationMismatch {
+                    addr: self.addr.clone(),
+                    expected,
+                    got,
+                }
+            }
+        })
+    }
+
+    async fn write_then_read(&mut self, frame: &[u8]) -> Result<Bytes> {
+        let io_err = |addr: &str, e: std::io::Error| Error::Io {
+            addr: addr.to_owned(),
+            reason: describe_io(&e),
+        };
+        self.stream
+            .write_all(frame)
+            .await
+            .map_err(|e| io_err(&self.addr, e))?;
+        let mut prefix = [0u8; 4];
+        self.stream
+            .read_exact(&mut prefix)
+            .await
+            .map_err(|e| io_err(&self.addr, e))?;
+        let size = check_response_size(prefix, self.options.max_response_bytes).map_err(|size| {
+            Error::ResponseTooLarge {
+                addr: self.addr.clone(),
+                size,
+                max: self.options.max_response_bytes,
+            }
+        })?;
+        let mut buf = BytesMut::zeroed(size);
+        self.stream
+            .read_exact(&mut buf)
+            .await
+            .map_err(|e| io_err(&self.addr, e))?;
+        Ok(buf.freeze())
+    }
+}
+
+/// `R::KEY` as an [`ApiKey`].
+pub(crate) fn api_key_of<R: Request>() -> Result<ApiKey> {
+    ApiKey::try_from(R::KEY)
+        .map_err(|()| Error::InvalidArgument(format!("unknown API key {}", R::KEY)))
+}
+
+/// Encodes a whole request frame: 4-byte size, request header (at the header version `api`
+/// uses for `version`), body.
+pub(crate) fn encode_request<R: Encodable>(
+    req: &R,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: &StrBytes,
+) -> Result<Bytes> {
+    let encode_err = |reason: String| Error::Encode {
+        api,
+        version,
+        reason,
+    };
+    let mut header = RequestHeader::default();
+    header.request_api_key = api as i16;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(client_id.clone());
+    let header_version = api.request_header_version(version);
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_i32(0); // size, patched below
+    header
+        .encode(&mut buf, header_version)
+        .map_err(|e| encode_err(e.to_string()))?;
+    req.encode(&mut buf, version)
+        .map_err(|e| encode_err(e.to_string()))?;
+    let size = i32::try_from(buf.len() - 4)
+        .map_err(|_| encode_err(format!("request of {} bytes is too large", buf.len())))?;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Validates a response's 4-byte size prefix; `Err(size)` if negative or above `max`.
+pub(crate) fn check_response_size(prefix: [u8; 4], max: usize) -> std::result::Result<usize, i64> {
+    let size = i32::from_be_bytes(prefix);
+    match usize::try_from(size) {
+        Ok(s) if s <= max && s >= 4 => Ok(s),
+        _ => Err(size as i64),
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum FrameDecodeError {
+    Header(String),
+    Correlation { expected: i32, got: i32 },
+}
+
+/// Decodes the response header of a frame (without its size prefix), checks the correlation
+/// id, and returns the body.
+pub(crate) fn decode_response_header(
+    mut frame: Bytes,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+) -> std::result::Result<Bytes, FrameDecodeError> {
+    let header_version = api.response_header_version(version);
+    let header = ResponseHeader::decode(&mut frame, header_version)
+        .map_err(|e| FrameDecodeError::Header(e.to_string()))?;
+    if header.correlation_id != correlation_id {
+        return Err(FrameDecodeError::Correlation {
+            expected: correlation_id,
+            got: header.correlation_id,
+        });
+    }
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+    use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+
+    #[test]
+    fn request_frame_layout() {
+        let req = MetadataRequest::default();
+        let frame = encode_request(&req, ApiKey::Metadata, 12, 7, &StrBytes::from_static_str("t"))
+            .expect("encodes");
+        let mut b = frame.clone();
+        let size = b.get_i32();
+        assert_eq!(size as usize, frame.len() - 4);
+        assert_eq!(b.get_i16(), ApiKey::Metadata as i16);
+        assert_eq!(b.get_i16(), 12);
+        assert_eq!(b.get_i32(), 7);
+        // Header v2: client id as a (non-compact) nullable string, then tagged fields.
+        assert_eq!(b.get_i16(), 1);
+        assert_eq!(b.get_u8(), b't');
+        assert_eq!(b.get_u8(), 0);
+        // The rest decodes as the request at the same version.
+        let decoded = MetadataRequest::decode(&mut b, 12).expect("decodes");
+        assert_eq!(decoded, req);
+    }
+
+    #[test]
+    fn response_size_limits() {
+        assert_eq!(check_response_size(100i32.to_be_bytes(), 1000), Ok(100));
+        assert_eq!(check_response_size(2000i32.to_be_bytes(), 1000), Err(2000));
+        assert_eq!(check_response_size((-5i32).to_be_bytes(), 1000), Err(-5));
+        assert_eq!(check_response_size(2i32.to_be_bytes(), 1000), Err(2));
+    }
+
+    #[test]
+    fn response_header_and_correlation() {
+        let resp = MetadataResponse::default();
+        let mut buf = BytesMut::new();
+        buf.put_i32(42);
+        buf.put_u8(0); // header v1 tagged fields (Metadata v12 uses header v1)
+        resp.encode(&mut buf, 12).expect("encodes");
+        let frame = buf.freeze();
+        let mut body = decode_response_header(frame.clone(), ApiKey::Metadata, 12, 42)
+            .expect("header decodes");
+        let decoded = MetadataResponse::decode(&mut body, 12).expect("body decodes");
+        assert_eq!(decoded, resp);
+        assert!(matches!(
+            decode_response_header(frame, ApiKey::Metadata, 12, 43),
+            Err(FrameDecodeError::Correlation {
+                expected: 43,
+                got: 42
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn connect_refused_is_clear() {
+        // Bind then drop a listener to get a port nobody listens on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        drop(listener);
+        let err = Connection::connect(&addr, "test").await.expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot connect to broker {addr}: connection refused")
+        );
+    }
+}
