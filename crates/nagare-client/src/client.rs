@@ -138,8 +138,12 @@ impl Client {
         }
         let mut errors = Vec::new();
         for addr in &self.config.bootstrap_servers {
-            match Connection::connect_with(addr, &self.config.client_id, self.config.connection.clone())
-                .await
+            match Connection::connect_with(
+                addr,
+                &self.config.client_id,
+                self.config.connection.clone(),
+            )
+            .await
             {
                 Ok(conn) => return Ok(conn),
                 Err(e) => errors.push(e),
@@ -458,11 +462,13 @@ impl Client {
                 partition,
             });
         }
-        let p = t.partition(partition).ok_or_else(|| Error::UnknownPartition {
-            topic: topic.to_owned(),
-            partition,
-            count: t.partitions.len(),
-        })?;
+        let p = t
+            .partition(partition)
+            .ok_or_else(|| Error::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                count: t.partitions.len(),
+            })?;
         if p.leader < 0 {
             return Err(Error::LeaderNotAvailable {
                 topic: topic.to_owned(),
@@ -573,9 +579,10 @@ impl Client {
                 },
                 |resp| {
                     !resp.topics.is_empty()
-                        && resp.topics.iter().all(|t| {
-                            t.error_code == ResponseError::NotController.code()
-                        })
+                        && resp
+                            .topics
+                            .iter()
+                            .all(|t| t.error_code == ResponseError::NotController.code())
                 },
             )
             .await?;
@@ -744,8 +751,11 @@ impl Client {
                 let mut r = DescribeConfigsResource::default();
                 r.resource_type = resource.resource_type();
                 r.resource_name = StrBytes::from_string(resource.resource_name());
-                r.configuration_keys =
-                    keys.map(|ks| ks.iter().map(|k| StrBytes::from_string((*k).to_owned())).collect());
+                r.configuration_keys = keys.map(|ks| {
+                    ks.iter()
+                        .map(|k| StrBytes::from_string((*k).to_owned()))
+                        .collect()
+                });
                 let mut req = DescribeConfigsRequest::default();
                 req.resources = vec![r];
                 req.include_synonyms = false;
@@ -753,10 +763,14 @@ impl Client {
                 req
             })
             .await?;
-        let result = resp.results.into_iter().next().ok_or_else(|| Error::UnexpectedResponse {
-            addr: "broker".into(),
-            reason: "DescribeConfigs response has no result".into(),
-        })?;
+        let result = resp
+            .results
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::UnexpectedResponse {
+                addr: "broker".into(),
+                reason: "DescribeConfigs response has no result".into(),
+            })?;
         if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
             if let ConfigResource::Topic(t) = resource {
                 return Err(Error::UnknownTopic { topic: t.clone() });
@@ -812,10 +826,14 @@ impl Client {
                 req
             })
             .await?;
-        let result = resp.responses.into_iter().next().ok_or_else(|| Error::UnexpectedResponse {
-            addr: "broker".into(),
-            reason: "IncrementalAlterConfigs response has no result".into(),
-        })?;
+        let result =
+            resp.responses
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::UnexpectedResponse {
+                    addr: "broker".into(),
+                    reason: "IncrementalAlterConfigs response has no result".into(),
+                })?;
         if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
             if let ConfigResource::Topic(t) = resource {
                 return Err(Error::UnknownTopic { topic: t.clone() });
@@ -830,7 +848,12 @@ impl Client {
 
     /// Looks up an offset of a partition. For [`OffsetSpec::Timestamp`] the answer is -1 when
     /// no record has a timestamp at or after it.
-    pub async fn list_offsets(&mut self, topic: &str, partition: i32, spec: OffsetSpec) -> Result<i64> {
+    pub async fn list_offsets(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+    ) -> Result<i64> {
         let mut attempt = 0;
         loop {
             match self.list_offsets_once(topic, partition, spec).await {
@@ -844,7 +867,12 @@ impl Client {
         }
     }
 
-    async fn list_offsets_once(&mut self, topic: &str, partition: i32, spec: OffsetSpec) -> Result<i64> {
+    async fn list_offsets_once(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+    ) -> Result<i64> {
         let leader = self.leader_for(topic, partition).await?;
         let key = self.ensure_conn(Target::Node(leader)).await?;
         let conn = self.conn_mut(key)?;
@@ -900,7 +928,8 @@ impl Client {
         acks: Acks,
         compression: Compression,
     ) -> Result<i64> {
-        let batch = encode_batch(&records, compression, now_ms()).map_err(Error::InvalidArgument)?;
+        let batch =
+            encode_batch(&records, compression, now_ms()).map_err(Error::InvalidArgument)?;
         self.produce_batch(topic, partition, batch, acks).await
     }
 
@@ -917,7 +946,10 @@ impl Client {
     ) -> Result<i64> {
         let mut attempt = 0;
         loop {
-            match self.produce_once(topic, partition, batch.clone(), acks).await {
+            match self
+                .produce_once(topic, partition, batch.clone(), acks)
+                .await
+            {
                 Err(e)
                     if e.is_stale_metadata()
                         && !matches!(e, Error::Io { .. } | Error::Timeout { .. })
@@ -933,7 +965,13 @@ impl Client {
         }
     }
 
-    async fn produce_once(&mut self, topic: &str, partition: i32, batch: Bytes, acks: Acks) -> Result<i64> {
+    async fn produce_once(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+        acks: Acks,
+    ) -> Result<i64> {
         let leader = self.leader_for(topic, partition).await?;
         let topic_id = self.topic_id(topic);
         let produce_timeout = self.config.produce_timeout;
@@ -969,7 +1007,9 @@ impl Client {
         let part = resp
             .responses
             .iter()
-            .filter(|t| t.name.0.as_str() == topic || (!topic_id.is_nil() && t.topic_id == topic_id))
+            .filter(|t| {
+                t.name.0.as_str() == topic || (!topic_id.is_nil() && t.topic_id == topic_id)
+            })
             .flat_map(|t| t.partition_responses.iter())
             .find(|p| p.index == partition)
             .ok_or_else(|| Error::UnexpectedResponse {
@@ -1069,8 +1109,19 @@ impl Client {
         for pos in positions {
             match self.leader_for(&pos.topic, pos.partition).await {
                 Ok(leader) => by_leader.entry(leader).or_default().push(pos),
-                Err(e) if matches!(e, Error::UnknownTopic { .. } | Error::UnknownPartition { .. } | Error::LeaderNotAvailable { .. } | Error::UnknownBroker { .. }) => {
-                    results.push((TopicPartition::new(pos.topic.clone(), pos.partition), Err(e)));
+                Err(e)
+                    if matches!(
+                        e,
+                        Error::UnknownTopic { .. }
+                            | Error::UnknownPartition { .. }
+                            | Error::LeaderNotAvailable { .. }
+                            | Error::UnknownBroker { .. }
+                    ) =>
+                {
+                    results.push((
+                        TopicPartition::new(pos.topic.clone(), pos.partition),
+                        Err(e),
+                    ));
                 }
                 Err(e) => return Err(e),
             }
@@ -1143,7 +1194,10 @@ impl Client {
                         if matches!(&result, Err(e) if e.is_stale_metadata()) {
                             self.invalidate_topic(&pos.topic);
                         }
-                        results.push((TopicPartition::new(pos.topic.clone(), pos.partition), result));
+                        results.push((
+                            TopicPartition::new(pos.topic.clone(), pos.partition),
+                            result,
+                        ));
                     }
                 }
                 Err(e) => {
@@ -1187,7 +1241,11 @@ impl Client {
 /// Builds the Fetch request for one leader: a full fetch, no session (KIP-227 epoch -1),
 /// READ_UNCOMMITTED. Topic ids are sent for v13+, names before; both are set and the encoder
 /// writes the one the version has.
-fn build_fetch_request(group: &[&FetchPosition], ids: &[Uuid], opts: &FetchOptions) -> FetchRequest {
+fn build_fetch_request(
+    group: &[&FetchPosition],
+    ids: &[Uuid],
+    opts: &FetchOptions,
+) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for (pos, id) in group.iter().zip(ids) {
         let mut p = FetchPartition::default();
@@ -1227,14 +1285,23 @@ fn parse_fetch_response<'a>(
     addr: &str,
 ) -> Vec<(&'a FetchPosition, Result<FetchedPartition>)> {
     let mut out = Vec::with_capacity(wanted.len());
-    let top_level = Error::from_code(resp.error_code, || format!("fetch from broker {addr}"), None);
+    let top_level = Error::from_code(
+        resp.error_code,
+        || format!("fetch from broker {addr}"),
+        None,
+    );
     for (pos, id) in wanted.iter().zip(ids) {
         if let Some(e) = &top_level {
             out.push((
                 pos,
                 Err(Error::from_code(
                     e.kafka_code().unwrap_or(-1),
-                    || format!("fetch from topic '{}' partition {}", pos.topic, pos.partition),
+                    || {
+                        format!(
+                            "fetch from topic '{}' partition {}",
+                            pos.topic, pos.partition
+                        )
+                    },
                     None,
                 )
                 .unwrap_or_else(|| Error::UnexpectedResponse {
@@ -1247,9 +1314,7 @@ fn parse_fetch_response<'a>(
         let data = resp
             .responses
             .iter()
-            .filter(|t| {
-                t.topic.0.as_str() == pos.topic || (!id.is_nil() && t.topic_id == *id)
-            })
+            .filter(|t| t.topic.0.as_str() == pos.topic || (!id.is_nil() && t.topic_id == *id))
             .flat_map(|t| t.partitions.iter())
             .find(|p| p.partition_index == pos.partition);
         let Some(data) = data else {

@@ -122,22 +122,32 @@ impl Connection {
             req.client_software_name = StrBytes::from_static_str("nagare-client");
             req.client_software_version = StrBytes::from_static_str(env!("CARGO_PKG_VERSION"));
             let body = self
-                .exchange(ApiKey::ApiVersions, version, &req, self.options.request_timeout)
+                .exchange(
+                    ApiKey::ApiVersions,
+                    version,
+                    &req,
+                    self.options.request_timeout,
+                )
                 .await?;
             // Error code is the first field of every ApiVersions response version.
             let code = match body.get(..2) {
                 Some(&[hi, lo]) => i16::from_be_bytes([hi, lo]),
                 _ => 0,
             };
-            let decode_version = if code == UNSUPPORTED_VERSION { 0 } else { version };
+            let decode_version = if code == UNSUPPORTED_VERSION {
+                0
+            } else {
+                version
+            };
             let mut buf = body;
-            let resp =
-                ApiVersionsResponse::decode(&mut buf, decode_version).map_err(|e| Error::Decode {
+            let resp = ApiVersionsResponse::decode(&mut buf, decode_version).map_err(|e| {
+                Error::Decode {
                     addr: self.addr.clone(),
                     api: ApiKey::ApiVersions,
                     version: decode_version,
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
             self.broker_versions = resp
                 .api_keys
                 .iter()
@@ -353,13 +363,14 @@ impl Connection {
             .read_exact(&mut prefix)
             .await
             .map_err(|e| io_err(&self.addr, e))?;
-        let size = check_response_size(prefix, self.options.max_response_bytes).map_err(|size| {
-            Error::ResponseTooLarge {
-                addr: self.addr.clone(),
-                size,
-                max: self.options.max_response_bytes,
-            }
-        })?;
+        let size =
+            check_response_size(prefix, self.options.max_response_bytes).map_err(|size| {
+                Error::ResponseTooLarge {
+                    addr: self.addr.clone(),
+                    size,
+                    max: self.options.max_response_bytes,
+                }
+            })?;
         let mut buf = BytesMut::zeroed(size);
         self.stream
             .read_exact(&mut buf)
@@ -452,8 +463,14 @@ mod tests {
     #[test]
     fn request_frame_layout() {
         let req = MetadataRequest::default();
-        let frame = encode_request(&req, ApiKey::Metadata, 12, 7, &StrBytes::from_static_str("t"))
-            .expect("encodes");
+        let frame = encode_request(
+            &req,
+            ApiKey::Metadata,
+            12,
+            7,
+            &StrBytes::from_static_str("t"),
+        )
+        .expect("encodes");
         let mut b = frame.clone();
         let size = b.get_i32();
         assert_eq!(size as usize, frame.len() - 4);
@@ -504,7 +521,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         drop(listener);
-        let err = Connection::connect(&addr, "test").await.expect_err("refused");
+        let err = Connection::connect(&addr, "test")
+            .await
+            .expect_err("refused");
         assert_eq!(
             err.to_string(),
             format!("cannot connect to broker {addr}: connection refused")

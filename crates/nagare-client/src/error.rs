@@ -270,7 +270,11 @@ impl Error {
     }
 
     /// Builds [`Error::Kafka`] from a non-zero error code; `None` for code 0.
-    pub fn from_code(code: i16, context: impl FnOnce() -> String, message: Option<&str>) -> Option<Error> {
+    pub fn from_code(
+        code: i16,
+        context: impl FnOnce() -> String,
+        message: Option<&str>,
+    ) -> Option<Error> {
         ResponseError::try_from_code(code).map(|error| Error::Kafka {
             context: context(),
             error,
@@ -360,7 +364,10 @@ mod tests {
         let e = Error::from_code(3, || "fetch from topic 'a' partition 0".into(), Some(""))
             .expect("code 3 is an error");
         assert_eq!(e.kafka_code(), Some(3));
-        assert_eq!(e.kafka_error(), Some(ResponseError::UnknownTopicOrPartition));
+        assert_eq!(
+            e.kafka_error(),
+            Some(ResponseError::UnknownTopicOrPartition)
+        );
         assert!(e.is_stale_metadata());
         assert!(e.is_retriable());
         assert_eq!(
@@ -368,8 +375,12 @@ mod tests {
             "fetch from topic 'a' partition 0: UNKNOWN_TOPIC_OR_PARTITION"
         );
 
-        let e = Error::from_code(36, || "cannot create topic 'a'".into(), Some("Topic 'a' already exists."))
-            .expect("code 36 is an error");
+        let e = Error::from_code(
+            36,
+            || "cannot create topic 'a'".into(),
+            Some("Topic 'a' already exists."),
+        )
+        .expect("code 36 is an error");
         assert_eq!(
             e.to_string(),
             "cannot create topic 'a': TOPIC_ALREADY_EXISTS: Topic 'a' already exists."

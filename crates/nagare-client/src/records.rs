@@ -2,12 +2,12 @@
 //! batches (v2, "magic 2").
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::protocol::StrBytes;
 pub use kafka_protocol::records::{Compression, TimestampType};
 use kafka_protocol::records::{
     Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, NO_PARTITION_LEADER_EPOCH,
     NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
 };
-use kafka_protocol::protocol::StrBytes;
 
 /// A record to produce.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -313,9 +313,18 @@ mod tests {
 
     #[test]
     fn skips_records_below_the_fetch_offset_and_partial_tails() {
-        let a = with_base_offset(&encode_batch(&sample(5), Compression::None, 0).expect("ok"), 0);
-        let b = with_base_offset(&encode_batch(&sample(5), Compression::Lz4, 0).expect("ok"), 5);
-        let c = with_base_offset(&encode_batch(&sample(5), Compression::None, 0).expect("ok"), 10);
+        let a = with_base_offset(
+            &encode_batch(&sample(5), Compression::None, 0).expect("ok"),
+            0,
+        );
+        let b = with_base_offset(
+            &encode_batch(&sample(5), Compression::Lz4, 0).expect("ok"),
+            5,
+        );
+        let c = with_base_offset(
+            &encode_batch(&sample(5), Compression::None, 0).expect("ok"),
+            10,
+        );
         let mut set = BytesMut::new();
         set.extend_from_slice(&a);
         set.extend_from_slice(&b);
@@ -330,7 +339,10 @@ mod tests {
 
     #[test]
     fn batches_wholly_below_the_offset_still_advance() {
-        let a = with_base_offset(&encode_batch(&sample(5), Compression::None, 0).expect("ok"), 0);
+        let a = with_base_offset(
+            &encode_batch(&sample(5), Compression::None, 0).expect("ok"),
+            0,
+        );
         let decoded = decode_record_set(a, 0, 5).expect("decodes");
         assert!(decoded.records.is_empty());
         assert_eq!(decoded.next_offset, Some(5));

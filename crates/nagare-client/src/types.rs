@@ -372,9 +372,9 @@ impl AlterConfigOp {
     /// The value, if the operation has one.
     pub fn value(&self) -> Option<&str> {
         match self {
-            AlterConfigOp::Set(_, v) | AlterConfigOp::Append(_, v) | AlterConfigOp::Subtract(_, v) => {
-                Some(v)
-            }
+            AlterConfigOp::Set(_, v)
+            | AlterConfigOp::Append(_, v)
+            | AlterConfigOp::Subtract(_, v) => Some(v),
             AlterConfigOp::Delete(_) => None,
         }
     }

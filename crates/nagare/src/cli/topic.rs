@@ -1,10 +1,350 @@
-//! Placeholder: replaced by the real subcommand.
+//! `nagare topic`: create, list, describe, alter and delete topics (like `kafka-topics`).
 
-/// Arguments.
+use anyhow::{bail, Context};
+use nagare_client::{
+    AlterConfigOp, Client, ClientConfig, ConfigResource, Error as ClientError, NewTopic,
+    ResponseError, TopicMetadata,
+};
+
+/// Arguments of `nagare topic`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Broker(s) to bootstrap from, comma-separated `host:port`.
+    #[arg(
+        long = "bootstrap-server",
+        short = 'b',
+        alias = "bootstrap-servers",
+        env = "NAGARE_BOOTSTRAP_SERVER",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    pub bootstrap_server: String,
+    #[command(subcommand)]
+    command: Command,
+}
 
-/// Runs the subcommand.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Number of partitions (default: the broker's `num.partitions`).
+        #[arg(long, short = 'p')]
+        partitions: Option<i32>,
+        /// Replication factor (default: the broker's `default.replication.factor`).
+        #[arg(long, short = 'r')]
+        replication_factor: Option<i16>,
+        /// A topic config as `key=value`, e.g. `cleanup.policy=compact`. Repeatable.
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+        /// Succeed without doing anything if the topic already exists.
+        #[arg(long)]
+        if_not_exists: bool,
+        /// Only check that the topic could be created.
+        #[arg(long)]
+        validate_only: bool,
+    },
+    /// List topic names.
+    List {
+        /// Leave out internal topics such as `__consumer_offsets`.
+        #[arg(long)]
+        exclude_internal: bool,
+    },
+    /// Show partitions (leader, replicas, ISR) and non-default configs of one or all topics.
+    Describe {
+        /// Topic name (all topics if omitted).
+        name: Option<String>,
+    },
+    /// Add partitions and/or change configs of a topic.
+    Alter {
+        /// Topic name.
+        name: String,
+        /// New total number of partitions (can only grow).
+        #[arg(long, short = 'p')]
+        partitions: Option<i32>,
+        /// Set a topic config, as `key=value`. Repeatable.
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+        /// Remove a topic config override (back to the default). Repeatable.
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
+    /// Delete a topic.
+    Delete {
+        /// Topic name.
+        name: String,
+        /// Succeed without doing anything if the topic does not exist.
+        #[arg(long)]
+        if_exists: bool,
+    },
+}
+
+/// Parses `key=value` (the value may contain `=`; the key may not be empty).
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
+}
+
+/// Connects a client for the CLI; the error already names the broker and the cause.
+pub(crate) async fn connect(bootstrap_server: &str) -> anyhow::Result<Client> {
+    let config = ClientConfig::new(bootstrap_server).with_client_id("nagare-cli");
+    Ok(Client::connect(config).await?)
+}
+
+/// Runs `nagare topic`.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut client = connect(&args.bootstrap_server).await?;
+    match args.command {
+        Command::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            if_not_exists,
+            validate_only,
+        } => {
+            let topic = NewTopic {
+                name: name.clone(),
+                partitions,
+                replication_factor,
+                configs,
+            };
+            match client.create_topics(&[topic], validate_only).await {
+                Ok(()) if validate_only => println!("Topic {name} can be created."),
+                Ok(()) => println!("Created topic {name}."),
+                Err(e)
+                    if if_not_exists
+                        && e.kafka_error() == Some(ResponseError::TopicAlreadyExists) =>
+                {
+                    println!("Topic {name} already exists.");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Command::List { exclude_internal } => {
+            let topics = client.describe_topics(&[]).await?;
+            for t in topics {
+                if exclude_internal && t.is_internal {
+                    continue;
+                }
+                println!("{}", t.name);
+            }
+        }
+        Command::Describe { name } => {
+            let names: Vec<&str> = name.as_deref().into_iter().collect();
+            let topics = client.describe_topics(&names).await?;
+            let mut out = String::new();
+            for t in &topics {
+                let configs = non_default_configs(&mut client, &t.name).await?;
+                out.push_str(&render_topic(t, &configs));
+                out.push('\n');
+            }
+            print!("{out}");
+        }
+        Command::Alter {
+            name,
+            partitions,
+            configs,
+            delete_configs,
+        } => {
+            if partitions.is_none() && configs.is_empty() && delete_configs.is_empty() {
+                bail!("nothing to alter: give --partitions, --config or --delete-config");
+            }
+            // Fail early and clearly if the topic does not exist.
+            client.describe_topics(&[name.as_str()]).await?;
+            if let Some(count) = partitions {
+                client
+                    .create_partitions(&[(name.as_str(), count)], false)
+                    .await?;
+                println!("Topic {name} now has {count} partitions.");
+            }
+            if !configs.is_empty() || !delete_configs.is_empty() {
+                let ops: Vec<AlterConfigOp> = configs
+                    .iter()
+                    .map(|(k, v)| AlterConfigOp::Set(k.clone(), v.clone()))
+                    .chain(
+                        delete_configs
+                            .iter()
+                            .map(|k| AlterConfigOp::Delete(k.clone())),
+                    )
+                    .collect();
+                client
+                    .incremental_alter_configs(&ConfigResource::Topic(name.clone()), &ops, false)
+                    .await?;
+                for (k, v) in &configs {
+                    println!("Set {k}={v} on topic {name}.");
+                }
+                for k in &delete_configs {
+                    println!("Removed {k} from topic {name}.");
+                }
+            }
+        }
+        Command::Delete { name, if_exists } => match client.delete_topics(&[name.as_str()]).await {
+            Ok(()) => println!("Deleted topic {name}."),
+            Err(ClientError::UnknownTopic { .. }) if if_exists => {
+                println!("Topic {name} does not exist.");
+            }
+            Err(e) => return Err(e.into()),
+        },
+    }
+    Ok(())
+}
+
+/// `name=value` for every config of the topic not at its built-in default, sorted by name.
+async fn non_default_configs(client: &mut Client, topic: &str) -> anyhow::Result<Vec<String>> {
+    let entries = client
+        .describe_configs(&ConfigResource::Topic(topic.to_owned()), None)
+        .await
+        .with_context(|| format!("cannot read the configs of topic {topic}"))?;
+    Ok(entries
+        .into_iter()
+        .filter(|e| !e.is_default())
+        .map(|e| {
+            let value = if e.sensitive {
+                "[hidden]".to_owned()
+            } else {
+                e.value.unwrap_or_else(|| "null".to_owned())
+            };
+            format!("{}={}", e.name, value)
+        })
+        .collect())
+}
+
+/// Kafka prints topic ids as URL-safe base64 without padding (`Uuid.toString()` in Java).
+fn kafka_uuid(bytes: &[u8; 16]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(22);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            let idx = (n >> (18 - 6 * i)) & 0x3f;
+            out.push(char::from(ALPHABET[idx as usize]));
+        }
+    }
+    out
+}
+
+fn join_ids(ids: &[i32]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One topic as a summary line plus an aligned table of its partitions.
+fn render_topic(t: &TopicMetadata, configs: &[String]) -> String {
+    let mut out = format!(
+        "Topic: {}\tTopicId: {}\tPartitionCount: {}\tReplicationFactor: {}\tConfigs: {}\n",
+        t.name,
+        kafka_uuid(t.topic_id.as_bytes()),
+        t.partitions.len(),
+        t.replication_factor(),
+        configs.join(",")
+    );
+    let any_offline = t.partitions.iter().any(|p| !p.offline_replicas.is_empty());
+    let mut rows: Vec<Vec<String>> = vec![{
+        let mut h = vec!["PARTITION", "LEADER", "REPLICAS", "ISR"];
+        if any_offline {
+            h.push("OFFLINE");
+        }
+        h.into_iter().map(str::to_owned).collect()
+    }];
+    for p in &t.partitions {
+        let mut row = vec![
+            p.partition.to_string(),
+            if p.leader >= 0 {
+                p.leader.to_string()
+            } else {
+                "none".to_owned()
+            },
+            join_ids(&p.replicas),
+            join_ids(&p.isr),
+        ];
+        if any_offline {
+            row.push(join_ids(&p.offline_replicas));
+        }
+        rows.push(row);
+    }
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let mut line = String::from("  ");
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == columns {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nagare_client::PartitionMetadata;
+
+    #[test]
+    fn key_values() {
+        assert_eq!(
+            parse_key_value("retention.ms=1000"),
+            Ok(("retention.ms".into(), "1000".into()))
+        );
+        assert_eq!(parse_key_value("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_key_value("a="), Ok(("a".into(), String::new())));
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+
+    #[test]
+    fn uuid_like_kafka() {
+        // Kafka: new Uuid(0, 1).toString() == "AAAAAAAAAAAAAAAAAAAAAQ"
+        let mut b = [0u8; 16];
+        b[15] = 1;
+        assert_eq!(kafka_uuid(&b), "AAAAAAAAAAAAAAAAAAAAAQ");
+        assert_eq!(kafka_uuid(&[0xff; 16]), "_____________________w");
+    }
+
+    #[test]
+    fn table_is_aligned() {
+        let p = |i: i32, leader: i32| PartitionMetadata {
+            partition: i,
+            leader,
+            leader_epoch: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2],
+            offline_replicas: vec![],
+            error: None,
+        };
+        let t = TopicMetadata {
+            name: "orders".into(),
+            topic_id: Default::default(),
+            is_internal: false,
+            partitions: vec![p(0, 1), p(10, -1)],
+            error: None,
+        };
+        let s = render_topic(&t, &["cleanup.policy=compact".into()]);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Topic: orders\tTopicId: AAAAAAAAAAAAAAAAAAAAAA\tPartitionCount: 2\tReplicationFactor: 3\tConfigs: cleanup.policy=compact"
+        );
+        assert_eq!(lines[1], "  PARTITION  LEADER  REPLICAS  ISR");
+        assert_eq!(lines[2], "  0          1       1,2,3     1,2");
+        assert_eq!(lines[3], "  10         none    1,2,3     1,2");
+    }
 }
