@@ -1071,18 +1071,19 @@ impl Client {
         }];
         let mut attempt = 0;
         loop {
-            let result = self
-                .fetch_many(&pos, opts)
-                .await?
-                .into_iter()
-                .next()
-                .map(|(_, r)| r)
-                .unwrap_or_else(|| {
-                    Err(Error::UnexpectedResponse {
-                        addr: "broker".into(),
-                        reason: format!("no fetch result for {topic}-{partition}"),
-                    })
-                });
+            let result = match self.fetch_many(&pos, opts).await {
+                Ok(results) => results
+                    .into_iter()
+                    .next()
+                    .map(|(_, r)| r)
+                    .unwrap_or_else(|| {
+                        Err(Error::UnexpectedResponse {
+                            addr: "broker".into(),
+                            reason: format!("no fetch result for {topic}-{partition}"),
+                        })
+                    }),
+                Err(e) => Err(e),
+            };
             match result {
                 Err(e) if e.is_stale_metadata() && attempt < self.config.retries => {
                     self.backoff(attempt).await;
@@ -1136,14 +1137,10 @@ impl Client {
                     for pos in &group {
                         self.invalidate_topic(&pos.topic);
                     }
-                    let msg = e.to_string();
                     for pos in group {
                         results.push((
                             TopicPartition::new(pos.topic.clone(), pos.partition),
-                            Err(Error::Connect {
-                                addr: format!("broker {leader}"),
-                                reason: msg.clone(),
-                            }),
+                            Err(e.clone()),
                         ));
                     }
                     continue;
@@ -1207,21 +1204,11 @@ impl Client {
                     if !e.is_transport() && !matches!(e, Error::Decode { .. }) {
                         return Err(e);
                     }
-                    let msg = e.to_string();
                     for pos in &wanted {
                         self.invalidate_topic(&pos.topic);
                         results.push((
                             TopicPartition::new(pos.topic.clone(), pos.partition),
-                            Err(match &e {
-                                Error::Decode { .. } => Error::UnexpectedResponse {
-                                    addr: addr.clone(),
-                                    reason: msg.clone(),
-                                },
-                                _ => Error::Io {
-                                    addr: addr.clone(),
-                                    reason: msg.clone(),
-                                },
-                            }),
+                            Err(e.clone()),
                         ));
                     }
                 }

@@ -14,7 +14,7 @@ pub use kafka_protocol::ResponseError;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong talking to a Kafka-compatible cluster.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// No bootstrap server was configured.

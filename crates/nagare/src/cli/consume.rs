@@ -252,9 +252,17 @@ async fn consume_loop(
             let left = limit.saturating_sub(last_activity.elapsed());
             opts.max_wait_ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).min(500);
         }
-        let results = client.fetch_many(positions, &opts).await?;
         let mut got_any = false;
         let mut retriable = None;
+        let results = match client.fetch_many(positions, &opts).await {
+            Ok(results) => results,
+            // E.g. the broker restarts: try again below, a bounded number of times.
+            Err(e) if e.is_retriable() => {
+                retriable = Some(e);
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
         for (tp, result) in results {
             let Some(pos) = positions
                 .iter_mut()
