@@ -216,11 +216,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut round_robin = 0;
     let mut line_number: u64 = 0;
 
+    // Ctrl-C ends the input like EOF does: what was read is still sent.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
-        let next = if pending.is_empty() {
-            Some(lines.recv().await)
-        } else {
-            tokio::time::timeout(linger, lines.recv()).await.ok()
+        let read = async {
+            if pending.is_empty() {
+                Some(lines.recv().await)
+            } else {
+                tokio::time::timeout(linger, lines.recv()).await.ok()
+            }
+        };
+        let next = tokio::select! {
+            next = read => next,
+            _ = &mut ctrl_c => break,
         };
         match next {
             // Quiet for `linger`: send what is buffered.
