@@ -1,1 +1,146 @@
-//! nagare-broker
+//! The Nagare broker: the network server and request router, the replica manager (hosted
+//! partitions, high watermarks, group commit), fetch sessions (KIP-227), the delayed-fetch
+//! purgatory, and one handler module per Kafka API. Metadata decisions belong to the
+//! controller (`nagare-controller`); the broker only reacts to the images it publishes.
+
+pub mod config;
+pub mod fetch_session;
+pub mod handlers;
+pub mod network;
+pub mod replica_manager;
+mod sendfile;
+pub mod server;
+
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use nagare_controller::logic::{ApiError, ControllerDefaults};
+use nagare_controller::shell::ControllerError;
+use nagare_controller::Controller;
+use nagare_metadata::records::{ConfigResource, MetadataRecord};
+use nagare_metadata::topic_config::TopicDefaults;
+use nagare_metadata::MetadataImage;
+
+pub use config::BrokerConfig;
+pub use replica_manager::ReplicaManager;
+
+/// Shared state of a running broker.
+pub struct Broker {
+    /// Validated configuration.
+    pub config: BrokerConfig,
+    /// Cluster id (from `meta.properties`).
+    pub cluster_id: String,
+    /// The controller (in-process for the single-node quorum).
+    pub controller: Arc<Controller>,
+    /// Hosted partitions.
+    pub replicas: Arc<ReplicaManager>,
+    /// KIP-227 incremental fetch sessions.
+    pub fetch_sessions: fetch_session::FetchSessionCache,
+    /// Defaults new topics get from the controller.
+    pub controller_defaults: ControllerDefaults,
+    topic_defaults: RwLock<TopicDefaults>,
+    producer_ids: Mutex<(i64, i64)>,
+}
+
+impl Broker {
+    /// Builds the broker state; call [`Broker::on_image`] for every published image.
+    pub fn new(
+        config: BrokerConfig,
+        cluster_id: String,
+        controller: Arc<Controller>,
+        replicas: Arc<ReplicaManager>,
+    ) -> Self {
+        let image = controller.image();
+        let defaults = config.topic_defaults(&dynamic_broker_overrides(&image, config.node_id));
+        Broker {
+            fetch_sessions: fetch_session::FetchSessionCache::new(
+                config.max_incremental_fetch_session_cache_slots,
+            ),
+            controller_defaults: ControllerDefaults {
+                num_partitions: config.num_partitions,
+                default_replication_factor: config.default_replication_factor,
+            },
+            topic_defaults: RwLock::new(defaults),
+            producer_ids: Mutex::new((0, 0)),
+            config,
+            cluster_id,
+            controller,
+            replicas,
+        }
+    }
+
+    /// Current broker-level topic defaults (static config plus dynamic broker configs).
+    pub fn topic_defaults(&self) -> TopicDefaults {
+        self.topic_defaults.read().clone()
+    }
+
+    /// The latest metadata image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.controller.image()
+    }
+
+    /// Reacts to a newly committed image.
+    pub fn on_image(&self, image: &MetadataImage) {
+        let defaults = self
+            .config
+            .topic_defaults(&dynamic_broker_overrides(image, self.config.node_id));
+        *self.topic_defaults.write() = defaults.clone();
+        self.replicas.apply_image(image, &defaults);
+    }
+
+    /// Runs a controller decision off the async threads (it fsyncs the metadata log).
+    pub async fn controller_commit<T, F>(
+        self: &Arc<Self>,
+        dry_run: bool,
+        decide: F,
+    ) -> Result<T, ControllerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError> + Send + 'static,
+    {
+        let controller = self.controller.clone();
+        match tokio::task::spawn_blocking(move || controller.commit(dry_run, decide)).await {
+            Ok(r) => r,
+            Err(e) => Err(ControllerError::Api(ApiError {
+                code: -1,
+                message: format!("controller task failed: {e}"),
+            })),
+        }
+    }
+
+    /// Hands out a producer id for an idempotent producer, fetching a new block from the
+    /// controller when the current one is used up (AllocateProducerIds).
+    pub async fn next_producer_id(self: &Arc<Self>) -> Result<i64, ControllerError> {
+        {
+            let mut ids = self.producer_ids.lock();
+            if ids.0 < ids.1 {
+                ids.0 += 1;
+                return Ok(ids.0 - 1);
+            }
+        }
+        let node = self.config.node_id;
+        let first = self
+            .controller_commit(false, move |img| {
+                let (first, recs) = nagare_controller::logic::allocate_producer_ids(img, node);
+                Ok((recs, first))
+            })
+            .await?;
+        let mut ids = self.producer_ids.lock();
+        *ids = (
+            first + 1,
+            first + nagare_controller::logic::PRODUCER_ID_BLOCK_SIZE,
+        );
+        Ok(first)
+    }
+}
+
+/// Dynamic broker configs for this node: cluster-wide (`""`) overlaid by per-broker.
+fn dynamic_broker_overrides(
+    image: &MetadataImage,
+    node_id: i32,
+) -> std::collections::BTreeMap<String, String> {
+    let mut m = image.config_overrides(ConfigResource::Broker, "");
+    m.extend(image.config_overrides(ConfigResource::Broker, &node_id.to_string()));
+    m
+}

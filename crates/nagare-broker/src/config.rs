@@ -1,0 +1,641 @@
+//! Broker configuration in Kafka's `server.properties` format with Kafka's names.
+//!
+//! Keys Nagare implements are typed and validated: an invalid value is a startup error
+//! naming the key. Keys Kafka has but Nagare does not implement, and keys nobody knows,
+//! are warnings naming them (as Kafka warns about unknown keys), so existing files work.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use nagare_metadata::topic_config::{self, TopicDefaults};
+
+/// A configuration problem that stops startup.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A value is invalid for its key.
+    #[error("invalid value {value:?} for configuration {key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A line is not `key=value`.
+    #[error("malformed line {line} in {path}: {text:?}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// Line number (1-based).
+        line: usize,
+        /// The line.
+        text: String,
+    },
+}
+
+/// One listener from `listeners` (`NAME://host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Listener name (`PLAINTEXT`, `CONTROLLER`, ...).
+    pub name: String,
+    /// Host to bind (empty = all interfaces).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl Listener {
+    /// The socket address to bind.
+    pub fn bind_addr(&self) -> String {
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host
+        };
+        format!("{host}:{}", self.port)
+    }
+}
+
+/// Parsed and validated broker configuration.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Every property as given (file then overrides).
+    pub props: BTreeMap<String, String>,
+    /// `node.id`.
+    pub node_id: i32,
+    /// `process.roles`.
+    pub process_roles: Vec<String>,
+    /// `listeners`.
+    pub listeners: Vec<Listener>,
+    /// `advertised.listeners` (defaults to `listeners` minus controller listeners).
+    pub advertised_listeners: Vec<Listener>,
+    /// `controller.listener.names`.
+    pub controller_listener_names: Vec<String>,
+    /// `log.dirs` (first entry holds data; several dirs are not yet supported).
+    pub log_dirs: Vec<PathBuf>,
+    /// `metadata.log.dir` (defaults to the first log dir).
+    pub metadata_log_dir: PathBuf,
+    /// `num.partitions`.
+    pub num_partitions: i32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `delete.topic.enable`.
+    pub delete_topic_enable: bool,
+    /// `socket.request.max.bytes`.
+    pub socket_request_max_bytes: usize,
+    /// `log.retention.check.interval.ms`.
+    pub log_retention_check_interval_ms: u64,
+    /// `log.flush.interval.ms`: period of the background fsync for data written with acks 0/1.
+    pub log_flush_interval_ms: u64,
+    /// `log.flush.offset.checkpoint.interval.ms`.
+    pub log_flush_offset_checkpoint_interval_ms: u64,
+    /// `max.connections`.
+    pub max_connections: usize,
+    /// `broker.rack`.
+    pub broker_rack: Option<String>,
+    /// `transaction.max.timeout.ms`.
+    pub transaction_max_timeout_ms: i32,
+    /// `fetch.max.bytes` (broker cap on a fetch response).
+    pub fetch_max_bytes: i32,
+    /// `max.incremental.fetch.session.cache.slots`.
+    pub max_incremental_fetch_session_cache_slots: usize,
+    /// `cluster.id` for a self-formatted single node (Nagare extension; else generated).
+    pub cluster_id: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Int(i64, i64),
+    Bool,
+    Text,
+    List,
+}
+
+/// Keys Nagare implements, with their types (defaults live in [`BrokerConfig::from_props`]).
+const IMPLEMENTED: &[(&str, Kind)] = &[
+    ("node.id", Kind::Int(0, i32::MAX as i64)),
+    ("broker.id", Kind::Int(0, i32::MAX as i64)),
+    ("process.roles", Kind::List),
+    ("listeners", Kind::List),
+    ("advertised.listeners", Kind::List),
+    ("controller.listener.names", Kind::List),
+    ("controller.quorum.voters", Kind::List),
+    ("inter.broker.listener.name", Kind::Text),
+    ("listener.security.protocol.map", Kind::List),
+    ("log.dirs", Kind::List),
+    ("log.dir", Kind::Text),
+    ("metadata.log.dir", Kind::Text),
+    ("num.partitions", Kind::Int(1, i32::MAX as i64)),
+    ("default.replication.factor", Kind::Int(1, i16::MAX as i64)),
+    ("auto.create.topics.enable", Kind::Bool),
+    ("delete.topic.enable", Kind::Bool),
+    ("log.retention.hours", Kind::Int(-1, i32::MAX as i64)),
+    ("log.retention.minutes", Kind::Int(-1, i32::MAX as i64)),
+    ("log.roll.hours", Kind::Int(1, i32::MAX as i64)),
+    ("socket.request.max.bytes", Kind::Int(1, i32::MAX as i64)),
+    ("log.retention.check.interval.ms", Kind::Int(1, i64::MAX)),
+    (
+        "log.flush.offset.checkpoint.interval.ms",
+        Kind::Int(0, i32::MAX as i64),
+    ),
+    ("max.connections", Kind::Int(0, i32::MAX as i64)),
+    ("broker.rack", Kind::Text),
+    ("transaction.max.timeout.ms", Kind::Int(1, i32::MAX as i64)),
+    ("fetch.max.bytes", Kind::Int(1024, i32::MAX as i64)),
+    (
+        "max.incremental.fetch.session.cache.slots",
+        Kind::Int(0, i32::MAX as i64),
+    ),
+    ("cluster.id", Kind::Text),
+];
+
+/// Kafka broker keys Nagare accepts but does not act on yet (warned about at startup).
+const NOT_IMPLEMENTED: &[&str] = &[
+    "num.network.threads",
+    "num.io.threads",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "num.recovery.threads.per.data.dir",
+    "offsets.topic.replication.factor",
+    "offsets.topic.num.partitions",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "group.initial.rebalance.delay.ms",
+    "log.flush.scheduler.interval.ms",
+    "queued.max.requests",
+    "replica.lag.time.max.ms",
+    "broker.session.timeout.ms",
+    "broker.heartbeat.interval.ms",
+    "controller.quorum.bootstrap.servers",
+    "controller.quorum.election.timeout.ms",
+    "controller.quorum.fetch.timeout.ms",
+    "num.replica.fetchers",
+    "auto.leader.rebalance.enable",
+    "group.coordinator.rebalance.protocols",
+    "share.coordinator.state.topic.replication.factor",
+    "share.coordinator.state.topic.min.isr",
+    "sasl.enabled.mechanisms",
+    "sasl.mechanism.controller.protocol",
+    "sasl.mechanism.inter.broker.protocol",
+    "ssl.keystore.location",
+    "authorizer.class.name",
+    "metadata.log.max.record.bytes.between.snapshots",
+    "log.cleaner.enable",
+    "log.cleaner.threads",
+    "producer.id.expiration.ms",
+];
+
+/// Parses `server.properties` text (Java properties: `key=value`, `key: value` or
+/// `key value`; `#`/`!` comments; `\` line continuations).
+pub fn parse_properties(text: &str, path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    let mut start_line = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_start();
+        if pending.is_empty() {
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            start_line = i + 1;
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            pending.push_str(stripped);
+            continue;
+        }
+        pending.push_str(line);
+        let entry = std::mem::take(&mut pending);
+        let split = entry
+            .find(['=', ':'])
+            .or_else(|| entry.find(char::is_whitespace));
+        let Some(pos) = split else {
+            return Err(ConfigError::Malformed {
+                path: path.to_path_buf(),
+                line: start_line,
+                text: entry,
+            });
+        };
+        let key = entry[..pos].trim().to_string();
+        let value = entry[pos + 1..].trim().to_string();
+        if key.is_empty() {
+            return Err(ConfigError::Malformed {
+                path: path.to_path_buf(),
+                line: start_line,
+                text: entry,
+            });
+        }
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses a `listeners`-style list: `NAME://host:port,...`.
+pub fn parse_listeners(key: &str, value: &str) -> Result<Vec<Listener>, ConfigError> {
+    let mut out = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((name, rest)) = item.split_once("://") else {
+            return Err(invalid(
+                key,
+                value,
+                format!("listener {item:?} is not NAME://host:port"),
+            ));
+        };
+        let Some((host, port)) = rest.rsplit_once(':') else {
+            return Err(invalid(
+                key,
+                value,
+                format!("listener {item:?} has no port"),
+            ));
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| invalid(key, value, format!("listener {item:?} has an invalid port")))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        out.push(Listener {
+            name: name.to_ascii_uppercase(),
+            host,
+            port,
+        });
+    }
+    Ok(out)
+}
+
+impl BrokerConfig {
+    /// Loads a config: the file (if any), then `key=value` overrides; returns the config and
+    /// warnings to log (unknown or not implemented keys).
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut pairs = Vec::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            pairs.extend(parse_properties(&text, path)?);
+        }
+        for o in overrides {
+            let Some((k, v)) = o.split_once('=') else {
+                return Err(invalid(o, "", "an override must be key=value"));
+            };
+            pairs.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        let props: BTreeMap<String, String> = pairs.into_iter().collect();
+        Self::from_props(props)
+    }
+
+    /// Validates properties and fills Kafka's defaults (single-node defaults where Kafka has
+    /// none: node 1, combined roles, 127.0.0.1:9092, `./nagare-data`).
+    pub fn from_props(props: BTreeMap<String, String>) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut warnings = Vec::new();
+        for (k, v) in &props {
+            if let Some((_, kind)) = IMPLEMENTED.iter().find(|(n, _)| n == k) {
+                check_kind(k, v, *kind)?;
+            } else if let Some(def) = topic_config::TOPIC_CONFIGS
+                .iter()
+                .find(|d| d.broker_key == k)
+            {
+                topic_config::validate_value(def.kind, k, v).map_err(|r| invalid(k, v, r))?;
+                if matches!(
+                    k.as_str(),
+                    "log.flush.interval.messages"
+                        | "log.cleaner.delete.retention.ms"
+                        | "log.cleaner.min.cleanable.ratio"
+                        | "log.cleaner.min.compaction.lag.ms"
+                        | "log.cleaner.max.compaction.lag.ms"
+                        | "log.preallocate"
+                        | "log.roll.jitter.ms"
+                        | "compression.type"
+                        | "remote.log.storage.system.enable"
+                ) {
+                    warnings.push(format!(
+                        "config {k} is accepted but not implemented yet; ignored"
+                    ));
+                }
+            } else if NOT_IMPLEMENTED.contains(&k.as_str()) {
+                warnings.push(format!(
+                    "config {k} is a Kafka config Nagare does not implement yet; ignored"
+                ));
+            } else {
+                warnings.push(format!("unknown config {k}; ignored"));
+            }
+        }
+        let get = |k: &str| props.get(k).map(String::as_str);
+        let int = |k: &str, d: i64| {
+            get(k)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(d)
+        };
+        let boolean = |k: &str, d: bool| {
+            get(k)
+                .map(|v| v.trim().eq_ignore_ascii_case("true"))
+                .unwrap_or(d)
+        };
+        let node_id = get("node.id")
+            .or(get("broker.id"))
+            .map(|_| int("node.id", int("broker.id", 1)))
+            .unwrap_or(1) as i32;
+        let process_roles: Vec<String> = get("process.roles")
+            .unwrap_or("broker,controller")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for r in &process_roles {
+            if r != "broker" && r != "controller" {
+                return Err(invalid(
+                    "process.roles",
+                    get("process.roles").unwrap_or(""),
+                    format!("unknown role {r}"),
+                ));
+            }
+        }
+        if process_roles != ["broker", "controller"] && process_roles != ["controller", "broker"] {
+            return Err(invalid(
+                "process.roles",
+                get("process.roles").unwrap_or(""),
+                "only combined mode (broker,controller) is supported until the KRaft quorum lands",
+            ));
+        }
+        let listeners = parse_listeners(
+            "listeners",
+            get("listeners").unwrap_or("PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"),
+        )?;
+        let controller_listener_names: Vec<String> = get("controller.listener.names")
+            .unwrap_or("CONTROLLER")
+            .split(',')
+            .map(|s| s.trim().to_ascii_uppercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !listeners
+            .iter()
+            .any(|l| !controller_listener_names.contains(&l.name))
+        {
+            return Err(invalid(
+                "listeners",
+                get("listeners").unwrap_or(""),
+                "no broker listener (all listeners are controller listeners)",
+            ));
+        }
+        let advertised_listeners = match get("advertised.listeners") {
+            Some(v) => parse_listeners("advertised.listeners", v)?,
+            None => listeners
+                .iter()
+                .filter(|l| !controller_listener_names.contains(&l.name))
+                .map(|l| Listener {
+                    host: if l.host.is_empty() || l.host == "0.0.0.0" {
+                        "127.0.0.1".into()
+                    } else {
+                        l.host.clone()
+                    },
+                    ..l.clone()
+                })
+                .collect(),
+        };
+        if let Some(v) = get("controller.quorum.voters") {
+            for voter in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let ok = voter
+                    .split_once('@')
+                    .map(|(id, addr)| {
+                        id.parse::<i32>().is_ok()
+                            && addr
+                                .rsplit_once(':')
+                                .map(|(_, p)| p.parse::<u16>().is_ok())
+                                .unwrap_or(false)
+                    })
+                    .unwrap_or(false);
+                if !ok {
+                    return Err(invalid(
+                        "controller.quorum.voters",
+                        v,
+                        format!("voter {voter:?} is not id@host:port"),
+                    ));
+                }
+            }
+        }
+        let log_dirs: Vec<PathBuf> = get("log.dirs")
+            .or(get("log.dir"))
+            .unwrap_or("./nagare-data")
+            .split(',')
+            .map(|s| PathBuf::from(s.trim()))
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if log_dirs.is_empty() {
+            return Err(invalid("log.dirs", "", "no log directory given"));
+        }
+        if log_dirs.len() > 1 {
+            warnings.push(format!(
+                "log.dirs lists {} directories; Nagare uses only the first ({}) for now",
+                log_dirs.len(),
+                log_dirs[0].display()
+            ));
+        }
+        let metadata_log_dir = get("metadata.log.dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| log_dirs[0].clone());
+        let cfg = BrokerConfig {
+            node_id,
+            process_roles,
+            listeners,
+            advertised_listeners,
+            controller_listener_names,
+            metadata_log_dir,
+            num_partitions: int("num.partitions", 1) as i32,
+            default_replication_factor: int("default.replication.factor", 1) as i16,
+            auto_create_topics_enable: boolean("auto.create.topics.enable", true),
+            delete_topic_enable: boolean("delete.topic.enable", true),
+            socket_request_max_bytes: int("socket.request.max.bytes", 104_857_600) as usize,
+            log_retention_check_interval_ms: int("log.retention.check.interval.ms", 300_000) as u64,
+            // Nagare deviates from Kafka (which never fsyncs by default and relies on
+            // replication): data written with acks 0/1 is fsynced at least once a second.
+            log_flush_interval_ms: int("log.flush.interval.ms", 1000).max(1) as u64,
+            log_flush_offset_checkpoint_interval_ms: int(
+                "log.flush.offset.checkpoint.interval.ms",
+                60_000,
+            ) as u64,
+            max_connections: int("max.connections", 10_000) as usize,
+            broker_rack: get("broker.rack").map(str::to_string),
+            transaction_max_timeout_ms: int("transaction.max.timeout.ms", 900_000) as i32,
+            fetch_max_bytes: int("fetch.max.bytes", 57_671_680) as i32,
+            max_incremental_fetch_session_cache_slots: int(
+                "max.incremental.fetch.session.cache.slots",
+                1000,
+            ) as usize,
+            cluster_id: get("cluster.id").map(str::to_string),
+            log_dirs,
+            props: BTreeMap::new(),
+        };
+        Ok((BrokerConfig { props, ..cfg }, warnings))
+    }
+
+    /// Broker-level topic defaults (the `log.*` synonyms), honouring Kafka's precedence of
+    /// `log.retention.ms` over `.minutes` over `.hours` and `log.roll.ms` over `.hours`.
+    pub fn topic_defaults(&self, dynamic: &BTreeMap<String, String>) -> TopicDefaults {
+        let props = &self.props;
+        TopicDefaults::from_broker(|key| {
+            if let Some(v) = dynamic.get(key) {
+                return Some(v.clone());
+            }
+            match key {
+                "log.retention.ms" => props.get(key).cloned().or_else(|| {
+                    props
+                        .get("log.retention.minutes")
+                        .and_then(|m| m.trim().parse::<i64>().ok())
+                        .map(|m| if m < 0 { -1 } else { m * 60_000 }.to_string())
+                        .or_else(|| {
+                            props
+                                .get("log.retention.hours")
+                                .and_then(|h| h.trim().parse::<i64>().ok())
+                                .map(|h| if h < 0 { -1 } else { h * 3_600_000 }.to_string())
+                        })
+                }),
+                "log.roll.ms" => props.get(key).cloned().or_else(|| {
+                    props
+                        .get("log.roll.hours")
+                        .and_then(|h| h.trim().parse::<i64>().ok())
+                        .map(|h| (h * 3_600_000).to_string())
+                }),
+                _ => props.get(key).cloned(),
+            }
+        })
+    }
+
+    /// The listener clients connect to (first non-controller listener).
+    pub fn broker_listener(&self) -> Option<&Listener> {
+        self.listeners
+            .iter()
+            .find(|l| !self.controller_listener_names.contains(&l.name))
+    }
+
+    /// The advertised listener matching the broker listener's name, else the first.
+    pub fn advertised_broker_listener(&self) -> Option<&Listener> {
+        let name = self.broker_listener().map(|l| l.name.clone());
+        self.advertised_listeners
+            .iter()
+            .find(|l| Some(&l.name) == name.as_ref())
+            .or(self.advertised_listeners.first())
+    }
+
+    /// Parsed socket address of a listener, if it resolves literally.
+    pub fn socket_addr(l: &Listener) -> Option<SocketAddr> {
+        l.bind_addr().parse().ok()
+    }
+}
+
+fn check_kind(key: &str, value: &str, kind: Kind) -> Result<(), ConfigError> {
+    match kind {
+        Kind::Int(min, max) => match value.trim().parse::<i64>() {
+            Ok(v) if v >= min && v <= max => Ok(()),
+            Ok(_) => Err(invalid(
+                key,
+                value,
+                format!("value must be between {min} and {max}"),
+            )),
+            Err(_) => Err(invalid(key, value, "not a number")),
+        },
+        Kind::Bool => match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "false" => Ok(()),
+            _ => Err(invalid(key, value, "expected true or false")),
+        },
+        Kind::Text | Kind::List => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KAFKA_FILE: &str = r#"
+# Kafka 4.x KRaft combined mode
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@localhost:9093
+listeners=PLAINTEXT://:9092,CONTROLLER://:9093
+inter.broker.listener.name=PLAINTEXT
+advertised.listeners=PLAINTEXT://localhost:9092
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL
+num.network.threads=3
+log.dirs=/tmp/kraft-combined-logs
+num.partitions=3
+offsets.topic.replication.factor=1
+log.retention.hours=168
+log.segment.bytes=1073741824
+log.retention.check.interval.ms=300000
+foo.bar=1
+"#;
+
+    fn load(text: &str) -> Result<(BrokerConfig, Vec<String>), ConfigError> {
+        let props = parse_properties(text, Path::new("x"))?
+            .into_iter()
+            .collect();
+        BrokerConfig::from_props(props)
+    }
+
+    #[test]
+    fn kafka_combined_file_starts() {
+        let (c, warnings) = load(KAFKA_FILE).expect("config");
+        assert_eq!(c.node_id, 1);
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.broker_listener().map(|l| l.port), Some(9092));
+        assert_eq!(
+            c.advertised_broker_listener().map(|l| l.host.as_str()),
+            Some("localhost")
+        );
+        assert!(warnings.iter().any(|w| w.contains("foo.bar")));
+        assert!(warnings.iter().any(|w| w.contains("num.network.threads")));
+        let d = c.topic_defaults(&BTreeMap::new());
+        assert_eq!(
+            d.value(&BTreeMap::new(), "retention.ms").as_deref(),
+            Some("604800000")
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let e = load("num.partitions=abc\n").unwrap_err().to_string();
+        assert!(e.contains("num.partitions"), "{e}");
+        let e = load("log.segment.bytes=x\n").unwrap_err().to_string();
+        assert!(e.contains("log.segment.bytes"), "{e}");
+        let e = load("listeners=bogus\n").unwrap_err().to_string();
+        assert!(e.contains("listeners"), "{e}");
+    }
+
+    #[test]
+    fn properties_syntax() {
+        let p =
+            parse_properties("a = 1\nb: 2\n! c\nlong=x\\\n  y\n", Path::new("x")).expect("parse");
+        assert_eq!(
+            p,
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "2".into()),
+                ("long".into(), "xy".into())
+            ]
+        );
+    }
+}

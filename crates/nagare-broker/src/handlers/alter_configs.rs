@@ -1,0 +1,168 @@
+//! AlterConfigs (key 33, replaces all overrides) and IncrementalAlterConfigs (key 44,
+//! SET/DELETE/APPEND/SUBTRACT) for topics and dynamic broker configs.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+
+use nagare_controller::logic::{self, ApiError, ConfigOp};
+use nagare_metadata::records::ConfigResource;
+
+use super::{respond, sb, Request};
+use crate::network::Reply;
+use crate::Broker;
+
+/// AlterConfigs versions.
+pub const ALTER_VERSIONS: (i16, i16) = (0, 2);
+/// IncrementalAlterConfigs versions.
+pub const INCREMENTAL_VERSIONS: (i16, i16) = (0, 1);
+
+async fn apply(
+    broker: &Arc<Broker>,
+    resource_type: i8,
+    name: String,
+    ops: Result<Vec<ConfigOp>, ApiError>,
+    replace: bool,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    let Some(resource) = ConfigResource::from_code(resource_type) else {
+        return (
+            42,
+            Some(format!("Unsupported resource type {resource_type}")),
+        );
+    };
+    let mut ops = match ops {
+        Ok(o) => o,
+        Err(e) => return (e.code, Some(e.message)),
+    };
+    if resource == ConfigResource::Broker
+        && !name.is_empty()
+        && name != broker.config.node_id.to_string()
+    {
+        return (42, Some(format!("Broker {name} is not this broker")));
+    }
+    let defaults = broker.topic_defaults();
+    let outcome = broker
+        .controller_commit(validate_only, move |img| {
+            if replace {
+                // AlterConfigs replaces the whole set: delete every override not given.
+                let given: Vec<String> = ops
+                    .iter()
+                    .filter_map(|o| match o {
+                        ConfigOp::Set(k, _) => Some(k.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                for k in img.config_overrides(resource, &name).keys() {
+                    if !given.contains(k) {
+                        ops.push(ConfigOp::Delete(k.clone()));
+                    }
+                }
+            }
+            let recs = logic::alter_configs(img, &defaults, resource, &name, &ops)?;
+            Ok((recs, ()))
+        })
+        .await;
+    match outcome {
+        Ok(()) => (0, None),
+        Err(e) => (e.code(), Some(e.message())),
+    }
+}
+
+/// Handles AlterConfigs.
+pub async fn handle_alter(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+    let r: AlterConfigsRequest = req.decode()?;
+    let mut out = Vec::new();
+    for res in r.resources {
+        let ops = res
+            .configs
+            .iter()
+            .map(|c| match &c.value {
+                Some(v) => Ok(ConfigOp::Set(c.name.to_string(), v.to_string())),
+                None => Err(ApiError {
+                    code: 40,
+                    message: format!("Null value not supported for : {}", c.name),
+                }),
+            })
+            .collect();
+        let (code, msg) = apply(
+            broker,
+            res.resource_type,
+            res.resource_name.to_string(),
+            ops,
+            true,
+            r.validate_only,
+        )
+        .await;
+        out.push(
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(msg.map(sb))
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name),
+        );
+    }
+    let resp = AlterConfigsResponse::default().with_responses(out);
+    Ok(Reply::Now(respond(
+        ApiKey::AlterConfigs,
+        req.version(),
+        req.header.correlation_id,
+        &resp,
+    )))
+}
+
+/// Handles IncrementalAlterConfigs.
+pub async fn handle_incremental(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+    let r: IncrementalAlterConfigsRequest = req.decode()?;
+    let mut out = Vec::new();
+    for res in r.resources {
+        let ops = res
+            .configs
+            .iter()
+            .map(|c| {
+                let k = c.name.to_string();
+                let val = c.value.as_ref().map(|v| v.to_string());
+                match (c.config_operation, val) {
+                    (0, Some(v)) => Ok(ConfigOp::Set(k, v)),
+                    (1, _) => Ok(ConfigOp::Delete(k)),
+                    (2, Some(v)) => Ok(ConfigOp::Append(k, v)),
+                    (3, Some(v)) => Ok(ConfigOp::Subtract(k, v)),
+                    (0 | 2 | 3, None) => Err(ApiError {
+                        code: 40,
+                        message: format!("Null value not supported for : {k}"),
+                    }),
+                    (op, _) => Err(ApiError {
+                        code: 42,
+                        message: format!("Unknown config operation {op}"),
+                    }),
+                }
+            })
+            .collect();
+        let (code, msg) = apply(
+            broker,
+            res.resource_type,
+            res.resource_name.to_string(),
+            ops,
+            false,
+            r.validate_only,
+        )
+        .await;
+        out.push(
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(msg.map(sb))
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name),
+        );
+    }
+    let resp = IncrementalAlterConfigsResponse::default().with_responses(out);
+    Ok(Reply::Now(respond(
+        ApiKey::IncrementalAlterConfigs,
+        req.version(),
+        req.header.correlation_id,
+        &resp,
+    )))
+}

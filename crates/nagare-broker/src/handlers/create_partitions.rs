@@ -1,0 +1,58 @@
+//! CreatePartitions (key 37): grow a topic; one result per requested topic, always.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitionsResponse};
+
+use nagare_controller::logic;
+
+use super::{respond, sb, Request};
+use crate::network::Reply;
+use crate::Broker;
+
+/// Supported versions.
+pub const VERSIONS: (i16, i16) = (0, 3);
+
+/// Handles CreatePartitions.
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+    let r: CreatePartitionsRequest = req.decode()?;
+    let mut results = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for t in r.topics {
+        let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if !seen.insert(t.name.to_string()) {
+            results.push(
+                base.with_error_code(42)
+                    .with_error_message(Some(sb("Duplicate topic in request."))),
+            );
+            continue;
+        }
+        let name = t.name.to_string();
+        let count = t.count;
+        let assignments: Option<Vec<Vec<i32>>> = t.assignments.map(|a| {
+            a.into_iter()
+                .map(|x| x.broker_ids.into_iter().map(|b| *b).collect())
+                .collect()
+        });
+        let outcome = broker
+            .controller_commit(r.validate_only, move |img| {
+                let recs = logic::create_partitions(img, &name, count, assignments.as_deref())?;
+                Ok((recs, ()))
+            })
+            .await;
+        results.push(match outcome {
+            Ok(()) => base,
+            Err(e) => base
+                .with_error_code(e.code())
+                .with_error_message(Some(sb(e.message()))),
+        });
+    }
+    let resp = CreatePartitionsResponse::default().with_results(results);
+    Ok(Reply::Now(respond(
+        ApiKey::CreatePartitions,
+        req.version(),
+        req.header.correlation_id,
+        &resp,
+    )))
+}

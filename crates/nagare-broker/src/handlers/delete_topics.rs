@@ -1,0 +1,69 @@
+//! DeleteTopics (key 20): by name (all versions) or id (v6+).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{ApiKey, DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+
+use nagare_controller::logic;
+
+use super::{respond, sb, Request};
+use crate::network::Reply;
+use crate::Broker;
+
+/// Supported versions.
+pub const VERSIONS: (i16, i16) = (1, 6);
+
+/// Handles DeleteTopics.
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+    let r: DeleteTopicsRequest = req.decode()?;
+    let v = req.version();
+    let wanted: Vec<(Option<String>, nagare_metadata::Uuid)> = if v >= 6 {
+        r.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id))
+            .collect()
+    } else {
+        r.topic_names
+            .iter()
+            .map(|n| (Some(n.to_string()), Default::default()))
+            .collect()
+    };
+    let mut results = Vec::new();
+    for (name, id) in wanted {
+        let base = DeletableTopicResult::default()
+            .with_name(name.clone().map(|n| TopicName(sb(n))))
+            .with_topic_id(id);
+        if !broker.config.delete_topic_enable {
+            results.push(
+                base.with_error_code(73)
+                    .with_error_message(Some(sb("Topic deletion is disabled."))),
+            );
+            continue;
+        }
+        let by_id = if name.is_none() { Some(id) } else { None };
+        let n2 = name.clone();
+        let outcome = broker
+            .controller_commit(false, move |img| {
+                let (n, tid, recs) = logic::delete_topic(img, n2.as_deref(), by_id)?;
+                Ok((recs, (n, tid)))
+            })
+            .await;
+        results.push(match outcome {
+            Ok((n, tid)) => {
+                tracing::info!(topic = %n, "deleted topic");
+                base.with_name(Some(TopicName(sb(n)))).with_topic_id(tid)
+            }
+            Err(e) => base
+                .with_error_code(e.code())
+                .with_error_message(Some(sb(e.message()))),
+        });
+    }
+    let resp = DeleteTopicsResponse::default().with_responses(results);
+    Ok(Reply::Now(respond(
+        ApiKey::DeleteTopics,
+        v,
+        req.header.correlation_id,
+        &resp,
+    )))
+}

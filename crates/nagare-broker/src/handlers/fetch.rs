@@ -1,0 +1,251 @@
+//! Fetch (key 1): reads whole batches (the one containing the fetch offset first), bounded
+//! by the high watermark, `max_bytes` and per-partition limits (KIP-74: at least one batch),
+//! waits in the delayed-fetch purgatory for `min_bytes` or `max_wait_ms`, supports fetch
+//! sessions (KIP-227), and hands record sets to the connection as file regions for
+//! `sendfile`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+
+use nagare_protocol::fetch::encode_fetch_response;
+use nagare_storage::FileSlice;
+
+use super::{check_leader_epoch, sb, storage_error_code, Request};
+use crate::fetch_session::{FetchContext, FetchTarget};
+use crate::network::{Region, Reply, Response};
+use crate::Broker;
+
+/// Supported versions.
+pub const VERSIONS: (i16, i16) = (4, 17);
+
+/// Handles Fetch.
+pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+    let r: FetchRequest = req.decode()?;
+    let v = req.version();
+    let corr = req.header.correlation_id;
+    let header_version = ApiKey::Fetch.response_header_version(v);
+    let name_of = |name: &TopicName, id: &nagare_metadata::Uuid| -> String {
+        if v >= 13 {
+            broker.replicas.topic_name(id).unwrap_or_default()
+        } else {
+            name.to_string()
+        }
+    };
+    let mut requested = Vec::new();
+    for t in &r.topics {
+        let topic = name_of(&t.topic, &t.topic_id);
+        for p in &t.partitions {
+            requested.push(FetchTarget {
+                topic: topic.clone(),
+                topic_id: t.topic_id,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
+                last_hw: -1,
+                last_log_start: -1,
+            });
+        }
+    }
+    let forgotten: Vec<(String, nagare_metadata::Uuid, i32)> = r
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|f| {
+            let topic = name_of(&f.topic, &f.topic_id);
+            f.partitions
+                .iter()
+                .map(move |p| (topic.clone(), f.topic_id, *p))
+        })
+        .collect();
+    let (ctx, targets) =
+        match broker
+            .fetch_sessions
+            .open(r.session_id, r.session_epoch, requested, &forgotten)
+        {
+            Ok(x) => x,
+            Err(code) => {
+                let resp = FetchResponse::default()
+                    .with_error_code(code)
+                    .with_session_id(0);
+                return Ok(Reply::Now(encode(corr, header_version, v, &resp, vec![])));
+            }
+        };
+    let broker = broker.clone();
+    let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64);
+    let min_bytes = r.min_bytes.max(0) as usize;
+    let max_bytes = r.max_bytes.min(broker.config.fetch_max_bytes).max(0) as usize;
+    let read_committed = r.isolation_level == 1;
+    Ok(Reply::Later(Box::pin(async move {
+        let deadline = Instant::now() + max_wait;
+        let mut appended = broker.replicas.subscribe_appends();
+        let mut results;
+        loop {
+            appended.borrow_and_update();
+            results = read_all(&broker, &targets, max_bytes, read_committed);
+            let bytes: usize = results
+                .iter()
+                .map(|(_, s)| s.as_ref().map(|s| s.len).unwrap_or(0))
+                .sum();
+            let any_error = results.iter().any(|(p, _)| p.error_code != 0);
+            let now = Instant::now();
+            if bytes >= min_bytes.max(1) || any_error || now >= deadline {
+                break;
+            }
+            if tokio::time::timeout(deadline - now, appended.changed())
+                .await
+                .is_err()
+            {
+                results = read_all(&broker, &targets, max_bytes, read_committed);
+                break;
+            }
+        }
+        build_response(&broker, corr, header_version, v, ctx, &targets, results)
+    })))
+}
+
+fn read_all(
+    broker: &Broker,
+    targets: &[FetchTarget],
+    max_bytes: usize,
+    read_committed: bool,
+) -> Vec<(PartitionData, Option<FileSlice>)> {
+    let mut remaining = max_bytes;
+    let mut any_data = false;
+    targets
+        .iter()
+        .map(|t| {
+            let mut pd = PartitionData::default()
+                .with_partition_index(t.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_records(Some(Default::default()));
+            if read_committed {
+                pd.aborted_transactions = Some(vec![]);
+            }
+            let Some(p) = broker.replicas.partition(&t.topic, t.partition) else {
+                let code = if t.topic.is_empty() { 100 } else { 3 };
+                return (pd.with_error_code(code), None);
+            };
+            let code = check_leader_epoch(t.current_leader_epoch, p.epoch());
+            if code != 0 {
+                return (pd.with_error_code(code), None);
+            }
+            let hw = p.high_watermark();
+            let log_start = p.log.log_start_offset();
+            pd = pd
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(log_start);
+            if t.fetch_offset >= hw && t.fetch_offset <= p.log.log_end_offset() {
+                return (pd, None);
+            }
+            let limit = (t.max_bytes.max(0) as usize).min(remaining);
+            match p.log.read(t.fetch_offset, limit, !any_data, hw) {
+                Ok(data) => {
+                    let slice = data.slice.filter(|s| s.len > 0);
+                    if let Some(s) = &slice {
+                        any_data = true;
+                        remaining = remaining.saturating_sub(s.len);
+                    }
+                    (pd, slice)
+                }
+                Err(e) => {
+                    let code = storage_error_code(&e);
+                    if code != 1 {
+                        tracing::warn!(tp = %p.tp, offset = t.fetch_offset, error = %e, "fetch read failed");
+                    }
+                    (pd.with_error_code(code), None)
+                }
+            }
+        })
+        .collect()
+}
+
+fn build_response(
+    broker: &Broker,
+    corr: i32,
+    header_version: i16,
+    v: i16,
+    ctx: FetchContext,
+    targets: &[FetchTarget],
+    results: Vec<(PartitionData, Option<FileSlice>)>,
+) -> Response {
+    let incremental = matches!(ctx, FetchContext::Incremental(_));
+    let session_id = match ctx {
+        FetchContext::Sessionless => 0,
+        FetchContext::Full(id) | FetchContext::Incremental(id) => id,
+    };
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut records: Vec<Vec<Option<Region>>> = Vec::new();
+    let mut sent = Vec::new();
+    for (t, (pd, slice)) in targets.iter().zip(results) {
+        if incremental
+            && slice.is_none()
+            && pd.error_code == 0
+            && pd.high_watermark == t.last_hw
+            && pd.log_start_offset == t.last_log_start
+        {
+            continue;
+        }
+        sent.push((
+            t.topic.clone(),
+            t.topic_id,
+            t.partition,
+            pd.high_watermark,
+            pd.log_start_offset,
+        ));
+        let same = topics
+            .last()
+            .map(|x| {
+                if v >= 13 {
+                    x.topic_id == t.topic_id
+                } else {
+                    x.topic.as_str() == t.topic
+                }
+            })
+            .unwrap_or(false);
+        if !same {
+            topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(sb(t.topic.clone())))
+                    .with_topic_id(t.topic_id),
+            );
+            records.push(Vec::new());
+        }
+        if let (Some(tr), Some(rr)) = (topics.last_mut(), records.last_mut()) {
+            tr.partitions.push(pd);
+            rr.push(slice.map(Region));
+        }
+    }
+    if session_id != 0 {
+        broker.fetch_sessions.record_sent(session_id, &sent);
+    }
+    let resp = FetchResponse::default()
+        .with_session_id(session_id)
+        .with_responses(topics);
+    encode(corr, header_version, v, &resp, records)
+}
+
+fn encode(
+    corr: i32,
+    header_version: i16,
+    v: i16,
+    resp: &FetchResponse,
+    records: Vec<Vec<Option<Region>>>,
+) -> Response {
+    match encode_fetch_response(corr, header_version, v, resp, records) {
+        Ok(enc) => Response { chunks: enc.chunks },
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode fetch response");
+            let resp = FetchResponse::default().with_error_code(-1);
+            match encode_fetch_response::<Region>(corr, header_version, v, &resp, vec![]) {
+                Ok(enc) => Response { chunks: enc.chunks },
+                Err(_) => Response { chunks: vec![] },
+            }
+        }
+    }
+}

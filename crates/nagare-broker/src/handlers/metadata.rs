@@ -1,0 +1,196 @@
+//! Metadata (key 3): brokers, topics and partitions, with topic auto-creation per
+//! `auto.create.topics.enable` (librdkafka and many apps rely on it).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
+
+use nagare_controller::logic::{self, NewTopic};
+use nagare_metadata::{MetadataImage, Uuid};
+
+use super::{respond, sb, Request};
+use crate::network::Reply;
+use crate::Broker;
+
+/// Supported versions.
+pub const VERSIONS: (i16, i16) = (0, 13);
+
+const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
+/// Handles Metadata.
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+    let r: MetadataRequest = req.decode()?;
+    let v = req.version();
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let all =
+        r.topics.is_none() || (v == 0 && r.topics.as_ref().map(|t| t.is_empty()).unwrap_or(false));
+    let allow_auto = if v >= 4 {
+        r.allow_auto_topic_creation
+    } else {
+        true
+    };
+    let mut image = broker.image();
+    let mut requested: Vec<(Option<String>, Uuid)> = Vec::new();
+    if !all {
+        for t in r.topics.unwrap_or_default() {
+            requested.push((t.name.map(|n| n.to_string()), t.topic_id));
+        }
+        // Auto-create unknown, valid names.
+        if allow_auto && broker.config.auto_create_topics_enable {
+            let missing: Vec<String> = requested
+                .iter()
+                .filter_map(|(n, _)| n.clone())
+                .filter(|n| image.topic(n).is_none() && logic::validate_topic_name(n).is_ok())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            if !missing.is_empty() {
+                auto_create(broker, missing).await;
+                image = broker.image();
+            }
+        }
+    }
+    let mut topics = Vec::new();
+    if all {
+        for name in image.topic_names() {
+            topics.push(topic_entry(&image, &name));
+        }
+    } else {
+        for (name, id) in requested {
+            match name {
+                Some(n) => {
+                    if image.topic(&n).is_some() {
+                        topics.push(topic_entry(&image, &n));
+                    } else {
+                        let code = if logic::validate_topic_name(&n).is_err() {
+                            17
+                        } else {
+                            3
+                        };
+                        topics.push(
+                            MetadataResponseTopic::default()
+                                .with_error_code(code)
+                                .with_name(Some(TopicName(sb(n))))
+                                .with_topic_authorized_operations(i32::MIN),
+                        );
+                    }
+                }
+                None => match image.topic_by_id(&id) {
+                    Some(t) => {
+                        let n = t.name.clone();
+                        topics.push(topic_entry(&image, &n));
+                    }
+                    None => topics.push(
+                        MetadataResponseTopic::default()
+                            .with_error_code(100)
+                            .with_topic_id(id)
+                            .with_topic_authorized_operations(i32::MIN),
+                    ),
+                },
+            }
+        }
+    }
+    let resp = MetadataResponse::default()
+        .with_brokers(brokers(broker, &image, v))
+        .with_cluster_id(Some(sb(broker.cluster_id.clone())))
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(i32::MIN);
+    Ok(Reply::Now(respond(
+        ApiKey::Metadata,
+        v,
+        req.header.correlation_id,
+        &resp,
+    )))
+}
+
+async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) {
+    let defaults = broker.controller_defaults.clone();
+    let result = broker
+        .controller_commit(false, move |img| {
+            let mut records = Vec::new();
+            let mut pending = HashSet::new();
+            for name in names {
+                let t = NewTopic {
+                    name: name.clone(),
+                    num_partitions: -1,
+                    replication_factor: -1,
+                    assignments: vec![],
+                    configs: vec![],
+                };
+                match logic::create_topic(img, &defaults, &t, &pending) {
+                    Ok(c) => {
+                        tracing::info!(topic = %name, partitions = c.num_partitions, "auto-created topic");
+                        records.extend(c.records);
+                        pending.insert(name);
+                    }
+                    Err(e) => tracing::warn!(topic = %name, error = %e, "auto-create failed"),
+                }
+            }
+            Ok((records, ()))
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "auto-create failed");
+    }
+}
+
+/// The broker list of Metadata responses: unfenced brokers' advertised broker listener.
+pub fn brokers(broker: &Broker, image: &MetadataImage, v: i16) -> Vec<MetadataResponseBroker> {
+    let listener = broker.config.broker_listener().map(|l| l.name.clone());
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let ep = b
+                .endpoints
+                .iter()
+                .find(|e| Some(&e.name) == listener.as_ref())
+                .or(b.endpoints.first())?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id))
+                    .with_host(sb(ep.host.clone()))
+                    .with_port(ep.port as i32)
+                    .with_rack(if v >= 1 { b.rack.clone().map(sb) } else { None }),
+            )
+        })
+        .collect()
+}
+
+fn topic_entry(image: &MetadataImage, name: &str) -> MetadataResponseTopic {
+    let Some(t) = image.topic(name) else {
+        return MetadataResponseTopic::default().with_error_code(3);
+    };
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|(i, p)| {
+            let offline: Vec<BrokerId> = p
+                .replicas
+                .iter()
+                .filter(|r| image.brokers.get(r).map(|b| b.fenced).unwrap_or(true))
+                .map(|r| BrokerId(*r))
+                .collect();
+            MetadataResponsePartition::default()
+                .with_error_code(if p.leader < 0 { 5 } else { 0 })
+                .with_partition_index(*i)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect())
+                .with_offline_replicas(offline)
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(sb(name.to_string()))))
+        .with_topic_id(t.id)
+        .with_is_internal(INTERNAL_TOPICS.contains(&name))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(i32::MIN)
+}

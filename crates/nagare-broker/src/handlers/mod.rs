@@ -1,0 +1,243 @@
+//! One module per Kafka API. Each declares the version range it supports (`VERSIONS`); the
+//! ApiVersions answer is built from these declarations. [`dispatch`] decodes the header,
+//! refuses unknown keys and versions (closing the connection, as Kafka does), and routes.
+
+pub mod alter_configs;
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_records;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod find_coordinator;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use nagare_protocol::frame;
+
+use crate::network::{Reply, Response};
+use crate::Broker;
+
+/// Every API this broker answers, with its version range.
+pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
+    vec![
+        (ApiKey::Produce, produce::VERSIONS.0, produce::VERSIONS.1),
+        (ApiKey::Fetch, fetch::VERSIONS.0, fetch::VERSIONS.1),
+        (
+            ApiKey::ListOffsets,
+            list_offsets::VERSIONS.0,
+            list_offsets::VERSIONS.1,
+        ),
+        (ApiKey::Metadata, metadata::VERSIONS.0, metadata::VERSIONS.1),
+        (
+            ApiKey::ApiVersions,
+            api_versions::VERSIONS.0,
+            api_versions::VERSIONS.1,
+        ),
+        (
+            ApiKey::CreateTopics,
+            create_topics::VERSIONS.0,
+            create_topics::VERSIONS.1,
+        ),
+        (
+            ApiKey::DeleteTopics,
+            delete_topics::VERSIONS.0,
+            delete_topics::VERSIONS.1,
+        ),
+        (
+            ApiKey::DeleteRecords,
+            delete_records::VERSIONS.0,
+            delete_records::VERSIONS.1,
+        ),
+        (
+            ApiKey::InitProducerId,
+            init_producer_id::VERSIONS.0,
+            init_producer_id::VERSIONS.1,
+        ),
+        (
+            ApiKey::OffsetForLeaderEpoch,
+            offset_for_leader_epoch::VERSIONS.0,
+            offset_for_leader_epoch::VERSIONS.1,
+        ),
+        (
+            ApiKey::DescribeConfigs,
+            describe_configs::VERSIONS.0,
+            describe_configs::VERSIONS.1,
+        ),
+        (
+            ApiKey::AlterConfigs,
+            alter_configs::ALTER_VERSIONS.0,
+            alter_configs::ALTER_VERSIONS.1,
+        ),
+        (
+            ApiKey::CreatePartitions,
+            create_partitions::VERSIONS.0,
+            create_partitions::VERSIONS.1,
+        ),
+        (
+            ApiKey::IncrementalAlterConfigs,
+            alter_configs::INCREMENTAL_VERSIONS.0,
+            alter_configs::INCREMENTAL_VERSIONS.1,
+        ),
+        (
+            ApiKey::DescribeCluster,
+            describe_cluster::VERSIONS.0,
+            describe_cluster::VERSIONS.1,
+        ),
+        (
+            ApiKey::FindCoordinator,
+            find_coordinator::VERSIONS.0,
+            find_coordinator::VERSIONS.1,
+        ),
+    ]
+}
+
+/// A request as the handlers see it.
+pub struct Request {
+    /// Decoded header.
+    pub header: RequestHeader,
+    /// Body bytes (decode with the request type at `header.request_api_version`).
+    pub body: Bytes,
+    /// Client address.
+    pub peer: std::net::SocketAddr,
+}
+
+impl Request {
+    /// Decodes the body as `T`.
+    pub fn decode<T: Decodable>(&mut self) -> Result<T, String> {
+        T::decode(&mut self.body, self.header.request_api_version).map_err(|e| e.to_string())
+    }
+    /// API version.
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+}
+
+/// Encodes a response with its header for `key` at `version`.
+pub fn respond<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Response {
+    let header_version = key.response_header_version(version);
+    let size = body.compute_size(version).unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(size + 9);
+    buf.extend_from_slice(&[0, 0, 0, 0]);
+    frame::put_response_header(&mut buf, correlation_id, header_version);
+    if let Err(e) = body.encode(&mut buf, version) {
+        // Our own structs failed to encode: a bug. Answer nothing rather than garbage;
+        // the client times out and retries.
+        tracing::error!(?key, version, error = %e, "cannot encode response");
+        buf.truncate(4);
+        frame::put_response_header(&mut buf, correlation_id, header_version);
+    }
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Response::bytes(buf.freeze())
+}
+
+/// Helper: a `StrBytes` from a `String`.
+pub fn sb(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// Routes one frame.
+pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes, peer: std::net::SocketAddr) -> Reply {
+    let prefix = match frame::peek_header_prefix(&frame) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "closing connection: malformed request header");
+            return Reply::Close;
+        }
+    };
+    let apis = supported_apis();
+    let Some(&(key, min, max)) = apis.iter().find(|(k, _, _)| *k as i16 == prefix.api_key) else {
+        tracing::warn!(%peer, api_key = prefix.api_key, "closing connection: unsupported API key");
+        return Reply::Close;
+    };
+    if prefix.api_version < min || prefix.api_version > max {
+        if key == ApiKey::ApiVersions && prefix.api_version > max {
+            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges.
+            let ranges: Vec<(i16, i16, i16)> =
+                apis.iter().map(|(k, a, b)| (*k as i16, *a, *b)).collect();
+            return Reply::Now(Response::bytes(frame::api_versions_fallback(
+                prefix.correlation_id,
+                &ranges,
+            )));
+        }
+        tracing::warn!(%peer, ?key, version = prefix.api_version, "closing connection: unsupported API version");
+        return Reply::Close;
+    }
+    let header = match frame::decode_request_header(&mut frame) {
+        Ok((_, h)) => h,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "closing connection: malformed request header");
+            return Reply::Close;
+        }
+    };
+    let req = Request {
+        header,
+        body: frame,
+        peer,
+    };
+    let result = match key {
+        ApiKey::ApiVersions => api_versions::handle(broker, req),
+        ApiKey::Metadata => metadata::handle(broker, req).await,
+        ApiKey::Produce => produce::handle(broker, req).await,
+        ApiKey::Fetch => fetch::handle(broker, req),
+        ApiKey::ListOffsets => list_offsets::handle(broker, req),
+        ApiKey::CreateTopics => create_topics::handle(broker, req).await,
+        ApiKey::DeleteTopics => delete_topics::handle(broker, req).await,
+        ApiKey::CreatePartitions => create_partitions::handle(broker, req).await,
+        ApiKey::DescribeConfigs => describe_configs::handle(broker, req),
+        ApiKey::AlterConfigs => alter_configs::handle_alter(broker, req).await,
+        ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(broker, req).await,
+        ApiKey::DescribeCluster => describe_cluster::handle(broker, req),
+        ApiKey::DeleteRecords => delete_records::handle(broker, req),
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(broker, req),
+        ApiKey::InitProducerId => init_producer_id::handle(broker, req).await,
+        ApiKey::FindCoordinator => find_coordinator::handle(broker, req),
+        _ => Err(format!("no handler for {key:?}")),
+    };
+    match result {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::warn!(%peer, ?key, version = prefix.api_version, error = %e, "closing connection: malformed request");
+            Reply::Close
+        }
+    }
+}
+
+/// Maps a storage error to its Kafka error code.
+pub fn storage_error_code(e: &nagare_storage::StorageError) -> i16 {
+    use nagare_storage::StorageError as E;
+    match e {
+        E::RecordTooLarge { .. } => 10,
+        E::CorruptRecord(_) => 2,
+        E::InvalidRecord(_) => 87,
+        E::OffsetOutOfRange { .. } => 1,
+        E::OutOfOrderSequence(_) => 45,
+        E::InvalidProducerEpoch(_) => 47,
+        E::UnknownProducerId(_) => 59,
+        E::InvalidTimestamp(_) => 32,
+        _ => 56,
+    }
+}
+
+/// Leader-epoch fencing (KIP-320): -1 skips the check.
+pub fn check_leader_epoch(requested: i32, current: i32) -> i16 {
+    if requested == -1 || requested == current {
+        0
+    } else if requested > current {
+        75 // UNKNOWN_LEADER_EPOCH
+    } else {
+        74 // FENCED_LEADER_EPOCH
+    }
+}

@@ -1,0 +1,54 @@
+//! OffsetForLeaderEpoch (key 23): the end offset of a leader epoch, from the leader-epoch
+//! checkpoint (KIP-101/KIP-279), so clients and followers can detect log divergence.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+
+use super::{check_leader_epoch, respond, Request};
+use crate::network::Reply;
+use crate::Broker;
+
+/// Supported versions.
+pub const VERSIONS: (i16, i16) = (2, 4);
+
+/// Handles OffsetForLeaderEpoch.
+pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+    let r: OffsetForLeaderEpochRequest = req.decode()?;
+    let mut topics = Vec::new();
+    for t in r.topics {
+        let mut parts = Vec::new();
+        for p in t.partitions {
+            let out = EpochEndOffset::default()
+                .with_partition(p.partition)
+                .with_leader_epoch(-1)
+                .with_end_offset(-1);
+            let Some(part) = broker.replicas.partition(t.topic.as_str(), p.partition) else {
+                parts.push(out.with_error_code(3));
+                continue;
+            };
+            let code = check_leader_epoch(p.current_leader_epoch, part.epoch());
+            if code != 0 {
+                parts.push(out.with_error_code(code));
+                continue;
+            }
+            let (epoch, end) = part.log.end_offset_for_epoch(p.leader_epoch);
+            parts.push(out.with_leader_epoch(epoch).with_end_offset(end));
+        }
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(parts),
+        );
+    }
+    let resp = OffsetForLeaderEpochResponse::default().with_topics(topics);
+    Ok(Reply::Now(respond(
+        ApiKey::OffsetForLeaderEpoch,
+        req.version(),
+        req.header.correlation_id,
+        &resp,
+    )))
+}

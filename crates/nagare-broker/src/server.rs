@@ -1,0 +1,355 @@
+//! Starting and stopping a node: format-or-check the log dir (`meta.properties`), open the
+//! metadata log and the partition logs (with recovery), register the broker, start the
+//! background tasks (group commit, periodic flush, retention, checkpoints) and the listeners,
+//! and shut down cleanly (flush, checkpoints, clean-shutdown marker) on SIGINT/SIGTERM.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use nagare_controller::logic;
+use nagare_controller::Controller;
+use nagare_metadata::records::{Endpoint, MetadataRecord};
+use nagare_storage::LogManager;
+
+use crate::config::BrokerConfig;
+use crate::replica_manager::{now_ms, ReplicaManager};
+use crate::Broker;
+
+/// A started node; dropping it does not stop it, call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    /// Broker state.
+    pub broker: Arc<Broker>,
+    /// Address the broker listener is bound to.
+    pub local_addr: std::net::SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Kafka's `meta.properties` file in each log dir.
+const META_PROPERTIES: &str = "meta.properties";
+
+/// A Kafka-style cluster id: 16 random bytes, URL-safe base64 without padding.
+pub fn random_cluster_id() -> String {
+    let id = uuid::Uuid::new_v4();
+    base64url(id.as_bytes())
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// Reads `meta.properties`, or formats the dir (single-node default) when absent.
+/// Returns the cluster id; refuses a dir formatted for another node.
+fn format_or_check(
+    dir: &Path,
+    node_id: i32,
+    configured_cluster: Option<&str>,
+) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create log dir {}", dir.display()))?;
+    let path = dir.join(META_PROPERTIES);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let props: BTreeMap<String, String> = crate::config::parse_properties(&text, &path)?
+            .into_iter()
+            .collect();
+        let cluster = props
+            .get("cluster.id")
+            .cloned()
+            .context("meta.properties has no cluster.id")?;
+        if let Some(n) = props.get("node.id") {
+            if n.trim() != node_id.to_string() {
+                bail!(
+                    "log dir {} belongs to node.id {n}, but this node is node.id {node_id}",
+                    dir.display()
+                );
+            }
+        }
+        if let Some(c) = configured_cluster {
+            if c != cluster {
+                bail!(
+                    "log dir {} belongs to cluster {cluster}, not the configured cluster.id {c}",
+                    dir.display()
+                );
+            }
+        }
+        return Ok(cluster);
+    }
+    let cluster = configured_cluster
+        .map(str::to_string)
+        .unwrap_or_else(random_cluster_id);
+    let text = format!(
+        "#\n#Written by nagare (auto-formatted single node)\ncluster.id={cluster}\ndirectory.id={}\nnode.id={node_id}\nversion=1\n",
+        random_cluster_id()
+    );
+    let tmp = dir.join("meta.properties.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all())?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir).and_then(|f| f.sync_all())?;
+    tracing::info!(dir = %dir.display(), %cluster, "formatted log dir");
+    Ok(cluster)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Starts a node and returns once it is serving.
+pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
+    let log_dir = absolute(&config.log_dirs[0]);
+    let metadata_dir = absolute(&config.metadata_log_dir);
+    let cluster_id = format_or_check(&log_dir, config.node_id, config.cluster_id.as_deref())?;
+    if metadata_dir != log_dir {
+        format_or_check(&metadata_dir, config.node_id, Some(&cluster_id))?;
+    }
+    let controller = Arc::new(
+        Controller::open(&metadata_dir)
+            .with_context(|| format!("cannot open metadata log in {}", metadata_dir.display()))?,
+    );
+    let image = controller.image();
+    let dyn_overrides = {
+        let mut m = image.config_overrides(nagare_metadata::records::ConfigResource::Broker, "");
+        m.extend(image.config_overrides(
+            nagare_metadata::records::ConfigResource::Broker,
+            &config.node_id.to_string(),
+        ));
+        m
+    };
+    let defaults = config.topic_defaults(&dyn_overrides);
+    let img2 = image.clone();
+    let started = std::time::Instant::now();
+    let logs =
+        tokio::task::spawn_blocking(move || {
+            LogManager::open(
+                log_dir,
+                move |tp| {
+                    defaults.log_config(&img2.config_overrides(
+                        nagare_metadata::records::ConfigResource::Topic,
+                        &tp.topic,
+                    ))
+                },
+                now_ms(),
+            )
+        })
+        .await?
+        .context("cannot open the partition logs")?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        partitions = logs.all().len(),
+        "logs loaded"
+    );
+    let replicas = Arc::new(ReplicaManager::open(config.node_id, logs));
+    let broker = Arc::new(Broker::new(
+        config.clone(),
+        cluster_id.clone(),
+        controller.clone(),
+        replicas.clone(),
+    ));
+
+    // React to every committed image (topic creation, deletion, config changes).
+    let weak: Weak<Broker> = Arc::downgrade(&broker);
+    controller.subscribe(Box::new(move |_old, new| {
+        if let Some(b) = weak.upgrade() {
+            b.on_image(new);
+        }
+    }));
+    broker.on_image(&image);
+
+    // Register (or re-register) this broker with its advertised listeners.
+    let endpoints: Vec<Endpoint> = config
+        .advertised_listeners
+        .iter()
+        .map(|l| Endpoint {
+            name: l.name.clone(),
+            host: l.host.clone(),
+            port: l.port,
+            security_protocol: "PLAINTEXT".to_string(),
+        })
+        .collect();
+    let node_id = config.node_id;
+    let rack = config.broker_rack.clone();
+    broker
+        .controller_commit(false, move |img| {
+            let mut recs = Vec::new();
+            if !img.features.contains_key("metadata.version") {
+                recs.push(MetadataRecord::FeatureLevel {
+                    name: "metadata.version".into(),
+                    level: 27,
+                });
+            }
+            let current = img.brokers.get(&node_id);
+            if current
+                .map(|b| b.endpoints != endpoints || b.rack != rack || b.fenced)
+                .unwrap_or(true)
+            {
+                recs.extend(logic::register_broker(img, node_id, endpoints, rack));
+            }
+            Ok((recs, ()))
+        })
+        .await
+        .context("cannot register the broker")?;
+
+    let listener_cfg = config
+        .broker_listener()
+        .context("no broker listener configured")?
+        .clone();
+    let listener = TcpListener::bind(listener_cfg.bind_addr())
+        .await
+        .with_context(|| format!("cannot listen on {}", listener_cfg.bind_addr()))?;
+    let local_addr = listener.local_addr()?;
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(replicas.clone().run_group_commit()));
+    tasks.push(spawn_periodic(config.log_flush_interval_ms, {
+        let r = replicas.clone();
+        move || r.flush_all()
+    }));
+    tasks.push(spawn_periodic(config.log_retention_check_interval_ms, {
+        let r = replicas.clone();
+        move || r.enforce_retention()
+    }));
+    tasks.push(spawn_periodic(
+        config.log_flush_offset_checkpoint_interval_ms.max(1000),
+        {
+            let r = replicas.clone();
+            move || {
+                if let Err(e) = r.checkpoint() {
+                    tracing::error!(error = %e, "cannot write checkpoints");
+                }
+            }
+        },
+    ));
+    tasks.push(tokio::spawn(accept_loop(broker.clone(), listener)));
+
+    let advertised = config
+        .advertised_broker_listener()
+        .map(|l| format!("{}://{}:{}", l.name, l.host, l.port))
+        .unwrap_or_default();
+    println!(
+        "nagare node {} (cluster {}) listening on {}://{} (advertised {}), data in {}",
+        config.node_id,
+        cluster_id,
+        listener_cfg.name,
+        local_addr,
+        advertised,
+        absolute(&config.log_dirs[0]).display()
+    );
+    Ok(RunningServer {
+        broker,
+        local_addr,
+        tasks,
+    })
+}
+
+fn spawn_periodic(
+    interval_ms: u64,
+    f: impl Fn() + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let f = Arc::new(f);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let f = f.clone();
+            let _ = tokio::task::spawn_blocking(move || f()).await;
+        }
+    })
+}
+
+async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
+    let limit = Arc::new(Semaphore::new(broker.config.max_connections.max(1)));
+    loop {
+        let permit = match limit.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let b = broker.clone();
+                tokio::spawn(async move {
+                    crate::network::serve(b, stream, peer).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+impl RunningServer {
+    /// Stops accepting, flushes and closes every log, writes checkpoints and the
+    /// clean-shutdown marker.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let broker = self.broker.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            broker.replicas.shutdown().context("log shutdown")?;
+            broker.controller.close().context("metadata log close")?;
+            Ok(())
+        })
+        .await??;
+        tracing::info!("clean shutdown complete");
+        Ok(())
+    }
+}
+
+/// Runs a node until `stop` resolves, then shuts it down cleanly.
+pub async fn run(config: BrokerConfig, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    stop.await;
+    tracing::info!("shutting down");
+    server.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_id_looks_like_kafkas() {
+        let id = random_cluster_id();
+        assert_eq!(id.len(), 22);
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_eq!(base64url(b"\xff\xff\xff"), "____");
+    }
+
+    #[test]
+    fn format_then_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = format_or_check(dir.path(), 1, None).expect("format");
+        let b = format_or_check(dir.path(), 1, None).expect("check");
+        assert_eq!(a, b);
+        assert!(format_or_check(dir.path(), 2, None).is_err());
+    }
+}

@@ -1,0 +1,300 @@
+//! The immutable metadata image: the state obtained by applying every committed metadata
+//! record in order. Readers hold an `Arc<MetadataImage>`; a change builds a new image.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::records::{ConfigResource, Endpoint, MetadataRecord};
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerRegistration {
+    /// Node id.
+    pub id: i32,
+    /// Broker epoch.
+    pub epoch: i64,
+    /// Advertised listeners.
+    pub endpoints: Vec<Endpoint>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    /// Fenced brokers lead nothing and are left out of Metadata responses.
+    pub fenced: bool,
+}
+
+/// One partition's replica assignment and leadership.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionRegistration {
+    /// Replica broker ids.
+    pub replicas: Vec<i32>,
+    /// In-sync replicas.
+    pub isr: Vec<i32>,
+    /// Leader, -1 if none.
+    pub leader: i32,
+    /// Leader epoch.
+    pub leader_epoch: i32,
+    /// Partition epoch.
+    pub partition_epoch: i32,
+}
+
+/// A topic and its partitions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicImage {
+    /// Name.
+    pub name: String,
+    /// Topic id.
+    pub id: Uuid,
+    /// Partitions by index.
+    pub partitions: BTreeMap<i32, PartitionRegistration>,
+}
+
+/// The whole metadata state at one offset of the metadata log.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    /// Offset of the last record applied (-1 for the empty image).
+    pub offset: i64,
+    /// Registered brokers by id.
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+    /// Topics by id (each behind an `Arc` so building a new image copies pointers only).
+    pub topics_by_id: HashMap<Uuid, Arc<TopicImage>>,
+    /// Topic ids by name.
+    pub topic_ids: HashMap<String, Uuid>,
+    /// Config overrides per resource.
+    pub configs: HashMap<(ConfigResource, String), BTreeMap<String, String>>,
+    /// First producer id not yet allocated.
+    pub next_producer_id: i64,
+    /// Finalized feature levels.
+    pub features: BTreeMap<String, i16>,
+}
+
+impl MetadataImage {
+    /// The empty image, before any record.
+    pub fn empty() -> Self {
+        MetadataImage {
+            offset: -1,
+            ..Default::default()
+        }
+    }
+
+    /// A topic by name.
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
+        self.topic_ids
+            .get(name)
+            .and_then(|id| self.topics_by_id.get(id))
+    }
+
+    /// A topic by id.
+    pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicImage>> {
+        self.topics_by_id.get(id)
+    }
+
+    /// Config overrides of a resource (empty when none).
+    pub fn config_overrides(
+        &self,
+        resource: ConfigResource,
+        name: &str,
+    ) -> BTreeMap<String, String> {
+        self.configs
+            .get(&(resource, name.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// All topic names, sorted.
+    pub fn topic_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.topic_ids.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Applies one record at `offset`. Records that refer to unknown topics are ignored with
+    /// a log line: the controller never writes them, so they can only come from a bug.
+    pub fn apply(&mut self, offset: i64, record: &MetadataRecord) {
+        self.offset = offset;
+        match record {
+            MetadataRecord::RegisterBroker {
+                broker_id,
+                broker_epoch,
+                endpoints,
+                rack,
+                fenced,
+                ..
+            } => {
+                self.brokers.insert(
+                    *broker_id,
+                    BrokerRegistration {
+                        id: *broker_id,
+                        epoch: *broker_epoch,
+                        endpoints: endpoints.clone(),
+                        rack: rack.clone(),
+                        fenced: *fenced,
+                    },
+                );
+            }
+            MetadataRecord::BrokerFencing { broker_id, fenced } => {
+                if let Some(b) = self.brokers.get_mut(broker_id) {
+                    b.fenced = *fenced;
+                }
+            }
+            MetadataRecord::Topic { name, topic_id } => {
+                self.topic_ids.insert(name.clone(), *topic_id);
+                self.topics_by_id.insert(
+                    *topic_id,
+                    Arc::new(TopicImage {
+                        name: name.clone(),
+                        id: *topic_id,
+                        partitions: BTreeMap::new(),
+                    }),
+                );
+            }
+            MetadataRecord::Partition {
+                topic_id,
+                partition_id,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => match self.topics_by_id.get_mut(topic_id) {
+                Some(t) => {
+                    Arc::make_mut(t).partitions.insert(
+                        *partition_id,
+                        PartitionRegistration {
+                            replicas: replicas.clone(),
+                            isr: isr.clone(),
+                            leader: *leader,
+                            leader_epoch: *leader_epoch,
+                            partition_epoch: *partition_epoch,
+                        },
+                    );
+                }
+                None => tracing::warn!(%topic_id, offset, "PartitionRecord for unknown topic"),
+            },
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition_id,
+                leader,
+                isr,
+                replicas,
+            } => {
+                let Some(t) = self.topics_by_id.get_mut(topic_id) else {
+                    tracing::warn!(%topic_id, offset, "PartitionChangeRecord for unknown topic");
+                    return;
+                };
+                let t = Arc::make_mut(t);
+                let Some(p) = t.partitions.get_mut(partition_id) else {
+                    return;
+                };
+                if let Some(l) = leader {
+                    p.leader = *l;
+                    p.leader_epoch += 1;
+                }
+                if let Some(i) = isr {
+                    p.isr = i.clone();
+                }
+                if let Some(r) = replicas {
+                    p.replicas = r.clone();
+                }
+                p.partition_epoch += 1;
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                if let Some(t) = self.topics_by_id.remove(topic_id) {
+                    self.topic_ids.remove(&t.name);
+                    self.configs
+                        .remove(&(ConfigResource::Topic, t.name.clone()));
+                }
+            }
+            MetadataRecord::Config {
+                resource,
+                resource_name,
+                name,
+                value,
+            } => {
+                let entry = self
+                    .configs
+                    .entry((*resource, resource_name.clone()))
+                    .or_default();
+                match value {
+                    Some(v) => {
+                        entry.insert(name.clone(), v.clone());
+                    }
+                    None => {
+                        entry.remove(name);
+                    }
+                }
+            }
+            MetadataRecord::ProducerIds {
+                next_producer_id, ..
+            } => {
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
+            }
+            MetadataRecord::FeatureLevel { name, level } => {
+                self.features.insert(name.clone(), *level);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_lifecycle() {
+        let mut img = MetadataImage::empty();
+        let id = Uuid::from_bytes([3; 16]);
+        img.apply(
+            0,
+            &MetadataRecord::Topic {
+                name: "a".into(),
+                topic_id: id,
+            },
+        );
+        img.apply(
+            1,
+            &MetadataRecord::Partition {
+                topic_id: id,
+                partition_id: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        );
+        let before = img.clone();
+        img.apply(
+            2,
+            &MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition_id: 0,
+                leader: Some(2),
+                isr: None,
+                replicas: None,
+            },
+        );
+        // The old image is untouched: topics are copy-on-write.
+        assert_eq!(before.topic("a").map(|t| t.partitions[&0].leader), Some(1));
+        let p = &img.topic("a").map(|t| t.partitions[&0].clone());
+        assert_eq!(
+            p.as_ref()
+                .map(|p| (p.leader, p.leader_epoch, p.partition_epoch)),
+            Some((2, 1, 1))
+        );
+        img.apply(
+            3,
+            &MetadataRecord::Config {
+                resource: ConfigResource::Topic,
+                resource_name: "a".into(),
+                name: "retention.ms".into(),
+                value: Some("5".into()),
+            },
+        );
+        assert_eq!(img.config_overrides(ConfigResource::Topic, "a").len(), 1);
+        img.apply(4, &MetadataRecord::RemoveTopic { topic_id: id });
+        assert!(img.topic("a").is_none());
+        assert!(img.config_overrides(ConfigResource::Topic, "a").is_empty());
+        assert_eq!(img.offset, 4);
+    }
+}
