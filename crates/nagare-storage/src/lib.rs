@@ -1,1 +1,34 @@
-//! nagare-storage
+//! The partition log on disk, in Apache Kafka's layout and with its semantics.
+//!
+//! A [`Log`] is one partition replica's log: a directory `<topic>-<partition>` of segments
+//! (`<20-digit base offset>.log` with sparse `.index` and `.timeindex` files), producer-state
+//! snapshots (`<offset>.snapshot`) and a `leader-epoch-checkpoint`. A [`LogManager`] owns every
+//! log of one log directory together with its checkpoint files and clean-shutdown marker.
+//!
+//! Record batches are stored exactly as produced: the leader assigns offsets by patching batch
+//! headers in place (see [`nagare_protocol::record_batch`]), so a fetch can hand file regions
+//! ([`FileSlice`]) straight to `sendfile`. All I/O is synchronous `std` I/O; every type is
+//! `Send + Sync` and internally synchronized. Durability is the caller's decision: appends go to
+//! the page cache and [`Log::flush`] fsyncs them (group commit) without blocking appends.
+
+mod checkpoint;
+mod config;
+mod epoch_cache;
+mod error;
+mod index;
+mod log;
+mod manager;
+mod producer_state;
+mod scan;
+mod segment;
+
+pub use checkpoint::{read_offset_checkpoint, write_offset_checkpoint};
+pub use config::{LogConfig, TimestampType, TopicPartition};
+pub use epoch_cache::EpochEntry;
+pub use error::StorageError;
+pub use log::{AppendInfo, AppendOrigin, FetchData, FileSlice, Log, TimestampOffset};
+pub use manager::{
+    LogManager, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_CHECKPOINT_FILE,
+    RECOVERY_POINT_CHECKPOINT_FILE,
+};
+pub use producer_state::{ProducerBatchMetadata, ProducerStateEntry};

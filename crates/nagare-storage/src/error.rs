@@ -1,0 +1,80 @@
+//! Errors of the storage layer. They are mapped to Kafka error codes at the protocol edge.
+
+use std::path::PathBuf;
+
+/// An operating error of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An I/O call failed. If it was a write or an fsync the log is now poisoned and every
+    /// later mutation returns [`StorageError::LogDirFailed`].
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A batch failed its CRC, length or codec check (Kafka `CORRUPT_MESSAGE`).
+    #[error("corrupt record: {0}")]
+    CorruptRecord(String),
+    /// A batch is well formed but not acceptable (Kafka `INVALID_RECORD`).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// A batch is larger than `max.message.bytes` (Kafka `MESSAGE_TOO_LARGE`).
+    #[error("record batch of {size} bytes is larger than max.message.bytes {max}")]
+    RecordTooLarge {
+        /// Size of the offending batch.
+        size: usize,
+        /// The configured maximum.
+        max: u32,
+    },
+    /// The batches of one append are larger than a segment (Kafka `RECORD_LIST_TOO_LARGE`).
+    #[error("record set of {size} bytes is larger than segment.bytes {max}")]
+    RecordListTooLarge {
+        /// Size of the appended records.
+        size: usize,
+        /// The configured segment size.
+        max: u64,
+    },
+    /// The requested offset is outside `[log_start, log_end]` (Kafka `OFFSET_OUT_OF_RANGE`).
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        /// The requested offset.
+        offset: i64,
+        /// The log start offset.
+        log_start: i64,
+        /// The log end offset.
+        log_end: i64,
+    },
+    /// An idempotent producer's sequence number has a gap (Kafka `OUT_OF_ORDER_SEQUENCE_NUMBER`).
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// A producer used an epoch older than the last one seen (Kafka `INVALID_PRODUCER_EPOCH`).
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    /// Kept for the broker's error mapping; Kafka 4 no longer returns it on produce, and
+    /// neither does this crate (an unknown producer may start at any sequence).
+    #[error("unknown producer id: {0}")]
+    UnknownProducerId(String),
+    /// A CreateTime timestamp is outside `message.timestamp.{before,after}.max.ms`
+    /// (Kafka `INVALID_TIMESTAMP`).
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
+    /// A follower append does not start at or after the log end offset.
+    #[error("unexpected append offset {first_offset}: log end offset is {log_end_offset}")]
+    UnexpectedAppendOffset {
+        /// First offset of the appended batches.
+        first_offset: i64,
+        /// The log end offset.
+        log_end_offset: i64,
+    },
+    /// A file of ours failed its checks and could not be repaired.
+    #[error("corrupt file {path}: {reason}")]
+    CorruptFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The log was poisoned by an earlier failed write or fsync (Kafka `KAFKA_STORAGE_ERROR`).
+    #[error("log directory failed: an earlier write or fsync failed")]
+    LogDirFailed,
+    /// The log was closed or deleted.
+    #[error("log is closed")]
+    Closed,
+}

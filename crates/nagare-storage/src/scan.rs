@@ -1,0 +1,109 @@
+//! Walking the batch headers of a segment file with positioned reads.
+//!
+//! Reads go through a small buffer so that walking many small batches costs one `pread` per
+//! chunk rather than one per batch. Only the region `[.., end)` is read: `end` is the segment
+//! size captured under the log lock, so bytes being appended concurrently are never seen.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use nagare_protocol::record_batch::{BatchError, RecordBatchHeader, HEADER_SIZE};
+
+/// Default read-ahead for header walks.
+pub(crate) const HEADER_CHUNK: usize = 64 * 1024;
+/// Read-ahead for full scans (recovery), which read every byte anyway.
+pub(crate) const RECOVERY_CHUNK: usize = 1024 * 1024;
+
+/// A buffered positioned reader over `[0, end)` of a file.
+pub(crate) struct ChunkReader<'f> {
+    file: &'f File,
+    end: u64,
+    chunk_size: usize,
+    buf: Vec<u8>,
+    buf_pos: u64,
+}
+
+impl<'f> ChunkReader<'f> {
+    /// A reader of `file` up to `end`.
+    pub(crate) fn new(file: &'f File, end: u64, chunk_size: usize) -> Self {
+        ChunkReader {
+            file,
+            end,
+            chunk_size,
+            buf: Vec::new(),
+            buf_pos: 0,
+        }
+    }
+
+    /// `len` bytes at `pos`; the caller guarantees `pos + len <= end`.
+    pub(crate) fn get(&mut self, pos: u64, len: usize) -> io::Result<&[u8]> {
+        let in_buf =
+            pos >= self.buf_pos && pos + len as u64 <= self.buf_pos + self.buf.len() as u64;
+        if !in_buf {
+            let want = len.max(self.chunk_size) as u64;
+            let avail = self.end.saturating_sub(pos);
+            let n = want.min(avail) as usize;
+            if n < len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("read of {len} bytes at {pos} past end {}", self.end),
+                ));
+            }
+            self.buf.resize(n, 0);
+            self.file.read_exact_at(&mut self.buf, pos)?;
+            self.buf_pos = pos;
+        }
+        let start = (pos - self.buf_pos) as usize;
+        Ok(&self.buf[start..start + len])
+    }
+
+    /// The header of the batch at `pos`: `Ok(None)` at the end of the region, an inner error
+    /// when the bytes there are not a complete valid batch (bad length or magic, or a batch
+    /// running past `end`).
+    pub(crate) fn header_at(
+        &mut self,
+        pos: u64,
+    ) -> io::Result<Result<Option<RecordBatchHeader>, BatchError>> {
+        let remaining = self.end.saturating_sub(pos);
+        if remaining == 0 {
+            return Ok(Ok(None));
+        }
+        let n = remaining.min(HEADER_SIZE as u64) as usize;
+        let bytes = self.get(pos, n)?;
+        let header = match RecordBatchHeader::parse(bytes) {
+            Ok(h) => h,
+            Err(e) => return Ok(Err(e)),
+        };
+        if header.total_size() as u64 > remaining {
+            return Ok(Err(BatchError::Truncated {
+                needed: header.total_size(),
+                available: remaining as usize,
+            }));
+        }
+        Ok(Ok(Some(header)))
+    }
+}
+
+/// Finds, from `start` (a batch boundary at or before the target), the first batch whose last
+/// offset is >= `target`: Kafka's `FileRecords.searchForOffsetFromPosition`. Returns its
+/// position and header, or `None` if no batch in the region qualifies.
+pub(crate) fn find_batch(
+    reader: &mut ChunkReader<'_>,
+    start: u64,
+    target: i64,
+) -> io::Result<Result<Option<(u64, RecordBatchHeader)>, BatchError>> {
+    let mut pos = start;
+    loop {
+        match reader.header_at(pos)? {
+            Err(e) => return Ok(Err(e)),
+            Ok(None) => return Ok(Ok(None)),
+            Ok(Some(h)) => {
+                if h.last_offset() >= target {
+                    return Ok(Ok(Some((pos, h))));
+                }
+                pos += h.total_size() as u64;
+            }
+        }
+    }
+}
