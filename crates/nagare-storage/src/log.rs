@@ -399,6 +399,7 @@ impl Log {
                 .unwrap_or(0)
         };
         let mut dirty_segments = Vec::new();
+        let mut dir_dirty = false;
         let mut i = 0;
         while i < segs.len() {
             let unflushed = i >= recover_from;
@@ -421,6 +422,11 @@ impl Log {
                 dirty_segments.push(i);
                 if truncated > 0 {
                     tracing::warn!(%tp, segment = segs[i].base_offset, truncated, "truncated torn or corrupt tail");
+                    // Make the truncation durable before anything is appended over it: a
+                    // lost truncation could otherwise bring the discarded tail back behind
+                    // new batches after another crash.
+                    segs[i].file.sync_all()?;
+                    dir_dirty = true;
                     if unflushed {
                         // Kafka deletes every segment after a corrupt unflushed one.
                         for mut later in segs.drain(i + 1..) {
@@ -438,7 +444,6 @@ impl Log {
         let first_base = segs.first().map(|s| s.base_offset);
         let mut log_start = log_start_offset.max(first_base.unwrap_or(0)).max(0);
         let end = segs.last().map(|s| s.next_offset);
-        let mut dir_dirty = false;
         if end.is_none_or(|e| e < log_start) {
             // No data, or the checkpointed start is past what survived: start empty there.
             for mut s in segs.drain(..) {
@@ -502,6 +507,10 @@ impl Log {
         epochs_changed |= epochs.truncate_from_start(log_start);
         if epochs_changed || !dirty_segments.is_empty() {
             epochs.write()?;
+        }
+        if dir_dirty {
+            fsync_dir(&dir)?;
+            dir_dirty = false;
         }
 
         let (mut producers, from) = ProducerStateManager::load(&dir, tp.to_string(), log_end)?;
@@ -1398,6 +1407,15 @@ impl Log {
     }
 
     fn after_truncation(&self, inner: &mut Inner) -> Result<(), StorageError> {
+        // Truncations are rare and must not be undone by a crash (a lost truncation would
+        // resurrect diverged batches behind new ones): make them durable now.
+        inner
+            .active
+            .file
+            .sync_all()
+            .and_then(|()| fsync_dir(&self.dir))
+            .map_err(|e| self.poison(e))?;
+        inner.dir_dirty = false;
         inner.log_end_offset = inner.active.next_offset;
         inner.recovery_point = inner.recovery_point.min(inner.log_end_offset);
         inner.truncations += 1;
