@@ -385,6 +385,7 @@ impl Log {
             }
         };
 
+        let epochs_before = epochs.entries().to_vec();
         let mut segs = Vec::with_capacity(bases.len());
         for &base in &bases {
             segs.push(Segment::open(&dir, base)?);
@@ -505,7 +506,7 @@ impl Log {
         }
         epochs_changed |= epochs.truncate_from_end(log_end);
         epochs_changed |= epochs.truncate_from_start(log_start);
-        if epochs_changed || !dirty_segments.is_empty() {
+        if epochs_changed || epochs.entries() != epochs_before.as_slice() {
             epochs.write()?;
         }
         if dir_dirty {
