@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Nagare's one test command (README, CI): formatting, lints, release build, unit and integration
+# tests (real nagare processes driven by librdkafka), then the client compatibility script
+# (kcat, confluent-kafka-python, kafka-python).
+#
+# Works on a fresh machine with only the Rust toolchain, gcc, make, Python 3.11+ with pip:
+# it installs kcat (apt) and the Python clients (pip) when they are missing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+
+if ! command -v kcat >/dev/null 2>&1; then
+  step "installing kcat (apt)"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat
+fi
+
+step "installing Python client libraries (pip)"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+if ! python3 -m pip install -q -r tests/compat/requirements.txt; then
+  # Debian's system Python refuses plain pip installs (PEP 668); these are test-only packages.
+  python3 -m pip install -q --break-system-packages -r tests/compat/requirements.txt
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build --release"
+cargo build --release --bin nagare
+
+step "cargo test"
+cargo test --workspace
+
+step "client compatibility (kcat, confluent-kafka, kafka-python)"
+NAGARE_BIN=target/release/nagare python3 tests/compat/run_compat.py

@@ -1,0 +1,454 @@
+#!/usr/bin/env python3
+"""Compatibility checks of a real nagare server against real Kafka clients.
+
+Starts its own `nagare server` on free 127.0.0.1 ports with a temporary log dir, then drives it
+with kcat, confluent-kafka-python and kafka-python. Every check prints PASS or FAIL with detail;
+the last line is `N passed, M failed`, and the exit status is non-zero when M > 0.
+
+The binary is $NAGARE_BIN, else target/release/nagare, else target/debug/nagare.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS: list[tuple[str, bool, str]] = []
+
+
+# --------------------------------------------------------------------------------------------
+# Server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_binary() -> Path:
+    env = os.environ.get("NAGARE_BIN")
+    if env:
+        return Path(env).resolve()
+    for profile in ("release", "debug"):
+        p = REPO / "target" / profile / "nagare"
+        if p.exists():
+            return p
+    raise FileNotFoundError("no nagare binary: set NAGARE_BIN or run cargo build --release")
+
+
+class Server:
+    def __init__(self, binary: Path) -> None:
+        self.binary = binary
+        self.dir = Path(tempfile.mkdtemp(prefix="nagare-compat-"))
+        self.port = free_port()
+        self.cport = free_port()
+        while self.cport == self.port:
+            self.cport = free_port()
+        self.log_path = self.dir / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        data = self.dir / "data"
+        data.mkdir()
+        args = [
+            str(self.binary),
+            "server",
+            "--override", "node.id=1",
+            "--override",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.cport}",
+            "--override", f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "--override", f"log.dirs={data}",
+        ]
+        log = open(self.log_path, "wb")
+        env = dict(os.environ, NO_COLOR="1")
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nagare exited with {self.proc.returncode}:\n{self.output()}")
+            if "listening on" in self.output():
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"nagare not ready after 60 s:\n{self.output()}")
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Check bookkeeping
+
+
+def check(name: str, fn: Callable[[], str | None]) -> None:
+    try:
+        detail = fn() or ""
+        RESULTS.append((name, True, detail))
+        print(f"PASS {name}" + (f": {detail}" if detail else ""), flush=True)
+    except Exception as e:  # noqa: BLE001 - every failure is reported, none aborts the run
+        tb = traceback.format_exc(limit=3)
+        RESULTS.append((name, False, str(e)))
+        print(f"FAIL {name}: {type(e).__name__}: {e}\n{tb}", flush=True)
+
+
+def expect(cond: bool, msg: str) -> None:
+    if not cond:
+        raise AssertionError(msg)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# --------------------------------------------------------------------------------------------
+# kcat
+
+
+def kcat(server: Server, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
+    exe = shutil.which("kcat") or shutil.which("kafkacat")
+    if exe is None:
+        raise RuntimeError("kcat is not installed (apt-get install kcat)")
+    proc = subprocess.run(
+        [exe, "-b", server.bootstrap, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"kcat {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def kcat_checks(server: Server) -> None:
+    topic = unique("kcat")
+    lines = [f"key{i}:value {i} with spaces" for i in range(50)]
+
+    def produce() -> str:
+        kcat(server, "-P", "-t", topic, "-p", "0", "-K:", stdin="\n".join(lines) + "\n")
+        return f"{len(lines)} keyed lines to {topic}"
+
+    def metadata() -> str:
+        md = json.loads(kcat(server, "-L", "-J"))
+        brokers = [(b["id"], b["name"]) for b in md["brokers"]]
+        expect(brokers == [(1, server.bootstrap)], f"brokers {brokers}")
+        topics = {t["topic"]: t for t in md["topics"]}
+        expect(topic in topics, f"{topic} not in {sorted(topics)}")
+        parts = topics[topic]["partitions"]
+        expect(len(parts) == 1, f"{len(parts)} partitions (num.partitions default is 1)")
+        expect(parts[0]["leader"] == 1, f"leader {parts[0]['leader']}")
+        # And the human-readable form.
+        text = kcat(server, "-L", "-t", topic)
+        expect(f"broker 1 at {server.bootstrap}" in text, f"-L text output:\n{text}")
+        return f"broker 1 at {server.bootstrap}, topic {topic} with 1 partition"
+
+    def consume_all() -> str:
+        out = kcat(server, "-C", "-t", topic, "-p", "0", "-e", "-o", "beginning", "-f", "%k:%s\n")
+        got = out.splitlines()
+        expect(got == lines, f"got {len(got)} lines, first diff: {first_diff(got, lines)}")
+        return f"{len(got)} lines back exactly"
+
+    def consume_from_offset() -> str:
+        out = kcat(server, "-C", "-t", topic, "-p", "0", "-e", "-o", "17", "-f", "%o %k:%s\n")
+        got = out.splitlines()
+        want = [f"{i} {lines[i]}" for i in range(17, len(lines))]
+        expect(got == want, f"first diff: {first_diff(got, want)}")
+        return "offsets 17.. back exactly"
+
+    check("kcat produce -P -K:", produce)
+    check("kcat metadata -L", metadata)
+    check("kcat consume -C -o beginning", consume_all)
+    check("kcat consume -C -o 17", consume_from_offset)
+
+    for codec in ("gzip", "snappy", "lz4", "zstd"):
+        def compressed(codec: str = codec) -> str:
+            t = unique(f"kcat-{codec}")
+            data = [f"k{i}:{codec} record {i} " + "x" * (i % 50) for i in range(200)]
+            kcat(server, "-P", "-t", t, "-p", "0", "-K:", "-z", codec, stdin="\n".join(data) + "\n")
+            out = kcat(server, "-C", "-t", t, "-p", "0", "-e", "-o", "beginning", "-f", "%k:%s\n")
+            got = out.splitlines()
+            expect(got == data, f"first diff: {first_diff(got, data)}")
+            return f"{len(data)} records"
+
+        check(f"kcat -z {codec} round trip", compressed)
+
+
+def first_diff(got: list, want: list) -> str:
+    for i, (a, b) in enumerate(zip(got, want)):
+        if a != b:
+            return f"at {i}: got {a!r}, want {b!r}"
+    return f"lengths {len(got)} vs {len(want)}"
+
+
+# --------------------------------------------------------------------------------------------
+# confluent-kafka-python
+
+
+def confluent_checks(server: Server) -> None:
+    from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    admin_topic = unique("ck-admin")
+
+    def create() -> str:
+        fs = admin.create_topics([NewTopic(admin_topic, num_partitions=4, replication_factor=1)],
+                                 operation_timeout=30)
+        for t, f in fs.items():
+            f.result(timeout=30)
+        return f"{admin_topic} with 4 partitions"
+
+    def list_topics() -> str:
+        deadline = time.time() + 15
+        while True:
+            md = admin.list_topics(timeout=10)
+            t = md.topics.get(admin_topic)
+            if t is not None and t.error is None and len(t.partitions) == 4:
+                break
+            expect(time.time() < deadline, f"{admin_topic} not listed with 4 partitions")
+            time.sleep(0.2)
+        brokers = {b.id: (b.host, b.port) for b in md.brokers.values()}
+        expect(brokers == {1: ("127.0.0.1", server.port)}, f"brokers {brokers}")
+        leaders = sorted(p.leader for p in t.partitions.values())
+        expect(leaders == [1, 1, 1, 1], f"leaders {leaders}")
+        return f"{len(md.topics)} topics, broker 1"
+
+    def describe() -> str:
+        try:
+            from confluent_kafka import TopicCollection
+
+            fs = admin.describe_topics(TopicCollection([admin_topic]), request_timeout=15)
+            desc = fs[admin_topic].result(timeout=20)
+            parts = sorted(p.id for p in desc.partitions)
+            expect(parts == [0, 1, 2, 3], f"partitions {parts}")
+            expect(all(p.leader is not None and p.leader.id == 1 for p in desc.partitions),
+                   "leaders")
+            return "describe_topics: 4 partitions led by broker 1"
+        except ImportError:
+            md = admin.list_topics(topic=admin_topic, timeout=10)
+            expect(len(md.topics[admin_topic].partitions) == 4, "partitions")
+            return "list_topics metadata (describe_topics unavailable): 4 partitions"
+
+    def delete() -> str:
+        fs = admin.delete_topics([admin_topic], operation_timeout=30)
+        for f in fs.values():
+            f.result(timeout=30)
+        deadline = time.time() + 15
+        while admin_topic in admin.list_topics(timeout=10).topics:
+            expect(time.time() < deadline, f"{admin_topic} still listed after delete")
+            time.sleep(0.2)
+        return f"{admin_topic} gone"
+
+    check("confluent-kafka AdminClient.create_topics", create)
+    check("confluent-kafka AdminClient.list_topics", list_topics)
+    check("confluent-kafka AdminClient.describe_topics", describe)
+    check("confluent-kafka AdminClient.delete_topics", delete)
+
+    for codec in ("none", "gzip", "snappy", "lz4", "zstd"):
+        def roundtrip(codec: str = codec) -> str:
+            topic = unique(f"ck-{codec}")
+            fs = admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+            fs[topic].result(timeout=30)
+            n = 3000
+            delivered: list = []
+            errors: list = []
+
+            def on_delivery(err, msg) -> None:
+                (errors if err else delivered).append(err or (msg.partition(), msg.offset()))
+
+            p = Producer({"bootstrap.servers": server.bootstrap, "compression.type": codec,
+                          "linger.ms": 10, "acks": "all"})
+            expected: dict[int, list] = {0: [], 1: [], 2: []}
+            for i in range(n):
+                part = i % 3
+                key, value = f"k{i}".encode(), f"{codec}-value-{i}-".encode() + b"z" * (i % 100)
+                headers = [("h", f"{i}".encode()), ("dup", b"a"), ("dup", b"b"), ("null", None)]
+                while True:
+                    try:
+                        p.produce(topic, value=value, key=key, partition=part, headers=headers,
+                                  timestamp=1_700_000_000_000 + i, on_delivery=on_delivery)
+                        break
+                    except BufferError:
+                        p.poll(0.05)
+                expected[part].append((key, value, headers, 1_700_000_000_000 + i))
+            remaining = p.flush(60)
+            expect(remaining == 0 and not errors, f"{remaining} undelivered, errors {errors[:3]}")
+            expect(len(delivered) == n, f"{len(delivered)} delivery reports")
+
+            c = Consumer({"bootstrap.servers": server.bootstrap, "group.id": unique("ck-g"),
+                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+            try:
+                c.assign([TopicPartition(topic, part, OFFSET_BEGINNING) for part in range(3)])
+                got: dict[int, list] = {0: [], 1: [], 2: []}
+                deadline = time.time() + 60
+                while sum(len(v) for v in got.values()) < n:
+                    expect(time.time() < deadline, f"consumed only {sum(len(v) for v in got.values())}")
+                    m = c.poll(0.5)
+                    if m is None:
+                        continue
+                    expect(m.error() is None, f"consume error {m.error()}")
+                    expect(m.offset() == len(got[m.partition()]),
+                           f"partition {m.partition()}: offset {m.offset()} out of sequence")
+                    got[m.partition()].append(
+                        (m.key(), m.value(), m.headers(), m.timestamp()[1]))
+            finally:
+                c.close()
+            for part in range(3):
+                expect(got[part] == expected[part],
+                       f"partition {part}: {first_diff(got[part], expected[part])}")
+            return f"{n} records with headers and timestamps over 3 partitions"
+
+        label = "without compression" if codec == "none" else f"compression {codec}"
+        check(f"confluent-kafka Producer/Consumer(assign) {label}", roundtrip)
+
+
+# --------------------------------------------------------------------------------------------
+# kafka-python
+
+
+def kafka_python_checks(server: Server) -> None:
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import codec as kcodec
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    available = {"gzip": kcodec.has_gzip(), "snappy": kcodec.has_snappy(),
+                 "lz4": kcodec.has_lz4(), "zstd": kcodec.has_zstd()}
+    codecs = [None] + [c for c, ok in available.items() if ok]
+    missing = [c for c, ok in available.items() if not ok]
+    if missing:
+        print(f"note: kafka-python lacks {missing} (pip packages not installed); skipped")
+
+    for codec in codecs:
+        def roundtrip(codec: str | None = codec) -> str:
+            topic = unique(f"kp-{codec or 'none'}")
+            admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[
+                topic
+            ].result(timeout=30)
+            n = 2000
+            producer = KafkaProducer(bootstrap_servers=server.bootstrap, compression_type=codec,
+                                     acks="all", linger_ms=10)
+            expected: dict[int, list] = {0: [], 1: []}
+            futures = []
+            try:
+                for i in range(n):
+                    part = i % 2
+                    key, value = f"k{i}".encode(), f"kp-{codec}-{i}-".encode() + b"q" * (i % 80)
+                    headers = [("h", f"{i}".encode()), ("dup", b"1"), ("dup", b"2")]
+                    futures.append(producer.send(topic, key=key, value=value, partition=part,
+                                                 headers=headers, timestamp_ms=1_600_000_000_000 + i))
+                    expected[part].append((key, value, headers, 1_600_000_000_000 + i))
+                producer.flush(timeout=60)
+                offsets = [f.get(timeout=30) for f in futures]
+            finally:
+                producer.close(timeout=10)
+            for part in range(2):
+                offs = [md.offset for md in offsets if md.partition == part]
+                expect(offs == list(range(len(offs))), f"partition {part}: acked offsets not dense")
+
+            consumer = KafkaConsumer(bootstrap_servers=server.bootstrap, group_id=None,
+                                     enable_auto_commit=False, auto_offset_reset="earliest",
+                                     consumer_timeout_ms=1000)
+            try:
+                tps = [TopicPartition(topic, part) for part in range(2)]
+                consumer.assign(tps)
+                consumer.seek_to_beginning(*tps)
+                got: dict[int, list] = {0: [], 1: []}
+                deadline = time.time() + 60
+                while sum(len(v) for v in got.values()) < n:
+                    expect(time.time() < deadline,
+                           f"consumed only {sum(len(v) for v in got.values())} of {n}")
+                    for tp, records in consumer.poll(timeout_ms=500).items():
+                        for r in records:
+                            expect(r.offset == len(got[tp.partition]),
+                                   f"partition {tp.partition}: offset {r.offset} out of sequence")
+                            got[tp.partition].append(
+                                (r.key, r.value, [(k, v) for k, v in r.headers], r.timestamp))
+            finally:
+                consumer.close()
+            for part in range(2):
+                expect(got[part] == expected[part],
+                       f"partition {part}: {first_diff(got[part], expected[part])}")
+            return f"{n} records with headers and timestamps"
+
+        label = "without compression" if codec is None else f"compression {codec}"
+        check(f"kafka-python KafkaProducer/KafkaConsumer(assign+seek_to_beginning) {label}",
+              roundtrip)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    try:
+        binary = find_binary()
+    except FileNotFoundError as e:
+        print(f"FAIL start nagare: {e}")
+        print("0 passed, 1 failed")
+        return 1
+    print(f"nagare binary: {binary}", flush=True)
+    server = Server(binary)
+    try:
+        try:
+            server.start()
+        except Exception as e:  # noqa: BLE001
+            print(f"FAIL start nagare: {e}")
+            print("0 passed, 1 failed")
+            return 1
+        print(f"nagare listening on {server.bootstrap} (log {server.log_path})", flush=True)
+        for group in (kcat_checks, confluent_checks, kafka_python_checks):
+            try:
+                group(server)
+            except Exception as e:  # noqa: BLE001 - e.g. a client library is missing
+                RESULTS.append((group.__name__, False, str(e)))
+                print(f"FAIL {group.__name__}: {type(e).__name__}: {e}", flush=True)
+        if not server.alive():
+            RESULTS.append(("server alive at the end", False, "nagare exited"))
+            print("FAIL server alive at the end: nagare exited", flush=True)
+        failed = [r for r in RESULTS if not r[1]]
+        if failed:
+            tail = server.output()[-20000:]
+            print(f"----- nagare output (last 20 kB) -----\n{tail}\n----- end -----", flush=True)
+    finally:
+        server.stop()
+    passed = sum(1 for r in RESULTS if r[1])
+    failed_n = len(RESULTS) - passed
+    print(f"{passed} passed, {failed_n} failed", flush=True)
+    return 1 if failed_n else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
