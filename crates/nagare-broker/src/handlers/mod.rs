@@ -220,6 +220,7 @@ pub fn storage_error_code(e: &nagare_storage::StorageError) -> i16 {
     use nagare_storage::StorageError as E;
     match e {
         E::RecordTooLarge { .. } => 10,
+        E::RecordListTooLarge { .. } => 18,
         E::CorruptRecord(_) => 2,
         E::InvalidRecord(_) => 87,
         E::OffsetOutOfRange { .. } => 1,
