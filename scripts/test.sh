@@ -38,7 +38,7 @@ step "cargo build --release"
 cargo build --release --bin nagare
 
 step "cargo test"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 step "client compatibility (kcat, confluent-kafka, kafka-python)"
 NAGARE_BIN=target/release/nagare python3 tests/compat/run_compat.py

@@ -493,29 +493,45 @@ fn corrupt_batch_is_rejected_and_not_stored() {
         .iter()
         .find(|r| r.0 == 0)
         .expect("Produce is supported");
-    // Prefer v8 (classic encoding), else the closest version the broker supports.
-    let version = 8i16.clamp(min, max);
-    eprintln!("Produce range {min}..={max}, using v{version}");
+    // v8 is the last classic encoding; the newest version uses the flexible one.
+    let mut versions = vec![8i16.clamp(min, max)];
+    if max > versions[0] {
+        versions.push(max);
+    }
+    eprintln!("Produce range {min}..={max}, using {versions:?}");
 
-    let good = record_batch(b"good record");
-    let (error, base_offset) = produce_raw(&mut s, version, 2, topic, &good);
-    assert_eq!(error, 0, "a valid batch is accepted");
-    assert_eq!(base_offset, 0);
+    let mut correlation_id = 1;
+    let mut good_values = Vec::new();
+    for &version in &versions {
+        let good_value = format!("good record v{version}");
+        correlation_id += 1;
+        let good = record_batch(good_value.as_bytes());
+        let (error, base_offset) = produce_raw(&mut s, version, correlation_id, topic, &good);
+        assert_eq!(error, 0, "v{version}: a valid batch is accepted");
+        assert_eq!(
+            base_offset,
+            good_values.len() as i64,
+            "v{version}: base offset"
+        );
+        good_values.push(good_value);
 
-    // Flip one bit of the value: the stored CRC no longer matches.
-    let mut bad_payload = record_batch(b"evil record");
-    let last = bad_payload.len() - 2;
-    bad_payload[last] ^= 0x01;
-    let (error, _) = produce_raw(&mut s, version, 3, topic, &bad_payload);
-    assert_eq!(error, 2, "corrupted payload: CORRUPT_MESSAGE");
+        // Flip one bit of the value: the stored CRC no longer matches.
+        let mut bad_payload = record_batch(b"evil record");
+        let last = bad_payload.len() - 2;
+        bad_payload[last] ^= 0x01;
+        correlation_id += 1;
+        let (error, _) = produce_raw(&mut s, version, correlation_id, topic, &bad_payload);
+        assert_eq!(error, 2, "v{version}: corrupted payload: CORRUPT_MESSAGE");
 
-    // Damage the CRC field itself.
-    let mut bad_crc = record_batch(b"evil record 2");
-    bad_crc[17] ^= 0xff;
-    let (error, _) = produce_raw(&mut s, version, 4, topic, &bad_crc);
-    assert_eq!(error, 2, "corrupted CRC field: CORRUPT_MESSAGE");
+        // Damage the CRC field itself.
+        let mut bad_crc = record_batch(b"evil record 2");
+        bad_crc[17] ^= 0xff;
+        correlation_id += 1;
+        let (error, _) = produce_raw(&mut s, version, correlation_id, topic, &bad_crc);
+        assert_eq!(error, 2, "v{version}: corrupted CRC field: CORRUPT_MESSAGE");
+    }
 
-    // Only the good record is in the log.
+    // Only the good records are in the log.
     let consumed = consume_to_end(
         &server,
         topic,
@@ -523,12 +539,20 @@ fn corrupt_batch_is_rejected_and_not_stored() {
         Offset::Beginning,
         Duration::from_secs(30),
     );
-    assert_eq!(consumed[0].len(), 1, "exactly one record stored");
-    assert_eq!(consumed[0][0].payload(), Some(&b"good record"[..]));
+    let stored: Vec<&[u8]> = consumed[0]
+        .iter()
+        .map(|m| m.payload().unwrap_or_default())
+        .collect();
+    let expected: Vec<&[u8]> = good_values.iter().map(|v| v.as_bytes()).collect();
+    assert_eq!(stored, expected, "only the valid batches are stored");
     let consumer = server.consumer(&[]);
     let (low, high) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .expect("watermarks");
-    assert_eq!((low, high), (0, 1), "watermarks after the rejected batches");
+    assert_eq!(
+        (low, high),
+        (0, good_values.len() as i64),
+        "watermarks after the rejected batches"
+    );
     server.assert_healthy("corrupt batches");
 }

@@ -2,7 +2,8 @@
 //! acknowledged record is in the log exactly once, at the offset it was acknowledged with, and
 //! offsets are dense from the log start.
 //!
-//! The schedule is seeded; set `NAGARE_IT_SEED` to replay a printed seed.
+//! The schedule is seeded; set `NAGARE_IT_SEED` to replay a printed seed and
+//! `NAGARE_IT_CRASH_ROUNDS` for more kill/restart rounds (default 3).
 
 mod common;
 
@@ -84,8 +85,12 @@ fn acknowledged_writes_survive_kill9() {
         })
     };
 
+    let rounds: usize = std::env::var("NAGARE_IT_CRASH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let mut acked_before_kill = Vec::new();
-    for round in 0..2 {
+    for round in 0..rounds {
         let run = Duration::from_millis(rng.gen_range(700..2500));
         std::thread::sleep(run);
         acked_before_kill.push(acked_count(&ctx.reports.lock().expect("lock")));
@@ -129,8 +134,14 @@ fn acknowledged_writes_survive_kill9() {
         acked_before_kill[0] > 0,
         "nothing acknowledged before the first crash"
     );
+    for round in 1..rounds {
+        assert!(
+            acked_before_kill[round] > acked_before_kill[round - 1],
+            "no progress between restart {round} and the next crash"
+        );
+    }
     assert!(
-        acked.len() > acked_before_kill[1],
+        acked.len() > acked_before_kill[rounds - 1],
         "the producer made no progress after the last restart"
     );
     assert_eq!(reports.len(), sent, "every record got a delivery report");
