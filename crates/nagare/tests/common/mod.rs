@@ -81,9 +81,19 @@ impl TestServer {
 
     /// Starts a server as described by `options` and waits until it is ready.
     pub fn start_with(options: ServerOptions) -> TestServer {
-        let mut server = TestServer::spawn_with(options);
-        server.wait_ready();
-        server
+        // A port picked by `free_port` can be taken (say, by a client's ephemeral port) before
+        // the server binds it; then start over with fresh ports.
+        for attempt in 1.. {
+            let mut server = TestServer::spawn_with(options.clone());
+            match server.try_wait_ready() {
+                Ok(()) => return server,
+                Err(output) if attempt < 3 && output.to_lowercase().contains("in use") => {
+                    eprintln!("nagare could not bind its ports (attempt {attempt}); retrying");
+                }
+                Err(output) => panic!("nagare exited during startup; output:\n{output}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// Starts the process without waiting for it to be ready (for tests that expect it to fail).
@@ -250,14 +260,18 @@ impl TestServer {
 
     /// Waits for `listening on` in this incarnation's output and for the port to accept.
     pub fn wait_ready(&mut self) {
+        if let Err(output) = self.try_wait_ready() {
+            panic!("nagare exited during startup; output:\n{output}");
+        }
+    }
+
+    /// Like [`TestServer::wait_ready`], but returns the output if the process exits instead.
+    pub fn try_wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let mut announced = false;
         loop {
             if let Some(status) = self.try_exit_status() {
-                panic!(
-                    "nagare exited during startup with {status}; output:\n{}",
-                    self.current_output()
-                );
+                return Err(format!("[exit status {status}]\n{}", self.current_output()));
             }
             if !announced {
                 announced = self.current_output().contains("listening on");
@@ -271,7 +285,7 @@ impl TestServer {
                 )
                 .is_ok()
             {
-                return;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 panic!(
