@@ -37,8 +37,16 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build --release"
 cargo build --release --bin nagare
 
+# Both suites run even if the first fails, so one run reports everything; either failing fails.
 step "cargo test"
-cargo test --workspace --no-fail-fast
+cargo_status=0
+cargo test --workspace --no-fail-fast || cargo_status=$?
 
 step "client compatibility (kcat, confluent-kafka, kafka-python)"
-NAGARE_BIN=target/release/nagare python3 tests/compat/run_compat.py
+compat_status=0
+NAGARE_BIN=target/release/nagare python3 tests/compat/run_compat.py || compat_status=$?
+
+if [ "$cargo_status" -ne 0 ] || [ "$compat_status" -ne 0 ]; then
+  echo "FAILED: cargo test exit $cargo_status, compatibility script exit $compat_status" >&2
+  exit 1
+fi
