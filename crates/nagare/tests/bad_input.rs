@@ -376,11 +376,21 @@ fn oversized_frame_is_refused_without_allocating() {
 #[test]
 fn garbage_is_survived() {
     let mut server = TestServer::start(&[]);
-    // Plausible size, Metadata v12 header, then bytes that decode to absurd lengths.
+    // Plausible size, Metadata v12 header, then bytes that decode to absurd lengths (the
+    // topics compact array claims ~4 billion entries in a 64-byte body).
     let mut s = connect(&server);
     let mut bad = frame(3, 12, 99, true, &[0xff; 64]);
     s.write_all(&bad).expect("send");
     expect_closed_or_answered(&mut s, Some(99), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    server.assert_running("Metadata v12 with an absurd compact array length");
+    // The same in the classic encoding: Metadata v1 whose topics array claims i32::MAX entries.
+    let mut s = connect(&server);
+    s.write_all(&frame(3, 1, 98, false, &i32::MAX.to_be_bytes()))
+        .expect("send");
+    expect_closed_or_answered(&mut s, Some(98), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    server.assert_running("Metadata v1 with an absurd array length");
     // Someone speaks HTTP to the Kafka port: "GET " is a size prefix of 1.1 GB.
     let mut s = connect(&server);
     s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
