@@ -113,6 +113,8 @@ pub struct BrokerConfig {
     pub max_incremental_fetch_session_cache_slots: usize,
     /// `cluster.id` for a self-formatted single node (Nagare extension; else generated).
     pub cluster_id: Option<String>,
+    /// `producer.id.expiration.ms`: idle producer ids are forgotten after this long.
+    pub producer_id_expiration_ms: i64,
 }
 
 #[derive(Clone, Copy)]
@@ -159,6 +161,7 @@ const IMPLEMENTED: &[(&str, Kind)] = &[
         Kind::Int(0, i32::MAX as i64),
     ),
     ("cluster.id", Kind::Text),
+    ("producer.id.expiration.ms", Kind::Int(1, i32::MAX as i64)),
 ];
 
 /// Kafka broker keys Nagare accepts but does not act on yet (warned about at startup).
@@ -194,7 +197,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "metadata.log.max.record.bytes.between.snapshots",
     "log.cleaner.enable",
     "log.cleaner.threads",
-    "producer.id.expiration.ms",
 ];
 
 /// Parses `server.properties` text (Java properties: `key=value`, `key: value` or
@@ -486,6 +488,7 @@ impl BrokerConfig {
                 1000,
             ) as usize,
             cluster_id: get("cluster.id").map(str::to_string),
+            producer_id_expiration_ms: int("producer.id.expiration.ms", 86_400_000),
             log_dirs,
             props: BTreeMap::new(),
         };

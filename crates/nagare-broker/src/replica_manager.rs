@@ -280,9 +280,19 @@ impl ReplicaManager {
         }
     }
 
-    /// Retention for every log.
-    pub fn enforce_retention(&self) {
-        self.logs.enforce_retention(now_ms());
+    /// Retention for every log, and expiry of producer ids idle for longer than
+    /// `producer.id.expiration.ms` (so producer state does not grow without bound).
+    pub fn enforce_retention(&self, producer_id_expiration_ms: i64) {
+        let now = now_ms();
+        self.logs.enforce_retention(now);
+        for p in self.all_partitions() {
+            let n = p
+                .log
+                .remove_expired_producers(now, producer_id_expiration_ms);
+            if n > 0 {
+                tracing::debug!(tp = %p.tp, expired = n, "expired idle producer ids");
+            }
+        }
     }
 
     /// Writes the recovery-point and log-start checkpoints.
