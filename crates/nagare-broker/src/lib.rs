@@ -3,6 +3,7 @@
 //! purgatory, and one handler module per Kafka API. Metadata decisions belong to the
 //! controller (`nagare-controller`); the broker only reacts to the images it publishes.
 
+pub mod alloc;
 pub mod config;
 pub mod fetch_session;
 pub mod handlers;

@@ -2,6 +2,10 @@
 
 mod cli;
 
+/// Keeps absurd array lengths in requests from aborting the process (see `nagare_broker::alloc`).
+#[global_allocator]
+static ALLOCATOR: nagare_broker::alloc::GuardedAlloc = nagare_broker::alloc::GuardedAlloc;
+
 use clap::{Parser, Subcommand};
 
 /// Nagare: Apache Kafka rebuilt in Rust.
@@ -26,7 +30,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
