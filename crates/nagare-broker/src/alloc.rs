@@ -72,6 +72,17 @@ unsafe impl GlobalAlloc for GuardedAlloc {
             // SAFETY: both sides are System allocations; forwarded with the caller's guarantees.
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
+        if is_huge(&layout) && is_huge(&new_layout) {
+            // Move the mapping instead of copying (possibly uncommitted) gigabytes.
+            // SAFETY: `ptr` is a mapping of exactly `layout.size()` bytes made by `map`.
+            let p =
+                unsafe { libc::mremap(ptr.cast(), layout.size(), new_size, libc::MREMAP_MAYMOVE) };
+            return if p == libc::MAP_FAILED {
+                std::ptr::null_mut()
+            } else {
+                p.cast()
+            };
+        }
         // SAFETY: allocate with our own routing, copy the overlap, free the old block.
         unsafe {
             let new_ptr = self.alloc(new_layout);
