@@ -110,6 +110,19 @@ impl Broker {
         }
     }
 
+    /// The endpoint clients should use to reach `b`: its advertised listener with the name
+    /// of our client listener, else its first one.
+    pub fn client_endpoint<'a>(
+        &self,
+        b: &'a nagare_metadata::BrokerRegistration,
+    ) -> Option<&'a nagare_metadata::Endpoint> {
+        let listener = self.config.broker_listener().map(|l| &l.name);
+        b.endpoints
+            .iter()
+            .find(|e| Some(&e.name) == listener)
+            .or(b.endpoints.first())
+    }
+
     /// Hands out a producer id for an idempotent producer, fetching a new block from the
     /// controller when the current one is used up (AllocateProducerIds).
     pub async fn next_producer_id(self: &Arc<Self>) -> Result<i64, ControllerError> {

@@ -97,6 +97,26 @@ impl ReplicaManager {
             .cloned()
     }
 
+    /// The partition as a client may use it: hosted here, led by this node, and at the
+    /// leader epoch the client expects (KIP-320; -1 skips that check). The error is the
+    /// Kafka code to answer with.
+    pub fn leader_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+    ) -> Result<Arc<Partition>, i16> {
+        let p = self.partition(topic, partition).ok_or(3i16)?; // UNKNOWN_TOPIC_OR_PARTITION
+        let code = crate::handlers::check_leader_epoch(current_leader_epoch, p.epoch());
+        if code != 0 {
+            return Err(code);
+        }
+        if p.leader.load(Ordering::Acquire) != self.node_id {
+            return Err(6); // NOT_LEADER_OR_FOLLOWER
+        }
+        Ok(p)
+    }
+
     /// Topic name for an id (for Fetch v13+).
     pub fn topic_name(&self, id: &Uuid) -> Option<String> {
         self.by_id.read().get(id).cloned()

@@ -24,13 +24,17 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
             let out = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
-            let Some(part) = broker
-                .replicas
-                .partition(t.name.as_str(), p.partition_index)
-            else {
-                parts.push(out.with_error_code(3));
-                continue;
-            };
+            let part =
+                match broker
+                    .replicas
+                    .leader_partition(t.name.as_str(), p.partition_index, -1)
+                {
+                    Ok(part) => part,
+                    Err(code) => {
+                        parts.push(out.with_error_code(code));
+                        continue;
+                    }
+                };
             let hw = part.high_watermark();
             // -1 means "up to the high watermark" (Kafka's DeleteRecordsRequest.HIGH_WATERMARK).
             let target = if p.offset == -1 { hw } else { p.offset };

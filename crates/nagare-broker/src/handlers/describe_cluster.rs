@@ -39,17 +39,12 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
             })
             .unwrap_or_default()
     } else {
-        let listener = broker.config.broker_listener().map(|l| l.name.clone());
         image
             .brokers
             .values()
             .filter(|b| r.include_fenced_brokers || !b.fenced)
             .filter_map(|b| {
-                let ep = b
-                    .endpoints
-                    .iter()
-                    .find(|e| Some(&e.name) == listener.as_ref())
-                    .or(b.endpoints.first())?;
+                let ep = broker.client_endpoint(b)?;
                 Some(
                     DescribeClusterBroker::default()
                         .with_broker_id(BrokerId(b.id))

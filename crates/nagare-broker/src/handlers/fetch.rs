@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
 use nagare_protocol::fetch::encode_fetch_response;
 use nagare_storage::FileSlice;
 
-use super::{check_leader_epoch, sb, storage_error_code, Request};
+use super::{sb, storage_error_code, Request};
 use crate::fetch_session::{FetchContext, FetchTarget};
 use crate::network::{Region, Reply, Response};
 use crate::Broker;
@@ -126,14 +126,13 @@ fn read_all(
             if read_committed {
                 pd.aborted_transactions = Some(vec![]);
             }
-            let Some(p) = broker.replicas.partition(&t.topic, t.partition) else {
-                let code = if t.topic.is_empty() { 100 } else { 3 };
-                return (pd.with_error_code(code), None);
-            };
-            let code = check_leader_epoch(t.current_leader_epoch, p.epoch());
-            if code != 0 {
-                return (pd.with_error_code(code), None);
+            if t.topic.is_empty() {
+                return (pd.with_error_code(100), None); // UNKNOWN_TOPIC_ID
             }
+            let p = match broker.replicas.leader_partition(&t.topic, t.partition, t.current_leader_epoch) {
+                Ok(p) => p,
+                Err(code) => return (pd.with_error_code(code), None),
+            };
             let hw = p.high_watermark();
             let log_start = p.log.log_start_offset();
             pd = pd

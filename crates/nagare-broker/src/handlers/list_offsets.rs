@@ -8,7 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{check_leader_epoch, respond, storage_error_code, Request};
+use super::{respond, storage_error_code, Request};
 use crate::network::Reply;
 use crate::Broker;
 
@@ -27,18 +27,17 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
-            let Some(part) = broker
-                .replicas
-                .partition(t.name.as_str(), p.partition_index)
-            else {
-                parts.push(out.with_error_code(3));
-                continue;
+            let part = match broker.replicas.leader_partition(
+                t.name.as_str(),
+                p.partition_index,
+                p.current_leader_epoch,
+            ) {
+                Ok(part) => part,
+                Err(code) => {
+                    parts.push(out.with_error_code(code));
+                    continue;
+                }
             };
-            let code = check_leader_epoch(p.current_leader_epoch, part.epoch());
-            if code != 0 {
-                parts.push(out.with_error_code(code));
-                continue;
-            }
             let epoch = part.epoch();
             let res = match p.timestamp {
                 -2 | -4 => Ok(Some((-1, part.log.log_start_offset(), epoch))),

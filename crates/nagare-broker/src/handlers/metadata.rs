@@ -141,17 +141,12 @@ async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) {
 
 /// The broker list of Metadata responses: unfenced brokers' advertised broker listener.
 pub fn brokers(broker: &Broker, image: &MetadataImage, v: i16) -> Vec<MetadataResponseBroker> {
-    let listener = broker.config.broker_listener().map(|l| l.name.clone());
     image
         .brokers
         .values()
         .filter(|b| !b.fenced)
         .filter_map(|b| {
-            let ep = b
-                .endpoints
-                .iter()
-                .find(|e| Some(&e.name) == listener.as_ref())
-                .or(b.endpoints.first())?;
+            let ep = broker.client_endpoint(b)?;
             Some(
                 MetadataResponseBroker::default()
                     .with_node_id(BrokerId(b.id))

@@ -8,7 +8,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::{check_leader_epoch, respond, Request};
+use super::{respond, Request};
 use crate::network::Reply;
 use crate::Broker;
 
@@ -26,15 +26,17 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
                 .with_partition(p.partition)
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
-            let Some(part) = broker.replicas.partition(t.topic.as_str(), p.partition) else {
-                parts.push(out.with_error_code(3));
-                continue;
+            let part = match broker.replicas.leader_partition(
+                t.topic.as_str(),
+                p.partition,
+                p.current_leader_epoch,
+            ) {
+                Ok(part) => part,
+                Err(code) => {
+                    parts.push(out.with_error_code(code));
+                    continue;
+                }
             };
-            let code = check_leader_epoch(p.current_leader_epoch, part.epoch());
-            if code != 0 {
-                parts.push(out.with_error_code(code));
-                continue;
-            }
             let (epoch, end) = part.log.end_offset_for_epoch(p.leader_epoch);
             parts.push(out.with_leader_epoch(epoch).with_end_offset(end));
         }

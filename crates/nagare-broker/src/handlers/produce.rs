@@ -47,9 +47,12 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
                 parts.push(out.with_error_code(53)); // TRANSACTIONAL_ID_AUTHORIZATION_FAILED
                 continue;
             }
-            let Some(partition) = broker.replicas.partition(&name, p.index) else {
-                parts.push(out.with_error_code(3)); // UNKNOWN_TOPIC_OR_PARTITION
-                continue;
+            let partition = match broker.replicas.leader_partition(&name, p.index, -1) {
+                Ok(partition) => partition,
+                Err(code) => {
+                    parts.push(out.with_error_code(code));
+                    continue;
+                }
             };
             let Some(records) = p.records else {
                 parts.push(out.with_error_code(87)); // INVALID_RECORD
