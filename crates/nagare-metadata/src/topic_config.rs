@@ -381,6 +381,11 @@ impl TopicDefaults {
         c
     }
 
+    /// The broker-level default of a topic config and where it comes from.
+    pub fn default_with_source(&self, name: &str) -> Option<(String, ConfigSource)> {
+        self.values.get(name).cloned()
+    }
+
     /// One effective value (override, else broker default).
     pub fn value(&self, overrides: &BTreeMap<String, String>, name: &str) -> Option<String> {
         overrides

@@ -107,17 +107,23 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
                 let dynamic_default = image.config_overrides(ConfigResource::Broker, "");
                 let dynamic_node = image
                     .config_overrides(ConfigResource::Broker, &broker.config.node_id.to_string());
+                // Static values come from the file as topics see them (e.g. log.retention.hours
+                // folded into log.retention.ms).
+                let static_defaults = broker.config.topic_defaults(&Default::default());
                 let mut configs = Vec::new();
                 let mut listed = std::collections::BTreeSet::new();
                 for d in topic_config::TOPIC_CONFIGS {
+                    // Kafka's ConfigSource codes: 2 DYNAMIC_BROKER_CONFIG, 3 DYNAMIC_DEFAULT_BROKER_CONFIG,
+                    // 4 STATIC_BROKER_CONFIG, 5 DEFAULT_CONFIG.
                     let (v, src) = if let Some(v) = dynamic_node.get(d.broker_key) {
-                        (v.clone(), 1) // DYNAMIC_BROKER_CONFIG
+                        (v.clone(), 2)
                     } else if let Some(v) = dynamic_default.get(d.broker_key) {
-                        (v.clone(), 3) // DYNAMIC_DEFAULT_BROKER_CONFIG
-                    } else if let Some(v) = broker.config.props.get(d.broker_key) {
-                        (v.clone(), 4)
+                        (v.clone(), 3)
                     } else {
-                        (d.default.to_string(), 5)
+                        match static_defaults.default_with_source(d.name) {
+                            Some((v, ConfigSource::StaticBroker)) => (v, 4),
+                            _ => (d.default.to_string(), 5),
+                        }
                     };
                     listed.insert(d.broker_key.to_string());
                     if wanted(d.broker_key) {
@@ -125,7 +131,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
                             DescribeConfigsResourceResult::default()
                                 .with_name(sb(d.broker_key))
                                 .with_value(Some(sb(v)))
-                                .with_config_source(if src == 1 { 2 } else { src })
+                                .with_config_source(src)
                                 .with_config_type(config_type(d.kind)),
                         );
                     }
