@@ -240,7 +240,11 @@ fn broker_configs_are_described_and_altered() {
     let bad = AlterConfig::new(ResourceSpecifier::Broker(1)).set("node.id", "7");
     let _ = block_on(admin.alter_configs([&bad], &opts)).expect("AlterConfigs");
     assert_eq!(describe("log.retention.ms").as_deref(), Some("3600000"));
-    assert_eq!(describe("node.id").as_deref(), Some("1"), "node.id keeps its static value");
+    assert_eq!(
+        describe("node.id").as_deref(),
+        Some("1"),
+        "node.id keeps its static value"
+    );
     server.assert_healthy("after config changes");
 }
 
