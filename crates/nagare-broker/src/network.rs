@@ -100,7 +100,9 @@ enum ReadError {
 async fn fill(stream: &TcpStream, buf: &mut BytesMut, need: usize) -> Result<bool, std::io::Error> {
     while buf.len() < need {
         stream.readable().await?;
-        buf.reserve(need - buf.len());
+        // Grow with the data actually arriving (at most 1 MiB ahead), so a client that
+        // announces a large frame and then stalls does not pin the whole size in memory.
+        buf.reserve((need - buf.len()).min(1 << 20));
         match stream.try_read_buf(buf) {
             Ok(0) => return Ok(false),
             Ok(_) => {}
