@@ -67,7 +67,10 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
                         .with_base_offset(info.first_offset)
                         .with_log_append_time_ms(info.log_append_time)
                         .with_log_start_offset(info.log_start_offset);
-                    if acks == -1 && !info.duplicate {
+                    // A duplicate (idempotent retry) waits too: its original may still be
+                    // in the page cache if the first attempt's connection dropped before
+                    // the fsync; acknowledging it now could lose it on a crash.
+                    if acks == -1 {
                         durable_waits.push((
                             parts.len(),
                             topics.len(),
