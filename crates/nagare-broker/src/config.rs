@@ -115,6 +115,8 @@ pub struct BrokerConfig {
     pub cluster_id: Option<String>,
     /// `producer.id.expiration.ms`: idle producer ids are forgotten after this long.
     pub producer_id_expiration_ms: i64,
+    /// `connections.max.idle.ms`: a connection with no request for this long is closed.
+    pub connections_max_idle_ms: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -162,6 +164,7 @@ const IMPLEMENTED: &[(&str, Kind)] = &[
     ),
     ("cluster.id", Kind::Text),
     ("producer.id.expiration.ms", Kind::Int(1, i32::MAX as i64)),
+    ("connections.max.idle.ms", Kind::Int(1, i64::MAX)),
 ];
 
 /// Kafka broker keys Nagare accepts but does not act on yet (warned about at startup).
@@ -489,6 +492,7 @@ impl BrokerConfig {
             ) as usize,
             cluster_id: get("cluster.id").map(str::to_string),
             producer_id_expiration_ms: int("producer.id.expiration.ms", 86_400_000),
+            connections_max_idle_ms: int("connections.max.idle.ms", 600_000) as u64,
             log_dirs,
             props: BTreeMap::new(),
         };

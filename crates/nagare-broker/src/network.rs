@@ -68,16 +68,23 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: std::net::Socke
     let (tx, rx) = mpsc::channel::<Reply>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(write_loop(stream.clone(), rx, peer));
     let max = broker.config.socket_request_max_bytes;
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
-        let frame = match read_frame(&stream, &mut buf, max).await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(ReadError::Frame(e)) => {
+        // connections.max.idle.ms: like Kafka, close a connection that sends nothing (or
+        // never finishes a request) for that long.
+        let frame = match tokio::time::timeout(idle, read_frame(&stream, &mut buf, max)).await {
+            Err(_) => {
+                tracing::debug!(%peer, "closing idle connection (connections.max.idle.ms)");
+                break;
+            }
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => break,
+            Ok(Err(ReadError::Frame(e))) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad frame");
                 break;
             }
-            Err(ReadError::Io(e)) => {
+            Ok(Err(ReadError::Io(e))) => {
                 tracing::debug!(%peer, error = %e, "connection read error");
                 break;
             }
