@@ -1,0 +1,145 @@
+//! ListGroups, DescribeGroups and DeleteGroups.
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    GroupId, ListGroupsRequest, ListGroupsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::errors;
+use crate::group::GroupState;
+use crate::record::CoordinatorRecord;
+use crate::shard::{GroupCoordinatorShard, RequestContext};
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+impl GroupCoordinatorShard {
+    /// ListGroups over this shard: the state filter is case-insensitive (KIP-518); the type
+    /// filter (KIP-848) matches `classic`, the type of every group here.
+    pub(crate) fn list_groups(&self, req: &ListGroupsRequest) -> ListGroupsResponse {
+        let states: Vec<String> = req
+            .states_filter
+            .iter()
+            .map(|s| s.as_str().trim().to_lowercase())
+            .collect();
+        let types: Vec<String> = req
+            .types_filter
+            .iter()
+            .map(|s| s.as_str().trim().to_lowercase())
+            .collect();
+        let groups = self
+            .groups
+            .values()
+            .filter(|g| states.is_empty() || states.contains(&g.state.as_str().to_lowercase()))
+            .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+            .map(|g| {
+                ListedGroup::default()
+                    .with_group_id(GroupId(sb(&g.group_id)))
+                    .with_protocol_type(sb(g.protocol_type.as_deref().unwrap_or("")))
+                    .with_group_state(sb(g.state.as_str()))
+                    .with_group_type(sb("classic"))
+            })
+            .collect();
+        ListGroupsResponse::default().with_groups(groups)
+    }
+
+    /// DescribeGroups: members with metadata and assignment only when Stable (Kafka's
+    /// `describe` vs `describeNoMetadata`); an unknown group is reported Dead, or
+    /// GROUP_ID_NOT_FOUND from v6 (KIP-1043).
+    pub(crate) fn describe_groups(
+        &self,
+        ctx: &RequestContext,
+        req: &DescribeGroupsRequest,
+    ) -> DescribeGroupsResponse {
+        let groups = req
+            .groups
+            .iter()
+            .map(|id| {
+                let Some(g) = self.groups.get(id.0.as_str()) else {
+                    let mut d = DescribedGroup::default()
+                        .with_group_id(id.clone())
+                        .with_group_state(sb(GroupState::Dead.as_str()));
+                    if ctx.api_version >= 6 {
+                        d.error_code = errors::GROUP_ID_NOT_FOUND;
+                        d.error_message = Some(sb(&format!("Group {} not found.", id.0.as_str())));
+                    }
+                    return d;
+                };
+                let stable = g.is(GroupState::Stable);
+                let protocol = g.protocol_name.clone().unwrap_or_default();
+                let members = g
+                    .members
+                    .values()
+                    .map(|m| {
+                        let mut d = DescribedGroupMember::default()
+                            .with_member_id(sb(&m.member_id))
+                            .with_group_instance_id(m.group_instance_id.as_deref().map(sb))
+                            .with_client_id(sb(&m.client_id))
+                            .with_client_host(sb(&m.client_host));
+                        if stable {
+                            d.member_metadata = m.metadata(&protocol);
+                            d.member_assignment = m.assignment.clone();
+                        }
+                        d
+                    })
+                    .collect();
+                DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_group_state(sb(g.state.as_str()))
+                    .with_protocol_type(sb(g.protocol_type.as_deref().unwrap_or("")))
+                    .with_protocol_data(sb(if stable { &protocol } else { "" }))
+                    .with_members(members)
+            })
+            .collect();
+        DescribeGroupsResponse::default().with_groups(groups)
+    }
+
+    /// DeleteGroups: only empty groups; their offsets and the group are tombstoned.
+    pub(crate) fn delete_groups(&mut self, req: &DeleteGroupsRequest) -> DeleteGroupsResponse {
+        let mut results = Vec::with_capacity(req.groups_names.len().min(1024));
+        for id in &req.groups_names {
+            let group_id = id.0.as_str().to_owned();
+            let code = match self.groups.get(&group_id) {
+                None => errors::GROUP_ID_NOT_FOUND,
+                Some(g) if g.is(GroupState::Dead) => errors::GROUP_ID_NOT_FOUND,
+                Some(g) if !g.is(GroupState::Empty) => errors::NON_EMPTY_GROUP,
+                Some(_) => {
+                    let offsets: Vec<(String, i32)> = self
+                        .offsets
+                        .group(&group_id)
+                        .map(|topics| {
+                            topics
+                                .iter()
+                                .flat_map(|(t, parts)| parts.keys().map(move |p| (t.clone(), *p)))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for (topic, partition) in offsets {
+                        self.append(CoordinatorRecord::OffsetCommit {
+                            group_id: group_id.clone(),
+                            topic,
+                            partition,
+                            value: None,
+                        });
+                    }
+                    self.append(CoordinatorRecord::GroupMetadata {
+                        group_id: group_id.clone(),
+                        value: None,
+                    });
+                    errors::NONE
+                }
+            };
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(id.clone())
+                    .with_error_code(code),
+            );
+        }
+        DeleteGroupsResponse::default().with_results(results)
+    }
+}

@@ -1,0 +1,48 @@
+//! Configuration of the group coordinator, with Kafka's names and defaults.
+
+/// Settings of the group coordinator. Field names follow Kafka's broker configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCoordinatorConfig {
+    /// `group.min.session.timeout.ms`: smaller JoinGroup session timeouts get
+    /// INVALID_SESSION_TIMEOUT.
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`: larger JoinGroup session timeouts get
+    /// INVALID_SESSION_TIMEOUT.
+    pub max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits
+    /// for more members, extended by each new member up to the rebalance timeout.
+    pub initial_rebalance_delay_ms: i32,
+    /// `group.max.size`: joins beyond this many members get GROUP_MAX_SIZE_REACHED.
+    pub max_size: usize,
+    /// Kafka's internal new-member join timeout (5 minutes): a parked JoinGroup of a new
+    /// member expires after this, since its socket is muted and its session cannot be tracked.
+    pub new_member_join_timeout_ms: i32,
+    /// `offsets.retention.minutes`, in milliseconds.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets and empty groups are
+    /// cleaned up.
+    pub offsets_retention_check_interval_ms: i64,
+    /// `offset.metadata.max.bytes`: longer commit metadata gets OFFSET_METADATA_TOO_LARGE.
+    pub offset_metadata_max_bytes: usize,
+    /// The largest group metadata record the `__consumer_offsets` partition accepts
+    /// (`message.max.bytes`, 1048588 by default). A JoinGroup whose protocol metadata alone
+    /// exceeds it is refused with the error Kafka returns when such a write fails
+    /// (UNKNOWN_SERVER_ERROR), instead of poisoning every later write of the group.
+    pub max_record_bytes: usize,
+}
+
+impl Default for GroupCoordinatorConfig {
+    fn default() -> Self {
+        GroupCoordinatorConfig {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            max_size: i32::MAX as usize,
+            new_member_join_timeout_ms: 300_000,
+            offsets_retention_ms: 10_080 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
+            max_record_bytes: 1_048_588,
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The group coordinator of Nagare as a sans-I/O state machine.
+//!
+//! Kafka shards group coordination by the partitions of the internal `__consumer_offsets`
+//! topic: a group's coordinator is the leader of partition [`partition_for`]`(group_id, n)`.
+//! One [`GroupCoordinatorShard`] owns the groups of one such partition. It is a plain state
+//! machine, modelled on Kafka 4.x's `GroupCoordinatorShard` (`GroupMetadataManager`,
+//! `ClassicGroup`, `OffsetMetadataManager`):
+//!
+//! * requests go in with the current time ([`GroupCoordinatorShard::handle`]), and a
+//!   [`CoordinatorResult`] comes out: records to append to the partition, the reply (now, or
+//!   deferred under a [`RequestToken`] for JoinGroup/SyncGroup, which wait for the rebalance),
+//!   and replies to earlier deferred requests that this call completed;
+//! * time goes in through [`GroupCoordinatorShard::tick`], which fires session expiry,
+//!   rebalance timeouts, the initial rebalance delay, pending-sync expiry and offset
+//!   retention; [`GroupCoordinatorShard::next_deadline_ms`] says when to call it next;
+//! * [`GroupCoordinatorShard::replay`] rebuilds the state from the partition's records (the
+//!   live path applies offset commits and tombstones through the same function).
+//!
+//! No clocks, sockets, files or async inside: the broker's shell moves bytes and time.
+
+mod admin;
+mod classic;
+mod config;
+pub mod errors;
+mod find_coordinator;
+mod group;
+mod offsets;
+pub mod record;
+mod shard;
+mod timer;
+
+pub use config::GroupCoordinatorConfig;
+pub use find_coordinator::{find_coordinator_response, partition_for, CoordinatorLocation};
+pub use group::{GroupState, GroupView, MemberView};
+pub use offsets::CommittedOffset;
+pub use record::{
+    CoordinatorRecord, GroupMetadataValue, MemberMetadataValue, OffsetCommitValue, RecordError,
+};
+pub use shard::{
+    error_response, CoordinatorResult, DurableState, GroupCoordinatorShard, GroupRequest,
+    GroupResponse, Reply, RequestContext, RequestToken,
+};

@@ -1,0 +1,560 @@
+//! Committed offsets: OffsetCommit, OffsetFetch, OffsetDelete and retention (Kafka's
+//! `OffsetMetadataManager`).
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tracing::info;
+
+use crate::errors;
+use crate::group::{ClassicGroup, GroupState};
+use crate::record::{CoordinatorRecord, OffsetCommitValue};
+use crate::shard::{GroupCoordinatorShard, RequestContext};
+
+/// A committed offset as OffsetFetch reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// The committed offset, -1 if none.
+    pub offset: i64,
+    /// The leader epoch committed with it, -1 if none.
+    pub leader_epoch: i32,
+    /// The metadata string committed with it ("" if none).
+    pub metadata: String,
+}
+
+/// Offsets by group, topic and partition.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Offsets {
+    by_group: BTreeMap<String, BTreeMap<String, BTreeMap<i32, OffsetCommitValue>>>,
+}
+
+impl Offsets {
+    pub(crate) fn put(&mut self, group: &str, topic: &str, partition: i32, v: OffsetCommitValue) {
+        self.by_group
+            .entry(group.to_owned())
+            .or_default()
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(partition, v);
+    }
+
+    pub(crate) fn remove(&mut self, group: &str, topic: &str, partition: i32) {
+        if let Some(topics) = self.by_group.get_mut(group) {
+            if let Some(parts) = topics.get_mut(topic) {
+                parts.remove(&partition);
+                if parts.is_empty() {
+                    topics.remove(topic);
+                }
+            }
+            if topics.is_empty() {
+                self.by_group.remove(group);
+            }
+        }
+    }
+
+    pub(crate) fn remove_group(&mut self, group: &str) {
+        self.by_group.remove(group);
+    }
+
+    pub(crate) fn get(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<&OffsetCommitValue> {
+        self.by_group.get(group)?.get(topic)?.get(&partition)
+    }
+
+    pub(crate) fn group(
+        &self,
+        group: &str,
+    ) -> Option<&BTreeMap<String, BTreeMap<i32, OffsetCommitValue>>> {
+        self.by_group.get(group)
+    }
+
+    pub(crate) fn all(&self) -> BTreeMap<(String, String, i32), OffsetCommitValue> {
+        let mut out = BTreeMap::new();
+        for (g, topics) in &self.by_group {
+            for (t, parts) in topics {
+                for (p, v) in parts {
+                    out.insert((g.clone(), t.clone(), *p), v.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Kafka's `OffsetExpirationCondition`: from which timestamp retention is counted.
+#[derive(Clone, Copy)]
+enum ExpiryBase {
+    /// From when the group became Empty (KIP-211), or from the commit when that is unknown
+    /// (records older than GroupMetadataValue v2).
+    StateChange(Option<i64>),
+    /// From the commit itself.
+    Commit,
+}
+
+impl ExpiryBase {
+    fn of(self, o: &OffsetCommitValue) -> i64 {
+        match self {
+            ExpiryBase::StateChange(ts) => ts.unwrap_or(o.commit_timestamp_ms),
+            ExpiryBase::Commit => o.commit_timestamp_ms,
+        }
+    }
+}
+
+/// `None` when the group's offsets must not expire now (a live group without known
+/// subscriptions, or one that is rebalancing).
+fn expiration_base(g: &ClassicGroup) -> Option<ExpiryBase> {
+    match g.protocol_type.as_deref() {
+        Some(_) if g.is(GroupState::Empty) => {
+            Some(ExpiryBase::StateChange(g.current_state_timestamp_ms))
+        }
+        Some("consumer") if g.subscribed_topics.is_some() && g.is(GroupState::Stable) => {
+            Some(ExpiryBase::Commit)
+        }
+        Some(_) => None,
+        // A simple (standalone) consumer's offsets expire from their last commit.
+        None => Some(ExpiryBase::Commit),
+    }
+}
+
+impl GroupCoordinatorShard {
+    /// The committed offset of a partition, if any.
+    pub fn committed_offset(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<CommittedOffset> {
+        self.offsets
+            .get(group_id, topic, partition)
+            .map(|v| CommittedOffset {
+                offset: v.offset,
+                leader_epoch: v.leader_epoch,
+                metadata: v.metadata.clone(),
+            })
+    }
+
+    // ---------------------------------------------------------------- OffsetCommit
+
+    pub(crate) fn offset_commit(
+        &mut self,
+        ctx: &RequestContext,
+        req: OffsetCommitRequest,
+    ) -> OffsetCommitResponse {
+        let group_id = req.group_id.0.as_str().to_owned();
+        if let Err(code) = self.validate_offset_commit(ctx, &req) {
+            return commit_error_response(&req, code);
+        }
+        // Why: in the classic protocol an offset commit keeps the member's session alive when
+        // the group is Stable or PreparingRebalance.
+        if let Some(g) = self.groups.get(&group_id) {
+            if g.is(GroupState::Stable) || g.is(GroupState::PreparingRebalance) {
+                if let Some(m) = g.members.get(req.member_id.as_str()) {
+                    let (id, timeout) = (m.member_id.clone(), m.session_timeout_ms);
+                    self.schedule_heartbeat(&group_id, &id, timeout);
+                }
+            }
+        }
+        let now = self.now_ms;
+        // retention_time_ms (OffsetCommit v2–v4) of -1 means "the broker's retention".
+        let expire = if req.retention_time_ms == -1 {
+            -1
+        } else {
+            now.saturating_add(req.retention_time_ms)
+        };
+        let mut topics = Vec::with_capacity(req.topics.len().min(1024));
+        for t in &req.topics {
+            let mut parts = Vec::with_capacity(t.partitions.len().min(1024));
+            for p in &t.partitions {
+                let too_large = p.committed_metadata.as_ref().is_some_and(|m| {
+                    // Java's String.length(): UTF-16 code units.
+                    m.as_str().encode_utf16().count() > self.config.offset_metadata_max_bytes
+                });
+                let code = if too_large {
+                    errors::OFFSET_METADATA_TOO_LARGE
+                } else {
+                    self.append(CoordinatorRecord::OffsetCommit {
+                        group_id: group_id.clone(),
+                        topic: t.name.0.as_str().to_owned(),
+                        partition: p.partition_index,
+                        value: Some(OffsetCommitValue {
+                            offset: p.committed_offset,
+                            leader_epoch: p.committed_leader_epoch,
+                            metadata: p
+                                .committed_metadata
+                                .as_ref()
+                                .map(|m| m.as_str().to_owned())
+                                .unwrap_or_default(),
+                            commit_timestamp_ms: now,
+                            expire_timestamp_ms: expire,
+                        }),
+                    });
+                    errors::NONE
+                };
+                parts.push(
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code),
+                );
+            }
+            topics.push(
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_partitions(parts),
+            );
+        }
+        OffsetCommitResponse::default().with_topics(topics)
+    }
+
+    /// Kafka's `validateOffsetCommit` (shard and `ClassicGroup` parts).
+    fn validate_offset_commit(
+        &self,
+        ctx: &RequestContext,
+        req: &OffsetCommitRequest,
+    ) -> Result<(), i16> {
+        let generation = req.generation_id_or_member_epoch;
+        let member_id = req.member_id.as_str();
+        let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
+        let Some(g) = self.groups.get(req.group_id.0.as_str()) else {
+            if generation < 0 {
+                // A simple consumer (no group management) or the admin client: the group is
+                // created by the commit's replay.
+                return Ok(());
+            }
+            // Why: v9+ says GROUP_ID_NOT_FOUND; older clients expect ILLEGAL_GENERATION.
+            return Err(if ctx.api_version >= 9 {
+                errors::GROUP_ID_NOT_FOUND
+            } else {
+                errors::ILLEGAL_GENERATION
+            });
+        };
+        if g.is(GroupState::Dead) {
+            return Err(errors::COORDINATOR_NOT_AVAILABLE);
+        }
+        if generation < 0 && g.is(GroupState::Empty) {
+            return Ok(());
+        }
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            g.validate_member(member_id, instance)?;
+            if generation != g.generation_id {
+                // A member of an older generation must rejoin before committing.
+                return Err(errors::ILLEGAL_GENERATION);
+            }
+        } else if !g.is(GroupState::Empty) {
+            // v0-style commits without member and generation only into empty groups.
+            return Err(errors::UNKNOWN_MEMBER_ID);
+        }
+        if g.is(GroupState::CompletingRebalance) {
+            // Valid member and generation but no assignment yet: let the consumer handle it.
+            return Err(errors::REBALANCE_IN_PROGRESS);
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- OffsetFetch
+
+    pub(crate) fn offset_fetch(
+        &self,
+        ctx: &RequestContext,
+        req: &OffsetFetchRequest,
+    ) -> OffsetFetchResponse {
+        let mut resp = OffsetFetchResponse::default();
+        if ctx.api_version >= 8 {
+            // Several groups per request (KIP-709).
+            resp.groups = req
+                .groups
+                .iter()
+                .map(|g| {
+                    let topics = g.topics.as_ref().map(|ts| {
+                        ts.iter()
+                            .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
+                            .collect()
+                    });
+                    let found = self.fetch_group_offsets(g.group_id.0.as_str(), topics);
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_topics(
+                            found
+                                .into_iter()
+                                .map(|(name, parts)| {
+                                    OffsetFetchResponseTopics::default()
+                                        .with_name(TopicName(StrBytes::from_string(name)))
+                                        .with_partitions(
+                                            parts
+                                                .into_iter()
+                                                .map(|(p, c)| {
+                                                    OffsetFetchResponsePartitions::default()
+                                                        .with_partition_index(p)
+                                                        .with_committed_offset(c.offset)
+                                                        .with_committed_leader_epoch(c.leader_epoch)
+                                                        .with_metadata(Some(StrBytes::from_string(
+                                                            c.metadata,
+                                                        )))
+                                                })
+                                                .collect(),
+                                        )
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+        } else {
+            let topics = req.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
+                    .collect()
+            });
+            let found = self.fetch_group_offsets(req.group_id.0.as_str(), topics);
+            resp.topics = found
+                .into_iter()
+                .map(|(name, parts)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(name)))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|(p, c)| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(c.offset)
+                                        .with_committed_leader_epoch(c.leader_epoch)
+                                        .with_metadata(Some(StrBytes::from_string(c.metadata)))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+        }
+        resp
+    }
+
+    /// Offsets of `group_id` for the given topics and partitions (-1 for none), or all of its
+    /// offsets when `topics` is `None`. An unknown group has no offsets (Kafka answers -1s, not
+    /// an error).
+    fn fetch_group_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Vec<(String, Vec<(i32, CommittedOffset)>)> {
+        let none = || CommittedOffset {
+            offset: -1,
+            leader_epoch: -1,
+            metadata: String::new(),
+        };
+        let to_committed = |v: &OffsetCommitValue| CommittedOffset {
+            offset: v.offset,
+            leader_epoch: v.leader_epoch,
+            metadata: v.metadata.clone(),
+        };
+        match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(name, parts)| {
+                    let found = parts
+                        .into_iter()
+                        .map(|p| {
+                            let c = self
+                                .offsets
+                                .get(group_id, &name, p)
+                                .map(to_committed)
+                                .unwrap_or_else(none);
+                            (p, c)
+                        })
+                        .collect();
+                    (name, found)
+                })
+                .collect(),
+            None => self
+                .offsets
+                .group(group_id)
+                .map(|topics| {
+                    topics
+                        .iter()
+                        .map(|(t, parts)| {
+                            (
+                                t.clone(),
+                                parts.iter().map(|(p, v)| (*p, to_committed(v))).collect(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    // ---------------------------------------------------------------- OffsetDelete
+
+    pub(crate) fn offset_delete(&mut self, req: &OffsetDeleteRequest) -> OffsetDeleteResponse {
+        let group_id = req.group_id.0.as_str().to_owned();
+        let top = |code| OffsetDeleteResponse::default().with_error_code(code);
+        if group_id.is_empty() {
+            return top(errors::INVALID_GROUP_ID);
+        }
+        let Some(g) = self.groups.get(&group_id) else {
+            return top(errors::GROUP_ID_NOT_FOUND);
+        };
+        match g.state {
+            GroupState::Dead => return top(errors::GROUP_ID_NOT_FOUND),
+            // Why (KIP-496): offsets of a live group can only be deleted for topics it does not
+            // consume, which the coordinator can only tell for the consumer protocol.
+            GroupState::Stable
+            | GroupState::PreparingRebalance
+            | GroupState::CompletingRebalance
+                if g.protocol_type.as_deref() != Some("consumer") =>
+            {
+                return top(errors::NON_EMPTY_GROUP)
+            }
+            _ => {}
+        }
+        let mut tombstones = Vec::new();
+        let mut topics = Vec::with_capacity(req.topics.len().min(1024));
+        for t in &req.topics {
+            let name = t.name.0.as_str();
+            let mut parts = Vec::new();
+            if g.is_subscribed_to_topic(name) {
+                for p in &t.partitions {
+                    parts.push(
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(errors::GROUP_SUBSCRIBED_TO_TOPIC),
+                    );
+                }
+            } else {
+                for p in &t.partitions {
+                    // Kafka answers only for partitions that had an offset.
+                    if self
+                        .offsets
+                        .get(&group_id, name, p.partition_index)
+                        .is_some()
+                    {
+                        parts.push(
+                            OffsetDeleteResponsePartition::default()
+                                .with_partition_index(p.partition_index),
+                        );
+                        tombstones.push(CoordinatorRecord::OffsetCommit {
+                            group_id: group_id.clone(),
+                            topic: name.to_owned(),
+                            partition: p.partition_index,
+                            value: None,
+                        });
+                    }
+                }
+            }
+            topics.push(
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(parts),
+            );
+        }
+        for r in tombstones {
+            self.append(r);
+        }
+        OffsetDeleteResponse::default().with_topics(topics)
+    }
+
+    // ---------------------------------------------------------------- retention
+
+    /// Kafka's `cleanupGroupMetadata`: tombstones expired offsets, then deletes empty groups
+    /// left without offsets.
+    pub(crate) fn cleanup_group_metadata(&mut self) {
+        let now = self.now_ms;
+        let retention = self.config.offsets_retention_ms;
+        let mut records = Vec::new();
+        let mut groups_to_delete = Vec::new();
+        for (group_id, g) in &self.groups {
+            let mut all_expired = true;
+            if let Some(topics) = self.offsets.group(group_id) {
+                match expiration_base(g) {
+                    None => all_expired = false,
+                    Some(base) => {
+                        for (topic, parts) in topics {
+                            if g.is_subscribed_to_topic(topic) {
+                                all_expired = false;
+                                continue;
+                            }
+                            for (p, o) in parts {
+                                let expired = if o.expire_timestamp_ms >= 0 {
+                                    now >= o.expire_timestamp_ms
+                                } else {
+                                    now.saturating_sub(base.of(o)) >= retention
+                                };
+                                if expired {
+                                    records.push(CoordinatorRecord::OffsetCommit {
+                                        group_id: group_id.clone(),
+                                        topic: topic.clone(),
+                                        partition: *p,
+                                        value: None,
+                                    });
+                                } else {
+                                    all_expired = false;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // Why: an empty group without offsets left is deleted (Kafka's maybeDeleteGroup),
+            // so groups created by failed or probing joins do not pile up.
+            if all_expired && g.is(GroupState::Empty) && g.pending_join_members.is_empty() {
+                groups_to_delete.push(group_id.clone());
+            }
+        }
+        if !records.is_empty() || !groups_to_delete.is_empty() {
+            info!(
+                expired_offsets = records.len(),
+                deleted_groups = groups_to_delete.len(),
+                "offset retention cleanup"
+            );
+        }
+        for r in records {
+            self.append(r);
+        }
+        for g in groups_to_delete {
+            self.append(CoordinatorRecord::GroupMetadata {
+                group_id: g,
+                value: None,
+            });
+        }
+    }
+}
+
+fn commit_error_response(req: &OffsetCommitRequest, code: i16) -> OffsetCommitResponse {
+    OffsetCommitResponse::default().with_topics(
+        req.topics
+            .iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}

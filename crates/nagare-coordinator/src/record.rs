@@ -1,0 +1,642 @@
+//! Records of the `__consumer_offsets` topic, encoded in Kafka's own schema.
+//!
+//! Every record is a key and an optional value (a `None` value is a tombstone, which compaction
+//! eventually removes). Both start with a big-endian `int16` version, exactly as Kafka's
+//! `GroupCoordinatorRecordSerde` writes them, so a log written by Nagare can be read by Kafka's
+//! tooling (`kafka-dump-log --offsets-decoder`) and the other way round:
+//!
+//! | key version | key schema | value schema |
+//! |---|---|---|
+//! | 0, 1 | `OffsetCommitKey { group, topic, partition }` | `OffsetCommitValue` v0–v4 |
+//! | 2 | `GroupMetadataKey { group }` | `GroupMetadataValue` v0–v4 |
+//!
+//! We write key version 1 / 2, `OffsetCommitValue` v3 (v1 when an explicit expire timestamp
+//! is present, as Kafka does for old clients asking for a retention time) and
+//! `GroupMetadataValue` v3. All versions up to the flexible v4 are decoded. Other key versions
+//! (KIP-848 consumer-group records, share groups) are reported as
+//! [`RecordError::UnknownKeyVersion`] so that a loader can skip them.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Errors from decoding a `__consumer_offsets` record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The buffer ended before the field being read.
+    #[error("record truncated while reading {0}")]
+    Truncated(&'static str),
+    /// A string field was not valid UTF-8.
+    #[error("invalid UTF-8 in {0}")]
+    InvalidUtf8(&'static str),
+    /// A length prefix was negative where null is not allowed, or otherwise impossible.
+    #[error("invalid length {len} for {field}")]
+    InvalidLength {
+        /// The field being read.
+        field: &'static str,
+        /// The length read.
+        len: i64,
+    },
+    /// The key version is not one of the record types this coordinator owns.
+    #[error("unknown key version {0}")]
+    UnknownKeyVersion(i16),
+    /// The value version is outside the supported range for its key type.
+    #[error("unknown value version {version} for {record}")]
+    UnknownValueVersion {
+        /// The record type.
+        record: &'static str,
+        /// The version read.
+        version: i16,
+    },
+}
+
+/// One member inside a [`GroupMetadataValue`] (Kafka's `MemberMetadata` struct).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberMetadataValue {
+    /// The member id given by the coordinator.
+    pub member_id: String,
+    /// The static member's `group.instance.id` (KIP-345), `None` for dynamic members.
+    pub group_instance_id: Option<String>,
+    /// The client id the member joined with.
+    pub client_id: String,
+    /// The client's host as the broker saw it.
+    pub client_host: String,
+    /// The member's rebalance timeout.
+    pub rebalance_timeout_ms: i32,
+    /// The member's session timeout.
+    pub session_timeout_ms: i32,
+    /// The member's metadata for the group's selected protocol.
+    pub subscription: Bytes,
+    /// The assignment the leader gave this member.
+    pub assignment: Bytes,
+}
+
+/// The value of a group metadata record (Kafka's `GroupMetadataValue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMetadataValue {
+    /// The protocol type (`consumer`, `connect`, …); empty for a group without one.
+    pub protocol_type: String,
+    /// The generation id.
+    pub generation: i32,
+    /// The selected protocol (assignor), `None` when the group is empty.
+    pub protocol: Option<String>,
+    /// The leader's member id, `None` when the group is empty.
+    pub leader: Option<String>,
+    /// When the group entered its current state, -1 if unknown (value versions before 2).
+    pub current_state_timestamp_ms: i64,
+    /// The members and their assignments.
+    pub members: Vec<MemberMetadataValue>,
+}
+
+/// The value of an offset commit record (Kafka's `OffsetCommitValue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetCommitValue {
+    /// The committed offset.
+    pub offset: i64,
+    /// The leader epoch of the last consumed record, -1 if unknown.
+    pub leader_epoch: i32,
+    /// The metadata string the client committed (empty if it sent null).
+    pub metadata: String,
+    /// When the commit was accepted.
+    pub commit_timestamp_ms: i64,
+    /// Explicit expiry (OffsetCommit v2–v4 `retention_time_ms`), -1 if none.
+    pub expire_timestamp_ms: i64,
+}
+
+/// A record of the `__consumer_offsets` topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoordinatorRecord {
+    /// A group's metadata snapshot; `value: None` is the group tombstone.
+    GroupMetadata {
+        /// The group id (the record key).
+        group_id: String,
+        /// The snapshot, or `None` to delete the group.
+        value: Option<GroupMetadataValue>,
+    },
+    /// A committed offset; `value: None` deletes it.
+    OffsetCommit {
+        /// The group id.
+        group_id: String,
+        /// The topic name.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// The committed offset, or `None` to delete it.
+        value: Option<OffsetCommitValue>,
+    },
+}
+
+const OFFSET_COMMIT_KEY_VERSION: i16 = 1;
+const GROUP_METADATA_KEY_VERSION: i16 = 2;
+const GROUP_METADATA_VALUE_VERSION: i16 = 3;
+
+impl CoordinatorRecord {
+    /// The group this record belongs to.
+    pub fn group_id(&self) -> &str {
+        match self {
+            CoordinatorRecord::GroupMetadata { group_id, .. }
+            | CoordinatorRecord::OffsetCommit { group_id, .. } => group_id,
+        }
+    }
+
+    /// Whether this record is a tombstone (null value).
+    pub fn is_tombstone(&self) -> bool {
+        match self {
+            CoordinatorRecord::GroupMetadata { value, .. } => value.is_none(),
+            CoordinatorRecord::OffsetCommit { value, .. } => value.is_none(),
+        }
+    }
+
+    /// Encodes the record key.
+    pub fn encode_key(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        match self {
+            CoordinatorRecord::GroupMetadata { group_id, .. } => {
+                buf.put_i16(GROUP_METADATA_KEY_VERSION);
+                put_string(&mut buf, group_id);
+            }
+            CoordinatorRecord::OffsetCommit {
+                group_id,
+                topic,
+                partition,
+                ..
+            } => {
+                buf.put_i16(OFFSET_COMMIT_KEY_VERSION);
+                put_string(&mut buf, group_id);
+                put_string(&mut buf, topic);
+                buf.put_i32(*partition);
+            }
+        }
+        buf.freeze()
+    }
+
+    /// Encodes the record value, `None` for a tombstone.
+    pub fn encode_value(&self) -> Option<Bytes> {
+        let mut buf = BytesMut::new();
+        match self {
+            CoordinatorRecord::GroupMetadata { value, .. } => {
+                let v = value.as_ref()?;
+                buf.put_i16(GROUP_METADATA_VALUE_VERSION);
+                put_string(&mut buf, &v.protocol_type);
+                buf.put_i32(v.generation);
+                put_nullable_string(&mut buf, v.protocol.as_deref());
+                put_nullable_string(&mut buf, v.leader.as_deref());
+                buf.put_i64(v.current_state_timestamp_ms);
+                buf.put_i32(len_i32(v.members.len()));
+                for m in &v.members {
+                    put_string(&mut buf, &m.member_id);
+                    put_nullable_string(&mut buf, m.group_instance_id.as_deref());
+                    put_string(&mut buf, &m.client_id);
+                    put_string(&mut buf, &m.client_host);
+                    buf.put_i32(m.rebalance_timeout_ms);
+                    buf.put_i32(m.session_timeout_ms);
+                    put_bytes(&mut buf, &m.subscription);
+                    put_bytes(&mut buf, &m.assignment);
+                }
+            }
+            CoordinatorRecord::OffsetCommit { value, .. } => {
+                let v = value.as_ref()?;
+                // Why: Kafka keeps the v1 schema for commits that carry an explicit expire
+                // timestamp (old clients' retention_time_ms); v3 otherwise.
+                if v.expire_timestamp_ms >= 0 {
+                    buf.put_i16(1);
+                    buf.put_i64(v.offset);
+                    put_string(&mut buf, &v.metadata);
+                    buf.put_i64(v.commit_timestamp_ms);
+                    buf.put_i64(v.expire_timestamp_ms);
+                } else {
+                    buf.put_i16(3);
+                    buf.put_i64(v.offset);
+                    buf.put_i32(v.leader_epoch);
+                    put_string(&mut buf, &v.metadata);
+                    buf.put_i64(v.commit_timestamp_ms);
+                }
+            }
+        }
+        Some(buf.freeze())
+    }
+
+    /// Decodes a record from its key and value bytes (`None` value = tombstone).
+    pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Self, RecordError> {
+        let mut k = key;
+        let key_version = get_i16(&mut k, "key version")?;
+        match key_version {
+            0 | 1 => {
+                let group_id = get_string(&mut k, "group")?;
+                let topic = get_string(&mut k, "topic")?;
+                let partition = get_i32(&mut k, "partition")?;
+                let value = value.map(decode_offset_commit_value).transpose()?;
+                Ok(CoordinatorRecord::OffsetCommit {
+                    group_id,
+                    topic,
+                    partition,
+                    value,
+                })
+            }
+            2 => {
+                let group_id = get_string(&mut k, "group")?;
+                let value = value.map(decode_group_metadata_value).transpose()?;
+                Ok(CoordinatorRecord::GroupMetadata { group_id, value })
+            }
+            v => Err(RecordError::UnknownKeyVersion(v)),
+        }
+    }
+}
+
+fn decode_offset_commit_value(mut b: &[u8]) -> Result<OffsetCommitValue, RecordError> {
+    let version = get_i16(&mut b, "value version")?;
+    if !(0..=4).contains(&version) {
+        return Err(RecordError::UnknownValueVersion {
+            record: "OffsetCommitValue",
+            version,
+        });
+    }
+    let flexible = version >= 4;
+    let offset = get_i64(&mut b, "offset")?;
+    let leader_epoch = if version >= 3 {
+        get_i32(&mut b, "leader epoch")?
+    } else {
+        -1
+    };
+    let metadata = read_string(&mut b, flexible, "metadata")?.unwrap_or_default();
+    let commit_timestamp_ms = get_i64(&mut b, "commit timestamp")?;
+    let expire_timestamp_ms = if version == 1 {
+        get_i64(&mut b, "expire timestamp")?
+    } else {
+        -1
+    };
+    if flexible {
+        // Tagged fields (topicId, tag 0) are not used by this coordinator yet.
+        skip_tagged_fields(&mut b)?;
+    }
+    Ok(OffsetCommitValue {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp_ms,
+        expire_timestamp_ms,
+    })
+}
+
+fn decode_group_metadata_value(mut b: &[u8]) -> Result<GroupMetadataValue, RecordError> {
+    let version = get_i16(&mut b, "value version")?;
+    if !(0..=4).contains(&version) {
+        return Err(RecordError::UnknownValueVersion {
+            record: "GroupMetadataValue",
+            version,
+        });
+    }
+    let flexible = version >= 4;
+    let protocol_type = read_string(&mut b, flexible, "protocol type")?.unwrap_or_default();
+    let generation = get_i32(&mut b, "generation")?;
+    let protocol = read_string(&mut b, flexible, "protocol")?;
+    let leader = read_string(&mut b, flexible, "leader")?;
+    let current_state_timestamp_ms = if version >= 2 {
+        get_i64(&mut b, "current state timestamp")?
+    } else {
+        -1
+    };
+    let count = read_array_len(&mut b, flexible, "members")?;
+    let mut members = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let member_id = required(read_string(&mut b, flexible, "member id")?, "member id")?;
+        let group_instance_id = if version >= 3 {
+            read_string(&mut b, flexible, "group instance id")?
+        } else {
+            None
+        };
+        let client_id = required(read_string(&mut b, flexible, "client id")?, "client id")?;
+        let client_host = required(read_string(&mut b, flexible, "client host")?, "client host")?;
+        let session_or_rebalance = get_i32(&mut b, "timeout")?;
+        let (rebalance_timeout_ms, session_timeout_ms) = if version >= 1 {
+            (session_or_rebalance, get_i32(&mut b, "session timeout")?)
+        } else {
+            // Why: v0 has no rebalance timeout; Kafka uses the session timeout for both.
+            (session_or_rebalance, session_or_rebalance)
+        };
+        let subscription = read_bytes(&mut b, flexible, "subscription")?;
+        let assignment = read_bytes(&mut b, flexible, "assignment")?;
+        if flexible {
+            skip_tagged_fields(&mut b)?;
+        }
+        members.push(MemberMetadataValue {
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription,
+            assignment,
+        });
+    }
+    if flexible {
+        skip_tagged_fields(&mut b)?;
+    }
+    Ok(GroupMetadataValue {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+        current_state_timestamp_ms,
+        members,
+    })
+}
+
+fn len_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn put_string(buf: &mut BytesMut, s: &str) {
+    // Strings longer than i16::MAX cannot be represented in the schema; group ids, topics and
+    // member ids are bounded far below that by the request decoder (int16 length prefixes).
+    let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
+    buf.put_i16(len);
+    buf.put_slice(&s.as_bytes()[..len as usize]);
+}
+
+fn put_nullable_string(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_string(buf, s),
+        None => buf.put_i16(-1),
+    }
+}
+
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_i32(len_i32(b.len()));
+    buf.put_slice(b);
+}
+
+fn get_i16(b: &mut &[u8], field: &'static str) -> Result<i16, RecordError> {
+    if b.remaining() < 2 {
+        return Err(RecordError::Truncated(field));
+    }
+    Ok(b.get_i16())
+}
+
+fn get_i32(b: &mut &[u8], field: &'static str) -> Result<i32, RecordError> {
+    if b.remaining() < 4 {
+        return Err(RecordError::Truncated(field));
+    }
+    Ok(b.get_i32())
+}
+
+fn get_i64(b: &mut &[u8], field: &'static str) -> Result<i64, RecordError> {
+    if b.remaining() < 8 {
+        return Err(RecordError::Truncated(field));
+    }
+    Ok(b.get_i64())
+}
+
+fn get_uvarint(b: &mut &[u8], field: &'static str) -> Result<u64, RecordError> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        if !b.has_remaining() {
+            return Err(RecordError::Truncated(field));
+        }
+        let byte = b.get_u8();
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(RecordError::InvalidLength {
+        field,
+        len: i64::MAX,
+    })
+}
+
+fn take<'a>(b: &mut &'a [u8], len: usize, field: &'static str) -> Result<&'a [u8], RecordError> {
+    if b.len() < len {
+        return Err(RecordError::Truncated(field));
+    }
+    let (head, tail) = b.split_at(len);
+    *b = tail;
+    Ok(head)
+}
+
+fn get_string(b: &mut &[u8], field: &'static str) -> Result<String, RecordError> {
+    required(read_string(b, false, field)?, field)
+}
+
+fn required<T>(v: Option<T>, field: &'static str) -> Result<T, RecordError> {
+    v.ok_or(RecordError::InvalidLength { field, len: -1 })
+}
+
+/// Reads a (nullable) string, classic (`int16` length) or compact (`uvarint` length + 1).
+fn read_string(
+    b: &mut &[u8],
+    flexible: bool,
+    field: &'static str,
+) -> Result<Option<String>, RecordError> {
+    let len: i64 = if flexible {
+        i64::try_from(get_uvarint(b, field)?).unwrap_or(i64::MAX) - 1
+    } else {
+        i64::from(get_i16(b, field)?)
+    };
+    if len < 0 {
+        if len == -1 {
+            return Ok(None);
+        }
+        return Err(RecordError::InvalidLength { field, len });
+    }
+    let raw = take(b, usize::try_from(len).unwrap_or(usize::MAX), field)?;
+    let s = std::str::from_utf8(raw).map_err(|_| RecordError::InvalidUtf8(field))?;
+    Ok(Some(s.to_owned()))
+}
+
+fn read_bytes(b: &mut &[u8], flexible: bool, field: &'static str) -> Result<Bytes, RecordError> {
+    let len: i64 = if flexible {
+        i64::try_from(get_uvarint(b, field)?).unwrap_or(i64::MAX) - 1
+    } else {
+        i64::from(get_i32(b, field)?)
+    };
+    if len < 0 {
+        return Err(RecordError::InvalidLength { field, len });
+    }
+    let raw = take(b, usize::try_from(len).unwrap_or(usize::MAX), field)?;
+    Ok(Bytes::copy_from_slice(raw))
+}
+
+fn read_array_len(
+    b: &mut &[u8],
+    flexible: bool,
+    field: &'static str,
+) -> Result<usize, RecordError> {
+    let len: i64 = if flexible {
+        i64::try_from(get_uvarint(b, field)?).unwrap_or(i64::MAX) - 1
+    } else {
+        i64::from(get_i32(b, field)?)
+    };
+    // An array can never hold more elements than there are bytes left; checking this keeps a
+    // corrupt length from driving a huge allocation.
+    if len < 0 || len as u64 > b.len() as u64 {
+        return Err(RecordError::InvalidLength { field, len });
+    }
+    Ok(usize::try_from(len).unwrap_or(0))
+}
+
+fn skip_tagged_fields(b: &mut &[u8]) -> Result<(), RecordError> {
+    let count = get_uvarint(b, "tagged fields")?;
+    for _ in 0..count {
+        let _tag = get_uvarint(b, "tag")?;
+        let size = get_uvarint(b, "tag size")?;
+        take(
+            b,
+            usize::try_from(size).unwrap_or(usize::MAX),
+            "tagged field",
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group_value() -> GroupMetadataValue {
+        GroupMetadataValue {
+            protocol_type: "consumer".into(),
+            generation: 7,
+            protocol: Some("range".into()),
+            leader: Some("m1".into()),
+            current_state_timestamp_ms: 1234,
+            members: vec![MemberMetadataValue {
+                member_id: "m1".into(),
+                group_instance_id: Some("i1".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                rebalance_timeout_ms: 300_000,
+                session_timeout_ms: 45_000,
+                subscription: Bytes::from_static(b"sub"),
+                assignment: Bytes::from_static(b"asg"),
+            }],
+        }
+    }
+
+    #[test]
+    fn group_metadata_round_trips() {
+        let r = CoordinatorRecord::GroupMetadata {
+            group_id: "g".into(),
+            value: Some(group_value()),
+        };
+        let k = r.encode_key();
+        let v = r.encode_value();
+        assert_eq!(&k[..2], &[0, 2]);
+        let back = CoordinatorRecord::decode(&k, v.as_deref()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn offset_commit_round_trips_both_value_versions() {
+        for expire in [-1, 99] {
+            let r = CoordinatorRecord::OffsetCommit {
+                group_id: "g".into(),
+                topic: "t".into(),
+                partition: 3,
+                value: Some(OffsetCommitValue {
+                    offset: 42,
+                    leader_epoch: if expire < 0 { 5 } else { -1 },
+                    metadata: "meta".into(),
+                    commit_timestamp_ms: 10,
+                    expire_timestamp_ms: expire,
+                }),
+            };
+            let back =
+                CoordinatorRecord::decode(&r.encode_key(), r.encode_value().as_deref()).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    #[test]
+    fn tombstones_round_trip() {
+        let r = CoordinatorRecord::OffsetCommit {
+            group_id: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            value: None,
+        };
+        assert!(r.encode_value().is_none());
+        assert_eq!(CoordinatorRecord::decode(&r.encode_key(), None).unwrap(), r);
+        let g = CoordinatorRecord::GroupMetadata {
+            group_id: "g".into(),
+            value: None,
+        };
+        assert_eq!(CoordinatorRecord::decode(&g.encode_key(), None).unwrap(), g);
+    }
+
+    #[test]
+    fn decodes_kafka_v0_group_metadata_written_by_hand() {
+        // GroupMetadataValue v0: protocolType, generation, protocol, leader, members[
+        // memberId, clientId, clientHost, sessionTimeout, subscription, assignment].
+        let mut b = BytesMut::new();
+        b.put_i16(0);
+        put_string(&mut b, "consumer");
+        b.put_i32(1);
+        put_string(&mut b, "range");
+        put_string(&mut b, "m");
+        b.put_i32(1);
+        put_string(&mut b, "m");
+        put_string(&mut b, "c");
+        put_string(&mut b, "h");
+        b.put_i32(10_000);
+        put_bytes(&mut b, b"s");
+        put_bytes(&mut b, b"a");
+        let mut k = BytesMut::new();
+        k.put_i16(2);
+        put_string(&mut k, "g");
+        let r = CoordinatorRecord::decode(&k, Some(&b)).unwrap();
+        let CoordinatorRecord::GroupMetadata { value: Some(v), .. } = r else {
+            panic!("wrong record")
+        };
+        assert_eq!(v.members[0].rebalance_timeout_ms, 10_000);
+        assert_eq!(v.members[0].session_timeout_ms, 10_000);
+        assert_eq!(v.current_state_timestamp_ms, -1);
+    }
+
+    #[test]
+    fn decodes_flexible_v4_offset_commit() {
+        let mut b = BytesMut::new();
+        b.put_i16(4);
+        b.put_i64(9);
+        b.put_i32(2);
+        b.put_u8(3); // compact string "ab"
+        b.put_slice(b"ab");
+        b.put_i64(77);
+        b.put_u8(1); // one tagged field
+        b.put_u8(0);
+        b.put_u8(16);
+        b.put_slice(&[0u8; 16]);
+        let v = decode_offset_commit_value(&b).unwrap();
+        assert_eq!(v.offset, 9);
+        assert_eq!(v.metadata, "ab");
+        assert_eq!(v.commit_timestamp_ms, 77);
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error_not_a_panic() {
+        let r = CoordinatorRecord::GroupMetadata {
+            group_id: "g".into(),
+            value: Some(group_value()),
+        };
+        let k = r.encode_key();
+        let v = r.encode_value().unwrap();
+        for cut in 0..v.len() {
+            assert!(CoordinatorRecord::decode(&k, Some(&v[..cut])).is_err());
+        }
+        for cut in 0..k.len() {
+            assert!(CoordinatorRecord::decode(&k[..cut], Some(&v)).is_err());
+        }
+        assert_eq!(
+            CoordinatorRecord::decode(&[0, 3, 0, 0], None),
+            Err(RecordError::UnknownKeyVersion(3))
+        );
+        let mut huge = BytesMut::new();
+        huge.put_i16(3);
+        put_string(&mut huge, "consumer");
+        huge.put_i32(1);
+        huge.put_i16(-1);
+        huge.put_i16(-1);
+        huge.put_i64(0);
+        huge.put_i32(i32::MAX);
+        assert!(CoordinatorRecord::decode(&k, Some(&huge)).is_err());
+    }
+}
