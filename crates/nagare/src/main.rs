@@ -26,6 +26,8 @@ enum Command {
     Produce(cli::produce::Args),
     /// Consume records from a topic and print them.
     Consume(cli::consume::Args),
+    /// Measure produce, consume and end-to-end throughput and latency.
+    Bench(cli::bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -46,6 +48,7 @@ fn main() -> std::process::ExitCode {
             Command::Topic(args) => cli::topic::run(args).await,
             Command::Produce(args) => cli::produce::run(args).await,
             Command::Consume(args) => cli::consume::run(args).await,
+            Command::Bench(args) => cli::bench::run(args).await,
         }
     });
     match result {

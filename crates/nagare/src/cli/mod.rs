@@ -1,5 +1,6 @@
 //! One module per CLI subcommand.
 
+pub mod bench;
 pub mod consume;
 pub mod produce;
 pub mod server;
