@@ -117,6 +117,15 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// `connections.max.idle.ms`: a connection with no request for this long is closed.
     pub connections_max_idle_ms: u64,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.replication.factor` (capped at the live brokers, unlike Kafka, so a
+    /// single node works without changing it).
+    pub offsets_topic_replication_factor: i16,
+    /// `offsets.topic.segment.bytes`.
+    pub offsets_topic_segment_bytes: i64,
+    /// The group coordinator's settings (`group.*`, `offsets.retention.*`, ...).
+    pub group: nagare_coordinator::GroupCoordinatorConfig,
 }
 
 #[derive(Clone, Copy)]
@@ -165,6 +174,31 @@ const IMPLEMENTED: &[(&str, Kind)] = &[
     ("cluster.id", Kind::Text),
     ("producer.id.expiration.ms", Kind::Int(1, i32::MAX as i64)),
     ("connections.max.idle.ms", Kind::Int(1, i64::MAX)),
+    ("offsets.topic.num.partitions", Kind::Int(1, 10_000)),
+    (
+        "offsets.topic.replication.factor",
+        Kind::Int(1, i16::MAX as i64),
+    ),
+    ("offsets.topic.segment.bytes", Kind::Int(1, i32::MAX as i64)),
+    (
+        "group.min.session.timeout.ms",
+        Kind::Int(0, i32::MAX as i64),
+    ),
+    (
+        "group.max.session.timeout.ms",
+        Kind::Int(0, i32::MAX as i64),
+    ),
+    (
+        "group.initial.rebalance.delay.ms",
+        Kind::Int(0, i32::MAX as i64),
+    ),
+    ("group.max.size", Kind::Int(1, i32::MAX as i64)),
+    ("offsets.retention.minutes", Kind::Int(1, i32::MAX as i64)),
+    (
+        "offsets.retention.check.interval.ms",
+        Kind::Int(1, i64::MAX),
+    ),
+    ("offset.metadata.max.bytes", Kind::Int(0, i32::MAX as i64)),
 ];
 
 /// Kafka broker keys Nagare accepts but does not act on yet (warned about at startup).
@@ -174,11 +208,8 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
     "num.recovery.threads.per.data.dir",
-    "offsets.topic.replication.factor",
-    "offsets.topic.num.partitions",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
-    "group.initial.rebalance.delay.ms",
     "log.flush.scheduler.interval.ms",
     "queued.max.requests",
     "replica.lag.time.max.ms",
@@ -493,6 +524,23 @@ impl BrokerConfig {
             cluster_id: get("cluster.id").map(str::to_string),
             producer_id_expiration_ms: int("producer.id.expiration.ms", 86_400_000),
             connections_max_idle_ms: int("connections.max.idle.ms", 600_000) as u64,
+            offsets_topic_num_partitions: int("offsets.topic.num.partitions", 50) as i32,
+            offsets_topic_replication_factor: int("offsets.topic.replication.factor", 3) as i16,
+            offsets_topic_segment_bytes: int("offsets.topic.segment.bytes", 104_857_600),
+            group: nagare_coordinator::GroupCoordinatorConfig {
+                min_session_timeout_ms: int("group.min.session.timeout.ms", 6_000) as i32,
+                max_session_timeout_ms: int("group.max.session.timeout.ms", 1_800_000) as i32,
+                initial_rebalance_delay_ms: int("group.initial.rebalance.delay.ms", 3_000) as i32,
+                max_size: int("group.max.size", i32::MAX as i64) as usize,
+                offsets_retention_ms: int("offsets.retention.minutes", 10_080) * 60_000,
+                offsets_retention_check_interval_ms: int(
+                    "offsets.retention.check.interval.ms",
+                    600_000,
+                ),
+                offset_metadata_max_bytes: int("offset.metadata.max.bytes", 4096) as usize,
+                max_record_bytes: int("message.max.bytes", 1_048_588) as usize,
+                ..Default::default()
+            },
             log_dirs,
             props: BTreeMap::new(),
         };

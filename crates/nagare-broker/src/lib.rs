@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod config;
 pub mod fetch_session;
+pub mod group_coordinator;
 pub mod handlers;
 pub mod network;
 pub mod replica_manager;
@@ -38,6 +39,8 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     /// KIP-227 incremental fetch sessions.
     pub fetch_sessions: fetch_session::FetchSessionCache,
+    /// The group coordinator (shards of `__consumer_offsets` led here).
+    pub groups: Arc<group_coordinator::GroupCoordinator>,
     /// Defaults new topics get from the controller.
     pub controller_defaults: ControllerDefaults,
     topic_defaults: RwLock<TopicDefaults>,
@@ -55,6 +58,10 @@ impl Broker {
         let image = controller.image();
         let defaults = config.topic_defaults(&dynamic_broker_overrides(&image, config.node_id));
         Broker {
+            groups: Arc::new(group_coordinator::GroupCoordinator::new(
+                replicas.clone(),
+                config.group.clone(),
+            )),
             fetch_sessions: fetch_session::FetchSessionCache::new(
                 config.max_incremental_fetch_session_cache_slots,
             ),
@@ -88,6 +95,7 @@ impl Broker {
             .topic_defaults(&dynamic_broker_overrides(image, self.config.node_id));
         *self.topic_defaults.write() = defaults.clone();
         self.replicas.apply_image(image, &defaults);
+        self.groups.on_image(image, self.config.node_id);
     }
 
     /// Runs a controller decision off the async threads (it fsyncs the metadata log).

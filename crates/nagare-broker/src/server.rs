@@ -242,6 +242,18 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             }
         },
     ));
+    tasks.push(tokio::spawn({
+        // Drives the group coordinator's timers (session expiry, rebalance timeouts, ...).
+        let groups = broker.groups.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                groups.tick().await;
+            }
+        }
+    }));
     tasks.push(tokio::spawn(accept_loop(broker.clone(), listener)));
 
     let advertised = config

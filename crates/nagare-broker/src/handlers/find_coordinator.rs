@@ -1,16 +1,17 @@
-//! FindCoordinator (key 10). The group and transaction coordinators are not built yet
-//! (consumer groups and transactions are separate issues), so every key is answered with
-//! COORDINATOR_NOT_AVAILABLE — what Kafka answers while a coordinator's partition has no
-//! leader. Clients keep retrying in the background and meanwhile still produce, and consume
-//! with `assign`; without this handler librdkafka consumers (which always look up their
-//! group's coordinator) would have their broker connection closed.
+//! FindCoordinator (key 10): the coordinator of a group is the leader of partition
+//! `abs(hash(group)) % offsets.topic.num.partitions` of `__consumer_offsets`, which is created
+//! on first use as Kafka does. Transaction coordinators are not built yet: key type 1 gets
+//! COORDINATOR_NOT_AVAILABLE.
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest};
 
-use super::{respond, sb, Request};
+use nagare_controller::logic::{self, NewTopic};
+use nagare_coordinator::{find_coordinator_response, partition_for, CoordinatorLocation};
+
+use super::{respond, Request};
+use crate::group_coordinator::OFFSETS_TOPIC;
 use crate::network::Reply;
 use crate::Broker;
 
@@ -21,37 +22,74 @@ pub const VERSIONS: (i16, i16) = (0, 6);
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
 /// Handles FindCoordinator.
-pub fn handle(_broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
     let r: FindCoordinatorRequest = req.decode()?;
     let v = req.version();
-    let message = "The coordinator is not available (consumer groups and transactions are not supported yet).";
-    let mut resp = FindCoordinatorResponse::default()
-        .with_node_id(BrokerId(-1))
-        .with_port(-1);
-    if v >= 4 {
-        resp.coordinators = r
-            .coordinator_keys
-            .into_iter()
-            .map(|k| {
-                Coordinator::default()
-                    .with_key(k)
-                    .with_node_id(BrokerId(-1))
-                    .with_port(-1)
-                    .with_error_code(COORDINATOR_NOT_AVAILABLE)
-                    .with_error_message(Some(sb(message)))
-            })
-            .collect();
-    } else {
-        // v0-3 carry one coordinator at the top level (v4+ refuses these fields set).
-        resp.error_code = COORDINATOR_NOT_AVAILABLE;
-        resp.error_message = Some(sb(message));
-        resp.node_id = BrokerId(-1);
-        resp.port = -1;
+    if r.key_type == 0 && broker.image().topic(OFFSETS_TOPIC).is_none() {
+        create_offsets_topic(broker).await;
     }
+    let image = broker.image();
+    let resp = find_coordinator_response(&r, v, |key_type, key| {
+        if key_type != 0 {
+            return CoordinatorLocation::Error(COORDINATOR_NOT_AVAILABLE);
+        }
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            return CoordinatorLocation::Error(COORDINATOR_NOT_AVAILABLE);
+        };
+        let p = partition_for(key, topic.partitions.len() as i32);
+        let leader = topic.partitions.get(&p).map(|x| x.leader).unwrap_or(-1);
+        match image
+            .brokers
+            .get(&leader)
+            .and_then(|b| broker.client_endpoint(b))
+        {
+            Some(ep) => CoordinatorLocation::Node {
+                node_id: leader,
+                host: ep.host.clone(),
+                port: ep.port as i32,
+            },
+            None => CoordinatorLocation::Error(COORDINATOR_NOT_AVAILABLE),
+        }
+    });
     Ok(Reply::Now(respond(
         ApiKey::FindCoordinator,
         v,
         req.header.correlation_id,
         &resp,
     )))
+}
+
+/// Creates `__consumer_offsets` (compacted). The replication factor is
+/// `offsets.topic.replication.factor` capped at the live brokers, so a single node works
+/// with Kafka's default of 3.
+async fn create_offsets_topic(broker: &Arc<Broker>) {
+    let partitions = broker.config.offsets_topic_num_partitions;
+    let rf = broker.config.offsets_topic_replication_factor;
+    let segment_bytes = broker.config.offsets_topic_segment_bytes;
+    let defaults = broker.controller_defaults.clone();
+    let result = broker
+        .controller_commit(false, move |img| {
+            if img.topic(OFFSETS_TOPIC).is_some() {
+                return Ok((vec![], ()));
+            }
+            let live = logic::live_brokers(img).len().max(1) as i16;
+            let t = NewTopic {
+                name: OFFSETS_TOPIC.to_string(),
+                num_partitions: partitions,
+                replication_factor: rf.min(live),
+                assignments: vec![],
+                configs: vec![
+                    ("cleanup.policy".into(), Some("compact".into())),
+                    ("compression.type".into(), Some("producer".into())),
+                    ("segment.bytes".into(), Some(segment_bytes.to_string())),
+                ],
+            };
+            let created = logic::create_topic(img, &defaults, &t, &Default::default())?;
+            Ok((created.records, ()))
+        })
+        .await;
+    match result {
+        Ok(()) => tracing::info!(partitions, "created {OFFSETS_TOPIC}"),
+        Err(e) => tracing::error!(error = %e, "cannot create {OFFSETS_TOPIC}"),
+    }
 }

@@ -12,6 +12,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
@@ -99,6 +100,52 @@ pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
             ApiKey::FindCoordinator,
             find_coordinator::VERSIONS.0,
             find_coordinator::VERSIONS.1,
+        ),
+        (
+            ApiKey::JoinGroup,
+            groups::JOIN_GROUP.0,
+            groups::JOIN_GROUP.1,
+        ),
+        (
+            ApiKey::SyncGroup,
+            groups::SYNC_GROUP.0,
+            groups::SYNC_GROUP.1,
+        ),
+        (ApiKey::Heartbeat, groups::HEARTBEAT.0, groups::HEARTBEAT.1),
+        (
+            ApiKey::LeaveGroup,
+            groups::LEAVE_GROUP.0,
+            groups::LEAVE_GROUP.1,
+        ),
+        (
+            ApiKey::OffsetCommit,
+            groups::OFFSET_COMMIT.0,
+            groups::OFFSET_COMMIT.1,
+        ),
+        (
+            ApiKey::OffsetFetch,
+            groups::OFFSET_FETCH.0,
+            groups::OFFSET_FETCH.1,
+        ),
+        (
+            ApiKey::DescribeGroups,
+            groups::DESCRIBE_GROUPS.0,
+            groups::DESCRIBE_GROUPS.1,
+        ),
+        (
+            ApiKey::ListGroups,
+            groups::LIST_GROUPS.0,
+            groups::LIST_GROUPS.1,
+        ),
+        (
+            ApiKey::DeleteGroups,
+            groups::DELETE_GROUPS.0,
+            groups::DELETE_GROUPS.1,
+        ),
+        (
+            ApiKey::OffsetDelete,
+            groups::OFFSET_DELETE.0,
+            groups::OFFSET_DELETE.1,
         ),
     ]
 }
@@ -203,7 +250,17 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes, peer: std::net::So
         ApiKey::DeleteRecords => delete_records::handle(broker, req),
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(broker, req),
         ApiKey::InitProducerId => init_producer_id::handle(broker, req).await,
-        ApiKey::FindCoordinator => find_coordinator::handle(broker, req),
+        ApiKey::FindCoordinator => find_coordinator::handle(broker, req).await,
+        ApiKey::JoinGroup
+        | ApiKey::SyncGroup
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::OffsetCommit
+        | ApiKey::OffsetFetch
+        | ApiKey::DescribeGroups
+        | ApiKey::ListGroups
+        | ApiKey::DeleteGroups
+        | ApiKey::OffsetDelete => groups::handle(broker, key, req).await,
         _ => Err(format!("no handler for {key:?}")),
     };
     match result {

@@ -47,6 +47,11 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
                 parts.push(out.with_error_code(53)); // TRANSACTIONAL_ID_AUTHORIZATION_FAILED
                 continue;
             }
+            if name == crate::group_coordinator::OFFSETS_TOPIC {
+                // Kafka refuses client writes to internal topics.
+                parts.push(out.with_error_code(17)); // INVALID_TOPIC_EXCEPTION
+                continue;
+            }
             let partition = match broker.replicas.leader_partition(&name, p.index, -1) {
                 Ok(partition) => partition,
                 Err(code) => {

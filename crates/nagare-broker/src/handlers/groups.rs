@@ -1,0 +1,249 @@
+//! The classic consumer-group APIs — JoinGroup (11), SyncGroup (14), Heartbeat (12),
+//! LeaveGroup (13), OffsetCommit (8), OffsetFetch (9), DescribeGroups (15), ListGroups (16),
+//! DeleteGroups (42), OffsetDelete (47) — routed to the shard of `__consumer_offsets` that
+//! owns each group. Requests naming several groups are split by shard and their answers
+//! merged. The decisions live in `nagare-coordinator`; this module only routes and encodes.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{
+    ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+};
+use nagare_coordinator::{GroupRequest, GroupResponse, RequestContext};
+
+use super::{respond, Request};
+use crate::group_coordinator::{GroupCoordinator, PendingReply};
+use crate::network::{Reply, Response};
+use crate::Broker;
+
+/// JoinGroup versions.
+pub const JOIN_GROUP: (i16, i16) = (0, 9);
+/// SyncGroup versions.
+pub const SYNC_GROUP: (i16, i16) = (0, 5);
+/// Heartbeat versions.
+pub const HEARTBEAT: (i16, i16) = (0, 4);
+/// LeaveGroup versions.
+pub const LEAVE_GROUP: (i16, i16) = (0, 5);
+/// OffsetCommit versions.
+pub const OFFSET_COMMIT: (i16, i16) = (2, 9);
+/// OffsetFetch versions.
+pub const OFFSET_FETCH: (i16, i16) = (1, 9);
+/// DescribeGroups versions.
+pub const DESCRIBE_GROUPS: (i16, i16) = (0, 6);
+/// ListGroups versions.
+pub const LIST_GROUPS: (i16, i16) = (0, 5);
+/// DeleteGroups versions.
+pub const DELETE_GROUPS: (i16, i16) = (0, 2);
+/// OffsetDelete versions.
+pub const OFFSET_DELETE: (i16, i16) = (0, 0);
+
+fn encode(v: i16, corr: i32, resp: &GroupResponse) -> Response {
+    match resp {
+        GroupResponse::JoinGroup(r) => respond(ApiKey::JoinGroup, v, corr, r),
+        GroupResponse::SyncGroup(r) => respond(ApiKey::SyncGroup, v, corr, r),
+        GroupResponse::Heartbeat(r) => respond(ApiKey::Heartbeat, v, corr, r),
+        GroupResponse::LeaveGroup(r) => respond(ApiKey::LeaveGroup, v, corr, r),
+        GroupResponse::OffsetCommit(r) => respond(ApiKey::OffsetCommit, v, corr, r),
+        GroupResponse::OffsetFetch(r) => respond(ApiKey::OffsetFetch, v, corr, r),
+        GroupResponse::OffsetDelete(r) => respond(ApiKey::OffsetDelete, v, corr, r),
+        GroupResponse::DescribeGroups(r) => respond(ApiKey::DescribeGroups, v, corr, r),
+        GroupResponse::ListGroups(r) => respond(ApiKey::ListGroups, v, corr, r),
+        GroupResponse::DeleteGroups(r) => respond(ApiKey::DeleteGroups, v, corr, r),
+    }
+}
+
+fn later(v: i16, corr: i32, pending: PendingReply) -> Reply {
+    Reply::Later(Box::pin(async move { encode(v, corr, &pending.await) }))
+}
+
+/// Splits `groups` by owning shard (groups without a shard go to `None`), keeping order.
+fn by_shard(broker: &Broker, groups: Vec<GroupId>) -> Vec<(Option<i32>, Vec<GroupId>)> {
+    let image = broker.image();
+    let mut out: Vec<(Option<i32>, Vec<GroupId>)> = Vec::new();
+    for g in groups {
+        let shard = GroupCoordinator::shard_of(&image, g.as_str());
+        match out.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, v)) => v.push(g),
+            None => out.push((shard, vec![g])),
+        }
+    }
+    out
+}
+
+async fn on_shard(
+    broker: &Broker,
+    shard: Option<i32>,
+    ctx: &RequestContext,
+    req: GroupRequest,
+) -> PendingReply {
+    match shard {
+        Some(p) => broker.groups.handle_on(p, ctx.clone(), req).await,
+        None => {
+            let resp = nagare_coordinator::error_response(&req, ctx, 15); // COORDINATOR_NOT_AVAILABLE
+            Box::pin(async move { resp })
+        }
+    }
+}
+
+/// Handles one of the group APIs.
+pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Result<Reply, String> {
+    let v = req.version();
+    let corr = req.header.correlation_id;
+    let ctx = RequestContext {
+        api_version: v,
+        client_id: req
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        client_host: format!("/{}", req.peer.ip()),
+    };
+    let image = broker.image();
+    macro_rules! single {
+        ($ty:ty, $variant:ident) => {{
+            let r: $ty = req.decode()?;
+            let group = r.group_id.to_string();
+            let pending = broker
+                .groups
+                .handle(&image, &group, ctx, GroupRequest::$variant(r))
+                .await;
+            Ok(later(v, corr, pending))
+        }};
+    }
+    match key {
+        ApiKey::JoinGroup => single!(JoinGroupRequest, JoinGroup),
+        ApiKey::SyncGroup => single!(SyncGroupRequest, SyncGroup),
+        ApiKey::Heartbeat => single!(HeartbeatRequest, Heartbeat),
+        ApiKey::LeaveGroup => single!(LeaveGroupRequest, LeaveGroup),
+        ApiKey::OffsetCommit => single!(OffsetCommitRequest, OffsetCommit),
+        ApiKey::OffsetDelete => single!(OffsetDeleteRequest, OffsetDelete),
+        ApiKey::OffsetFetch => {
+            let r: OffsetFetchRequest = req.decode()?;
+            if v < 8 {
+                let group = r.group_id.to_string();
+                let pending = broker
+                    .groups
+                    .handle(&image, &group, ctx, GroupRequest::OffsetFetch(r))
+                    .await;
+                return Ok(later(v, corr, pending));
+            }
+            // v8+: several groups per request, possibly on several shards.
+            let ids: Vec<GroupId> = r.groups.iter().map(|g| g.group_id.clone()).collect();
+            let mut parts = Vec::new();
+            for (shard, groups) in by_shard(broker, ids) {
+                let mut sub = r.clone();
+                sub.groups.retain(|g| groups.contains(&g.group_id));
+                parts.push(on_shard(broker, shard, &ctx, GroupRequest::OffsetFetch(sub)).await);
+            }
+            Ok(merge(
+                v,
+                corr,
+                parts,
+                |acc, next| {
+                    if let (GroupResponse::OffsetFetch(a), GroupResponse::OffsetFetch(b)) =
+                        (acc, next)
+                    {
+                        a.groups.extend(b.groups);
+                    }
+                },
+                GroupResponse::OffsetFetch(OffsetFetchResponse::default()),
+            ))
+        }
+        ApiKey::DescribeGroups => {
+            let r: DescribeGroupsRequest = req.decode()?;
+            let mut parts = Vec::new();
+            for (shard, groups) in by_shard(broker, r.groups.clone()) {
+                let sub = r.clone().with_groups(groups);
+                parts.push(on_shard(broker, shard, &ctx, GroupRequest::DescribeGroups(sub)).await);
+            }
+            Ok(merge(
+                v,
+                corr,
+                parts,
+                |acc, next| {
+                    if let (GroupResponse::DescribeGroups(a), GroupResponse::DescribeGroups(b)) =
+                        (acc, next)
+                    {
+                        a.groups.extend(b.groups);
+                    }
+                },
+                GroupResponse::DescribeGroups(DescribeGroupsResponse::default()),
+            ))
+        }
+        ApiKey::DeleteGroups => {
+            let r: DeleteGroupsRequest = req.decode()?;
+            let mut parts = Vec::new();
+            for (shard, groups) in by_shard(broker, r.groups_names.clone()) {
+                let sub = r.clone().with_groups_names(groups);
+                parts.push(on_shard(broker, shard, &ctx, GroupRequest::DeleteGroups(sub)).await);
+            }
+            Ok(merge(
+                v,
+                corr,
+                parts,
+                |acc, next| {
+                    if let (GroupResponse::DeleteGroups(a), GroupResponse::DeleteGroups(b)) =
+                        (acc, next)
+                    {
+                        a.results.extend(b.results);
+                    }
+                },
+                GroupResponse::DeleteGroups(DeleteGroupsResponse::default()),
+            ))
+        }
+        ApiKey::ListGroups => {
+            let r: ListGroupsRequest = req.decode()?;
+            let mut parts = Vec::new();
+            for p in broker.groups.loaded_shards() {
+                parts.push(
+                    broker
+                        .groups
+                        .handle_on(p, ctx.clone(), GroupRequest::ListGroups(r.clone()))
+                        .await,
+                );
+            }
+            Ok(merge(
+                v,
+                corr,
+                parts,
+                |acc, next| {
+                    if let (GroupResponse::ListGroups(a), GroupResponse::ListGroups(b)) =
+                        (acc, next)
+                    {
+                        if a.error_code == 0 {
+                            a.error_code = b.error_code;
+                        }
+                        a.groups.extend(b.groups);
+                    }
+                },
+                GroupResponse::ListGroups(ListGroupsResponse::default()),
+            ))
+        }
+        _ => Err(format!("{key:?} is not a group API")),
+    }
+}
+
+/// Awaits every shard's answer and folds them into one response.
+fn merge(
+    v: i16,
+    corr: i32,
+    parts: Vec<PendingReply>,
+    fold: impl Fn(&mut GroupResponse, GroupResponse) + Send + 'static,
+    empty: GroupResponse,
+) -> Reply {
+    Reply::Later(Box::pin(async move {
+        let mut acc: Option<GroupResponse> = None;
+        for p in parts {
+            let r = p.await;
+            match acc.as_mut() {
+                None => acc = Some(r),
+                Some(a) => fold(a, r),
+            }
+        }
+        encode(v, corr, &acc.unwrap_or(empty))
+    }))
+}
