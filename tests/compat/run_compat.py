@@ -409,6 +409,104 @@ def kafka_python_checks(server: Server) -> None:
               roundtrip)
 
 
+
+# --------------------------------------------------------------------------------------------
+# Consumer groups (classic protocol): confluent-kafka and kafka-python
+
+
+def group_checks(server: Server) -> None:
+    import threading
+
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = unique("groups")
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": server.bootstrap})
+    for i in range(400):
+        producer.produce(topic, value=f"g{i}".encode(), partition=i % 4)
+    producer.flush(30)
+
+    def confluent_group() -> str:
+        group = unique("ck-group")
+        seen: dict[str, list[str]] = {}
+        owned: dict[str, set[int]] = {}
+        lock = threading.Lock()
+        total = [0]
+
+        def member(name: str) -> None:
+            c = Consumer({"bootstrap.servers": server.bootstrap, "group.id": group,
+                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
+            c.subscribe([topic])
+            deadline = time.time() + 40
+            mine: list[str] = []
+            while time.time() < deadline:
+                m = c.poll(0.3)
+                if m is not None and not m.error():
+                    mine.append(m.value().decode())
+                    with lock:
+                        total[0] += 1
+                with lock:
+                    if total[0] >= 400 and time.time() > deadline - 35:
+                        break
+            owned[name] = {tp.partition for tp in c.assignment()}
+            if mine:
+                c.commit(asynchronous=False)
+            seen[name] = mine
+            c.close()
+
+        threads = [threading.Thread(target=member, args=(f"m{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        values = sorted(v for vs in seen.values() for v in vs)
+        expect(values == sorted(f"g{i}" for i in range(400)),
+               f"each record exactly once across the group: got {len(values)}")
+        parts = [owned[k] for k in sorted(owned)]
+        expect(all(parts), f"both members owned partitions: {parts}")
+        expect(not (parts[0] & parts[1]) and (parts[0] | parts[1]) == {0, 1, 2, 3},
+               f"ownership exact: {parts}")
+        c = Consumer({"bootstrap.servers": server.bootstrap, "group.id": group})
+        committed = c.committed([TopicPartition(topic, p) for p in range(4)], timeout=15)
+        offsets = sorted(tp.offset for tp in committed)
+        expect(offsets == [100, 100, 100, 100], f"committed offsets {offsets}")
+        # Commit metadata strings round-trip through OffsetFetch.
+        c.commit(offsets=[TopicPartition(topic, 0, 42, metadata="nagare-meta")], asynchronous=False)
+        back = c.committed([TopicPartition(topic, 0)], timeout=15)[0]
+        expect(back.offset == 42 and back.metadata == "nagare-meta",
+               f"metadata round trip: {back.offset} {back.metadata!r}")
+        c.close()
+        groups = [g.group_id for g in admin.list_consumer_groups().result(15).valid]
+        expect(group in groups, f"list_consumer_groups: {groups}")
+        desc = admin.describe_consumer_groups([group])[group].result(15)
+        expect(str(desc.state).endswith("EMPTY"), f"describe state {desc.state}")
+        return f"2 members shared 4 partitions {parts}, 400 records once, commits + metadata, list/describe"
+
+    def kafka_python_group() -> str:
+        from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition as KTP  # noqa: F401
+        group = unique("kp-group")
+        c = KafkaConsumer(topic, bootstrap_servers=server.bootstrap, group_id=group,
+                          auto_offset_reset="earliest", enable_auto_commit=False,
+                          consumer_timeout_ms=15000)
+        got = []
+        for m in c:
+            got.append(m.value.decode())
+            if len(got) == 400:
+                break
+        expect(len(got) == 400, f"consumed {len(got)} of 400")
+        c.commit()
+        c.close()
+        c2 = KafkaConsumer(bootstrap_servers=server.bootstrap, group_id=group, enable_auto_commit=False)
+        committed = sorted(c2.committed(KTP(topic, p)) for p in range(4))
+        c2.close()
+        expect(committed == [100, 100, 100, 100], f"committed {committed}")
+        return "subscribe, 400 records, commit, committed offsets read back"
+
+    check("confluent-kafka group consumers (subscribe, commit, committed, metadata)", confluent_group)
+    check("kafka-python group consumer (subscribe, commit, committed)", kafka_python_group)
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -429,7 +527,7 @@ def main() -> int:
             print("0 passed, 1 failed")
             return 1
         print(f"nagare listening on {server.bootstrap} (log {server.log_path})", flush=True)
-        for group in (kcat_checks, confluent_checks, kafka_python_checks):
+        for group in (kcat_checks, confluent_checks, kafka_python_checks, group_checks):
             try:
                 group(server)
             except Exception as e:  # noqa: BLE001 - e.g. a client library is missing
