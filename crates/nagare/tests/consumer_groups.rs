@@ -143,3 +143,165 @@ fn committed_offsets_survive_a_server_crash() {
     };
     assert_eq!(got, want, "resumed exactly at the committed offsets");
 }
+
+/// Counts rebalances (assign/revoke callbacks) seen by a consumer.
+struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl rdkafka::client::ClientContext for Counting {}
+
+impl rdkafka::consumer::ConsumerContext for Counting {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, _r: &rdkafka::consumer::Rebalance<'_>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn static_member(
+    server: &TestServer,
+    instance: &str,
+    counter: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> BaseConsumer<Counting> {
+    let c: BaseConsumer<Counting> = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .set("group.id", "g-static")
+        .set("group.instance.id", instance)
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "500")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create_with_context(Counting(counter))
+        .expect("consumer");
+    c.subscribe(&["owned"]).expect("subscribe");
+    c
+}
+
+fn owned_by<C: rdkafka::consumer::ConsumerContext>(c: &BaseConsumer<C>) -> BTreeSet<i32> {
+    c.assignment()
+        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn static_member_restart_within_session_timeout_causes_no_rebalance() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let server = TestServer::start(&["group.initial.rebalance.delay.ms=0"]);
+    server.create_topic("owned", 4, &[]);
+    let b_count = Arc::new(AtomicUsize::new(0));
+    let a = static_member(&server, "member-a", Arc::new(AtomicUsize::new(0)));
+    let b = static_member(&server, "member-b", b_count.clone());
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let _ = a.poll(Duration::from_millis(50));
+        let _ = b.poll(Duration::from_millis(50));
+        let (oa, ob) = (owned_by(&a), owned_by(&b));
+        if oa.len() + ob.len() == 4 && !oa.is_empty() && !ob.is_empty() && oa.is_disjoint(&ob) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never stable: {oa:?} {ob:?}");
+    }
+    let a_before = owned_by(&a);
+    // Let b settle, then take note of its rebalance count.
+    for _ in 0..20 {
+        let _ = b.poll(Duration::from_millis(50));
+    }
+    let settled = b_count.load(Ordering::SeqCst);
+    // Static members do not send LeaveGroup on close (KIP-345): restart `a` quickly.
+    drop(a);
+    for _ in 0..10 {
+        let _ = b.poll(Duration::from_millis(50));
+    }
+    let a = static_member(&server, "member-a", Arc::new(AtomicUsize::new(0)));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while owned_by(&a).is_empty() {
+        let _ = a.poll(Duration::from_millis(50));
+        let _ = b.poll(Duration::from_millis(50));
+        assert!(
+            Instant::now() < deadline,
+            "restarted static member got no assignment"
+        );
+    }
+    for _ in 0..30 {
+        let _ = a.poll(Duration::from_millis(50));
+        let _ = b.poll(Duration::from_millis(50));
+    }
+    assert_eq!(owned_by(&a), a_before, "same assignment after the restart");
+    assert_eq!(
+        b_count.load(Ordering::SeqCst),
+        settled,
+        "the other member saw no rebalance"
+    );
+}
+
+#[test]
+fn killed_consumer_loses_its_partitions_after_the_session_timeout() {
+    let server = TestServer::start(&["group.initial.rebalance.delay.ms=0"]);
+    server.create_topic("owned", 4, &[]);
+    let Some(kcat) = ["kcat", "kafkacat"]
+        .iter()
+        .find(|b| std::process::Command::new(b).arg("-V").output().is_ok())
+    else {
+        eprintln!("kcat not installed; skipping (scripts/test.sh installs it)");
+        return;
+    };
+    // A group member in another process, killed with SIGKILL (no LeaveGroup).
+    let mut other = std::process::Command::new(kcat)
+        .args([
+            "-b",
+            &server.bootstrap(),
+            "-G",
+            "g-kill",
+            "-X",
+            "session.timeout.ms=6000",
+            "-X",
+            "heartbeat.interval.ms=500",
+            "-q",
+            "owned",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn kcat");
+    let c = group_consumer_in(&server, "g-kill");
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let _ = c.poll(Duration::from_millis(100));
+        let mine = owned_by(&c);
+        if !mine.is_empty() && mine.len() < 4 {
+            break; // shared with kcat
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never shared the topic with kcat: {mine:?}"
+        );
+    }
+    let killed_at = Instant::now();
+    other.kill().expect("SIGKILL kcat");
+    let _ = other.wait();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while owned_by(&c).len() < 4 {
+        let _ = c.poll(Duration::from_millis(100));
+        assert!(
+            Instant::now() < deadline,
+            "partitions never moved: {:?}",
+            owned_by(&c)
+        );
+    }
+    let took = killed_at.elapsed();
+    assert!(
+        took >= Duration::from_secs(3),
+        "moved only after the session expired, took {took:?}"
+    );
+}
+
+fn group_consumer_in(server: &TestServer, group: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", server.bootstrap())
+        .set("group.id", group)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    c.subscribe(&["owned"]).expect("subscribe");
+    c
+}
