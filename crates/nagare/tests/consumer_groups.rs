@@ -305,3 +305,125 @@ fn group_consumer_in(server: &TestServer, group: &str) -> BaseConsumer {
     c.subscribe(&["owned"]).expect("subscribe");
     c
 }
+
+/// Records every partition revoked from a consumer.
+struct Revokes(std::sync::Arc<std::sync::Mutex<Vec<i32>>>);
+
+impl rdkafka::client::ClientContext for Revokes {}
+
+impl rdkafka::consumer::ConsumerContext for Revokes {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Revoke(tpl) = r {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend(tpl.elements().iter().map(|e| e.partition()));
+            }
+        }
+    }
+}
+
+#[test]
+fn cooperative_sticky_keeps_consuming_partitions_that_do_not_move() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let server = TestServer::start(&["group.initial.rebalance.delay.ms=0"]);
+    server.create_topic("coop", 6, &[]);
+    let cooperative = |revokes: Arc<Mutex<Vec<i32>>>| -> BaseConsumer<Revokes> {
+        let c: BaseConsumer<Revokes> = ClientConfig::new()
+            .set("bootstrap.servers", server.bootstrap())
+            .set("group.id", "g-coop")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "300")
+            .set("auto.offset.reset", "latest")
+            .set("fetch.wait.max.ms", "50")
+            .create_with_context(Revokes(revokes))
+            .expect("consumer");
+        c.subscribe(&["coop"]).expect("subscribe");
+        c
+    };
+    // Records flow to every partition all along.
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = server.producer(&[("linger.ms", "0")]);
+    let flow = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let v = i.to_string();
+                let _ = producer.send(
+                    BaseRecord::<(), _>::to("coop")
+                        .partition((i % 6) as i32)
+                        .payload(&v),
+                );
+                producer.poll(Duration::ZERO);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            producer.flush(Duration::from_secs(5)).ok();
+        })
+    };
+    let a_revokes = Arc::new(Mutex::new(Vec::new()));
+    let a = cooperative(a_revokes.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while owned_by(&a).len() < 6 {
+        let _ = a.poll(Duration::from_millis(50));
+        assert!(Instant::now() < deadline, "a never owned the topic");
+    }
+    // Warm up: a consumes from every partition.
+    let mut last_seen: HashMap<i32, Instant> = HashMap::new();
+    let warm = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < warm {
+        if let Some(Ok(m)) = a.poll(Duration::from_millis(20)) {
+            last_seen.insert(m.partition(), Instant::now());
+        }
+    }
+    a_revokes.lock().map(|mut v| v.clear()).ok();
+    // b joins; track the longest gap per partition in a's consumption during the rebalance.
+    let b = cooperative(Arc::new(Mutex::new(Vec::new())));
+    let mut max_gap: HashMap<i32, Duration> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut settled_at = None;
+    loop {
+        let _ = b.poll(Duration::from_millis(5));
+        if let Some(Ok(m)) = a.poll(Duration::from_millis(20)) {
+            let now = Instant::now();
+            if let Some(prev) = last_seen.insert(m.partition(), now) {
+                let gap = max_gap.entry(m.partition()).or_default();
+                *gap = (*gap).max(now - prev);
+            }
+        }
+        let (oa, ob) = (owned_by(&a), owned_by(&b));
+        if settled_at.is_none() && oa.len() + ob.len() == 6 && !ob.is_empty() && oa.is_disjoint(&ob)
+        {
+            settled_at = Some(Instant::now());
+        }
+        if settled_at
+            .map(|t| t.elapsed() > Duration::from_secs(1))
+            .unwrap_or(false)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never settled: {oa:?} {ob:?}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = flow.join();
+    let kept = owned_by(&a);
+    let moved = owned_by(&b);
+    let revoked: BTreeSet<i32> = a_revokes
+        .lock()
+        .map(|v| v.iter().copied().collect())
+        .unwrap_or_default();
+    // Incremental (KIP-429): only the partitions that moved were revoked from a.
+    assert_eq!(
+        revoked, moved,
+        "revoked {revoked:?}, moved to b {moved:?}, kept {kept:?}"
+    );
+    for p in &kept {
+        let gap = max_gap.get(p).copied().unwrap_or_default();
+        assert!(
+            gap < Duration::from_millis(1500),
+            "kept partition {p} stalled {gap:?} during the rebalance"
+        );
+    }
+}
