@@ -951,10 +951,18 @@ impl RaftNode {
         }
         if now >= ls.begin_resend_ms {
             ls.begin_resend_ms = now + self.cfg.request_timeout_ms;
+            // Resent to voters that never acknowledged and to voters that stopped fetching:
+            // a live voter that does not fetch does not know this leader, possibly because it
+            // sits in a higher epoch (a failed election); its FENCED_LEADER_EPOCH answer then
+            // moves this leader to that epoch, otherwise such a voter could never rejoin
+            // (pre-votes cannot raise anyone's epoch, KIP-996).
+            let fetch_timeout = self.cfg.fetch_timeout_ms;
             let unacked: Vec<NodeId> = ls
                 .voters
                 .iter()
-                .filter(|(_, r)| !r.acked)
+                .filter(|(_, r)| {
+                    !r.acked || r.last_fetch_ms.is_none_or(|t| now >= t + fetch_timeout)
+                })
                 .map(|(&id, _)| id)
                 .collect();
             let req = BeginQuorumEpochRequest {

@@ -928,3 +928,43 @@ fn ready_merges_truncations_and_reports_only_changes() {
     assert_eq!(info.leader_id, Some(1));
     assert_eq!(info.voters.len(), 3);
 }
+
+/// Found by the simulation (liveness): a voter stuck in a higher epoch after a failed election
+/// can never rejoin through pre-votes (KIP-996 keeps everyone's epoch), so the leader resends
+/// BeginQuorumEpoch to voters that stopped fetching, learns the higher epoch from the fenced
+/// answer, and a new election brings the voter back.
+#[test]
+fn voter_stuck_in_a_higher_epoch_is_brought_back() {
+    let mut c = Cluster::new(&[1, 2, 3, 4, 5], &[]);
+    c.elect(1);
+    c.advance_time(50);
+    for id in [3, 4] {
+        let n = c.get(id);
+        n.step(
+            2,
+            Message::VoteRequest(VoteRequest {
+                epoch: 7,
+                candidate_id: 2,
+                last_offset_epoch: 0,
+                last_offset: 0,
+                pre_vote: false,
+            }),
+        )
+        .unwrap();
+        let _ = n.ready();
+        assert_eq!(n.epoch(), 7);
+    }
+    c.advance_time(1500);
+    let leaders: Vec<_> = c
+        .nodes
+        .values()
+        .filter(|n| n.role() == Role::Leader)
+        .map(|n| (n.node_id(), n.epoch()))
+        .collect();
+    assert_eq!(leaders.len(), 1, "{leaders:?}");
+    assert!(leaders[0].1 > 7);
+    for n in c.nodes.values() {
+        assert_eq!(n.epoch(), leaders[0].1);
+        assert_eq!(n.leader_id(), Some(leaders[0].0));
+    }
+}
