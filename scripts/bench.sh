@@ -56,7 +56,7 @@ q = lambda f: round(lat[min(len(lat) - 1, int(len(lat) * f))] * 1e3, 3)
 print(json.dumps({"p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": round(lat[-1] * 1e3, 3)}))
 PY
 echo "fdatasync latency after 4 KiB appends (500 samples): $(cat "$WORK/fsync.json")"
-"$NAGARE_BIN" bench loopback --json "$WORK/loopback.json" >/dev/null
+"$NAGARE_BIN" bench loopback --repeat 3 --json "$WORK/loopback.json" >/dev/null
 
 echo "== nagare server"
 free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }

@@ -296,8 +296,14 @@ impl Drop for Progress {
 /// Options common to every workload that talks to a broker.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Common {
-    /// Broker to bootstrap from (`host:port`).
-    #[arg(short = 'b', long, default_value = "127.0.0.1:9092")]
+    /// Broker(s) to bootstrap from, comma-separated `host:port`.
+    #[arg(
+        long = "bootstrap-server",
+        short = 'b',
+        alias = "bootstrap-servers",
+        env = "NAGARE_BOOTSTRAP_SERVER",
+        default_value = "127.0.0.1:9092"
+    )]
     pub bootstrap_server: String,
     /// Topic to use (created if missing).
     #[arg(short, long, default_value = "nagare-bench")]

@@ -26,6 +26,10 @@ pub struct E2eOpts {
 
 /// Default target rate of `e2e` when none is given, in MB/s.
 const DEFAULT_E2E_MB_PER_SEC: f64 = 20.0;
+/// Default `linger.ms` of `e2e`: with 0, librdkafka sends a request for almost every record at
+/// this rate, and acknowledgements then lag far behind delivery to the consumer (see
+/// BENCHMARKS.md).
+const DEFAULT_E2E_LINGER_MS: f64 = 1.0;
 /// Default duration of `e2e` when neither a count nor a duration is given, in seconds.
 const DEFAULT_E2E_SECS: f64 = 30.0;
 
@@ -76,7 +80,14 @@ pub async fn e2e(common: Common, produce: ProduceOpts, opts: E2eOpts) -> anyhow:
     );
     let (c, o, a) = (common.clone(), produce.clone(), acked.clone());
     let produced = tokio::task::spawn_blocking(move || {
-        run_producers(&c, &o, partitions, 0.0, a, Arc::new(AtomicBool::new(false)))
+        run_producers(
+            &c,
+            &o,
+            partitions,
+            DEFAULT_E2E_LINGER_MS,
+            a,
+            Arc::new(AtomicBool::new(false)),
+        )
     })
     .await
     .context("producer task");
@@ -109,7 +120,7 @@ pub async fn e2e(common: Common, produce: ProduceOpts, opts: E2eOpts) -> anyhow:
         "load_average": super::common::load_average(),
         "topic": common.topic,
         "partitions": partitions,
-        "config": produce.to_json(produce.linger_ms.unwrap_or(0.0)),
+        "config": produce.to_json(produce.linger_ms.unwrap_or(DEFAULT_E2E_LINGER_MS)),
         "consumers": opts.consumers,
         "sent": outcome.sent,
         "produce": outcome.acked.summary(outcome.start_ns),

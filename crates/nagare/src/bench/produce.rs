@@ -43,7 +43,7 @@ pub struct ProduceOpts {
     /// Producer connections (each a librdkafka producer on its own thread).
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
-    /// `linger.ms` (default: 5 for `produce`, 0 for `e2e`).
+    /// `linger.ms` (default: 5 for `produce`, 1 for `e2e`).
     #[arg(long)]
     pub linger_ms: Option<f64>,
     /// `batch.size` in bytes.
