@@ -39,7 +39,7 @@ const LAST_VERSION_WITH_TOPIC_NAMES: i16 = 12;
 
 /// Which broker a request should go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
+pub(crate) enum Target {
     /// Any broker (metadata, describe configs).
     Any,
     /// This broker (partition leaders, broker configs).
@@ -232,7 +232,7 @@ impl Client {
 
     /// Sends a request built for the negotiated version (at most `cap`) to `target`. A
     /// connection that failed is dropped so the next request reconnects.
-    async fn send_to<R: Request>(
+    pub(crate) async fn send_to<R: Request>(
         &mut self,
         target: Target,
         cap: Option<i16>,
@@ -252,7 +252,7 @@ impl Client {
     }
 
     /// Sleeps before retry number `attempt` (0-based): backoff doubled per attempt, at most 1 s.
-    async fn backoff(&self, attempt: u32) {
+    pub(crate) async fn backoff(&self, attempt: u32) {
         let wait = self
             .config
             .retry_backoff

@@ -5,7 +5,8 @@
 //! - [`Connection`]: one TCP connection; negotiates API versions (ApiVersions, with the KIP-511
 //!   fallback) and sends any `kafka-protocol` request at the highest common version.
 //! - [`Client`]: cluster metadata, a connection per broker, topic administration, offsets,
-//!   produce and fetch, with retries after stale metadata.
+//!   produce and fetch, with retries after stale metadata; consumer group administration
+//!   (list, describe, committed offsets, commit, delete) at the group's coordinator.
 //! - [`records`]: record batches (v2) to and from [`ProduceRecord`] / [`ConsumedRecord`].
 //! - [`partitioner`]: Kafka's murmur2 key partitioner.
 //!
@@ -26,6 +27,7 @@
 mod client;
 mod connection;
 mod error;
+mod group;
 pub mod partitioner;
 pub mod records;
 mod types;
@@ -33,6 +35,7 @@ mod types;
 pub use client::Client;
 pub use connection::{Connection, ConnectionOptions};
 pub use error::{kafka_error_name, Error, ResponseError, Result};
+pub use group::{decode_assignment, GroupDescription, GroupListing, GroupMember};
 pub use records::{Compression, ConsumedRecord, ProduceRecord, TimestampType};
 pub use types::{
     Acks, AlterConfigOp, BrokerMetadata, ClientConfig, ConfigEntry, ConfigResource, ConfigSource,

@@ -28,6 +28,8 @@ enum Command {
     Consume(cli::consume::Args),
     /// Measure produce, consume and end-to-end throughput and latency.
     Bench(cli::bench::Args),
+    /// List, describe (with lag), delete consumer groups and reset their offsets.
+    Group(cli::group::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => cli::produce::run(args).await,
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Bench(args) => cli::bench::run(args).await,
+            Command::Group(args) => cli::group::run(args).await,
         }
     });
     match result {
