@@ -255,6 +255,17 @@ impl Client {
                 addr: "coordinator".into(),
                 reason: format!("DescribeGroups response lacks group '{group}'"),
             })?;
+        if ResponseError::try_from_code(g.error_code) == Some(ResponseError::GroupIdNotFound) {
+            // DescribeGroups v6 reports unknown groups with an error; older versions (and
+            // Kafka's tools) describe them as Dead.
+            return Ok(GroupDescription {
+                group_id: group.to_owned(),
+                state: "Dead".to_owned(),
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            });
+        }
         check_code(g.error_code, g.error_message.as_deref(), || {
             format!("describe group '{group}'")
         })?;

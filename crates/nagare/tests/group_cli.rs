@@ -353,6 +353,54 @@ fn list_describe_reset_and_delete_a_group() {
 }
 
 #[test]
+fn groups_that_do_not_exist() {
+    let server = TestServer::start(&["group.initial.rebalance.delay.ms=0"]);
+    ok(&server, &["topic", "create", "fresh-t"], None);
+    ok(&server, &["produce", "fresh-t"], Some("a\nb\nc\n"));
+
+    let out = nagare(&server, &["group", "describe", "nobody"], None);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Consumer group 'nobody' does not exist."),
+        "{stderr}"
+    );
+
+    // Resetting the offsets of a group that does not exist creates them, as in Kafka.
+    ok(
+        &server,
+        &[
+            "group",
+            "reset-offsets",
+            "fresh-g",
+            "--topic",
+            "fresh-t",
+            "--to-offset",
+            "1",
+            "--execute",
+        ],
+        None,
+    );
+    let described = ok(&server, &["group", "describe", "fresh-g"], None);
+    let row: Vec<&str> = described
+        .lines()
+        .nth(1)
+        .expect("one row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["fresh-g", "fresh-t", "0", "1", "3", "2", "-", "-", "-"],
+        "{described}"
+    );
+    let state = ok(&server, &["group", "describe", "fresh-g", "--state"], None);
+    assert!(state.contains("Empty"), "{state}");
+    ok(&server, &["group", "delete", "fresh-g"], None);
+    let out = nagare(&server, &["group", "describe", "fresh-g"], None);
+    assert!(!out.status.success(), "deleted group is gone");
+}
+
+#[test]
 fn unreachable_broker_is_a_clear_error() {
     let out = Command::new(nagare_bin())
         .args(["group", "list", "-b", "127.0.0.1:1"])

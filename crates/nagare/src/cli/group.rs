@@ -74,6 +74,10 @@ enum Command {
         /// Print the new offsets without committing them.
         #[arg(long)]
         dry_run: bool,
+        /// Commit the new offsets (the default; accepted for `kafka-consumer-groups`
+        /// compatibility).
+        #[arg(long, conflicts_with = "dry_run")]
+        execute: bool,
     },
 }
 
@@ -104,7 +108,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     } else {
                         g.state
                     };
-                    rows.push(vec![g.group_id, g.protocol_type, state]);
+                    rows.push(vec![g.group_id, or_dash(&g.protocol_type), state]);
                 }
                 print!("{}", render_table(&rows));
             } else {
@@ -118,24 +122,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             members,
             state,
         } => {
-            let desc = client
-                .describe_group(&group)
-                .await
-                .with_context(|| format!("cannot describe group '{group}'"))?;
+            let desc = client.describe_group(&group).await?;
             if state {
                 print!("{}", render_state(&desc));
             } else if members {
-                describe_members(&desc);
+                describe_members(&desc)?;
             } else {
                 describe_offsets(&mut client, &desc).await?;
             }
         }
         Command::Delete { groups } => {
             for g in &groups {
-                client
-                    .delete_groups(&[g.as_str()])
-                    .await
-                    .with_context(|| format!("cannot delete group '{g}'"))?;
+                client.delete_groups(&[g.as_str()]).await?;
                 println!("Deletion of requested consumer groups ('{g}') was successful.");
             }
         }
@@ -147,6 +145,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             to_offset,
             to_datetime,
             dry_run,
+            execute: _,
         } => {
             let target = match (to_earliest, to_latest, to_offset, to_datetime) {
                 (true, _, _, _) => ResetTarget::Earliest,
@@ -192,14 +191,15 @@ fn or_dash(s: &str) -> String {
 }
 
 fn print_inactive_notice(desc: &GroupDescription) {
-    if desc.state == "Dead" {
-        eprintln!("Consumer group '{}' does not exist.", desc.group_id);
-    } else if desc.members.is_empty() {
+    if desc.members.is_empty() {
         eprintln!("Consumer group '{}' has no active members.", desc.group_id);
     }
 }
 
-fn describe_members(desc: &GroupDescription) {
+fn describe_members(desc: &GroupDescription) -> anyhow::Result<()> {
+    if desc.state == "Dead" {
+        bail!("Consumer group '{}' does not exist.", desc.group_id);
+    }
     print_inactive_notice(desc);
     let mut rows = vec![[
         "GROUP",
@@ -232,16 +232,17 @@ fn describe_members(desc: &GroupDescription) {
         ]);
     }
     print!("{}", render_table(&rows));
+    Ok(())
 }
 
 /// The offsets view: one row per partition with a committed offset or an owner, like
 /// `kafka-consumer-groups --describe`.
 async fn describe_offsets(client: &mut Client, desc: &GroupDescription) -> anyhow::Result<()> {
+    let committed = client.fetch_committed(&desc.group_id, None).await?;
+    if desc.state == "Dead" && committed.is_empty() {
+        bail!("Consumer group '{}' does not exist.", desc.group_id);
+    }
     print_inactive_notice(desc);
-    let committed = client
-        .fetch_committed(&desc.group_id, None)
-        .await
-        .with_context(|| format!("cannot fetch the committed offsets of '{}'", desc.group_id))?;
     // Partition -> (consumer id, host, client id) of the member it is assigned to.
     let mut owners: BTreeMap<(String, i32), (String, String, String)> = BTreeMap::new();
     for m in &desc.members {
@@ -335,10 +336,7 @@ async fn reset_offsets(
     target: ResetTarget,
     dry_run: bool,
 ) -> anyhow::Result<()> {
-    let desc = client
-        .describe_group(group)
-        .await
-        .with_context(|| format!("cannot describe group '{group}'"))?;
+    let desc = client.describe_group(group).await?;
     if !desc.is_inactive() {
         bail!(
             "Assignments can only be reset if the group '{group}' is inactive, but the current \
@@ -386,10 +384,7 @@ async fn reset_offsets(
     let offsets: Vec<(&str, i32, i64)> =
         plan.iter().map(|&(p, o)| (topic.as_str(), p, o)).collect();
     if !dry_run {
-        client
-            .commit_offsets(group, &offsets)
-            .await
-            .with_context(|| format!("cannot commit the new offsets of group '{group}'"))?;
+        client.commit_offsets(group, &offsets).await?;
     }
     let mut rows = vec![["GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"]
         .map(str::to_owned)
