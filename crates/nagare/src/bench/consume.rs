@@ -1,6 +1,6 @@
 //! The consuming side: librdkafka consumers (assigned partitions, throwaway group id, nothing
-//! committed) on their own threads, or raw Fetch loops on `nagare-client` connections that
-//! count records from batch headers without decoding them.
+//! committed) on their own threads, or raw Fetch loops ([`super::raw_fetch`]) that count
+//! records from batch headers without decoding them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,26 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use nagare_client::kafka_protocol::messages::fetch_request::{
-    FetchPartition, FetchRequest, FetchTopic,
-};
-use nagare_client::kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
-use nagare_client::kafka_protocol::protocol::StrBytes;
-use nagare_client::{Client, Connection};
-use nagare_protocol::record_batch;
+use nagare_client::Client;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::json;
 
 use super::common::{now_ns, read_stamp, Common, Side};
+use super::raw_fetch::RawFetcher;
 
 /// Which client consumes.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConsumerClient {
     /// librdkafka `BaseConsumer`: every record is handed to the application (a real client).
     Rdkafka,
-    /// Fetch requests on `nagare-client` connections, one in flight per connection; records
-    /// are counted from batch headers and never decoded (the broker's and network's ceiling).
+    /// Blocking Fetch requests, one in flight per connection, responses read into a reused
+    /// buffer; records are counted from batch headers and never decoded (the broker's and the
+    /// network's ceiling rather than a client's).
     Raw,
 }
 
@@ -217,89 +213,6 @@ fn join_all(handles: Vec<std::thread::JoinHandle<anyhow::Result<()>>>) -> anyhow
     failure.map_or(Ok(()), Err)
 }
 
-/// The highest Fetch version that still names topics (v13 uses topic ids).
-const LAST_FETCH_VERSION_WITH_NAMES: i16 = 12;
-
-/// One raw consumer: Fetch requests on one connection to the leader of its partitions,
-/// counting records and batch bytes from the batch headers of each response.
-async fn raw_consumer(
-    addr: String,
-    topic: String,
-    mut positions: Vec<(i32, i64)>,
-    fetch_max_bytes: i32,
-    side: Arc<Side>,
-    expect: u64,
-    deadline_ns: Option<u64>,
-) -> anyhow::Result<()> {
-    let mut conn = Connection::connect(&addr, "nagare-bench")
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    let version = conn.negotiate(ApiKey::Fetch, Some(LAST_FETCH_VERSION_WITH_NAMES))?;
-    let topic_name = TopicName(StrBytes::from_string(topic.clone()));
-    while side.records.load(Ordering::Relaxed) < expect && deadline_ns.is_none_or(|d| now_ns() < d)
-    {
-        let mut t = FetchTopic::default();
-        t.topic = topic_name.clone();
-        t.partitions = positions
-            .iter()
-            .map(|&(p, offset)| {
-                let mut fp = FetchPartition::default();
-                fp.partition = p;
-                fp.fetch_offset = offset;
-                fp.partition_max_bytes = fetch_max_bytes;
-                fp.log_start_offset = -1;
-                fp.current_leader_epoch = -1;
-                fp
-            })
-            .collect();
-        let mut req = FetchRequest::default();
-        req.replica_id = BrokerId(-1);
-        req.max_wait_ms = 100;
-        req.min_bytes = 1;
-        req.max_bytes = fetch_max_bytes;
-        req.session_id = 0;
-        req.session_epoch = -1;
-        req.topics = vec![t];
-        let resp = conn.send_version(&req, version).await?;
-        anyhow::ensure!(
-            resp.error_code == 0,
-            "fetch failed with error code {}",
-            resp.error_code
-        );
-        let now = now_ns();
-        for t in &resp.responses {
-            for pd in &t.partitions {
-                anyhow::ensure!(
-                    pd.error_code == 0,
-                    "fetch of partition {} failed with error code {}",
-                    pd.partition_index,
-                    pd.error_code
-                );
-                let Some(pos) = positions.iter_mut().find(|(p, _)| *p == pd.partition_index) else {
-                    continue;
-                };
-                let Some(records) = &pd.records else { continue };
-                let (mut n, mut bytes) = (0u64, 0u64);
-                // A response may end with a partial batch: stop at the first incomplete one.
-                for item in record_batch::batches(records) {
-                    let Ok((header, range)) = item else { break };
-                    if header.last_offset() < pos.1 {
-                        continue;
-                    }
-                    let skipped = (pos.1 - header.base_offset).max(0);
-                    n += u64::try_from(i64::from(header.records_count) - skipped).unwrap_or(0);
-                    bytes += range.len() as u64;
-                    pos.1 = header.next_offset();
-                }
-                if n > 0 {
-                    side.add(n, bytes, now);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Runs raw consumers on `assignments` until `expect` records are counted or the deadline.
 async fn run_raw_consumers(
     common: &Common,
@@ -317,7 +230,7 @@ async fn run_raw_consumers(
         .map(|p| (p.partition, p.leader))
         .collect();
     let fetch_max = i32::try_from(fetch_max_bytes).unwrap_or(i32::MAX);
-    let mut tasks = Vec::new();
+    let mut handles = Vec::new();
     for assignment in assignments {
         // One connection per (consumer, leader).
         let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
@@ -331,21 +244,29 @@ async fn run_raw_consumers(
                 .get(&leader)
                 .map(|b| b.addr())
                 .with_context(|| format!("no leader address for broker {leader}"))?;
-            tasks.push(tokio::spawn(raw_consumer(
-                addr,
-                common.topic.clone(),
-                positions,
-                fetch_max,
-                side.clone(),
-                expect,
-                deadline_ns,
-            )));
+            let mut fetcher = RawFetcher::connect(&addr, &common.topic, positions, fetch_max)?;
+            let side = side.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name("bench-raw-consumer".into())
+                    .spawn(move || -> anyhow::Result<()> {
+                        while side.records.load(Ordering::Relaxed) < expect
+                            && deadline_ns.is_none_or(|d| now_ns() < d)
+                        {
+                            let got = fetcher.fetch()?;
+                            if got.records > 0 {
+                                side.add(got.records, got.bytes, now_ns());
+                            }
+                        }
+                        Ok(())
+                    })
+                    .context("spawning a consumer thread")?,
+            );
         }
     }
-    for t in tasks {
-        t.await.context("raw consumer task")??;
-    }
-    Ok(())
+    tokio::task::spawn_blocking(move || join_all(handles))
+        .await
+        .context("raw consumers")?
 }
 
 /// `nagare bench consume`: reads the topic from the beginning (catch-up).

@@ -17,6 +17,8 @@ mod e2e;
 mod loopback;
 #[path = "../bench/produce.rs"]
 mod produce;
+#[path = "../bench/raw_fetch.rs"]
+mod raw_fetch;
 
 /// Arguments of `nagare bench`.
 #[derive(clap::Args)]
