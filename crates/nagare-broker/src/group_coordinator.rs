@@ -10,10 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use nagare_protocol::batch_builder::build_batch;
 use parking_lot::Mutex as SyncMutex;
 use tokio::sync::{oneshot, Mutex};
 
@@ -253,39 +250,18 @@ fn load_shard(
     config: GroupCoordinatorConfig,
 ) -> Result<GroupCoordinatorShard, String> {
     let mut shard = GroupCoordinatorShard::new(partition.tp.partition, config);
-    let log = &partition.log;
-    let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
-    while offset < end {
-        let data = log
-            .read(offset, 4 << 20, true, end)
-            .map_err(|e| e.to_string())?;
-        let Some(slice) = data.slice else { break };
-        let mut bytes: Bytes = slice.read_to_bytes().map_err(|e| e.to_string())?;
-        let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| e.to_string())?;
-        let mut next = offset;
-        for set in sets {
-            for r in set.records {
-                next = next.max(r.offset + 1);
-                if r.offset < offset || r.control {
-                    continue;
-                }
-                let Some(key) = r.key else { continue };
-                match CoordinatorRecord::decode(&key, r.value.as_deref()) {
-                    Ok(rec) => shard.replay(&rec),
-                    // KIP-848 / share-group records this shard does not know: skip, as Kafka
-                    // skips unknown record types.
-                    Err(e) => {
-                        tracing::debug!(offset = r.offset, error = %e, "skipping coordinator record")
-                    }
-                }
-            }
+    nagare_storage::replay_records(&partition.log, |r| {
+        let Some(key) = r.key.filter(|_| !r.control) else {
+            return;
+        };
+        match CoordinatorRecord::decode(&key, r.value.as_deref()) {
+            Ok(rec) => shard.replay(&rec),
+            // KIP-848 / share-group records this shard does not know: skip, as Kafka skips
+            // unknown record types.
+            Err(e) => tracing::debug!(offset = r.offset, error = %e, "skipping coordinator record"),
         }
-        if next <= offset {
-            break;
-        }
-        offset = next;
-    }
+    })
+    .map_err(|e| e.to_string())?;
     Ok(shard)
 }
 
@@ -295,33 +271,12 @@ fn append(partition: &Partition, records: &[CoordinatorRecord]) -> Result<(), St
         return Ok(());
     }
     let now = now_ms();
-    let recs: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: partition.epoch(),
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: now,
-            key: Some(r.encode_key()),
-            value: r.encode_value(),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        recs.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
+    let buf = build_batch(
+        records
+            .iter()
+            .map(|r| (Some(r.encode_key()), r.encode_value())),
+        partition.epoch(),
+        now,
     )
     .map_err(|e| e.to_string())?;
     partition

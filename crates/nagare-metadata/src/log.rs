@@ -5,12 +5,9 @@
 
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType as KTimestampType,
-};
-use nagare_storage::{Log, LogConfig, StorageError, TopicPartition};
+use bytes::Bytes;
+use nagare_protocol::batch_builder::build_batch;
+use nagare_storage::{replay_records, Log, LogConfig, StorageError, TopicPartition};
 
 use crate::image::MetadataImage;
 use crate::records::{MetadataRecord, RecordError};
@@ -66,35 +63,24 @@ impl MetadataLog {
         // needs no checkpoint file of its own.
         let log = Log::open(dir, tp, config, 0, false, now_ms)?;
         let mut image = MetadataImage::empty();
-        let mut offset = log.log_start_offset();
-        let end = log.log_end_offset();
-        while offset < end {
-            let data = log.read(offset, 1 << 20, true, end)?;
-            let Some(slice) = data.slice else { break };
-            let mut bytes: Bytes = slice.read_to_bytes().map_err(StorageError::Io)?;
-            let sets = RecordBatchDecoder::decode_all(&mut bytes)
-                .map_err(|e| MetadataLogError::Batch(e.to_string()))?;
-            let mut next = offset;
-            for set in sets {
-                for r in set.records {
-                    next = r.offset + 1;
-                    if r.offset < offset {
-                        continue;
-                    }
-                    let value = r.value.unwrap_or_default();
-                    let rec = MetadataRecord::decode(&value).map_err(|source| {
-                        MetadataLogError::Record {
-                            offset: r.offset,
-                            source,
-                        }
-                    })?;
-                    image.apply(r.offset, &rec);
+        let mut failure = None;
+        replay_records(&log, |r| {
+            if failure.is_some() {
+                return;
+            }
+            let value = r.value.unwrap_or_default();
+            match MetadataRecord::decode(&value) {
+                Ok(rec) => image.apply(r.offset, &rec),
+                Err(source) => {
+                    failure = Some(MetadataLogError::Record {
+                        offset: r.offset,
+                        source,
+                    })
                 }
             }
-            if next <= offset {
-                break;
-            }
-            offset = next;
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
         }
         Ok((MetadataLog { log }, image))
     }
@@ -110,33 +96,12 @@ impl MetadataLog {
         if records.is_empty() {
             return Ok(self.log.log_end_offset());
         }
-        let recs: Vec<Record> = records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: epoch,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: KTimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now_ms,
-                key: None,
-                value: Some(Bytes::from(r.encode())),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            recs.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
+        let buf = build_batch(
+            records
+                .iter()
+                .map(|r| (None, Some(Bytes::from(r.encode())))),
+            epoch,
+            now_ms,
         )
         .map_err(|e| MetadataLogError::Batch(e.to_string()))?;
         let info = self.log.append_as_leader(buf, epoch, now_ms)?;

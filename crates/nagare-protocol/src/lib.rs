@@ -2,6 +2,7 @@
 //! a zero-copy Fetch response encoder and a zero-copy view of RecordBatch v2 headers.
 //! Knows nothing of topics, disks or sockets; message structs come from `kafka-protocol`.
 
+pub mod batch_builder;
 pub mod error;
 pub mod fetch;
 pub mod frame;

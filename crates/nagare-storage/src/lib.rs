@@ -19,6 +19,7 @@ mod index;
 mod log;
 mod manager;
 mod producer_state;
+mod replay;
 mod scan;
 mod segment;
 
@@ -32,3 +33,4 @@ pub use manager::{
     RECOVERY_POINT_CHECKPOINT_FILE,
 };
 pub use producer_state::{ProducerBatchMetadata, ProducerStateEntry};
+pub use replay::{replay_records, ReplayedRecord};
