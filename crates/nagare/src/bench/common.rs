@@ -296,15 +296,9 @@ impl Drop for Progress {
 /// Options common to every workload that talks to a broker.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Common {
-    /// Broker(s) to bootstrap from, comma-separated `host:port`.
-    #[arg(
-        long = "bootstrap-server",
-        short = 'b',
-        alias = "bootstrap-servers",
-        env = "NAGARE_BOOTSTRAP_SERVER",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub bootstrap_server: String,
+    /// Where the brokers are.
+    #[command(flatten)]
+    pub broker: crate::cli::Bootstrap,
     /// Topic to use (created if missing).
     #[arg(short, long, default_value = "nagare-bench")]
     pub topic: String,
@@ -334,7 +328,7 @@ impl Common {
     /// A librdkafka configuration with the bootstrap server, `defaults`, then `-X` overrides.
     pub fn rdkafka_config(&self, defaults: &[(&str, String)]) -> anyhow::Result<ClientConfig> {
         let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap_server);
+        config.set("bootstrap.servers", &self.broker.bootstrap_server);
         config.set("client.id", "nagare-bench");
         for (k, v) in defaults {
             config.set(*k, v);
@@ -350,9 +344,9 @@ impl Common {
 
     /// Creates the topic unless it exists; returns its partition count.
     pub async fn ensure_topic(&self) -> anyhow::Result<i32> {
-        let mut client = Client::connect_to(&self.bootstrap_server)
+        let mut client = Client::connect_to(&self.broker.bootstrap_server)
             .await
-            .with_context(|| format!("connecting to {}", self.bootstrap_server))?;
+            .with_context(|| format!("connecting to {}", self.broker.bootstrap_server))?;
         let topic = NewTopic::new(&self.topic)
             .with_partitions(self.partitions)
             .with_replication_factor(self.replication_factor);

@@ -222,7 +222,7 @@ async fn run_raw_consumers(
     expect: u64,
     deadline_ns: Option<u64>,
 ) -> anyhow::Result<()> {
-    let mut client = Client::connect_to(&common.bootstrap_server).await?;
+    let mut client = Client::connect_to(&common.broker.bootstrap_server).await?;
     let meta = client.topic_metadata(&common.topic).await?;
     let leaders: BTreeMap<i32, i32> = meta
         .partitions

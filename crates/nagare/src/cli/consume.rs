@@ -14,15 +14,9 @@ const MAX_RETRIABLE_ROUNDS: u32 = 20;
 pub struct Args {
     /// Topic to consume.
     pub topic: String,
-    /// Broker(s) to bootstrap from, comma-separated `host:port`.
-    #[arg(
-        long = "bootstrap-server",
-        short = 'b',
-        alias = "bootstrap-servers",
-        env = "NAGARE_BOOTSTRAP_SERVER",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub bootstrap_server: String,
+    /// Where the brokers are.
+    #[command(flatten)]
+    pub broker: super::Bootstrap,
     /// Read only this partition (default: all).
     #[arg(long, short = 'p')]
     pub partition: Option<i32>,
@@ -197,7 +191,7 @@ async fn start_offset(
 /// Runs `nagare consume`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let tokens = parse_format(&args.format)?;
-    let mut client = super::topic::connect(&args.bootstrap_server).await?;
+    let mut client = args.broker.connect().await?;
     let meta = client.topic_metadata(&args.topic).await?;
     let partitions: Vec<i32> = match args.partition {
         Some(p) => {

@@ -6,21 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context};
 use nagare_client::{Client, GroupDescription, OffsetSpec};
 
-use super::topic::connect;
-
 /// Arguments of `nagare group`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Broker(s) to bootstrap from, comma-separated `host:port`.
-    #[arg(
-        long = "bootstrap-server",
-        short = 'b',
-        alias = "bootstrap-servers",
-        env = "NAGARE_BOOTSTRAP_SERVER",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    pub bootstrap_server: String,
+    /// Where the brokers are.
+    #[command(flatten)]
+    pub broker: super::Bootstrap,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,7 +83,7 @@ enum ResetTarget {
 
 /// Runs `nagare group`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut client = connect(&args.bootstrap_server).await?;
+    let mut client = args.broker.connect().await?;
     match args.command {
         Command::List { state } => {
             let groups = client.list_groups().await.context("cannot list groups")?;

@@ -18,15 +18,9 @@ const MAX_LINE_BYTES: u64 = 64 * 1024 * 1024;
 pub struct Args {
     /// Topic to produce to.
     pub topic: String,
-    /// Broker(s) to bootstrap from, comma-separated `host:port`.
-    #[arg(
-        long = "bootstrap-server",
-        short = 'b',
-        alias = "bootstrap-servers",
-        env = "NAGARE_BOOTSTRAP_SERVER",
-        default_value = "127.0.0.1:9092"
-    )]
-    pub bootstrap_server: String,
+    /// Where the brokers are.
+    #[command(flatten)]
+    pub broker: super::Bootstrap,
     /// Send every record to this partition (default: keyed records by murmur2 of the key, like
     /// Kafka's default partitioner; unkeyed ones round-robin).
     #[arg(long, short = 'p')]
@@ -186,7 +180,7 @@ fn spawn_stdin_reader() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
 
 /// Runs `nagare produce`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut client = super::topic::connect(&args.bootstrap_server).await?;
+    let mut client = args.broker.connect().await?;
     let meta = client.topic_metadata(&args.topic).await?;
     let partitions = i32::try_from(meta.partitions.len()).unwrap_or(i32::MAX);
     if partitions == 0 {

@@ -2,23 +2,16 @@
 
 use anyhow::{bail, Context};
 use nagare_client::{
-    AlterConfigOp, Client, ClientConfig, ConfigResource, Error as ClientError, NewTopic,
-    ResponseError, TopicMetadata,
+    AlterConfigOp, Client, ConfigResource, Error as ClientError, NewTopic, ResponseError,
+    TopicMetadata,
 };
 
 /// Arguments of `nagare topic`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Broker(s) to bootstrap from, comma-separated `host:port`.
-    #[arg(
-        long = "bootstrap-server",
-        short = 'b',
-        alias = "bootstrap-servers",
-        env = "NAGARE_BOOTSTRAP_SERVER",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    pub bootstrap_server: String,
+    /// Where the brokers are.
+    #[command(flatten)]
+    pub broker: super::Bootstrap,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,15 +81,9 @@ pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Connects a client for the CLI; the error already names the broker and the cause.
-pub(crate) async fn connect(bootstrap_server: &str) -> anyhow::Result<Client> {
-    let config = ClientConfig::new(bootstrap_server).with_client_id("nagare-cli");
-    Ok(Client::connect(config).await?)
-}
-
 /// Runs `nagare topic`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut client = connect(&args.bootstrap_server).await?;
+    let mut client = args.broker.connect().await?;
     match args.command {
         Command::Create {
             name,
