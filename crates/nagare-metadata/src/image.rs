@@ -15,6 +15,8 @@ pub struct BrokerRegistration {
     pub id: i32,
     /// Broker epoch.
     pub epoch: i64,
+    /// Unique per process start: a re-registration with the same one is a retry.
+    pub incarnation_id: Uuid,
     /// Advertised listeners.
     pub endpoints: Vec<Endpoint>,
     /// `broker.rack`.
@@ -116,16 +118,17 @@ impl MetadataImage {
             MetadataRecord::RegisterBroker {
                 broker_id,
                 broker_epoch,
+                incarnation_id,
                 endpoints,
                 rack,
                 fenced,
-                ..
             } => {
                 self.brokers.insert(
                     *broker_id,
                     BrokerRegistration {
                         id: *broker_id,
                         epoch: *broker_epoch,
+                        incarnation_id: *incarnation_id,
                         endpoints: endpoints.clone(),
                         rack: rack.clone(),
                         fenced: *fenced,
@@ -236,6 +239,84 @@ impl MetadataImage {
     }
 }
 
+impl MetadataImage {
+    /// The records that rebuild this image from the empty one: the content of a metadata
+    /// snapshot (KIP-630). Applying them in order to [`MetadataImage::empty`] gives an image
+    /// equal to `self` (but for `offset`, which the snapshot's end offset sets).
+    pub fn to_records(&self) -> Vec<MetadataRecord> {
+        let mut out = Vec::new();
+        for (name, level) in &self.features {
+            out.push(MetadataRecord::FeatureLevel {
+                name: name.clone(),
+                level: *level,
+            });
+        }
+        for b in self.brokers.values() {
+            out.push(MetadataRecord::RegisterBroker {
+                broker_id: b.id,
+                broker_epoch: b.epoch,
+                incarnation_id: b.incarnation_id,
+                endpoints: b.endpoints.clone(),
+                rack: b.rack.clone(),
+                fenced: b.fenced,
+            });
+        }
+        // Sorted, so that two nodes snapshotting the same image write the same bytes.
+        let mut topics: Vec<&Arc<TopicImage>> = self.topics_by_id.values().collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        for t in topics {
+            out.push(MetadataRecord::Topic {
+                name: t.name.clone(),
+                topic_id: t.id,
+            });
+            for (pid, p) in &t.partitions {
+                out.push(MetadataRecord::Partition {
+                    topic_id: t.id,
+                    partition_id: *pid,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                });
+            }
+        }
+        let mut configs: Vec<_> = self.configs.iter().collect();
+        configs.sort_by(|a, b| a.0.cmp(b.0));
+        for ((resource, resource_name), values) in configs {
+            for (name, value) in values {
+                out.push(MetadataRecord::Config {
+                    resource: *resource,
+                    resource_name: resource_name.clone(),
+                    name: name.clone(),
+                    value: Some(value.clone()),
+                });
+            }
+        }
+        if self.next_producer_id > 0 {
+            out.push(MetadataRecord::ProducerIds {
+                broker_id: -1,
+                next_producer_id: self.next_producer_id,
+            });
+        }
+        out
+    }
+
+    /// Rebuilds an image from snapshot records (see [`MetadataImage::to_records`]) whose
+    /// last included offset is `offset`.
+    pub fn from_records<'a>(
+        offset: i64,
+        records: impl IntoIterator<Item = &'a MetadataRecord>,
+    ) -> MetadataImage {
+        let mut img = MetadataImage::empty();
+        for r in records {
+            img.apply(offset, r);
+        }
+        img.offset = offset;
+        img
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +377,65 @@ mod tests {
         assert!(img.topic("a").is_none());
         assert!(img.config_overrides(ConfigResource::Topic, "a").is_empty());
         assert_eq!(img.offset, 4);
+    }
+
+    #[test]
+    fn snapshot_records_rebuild_the_image() {
+        let mut img = MetadataImage::empty();
+        let recs = vec![
+            MetadataRecord::FeatureLevel {
+                name: "metadata.version".into(),
+                level: 27,
+            },
+            MetadataRecord::RegisterBroker {
+                broker_id: 1,
+                broker_epoch: 1,
+                incarnation_id: Uuid::from_bytes([9; 16]),
+                endpoints: vec![],
+                rack: Some("r1".into()),
+                fenced: false,
+            },
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: Uuid::from_bytes([1; 16]),
+            },
+            MetadataRecord::Partition {
+                topic_id: Uuid::from_bytes([1; 16]),
+                partition_id: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+            MetadataRecord::PartitionChange {
+                topic_id: Uuid::from_bytes([1; 16]),
+                partition_id: 0,
+                leader: Some(1),
+                isr: None,
+                replicas: None,
+            },
+            MetadataRecord::Config {
+                resource: ConfigResource::Topic,
+                resource_name: "t".into(),
+                name: "retention.ms".into(),
+                value: Some("5".into()),
+            },
+            MetadataRecord::ProducerIds {
+                broker_id: 1,
+                next_producer_id: 1000,
+            },
+        ];
+        for (i, r) in recs.iter().enumerate() {
+            img.apply(i as i64, r);
+        }
+        let snap = img.to_records();
+        let rebuilt = MetadataImage::from_records(img.offset, &snap);
+        assert_eq!(rebuilt.to_records(), snap);
+        assert_eq!(rebuilt.offset, 6);
+        assert_eq!(rebuilt.next_producer_id, 1000);
+        let p = &rebuilt.topic("t").map(|t| t.partitions[&0].clone());
+        assert_eq!(p.as_ref().map(|p| p.leader_epoch), Some(1));
+        assert_eq!(rebuilt.brokers[&1].rack.as_deref(), Some("r1"));
     }
 }

@@ -4,9 +4,11 @@
 
 pub mod image;
 pub mod log;
+pub mod publisher;
 pub mod records;
 pub mod topic_config;
 
 pub use image::{BrokerRegistration, MetadataImage, PartitionRegistration, TopicImage};
+pub use publisher::{ImageListener, MetadataPublisher};
 pub use records::{ConfigResource, Endpoint, MetadataRecord};
 pub use uuid::Uuid;
