@@ -126,6 +126,34 @@ pub struct BrokerConfig {
     pub offsets_topic_segment_bytes: i64,
     /// The group coordinator's settings (`group.*`, `offsets.retention.*`, ...).
     pub group: nagare_coordinator::GroupCoordinatorConfig,
+    /// The KRaft quorum settings (`controller.quorum.*`, `broker.*` liveness).
+    pub quorum: QuorumConfig,
+}
+
+/// The KRaft settings: who the voters are and the quorum's and brokers' timings.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    /// `controller.quorum.voters` (for the single-node default: this node on its controller
+    /// listener).
+    pub voters: Vec<nagare_raft::VoterAddress>,
+    /// Whether `controller.quorum.voters` was given (rather than defaulted).
+    pub voters_configured: bool,
+    /// `controller.quorum.election.timeout.ms`.
+    pub election_timeout_ms: u64,
+    /// `controller.quorum.election.backoff.max.ms`.
+    pub election_backoff_max_ms: u64,
+    /// `controller.quorum.fetch.timeout.ms`.
+    pub fetch_timeout_ms: u64,
+    /// `controller.quorum.request.timeout.ms`.
+    pub request_timeout_ms: u64,
+    /// `controller.quorum.retry.backoff.ms`.
+    pub retry_backoff_ms: u64,
+    /// `metadata.log.max.record.bytes.between.snapshots`.
+    pub max_record_bytes_between_snapshots: u64,
+    /// `broker.session.timeout.ms`: a broker without a heartbeat for this long is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -145,6 +173,35 @@ const IMPLEMENTED: &[(&str, Kind)] = &[
     ("advertised.listeners", Kind::List),
     ("controller.listener.names", Kind::List),
     ("controller.quorum.voters", Kind::List),
+    (
+        "controller.quorum.election.timeout.ms",
+        Kind::Int(1, i32::MAX as i64),
+    ),
+    (
+        "controller.quorum.election.backoff.max.ms",
+        Kind::Int(0, i32::MAX as i64),
+    ),
+    (
+        "controller.quorum.fetch.timeout.ms",
+        Kind::Int(1, i32::MAX as i64),
+    ),
+    (
+        "controller.quorum.request.timeout.ms",
+        Kind::Int(1, i32::MAX as i64),
+    ),
+    (
+        "controller.quorum.retry.backoff.ms",
+        Kind::Int(0, i32::MAX as i64),
+    ),
+    (
+        "metadata.log.max.record.bytes.between.snapshots",
+        Kind::Int(1, i64::MAX),
+    ),
+    ("broker.session.timeout.ms", Kind::Int(1, i32::MAX as i64)),
+    (
+        "broker.heartbeat.interval.ms",
+        Kind::Int(1, i32::MAX as i64),
+    ),
     ("inter.broker.listener.name", Kind::Text),
     ("listener.security.protocol.map", Kind::List),
     ("log.dirs", Kind::List),
@@ -213,11 +270,7 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "log.flush.scheduler.interval.ms",
     "queued.max.requests",
     "replica.lag.time.max.ms",
-    "broker.session.timeout.ms",
-    "broker.heartbeat.interval.ms",
     "controller.quorum.bootstrap.servers",
-    "controller.quorum.election.timeout.ms",
-    "controller.quorum.fetch.timeout.ms",
     "num.replica.fetchers",
     "auto.leader.rebalance.enable",
     "group.coordinator.rebalance.protocols",
@@ -228,7 +281,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "sasl.mechanism.inter.broker.protocol",
     "ssl.keystore.location",
     "authorizer.class.name",
-    "metadata.log.max.record.bytes.between.snapshots",
     "log.cleaner.enable",
     "log.cleaner.threads",
 ];
@@ -410,12 +462,8 @@ impl BrokerConfig {
                 ));
             }
         }
-        if process_roles != ["broker", "controller"] && process_roles != ["controller", "broker"] {
-            return Err(invalid(
-                "process.roles",
-                get("process.roles").unwrap_or(""),
-                "only combined mode (broker,controller) is supported until the KRaft quorum lands",
-            ));
+        if process_roles.is_empty() {
+            return Err(invalid("process.roles", "", "no role given"));
         }
         let listeners = parse_listeners(
             "listeners",
@@ -427,14 +475,46 @@ impl BrokerConfig {
             .map(|s| s.trim().to_ascii_uppercase())
             .filter(|s| !s.is_empty())
             .collect();
-        if !listeners
+        let is_broker = process_roles.iter().any(|r| r == "broker");
+        let is_controller = process_roles.iter().any(|r| r == "controller");
+        let has_broker_listener = listeners
             .iter()
-            .any(|l| !controller_listener_names.contains(&l.name))
-        {
+            .any(|l| !controller_listener_names.contains(&l.name));
+        let controller_listener = listeners
+            .iter()
+            .find(|l| controller_listener_names.first() == Some(&l.name))
+            .cloned();
+        if is_broker && !has_broker_listener {
             return Err(invalid(
                 "listeners",
                 get("listeners").unwrap_or(""),
                 "no broker listener (all listeners are controller listeners)",
+            ));
+        }
+        // Kafka: a controller listens on the first of controller.listener.names; a
+        // broker-only node must not list a controller listener in `listeners`.
+        if is_controller && controller_listener.is_none() {
+            return Err(invalid(
+                "listeners",
+                get("listeners").unwrap_or(""),
+                format!(
+                    "a controller must have a listener named by controller.listener.names ({})",
+                    controller_listener_names.join(",")
+                ),
+            ));
+        }
+        if !is_controller && controller_listener.is_some() {
+            return Err(invalid(
+                "listeners",
+                get("listeners").unwrap_or(""),
+                "a broker-only node (process.roles=broker) must not have a controller listener",
+            ));
+        }
+        if !is_broker && has_broker_listener {
+            return Err(invalid(
+                "listeners",
+                get("listeners").unwrap_or(""),
+                "a controller-only node (process.roles=controller) may only have controller listeners",
             ));
         }
         let advertised_listeners = match get("advertised.listeners") {
@@ -452,26 +532,47 @@ impl BrokerConfig {
                 })
                 .collect(),
         };
-        if let Some(v) = get("controller.quorum.voters") {
-            for voter in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let ok = voter
-                    .split_once('@')
-                    .map(|(id, addr)| {
-                        id.parse::<i32>().is_ok()
-                            && addr
-                                .rsplit_once(':')
-                                .map(|(_, p)| p.parse::<u16>().is_ok())
-                                .unwrap_or(false)
-                    })
-                    .unwrap_or(false);
-                if !ok {
-                    return Err(invalid(
+        let (voters, voters_configured) =
+            match get("controller.quorum.voters") {
+                Some(v) => (
+                    nagare_raft::parse_voters(v)
+                        .map_err(|e| invalid("controller.quorum.voters", v, e.to_string()))?,
+                    true,
+                ),
+                // The single-node default: this node is the only voter, on its own listener.
+                None => match (&controller_listener, is_controller) {
+                    (Some(l), true) => (
+                        vec![nagare_raft::VoterAddress {
+                            node_id,
+                            host: if l.host.is_empty() || l.host == "0.0.0.0" {
+                                "127.0.0.1".into()
+                            } else {
+                                l.host.clone()
+                            },
+                            port: l.port,
+                        }],
+                        false,
+                    ),
+                    _ => return Err(invalid(
                         "controller.quorum.voters",
-                        v,
-                        format!("voter {voter:?} is not id@host:port"),
-                    ));
-                }
-            }
+                        "",
+                        "a broker-only node needs controller.quorum.voters to find the controllers",
+                    )),
+                },
+            };
+        if is_controller && !voters.iter().any(|v| v.node_id == node_id) {
+            return Err(invalid(
+                "controller.quorum.voters",
+                get("controller.quorum.voters").unwrap_or(""),
+                format!("node.id {node_id} has the controller role but is not a voter"),
+            ));
+        }
+        if !is_controller && voters.iter().any(|v| v.node_id == node_id) {
+            return Err(invalid(
+                "controller.quorum.voters",
+                get("controller.quorum.voters").unwrap_or(""),
+                format!("node.id {node_id} is a voter but does not have the controller role"),
+            ));
         }
         let log_dirs: Vec<PathBuf> = get("log.dirs")
             .or(get("log.dir"))
@@ -541,6 +642,22 @@ impl BrokerConfig {
                 max_record_bytes: int("message.max.bytes", 1_048_588) as usize,
                 ..Default::default()
             },
+            quorum: QuorumConfig {
+                voters,
+                voters_configured,
+                election_timeout_ms: int("controller.quorum.election.timeout.ms", 1000) as u64,
+                election_backoff_max_ms: int("controller.quorum.election.backoff.max.ms", 1000)
+                    as u64,
+                fetch_timeout_ms: int("controller.quorum.fetch.timeout.ms", 2000) as u64,
+                request_timeout_ms: int("controller.quorum.request.timeout.ms", 2000) as u64,
+                retry_backoff_ms: int("controller.quorum.retry.backoff.ms", 20) as u64,
+                max_record_bytes_between_snapshots: int(
+                    "metadata.log.max.record.bytes.between.snapshots",
+                    20 * 1024 * 1024,
+                ) as u64,
+                broker_session_timeout_ms: int("broker.session.timeout.ms", 9000) as u64,
+                broker_heartbeat_interval_ms: int("broker.heartbeat.interval.ms", 2000) as u64,
+            },
             log_dirs,
             props: BTreeMap::new(),
         };
@@ -577,6 +694,33 @@ impl BrokerConfig {
                 _ => props.get(key).cloned(),
             }
         })
+    }
+
+    /// Whether this node has the broker role.
+    pub fn is_broker(&self) -> bool {
+        self.process_roles.iter().any(|r| r == "broker")
+    }
+
+    /// Whether this node has the controller role.
+    pub fn is_controller(&self) -> bool {
+        self.process_roles.iter().any(|r| r == "controller")
+    }
+
+    /// The listener the controller serves the quorum on (the first of
+    /// `controller.listener.names`), on controller nodes.
+    pub fn controller_listener(&self) -> Option<&Listener> {
+        let name = self.controller_listener_names.first()?;
+        self.listeners.iter().find(|l| &l.name == name)
+    }
+
+    /// Whether this is the single-node default (combined roles, the only voter), the one
+    /// setup that formats its own log dirs; any other node must be formatted explicitly with
+    /// `nagare storage format`, as Kafka's nodes are with `kafka-storage format`.
+    pub fn is_single_node_default(&self) -> bool {
+        self.is_broker()
+            && self.is_controller()
+            && self.quorum.voters.len() == 1
+            && self.quorum.voters[0].node_id == self.node_id
     }
 
     /// The listener clients connect to (first non-controller listener).

@@ -58,58 +58,133 @@ fn base64url(bytes: &[u8]) -> String {
     out
 }
 
-/// Reads `meta.properties`, or formats the dir (single-node default) when absent.
-/// Returns the cluster id; refuses a dir formatted for another node.
-fn format_or_check(
+/// What `meta.properties` says about a log dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaProperties {
+    /// `cluster.id`.
+    pub cluster_id: String,
+    /// `node.id`.
+    pub node_id: i32,
+}
+
+/// Reads a log dir's `meta.properties`; `None` when the dir is not formatted.
+pub fn read_meta_properties(dir: &Path) -> anyhow::Result<Option<MetaProperties>> {
+    let path = dir.join(META_PROPERTIES);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let props: BTreeMap<String, String> = crate::config::parse_properties(&text, &path)?
+        .into_iter()
+        .collect();
+    let cluster_id = props
+        .get("cluster.id")
+        .cloned()
+        .with_context(|| format!("{} has no cluster.id", path.display()))?;
+    let node_id = props
+        .get("node.id")
+        .with_context(|| format!("{} has no node.id", path.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{} has an invalid node.id", path.display()))?;
+    Ok(Some(MetaProperties {
+        cluster_id,
+        node_id,
+    }))
+}
+
+/// Formats one log dir for `node_id` of cluster `cluster_id`, like `kafka-storage format`:
+/// writes `meta.properties` (fsynced, atomically). Refuses a dir that is already formatted
+/// unless `ignore_formatted`, in which case it leaves it alone.
+pub fn format_dir(
     dir: &Path,
     node_id: i32,
-    configured_cluster: Option<&str>,
-) -> anyhow::Result<String> {
+    cluster_id: &str,
+    ignore_formatted: bool,
+) -> anyhow::Result<bool> {
+    validate_cluster_id(cluster_id)?;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create log dir {}", dir.display()))?;
-    let path = dir.join(META_PROPERTIES);
-    if path.exists() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let props: BTreeMap<String, String> = crate::config::parse_properties(&text, &path)?
-            .into_iter()
-            .collect();
-        let cluster = props
-            .get("cluster.id")
-            .cloned()
-            .context("meta.properties has no cluster.id")?;
-        if let Some(n) = props.get("node.id") {
-            if n.trim() != node_id.to_string() {
-                bail!(
-                    "log dir {} belongs to node.id {n}, but this node is node.id {node_id}",
-                    dir.display()
-                );
-            }
+    if let Some(existing) = read_meta_properties(dir)? {
+        if ignore_formatted {
+            return Ok(false);
         }
-        if let Some(c) = configured_cluster {
-            if c != cluster {
-                bail!(
-                    "log dir {} belongs to cluster {cluster}, not the configured cluster.id {c}",
-                    dir.display()
-                );
-            }
-        }
-        return Ok(cluster);
+        bail!(
+            "log directory {} is already formatted (cluster {}, node {}); use --ignore-formatted to skip it",
+            dir.display(),
+            existing.cluster_id,
+            existing.node_id
+        );
     }
-    let cluster = configured_cluster
-        .map(str::to_string)
-        .unwrap_or_else(random_cluster_id);
     let text = format!(
-        "#\n#Written by nagare (auto-formatted single node)\ncluster.id={cluster}\ndirectory.id={}\nnode.id={node_id}\nversion=1\n",
+        "#\n#Written by nagare\ncluster.id={cluster_id}\ndirectory.id={}\nnode.id={node_id}\nversion=1\n",
         random_cluster_id()
     );
+    let path = dir.join(META_PROPERTIES);
     let tmp = dir.join("meta.properties.tmp");
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all())?;
     std::fs::rename(&tmp, &path)?;
     std::fs::File::open(dir).and_then(|f| f.sync_all())?;
-    tracing::info!(dir = %dir.display(), %cluster, "formatted log dir");
-    Ok(cluster)
+    tracing::info!(dir = %dir.display(), cluster = %cluster_id, node_id, "formatted log dir");
+    Ok(true)
+}
+
+/// Kafka's cluster ids are 16 bytes in URL-safe base64 without padding (22 characters).
+pub fn validate_cluster_id(id: &str) -> anyhow::Result<()> {
+    if id.len() != 22
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("cluster id {id:?} is not a base64url-encoded UUID (as from `nagare storage random-uuid`)");
+    }
+    Ok(())
+}
+
+/// Checks a formatted dir, or formats it when this is the single-node default (the only
+/// setup that formats itself). Returns the cluster id.
+fn format_or_check(
+    dir: &Path,
+    config: &BrokerConfig,
+    cluster_id: Option<&str>,
+) -> anyhow::Result<String> {
+    let node_id = config.node_id;
+    match read_meta_properties(dir)? {
+        Some(meta) => {
+            if meta.node_id != node_id {
+                bail!(
+                    "log dir {} belongs to node.id {}, but this node is node.id {node_id}",
+                    dir.display(),
+                    meta.node_id
+                );
+            }
+            if let Some(c) = cluster_id {
+                if c != meta.cluster_id {
+                    bail!(
+                        "log dir {} belongs to cluster {}, not cluster {c}",
+                        dir.display(),
+                        meta.cluster_id
+                    );
+                }
+            }
+            Ok(meta.cluster_id)
+        }
+        None if config.is_single_node_default() => {
+            let cluster = cluster_id
+                .map(str::to_string)
+                .unwrap_or_else(random_cluster_id);
+            format_dir(dir, node_id, &cluster, false)?;
+            Ok(cluster)
+        }
+        None => bail!(
+            "log directory {} is not formatted; format every node of a cluster first with \
+             `nagare storage format --cluster-id <ID> --config <server.properties>` \
+             (get an id from `nagare storage random-uuid`)",
+            dir.display()
+        ),
+    }
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -120,9 +195,9 @@ fn absolute(p: &Path) -> PathBuf {
 pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     let log_dir = absolute(&config.log_dirs[0]);
     let metadata_dir = absolute(&config.metadata_log_dir);
-    let cluster_id = format_or_check(&log_dir, config.node_id, config.cluster_id.as_deref())?;
+    let cluster_id = format_or_check(&log_dir, &config, config.cluster_id.as_deref())?;
     if metadata_dir != log_dir {
-        format_or_check(&metadata_dir, config.node_id, Some(&cluster_id))?;
+        format_or_check(&metadata_dir, &config, Some(&cluster_id))?;
     }
     let controller = Arc::new(
         Controller::open(&metadata_dir)
@@ -360,9 +435,33 @@ mod tests {
     #[test]
     fn format_then_check() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let a = format_or_check(dir.path(), 1, None).expect("format");
-        let b = format_or_check(dir.path(), 1, None).expect("check");
+        let (single, _) = BrokerConfig::load(None, &[]).expect("config");
+        let a = format_or_check(dir.path(), &single, None).expect("format");
+        let b = format_or_check(dir.path(), &single, None).expect("check");
         assert_eq!(a, b);
-        assert!(format_or_check(dir.path(), 2, None).is_err());
+        let (other, _) = BrokerConfig::load(None, &["node.id=2".into()]).expect("config");
+        assert!(format_or_check(dir.path(), &other, None).is_err());
+        // A node of a multi-node quorum never formats itself.
+        let fresh = tempfile::tempdir().expect("tempdir");
+        let (multi, _) = BrokerConfig::load(
+            None,
+            &[
+                "controller.quorum.voters=1@127.0.0.1:9093,2@127.0.0.1:9095,3@127.0.0.1:9097"
+                    .into(),
+            ],
+        )
+        .expect("config");
+        let e = format_or_check(fresh.path(), &multi, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nagare storage format"), "{e}");
+        assert!(format_dir(fresh.path(), 1, &a, false).expect("format"));
+        assert!(format_dir(fresh.path(), 1, &a, false).is_err());
+        assert!(!format_dir(fresh.path(), 1, &a, true).expect("ignore"));
+        assert_eq!(
+            format_or_check(fresh.path(), &multi, None).expect("check"),
+            a
+        );
+        assert!(validate_cluster_id("short").is_err());
     }
 }

@@ -30,6 +30,8 @@ enum Command {
     Bench(cli::bench::Args),
     /// List, describe (with lag), delete consumer groups and reset their offsets.
     Group(cli::group::Args),
+    /// Format log directories (`format`) and make cluster ids (`random-uuid`).
+    Storage(cli::storage::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +54,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Bench(args) => cli::bench::run(args).await,
             Command::Group(args) => cli::group::run(args).await,
+            Command::Storage(args) => cli::storage::run(args).await,
         }
     });
     match result {

@@ -5,6 +5,7 @@ pub mod consume;
 pub mod group;
 pub mod produce;
 pub mod server;
+pub mod storage;
 pub mod topic;
 
 /// The broker-address option every client subcommand takes.
