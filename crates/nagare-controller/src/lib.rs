@@ -3,6 +3,7 @@
 //! [`MetadataImage`] returning `(records, response)`; [`shell::Controller`] commits the
 //! records to the metadata log and publishes the new image.
 
+pub mod cluster_control;
 pub mod logic;
 pub mod placement;
 pub mod shell;

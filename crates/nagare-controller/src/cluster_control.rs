@@ -1,0 +1,452 @@
+//! Broker lifecycle on the controller, as pure decisions (Kafka's `ClusterControlManager`,
+//! `BrokerHeartbeatManager` and the fencing half of `ReplicationControlManager`):
+//! registration (BrokerRegistration), heartbeats (BrokerHeartbeat) that unfence a broker once
+//! it has caught up with the metadata log, fencing after `broker.session.timeout.ms` without a
+//! heartbeat, controlled shutdown, and the leader and ISR changes fencing implies.
+
+use std::collections::BTreeMap;
+
+use nagare_metadata::records::{Endpoint, MetadataRecord};
+use nagare_metadata::{MetadataImage, Uuid};
+
+use crate::logic::ApiError;
+
+/// Kafka error codes of the broker lifecycle RPCs.
+pub mod codes {
+    /// NOT_CONTROLLER
+    pub const NOT_CONTROLLER: i16 = 41;
+    /// STALE_BROKER_EPOCH
+    pub const STALE_BROKER_EPOCH: i16 = 77;
+    /// DUPLICATE_BROKER_REGISTRATION
+    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+    /// BROKER_ID_NOT_REGISTERED
+    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
+    /// INCONSISTENT_CLUSTER_ID
+    pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
+}
+
+/// The last heartbeat of every broker, kept by the active controller only (Kafka's
+/// `BrokerHeartbeatManager`): a controller that just became active gives every broker a full
+/// session before fencing it, since it cannot know when they last heartbeated its predecessor.
+#[derive(Debug, Default, Clone)]
+pub struct HeartbeatTracker {
+    last_contact_ms: BTreeMap<i32, u64>,
+}
+
+impl HeartbeatTracker {
+    /// Starts a tracker at `now_ms` with a fresh session for every broker of `image`.
+    pub fn new(image: &MetadataImage, now_ms: u64) -> Self {
+        HeartbeatTracker {
+            last_contact_ms: image.brokers.keys().map(|id| (*id, now_ms)).collect(),
+        }
+    }
+
+    /// Records contact from `broker_id`.
+    pub fn touch(&mut self, broker_id: i32, now_ms: u64) {
+        self.last_contact_ms.insert(broker_id, now_ms);
+    }
+
+    /// Whether `broker_id` heartbeated within `session_timeout_ms`.
+    pub fn is_alive(&self, broker_id: i32, now_ms: u64, session_timeout_ms: u64) -> bool {
+        self.last_contact_ms
+            .get(&broker_id)
+            .is_some_and(|t| now_ms.saturating_sub(*t) < session_timeout_ms)
+    }
+}
+
+/// A BrokerRegistration request, reduced to what the decision needs.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// `node.id` of the broker.
+    pub broker_id: i32,
+    /// The cluster id the broker was formatted with.
+    pub cluster_id: String,
+    /// Unique per process start.
+    pub incarnation_id: Uuid,
+    /// Its advertised listeners.
+    pub endpoints: Vec<Endpoint>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+}
+
+/// Registers (or re-registers) a broker. A new registration starts fenced and gets a new broker
+/// epoch; the same incarnation registering again (a retry) gets its existing epoch back; a
+/// different incarnation while the old one is still heartbeating is refused
+/// (DUPLICATE_BROKER_REGISTRATION), as in Kafka.
+pub fn register_broker(
+    image: &MetadataImage,
+    cluster_id: &str,
+    heartbeats: &HeartbeatTracker,
+    reg: Registration,
+    now_ms: u64,
+    session_timeout_ms: u64,
+) -> Result<(Vec<MetadataRecord>, i64), ApiError> {
+    if reg.cluster_id != cluster_id {
+        return Err(ApiError {
+            code: codes::INCONSISTENT_CLUSTER_ID,
+            message: format!(
+                "Expected cluster ID {cluster_id}, but got cluster ID {}",
+                reg.cluster_id
+            ),
+        });
+    }
+    if let Some(existing) = image.brokers.get(&reg.broker_id) {
+        if existing.incarnation_id == reg.incarnation_id {
+            return Ok((Vec::new(), existing.epoch));
+        }
+        if !existing.fenced && heartbeats.is_alive(reg.broker_id, now_ms, session_timeout_ms) {
+            return Err(ApiError {
+                code: codes::DUPLICATE_BROKER_REGISTRATION,
+                message: format!(
+                    "Another broker is registered with that broker id {}",
+                    reg.broker_id
+                ),
+            });
+        }
+    }
+    // The epoch is the offset the record will most likely get; what matters is that it is
+    // larger than every epoch handed out before, which `image.offset + 1` is because
+    // decisions are serialized over the latest image.
+    let broker_epoch = image.offset + 1;
+    Ok((
+        vec![MetadataRecord::RegisterBroker {
+            broker_id: reg.broker_id,
+            broker_epoch,
+            incarnation_id: reg.incarnation_id,
+            endpoints: reg.endpoints,
+            rack: reg.rack,
+            fenced: true,
+        }],
+        broker_epoch,
+    ))
+}
+
+/// A BrokerHeartbeat request.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    /// The broker.
+    pub broker_id: i32,
+    /// The epoch its registration returned.
+    pub broker_epoch: i64,
+    /// The highest metadata offset it has applied.
+    pub current_metadata_offset: i64,
+    /// It wants to be fenced (it cannot serve, e.g. its log dirs failed).
+    pub want_fence: bool,
+    /// It is shutting down: move leadership away, then fence it.
+    pub want_shut_down: bool,
+}
+
+/// The BrokerHeartbeat answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    /// Whether it has caught up with the metadata log (its registration is applied).
+    pub is_caught_up: bool,
+    /// Whether it is fenced after this heartbeat.
+    pub is_fenced: bool,
+    /// Whether it may finish its controlled shutdown now.
+    pub should_shut_down: bool,
+}
+
+/// Handles a heartbeat: unfences a caught-up broker, fences one that asks, and for a
+/// controlled shutdown moves leadership away before fencing it.
+pub fn heartbeat(
+    image: &MetadataImage,
+    hb: Heartbeat,
+) -> Result<(Vec<MetadataRecord>, HeartbeatReply), ApiError> {
+    let Some(reg) = image.brokers.get(&hb.broker_id) else {
+        return Err(ApiError {
+            code: codes::BROKER_ID_NOT_REGISTERED,
+            message: format!("Broker {} is not registered", hb.broker_id),
+        });
+    };
+    if reg.epoch != hb.broker_epoch {
+        return Err(ApiError {
+            code: codes::STALE_BROKER_EPOCH,
+            message: format!(
+                "Expected broker epoch {}, but got broker epoch {}",
+                reg.epoch, hb.broker_epoch
+            ),
+        });
+    }
+    let caught_up = hb.current_metadata_offset >= reg.epoch;
+    let mut records = Vec::new();
+    let mut fenced = reg.fenced;
+    if hb.want_shut_down {
+        if !fenced {
+            records.extend(fence_broker(image, hb.broker_id));
+            fenced = true;
+        }
+        return Ok((
+            records,
+            HeartbeatReply {
+                is_caught_up: caught_up,
+                is_fenced: true,
+                should_shut_down: true,
+            },
+        ));
+    }
+    if hb.want_fence && !fenced {
+        records.extend(fence_broker(image, hb.broker_id));
+        fenced = true;
+    } else if !hb.want_fence && fenced && caught_up {
+        records.extend(unfence_broker(image, hb.broker_id));
+        fenced = false;
+    }
+    Ok((
+        records,
+        HeartbeatReply {
+            is_caught_up: caught_up,
+            is_fenced: fenced,
+            should_shut_down: false,
+        },
+    ))
+}
+
+/// Fences every unfenced broker whose session expired.
+pub fn fence_expired(
+    image: &MetadataImage,
+    heartbeats: &HeartbeatTracker,
+    now_ms: u64,
+    session_timeout_ms: u64,
+) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    for b in image.brokers.values() {
+        if !b.fenced && !heartbeats.is_alive(b.id, now_ms, session_timeout_ms) {
+            tracing::info!(
+                broker = b.id,
+                session_timeout_ms,
+                "fencing broker: no heartbeat within the session timeout"
+            );
+            out.extend(fence_broker(image, b.id));
+        }
+    }
+    out
+}
+
+/// Fences `broker_id`: removes it from every ISR it is in (keeping the last member, so the
+/// partition still knows who has the data) and moves leadership of the partitions it led to
+/// another in-sync, unfenced replica, or to no leader (-1) if there is none (clean election:
+/// never an out-of-sync replica).
+pub fn fence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
+    let mut out = vec![MetadataRecord::BrokerFencing {
+        broker_id,
+        fenced: true,
+    }];
+    let usable = |id: i32| id != broker_id && image.brokers.get(&id).is_some_and(|b| !b.fenced);
+    for t in sorted_topics(image) {
+        for (pid, p) in &t.partitions {
+            if !p.replicas.contains(&broker_id) {
+                continue;
+            }
+            let isr: Vec<i32> = if p.isr.len() > 1 {
+                p.isr.iter().copied().filter(|r| *r != broker_id).collect()
+            } else {
+                p.isr.clone()
+            };
+            let leader = if p.leader == broker_id {
+                Some(
+                    p.replicas
+                        .iter()
+                        .copied()
+                        .find(|r| usable(*r) && isr.contains(r))
+                        .unwrap_or(-1),
+                )
+            } else {
+                None
+            };
+            let isr_change = (isr != p.isr).then_some(isr);
+            if leader.is_some() || isr_change.is_some() {
+                out.push(MetadataRecord::PartitionChange {
+                    topic_id: t.id,
+                    partition_id: *pid,
+                    leader,
+                    isr: isr_change,
+                    replicas: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Unfences `broker_id` and makes it leader of the leaderless partitions whose ISR holds it.
+pub fn unfence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
+    let mut out = vec![MetadataRecord::BrokerFencing {
+        broker_id,
+        fenced: false,
+    }];
+    for t in sorted_topics(image) {
+        for (pid, p) in &t.partitions {
+            if p.leader == -1 && p.isr.contains(&broker_id) {
+                out.push(MetadataRecord::PartitionChange {
+                    topic_id: t.id,
+                    partition_id: *pid,
+                    leader: Some(broker_id),
+                    isr: None,
+                    replicas: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn sorted_topics(image: &MetadataImage) -> Vec<&std::sync::Arc<nagare_metadata::TopicImage>> {
+    let mut v: Vec<_> = image.topics_by_id.values().collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(img: &mut MetadataImage, recs: &[MetadataRecord]) {
+        for r in recs {
+            let o = img.offset + 1;
+            img.apply(o, r);
+        }
+    }
+
+    fn reg(id: i32, inc: u8) -> Registration {
+        Registration {
+            broker_id: id,
+            cluster_id: "c".into(),
+            incarnation_id: Uuid::from_bytes([inc; 16]),
+            endpoints: vec![],
+            rack: None,
+        }
+    }
+
+    fn hb(id: i32, epoch: i64, offset: i64) -> Heartbeat {
+        Heartbeat {
+            broker_id: id,
+            broker_epoch: epoch,
+            current_metadata_offset: offset,
+            want_fence: false,
+            want_shut_down: false,
+        }
+    }
+
+    #[test]
+    fn registration_heartbeat_fencing_and_election() {
+        let mut img = MetadataImage::empty();
+        let mut hbs = HeartbeatTracker::new(&img, 0);
+        let mut epochs = BTreeMap::new();
+        for id in 1..=3 {
+            let (recs, epoch) =
+                register_broker(&img, "c", &hbs, reg(id, id as u8), 0, 9000).expect("register");
+            apply(&mut img, &recs);
+            assert!(img.brokers[&id].fenced, "new registrations start fenced");
+            // Not caught up yet: stays fenced.
+            let (recs, r) = heartbeat(&img, hb(id, epoch, epoch - 1)).expect("hb");
+            assert!(recs.is_empty() && r.is_fenced && !r.is_caught_up);
+            let (recs, r) = heartbeat(&img, hb(id, epoch, img.offset)).expect("hb");
+            apply(&mut img, &recs);
+            assert!(!r.is_fenced && !img.brokers[&id].fenced);
+            hbs.touch(id, 0);
+            epochs.insert(id, epoch);
+        }
+        // Wrong cluster, stale epoch, unknown broker.
+        let mut bad = reg(4, 4);
+        bad.cluster_id = "x".into();
+        assert_eq!(
+            register_broker(&img, "c", &hbs, bad, 0, 9000)
+                .map(|_| ())
+                .unwrap_err()
+                .code,
+            codes::INCONSISTENT_CLUSTER_ID
+        );
+        assert_eq!(
+            heartbeat(&img, hb(1, epochs[&1] - 1, img.offset))
+                .map(|_| ())
+                .unwrap_err()
+                .code,
+            codes::STALE_BROKER_EPOCH
+        );
+        assert_eq!(
+            heartbeat(&img, hb(9, 0, 0)).map(|_| ()).unwrap_err().code,
+            codes::BROKER_ID_NOT_REGISTERED
+        );
+        // A second process with the same id while the first heartbeats is refused; the same
+        // incarnation retrying gets its epoch back.
+        assert_eq!(
+            register_broker(&img, "c", &hbs, reg(1, 42), 100, 9000)
+                .map(|_| ())
+                .unwrap_err()
+                .code,
+            codes::DUPLICATE_BROKER_REGISTRATION
+        );
+        let (recs, e) = register_broker(&img, "c", &hbs, reg(1, 1), 100, 9000).expect("retry");
+        assert!(recs.is_empty());
+        assert_eq!(e, epochs[&1]);
+
+        // A partition led by 1 with ISR [1,2] and one only on 1.
+        let t = Uuid::from_bytes([7; 16]);
+        apply(
+            &mut img,
+            &[
+                MetadataRecord::Topic {
+                    name: "t".into(),
+                    topic_id: t,
+                },
+                MetadataRecord::Partition {
+                    topic_id: t,
+                    partition_id: 0,
+                    replicas: vec![1, 2],
+                    isr: vec![1, 2],
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+                MetadataRecord::Partition {
+                    topic_id: t,
+                    partition_id: 1,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+            ],
+        );
+        // Brokers 2 and 3 heartbeat, 1 goes silent: 1 is fenced after the session timeout.
+        hbs.touch(2, 8000);
+        hbs.touch(3, 8000);
+        assert!(fence_expired(&img, &hbs, 8999, 9000).is_empty());
+        let recs = fence_expired(&img, &hbs, 9000, 9000);
+        apply(&mut img, &recs);
+        assert!(img.brokers[&1].fenced);
+        let p = |img: &MetadataImage, i: i32| img.topic("t").map(|t| t.partitions[&i].clone());
+        let p0 = p(&img, 0).expect("p0");
+        assert_eq!(
+            (p0.leader, p0.leader_epoch, p0.isr.clone()),
+            (2, 1, vec![2])
+        );
+        let p1 = p(&img, 1).expect("p1");
+        assert_eq!((p1.leader, p1.isr.clone()), (-1, vec![1]));
+        // Broker 1 comes back: re-registers (fenced), catches up, is unfenced and leads its
+        // leaderless partition again with a new leader epoch.
+        let (recs, epoch) =
+            register_broker(&img, "c", &hbs, reg(1, 11), 20_000, 9000).expect("re-register");
+        apply(&mut img, &recs);
+        let (recs, r) = heartbeat(&img, hb(1, epoch, img.offset)).expect("hb");
+        apply(&mut img, &recs);
+        assert!(!r.is_fenced);
+        let p1 = p(&img, 1).expect("p1");
+        assert_eq!((p1.leader, p1.leader_epoch), (1, 2));
+        // Controlled shutdown of 2: leadership moves to 1 (back in the ISR only via
+        // replication, so p0 has no other in-sync replica: it goes leaderless).
+        let (recs, r) = heartbeat(
+            &img,
+            Heartbeat {
+                want_shut_down: true,
+                ..hb(2, epochs[&2], img.offset)
+            },
+        )
+        .expect("hb");
+        apply(&mut img, &recs);
+        assert!(r.should_shut_down && img.brokers[&2].fenced);
+        assert_eq!(p(&img, 0).map(|p| p.leader), Some(-1));
+    }
+}
