@@ -170,11 +170,9 @@ pub fn heartbeat(
     }
     let caught_up = hb.current_metadata_offset >= reg.epoch;
     let mut records = Vec::new();
-    let mut fenced = reg.fenced;
     if hb.want_shut_down {
-        if !fenced {
+        if !reg.fenced {
             records.extend(fence_broker(image, hb.broker_id));
-            fenced = true;
         }
         return Ok((
             records,
