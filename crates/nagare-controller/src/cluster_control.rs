@@ -183,6 +183,7 @@ pub fn heartbeat(
             },
         ));
     }
+    let mut fenced = reg.fenced;
     if hb.want_fence && !fenced {
         records.extend(fence_broker(image, hb.broker_id));
         fenced = true;
