@@ -250,6 +250,16 @@ const IMPLEMENTED: &[(&str, Kind)] = &[
         Kind::Int(0, i32::MAX as i64),
     ),
     ("group.max.size", Kind::Int(1, i32::MAX as i64)),
+    (
+        "group.consumer.session.timeout.ms",
+        Kind::Int(1, i32::MAX as i64),
+    ),
+    (
+        "group.consumer.heartbeat.interval.ms",
+        Kind::Int(1, i32::MAX as i64),
+    ),
+    ("group.consumer.assignors", Kind::List),
+    ("group.consumer.max.size", Kind::Int(1, i32::MAX as i64)),
     ("offsets.retention.minutes", Kind::Int(1, i32::MAX as i64)),
     (
         "offsets.retention.check.interval.ms",
@@ -640,6 +650,13 @@ impl BrokerConfig {
                 ),
                 offset_metadata_max_bytes: int("offset.metadata.max.bytes", 4096) as usize,
                 max_record_bytes: int("message.max.bytes", 1_048_588) as usize,
+                // KIP-848 consumer groups.
+                consumer_session_timeout_ms: int("group.consumer.session.timeout.ms", 45_000)
+                    as i32,
+                consumer_heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms", 5_000)
+                    as i32,
+                consumer_assignors: consumer_assignors(get("group.consumer.assignors")),
+                consumer_max_size: int("group.consumer.max.size", i32::MAX as i64) as usize,
                 ..Default::default()
             },
             quorum: QuorumConfig {
@@ -837,4 +854,28 @@ foo.bar=1
             ]
         );
     }
+}
+
+/// `group.consumer.assignors`: short names (`uniform`, `range`) or Kafka's class names
+/// (`org.apache.kafka.coordinator.group.assignor.UniformAssignor`, …); the first is the
+/// default. Unknown names are kept, so that a client asking for them is refused with
+/// UNSUPPORTED_ASSIGNOR only if they are not listed.
+fn consumer_assignors(v: Option<&str>) -> Vec<String> {
+    let Some(v) = v else {
+        return vec!["uniform".to_owned(), "range".to_owned()];
+    };
+    v.split(',')
+        .map(|a| {
+            let a = a.trim();
+            let lower = a.to_ascii_lowercase();
+            if lower.ends_with("uniformassignor") {
+                "uniform".to_owned()
+            } else if lower.ends_with("rangeassignor") {
+                "range".to_owned()
+            } else {
+                a.to_owned()
+            }
+        })
+        .filter(|a| !a.is_empty())
+        .collect()
 }

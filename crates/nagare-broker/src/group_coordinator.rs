@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, Mutex};
 use nagare_coordinator::{
     error_response, CoordinatorRecord, CoordinatorResult, GroupCoordinatorConfig,
     GroupCoordinatorShard, GroupRequest, GroupResponse, Reply as ShardReply, RequestContext,
-    RequestToken,
+    RequestToken, TopicsImage,
 };
 use nagare_metadata::MetadataImage;
 
@@ -34,6 +34,19 @@ const UNKNOWN_SERVER_ERROR: i16 = -1;
 struct ShardState {
     shard: GroupCoordinatorShard,
     parked: HashMap<RequestToken, oneshot::Sender<GroupResponse>>,
+    /// The version of the topics image the shard has seen.
+    topics_version: u64,
+}
+
+impl ShardState {
+    /// Gives the shard the latest topics image if it has not seen it yet (KIP-848 groups
+    /// recompute their target assignment when their subscribed topics change).
+    fn refresh_topics(&mut self, topics: &(u64, Arc<TopicsImage>)) {
+        if self.topics_version != topics.0 {
+            self.shard.set_topics(topics.1.as_ref().clone());
+            self.topics_version = topics.0;
+        }
+    }
 }
 
 struct ShardHandle {
@@ -46,6 +59,8 @@ pub struct GroupCoordinator {
     replicas: Arc<ReplicaManager>,
     config: GroupCoordinatorConfig,
     shards: SyncMutex<HashMap<i32, Arc<ShardHandle>>>,
+    /// The cluster's topics from the latest metadata image, with a version number.
+    topics: SyncMutex<(u64, Arc<TopicsImage>)>,
 }
 
 /// A pending answer: resolves once the request's effects are durable.
@@ -58,12 +73,27 @@ impl GroupCoordinator {
             replicas,
             config,
             shards: SyncMutex::new(HashMap::new()),
+            topics: SyncMutex::new((0, Arc::new(TopicsImage::default()))),
         }
     }
 
     /// Loads shards for `__consumer_offsets` partitions this node now leads and unloads the
     /// others (their parked requests get NOT_COORDINATOR).
     pub fn on_image(&self, image: &MetadataImage, node_id: i32) {
+        let topics = TopicsImage {
+            topics: image
+                .topics_by_id
+                .values()
+                .map(|t| (t.name.clone(), (t.id, t.partitions.len() as i32)))
+                .collect(),
+        };
+        {
+            let mut current = self.topics.lock();
+            if *current.1 != topics {
+                *current = (current.0 + 1, Arc::new(topics));
+            }
+        }
+        let topics = self.topics.lock().clone();
         let led: Vec<i32> = image
             .topic(OFFSETS_TOPIC)
             .map(|t| {
@@ -101,6 +131,7 @@ impl GroupCoordinator {
             };
             match load_shard(&partition, self.config.clone()) {
                 Ok(mut shard) => {
+                    shard.set_topics(topics.1.as_ref().clone());
                     let result = shard.on_loaded(now_ms());
                     if let Err(e) = append(&partition, &result.records) {
                         tracing::error!(partition = p, error = %e, "cannot append after loading the shard");
@@ -114,6 +145,7 @@ impl GroupCoordinator {
                             state: Mutex::new(ShardState {
                                 shard,
                                 parked: HashMap::new(),
+                                topics_version: topics.0,
                             }),
                         }),
                     );
@@ -154,7 +186,9 @@ impl GroupCoordinator {
             let resp = error_response(&req, &ctx, NOT_COORDINATOR);
             return Box::pin(async move { resp });
         };
+        let topics = self.topics.lock().clone();
         let mut st = handle.state.lock().await;
+        st.refresh_topics(&topics);
         let result = st.shard.handle(&ctx, req.clone(), now_ms());
         let fallback = error_response(&req, &ctx, UNKNOWN_SERVER_ERROR);
         self.commit(&handle, &mut st, result, Some(fallback))
@@ -164,8 +198,10 @@ impl GroupCoordinator {
     pub async fn tick(&self) {
         let handles: Vec<Arc<ShardHandle>> = self.shards.lock().values().cloned().collect();
         let now = now_ms();
+        let topics = self.topics.lock().clone();
         for h in handles {
             let mut st = h.state.lock().await;
+            st.refresh_topics(&topics);
             if st.shard.next_deadline_ms().map(|d| d > now).unwrap_or(true) {
                 continue;
             }

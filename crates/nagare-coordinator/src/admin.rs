@@ -43,9 +43,21 @@ impl GroupCoordinatorShard {
                     .with_protocol_type(sb(g.protocol_type.as_deref().unwrap_or("")))
                     .with_group_state(sb(g.state.as_str()))
                     .with_group_type(sb("classic"))
-            })
-            .collect();
-        ListGroupsResponse::default().with_groups(groups)
+            });
+        // KIP-848 groups are listed with type `consumer` and their own states.
+        let consumer = self
+            .consumer_groups
+            .values()
+            .filter(|g| states.is_empty() || states.contains(&g.state().as_str().to_lowercase()))
+            .filter(|_| types.is_empty() || types.iter().any(|t| t == "consumer"))
+            .map(|g| {
+                ListedGroup::default()
+                    .with_group_id(GroupId(sb(&g.group_id)))
+                    .with_protocol_type(sb("consumer"))
+                    .with_group_state(sb(g.state().as_str()))
+                    .with_group_type(sb("consumer"))
+            });
+        ListGroupsResponse::default().with_groups(groups.chain(consumer).collect())
     }
 
     /// DescribeGroups: members with metadata and assignment only when Stable (Kafka's
@@ -60,6 +72,9 @@ impl GroupCoordinatorShard {
             .groups
             .iter()
             .map(|id| {
+                if let Some(d) = self.describe_consumer_group_classic(id) {
+                    return d;
+                }
                 let Some(g) = self.groups.get(id.0.as_str()) else {
                     let mut d = DescribedGroup::default()
                         .with_group_id(id.clone())
@@ -104,29 +119,19 @@ impl GroupCoordinatorShard {
         let mut results = Vec::with_capacity(req.groups_names.len().min(1024));
         for id in &req.groups_names {
             let group_id = id.0.as_str().to_owned();
+            let consumer_members = self.consumer_groups.get(&group_id).map(|g| g.members.len());
             let code = match self.groups.get(&group_id) {
+                None if consumer_members.is_some_and(|n| n > 0) => errors::NON_EMPTY_GROUP,
+                None if consumer_members.is_some() => {
+                    self.tombstone_offsets(&group_id);
+                    self.delete_consumer_group_records(&group_id);
+                    errors::NONE
+                }
                 None => errors::GROUP_ID_NOT_FOUND,
                 Some(g) if g.is(GroupState::Dead) => errors::GROUP_ID_NOT_FOUND,
                 Some(g) if !g.is(GroupState::Empty) => errors::NON_EMPTY_GROUP,
                 Some(_) => {
-                    let offsets: Vec<(String, i32)> = self
-                        .offsets
-                        .group(&group_id)
-                        .map(|topics| {
-                            topics
-                                .iter()
-                                .flat_map(|(t, parts)| parts.keys().map(move |p| (t.clone(), *p)))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    for (topic, partition) in offsets {
-                        self.append(CoordinatorRecord::OffsetCommit {
-                            group_id: group_id.clone(),
-                            topic,
-                            partition,
-                            value: None,
-                        });
-                    }
+                    self.tombstone_offsets(&group_id);
                     self.append(CoordinatorRecord::GroupMetadata {
                         group_id: group_id.clone(),
                         value: None,
@@ -141,5 +146,81 @@ impl GroupCoordinatorShard {
             );
         }
         DeleteGroupsResponse::default().with_results(results)
+    }
+
+    fn tombstone_offsets(&mut self, group_id: &str) {
+        let offsets: Vec<(String, i32)> = self
+            .offsets
+            .group(group_id)
+            .map(|topics| {
+                topics
+                    .iter()
+                    .flat_map(|(t, parts)| parts.keys().map(move |p| (t.clone(), *p)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (topic, partition) in offsets {
+            self.append(CoordinatorRecord::OffsetCommit {
+                group_id: group_id.to_owned(),
+                topic,
+                partition,
+                value: None,
+            });
+        }
+    }
+
+    /// DescribeGroups of a KIP-848 group: Kafka 4.x describes it in the classic format, with
+    /// protocol type `consumer`, the assignor as protocol data, and each member's
+    /// subscription and assignment serialized with the classic consumer protocol.
+    fn describe_consumer_group_classic(&self, id: &GroupId) -> Option<DescribedGroup> {
+        use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
+        use kafka_protocol::messages::{
+            ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
+        };
+        use kafka_protocol::protocol::Encodable;
+        let g = self.consumer_groups.get(id.0.as_str())?;
+        let encode = |v: &dyn Fn(&mut bytes::BytesMut) -> Result<(), ()>| {
+            let mut b = bytes::BytesMut::new();
+            bytes::BufMut::put_i16(&mut b, 0);
+            v(&mut b).ok().map(|_| b.freeze()).unwrap_or_default()
+        };
+        let members = g
+            .members
+            .values()
+            .map(|m| {
+                let sub = ConsumerProtocolSubscription::default().with_topics(
+                    m.meta
+                        .subscribed_topic_names
+                        .iter()
+                        .map(|t| sb(t))
+                        .collect(),
+                );
+                let asg = ConsumerProtocolAssignment::default().with_assigned_partitions(
+                    m.assigned
+                        .iter()
+                        .map(|(t, ps)| {
+                            TopicPartition::default()
+                                .with_topic(TopicName(sb(self.topics.name_of(t).unwrap_or(""))))
+                                .with_partitions(ps.iter().copied().collect())
+                        })
+                        .collect(),
+                );
+                DescribedGroupMember::default()
+                    .with_member_id(sb(&m.member_id))
+                    .with_group_instance_id(m.meta.instance_id.as_deref().map(sb))
+                    .with_client_id(sb(&m.meta.client_id))
+                    .with_client_host(sb(&m.meta.client_host))
+                    .with_member_metadata(encode(&|b| sub.encode(b, 0).map_err(|_| ())))
+                    .with_member_assignment(encode(&|b| asg.encode(b, 0).map_err(|_| ())))
+            })
+            .collect();
+        Some(
+            DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_group_state(sb(g.state().as_str()))
+                .with_protocol_type(sb("consumer"))
+                .with_protocol_data(sb(&self.group_assignor(g)))
+                .with_members(members),
+        )
     }
 }

@@ -47,6 +47,19 @@ impl GroupCoordinatorShard {
                 errors::INVALID_GROUP_ID,
             )));
         }
+        if let Some(n) = self.consumer_groups.get(&group_id).map(|g| g.members.len()) {
+            if n > 0 {
+                // KIP-848: classic and consumer groups share the id space; a classic member
+                // cannot join a live consumer group.
+                return Reply::Now(GroupResponse::JoinGroup(join_error(
+                    &member_id,
+                    errors::INCONSISTENT_GROUP_PROTOCOL,
+                )));
+            }
+            // An empty consumer group becomes a classic group (Kafka's downgrade of empty
+            // groups); its offsets stay.
+            self.delete_consumer_group_records_keep_offsets(&group_id);
+        }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
             || req.session_timeout_ms > self.config.max_session_timeout_ms
         {

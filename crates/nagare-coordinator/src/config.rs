@@ -29,6 +29,18 @@ pub struct GroupCoordinatorConfig {
     /// exceeds it is refused with the error Kafka returns when such a write fails
     /// (UNKNOWN_SERVER_ERROR), instead of poisoning every later write of the group.
     pub max_record_bytes: usize,
+    /// `group.consumer.session.timeout.ms`: a KIP-848 member that does not heartbeat for this
+    /// long is removed.
+    pub consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms`: the interval KIP-848 members are told to
+    /// heartbeat at.
+    pub consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.assignors`: the server-side assignors, the first being the default
+    /// (`uniform`, `range`).
+    pub consumer_assignors: Vec<String>,
+    /// `group.consumer.max.size`: KIP-848 joins beyond this many members get
+    /// GROUP_MAX_SIZE_REACHED.
+    pub consumer_max_size: usize,
 }
 
 impl Default for GroupCoordinatorConfig {
@@ -43,6 +55,10 @@ impl Default for GroupCoordinatorConfig {
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
             max_record_bytes: 1_048_588,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_assignors: vec!["uniform".to_owned(), "range".to_owned()],
+            consumer_max_size: i32::MAX as usize,
         }
     }
 }

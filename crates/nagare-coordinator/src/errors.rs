@@ -40,3 +40,15 @@ pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
 pub const FENCED_INSTANCE_ID: i16 = 82;
 /// OffsetDelete of a topic the group's members are subscribed to (KIP-496).
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+/// The client's API version is not supported for this request.
+pub const UNSUPPORTED_VERSION: i16 = 35;
+/// The member epoch is fenced by the group coordinator (KIP-848).
+pub const FENCED_MEMBER_EPOCH: i16 = 110;
+/// A static member with this instance id is still active (KIP-848).
+pub const UNRELEASED_INSTANCE_ID: i16 = 111;
+/// The server assignor is not one of `group.consumer.assignors` (KIP-848).
+pub const UNSUPPORTED_ASSIGNOR: i16 = 112;
+/// The member epoch of an OffsetCommit/OffsetFetch is not the member's current one (KIP-848).
+pub const STALE_MEMBER_EPOCH: i16 = 113;
+/// The subscription regular expression is invalid (KIP-848).
+pub const INVALID_REGULAR_EXPRESSION: i16 = 128;

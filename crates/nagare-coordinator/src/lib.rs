@@ -19,8 +19,10 @@
 //! No clocks, sockets, files or async inside: the broker's shell moves bytes and time.
 
 mod admin;
+mod assignor;
 mod classic;
 mod config;
+mod consumer;
 pub mod errors;
 mod find_coordinator;
 mod group;
@@ -29,12 +31,18 @@ pub mod record;
 mod shard;
 mod timer;
 
+pub use assignor::{RANGE as RANGE_ASSIGNOR, UNIFORM as UNIFORM_ASSIGNOR};
 pub use config::GroupCoordinatorConfig;
+pub use consumer::{
+    ConsumerGroupState, ConsumerGroupView, ConsumerMemberView, MemberState, TopicsImage,
+    LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+};
 pub use find_coordinator::{find_coordinator_response, partition_for, CoordinatorLocation};
 pub use group::{GroupState, GroupView, MemberView};
 pub use offsets::CommittedOffset;
 pub use record::{
-    CoordinatorRecord, GroupMetadataValue, MemberMetadataValue, OffsetCommitValue, RecordError,
+    ConsumerMemberMetadataValue, CoordinatorRecord, CurrentMemberAssignmentValue,
+    GroupMetadataValue, MemberMetadataValue, OffsetCommitValue, RecordError, TopicPartitions,
 };
 pub use shard::{
     error_response, CoordinatorResult, DurableState, GroupCoordinatorShard, GroupRequest,

@@ -187,7 +187,11 @@ impl GroupCoordinatorShard {
                     // Java's String.length(): UTF-16 code units.
                     m.as_str().encode_utf16().count() > self.config.offset_metadata_max_bytes
                 });
-                let code = if too_large {
+                let code = if !self.partition_exists(t.name.0.as_str(), p.partition_index) {
+                    // Kafka 4.x answers commits for topics or partitions that do not exist
+                    // with UNKNOWN_TOPIC_OR_PARTITION, partition by partition.
+                    errors::UNKNOWN_TOPIC_OR_PARTITION
+                } else if too_large {
                     errors::OFFSET_METADATA_TOO_LARGE
                 } else {
                     self.append(CoordinatorRecord::OffsetCommit {
@@ -233,6 +237,15 @@ impl GroupCoordinatorShard {
         let generation = req.generation_id_or_member_epoch;
         let member_id = req.member_id.as_str();
         let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
+        if self.consumer_groups.contains_key(req.group_id.0.as_str()) {
+            // KIP-848: commits into a consumer group carry the member id and epoch (v9+).
+            return self.validate_consumer_member(
+                req.group_id.0.as_str(),
+                member_id,
+                generation,
+                ctx.api_version >= 9,
+            );
+        }
         let Some(g) = self.groups.get(req.group_id.0.as_str()) else {
             if generation < 0 {
                 // A simple consumer (no group management) or the admin client: the group is
@@ -283,6 +296,22 @@ impl GroupCoordinatorShard {
                 .groups
                 .iter()
                 .map(|g| {
+                    // KIP-848: a member of a consumer group fetches with its id and epoch.
+                    let member_id = g.member_id.as_ref().map(|m| m.as_str()).unwrap_or("");
+                    if (!member_id.is_empty() || g.member_epoch >= 0)
+                        && self.consumer_groups.contains_key(g.group_id.0.as_str())
+                    {
+                        if let Err(code) = self.validate_consumer_member(
+                            g.group_id.0.as_str(),
+                            member_id,
+                            g.member_epoch,
+                            true,
+                        ) {
+                            return OffsetFetchResponseGroup::default()
+                                .with_group_id(g.group_id.clone())
+                                .with_error_code(code);
+                        }
+                    }
                     let topics = g.topics.as_ref().map(|ts| {
                         ts.iter()
                             .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
@@ -408,6 +437,9 @@ impl GroupCoordinatorShard {
         if group_id.is_empty() {
             return top(errors::INVALID_GROUP_ID);
         }
+        if let Some(subscribed) = self.consumer_subscribed_topics(&group_id) {
+            return self.offset_delete_consumer(req, &group_id, &subscribed);
+        }
         let Some(g) = self.groups.get(&group_id) else {
             return top(errors::GROUP_ID_NOT_FOUND);
         };
@@ -456,6 +488,67 @@ impl GroupCoordinatorShard {
                             value: None,
                         });
                     }
+                }
+            }
+            topics.push(
+                OffsetDeleteResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(parts),
+            );
+        }
+        for r in tombstones {
+            self.append(r);
+        }
+        OffsetDeleteResponse::default().with_topics(topics)
+    }
+
+    /// Whether `topic`-`partition` exists, per the last topics image the shell gave; without
+    /// one (unit tests of the shard alone) every partition is taken to exist.
+    fn partition_exists(&self, topic: &str, partition: i32) -> bool {
+        if !self.topics_known {
+            return true;
+        }
+        self.topics
+            .topics
+            .get(topic)
+            .is_some_and(|(_, n)| partition >= 0 && partition < *n)
+    }
+
+    /// OffsetDelete on a KIP-848 group: offsets of topics its members subscribe to cannot be
+    /// deleted (KIP-496).
+    fn offset_delete_consumer(
+        &mut self,
+        req: &OffsetDeleteRequest,
+        group_id: &str,
+        subscribed: &std::collections::BTreeSet<String>,
+    ) -> OffsetDeleteResponse {
+        let mut tombstones = Vec::new();
+        let mut topics = Vec::with_capacity(req.topics.len().min(1024));
+        for t in &req.topics {
+            let name = t.name.0.as_str();
+            let mut parts = Vec::new();
+            for p in &t.partitions {
+                if subscribed.contains(name) {
+                    parts.push(
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(errors::GROUP_SUBSCRIBED_TO_TOPIC),
+                    );
+                } else if self
+                    .offsets
+                    .get(group_id, name, p.partition_index)
+                    .is_some()
+                {
+                    parts.push(
+                        OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index),
+                    );
+                    tombstones.push(CoordinatorRecord::OffsetCommit {
+                        group_id: group_id.to_owned(),
+                        topic: name.to_owned(),
+                        partition: p.partition_index,
+                        value: None,
+                    });
                 }
             }
             topics.push(

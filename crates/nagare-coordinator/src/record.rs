@@ -9,12 +9,20 @@
 //! |---|---|---|
 //! | 0, 1 | `OffsetCommitKey { group, topic, partition }` | `OffsetCommitValue` v0–v4 |
 //! | 2 | `GroupMetadataKey { group }` | `GroupMetadataValue` v0–v4 |
+//! | 3 | `ConsumerGroupMetadataKey { group }` | `ConsumerGroupMetadataValue` v0 |
+//! | 5 | `ConsumerGroupMemberMetadataKey { group, member }` | `ConsumerGroupMemberMetadataValue` v0 |
+//! | 6 | `ConsumerGroupTargetAssignmentMetadataKey { group }` | `…TargetAssignmentMetadataValue` v0 |
+//! | 7 | `ConsumerGroupTargetAssignmentMemberKey { group, member }` | `…TargetAssignmentMemberValue` v0 |
+//! | 8 | `ConsumerGroupCurrentMemberAssignmentKey { group, member }` | `…CurrentMemberAssignmentValue` v0 |
 //!
 //! We write key version 1 / 2, `OffsetCommitValue` v3 (v1 when an explicit expire timestamp
 //! is present, as Kafka does for old clients asking for a retention time) and
-//! `GroupMetadataValue` v3. All versions up to the flexible v4 are decoded. Other key versions
-//! (KIP-848 consumer-group records, share groups) are reported as
-//! [`RecordError::UnknownKeyVersion`] so that a loader can skip them.
+//! `GroupMetadataValue` v3. All versions up to the flexible v4 are decoded. The KIP-848
+//! consumer-group records (keys 3, 5–8) use Kafka's flexible v0 value schemas (compact strings
+//! and arrays, tagged fields, which are skipped when read). Key 4
+//! (`ConsumerGroupPartitionMetadata`, deprecated by Kafka 4.1) and the share/streams group
+//! records are reported as [`RecordError::UnknownKeyVersion`] so that a loader can skip them:
+//! Nagare recomputes a group's subscribed-topic metadata from the metadata image instead.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -101,6 +109,47 @@ pub struct OffsetCommitValue {
     pub expire_timestamp_ms: i64,
 }
 
+/// Partitions by topic id: the assignment type of the KIP-848 records.
+pub type TopicPartitions = std::collections::BTreeMap<uuid::Uuid, std::collections::BTreeSet<i32>>;
+
+/// The value of a consumer-group member record (Kafka's `ConsumerGroupMemberMetadataValue`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerMemberMetadataValue {
+    /// The static member's `group.instance.id`, if any.
+    pub instance_id: Option<String>,
+    /// The member's rack, if any.
+    pub rack_id: Option<String>,
+    /// The client id.
+    pub client_id: String,
+    /// The client's host as the broker saw it.
+    pub client_host: String,
+    /// The topics the member subscribes to by name.
+    pub subscribed_topic_names: Vec<String>,
+    /// The member's subscription regular expression (KIP-848 RE2J syntax), if any.
+    pub subscribed_topic_regex: Option<String>,
+    /// The member's rebalance timeout.
+    pub rebalance_timeout_ms: i32,
+    /// The server-side assignor the member asked for, if any.
+    pub server_assignor: Option<String>,
+}
+
+/// The value of a consumer-group current-assignment record (Kafka's
+/// `ConsumerGroupCurrentMemberAssignmentValue`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CurrentMemberAssignmentValue {
+    /// The epoch the member must heartbeat with.
+    pub member_epoch: i32,
+    /// The member's previous epoch (accepted if the bump's response was lost).
+    pub previous_member_epoch: i32,
+    /// The member state (Kafka's `MemberState`: 0 stable, 1 unrevoked partitions, 2 unreleased
+    /// partitions).
+    pub state: i8,
+    /// The partitions the member owns (or is given).
+    pub assigned_partitions: TopicPartitions,
+    /// The partitions the member must revoke.
+    pub partitions_pending_revocation: TopicPartitions,
+}
+
 /// A record of the `__consumer_offsets` topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CoordinatorRecord {
@@ -122,6 +171,47 @@ pub enum CoordinatorRecord {
         /// The committed offset, or `None` to delete it.
         value: Option<OffsetCommitValue>,
     },
+    /// A KIP-848 consumer group's epoch (key 3); `None` deletes the group.
+    ConsumerGroupMetadata {
+        /// The group id.
+        group_id: String,
+        /// The group epoch, or `None` (tombstone).
+        epoch: Option<i32>,
+    },
+    /// A consumer-group member's subscription and client data (key 5).
+    ConsumerGroupMemberMetadata {
+        /// The group id.
+        group_id: String,
+        /// The member id.
+        member_id: String,
+        /// The member metadata, or `None` when the member left.
+        value: Option<ConsumerMemberMetadataValue>,
+    },
+    /// The epoch of a consumer group's target assignment (key 6).
+    ConsumerGroupTargetAssignmentMetadata {
+        /// The group id.
+        group_id: String,
+        /// The assignment epoch, or `None` (tombstone).
+        assignment_epoch: Option<i32>,
+    },
+    /// One member's target assignment (key 7).
+    ConsumerGroupTargetAssignmentMember {
+        /// The group id.
+        group_id: String,
+        /// The member id.
+        member_id: String,
+        /// The target partitions, or `None` when the member left.
+        partitions: Option<TopicPartitions>,
+    },
+    /// One member's current assignment and epoch (key 8).
+    ConsumerGroupCurrentMemberAssignment {
+        /// The group id.
+        group_id: String,
+        /// The member id.
+        member_id: String,
+        /// The current assignment, or `None` when the member left.
+        value: Option<CurrentMemberAssignmentValue>,
+    },
 }
 
 const OFFSET_COMMIT_KEY_VERSION: i16 = 1;
@@ -133,7 +223,12 @@ impl CoordinatorRecord {
     pub fn group_id(&self) -> &str {
         match self {
             CoordinatorRecord::GroupMetadata { group_id, .. }
-            | CoordinatorRecord::OffsetCommit { group_id, .. } => group_id,
+            | CoordinatorRecord::OffsetCommit { group_id, .. }
+            | CoordinatorRecord::ConsumerGroupMetadata { group_id, .. }
+            | CoordinatorRecord::ConsumerGroupMemberMetadata { group_id, .. }
+            | CoordinatorRecord::ConsumerGroupTargetAssignmentMetadata { group_id, .. }
+            | CoordinatorRecord::ConsumerGroupTargetAssignmentMember { group_id, .. }
+            | CoordinatorRecord::ConsumerGroupCurrentMemberAssignment { group_id, .. } => group_id,
         }
     }
 
@@ -142,6 +237,17 @@ impl CoordinatorRecord {
         match self {
             CoordinatorRecord::GroupMetadata { value, .. } => value.is_none(),
             CoordinatorRecord::OffsetCommit { value, .. } => value.is_none(),
+            CoordinatorRecord::ConsumerGroupMetadata { epoch, .. } => epoch.is_none(),
+            CoordinatorRecord::ConsumerGroupMemberMetadata { value, .. } => value.is_none(),
+            CoordinatorRecord::ConsumerGroupTargetAssignmentMetadata {
+                assignment_epoch, ..
+            } => assignment_epoch.is_none(),
+            CoordinatorRecord::ConsumerGroupTargetAssignmentMember { partitions, .. } => {
+                partitions.is_none()
+            }
+            CoordinatorRecord::ConsumerGroupCurrentMemberAssignment { value, .. } => {
+                value.is_none()
+            }
         }
     }
 
@@ -163,6 +269,41 @@ impl CoordinatorRecord {
                 put_string(&mut buf, group_id);
                 put_string(&mut buf, topic);
                 buf.put_i32(*partition);
+            }
+            CoordinatorRecord::ConsumerGroupMetadata { group_id, .. } => {
+                buf.put_i16(3);
+                put_string(&mut buf, group_id);
+            }
+            CoordinatorRecord::ConsumerGroupTargetAssignmentMetadata { group_id, .. } => {
+                buf.put_i16(6);
+                put_string(&mut buf, group_id);
+            }
+            CoordinatorRecord::ConsumerGroupMemberMetadata {
+                group_id,
+                member_id,
+                ..
+            } => {
+                buf.put_i16(5);
+                put_string(&mut buf, group_id);
+                put_string(&mut buf, member_id);
+            }
+            CoordinatorRecord::ConsumerGroupTargetAssignmentMember {
+                group_id,
+                member_id,
+                ..
+            } => {
+                buf.put_i16(7);
+                put_string(&mut buf, group_id);
+                put_string(&mut buf, member_id);
+            }
+            CoordinatorRecord::ConsumerGroupCurrentMemberAssignment {
+                group_id,
+                member_id,
+                ..
+            } => {
+                buf.put_i16(8);
+                put_string(&mut buf, group_id);
+                put_string(&mut buf, member_id);
             }
         }
         buf.freeze()
@@ -210,6 +351,51 @@ impl CoordinatorRecord {
                     buf.put_i64(v.commit_timestamp_ms);
                 }
             }
+            // KIP-848 values: flexible v0 (compact encodings, empty tagged-field sections).
+            CoordinatorRecord::ConsumerGroupMetadata { epoch, .. } => {
+                buf.put_i16(0);
+                buf.put_i32((*epoch)?);
+                put_uvarint(&mut buf, 0);
+            }
+            CoordinatorRecord::ConsumerGroupTargetAssignmentMetadata {
+                assignment_epoch, ..
+            } => {
+                buf.put_i16(0);
+                buf.put_i32((*assignment_epoch)?);
+                put_uvarint(&mut buf, 0);
+            }
+            CoordinatorRecord::ConsumerGroupMemberMetadata { value, .. } => {
+                let v = value.as_ref()?;
+                buf.put_i16(0);
+                put_compact_nullable_string(&mut buf, v.instance_id.as_deref());
+                put_compact_nullable_string(&mut buf, v.rack_id.as_deref());
+                put_compact_nullable_string(&mut buf, Some(&v.client_id));
+                put_compact_nullable_string(&mut buf, Some(&v.client_host));
+                put_uvarint(&mut buf, v.subscribed_topic_names.len() as u64 + 1);
+                for t in &v.subscribed_topic_names {
+                    put_compact_nullable_string(&mut buf, Some(t));
+                }
+                put_compact_nullable_string(&mut buf, v.subscribed_topic_regex.as_deref());
+                buf.put_i32(v.rebalance_timeout_ms);
+                put_compact_nullable_string(&mut buf, v.server_assignor.as_deref());
+                put_uvarint(&mut buf, 0);
+            }
+            CoordinatorRecord::ConsumerGroupTargetAssignmentMember { partitions, .. } => {
+                let p = partitions.as_ref()?;
+                buf.put_i16(0);
+                put_topic_partitions(&mut buf, p);
+                put_uvarint(&mut buf, 0);
+            }
+            CoordinatorRecord::ConsumerGroupCurrentMemberAssignment { value, .. } => {
+                let v = value.as_ref()?;
+                buf.put_i16(0);
+                buf.put_i32(v.member_epoch);
+                buf.put_i32(v.previous_member_epoch);
+                buf.put_i8(v.state);
+                put_topic_partitions(&mut buf, &v.assigned_partitions);
+                put_topic_partitions(&mut buf, &v.partitions_pending_revocation);
+                put_uvarint(&mut buf, 0);
+            }
         }
         Some(buf.freeze())
     }
@@ -235,6 +421,40 @@ impl CoordinatorRecord {
                 let group_id = get_string(&mut k, "group")?;
                 let value = value.map(decode_group_metadata_value).transpose()?;
                 Ok(CoordinatorRecord::GroupMetadata { group_id, value })
+            }
+            3 => {
+                let group_id = get_string(&mut k, "group")?;
+                let epoch = value.map(decode_epoch_value).transpose()?;
+                Ok(CoordinatorRecord::ConsumerGroupMetadata { group_id, epoch })
+            }
+            6 => {
+                let group_id = get_string(&mut k, "group")?;
+                let assignment_epoch = value.map(decode_epoch_value).transpose()?;
+                Ok(CoordinatorRecord::ConsumerGroupTargetAssignmentMetadata {
+                    group_id,
+                    assignment_epoch,
+                })
+            }
+            5 | 7 | 8 => {
+                let group_id = get_string(&mut k, "group")?;
+                let member_id = get_string(&mut k, "member")?;
+                Ok(match key_version {
+                    5 => CoordinatorRecord::ConsumerGroupMemberMetadata {
+                        group_id,
+                        member_id,
+                        value: value.map(decode_member_metadata_value).transpose()?,
+                    },
+                    7 => CoordinatorRecord::ConsumerGroupTargetAssignmentMember {
+                        group_id,
+                        member_id,
+                        partitions: value.map(decode_target_member_value).transpose()?,
+                    },
+                    _ => CoordinatorRecord::ConsumerGroupCurrentMemberAssignment {
+                        group_id,
+                        member_id,
+                        value: value.map(decode_current_assignment_value).transpose()?,
+                    },
+                })
             }
             v => Err(RecordError::UnknownKeyVersion(v)),
         }
@@ -339,6 +559,134 @@ fn decode_group_metadata_value(mut b: &[u8]) -> Result<GroupMetadataValue, Recor
         current_state_timestamp_ms,
         members,
     })
+}
+
+fn value_version(b: &mut &[u8], record: &'static str) -> Result<(), RecordError> {
+    let version = get_i16(b, "value version")?;
+    if version != 0 {
+        return Err(RecordError::UnknownValueVersion { record, version });
+    }
+    Ok(())
+}
+
+fn decode_epoch_value(mut b: &[u8]) -> Result<i32, RecordError> {
+    value_version(&mut b, "ConsumerGroupMetadataValue")?;
+    let epoch = get_i32(&mut b, "epoch")?;
+    // Kafka 4.1 adds a tagged metadata hash; we do not use it.
+    skip_tagged_fields(&mut b)?;
+    Ok(epoch)
+}
+
+fn decode_member_metadata_value(mut b: &[u8]) -> Result<ConsumerMemberMetadataValue, RecordError> {
+    value_version(&mut b, "ConsumerGroupMemberMetadataValue")?;
+    let instance_id = read_string(&mut b, true, "instance id")?;
+    let rack_id = read_string(&mut b, true, "rack id")?;
+    let client_id = required(read_string(&mut b, true, "client id")?, "client id")?;
+    let client_host = required(read_string(&mut b, true, "client host")?, "client host")?;
+    let n = read_array_len(&mut b, true, "subscribed topic names")?;
+    let mut subscribed_topic_names = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        subscribed_topic_names.push(required(
+            read_string(&mut b, true, "topic name")?,
+            "topic name",
+        )?);
+    }
+    let subscribed_topic_regex = read_string(&mut b, true, "subscribed topic regex")?;
+    let rebalance_timeout_ms = get_i32(&mut b, "rebalance timeout")?;
+    let server_assignor = read_string(&mut b, true, "server assignor")?;
+    // Tag 0 (ClassicMemberMetadata) is only written for classic-protocol members of a
+    // consumer group, which Nagare does not have.
+    skip_tagged_fields(&mut b)?;
+    Ok(ConsumerMemberMetadataValue {
+        instance_id,
+        rack_id,
+        client_id,
+        client_host,
+        subscribed_topic_names,
+        subscribed_topic_regex,
+        rebalance_timeout_ms,
+        server_assignor,
+    })
+}
+
+fn decode_target_member_value(mut b: &[u8]) -> Result<TopicPartitions, RecordError> {
+    value_version(&mut b, "ConsumerGroupTargetAssignmentMemberValue")?;
+    let p = read_topic_partitions(&mut b)?;
+    skip_tagged_fields(&mut b)?;
+    Ok(p)
+}
+
+fn decode_current_assignment_value(
+    mut b: &[u8],
+) -> Result<CurrentMemberAssignmentValue, RecordError> {
+    value_version(&mut b, "ConsumerGroupCurrentMemberAssignmentValue")?;
+    let member_epoch = get_i32(&mut b, "member epoch")?;
+    let previous_member_epoch = get_i32(&mut b, "previous member epoch")?;
+    if b.remaining() < 1 {
+        return Err(RecordError::Truncated("state"));
+    }
+    let state = b.get_i8();
+    let assigned_partitions = read_topic_partitions(&mut b)?;
+    let partitions_pending_revocation = read_topic_partitions(&mut b)?;
+    skip_tagged_fields(&mut b)?;
+    Ok(CurrentMemberAssignmentValue {
+        member_epoch,
+        previous_member_epoch,
+        state,
+        assigned_partitions,
+        partitions_pending_revocation,
+    })
+}
+
+fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+fn put_compact_nullable_string(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        None => put_uvarint(buf, 0),
+        Some(s) => {
+            put_uvarint(buf, s.len() as u64 + 1);
+            buf.put_slice(s.as_bytes());
+        }
+    }
+}
+
+/// `[]TopicPartitions { TopicId uuid, Partitions []int32 }`, compact, with empty tags.
+fn put_topic_partitions(buf: &mut BytesMut, p: &TopicPartitions) {
+    put_uvarint(buf, p.len() as u64 + 1);
+    for (id, parts) in p {
+        buf.put_slice(id.as_bytes());
+        put_uvarint(buf, parts.len() as u64 + 1);
+        for i in parts {
+            buf.put_i32(*i);
+        }
+        put_uvarint(buf, 0);
+    }
+}
+
+fn read_topic_partitions(b: &mut &[u8]) -> Result<TopicPartitions, RecordError> {
+    let n = read_array_len(b, true, "topic partitions")?;
+    let mut out = TopicPartitions::new();
+    for _ in 0..n {
+        let raw = take(b, 16, "topic id")?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(raw);
+        let count = read_array_len(b, true, "partitions")?;
+        let mut parts = std::collections::BTreeSet::new();
+        for _ in 0..count {
+            parts.insert(get_i32(b, "partition")?);
+        }
+        skip_tagged_fields(b)?;
+        out.entry(uuid::Uuid::from_bytes(id))
+            .or_default()
+            .extend(parts);
+    }
+    Ok(out)
 }
 
 fn len_i32(n: usize) -> i32 {
@@ -612,6 +960,68 @@ mod tests {
     }
 
     #[test]
+    fn consumer_group_records_round_trip() {
+        let id = uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1122_3344_5566_7788);
+        let tp: TopicPartitions = [(id, [0, 3, 7].into_iter().collect())].into();
+        let records = vec![
+            CoordinatorRecord::ConsumerGroupMetadata {
+                group_id: "g".into(),
+                epoch: Some(5),
+            },
+            CoordinatorRecord::ConsumerGroupTargetAssignmentMetadata {
+                group_id: "g".into(),
+                assignment_epoch: Some(4),
+            },
+            CoordinatorRecord::ConsumerGroupMemberMetadata {
+                group_id: "g".into(),
+                member_id: "m".into(),
+                value: Some(ConsumerMemberMetadataValue {
+                    instance_id: Some("i".into()),
+                    rack_id: None,
+                    client_id: "c".into(),
+                    client_host: "/h".into(),
+                    subscribed_topic_names: vec!["a".into(), "b".into()],
+                    subscribed_topic_regex: None,
+                    rebalance_timeout_ms: 300_000,
+                    server_assignor: Some("range".into()),
+                }),
+            },
+            CoordinatorRecord::ConsumerGroupTargetAssignmentMember {
+                group_id: "g".into(),
+                member_id: "m".into(),
+                partitions: Some(tp.clone()),
+            },
+            CoordinatorRecord::ConsumerGroupCurrentMemberAssignment {
+                group_id: "g".into(),
+                member_id: "m".into(),
+                value: Some(CurrentMemberAssignmentValue {
+                    member_epoch: 5,
+                    previous_member_epoch: 4,
+                    state: 1,
+                    assigned_partitions: tp.clone(),
+                    partitions_pending_revocation: TopicPartitions::new(),
+                }),
+            },
+            CoordinatorRecord::ConsumerGroupCurrentMemberAssignment {
+                group_id: "g".into(),
+                member_id: "m".into(),
+                value: None,
+            },
+        ];
+        for r in records {
+            let k = r.encode_key();
+            let v = r.encode_value();
+            let back = CoordinatorRecord::decode(&k, v.as_deref()).unwrap();
+            assert_eq!(back, r);
+            if let Some(v) = v {
+                for cut in 0..v.len() {
+                    assert!(CoordinatorRecord::decode(&k, Some(&v[..cut])).is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
     fn corrupt_input_is_an_error_not_a_panic() {
         let r = CoordinatorRecord::GroupMetadata {
             group_id: "g".into(),
@@ -626,8 +1036,8 @@ mod tests {
             assert!(CoordinatorRecord::decode(&k[..cut], Some(&v)).is_err());
         }
         assert_eq!(
-            CoordinatorRecord::decode(&[0, 3, 0, 0], None),
-            Err(RecordError::UnknownKeyVersion(3))
+            CoordinatorRecord::decode(&[0, 4, 0, 0], None),
+            Err(RecordError::UnknownKeyVersion(4))
         );
         let mut huge = BytesMut::new();
         huge.put_i16(3);

@@ -5,14 +5,17 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse,
 };
 
 use crate::config::GroupCoordinatorConfig;
+use crate::consumer::{ConsumerGroup, ConsumerGroupView, TopicsImage};
 use crate::errors;
 use crate::group::{ClassicGroup, GroupState, GroupView, MemberView};
 use crate::offsets::Offsets;
@@ -60,6 +63,10 @@ pub enum GroupRequest {
     ListGroups(ListGroupsRequest),
     /// DeleteGroups (API 42); every group in it must belong to this shard.
     DeleteGroups(DeleteGroupsRequest),
+    /// ConsumerGroupHeartbeat (API 68, KIP-848).
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
+    /// ConsumerGroupDescribe (API 69, KIP-848); every group in it must belong to this shard.
+    ConsumerGroupDescribe(ConsumerGroupDescribeRequest),
 }
 
 /// A response of the group coordinator.
@@ -85,6 +92,10 @@ pub enum GroupResponse {
     ListGroups(ListGroupsResponse),
     /// DeleteGroups.
     DeleteGroups(DeleteGroupsResponse),
+    /// ConsumerGroupHeartbeat.
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
+    /// ConsumerGroupDescribe.
+    ConsumerGroupDescribe(ConsumerGroupDescribeResponse),
 }
 
 /// The reply to the request just handled.
@@ -124,6 +135,8 @@ pub struct DurableState {
     pub groups: BTreeMap<String, GroupView>,
     /// Every committed offset by (group, topic, partition).
     pub offsets: BTreeMap<(String, String, i32), OffsetCommitValue>,
+    /// Every KIP-848 consumer group's view.
+    pub consumer_groups: BTreeMap<String, ConsumerGroupView>,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +152,12 @@ pub struct GroupCoordinatorShard {
     partition: i32,
     loaded: bool,
     pub(crate) groups: BTreeMap<String, ClassicGroup>,
+    /// KIP-848 consumer groups (their ids never collide with `groups`).
+    pub(crate) consumer_groups: BTreeMap<String, ConsumerGroup>,
+    /// The cluster's topics, from the latest metadata image.
+    pub(crate) topics: TopicsImage,
+    /// Whether the shell has given a topics image yet.
+    pub(crate) topics_known: bool,
     pub(crate) offsets: Offsets,
     pub(crate) timers: Timers,
     pub(crate) out: Output,
@@ -157,6 +176,9 @@ impl GroupCoordinatorShard {
             partition,
             loaded: false,
             groups: BTreeMap::new(),
+            consumer_groups: BTreeMap::new(),
+            topics: TopicsImage::default(),
+            topics_known: false,
             offsets: Offsets::default(),
             timers: Timers::default(),
             out: Output::default(),
@@ -193,6 +215,15 @@ impl GroupCoordinatorShard {
                 group_id,
                 value: Some(v),
             } => {
+                // One id space: a classic group record replaces an empty consumer group of
+                // the same id (see `delete_consumer_group_records_keep_offsets`).
+                if self
+                    .consumer_groups
+                    .get(group_id)
+                    .is_some_and(|g| g.members.is_empty())
+                {
+                    self.consumer_groups.remove(group_id);
+                }
                 self.groups.insert(
                     group_id.clone(),
                     ClassicGroup::from_record(group_id.clone(), v),
@@ -214,7 +245,9 @@ impl GroupCoordinatorShard {
                 // Why: a consumer that commits without group membership gets a so-called
                 // simple group: an empty classic group without protocol type (Kafka's
                 // OffsetMetadataManager.replay).
-                if !self.groups.contains_key(group_id) {
+                if !self.groups.contains_key(group_id)
+                    && !self.consumer_groups.contains_key(group_id)
+                {
                     self.groups
                         .insert(group_id.clone(), ClassicGroup::new(group_id.clone(), None));
                 }
@@ -228,6 +261,7 @@ impl GroupCoordinatorShard {
             } => {
                 self.offsets.remove(group_id, topic, *partition);
             }
+            other => self.replay_consumer(other),
         }
     }
 
@@ -256,6 +290,7 @@ impl GroupCoordinatorShard {
             }
             self.groups.insert(id, g);
         }
+        self.on_loaded_consumer();
         self.timers.schedule(
             TimerKey::Cleanup,
             now_ms.saturating_add(self.config.offsets_retention_check_interval_ms),
@@ -330,6 +365,21 @@ impl GroupCoordinatorShard {
                     self.expire_pending_sync(&group_id, generation_id);
                 }
                 (TimerKey::Sync { .. }, _) => {}
+                (
+                    TimerKey::ConsumerSession {
+                        group_id,
+                        member_id,
+                    },
+                    _,
+                ) => self.expire_consumer_session(&group_id, &member_id),
+                (
+                    TimerKey::ConsumerRebalance {
+                        group_id,
+                        member_id,
+                    },
+                    TimerAction::ExpireConsumerRebalance { member_epoch },
+                ) => self.expire_consumer_rebalance(&group_id, &member_id, member_epoch),
+                (TimerKey::ConsumerRebalance { .. }, _) => {}
                 (TimerKey::Cleanup, _) => {
                     self.cleanup_group_metadata();
                     self.timers.schedule(
@@ -381,6 +431,12 @@ impl GroupCoordinatorShard {
             GroupRequest::DeleteGroups(r) => {
                 Reply::Now(GroupResponse::DeleteGroups(self.delete_groups(&r)))
             }
+            GroupRequest::ConsumerGroupHeartbeat(r) => Reply::Now(
+                GroupResponse::ConsumerGroupHeartbeat(self.consumer_group_heartbeat(ctx, r)),
+            ),
+            GroupRequest::ConsumerGroupDescribe(r) => Reply::Now(
+                GroupResponse::ConsumerGroupDescribe(self.consumer_group_describe(&r)),
+            ),
         };
         self.finish(reply)
     }
@@ -409,6 +465,7 @@ impl GroupCoordinatorShard {
                 .map(|(id, g)| (id.clone(), g.view()))
                 .collect(),
             offsets: self.offsets.all(),
+            consumer_groups: self.consumer_groups(),
         }
     }
 
@@ -617,6 +674,21 @@ pub fn error_response(request: &GroupRequest, ctx: &RequestContext, code: i16) -
         GroupRequest::ListGroups(_) => {
             GroupResponse::ListGroups(ListGroupsResponse::default().with_error_code(code))
         }
+        GroupRequest::ConsumerGroupHeartbeat(_) => GroupResponse::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatResponse::default().with_error_code(code),
+        ),
+        GroupRequest::ConsumerGroupDescribe(r) => GroupResponse::ConsumerGroupDescribe(
+            ConsumerGroupDescribeResponse::default().with_groups(
+                r.group_ids
+                    .iter()
+                    .map(|g| {
+                        kafka_protocol::messages::consumer_group_describe_response::DescribedGroup::default()
+                            .with_group_id(g.clone())
+                            .with_error_code(code)
+                    })
+                    .collect(),
+            ),
+        ),
         GroupRequest::DeleteGroups(r) => GroupResponse::DeleteGroups(
             DeleteGroupsResponse::default().with_results(
                 r.groups_names

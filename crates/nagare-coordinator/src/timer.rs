@@ -15,6 +15,10 @@ pub(crate) enum TimerKey {
     Sync { group_id: String },
     /// Periodic offset retention and empty-group cleanup.
     Cleanup,
+    /// Session expiry of a KIP-848 consumer-group member.
+    ConsumerSession { group_id: String, member_id: String },
+    /// Rebalance (revocation) timeout of a KIP-848 consumer-group member.
+    ConsumerRebalance { group_id: String, member_id: String },
 }
 
 /// What to do when a timer fires.
@@ -30,6 +34,8 @@ pub(crate) enum TimerAction {
     ExpirePendingSync { generation_id: i32 },
     /// `cleanupGroupMetadata`.
     Cleanup,
+    /// Fence a consumer-group member still revoking at `member_epoch`.
+    ExpireConsumerRebalance { member_epoch: i32 },
 }
 
 #[derive(Debug, Default)]

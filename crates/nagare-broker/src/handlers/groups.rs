@@ -1,16 +1,18 @@
 //! The classic consumer-group APIs — JoinGroup (11), SyncGroup (14), Heartbeat (12),
 //! LeaveGroup (13), OffsetCommit (8), OffsetFetch (9), DescribeGroups (15), ListGroups (16),
-//! DeleteGroups (42), OffsetDelete (47) — routed to the shard of `__consumer_offsets` that
+//! DeleteGroups (42), OffsetDelete (47) — and the KIP-848 ones — ConsumerGroupHeartbeat (68),
+//! ConsumerGroupDescribe (69) — routed to the shard of `__consumer_offsets` that
 //! owns each group. Requests naming several groups are split by shard and their answers
 //! merged. The decisions live in `nagare-coordinator`; this module only routes and encodes.
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::{
-    ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
 };
 use nagare_coordinator::{GroupRequest, GroupResponse, RequestContext};
 
@@ -52,6 +54,12 @@ fn encode(v: i16, corr: i32, resp: &GroupResponse) -> Response {
         GroupResponse::DescribeGroups(r) => respond(ApiKey::DescribeGroups, v, corr, r),
         GroupResponse::ListGroups(r) => respond(ApiKey::ListGroups, v, corr, r),
         GroupResponse::DeleteGroups(r) => respond(ApiKey::DeleteGroups, v, corr, r),
+        GroupResponse::ConsumerGroupHeartbeat(r) => {
+            respond(ApiKey::ConsumerGroupHeartbeat, v, corr, r)
+        }
+        GroupResponse::ConsumerGroupDescribe(r) => {
+            respond(ApiKey::ConsumerGroupDescribe, v, corr, r)
+        }
     }
 }
 
@@ -121,6 +129,40 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Resu
         ApiKey::LeaveGroup => single!(LeaveGroupRequest, LeaveGroup),
         ApiKey::OffsetCommit => single!(OffsetCommitRequest, OffsetCommit),
         ApiKey::OffsetDelete => single!(OffsetDeleteRequest, OffsetDelete),
+        ApiKey::ConsumerGroupHeartbeat => {
+            single!(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeat)
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            let r: ConsumerGroupDescribeRequest = req.decode()?;
+            let mut parts = Vec::new();
+            for (shard, groups) in by_shard(broker, r.group_ids.clone()) {
+                let sub = r.clone().with_group_ids(groups);
+                parts.push(
+                    on_shard(
+                        broker,
+                        shard,
+                        &ctx,
+                        GroupRequest::ConsumerGroupDescribe(sub),
+                    )
+                    .await,
+                );
+            }
+            Ok(merge(
+                v,
+                corr,
+                parts,
+                |acc, next| {
+                    if let (
+                        GroupResponse::ConsumerGroupDescribe(a),
+                        GroupResponse::ConsumerGroupDescribe(b),
+                    ) = (acc, next)
+                    {
+                        a.groups.extend(b.groups);
+                    }
+                },
+                GroupResponse::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default()),
+            ))
+        }
         ApiKey::OffsetFetch => {
             let r: OffsetFetchRequest = req.decode()?;
             if v < 8 {

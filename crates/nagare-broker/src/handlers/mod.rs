@@ -4,6 +4,8 @@
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_records;
@@ -147,6 +149,16 @@ pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
             groups::OFFSET_DELETE.0,
             groups::OFFSET_DELETE.1,
         ),
+        (
+            ApiKey::ConsumerGroupHeartbeat,
+            consumer_group_heartbeat::VERSIONS.0,
+            consumer_group_heartbeat::VERSIONS.1,
+        ),
+        (
+            ApiKey::ConsumerGroupDescribe,
+            consumer_group_describe::VERSIONS.0,
+            consumer_group_describe::VERSIONS.1,
+        ),
     ]
 }
 
@@ -261,6 +273,8 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes, peer: std::net::So
         | ApiKey::ListGroups
         | ApiKey::DeleteGroups
         | ApiKey::OffsetDelete => groups::handle(broker, key, req).await,
+        ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(broker, req).await,
+        ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(broker, req).await,
         _ => Err(format!("no handler for {key:?}")),
     };
     match result {
