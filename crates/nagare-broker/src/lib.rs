@@ -4,11 +4,14 @@
 //! controller (`nagare-controller`); the broker only reacts to the images it publishes.
 
 pub mod alloc;
+pub mod broker_lifecycle;
 pub mod config;
+pub mod controller_channel;
 pub mod fetch_session;
 pub mod group_coordinator;
 pub mod handlers;
 pub mod network;
+pub mod quorum;
 pub mod replica_manager;
 mod sendfile;
 pub mod server;
@@ -22,7 +25,7 @@ use nagare_controller::shell::ControllerError;
 use nagare_controller::Controller;
 use nagare_metadata::records::{ConfigResource, MetadataRecord};
 use nagare_metadata::topic_config::TopicDefaults;
-use nagare_metadata::MetadataImage;
+use nagare_metadata::{MetadataImage, MetadataPublisher};
 
 pub use config::BrokerConfig;
 pub use replica_manager::ReplicaManager;
@@ -33,8 +36,13 @@ pub struct Broker {
     pub config: BrokerConfig,
     /// Cluster id (from `meta.properties`).
     pub cluster_id: String,
-    /// The controller (in-process for the single-node quorum).
-    pub controller: Arc<Controller>,
+    /// This node's controller, on nodes with the controller role (active when this node
+    /// leads the metadata quorum).
+    pub controller: Option<Arc<Controller>>,
+    /// The metadata image this node has applied, and its listeners.
+    pub metadata: Arc<MetadataPublisher>,
+    /// The channel to the active controller (set once the quorum is up).
+    pub channel: std::sync::OnceLock<Arc<controller_channel::ControllerChannel>>,
     /// Hosted partitions.
     pub replicas: Arc<ReplicaManager>,
     /// KIP-227 incremental fetch sessions.
@@ -52,10 +60,11 @@ impl Broker {
     pub fn new(
         config: BrokerConfig,
         cluster_id: String,
-        controller: Arc<Controller>,
+        controller: Option<Arc<Controller>>,
+        metadata: Arc<MetadataPublisher>,
         replicas: Arc<ReplicaManager>,
     ) -> Self {
-        let image = controller.image();
+        let image = metadata.image();
         let defaults = config.topic_defaults(&dynamic_broker_overrides(&image, config.node_id));
         Broker {
             groups: Arc::new(group_coordinator::GroupCoordinator::new(
@@ -74,8 +83,32 @@ impl Broker {
             config,
             cluster_id,
             controller,
+            metadata,
+            channel: std::sync::OnceLock::new(),
             replicas,
         }
+    }
+
+    /// Sends a request to the active controller over the controller channel.
+    pub async fn channel_send<R>(
+        &self,
+        req: &R,
+    ) -> Result<R::Response, broker_lifecycle::LifecycleError>
+    where
+        R: kafka_protocol::protocol::Request + Clone,
+    {
+        let Some(ch) = self.channel.get() else {
+            return Err(broker_lifecycle::LifecycleError {
+                code: nagare_controller::cluster_control::codes::NOT_CONTROLLER,
+                message: "no controller channel".into(),
+            });
+        };
+        ch.send(req)
+            .await
+            .map_err(|e| broker_lifecycle::LifecycleError {
+                code: 7, // REQUEST_TIMED_OUT
+                message: e.to_string(),
+            })
     }
 
     /// Current broker-level topic defaults (static config plus dynamic broker configs).
@@ -85,7 +118,12 @@ impl Broker {
 
     /// The latest metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.controller.image()
+        self.metadata.image()
+    }
+
+    /// Whether this node is the active controller.
+    pub fn is_active_controller(&self) -> bool {
+        self.controller.as_ref().is_some_and(|c| c.is_active())
     }
 
     /// Reacts to a newly committed image.
@@ -98,7 +136,8 @@ impl Broker {
         self.groups.on_image(image, self.config.node_id);
     }
 
-    /// Runs a controller decision off the async threads (it fsyncs the metadata log).
+    /// Runs a controller decision on this node's controller; NOT_CONTROLLER unless it is the
+    /// active one (requests reaching a broker are forwarded to the active controller first).
     pub async fn controller_commit<T, F>(
         self: &Arc<Self>,
         dry_run: bool,
@@ -108,13 +147,9 @@ impl Broker {
         T: Send + 'static,
         F: FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError> + Send + 'static,
     {
-        let controller = self.controller.clone();
-        match tokio::task::spawn_blocking(move || controller.commit(dry_run, decide)).await {
-            Ok(r) => r,
-            Err(e) => Err(ControllerError::Api(ApiError {
-                code: -1,
-                message: format!("controller task failed: {e}"),
-            })),
+        match &self.controller {
+            Some(c) => c.commit(dry_run, decide).await,
+            None => Err(ControllerError::NotController { leader: None }),
         }
     }
 

@@ -13,12 +13,14 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use nagare_controller::logic;
 use nagare_controller::Controller;
-use nagare_metadata::records::{Endpoint, MetadataRecord};
+use nagare_metadata::records::MetadataRecord;
+use nagare_metadata::MetadataPublisher;
 use nagare_storage::LogManager;
 
+use crate::broker_lifecycle::BrokerLifecycle;
 use crate::config::BrokerConfig;
+use crate::quorum::LocalQuorum;
 use crate::replica_manager::{now_ms, ReplicaManager};
 use crate::Broker;
 
@@ -29,6 +31,8 @@ pub struct RunningServer {
     /// Address the broker listener is bound to.
     pub local_addr: std::net::SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    quorum: Arc<LocalQuorum>,
+    lifecycle: Arc<BrokerLifecycle>,
 }
 
 /// Kafka's `meta.properties` file in each log dir.
@@ -199,11 +203,19 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     if metadata_dir != log_dir {
         format_or_check(&metadata_dir, &config, Some(&cluster_id))?;
     }
-    let controller = Arc::new(
-        Controller::open(&metadata_dir)
+    let metadata = Arc::new(MetadataPublisher::new());
+    let quorum = Arc::new(
+        LocalQuorum::open(config.node_id, &metadata_dir, metadata.clone())
             .with_context(|| format!("cannot open metadata log in {}", metadata_dir.display()))?,
     );
-    let image = controller.image();
+    let controller = Arc::new(Controller::new(
+        config.node_id,
+        cluster_id.clone(),
+        quorum.clone(),
+        metadata.clone(),
+        config.quorum.broker_session_timeout_ms,
+    ));
+    let image = metadata.image();
     let dyn_overrides = {
         let mut m = image.config_overrides(nagare_metadata::records::ConfigResource::Broker, "");
         m.extend(image.config_overrides(
@@ -239,34 +251,22 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     let broker = Arc::new(Broker::new(
         config.clone(),
         cluster_id.clone(),
-        controller.clone(),
+        Some(controller.clone()),
+        metadata.clone(),
         replicas.clone(),
     ));
 
     // React to every committed image (topic creation, deletion, config changes).
     let weak: Weak<Broker> = Arc::downgrade(&broker);
-    controller.subscribe(Box::new(move |_old, new| {
+    metadata.subscribe(Box::new(move |_old, new| {
         if let Some(b) = weak.upgrade() {
             b.on_image(new);
         }
     }));
     broker.on_image(&image);
 
-    // Register (or re-register) this broker with its advertised listeners.
-    let endpoints: Vec<Endpoint> = config
-        .advertised_listeners
-        .iter()
-        .map(|l| Endpoint {
-            name: l.name.clone(),
-            host: l.host.clone(),
-            port: l.port,
-            security_protocol: "PLAINTEXT".to_string(),
-        })
-        .collect();
-    let node_id = config.node_id;
-    let rack = config.broker_rack.clone();
     broker
-        .controller_commit(false, move |img| {
+        .controller_commit(false, |img| {
             let mut recs = Vec::new();
             if !img.features.contains_key("metadata.version") {
                 recs.push(MetadataRecord::FeatureLevel {
@@ -274,17 +274,26 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
                     level: 27,
                 });
             }
-            let current = img.brokers.get(&node_id);
-            if current
-                .map(|b| b.endpoints != endpoints || b.rack != rack || b.fenced)
-                .unwrap_or(true)
-            {
-                recs.extend(logic::register_broker(img, node_id, endpoints, rack));
-            }
             Ok((recs, ()))
         })
         .await
-        .context("cannot register the broker")?;
+        .context("cannot initialize the metadata log")?;
+    // Register with the controller and wait to be unfenced (caught up with the metadata log)
+    // before serving clients, as Kafka's brokers do.
+    let lifecycle = Arc::new(BrokerLifecycle::new(&broker));
+    lifecycle.register(&broker).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot register the broker: {} (error {})",
+            e.message,
+            e.code
+        )
+    })?;
+    if !lifecycle
+        .wait_unfenced(&broker, Duration::from_secs(30))
+        .await
+    {
+        tracing::warn!("the controller has not unfenced this broker yet; serving anyway");
+    }
 
     let listener_cfg = config
         .broker_listener()
@@ -329,6 +338,21 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             }
         }
     }));
+    tasks.push(tokio::spawn(lifecycle.clone().run(broker.clone())));
+    tasks.push(tokio::spawn({
+        // The active controller fences brokers whose heartbeats stopped.
+        let controller = controller.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = controller.fence_expired_brokers().await {
+                    tracing::debug!(error = %e, "fencing check failed");
+                }
+            }
+        }
+    }));
     tasks.push(tokio::spawn(accept_loop(broker.clone(), listener)));
 
     let advertised = config
@@ -348,6 +372,8 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         broker,
         local_addr,
         tasks,
+        quorum,
+        lifecycle,
     })
 }
 
@@ -398,10 +424,15 @@ impl RunningServer {
         for t in &self.tasks {
             t.abort();
         }
+        // Controlled shutdown: leadership moves to other replicas before this broker stops.
+        self.lifecycle
+            .controlled_shutdown(&self.broker, Duration::from_secs(5))
+            .await;
         let broker = self.broker.clone();
+        let quorum = self.quorum.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             broker.replicas.shutdown().context("log shutdown")?;
-            broker.controller.close().context("metadata log close")?;
+            quorum.close().context("metadata log close")?;
             Ok(())
         })
         .await??;

@@ -31,6 +31,8 @@ pub mod codes {
 #[derive(Debug, Default, Clone)]
 pub struct HeartbeatTracker {
     last_contact_ms: BTreeMap<i32, u64>,
+    /// Brokers that really heartbeated this controller (not just the grace period).
+    heard: std::collections::BTreeSet<i32>,
 }
 
 impl HeartbeatTracker {
@@ -38,12 +40,20 @@ impl HeartbeatTracker {
     pub fn new(image: &MetadataImage, now_ms: u64) -> Self {
         HeartbeatTracker {
             last_contact_ms: image.brokers.keys().map(|id| (*id, now_ms)).collect(),
+            heard: Default::default(),
         }
     }
 
     /// Records contact from `broker_id`.
     pub fn touch(&mut self, broker_id: i32, now_ms: u64) {
         self.last_contact_ms.insert(broker_id, now_ms);
+        self.heard.insert(broker_id);
+    }
+
+    /// Whether `broker_id` itself heartbeated this controller within the session timeout
+    /// (the grace period a new controller gives every broker does not count).
+    pub fn has_live_session(&self, broker_id: i32, now_ms: u64, session_timeout_ms: u64) -> bool {
+        self.heard.contains(&broker_id) && self.is_alive(broker_id, now_ms, session_timeout_ms)
     }
 
     /// Whether `broker_id` heartbeated within `session_timeout_ms`.
@@ -94,7 +104,9 @@ pub fn register_broker(
         if existing.incarnation_id == reg.incarnation_id {
             return Ok((Vec::new(), existing.epoch));
         }
-        if !existing.fenced && heartbeats.is_alive(reg.broker_id, now_ms, session_timeout_ms) {
+        if !existing.fenced
+            && heartbeats.has_live_session(reg.broker_id, now_ms, session_timeout_ms)
+        {
             return Err(ApiError {
                 code: codes::DUPLICATE_BROKER_REGISTRATION,
                 message: format!(

@@ -1,7 +1,8 @@
-//! The active controller: turns admin requests, broker registrations and producer-id
-//! allocations into metadata records. [`logic`] holds the decisions as pure functions over a
-//! [`MetadataImage`] returning `(records, response)`; [`shell::Controller`] commits the
-//! records to the metadata log and publishes the new image.
+//! The active controller: turns admin requests, broker registrations, heartbeats and
+//! producer-id allocations into metadata records. [`logic`] and [`cluster_control`] hold the
+//! decisions as pure functions over a [`MetadataImage`] returning `(records, response)`;
+//! [`shell::Controller`] runs them one at a time on the quorum leader and proposes the records
+//! to the KRaft quorum ([`shell::Quorum`]).
 
 pub mod cluster_control;
 pub mod logic;

@@ -1,22 +1,38 @@
-//! The controller's thin shell: runs a decision against the current image under one lock,
-//! commits the resulting records to the metadata log (fsynced), applies them to a new image
-//! and publishes it to listeners. Single-voter quorum for now: a record is committed once it
-//! is durable on this node's metadata log.
+//! The controller's thin shell (Kafka's `QuorumController`): on the node that leads the
+//! KRaft quorum it runs each decision of [`crate::logic`] / [`crate::cluster_control`]
+//! against the latest image, one at a time, and proposes the resulting records to the quorum;
+//! an operation completes once its records are committed and applied to this node's image.
+//! Every other controller answers NOT_CONTROLLER, and brokers retry on the new leader.
 
-use std::path::Path;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock};
+use bytes::Bytes;
 
-use nagare_metadata::log::{MetadataLog, MetadataLogError};
 use nagare_metadata::records::MetadataRecord;
-use nagare_metadata::MetadataImage;
+use nagare_metadata::{MetadataImage, MetadataPublisher};
 
+use crate::cluster_control::{self, Heartbeat, HeartbeatReply, HeartbeatTracker, Registration};
 use crate::logic::ApiError;
 
-/// A listener told of each new image (old, new) after it is committed.
-pub type ImageListener = Box<dyn Fn(&MetadataImage, &Arc<MetadataImage>) + Send + Sync>;
+/// A boxed future, so that [`Quorum`] stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the controller needs from the metadata quorum (implemented over the KRaft shell by
+/// the server; by a fake in tests).
+pub trait Quorum: Send + Sync + 'static {
+    /// The current leader as this node knows it.
+    fn leader_id(&self) -> Option<i32>;
+    /// Resolves to `Some(epoch)` once this node leads the quorum in `epoch` and has applied
+    /// everything committed before it (a new controller must not decide on a stale image),
+    /// or `None` if it does not lead (after a short wait for a pending election).
+    fn ready_epoch(&self) -> BoxFuture<'_, Option<i32>>;
+    /// Appends `records` in `epoch`; resolves with the offset of the last one once they are
+    /// committed and applied to the local image. Fails if leadership is lost first.
+    fn propose(&self, epoch: i32, records: Vec<Bytes>) -> BoxFuture<'_, Result<i64, String>>;
+}
 
 /// Errors of a controller operation.
 #[derive(Debug, thiserror::Error)]
@@ -24,102 +40,282 @@ pub enum ControllerError {
     /// The request was refused with a Kafka error.
     #[error(transparent)]
     Api(#[from] ApiError),
-    /// The metadata log could not be written.
-    #[error(transparent)]
-    Log(#[from] MetadataLogError),
+    /// This node is not the active controller.
+    #[error("this node is not the active controller (the leader is {leader:?})")]
+    NotController {
+        /// The active controller, if known.
+        leader: Option<i32>,
+    },
+    /// The records could not be committed (leadership lost, quorum unavailable).
+    #[error("the metadata quorum did not commit the change: {0}")]
+    Quorum(String),
 }
 
 impl ControllerError {
-    /// The Kafka error code to answer with (KAFKA_STORAGE_ERROR for log failures).
+    /// The Kafka error code to answer with.
     pub fn code(&self) -> i16 {
         match self {
             ControllerError::Api(e) => e.code,
-            ControllerError::Log(_) => 56,
+            ControllerError::NotController { .. } => cluster_control::codes::NOT_CONTROLLER,
+            // Kafka answers NOT_CONTROLLER when a proposal loses its leader; clients retry.
+            ControllerError::Quorum(_) => cluster_control::codes::NOT_CONTROLLER,
         }
     }
     /// The message to answer with.
     pub fn message(&self) -> String {
         match self {
             ControllerError::Api(e) => e.message.clone(),
-            ControllerError::Log(e) => e.to_string(),
+            other => other.to_string(),
         }
     }
 }
 
-struct Inner {
-    log: MetadataLog,
-    image: Arc<MetadataImage>,
+struct ActiveState {
+    /// The epoch the heartbeat state belongs to; a new epoch starts every session afresh.
+    epoch: Option<i32>,
+    heartbeats: HeartbeatTracker,
 }
 
-/// The active controller of a single-voter quorum.
+/// The controller of one node (active when its node leads the quorum).
 pub struct Controller {
-    inner: Mutex<Inner>,
-    published: RwLock<Arc<MetadataImage>>,
-    listeners: RwLock<Vec<ImageListener>>,
+    node_id: i32,
+    cluster_id: String,
+    quorum: Arc<dyn Quorum>,
+    publisher: Arc<MetadataPublisher>,
+    state: tokio::sync::Mutex<ActiveState>,
+    session_timeout_ms: u64,
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
 impl Controller {
-    /// Opens the metadata log in `metadata_dir` and replays it.
-    pub fn open(metadata_dir: &Path) -> Result<Self, ControllerError> {
-        let (log, image) = MetadataLog::open(metadata_dir, now_ms())?;
-        let image = Arc::new(image);
-        Ok(Controller {
-            inner: Mutex::new(Inner {
-                log,
-                image: image.clone(),
+    /// A controller for `node_id` of `cluster_id` deciding over `publisher`'s image and
+    /// committing through `quorum`. Brokers are fenced after `session_timeout_ms`
+    /// (`broker.session.timeout.ms`) without a heartbeat.
+    pub fn new(
+        node_id: i32,
+        cluster_id: String,
+        quorum: Arc<dyn Quorum>,
+        publisher: Arc<MetadataPublisher>,
+        session_timeout_ms: u64,
+    ) -> Self {
+        Controller {
+            node_id,
+            cluster_id,
+            quorum,
+            publisher,
+            state: tokio::sync::Mutex::new(ActiveState {
+                epoch: None,
+                heartbeats: HeartbeatTracker::default(),
             }),
-            published: RwLock::new(image),
-            listeners: RwLock::new(Vec::new()),
-        })
+            session_timeout_ms,
+        }
     }
 
-    /// The latest committed image.
+    /// Whether this node currently leads the quorum.
+    pub fn is_active(&self) -> bool {
+        self.quorum.leader_id() == Some(self.node_id)
+    }
+
+    /// The latest image applied on this node.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.published.read().clone()
+        self.publisher.image()
     }
 
-    /// Registers a listener for new images.
-    pub fn subscribe(&self, listener: ImageListener) {
-        self.listeners.write().push(listener);
+    /// Waits to be the ready leader and locks the decision state for that epoch.
+    async fn lock_active(
+        &self,
+    ) -> Result<(i32, tokio::sync::MutexGuard<'_, ActiveState>), ControllerError> {
+        let Some(epoch) = self.quorum.ready_epoch().await else {
+            return Err(ControllerError::NotController {
+                leader: self.quorum.leader_id(),
+            });
+        };
+        let mut st = self.state.lock().await;
+        if st.epoch != Some(epoch) {
+            st.epoch = Some(epoch);
+            st.heartbeats = HeartbeatTracker::new(&self.publisher.image(), now_ms());
+            tracing::info!(node = self.node_id, epoch, "became the active controller");
+        }
+        Ok((epoch, st))
+    }
+
+    async fn propose(&self, epoch: i32, records: &[MetadataRecord]) -> Result<(), ControllerError> {
+        let encoded = records.iter().map(|r| Bytes::from(r.encode())).collect();
+        self.quorum
+            .propose(epoch, encoded)
+            .await
+            .map(|_| ())
+            .map_err(ControllerError::Quorum)
     }
 
     /// Runs `decide` against the current image; commits the records it returns (unless
-    /// `dry_run`), publishes the new image, and returns its answer. Decisions are serialized,
-    /// so each sees the effect of the previous one.
-    pub fn commit<T>(
+    /// `dry_run`) and returns its answer once they are applied. Decisions are serialized, so
+    /// each sees the effect of the previous one.
+    pub async fn commit<T>(
         &self,
         dry_run: bool,
         decide: impl FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError>,
     ) -> Result<T, ControllerError> {
-        let mut inner = self.inner.lock();
-        let (records, answer) = decide(&inner.image)?;
-        if dry_run || records.is_empty() {
-            return Ok(answer);
-        }
-        let first = inner.log.append(&records, 0, now_ms())?;
-        let old = inner.image.clone();
-        let mut next = (*old).clone();
-        for (i, r) in records.iter().enumerate() {
-            next.apply(first + i as i64, r);
-        }
-        let next = Arc::new(next);
-        inner.image = next.clone();
-        *self.published.write() = next.clone();
-        for l in self.listeners.read().iter() {
-            l(&old, &next);
+        let (epoch, _st) = self.lock_active().await?;
+        let (records, answer) = decide(&self.publisher.image())?;
+        if !dry_run && !records.is_empty() {
+            self.propose(epoch, &records).await?;
         }
         Ok(answer)
     }
 
-    /// Flushes and closes the metadata log.
-    pub fn close(&self) -> Result<(), ControllerError> {
-        Ok(self.inner.lock().log.close()?)
+    /// BrokerRegistration: returns the broker epoch.
+    pub async fn register_broker(&self, reg: Registration) -> Result<i64, ControllerError> {
+        let (epoch, mut st) = self.lock_active().await?;
+        let broker_id = reg.broker_id;
+        let now = now_ms();
+        let (records, broker_epoch) = cluster_control::register_broker(
+            &self.publisher.image(),
+            &self.cluster_id,
+            &st.heartbeats,
+            reg,
+            now,
+            self.session_timeout_ms,
+        )?;
+        if !records.is_empty() {
+            self.propose(epoch, &records).await?;
+            tracing::info!(broker = broker_id, broker_epoch, "registered broker");
+        }
+        st.heartbeats.touch(broker_id, now);
+        Ok(broker_epoch)
+    }
+
+    /// BrokerHeartbeat: keeps the broker's session alive, unfences it once caught up, and runs
+    /// its controlled shutdown.
+    pub async fn heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatReply, ControllerError> {
+        let (epoch, mut st) = self.lock_active().await?;
+        let (records, reply) = cluster_control::heartbeat(&self.publisher.image(), hb)?;
+        if !records.is_empty() {
+            self.propose(epoch, &records).await?;
+            tracing::info!(
+                broker = hb.broker_id,
+                fenced = reply.is_fenced,
+                shutdown = reply.should_shut_down,
+                "broker state changed"
+            );
+        }
+        st.heartbeats.touch(hb.broker_id, now_ms());
+        Ok(reply)
+    }
+
+    /// Fences brokers whose session expired; call periodically. Does nothing unless active.
+    pub async fn fence_expired_brokers(&self) -> Result<(), ControllerError> {
+        if !self.is_active() {
+            return Ok(());
+        }
+        let (epoch, st) = self.lock_active().await?;
+        let records = cluster_control::fence_expired(
+            &self.publisher.image(),
+            &st.heartbeats,
+            now_ms(),
+            self.session_timeout_ms,
+        );
+        if !records.is_empty() {
+            self.propose(epoch, &records).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    /// A single-voter quorum that commits at once: enough to test the shell's sequencing.
+    struct Instant {
+        publisher: Arc<MetadataPublisher>,
+        leader: Mutex<Option<i32>>,
+        next: Mutex<i64>,
+    }
+
+    impl Quorum for Instant {
+        fn leader_id(&self) -> Option<i32> {
+            *self.leader.lock()
+        }
+        fn ready_epoch(&self) -> BoxFuture<'_, Option<i32>> {
+            let l = *self.leader.lock();
+            Box::pin(async move { (l == Some(1)).then_some(1) })
+        }
+        fn propose(&self, _epoch: i32, records: Vec<Bytes>) -> BoxFuture<'_, Result<i64, String>> {
+            Box::pin(async move {
+                let mut next = self.next.lock();
+                let first = *next;
+                self.publisher.apply_committed(
+                    records
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| (first + i as i64, r.as_ref())),
+                );
+                *next += records.len() as i64;
+                Ok(*next - 1)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn commits_through_the_quorum_and_refuses_when_not_leader() {
+        let publisher = Arc::new(MetadataPublisher::new());
+        let quorum = Arc::new(Instant {
+            publisher: publisher.clone(),
+            leader: Mutex::new(Some(1)),
+            next: Mutex::new(0),
+        });
+        let c = Controller::new(1, "c".into(), quorum.clone(), publisher.clone(), 9000);
+        let epoch = c
+            .register_broker(Registration {
+                broker_id: 1,
+                cluster_id: "c".into(),
+                incarnation_id: nagare_metadata::Uuid::from_bytes([1; 16]),
+                endpoints: vec![],
+                rack: None,
+            })
+            .await
+            .expect("register");
+        assert!(c.image().brokers[&1].fenced);
+        let reply = c
+            .heartbeat(Heartbeat {
+                broker_id: 1,
+                broker_epoch: epoch,
+                current_metadata_offset: c.image().offset,
+                want_fence: false,
+                want_shut_down: false,
+            })
+            .await
+            .expect("heartbeat");
+        assert!(!reply.is_fenced);
+        assert!(!c.image().brokers[&1].fenced);
+        // Dry runs commit nothing.
+        let before = c.image().offset;
+        c.commit(true, |_| {
+            Ok((
+                vec![MetadataRecord::FeatureLevel {
+                    name: "x".into(),
+                    level: 1,
+                }],
+                (),
+            ))
+        })
+        .await
+        .expect("dry run");
+        assert_eq!(c.image().offset, before);
+        *quorum.leader.lock() = Some(2);
+        let e = c
+            .commit(false, |_| Ok((vec![], ())))
+            .await
+            .expect_err("not leader");
+        assert_eq!(e.code(), 41);
     }
 }

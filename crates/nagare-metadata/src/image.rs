@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn snapshot_records_rebuild_the_image() {
         let mut img = MetadataImage::empty();
-        let recs = vec![
+        let recs = [
             MetadataRecord::FeatureLevel {
                 name: "metadata.version".into(),
                 level: 27,

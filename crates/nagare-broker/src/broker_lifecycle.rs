@@ -1,0 +1,226 @@
+//! The broker's side of its registration with the controller (Kafka's
+//! `BrokerLifecycleManager`): register at startup (BrokerRegistration) with a fresh
+//! incarnation id, then heartbeat every `broker.heartbeat.interval.ms` (BrokerHeartbeat) with
+//! the metadata offset applied so far. The controller unfences the broker once it has caught
+//! up and fences it when the heartbeats stop. On shutdown the broker asks for a controlled
+//! shutdown so that leadership moves away first.
+//!
+//! Requests go to this node's own controller when it is the active one, otherwise over the
+//! [`ControllerChannel`] to the active controller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::broker_registration_request::Listener as WireListener;
+use kafka_protocol::messages::{BrokerHeartbeatRequest, BrokerId, BrokerRegistrationRequest};
+use nagare_controller::cluster_control::{Heartbeat, HeartbeatReply, Registration};
+use nagare_controller::shell::ControllerError;
+use nagare_metadata::records::Endpoint;
+use nagare_metadata::Uuid;
+
+use crate::handlers::sb;
+use crate::Broker;
+
+/// A failed lifecycle request: the Kafka error code and message.
+#[derive(Debug, Clone)]
+pub struct LifecycleError {
+    /// Kafka error code.
+    pub code: i16,
+    /// Detail.
+    pub message: String,
+}
+
+impl From<ControllerError> for LifecycleError {
+    fn from(e: ControllerError) -> Self {
+        LifecycleError {
+            code: e.code(),
+            message: e.message(),
+        }
+    }
+}
+
+/// This broker's registration state.
+pub struct BrokerLifecycle {
+    incarnation_id: Uuid,
+    endpoints: Vec<Endpoint>,
+    broker_epoch: parking_lot::Mutex<Option<i64>>,
+}
+
+impl BrokerLifecycle {
+    /// A lifecycle for this process (a new incarnation id per start).
+    pub fn new(broker: &Broker) -> Self {
+        let endpoints = broker
+            .config
+            .advertised_listeners
+            .iter()
+            .map(|l| Endpoint {
+                name: l.name.clone(),
+                host: l.host.clone(),
+                port: l.port,
+                security_protocol: "PLAINTEXT".to_string(),
+            })
+            .collect();
+        BrokerLifecycle {
+            incarnation_id: Uuid::new_v4(),
+            endpoints,
+            broker_epoch: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// The epoch of the current registration, if registered.
+    pub fn broker_epoch(&self) -> Option<i64> {
+        *self.broker_epoch.lock()
+    }
+
+    /// Registers with the active controller; returns the broker epoch.
+    pub async fn register(&self, broker: &Arc<Broker>) -> Result<i64, LifecycleError> {
+        let reg = Registration {
+            broker_id: broker.config.node_id,
+            cluster_id: broker.cluster_id.clone(),
+            incarnation_id: self.incarnation_id,
+            endpoints: self.endpoints.clone(),
+            rack: broker.config.broker_rack.clone(),
+        };
+        let epoch = if let Some(c) = broker.controller.as_ref().filter(|c| c.is_active()) {
+            c.register_broker(reg).await?
+        } else {
+            let req = BrokerRegistrationRequest::default()
+                .with_broker_id(BrokerId(reg.broker_id))
+                .with_cluster_id(sb(reg.cluster_id))
+                .with_incarnation_id(reg.incarnation_id)
+                .with_listeners(
+                    reg.endpoints
+                        .iter()
+                        .map(|e| {
+                            WireListener::default()
+                                .with_name(sb(e.name.clone()))
+                                .with_host(sb(e.host.clone()))
+                                .with_port(e.port)
+                                .with_security_protocol(0)
+                        })
+                        .collect(),
+                )
+                .with_rack(reg.rack.map(sb));
+            let resp = broker.channel_send(&req).await?;
+            if resp.error_code != 0 {
+                return Err(LifecycleError {
+                    code: resp.error_code,
+                    message: "BrokerRegistration refused".into(),
+                });
+            }
+            resp.broker_epoch
+        };
+        *self.broker_epoch.lock() = Some(epoch);
+        Ok(epoch)
+    }
+
+    /// Sends one heartbeat (registering first if needed).
+    pub async fn heartbeat(
+        &self,
+        broker: &Arc<Broker>,
+        want_shut_down: bool,
+    ) -> Result<HeartbeatReply, LifecycleError> {
+        let epoch = match self.broker_epoch() {
+            Some(e) => e,
+            None => self.register(broker).await?,
+        };
+        let hb = Heartbeat {
+            broker_id: broker.config.node_id,
+            broker_epoch: epoch,
+            current_metadata_offset: broker.image().offset,
+            want_fence: false,
+            want_shut_down,
+        };
+        let result = if let Some(c) = broker.controller.as_ref().filter(|c| c.is_active()) {
+            c.heartbeat(hb).await.map_err(LifecycleError::from)
+        } else {
+            let req = BrokerHeartbeatRequest::default()
+                .with_broker_id(BrokerId(hb.broker_id))
+                .with_broker_epoch(hb.broker_epoch)
+                .with_current_metadata_offset(hb.current_metadata_offset)
+                .with_want_fence(hb.want_fence)
+                .with_want_shut_down(hb.want_shut_down);
+            let resp = broker.channel_send(&req).await?;
+            if resp.error_code != 0 {
+                Err(LifecycleError {
+                    code: resp.error_code,
+                    message: "BrokerHeartbeat refused".into(),
+                })
+            } else {
+                Ok(HeartbeatReply {
+                    is_caught_up: resp.is_caught_up,
+                    is_fenced: resp.is_fenced,
+                    should_shut_down: resp.should_shut_down,
+                })
+            }
+        };
+        if let Err(e) = &result {
+            // STALE_BROKER_EPOCH / BROKER_ID_NOT_REGISTERED: the registration is gone (e.g. a
+            // new controller restored an older snapshot); register again next time.
+            if e.code == 77 || e.code == 102 {
+                *self.broker_epoch.lock() = None;
+            }
+        }
+        result
+    }
+
+    /// Heartbeats until `broker` is unfenced or `timeout` passes (Kafka's brokers wait for
+    /// this before serving clients). Returns whether it was unfenced.
+    pub async fn wait_unfenced(&self, broker: &Arc<Broker>, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.heartbeat(broker, false).await {
+                Ok(r) if !r.is_fenced => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(code = e.code, error = %e.message, "heartbeat failed")
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Heartbeats forever every `broker.heartbeat.interval.ms`.
+    pub async fn run(self: Arc<Self>, broker: Arc<Broker>) {
+        let interval = Duration::from_millis(broker.config.quorum.broker_heartbeat_interval_ms);
+        let mut fenced_logged = false;
+        loop {
+            tokio::time::sleep(interval).await;
+            match self.heartbeat(&broker, false).await {
+                Ok(r) => {
+                    if r.is_fenced && !fenced_logged {
+                        tracing::warn!("this broker is fenced by the controller");
+                    }
+                    fenced_logged = r.is_fenced;
+                }
+                Err(e) => {
+                    tracing::warn!(code = e.code, error = %e.message, "broker heartbeat failed")
+                }
+            }
+        }
+    }
+
+    /// Controlled shutdown: asks the controller to move leadership away and fence this
+    /// broker, waiting up to `timeout` for its consent.
+    pub async fn controlled_shutdown(&self, broker: &Arc<Broker>, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.heartbeat(broker, true).await {
+                Ok(r) if r.should_shut_down => {
+                    tracing::info!("controlled shutdown complete");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(code = e.code, "controlled shutdown heartbeat failed"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("controlled shutdown timed out; shutting down anyway");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
