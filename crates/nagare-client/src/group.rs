@@ -1,5 +1,6 @@
 //! Consumer group administration on [`Client`]: list, describe, committed offsets, commit and
-//! delete, each sent to the group's coordinator (found with FindCoordinator).
+//! delete, each sent to the group's coordinator (found with FindCoordinator); and raw KIP-848
+//! ConsumerGroupHeartbeat / ConsumerGroupDescribe calls for tests and benchmarks.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,8 +11,10 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
-    GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse, ConsumerProtocolAssignment, DeleteGroupsRequest,
+    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest, OffsetCommitRequest,
+    OffsetFetchRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Message, Request, StrBytes};
 use kafka_protocol::ResponseError;
@@ -438,6 +441,34 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// Sends one KIP-848 ConsumerGroupHeartbeat to the coordinator of the request's group and
+    /// returns the response as is: a group-level error (FENCED_MEMBER_EPOCH,
+    /// UNKNOWN_MEMBER_ID, …) is in its `error_code`, not an `Err`, so that callers can act on
+    /// it. Coordinator errors are retried like every coordinator request.
+    pub async fn consumer_group_heartbeat(
+        &mut self,
+        req: &ConsumerGroupHeartbeatRequest,
+    ) -> Result<ConsumerGroupHeartbeatResponse> {
+        let group = req.group_id.0.as_str().to_owned();
+        self.send_to_coordinator(&group, None, |_| req.clone(), |resp| resp.error_code)
+            .await
+    }
+
+    /// Describes a KIP-848 consumer group (ConsumerGroupDescribe) at its coordinator and
+    /// returns the response as is (an unknown group has GROUP_ID_NOT_FOUND in its entry).
+    pub async fn consumer_group_describe(
+        &mut self,
+        group: &str,
+    ) -> Result<ConsumerGroupDescribeResponse> {
+        self.send_to_coordinator(
+            group,
+            None,
+            |_| ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id(group)]),
+            |resp| resp.groups.first().map_or(0, |g| g.error_code),
+        )
+        .await
     }
 
     /// Deletes groups (DeleteGroups), each at its coordinator. Only groups without active

@@ -1,0 +1,291 @@
+//! KIP-848 consumer groups (`group.protocol=consumer`) with librdkafka against a real `nagare`
+//! process: every partition owned by exactly one member as members join and leave, records
+//! keep flowing on partitions that do not move, commits survive a restart; and the
+//! ConsumerGroupHeartbeat error codes for bad input.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::{block_on, TestServer};
+use nagare_client::kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, GroupId, TopicName};
+use nagare_client::kafka_protocol::protocol::StrBytes;
+use nagare_client::Client;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer};
+
+const TOPIC: &str = "kip848";
+
+fn server() -> TestServer {
+    // A short heartbeat interval makes reconciliation steps (one per heartbeat) quick.
+    TestServer::start(&[
+        "group.consumer.heartbeat.interval.ms=300",
+        "group.consumer.session.timeout.ms=10000",
+    ])
+}
+
+fn consumer(server: &TestServer, group: &str) -> BaseConsumer {
+    let mut cfg = server.client_config();
+    cfg.set("group.id", group)
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let c: BaseConsumer = cfg.create().expect("consumer");
+    c.subscribe(&[TOPIC]).expect("subscribe");
+    c
+}
+
+fn assignment(c: &BaseConsumer) -> BTreeSet<i32> {
+    c.assignment()
+        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+        .unwrap_or_default()
+}
+
+/// Polls every consumer (counting received records per partition) until their assignments
+/// are disjoint, non-empty and cover `0..partitions`. Panics if two members ever hold the
+/// same partition at once.
+fn wait_exact(
+    consumers: &[BaseConsumer],
+    partitions: i32,
+    received: &mut BTreeMap<i32, u64>,
+) -> Vec<BTreeSet<i32>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        for c in consumers {
+            poll_into(c, received, Duration::from_millis(20));
+        }
+        last = consumers.iter().map(assignment).collect::<Vec<_>>();
+        let total: usize = last.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<i32> = last.iter().flatten().copied().collect();
+        assert_eq!(total, union.len(), "a partition is owned twice: {last:?}");
+        if union.len() == partitions as usize && last.iter().all(|s| !s.is_empty()) {
+            return last;
+        }
+    }
+    panic!("ownership never became exact: {last:?}");
+}
+
+fn poll_into(c: &BaseConsumer, received: &mut BTreeMap<i32, u64>, timeout: Duration) {
+    if let Some(Ok(m)) = c.poll(timeout) {
+        *received.entry(m.partition()).or_default() += 1;
+    }
+}
+
+#[test]
+fn members_join_and_leave_with_exact_ownership_and_no_pause_on_unmoved_partitions() {
+    let server = server();
+    server.create_topic(TOPIC, 12, &[]);
+    let producer = server.producer(&[]);
+    let produce_round = |round: usize| {
+        for p in 0..12 {
+            let v = format!("r{round}-p{p}");
+            producer
+                .send(BaseRecord::<(), _>::to(TOPIC).partition(p).payload(&v))
+                .expect("send");
+        }
+        producer.poll(Duration::ZERO);
+    };
+    let mut received = BTreeMap::new();
+    let mut consumers: Vec<BaseConsumer> = (0..3).map(|_| consumer(&server, "g848")).collect();
+    let owned = wait_exact(&consumers, 12, &mut received);
+    assert!(
+        owned.iter().all(|s| s.len() == 4),
+        "uniform assignor over 3 members: {owned:?}"
+    );
+
+    // A fourth member joins while records flow into every partition.
+    consumers.push(consumer(&server, "g848"));
+    let mut round = 0;
+    let mut during: BTreeMap<i32, u64> = BTreeMap::new();
+    let start = Instant::now();
+    let mut after = None;
+    while start.elapsed() < Duration::from_secs(60) {
+        produce_round(round);
+        round += 1;
+        for c in &consumers {
+            poll_into(c, &mut during, Duration::from_millis(10));
+        }
+        let now: Vec<BTreeSet<i32>> = consumers.iter().map(assignment).collect();
+        let total: usize = now.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<i32> = now.iter().flatten().copied().collect();
+        assert_eq!(total, union.len(), "a partition is owned twice: {now:?}");
+        if union.len() == 12 && now.iter().all(|s| !s.is_empty()) {
+            after = Some(now);
+            break;
+        }
+    }
+    let after = after.expect("the fourth member never got partitions");
+    // Partitions that stayed with their owner were consumed throughout the rebalance.
+    let unmoved: Vec<i32> = (0..3)
+        .flat_map(|i| {
+            owned[i]
+                .intersection(&after[i])
+                .copied()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        unmoved.len() >= 6,
+        "too many partitions moved: {owned:?} -> {after:?}"
+    );
+    for p in &unmoved {
+        assert!(
+            during.get(p).copied().unwrap_or(0) > 0,
+            "unmoved partition {p} received nothing during the rebalance ({during:?})"
+        );
+    }
+    for i in 0..3 {
+        assert!(after[i].len() >= 2, "member {i} lost too much: {after:?}");
+    }
+
+    // One member leaves (close sends the leave heartbeat): the others take its partitions.
+    let leaving = consumers.remove(0);
+    leaving.unsubscribe();
+    drop(leaving);
+    let owned = wait_exact(&consumers, 12, &mut received);
+    assert_eq!(owned.len(), 3);
+    producer.flush(Duration::from_secs(10)).expect("flush");
+
+    // The group is described as a consumer group with three members.
+    let desc = block_on(async {
+        let mut client = Client::connect_to(&server.bootstrap())
+            .await
+            .expect("client");
+        client
+            .consumer_group_describe("g848")
+            .await
+            .expect("describe")
+    });
+    let g = &desc.groups[0];
+    assert_eq!(g.error_code, 0);
+    assert_eq!(g.assignor_name.as_str(), "uniform");
+    assert_eq!(g.members.len(), 3);
+}
+
+#[test]
+fn commits_survive_a_server_restart() {
+    let mut server = server();
+    server.create_topic(TOPIC, 3, &[]);
+    let producer = server.producer(&[]);
+    for i in 0..60i32 {
+        let v = format!("v{i}");
+        producer
+            .send(BaseRecord::<(), _>::to(TOPIC).partition(i % 3).payload(&v))
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    {
+        let c = consumer(&server, "g848-commit");
+        let mut seen = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while seen < 60 && Instant::now() < deadline {
+            if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 60);
+        c.commit_consumer_state(CommitMode::Sync).expect("commit");
+        c.unsubscribe();
+    }
+    server.kill9();
+    server.restart();
+    let producer = server.producer(&[]);
+    for i in 60..66i32 {
+        let v = format!("v{i}");
+        producer
+            .send(BaseRecord::<(), _>::to(TOPIC).partition(i % 3).payload(&v))
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
+    let c = consumer(&server, "g848-commit");
+    let mut values = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while values.len() < 6 && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            assert!(
+                !values.contains(&v),
+                "record {v} delivered twice after the restart"
+            );
+            values.insert(v);
+        }
+    }
+    let expected: BTreeSet<String> = (60..66).map(|i| format!("v{i}")).collect();
+    assert_eq!(values, expected, "resumed at the committed offsets");
+}
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_owned())
+}
+
+#[test]
+fn bad_heartbeats_get_kafka_error_codes() {
+    let server = server();
+    server.create_topic(TOPIC, 2, &[]);
+    block_on(async {
+        let mut client = Client::connect_to(&server.bootstrap())
+            .await
+            .expect("client");
+        let join = |member: &str| {
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(s("g848-bad")))
+                .with_member_id(s(member))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(30_000)
+                .with_subscribed_topic_names(Some(vec![TopicName(s(TOPIC))]))
+                .with_topic_partitions(Some(vec![]))
+        };
+        let ok = client
+            .consumer_group_heartbeat(&join("member-a"))
+            .await
+            .expect("join");
+        assert_eq!(ok.error_code, 0, "{:?}", ok.error_message);
+        assert!(ok.member_epoch > 0);
+        assert_eq!(ok.heartbeat_interval_ms, 300);
+        let assigned: usize = ok
+            .assignment
+            .as_ref()
+            .map(|a| a.topic_partitions.iter().map(|t| t.partitions.len()).sum())
+            .unwrap_or(0);
+        assert_eq!(assigned, 2);
+
+        let wrong_epoch = join("member-a")
+            .with_member_epoch(ok.member_epoch + 10)
+            .with_rebalance_timeout_ms(-1)
+            .with_subscribed_topic_names(None)
+            .with_topic_partitions(None);
+        let r = client
+            .consumer_group_heartbeat(&wrong_epoch)
+            .await
+            .expect("send");
+        assert_eq!(r.error_code, 110, "FENCED_MEMBER_EPOCH");
+
+        let unknown = wrong_epoch
+            .clone()
+            .with_member_id(s("nobody"))
+            .with_member_epoch(1);
+        let r = client
+            .consumer_group_heartbeat(&unknown)
+            .await
+            .expect("send");
+        assert_eq!(r.error_code, 25, "UNKNOWN_MEMBER_ID");
+
+        let bad_assignor = join("member-b").with_server_assignor(Some(s("no-such-assignor")));
+        let r = client
+            .consumer_group_heartbeat(&bad_assignor)
+            .await
+            .expect("send");
+        assert_eq!(r.error_code, 112, "UNSUPPORTED_ASSIGNOR");
+
+        let leave = join("member-a")
+            .with_member_epoch(-1)
+            .with_subscribed_topic_names(None)
+            .with_topic_partitions(None);
+        let r = client.consumer_group_heartbeat(&leave).await.expect("send");
+        assert_eq!((r.error_code, r.member_epoch), (0, -1));
+    });
+}
