@@ -43,6 +43,8 @@ pub struct Broker {
     pub metadata: Arc<MetadataPublisher>,
     /// The channel to the active controller (set once the quorum is up).
     pub channel: std::sync::OnceLock<Arc<controller_channel::ControllerChannel>>,
+    /// This broker's registration with the controller (set at startup).
+    pub lifecycle: std::sync::OnceLock<Arc<broker_lifecycle::BrokerLifecycle>>,
     /// Hosted partitions.
     pub replicas: Arc<ReplicaManager>,
     /// KIP-227 incremental fetch sessions.
@@ -85,6 +87,7 @@ impl Broker {
             controller,
             metadata,
             channel: std::sync::OnceLock::new(),
+            lifecycle: std::sync::OnceLock::new(),
             replicas,
         }
     }
@@ -177,12 +180,36 @@ impl Broker {
             }
         }
         let node = self.config.node_id;
-        let first = self
-            .controller_commit(false, move |img| {
+        let first = if self.is_active_controller() || self.channel.get().is_none() {
+            self.controller_commit(false, move |img| {
                 let (first, recs) = nagare_controller::logic::allocate_producer_ids(img, node);
                 Ok((recs, first))
             })
-            .await?;
+            .await?
+        } else {
+            // AllocateProducerIds to the active controller, with our registration's epoch.
+            let epoch = self
+                .lifecycle
+                .get()
+                .and_then(|l| l.broker_epoch())
+                .unwrap_or(-1);
+            let req = kafka_protocol::messages::AllocateProducerIdsRequest::default()
+                .with_broker_id(kafka_protocol::messages::BrokerId(node))
+                .with_broker_epoch(epoch);
+            let resp = self.channel_send(&req).await.map_err(|e| {
+                ControllerError::Api(ApiError {
+                    code: e.code,
+                    message: e.message,
+                })
+            })?;
+            if resp.error_code != 0 {
+                return Err(ControllerError::Api(ApiError {
+                    code: resp.error_code,
+                    message: "AllocateProducerIds refused".into(),
+                }));
+            }
+            resp.producer_id_start.0
+        };
         let mut ids = self.producer_ids.lock();
         *ids = (
             first + 1,

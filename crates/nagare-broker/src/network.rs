@@ -62,7 +62,12 @@ pub enum Reply {
 const MAX_IN_FLIGHT: usize = 64;
 
 /// Serves one client connection until it closes or sends something malformed.
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: std::net::SocketAddr) {
+pub async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    listener: handlers::ListenerKind,
+) {
     let _ = stream.set_nodelay(true);
     let stream = Arc::new(stream);
     let (tx, rx) = mpsc::channel::<Reply>(MAX_IN_FLIGHT);
@@ -89,7 +94,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: std::net::Socke
                 break;
             }
         };
-        let reply = handlers::dispatch(&broker, frame, peer).await;
+        let reply = handlers::dispatch(&broker, frame, peer, listener).await;
         let close = matches!(reply, Reply::Close);
         if tx.send(reply).await.is_err() || close {
             break;

@@ -20,6 +20,7 @@ use nagare_storage::LogManager;
 
 use crate::broker_lifecycle::BrokerLifecycle;
 use crate::config::BrokerConfig;
+use crate::handlers::ListenerKind;
 use crate::quorum::LocalQuorum;
 use crate::replica_manager::{now_ms, ReplicaManager};
 use crate::Broker;
@@ -281,6 +282,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     // Register with the controller and wait to be unfenced (caught up with the metadata log)
     // before serving clients, as Kafka's brokers do.
     let lifecycle = Arc::new(BrokerLifecycle::new(&broker));
+    let _ = broker.lifecycle.set(lifecycle.clone());
     lifecycle.register(&broker).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot register the broker: {} (error {})",
@@ -303,6 +305,15 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {}", listener_cfg.bind_addr()))?;
     let local_addr = listener.local_addr()?;
+    // The CONTROLLER listener: the quorum RPCs and what brokers send the controller.
+    let controller_listener = match config.controller_listener() {
+        Some(l) if config.is_controller() => Some(
+            TcpListener::bind(l.bind_addr())
+                .await
+                .with_context(|| format!("cannot listen on {} (controller)", l.bind_addr()))?,
+        ),
+        _ => None,
+    };
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(replicas.clone().run_group_commit()));
@@ -353,7 +364,18 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             }
         }
     }));
-    tasks.push(tokio::spawn(accept_loop(broker.clone(), listener)));
+    if let Some(cl) = controller_listener {
+        tasks.push(tokio::spawn(accept_loop(
+            broker.clone(),
+            cl,
+            ListenerKind::Controller,
+        )));
+    }
+    tasks.push(tokio::spawn(accept_loop(
+        broker.clone(),
+        listener,
+        ListenerKind::Broker,
+    )));
 
     let advertised = config
         .advertised_broker_listener()
@@ -394,7 +416,7 @@ fn spawn_periodic(
     })
 }
 
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
+async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, kind: ListenerKind) {
     let limit = Arc::new(Semaphore::new(broker.config.max_connections.max(1)));
     loop {
         let permit = match limit.clone().acquire_owned().await {
@@ -405,7 +427,7 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) {
             Ok((stream, peer)) => {
                 let b = broker.clone();
                 tokio::spawn(async move {
-                    crate::network::serve(b, stream, peer).await;
+                    crate::network::serve(b, stream, peer, kind).await;
                     drop(permit);
                 });
             }

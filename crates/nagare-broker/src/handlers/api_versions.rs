@@ -5,7 +5,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 
-use super::{respond, supported_apis, Request};
+use super::{apis_for, respond, Request};
 use crate::network::Reply;
 use crate::Broker;
 
@@ -16,7 +16,7 @@ pub const VERSIONS: (i16, i16) = (0, 4);
 pub fn handle(_broker: &Arc<Broker>, req: Request) -> Result<Reply, String> {
     // The body is not needed (client software name/version are informational); an
     // undecodable body at a supported version is still answered, as Kafka does.
-    let api_keys = supported_apis()
+    let api_keys = apis_for(req.listener)
         .into_iter()
         .map(|(k, min, max)| {
             ApiVersion::default()

@@ -6,6 +6,7 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
+pub mod controller_apis;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_records;
@@ -162,6 +163,15 @@ pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
     ]
 }
 
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// A client (broker) listener.
+    Broker,
+    /// The `CONTROLLER` listener: the quorum RPCs and what brokers send the controller.
+    Controller,
+}
+
 /// A request as the handlers see it.
 pub struct Request {
     /// Decoded header.
@@ -170,6 +180,8 @@ pub struct Request {
     pub body: Bytes,
     /// Client address.
     pub peer: std::net::SocketAddr,
+    /// The listener it arrived on.
+    pub listener: ListenerKind,
 }
 
 impl Request {
@@ -207,8 +219,25 @@ pub fn sb(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// The APIs a listener answers.
+pub fn apis_for(listener: ListenerKind) -> Vec<(ApiKey, i16, i16)> {
+    match listener {
+        ListenerKind::Broker => {
+            let mut v = supported_apis();
+            v.extend(controller_apis::FORWARDED_ONLY.iter().copied());
+            v
+        }
+        ListenerKind::Controller => controller_apis::supported(),
+    }
+}
+
 /// Routes one frame.
-pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes, peer: std::net::SocketAddr) -> Reply {
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+    peer: std::net::SocketAddr,
+    listener: ListenerKind,
+) -> Reply {
     let prefix = match frame::peek_header_prefix(&frame) {
         Ok(p) => p,
         Err(e) => {
@@ -216,7 +245,7 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes, peer: std::net::So
             return Reply::Close;
         }
     };
-    let apis = supported_apis();
+    let apis = apis_for(listener);
     let Some(&(key, min, max)) = apis.iter().find(|(k, _, _)| *k as i16 == prefix.api_key) else {
         tracing::warn!(%peer, api_key = prefix.api_key, "closing connection: unsupported API key");
         return Reply::Close;
@@ -234,6 +263,16 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes, peer: std::net::So
         tracing::warn!(%peer, ?key, version = prefix.api_version, "closing connection: unsupported API version");
         return Reply::Close;
     }
+    // Admin requests a client sends to any broker go to the active controller (Kafka's
+    // forwarding); the raw frame travels unchanged, with the client's correlation id.
+    if listener == ListenerKind::Broker
+        && controller_apis::is_forwarded(key)
+        && !broker.is_active_controller()
+    {
+        if let Some(reply) = controller_apis::forward(broker, key, frame.clone()).await {
+            return reply;
+        }
+    }
     let header = match frame::decode_request_header(&mut frame) {
         Ok((_, h)) => h,
         Err(e) => {
@@ -245,7 +284,17 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: Bytes, peer: std::net::So
         header,
         body: frame,
         peer,
+        listener,
     };
+    if listener == ListenerKind::Controller {
+        return match controller_apis::dispatch(broker, key, req).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::warn!(%peer, ?key, version = prefix.api_version, error = %e, "closing controller connection: malformed request");
+                Reply::Close
+            }
+        };
+    }
     let result = match key {
         ApiKey::ApiVersions => api_versions::handle(broker, req),
         ApiKey::Metadata => metadata::handle(broker, req).await,
