@@ -156,6 +156,88 @@ impl Broker {
         }
     }
 
+    /// Creates topics on behalf of the broker itself (auto-creation, `__consumer_offsets`):
+    /// on the active controller directly, otherwise with a CreateTopics request to it, then
+    /// waits (briefly) until this node's image has them. A topic that already exists is not
+    /// an error.
+    pub async fn create_topics_internal(
+        self: &Arc<Self>,
+        topics: Vec<nagare_controller::logic::NewTopic>,
+    ) -> Result<(), String> {
+        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+        if self.is_active_controller() || self.channel.get().is_none() {
+            let defaults = self.controller_defaults.clone();
+            self.controller_commit(false, move |img| {
+                let mut records = Vec::new();
+                let mut pending = std::collections::HashSet::new();
+                for t in topics {
+                    match nagare_controller::logic::create_topic(img, &defaults, &t, &pending) {
+                        Ok(c) => {
+                            tracing::info!(topic = %t.name, partitions = c.num_partitions, "created topic");
+                            records.extend(c.records);
+                            pending.insert(t.name);
+                        }
+                        Err(e) if e.code == 36 => {}
+                        Err(e) => tracing::warn!(topic = %t.name, error = %e, "cannot create topic"),
+                    }
+                }
+                Ok((records, ()))
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableTopic, CreatableTopicConfig,
+        };
+        let req = kafka_protocol::messages::CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| {
+                        CreatableTopic::default()
+                            .with_name(kafka_protocol::messages::TopicName(handlers::sb(
+                                t.name.clone(),
+                            )))
+                            .with_num_partitions(t.num_partitions)
+                            .with_replication_factor(t.replication_factor)
+                            .with_configs(
+                                t.configs
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        CreatableTopicConfig::default()
+                                            .with_name(handlers::sb(k.clone()))
+                                            .with_value(v.clone().map(handlers::sb))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        let resp = self.channel_send(&req).await.map_err(|e| e.message)?;
+        for t in &resp.topics {
+            if t.error_code != 0 && t.error_code != 36 {
+                return Err(format!(
+                    "cannot create topic {}: error {} {}",
+                    t.name.as_str(),
+                    t.error_code,
+                    t.error_message.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        // Answer once this node knows the topics, so the caller can use them at once.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            let img = self.image();
+            if names.iter().all(|n| img.topic(n).is_some()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// The endpoint clients should use to reach `b`: its advertised listener with the name
     /// of our client listener, else its first one.
     pub fn client_endpoint<'a>(

@@ -66,29 +66,23 @@ async fn create_offsets_topic(broker: &Arc<Broker>) {
     let partitions = broker.config.offsets_topic_num_partitions;
     let rf = broker.config.offsets_topic_replication_factor;
     let segment_bytes = broker.config.offsets_topic_segment_bytes;
-    let defaults = broker.controller_defaults.clone();
-    let result = broker
-        .controller_commit(false, move |img| {
-            if img.topic(OFFSETS_TOPIC).is_some() {
-                return Ok((vec![], ()));
-            }
-            let live = logic::live_brokers(img).len().max(1) as i16;
-            let t = NewTopic {
-                name: OFFSETS_TOPIC.to_string(),
-                num_partitions: partitions,
-                replication_factor: rf.min(live),
-                assignments: vec![],
-                configs: vec![
-                    ("cleanup.policy".into(), Some("compact".into())),
-                    ("compression.type".into(), Some("producer".into())),
-                    ("segment.bytes".into(), Some(segment_bytes.to_string())),
-                ],
-            };
-            let created = logic::create_topic(img, &defaults, &t, &Default::default())?;
-            Ok((created.records, ()))
-        })
-        .await;
-    match result {
+    let img = broker.image();
+    if img.topic(OFFSETS_TOPIC).is_some() {
+        return;
+    }
+    let live = logic::live_brokers(&img).len().max(1) as i16;
+    let t = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        num_partitions: partitions,
+        replication_factor: rf.min(live),
+        assignments: vec![],
+        configs: vec![
+            ("cleanup.policy".into(), Some("compact".into())),
+            ("compression.type".into(), Some("producer".into())),
+            ("segment.bytes".into(), Some(segment_bytes.to_string())),
+        ],
+    };
+    match broker.create_topics_internal(vec![t]).await {
         Ok(()) => tracing::info!(partitions, "created {OFFSETS_TOPIC}"),
         Err(e) => tracing::error!(error = %e, "cannot create {OFFSETS_TOPIC}"),
     }

@@ -109,32 +109,17 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
 }
 
 async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) {
-    let defaults = broker.controller_defaults.clone();
-    let result = broker
-        .controller_commit(false, move |img| {
-            let mut records = Vec::new();
-            let mut pending = HashSet::new();
-            for name in names {
-                let t = NewTopic {
-                    name: name.clone(),
-                    num_partitions: -1,
-                    replication_factor: -1,
-                    assignments: vec![],
-                    configs: vec![],
-                };
-                match logic::create_topic(img, &defaults, &t, &pending) {
-                    Ok(c) => {
-                        tracing::info!(topic = %name, partitions = c.num_partitions, "auto-created topic");
-                        records.extend(c.records);
-                        pending.insert(name);
-                    }
-                    Err(e) => tracing::warn!(topic = %name, error = %e, "auto-create failed"),
-                }
-            }
-            Ok((records, ()))
+    let topics = names
+        .into_iter()
+        .map(|name| NewTopic {
+            name,
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: vec![],
+            configs: vec![],
         })
-        .await;
-    if let Err(e) = result {
+        .collect();
+    if let Err(e) = broker.create_topics_internal(topics).await {
         tracing::error!(error = %e, "auto-create failed");
     }
 }
