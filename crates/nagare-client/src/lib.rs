@@ -25,6 +25,7 @@
 //! ```
 
 mod client;
+mod cluster;
 mod connection;
 mod error;
 mod group;
@@ -33,6 +34,7 @@ pub mod records;
 mod types;
 
 pub use client::Client;
+pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
 pub use connection::{Connection, ConnectionOptions};
 pub use error::{kafka_error_name, Error, ResponseError, Result};
 pub use group::{decode_assignment, GroupDescription, GroupListing, GroupMember};

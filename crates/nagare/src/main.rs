@@ -32,6 +32,10 @@ enum Command {
     Group(cli::group::Args),
     /// Format log directories (`format`) and make cluster ids (`random-uuid`).
     Storage(cli::storage::Args),
+    /// Describe the KRaft metadata quorum (leader, epoch, replicas' progress).
+    Quorum(cli::quorum::Args),
+    /// Describe the cluster: brokers, their state and racks.
+    Cluster(cli::cluster::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +59,8 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => cli::bench::run(args).await,
             Command::Group(args) => cli::group::run(args).await,
             Command::Storage(args) => cli::storage::run(args).await,
+            Command::Quorum(args) => cli::quorum::run(args).await,
+            Command::Cluster(args) => cli::cluster::run(args).await,
         }
     });
     match result {

@@ -21,23 +21,16 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
         // Controllers: the voters of controller.quorum.voters.
         broker
             .config
-            .props
-            .get("controller.quorum.voters")
+            .quorum
+            .voters
+            .iter()
             .map(|v| {
-                v.split(',')
-                    .filter_map(|voter| {
-                        let (id, addr) = voter.trim().split_once('@')?;
-                        let (host, port) = addr.rsplit_once(':')?;
-                        Some(
-                            DescribeClusterBroker::default()
-                                .with_broker_id(BrokerId(id.parse().ok()?))
-                                .with_host(sb(host.to_string()))
-                                .with_port(port.parse().ok()?),
-                        )
-                    })
-                    .collect()
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(v.node_id))
+                    .with_host(sb(v.host.clone()))
+                    .with_port(v.port as i32)
             })
-            .unwrap_or_default()
+            .collect()
     } else {
         image
             .brokers

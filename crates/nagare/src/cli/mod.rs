@@ -1,9 +1,11 @@
 //! One module per CLI subcommand.
 
 pub mod bench;
+pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod produce;
+pub mod quorum;
 pub mod server;
 pub mod storage;
 pub mod topic;

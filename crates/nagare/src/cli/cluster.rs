@@ -1,0 +1,42 @@
+//! `nagare cluster describe`: the cluster id, the controller and every broker with its state
+//! (fenced or not) and rack, from DescribeCluster.
+
+/// Arguments of `nagare cluster`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the brokers are.
+    #[command(flatten)]
+    pub broker: super::Bootstrap,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Show the cluster id and the brokers (id, host:port, rack, state).
+    Describe,
+}
+
+/// Runs `nagare cluster ...`.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut client = args.broker.connect().await?;
+    match args.command {
+        Command::Describe => {
+            let c = client.describe_cluster(true, false).await?;
+            println!("ClusterId: {}", c.cluster_id);
+            println!("{:<8}{:<28}{:<12}{}", "ID", "ENDPOINT", "RACK", "STATE");
+            let mut nodes = c.nodes.clone();
+            nodes.sort_by_key(|n| n.id);
+            for n in nodes {
+                println!(
+                    "{:<8}{:<28}{:<12}{}",
+                    n.id,
+                    format!("{}:{}", n.host, n.port),
+                    n.rack.as_deref().unwrap_or("-"),
+                    if n.fenced { "fenced" } else { "unfenced" }
+                );
+            }
+            Ok(())
+        }
+    }
+}
