@@ -507,6 +507,90 @@ def group_checks(server: Server) -> None:
     check("confluent-kafka group consumers (subscribe, commit, committed, metadata)", confluent_group)
     check("kafka-python group consumer (subscribe, commit, committed)", kafka_python_group)
 
+def kip848_checks(server: Server) -> None:
+    import threading
+
+    from confluent_kafka import Consumer, ConsumerGroupType, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = unique("kip848")
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": server.bootstrap})
+    for i in range(200):
+        producer.produce(topic, value=f"k{i}".encode(), partition=i % 4)
+    producer.flush(30)
+
+    def consumer_protocol_group() -> str:
+        group = unique("ck-848")
+        seen: dict[str, list[str]] = {}
+        owned: dict[str, set[int]] = {}
+        lock = threading.Lock()
+        total = [0]
+        both = threading.Barrier(2)
+
+        def member(name: str) -> None:
+            c = Consumer({"bootstrap.servers": server.bootstrap, "group.id": group,
+                          "group.protocol": "consumer", "auto.offset.reset": "earliest",
+                          "enable.auto.commit": False})
+
+            def on_revoke(consumer, _partitions) -> None:
+                # Commit what was read before giving partitions away (OffsetCommit with the
+                # member epoch, mid-reconciliation), so that the next owner resumes there.
+                try:
+                    consumer.commit(asynchronous=False)
+                except Exception:  # noqa: BLE001 - nothing consumed yet
+                    pass
+
+            c.subscribe([topic], on_revoke=on_revoke)
+            deadline = time.time() + 60
+            mine: list[str] = []
+            while time.time() < deadline:
+                m = c.poll(0.3)
+                if m is not None and not m.error():
+                    mine.append(m.value().decode())
+                    with lock:
+                        total[0] += 1
+                parts = {tp.partition for tp in c.assignment()}
+                with lock:
+                    # Wait until everything was read and the partitions are split in two.
+                    if total[0] >= 200 and parts and len(parts) < 4:
+                        break
+            owned[name] = {tp.partition for tp in c.assignment()}
+            try:
+                c.commit(asynchronous=False)
+            except Exception:  # noqa: BLE001 - everything was committed on revocation
+                pass
+            seen[name] = mine
+            both.wait(30)
+            c.close()
+
+        threads = [threading.Thread(target=member, args=(f"m{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        values = sorted(v for vs in seen.values() for v in vs)
+        expect(values == sorted(f"k{i}" for i in range(200)),
+               f"each record exactly once across the group: got {len(values)}")
+        parts = [owned[k] for k in sorted(owned)]
+        expect(all(parts), f"both members owned partitions: {parts}")
+        expect(not (parts[0] & parts[1]) and (parts[0] | parts[1]) == {0, 1, 2, 3},
+               f"ownership exact: {parts}")
+        c = Consumer({"bootstrap.servers": server.bootstrap, "group.id": group})
+        committed = c.committed([TopicPartition(topic, p) for p in range(4)], timeout=15)
+        c.close()
+        offsets = sorted(tp.offset for tp in committed)
+        expect(offsets == [50, 50, 50, 50], f"committed offsets {offsets}")
+        listed = admin.list_consumer_groups(types={ConsumerGroupType.CONSUMER}).result(15).valid
+        expect(group in [g.group_id for g in listed], f"listed as a consumer-type group: {listed}")
+        desc = admin.describe_consumer_groups([group])[group].result(15)
+        expect(str(desc.state).endswith("EMPTY"), f"describe state {desc.state}")
+        return (f"group.protocol=consumer: 2 members split 4 partitions {parts}, 200 records once "
+                "(commit on revoke), committed offsets, list by type, describe")
+
+    check("confluent-kafka KIP-848 consumer group (group.protocol=consumer)", consumer_protocol_group)
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -527,7 +611,8 @@ def main() -> int:
             print("0 passed, 1 failed")
             return 1
         print(f"nagare listening on {server.bootstrap} (log {server.log_path})", flush=True)
-        for group in (kcat_checks, confluent_checks, kafka_python_checks, group_checks):
+        for group in (kcat_checks, confluent_checks, kafka_python_checks, group_checks,
+                      kip848_checks):
             try:
                 group(server)
             except Exception as e:  # noqa: BLE001 - e.g. a client library is missing
