@@ -61,6 +61,40 @@ pub enum Reply {
 /// Most replies a connection may have outstanding before reading pauses (back-pressure).
 const MAX_IN_FLIGHT: usize = 64;
 
+/// Handles one request frame (header and body) from `peer`.
+pub type FrameHandler = Arc<
+    dyn Fn(Bytes, std::net::SocketAddr) -> Pin<Box<dyn Future<Output = Reply> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What a listener's connections share: the request handler and the limits.
+#[derive(Clone)]
+pub struct ServeContext {
+    /// Routes each request.
+    pub handler: FrameHandler,
+    /// `socket.request.max.bytes`.
+    pub max_request_bytes: usize,
+    /// `connections.max.idle.ms`.
+    pub idle: Duration,
+}
+
+impl ServeContext {
+    /// The context of a listener of `broker` of the given kind.
+    pub fn for_broker(broker: Arc<Broker>, listener: handlers::ListenerKind) -> Self {
+        let max_request_bytes = broker.config.socket_request_max_bytes;
+        let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
+        ServeContext {
+            handler: Arc::new(move |frame, peer| {
+                let b = broker.clone();
+                Box::pin(async move { handlers::dispatch(&b, frame, peer, listener).await })
+            }),
+            max_request_bytes,
+            idle,
+        }
+    }
+}
+
 /// Serves one client connection until it closes or sends something malformed.
 pub async fn serve(
     broker: Arc<Broker>,
@@ -68,12 +102,17 @@ pub async fn serve(
     peer: std::net::SocketAddr,
     listener: handlers::ListenerKind,
 ) {
+    serve_with(ServeContext::for_broker(broker, listener), stream, peer).await
+}
+
+/// Serves one connection with `ctx`'s handler.
+pub async fn serve_with(ctx: ServeContext, stream: TcpStream, peer: std::net::SocketAddr) {
     let _ = stream.set_nodelay(true);
     let stream = Arc::new(stream);
     let (tx, rx) = mpsc::channel::<Reply>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(write_loop(stream.clone(), rx, peer));
-    let max = broker.config.socket_request_max_bytes;
-    let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
+    let max = ctx.max_request_bytes;
+    let idle = ctx.idle;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         // connections.max.idle.ms: like Kafka, close a connection that sends nothing (or
@@ -94,7 +133,7 @@ pub async fn serve(
                 break;
             }
         };
-        let reply = handlers::dispatch(&broker, frame, peer, listener).await;
+        let reply = (ctx.handler)(frame, peer).await;
         let close = matches!(reply, Reply::Close);
         if tx.send(reply).await.is_err() || close {
             break;

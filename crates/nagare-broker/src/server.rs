@@ -417,7 +417,21 @@ fn spawn_periodic(
 }
 
 async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, kind: ListenerKind) {
-    let limit = Arc::new(Semaphore::new(broker.config.max_connections.max(1)));
+    let max_connections = broker.config.max_connections;
+    accept_loop_with(
+        crate::network::ServeContext::for_broker(broker, kind),
+        listener,
+        max_connections,
+    )
+    .await
+}
+
+async fn accept_loop_with(
+    ctx: crate::network::ServeContext,
+    listener: TcpListener,
+    max_connections: usize,
+) {
+    let limit = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
         let permit = match limit.clone().acquire_owned().await {
             Ok(p) => p,
@@ -425,9 +439,9 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, kind: ListenerK
         };
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let b = broker.clone();
+                let ctx = ctx.clone();
                 tokio::spawn(async move {
-                    crate::network::serve(b, stream, peer, kind).await;
+                    crate::network::serve_with(ctx, stream, peer).await;
                     drop(permit);
                 });
             }
