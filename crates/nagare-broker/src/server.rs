@@ -14,7 +14,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use nagare_controller::Controller;
-use nagare_metadata::records::MetadataRecord;
 use nagare_metadata::MetadataPublisher;
 use nagare_storage::LogManager;
 
@@ -266,19 +265,6 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     }));
     broker.on_image(&image);
 
-    broker
-        .controller_commit(false, |img| {
-            let mut recs = Vec::new();
-            if !img.features.contains_key("metadata.version") {
-                recs.push(MetadataRecord::FeatureLevel {
-                    name: "metadata.version".into(),
-                    level: 27,
-                });
-            }
-            Ok((recs, ()))
-        })
-        .await
-        .context("cannot initialize the metadata log")?;
     // Register with the controller and wait to be unfenced (caught up with the metadata log)
     // before serving clients, as Kafka's brokers do.
     let lifecycle = Arc::new(BrokerLifecycle::new(&broker));

@@ -17,6 +17,11 @@ use nagare_metadata::{MetadataImage, MetadataPublisher};
 use crate::cluster_control::{self, Heartbeat, HeartbeatReply, HeartbeatTracker, Registration};
 use crate::logic::ApiError;
 
+/// The `metadata.version` feature.
+pub const METADATA_VERSION: &str = "metadata.version";
+/// The `metadata.version` level a new cluster starts at (Kafka 4.0's IBP_4_0_IV3 is 27).
+pub const METADATA_VERSION_LEVEL: i16 = 27;
+
 /// A boxed future, so that [`Quorum`] stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -139,9 +144,26 @@ impl Controller {
         };
         let mut st = self.state.lock().await;
         if st.epoch != Some(epoch) {
-            st.epoch = Some(epoch);
             st.heartbeats = HeartbeatTracker::new(&self.publisher.image(), now_ms());
             tracing::info!(node = self.node_id, epoch, "became the active controller");
+            // A new cluster's first controller finalizes the metadata version (Kafka writes
+            // it in the bootstrap snapshot at format time).
+            if !self
+                .publisher
+                .image()
+                .features
+                .contains_key(METADATA_VERSION)
+            {
+                self.propose(
+                    epoch,
+                    &[MetadataRecord::FeatureLevel {
+                        name: METADATA_VERSION.into(),
+                        level: METADATA_VERSION_LEVEL,
+                    }],
+                )
+                .await?;
+            }
+            st.epoch = Some(epoch);
         }
         Ok((epoch, st))
     }
