@@ -378,6 +378,17 @@ impl TopicDefaults {
             .get("cleanup.policy")
             .map(|p| p.split(',').any(|x| x.trim() == "delete"))
             .unwrap_or(true);
+        c.cleanup_policy_compact = eff
+            .get("cleanup.policy")
+            .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
+        c.delete_retention_ms = long("delete.retention.ms", c.delete_retention_ms);
+        c.min_compaction_lag_ms = long("min.compaction.lag.ms", c.min_compaction_lag_ms);
+        c.max_compaction_lag_ms = long("max.compaction.lag.ms", c.max_compaction_lag_ms);
+        c.min_cleanable_dirty_ratio = eff
+            .get("min.cleanable.dirty.ratio")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|r| r.is_finite())
+            .unwrap_or(c.min_cleanable_dirty_ratio);
         c
     }
 

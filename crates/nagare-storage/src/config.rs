@@ -66,7 +66,7 @@ pub enum TimestampType {
 
 /// Per-topic log configuration. Field comments name the Kafka topic config; `Default` gives
 /// Kafka 4.x defaults.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when a segment would grow beyond this (default 1 GiB).
     pub segment_bytes: u64,
@@ -97,6 +97,20 @@ pub struct LogConfig {
     pub file_delete_delay_ms: i64,
     /// `cleanup.policy` contains `delete` (default true): time and size retention apply.
     pub cleanup_policy_delete: bool,
+    /// `cleanup.policy` contains `compact` (default false): the log cleaner keeps the latest
+    /// record per key, and producers must give every record a key.
+    pub cleanup_policy_compact: bool,
+    /// `delete.retention.ms`: how long tombstones survive after the cleaner first saw them
+    /// (the batch's delete horizon, KIP-534; default 86400000).
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted (default 0).
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a dirty record older than this makes the log cleanable
+    /// whatever its dirty ratio, and rolls the active segment (KIP-354; default `i64::MAX`).
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: the dirty share of the log above which it is cleaned
+    /// (default 0.5).
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -114,6 +128,11 @@ impl Default for LogConfig {
             message_timestamp_after_max_ms: 3_600_000,
             file_delete_delay_ms: 60_000,
             cleanup_policy_delete: true,
+            cleanup_policy_compact: false,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }
@@ -122,6 +141,17 @@ impl LogConfig {
     /// `segment.bytes` as used: Kafka's is an `int`, and index positions are 32-bit.
     pub(crate) fn effective_segment_bytes(&self) -> u64 {
         self.segment_bytes.clamp(1, i32::MAX as u64)
+    }
+
+    /// How old the active segment may get before it rolls: `segment.ms`, or less for a
+    /// compacted log with `max.compaction.lag.ms` (KIP-354, Kafka's `maxSegmentMs`), so that
+    /// records cannot stay uncompactable in the active segment longer than the lag.
+    pub(crate) fn max_segment_ms(&self) -> i64 {
+        if self.cleanup_policy_compact && self.max_compaction_lag_ms > 0 {
+            self.segment_ms.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms
+        }
     }
 }
 

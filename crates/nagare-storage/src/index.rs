@@ -221,6 +221,11 @@ impl OffsetIndex {
     pub(crate) fn set_path(&mut self, path: PathBuf) {
         self.path = path;
     }
+
+    /// Bytes the entries take in the file.
+    pub(crate) fn size_bytes(&self) -> u64 {
+        (self.entries.len() * OFFSET_ENTRY_SIZE) as u64
+    }
 }
 
 /// The sparse time index of one segment.
@@ -376,6 +381,11 @@ impl TimeIndex {
     /// Points the index at a renamed file.
     pub(crate) fn set_path(&mut self, path: PathBuf) {
         self.path = path;
+    }
+
+    /// Bytes the entries take in the file.
+    pub(crate) fn size_bytes(&self) -> u64 {
+        (self.entries.len() * TIME_ENTRY_SIZE) as u64
     }
 }
 

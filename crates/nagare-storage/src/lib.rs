@@ -12,6 +12,7 @@
 //! the page cache and [`Log::flush`] fsyncs them (group commit) without blocking appends.
 
 mod checkpoint;
+mod cleaner;
 mod config;
 mod epoch_cache;
 mod error;
@@ -19,11 +20,13 @@ mod index;
 mod log;
 mod manager;
 mod producer_state;
+mod records;
 mod replay;
 mod scan;
 mod segment;
 
 pub use checkpoint::{read_offset_checkpoint, write_offset_checkpoint};
+pub use cleaner::{CleanStats, Cleaner, CleanerConfig, CLEANER_CHECKPOINT_FILE};
 pub use config::{LogConfig, TimestampType, TopicPartition};
 pub use epoch_cache::EpochEntry;
 pub use error::StorageError;

@@ -21,6 +21,10 @@ use nagare_protocol::record_batch::{
 };
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
+mod compaction;
+
+pub(crate) use compaction::{CleaningView, SegmentView, CLEANED_SUFFIX};
+
 use crate::checkpoint::fsync_dir;
 use crate::config::{LogConfig, TimestampType, TopicPartition};
 use crate::epoch_cache::{EpochEntry, LeaderEpochCache};
@@ -150,9 +154,11 @@ impl Inner {
             .range(..=offset)
             .next_back()
             .map_or(i64::MIN, |(b, _)| *b);
+        // Compaction can leave empty rolled segments (next offset = base): skip them.
         self.rolled
             .range(lo..)
             .map(|(_, s)| s)
+            .filter(|s| s.size > 0)
             .chain(std::iter::once(&self.active))
             .find(|s| s.next_offset > offset)
     }
@@ -340,6 +346,9 @@ impl Log {
         now_ms: i64,
     ) -> Result<Log, StorageError> {
         fs::create_dir_all(&dir)?;
+        // Before anything else: a cleaned segment that was being swapped in replaces the
+        // segments it was cleaned from.
+        compaction::complete_swaps(&dir)?;
         let mut bases = std::collections::BTreeSet::new();
         let mut index_files = Vec::new();
         for entry in fs::read_dir(&dir)? {
@@ -676,6 +685,13 @@ impl Log {
                     "{tp}: transactional batch without a producer id"
                 )));
             }
+            if config.cleanup_policy_compact {
+                // Kafka's LogValidator: a compacted topic needs a key on every record (this
+                // decodes, and decompresses, the records: only for compacted topics).
+                crate::records::check_keys(h, bytes).map_err(|e| {
+                    StorageError::InvalidRecord(format!("{e} in topic partition {tp}."))
+                })?;
+            }
         }
         if origin != AppendOrigin::Replication
             && config.message_timestamp_type == TimestampType::CreateTime
@@ -893,7 +909,7 @@ impl Log {
             Some("segment.bytes")
         } else if a
             .roll_base_ms
-            .is_some_and(|t| now_ms.saturating_sub(t) > config.segment_ms)
+            .is_some_and(|t| now_ms.saturating_sub(t) > config.max_segment_ms())
         {
             Some("segment.ms")
         } else if a.offset_index.is_full(config.segment_index_bytes)
@@ -1315,7 +1331,7 @@ impl Log {
             && inner
                 .active
                 .roll_base_ms
-                .is_some_and(|t| now_ms.saturating_sub(t) > config.segment_ms);
+                .is_some_and(|t| now_ms.saturating_sub(t) > config.max_segment_ms());
         if roll_due {
             let end = inner.log_end_offset;
             self.roll(&mut inner, end).map_err(|e| self.poison(e))?;

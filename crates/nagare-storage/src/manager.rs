@@ -9,6 +9,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::checkpoint::{fsync_dir, read_offset_checkpoint, write_offset_checkpoint};
+use crate::cleaner::{CleanStats, Cleaner, CleanerConfig};
 use crate::config::{LogConfig, TopicPartition};
 use crate::error::StorageError;
 use crate::log::Log;
@@ -29,6 +30,8 @@ pub struct LogManager {
     logs: RwLock<HashMap<TopicPartition, Arc<Log>>>,
     /// Serializes creation and removal so that two callers never open the same directory.
     create_lock: Mutex<()>,
+    /// The log cleaner of this directory (compaction) and its checkpoint.
+    cleaner: Cleaner,
 }
 
 impl std::fmt::Debug for LogManager {
@@ -110,6 +113,7 @@ impl LogManager {
         }
         tracing::info!(dir = %log_dir.display(), logs = logs.len(), had_clean_shutdown, "log manager opened");
         Ok(LogManager {
+            cleaner: Cleaner::open(log_dir.clone()),
             log_dir,
             logs: RwLock::new(logs),
             create_lock: Mutex::new(()),
@@ -153,7 +157,8 @@ impl LogManager {
         let Some(log) = self.logs.write().remove(tp) else {
             return Ok(());
         };
-        log.delete()
+        log.delete()?;
+        self.cleaner.forget(tp)
     }
 
     /// Every log.
@@ -203,6 +208,21 @@ impl LogManager {
                 tracing::error!(%tp, error = %e, "retention failed");
             }
         }
+    }
+
+    /// Runs the log cleaner over every compacted log that needs it (Kafka's cleaner thread:
+    /// filthiest first). Errors are logged per log. Returns what was cleaned.
+    pub fn clean_logs(
+        &self,
+        config: &CleanerConfig,
+        now_ms: i64,
+    ) -> Vec<(TopicPartition, CleanStats)> {
+        self.cleaner.clean_logs(&self.all(), config, now_ms)
+    }
+
+    /// The log cleaner of this directory.
+    pub fn cleaner(&self) -> &Cleaner {
+        &self.cleaner
     }
 
     /// Closes every log, writes the checkpoints, and writes the clean-shutdown marker, unless

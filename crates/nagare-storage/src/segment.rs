@@ -373,6 +373,80 @@ impl Segment {
         })
     }
 
+    /// Creates an empty segment whose files carry an extra suffix (`<base>.log.cleaned`, ...):
+    /// the log cleaner's output before it is swapped in.
+    pub(crate) fn create_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        extra: &str,
+    ) -> io::Result<Segment> {
+        let name = |suffix: &str| dir.join(format!("{}{extra}", file_name(base_offset, suffix)));
+        let file = open_rw(&name(LOG_SUFFIX), true)?;
+        let mut seg = Segment::with_file(dir, base_offset, file, 0);
+        seg.log_path = name(LOG_SUFFIX);
+        seg.offset_index.set_path(name(INDEX_SUFFIX));
+        seg.time_index.set_path(name(TIME_INDEX_SUFFIX));
+        open_rw(seg.offset_index.path(), true)?;
+        open_rw(seg.time_index.path(), true)?;
+        Ok(seg)
+    }
+
+    /// Appends one batch (the cleaner's output) and indexes it; unlike [`Segment::append`] it
+    /// leaves `roll_base_ms` alone.
+    pub(crate) fn append_batch(
+        &mut self,
+        data: &[u8],
+        h: &RecordBatchHeader,
+        index_interval_bytes: u64,
+    ) -> io::Result<()> {
+        self.file.write_all_at(data, self.size)?;
+        let pos = self.size;
+        self.index_batch(pos, h, index_interval_bytes);
+        self.size = pos + data.len() as u64;
+        Ok(())
+    }
+
+    /// Renames the segment's files from `<name><from>` to `<name><to>` (extra suffixes such as
+    /// `.cleaned`, `.swap` or ""), indexes first and the data file last, so that the data
+    /// file's name always tells how far a crash got.
+    pub(crate) fn change_suffix(&mut self, from: &str, to: &str) -> io::Result<()> {
+        let dir = self
+            .log_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let base = self.base_offset;
+        let name =
+            |suffix: &str, extra: &str| dir.join(format!("{}{extra}", file_name(base, suffix)));
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+            match fs::rename(name(suffix, from), name(suffix, to)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound && suffix != LOG_SUFFIX => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.log_path = name(LOG_SUFFIX, to);
+        self.offset_index.set_path(name(INDEX_SUFFIX, to));
+        self.time_index.set_path(name(TIME_INDEX_SUFFIX, to));
+        Ok(())
+    }
+
+    /// Fsyncs the data file and both index files (after [`Segment::write_indexes`]).
+    pub(crate) fn sync_all_files(&self) -> io::Result<()> {
+        self.file.sync_all()?;
+        for p in [self.offset_index.path(), self.time_index.path()] {
+            File::open(p)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes the two index files take (for the cleaner's grouping by `segment.index.bytes`).
+    pub(crate) fn index_bytes(&self) -> u64 {
+        self.offset_index
+            .size_bytes()
+            .max(self.time_index.size_bytes())
+    }
+
     /// Renames the segment's files to `*.deleted` (Kafka's asynchronous delete) and returns
     /// the new paths. Readers holding the data file keep working.
     pub(crate) fn rename_for_delete(&mut self) -> io::Result<Vec<PathBuf>> {
