@@ -43,6 +43,8 @@ pub struct Broker {
     pub metadata: Arc<MetadataPublisher>,
     /// The channel to the active controller (set once the quorum is up).
     pub channel: std::sync::OnceLock<Arc<controller_channel::ControllerChannel>>,
+    /// The metadata quorum this node takes part in (set at startup).
+    pub quorum: std::sync::OnceLock<Arc<dyn quorum::NodeQuorum>>,
     /// This broker's registration with the controller (set at startup).
     pub lifecycle: std::sync::OnceLock<Arc<broker_lifecycle::BrokerLifecycle>>,
     /// Hosted partitions.
@@ -88,6 +90,7 @@ impl Broker {
             metadata,
             channel: std::sync::OnceLock::new(),
             lifecycle: std::sync::OnceLock::new(),
+            quorum: std::sync::OnceLock::new(),
             replicas,
         }
     }

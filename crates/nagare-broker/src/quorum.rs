@@ -18,6 +18,13 @@ use nagare_metadata::MetadataPublisher;
 
 use crate::replica_manager::now_ms;
 
+/// The node's metadata quorum: what the controller commits through, plus what DescribeQuorum
+/// reports.
+pub trait NodeQuorum: Quorum {
+    /// Leader, epoch, high watermark and replica progress, as this node knows them.
+    fn quorum_info(&self) -> nagare_raft::QuorumInfo;
+}
+
 /// A single-voter quorum over the local metadata log.
 pub struct LocalQuorum {
     node_id: i32,
@@ -46,6 +53,26 @@ impl LocalQuorum {
     /// Flushes and closes the log.
     pub fn close(&self) -> Result<(), MetadataLogError> {
         self.log.lock().close()
+    }
+}
+
+impl NodeQuorum for LocalQuorum {
+    fn quorum_info(&self) -> nagare_raft::QuorumInfo {
+        let end = self.log.lock().end_offset();
+        let now = now_ms() as u64;
+        let me = nagare_raft::ReplicaInfo {
+            replica_id: self.node_id,
+            log_end_offset: end,
+            last_fetch_ms: Some(now),
+            last_caught_up_ms: Some(now),
+        };
+        nagare_raft::QuorumInfo {
+            leader_id: Some(self.node_id),
+            epoch: 0,
+            high_watermark: end,
+            voters: vec![me],
+            observers: vec![],
+        }
     }
 }
 

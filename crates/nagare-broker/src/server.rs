@@ -247,6 +247,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         partitions = logs.all().len(),
         "logs loaded"
     );
+    let log_cleaner = logs.cleaner().clone();
     let replicas = Arc::new(ReplicaManager::open(config.node_id, logs));
     let broker = Arc::new(Broker::new(
         config.clone(),
@@ -267,6 +268,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
 
     // Register with the controller and wait to be unfenced (caught up with the metadata log)
     // before serving clients, as Kafka's brokers do.
+    let _ = broker.quorum.set(quorum.clone());
     let lifecycle = Arc::new(BrokerLifecycle::new(&broker));
     let _ = broker.lifecycle.set(lifecycle.clone());
     lifecycle.register(&broker).await.map_err(|e| {
@@ -323,6 +325,35 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             }
         },
     ));
+    // The log cleaner (compaction, Kafka's CleanerThread): a pass over the compacted logs,
+    // again at once if it cleaned something, else after `log.cleaner.backoff.ms`.
+    let cleaner_settings = config.log_cleaner();
+    if cleaner_settings.enabled {
+        let r = replicas.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let (r, c, s) = (
+                    r.clone(),
+                    log_cleaner.clone(),
+                    cleaner_settings.storage.clone(),
+                );
+                let cleaned = tokio::task::spawn_blocking(move || {
+                    let logs: Vec<_> = r
+                        .all_partitions()
+                        .into_iter()
+                        .map(|p| (p.tp.clone(), p.log.clone()))
+                        .collect();
+                    c.clean_logs(&logs, &s, now_ms()).len()
+                })
+                .await
+                .unwrap_or(0);
+                if cleaned == 0 {
+                    let backoff = cleaner_settings.backoff_ms.max(1);
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                }
+            }
+        }));
+    }
     tasks.push(tokio::spawn({
         // Drives the group coordinator's timers (session expiry, rebalance timeouts, ...).
         let groups = broker.groups.clone();

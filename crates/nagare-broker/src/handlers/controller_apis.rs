@@ -16,13 +16,19 @@ use nagare_controller::logic::{self, ApiError};
 use nagare_metadata::records::Endpoint;
 
 use super::{
-    alter_configs, api_versions, create_partitions, create_topics, delete_topics, respond, Request,
+    alter_configs, api_versions, create_partitions, create_topics, delete_topics, describe_quorum,
+    respond, Request,
 };
 use crate::network::{Reply, Response};
 use crate::Broker;
 
-/// APIs a broker listener announces only to forward them to the controller.
-pub const FORWARDED_ONLY: &[(ApiKey, i16, i16)] = &[];
+/// APIs a broker listener answers by forwarding them to the active controller (or by itself
+/// when it is the active controller).
+pub const FORWARDED_ONLY: &[(ApiKey, i16, i16)] = &[(
+    ApiKey::DescribeQuorum,
+    describe_quorum::VERSIONS.0,
+    describe_quorum::VERSIONS.1,
+)];
 
 /// Admin requests that belong to the active controller: a broker that is not the active
 /// controller forwards them unchanged.
@@ -34,6 +40,7 @@ pub fn is_forwarded(key: ApiKey) -> bool {
             | ApiKey::CreatePartitions
             | ApiKey::AlterConfigs
             | ApiKey::IncrementalAlterConfigs
+            | ApiKey::DescribeQuorum
     )
 }
 
@@ -73,6 +80,11 @@ pub fn supported() -> Vec<(ApiKey, i16, i16)> {
         (ApiKey::BrokerRegistration, 0, 4),
         (ApiKey::BrokerHeartbeat, 0, 1),
         (ApiKey::AllocateProducerIds, 0, 0),
+        (
+            ApiKey::DescribeQuorum,
+            describe_quorum::VERSIONS.0,
+            describe_quorum::VERSIONS.1,
+        ),
     ]
 }
 
@@ -107,6 +119,7 @@ pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> Result
         ApiKey::BrokerRegistration => broker_registration(broker, req).await,
         ApiKey::BrokerHeartbeat => broker_heartbeat(broker, req).await,
         ApiKey::AllocateProducerIds => allocate_producer_ids(broker, req).await,
+        ApiKey::DescribeQuorum => describe_quorum::handle(broker, req),
         _ => Err(format!("{key:?} is not served on the controller listener")),
     }
 }

@@ -13,6 +13,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_quorum;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
@@ -308,6 +309,7 @@ pub async fn dispatch(
         ApiKey::AlterConfigs => alter_configs::handle_alter(broker, req).await,
         ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(broker, req).await,
         ApiKey::DescribeCluster => describe_cluster::handle(broker, req),
+        ApiKey::DescribeQuorum => describe_quorum::handle(broker, req),
         ApiKey::DeleteRecords => delete_records::handle(broker, req),
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(broker, req),
         ApiKey::InitProducerId => init_producer_id::handle(broker, req).await,
