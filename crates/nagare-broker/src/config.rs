@@ -266,6 +266,11 @@ const IMPLEMENTED: &[(&str, Kind)] = &[
         Kind::Int(1, i64::MAX),
     ),
     ("offset.metadata.max.bytes", Kind::Int(0, i32::MAX as i64)),
+    // The log cleaner (compaction); see `BrokerConfig::log_cleaner`.
+    ("log.cleaner.enable", Kind::Bool),
+    ("log.cleaner.threads", Kind::Int(0, i32::MAX as i64)),
+    ("log.cleaner.backoff.ms", Kind::Int(0, i64::MAX)),
+    ("log.cleaner.dedupe.buffer.size", Kind::Int(0, i64::MAX)),
 ];
 
 /// Kafka broker keys Nagare accepts but does not act on yet (warned about at startup).
@@ -291,8 +296,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "sasl.mechanism.inter.broker.protocol",
     "ssl.keystore.location",
     "authorizer.class.name",
-    "log.cleaner.enable",
-    "log.cleaner.threads",
 ];
 
 /// Parses `server.properties` text (Java properties: `key=value`, `key: value` or
@@ -421,10 +424,6 @@ impl BrokerConfig {
                 if matches!(
                     k.as_str(),
                     "log.flush.interval.messages"
-                        | "log.cleaner.delete.retention.ms"
-                        | "log.cleaner.min.cleanable.ratio"
-                        | "log.cleaner.min.compaction.lag.ms"
-                        | "log.cleaner.max.compaction.lag.ms"
                         | "log.preallocate"
                         | "log.roll.jitter.ms"
                         | "compression.type"
@@ -778,6 +777,47 @@ fn check_kind(key: &str, value: &str, kind: Kind) -> Result<(), ConfigError> {
             _ => Err(invalid(key, value, "expected true or false")),
         },
         Kind::Text | Kind::List => Ok(()),
+    }
+}
+
+/// The log cleaner's broker settings (`log.cleaner.*`, Kafka's defaults). The per-topic
+/// ones (`log.cleaner.delete.retention.ms`, `log.cleaner.min.cleanable.ratio`,
+/// `log.cleaner.{min,max}.compaction.lag.ms`) are topic-config defaults.
+#[derive(Debug, Clone)]
+pub struct LogCleanerSettings {
+    /// `log.cleaner.enable` (default true) and `log.cleaner.threads` > 0.
+    pub enabled: bool,
+    /// `log.cleaner.backoff.ms`: pause between passes with nothing to clean (default 15000).
+    pub backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size` (default 134217728) and `log.cleaner.threads`
+    /// (default 1), which split it.
+    pub storage: nagare_storage::CleanerConfig,
+}
+
+impl BrokerConfig {
+    /// The log cleaner's settings.
+    pub fn log_cleaner(&self) -> LogCleanerSettings {
+        let get = |k: &str, d: i64| {
+            self.props
+                .get(k)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(d)
+        };
+        let threads = get("log.cleaner.threads", 1).max(0) as usize;
+        let enabled = self
+            .props
+            .get("log.cleaner.enable")
+            .is_none_or(|v| v.trim().eq_ignore_ascii_case("true"));
+        LogCleanerSettings {
+            enabled: enabled && threads > 0,
+            backoff_ms: get("log.cleaner.backoff.ms", 15_000).max(0) as u64,
+            storage: nagare_storage::CleanerConfig {
+                dedupe_buffer_size: get("log.cleaner.dedupe.buffer.size", 134_217_728).max(0)
+                    as u64,
+                threads: threads.max(1),
+                ..nagare_storage::CleanerConfig::default()
+            },
+        }
     }
 }
 

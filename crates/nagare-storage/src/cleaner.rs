@@ -113,12 +113,14 @@ struct State {
 }
 
 /// The cleaner of one log directory. Cleans one log at a time (calls are serialized).
-#[derive(Debug)]
+/// Clones share their state (the [`LogManager`](crate::LogManager) keeps one to forget
+/// deleted logs; the broker's background task drives another).
+#[derive(Debug, Clone)]
 pub struct Cleaner {
     log_dir: PathBuf,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     /// Held for a whole cleaning, so that two callers never write the same `.cleaned` files.
-    run: Mutex<()>,
+    run: Arc<Mutex<()>>,
 }
 
 /// Why a log is (not) cleaned now.
@@ -145,11 +147,11 @@ impl Cleaner {
         });
         Cleaner {
             log_dir,
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 checkpoints,
                 delete_horizons: HashMap::new(),
-            }),
-            run: Mutex::new(()),
+            })),
+            run: Arc::new(Mutex::new(())),
         }
     }
 
