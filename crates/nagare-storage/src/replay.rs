@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
+use nagare_protocol::record_batch;
 
 use crate::error::StorageError;
 use crate::log::Log;
@@ -29,13 +30,20 @@ pub fn replay_records(log: &Log, mut f: impl FnMut(ReplayedRecord)) -> Result<()
         let data = log.read(offset, 4 << 20, true, end)?;
         let Some(slice) = data.slice else { break };
         let mut bytes: Bytes = slice.read_to_bytes()?;
+        // Batch headers decide where the next read starts: compaction can leave batches
+        // without records (a producer's last batch) that records alone would not move past.
+        let mut next = offset;
+        for item in record_batch::batches(&bytes) {
+            let (h, _) = item.map_err(|e| {
+                StorageError::CorruptRecord(format!("replaying {}: {e}", log.dir().display()))
+            })?;
+            next = next.max(h.next_offset());
+        }
         let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| {
             StorageError::CorruptRecord(format!("replaying {}: {e}", log.dir().display()))
         })?;
-        let mut next = offset;
         for set in sets {
             for r in set.records {
-                next = next.max(r.offset + 1);
                 // A read starts at the batch holding `offset`: skip what was already seen.
                 if r.offset < offset {
                     continue;

@@ -750,3 +750,29 @@ proptest! {
         prop_assert_eq!(contents(&log), got);
     }
 }
+
+#[test]
+fn replay_moves_past_empty_batches_and_gaps() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open_log(dir.path(), compact_config(1 << 20), true);
+    let cleaner = Cleaner::open(dir.path().to_path_buf());
+    let p = ProducerFields {
+        id: 9,
+        epoch: 0,
+        seq: 0,
+    };
+    write(&log, &[kv("a", Some("1")), kv("b", Some("1"))], 1_000);
+    log.append_as_leader(
+        encode(&[kv("a", Some("2"))], 1_000, Compression::None, Some(&p)),
+        0,
+        1_000,
+    )
+    .expect("append");
+    write(&log, &[kv("a", Some("3")), kv("c", Some("1"))], 1_000);
+    roll(&log, 1_000);
+    clean(&cleaner, &log, 2_000).expect("cleaned");
+    // Offset 2 is now an empty batch of producer 9; offset 0 is gone.
+    let mut seen = Vec::new();
+    nagare_storage::replay_records(&log, |r| seen.push(r.offset)).expect("replay");
+    assert_eq!(seen, vec![1, 3, 4]);
+}
