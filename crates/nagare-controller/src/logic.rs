@@ -203,7 +203,7 @@ pub fn create_topic(
             ));
         }
         let start = image.topic_ids.len();
-        place_or_err(&brokers, 0, partitions, rf, start)?
+        place_or_err(image, &brokers, 0, partitions, rf, start)?
     };
     let topic_id = Uuid::new_v4();
     let mut records = vec![MetadataRecord::Topic {
@@ -230,13 +230,32 @@ pub fn create_topic(
 }
 
 fn place_or_err(
+    image: &MetadataImage,
     brokers: &[i32],
     first: i32,
     count: i32,
     rf: i16,
     start: usize,
 ) -> Result<Vec<Vec<i32>>, ApiError> {
-    crate::placement::place(brokers, first, count, rf as usize, start).ok_or_else(|| {
+    // Rack-aware when every broker has a `broker.rack` (Kafka refuses mixed setups; we fall
+    // back to the plain placement instead).
+    let racks: Option<Vec<(i32, String)>> = brokers
+        .iter()
+        .map(|id| {
+            image
+                .brokers
+                .get(id)
+                .and_then(|b| b.rack.clone())
+                .map(|r| (*id, r))
+        })
+        .collect();
+    let placed = match racks {
+        Some(r) if !r.is_empty() => {
+            crate::placement::place_rack_aware(&r, first, count, rf as usize, start)
+        }
+        _ => crate::placement::place(brokers, first, count, rf as usize, start),
+    };
+    placed.ok_or_else(|| {
         ApiError::new(
             codes::INVALID_REPLICATION_FACTOR,
             format!(
@@ -385,6 +404,7 @@ pub fn create_partitions(
             a.to_vec()
         }
         None => place_or_err(
+            image,
             &live_brokers(image),
             current,
             new,

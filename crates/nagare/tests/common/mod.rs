@@ -5,6 +5,7 @@
 //! Every test binary compiles this module and uses only part of it, hence the `dead_code` allow.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod proxy;
 
 use std::fs::{File, OpenOptions};

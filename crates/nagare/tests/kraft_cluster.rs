@@ -1,0 +1,198 @@
+//! KRaft with real processes (issue 4): 3 controllers and 3 brokers on 127.0.0.1, configured
+//! with Kafka's property names and formatted with `nagare storage format`.
+//!
+//! - the quorum elects a leader; brokers register, are unfenced and serve CreateTopics
+//!   (forwarded to the active controller);
+//! - SIGKILL of the active controller: a new one is elected and CreateTopics works again
+//!   within a few seconds; the old one restarts and rejoins as a follower;
+//! - a controller restarted after more than one snapshot's worth of records loads a snapshot
+//!   and catches up;
+//! - a killed broker is fenced after `broker.session.timeout.ms`;
+//! - a broker started after many topics exist gets the metadata from a snapshot plus the tail;
+//! - an unformatted node of a multi-node cluster refuses to start with a clear error.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::TestCluster;
+use nagare_client::{Client, NewTopic};
+
+const READY: Duration = Duration::from_secs(60);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Retries `f` every 200 ms until it returns `Some` or `timeout` passes.
+fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The active controller as a broker reports it (`nagare quorum describe`).
+fn quorum(cluster: &TestCluster, bootstrap: &str) -> Option<nagare_client::QuorumDescription> {
+    runtime().block_on(async {
+        let mut c = Client::connect_to(bootstrap).await.ok()?;
+        c.describe_quorum().await.ok()
+    })
+    .filter(|q| q.leader_id >= 0)
+    .filter(|_| !cluster.cluster_id.is_empty())
+}
+
+fn create_topics(bootstrap: &str, names: &[String], partitions: i32) -> Result<(), String> {
+    runtime().block_on(async {
+        let mut c = Client::connect_to(bootstrap)
+            .await
+            .map_err(|e| e.to_string())?;
+        let topics: Vec<NewTopic> = names
+            .iter()
+            .map(|n| NewTopic {
+                name: n.clone(),
+                partitions: Some(partitions),
+                replication_factor: Some(1),
+                configs: vec![],
+            })
+            .collect();
+        c.create_topics(&topics, false)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn cluster_state(bootstrap: &str) -> Option<Vec<(i32, bool)>> {
+    runtime().block_on(async {
+        let mut c = Client::connect_to(bootstrap).await.ok()?;
+        let d = c.describe_cluster(true, false).await.ok()?;
+        let mut v: Vec<(i32, bool)> = d.nodes.iter().map(|n| (n.id, n.fenced)).collect();
+        v.sort();
+        Some(v)
+    })
+}
+
+fn checkpoints(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("data").join("__cluster_metadata-0"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".checkpoint"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn controllers_elect_fail_over_snapshot_and_fence_brokers() {
+    let mut cluster = TestCluster::new(
+        3,
+        3,
+        &[
+            "broker.session.timeout.ms=3000",
+            "broker.heartbeat.interval.ms=300",
+            "metadata.log.max.record.bytes.between.snapshots=16384",
+        ],
+    );
+    cluster.start_all(READY);
+    let b1 = cluster.node(101).bootstrap();
+
+    // Every broker registered and unfenced.
+    eventually(Duration::from_secs(30), "three unfenced brokers", || {
+        let s = cluster_state(&b1)?;
+        (s == vec![(101, false), (102, false), (103, false)]).then_some(())
+    });
+    let q = eventually(Duration::from_secs(30), "a quorum leader", || {
+        quorum(&cluster, &b1)
+    });
+    assert!((1..=3).contains(&q.leader_id), "{q:?}");
+    let mut voters: Vec<i32> = q.voters.iter().map(|v| v.id).collect();
+    voters.sort();
+    assert_eq!(voters, vec![1, 2, 3]);
+
+    // CreateTopics through a broker (forwarded to the active controller).
+    create_topics(&b1, &["t0".into()], 6).expect("create t0");
+
+    // Kill the active controller: a new leader, and CreateTopics works again soon.
+    let old = q.leader_id;
+    cluster.node(old).kill9();
+    let killed_at = Instant::now();
+    eventually(Duration::from_secs(20), "CreateTopics after failover", || {
+        create_topics(&b1, &["t1".into()], 3).ok()
+    });
+    let failover = killed_at.elapsed();
+    let q2 = eventually(Duration::from_secs(10), "the new leader", || {
+        quorum(&cluster, &b1).filter(|q| q.leader_id != old)
+    });
+    assert!(q2.leader_epoch > q.leader_epoch);
+    eprintln!(
+        "failover: leader {old} killed, {} leads epoch {}; CreateTopics ok after {failover:?}",
+        q2.leader_id, q2.leader_epoch
+    );
+    assert!(failover < Duration::from_secs(15), "failover took {failover:?}");
+
+    // Enough records for several snapshots while the old leader is down.
+    let names: Vec<String> = (0..300).map(|i| format!("bulk-{i}")).collect();
+    for chunk in names.chunks(100) {
+        create_topics(&b1, chunk, 1).expect("bulk create");
+    }
+    let leader_dir = cluster.node(q2.leader_id).dir().to_path_buf();
+    eventually(Duration::from_secs(20), "a snapshot on the leader", || {
+        (checkpoints(&leader_dir) > 0).then_some(())
+    });
+
+    // The old leader restarts, loads its snapshot (or fetches one) and catches up as a
+    // follower.
+    let n = cluster.node(old);
+    n.start();
+    n.wait_ready(READY);
+    eventually(Duration::from_secs(30), "the old leader caught up", || {
+        let q = quorum(&cluster, &b1)?;
+        let me = q.voters.iter().find(|v| v.id == old)?;
+        (q.leader_id != old && me.log_end_offset >= q.high_watermark).then_some(())
+    });
+    let out = cluster.node(old).current_output();
+    assert!(
+        out.contains("snapshot"),
+        "the restarted controller did not load or fetch a snapshot:\n{out}"
+    );
+
+    // A killed broker is fenced after the session timeout.
+    cluster.node(103).kill9();
+    let fenced = eventually(Duration::from_secs(20), "broker 103 fenced", || {
+        let s = cluster_state(&b1)?;
+        s.contains(&(103, true)).then_some(Instant::now())
+    });
+    let _ = fenced;
+
+    // A new broker that joins now gets everything (snapshot plus tail).
+    cluster.node(103).start();
+    cluster.node(103).wait_ready(READY);
+    let b3 = cluster.node(103).bootstrap();
+    let topics = runtime().block_on(async {
+        let mut c = Client::connect_to(&b3).await.expect("connect 103");
+        c.list_topics().await.expect("list")
+    });
+    assert!(topics.iter().filter(|t| t.starts_with("bulk-")).count() == 300);
+}
+
+#[test]
+fn unformatted_node_of_a_cluster_refuses_to_start() {
+    let cluster = TestCluster::new(3, 0, &[]);
+    let n = &cluster.nodes[0];
+    std::fs::remove_file(n.log_dir().join("meta.properties")).expect("unformat");
+    let out = std::process::Command::new(common::nagare_bin())
+        .args(["server", "--config"])
+        .arg(n.config_file())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nagare storage format"), "{err}");
+}
