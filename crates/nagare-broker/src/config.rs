@@ -821,6 +821,30 @@ impl BrokerConfig {
     }
 }
 
+/// `group.consumer.assignors`: short names (`uniform`, `range`) or Kafka's class names
+/// (`org.apache.kafka.coordinator.group.assignor.UniformAssignor`, …); the first is the
+/// default. Unknown names are kept, so that a client asking for them is refused with
+/// UNSUPPORTED_ASSIGNOR only if they are not listed.
+fn consumer_assignors(v: Option<&str>) -> Vec<String> {
+    let Some(v) = v else {
+        return vec!["uniform".to_owned(), "range".to_owned()];
+    };
+    v.split(',')
+        .map(|a| {
+            let a = a.trim();
+            let lower = a.to_ascii_lowercase();
+            if lower.ends_with("uniformassignor") {
+                "uniform".to_owned()
+            } else if lower.ends_with("rangeassignor") {
+                "range".to_owned()
+            } else {
+                a.to_owned()
+            }
+        })
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -894,28 +918,4 @@ foo.bar=1
             ]
         );
     }
-}
-
-/// `group.consumer.assignors`: short names (`uniform`, `range`) or Kafka's class names
-/// (`org.apache.kafka.coordinator.group.assignor.UniformAssignor`, …); the first is the
-/// default. Unknown names are kept, so that a client asking for them is refused with
-/// UNSUPPORTED_ASSIGNOR only if they are not listed.
-fn consumer_assignors(v: Option<&str>) -> Vec<String> {
-    let Some(v) = v else {
-        return vec!["uniform".to_owned(), "range".to_owned()];
-    };
-    v.split(',')
-        .map(|a| {
-            let a = a.trim();
-            let lower = a.to_ascii_lowercase();
-            if lower.ends_with("uniformassignor") {
-                "uniform".to_owned()
-            } else if lower.ends_with("rangeassignor") {
-                "range".to_owned()
-            } else {
-                a.to_owned()
-            }
-        })
-        .filter(|a| !a.is_empty())
-        .collect()
 }

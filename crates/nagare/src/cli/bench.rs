@@ -13,6 +13,8 @@ mod common;
 mod consume;
 #[path = "../bench/e2e.rs"]
 mod e2e;
+#[path = "../bench/group.rs"]
+mod group;
 #[path = "../bench/loopback.rs"]
 mod loopback;
 #[path = "../bench/produce.rs"]
@@ -56,6 +58,14 @@ enum Workload {
     },
     /// Measure loopback TCP bandwidth (no broker needed).
     Loopback(loopback::LoopbackOpts),
+    /// Time for a group of `--members` to give every member its partitions after the last
+    /// one joins, classic vs KIP-848 (`--protocol`).
+    Group {
+        #[command(flatten)]
+        common: common::Common,
+        #[command(flatten)]
+        group: group::GroupOpts,
+    },
 }
 
 /// Runs a benchmark.
@@ -68,6 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             produce,
             e2e,
         } => e2e::e2e(common, produce, e2e).await,
+        Workload::Group { common, group } => group::group(common, group).await,
         Workload::Loopback(opts) => tokio::task::spawn_blocking(move || loopback::loopback(opts))
             .await
             .map_err(|e| anyhow::anyhow!("loopback task: {e}"))?,
