@@ -9,9 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::{block_on, TestServer};
-use nagare_client::kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, GroupId, TopicName};
+use nagare_client::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use nagare_client::kafka_protocol::messages::{
+    ConsumerGroupHeartbeatRequest, GroupId, MetadataRequest, TopicName,
+};
 use nagare_client::kafka_protocol::protocol::StrBytes;
-use nagare_client::Client;
+use nagare_client::{Client, Connection};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
@@ -253,6 +256,25 @@ fn bad_heartbeats_get_kafka_error_codes() {
             .unwrap_or(0);
         assert_eq!(assigned, 2);
 
+        // Assignments name topics by id; clients resolve them with Metadata v12+ by id.
+        let topic_id = ok.assignment.as_ref().unwrap().topic_partitions[0].topic_id;
+        let mut conn = Connection::connect(&server.bootstrap(), "kip848-test")
+            .await
+            .expect("connect");
+        let by_id = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default()
+                .with_topic_id(topic_id)
+                .with_name(None)]))
+            .with_allow_auto_topic_creation(false);
+        let md = conn.send_version(&by_id, 12).await.expect("metadata by id");
+        assert_eq!(md.topics.len(), 1);
+        assert_eq!(md.topics[0].error_code, 0);
+        assert_eq!(
+            md.topics[0].name.as_ref().map(|n| n.0.as_str()),
+            Some(TOPIC)
+        );
+        assert_eq!(md.topics[0].partitions.len(), 2);
+
         let wrong_epoch = join("member-a")
             .with_member_epoch(ok.member_epoch + 10)
             .with_rebalance_timeout_ms(-1)
@@ -288,4 +310,40 @@ fn bad_heartbeats_get_kafka_error_codes() {
         let r = client.consumer_group_heartbeat(&leave).await.expect("send");
         assert_eq!((r.error_code, r.member_epoch), (0, -1));
     });
+}
+
+#[test]
+fn regex_subscriptions_are_assigned_server_side() {
+    let server = server();
+    server.create_topic("kip848-rx-1", 2, &[]);
+    server.create_topic("kip848-rx-2", 2, &[]);
+    server.create_topic("other-topic", 2, &[]);
+    let mut cfg = server.client_config();
+    cfg.set("group.id", "g848-regex")
+        .set("group.protocol", "consumer")
+        .set("enable.auto.commit", "false");
+    let c: BaseConsumer = cfg.create().expect("consumer");
+    c.subscribe(&["^kip848-rx-.*"]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = BTreeSet::new();
+    while Instant::now() < deadline {
+        let _ = c.poll(Duration::from_millis(50));
+        got = c
+            .assignment()
+            .map(|a| {
+                a.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if got.len() == 4 {
+            break;
+        }
+    }
+    let want: BTreeSet<(String, i32)> = ["kip848-rx-1", "kip848-rx-2"]
+        .iter()
+        .flat_map(|t| (0..2).map(move |p| (t.to_string(), p)))
+        .collect();
+    assert_eq!(got, want);
 }
