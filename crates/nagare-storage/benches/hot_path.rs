@@ -13,6 +13,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use nagare_protocol::record_batch;
+use nagare_storage::bench_support::OffsetIndexBench;
 use nagare_storage::{Log, LogConfig, TopicPartition};
 
 /// One uncompressed v2 batch of `records` records with `value_size`-byte values.
@@ -27,7 +28,8 @@ fn batch(records: usize, value_size: usize) -> BytesMut {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // kafka-protocol starts a new batch when offset - sequence changes.
+            sequence: -1 + i as i32,
             timestamp: 1_700_000_000_000 + i as i64,
             key: None,
             value: Some(Bytes::from(vec![b'x'; value_size])),
@@ -181,12 +183,73 @@ fn read(c: &mut Criterion) {
             black_box(data.slice.map(|s| s.len))
         })
     });
+    // A consumer at the tail: the last few batches only.
+    g.bench_function("read_tail_16KiB_800k_records", |b| {
+        b.iter(|| {
+            let data = log.read(end - 60, 16 << 10, true, end).unwrap();
+            black_box(data.slice.map(|s| s.len))
+        })
+    });
+    g.finish();
+}
+
+fn read_large_batches(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path().join("bench-1"),
+        TopicPartition::new("bench", 1),
+        config(),
+        0,
+        true,
+        0,
+    )
+    .unwrap();
+    // 4,000 batches of 64 records of 1 KiB (about 260 MiB).
+    let one = batch(64, 1024);
+    for _ in 0..4_000 {
+        log.append_as_leader(one.clone(), 0, 1_700_000_000_000)
+            .unwrap();
+    }
+    let end = log.log_end_offset();
+    let mut g = c.benchmark_group("log");
+    g.throughput(Throughput::Elements(1));
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % end as u64) as i64
+    };
+    // 1 MiB fetches of 66 KiB batches: headers only, the records go by sendfile.
+    g.bench_function("read_1MiB_at_random_offset_64KiB_batches", |b| {
+        b.iter(|| {
+            let data = log.read(next(), 1 << 20, true, end).unwrap();
+            black_box(data.slice.map(|s| s.len))
+        })
+    });
+    g.finish();
+}
+
+fn index(c: &mut Criterion) {
+    // A full default-sized segment: 1 GiB with an entry per 4 KiB = 262,144 entries.
+    let idx = OffsetIndexBench::new(1_000_000, 262_144, 40);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut g = c.benchmark_group("index");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("offset_index_lookup_262144_entries", |b| {
+        b.iter(|| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            black_box(idx.lookup(1_000_000 + (state % (262_144 * 40)) as i64))
+        })
+    });
     g.finish();
 }
 
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = validation, append, read
+    targets = validation, append, read, read_large_batches, index
 }
 criterion_main!(benches);

@@ -167,6 +167,22 @@ impl OffsetIndex {
         }
     }
 
+    /// The last entry (absolute offset, position) whose position is <= `max_position` and
+    /// whose offset is <= `max_offset`. Entries point at batch starts and every batch before
+    /// an entry ends below its offset, so a read may skip straight to it.
+    pub(crate) fn last_entry_within(
+        &self,
+        max_position: u64,
+        max_offset: i64,
+    ) -> Option<(i64, u64)> {
+        let rel = max_offset - self.base_offset;
+        let idx = self
+            .entries
+            .partition_point(|&(r, p)| u64::from(p) <= max_position && i64::from(r) <= rel);
+        let (r, p) = *self.entries.get(idx.checked_sub(1)?)?;
+        Some((self.base_offset + i64::from(r), u64::from(p)))
+    }
+
     /// Drops every entry whose offset is >= `offset`.
     pub(crate) fn truncate_to_offset(&mut self, offset: i64) {
         let rel = offset - self.base_offset;
@@ -409,6 +425,10 @@ mod tests {
         assert_eq!(idx.lookup(110), (110, 4000));
         assert_eq!(idx.lookup(125), (120, 8000));
         assert_eq!(idx.lookup(1000), (130, 12000));
+        assert_eq!(idx.last_entry_within(3999, 1000), None);
+        assert_eq!(idx.last_entry_within(9000, 1000), Some((120, 8000)));
+        assert_eq!(idx.last_entry_within(1 << 20, 125), Some((120, 8000)));
+        assert_eq!(idx.last_entry_within(1 << 20, 130), Some((130, 12000)));
         assert!(idx.is_full(24));
         assert!(!idx.is_full(32));
         idx.write().expect("write");

@@ -37,3 +37,29 @@ pub use manager::{
 };
 pub use producer_state::{ProducerBatchMetadata, ProducerStateEntry};
 pub use replay::{replay_records, ReplayedRecord};
+
+/// Internals exposed for the criterion benches only; not a stable API.
+#[doc(hidden)]
+pub mod bench_support {
+    use std::path::PathBuf;
+
+    /// A sparse offset index held in memory, as a segment holds it.
+    pub struct OffsetIndexBench(crate::index::OffsetIndex);
+
+    impl OffsetIndexBench {
+        /// An index of `entries` entries for a segment at `base`, one per `spacing` offsets
+        /// and 4096 bytes.
+        pub fn new(base: i64, entries: u32, spacing: u32) -> Self {
+            let mut idx = crate::index::OffsetIndex::new(PathBuf::from("bench.index"), base);
+            for i in 1..=entries {
+                idx.append(base + i64::from(i * spacing), u64::from(i) * 4096);
+            }
+            OffsetIndexBench(idx)
+        }
+
+        /// Kafka's `lookup`: (offset, position) of the last entry at or below `target`.
+        pub fn lookup(&self, target: i64) -> (i64, u64) {
+            self.0.lookup(target)
+        }
+    }
+}

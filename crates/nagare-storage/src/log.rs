@@ -17,7 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use nagare_protocol::record_batch::{
-    self, batches, validate_crc, BatchError, RecordBatchHeader, TimestampType as BatchTimestampType,
+    self, batches, validate_crc, BatchError, RecordBatchHeader,
+    TimestampType as BatchTimestampType, HEADER_SIZE,
 };
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
@@ -219,7 +220,7 @@ fn walk_headers(
     start_pos: u64,
     f: &mut dyn FnMut(&RecordBatchHeader),
 ) -> io::Result<()> {
-    let mut reader = ChunkReader::new(&seg.file, seg.size, HEADER_CHUNK);
+    let mut reader = ChunkReader::headers(&seg.file, seg.size);
     let mut pos = start_pos;
     while let Some(h) = reader
         .header_at(pos)?
@@ -969,7 +970,7 @@ impl Log {
         min_one_batch: bool,
         max_offset: i64,
     ) -> Result<FetchData, StorageError> {
-        let (file, path, start_pos, seg_end, log_start, log_end) = {
+        let (file, path, start_pos, jump, seg_end, log_start, log_end) = {
             let inner = self.inner.lock();
             let (log_start, log_end) = (inner.log_start_offset, inner.log_end_offset);
             if offset < log_start || offset > log_end {
@@ -991,10 +992,20 @@ impl Log {
                 return Ok(empty);
             };
             let (_, pos) = seg.offset_index.lookup(offset);
+            // The batches between the first one and the last index entry within the byte
+            // budget all fit: the header walk may resume there instead of at every batch.
+            let jump = seg
+                .offset_index
+                .last_entry_within(
+                    pos.saturating_add(max_bytes as u64),
+                    max_offset.min(log_end),
+                )
+                .map(|(_, p)| p);
             (
                 Arc::clone(&seg.file),
                 seg.log_path.clone(),
                 pos,
+                jump,
                 seg.size,
                 log_start,
                 log_end,
@@ -1006,13 +1017,26 @@ impl Log {
             log_end_offset: log_end,
         };
         let max_offset = max_offset.min(log_end);
-        let mut reader = ChunkReader::new(&file, seg_end, HEADER_CHUNK);
+        let mut reader = ChunkReader::headers(&file, seg_end);
         let Some((start, mut h)) = find_batch(&mut reader, start_pos, offset)?
             .map_err(|e| StorageError::CorruptRecord(format!("{}: {e}", path.display())))?
         else {
             return Ok(data);
         };
+        // Headers past the byte budget are never needed: do not read ahead beyond it.
+        reader.set_limit(
+            start
+                .saturating_add(max_bytes as u64)
+                .saturating_add(HEADER_SIZE as u64),
+        );
         let mut end = start;
+        if let Some(p) = jump.filter(|&p| p > start) {
+            // (Were there no valid batch at the entry, the walk would go from the start.)
+            if let Ok(Some(next)) = reader.header_at(p)? {
+                end = p;
+                h = next;
+            }
+        }
         loop {
             if h.last_offset() >= max_offset {
                 break;

@@ -3,6 +3,12 @@
 //! Reads go through a small buffer so that walking many small batches costs one `pread` per
 //! chunk rather than one per batch. Only the region `[.., end)` is read: `end` is the segment
 //! size captured under the log lock, so bytes being appended concurrently are never seen.
+//!
+//! Header walks (fetch, index scans) only need the 61-byte headers, not the records between
+//! them, so their read-ahead adapts (see [`ChunkReader::headers`]): small reads first, chunks
+//! while batches are small (one `pread` for many headers), single headers once batches are
+//! large (no copying of record bytes that `sendfile` will send anyway), and never past a limit
+//! the caller sets (a fetch's byte budget).
 
 use std::fs::File;
 use std::io;
@@ -10,8 +16,14 @@ use std::os::unix::fs::FileExt;
 
 use nagare_protocol::record_batch::{BatchError, RecordBatchHeader, HEADER_SIZE};
 
-/// Default read-ahead for header walks.
+/// Largest read-ahead of header walks.
 pub(crate) const HEADER_CHUNK: usize = 64 * 1024;
+/// First read of an adaptive header walk: covers the scan from a sparse index entry
+/// (`index.interval.bytes`, 4096 by default) to the batch sought.
+const FIRST_HEADER_READ: usize = 8 * 1024;
+/// From this batch size on, reading the next header alone (one small `pread`) is cheaper than
+/// copying the batch's records to reach it.
+const LARGE_BATCH: usize = 4 * 1024;
 /// Read-ahead for full scans (recovery), which read every byte anyway.
 pub(crate) const RECOVERY_CHUNK: usize = 1024 * 1024;
 
@@ -22,6 +34,10 @@ pub(crate) struct ChunkReader<'f> {
     chunk_size: usize,
     buf: Vec<u8>,
     buf_pos: u64,
+    /// Adaptive header walk: the read-ahead follows the batch sizes seen.
+    adaptive: bool,
+    /// Read-ahead never goes past this (a fetch's byte budget); reads of requested bytes do.
+    limit: u64,
 }
 
 impl<'f> ChunkReader<'f> {
@@ -33,7 +49,22 @@ impl<'f> ChunkReader<'f> {
             chunk_size,
             buf: Vec::new(),
             buf_pos: 0,
+            adaptive: false,
+            limit: u64::MAX,
         }
+    }
+
+    /// A reader for walking batch headers: adaptive read-ahead, at most [`HEADER_CHUNK`].
+    pub(crate) fn headers(file: &'f File, end: u64) -> Self {
+        ChunkReader {
+            adaptive: true,
+            ..ChunkReader::new(file, end, FIRST_HEADER_READ)
+        }
+    }
+
+    /// Caps the read-ahead at `limit` (bytes needed beyond it are still read when asked for).
+    pub(crate) fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
     }
 
     /// `len` bytes at `pos`; the caller guarantees `pos + len <= end`.
@@ -41,7 +72,8 @@ impl<'f> ChunkReader<'f> {
         let in_buf =
             pos >= self.buf_pos && pos + len as u64 <= self.buf_pos + self.buf.len() as u64;
         if !in_buf {
-            let want = len.max(self.chunk_size) as u64;
+            let ahead = (self.chunk_size as u64).min(self.limit.saturating_sub(pos));
+            let want = (len as u64).max(ahead);
             let avail = self.end.saturating_sub(pos);
             let n = want.min(avail) as usize;
             if n < len {
@@ -75,6 +107,13 @@ impl<'f> ChunkReader<'f> {
             Ok(h) => h,
             Err(e) => return Ok(Err(e)),
         };
+        if self.adaptive {
+            self.chunk_size = if header.total_size() >= LARGE_BATCH {
+                HEADER_SIZE
+            } else {
+                (self.chunk_size * 2).clamp(FIRST_HEADER_READ, HEADER_CHUNK)
+            };
+        }
         if header.total_size() as u64 > remaining {
             return Ok(Err(BatchError::Truncated {
                 needed: header.total_size(),

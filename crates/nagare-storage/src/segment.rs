@@ -10,7 +10,7 @@ use std::time::UNIX_EPOCH;
 use nagare_protocol::record_batch::{validate_crc, RecordBatchHeader};
 
 use crate::index::{Loaded, OffsetIndex, TimeIndex};
-use crate::scan::{find_batch, ChunkReader, HEADER_CHUNK, RECOVERY_CHUNK};
+use crate::scan::{find_batch, ChunkReader, RECOVERY_CHUNK};
 
 /// Suffix of segment data files.
 pub(crate) const LOG_SUFFIX: &str = ".log";
@@ -151,7 +151,7 @@ impl Segment {
         (self.max_timestamp, self.offset_of_max_timestamp) =
             self.time_index.last_entry().unwrap_or((-1, -1));
         self.next_offset = self.base_offset;
-        let mut reader = ChunkReader::new(&self.file, self.size, HEADER_CHUNK);
+        let mut reader = ChunkReader::headers(&self.file, self.size);
         let mut pos = start_pos;
         let mut first = true;
         loop {
@@ -296,7 +296,7 @@ impl Segment {
     /// Position and header of the first batch whose last offset is >= `offset`.
     pub(crate) fn find(&self, offset: i64) -> io::Result<Option<(u64, RecordBatchHeader)>> {
         let (_, start) = self.offset_index.lookup(offset);
-        let mut reader = ChunkReader::new(&self.file, self.size, HEADER_CHUNK);
+        let mut reader = ChunkReader::headers(&self.file, self.size);
         find_batch(&mut reader, start, offset)?
             .map_err(|e| corrupt(format!("{}: {e}", self.log_path.display())))
     }

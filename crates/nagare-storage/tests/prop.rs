@@ -251,3 +251,63 @@ proptest! {
         prop_assert_eq!(info.first_offset, end);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// `Log::read` (index jump, adaptive header reads) returns exactly the batches a naive
+    /// walk would: from the batch holding the offset, whole batches of one segment, below
+    /// `max_offset`, within `max_bytes` (at least one when asked).
+    #[test]
+    fn reads_match_a_naive_batch_walk(
+        config in arb_config(),
+        appends in arb_appends(),
+        probes in proptest::collection::vec((any::<prop::sample::Index>(), 0usize..6000, any::<prop::sample::Index>(), any::<bool>()), 1..40),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::open(dir.path().to_path_buf(), tp(), config, 0, false, 0).expect("open");
+        let mut batches = Vec::new(); // (base, last, size)
+        for (records, value_size) in &appends {
+            let b = build(&Spec { records: *records, value_size: *value_size, ..Spec::default() });
+            let size = b.len();
+            let info = log.append_as_leader(b, 0, 0).expect("append");
+            batches.push((info.first_offset, info.last_offset, size));
+        }
+        let bases = log.segment_base_offsets();
+        let segment_of = |offset: i64| bases.iter().rposition(|&b| b <= offset).expect("segment");
+        let end = log.log_end_offset();
+        for (at, max_bytes, hw, min_one) in probes {
+            let offset = at.index(end as usize) as i64;
+            let max_offset = hw.index(end as usize + 1) as i64;
+            let first = batches.iter().position(|b| b.1 >= offset).expect("batch");
+            let mut want = Vec::new();
+            let mut total = 0usize;
+            if offset < max_offset {
+                for b in &batches[first..] {
+                    if segment_of(b.0) != segment_of(batches[first].0) || b.1 >= max_offset {
+                        break;
+                    }
+                    if total + b.2 > max_bytes {
+                        if want.is_empty() && min_one {
+                            want.push(b.0);
+                        }
+                        break;
+                    }
+                    total += b.2;
+                    want.push(b.0);
+                }
+            }
+            let data = log.read(offset, max_bytes, min_one, max_offset).expect("read");
+            let got: Vec<i64> = match data.slice {
+                Some(s) => {
+                    let bytes = s.read_to_bytes().expect("pread");
+                    nagare_protocol::record_batch::batches(&bytes)
+                        .map(|r| r.expect("batch").0.base_offset)
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            prop_assert_eq!(got, want, "offset {} max_bytes {} max_offset {}", offset, max_bytes, max_offset);
+        }
+    }
+}
