@@ -106,6 +106,7 @@ fn members_join_and_leave_with_exact_ownership_and_no_pause_on_unmoved_partition
     let mut during: BTreeMap<i32, u64> = BTreeMap::new();
     let start = Instant::now();
     let mut after = None;
+    let mut snapshots: Vec<Vec<BTreeSet<i32>>> = Vec::new();
     while start.elapsed() < Duration::from_secs(60) {
         produce_round(round);
         round += 1;
@@ -113,6 +114,7 @@ fn members_join_and_leave_with_exact_ownership_and_no_pause_on_unmoved_partition
             poll_into(c, &mut during, Duration::from_millis(10));
         }
         let now: Vec<BTreeSet<i32>> = consumers.iter().map(assignment).collect();
+        snapshots.push(now.clone());
         let total: usize = now.iter().map(BTreeSet::len).sum();
         let union: BTreeSet<i32> = now.iter().flatten().copied().collect();
         assert_eq!(total, union.len(), "a partition is owned twice: {now:?}");
@@ -122,27 +124,45 @@ fn members_join_and_leave_with_exact_ownership_and_no_pause_on_unmoved_partition
         }
     }
     let after = after.expect("the fourth member never got partitions");
-    // Partitions that stayed with their owner were consumed throughout the rebalance.
-    let unmoved: Vec<i32> = (0..3)
-        .flat_map(|i| {
-            owned[i]
-                .intersection(&after[i])
-                .copied()
-                .collect::<Vec<_>>()
-        })
+    // No stop-the-world: at every moment of the rebalance each old member kept the
+    // partitions it keeps in the end (an eager classic rebalance revokes everything).
+    let unmoved: Vec<BTreeSet<i32>> = (0..3)
+        .map(|i| owned[i].intersection(&after[i]).copied().collect())
         .collect();
     assert!(
-        unmoved.len() >= 6,
+        unmoved.iter().map(BTreeSet::len).sum::<usize>() >= 6,
         "too many partitions moved: {owned:?} -> {after:?}"
     );
-    for p in &unmoved {
-        assert!(
-            during.get(p).copied().unwrap_or(0) > 0,
-            "unmoved partition {p} received nothing during the rebalance ({during:?})"
-        );
+    for snap in &snapshots {
+        for i in 0..3 {
+            assert!(
+                snap[i].is_superset(&unmoved[i]),
+                "member {i} lost unmoved partitions mid-rebalance: {snap:?} (keeps {unmoved:?})"
+            );
+        }
     }
     for i in 0..3 {
         assert!(after[i].len() >= 2, "member {i} lost too much: {after:?}");
+    }
+    // Records keep flowing on the unmoved partitions.
+    let flow_deadline = Instant::now() + Duration::from_secs(30);
+    while unmoved
+        .iter()
+        .flatten()
+        .any(|p| during.get(p).copied().unwrap_or(0) == 0)
+        && Instant::now() < flow_deadline
+    {
+        produce_round(round);
+        round += 1;
+        for c in &consumers {
+            poll_into(c, &mut during, Duration::from_millis(10));
+        }
+    }
+    for p in unmoved.iter().flatten() {
+        assert!(
+            during.get(p).copied().unwrap_or(0) > 0,
+            "unmoved partition {p} received nothing ({during:?})"
+        );
     }
 
     // One member leaves (close sends the leave heartbeat): the others take its partitions.
