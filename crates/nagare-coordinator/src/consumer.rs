@@ -255,7 +255,7 @@ impl ConsumerGroup {
     }
 
     /// Topics subscribed by any member (by name).
-    fn subscribed_names(&self) -> BTreeSet<String> {
+    pub(crate) fn subscribed_names(&self) -> BTreeSet<String> {
         self.members
             .values()
             .flat_map(|m| m.meta.subscribed_topic_names.iter().cloned())

@@ -610,10 +610,56 @@ impl GroupCoordinatorShard {
                 groups_to_delete.push(group_id.clone());
             }
         }
-        if !records.is_empty() || !groups_to_delete.is_empty() {
+        // KIP-848 groups: offsets expire from their commit time unless a member subscribes
+        // to the topic (Kafka's `ConsumerGroup.offsetExpirationCondition`); an empty group
+        // left without offsets is deleted.
+        let mut consumer_groups_to_delete = Vec::new();
+        for (group_id, g) in &self.consumer_groups {
+            let subscribed = g.subscribed_names();
+            let regex_matched: Vec<String> = g
+                .subscription_metadata
+                .as_ref()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            let mut all_expired = true;
+            if let Some(topics) = self.offsets.group(group_id) {
+                for (topic, parts) in topics {
+                    if !g.members.is_empty()
+                        && (subscribed.contains(topic) || regex_matched.contains(topic))
+                    {
+                        all_expired = false;
+                        continue;
+                    }
+                    for (p, o) in parts {
+                        let expired = if o.expire_timestamp_ms >= 0 {
+                            now >= o.expire_timestamp_ms
+                        } else {
+                            now.saturating_sub(o.commit_timestamp_ms) >= retention
+                        };
+                        if expired {
+                            records.push(CoordinatorRecord::OffsetCommit {
+                                group_id: group_id.clone(),
+                                topic: topic.clone(),
+                                partition: *p,
+                                value: None,
+                            });
+                        } else {
+                            all_expired = false;
+                        }
+                    }
+                }
+            }
+            if all_expired && g.members.is_empty() {
+                consumer_groups_to_delete.push(group_id.clone());
+            }
+        }
+        if !records.is_empty()
+            || !groups_to_delete.is_empty()
+            || !consumer_groups_to_delete.is_empty()
+        {
             info!(
                 expired_offsets = records.len(),
-                deleted_groups = groups_to_delete.len(),
+                deleted_groups = groups_to_delete.len() + consumer_groups_to_delete.len(),
                 "offset retention cleanup"
             );
         }
@@ -625,6 +671,9 @@ impl GroupCoordinatorShard {
                 group_id: g,
                 value: None,
             });
+        }
+        for g in consumer_groups_to_delete {
+            self.delete_consumer_group_records(&g);
         }
     }
 }

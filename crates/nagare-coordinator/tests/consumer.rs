@@ -550,3 +550,100 @@ fn replaying_the_records_rebuilds_the_groups() {
         c.beat(&mut replica, now + 1);
     }
 }
+
+fn commit_simple(sh: &mut GroupCoordinatorShard, group: &str, offset: i64, now: i64) {
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])]);
+    let r = sh.handle(&ctx(9), GroupRequest::OffsetCommit(req), now);
+    match r.reply {
+        Reply::Now(GroupResponse::OffsetCommit(resp)) => {
+            assert_eq!(resp.topics[0].partitions[0].error_code, 0)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn classic_and_consumer_groups_share_the_id_space_and_convert_when_empty() {
+    let mut sh = shard_with(2);
+    // A simple consumer's offsets make an empty classic group; a KIP-848 member converts it
+    // and the offsets stay.
+    commit_simple(&mut sh, "g", 7, 0);
+    assert!(sh.group("g").is_some());
+    let mut a = Client::new("a");
+    a.beat(&mut sh, 1);
+    assert!(sh.group("g").is_none());
+    assert!(sh.consumer_group("g").is_some());
+    assert_eq!(sh.committed_offset("g", "t", 0).unwrap().offset, 7);
+    // A classic member cannot join the live consumer group.
+    let r = sh.handle(
+        &ctx(5),
+        GroupRequest::JoinGroup(join_req("g", "", None, &[("range", subscription(&["t"]))])),
+        2,
+    );
+    match r.reply {
+        Reply::Now(GroupResponse::JoinGroup(j)) => assert_eq!(j.error_code, 23),
+        other => panic!("{other:?}"),
+    }
+    // Once empty, the consumer group gives its id to a classic group; offsets stay.
+    let (r, _) = send(&mut sh, hb("a", -1, None), 3);
+    assert_eq!(r.error_code, 0);
+    let r = sh.handle(
+        &ctx(3),
+        GroupRequest::JoinGroup(join_req("g", "", None, &[("range", subscription(&["t"]))])),
+        4,
+    );
+    assert!(matches!(r.reply, Reply::Deferred(_) | Reply::Now(_)));
+    assert!(sh.consumer_group("g").is_none());
+    assert!(sh.group("g").is_some());
+    assert_eq!(sh.committed_offset("g", "t", 0).unwrap().offset, 7);
+}
+
+#[test]
+fn offsets_of_consumer_groups_expire_and_empty_groups_are_deleted() {
+    let retention = 60_000;
+    let mut sh = GroupCoordinatorShard::new(
+        0,
+        GroupCoordinatorConfig {
+            offsets_retention_ms: retention,
+            offsets_retention_check_interval_ms: 1_000,
+            ..Default::default()
+        },
+    );
+    sh.on_loaded(0);
+    sh.set_topics(topics(2));
+    let mut a = Client::new("a");
+    a.beat(&mut sh, 0);
+    let req = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_member_id(s("a"))
+        .with_generation_id_or_member_epoch(a.epoch)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(1)
+                .with_committed_offset(3)])]);
+    sh.handle(&ctx(9), GroupRequest::OffsetCommit(req), 1);
+    // Subscribed topic: kept while the member lives, however old.
+    let mut now = 1;
+    while now < 3 * retention {
+        now += 5_000;
+        a.beat(&mut sh, now);
+        sh.tick(now);
+    }
+    assert!(sh.committed_offset("g", "t", 1).is_some());
+    // Empty group: the offset expires from its commit time, then the group goes.
+    send(&mut sh, hb("a", -1, None), now);
+    now += 2_000;
+    sh.tick(now);
+    assert!(sh.committed_offset("g", "t", 1).is_none());
+    now += 2_000;
+    sh.tick(now);
+    assert!(sh.consumer_group("g").is_none());
+}
