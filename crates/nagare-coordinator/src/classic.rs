@@ -47,19 +47,6 @@ impl GroupCoordinatorShard {
                 errors::INVALID_GROUP_ID,
             )));
         }
-        if let Some(n) = self.consumer_groups.get(&group_id).map(|g| g.members.len()) {
-            if n > 0 {
-                // KIP-848: classic and consumer groups share the id space; a classic member
-                // cannot join a live consumer group.
-                return Reply::Now(GroupResponse::JoinGroup(join_error(
-                    &member_id,
-                    errors::INCONSISTENT_GROUP_PROTOCOL,
-                )));
-            }
-            // An empty consumer group becomes a classic group (Kafka's downgrade of empty
-            // groups); its offsets stay.
-            self.delete_consumer_group_records_keep_offsets(&group_id);
-        }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
             || req.session_timeout_ms > self.config.max_session_timeout_ms
         {
@@ -87,6 +74,26 @@ impl GroupCoordinatorShard {
             )));
         }
 
+        if let Some(n) = self.consumer_groups.get(&group_id).map(|g| g.members.len()) {
+            if n > 0 {
+                // KIP-848: classic and consumer groups share the id space; a classic member
+                // cannot join a live consumer group.
+                return Reply::Now(GroupResponse::JoinGroup(join_error(
+                    &member_id,
+                    errors::INCONSISTENT_GROUP_PROTOCOL,
+                )));
+            }
+            if !member_id.is_empty() {
+                // A classic member id cannot belong to a consumer group.
+                return Reply::Now(GroupResponse::JoinGroup(join_error(
+                    &member_id,
+                    errors::UNKNOWN_MEMBER_ID,
+                )));
+            }
+            // An empty consumer group becomes a classic group (Kafka's downgrade of empty
+            // groups); its offsets stay. The new classic group's first record follows.
+            self.delete_consumer_group_records_keep_offsets(&group_id);
+        }
         let is_unknown_member = member_id.is_empty();
         let is_new_group = !self.groups.contains_key(&group_id);
         let mut g = match self.groups.remove(&group_id) {

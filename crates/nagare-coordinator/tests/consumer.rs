@@ -551,58 +551,68 @@ fn replaying_the_records_rebuilds_the_groups() {
     }
 }
 
-fn commit_simple(sh: &mut GroupCoordinatorShard, group: &str, offset: i64, now: i64) {
-    let req = OffsetCommitRequest::default()
-        .with_group_id(GroupId(s(group)))
+#[test]
+fn classic_and_consumer_groups_share_the_id_space_and_convert_when_empty() {
+    let mut sh = shard_with(2);
+    let mut log: Vec<CoordinatorRecord> = Vec::new();
+    let mut run = |sh: &mut GroupCoordinatorShard, ver: i16, req: GroupRequest, now: i64| {
+        let r = sh.handle(&ctx(ver), req, now);
+        log.extend(r.records.clone());
+        r.reply
+    };
+    // A simple consumer's offsets make an empty classic group; a KIP-848 member converts it
+    // and the offsets stay.
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("g")))
         .with_generation_id_or_member_epoch(-1)
         .with_topics(vec![OffsetCommitRequestTopic::default()
             .with_name(TopicName(s("t")))
             .with_partitions(vec![OffsetCommitRequestPartition::default()
                 .with_partition_index(0)
-                .with_committed_offset(offset)])]);
-    let r = sh.handle(&ctx(9), GroupRequest::OffsetCommit(req), now);
-    match r.reply {
-        Reply::Now(GroupResponse::OffsetCommit(resp)) => {
-            assert_eq!(resp.topics[0].partitions[0].error_code, 0)
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
-fn classic_and_consumer_groups_share_the_id_space_and_convert_when_empty() {
-    let mut sh = shard_with(2);
-    // A simple consumer's offsets make an empty classic group; a KIP-848 member converts it
-    // and the offsets stay.
-    commit_simple(&mut sh, "g", 7, 0);
+                .with_committed_offset(7)])]);
+    run(&mut sh, 9, GroupRequest::OffsetCommit(commit), 0);
     assert!(sh.group("g").is_some());
-    let mut a = Client::new("a");
-    a.beat(&mut sh, 1);
+    let reply = run(
+        &mut sh,
+        1,
+        GroupRequest::ConsumerGroupHeartbeat(hb("a", 0, None)),
+        1,
+    );
+    assert!(
+        matches!(reply, Reply::Now(GroupResponse::ConsumerGroupHeartbeat(ref r)) if r.error_code == 0)
+    );
     assert!(sh.group("g").is_none());
     assert!(sh.consumer_group("g").is_some());
     assert_eq!(sh.committed_offset("g", "t", 0).unwrap().offset, 7);
     // A classic member cannot join the live consumer group.
-    let r = sh.handle(
-        &ctx(5),
-        GroupRequest::JoinGroup(join_req("g", "", None, &[("range", subscription(&["t"]))])),
-        2,
-    );
-    match r.reply {
+    let join =
+        || GroupRequest::JoinGroup(join_req("g", "", None, &[("range", subscription(&["t"]))]));
+    match run(&mut sh, 5, join(), 2) {
         Reply::Now(GroupResponse::JoinGroup(j)) => assert_eq!(j.error_code, 23),
         other => panic!("{other:?}"),
     }
     // Once empty, the consumer group gives its id to a classic group; offsets stay.
-    let (r, _) = send(&mut sh, hb("a", -1, None), 3);
-    assert_eq!(r.error_code, 0);
-    let r = sh.handle(
-        &ctx(3),
-        GroupRequest::JoinGroup(join_req("g", "", None, &[("range", subscription(&["t"]))])),
-        4,
+    run(
+        &mut sh,
+        1,
+        GroupRequest::ConsumerGroupHeartbeat(hb("a", -1, None)),
+        3,
     );
-    assert!(matches!(r.reply, Reply::Deferred(_) | Reply::Now(_)));
+    let reply = run(&mut sh, 3, join(), 4);
+    assert!(matches!(reply, Reply::Deferred(_) | Reply::Now(_)));
     assert!(sh.consumer_group("g").is_none());
     assert!(sh.group("g").is_some());
     assert_eq!(sh.committed_offset("g", "t", 0).unwrap().offset, 7);
+    // Replaying the log gives the same groups and offsets.
+    let mut replica = GroupCoordinatorShard::new(0, GroupCoordinatorConfig::default());
+    for r in &log {
+        replica.replay(
+            &CoordinatorRecord::decode(&r.encode_key(), r.encode_value().as_deref()).unwrap(),
+        );
+    }
+    assert!(replica.consumer_group("g").is_none());
+    assert!(replica.group("g").is_some());
+    assert_eq!(replica.committed_offset("g", "t", 0).unwrap().offset, 7);
 }
 
 #[test]
