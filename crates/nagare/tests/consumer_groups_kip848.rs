@@ -329,6 +329,23 @@ fn bad_heartbeats_get_kafka_error_codes() {
             .with_topic_partitions(None);
         let r = client.consumer_group_heartbeat(&leave).await.expect("send");
         assert_eq!((r.error_code, r.member_epoch), (0, -1));
+
+        // OffsetCommit for a topic or partition that does not exist: UNKNOWN_TOPIC_OR_PARTITION.
+        for (topic, partition) in [("no-such-topic", 0), (TOPIC, 7)] {
+            let err = client
+                .commit_offsets("g848-bad", &[(topic, partition, 5)])
+                .await
+                .expect_err("commit to a missing partition");
+            assert_eq!(
+                err.kafka_error(),
+                Some(nagare_client::ResponseError::UnknownTopicOrPartition),
+                "{topic}-{partition}: {err}"
+            );
+        }
+        client
+            .commit_offsets("g848-bad", &[(TOPIC, 1, 5)])
+            .await
+            .expect("commit to an existing partition of the empty group");
     });
 }
 
