@@ -384,3 +384,66 @@ fn regex_subscriptions_are_assigned_server_side() {
         .collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn added_partitions_are_assigned_without_a_rejoin() {
+    let server = server();
+    server.create_topic(TOPIC, 2, &[]);
+    let mut received = BTreeMap::new();
+    let consumers: Vec<BaseConsumer> = (0..2).map(|_| consumer(&server, "g848-grow")).collect();
+    let before = wait_exact(&consumers, 2, &mut received);
+    assert!(before.iter().all(|s| s.len() == 1));
+    // KIP-848: the coordinator sees the new metadata image and computes a new target
+    // assignment; the members get the new partitions at their next heartbeats.
+    block_on(async {
+        let mut client = Client::connect_to(&server.bootstrap())
+            .await
+            .expect("client");
+        client
+            .create_partitions(&[(TOPIC, 6)], false)
+            .await
+            .expect("create partitions");
+    });
+    let after = wait_exact_all(&consumers, 6, &mut received);
+    assert!(after.iter().all(|s| s.len() == 3), "{after:?}");
+    for (b, a) in before.iter().zip(&after) {
+        assert!(
+            a.is_superset(b),
+            "a member lost its partition: {before:?} -> {after:?}"
+        );
+    }
+}
+
+/// Like [`wait_exact`] but waits for the full partition count (metadata may lag).
+fn wait_exact_all(
+    consumers: &[BaseConsumer],
+    partitions: i32,
+    received: &mut BTreeMap<i32, u64>,
+) -> Vec<BTreeSet<i32>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = wait_exact_or_partial(consumers, received);
+        let union: BTreeSet<i32> = got.iter().flatten().copied().collect();
+        if union.len() == partitions as usize && got.iter().all(|s| !s.is_empty()) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached {partitions} partitions: {got:?}"
+        );
+    }
+}
+
+fn wait_exact_or_partial(
+    consumers: &[BaseConsumer],
+    received: &mut BTreeMap<i32, u64>,
+) -> Vec<BTreeSet<i32>> {
+    for c in consumers {
+        poll_into(c, received, Duration::from_millis(20));
+    }
+    let now: Vec<BTreeSet<i32>> = consumers.iter().map(assignment).collect();
+    let total: usize = now.iter().map(BTreeSet::len).sum();
+    let union: BTreeSet<i32> = now.iter().flatten().copied().collect();
+    assert_eq!(total, union.len(), "a partition is owned twice: {now:?}");
+    now
+}
