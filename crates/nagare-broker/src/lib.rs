@@ -12,6 +12,7 @@ pub mod group_coordinator;
 pub mod handlers;
 pub mod network;
 pub mod quorum;
+pub mod raft_manager;
 pub mod replica_manager;
 mod sendfile;
 pub mod server;

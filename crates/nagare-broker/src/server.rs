@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use kafka_protocol::messages::ApiKey;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -19,8 +20,10 @@ use nagare_storage::LogManager;
 
 use crate::broker_lifecycle::BrokerLifecycle;
 use crate::config::BrokerConfig;
+use crate::controller_channel::ControllerChannel;
 use crate::handlers::ListenerKind;
-use crate::quorum::LocalQuorum;
+use crate::network::Reply;
+use crate::raft_manager::{RaftManager, RaftManagerConfig};
 use crate::replica_manager::{now_ms, ReplicaManager};
 use crate::Broker;
 
@@ -31,8 +34,8 @@ pub struct RunningServer {
     /// Address the broker listener is bound to.
     pub local_addr: std::net::SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    quorum: Arc<LocalQuorum>,
-    lifecycle: Arc<BrokerLifecycle>,
+    raft: RaftManager,
+    lifecycle: Option<Arc<BrokerLifecycle>>,
 }
 
 /// Kafka's `meta.properties` file in each log dir.
@@ -203,18 +206,78 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     if metadata_dir != log_dir {
         format_or_check(&metadata_dir, &config, Some(&cluster_id))?;
     }
+    let started = std::time::Instant::now();
+
+    // The metadata quorum first: every node replicates `__cluster_metadata` (voters vote,
+    // brokers observe) and applies it to its image.
     let metadata = Arc::new(MetadataPublisher::new());
-    let quorum = Arc::new(
-        LocalQuorum::open(config.node_id, &metadata_dir, metadata.clone())
-            .with_context(|| format!("cannot open metadata log in {}", metadata_dir.display()))?,
-    );
-    let controller = Arc::new(Controller::new(
-        config.node_id,
-        cluster_id.clone(),
-        quorum.clone(),
+    let q = &config.quorum;
+    let raft = RaftManager::start(
+        RaftManagerConfig {
+            node_id: config.node_id,
+            cluster_id: cluster_id.clone(),
+            voters: q.voters.clone(),
+            metadata_dir: metadata_dir.clone(),
+            election_timeout_ms: q.election_timeout_ms,
+            election_backoff_max_ms: q.election_backoff_max_ms,
+            fetch_timeout_ms: q.fetch_timeout_ms,
+            request_timeout_ms: q.request_timeout_ms,
+            retry_backoff_ms: q.retry_backoff_ms,
+            max_record_bytes_between_snapshots: q.max_record_bytes_between_snapshots,
+        },
         metadata.clone(),
-        config.quorum.broker_session_timeout_ms,
-    ));
+    )
+    .with_context(|| format!("cannot open the metadata log in {}", metadata_dir.display()))?;
+    let controller = config.is_controller().then(|| {
+        Arc::new(Controller::new(
+            config.node_id,
+            cluster_id.clone(),
+            Arc::new(raft.clone()),
+            metadata.clone(),
+            q.broker_session_timeout_ms,
+        ))
+    });
+
+    // The CONTROLLER listener serves the quorum RPCs from the start: the other voters need
+    // them to elect a leader, which this node waits for below.
+    let broker_cell: Arc<OnceLock<Arc<Broker>>> = Arc::new(OnceLock::new());
+    let mut tasks = Vec::new();
+    let mut controller_addr = None;
+    if let Some(l) = config
+        .controller_listener()
+        .filter(|_| config.is_controller())
+    {
+        let cl = TcpListener::bind(l.bind_addr())
+            .await
+            .with_context(|| format!("cannot listen on {} (controller)", l.bind_addr()))?;
+        controller_addr = Some(cl.local_addr()?);
+        let ctx = controller_listener_context(&config, raft.clone(), broker_cell.clone());
+        tasks.push(tokio::spawn(accept_loop_with(
+            ctx,
+            cl,
+            config.max_connections,
+        )));
+    }
+
+    // A broker acts on the metadata only once it has caught up with the quorum: applying a
+    // partial image would, for example, delete the logs of topics it has not seen yet.
+    let mut waited = Duration::ZERO;
+    while !raft.wait_caught_up(Duration::from_secs(10)).await {
+        waited += Duration::from_secs(10);
+        tracing::warn!(
+            waited_s = waited.as_secs(),
+            "waiting for the metadata quorum (a leader and the committed metadata)"
+        );
+        if waited >= Duration::from_secs(300) {
+            bail!("the metadata quorum did not become available within 5 minutes");
+        }
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        offset = metadata.image().offset,
+        "metadata caught up"
+    );
+
     let image = metadata.image();
     let dyn_overrides = {
         let mut m = image.config_overrides(nagare_metadata::records::ConfigResource::Broker, "");
@@ -226,7 +289,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     };
     let defaults = config.topic_defaults(&dyn_overrides);
     let img2 = image.clone();
-    let started = std::time::Instant::now();
+    let opened = std::time::Instant::now();
     let logs =
         tokio::task::spawn_blocking(move || {
             LogManager::open(
@@ -243,7 +306,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         .await?
         .context("cannot open the partition logs")?;
     tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_ms = opened.elapsed().as_millis() as u64,
         partitions = logs.all().len(),
         "logs loaded"
     );
@@ -252,10 +315,20 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     let broker = Arc::new(Broker::new(
         config.clone(),
         cluster_id.clone(),
-        Some(controller.clone()),
+        controller.clone(),
         metadata.clone(),
         replicas.clone(),
     ));
+    let _ = broker.quorum.set(Arc::new(raft.clone()));
+    let leader_raft = raft.clone();
+    let _ = broker.channel.set(Arc::new(ControllerChannel::new(
+        q.voters.clone(),
+        Arc::new(move || leader_raft.leader().0),
+        config.node_id,
+        Duration::from_millis(q.request_timeout_ms.max(1000) * 15),
+        Duration::from_millis(q.retry_backoff_ms.max(20) * 5),
+    )));
+    let _ = broker_cell.set(broker.clone());
 
     // React to every committed image (topic creation, deletion, config changes).
     let weak: Weak<Broker> = Arc::downgrade(&broker);
@@ -264,145 +337,156 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             b.on_image(new);
         }
     }));
-    broker.on_image(&image);
+    broker.on_image(&metadata.image());
 
-    // Register with the controller and wait to be unfenced (caught up with the metadata log)
-    // before serving clients, as Kafka's brokers do.
-    let _ = broker.quorum.set(quorum.clone());
-    let lifecycle = Arc::new(BrokerLifecycle::new(&broker));
-    let _ = broker.lifecycle.set(lifecycle.clone());
-    lifecycle.register(&broker).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot register the broker: {} (error {})",
-            e.message,
-            e.code
-        )
-    })?;
-    if !lifecycle
-        .wait_unfenced(&broker, Duration::from_secs(30))
-        .await
-    {
-        tracing::warn!("the controller has not unfenced this broker yet; serving anyway");
-    }
-
-    let listener_cfg = config
-        .broker_listener()
-        .context("no broker listener configured")?
-        .clone();
-    let listener = TcpListener::bind(listener_cfg.bind_addr())
-        .await
-        .with_context(|| format!("cannot listen on {}", listener_cfg.bind_addr()))?;
-    let local_addr = listener.local_addr()?;
-    // The CONTROLLER listener: the quorum RPCs and what brokers send the controller.
-    let controller_listener = match config.controller_listener() {
-        Some(l) if config.is_controller() => Some(
-            TcpListener::bind(l.bind_addr())
-                .await
-                .with_context(|| format!("cannot listen on {} (controller)", l.bind_addr()))?,
-        ),
-        _ => None,
-    };
-
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(replicas.clone().run_group_commit()));
-    tasks.push(spawn_periodic(config.log_flush_interval_ms, {
-        let r = replicas.clone();
-        move || r.flush_all()
-    }));
-    tasks.push(spawn_periodic(config.log_retention_check_interval_ms, {
-        let r = replicas.clone();
-        let expiration_ms = config.producer_id_expiration_ms;
-        move || r.enforce_retention(expiration_ms)
-    }));
-    tasks.push(spawn_periodic(
-        config.log_flush_offset_checkpoint_interval_ms.max(1000),
-        {
-            let r = replicas.clone();
-            move || {
-                if let Err(e) = r.checkpoint() {
-                    tracing::error!(error = %e, "cannot write checkpoints");
-                }
-            }
-        },
-    ));
-    // The log cleaner (compaction, Kafka's CleanerThread): a pass over the compacted logs,
-    // again at once if it cleaned something, else after `log.cleaner.backoff.ms`.
-    let cleaner_settings = config.log_cleaner();
-    if cleaner_settings.enabled {
-        let r = replicas.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let (r, c, s) = (
-                    r.clone(),
-                    log_cleaner.clone(),
-                    cleaner_settings.storage.clone(),
-                );
-                let cleaned = tokio::task::spawn_blocking(move || {
-                    let logs: Vec<_> = r
-                        .all_partitions()
-                        .into_iter()
-                        .map(|p| (p.tp.clone(), p.log.clone()))
-                        .collect();
-                    c.clean_logs(&logs, &s, now_ms()).len()
-                })
-                .await
-                .unwrap_or(0);
-                if cleaned == 0 {
-                    let backoff = cleaner_settings.backoff_ms.max(1);
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+    if let Some(c) = &controller {
+        tasks.push(tokio::spawn({
+            // The active controller fences brokers whose heartbeats stopped.
+            let controller = c.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = controller.fence_expired_brokers().await {
+                        tracing::debug!(error = %e, "fencing check failed");
+                    }
                 }
             }
         }));
     }
-    tasks.push(tokio::spawn({
-        // Drives the group coordinator's timers (session expiry, rebalance timeouts, ...).
-        let groups = broker.groups.clone();
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                groups.tick().await;
-            }
-        }
-    }));
-    tasks.push(tokio::spawn(lifecycle.clone().run(broker.clone())));
-    tasks.push(tokio::spawn({
-        // The active controller fences brokers whose heartbeats stopped.
-        let controller = controller.clone();
-        async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = controller.fence_expired_brokers().await {
-                    tracing::debug!(error = %e, "fencing check failed");
+
+    let mut lifecycle = None;
+    let mut local_addr = controller_addr;
+    if config.is_broker() {
+        // Register with the controller and wait to be unfenced (caught up with the metadata
+        // log) before serving clients, as Kafka's brokers do.
+        let lc = Arc::new(BrokerLifecycle::new(&broker));
+        let _ = broker.lifecycle.set(lc.clone());
+        let mut attempt = 0;
+        loop {
+            match lc.register(&broker).await {
+                Ok(_) => break,
+                Err(e) => {
+                    attempt += 1;
+                    if attempt >= 60 {
+                        bail!(
+                            "cannot register the broker: {} (error {})",
+                            e.message,
+                            e.code
+                        );
+                    }
+                    tracing::warn!(code = e.code, error = %e.message, "broker registration failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         }
-    }));
-    if let Some(cl) = controller_listener {
+        if !lc.wait_unfenced(&broker, Duration::from_secs(30)).await {
+            tracing::warn!("the controller has not unfenced this broker yet; serving anyway");
+        }
+        let listener_cfg = config
+            .broker_listener()
+            .context("no broker listener configured")?
+            .clone();
+        let listener = TcpListener::bind(listener_cfg.bind_addr())
+            .await
+            .with_context(|| format!("cannot listen on {}", listener_cfg.bind_addr()))?;
+        local_addr = Some(listener.local_addr()?);
+        tasks.push(tokio::spawn(replicas.clone().run_group_commit()));
+        tasks.push(spawn_periodic(config.log_flush_interval_ms, {
+            let r = replicas.clone();
+            move || {
+                r.flush_all();
+                // Checkpoint the recovery points the flush moved (identical files are not
+                // rewritten): a restart after a crash then scans only what was written since
+                // the last flush, not since the last checkpoint interval.
+                if let Err(e) = r.checkpoint() {
+                    tracing::error!(error = %e, "cannot write checkpoints");
+                }
+            }
+        }));
+        tasks.push(spawn_periodic(config.log_retention_check_interval_ms, {
+            let r = replicas.clone();
+            let expiration_ms = config.producer_id_expiration_ms;
+            move || r.enforce_retention(expiration_ms)
+        }));
+        tasks.push(spawn_periodic(
+            config.log_flush_offset_checkpoint_interval_ms.max(1000),
+            {
+                let r = replicas.clone();
+                move || {
+                    if let Err(e) = r.checkpoint() {
+                        tracing::error!(error = %e, "cannot write checkpoints");
+                    }
+                }
+            },
+        ));
+        // The log cleaner (compaction, Kafka's CleanerThread): a pass over the compacted logs,
+        // again at once if it cleaned something, else after `log.cleaner.backoff.ms`.
+        let cleaner_settings = config.log_cleaner();
+        if cleaner_settings.enabled {
+            let r = replicas.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let (r, c, s) = (
+                        r.clone(),
+                        log_cleaner.clone(),
+                        cleaner_settings.storage.clone(),
+                    );
+                    let cleaned = tokio::task::spawn_blocking(move || {
+                        let logs: Vec<_> = r
+                            .all_partitions()
+                            .into_iter()
+                            .map(|p| (p.tp.clone(), p.log.clone()))
+                            .collect();
+                        c.clean_logs(&logs, &s, now_ms()).len()
+                    })
+                    .await
+                    .unwrap_or(0);
+                    if cleaned == 0 {
+                        let backoff = cleaner_settings.backoff_ms.max(1);
+                        tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    }
+                }
+            }));
+        }
+        tasks.push(tokio::spawn({
+            // Drives the group coordinator's timers (session expiry, rebalance timeouts, ...).
+            let groups = broker.groups.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    groups.tick().await;
+                }
+            }
+        }));
+        tasks.push(tokio::spawn(lc.clone().run(broker.clone())));
         tasks.push(tokio::spawn(accept_loop(
             broker.clone(),
-            cl,
-            ListenerKind::Controller,
+            listener,
+            ListenerKind::Broker,
         )));
+        lifecycle = Some(lc);
     }
-    tasks.push(tokio::spawn(accept_loop(
-        broker.clone(),
-        listener,
-        ListenerKind::Broker,
-    )));
 
+    let local_addr = local_addr.context("no listener")?;
     let advertised = config
         .advertised_broker_listener()
+        .filter(|_| config.is_broker())
         .map(|l| format!("{}://{}:{}", l.name, l.host, l.port))
-        .unwrap_or_default();
+        .unwrap_or_else(|| {
+            format!(
+                "{}://{local_addr}",
+                config.controller_listener_names.join(",")
+            )
+        });
     println!(
-        "nagare node {} (cluster {}) listening on {}://{} (advertised {}), data in {}",
+        "nagare node {} ({}; cluster {}) listening on {} (advertised {}), data in {}",
         config.node_id,
+        config.process_roles.join(","),
         cluster_id,
-        listener_cfg.name,
         local_addr,
         advertised,
         absolute(&config.log_dirs[0]).display()
@@ -411,9 +495,75 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         broker,
         local_addr,
         tasks,
-        quorum,
+        raft,
         lifecycle,
     })
+}
+
+/// The CONTROLLER listener's request handler: the quorum RPCs go to the raft shell (they are
+/// served before the rest of the node exists), ApiVersions is answered directly, and the
+/// controller's other APIs go to the handlers once the node is up.
+fn controller_listener_context(
+    config: &BrokerConfig,
+    raft: RaftManager,
+    broker: Arc<OnceLock<Arc<Broker>>>,
+) -> crate::network::ServeContext {
+    let max_request_bytes = config.socket_request_max_bytes;
+    let idle = Duration::from_millis(config.connections_max_idle_ms);
+    crate::network::ServeContext {
+        handler: Arc::new(move |frame, peer| {
+            let raft = raft.clone();
+            let broker = broker.clone();
+            Box::pin(async move {
+                let Ok(prefix) = nagare_protocol::frame::peek_header_prefix(&frame) else {
+                    return Reply::Close;
+                };
+                let key = ApiKey::try_from(prefix.api_key).ok();
+                let quorum_rpc = key.and_then(|k| {
+                    crate::raft_manager::SUPPORTED
+                        .iter()
+                        .find(|(s, _, _)| *s == k)
+                        .copied()
+                });
+                if let Some((key, min, max)) = quorum_rpc {
+                    if prefix.api_version < min || prefix.api_version > max {
+                        tracing::warn!(%peer, ?key, version = prefix.api_version, "closing controller connection: unsupported version");
+                        return Reply::Close;
+                    }
+                    let mut frame = frame;
+                    let Ok((_, header)) = nagare_protocol::frame::decode_request_header(&mut frame)
+                    else {
+                        return Reply::Close;
+                    };
+                    let version = header.request_api_version;
+                    let corr = header.correlation_id;
+                    return match raft.handle(key, version, frame).await {
+                        Ok(body) => {
+                            Reply::Now(crate::handlers::respond_raw(key, version, corr, &body))
+                        }
+                        Err(e) => {
+                            tracing::warn!(%peer, ?key, error = %e, "closing controller connection: malformed quorum request");
+                            Reply::Close
+                        }
+                    };
+                }
+                match broker.get() {
+                    Some(b) => {
+                        crate::handlers::dispatch(b, frame, peer, ListenerKind::Controller).await
+                    }
+                    None if key == Some(ApiKey::ApiVersions) => {
+                        crate::handlers::api_versions::early_response(
+                            prefix.api_version,
+                            prefix.correlation_id,
+                        )
+                    }
+                    None => Reply::Close,
+                }
+            })
+        }),
+        max_request_bytes,
+        idle,
+    }
 }
 
 fn spawn_periodic(
@@ -478,14 +628,15 @@ impl RunningServer {
             t.abort();
         }
         // Controlled shutdown: leadership moves to other replicas before this broker stops.
-        self.lifecycle
-            .controlled_shutdown(&self.broker, Duration::from_secs(5))
-            .await;
+        if let Some(lc) = &self.lifecycle {
+            lc.controlled_shutdown(&self.broker, Duration::from_secs(5))
+                .await;
+        }
+        // Resign the quorum leadership (EndQuorumEpoch) and flush the metadata log.
+        self.raft.shutdown().await;
         let broker = self.broker.clone();
-        let quorum = self.quorum.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             broker.replicas.shutdown().context("log shutdown")?;
-            quorum.close().context("metadata log close")?;
             Ok(())
         })
         .await??;

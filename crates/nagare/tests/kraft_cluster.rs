@@ -41,12 +41,13 @@ fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>
 
 /// The active controller as a broker reports it (`nagare quorum describe`).
 fn quorum(cluster: &TestCluster, bootstrap: &str) -> Option<nagare_client::QuorumDescription> {
-    runtime().block_on(async {
-        let mut c = Client::connect_to(bootstrap).await.ok()?;
-        c.describe_quorum().await.ok()
-    })
-    .filter(|q| q.leader_id >= 0)
-    .filter(|_| !cluster.cluster_id.is_empty())
+    runtime()
+        .block_on(async {
+            let mut c = Client::connect_to(bootstrap).await.ok()?;
+            c.describe_quorum().await.ok()
+        })
+        .filter(|q| q.leader_id >= 0)
+        .filter(|_| !cluster.cluster_id.is_empty())
 }
 
 fn create_topics(bootstrap: &str, names: &[String], partitions: i32) -> Result<(), String> {
@@ -90,7 +91,6 @@ fn checkpoints(dir: &std::path::Path) -> usize {
 }
 
 #[test]
-#[ignore = "enabled once the KRaft shell drives multi-node quorums"]
 fn controllers_elect_fail_over_snapshot_and_fence_brokers() {
     let mut cluster = TestCluster::new(
         3,
@@ -124,9 +124,11 @@ fn controllers_elect_fail_over_snapshot_and_fence_brokers() {
     let old = q.leader_id;
     cluster.node(old).kill9();
     let killed_at = Instant::now();
-    eventually(Duration::from_secs(20), "CreateTopics after failover", || {
-        create_topics(&b1, &["t1".into()], 3).ok()
-    });
+    eventually(
+        Duration::from_secs(20),
+        "CreateTopics after failover",
+        || create_topics(&b1, &["t1".into()], 3).ok(),
+    );
     let failover = killed_at.elapsed();
     let q2 = eventually(Duration::from_secs(10), "the new leader", || {
         quorum(&cluster, &b1).filter(|q| q.leader_id != old)
@@ -136,7 +138,10 @@ fn controllers_elect_fail_over_snapshot_and_fence_brokers() {
         "failover: leader {old} killed, {} leads epoch {}; CreateTopics ok after {failover:?}",
         q2.leader_id, q2.leader_epoch
     );
-    assert!(failover < Duration::from_secs(15), "failover took {failover:?}");
+    assert!(
+        failover < Duration::from_secs(15),
+        "failover took {failover:?}"
+    );
 
     // Enough records for several snapshots while the old leader is down.
     let names: Vec<String> = (0..300).map(|i| format!("bulk-{i}")).collect();

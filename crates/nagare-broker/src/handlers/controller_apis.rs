@@ -46,7 +46,7 @@ pub fn is_forwarded(key: ApiKey) -> bool {
 
 /// The APIs of the `CONTROLLER` listener.
 pub fn supported() -> Vec<(ApiKey, i16, i16)> {
-    vec![
+    [
         (
             ApiKey::ApiVersions,
             api_versions::VERSIONS.0,
@@ -86,6 +86,9 @@ pub fn supported() -> Vec<(ApiKey, i16, i16)> {
             describe_quorum::VERSIONS.1,
         ),
     ]
+    .into_iter()
+    .chain(crate::raft_manager::SUPPORTED.iter().copied())
+    .collect()
 }
 
 /// Forwards a client's admin request to the active controller; `None` when there is no

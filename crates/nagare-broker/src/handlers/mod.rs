@@ -215,6 +215,18 @@ pub fn respond<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, bod
     Response::bytes(buf.freeze())
 }
 
+/// Frames an already encoded response body with its header for `key` at `version`.
+pub fn respond_raw(key: ApiKey, version: i16, correlation_id: i32, body: &[u8]) -> Response {
+    let header_version = key.response_header_version(version);
+    let mut buf = BytesMut::with_capacity(body.len() + 9);
+    buf.extend_from_slice(&[0, 0, 0, 0]);
+    frame::put_response_header(&mut buf, correlation_id, header_version);
+    buf.extend_from_slice(body);
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Response::bytes(buf.freeze())
+}
+
 /// Helper: a `StrBytes` from a `String`.
 pub fn sb(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())

@@ -24,7 +24,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Describe => {
             let c = client.describe_cluster(true, false).await?;
             println!("ClusterId: {}", c.cluster_id);
-            println!("{:<8}{:<28}{:<12}{}", "ID", "ENDPOINT", "RACK", "STATE");
+            println!("{:<8}{:<28}{:<12}STATE", "ID", "ENDPOINT", "RACK");
             let mut nodes = c.nodes.clone();
             nodes.sort_by_key(|n| n.id);
             for n in nodes {
