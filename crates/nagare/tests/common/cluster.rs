@@ -119,7 +119,11 @@ impl Node {
                     self.current_output()
                 );
             }
-            let port = if self.is_broker() { self.port } else { self.cport };
+            let port = if self.is_broker() {
+                self.port
+            } else {
+                self.cport
+            };
             if self.current_output().contains("listening on")
                 && TcpStream::connect_timeout(
                     &format!("127.0.0.1:{port}").parse().expect("addr"),
@@ -264,7 +268,13 @@ impl TestCluster {
     /// Runs `nagare storage format` for `n`.
     pub fn format(&self, n: &Node) {
         let out = Command::new(nagare_bin())
-            .args(["storage", "format", "--cluster-id", &self.cluster_id, "--config"])
+            .args([
+                "storage",
+                "format",
+                "--cluster-id",
+                &self.cluster_id,
+                "--config",
+            ])
             .arg(n.config_file())
             .output()
             .expect("storage format");
