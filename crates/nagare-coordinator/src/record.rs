@@ -1022,6 +1022,47 @@ mod tests {
     }
 
     #[test]
+    fn kafka_tagged_fields_in_consumer_group_values_are_skipped() {
+        // ConsumerGroupMetadataValue v0 with Kafka 4.1's tagged metadata hash (tag 0, int64).
+        let mut v = BytesMut::new();
+        v.put_i16(0);
+        v.put_i32(9);
+        v.put_u8(1); // one tagged field
+        v.put_u8(0); // tag 0
+        v.put_u8(8); // 8 bytes
+        v.put_i64(0x1234);
+        let mut k = BytesMut::new();
+        k.put_i16(3);
+        put_string(&mut k, "g");
+        assert_eq!(
+            CoordinatorRecord::decode(&k, Some(&v)).unwrap(),
+            CoordinatorRecord::ConsumerGroupMetadata {
+                group_id: "g".into(),
+                epoch: Some(9)
+            }
+        );
+        // A member record with the ClassicMemberMetadata tag (written for classic members).
+        let r = CoordinatorRecord::ConsumerGroupMemberMetadata {
+            group_id: "g".into(),
+            member_id: "m".into(),
+            value: Some(ConsumerMemberMetadataValue {
+                client_id: "c".into(),
+                client_host: "/h".into(),
+                subscribed_topic_names: vec!["t".into()],
+                rebalance_timeout_ms: 5,
+                ..Default::default()
+            }),
+        };
+        let mut bytes = r.encode_value().unwrap().to_vec();
+        bytes.pop(); // the empty tag section
+        bytes.extend_from_slice(&[1, 0, 3, 0xAA, 0xBB, 0xCC]);
+        assert_eq!(
+            CoordinatorRecord::decode(&r.encode_key(), Some(&bytes)).unwrap(),
+            r
+        );
+    }
+
+    #[test]
     fn corrupt_input_is_an_error_not_a_panic() {
         let r = CoordinatorRecord::GroupMetadata {
             group_id: "g".into(),
