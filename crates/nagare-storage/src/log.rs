@@ -333,8 +333,9 @@ impl Log {
     ///
     /// After a clean shutdown the files are trusted, except that every index is
     /// sanity-checked and rebuilt if it fails. Otherwise every segment from the one containing
-    /// `recovery_point` on is scanned: batch headers walked, CRCs verified, indexes rebuilt,
-    /// and the log truncated at the first torn or corrupt batch (later segments are deleted).
+    /// `recovery_point` on is scanned: batch headers walked, CRCs verified from the recovery
+    /// point on (everything below it was fsynced), indexes rebuilt, and the log truncated at
+    /// the first torn or corrupt batch (later segments are deleted).
     /// A torn tail never makes this fail. The log start offset is the larger of
     /// `log_start_offset` (from the checkpoint) and the first segment's base offset.
     pub fn open_with_log_start_offset(
@@ -347,16 +348,29 @@ impl Log {
         now_ms: i64,
     ) -> Result<Log, StorageError> {
         fs::create_dir_all(&dir)?;
-        // Before anything else: a cleaned segment that was being swapped in replaces the
-        // segments it was cleaned from.
-        compaction::complete_swaps(&dir)?;
-        let mut bases = std::collections::BTreeSet::new();
-        let mut index_files = Vec::new();
+        let mut listing: Vec<(String, PathBuf)> = Vec::new();
         for entry in fs::read_dir(&dir)? {
             let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let path = entry.path();
+            if let Ok(name) = entry.file_name().into_string() {
+                listing.push((name, entry.path()));
+            }
+        }
+        if listing.iter().any(|(n, _)| n.ends_with(".log.swap")) {
+            // Before anything else: a cleaned segment that was being swapped in replaces the
+            // segments it was cleaned from.
+            compaction::complete_swaps(&dir)?;
+            listing.clear();
+            for entry in fs::read_dir(&dir)? {
+                let entry = entry?;
+                if let Ok(name) = entry.file_name().into_string() {
+                    listing.push((name, entry.path()));
+                }
+            }
+        }
+        let mut bases = std::collections::BTreeSet::new();
+        let mut index_files = Vec::new();
+        for (name, path) in listing {
+            let name = name.as_str();
             // Leftovers of deletes, compactions and atomic writes interrupted by a crash.
             if name.ends_with(DELETED_SUFFIX)
                 || name.ends_with(".cleaned")
@@ -422,14 +436,17 @@ impl Log {
                 }
             }
             if recover {
-                let truncated = segs[i].recover(config.index_interval_bytes, &mut |h| {
-                    if epochs
-                        .latest_epoch()
-                        .is_none_or(|l| l < h.partition_leader_epoch)
-                    {
-                        epochs.assign(h.partition_leader_epoch, h.base_offset);
-                    }
-                })?;
+                // A flushed segment whose index failed its check is verified whole.
+                let trusted_below = if unflushed { recovery_point } else { i64::MIN };
+                let truncated =
+                    segs[i].recover(config.index_interval_bytes, trusted_below, &mut |h| {
+                        if epochs
+                            .latest_epoch()
+                            .is_none_or(|l| l < h.partition_leader_epoch)
+                        {
+                            epochs.assign(h.partition_leader_epoch, h.base_offset);
+                        }
+                    })?;
                 dirty_segments.push(i);
                 if truncated > 0 {
                     tracing::warn!(%tp, segment = segs[i].base_offset, truncated, "truncated torn or corrupt tail");

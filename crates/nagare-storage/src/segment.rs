@@ -205,9 +205,14 @@ impl Segment {
     /// offsets and CRC, rebuilds both indexes, and truncates the file at the first invalid
     /// batch. `on_batch` sees every valid batch (to rebuild the epoch cache). Returns the
     /// number of bytes truncated.
+    ///
+    /// Batches ending below `trusted_below` (the recovery point: fsynced before it moved) have
+    /// only their headers checked, not their CRC, like every segment below the recovery point
+    /// (whose CRCs are not read either): after a crash only the unflushed tail is read whole.
     pub(crate) fn recover(
         &mut self,
         index_interval_bytes: u64,
+        trusted_below: i64,
         on_batch: &mut dyn FnMut(&RecordBatchHeader),
     ) -> io::Result<u64> {
         let file_len = self.file.metadata()?.len();
@@ -218,10 +223,11 @@ impl Segment {
         self.bytes_since_last_index_entry = 0;
         self.next_offset = self.base_offset;
         let file = Arc::clone(&self.file);
+        let mut headers = ChunkReader::headers(&file, file_len);
         let mut reader = ChunkReader::new(&file, file_len, RECOVERY_CHUNK);
         let mut pos = 0u64;
         loop {
-            let h = match reader.header_at(pos)? {
+            let h = match headers.header_at(pos)? {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => {
@@ -237,10 +243,12 @@ impl Segment {
                 tracing::warn!(segment = %self.log_path.display(), pos, base_offset = h.base_offset, "batch offsets out of order during recovery; truncating");
                 break;
             }
-            let bytes = reader.get(pos, h.total_size())?;
-            if let Err(e) = validate_crc(bytes) {
-                tracing::warn!(segment = %self.log_path.display(), pos, error = %e, "corrupt batch during recovery; truncating");
-                break;
+            if h.last_offset() >= trusted_below {
+                let bytes = reader.get(pos, h.total_size())?;
+                if let Err(e) = validate_crc(bytes) {
+                    tracing::warn!(segment = %self.log_path.display(), pos, error = %e, "corrupt batch during recovery; truncating");
+                    break;
+                }
             }
             self.index_batch(pos, &h, index_interval_bytes);
             on_batch(&h);

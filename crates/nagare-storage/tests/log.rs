@@ -713,6 +713,49 @@ fn crash_recovery_truncates_a_torn_tail() {
 }
 
 #[test]
+fn crash_recovery_verifies_crcs_from_the_recovery_point_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config();
+    let mut sizes = Vec::new();
+    let rp;
+    {
+        let log = open(dir.path(), config.clone());
+        for i in 0..6 {
+            let b = batch(2, i);
+            sizes.push(b.len() as u64);
+            log.append_as_leader(b, 0, 0).expect("append");
+            if i == 2 {
+                log.flush().expect("flush");
+            }
+        }
+        rp = log.recovery_point();
+        assert_eq!(rp, 6);
+        // Dropped without close(): a crash.
+    }
+    let seg = active_log_path(dir.path());
+    let flip = |pos: u64| {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&seg)
+            .expect("open");
+        let mut byte = [0u8; 1];
+        f.read_exact_at(&mut byte, pos).expect("read");
+        f.write_all_at(&[byte[0] ^ 0x10], pos).expect("flip");
+    };
+    // A record byte of the fifth batch (unflushed) flips: the log ends before it.
+    flip(sizes[..4].iter().sum::<u64>() + 70);
+    // One of the second batch (fsynced, below the recovery point) too: its CRC is not read,
+    // like those of every flushed segment; only headers are checked there.
+    flip(sizes[0] + 70);
+    let log = reopen(dir.path(), config, false, rp);
+    assert_eq!(log.log_end_offset(), 8);
+    assert_eq!(log.recovery_point(), 6);
+    let info = log.append_as_leader(batch(1, 9), 0, 0).expect("append");
+    assert_eq!(info.first_offset, 8);
+}
+
+#[test]
 fn crash_recovery_deletes_segments_after_a_corrupt_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let one = batch(1, 0).len() as u64;
