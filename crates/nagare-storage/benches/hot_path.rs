@@ -13,7 +13,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use nagare_protocol::record_batch;
-use nagare_storage::bench_support::OffsetIndexBench;
+use nagare_storage::bench_support::{load_files, OffsetIndexBench};
 use nagare_storage::{Log, LogConfig, TopicPartition};
 
 /// One uncompressed v2 batch of `records` records with `value_size`-byte values.
@@ -243,6 +243,15 @@ fn index(c: &mut Criterion) {
             state ^= state << 17;
             black_box(idx.lookup(1_000_000 + (state % (262_144 * 40)) as i64))
         })
+    });
+    // Opening a flushed 1 GiB segment reads both its index files (2 MiB + 3 MiB) into memory
+    // and sanity-checks every entry; a 5 GB log has five of them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut idx = OffsetIndexBench::new(1_000_000, 262_144, 40);
+    idx.write_files(dir.path()).unwrap();
+    g.throughput(Throughput::Bytes(262_144 * (8 + 12)));
+    g.bench_function("load_and_check_indexes_of_a_1GiB_segment", |b| {
+        b.iter(|| black_box(load_files(dir.path(), 1_000_000, (1 << 30) + 4096).unwrap()))
     });
     g.finish();
 }

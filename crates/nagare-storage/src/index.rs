@@ -242,6 +242,12 @@ impl OffsetIndex {
     pub(crate) fn size_bytes(&self) -> u64 {
         (self.entries.len() * OFFSET_ENTRY_SIZE) as u64
     }
+
+    /// Forgets what the file holds, so that the next write rewrites it whole.
+    pub(crate) fn reset_persisted(&mut self) {
+        self.persisted = 0;
+        self.dirty = true;
+    }
 }
 
 /// The sparse time index of one segment.
@@ -402,6 +408,12 @@ impl TimeIndex {
     /// Bytes the entries take in the file.
     pub(crate) fn size_bytes(&self) -> u64 {
         (self.entries.len() * TIME_ENTRY_SIZE) as u64
+    }
+
+    /// Forgets what the file holds, so that the next write rewrites it whole.
+    pub(crate) fn reset_persisted(&mut self) {
+        self.persisted = 0;
+        self.dirty = true;
     }
 }
 

@@ -41,25 +41,57 @@ pub use replay::{replay_records, ReplayedRecord};
 /// Internals exposed for the criterion benches only; not a stable API.
 #[doc(hidden)]
 pub mod bench_support {
-    use std::path::PathBuf;
+    use std::io;
+    use std::path::{Path, PathBuf};
 
-    /// A sparse offset index held in memory, as a segment holds it.
-    pub struct OffsetIndexBench(crate::index::OffsetIndex);
+    use crate::index::{Loaded, OffsetIndex, TimeIndex, OFFSET_ENTRY_SIZE};
+
+    /// A sparse offset index held in memory, as a segment holds it: `entries` entries for a
+    /// segment at `base`, one per `spacing` offsets and 4096 bytes.
+    pub struct OffsetIndexBench {
+        index: OffsetIndex,
+        time: TimeIndex,
+    }
 
     impl OffsetIndexBench {
-        /// An index of `entries` entries for a segment at `base`, one per `spacing` offsets
-        /// and 4096 bytes.
+        /// Builds the offset index and a time index of as many entries.
         pub fn new(base: i64, entries: u32, spacing: u32) -> Self {
-            let mut idx = crate::index::OffsetIndex::new(PathBuf::from("bench.index"), base);
+            let mut index = OffsetIndex::new(PathBuf::from("bench.index"), base);
+            let mut time = TimeIndex::new(PathBuf::from("bench.timeindex"), base);
             for i in 1..=entries {
-                idx.append(base + i64::from(i * spacing), u64::from(i) * 4096);
+                let offset = base + i64::from(i * spacing);
+                index.append(offset, u64::from(i) * 4096);
+                time.maybe_append(1_700_000_000_000 + i64::from(i), offset);
             }
-            OffsetIndexBench(idx)
+            OffsetIndexBench { index, time }
         }
 
         /// Kafka's `lookup`: (offset, position) of the last entry at or below `target`.
         pub fn lookup(&self, target: i64) -> (i64, u64) {
-            self.0.lookup(target)
+            self.index.lookup(target)
+        }
+
+        /// Writes both indexes as `bench.index` and `bench.timeindex` into `dir`.
+        pub fn write_files(&mut self, dir: &Path) -> io::Result<()> {
+            self.index.set_path(dir.join("bench.index"));
+            self.time.set_path(dir.join("bench.timeindex"));
+            self.index.reset_persisted();
+            self.time.reset_persisted();
+            self.index.write()?;
+            self.time.write()
+        }
+    }
+
+    /// Loads and sanity-checks the files of [`OffsetIndexBench::write_files`], as opening a
+    /// flushed segment does; returns the number of offset index entries.
+    pub fn load_files(dir: &Path, base: i64, log_size: u64) -> io::Result<usize> {
+        let n = match OffsetIndex::load(dir.join("bench.index"), base, log_size)? {
+            Loaded::Ok(i) => i.size_bytes() as usize / OFFSET_ENTRY_SIZE,
+            Loaded::Rebuild(why) => return Err(io::Error::other(why)),
+        };
+        match TimeIndex::load(dir.join("bench.timeindex"), base)? {
+            Loaded::Ok(_) => Ok(n),
+            Loaded::Rebuild(why) => Err(io::Error::other(why)),
         }
     }
 }
