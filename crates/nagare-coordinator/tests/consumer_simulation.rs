@@ -59,6 +59,8 @@ struct Client {
     owned: BTreeSet<(Uuid, i32)>,
     life: Life,
     topics: Vec<&'static str>,
+    /// Subscribes with the regular expression `a|b` instead of topic names.
+    regex: bool,
     incarnation: u32,
     last_beat: i64,
 }
@@ -71,6 +73,8 @@ struct Sim {
     log: Vec<CoordinatorRecord>,
     clients: Vec<Client>,
     partitions: BTreeMap<&'static str, (Uuid, i32)>,
+    /// The server assignor every member asks for (`None`: the default).
+    assignor: Option<&'static str>,
 }
 
 fn config() -> GroupCoordinatorConfig {
@@ -92,20 +96,25 @@ impl Sim {
         ]
         .into();
         let n = 1 + rng.below(6) as usize;
+        let assignor = [None, Some("uniform"), Some("range")][rng.below(3) as usize];
         let clients = (0..n)
-            .map(|i| Client {
-                member_id: String::new(),
-                instance: (rng.chance(30)).then(|| format!("inst-{i}")),
-                epoch: 0,
-                owned: BTreeSet::new(),
-                life: Life::Out,
-                topics: if rng.chance(25) {
-                    vec!["a", "b"]
-                } else {
-                    vec!["a"]
-                },
-                incarnation: 0,
-                last_beat: 0,
+            .map(|i| {
+                let regex = rng.chance(15);
+                Client {
+                    member_id: String::new(),
+                    instance: (rng.chance(30)).then(|| format!("inst-{i}")),
+                    epoch: 0,
+                    owned: BTreeSet::new(),
+                    life: Life::Out,
+                    topics: if regex || rng.chance(25) {
+                        vec!["a", "b"]
+                    } else {
+                        vec!["a"]
+                    },
+                    regex,
+                    incarnation: 0,
+                    last_beat: 0,
+                }
             })
             .collect();
         let mut sim = Sim {
@@ -116,6 +125,7 @@ impl Sim {
             log: Vec::new(),
             clients,
             partitions,
+            assignor,
         };
         sim.publish_topics();
         sim
@@ -162,7 +172,13 @@ impl Sim {
             .with_instance_id(cl.instance.as_deref().map(s))
             .with_rebalance_timeout_ms(if epoch == 0 || full { REBALANCE_MS } else { -1 });
         if epoch == 0 || full {
-            req.subscribed_topic_names = Some(cl.topics.iter().map(|t| TopicName(s(t))).collect());
+            if cl.regex {
+                req.subscribed_topic_regex = Some(s("a|b"));
+            } else {
+                req.subscribed_topic_names =
+                    Some(cl.topics.iter().map(|t| TopicName(s(t))).collect());
+            }
+            req.server_assignor = self.assignor.map(s);
         }
         if epoch == 0 {
             req.topic_partitions = Some(vec![]);
