@@ -428,7 +428,7 @@ fn seeded_consumer_group_schedules_keep_the_invariants() {
         return;
     }
     // Debug builds are ~6x slower; CI runs debug.
-    let seeds = if cfg!(debug_assertions) { 300 } else { 1_000 };
+    let seeds = if cfg!(debug_assertions) { 200 } else { 1_000 };
     for seed in 0..seeds {
         run(seed, 400);
     }
