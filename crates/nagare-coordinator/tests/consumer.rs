@@ -657,3 +657,20 @@ fn offsets_of_consumer_groups_expire_and_empty_groups_are_deleted() {
     sh.tick(now);
     assert!(sh.consumer_group("g").is_none());
 }
+
+#[test]
+fn version_0_members_get_an_id_from_the_coordinator() {
+    let mut sh = shard_with(1);
+    let r = sh.handle(
+        &ctx(0),
+        GroupRequest::ConsumerGroupHeartbeat(hb("", 0, None)),
+        0,
+    );
+    let Reply::Now(GroupResponse::ConsumerGroupHeartbeat(resp)) = r.reply else {
+        panic!("no answer");
+    };
+    assert_eq!(resp.error_code, 0);
+    let id = resp.member_id.unwrap().to_string();
+    assert!(!id.is_empty());
+    assert!(sh.consumer_group("g").unwrap().members.contains_key(&id));
+}
