@@ -16,6 +16,13 @@
 //! * [`GroupCoordinatorShard::replay`] rebuilds the state from the partition's records (the
 //!   live path applies offset commits and tombstones through the same function).
 //!
+//! Two group protocols share the shard and the group-id space: the classic one
+//! (JoinGroup/SyncGroup/Heartbeat, `classic.rs`) and KIP-848's `consumer` protocol
+//! (ConsumerGroupHeartbeat with server-side `uniform`/`range` assignors and incremental,
+//! revocation-first reconciliation, `consumer.rs`, `assignor.rs`). The shell gives the shard the
+//! cluster's topics ([`GroupCoordinatorShard::set_topics`]) so that consumer groups follow
+//! topic changes.
+//!
 //! No clocks, sockets, files or async inside: the broker's shell moves bytes and time.
 
 mod admin;
