@@ -964,6 +964,8 @@ impl Driver {
         }
         self.applied = o;
         let applied = self.applied;
+        // Published before the proposals resolve, so a caller sees its own commit.
+        self.update_status();
         let (done, still): (Vec<Proposal>, Vec<Proposal>) = std::mem::take(&mut self.proposals)
             .into_iter()
             .partition(|p| p.last < applied);
