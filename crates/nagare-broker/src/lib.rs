@@ -10,6 +10,7 @@ pub mod controller_channel;
 pub mod fetch_session;
 pub mod group_coordinator;
 pub mod handlers;
+pub mod limits;
 pub mod network;
 pub mod quorum;
 pub mod raft_manager;

@@ -207,6 +207,9 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         format_or_check(&metadata_dir, &config, Some(&cluster_id))?;
     }
     let started = std::time::Instant::now();
+    if let Some(n) = crate::limits::raise_open_files_limit() {
+        tracing::info!(open_files_limit = n, "file descriptor limit");
+    }
 
     // The metadata quorum first: every node replicates `__cluster_metadata` (voters vote,
     // brokers observe) and applies it to its image.

@@ -106,6 +106,15 @@ enum Cmd {
         done: oneshot::Sender<Result<i64, String>>,
     },
     SnapshotNow,
+    /// The applier published everything below `end`.
+    Applied {
+        end: i64,
+    },
+    /// The applier captured the image at `id` for a snapshot.
+    SnapshotReady {
+        id: SnapshotId,
+        records: Vec<Bytes>,
+    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -160,6 +169,9 @@ impl RaftManager {
         rc.election_jitter_ms = cfg.election_backoff_max_ms;
         rc.fetch_timeout_ms = cfg.fetch_timeout_ms;
         rc.request_timeout_ms = cfg.request_timeout_ms;
+        // One CreateTopics of many partitions is one proposal of as many records.
+        rc.max_propose_entries = 1_000_000;
+        rc.max_fetch_entries = 10_000;
         if voter_ids.len() == 1 && voter_ids.contains(&cfg.node_id) {
             // A single voter has nobody to wait for: elect at once (Kafka does the same).
             rc.election_timeout_ms = 1;
@@ -211,14 +223,29 @@ impl RaftManager {
                 tx.clone(),
             ));
         }
+        let (apply_tx, apply_rx) = std::sync::mpsc::channel();
+        {
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name("metadata-applier".into())
+                .spawn(move || applier(publisher, apply_rx, tx))
+                .map_err(|e| {
+                    RaftManagerError::Log(LogStoreError::Io {
+                        path: cfg.metadata_dir.clone(),
+                        source: e,
+                    })
+                })?;
+        }
         let driver = Driver {
             node,
             store,
             qs,
             shared: shared.clone(),
-            publisher,
+            apply: apply_tx,
             peers,
             applied,
+            published: applied,
+            snapshot_pending: false,
             last_applied_epoch: 0,
             proposals: Vec::new(),
             bytes_since_snapshot: 0,
@@ -346,6 +373,62 @@ impl NodeQuorum for RaftManager {
     }
 }
 
+/// Work for the applier thread, in commit order.
+enum Apply {
+    /// Committed records (offset, value); `end` is the exclusive end of the batch. With
+    /// `snapshot`, capture the image afterwards for a snapshot ending at `end` (epoch `epoch`).
+    Batch {
+        records: Vec<(i64, Bytes)>,
+        end: i64,
+        epoch: i32,
+        snapshot: bool,
+    },
+    /// Replace the image by a snapshot's.
+    Snapshot { end: i64, records: Vec<Bytes> },
+}
+
+/// Applies committed records to the image on its own thread: listeners do blocking work
+/// (creating partition logs), which must never stall the quorum's timers and RPCs.
+fn applier(
+    publisher: Arc<MetadataPublisher>,
+    rx: std::sync::mpsc::Receiver<Apply>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+) {
+    while let Ok(work) = rx.recv() {
+        match work {
+            Apply::Batch {
+                records,
+                end,
+                epoch,
+                snapshot,
+            } => {
+                if !records.is_empty() {
+                    publisher.apply_committed(records.iter().map(|(o, d)| (*o, d.as_ref())));
+                }
+                if snapshot {
+                    let snap = publisher.snapshot_records();
+                    let _ = cmd.send(Cmd::SnapshotReady {
+                        id: SnapshotId {
+                            end_offset: end,
+                            epoch,
+                        },
+                        records: snap,
+                    });
+                }
+                if cmd.send(Cmd::Applied { end }).is_err() {
+                    return;
+                }
+            }
+            Apply::Snapshot { end, records } => {
+                publisher.load_snapshot(end - 1, &records);
+                if cmd.send(Cmd::Applied { end }).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 struct Proposal {
     last: i64,
     epoch: i32,
@@ -357,10 +440,14 @@ struct Driver {
     store: LogStore,
     qs: QuorumStateStore,
     shared: Arc<Shared>,
-    publisher: Arc<MetadataPublisher>,
+    apply: std::sync::mpsc::Sender<Apply>,
     peers: HashMap<NodeId, mpsc::Sender<Message>>,
-    /// End of the applied prefix (exclusive).
+    /// End of the prefix handed to the applier (exclusive).
     applied: i64,
+    /// End of the prefix the applier has published (exclusive).
+    published: i64,
+    /// A snapshot capture is on its way from the applier.
+    snapshot_pending: bool,
     last_applied_epoch: i32,
     proposals: Vec<Proposal>,
     bytes_since_snapshot: u64,
@@ -442,6 +529,16 @@ impl Driver {
                 Some(Cmd::SnapshotNow) => {
                     self.bytes_since_snapshot = self.max_bytes_between_snapshots;
                 }
+                Some(Cmd::Applied { end }) => {
+                    self.published = self.published.max(end);
+                    self.resolve_proposals();
+                }
+                Some(Cmd::SnapshotReady { id, records }) => {
+                    self.snapshot_pending = false;
+                    if let Err(e) = self.write_snapshot(id, records) {
+                        tracing::error!(error = %e, "cannot write the metadata snapshot");
+                    }
+                }
                 Some(Cmd::Shutdown { done }) => {
                     if self.node.resign().is_ok() {
                         tracing::info!("resigning as metadata quorum leader (EndQuorumEpoch)");
@@ -481,15 +578,18 @@ impl Driver {
             if let Some(snap) = &ready.snapshot_to_install {
                 self.store.install_snapshot(snap)?;
                 let records = log_store::decode_snapshot_records(&snap.data)?;
-                self.publisher
-                    .load_snapshot(snap.id.end_offset - 1, &records);
+                let count = records.len();
+                let _ = self.apply.send(Apply::Snapshot {
+                    end: snap.id.end_offset,
+                    records,
+                });
                 self.applied = snap.id.end_offset;
                 self.last_applied_epoch = snap.id.epoch;
                 self.bytes_since_snapshot = 0;
                 tracing::info!(
                     end_offset = snap.id.end_offset,
                     epoch = snap.id.epoch,
-                    records = records.len(),
+                    records = count,
                     "installed metadata snapshot fetched from the leader"
                 );
             }
@@ -575,52 +675,59 @@ impl Driver {
             }
             o += 1;
         }
-        if !batch.is_empty() {
-            self.publisher
-                .apply_committed(batch.iter().map(|(o, d)| (*o, d.as_ref())));
-        }
         self.applied = o;
-        let applied = self.applied;
+        let snapshot = !self.snapshot_pending
+            && self.bytes_since_snapshot >= self.max_bytes_between_snapshots
+            && self
+                .node
+                .latest_snapshot()
+                .is_none_or(|s| s.id.end_offset < o);
+        if snapshot {
+            self.snapshot_pending = true;
+            self.bytes_since_snapshot = 0;
+        }
+        let _ = self.apply.send(Apply::Batch {
+            records: batch,
+            end: o,
+            epoch: self.last_applied_epoch,
+            snapshot,
+        });
+        Ok(())
+    }
+
+    fn resolve_proposals(&mut self) {
+        let published = self.published;
         let mut still = Vec::new();
         for p in self.proposals.drain(..) {
-            if p.last < applied {
+            if p.last < published {
                 let _ = p.done.send(Ok(p.last));
             } else {
                 still.push(p);
             }
         }
         self.proposals = still;
-        if self.bytes_since_snapshot >= self.max_bytes_between_snapshots {
-            self.take_snapshot()?;
-        }
-        Ok(())
     }
 
-    fn take_snapshot(&mut self) -> Result<(), RaftManagerError> {
-        let end = self.applied;
-        if end <= 0
-            || self
-                .node
-                .latest_snapshot()
-                .is_some_and(|s| s.id.end_offset >= end)
+    /// Writes the image the applier captured at `id` as a snapshot, then lets the core and the
+    /// log forget what it covers.
+    fn write_snapshot(
+        &mut self,
+        id: SnapshotId,
+        records: Vec<Bytes>,
+    ) -> Result<(), RaftManagerError> {
+        if self
+            .node
+            .latest_snapshot()
+            .is_some_and(|s| s.id.end_offset >= id.end_offset)
         {
             return Ok(());
         }
-        let records = self.publisher.snapshot_records();
         let data = log_store::encode_snapshot_records(&records)?;
-        let snapshot = Snapshot {
-            id: SnapshotId {
-                end_offset: end,
-                epoch: self.last_applied_epoch,
-            },
-            data,
-        };
+        let snapshot = Snapshot { id, data };
         self.store.write_snapshot(&snapshot)?;
-        let id = snapshot.id;
         match self.node.snapshot_taken(snapshot) {
             Ok(()) => {
                 self.store.clean_before(id)?;
-                self.bytes_since_snapshot = 0;
                 tracing::info!(
                     end_offset = id.end_offset,
                     epoch = id.epoch,
@@ -652,7 +759,7 @@ impl Driver {
     fn update_status(&mut self) {
         let me = self.shared.node_id;
         let ready_epoch = match (self.node_role_leader_epoch(), self.leader_change_offset) {
-            (Some(e), Some((le, off))) if le == e && self.applied > off => Some(e),
+            (Some(e), Some((le, off))) if le == e && self.published > off => Some(e),
             _ => None,
         };
         let next = Status {
@@ -660,7 +767,7 @@ impl Driver {
             epoch: self.node.epoch(),
             leader_id: self.node.leader_id(),
             ready_epoch,
-            applied: self.applied,
+            applied: self.published,
             high_watermark: self.node.high_watermark(),
             hw_known: self.shared.status.borrow().hw_known
                 || self.node.leader_id() == Some(me) && ready_epoch.is_some(),
