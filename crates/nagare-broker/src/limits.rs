@@ -23,10 +23,10 @@ pub fn raise_open_files_limit() -> Option<u64> {
         };
         // SAFETY: `raised` is a valid rlimit; the kernel only reads it.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return Some(raised.rlim_cur as u64);
+            return Some(raised.rlim_cur);
         }
     }
-    Some(lim.rlim_cur as u64)
+    Some(lim.rlim_cur)
 }
 
 #[cfg(test)]
