@@ -200,6 +200,17 @@ if [ "${SKIP_B:-}" != 1 ]; then
     : >"$WORK/server.log"
     start_server
     report "restart after SIGKILL (page cache dropped)" "$(ready big)"
+  fi
+  stop_clean
+  : >"$WORK/server.log"
+  start_server
+  report "restart after a clean shutdown (warm cache)" "$(ready big)"
+  stop_clean
+  if sync && echo 1 2>/dev/null >/proc/sys/vm/drop_caches; then
+    : >"$WORK/server.log"
+    start_server
+    report "restart after a clean shutdown (page cache dropped)" "$(ready big)"
     stop_clean
   fi
+  echo "index files: $(find "$WORK/data" -name '*index' -printf '%s\n' | awk '{s+=$1} END {printf "%.1f MB", s/1e6}') for $(find "$WORK/data" -name '*.log' | wc -l) segments"
 fi
