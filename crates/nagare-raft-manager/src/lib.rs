@@ -30,7 +30,9 @@ use bytes::Bytes;
 pub use log_store::partition_dir;
 pub use log_store::{LogStore, LogStoreError, METADATA_TOPIC};
 pub use manager::RaftManager;
-pub use nagare_raft::{Epoch, NodeId, Offset, QuorumInfo, ReplicaInfo, SnapshotId, VoterAddress};
+pub use nagare_raft::{
+    Epoch, NodeId, Offset, QuorumInfo, ReplicaInfo, Role, SnapshotId, VoterAddress,
+};
 pub use quorum_state::{QuorumStateError, QuorumStateStore, QUORUM_STATE_FILE};
 pub use snapshot::{SnapshotError, SnapshotStore};
 pub use wire::{describe_quorum_info, describe_quorum_request, METADATA_TOPIC_ID, SUPPORTED};

@@ -64,6 +64,12 @@ struct Status {
 
 type Reply = oneshot::Sender<Result<Bytes, String>>;
 
+enum Event {
+    Cmd(Cmd),
+    Response(NodeId, Message),
+    Tick,
+}
+
 enum Cmd {
     Inbound {
         req: wire::InboundRequest,
@@ -215,6 +221,12 @@ impl RaftManager {
         });
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (resp_tx, resp_rx) = mpsc::unbounded_channel();
+        // The leader may hold a fetch this long: well inside the fetch timeout (or the
+        // follower would think the leader gone) and the request timeout.
+        let fetch_max_wait_ms = config
+            .fetch_max_wait_ms
+            .min(config.fetch_timeout_ms / 4)
+            .min(config.request_timeout_ms / 2);
         let mut peers = HashMap::new();
         for v in &config.voters {
             if v.node_id == config.node_id {
@@ -228,14 +240,9 @@ impl RaftManager {
                     peer: v.clone(),
                     node_id: config.node_id,
                     cluster_id: config.cluster_id.clone(),
-                    fetch_max_wait_ms: config.fetch_max_wait_ms,
+                    fetch_max_wait_ms,
                     request_timeout: Duration::from_millis(
-                        config.request_timeout_ms
-                            + if fetch_lane {
-                                config.fetch_max_wait_ms
-                            } else {
-                                0
-                            },
+                        config.request_timeout_ms + if fetch_lane { fetch_max_wait_ms } else { 0 },
                     ),
                     backoff: Duration::from_millis(config.retry_backoff_ms.max(1)),
                     rx: prx,
@@ -592,35 +599,36 @@ impl Driver {
         // The first tick starts the core's timers (a single voter elects itself on it).
         self.node.tick(self.now_ms());
         let mut shutdown: Option<oneshot::Sender<()>> = None;
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let result = loop {
-            tokio::select! {
+            let event = tokio::select! {
                 c = cmds.recv() => match c {
-                    Some(c) => self.command(c, &mut shutdown),
+                    Some(c) => Event::Cmd(c),
                     // Every handle is gone: stop without resigning (like a crash).
                     None => break Ok(()),
                 },
-                r = responses.recv() => {
-                    if let Some((from, msg)) = r {
-                        if let Err(e) = self.node.step(from, msg) {
-                            tracing::trace!(from, error = %e, "quorum response ignored");
-                        }
-                    }
-                }
-                _ = tick.tick() => {}
-            }
-            if let Some(e) = self.failed.take() {
+                r = responses.recv() => match r {
+                    Some((from, msg)) => Event::Response(from, msg),
+                    None => Event::Tick,
+                },
+                _ = tick.tick() => Event::Tick,
+            };
+            // Stepping, fsyncing and the listener's callbacks are synchronous work: on a
+            // multi-threaded runtime they run in `block_in_place`, so other tasks move off
+            // this worker meanwhile. A tick with nothing to do stays inline.
+            let heavy = !matches!(event, Event::Tick) || {
+                self.node.tick(self.now_ms());
+                self.node.has_ready() || !self.parked.is_empty()
+            };
+            let outcome = if heavy && multi_thread {
+                tokio::task::block_in_place(|| self.process(event, &mut shutdown))
+            } else {
+                self.process(event, &mut shutdown)
+            };
+            if let Err(e) = outcome {
                 break Err(e);
             }
-            let now = self.now_ms();
-            self.node.tick(now);
-            if let Err(e) = self.drain() {
-                break Err(e);
-            }
-            self.release_held_fetches(false);
-            if let Some(e) = self.failed.take() {
-                break Err(e);
-            }
-            self.publish();
             if let Some(done) = shutdown.take() {
                 // Let the peer tasks deliver EndQuorumEpoch before the process goes.
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -641,6 +649,36 @@ impl Driver {
             let _ = self.store.close();
         }
         self.stop();
+    }
+
+    /// Handles one event, then ticks, persists and sends what the core produced, and
+    /// answers held fetches that are due.
+    fn process(
+        &mut self,
+        event: Event,
+        shutdown: &mut Option<oneshot::Sender<()>>,
+    ) -> Result<(), RaftManagerError> {
+        match event {
+            Event::Cmd(c) => self.command(c, shutdown),
+            Event::Response(from, msg) => {
+                if let Err(e) = self.node.step(from, msg) {
+                    tracing::trace!(from, error = %e, "quorum response ignored");
+                }
+            }
+            Event::Tick => {}
+        }
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let now = self.now_ms();
+        self.node.tick(now);
+        self.drain()?;
+        self.release_held_fetches(false);
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.publish();
+        Ok(())
     }
 
     fn stop(&mut self) {

@@ -1000,4 +1000,155 @@ mod tests {
             ans
         );
     }
+
+    #[test]
+    fn error_codes_are_kafkas() {
+        for (e, code) in [
+            (ResponseError::FencedLeaderEpoch, 74),
+            (ResponseError::UnknownLeaderEpoch, 75),
+            (ResponseError::NotLeader, 6),
+            (ResponseError::SnapshotNotFound, 98),
+            (ResponseError::InvalidRequest, 42),
+        ] {
+            assert_eq!(error_code(Some(e)), code);
+            assert_eq!(from_code(code), Some(e));
+        }
+        assert_eq!(error_code(None), 0);
+        assert_eq!(from_code(0), None);
+        assert_eq!(
+            from_code(INCONSISTENT_CLUSTER_ID),
+            Some(ResponseError::InvalidRequest)
+        );
+    }
+
+    #[test]
+    fn fetch_from_newer_clients_names_the_replica_in_replica_state() {
+        // Fetch v15+: the replica id moved into ReplicaState (KIP-903), the topic is by id.
+        let req = FetchRequest::default()
+            .with_cluster_id(Some(StrBytes::from_static_str("c")))
+            .with_replica_state(fetch_request::ReplicaState::default().with_replica_id(BrokerId(3)))
+            .with_max_wait_ms(250)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic_id(METADATA_TOPIC_ID)
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(5)
+                    .with_fetch_offset(10)
+                    .with_last_fetched_epoch(4)])]);
+        let body = encode(&req, 17).expect("encode");
+        let inbound = decode_request(ApiKey::Fetch, 17, body, "c")
+            .expect("decode")
+            .expect("accepted");
+        assert_eq!(inbound.from, 3);
+        assert_eq!(inbound.ctx.max_wait_ms, 250);
+        assert!(inbound.ctx.by_id);
+        assert_eq!(
+            inbound.message,
+            Message::FetchRequest(nagare_raft::FetchRequest {
+                epoch: 5,
+                replica_id: 3,
+                fetch_offset: 10,
+                last_fetched_epoch: 4,
+            })
+        );
+        // The answer names the topic by id too, and an error answer carries its code.
+        let mut b = encode_response(&inbound.ctx, None, NOT_LEADER_OR_FOLLOWER, &[]).expect("resp");
+        let resp = FetchResponse::decode(&mut b, 17).expect("decode");
+        assert_eq!(resp.responses[0].topic_id, METADATA_TOPIC_ID);
+        assert_eq!(resp.responses[0].partitions[0].error_code, 6);
+        // Another partition of the topic is not ours.
+        let other = req
+            .clone()
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic_id(METADATA_TOPIC_ID)
+                .with_partitions(vec![
+                    fetch_request::FetchPartition::default().with_partition(1)
+                ])]);
+        let refused =
+            decode_request(ApiKey::Fetch, 17, encode(&other, 17).expect("e"), "c").expect("decode");
+        assert!(matches!(refused, Err(Refusal { code: 3, .. })));
+    }
+
+    #[test]
+    fn vote_v0_is_not_a_pre_vote() {
+        let req = VoteRequest::default()
+            .with_cluster_id(Some(StrBytes::from_static_str("c")))
+            .with_topics(vec![vote_request::TopicData::default()
+                .with_topic_name(topic_name())
+                .with_partitions(vec![vote_request::PartitionData::default()
+                    .with_replica_epoch(2)
+                    .with_replica_id(BrokerId(1))
+                    .with_last_offset_epoch(1)
+                    .with_last_offset(3)])]);
+        let inbound = decode_request(ApiKey::Vote, 0, encode(&req, 0).expect("e"), "c")
+            .expect("decode")
+            .expect("ok");
+        assert!(
+            matches!(inbound.message, Message::VoteRequest(ref v) if !v.pre_vote && v.epoch == 2)
+        );
+    }
+
+    #[test]
+    fn describe_quorum_round_trips_at_every_version() {
+        let info = QuorumInfo {
+            leader_id: Some(1),
+            epoch: 4,
+            high_watermark: 17,
+            voters: vec![
+                ReplicaInfo {
+                    replica_id: 1,
+                    log_end_offset: 18,
+                    last_fetch_ms: Some(1_000),
+                    last_caught_up_ms: Some(1_000),
+                },
+                ReplicaInfo {
+                    replica_id: 2,
+                    log_end_offset: 17,
+                    last_fetch_ms: Some(990),
+                    last_caught_up_ms: None,
+                },
+            ],
+            observers: vec![ReplicaInfo {
+                replica_id: 101,
+                log_end_offset: 10,
+                last_fetch_ms: Some(900),
+                last_caught_up_ms: None,
+            }],
+        };
+        let voters = vec![VoterAddress {
+            node_id: 1,
+            host: "h".into(),
+            port: 9093,
+        }];
+        for v in 0..=2 {
+            let mut req = BytesMut::new();
+            describe_quorum_request().encode(&mut req, v).expect("req");
+            assert_eq!(
+                decode_describe_quorum(v, req.freeze()).expect("decode"),
+                Ok(0)
+            );
+            let mut b = encode_describe_quorum(v, &info, true, 0, &voters).expect("encode");
+            let resp = DescribeQuorumResponse::decode(&mut b, v).expect("decode");
+            let got = describe_quorum_info(&resp).expect("ok");
+            if v >= 1 {
+                assert_eq!(got, info);
+            } else {
+                // v0 has no timestamps.
+                assert_eq!(got.voters[0].log_end_offset, 18);
+                assert_eq!(got.voters[0].last_fetch_ms, None);
+            }
+            assert_eq!(resp.nodes.len(), if v >= 2 { 1 } else { 0 });
+            // A non-leader answers NOT_LEADER_OR_FOLLOWER.
+            let mut b = encode_describe_quorum(v, &info, false, 0, &voters).expect("encode");
+            let resp = DescribeQuorumResponse::decode(&mut b, v).expect("decode");
+            assert_eq!(describe_quorum_info(&resp), Err(NOT_LEADER_OR_FOLLOWER));
+        }
+        let other = DescribeQuorumRequest::default()
+            .with_topics(vec![dq_req::TopicData::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str("x")))
+                .with_partitions(vec![dq_req::PartitionData::default()])]);
+        let mut b = BytesMut::new();
+        other.encode(&mut b, 1).expect("e");
+        assert_eq!(decode_describe_quorum(1, b.freeze()).expect("d"), Err(3));
+    }
 }
