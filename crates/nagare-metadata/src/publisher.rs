@@ -17,7 +17,9 @@ pub type ImageListener = Box<dyn Fn(&MetadataImage, &Arc<MetadataImage>) + Send 
 /// Holds the current image and publishes new ones.
 pub struct MetadataPublisher {
     image: RwLock<Arc<MetadataImage>>,
-    listeners: RwLock<Vec<ImageListener>>,
+    listeners: Arc<RwLock<Vec<ImageListener>>>,
+    /// When set, listeners run on their own thread (see [`MetadataPublisher::with_notifier`]).
+    notifier: Option<std::sync::mpsc::Sender<(Arc<MetadataImage>, Arc<MetadataImage>)>>,
     // Serializes publications so listeners see images in order.
     publish: Mutex<()>,
     applied: tokio::sync::watch::Sender<i64>,
@@ -34,10 +36,41 @@ impl MetadataPublisher {
     pub fn new() -> Self {
         MetadataPublisher {
             image: RwLock::new(Arc::new(MetadataImage::empty())),
-            listeners: RwLock::new(Vec::new()),
+            listeners: Arc::new(RwLock::new(Vec::new())),
+            notifier: None,
             publish: Mutex::new(()),
             applied: tokio::sync::watch::channel(-1).0,
         }
+    }
+
+    /// A publisher whose listeners run, in publication order, on a thread of their own: the
+    /// image itself is swapped at once (readers and the controller see it immediately), while
+    /// slow listener work (a broker creating partition logs) never holds up whoever applies
+    /// the records — the metadata quorum's driver. Kafka's `MetadataLoader` works the same
+    /// way, with its own event queue. [`MetadataPublisher::applied_offset`] moves only after
+    /// the listeners ran.
+    pub fn with_notifier() -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<(Arc<MetadataImage>, Arc<MetadataImage>)>();
+        let listeners: Arc<RwLock<Vec<ImageListener>>> = Arc::new(RwLock::new(Vec::new()));
+        let applied = tokio::sync::watch::channel(-1).0;
+        let (l2, a2) = (listeners.clone(), applied.clone());
+        std::thread::Builder::new()
+            .name("metadata-publisher".into())
+            .spawn(move || {
+                while let Ok((old, new)) = rx.recv() {
+                    for l in l2.read().iter() {
+                        l(&old, &new);
+                    }
+                    a2.send_replace(new.offset);
+                }
+            })?;
+        Ok(MetadataPublisher {
+            image: RwLock::new(Arc::new(MetadataImage::empty())),
+            listeners,
+            notifier: Some(tx),
+            publish: Mutex::new(()),
+            applied,
+        })
     }
 
     /// The latest published image.
@@ -50,7 +83,8 @@ impl MetadataPublisher {
         self.listeners.write().push(listener);
     }
 
-    /// Watches the offset of the last applied record (`-1` before any).
+    /// Watches the offset of the last record whose image the listeners have seen (`-1`
+    /// before any).
     pub fn applied_offset(&self) -> tokio::sync::watch::Receiver<i64> {
         self.applied.subscribe()
     }
@@ -109,6 +143,11 @@ impl MetadataPublisher {
         let offset = next.offset;
         let next = Arc::new(next);
         *self.image.write() = next.clone();
+        if let Some(tx) = &self.notifier {
+            if tx.send((old.clone(), next.clone())).is_ok() {
+                return;
+            }
+        }
         for l in self.listeners.read().iter() {
             l(&old, &next);
         }
@@ -144,5 +183,28 @@ mod tests {
         q.load_snapshot(1, &snap);
         assert!(q.image().topic("a").is_some());
         assert_eq!(q.image().offset, 1);
+    }
+
+    #[tokio::test]
+    async fn notifier_thread_runs_listeners_in_order() {
+        let p = MetadataPublisher::with_notifier().expect("thread");
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        p.subscribe(Box::new(move |_, new| s2.lock().push(new.offset)));
+        let mut rx = p.applied_offset();
+        for o in 0..5 {
+            let t = MetadataRecord::FeatureLevel {
+                name: "x".into(),
+                level: o as i16,
+            }
+            .encode();
+            p.apply_committed([(o, t.as_slice())]);
+        }
+        // The image is current at once; the listeners catch up on their thread.
+        assert_eq!(p.image().offset, 4);
+        while *rx.borrow_and_update() < 4 {
+            rx.changed().await.expect("watch");
+        }
+        assert_eq!(*seen.lock(), vec![0, 1, 2, 3, 4]);
     }
 }
