@@ -231,3 +231,159 @@ pub(crate) fn rebuild_batch(
     let nh = RecordBatchHeader::parse(&out).map_err(|e| e.to_string())?;
     Ok((nh, out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nagare_protocol::record_batch::{validate_crc, NO_SEQUENCE};
+
+    fn varint(out: &mut Vec<u8>, v: i64) {
+        write_varlong(out, v);
+    }
+
+    /// A record with two headers under the same key (which kafka-protocol's decoder would
+    /// collapse): the cleaner must copy it verbatim.
+    fn record(offset_delta: i64, ts_delta: i64, key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+        let mut body = vec![0u8];
+        varint(&mut body, ts_delta);
+        varint(&mut body, offset_delta);
+        varint(&mut body, key.len() as i64);
+        body.extend_from_slice(key);
+        match value {
+            Some(v) => {
+                varint(&mut body, v.len() as i64);
+                body.extend_from_slice(v);
+            }
+            None => varint(&mut body, -1),
+        }
+        varint(&mut body, 2);
+        for hv in [&b"one"[..], b"two"] {
+            varint(&mut body, 1);
+            body.push(b'h');
+            varint(&mut body, hv.len() as i64);
+            body.extend_from_slice(hv);
+        }
+        let mut out = Vec::new();
+        varint(&mut out, body.len() as i64);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn batch(records: &[Vec<u8>]) -> (RecordBatchHeader, Vec<u8>) {
+        let h = RecordBatchHeader {
+            base_offset: 100,
+            batch_length: 0,
+            partition_leader_epoch: 3,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records.len() as i32 - 1,
+            base_timestamp: 5_000,
+            max_timestamp: 5_000 + records.len() as i64 - 1,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: NO_SEQUENCE,
+            records_count: records.len() as i32,
+        };
+        rebuild_batch(
+            &h,
+            &records
+                .iter()
+                .map(|r| parse_records(r, 1).expect("parse")[0])
+                .collect::<Vec<_>>(),
+            None,
+        )
+        .expect("build")
+    }
+
+    #[test]
+    fn filtering_keeps_records_verbatim_and_offsets() {
+        let recs = vec![
+            record(0, 0, b"a", Some(b"1")),
+            record(1, 1, b"b", None),
+            record(2, 2, b"a", Some(b"2")),
+        ];
+        let (h, bytes) = batch(&recs);
+        validate_crc(&bytes).expect("crc");
+        let section = records_section(&h, &bytes).expect("section");
+        let parsed = parse_records(&section, h.records_count).expect("parse");
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[1].key, Some(&b"b"[..]));
+        assert!(!parsed[1].has_value);
+        // Keep the last two; give the batch a delete horizon (it holds a tombstone).
+        let (nh, out) = rebuild_batch(&h, &parsed[1..], Some(90_000)).expect("rebuild");
+        validate_crc(&out).expect("crc");
+        assert_eq!((nh.base_offset, nh.last_offset()), (100, 102));
+        assert_eq!(nh.records_count, 2);
+        assert!(nh.has_delete_horizon());
+        assert_eq!(nh.base_timestamp, 90_000);
+        assert_eq!(nh.max_timestamp, 5_002);
+        assert_eq!(nh.partition_leader_epoch, 3);
+        let section = records_section(&nh, &out).expect("section");
+        let kept = parse_records(&section, nh.records_count).expect("parse");
+        // Offsets, timestamps (relative to the horizon now) and everything after the offset
+        // delta, duplicate header keys included, are unchanged.
+        for (k, o) in kept.iter().zip(&parsed[1..]) {
+            assert_eq!(k.offset_delta, o.offset_delta);
+            assert_eq!(90_000 + k.timestamp_delta, 5_000 + o.timestamp_delta);
+            assert_eq!(k.tail, o.tail);
+        }
+        // Codecs round-trip.
+        for codec in [1i16, 2, 3, 4] {
+            let mut ch = h;
+            ch.attributes = codec;
+            let (ch2, out) = rebuild_batch(&ch, &parsed, None).expect("compress");
+            assert_eq!(ch2.attributes & COMPRESSION_MASK, codec);
+            let section = records_section(&ch2, &out).expect("decompress");
+            let again = parse_records(&section, 3).expect("parse");
+            assert_eq!(
+                again.iter().map(|r| r.tail).collect::<Vec<_>>(),
+                parsed.iter().map(|r| r.tail).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn empty_batch_keeps_the_producer_fields() {
+        let recs = vec![
+            record(0, 0, b"a", Some(b"1")),
+            record(1, 1, b"a", Some(b"2")),
+        ];
+        let (mut h, _) = batch(&recs);
+        h.producer_id = 42;
+        h.producer_epoch = 1;
+        h.base_sequence = 7;
+        let (e, bytes) = empty_batch(&h).expect("empty");
+        validate_crc(&bytes).expect("crc");
+        assert_eq!(bytes.len(), HEADER_SIZE);
+        assert_eq!(
+            (e.records_count, e.base_offset, e.last_offset()),
+            (0, 100, 101)
+        );
+        assert_eq!(
+            (e.producer_id, e.producer_epoch, e.base_sequence),
+            (42, 1, 7)
+        );
+        assert_eq!(e.last_sequence(), 8);
+    }
+
+    #[test]
+    fn keyless_records_are_found_and_garbage_is_an_error() {
+        let mut keyless = vec![0u8];
+        varint(&mut keyless, 0);
+        varint(&mut keyless, 0);
+        varint(&mut keyless, -1);
+        varint(&mut keyless, 1);
+        keyless.push(b'x');
+        varint(&mut keyless, 0);
+        let mut rec = Vec::new();
+        varint(&mut rec, keyless.len() as i64);
+        rec.extend_from_slice(&keyless);
+        let (h, bytes) = batch(&[record(0, 0, b"k", Some(b"v")), rec]);
+        assert!(check_keys(&h, &bytes).is_err());
+        let (h, bytes) = batch(&[record(0, 0, b"k", Some(b"v"))]);
+        assert!(check_keys(&h, &bytes).is_ok());
+        assert!(parse_records(&[0x80, 0x80], 1).is_err());
+        assert!(parse_records(&[0x10, 0, 0], 1).is_err());
+    }
+}
