@@ -278,6 +278,7 @@ impl RaftManager {
             pending: None,
             parked: Vec::new(),
             failed: None,
+            stopping: false,
         };
         let handle = tokio::spawn(driver.run(cmd_rx, resp_rx));
         *shared.driver.lock() = Some(handle);
@@ -582,6 +583,8 @@ struct Driver {
     parked: Vec<HeldFetch>,
     /// A storage failure seen while answering a request; the loop stops on it.
     failed: Option<RaftManagerError>,
+    /// Shutting down: the core's timers no longer run.
+    stopping: bool,
 }
 
 impl Driver {
@@ -617,7 +620,7 @@ impl Driver {
             // Stepping, fsyncing and the listener's callbacks are synchronous work: on a
             // multi-threaded runtime they run in `block_in_place`, so other tasks move off
             // this worker meanwhile. A tick with nothing to do stays inline.
-            let heavy = !matches!(event, Event::Tick) || {
+            let heavy = !matches!(event, Event::Tick) || self.stopping || {
                 self.node.tick(self.now_ms());
                 self.node.has_ready() || !self.parked.is_empty()
             };
@@ -670,8 +673,12 @@ impl Driver {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        let now = self.now_ms();
-        self.node.tick(now);
+        if !self.stopping {
+            // Not after a resignation on shutdown: the timers could start a new election
+            // (at once for a single voter) in an epoch this node would then abandon.
+            let now = self.now_ms();
+            self.node.tick(now);
+        }
         self.drain()?;
         self.release_held_fetches(false);
         if let Some(e) = self.failed.take() {
@@ -754,6 +761,7 @@ impl Driver {
                 let _ = done.send(r);
             }
             Cmd::Shutdown { done } => {
+                self.stopping = true;
                 if self.node.resign().is_ok() {
                     tracing::info!("resigning as metadata quorum leader (EndQuorumEpoch)");
                 }
@@ -772,8 +780,10 @@ impl Driver {
         reply: Reply,
         may_hold: bool,
     ) {
-        let now = self.now_ms();
-        self.node.tick(now);
+        if !self.stopping {
+            let now = self.now_ms();
+            self.node.tick(now);
+        }
         match self.node.step(from, request.clone()) {
             Ok(()) => {
                 self.pending = Some(PendingReply {
