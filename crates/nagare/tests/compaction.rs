@@ -198,3 +198,71 @@ fn compaction_keeps_the_latest_value_per_key() {
         .expect("cleaner checkpoint");
     assert!(checkpoint.contains(&format!("{topic} 0 ")), "{checkpoint}");
 }
+
+/// `__consumer_offsets` is compacted: many commits of one group shrink to the latest per
+/// partition, and the group coordinator still loads the right offsets after a SIGKILL.
+#[test]
+fn consumer_offsets_are_compacted_and_reload_after_a_crash() {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    let mut server = TestServer::start(&[
+        "offsets.topic.num.partitions=1",
+        "offsets.topic.segment.bytes=4096",
+        "log.roll.ms=1000",
+        "log.cleaner.min.cleanable.ratio=0.01",
+        "log.cleaner.backoff.ms=200",
+        "log.retention.check.interval.ms=200",
+    ]);
+    let topic = "tracked";
+    server.create_topic(topic, 2, &[]);
+    let mut cfg = server.client_config();
+    cfg.set("group.id", "compacted-group")
+        .set("enable.auto.commit", "false");
+    let consumer: rdkafka::consumer::BaseConsumer = cfg.create().expect("consumer");
+    let commits = 400;
+    for i in 0..commits {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, (i % 2) as i32, Offset::Offset(i))
+            .expect("tpl");
+        consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    }
+    let dir = server.log_dir().join("__consumer_offsets-0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut size = log_bytes(&dir);
+    // 400 commit records of ~100 bytes each were written; the latest two must remain.
+    while size > 4096 * 2 {
+        assert!(
+            Instant::now() < deadline,
+            "__consumer_offsets not compacted: {size} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        size = log_bytes(&dir);
+    }
+    let (_, high) = consumer
+        .fetch_watermarks("__consumer_offsets", 0, Duration::from_secs(10))
+        .expect("watermarks");
+    assert!(
+        high >= commits,
+        "{high} records written to __consumer_offsets-0"
+    );
+    eprintln!(
+        "__consumer_offsets-0: {size} bytes on disk after {commits} commits ({high} records)"
+    );
+    drop(consumer);
+    server.kill9();
+    server.restart();
+    let mut cfg = server.client_config();
+    cfg.set("group.id", "compacted-group")
+        .set("enable.auto.commit", "false");
+    let consumer: rdkafka::consumer::BaseConsumer = cfg.create().expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    tpl.add_partition(topic, 1);
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .expect("committed offsets");
+    let offsets: Vec<Offset> = got.elements().iter().map(|e| e.offset()).collect();
+    assert_eq!(
+        offsets,
+        vec![Offset::Offset(commits - 2), Offset::Offset(commits - 1)]
+    );
+}
