@@ -7,6 +7,7 @@
 pub mod cluster_control;
 pub mod logic;
 pub mod placement;
+pub mod replication_control;
 pub mod shell;
 
 pub use nagare_metadata::MetadataImage;

@@ -81,6 +81,11 @@ pub fn supported() -> Vec<(ApiKey, i16, i16)> {
         (ApiKey::BrokerHeartbeat, 0, 1),
         (ApiKey::AllocateProducerIds, 0, 0),
         (
+            ApiKey::AlterPartition,
+            super::alter_partition::VERSIONS.0,
+            super::alter_partition::VERSIONS.1,
+        ),
+        (
             ApiKey::DescribeQuorum,
             describe_quorum::VERSIONS.0,
             describe_quorum::VERSIONS.1,
@@ -122,6 +127,7 @@ pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> Result
         ApiKey::BrokerRegistration => broker_registration(broker, req).await,
         ApiKey::BrokerHeartbeat => broker_heartbeat(broker, req).await,
         ApiKey::AllocateProducerIds => allocate_producer_ids(broker, req).await,
+        ApiKey::AlterPartition => super::alter_partition::handle(broker, req).await,
         ApiKey::DescribeQuorum => describe_quorum::handle(broker, req),
         _ => Err(format!("{key:?} is not served on the controller listener")),
     }

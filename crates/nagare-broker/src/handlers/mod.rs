@@ -3,6 +3,7 @@
 //! refuses unknown keys and versions (closing the connection, as Kafka does), and routes.
 
 pub mod alter_configs;
+pub mod alter_partition;
 pub mod api_versions;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;

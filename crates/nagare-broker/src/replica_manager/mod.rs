@@ -8,6 +8,8 @@
 //! costs latency, not throughput. `acks=0/1` writes are answered after the page-cache write
 //! and fsynced by a background flush every `log.flush.interval.ms` (default 1000 ms).
 
+pub mod partition_state;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
