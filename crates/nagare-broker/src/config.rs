@@ -296,6 +296,9 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "sasl.mechanism.inter.broker.protocol",
     "ssl.keystore.location",
     "authorizer.class.name",
+    "log.cleaner.io.max.bytes.per.second",
+    "log.cleaner.io.buffer.size",
+    "log.cleaner.io.buffer.load.factor",
 ];
 
 /// Parses `server.properties` text (Java properties: `key=value`, `key: value` or
