@@ -13,7 +13,6 @@ pub mod handlers;
 pub mod limits;
 pub mod network;
 pub mod quorum;
-pub mod raft_manager;
 pub mod replica_manager;
 mod sendfile;
 pub mod server;

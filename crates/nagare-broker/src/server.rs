@@ -23,9 +23,10 @@ use crate::config::BrokerConfig;
 use crate::controller_channel::ControllerChannel;
 use crate::handlers::ListenerKind;
 use crate::network::Reply;
-use crate::raft_manager::{RaftManager, RaftManagerConfig};
+use crate::quorum::{KraftQuorum, MetadataListener};
 use crate::replica_manager::{now_ms, ReplicaManager};
 use crate::Broker;
+use nagare_raft_manager::{RaftManager, RaftManagerConfig};
 
 /// A started node; dropping it does not stop it, call [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -213,29 +214,33 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
 
     // The metadata quorum first: every node replicates `__cluster_metadata` (voters vote,
     // brokers observe) and applies it to its image.
-    let metadata = Arc::new(MetadataPublisher::new());
+    let metadata = Arc::new(
+        MetadataPublisher::with_notifier().context("cannot start the metadata publisher")?,
+    );
     let q = &config.quorum;
     let raft = RaftManager::start(
         RaftManagerConfig {
             node_id: config.node_id,
             cluster_id: cluster_id.clone(),
             voters: q.voters.clone(),
-            metadata_dir: metadata_dir.clone(),
+            metadata_log_dir: metadata_dir.clone(),
             election_timeout_ms: q.election_timeout_ms,
             election_backoff_max_ms: q.election_backoff_max_ms,
             fetch_timeout_ms: q.fetch_timeout_ms,
             request_timeout_ms: q.request_timeout_ms,
             retry_backoff_ms: q.retry_backoff_ms,
             max_record_bytes_between_snapshots: q.max_record_bytes_between_snapshots,
+            fetch_max_wait_ms: 500,
         },
-        metadata.clone(),
+        Arc::new(MetadataListener::new(metadata.clone())),
     )
     .with_context(|| format!("cannot open the metadata log in {}", metadata_dir.display()))?;
+    let quorum = Arc::new(KraftQuorum::new(raft.clone()));
     let controller = config.is_controller().then(|| {
         Arc::new(Controller::new(
             config.node_id,
             cluster_id.clone(),
-            Arc::new(raft.clone()),
+            quorum.clone(),
             metadata.clone(),
             q.broker_session_timeout_ms,
         ))
@@ -322,11 +327,11 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         metadata.clone(),
         replicas.clone(),
     ));
-    let _ = broker.quorum.set(Arc::new(raft.clone()));
+    let _ = broker.quorum.set(quorum.clone());
     let leader_raft = raft.clone();
     let _ = broker.channel.set(Arc::new(ControllerChannel::new(
         q.voters.clone(),
-        Arc::new(move || leader_raft.leader().0),
+        Arc::new(move || leader_raft.leader().leader_id),
         config.node_id,
         Duration::from_millis(q.request_timeout_ms.max(1000) * 15),
         Duration::from_millis(q.retry_backoff_ms.max(20) * 5),
@@ -523,7 +528,7 @@ fn controller_listener_context(
                 };
                 let key = ApiKey::try_from(prefix.api_key).ok();
                 let quorum_rpc = key.and_then(|k| {
-                    crate::raft_manager::SUPPORTED
+                    nagare_raft_manager::SUPPORTED
                         .iter()
                         .find(|(s, _, _)| *s == k)
                         .copied()

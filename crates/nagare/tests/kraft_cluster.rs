@@ -165,8 +165,8 @@ fn controllers_elect_fail_over_snapshot_and_fence_brokers() {
     });
     let out = cluster.node(old).current_output();
     assert!(
-        out.contains("snapshot"),
-        "the restarted controller did not load or fetch a snapshot:\n{out}"
+        out.contains("loaded metadata snapshot"),
+        "the restarted controller did not load a snapshot:\n{out}"
     );
 
     // A killed broker is fenced after the session timeout.

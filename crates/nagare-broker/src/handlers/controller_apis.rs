@@ -85,14 +85,10 @@ pub fn supported() -> Vec<(ApiKey, i16, i16)> {
             super::alter_partition::VERSIONS.0,
             super::alter_partition::VERSIONS.1,
         ),
-        (
-            ApiKey::DescribeQuorum,
-            describe_quorum::VERSIONS.0,
-            describe_quorum::VERSIONS.1,
-        ),
     ]
     .into_iter()
-    .chain(crate::raft_manager::SUPPORTED.iter().copied())
+    // The quorum RPCs (and DescribeQuorum) are answered by the KRaft shell.
+    .chain(nagare_raft_manager::SUPPORTED.iter().copied())
     .collect()
 }
 
@@ -128,7 +124,6 @@ pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> Result
         ApiKey::BrokerHeartbeat => broker_heartbeat(broker, req).await,
         ApiKey::AllocateProducerIds => allocate_producer_ids(broker, req).await,
         ApiKey::AlterPartition => super::alter_partition::handle(broker, req).await,
-        ApiKey::DescribeQuorum => describe_quorum::handle(broker, req),
         _ => Err(format!("{key:?} is not served on the controller listener")),
     }
 }
