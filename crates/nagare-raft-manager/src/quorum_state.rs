@@ -192,4 +192,34 @@ mod tests {
         s.write(&st).expect("write");
         assert!(other.read().is_err());
     }
+
+    #[test]
+    fn kafka_fields_a_missing_crc_and_a_leftover_temp_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s = QuorumStateStore::new(dir.path(), "c", vec![1, 2]);
+        let st = QuorumStateRecord {
+            epoch: 3,
+            voted_for: None,
+            leader_id: Some(1),
+        };
+        s.write(&st).expect("write");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(s.path()).expect("read")).expect("json");
+        assert_eq!(v["clusterId"], "c");
+        assert_eq!(v["leaderId"], 1);
+        assert_eq!(v["votedId"], -1);
+        assert_eq!(v["appliedOffset"], 0);
+        assert_eq!(v["data_version"], 0);
+        assert_eq!(v["currentVoters"][1]["voterId"], 2);
+        // A torn write of the temporary file never reaches the real one.
+        std::fs::write(dir.path().join("quorum-state.tmp"), "{\"crc\":").expect("tmp");
+        assert_eq!(s.read().expect("read"), st);
+        // A file without its CRC (e.g. Kafka's own) is not trusted blindly.
+        let mut obj = v.clone();
+        if let Some(m) = obj.as_object_mut() {
+            m.remove("crc");
+        }
+        std::fs::write(s.path(), obj.to_string()).expect("write");
+        assert!(matches!(s.read(), Err(QuorumStateError::Corrupt { .. })));
+    }
 }

@@ -376,3 +376,57 @@ async fn three_voter_commit_latency() {
         .await;
     assert_eq!(state.len(), n);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_quorum_fails_pending_proposals() {
+    let mut c = Cluster::new(3, 0, fast()).await;
+    c.start_all(&[1, 2, 3]);
+    let (leader, epoch) = c.wait_leader(Duration::from_secs(10)).await;
+    let last = c.propose_n("a", 5, 0).await;
+    c.wait_converged(last, Duration::from_secs(10)).await;
+    for id in [1, 2, 3] {
+        if id != leader {
+            c.node(id).kill().await;
+        }
+    }
+    let m = c.node(leader).m();
+    let t = Instant::now();
+    // No majority: the proposal cannot commit, and check-quorum makes the leader resign,
+    // which fails it (the caller answers NOT_CONTROLLER and retries elsewhere).
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        m.propose(epoch, vec![Bytes::from_static(b"lost")]),
+    )
+    .await
+    .expect("resolved");
+    println!(
+        "proposal without a quorum failed after {:?}: {r:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        r,
+        Err(nagare_raft_manager::ProposeError::LeadershipLost(epoch))
+    );
+    assert_eq!(m.ready_epoch(), None);
+    assert!(!c
+        .node(leader)
+        .recorder
+        .state()
+        .contains(&Bytes::from_static(b"lost")));
+    // The followers come back: a leader again. The failed record may still commit (the old
+    // leader's log is the longest, so it can win the next election and commit it in its new
+    // epoch) — "may or may not", as the error says — but never out of order.
+    for id in [1, 2, 3] {
+        if id != leader {
+            c.node_mut(id).start().expect("restart");
+        }
+    }
+    let last = c.propose_n("b", 3, 0).await;
+    let state = c.wait_converged(last, Duration::from_secs(15)).await;
+    let mut expected: Vec<Bytes> = (0..5).map(|i| Bytes::from(format!("a-{i}"))).collect();
+    if state.len() == 9 {
+        expected.push(Bytes::from_static(b"lost"));
+    }
+    expected.extend((0..3).map(|i| Bytes::from(format!("b-{i}"))));
+    assert_eq!(state, expected);
+}
