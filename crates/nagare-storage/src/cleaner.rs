@@ -191,7 +191,7 @@ impl Cleaner {
             if !log_config.cleanup_policy_compact || log.is_poisoned() {
                 continue;
             }
-            let Ok(view) = log.cleaning_view() else {
+            let Ok(view) = self.view(tp, log) else {
                 continue;
             };
             if let Some(c) = self.cleanable(tp, &view, &log_config, now_ms) {
@@ -209,6 +209,23 @@ impl Cleaner {
             }
         }
         done
+    }
+
+    /// The log's cleaning view, with the checkpoint lowered below any truncation since the
+    /// last one (Kafka's `maybeTruncateCheckpoint`): offsets rewritten after a truncation are
+    /// dirty again.
+    fn view(&self, tp: &TopicPartition, log: &Log) -> Result<CleaningView, StorageError> {
+        let view = log.cleaning_view()?;
+        if let Some(t) = view.truncated_to {
+            let mut state = self.state.lock();
+            if let Some(cp) = state.checkpoints.get_mut(tp) {
+                if *cp > t {
+                    *cp = t;
+                    self.write_checkpoint(&state)?;
+                }
+            }
+        }
+        Ok(view)
     }
 
     /// Kafka's `LogCleanerManager.cleanableOffsets` and the selection rule: `None` when the
@@ -314,7 +331,7 @@ impl Cleaner {
         if !config.cleanup_policy_compact {
             return Ok(None);
         }
-        let view = log.cleaning_view()?;
+        let view = self.view(tp, log)?;
         let bounds = if force {
             self.bounds(tp, &view, &config, now_ms)
         } else {

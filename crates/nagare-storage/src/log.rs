@@ -131,6 +131,9 @@ struct Inner {
     /// Bumped by every truncation, so that a flush that raced with one does not move the
     /// recovery point over data that was rewritten after its fsync.
     truncations: u64,
+    /// The lowest log end a truncation left since the cleaner last looked: its checkpoint
+    /// must not stay above rewritten offsets (Kafka's `maybeTruncateCheckpoint`).
+    truncated_to: Option<i64>,
     /// Files were created, renamed or deleted since the last flush: fsync the directory.
     dir_dirty: bool,
     /// Index and snapshot files written since the last flush, to fsync at the next one.
@@ -557,6 +560,7 @@ impl Log {
             producers,
             epochs,
             truncations: 0,
+            truncated_to: None,
             dir_dirty,
             unsynced_files,
             pending_deletes: Vec::new(),
@@ -1478,6 +1482,7 @@ impl Log {
         inner.recovery_point = inner.recovery_point.min(inner.log_end_offset);
         inner.truncations += 1;
         let end = inner.log_end_offset;
+        inner.truncated_to = Some(inner.truncated_to.map_or(end, |t| t.min(end)));
         if inner.epochs.truncate_from_end(end) {
             inner.epochs.write().map_err(|e| self.poison(e))?;
         }

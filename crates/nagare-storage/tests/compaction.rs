@@ -776,3 +776,30 @@ fn replay_moves_past_empty_batches_and_gaps() {
     nagare_storage::replay_records(&log, |r| seen.push(r.offset)).expect("replay");
     assert_eq!(seen, vec![1, 3, 4]);
 }
+
+#[test]
+fn a_truncation_lowers_the_cleaner_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open_log(dir.path(), compact_config(400), true);
+    let cleaner = Cleaner::open(dir.path().to_path_buf());
+    let recs: Vec<Kv> = (0..20).map(|i| kv(&format!("k{i}"), Some("old"))).collect();
+    write(&log, &recs, 1_000);
+    roll(&log, 1_000);
+    let stats = clean(&cleaner, &log, 2_000).expect("cleaned");
+    assert_eq!(stats.end_offset, 20);
+    // A follower-style truncation rewrites offsets 10.. with new data: x three times, then
+    // keys that never come back.
+    log.truncate_to(10).expect("truncate");
+    let mut new: Vec<Kv> = vec![kv("x", Some("1")), kv("x", Some("2")), kv("x", Some("3"))];
+    new.extend((0..20).map(|i| kv(&format!("y{i}"), Some("new"))));
+    write(&log, &new, 3_000);
+    roll(&log, 3_000);
+    clean(&cleaner, &log, 4_000).expect("cleaned");
+    let xs: Vec<i64> = contents(&log)
+        .into_iter()
+        .filter(|r| r.1.as_deref() == Some("x"))
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(xs, vec![12], "the rewritten section was dirty again");
+    assert_eq!(cleaner.checkpoint(&tp()), Some(33));
+}

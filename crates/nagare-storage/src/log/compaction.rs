@@ -59,12 +59,15 @@ pub(crate) struct CleaningView {
     /// Producer id → last offset of its last batch: Kafka keeps that batch (empty if need be)
     /// so that the producer's sequence state survives cleaning.
     pub(crate) producer_last_offsets: HashMap<i64, i64>,
+    /// The lowest log end left by a truncation since the previous view, if any.
+    pub(crate) truncated_to: Option<i64>,
 }
 
 impl Log {
     /// The segments the cleaner may rewrite and the bounds it must respect.
     pub(crate) fn cleaning_view(&self) -> Result<CleaningView, StorageError> {
-        let inner = self.lock_writable()?;
+        let mut inner = self.lock_writable()?;
+        let truncated_to = inner.truncated_to.take();
         let segments = inner
             .rolled
             .values()
@@ -88,6 +91,7 @@ impl Log {
             log_start_offset: inner.log_start_offset,
             first_unstable_offset: inner.producers.first_unstable_offset(),
             producer_last_offsets,
+            truncated_to,
         })
     }
 
