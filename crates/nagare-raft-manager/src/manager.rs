@@ -279,6 +279,7 @@ impl RaftManager {
             parked: Vec::new(),
             failed: None,
             stopping: false,
+            _responses_open: resp_tx,
         };
         let handle = tokio::spawn(driver.run(cmd_rx, resp_rx));
         *shared.driver.lock() = Some(handle);
@@ -585,6 +586,9 @@ struct Driver {
     failed: Option<RaftManagerError>,
     /// Shutting down: the core's timers no longer run.
     stopping: bool,
+    /// Keeps the response channel open when there are no peers (a single voter), so that
+    /// receiving from it waits instead of returning `None` in a loop.
+    _responses_open: mpsc::UnboundedSender<(NodeId, Message)>,
 }
 
 impl Driver {
