@@ -189,6 +189,61 @@ fn controllers_elect_fail_over_snapshot_and_fence_brokers() {
 }
 
 #[test]
+fn a_broker_joining_after_10000_topics_gets_them_from_a_snapshot_and_the_tail() {
+    let mut cluster = TestCluster::new(
+        1,
+        4,
+        &[
+            "metadata.log.max.record.bytes.between.snapshots=1048576",
+            "broker.heartbeat.interval.ms=500",
+        ],
+    );
+    cluster.start_nodes(&[1, 101, 102, 103], READY);
+    let b1 = cluster.node(101).bootstrap();
+    eventually(Duration::from_secs(30), "three unfenced brokers", || {
+        let s = cluster_state(&b1)?;
+        (s.iter().filter(|(_, fenced)| !fenced).count() == 3).then_some(())
+    });
+    let started = Instant::now();
+    let names: Vec<String> = (0..10_000).map(|i| format!("topic-{i:05}")).collect();
+    for chunk in names.chunks(1000) {
+        create_topics(&b1, chunk, 1).expect("create 1000 topics");
+    }
+    eprintln!("created 10,000 topics in {:?}", started.elapsed());
+    let controller_dir = cluster.node(1).dir().to_path_buf();
+    eventually(
+        Duration::from_secs(30),
+        "a snapshot on the controller",
+        || (checkpoints(&controller_dir) > 0).then_some(()),
+    );
+    // A few more after the snapshot: the new broker needs the tail too.
+    create_topics(&b1, &["after-snapshot".into()], 1).expect("create");
+
+    let joined = Instant::now();
+    cluster.node(104).start();
+    cluster.node(104).wait_ready(READY);
+    let b4 = cluster.node(104).bootstrap();
+    let topics = runtime().block_on(async {
+        let mut c = Client::connect_to(&b4).await.expect("connect 104");
+        c.list_topics().await.expect("list")
+    });
+    eprintln!(
+        "broker 104 served the full metadata {:?} after its start",
+        joined.elapsed()
+    );
+    assert_eq!(
+        topics.iter().filter(|t| t.starts_with("topic-")).count(),
+        10_000
+    );
+    assert!(topics.iter().any(|t| t == "after-snapshot"));
+    let out = cluster.node(104).current_output();
+    assert!(
+        out.contains("loaded metadata snapshot"),
+        "broker 104 did not get a snapshot:\n{out}"
+    );
+}
+
+#[test]
 fn unformatted_node_of_a_cluster_refuses_to_start() {
     let cluster = TestCluster::new(3, 0, &[]);
     let n = &cluster.nodes[0];

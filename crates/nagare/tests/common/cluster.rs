@@ -296,6 +296,16 @@ impl TestCluster {
         }
     }
 
+    /// Starts the nodes with these ids and waits until they are ready.
+    pub fn start_nodes(&mut self, ids: &[i32], timeout: Duration) {
+        for n in self.nodes.iter_mut().filter(|n| ids.contains(&n.id)) {
+            n.start();
+        }
+        for n in self.nodes.iter_mut().filter(|n| ids.contains(&n.id)) {
+            n.wait_ready(timeout);
+        }
+    }
+
     /// The node with `id`.
     pub fn node(&mut self, id: i32) -> &mut Node {
         self.nodes
