@@ -9,6 +9,19 @@
 //! order, exactly once per process lifetime), loads snapshots and, when a snapshot is due,
 //! hands back the records of its state.
 //!
+//! Wiring it into a node:
+//!
+//! ```ignore
+//! let mgr = RaftManager::start(RaftManagerConfig::new(node_id, cluster_id, voters, dir), image)?;
+//! // CONTROLLER listener: for (key, version) in SUPPORTED, frame the body `handle` returns.
+//! let body = mgr.handle(api_key, version, request_body).await?;
+//! // Controller: decide only as a ready leader, then commit.
+//! if let Some(epoch) = mgr.wait_ready_epoch(timeout).await {
+//!     let offset = mgr.propose(epoch, records).await?; // delivered to `image` already
+//! }
+//! mgr.shutdown().await; // resigns (EndQuorumEpoch) if leading
+//! ```
+//!
 //! On disk, under `metadata.log.dir`:
 //!
 //! ```text
