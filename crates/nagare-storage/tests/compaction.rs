@@ -103,7 +103,7 @@ fn contents(log: &Log) -> Vec<(i64, Option<String>, Option<String>)> {
             let mut b = Bytes::copy_from_slice(&bytes[range]);
             for set in RecordBatchDecoder::decode_all(&mut b).expect("decode") {
                 for r in set.records {
-                    if r.offset >= offset {
+                    if r.offset >= offset && r.key.as_deref() != Some(MARKER.as_bytes()) {
                         out.push((
                             r.offset,
                             r.key.map(|k| String::from_utf8_lossy(&k).into_owned()),
@@ -158,6 +158,9 @@ fn write(log: &Log, records: &[Kv], now: i64) {
     }
 }
 
+/// Rolls the active segment and appends a marker record (key [`MARKER`]) to the new one: the
+/// cleaner, like Kafka's, never cleans the segment holding the last record, so this makes
+/// everything before the marker cleanable. [`contents`] leaves markers out.
 fn roll(log: &Log, now: i64) {
     let mut c = log.config();
     let saved = c.segment_ms;
@@ -166,7 +169,10 @@ fn roll(log: &Log, now: i64) {
     log.enforce_retention(now + 1).expect("roll");
     c.segment_ms = saved;
     log.update_config(c);
+    write(log, &[kv(MARKER, Some("active"))], now);
 }
+
+const MARKER: &str = "~active";
 
 #[test]
 fn keeps_the_latest_value_per_key_with_offsets() {
@@ -303,7 +309,7 @@ fn compressed_batches_are_filtered_and_recompressed_with_their_codec() {
         roll(&log, 5_000);
         clean(&cleaner, &log, 6_000).expect("cleaned");
         let hs = batch_headers(&log);
-        assert_eq!(hs.len(), 1);
+        assert_eq!(hs.len(), 2, "the batch and the marker");
         let h = hs[0];
         assert_eq!(
             h.compression().expect("codec").id(),
@@ -356,8 +362,9 @@ fn a_producers_last_batch_survives_empty() {
     roll(&log, 1_000);
     clean(&cleaner, &log, 2_000).expect("cleaned");
     let hs = batch_headers(&log);
-    // The first batch of producer 7 is gone; its last one stays without records.
-    assert_eq!(hs.len(), 3);
+    // The first batch of producer 7 is gone; its last one stays without records (then the
+    // plain batches and the marker).
+    assert_eq!(hs.len(), 4);
     assert_eq!(
         (hs[0].producer_id, hs[0].base_offset, hs[0].records_count),
         (7, 2, 0)
@@ -614,7 +621,7 @@ fn staged_crash(stage: &str) {
     } else {
         assert_eq!(got, original, "stage {stage}");
     }
-    assert_eq!(log.log_end_offset(), 25);
+    assert_eq!(log.log_end_offset(), 26);
     let leftovers: Vec<String> = fs::read_dir(&b)
         .expect("ls")
         .filter_map(|e| e.ok())
@@ -774,7 +781,42 @@ fn replay_moves_past_empty_batches_and_gaps() {
     // Offset 2 is now an empty batch of producer 9; offset 0 is gone.
     let mut seen = Vec::new();
     nagare_storage::replay_records(&log, |r| seen.push(r.offset)).expect("replay");
-    assert_eq!(seen, vec![1, 3, 4]);
+    assert_eq!(seen, vec![1, 3, 4, 5], "5 is the marker");
+}
+
+#[test]
+fn the_segment_holding_the_last_record_is_never_cleaned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open_log(dir.path(), compact_config(1 << 20), true);
+    let cleaner = Cleaner::open(dir.path().to_path_buf());
+    write(
+        &log,
+        &[kv("a", Some("1")), kv("a", Some("2")), kv("a", None)],
+        1_000,
+    );
+    // segment.ms rolled the active segment without an append: it is empty, and the segment
+    // with the data acts as the active one (in Kafka it would still be the active segment).
+    let mut c = log.config();
+    c.segment_ms = 0;
+    log.update_config(c);
+    log.enforce_retention(1_001).expect("roll");
+    assert_eq!(log.segment_count(), 2);
+    assert!(cleaner
+        .clean_log(&tp(), &log, &CleanerConfig::default(), 1_000_000, true)
+        .expect("clean")
+        .is_none());
+    assert_eq!(contents(&log).len(), 3);
+    // Once something follows, it is cleaned: the tombstone gets its horizon, then goes, and
+    // the log ends with the new record, not with a gap.
+    write(&log, &[kv("b", Some("1"))], 2_000);
+    clean(&cleaner, &log, 2_000).expect("cleaned");
+    assert_eq!(
+        contents(&log),
+        vec![
+            (2, Some("a".into()), None),
+            (3, Some("b".into()), Some("1".into()))
+        ]
+    );
 }
 
 #[test]

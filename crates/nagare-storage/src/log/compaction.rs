@@ -50,7 +50,11 @@ pub(crate) struct SegmentView {
 pub(crate) struct CleaningView {
     /// Rolled segments, oldest first (never the active one).
     pub(crate) segments: Vec<SegmentView>,
-    /// Base offset of the active segment (the cleaner never goes past it).
+    /// Base offset of the segment holding the log's last batch: the active segment, or the
+    /// last non-empty rolled one when the active segment is empty (rolled by `segment.ms`
+    /// without an append). The cleaner never goes past it, as Kafka never cleans its active
+    /// segment, which always holds the last record: otherwise expired tombstones at the end
+    /// of the log could vanish and leave consumers reading "to the end offset" stuck below it.
     pub(crate) active_base_offset: i64,
     /// The log start offset.
     pub(crate) log_start_offset: i64,
@@ -85,9 +89,19 @@ impl Log {
             .entries()
             .filter_map(|e| e.batches.back().map(|b| (e.producer_id, b.last_offset)))
             .collect();
+        let active_base_offset = if inner.active.size > 0 {
+            inner.active.base_offset
+        } else {
+            inner
+                .rolled
+                .values()
+                .rev()
+                .find(|s| s.size > 0)
+                .map_or(inner.active.base_offset, |s| s.base_offset)
+        };
         Ok(CleaningView {
             segments,
-            active_base_offset: inner.active.base_offset,
+            active_base_offset,
             log_start_offset: inner.log_start_offset,
             first_unstable_offset: inner.producers.first_unstable_offset(),
             producer_last_offsets,
