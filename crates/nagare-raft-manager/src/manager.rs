@@ -175,6 +175,10 @@ impl RaftManager {
         // The leader holds fetches that have nothing new (long poll), so a follower refetches
         // right after an answer; the retry backoff only spaces out refused fetches.
         rc.fetch_interval_ms = config.retry_backoff_ms;
+        // One CreateTopics of many partitions is one proposal of as many records (it must
+        // commit atomically), and a lagging replica catches up in fewer, larger fetches.
+        rc.max_propose_entries = 1_000_000;
+        rc.max_fetch_entries = 10_000;
         if voter_ids.len() == 1 && voter_ids.contains(&config.node_id) {
             // A single voter has nobody to wait for: it elects itself at once.
             rc.election_timeout_ms = 1;
