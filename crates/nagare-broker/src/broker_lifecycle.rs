@@ -164,22 +164,34 @@ impl BrokerLifecycle {
         result
     }
 
-    /// Heartbeats until `broker` is unfenced or `timeout` passes (Kafka's brokers wait for
+    /// Heartbeats until `broker` is unfenced — by the controller and in this node's own image,
+    /// which is what its Metadata answers list — or `timeout` passes (Kafka's brokers wait for
     /// this before serving clients). Returns whether it was unfenced.
     pub async fn wait_unfenced(&self, broker: &Arc<Broker>, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
+        let me = broker.config.node_id;
+        let mut unfenced = false;
         loop {
-            match self.heartbeat(broker, false).await {
-                Ok(r) if !r.is_fenced => return true,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(code = e.code, error = %e.message, "heartbeat failed")
+            if unfenced {
+                if broker.image().brokers.get(&me).is_some_and(|b| !b.fenced) {
+                    return true;
+                }
+            } else {
+                match self.heartbeat(broker, false).await {
+                    Ok(r) if !r.is_fenced => {
+                        unfenced = true;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(code = e.code, error = %e.message, "heartbeat failed")
+                    }
                 }
             }
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
