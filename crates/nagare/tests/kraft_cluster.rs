@@ -117,6 +117,24 @@ fn controllers_elect_fail_over_snapshot_and_fence_brokers() {
     voters.sort();
     assert_eq!(voters, vec![1, 2, 3]);
 
+    // The operator's view: `nagare quorum describe` and `nagare cluster describe`.
+    let (ok, out, err) = cluster.cli(&["quorum", "describe", "--status", "-b", &b1]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("LeaderId:               {}", q.leader_id)),
+        "{out}"
+    );
+    assert!(out.contains("CurrentVoters:          [1,2,3]"), "{out}");
+    let (ok, out, err) = cluster.cli(&["quorum", "describe", "--replication", "-b", &b1]);
+    assert!(
+        ok && out.contains("Leader") && out.contains("Follower"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = cluster.cli(&["cluster", "describe", "-b", &b1]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("unfenced").count(), 3, "{out}");
+    assert!(out.contains(&cluster.cluster_id), "{out}");
+
     // CreateTopics through a broker (forwarded to the active controller).
     create_topics(&b1, &["t0".into()], 6).expect("create t0");
 
@@ -176,6 +194,12 @@ fn controllers_elect_fail_over_snapshot_and_fence_brokers() {
         s.contains(&(103, true)).then_some(Instant::now())
     });
     let _ = fenced;
+    let (_, out, _) = cluster.cli(&["cluster", "describe", "-b", &b1]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("103") && l.ends_with("fenced") && !l.ends_with("unfenced")),
+        "{out}"
+    );
 
     // A new broker that joins now gets everything (snapshot plus tail).
     cluster.node(103).start();
