@@ -46,50 +46,23 @@ pub fn is_forwarded(key: ApiKey) -> bool {
 
 /// The APIs of the `CONTROLLER` listener.
 pub fn supported() -> Vec<(ApiKey, i16, i16)> {
-    [
-        (
-            ApiKey::ApiVersions,
-            api_versions::VERSIONS.0,
-            api_versions::VERSIONS.1,
-        ),
-        (
-            ApiKey::CreateTopics,
-            create_topics::VERSIONS.0,
-            create_topics::VERSIONS.1,
-        ),
-        (
-            ApiKey::DeleteTopics,
-            delete_topics::VERSIONS.0,
-            delete_topics::VERSIONS.1,
-        ),
-        (
-            ApiKey::CreatePartitions,
-            create_partitions::VERSIONS.0,
-            create_partitions::VERSIONS.1,
-        ),
-        (
-            ApiKey::AlterConfigs,
-            alter_configs::ALTER_VERSIONS.0,
-            alter_configs::ALTER_VERSIONS.1,
-        ),
-        (
-            ApiKey::IncrementalAlterConfigs,
-            alter_configs::INCREMENTAL_VERSIONS.0,
-            alter_configs::INCREMENTAL_VERSIONS.1,
-        ),
-        (ApiKey::BrokerRegistration, 0, 4),
-        (ApiKey::BrokerHeartbeat, 0, 1),
-        (ApiKey::AllocateProducerIds, 0, 0),
-        (
-            ApiKey::AlterPartition,
-            super::alter_partition::VERSIONS.0,
-            super::alter_partition::VERSIONS.1,
-        ),
-    ]
-    .into_iter()
-    // The quorum RPCs (and DescribeQuorum) are answered by the KRaft shell.
-    .chain(nagare_raft_manager::SUPPORTED.iter().copied())
-    .collect()
+    // The admin APIs at the versions the broker listener declares for them.
+    super::supported_apis()
+        .into_iter()
+        .filter(|(k, _, _)| *k == ApiKey::ApiVersions || is_forwarded(*k))
+        .chain([
+            (ApiKey::BrokerRegistration, 0, 4),
+            (ApiKey::BrokerHeartbeat, 0, 1),
+            (ApiKey::AllocateProducerIds, 0, 0),
+            (
+                ApiKey::AlterPartition,
+                super::alter_partition::VERSIONS.0,
+                super::alter_partition::VERSIONS.1,
+            ),
+        ])
+        // The quorum RPCs (and DescribeQuorum) are answered by the KRaft shell.
+        .chain(nagare_raft_manager::SUPPORTED.iter().copied())
+        .collect()
 }
 
 /// Forwards a client's admin request to the active controller; `None` when there is no
