@@ -128,6 +128,27 @@ pub struct BrokerConfig {
     pub group: nagare_coordinator::GroupCoordinatorConfig,
     /// The KRaft quorum settings (`controller.quorum.*`, `broker.*` liveness).
     pub quorum: QuorumConfig,
+    /// The replication settings (`replica.*`).
+    pub replication: ReplicationConfig,
+}
+
+/// The replication data plane's settings, with Kafka's names and defaults.
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub lag_time_max_ms: i64,
+    /// `replica.fetch.wait.max.ms`: how long a follower fetch waits for data.
+    pub fetch_wait_max_ms: i32,
+    /// `replica.fetch.min.bytes`.
+    pub fetch_min_bytes: i32,
+    /// `replica.fetch.max.bytes`: per partition (at least one batch is returned anyway).
+    pub fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`.
+    pub fetch_response_max_bytes: i32,
+    /// `replica.fetch.backoff.ms`: pause after a failed fetch.
+    pub fetch_backoff_ms: u64,
+    /// `replica.socket.timeout.ms`.
+    pub socket_timeout_ms: u64,
 }
 
 /// The KRaft settings: who the voters are and the quorum's and brokers' timings.
@@ -198,6 +219,16 @@ const IMPLEMENTED: &[(&str, Kind)] = &[
         Kind::Int(1, i64::MAX),
     ),
     ("broker.session.timeout.ms", Kind::Int(1, i32::MAX as i64)),
+    ("replica.lag.time.max.ms", Kind::Int(1, i32::MAX as i64)),
+    ("replica.fetch.wait.max.ms", Kind::Int(0, i32::MAX as i64)),
+    ("replica.fetch.min.bytes", Kind::Int(1, i32::MAX as i64)),
+    ("replica.fetch.max.bytes", Kind::Int(0, i32::MAX as i64)),
+    (
+        "replica.fetch.response.max.bytes",
+        Kind::Int(0, i32::MAX as i64),
+    ),
+    ("replica.fetch.backoff.ms", Kind::Int(0, i32::MAX as i64)),
+    ("replica.socket.timeout.ms", Kind::Int(1, i32::MAX as i64)),
     (
         "broker.heartbeat.interval.ms",
         Kind::Int(1, i32::MAX as i64),
@@ -676,6 +707,16 @@ impl BrokerConfig {
                 ) as u64,
                 broker_session_timeout_ms: int("broker.session.timeout.ms", 9000) as u64,
                 broker_heartbeat_interval_ms: int("broker.heartbeat.interval.ms", 2000) as u64,
+            },
+            replication: ReplicationConfig {
+                lag_time_max_ms: int("replica.lag.time.max.ms", 30_000),
+                fetch_wait_max_ms: int("replica.fetch.wait.max.ms", 500) as i32,
+                fetch_min_bytes: int("replica.fetch.min.bytes", 1) as i32,
+                fetch_max_bytes: int("replica.fetch.max.bytes", 1_048_576) as i32,
+                fetch_response_max_bytes: int("replica.fetch.response.max.bytes", 10_485_760)
+                    as i32,
+                fetch_backoff_ms: int("replica.fetch.backoff.ms", 1000) as u64,
+                socket_timeout_ms: int("replica.socket.timeout.ms", 30_000) as u64,
             },
             log_dirs,
             props: BTreeMap::new(),

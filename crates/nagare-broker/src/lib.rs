@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod limits;
 pub mod network;
 pub mod quorum;
+pub mod replica_fetcher;
 pub mod replica_manager;
 mod sendfile;
 pub mod server;

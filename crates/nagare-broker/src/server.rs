@@ -471,6 +471,13 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             }
         }));
         tasks.push(tokio::spawn(lc.clone().run(broker.clone())));
+        // Replication: followers fetch from their leaders; leaders keep their ISRs.
+        tasks.push(tokio::spawn(crate::replica_fetcher::run_fetchers(
+            broker.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::replica_fetcher::run_isr_upkeep(
+            broker.clone(),
+        )));
         tasks.push(tokio::spawn(accept_loop(
             broker.clone(),
             listener,

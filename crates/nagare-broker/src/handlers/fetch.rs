@@ -3,6 +3,11 @@
 //! waits in the delayed-fetch purgatory for `min_bytes` or `max_wait_ms`, supports fetch
 //! sessions (KIP-227), and hands record sets to the connection as file regions for
 //! `sendfile`.
+//!
+//! A fetch with a replica id >= 0 (`replica_id` up to v14, `ReplicaState` from v15) is a
+//! follower's: it updates that follower's state in the leader's replication state (its log
+//! end, caught-up time, the high watermark, maybe an ISR expansion) and reads up to the log
+//! end, not the high watermark. Consumers only ever see records below the high watermark.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,13 +83,18 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
     let min_bytes = r.min_bytes.max(0) as usize;
     let max_bytes = r.max_bytes.min(broker.config.fetch_max_bytes).max(0) as usize;
     let read_committed = r.isolation_level == 1;
+    let replica_id = if v >= 15 {
+        r.replica_state.replica_id.0
+    } else {
+        r.replica_id.0
+    };
     Ok(Reply::Later(Box::pin(async move {
         let deadline = Instant::now() + max_wait;
         let mut appended = broker.replicas.subscribe_appends();
         let mut results;
         loop {
             appended.borrow_and_update();
-            results = read_all(&broker, &targets, max_bytes, read_committed);
+            results = read_all(&broker, &targets, max_bytes, read_committed, replica_id);
             let bytes: usize = results
                 .iter()
                 .map(|(_, s)| s.as_ref().map(|s| s.len).unwrap_or(0))
@@ -98,7 +108,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
                 .await
                 .is_err()
             {
-                results = read_all(&broker, &targets, max_bytes, read_committed);
+                results = read_all(&broker, &targets, max_bytes, read_committed, replica_id);
                 break;
             }
         }
@@ -111,10 +121,13 @@ fn read_all(
     targets: &[FetchTarget],
     max_bytes: usize,
     read_committed: bool,
+    replica_id: i32,
 ) -> Vec<(PartitionData, Option<FileSlice>)> {
     let mut remaining = max_bytes;
     let mut any_data = false;
-    targets
+    let now = crate::replica_manager::now_ms();
+    let mut hw_moved = false;
+    let out = targets
         .iter()
         .map(|t| {
             let mut pd = PartitionData::default()
@@ -133,17 +146,33 @@ fn read_all(
                 Ok(p) => p,
                 Err(code) => return (pd.with_error_code(code), None),
             };
-            let hw = p.high_watermark();
+            // A follower's fetch offset is its log end: update its state on the leader first,
+            // so the high watermark in the answer already counts it.
+            let (hw, max_offset) = if replica_id >= 0 {
+                match p.follower_fetch(replica_id, t.fetch_offset, now) {
+                    Ok((hw, moved, proposal)) => {
+                        hw_moved |= moved;
+                        if let Some(proposal) = proposal {
+                            broker.replicas.propose_isr(p.clone(), proposal);
+                        }
+                        (hw, p.log.log_end_offset())
+                    }
+                    Err(code) => return (pd.with_error_code(code), None),
+                }
+            } else {
+                let hw = p.high_watermark();
+                (hw, hw)
+            };
             let log_start = p.log.log_start_offset();
             pd = pd
                 .with_high_watermark(hw)
                 .with_last_stable_offset(hw)
                 .with_log_start_offset(log_start);
-            if t.fetch_offset >= hw && t.fetch_offset <= p.log.log_end_offset() {
+            if t.fetch_offset >= max_offset && t.fetch_offset <= p.log.log_end_offset() {
                 return (pd, None);
             }
             let limit = (t.max_bytes.max(0) as usize).min(remaining);
-            match p.log.read(t.fetch_offset, limit, !any_data, hw) {
+            match p.log.read(t.fetch_offset, limit, !any_data, max_offset) {
                 Ok(data) => {
                     let slice = data.slice.filter(|s| s.len > 0);
                     if let Some(s) = &slice {
@@ -161,7 +190,12 @@ fn read_all(
                 }
             }
         })
-        .collect()
+        .collect::<Vec<_>>();
+    if hw_moved {
+        // Consumers waiting in the delayed-fetch purgatory may now read more.
+        broker.replicas.notify_appended();
+    }
+    out
 }
 
 fn build_response(

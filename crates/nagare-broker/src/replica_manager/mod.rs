@@ -1,26 +1,32 @@
 //! The replica manager: the partitions this broker hosts, taken from the metadata image,
-//! with their logs, leader epochs and high watermarks; appends and reads on them; and the
-//! group commit that makes `acks=all` writes durable before they are acknowledged.
+//! with their logs, leader epochs and high watermarks; appends and reads on them; the
+//! leader's replication state ([`partition_state`]) driven by follower fetches; the
+//! delayed-produce purgatory of `acks=all`; and the group commit that makes `acks=all` writes
+//! durable before they are acknowledged.
 //!
 //! Durability policy (documented in README): an `acks=all` produce is answered only after
-//! its batches are fsynced. fsyncs are group-committed: every waiter that arrives while an
-//! fsync runs is served by the next one, across partitions and producers, so durability
-//! costs latency, not throughput. `acks=0/1` writes are answered after the page-cache write
-//! and fsynced by a background flush every `log.flush.interval.ms` (default 1000 ms).
+//! its batches are fsynced on the leader and every ISR member has them (the high watermark
+//! passed them). fsyncs are group-committed: every waiter that arrives while an fsync runs
+//! is served by the next one, across partitions and producers, so durability costs latency,
+//! not throughput. `acks=0/1` writes are answered after the page-cache write and fsynced by
+//! a background flush every `log.flush.interval.ms` (default 1000 ms).
 
 pub mod partition_state;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, watch, Notify};
 
 use nagare_metadata::records::ConfigResource;
 use nagare_metadata::topic_config::TopicDefaults;
-use nagare_metadata::{MetadataImage, Uuid};
+use nagare_metadata::{MetadataImage, PartitionRegistration, Uuid};
 use nagare_storage::{Log, LogManager, StorageError, TopicPartition};
+
+use partition_state::{Assignment, IsrProposal, LeaderState};
 
 /// One partition replica hosted here.
 pub struct Partition {
@@ -34,17 +40,226 @@ pub struct Partition {
     pub leader_epoch: AtomicI32,
     /// Current leader id (-1 when none).
     pub leader: AtomicI32,
+    /// `min.insync.replicas` of the topic.
+    pub min_isr: AtomicI32,
+    /// The high watermark as last computed (leader) or learnt from the leader (follower).
+    hw: AtomicI64,
+    /// The replication state while this broker leads the partition.
+    leader_state: Mutex<Option<LeaderState>>,
+    /// The leader epoch for which this follower has checked its log against the leader's
+    /// (OffsetForLeaderEpoch, KIP-101/279); fetching waits until it equals the current epoch.
+    truncated_epoch: AtomicI32,
+    /// Bumped whenever the high watermark or the leadership changes (the delayed-produce
+    /// purgatory waits on it).
+    changed: watch::Sender<u64>,
 }
 
 impl Partition {
-    /// High watermark. With a single replica in the ISR it is the log end offset; the
-    /// replication data plane computes it from the ISR's log end offsets.
-    pub fn high_watermark(&self) -> i64 {
-        self.log.log_end_offset()
+    fn new(tp: TopicPartition, topic_id: Uuid, log: Arc<Log>, epoch: i32, leader: i32) -> Self {
+        let hw = log.log_start_offset();
+        Partition {
+            tp,
+            topic_id,
+            log,
+            leader_epoch: AtomicI32::new(epoch),
+            leader: AtomicI32::new(leader),
+            min_isr: AtomicI32::new(1),
+            hw: AtomicI64::new(hw),
+            leader_state: Mutex::new(None),
+            truncated_epoch: AtomicI32::new(-1),
+            changed: watch::channel(0).0,
+        }
     }
+
+    /// High watermark: for a leader the smallest log end offset of the ISR (a single-member
+    /// ISR follows the log end at once); for a follower what the leader last said, capped
+    /// at its own log end.
+    pub fn high_watermark(&self) -> i64 {
+        let leo = self.log.log_end_offset();
+        let mut st = self.leader_state.lock();
+        if let Some(s) = st.as_mut() {
+            if s.leader_appended(leo) {
+                self.publish_hw(s.high_watermark());
+            }
+            return s.high_watermark();
+        }
+        self.hw.load(Ordering::Acquire).min(leo)
+    }
+
+    fn publish_hw(&self, hw: i64) {
+        self.hw.store(hw, Ordering::Release);
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
     /// Current leader epoch.
     pub fn epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether this broker leads the partition (has its replication state).
+    pub fn is_leader(&self) -> bool {
+        self.leader_state.lock().is_some()
+    }
+
+    /// The committed ISR as the leader knows it (empty on a follower).
+    pub fn isr(&self) -> Vec<i32> {
+        self.leader_state
+            .lock()
+            .as_ref()
+            .map(|s| s.isr().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// A follower learnt the leader's high watermark (capped at its own log end).
+    pub fn set_follower_hw(&self, leader_hw: i64) {
+        let hw = leader_hw.min(self.log.log_end_offset());
+        if self.hw.load(Ordering::Acquire) != hw {
+            self.publish_hw(hw);
+        }
+    }
+
+    /// A fetch from follower `replica` at `fetch_offset`: updates its state and the high
+    /// watermark. Returns the high watermark, whether it moved, and an ISR expansion to
+    /// propose; NOT_LEADER_OR_FOLLOWER (6) if this broker does not lead or `replica` is not
+    /// a replica.
+    pub fn follower_fetch(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Result<(i64, bool, Option<IsrProposal>), i16> {
+        let leo = self.log.log_end_offset();
+        let mut st = self.leader_state.lock();
+        let s = st.as_mut().ok_or(6i16)?;
+        if s.follower(replica).is_none() {
+            return Err(6);
+        }
+        // A follower past our log end has a divergent tail (it must truncate first): it is
+        // not caught up with anything. OFFSET_OUT_OF_RANGE, as Kafka's read answers.
+        if fetch_offset > leo || fetch_offset < self.log.log_start_offset() {
+            return Err(1);
+        }
+        let u = s.follower_fetch(replica, fetch_offset, leo, now_ms);
+        let hw = s.high_watermark();
+        if u.hw_changed {
+            self.publish_hw(hw);
+        }
+        Ok((hw, u.hw_changed, u.proposal))
+    }
+
+    /// The ISR shrink check (every half `replica.lag.time.max.ms`).
+    pub fn maybe_shrink_isr(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrProposal> {
+        let leo = self.log.log_end_offset();
+        self.leader_state
+            .lock()
+            .as_mut()
+            .and_then(|s| s.maybe_shrink(leo, now_ms, lag_max_ms))
+    }
+
+    /// The controller refused `proposal` (or could not be reached): allow a new one later.
+    pub fn isr_proposal_failed(&self, proposal: &IsrProposal, now_ms: i64) {
+        if let Some(s) = self.leader_state.lock().as_mut() {
+            if s.pending() == Some(proposal) {
+                s.proposal_failed(now_ms);
+            }
+        }
+    }
+
+    /// Whether this follower must check its log against the leader before fetching.
+    pub fn needs_truncation_check(&self) -> bool {
+        self.truncated_epoch.load(Ordering::Acquire) != self.epoch()
+    }
+
+    /// Records that the log was checked against the leader of `epoch`.
+    pub fn mark_truncation_checked(&self, epoch: i32) {
+        self.truncated_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Forces a new check against the leader (e.g. the leader's log is shorter than ours).
+    pub fn reset_truncation_check(&self) {
+        self.truncated_epoch.store(-1, Ordering::Release);
+    }
+
+    /// Waits until the high watermark reaches `required` (every ISR member has the offsets
+    /// below it) while this broker leads in `epoch` — Kafka's DelayedProduce. Returns 0,
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND (20) if the ISR shrank below `min.insync.replicas`
+    /// meanwhile, NOT_LEADER_OR_FOLLOWER (6) if leadership moved, REQUEST_TIMED_OUT (7)
+    /// after `timeout`.
+    pub async fn wait_replicated(
+        self: Arc<Self>,
+        required: i64,
+        epoch: i32,
+        timeout: Duration,
+    ) -> i16 {
+        let mut rx = self.changed.subscribe();
+        let wait = async {
+            loop {
+                rx.borrow_and_update();
+                if self.epoch() != epoch || !self.is_leader() {
+                    return 6;
+                }
+                if self.high_watermark() >= required {
+                    // Kafka's checkEnoughReplicasReachOffset.
+                    let isr = self.isr().len() as i32;
+                    return if isr >= self.min_isr.load(Ordering::Acquire) {
+                        0
+                    } else {
+                        20
+                    };
+                }
+                if rx.changed().await.is_err() {
+                    return 6;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(7)
+    }
+
+    /// Takes the roles of `reg` for this broker `node_id`: becoming leader in a new epoch
+    /// starts a fresh replication state (and records where the epoch starts in the log);
+    /// the same epoch only updates the assignment; a follower drops the state.
+    fn apply_registration(&self, node_id: i32, reg: &PartitionRegistration, now: i64) {
+        self.leader_epoch.store(reg.leader_epoch, Ordering::Release);
+        self.leader.store(reg.leader, Ordering::Release);
+        let assignment = Assignment {
+            leader_epoch: reg.leader_epoch,
+            partition_epoch: reg.partition_epoch,
+            replicas: reg.replicas.clone(),
+            isr: reg.isr.clone(),
+        };
+        let leo = self.log.log_end_offset();
+        let mut st = self.leader_state.lock();
+        if reg.leader != node_id {
+            if st.take().is_some() {
+                tracing::info!(tp = %self.tp, leader = reg.leader, epoch = reg.leader_epoch, "became follower");
+            }
+            drop(st);
+            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+            return;
+        }
+        match st.as_mut() {
+            Some(s) if s.leader_epoch() == reg.leader_epoch => {
+                if s.update_assignment(assignment, leo, now) {
+                    let hw = s.high_watermark();
+                    drop(st);
+                    self.publish_hw(hw);
+                }
+            }
+            _ => {
+                if self.log.latest_epoch().is_none_or(|e| e < reg.leader_epoch) {
+                    if let Err(e) = self.log.assign_epoch_start(reg.leader_epoch, leo) {
+                        tracing::error!(tp = %self.tp, error = %e, "cannot record leader epoch");
+                    }
+                }
+                let hw = self.hw.load(Ordering::Acquire).min(leo);
+                let s = LeaderState::new(node_id, assignment, leo, hw, now);
+                tracing::info!(tp = %self.tp, epoch = reg.leader_epoch, isr = ?reg.isr, hw = s.high_watermark(), "became leader");
+                let hw = s.high_watermark();
+                *st = Some(s);
+                drop(st);
+                self.publish_hw(hw);
+            }
+        }
     }
 }
 
@@ -63,6 +278,9 @@ pub struct ReplicaManager {
     waiters: Mutex<Vec<DurableWaiter>>,
     flush_needed: Notify,
     appended: watch::Sender<u64>,
+    roles: watch::Sender<u64>,
+    proposals: Mutex<Vec<(Arc<Partition>, IsrProposal)>>,
+    proposals_ready: Notify,
 }
 
 /// Milliseconds since the epoch.
@@ -85,6 +303,9 @@ impl ReplicaManager {
             waiters: Mutex::new(Vec::new()),
             flush_needed: Notify::new(),
             appended,
+            roles: watch::channel(0).0,
+            proposals: Mutex::new(Vec::new()),
+            proposals_ready: Notify::new(),
         }
     }
 
@@ -133,7 +354,7 @@ impl ReplicaManager {
     /// replicates, updates epochs and configs, deletes logs of removed topics.
     pub fn apply_image(&self, image: &MetadataImage, defaults: &TopicDefaults) {
         let now = now_ms();
-        let mut wanted: HashMap<TopicPartition, (Uuid, i32, i32)> = HashMap::new();
+        let mut wanted: HashMap<TopicPartition, (Uuid, PartitionRegistration)> = HashMap::new();
         let mut configs: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         for topic in image.topics_by_id.values() {
             for (p, reg) in &topic.partitions {
@@ -143,7 +364,7 @@ impl ReplicaManager {
                             topic: topic.name.clone(),
                             partition: *p,
                         },
-                        (topic.id, reg.leader_epoch, reg.leader),
+                        (topic.id, reg.clone()),
                     );
                 }
             }
@@ -176,41 +397,89 @@ impl ReplicaManager {
             }
         }
         let mut by_id = HashMap::new();
-        for (tp, (topic_id, epoch, leader)) in wanted {
+        for (tp, (topic_id, reg)) in wanted {
             by_id.insert(topic_id, tp.topic.clone());
             let overrides = configs.get(&tp.topic).cloned().unwrap_or_default();
             let config = defaults.log_config(&overrides);
+            let min_isr = defaults
+                .value(&overrides, "min.insync.replicas")
+                .and_then(|v| v.parse::<i32>().ok())
+                .unwrap_or(1);
             if let Some(p) = parts.get(&tp) {
-                p.leader_epoch.store(epoch, Ordering::Release);
-                p.leader.store(leader, Ordering::Release);
                 p.log.update_config(config);
+                p.min_isr.store(min_isr, Ordering::Release);
+                p.apply_registration(self.node_id, &reg, now);
                 continue;
             }
             match self.logs.get_or_create(&tp, config.clone(), now) {
                 Ok(log) => {
                     log.update_config(config);
-                    if leader == self.node_id
-                        && log.latest_epoch().map(|e| e < epoch).unwrap_or(true)
-                    {
-                        if let Err(e) = log.assign_epoch_start(epoch, log.log_end_offset()) {
-                            tracing::error!(%tp, error = %e, "cannot record leader epoch");
-                        }
-                    }
-                    parts.insert(
+                    let p = Arc::new(Partition::new(
                         tp.clone(),
-                        Arc::new(Partition {
-                            tp,
-                            topic_id,
-                            log,
-                            leader_epoch: AtomicI32::new(epoch),
-                            leader: AtomicI32::new(leader),
-                        }),
-                    );
+                        topic_id,
+                        log,
+                        reg.leader_epoch,
+                        reg.leader,
+                    ));
+                    p.min_isr.store(min_isr, Ordering::Release);
+                    p.apply_registration(self.node_id, &reg, now);
+                    parts.insert(tp, p);
                 }
                 Err(e) => tracing::error!(%tp, error = %e, "cannot open partition log"),
             }
         }
         *self.by_id.write() = by_id;
+        drop(parts);
+        // The replica fetchers re-read which partitions they follow from whom.
+        self.roles.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever the image changed leaders or followers here.
+    pub fn subscribe_roles(&self) -> watch::Receiver<u64> {
+        self.roles.subscribe()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// Partitions this broker follows whose leader is `source`.
+    pub fn followed_from(&self, source: i32) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .values()
+            .filter(|p| p.leader.load(Ordering::Acquire) == source && source != self.node_id)
+            .cloned()
+            .collect()
+    }
+
+    /// The leaders this broker follows partitions of.
+    pub fn fetch_sources(&self) -> std::collections::BTreeSet<i32> {
+        self.partitions
+            .read()
+            .values()
+            .map(|p| p.leader.load(Ordering::Acquire))
+            .filter(|l| *l >= 0 && *l != self.node_id)
+            .collect()
+    }
+
+    /// Queues an ISR change for the AlterPartition sender.
+    pub fn propose_isr(&self, partition: Arc<Partition>, proposal: IsrProposal) {
+        tracing::info!(tp = %partition.tp, isr = ?proposal.new_isr, partition_epoch = proposal.partition_epoch, "proposing ISR change");
+        self.proposals.lock().push((partition, proposal));
+        self.proposals_ready.notify_one();
+    }
+
+    /// Waits for queued ISR proposals and takes them.
+    pub async fn take_isr_proposals(&self) -> Vec<(Arc<Partition>, IsrProposal)> {
+        loop {
+            let v = std::mem::take(&mut *self.proposals.lock());
+            if !v.is_empty() {
+                return v;
+            }
+            self.proposals_ready.notified().await;
+        }
     }
 
     /// Signals waiting fetches that new data may be available.

@@ -1,0 +1,395 @@
+//! Followers fetching from leaders (Kafka's `ReplicaFetcherManager` / `ReplicaFetcherThread`)
+//! and the leader's ISR upkeep.
+//!
+//! - [`run_fetchers`] keeps one fetcher task per source broker (a leader of partitions this
+//!   broker follows, from the metadata image). Each fetcher batches all its partitions into
+//!   one Fetch with our node id as replica id, appends what comes back with
+//!   `Log::append_as_follower` and takes the leader's high watermark.
+//! - Before fetching in a new leader epoch, a follower asks the leader OffsetForLeaderEpoch
+//!   for the end of its own latest epoch and truncates a divergent tail (KIP-101, KIP-279) —
+//!   never by the high watermark alone.
+//! - [`run_isr_upkeep`] checks the ISRs this broker leads every half
+//!   `replica.lag.time.max.ms` and sends the proposed changes (shrinks from the check,
+//!   expansions from follower fetches) to the controller with AlterPartition.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName,
+};
+use nagare_client::{Connection, ConnectionOptions};
+use nagare_storage::StorageError;
+
+use crate::handlers::sb;
+use crate::replica_manager::{now_ms, Partition};
+use crate::Broker;
+
+/// Keeps a fetcher running for every broker this one follows partitions from. Runs until
+/// the process ends.
+pub async fn run_fetchers(broker: Arc<Broker>) {
+    let mut roles = broker.replicas.subscribe_roles();
+    let mut fetchers: HashMap<i32, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        roles.borrow_and_update();
+        fetchers.retain(|_, h| !h.is_finished());
+        for source in broker.replicas.fetch_sources() {
+            fetchers.entry(source).or_insert_with(|| {
+                tracing::info!(source, "starting replica fetcher");
+                tokio::spawn(fetcher(broker.clone(), source))
+            });
+        }
+        if roles.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Whether `p` is followed from `source` in the epoch `epoch`.
+fn still_following(p: &Partition, source: i32, epoch: i32) -> bool {
+    p.leader.load(std::sync::atomic::Ordering::Acquire) == source && p.epoch() == epoch
+}
+
+/// One source broker's fetcher: lives as long as the process; idles while this broker
+/// follows nothing from `source`.
+async fn fetcher(broker: Arc<Broker>, source: i32) {
+    let cfg = broker.config.replication.clone();
+    let backoff = Duration::from_millis(cfg.fetch_backoff_ms.max(10));
+    let mut roles = broker.replicas.subscribe_roles();
+    let mut conn: Option<Connection> = None;
+    loop {
+        roles.borrow_and_update();
+        let parts = broker.replicas.followed_from(source);
+        if parts.is_empty() {
+            conn = None;
+            let _ = tokio::time::timeout(Duration::from_secs(1), roles.changed()).await;
+            continue;
+        }
+        if conn.as_ref().is_none_or(|c| c.is_broken()) {
+            conn = connect(&broker, source, cfg.socket_timeout_ms).await;
+            if conn.is_none() {
+                let _ = tokio::time::timeout(backoff, roles.changed()).await;
+                continue;
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let (to_check, ready): (Vec<_>, Vec<_>) =
+            parts.into_iter().partition(|p| p.needs_truncation_check());
+        if !to_check.is_empty() {
+            if let Err(e) = truncate_divergent(&broker, c, source, &to_check).await {
+                tracing::debug!(source, error = %e, "OffsetForLeaderEpoch failed");
+                conn = None;
+                tokio::time::sleep(backoff).await;
+            }
+            continue;
+        }
+        match fetch_once(&broker, c, source, &ready).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Errors (stale epochs while the metadata catches up): do not spin.
+                let _ = tokio::time::timeout(backoff, roles.changed()).await;
+            }
+            Err(e) => {
+                tracing::debug!(source, error = %e, "replica fetch failed");
+                conn = None;
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+async fn connect(broker: &Broker, source: i32, timeout_ms: u64) -> Option<Connection> {
+    let image = broker.image();
+    let reg = image.brokers.get(&source)?;
+    let ep = broker.client_endpoint(reg)?;
+    let host = if ep.host.contains(':') {
+        format!("[{}]", ep.host)
+    } else {
+        ep.host.clone()
+    };
+    let addr = format!("{host}:{}", ep.port);
+    let opts = ConnectionOptions {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_millis(timeout_ms.max(1000)),
+        ..Default::default()
+    };
+    let client_id = format!("nagare-replica-fetcher-{}", broker.config.node_id);
+    match Connection::connect_with(&addr, &client_id, opts).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::debug!(source, %addr, error = %e, "cannot connect to the leader");
+            None
+        }
+    }
+}
+
+/// KIP-101/279: asks the leader where our latest epoch ends on its side and truncates what
+/// we have beyond it; the partition is then marked checked for the epoch it was asked in.
+async fn truncate_divergent(
+    broker: &Broker,
+    conn: &mut Connection,
+    source: i32,
+    parts: &[Arc<Partition>],
+) -> Result<(), String> {
+    let v = conn
+        .negotiate(ApiKey::OffsetForLeaderEpoch, None)
+        .map_err(|e| e.to_string())?;
+    let mut asked = Vec::new();
+    let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
+    for p in parts {
+        let epoch = p.epoch();
+        let Some(ours) = p.log.latest_epoch() else {
+            // Nothing written under any epoch: nothing can diverge.
+            p.mark_truncation_checked(epoch);
+            continue;
+        };
+        asked.push((p.clone(), epoch));
+        let part = OffsetForLeaderPartition::default()
+            .with_partition(p.tp.partition)
+            .with_current_leader_epoch(epoch)
+            .with_leader_epoch(ours);
+        match topics.iter_mut().find(|t| t.topic.as_str() == p.tp.topic) {
+            Some(t) => t.partitions.push(part),
+            None => topics.push(
+                OffsetForLeaderTopic::default()
+                    .with_topic(TopicName(sb(p.tp.topic.clone())))
+                    .with_partitions(vec![part]),
+            ),
+        }
+    }
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let mut req = OffsetForLeaderEpochRequest::default().with_topics(topics);
+    if v >= 3 {
+        req = req.with_replica_id(BrokerId(broker.config.node_id));
+    }
+    let resp = conn
+        .send_version(&req, v)
+        .await
+        .map_err(|e| e.to_string())?;
+    for t in &resp.topics {
+        for r in &t.partitions {
+            let Some((p, epoch)) = asked
+                .iter()
+                .find(|(p, _)| p.tp.topic == t.topic.as_str() && p.tp.partition == r.partition)
+            else {
+                continue;
+            };
+            if !still_following(p, source, *epoch) {
+                continue;
+            }
+            if r.error_code != 0 {
+                tracing::debug!(tp = %p.tp, code = r.error_code, "OffsetForLeaderEpoch refused");
+                continue;
+            }
+            let leo = p.log.log_end_offset();
+            let target = if r.end_offset < 0 {
+                // The leader has no epoch at or below ours (Kafka falls back to the high
+                // watermark then: everything above it may have diverged).
+                p.high_watermark()
+            } else {
+                // KIP-279: the leader's end of the epoch, capped by our end of that epoch.
+                let (mine, my_end) = p.log.end_offset_for_epoch(r.leader_epoch);
+                let mine_end = if mine == r.leader_epoch && my_end >= 0 {
+                    my_end
+                } else {
+                    leo
+                };
+                r.end_offset.min(mine_end)
+            };
+            if target < leo {
+                tracing::info!(tp = %p.tp, from = leo, to = target, leader_epoch = r.leader_epoch, "truncating divergent tail");
+                if let Err(e) = p.log.truncate_to(target) {
+                    tracing::error!(tp = %p.tp, error = %e, "truncation failed");
+                    continue;
+                }
+            }
+            p.mark_truncation_checked(*epoch);
+        }
+    }
+    Ok(())
+}
+
+/// One Fetch for `parts`; returns whether every partition answered without error.
+async fn fetch_once(
+    broker: &Broker,
+    conn: &mut Connection,
+    source: i32,
+    parts: &[Arc<Partition>],
+) -> Result<bool, String> {
+    let cfg = &broker.config.replication;
+    let v = conn
+        .negotiate(ApiKey::Fetch, Some(17))
+        .map_err(|e| e.to_string())?;
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    let mut sent = Vec::with_capacity(parts.len());
+    for p in parts {
+        let epoch = p.epoch();
+        sent.push((p.clone(), epoch));
+        let mut part = FetchPartition::default()
+            .with_partition(p.tp.partition)
+            .with_current_leader_epoch(epoch)
+            .with_fetch_offset(p.log.log_end_offset())
+            .with_log_start_offset(p.log.log_start_offset())
+            .with_partition_max_bytes(cfg.fetch_max_bytes);
+        if v >= 12 {
+            part = part.with_last_fetched_epoch(p.log.latest_epoch().unwrap_or(-1));
+        }
+        let same = |t: &FetchTopic| {
+            if v >= 13 {
+                t.topic_id == p.topic_id
+            } else {
+                t.topic.as_str() == p.tp.topic
+            }
+        };
+        match topics.iter_mut().find(|t| same(t)) {
+            Some(t) => t.partitions.push(part),
+            None => {
+                let t = if v >= 13 {
+                    FetchTopic::default().with_topic_id(p.topic_id)
+                } else {
+                    FetchTopic::default().with_topic(TopicName(sb(p.tp.topic.clone())))
+                };
+                topics.push(t.with_partitions(vec![part]));
+            }
+        }
+    }
+    let node = broker.config.node_id;
+    let mut req = FetchRequest::default()
+        .with_max_wait_ms(cfg.fetch_wait_max_ms)
+        .with_min_bytes(cfg.fetch_min_bytes)
+        .with_max_bytes(cfg.fetch_response_max_bytes)
+        .with_session_epoch(-1)
+        .with_topics(topics);
+    if v >= 15 {
+        let epoch = broker
+            .lifecycle
+            .get()
+            .and_then(|l| l.broker_epoch())
+            .unwrap_or(-1);
+        req = req.with_replica_state(
+            ReplicaState::default()
+                .with_replica_id(BrokerId(node))
+                .with_replica_epoch(epoch),
+        );
+    } else {
+        req = req.with_replica_id(BrokerId(node));
+    }
+    let timeout = Duration::from_millis(cfg.socket_timeout_ms.max(1000))
+        + Duration::from_millis(cfg.fetch_wait_max_ms.max(0) as u64);
+    let resp = conn
+        .send_version_timeout(&req, v, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.error_code != 0 {
+        return Ok(false);
+    }
+    let now = now_ms();
+    let mut all_ok = true;
+    for t in &resp.responses {
+        for r in &t.partitions {
+            let Some((p, epoch)) = sent.iter().find(|(p, _)| {
+                p.tp.partition == r.partition_index
+                    && if v >= 13 {
+                        p.topic_id == t.topic_id
+                    } else {
+                        p.tp.topic == t.topic.as_str()
+                    }
+            }) else {
+                continue;
+            };
+            // The leadership changed while the fetch was in flight: drop the answer.
+            if !still_following(p, source, *epoch) {
+                continue;
+            }
+            match r.error_code {
+                0 => {}
+                1 => {
+                    // OFFSET_OUT_OF_RANGE: behind the leader's log start, start over there;
+                    // past its log end, check for a divergent tail again.
+                    all_ok = false;
+                    let leo = p.log.log_end_offset();
+                    if r.log_start_offset > leo {
+                        tracing::info!(tp = %p.tp, leader_log_start = r.log_start_offset, "follower behind the leader's log start: starting over");
+                        if let Err(e) = p.log.truncate_fully_and_start_at(r.log_start_offset) {
+                            tracing::error!(tp = %p.tp, error = %e, "cannot reset the log");
+                        }
+                    } else {
+                        p.reset_truncation_check();
+                    }
+                    continue;
+                }
+                code => {
+                    tracing::debug!(tp = %p.tp, code, "follower fetch refused");
+                    all_ok = false;
+                    continue;
+                }
+            }
+            if let Some(records) = r.records.as_ref().filter(|b| !b.is_empty()) {
+                match p.log.append_as_follower(BytesMut::from(&records[..]), now) {
+                    Ok(_) => {}
+                    Err(StorageError::UnexpectedAppendOffset { .. }) => {
+                        p.reset_truncation_check();
+                        all_ok = false;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(tp = %p.tp, error = %e, "follower append failed");
+                        all_ok = false;
+                        continue;
+                    }
+                }
+            }
+            p.set_follower_hw(r.high_watermark);
+        }
+    }
+    Ok(all_ok)
+}
+
+/// The leader's ISR upkeep: every half `replica.lag.time.max.ms` proposes removing lagging
+/// followers, and sends every queued proposal to the controller (AlterPartition). Runs until
+/// the process ends.
+pub async fn run_isr_upkeep(broker: Arc<Broker>) {
+    let lag = broker.config.replication.lag_time_max_ms;
+    let checker = {
+        let broker = broker.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis((lag / 2).max(10) as u64));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = now_ms();
+                for p in broker.replicas.all_partitions() {
+                    if let Some(proposal) = p.maybe_shrink_isr(now, lag) {
+                        broker.replicas.propose_isr(p, proposal);
+                    }
+                }
+            }
+        }
+    };
+    let sender = async move {
+        loop {
+            for (p, proposal) in broker.replicas.take_isr_proposals().await {
+                let code = crate::handlers::alter_partition::send(
+                    &broker,
+                    p.topic_id,
+                    p.tp.partition,
+                    &proposal,
+                )
+                .await;
+                if code != 0 {
+                    tracing::info!(tp = %p.tp, code, isr = ?proposal.new_isr, "AlterPartition refused");
+                    p.isr_proposal_failed(&proposal, now_ms());
+                }
+            }
+        }
+    };
+    tokio::join!(checker, sender);
+}
