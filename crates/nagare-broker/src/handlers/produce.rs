@@ -1,8 +1,17 @@
 //! Produce (key 0): validates and appends batches as received (offsets patched, never
-//! re-encoded). `acks=all` replies after the data is fsynced (group commit); `acks=1` after
-//! the page-cache write; `acks=0` gets no reply at all.
+//! re-encoded). `acks=all` replies after the data is fsynced on the leader (group commit)
+//! and every ISR member has it (the high watermark passed it: Kafka's delayed-produce
+//! purgatory); `acks=1` after the page-cache write; `acks=0` gets no reply at all.
+//!
+//! As in Kafka, `acks=all` is refused with NOT_ENOUGH_REPLICAS before the append when the ISR
+//! is smaller than `min.insync.replicas`; once appended it is answered with
+//! NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below it by the time the batch was
+//! replicated, and REQUEST_TIMED_OUT if that did not happen within the request's
+//! `timeout_ms`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -22,6 +31,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     let v = req.version();
     let corr = req.header.correlation_id;
     let acks = r.acks;
+    let deadline = Instant::now() + Duration::from_millis(r.timeout_ms.max(0) as u64);
     let mut topics = Vec::with_capacity(r.topic_data.len());
     let mut durable_waits = Vec::new();
     let now = now_ms();
@@ -63,10 +73,23 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
                 parts.push(out.with_error_code(87)); // INVALID_RECORD
                 continue;
             };
+            if acks == -1 {
+                // Kafka's Partition.appendRecordsToLeader: refuse before appending.
+                let isr = partition.isr().len() as i32;
+                let min_isr = partition.min_isr.load(Ordering::Acquire);
+                if isr < min_isr {
+                    parts.push(out.with_error_code(19).with_error_message(Some(sb(format!(
+                        "The size of the current ISR {isr} is insufficient to satisfy the min.isr requirement of {min_isr} for partition {}",
+                        partition.tp
+                    ))))); // NOT_ENOUGH_REPLICAS
+                    continue;
+                }
+            }
+            let epoch = partition.epoch();
             // The only copy on the produce path: request bytes into a mutable buffer so the
             // batch headers can be patched in place before the single write.
             let buf = BytesMut::from(&records[..]);
-            match partition.log.append_as_leader(buf, partition.epoch(), now) {
+            match partition.log.append_as_leader(buf, epoch, now) {
                 Ok(info) => {
                     out = out
                         .with_base_offset(info.first_offset)
@@ -79,8 +102,9 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
                         durable_waits.push((
                             parts.len(),
                             topics.len(),
-                            partition.log.clone(),
+                            partition.clone(),
                             info.last_offset,
+                            epoch,
                         ));
                     }
                     parts.push(out);
@@ -113,17 +137,30 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     // Register every wait before awaiting any: one fsync round serves them all.
     let waits: Vec<_> = durable_waits
         .into_iter()
-        .map(|(pi, ti, log, last)| (pi, ti, broker.replicas.wait_durable(log, last)))
+        .map(|(pi, ti, partition, last, epoch)| {
+            let durable = broker.replicas.wait_durable(partition.log.clone(), last);
+            (pi, ti, partition, last, epoch, durable)
+        })
         .collect();
     Ok(Reply::Later(Box::pin(async move {
-        for (pi, ti, wait) in waits {
-            if let Err(e) = wait.await {
-                tracing::error!(error = %e, "fsync failed; acks=all write not acknowledged");
+        for (pi, ti, partition, last, epoch, durable) in waits {
+            let code = match durable.await {
+                Err(e) => {
+                    tracing::error!(error = %e, "fsync failed; acks=all write not acknowledged");
+                    56 // KAFKA_STORAGE_ERROR
+                }
+                Ok(()) => {
+                    // The delayed produce: wait for the ISR until the request's timeout.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    partition.wait_replicated(last + 1, epoch, left).await
+                }
+            };
+            if code != 0 {
                 if let Some(p) = topics
                     .get_mut(ti)
                     .and_then(|t| t.partition_responses.get_mut(pi))
                 {
-                    p.error_code = 56; // KAFKA_STORAGE_ERROR
+                    p.error_code = code;
                     p.base_offset = -1;
                 }
             }
