@@ -64,9 +64,26 @@ fn create_topics(bootstrap: &str, names: &[String], partitions: i32) -> Result<(
                 configs: vec![],
             })
             .collect();
-        c.create_topics(&topics, false)
-            .await
-            .map_err(|e| e.to_string())
+        match c.create_topics(&topics, false).await {
+            Ok(()) => Ok(()),
+            // The client retries a request whose answer it missed (a slow machine, a
+            // failover): the first attempt may have created the topics already. That is
+            // success once they are all there.
+            Err(e) if e.to_string().contains("TOPIC_ALREADY_EXISTS") => {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let listed = c.list_topics().await.map_err(|e| e.to_string())?;
+                    if names.iter().all(|n| listed.contains(n)) {
+                        return Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        return Err(e.to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        }
     })
 }
 
