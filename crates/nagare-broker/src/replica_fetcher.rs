@@ -293,6 +293,12 @@ async fn fetch_once(
     }
     let now = now_ms();
     let mut all_ok = true;
+    // The next fetch reports this follower's log end offset to the leader, which counts it
+    // toward the high watermark and so toward `acks=all`: the appended records must be fsynced
+    // before then, as the leader fsyncs before it acknowledges (the "last replica standing"
+    // problem of KIP-966 is closed by fsync-before-ack on every ISR member). One group-commit
+    // round serves every partition of this response.
+    let mut durable = Vec::new();
     for t in &resp.responses {
         for r in &t.partitions {
             let Some((p, epoch)) = sent.iter().find(|(p, _)| {
@@ -334,7 +340,11 @@ async fn fetch_once(
             }
             if let Some(records) = r.records.as_ref().filter(|b| !b.is_empty()) {
                 match p.log.append_as_follower(BytesMut::from(&records[..]), now) {
-                    Ok(_) => {}
+                    Ok(_) => durable.push(
+                        broker
+                            .replicas
+                            .wait_durable(p.log.clone(), p.log.log_end_offset() - 1),
+                    ),
                     Err(StorageError::UnexpectedAppendOffset { .. }) => {
                         p.reset_truncation_check();
                         all_ok = false;
@@ -349,6 +359,9 @@ async fn fetch_once(
             }
             p.set_follower_hw(r.high_watermark);
         }
+    }
+    for wait in durable {
+        wait.await?;
     }
     Ok(all_ok)
 }
