@@ -149,6 +149,9 @@ pub struct ReplicationConfig {
     pub fetch_backoff_ms: u64,
     /// `replica.socket.timeout.ms`.
     pub socket_timeout_ms: u64,
+    /// `replica.high.watermark.checkpoint.interval.ms`: how often the high watermarks are
+    /// written to `replication-offset-checkpoint`.
+    pub hw_checkpoint_interval_ms: u64,
 }
 
 /// The KRaft settings: who the voters are and the quorum's and brokers' timings.
@@ -229,6 +232,10 @@ const IMPLEMENTED: &[(&str, Kind)] = &[
     ),
     ("replica.fetch.backoff.ms", Kind::Int(0, i32::MAX as i64)),
     ("replica.socket.timeout.ms", Kind::Int(1, i32::MAX as i64)),
+    (
+        "replica.high.watermark.checkpoint.interval.ms",
+        Kind::Int(1, i64::MAX),
+    ),
     (
         "broker.heartbeat.interval.ms",
         Kind::Int(1, i32::MAX as i64),
@@ -717,6 +724,10 @@ impl BrokerConfig {
                     as i32,
                 fetch_backoff_ms: int("replica.fetch.backoff.ms", 1000) as u64,
                 socket_timeout_ms: int("replica.socket.timeout.ms", 30_000) as u64,
+                hw_checkpoint_interval_ms: int(
+                    "replica.high.watermark.checkpoint.interval.ms",
+                    5000,
+                ) as u64,
             },
             log_dirs,
             props: BTreeMap::new(),

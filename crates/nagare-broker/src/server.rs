@@ -429,6 +429,19 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
                 }
             },
         ));
+        // High watermarks survive restarts (`replication-offset-checkpoint`), so an RF>1
+        // leader serves consumers at once instead of waiting for its ISR's first fetches.
+        tasks.push(spawn_periodic(
+            config.replication.hw_checkpoint_interval_ms,
+            {
+                let r = replicas.clone();
+                move || {
+                    if let Err(e) = r.checkpoint_high_watermarks() {
+                        tracing::error!(error = %e, "cannot write the high-watermark checkpoint");
+                    }
+                }
+            },
+        ));
         // The log cleaner (compaction, Kafka's CleanerThread): a pass over the compacted logs,
         // again at once if it cleaned something, else after `log.cleaner.backoff.ms`.
         let cleaner_settings = config.log_cleaner();

@@ -55,8 +55,20 @@ pub struct Partition {
 }
 
 impl Partition {
-    fn new(tp: TopicPartition, topic_id: Uuid, log: Arc<Log>, epoch: i32, leader: i32) -> Self {
-        let hw = log.log_start_offset();
+    /// `checkpointed_hw` is the high watermark of `replication-offset-checkpoint`, if any:
+    /// clamped to the log (Kafka's `UnifiedLog` initialisation), else the log start.
+    fn new(
+        tp: TopicPartition,
+        topic_id: Uuid,
+        log: Arc<Log>,
+        epoch: i32,
+        leader: i32,
+        checkpointed_hw: Option<i64>,
+    ) -> Self {
+        let start = log.log_start_offset();
+        let hw = checkpointed_hw
+            .unwrap_or(start)
+            .clamp(start, log.log_end_offset().max(start));
         Partition {
             tp,
             topic_id,
@@ -281,7 +293,15 @@ pub struct ReplicaManager {
     roles: watch::Sender<u64>,
     proposals: Mutex<Vec<(Arc<Partition>, IsrProposal)>>,
     proposals_ready: Notify,
+    /// High watermarks read from `replication-offset-checkpoint` at startup, taken by each
+    /// partition when it is first created from the metadata image.
+    checkpointed_hws: Mutex<HashMap<TopicPartition, i64>>,
+    /// What the high-watermark checkpoint file holds, to skip identical rewrites.
+    last_hw_checkpoint: Mutex<Option<HashMap<TopicPartition, i64>>>,
 }
+
+/// The high watermarks of every partition of a log dir (Kafka's file name and format).
+pub const REPLICATION_OFFSET_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
@@ -295,6 +315,16 @@ impl ReplicaManager {
     /// Opens every log in `log_dir` (with recovery) for node `node_id`.
     pub fn open(node_id: i32, logs: LogManager) -> Self {
         let (appended, _) = watch::channel(0);
+        let path = logs.log_dir().join(REPLICATION_OFFSET_CHECKPOINT_FILE);
+        let checkpointed_hws = match nagare_storage::read_offset_checkpoint(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                // Safe to ignore: the high watermarks then start at the log starts, as
+                // before this file existed, and move up with the ISR's fetches.
+                tracing::warn!(path = %path.display(), error = %e, "unreadable high-watermark checkpoint; ignoring it");
+                HashMap::new()
+            }
+        };
         ReplicaManager {
             node_id,
             logs,
@@ -306,6 +336,8 @@ impl ReplicaManager {
             roles: watch::channel(0).0,
             proposals: Mutex::new(Vec::new()),
             proposals_ready: Notify::new(),
+            checkpointed_hws: Mutex::new(checkpointed_hws),
+            last_hw_checkpoint: Mutex::new(None),
         }
     }
 
@@ -414,12 +446,14 @@ impl ReplicaManager {
             match self.logs.get_or_create(&tp, config.clone(), now) {
                 Ok(log) => {
                     log.update_config(config);
+                    let hw = self.checkpointed_hws.lock().remove(&tp);
                     let p = Arc::new(Partition::new(
                         tp.clone(),
                         topic_id,
                         log,
                         reg.leader_epoch,
                         reg.leader,
+                        hw,
                     ));
                     p.min_isr.store(min_isr, Ordering::Release);
                     p.apply_registration(self.node_id, &reg, now);
@@ -591,8 +625,145 @@ impl ReplicaManager {
         self.logs.checkpoint()
     }
 
-    /// Clean shutdown: flush and close every log, write the clean-shutdown marker.
+    /// Writes `replication-offset-checkpoint` (Kafka's `checkpointHighWatermarks`): the high
+    /// watermark of every hosted partition, plus the checkpointed ones of logs on disk not
+    /// yet taken over from the metadata image (so a checkpoint written early after startup
+    /// does not forget them). Identical contents are not rewritten.
+    pub fn checkpoint_high_watermarks(&self) -> Result<(), StorageError> {
+        let mut hws: HashMap<TopicPartition, i64> = self
+            .all_partitions()
+            .iter()
+            .map(|p| (p.tp.clone(), p.high_watermark()))
+            .collect();
+        for (tp, hw) in self.checkpointed_hws.lock().iter() {
+            if !hws.contains_key(tp) && self.logs.get(tp).is_some() {
+                hws.insert(tp.clone(), *hw);
+            }
+        }
+        let mut last = self.last_hw_checkpoint.lock();
+        if last.as_ref() == Some(&hws) {
+            return Ok(());
+        }
+        *last = None;
+        nagare_storage::write_offset_checkpoint(
+            &self.logs.log_dir().join(REPLICATION_OFFSET_CHECKPOINT_FILE),
+            &hws,
+        )?;
+        *last = Some(hws);
+        Ok(())
+    }
+
+    /// Clean shutdown: write the high-watermark checkpoint, flush and close every log, write
+    /// the clean-shutdown marker.
     pub fn shutdown(&self) -> Result<(), StorageError> {
-        self.logs.shutdown()
+        let hw = self.checkpoint_high_watermarks();
+        if let Err(e) = &hw {
+            tracing::error!(error = %e, "cannot write the high-watermark checkpoint");
+        }
+        self.logs.shutdown()?;
+        hw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    use nagare_storage::LogConfig;
+
+    fn batch(base: i64, n: usize) -> BytesMut {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: base + i as i64,
+                sequence: -1,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .expect("encode");
+        buf
+    }
+
+    fn partition(rm: &ReplicaManager, tp: &TopicPartition) -> Arc<Partition> {
+        let log = rm
+            .logs
+            .get_or_create(tp, LogConfig::default(), now_ms())
+            .expect("log");
+        let hw = rm.checkpointed_hws.lock().remove(tp);
+        let p = Arc::new(Partition::new(tp.clone(), Uuid::nil(), log, 0, 2, hw));
+        rm.partitions.write().insert(tp.clone(), p.clone());
+        p
+    }
+
+    /// `replication-offset-checkpoint` round trip: a follower's high watermark is written on
+    /// shutdown and read back at startup, clamped to the log.
+    #[test]
+    fn high_watermarks_survive_a_restart_clamped_to_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || {
+            let logs =
+                LogManager::open(dir.path().to_path_buf(), |_| LogConfig::default(), now_ms())
+                    .expect("open");
+            ReplicaManager::open(1, logs)
+        };
+        let a = TopicPartition::new("a", 0);
+        let b = TopicPartition::new("b", 1);
+        {
+            let rm = open();
+            for tp in [&a, &b] {
+                let p = partition(&rm, tp);
+                for base in [0, 5] {
+                    p.log
+                        .append_as_follower(batch(base, 5), now_ms())
+                        .expect("append");
+                }
+                assert_eq!(p.high_watermark(), 0, "no checkpoint: the log start");
+            }
+            rm.partition("a", 0).expect("a").set_follower_hw(7);
+            rm.partition("b", 1).expect("b").set_follower_hw(10);
+            rm.shutdown().expect("shutdown");
+        }
+        let text = std::fs::read_to_string(dir.path().join(REPLICATION_OFFSET_CHECKPOINT_FILE))
+            .expect("checkpoint file");
+        assert_eq!(text, "0\n2\na 0 7\nb 1 10\n");
+        {
+            let rm = open();
+            // Written before the partitions exist again: the checkpointed values are kept.
+            rm.checkpoint_high_watermarks().expect("early checkpoint");
+            let text = std::fs::read_to_string(dir.path().join(REPLICATION_OFFSET_CHECKPOINT_FILE))
+                .expect("checkpoint file");
+            assert_eq!(text, "0\n2\na 0 7\nb 1 10\n");
+            assert_eq!(partition(&rm, &a).high_watermark(), 7);
+            let pb = partition(&rm, &b);
+            assert_eq!(pb.high_watermark(), 10);
+            // The log lost its tail (e.g. truncated): the HW never passes the log end.
+            pb.log.truncate_to(5).expect("truncate");
+            assert_eq!(pb.high_watermark(), 5);
+            rm.checkpoint_high_watermarks().expect("checkpoint");
+        }
+        let text = std::fs::read_to_string(dir.path().join(REPLICATION_OFFSET_CHECKPOINT_FILE))
+            .expect("checkpoint file");
+        assert_eq!(text, "0\n2\na 0 7\nb 1 5\n");
     }
 }
