@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use nagare_metadata::records::{Endpoint, MetadataRecord};
 use nagare_metadata::{MetadataImage, Uuid};
 
+use crate::elections::{self, Election};
 use crate::logic::ApiError;
 
 /// Kafka error codes of the broker lifecycle RPCs.
@@ -33,6 +34,11 @@ pub struct HeartbeatTracker {
     last_contact_ms: BTreeMap<i32, u64>,
     /// Brokers that really heartbeated this controller (not just the grace period).
     heard: std::collections::BTreeSet<i32>,
+    /// The metadata offset each broker reported in its last heartbeat.
+    reported_offset: BTreeMap<i32, i64>,
+    /// Brokers in controlled shutdown: the offset of the records that moved their leadership
+    /// away (Kafka's `controlledShutdownOffset`).
+    shutdown_offset: BTreeMap<i32, i64>,
 }
 
 impl HeartbeatTracker {
@@ -41,7 +47,45 @@ impl HeartbeatTracker {
         HeartbeatTracker {
             last_contact_ms: image.brokers.keys().map(|id| (*id, now_ms)).collect(),
             heard: Default::default(),
+            reported_offset: Default::default(),
+            shutdown_offset: Default::default(),
         }
+    }
+
+    /// Records the metadata offset `broker_id` reported as applied.
+    pub fn report_offset(&mut self, broker_id: i32, offset: i64) {
+        self.reported_offset.insert(broker_id, offset);
+    }
+
+    /// Marks `broker_id` as in controlled shutdown once the records moving its leadership
+    /// away are committed at `offset`.
+    pub fn begin_controlled_shutdown(&mut self, broker_id: i32, offset: i64) {
+        self.shutdown_offset.insert(broker_id, offset);
+    }
+
+    /// Forgets a finished or abandoned controlled shutdown (a new registration).
+    pub fn end_controlled_shutdown(&mut self, broker_id: i32) {
+        self.shutdown_offset.remove(&broker_id);
+    }
+
+    /// Whether `broker_id`'s controlled shutdown may complete (Kafka's `BrokerHeartbeatManager`:
+    /// the lowest metadata offset applied by the other active — unfenced — brokers has passed
+    /// its controlled-shutdown offset, so the new leaders know they lead before it stops). A
+    /// broker with no controlled shutdown recorded here (fenced before it asked, or under a
+    /// previous controller) may stop at once.
+    pub fn controlled_shutdown_done(&self, image: &MetadataImage, broker_id: i32) -> bool {
+        let Some(&target) = self.shutdown_offset.get(&broker_id) else {
+            return true;
+        };
+        image
+            .brokers
+            .values()
+            .filter(|b| b.id != broker_id && !b.fenced)
+            .all(|b| {
+                self.reported_offset
+                    .get(&b.id)
+                    .is_some_and(|o| *o >= target)
+            })
     }
 
     /// Records contact from `broker_id`.
@@ -160,10 +204,16 @@ pub struct HeartbeatReply {
 }
 
 /// Handles a heartbeat: unfences a caught-up broker, fences one that asks, and for a
-/// controlled shutdown moves leadership away before fencing it.
+/// controlled shutdown moves leadership away and fences it; `should_shut_down` is granted only
+/// once those records are known to the other brokers ([`HeartbeatTracker::controlled_shutdown_done`];
+/// the caller records the offset with [`HeartbeatTracker::begin_controlled_shutdown`] when
+/// this returns records for a `want_shut_down` heartbeat). `unclean_default` is the
+/// controller's `unclean.leader.election.enable`.
 pub fn heartbeat(
     image: &MetadataImage,
     hb: Heartbeat,
+    tracker: &HeartbeatTracker,
+    unclean_default: bool,
 ) -> Result<(Vec<MetadataRecord>, HeartbeatReply), ApiError> {
     let Some(reg) = image.brokers.get(&hb.broker_id) else {
         return Err(ApiError {
@@ -183,24 +233,29 @@ pub fn heartbeat(
     let caught_up = hb.current_metadata_offset >= reg.epoch;
     let mut records = Vec::new();
     if hb.want_shut_down {
-        if !reg.fenced {
-            records.extend(fence_broker(image, hb.broker_id));
-        }
+        // Kafka's controlled shutdown: leadership moves to other ISR members and the broker
+        // leaves every ISR (unless it is the last member), then it may stop.
+        let should_shut_down = if !reg.fenced {
+            records.extend(fence_broker(image, hb.broker_id, unclean_default));
+            false
+        } else {
+            tracker.controlled_shutdown_done(image, hb.broker_id)
+        };
         return Ok((
             records,
             HeartbeatReply {
                 is_caught_up: caught_up,
                 is_fenced: true,
-                should_shut_down: true,
+                should_shut_down,
             },
         ));
     }
     let mut fenced = reg.fenced;
     if hb.want_fence && !fenced {
-        records.extend(fence_broker(image, hb.broker_id));
+        records.extend(fence_broker(image, hb.broker_id, unclean_default));
         fenced = true;
     } else if !hb.want_fence && fenced && caught_up {
-        records.extend(unfence_broker(image, hb.broker_id));
+        records.extend(unfence_broker(image, hb.broker_id, unclean_default));
         fenced = false;
     }
     Ok((
@@ -213,99 +268,113 @@ pub fn heartbeat(
     ))
 }
 
-/// Fences every unfenced broker whose session expired.
+/// Fences every unfenced broker whose session expired. Each fencing is decided on the image
+/// after the previous ones, so a broker fenced in the same batch is never elected.
 pub fn fence_expired(
     image: &MetadataImage,
     heartbeats: &HeartbeatTracker,
     now_ms: u64,
     session_timeout_ms: u64,
+    unclean_default: bool,
 ) -> Vec<MetadataRecord> {
+    let expired: Vec<i32> = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && !heartbeats.is_alive(b.id, now_ms, session_timeout_ms))
+        .map(|b| b.id)
+        .collect();
     let mut out = Vec::new();
-    for b in image.brokers.values() {
-        if !b.fenced && !heartbeats.is_alive(b.id, now_ms, session_timeout_ms) {
-            tracing::info!(
-                broker = b.id,
-                session_timeout_ms,
-                "fencing broker: no heartbeat within the session timeout"
-            );
-            out.extend(fence_broker(image, b.id));
+    let mut scratch: Option<MetadataImage> = None;
+    for id in expired {
+        tracing::info!(
+            broker = id,
+            session_timeout_ms,
+            "fencing broker: no heartbeat within the session timeout"
+        );
+        let img = scratch.get_or_insert_with(|| image.clone());
+        let recs = fence_broker(img, id, unclean_default);
+        for r in &recs {
+            let o = img.offset + 1;
+            img.apply(o, r);
         }
+        out.extend(recs);
     }
     out
 }
 
 /// Fences `broker_id`: removes it from every ISR it is in (keeping the last member, so the
 /// partition still knows who has the data) and moves leadership of the partitions it led to
-/// another in-sync, unfenced replica, or to no leader (-1) if there is none (clean election:
-/// never an out-of-sync replica).
-pub fn fence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
+/// another in-sync, unfenced replica. If there is none, the partition goes leaderless (-1) —
+/// unless the topic allows unclean elections (`unclean.leader.election.enable`, else
+/// `unclean_default`), in which case an unfenced replica outside the ISR leads and becomes
+/// the whole ISR.
+pub fn fence_broker(
+    image: &MetadataImage,
+    broker_id: i32,
+    unclean_default: bool,
+) -> Vec<MetadataRecord> {
     let mut out = vec![MetadataRecord::BrokerFencing {
         broker_id,
         fenced: true,
     }];
-    let usable = |id: i32| id != broker_id && image.brokers.get(&id).is_some_and(|b| !b.fenced);
-    for t in sorted_topics(image) {
+    let acceptable = |id: i32| id != broker_id && elections::is_unfenced(image, id);
+    for t in elections::sorted_topics(image) {
+        let mut unclean: Option<bool> = None;
         for (pid, p) in &t.partitions {
             if !p.replicas.contains(&broker_id) {
                 continue;
             }
-            let isr: Vec<i32> = if p.isr.len() > 1 {
+            let mut isr: Vec<i32> = if p.isr.len() > 1 {
                 p.isr.iter().copied().filter(|r| *r != broker_id).collect()
             } else {
                 p.isr.clone()
             };
-            let leader = if p.leader == broker_id {
-                Some(
-                    p.replicas
-                        .iter()
-                        .copied()
-                        .find(|r| usable(*r) && isr.contains(r))
-                        .unwrap_or(-1),
-                )
-            } else {
-                None
-            };
-            let isr_change = (isr != p.isr).then_some(isr);
-            if leader.is_some() || isr_change.is_some() {
-                out.push(MetadataRecord::PartitionChange {
-                    topic_id: t.id,
-                    partition_id: *pid,
-                    leader,
-                    isr: isr_change,
-                    replicas: None,
-                });
+            let mut leader = p.leader;
+            if p.leader == broker_id {
+                let election = if *unclean.get_or_insert_with(|| {
+                    elections::unclean_enabled(image, &t.name, unclean_default)
+                }) {
+                    Election::Unclean
+                } else {
+                    Election::Online
+                };
+                let (l, was_unclean) = elections::elect_leader(p, &isr, &acceptable, election);
+                leader = l;
+                if was_unclean {
+                    tracing::warn!(
+                        topic = %t.name,
+                        partition = pid,
+                        leader = l,
+                        old_isr = ?p.isr,
+                        "unclean leader election: no in-sync replica is alive, electing an out-of-sync replica (records may be lost)"
+                    );
+                    isr = vec![l];
+                }
             }
+            out.extend(elections::partition_change(t.id, *pid, p, leader, isr));
         }
     }
     out
 }
 
-/// Unfences `broker_id` and makes it leader of the leaderless partitions whose ISR holds it.
-pub fn unfence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
+/// Unfences `broker_id` and elects leaders for the leaderless partitions it can now lead
+/// (Kafka's `handleBrokerUnfenced`: every leaderless partition is re-elected, uncleanly where
+/// the topic allows it).
+pub fn unfence_broker(
+    image: &MetadataImage,
+    broker_id: i32,
+    unclean_default: bool,
+) -> Vec<MetadataRecord> {
     let mut out = vec![MetadataRecord::BrokerFencing {
         broker_id,
         fenced: false,
     }];
-    for t in sorted_topics(image) {
-        for (pid, p) in &t.partitions {
-            if p.leader == -1 && p.isr.contains(&broker_id) {
-                out.push(MetadataRecord::PartitionChange {
-                    topic_id: t.id,
-                    partition_id: *pid,
-                    leader: Some(broker_id),
-                    isr: None,
-                    replicas: None,
-                });
-            }
-        }
-    }
+    out.extend(elections::elect_leaderless(
+        image,
+        unclean_default,
+        Some(broker_id),
+    ));
     out
-}
-
-fn sorted_topics(image: &MetadataImage) -> Vec<&std::sync::Arc<nagare_metadata::TopicImage>> {
-    let mut v: Vec<_> = image.topics_by_id.values().collect();
-    v.sort_by(|a, b| a.name.cmp(&b.name));
-    v
 }
 
 #[cfg(test)]
@@ -350,9 +419,9 @@ mod tests {
             apply(&mut img, &recs);
             assert!(img.brokers[&id].fenced, "new registrations start fenced");
             // Not caught up yet: stays fenced.
-            let (recs, r) = heartbeat(&img, hb(id, epoch, epoch - 1)).expect("hb");
+            let (recs, r) = heartbeat(&img, hb(id, epoch, epoch - 1), &hbs, false).expect("hb");
             assert!(recs.is_empty() && r.is_fenced && !r.is_caught_up);
-            let (recs, r) = heartbeat(&img, hb(id, epoch, img.offset)).expect("hb");
+            let (recs, r) = heartbeat(&img, hb(id, epoch, img.offset), &hbs, false).expect("hb");
             apply(&mut img, &recs);
             assert!(!r.is_fenced && !img.brokers[&id].fenced);
             hbs.touch(id, 0);
@@ -369,14 +438,17 @@ mod tests {
             codes::INCONSISTENT_CLUSTER_ID
         );
         assert_eq!(
-            heartbeat(&img, hb(1, epochs[&1] - 1, img.offset))
+            heartbeat(&img, hb(1, epochs[&1] - 1, img.offset), &hbs, false)
                 .map(|_| ())
                 .unwrap_err()
                 .code,
             codes::STALE_BROKER_EPOCH
         );
         assert_eq!(
-            heartbeat(&img, hb(9, 0, 0)).map(|_| ()).unwrap_err().code,
+            heartbeat(&img, hb(9, 0, 0), &hbs, false)
+                .map(|_| ())
+                .unwrap_err()
+                .code,
             codes::BROKER_ID_NOT_REGISTERED
         );
         // A second process with the same id while the first heartbeats is refused; the same
@@ -424,8 +496,8 @@ mod tests {
         // Brokers 2 and 3 heartbeat, 1 goes silent: 1 is fenced after the session timeout.
         hbs.touch(2, 8000);
         hbs.touch(3, 8000);
-        assert!(fence_expired(&img, &hbs, 8999, 9000).is_empty());
-        let recs = fence_expired(&img, &hbs, 9000, 9000);
+        assert!(fence_expired(&img, &hbs, 8999, 9000, false).is_empty());
+        let recs = fence_expired(&img, &hbs, 9000, 9000, false);
         apply(&mut img, &recs);
         assert!(img.brokers[&1].fenced);
         let p = |img: &MetadataImage, i: i32| img.topic("t").map(|t| t.partitions[&i].clone());
@@ -441,23 +513,139 @@ mod tests {
         let (recs, epoch) =
             register_broker(&img, "c", &hbs, reg(1, 11), 20_000, 9000).expect("re-register");
         apply(&mut img, &recs);
-        let (recs, r) = heartbeat(&img, hb(1, epoch, img.offset)).expect("hb");
+        let (recs, r) = heartbeat(&img, hb(1, epoch, img.offset), &hbs, false).expect("hb");
         apply(&mut img, &recs);
         assert!(!r.is_fenced);
         let p1 = p(&img, 1).expect("p1");
         assert_eq!((p1.leader, p1.leader_epoch), (1, 2));
         // Controlled shutdown of 2: leadership moves to 1 (back in the ISR only via
         // replication, so p0 has no other in-sync replica: it goes leaderless).
-        let (recs, r) = heartbeat(
-            &img,
-            Heartbeat {
-                want_shut_down: true,
-                ..hb(2, epochs[&2], img.offset)
-            },
-        )
-        .expect("hb");
+        let shut = Heartbeat {
+            want_shut_down: true,
+            ..hb(2, epochs[&2], img.offset)
+        };
+        let (recs, r) = heartbeat(&img, shut, &hbs, false).expect("hb");
         apply(&mut img, &recs);
-        assert!(r.should_shut_down && img.brokers[&2].fenced);
+        assert!(!r.should_shut_down, "not before the records are committed");
+        assert!(img.brokers[&2].fenced);
         assert_eq!(p(&img, 0).map(|p| p.leader), Some(-1));
+        hbs.begin_controlled_shutdown(2, img.offset);
+        // The other unfenced brokers (1 and 3) have to apply those records first.
+        hbs.report_offset(1, img.offset);
+        hbs.report_offset(3, img.offset - 1);
+        let (recs, r) = heartbeat(&img, shut, &hbs, false).expect("hb");
+        assert!(recs.is_empty() && !r.should_shut_down);
+        hbs.report_offset(3, img.offset);
+        let (_, r) = heartbeat(&img, shut, &hbs, false).expect("hb");
+        assert!(r.should_shut_down && r.is_fenced);
+    }
+
+    #[test]
+    fn controlled_shutdown_moves_leadership_to_an_isr_member_and_leaves_the_isr() {
+        let mut img = MetadataImage::empty();
+        let hbs = HeartbeatTracker::new(&img, 0);
+        let mut epochs = BTreeMap::new();
+        for id in 1..=3 {
+            let (recs, epoch) =
+                register_broker(&img, "c", &hbs, reg(id, id as u8), 0, 9000).expect("register");
+            apply(&mut img, &recs);
+            let (recs, _) = heartbeat(&img, hb(id, epoch, img.offset), &hbs, false).expect("hb");
+            apply(&mut img, &recs);
+            epochs.insert(id, epoch);
+        }
+        let t = Uuid::from_bytes([9; 16]);
+        apply(
+            &mut img,
+            &[
+                MetadataRecord::Topic {
+                    name: "t".into(),
+                    topic_id: t,
+                },
+                MetadataRecord::Partition {
+                    topic_id: t,
+                    partition_id: 0,
+                    replicas: vec![1, 2, 3],
+                    isr: vec![1, 2, 3],
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+                MetadataRecord::Partition {
+                    topic_id: t,
+                    partition_id: 1,
+                    replicas: vec![2, 1],
+                    isr: vec![2, 1],
+                    leader: 2,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+            ],
+        );
+        let shut = Heartbeat {
+            want_shut_down: true,
+            ..hb(1, epochs[&1], img.offset)
+        };
+        let (recs, r) = heartbeat(&img, shut, &hbs, false).expect("hb");
+        assert!(!r.should_shut_down);
+        apply(&mut img, &recs);
+        let t0 = img.topic("t").expect("t").partitions[&0].clone();
+        assert_eq!((t0.leader, t0.isr, t0.leader_epoch), (2, vec![2, 3], 1));
+        let t1 = img.topic("t").expect("t").partitions[&1].clone();
+        assert_eq!((t1.leader, t1.isr, t1.leader_epoch), (2, vec![2], 0));
+    }
+
+    #[test]
+    fn fencing_elects_uncleanly_only_when_the_topic_allows_it() {
+        let mut img = MetadataImage::empty();
+        let hbs = HeartbeatTracker::new(&img, 0);
+        for id in 1..=2 {
+            let (recs, epoch) =
+                register_broker(&img, "c", &hbs, reg(id, id as u8), 0, 9000).expect("register");
+            apply(&mut img, &recs);
+            let (recs, _) = heartbeat(&img, hb(id, epoch, img.offset), &hbs, false).expect("hb");
+            apply(&mut img, &recs);
+        }
+        for (name, b) in [("clean", 1u8), ("dirty", 2u8)] {
+            let id = Uuid::from_bytes([b; 16]);
+            apply(
+                &mut img,
+                &[
+                    MetadataRecord::Topic {
+                        name: name.into(),
+                        topic_id: id,
+                    },
+                    MetadataRecord::Partition {
+                        topic_id: id,
+                        partition_id: 0,
+                        replicas: vec![1, 2],
+                        isr: vec![1],
+                        leader: 1,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                    },
+                ],
+            );
+        }
+        apply(
+            &mut img,
+            &[MetadataRecord::Config {
+                resource: nagare_metadata::ConfigResource::Topic,
+                resource_name: "dirty".into(),
+                name: elections::UNCLEAN_LEADER_ELECTION_ENABLE.into(),
+                value: Some("true".into()),
+            }],
+        );
+        let recs = fence_broker(&img, 1, false);
+        apply(&mut img, &recs);
+        let c = img.topic("clean").expect("t").partitions[&0].clone();
+        assert_eq!((c.leader, c.isr), (-1, vec![1]));
+        let d = img.topic("dirty").expect("t").partitions[&0].clone();
+        assert_eq!((d.leader, d.isr, d.leader_epoch), (2, vec![2], 1));
+        // With the broker default on, the clean topic is elected when 2 unfences... it is
+        // already unfenced: the periodic check elects it.
+        let recs = elections::elect_leaderless(&img, true, None);
+        apply(&mut img, &recs);
+        let c = img.topic("clean").expect("t").partitions[&0].clone();
+        assert_eq!((c.leader, c.isr), (2, vec![2]));
     }
 }

@@ -5,6 +5,7 @@
 //! to the KRaft quorum ([`shell::Quorum`]).
 
 pub mod cluster_control;
+pub mod elections;
 pub mod logic;
 pub mod placement;
 pub mod replication_control;

@@ -15,6 +15,7 @@ use nagare_metadata::records::MetadataRecord;
 use nagare_metadata::{MetadataImage, MetadataPublisher};
 
 use crate::cluster_control::{self, Heartbeat, HeartbeatReply, HeartbeatTracker, Registration};
+use crate::elections::{self, ElectionConfig, ElectionType, TopicElectionResult};
 use crate::logic::ApiError;
 
 /// The `metadata.version` feature.
@@ -79,6 +80,10 @@ struct ActiveState {
     /// The epoch the heartbeat state belongs to; a new epoch starts every session afresh.
     epoch: Option<i32>,
     heartbeats: HeartbeatTracker,
+    /// When the last automatic preferred-leader rebalance ran (ms since the epoch).
+    last_rebalance_ms: u64,
+    /// The image offset the last check for leaderless partitions looked at.
+    leaderless_checked_offset: i64,
 }
 
 /// The controller of one node (active when its node leads the quorum).
@@ -89,6 +94,7 @@ pub struct Controller {
     publisher: Arc<MetadataPublisher>,
     state: tokio::sync::Mutex<ActiveState>,
     session_timeout_ms: u64,
+    elections: ElectionConfig,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -118,9 +124,19 @@ impl Controller {
             state: tokio::sync::Mutex::new(ActiveState {
                 epoch: None,
                 heartbeats: HeartbeatTracker::default(),
+                last_rebalance_ms: 0,
+                leaderless_checked_offset: -1,
             }),
             session_timeout_ms,
+            elections: ElectionConfig::default(),
         }
+    }
+
+    /// Sets the election settings (`unclean.leader.election.enable`,
+    /// `auto.leader.rebalance.enable`, `leader.imbalance.*`).
+    pub fn with_elections(mut self, elections: ElectionConfig) -> Self {
+        self.elections = elections;
+        self
     }
 
     /// Whether this node currently leads the quorum.
@@ -145,6 +161,8 @@ impl Controller {
         let mut st = self.state.lock().await;
         if st.epoch != Some(epoch) {
             st.heartbeats = HeartbeatTracker::new(&self.publisher.image(), now_ms());
+            st.last_rebalance_ms = now_ms();
+            st.leaderless_checked_offset = -1;
             tracing::info!(node = self.node_id, epoch, "became the active controller");
             // A new cluster's first controller finalizes the metadata version (Kafka writes
             // it in the bootstrap snapshot at format time).
@@ -168,12 +186,16 @@ impl Controller {
         Ok((epoch, st))
     }
 
-    async fn propose(&self, epoch: i32, records: &[MetadataRecord]) -> Result<(), ControllerError> {
+    /// Proposes `records`; returns the offset of the last one once committed and applied.
+    async fn propose(
+        &self,
+        epoch: i32,
+        records: &[MetadataRecord],
+    ) -> Result<i64, ControllerError> {
         let encoded = records.iter().map(|r| Bytes::from(r.encode())).collect();
         self.quorum
             .propose(epoch, encoded)
             .await
-            .map(|_| ())
             .map_err(ControllerError::Quorum)
     }
 
@@ -209,6 +231,7 @@ impl Controller {
         if !records.is_empty() {
             self.propose(epoch, &records).await?;
             tracing::info!(broker = broker_id, broker_epoch, "registered broker");
+            st.heartbeats.end_controlled_shutdown(broker_id);
         }
         st.heartbeats.touch(broker_id, now);
         Ok(broker_epoch)
@@ -218,15 +241,29 @@ impl Controller {
     /// its controlled shutdown.
     pub async fn heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatReply, ControllerError> {
         let (epoch, mut st) = self.lock_active().await?;
-        let (records, reply) = cluster_control::heartbeat(&self.publisher.image(), hb)?;
+        st.heartbeats
+            .report_offset(hb.broker_id, hb.current_metadata_offset);
+        let (records, reply) = cluster_control::heartbeat(
+            &self.publisher.image(),
+            hb,
+            &st.heartbeats,
+            self.elections.unclean_leader_election_enable,
+        )?;
         if !records.is_empty() {
-            self.propose(epoch, &records).await?;
+            let offset = self.propose(epoch, &records).await?;
+            if hb.want_shut_down {
+                st.heartbeats
+                    .begin_controlled_shutdown(hb.broker_id, offset);
+            }
             tracing::info!(
                 broker = hb.broker_id,
                 fenced = reply.is_fenced,
-                shutdown = reply.should_shut_down,
+                controlled_shutdown = hb.want_shut_down,
+                offset,
                 "broker state changed"
             );
+        } else if reply.should_shut_down {
+            tracing::info!(broker = hb.broker_id, "controlled shutdown granted");
         }
         st.heartbeats.touch(hb.broker_id, now_ms());
         Ok(reply)
@@ -243,9 +280,72 @@ impl Controller {
             &st.heartbeats,
             now_ms(),
             self.session_timeout_ms,
+            self.elections.unclean_leader_election_enable,
         );
         if !records.is_empty() {
             self.propose(epoch, &records).await?;
+        }
+        Ok(())
+    }
+
+    /// ElectLeaders (key 43): preferred or unclean elections for the given partitions (`None`
+    /// = all); commits the new leaders and answers per partition.
+    pub async fn elect_leaders(
+        &self,
+        election_type: ElectionType,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<TopicElectionResult>, ControllerError> {
+        self.commit(false, move |img| {
+            let (records, results) =
+                elections::elect_leaders(img, election_type, partitions.as_deref());
+            if !records.is_empty() {
+                tracing::info!(
+                    ?election_type,
+                    elected = records.len(),
+                    "ElectLeaders: new leaders"
+                );
+            }
+            Ok((records, results))
+        })
+        .await
+    }
+
+    /// The active controller's periodic elections; call often (every few hundred ms). Elects
+    /// leaders for leaderless partitions whenever the image changed since the last check
+    /// (uncleanly where `unclean.leader.election.enable` allows, so enabling it on a topic
+    /// takes effect at once — Kafka's periodic unclean-election check), and every
+    /// `leader.imbalance.check.interval.seconds` runs the preferred-leader rebalance when
+    /// `auto.leader.rebalance.enable` is on. Does nothing unless active.
+    pub async fn periodic_elections(&self) -> Result<(), ControllerError> {
+        if !self.is_active() {
+            return Ok(());
+        }
+        let (epoch, mut st) = self.lock_active().await?;
+        let image = self.publisher.image();
+        if image.offset != st.leaderless_checked_offset {
+            let records = elections::elect_leaderless(
+                &image,
+                self.elections.unclean_leader_election_enable,
+                None,
+            );
+            if !records.is_empty() {
+                self.propose(epoch, &records).await?;
+            }
+            st.leaderless_checked_offset = self.publisher.image().offset;
+        }
+        let now = now_ms();
+        if self.elections.auto_leader_rebalance_enable
+            && now.saturating_sub(st.last_rebalance_ms)
+                >= self.elections.leader_imbalance_check_interval_ms
+        {
+            st.last_rebalance_ms = now;
+            let records = elections::rebalance_preferred_leaders(
+                &self.publisher.image(),
+                self.elections.leader_imbalance_per_broker_percentage,
+            );
+            if !records.is_empty() {
+                self.propose(epoch, &records).await?;
+            }
         }
         Ok(())
     }
