@@ -44,6 +44,9 @@ pub struct BrokerLifecycle {
     incarnation_id: Uuid,
     endpoints: Vec<Endpoint>,
     broker_epoch: parking_lot::Mutex<Option<i64>>,
+    /// Set once a controlled shutdown began: every later heartbeat (also the periodic ones)
+    /// carries `want_shut_down`, so a regular heartbeat cannot unfence the broker again.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl BrokerLifecycle {
@@ -64,6 +67,7 @@ impl BrokerLifecycle {
             incarnation_id: Uuid::new_v4(),
             endpoints,
             broker_epoch: parking_lot::Mutex::new(None),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -129,7 +133,8 @@ impl BrokerLifecycle {
             broker_epoch: epoch,
             current_metadata_offset: broker.image().offset,
             want_fence: false,
-            want_shut_down,
+            want_shut_down: want_shut_down
+                || self.shutting_down.load(std::sync::atomic::Ordering::SeqCst),
         };
         let result = if let Some(c) = broker.controller.as_ref().filter(|c| c.is_active()) {
             c.heartbeat(hb).await.map_err(LifecycleError::from)
@@ -215,18 +220,31 @@ impl BrokerLifecycle {
         }
     }
 
-    /// Controlled shutdown: asks the controller to move leadership away and fence this
-    /// broker, waiting up to `timeout` for its consent.
+    /// Controlled shutdown (Kafka's `BrokerLifecycleManager.beginControlledShutdown`): heartbeats
+    /// with `want_shut_down` until the controller answers `should_shut_down` — it has moved
+    /// the leadership of every partition this broker led to another ISR member, removed it
+    /// from the ISRs, and the other brokers have applied that — or `timeout` passes.
     pub async fn controlled_shutdown(&self, broker: &Arc<Broker>, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
+        tracing::info!("controlled shutdown: asking the controller to move leadership away");
         loop {
-            match self.heartbeat(broker, true).await {
-                Ok(r) if r.should_shut_down => {
-                    tracing::info!("controlled shutdown complete");
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.heartbeat(broker, true)).await {
+                Ok(Ok(r)) if r.should_shut_down => {
+                    tracing::info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "controlled shutdown complete"
+                    );
                     return;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(code = e.code, "controlled shutdown heartbeat failed"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(code = e.code, "controlled shutdown heartbeat failed")
+                }
+                Err(_) => {}
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!("controlled shutdown timed out; shutting down anyway");

@@ -309,6 +309,16 @@ const IMPLEMENTED: &[(&str, Kind)] = &[
     ("log.cleaner.threads", Kind::Int(0, i32::MAX as i64)),
     ("log.cleaner.backoff.ms", Kind::Int(0, i64::MAX)),
     ("log.cleaner.dedupe.buffer.size", Kind::Int(0, i64::MAX)),
+    // Leader elections on the controller; see `BrokerConfig::elections`.
+    ("auto.leader.rebalance.enable", Kind::Bool),
+    (
+        "leader.imbalance.check.interval.seconds",
+        Kind::Int(1, i64::MAX),
+    ),
+    (
+        "leader.imbalance.per.broker.percentage",
+        Kind::Int(0, i32::MAX as i64),
+    ),
 ];
 
 /// Kafka broker keys Nagare accepts but does not act on yet (warned about at startup).
@@ -325,7 +335,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "replica.lag.time.max.ms",
     "controller.quorum.bootstrap.servers",
     "num.replica.fetchers",
-    "auto.leader.rebalance.enable",
     "group.coordinator.rebalance.protocols",
     "share.coordinator.state.topic.replication.factor",
     "share.coordinator.state.topic.min.isr",
@@ -338,6 +347,30 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "log.cleaner.io.buffer.size",
     "log.cleaner.io.buffer.load.factor",
 ];
+
+impl BrokerConfig {
+    /// The controller's election settings: `unclean.leader.election.enable` (default false),
+    /// `auto.leader.rebalance.enable` (true), `leader.imbalance.check.interval.seconds` (300)
+    /// and `leader.imbalance.per.broker.percentage` (10), as in Kafka.
+    pub fn elections(&self) -> nagare_controller::elections::ElectionConfig {
+        let get = |k: &str| self.props.get(k).map(|v| v.trim().to_string());
+        let boolean =
+            |k: &str, d: bool| get(k).map(|v| v.eq_ignore_ascii_case("true")).unwrap_or(d);
+        let int = |k: &str, d: i64| get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(d);
+        nagare_controller::elections::ElectionConfig {
+            unclean_leader_election_enable: boolean("unclean.leader.election.enable", false),
+            auto_leader_rebalance_enable: boolean("auto.leader.rebalance.enable", true),
+            leader_imbalance_check_interval_ms:
+                (int("leader.imbalance.check.interval.seconds", 300).max(1) as u64)
+                    .saturating_mul(1000),
+            leader_imbalance_per_broker_percentage: int(
+                "leader.imbalance.per.broker.percentage",
+                10,
+            )
+            .clamp(0, u32::MAX as i64) as u32,
+        }
+    }
+}
 
 /// Parses `server.properties` text (Java properties: `key=value`, `key: value` or
 /// `key value`; `#`/`!` comments; `\` line continuations).

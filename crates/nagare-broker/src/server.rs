@@ -237,13 +237,16 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     .with_context(|| format!("cannot open the metadata log in {}", metadata_dir.display()))?;
     let quorum = Arc::new(KraftQuorum::new(raft.clone()));
     let controller = config.is_controller().then(|| {
-        Arc::new(Controller::new(
-            config.node_id,
-            cluster_id.clone(),
-            quorum.clone(),
-            metadata.clone(),
-            q.broker_session_timeout_ms,
-        ))
+        Arc::new(
+            Controller::new(
+                config.node_id,
+                cluster_id.clone(),
+                quorum.clone(),
+                metadata.clone(),
+                q.broker_session_timeout_ms,
+            )
+            .with_elections(config.elections()),
+        )
     });
 
     // The CONTROLLER listener serves the quorum RPCs from the start: the other voters need
@@ -358,6 +361,11 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
                     tick.tick().await;
                     if let Err(e) = controller.fence_expired_brokers().await {
                         tracing::debug!(error = %e, "fencing check failed");
+                    }
+                    // Leaderless partitions (unclean elections) and the preferred-leader
+                    // rebalance.
+                    if let Err(e) = controller.periodic_elections().await {
+                        tracing::debug!(error = %e, "election check failed");
                     }
                 }
             }
@@ -652,13 +660,19 @@ impl RunningServer {
     /// Stops accepting, flushes and closes every log, writes checkpoints and the
     /// clean-shutdown marker.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        // Controlled shutdown first, while this broker still serves (clients get
+        // NOT_LEADER_OR_FOLLOWER once the move is applied here, in-flight acks=all requests
+        // complete): leadership moves to other replicas before this broker stops. Waits at
+        // most a session timeout (the controller would fence it by then anyway).
+        if let Some(lc) = &self.lifecycle {
+            let q = &self.broker.config.quorum;
+            let wait = Duration::from_millis(
+                (q.broker_session_timeout_ms + q.broker_heartbeat_interval_ms).max(5000),
+            );
+            lc.controlled_shutdown(&self.broker, wait).await;
+        }
         for t in &self.tasks {
             t.abort();
-        }
-        // Controlled shutdown: leadership moves to other replicas before this broker stops.
-        if let Some(lc) = &self.lifecycle {
-            lc.controlled_shutdown(&self.broker, Duration::from_secs(5))
-                .await;
         }
         // Resign the quorum leadership (EndQuorumEpoch) and flush the metadata log.
         self.raft.shutdown().await;

@@ -41,6 +41,7 @@ pub fn is_forwarded(key: ApiKey) -> bool {
             | ApiKey::AlterConfigs
             | ApiKey::IncrementalAlterConfigs
             | ApiKey::DescribeQuorum
+            | ApiKey::ElectLeaders
     )
 }
 
@@ -97,6 +98,7 @@ pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> Result
         ApiKey::BrokerHeartbeat => broker_heartbeat(broker, req).await,
         ApiKey::AllocateProducerIds => allocate_producer_ids(broker, req).await,
         ApiKey::AlterPartition => super::alter_partition::handle(broker, req).await,
+        ApiKey::ElectLeaders => super::elect_leaders::handle(broker, req).await,
         _ => Err(format!("{key:?} is not served on the controller listener")),
     }
 }

@@ -15,6 +15,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
@@ -95,6 +96,11 @@ pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
             ApiKey::IncrementalAlterConfigs,
             alter_configs::INCREMENTAL_VERSIONS.0,
             alter_configs::INCREMENTAL_VERSIONS.1,
+        ),
+        (
+            ApiKey::ElectLeaders,
+            elect_leaders::VERSIONS.0,
+            elect_leaders::VERSIONS.1,
         ),
         (
             ApiKey::DescribeCluster,
@@ -323,6 +329,7 @@ pub async fn dispatch(
         ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(broker, req).await,
         ApiKey::DescribeCluster => describe_cluster::handle(broker, req),
         ApiKey::DescribeQuorum => describe_quorum::handle(broker, req),
+        ApiKey::ElectLeaders => elect_leaders::handle(broker, req).await,
         ApiKey::DeleteRecords => delete_records::handle(broker, req),
         ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(broker, req),
         ApiKey::InitProducerId => init_producer_id::handle(broker, req).await,
