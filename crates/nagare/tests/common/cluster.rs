@@ -23,6 +23,11 @@ pub struct Node {
     pub port: u16,
     /// The CONTROLLER listener port (controllers).
     pub cport: u16,
+    /// The client port other nodes and clients are told about (`advertised.listeners`);
+    /// `port` unless a proxy sits in front.
+    pub adv_port: u16,
+    /// The controller port in `controller.quorum.voters`; `cport` unless a proxy sits in front.
+    pub adv_cport: u16,
     dir: PathBuf,
     child: Option<Child>,
     log_start: u64,
@@ -62,6 +67,11 @@ impl Node {
     /// `127.0.0.1:port` of its client listener.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:adv_port`: its client listener as advertised (through a proxy, if any).
+    pub fn adv_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.adv_port)
     }
 
     /// Everything it printed.
@@ -143,6 +153,24 @@ impl Node {
         }
     }
 
+    /// The process id of the running incarnation.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends `signal` (a `kill` name such as `STOP` or `CONT`) to the running process.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .args([format!("-{signal}"), pid.to_string()])
+                .status();
+            let _ = OpenOptions::new()
+                .append(true)
+                .open(self.log_file())
+                .and_then(|mut f| writeln!(f, "===== test harness: SIG{signal}"));
+        }
+    }
+
     /// SIGKILL and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -183,11 +211,52 @@ pub struct TestCluster {
     pub cluster_id: String,
 }
 
+/// Maps `(node id, real port)` to the port the other nodes and clients use for that listener
+/// (a proxy port); see [`TestCluster::with_layout`].
+pub type AddressMap<'a> = &'a dyn Fn(i32, u16) -> u16;
+
+/// The shape of a [`TestCluster`] beyond [`TestCluster::new`].
+pub struct ClusterLayout<'a> {
+    /// Controller-only nodes (ids 1..).
+    pub controllers: usize,
+    /// Broker-only nodes (ids 101..).
+    pub brokers: usize,
+    /// Combined `broker,controller` nodes (ids 1.., after any controller-only ones).
+    pub combined: usize,
+    /// Properties appended to every node's file.
+    pub extra: &'a [&'a str],
+    /// Where each client listener is advertised (`advertised.listeners`); identity if `None`.
+    pub client_address: Option<AddressMap<'a>>,
+    /// Where each controller listener is listed in `controller.quorum.voters`; identity if
+    /// `None`.
+    pub controller_address: Option<AddressMap<'a>>,
+}
+
 impl TestCluster {
     /// `controllers` controller-only nodes (ids 1..) and `brokers` broker-only nodes (ids
     /// 101..), with `extra` properties appended to every node's file. Formats every node;
     /// does not start them.
     pub fn new(controllers: usize, brokers: usize, extra: &[&str]) -> TestCluster {
+        TestCluster::with_layout(ClusterLayout {
+            controllers,
+            brokers,
+            combined: 0,
+            extra,
+            client_address: None,
+            controller_address: None,
+        })
+    }
+
+    /// A cluster as `layout` describes; formats every node, does not start them.
+    pub fn with_layout(layout: ClusterLayout<'_>) -> TestCluster {
+        let ClusterLayout {
+            controllers,
+            brokers,
+            combined,
+            extra,
+            client_address,
+            controller_address,
+        } = layout;
         let root = tempfile::Builder::new()
             .prefix("nagare-cluster-")
             .tempdir()
@@ -195,6 +264,9 @@ impl TestCluster {
         let mut nodes = Vec::new();
         for i in 0..controllers {
             nodes.push((i as i32 + 1, "controller"));
+        }
+        for i in 0..combined {
+            nodes.push(((controllers + i) as i32 + 1, "broker,controller"));
         }
         for i in 0..brokers {
             nodes.push((i as i32 + 101, "broker"));
@@ -204,11 +276,15 @@ impl TestCluster {
             .map(|(id, roles)| {
                 let dir = root.path().join(format!("node-{id}"));
                 std::fs::create_dir_all(&dir).expect("node dir");
+                let port = free_port();
+                let cport = free_port();
                 Node {
                     id,
                     roles,
-                    port: free_port(),
-                    cport: free_port(),
+                    port,
+                    cport,
+                    adv_port: client_address.map_or(port, |f| f(id, port)),
+                    adv_cport: controller_address.map_or(cport, |f| f(id, cport)),
                     dir,
                     child: None,
                     log_start: 0,
@@ -218,7 +294,7 @@ impl TestCluster {
         let voters = nodes
             .iter()
             .filter(|n| n.is_controller())
-            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.cport))
+            .map(|n| format!("{}@127.0.0.1:{}", n.id, n.adv_cport))
             .collect::<Vec<_>>()
             .join(",");
         let out = Command::new(nagare_bin())
@@ -245,7 +321,7 @@ impl TestCluster {
             if n.is_broker() {
                 text.push_str(&format!(
                     "advertised.listeners=PLAINTEXT://127.0.0.1:{}\n",
-                    n.port
+                    n.adv_port
                 ));
             }
             for e in extra {

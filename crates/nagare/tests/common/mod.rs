@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod fault_proxy;
 pub mod proxy;
 
 use std::fs::{File, OpenOptions};

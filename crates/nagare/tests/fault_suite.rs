@@ -1,0 +1,985 @@
+//! Replication fault suite (issue 5): a real cluster of `nagare` processes on 127.0.0.1 whose
+//! every connection, inter-node and client, crosses a fault-injecting proxy
+//! (`common::fault_proxy`), an RF=3 topic with `min.insync.replicas=2`, idempotent `acks=all`
+//! librdkafka producers writing unique values, consumers reading all the while, and a seeded
+//! schedule of faults:
+//!
+//! - SIGKILL of a node, restart after a while;
+//! - SIGSTOP, SIGCONT after a while (long enough, sometimes, for the node to be fenced);
+//! - a cut link between two nodes, one direction (asymmetric) or both;
+//! - a node cut off from every other node (and, every other time, from the clients too);
+//! - the leader of a partition cut off that way (the split-brain case: with the clients still
+//!   reaching it, producers keep talking to a leader that can no longer commit);
+//! - the clients cut off from one broker.
+//!
+//! At the end every fault is healed, the producers are flushed, and the checker
+//! ([`check_history`]) compares everything that was observed against the final log (read
+//! once every partition has its full ISR again):
+//!
+//! - every acknowledged value is in the final log, at the (partition, offset) it was
+//!   acknowledged with;
+//! - no value appears twice, and every value in the log was sent by a producer;
+//! - every consumer observation made during the run (value at (partition, offset)) equals the
+//!   final log's value there: no offset ever held two different values, so all consumers agree
+//!   with one total order per partition; a consumer never skipped an offset that is in the
+//!   final log;
+//! - each producer's acknowledged values of a partition are in the order it sent them;
+//! - the replicas of each partition end byte-identical on disk.
+//!
+//! A second pair of tests SIGKILLs all brokers (3 controllers + 3 brokers), resp. all nodes
+//! (3 combined nodes), at the same instant right after acknowledgements, restarts them and
+//! reads everything back.
+//!
+//! `NAGARE_FAULT_SEED` (u64) replays a schedule; `NAGARE_FAULT_SECS` sets how long faults are
+//! injected (default 60, the CI run); `NAGARE_FAULT_TOPOLOGY=combined` runs the schedule on 3
+//! combined nodes instead of 3 controllers + 3 brokers; `NAGARE_FAULT_KILL_ROUNDS` sets the
+//! rounds of the simultaneous-kill tests (default 3). The seed is printed first.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::block_on;
+use common::cluster::{ClusterLayout, TestCluster};
+use common::fault_proxy::FaultNet;
+use nagare_client::{Client, NewTopic, PartitionMetadata};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const TOPIC: &str = "faults";
+const PARTITIONS: i32 = 3;
+const READY: Duration = Duration::from_secs(90);
+
+/// The nodes' settings: small timeouts, so faults are noticed (and healed) within seconds.
+const NODE_PROPS: &[&str] = &[
+    "broker.session.timeout.ms=3000",
+    "broker.heartbeat.interval.ms=300",
+    "replica.lag.time.max.ms=2000",
+    "replica.fetch.backoff.ms=100",
+    "replica.fetch.wait.max.ms=200",
+    "unclean.leader.election.enable=false",
+    "min.insync.replicas=2",
+    "auto.create.topics.enable=false",
+];
+
+/// The tests share the machine's two cores with each other: one cluster at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster behind the fault network.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Topology {
+    /// 3 controller-only nodes (1..3) and 3 broker-only nodes (101..103).
+    Separate,
+    /// 3 combined `broker,controller` nodes (1..3).
+    Combined,
+}
+
+struct FaultCluster {
+    // Dropped first: the nodes die before the proxies do.
+    cluster: TestCluster,
+    net: FaultNet,
+    all: Vec<i32>,
+    brokers: Vec<i32>,
+    started: Instant,
+}
+
+impl FaultCluster {
+    fn start(topology: Topology) -> FaultCluster {
+        let net = FaultNet::new();
+        let route = |id: i32, port: u16| net.route(id, port);
+        let (controllers, brokers, combined) = match topology {
+            Topology::Separate => (3, 3, 0),
+            Topology::Combined => (0, 0, 3),
+        };
+        let mut cluster = TestCluster::with_layout(ClusterLayout {
+            controllers,
+            brokers,
+            combined,
+            extra: NODE_PROPS,
+            client_address: Some(&route),
+            controller_address: Some(&route),
+        });
+        cluster.start_all(READY);
+        let all: Vec<i32> = cluster.nodes.iter().map(|n| n.id).collect();
+        let brokers: Vec<i32> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.is_broker())
+            .map(|n| n.id)
+            .collect();
+        FaultCluster {
+            cluster,
+            net,
+            all,
+            brokers,
+            started: Instant::now(),
+        }
+    }
+
+    /// Bootstrap through the proxies (what the workload clients use).
+    fn proxied_bootstrap(&mut self) -> String {
+        let ids = self.brokers.clone();
+        ids.iter()
+            .map(|id| self.cluster.node(*id).adv_bootstrap())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Bootstrap straight to the running brokers' listeners (for the harness's own queries;
+    /// metadata still names the proxy ports, which this client does not follow for metadata).
+    fn direct_bootstrap(&mut self) -> String {
+        self.cluster.bootstrap()
+    }
+
+    fn log(&self, what: &str) {
+        eprintln!("[{:>7.2}s] {what}", self.started.elapsed().as_secs_f64());
+    }
+
+    /// Creates the topic and waits until every partition has a leader and its full ISR.
+    fn create_topic(&mut self) {
+        let boot = self.direct_bootstrap();
+        eventually(Duration::from_secs(60), "topic creation", || {
+            block_on(async {
+                let mut c = Client::connect_to(&boot).await.ok()?;
+                let created = c
+                    .create_topics(
+                        &[NewTopic {
+                            name: TOPIC.into(),
+                            partitions: Some(PARTITIONS),
+                            replication_factor: Some(3),
+                            configs: vec![("min.insync.replicas".into(), "2".into())],
+                        }],
+                        false,
+                    )
+                    .await
+                    .is_ok();
+                // A retried CreateTopics may answer TOPIC_ALREADY_EXISTS for our own topic.
+                (created || c.topic_metadata(TOPIC).await.is_ok()).then_some(())
+            })
+        });
+        self.wait_full_isr(Duration::from_secs(60));
+    }
+
+    /// Metadata of every partition, asked straight from the brokers (bypassing the proxies).
+    fn partitions(&mut self) -> Option<Vec<PartitionMetadata>> {
+        let boot = self.direct_bootstrap();
+        if boot.is_empty() {
+            return None;
+        }
+        block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                let mut c = Client::connect_to(&boot).await.ok()?;
+                let t = c.topic_metadata(TOPIC).await.ok()?;
+                (0..PARTITIONS)
+                    .map(|p| t.partition(p).cloned())
+                    .collect::<Option<Vec<_>>>()
+            })
+            .await
+            .ok()
+            .flatten()
+        })
+    }
+
+    fn wait_full_isr(&mut self, timeout: Duration) -> Vec<PartitionMetadata> {
+        eventually(
+            timeout,
+            "every partition with a leader and its full ISR",
+            || {
+                self.partitions().filter(|ps| {
+                    ps.iter()
+                        .all(|p| p.leader >= 0 && p.isr.len() == p.replicas.len())
+                })
+            },
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workload.
+
+/// An acknowledged write.
+#[derive(Clone, Debug)]
+struct Ack {
+    value: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// A value a consumer received.
+#[derive(Clone, Debug)]
+struct Obs {
+    consumer: usize,
+    partition: i32,
+    offset: i64,
+    value: String,
+}
+
+#[derive(Default)]
+struct Recorded {
+    acked: Mutex<Vec<Ack>>,
+    failed: Mutex<Vec<(String, String)>>,
+    observed: Mutex<Vec<Obs>>,
+    fatal: Mutex<Vec<String>>,
+    sent: AtomicUsize,
+    consume_errors: AtomicUsize,
+}
+
+fn value_of(producer: usize, seq: usize) -> String {
+    format!("p{producer}-{seq:09}")
+}
+
+/// (producer, seq) of a value written by [`value_of`].
+fn parse_value(v: &str) -> Option<(usize, usize)> {
+    let (p, s) = v.strip_prefix('p')?.split_once('-')?;
+    Some((p.parse().ok()?, s.parse().ok()?))
+}
+
+struct DeliveryRecorder {
+    producer: usize,
+    rec: Arc<Recorded>,
+}
+
+impl rdkafka::ClientContext for DeliveryRecorder {}
+
+impl rdkafka::producer::ProducerContext for DeliveryRecorder {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, seq: usize) {
+        let value = value_of(self.producer, seq);
+        match result {
+            Ok(m) => self.rec.acked.lock().expect("acked").push(Ack {
+                value,
+                partition: m.partition(),
+                offset: m.offset(),
+            }),
+            Err((e, _)) => self
+                .rec
+                .failed
+                .lock()
+                .expect("failed")
+                .push((value, e.to_string())),
+        }
+    }
+}
+
+fn new_producer(
+    bootstrap: &str,
+    id: usize,
+    incarnation: usize,
+    rec: &Arc<Recorded>,
+) -> BaseProducer<DeliveryRecorder> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", format!("fault-producer-{id}-{incarnation}"))
+        .set("broker.address.family", "v4")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        .set("request.timeout.ms", "5000")
+        .set("retry.backoff.ms", "100")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .set("queue.buffering.max.messages", "20000")
+        .create_with_context(DeliveryRecorder {
+            producer: id,
+            rec: rec.clone(),
+        })
+        .expect("producer")
+}
+
+/// Writes unique values round-robin over the partitions until `stop`, then flushes. A
+/// producer that hits a fatal (idempotence) error is recorded and replaced.
+fn run_producer(
+    bootstrap: String,
+    id: usize,
+    stop: Arc<AtomicBool>,
+    rec: Arc<Recorded>,
+    pause: Duration,
+) {
+    let mut incarnation = 0;
+    let mut producer = new_producer(&bootstrap, id, incarnation, &rec);
+    let mut seq = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        if let Some((code, msg)) = producer.client().fatal_error() {
+            rec.fatal
+                .lock()
+                .expect("fatal")
+                .push(format!("producer {id}: {code:?} {msg}"));
+            eprintln!("producer {id}: FATAL {code:?} {msg}; replacing the producer");
+            drop(producer);
+            incarnation += 1;
+            producer = new_producer(&bootstrap, id, incarnation, &rec);
+        }
+        let value = value_of(id, seq);
+        let record = BaseRecord::with_opaque_to(TOPIC, seq)
+            .partition((seq % PARTITIONS as usize) as i32)
+            .key(&value)
+            .payload(&value);
+        match producer.send(record) {
+            Ok(()) => {
+                seq += 1;
+                rec.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            // Queue full while the cluster cannot take writes: wait for deliveries.
+            Err((_, _)) => producer.poll(Duration::from_millis(50)),
+        }
+        producer.poll(Duration::ZERO);
+        std::thread::sleep(pause);
+    }
+    if let Err(e) = producer.flush(Duration::from_secs(60)) {
+        eprintln!("producer {id}: flush: {e}");
+    }
+}
+
+/// Reads every partition from the beginning until `stop`, recording every value received.
+fn run_consumer(bootstrap: String, id: usize, stop: Arc<AtomicBool>, rec: Arc<Recorded>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", format!("fault-consumer-{id}"))
+        .set("group.id", format!("fault-consumer-{id}"))
+        .set("broker.address.family", "v4")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "200")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    while !stop.load(Ordering::SeqCst) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => rec.observed.lock().expect("observed").push(Obs {
+                consumer: id,
+                partition: m.partition(),
+                offset: m.offset(),
+                value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            }),
+            Some(Err(_)) => {
+                rec.consume_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {}
+        }
+    }
+}
+
+/// Reads each partition from 0 to its high watermark: `log[p]` is `(offset, value)` in order.
+fn read_final_log(bootstrap: &str) -> Vec<Vec<(i64, String)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", "fault-final-reader")
+        .set("group.id", "fault-final-reader")
+        .set("broker.address.family", "v4")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let mut highs = Vec::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        let (_, high) = eventually(Duration::from_secs(30), "watermarks", || {
+            consumer
+                .fetch_watermarks(TOPIC, p, Duration::from_secs(5))
+                .ok()
+        });
+        highs.push(high);
+        tpl.add_partition_offset(TOPIC, p, Offset::Offset(0))
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut log: Vec<Vec<(i64, String)>> = vec![Vec::new(); PARTITIONS as usize];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = |log: &Vec<Vec<(i64, String)>>| {
+        log.iter()
+            .zip(&highs)
+            .all(|(l, &h)| h == 0 || l.last().is_some_and(|(o, _)| o + 1 >= h))
+    };
+    while !done(&log) {
+        assert!(
+            Instant::now() < deadline,
+            "reading the final log timed out: {:?} of {highs:?}",
+            log.iter().map(|l| l.len()).collect::<Vec<_>>()
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let p = m.partition() as usize;
+            if m.offset() < highs[p] {
+                log[p].push((
+                    m.offset(),
+                    String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                ));
+            }
+        }
+    }
+    log
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checker.
+
+/// Everything a run observed.
+#[derive(Default)]
+struct History {
+    acked: Vec<Ack>,
+    observed: Vec<Obs>,
+    /// Per partition, `(offset, value)` in log order.
+    final_log: Vec<Vec<(i64, String)>>,
+}
+
+/// Checks `h`; returns every violation found (empty: the run kept every promise).
+fn check_history(h: &History) -> Vec<String> {
+    let mut bad = Vec::new();
+    // Position of every value in the final log; offsets strictly increasing; no duplicates.
+    let mut at: HashMap<&str, (i32, i64)> = HashMap::new();
+    let mut by_offset: Vec<BTreeMap<i64, &str>> = Vec::new();
+    for (p, log) in h.final_log.iter().enumerate() {
+        let p = p as i32;
+        let mut offsets = BTreeMap::new();
+        let mut prev = -1;
+        for (o, v) in log {
+            if *o <= prev {
+                bad.push(format!(
+                    "partition {p}: offset {o} after {prev} in the final log"
+                ));
+            }
+            prev = *o;
+            if parse_value(v).is_none() {
+                bad.push(format!(
+                    "partition {p} offset {o}: {v:?} was never produced"
+                ));
+            }
+            if let Some((p0, o0)) = at.insert(v, (p, *o)) {
+                bad.push(format!(
+                    "{v} appears twice: partition {p0} offset {o0} and partition {p} offset {o}"
+                ));
+            }
+            offsets.insert(*o, v.as_str());
+        }
+        by_offset.push(offsets);
+    }
+    let value_at = |p: i32, o: i64| by_offset.get(p as usize).and_then(|m| m.get(&o)).copied();
+    // Every acknowledged value sits where it was acknowledged.
+    for a in &h.acked {
+        match at.get(a.value.as_str()) {
+            None => bad.push(format!(
+                "LOST: {} acknowledged at partition {} offset {} is not in the final log (that offset holds {:?})",
+                a.value,
+                a.partition,
+                a.offset,
+                value_at(a.partition, a.offset)
+            )),
+            Some(&(p, o)) if (p, o) != (a.partition, a.offset) => bad.push(format!(
+                "MOVED: {} acknowledged at partition {} offset {} is at partition {p} offset {o}",
+                a.value, a.partition, a.offset
+            )),
+            Some(_) => {}
+        }
+    }
+    // Every observation agrees with the final log, and no consumer skipped a logged offset.
+    let mut last: HashMap<(usize, i32), i64> = HashMap::new();
+    for ob in &h.observed {
+        match value_at(ob.partition, ob.offset) {
+            Some(v) if v == ob.value => {}
+            other => bad.push(format!(
+                "consumer {} saw {} at partition {} offset {}, the final log holds {other:?} there",
+                ob.consumer, ob.value, ob.partition, ob.offset
+            )),
+        }
+        if let Some(prev) = last.insert((ob.consumer, ob.partition), ob.offset) {
+            if ob.offset > prev + 1 {
+                if let Some((o, _)) = by_offset
+                    .get(ob.partition as usize)
+                    .and_then(|m| m.range(prev + 1..ob.offset).next())
+                {
+                    bad.push(format!(
+                        "consumer {} went from offset {prev} to {} on partition {}, skipping offset {o} of the final log",
+                        ob.consumer, ob.offset, ob.partition
+                    ));
+                }
+            }
+        }
+    }
+    // Each producer's acknowledged values of a partition are in its send order.
+    let mut order: BTreeMap<(usize, i32), Vec<(usize, i64)>> = BTreeMap::new();
+    for a in &h.acked {
+        if let Some((prod, seq)) = parse_value(&a.value) {
+            order
+                .entry((prod, a.partition))
+                .or_default()
+                .push((seq, a.offset));
+        }
+    }
+    for ((prod, p), mut v) in order {
+        v.sort_unstable();
+        if let Some(w) = v.windows(2).find(|w| w[0].1 >= w[1].1) {
+            bad.push(format!(
+                "producer {prod} partition {p}: seq {} acknowledged at offset {} but later seq {} at {}",
+                w[0].0, w[0].1, w[1].0, w[1].1
+            ));
+        }
+    }
+    bad
+}
+
+fn assert_history(h: &History) {
+    let bad = check_history(h);
+    if !bad.is_empty() {
+        let shown: Vec<_> = bad.iter().take(50).cloned().collect();
+        panic!(
+            "{} violations (first {}):\n{}",
+            bad.len(),
+            shown.len(),
+            shown.join("\n")
+        );
+    }
+}
+
+/// The bytes of every `.log` segment of `TOPIC-partition` under `dir`, in offset order.
+fn partition_bytes(dir: &Path, partition: i32) -> Vec<u8> {
+    let pdir = dir.join(format!("{TOPIC}-{partition}"));
+    let mut files: Vec<_> = std::fs::read_dir(&pdir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap_or_default())
+        .collect()
+}
+
+/// Waits until every broker's copy of each partition holds the same bytes.
+fn assert_replicas_identical(fc: &mut FaultCluster) {
+    let dirs: Vec<_> = fc
+        .brokers
+        .clone()
+        .iter()
+        .map(|id| fc.cluster.node(*id).log_dir())
+        .collect();
+    for p in 0..PARTITIONS {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let copies: Vec<Vec<u8>> = dirs.iter().map(|d| partition_bytes(d, p)).collect();
+            if copies.iter().all(|c| *c == copies[0]) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas of partition {p} differ: sizes {:?}",
+                copies.iter().map(|c| c.len()).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fault schedule.
+
+/// Runs seeded faults for `secs` seconds; returns how many were injected.
+fn run_schedule(fc: &mut FaultCluster, rng: &mut StdRng, secs: u64) -> usize {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut faults = 0;
+    while Instant::now() < end {
+        let all = fc.all.clone();
+        let node = all[rng.gen_range(0..all.len())];
+        let hold = Duration::from_millis(rng.gen_range(500..5000));
+        faults += 1;
+        match rng.gen_range(0..100) {
+            0..=19 => {
+                fc.log(&format!(
+                    "fault {faults}: SIGKILL node {node}, restart after {hold:?}"
+                ));
+                fc.cluster.node(node).kill9();
+                std::thread::sleep(hold);
+                fc.cluster.node(node).start();
+                fc.cluster.node(node).wait_ready(READY);
+                fc.log(&format!("node {node} restarted"));
+            }
+            20..=34 => {
+                fc.log(&format!("fault {faults}: SIGSTOP node {node} for {hold:?}"));
+                fc.cluster.node(node).signal("STOP");
+                std::thread::sleep(hold);
+                fc.cluster.node(node).signal("CONT");
+            }
+            35..=54 => {
+                let mut other = all[rng.gen_range(0..all.len())];
+                while other == node {
+                    other = all[rng.gen_range(0..all.len())];
+                }
+                let both = rng.gen_bool(0.5);
+                fc.log(&format!(
+                    "fault {faults}: cut {node} -> {other}{} for {hold:?}",
+                    if both { " and back" } else { " (asymmetric)" }
+                ));
+                fc.net.cut(node, other);
+                if both {
+                    fc.net.cut(other, node);
+                }
+                std::thread::sleep(hold);
+                fc.net.heal_all();
+            }
+            55..=79 => {
+                let leader = fc.partitions().and_then(|ps| {
+                    let p = &ps[rng.gen_range(0..ps.len())];
+                    (p.leader >= 0).then_some(p.leader)
+                });
+                let Some(leader) = leader else {
+                    fc.log(&format!("fault {faults}: no leader to isolate right now"));
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                };
+                let clients = rng.gen_bool(0.5);
+                fc.log(&format!(
+                    "fault {faults}: isolate leader {leader} from every node{} for {hold:?}",
+                    if clients {
+                        " and the clients"
+                    } else {
+                        " (clients still reach it)"
+                    }
+                ));
+                fc.net.isolate(leader, &all, clients);
+                std::thread::sleep(hold);
+                fc.net.heal_all();
+            }
+            80..=89 => {
+                let clients = rng.gen_bool(0.5);
+                fc.log(&format!(
+                    "fault {faults}: isolate node {node} from every node{} for {hold:?}",
+                    if clients { " and the clients" } else { "" }
+                ));
+                fc.net.isolate(node, &all, clients);
+                std::thread::sleep(hold);
+                fc.net.heal_all();
+            }
+            _ => {
+                let b = fc.brokers[rng.gen_range(0..fc.brokers.len())];
+                fc.log(&format!(
+                    "fault {faults}: cut the clients from broker {b} for {hold:?}"
+                ));
+                fc.net.cut(common::fault_proxy::CLIENT, b);
+                std::thread::sleep(hold);
+                fc.net.heal_all();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.gen_range(500..2500)));
+    }
+    faults
+}
+
+#[test]
+fn faults_keep_every_acknowledged_write() {
+    let _serial = serial();
+    let seed = env_u64("NAGARE_FAULT_SEED").unwrap_or_else(rand::random);
+    let secs = env_u64("NAGARE_FAULT_SECS").unwrap_or(60);
+    let topology = match std::env::var("NAGARE_FAULT_TOPOLOGY").as_deref() {
+        Ok("combined") => Topology::Combined,
+        _ => Topology::Separate,
+    };
+    eprintln!(
+        "fault suite: NAGARE_FAULT_SEED={seed} NAGARE_FAULT_SECS={secs} topology {topology:?}"
+    );
+    let t0 = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut fc = FaultCluster::start(topology);
+    fc.create_topic();
+    fc.log("cluster up, topic created with its full ISR");
+
+    let boot = fc.proxied_bootstrap();
+    let rec = Arc::new(Recorded::default());
+    let stop_producers = Arc::new(AtomicBool::new(false));
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let mut producers = Vec::new();
+    for id in 0..2 {
+        let (b, s, r) = (boot.clone(), stop_producers.clone(), rec.clone());
+        producers.push(std::thread::spawn(move || {
+            run_producer(b, id, s, r, Duration::from_millis(4))
+        }));
+    }
+    let mut consumers = Vec::new();
+    for id in 0..2 {
+        let (b, s, r) = (boot.clone(), stop_consumers.clone(), rec.clone());
+        consumers.push(std::thread::spawn(move || run_consumer(b, id, s, r)));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+
+    let faults = run_schedule(&mut fc, &mut rng, secs);
+
+    // Heal everything, let the producers write through a quiet period, then flush them.
+    fc.net.heal_all();
+    let ids = fc.all.clone();
+    for id in &ids {
+        let n = fc.cluster.node(*id);
+        n.signal("CONT");
+        if !n.is_running() {
+            n.kill9();
+            n.start();
+            n.wait_ready(READY);
+        }
+    }
+    fc.log(&format!(
+        "{faults} faults injected; healed, writing on for 3 s"
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    stop_producers.store(true, Ordering::SeqCst);
+    for p in producers {
+        p.join().expect("producer thread");
+    }
+    fc.log("producers flushed");
+    let parts = fc.wait_full_isr(Duration::from_secs(90));
+    fc.log(&format!(
+        "full ISR again: leaders {:?}",
+        parts.iter().map(|p| p.leader).collect::<Vec<_>>()
+    ));
+    // Let the consumers reach the end too, so their observations cover the whole run.
+    std::thread::sleep(Duration::from_secs(3));
+    stop_consumers.store(true, Ordering::SeqCst);
+    for c in consumers {
+        c.join().expect("consumer thread");
+    }
+    let final_log = read_final_log(&boot);
+    assert_replicas_identical(&mut fc);
+
+    let h = History {
+        acked: rec.acked.lock().expect("acked").clone(),
+        observed: rec.observed.lock().expect("observed").clone(),
+        final_log,
+    };
+    let failed = rec.failed.lock().expect("failed").clone();
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, e) in &failed {
+        *failures.entry(e.clone()).or_default() += 1;
+    }
+    let in_log: usize = h.final_log.iter().map(|l| l.len()).sum();
+    let failed_in_log = {
+        let logged: HashSet<&str> = h
+            .final_log
+            .iter()
+            .flatten()
+            .map(|(_, v)| v.as_str())
+            .collect();
+        failed
+            .iter()
+            .filter(|(v, _)| logged.contains(v.as_str()))
+            .count()
+    };
+    let fatal = rec.fatal.lock().expect("fatal").clone();
+    eprintln!(
+        "fault suite summary: seed {seed}, {secs} s of faults, {faults} faults, {} records sent, {} acked, {} failed ({failed_in_log} of them in the log anyway) {failures:?}, {in_log} in the final log, {} consumer observations, {} consume errors, {} connections through the proxies ({} held), producer fatal errors {fatal:?}, wall time {:?}",
+        rec.sent.load(Ordering::Relaxed),
+        h.acked.len(),
+        failed.len(),
+        h.observed.len(),
+        rec.consume_errors.load(Ordering::Relaxed),
+        fc.net.stats().connections.load(Ordering::Relaxed),
+        fc.net.stats().held.load(Ordering::Relaxed),
+        t0.elapsed()
+    );
+    assert!(!h.acked.is_empty(), "nothing was acknowledged");
+    assert_history(&h);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every replica SIGKILLed at once.
+
+/// Produces `count` values (all in flight at once) and waits for every report; returns the
+/// acknowledgements, panicking on any failure (nothing is being injected).
+fn produce_round(bootstrap: &str, round: usize, count: usize) -> Vec<Ack> {
+    let rec = Arc::new(Recorded::default());
+    let producer = new_producer(bootstrap, round, 0, &rec);
+    for seq in 0..count {
+        let value = value_of(round, seq);
+        let record = BaseRecord::with_opaque_to(TOPIC, seq)
+            .partition((seq % PARTITIONS as usize) as i32)
+            .key(&value)
+            .payload(&value);
+        common::send_retrying_queue_full(&producer, record);
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .expect("flush the round");
+    let failed = rec.failed.lock().expect("failed").clone();
+    assert!(
+        failed.is_empty(),
+        "round {round}: failed deliveries {failed:?}"
+    );
+    let acked = rec.acked.lock().expect("acked").clone();
+    assert_eq!(acked.len(), count, "round {round}: every record reported");
+    acked
+}
+
+fn all_replicas_sigkilled(topology: Topology) {
+    let _serial = serial();
+    let rounds = env_u64("NAGARE_FAULT_KILL_ROUNDS").unwrap_or(3) as usize;
+    let t0 = Instant::now();
+    let mut fc = FaultCluster::start(topology);
+    fc.create_topic();
+    let boot = fc.proxied_bootstrap();
+    let mut acked = Vec::new();
+    let victims = fc.brokers.clone();
+    for round in 0..rounds {
+        let acks = produce_round(&boot, round, 3000);
+        // Right after the last acknowledgement: SIGKILL every replica in one kill(1) call.
+        let pids: Vec<String> = victims
+            .iter()
+            .filter_map(|id| fc.cluster.node(*id).pid().map(|p| p.to_string()))
+            .collect();
+        let _ = std::process::Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .status();
+        for id in &victims {
+            fc.cluster.node(*id).kill9();
+        }
+        fc.log(&format!(
+            "round {round}: {} acknowledged, SIGKILLed {victims:?} at once",
+            acks.len()
+        ));
+        acked.extend(acks);
+        fc.cluster.start_nodes(&victims, READY);
+        fc.wait_full_isr(Duration::from_secs(90));
+        fc.log(&format!("round {round}: restarted, full ISR"));
+    }
+    let final_log = read_final_log(&boot);
+    assert_replicas_identical(&mut fc);
+    let h = History {
+        acked,
+        observed: Vec::new(),
+        final_log,
+    };
+    eprintln!(
+        "simultaneous SIGKILL ({topology:?}): {rounds} rounds, {} acked, {} in the final log, wall time {:?}",
+        h.acked.len(),
+        h.final_log.iter().map(|l| l.len()).sum::<usize>(),
+        t0.elapsed()
+    );
+    assert_history(&h);
+}
+
+#[test]
+fn all_brokers_sigkilled_at_once_lose_nothing_acknowledged() {
+    all_replicas_sigkilled(Topology::Separate);
+}
+
+#[test]
+fn all_combined_nodes_sigkilled_at_once_lose_nothing_acknowledged() {
+    all_replicas_sigkilled(Topology::Combined);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checker catches what it should (synthetic histories).
+
+fn sample() -> History {
+    let log = |vals: &[&str]| {
+        vals.iter()
+            .enumerate()
+            .map(|(o, v)| (o as i64, v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    History {
+        acked: vec![
+            Ack {
+                value: value_of(0, 0),
+                partition: 0,
+                offset: 0,
+            },
+            Ack {
+                value: value_of(0, 2),
+                partition: 0,
+                offset: 1,
+            },
+        ],
+        observed: vec![Obs {
+            consumer: 0,
+            partition: 0,
+            offset: 1,
+            value: value_of(0, 2),
+        }],
+        final_log: vec![log(&[&value_of(0, 0), &value_of(0, 2), &value_of(1, 0)])],
+    }
+}
+
+#[test]
+fn checker_accepts_a_consistent_history() {
+    assert_eq!(check_history(&sample()), Vec::<String>::new());
+}
+
+#[test]
+fn checker_finds_each_kind_of_violation() {
+    let expect = |h: History, what: &str| {
+        let bad = check_history(&h);
+        assert!(
+            bad.iter().any(|b| b.contains(what)),
+            "expected {what:?} in {bad:?}"
+        );
+    };
+    let mut h = sample();
+    h.final_log[0].remove(1);
+    expect(h, "LOST");
+    let mut h = sample();
+    h.acked[1].offset = 2;
+    expect(h, "MOVED");
+    let mut h = sample();
+    h.final_log[0].push((3, value_of(0, 0)));
+    expect(h, "appears twice");
+    let mut h = sample();
+    h.observed[0].value = value_of(1, 7);
+    expect(h, "the final log holds");
+    let mut h = sample();
+    h.observed.insert(
+        0,
+        Obs {
+            consumer: 0,
+            partition: 0,
+            offset: 0,
+            value: value_of(0, 0),
+        },
+    );
+    h.observed[1].offset = 2;
+    h.observed[1].value = value_of(1, 0);
+    expect(h, "skipping offset 1");
+    let mut h = sample();
+    h.acked[0].value = value_of(0, 3);
+    h.final_log[0][0].1 = value_of(0, 3);
+    expect(h, "later seq");
+    let mut h = sample();
+    h.final_log[0][2].1 = "garbage".into();
+    expect(h, "never produced");
+}
