@@ -1375,3 +1375,76 @@ fn topics_in_order<'r, T>(
         .map(|n| results.iter().find(|r| name_of(r) == n))
         .collect()
 }
+
+/// One partition's answer to [`Client::elect_leaders`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionResult {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Kafka error code: 0 (elected), ELECTION_NOT_NEEDED (84), PREFERRED_LEADER_NOT_AVAILABLE
+    /// (80), ELIGIBLE_LEADERS_NOT_AVAILABLE (83), UNKNOWN_TOPIC_OR_PARTITION (3), ...
+    pub error_code: i16,
+    /// Detail.
+    pub error_message: Option<String>,
+}
+
+impl Client {
+    /// ElectLeaders (key 43, KIP-460): `election_type` 0 = preferred, 1 = unclean, for the
+    /// given partitions or (`None`) every partition — then, as in Kafka, partitions that need
+    /// no election are left out. Returns the per-partition answers; a request-level error
+    /// (v1+) fails the call. Retries while the answer is NOT_CONTROLLER.
+    pub async fn elect_leaders(
+        &mut self,
+        election_type: i8,
+        partitions: Option<&[(&str, Vec<i32>)]>,
+    ) -> Result<Vec<ElectionResult>> {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        use kafka_protocol::messages::ElectLeadersRequest;
+        let timeout_ms = duration_ms_i32(self.config.admin_timeout);
+        let not_controller = ResponseError::NotController.code();
+        let resp = self
+            .send_admin(
+                |_| {
+                    let mut req = ElectLeadersRequest::default();
+                    req.election_type = election_type;
+                    req.timeout_ms = timeout_ms;
+                    req.topic_partitions = partitions.map(|ps| {
+                        ps.iter()
+                            .map(|(t, parts)| {
+                                let mut tp = TopicPartitions::default();
+                                tp.topic = topic_name(t);
+                                tp.partitions = parts.clone();
+                                tp
+                            })
+                            .collect()
+                    });
+                    req
+                },
+                |resp| {
+                    resp.error_code == not_controller
+                        || (!resp.replica_election_results.is_empty()
+                            && resp.replica_election_results.iter().all(|t| {
+                                t.partition_result
+                                    .iter()
+                                    .all(|p| p.error_code == not_controller)
+                            }))
+                },
+            )
+            .await?;
+        check_code(resp.error_code, None, || "ElectLeaders failed".to_string())?;
+        Ok(resp
+            .replica_election_results
+            .iter()
+            .flat_map(|t| {
+                t.partition_result.iter().map(move |p| ElectionResult {
+                    topic: t.topic.to_string(),
+                    partition: p.partition_id,
+                    error_code: p.error_code,
+                    error_message: p.error_message.as_ref().map(|m| m.to_string()),
+                })
+            })
+            .collect())
+    }
+}

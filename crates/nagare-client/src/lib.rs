@@ -33,7 +33,7 @@ pub mod partitioner;
 pub mod records;
 mod types;
 
-pub use client::Client;
+pub use client::{Client, ElectionResult};
 pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
 pub use connection::{Connection, ConnectionOptions};
 pub use error::{kafka_error_name, Error, ResponseError, Result};

@@ -1,4 +1,5 @@
-//! `nagare topic`: create, list, describe, alter and delete topics (like `kafka-topics`).
+//! `nagare topic`: create, list, describe, alter and delete topics (like `kafka-topics`),
+//! and trigger leader elections (like `kafka-leader-election`).
 
 use anyhow::{bail, Context};
 use nagare_client::{
@@ -70,6 +71,22 @@ enum Command {
         /// Succeed without doing anything if the topic does not exist.
         #[arg(long)]
         if_exists: bool,
+    },
+    /// Trigger leader elections (ElectLeaders, like `kafka-leader-election`).
+    ElectLeaders {
+        /// `preferred` (leadership back to the first replica) or `unclean` (a leader for
+        /// leaderless partitions, out of the ISR if need be: acknowledged records may be lost).
+        #[arg(long, value_parser = ["preferred", "unclean"])]
+        election_type: String,
+        /// The topic (with --partition).
+        #[arg(long, requires = "partition", conflicts_with = "all_topic_partitions")]
+        topic: Option<String>,
+        /// The partition of --topic.
+        #[arg(long, requires = "topic")]
+        partition: Option<i32>,
+        /// Every partition of every topic.
+        #[arg(long)]
+        all_topic_partitions: bool,
     },
 }
 
@@ -176,6 +193,53 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             Err(e) => return Err(e.into()),
         },
+        Command::ElectLeaders {
+            election_type,
+            topic,
+            partition,
+            all_topic_partitions,
+        } => {
+            let (code, label) = if election_type == "unclean" {
+                (1, "UNCLEAN")
+            } else {
+                (0, "PREFERRED")
+            };
+            let wanted: Option<Vec<(&str, Vec<i32>)>> = match (&topic, partition) {
+                (Some(t), Some(p)) => Some(vec![(t.as_str(), vec![p])]),
+                _ if all_topic_partitions => None,
+                _ => bail!("give --topic and --partition, or --all-topic-partitions"),
+            };
+            let results = client.elect_leaders(code, wanted.as_deref()).await?;
+            let mut failed = 0;
+            for r in &results {
+                let tp = format!("{}-{}", r.topic, r.partition);
+                match r.error_code {
+                    0 => println!(
+                        "Successfully completed leader election ({label}) for partition {tp}"
+                    ),
+                    84 => println!("Valid replica already elected for partition {tp}"),
+                    c => {
+                        failed += 1;
+                        println!(
+                            "Error completing leader election ({label}) for partition {tp}: {}{}",
+                            ResponseError::try_from_code(c)
+                                .map(nagare_client::kafka_error_name)
+                                .unwrap_or_default(),
+                            r.error_message
+                                .as_deref()
+                                .map(|m| format!(" ({m})"))
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            if results.is_empty() {
+                println!("No partition needed a leader election ({label}).");
+            }
+            if failed > 0 {
+                bail!("{failed} leader election(s) failed");
+            }
+        }
     }
     Ok(())
 }
