@@ -18,14 +18,15 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName,
+    ApiKey, BrokerId, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, TopicName,
 };
 use nagare_client::{Connection, ConnectionOptions};
-use nagare_storage::StorageError;
+use nagare_storage::{StorageError, TopicPartition};
 
 use crate::handlers::sb;
 use crate::replica_manager::{now_ms, Partition};
@@ -299,6 +300,7 @@ async fn fetch_once(
     // problem of KIP-966 is closed by fsync-before-ack on every ISR member). One group-commit
     // round serves every partition of this response.
     let mut durable = Vec::new();
+    let mut out_of_range = Vec::new();
     for t in &resp.responses {
         for r in &t.partitions {
             let Some((p, epoch)) = sent.iter().find(|(p, _)| {
@@ -318,18 +320,10 @@ async fn fetch_once(
             match r.error_code {
                 0 => {}
                 1 => {
-                    // OFFSET_OUT_OF_RANGE: behind the leader's log start, start over there;
-                    // past its log end, check for a divergent tail again.
+                    // OFFSET_OUT_OF_RANGE: the leader's answer carries no offsets (as Kafka's),
+                    // so ask it for its log start and end (ListOffsets) after this response.
                     all_ok = false;
-                    let leo = p.log.log_end_offset();
-                    if r.log_start_offset > leo {
-                        tracing::info!(tp = %p.tp, leader_log_start = r.log_start_offset, "follower behind the leader's log start: starting over");
-                        if let Err(e) = p.log.truncate_fully_and_start_at(r.log_start_offset) {
-                            tracing::error!(tp = %p.tp, error = %e, "cannot reset the log");
-                        }
-                    } else {
-                        p.reset_truncation_check();
-                    }
+                    out_of_range.push((p.clone(), *epoch));
                     continue;
                 }
                 code => {
@@ -358,12 +352,121 @@ async fn fetch_once(
                 }
             }
             p.set_follower_hw(r.high_watermark);
+            follow_log_start(p, r.log_start_offset);
         }
     }
     for wait in durable {
         wait.await?;
     }
+    if !out_of_range.is_empty() {
+        handle_out_of_range(broker, conn, source, &out_of_range).await?;
+    }
     Ok(all_ok)
+}
+
+/// The leader's log start moved past ours (retention or DeleteRecords on the leader): delete
+/// what lies below it here too (Kafka's `maybeIncrementLogStartOffset` with reason
+/// `LeaderOffsetIncremented`), never past our own log end.
+fn follow_log_start(p: &Partition, leader_log_start: i64) {
+    let target = leader_log_start.min(p.log.log_end_offset());
+    if target <= p.log.log_start_offset() {
+        return;
+    }
+    match p.log.delete_records_before(target) {
+        Ok(start) => {
+            tracing::debug!(tp = %p.tp, log_start = start, "follower log start follows the leader's")
+        }
+        Err(e) => tracing::warn!(tp = %p.tp, error = %e, "cannot advance the log start"),
+    }
+}
+
+/// OFFSET_OUT_OF_RANGE for our fetch offset (Kafka's `fetchOffsetAndTruncate`): asks the leader
+/// for its log end and start with ListOffsets as a replica (so "latest" is its log end, not
+/// its high watermark). A leader log end below ours (it lost data, e.g. an unclean election)
+/// truncates us to it; a leader log start past our log end (retention or DeleteRecords ran
+/// while we were away) empties our log and restarts it there (`truncateFullyAndStartAt`).
+async fn handle_out_of_range(
+    broker: &Broker,
+    conn: &mut Connection,
+    source: i32,
+    parts: &[(Arc<Partition>, i32)],
+) -> Result<(), String> {
+    let ends = list_offsets(broker, conn, parts, -1).await?;
+    let starts = list_offsets(broker, conn, parts, -2).await?;
+    for (p, epoch) in parts {
+        if !still_following(p, source, *epoch) {
+            continue;
+        }
+        let (Some(&leader_end), Some(&leader_start)) = (ends.get(&p.tp), starts.get(&p.tp)) else {
+            continue;
+        };
+        let leo = p.log.log_end_offset();
+        let res = if leader_end < leo {
+            tracing::warn!(tp = %p.tp, leader_end, log_end = leo, "leader's log ends below ours: truncating to it");
+            p.log.truncate_to(leader_end)
+        } else if leader_start > leo {
+            tracing::info!(tp = %p.tp, leader_log_start = leader_start, log_end = leo, "follower behind the leader's log start: truncating fully and starting there");
+            p.log.truncate_fully_and_start_at(leader_start)
+        } else {
+            // In range by now (the leader's log moved meanwhile): fetch again as we are.
+            Ok(())
+        };
+        if let Err(e) = res {
+            tracing::error!(tp = %p.tp, error = %e, "cannot reset the log");
+        }
+    }
+    Ok(())
+}
+
+/// ListOffsets for `timestamp` (-1 latest, -2 earliest) of `parts` with our replica id; the
+/// offsets of the partitions answered without error.
+async fn list_offsets(
+    broker: &Broker,
+    conn: &mut Connection,
+    parts: &[(Arc<Partition>, i32)],
+    timestamp: i64,
+) -> Result<HashMap<TopicPartition, i64>, String> {
+    let v = conn
+        .negotiate(ApiKey::ListOffsets, Some(10))
+        .map_err(|e| e.to_string())?;
+    let mut topics: Vec<ListOffsetsTopic> = Vec::new();
+    for (p, epoch) in parts {
+        let part = ListOffsetsPartition::default()
+            .with_partition_index(p.tp.partition)
+            .with_current_leader_epoch(*epoch)
+            .with_timestamp(timestamp);
+        match topics.iter_mut().find(|t| t.name.as_str() == p.tp.topic) {
+            Some(t) => t.partitions.push(part),
+            None => topics.push(
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(sb(p.tp.topic.clone())))
+                    .with_partitions(vec![part]),
+            ),
+        }
+    }
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(broker.config.node_id))
+        .with_topics(topics);
+    let resp = conn
+        .send_version(&req, v)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = HashMap::new();
+    for t in &resp.topics {
+        for r in &t.partitions {
+            if r.error_code != 0 {
+                tracing::debug!(topic = %t.name.as_str(), partition = r.partition_index, code = r.error_code, "ListOffsets refused");
+                continue;
+            }
+            if let Some((p, _)) = parts
+                .iter()
+                .find(|(p, _)| p.tp.topic == t.name.as_str() && p.tp.partition == r.partition_index)
+            {
+                out.insert(p.tp.clone(), r.offset);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The leader's ISR upkeep: every half `replica.lag.time.max.ms` proposes removing lagging

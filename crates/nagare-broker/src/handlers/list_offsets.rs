@@ -19,6 +19,9 @@ pub const VERSIONS: (i16, i16) = (1, 10);
 pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
     let r: ListOffsetsRequest = req.decode()?;
     let v = req.version();
+    // A follower (replica id >= 0, or the -2 debugging id) gets the log end for "latest",
+    // a consumer the high watermark (Kafka's isolation level `None` for non-clients).
+    let from_client = r.replica_id.0 == -1;
     let mut topics = Vec::new();
     for t in r.topics {
         let mut parts = Vec::new();
@@ -41,7 +44,8 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
             let epoch = part.epoch();
             let res = match p.timestamp {
                 -2 | -4 => Ok(Some((-1, part.log.log_start_offset(), epoch))),
-                -1 => Ok(Some((-1, part.high_watermark(), epoch))),
+                -1 if from_client => Ok(Some((-1, part.high_watermark(), epoch))),
+                -1 => Ok(Some((-1, part.log.log_end_offset(), epoch))),
                 -3 => part
                     .log
                     .max_timestamp_offset()
