@@ -399,7 +399,12 @@ fn run_consumer(bootstrap: String, id: usize, stop: Arc<AtomicBool>, rec: Arc<Re
 }
 
 /// Reads each partition from 0 to its high watermark: `log[p]` is `(offset, value)` in order.
-fn read_final_log(bootstrap: &str) -> Vec<Vec<(i64, String)>> {
+///
+/// After restarts a leader's high watermark climbs back as its followers fetch, so the
+/// watermarks are read until they are steady (and, within `settle`, until they cover
+/// `expected[p]`, the highest acknowledged offset + 1; if they never do, the checker reports
+/// what is missing).
+fn read_final_log(bootstrap: &str, expected: &[i64], settle: Duration) -> Vec<Vec<(i64, String)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("client.id", "fault-final-reader")
@@ -409,15 +414,35 @@ fn read_final_log(bootstrap: &str) -> Vec<Vec<(i64, String)>> {
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
-    let mut highs = Vec::new();
+    let marks = || -> Vec<(i64, i64)> {
+        (0..PARTITIONS)
+            .map(|p| {
+                eventually(Duration::from_secs(30), "watermarks", || {
+                    consumer
+                        .fetch_watermarks(TOPIC, p, Duration::from_secs(5))
+                        .ok()
+                })
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + settle;
+    let mut prev = marks();
+    let marks = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = marks();
+        let covered = now
+            .iter()
+            .zip(expected)
+            .all(|((_, high), want)| high >= want);
+        if (now == prev && covered) || Instant::now() > deadline {
+            break now;
+        }
+        prev = now;
+    };
+    eprintln!("final log watermarks (low, high) per partition: {marks:?}, acknowledged up to {expected:?}");
+    let highs: Vec<i64> = marks.iter().map(|m| m.1).collect();
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        let (_, high) = eventually(Duration::from_secs(30), "watermarks", || {
-            consumer
-                .fetch_watermarks(TOPIC, p, Duration::from_secs(5))
-                .ok()
-        });
-        highs.push(high);
         tpl.add_partition_offset(TOPIC, p, Offset::Offset(0))
             .expect("tpl");
     }
@@ -446,6 +471,17 @@ fn read_final_log(bootstrap: &str) -> Vec<Vec<(i64, String)>> {
         }
     }
     log
+}
+
+/// Per partition, the highest acknowledged offset + 1.
+fn acked_ends(acked: &[Ack]) -> Vec<i64> {
+    let mut ends = vec![0; PARTITIONS as usize];
+    for a in acked {
+        if let Some(e) = ends.get_mut(a.partition as usize) {
+            *e = (*e).max(a.offset + 1);
+        }
+    }
+    ends
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -555,9 +591,25 @@ fn check_history(h: &History) -> Vec<String> {
     bad
 }
 
-fn assert_history(h: &History) {
+/// Checks `h` and panics with the violations; before that, copies every node's directory
+/// (config, data, log) out of the temporary directory so the failure can be examined.
+fn assert_history(h: &History, fc: &FaultCluster) {
     let bad = check_history(h);
     if !bad.is_empty() {
+        let keep = std::env::temp_dir().join(format!(
+            "nagare-fault-failure-{}-{}",
+            std::process::id(),
+            fc.started.elapsed().as_millis()
+        ));
+        let _ = std::fs::create_dir_all(&keep);
+        for n in &fc.cluster.nodes {
+            let _ = std::process::Command::new("cp")
+                .arg("-r")
+                .arg(n.dir())
+                .arg(&keep)
+                .status();
+        }
+        eprintln!("node directories copied to {}", keep.display());
         let shown: Vec<_> = bad.iter().take(50).cloned().collect();
         panic!(
             "{} violations (first {}):\n{}",
@@ -613,91 +665,145 @@ fn assert_replicas_identical(fc: &mut FaultCluster) {
 // ---------------------------------------------------------------------------------------------
 // The fault schedule.
 
-/// Runs seeded faults for `secs` seconds; returns how many were injected.
-fn run_schedule(fc: &mut FaultCluster, rng: &mut StdRng, secs: u64) -> usize {
-    let end = Instant::now() + Duration::from_secs(secs);
-    let mut faults = 0;
-    while Instant::now() < end {
+/// One fault: [`Fault::begin`] injects it, [`Fault::end`] heals it.
+#[derive(Clone, Debug)]
+enum Fault {
+    /// SIGKILL; the end restarts the node.
+    Kill(i32),
+    /// SIGSTOP; the end sends SIGCONT.
+    Pause(i32),
+    /// Cut `a → b`, and `b → a` too when the flag is set.
+    Cut(i32, i32, bool),
+    /// Cut a node from every other node, and from the clients when the flag is set.
+    Isolate(i32, bool),
+    /// Cut the clients from a broker.
+    ClientCut(i32),
+}
+
+impl Fault {
+    /// A random fault; `None` when the leader to isolate is unknown right now.
+    fn pick(fc: &mut FaultCluster, rng: &mut StdRng) -> Option<Fault> {
         let all = fc.all.clone();
         let node = all[rng.gen_range(0..all.len())];
-        let hold = Duration::from_millis(rng.gen_range(500..5000));
-        faults += 1;
-        match rng.gen_range(0..100) {
-            0..=19 => {
-                fc.log(&format!(
-                    "fault {faults}: SIGKILL node {node}, restart after {hold:?}"
-                ));
-                fc.cluster.node(node).kill9();
-                std::thread::sleep(hold);
-                fc.cluster.node(node).start();
-                fc.cluster.node(node).wait_ready(READY);
-                fc.log(&format!("node {node} restarted"));
-            }
-            20..=34 => {
-                fc.log(&format!("fault {faults}: SIGSTOP node {node} for {hold:?}"));
-                fc.cluster.node(node).signal("STOP");
-                std::thread::sleep(hold);
-                fc.cluster.node(node).signal("CONT");
-            }
+        Some(match rng.gen_range(0..100) {
+            0..=19 => Fault::Kill(node),
+            20..=34 => Fault::Pause(node),
             35..=54 => {
                 let mut other = all[rng.gen_range(0..all.len())];
                 while other == node {
                     other = all[rng.gen_range(0..all.len())];
                 }
-                let both = rng.gen_bool(0.5);
-                fc.log(&format!(
-                    "fault {faults}: cut {node} -> {other}{} for {hold:?}",
-                    if both { " and back" } else { " (asymmetric)" }
-                ));
-                fc.net.cut(node, other);
-                if both {
-                    fc.net.cut(other, node);
-                }
-                std::thread::sleep(hold);
-                fc.net.heal_all();
+                Fault::Cut(node, other, rng.gen_bool(0.5))
             }
             55..=79 => {
-                let leader = fc.partitions().and_then(|ps| {
-                    let p = &ps[rng.gen_range(0..ps.len())];
-                    (p.leader >= 0).then_some(p.leader)
-                });
-                let Some(leader) = leader else {
-                    fc.log(&format!("fault {faults}: no leader to isolate right now"));
-                    std::thread::sleep(Duration::from_millis(500));
-                    continue;
-                };
-                let clients = rng.gen_bool(0.5);
-                fc.log(&format!(
-                    "fault {faults}: isolate leader {leader} from every node{} for {hold:?}",
-                    if clients {
-                        " and the clients"
-                    } else {
-                        " (clients still reach it)"
-                    }
-                ));
-                fc.net.isolate(leader, &all, clients);
-                std::thread::sleep(hold);
-                fc.net.heal_all();
+                // The leader of a random partition: the split-brain case.
+                let ps = fc.partitions()?;
+                let p = &ps[rng.gen_range(0..ps.len())];
+                if p.leader < 0 {
+                    return None;
+                }
+                Fault::Isolate(p.leader, rng.gen_bool(0.5))
             }
-            80..=89 => {
-                let clients = rng.gen_bool(0.5);
-                fc.log(&format!(
-                    "fault {faults}: isolate node {node} from every node{} for {hold:?}",
-                    if clients { " and the clients" } else { "" }
-                ));
-                fc.net.isolate(node, &all, clients);
-                std::thread::sleep(hold);
-                fc.net.heal_all();
+            80..=89 => Fault::Isolate(node, rng.gen_bool(0.5)),
+            _ => Fault::ClientCut(fc.brokers[rng.gen_range(0..fc.brokers.len())]),
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Fault::Kill(n) => format!("SIGKILL node {n}"),
+            Fault::Pause(n) => format!("SIGSTOP node {n}"),
+            Fault::Cut(a, b, true) => format!("cut {a} <-> {b}"),
+            Fault::Cut(a, b, false) => format!("cut {a} -> {b} (asymmetric)"),
+            Fault::Isolate(n, true) => format!("isolate {n} from every node and the clients"),
+            Fault::Isolate(n, false) => {
+                format!("isolate {n} from every node (clients still reach it)")
             }
-            _ => {
-                let b = fc.brokers[rng.gen_range(0..fc.brokers.len())];
-                fc.log(&format!(
-                    "fault {faults}: cut the clients from broker {b} for {hold:?}"
-                ));
-                fc.net.cut(common::fault_proxy::CLIENT, b);
-                std::thread::sleep(hold);
-                fc.net.heal_all();
+            Fault::ClientCut(b) => format!("cut the clients from broker {b}"),
+        }
+    }
+
+    fn begin(&self, fc: &mut FaultCluster) {
+        match *self {
+            Fault::Kill(n) => fc.cluster.node(n).kill9(),
+            Fault::Pause(n) => fc.cluster.node(n).signal("STOP"),
+            Fault::Cut(a, b, both) => {
+                fc.net.cut(a, b);
+                if both {
+                    fc.net.cut(b, a);
+                }
             }
+            Fault::Isolate(n, clients) => {
+                let all = fc.all.clone();
+                fc.net.isolate(n, &all, clients);
+            }
+            Fault::ClientCut(b) => fc.net.cut(common::fault_proxy::CLIENT, b),
+        }
+    }
+
+    fn end(&self, fc: &mut FaultCluster) {
+        match *self {
+            Fault::Kill(n) => {
+                let node = fc.cluster.node(n);
+                if !node.is_running() {
+                    node.kill9();
+                    node.start();
+                    node.wait_ready(READY);
+                }
+            }
+            Fault::Pause(n) => fc.cluster.node(n).signal("CONT"),
+            Fault::Cut(a, b, both) => {
+                fc.net.heal(a, b);
+                if both {
+                    fc.net.heal(b, a);
+                }
+            }
+            Fault::Isolate(n, clients) => {
+                for o in fc.all.clone() {
+                    fc.net.heal(n, o);
+                    fc.net.heal(o, n);
+                }
+                if clients {
+                    fc.net.heal(common::fault_proxy::CLIENT, n);
+                }
+            }
+            Fault::ClientCut(b) => fc.net.heal(common::fault_proxy::CLIENT, b),
+        }
+    }
+}
+
+/// Runs seeded faults for `secs` seconds, one at a time or (one step in four) two
+/// overlapping; returns how many faults were injected.
+fn run_schedule(fc: &mut FaultCluster, rng: &mut StdRng, secs: u64) -> usize {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut faults = 0;
+    while Instant::now() < end {
+        let n = if rng.gen_bool(0.25) { 2 } else { 1 };
+        let mut step = Vec::new();
+        for _ in 0..n {
+            if let Some(f) = Fault::pick(fc, rng) {
+                step.push(f);
+            }
+        }
+        if step.is_empty() {
+            fc.log("no leader known right now; retrying");
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        let hold = Duration::from_millis(rng.gen_range(500..6000));
+        let stagger = Duration::from_millis(rng.gen_range(0..1500));
+        for (i, f) in step.iter().enumerate() {
+            faults += 1;
+            if i > 0 {
+                std::thread::sleep(stagger);
+            }
+            fc.log(&format!("fault {faults}: {}", f.describe()));
+            f.begin(fc);
+        }
+        std::thread::sleep(hold);
+        for f in step.iter().rev() {
+            f.end(fc);
+            fc.log(&format!("healed: {}", f.describe()));
         }
         std::thread::sleep(Duration::from_millis(rng.gen_range(500..2500)));
     }
@@ -774,11 +880,12 @@ fn faults_keep_every_acknowledged_write() {
     for c in consumers {
         c.join().expect("consumer thread");
     }
-    let final_log = read_final_log(&boot);
+    let acked = rec.acked.lock().expect("acked").clone();
+    let final_log = read_final_log(&boot, &acked_ends(&acked), Duration::from_secs(30));
     assert_replicas_identical(&mut fc);
 
     let h = History {
-        acked: rec.acked.lock().expect("acked").clone(),
+        acked,
         observed: rec.observed.lock().expect("observed").clone(),
         final_log,
     };
@@ -813,7 +920,7 @@ fn faults_keep_every_acknowledged_write() {
         t0.elapsed()
     );
     assert!(!h.acked.is_empty(), "nothing was acknowledged");
-    assert_history(&h);
+    assert_history(&h, &fc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -877,7 +984,7 @@ fn all_replicas_sigkilled(topology: Topology) {
         fc.wait_full_isr(Duration::from_secs(90));
         fc.log(&format!("round {round}: restarted, full ISR"));
     }
-    let final_log = read_final_log(&boot);
+    let final_log = read_final_log(&boot, &acked_ends(&acked), Duration::from_secs(30));
     assert_replicas_identical(&mut fc);
     let h = History {
         acked,
@@ -890,7 +997,7 @@ fn all_replicas_sigkilled(topology: Topology) {
         h.final_log.iter().map(|l| l.len()).sum::<usize>(),
         t0.elapsed()
     );
-    assert_history(&h);
+    assert_history(&h, &fc);
 }
 
 #[test]
