@@ -1,14 +1,33 @@
-//! The group coordinator's async shell around `nagare-coordinator`'s sans-I/O shards.
+//! The group coordinator's async shell around `nagare-coordinator`'s sans-I/O shards — Kafka
+//! 4.x's `CoordinatorRuntime` (KIP-848) for the partitions of `__consumer_offsets` this broker
+//! leads.
 //!
-//! One shard per `__consumer_offsets` partition this broker leads. A shard is loaded by
-//! replaying its partition; each request is handled under the shard's lock, the records it
-//! produces are appended to the partition as one batch, and every reply (including parked
-//! JoinGroup/SyncGroup answers completed by it) is released only once the partition is
-//! durable past that batch — the single-node commit point, as Kafka's coordinator runtime
-//! waits for the high watermark. Time is driven by a tick task.
+//! - **Loading.** A shard is loaded only once this broker is the partition's leader in the
+//!   metadata image *and* the replica manager has put the partition in the leader role at that
+//!   epoch (a leader's log is never truncated, a follower's may still be). The partition is
+//!   replayed on a blocking task; meanwhile requests get COORDINATOR_LOAD_IN_PROGRESS (14).
+//! - **Writes.** Each request is handled under its shard's lock; the records it produces are
+//!   appended to the partition as one batch, and every reply (including parked
+//!   JoinGroup/SyncGroup answers completed by it, and replies of results that wrote nothing)
+//!   is released only once the partition's high watermark has passed everything appended so
+//!   far — Kafka's runtime completes write events when the HW reaches their offset. The local
+//!   fsync comes first (group commit), so a single node (HW = log end) keeps its durability.
+//! - **Failures.** As Kafka's `GroupCoordinatorService.handleOperationException` maps them:
+//!   lost leadership or a storage error → NOT_COORDINATOR (16); an ISR below
+//!   `min.insync.replicas` or a commit that times out → COORDINATOR_NOT_AVAILABLE (15). A shard
+//!   whose in-memory state may be ahead of the log (the append did not happen, or the log
+//!   failed) is unloaded and loaded again from the log — the place of Kafka's snapshot-registry
+//!   revert. A timed-out commit leaves the records in the leader's log, which a leader never
+//!   truncates, so the state still matches the log.
+//! - **Unloading.** When leadership moves away (or the epoch changes) the shard is dropped;
+//!   parked requests get NOT_COORDINATOR and clients look the coordinator up again.
+//!
+//! Time is driven by a tick task.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use nagare_protocol::batch_builder::build_batch;
 use parking_lot::Mutex as SyncMutex;
@@ -26,14 +45,31 @@ use crate::replica_manager::{now_ms, Partition, ReplicaManager};
 /// The internal topic holding group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// COORDINATOR_LOAD_IN_PROGRESS
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+/// COORDINATOR_NOT_AVAILABLE
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 /// NOT_COORDINATOR
 const NOT_COORDINATOR: i16 = 16;
-/// UNKNOWN_SERVER_ERROR
-const UNKNOWN_SERVER_ERROR: i16 = -1;
+
+/// How long a write waits for the high watermark: Kafka's `offsets.commit.timeout.ms`
+/// default. Past it the reply is COORDINATOR_NOT_AVAILABLE (Kafka: REQUEST_TIMED_OUT mapped).
+const COMMIT_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// Pause before loading a shard again after its log could not be read.
+const LOAD_RETRY_BACKOFF: Duration = Duration::from_millis(1000);
+
+/// A parked JoinGroup/SyncGroup: where its answer goes, and the request itself so that an
+/// error answer of the right shape can be built if its completion is not committed.
+struct Parked {
+    tx: oneshot::Sender<GroupResponse>,
+    req: GroupRequest,
+    ctx: RequestContext,
+}
 
 struct ShardState {
     shard: GroupCoordinatorShard,
-    parked: HashMap<RequestToken, oneshot::Sender<GroupResponse>>,
+    parked: HashMap<RequestToken, Parked>,
     /// The version of the topics image the shard has seen.
     topics_version: u64,
 }
@@ -47,39 +83,100 @@ impl ShardState {
             self.topics_version = topics.0;
         }
     }
+
+    /// Drops the transient state and answers every parked request with NOT_COORDINATOR.
+    fn unload(&mut self) {
+        for (token, resp) in self.shard.unload() {
+            if let Some(p) = self.parked.remove(&token) {
+                let _ = p.tx.send(resp);
+            }
+        }
+        for (_, p) in self.parked.drain() {
+            let _ = p.tx.send(error_response(&p.req, &p.ctx, NOT_COORDINATOR));
+        }
+    }
 }
 
 struct ShardHandle {
+    /// Identifies this incarnation of the shard (a reload gets a new one).
+    id: u64,
+    /// The leader epoch the shard was loaded in; it serves only while the partition is led
+    /// here in this epoch.
+    epoch: i32,
     partition: Arc<Partition>,
+    /// Set when the shard is unloaded; requests that were waiting for its lock then answer
+    /// NOT_COORDINATOR.
+    dead: AtomicBool,
     state: Mutex<ShardState>,
+}
+
+impl ShardHandle {
+    /// Whether the shard may serve: not unloaded, and its partition still led here in the
+    /// epoch it was loaded in.
+    fn serving(&self) -> bool {
+        !self.dead.load(Ordering::Acquire)
+            && self.partition.is_leader()
+            && self.partition.epoch() == self.epoch
+    }
+}
+
+/// One `__consumer_offsets` partition led here.
+enum Slot {
+    /// Being replayed (requests get COORDINATOR_LOAD_IN_PROGRESS).
+    Loading { id: u64, epoch: i32 },
+    /// Serving.
+    Loaded(Arc<ShardHandle>),
+}
+
+impl Slot {
+    fn epoch(&self) -> i32 {
+        match self {
+            Slot::Loading { epoch, .. } => *epoch,
+            Slot::Loaded(h) => h.epoch,
+        }
+    }
+
+    fn id(&self) -> u64 {
+        match self {
+            Slot::Loading { id, .. } => *id,
+            Slot::Loaded(h) => h.id,
+        }
+    }
 }
 
 /// The coordinator runtime of this broker.
 pub struct GroupCoordinator {
     replicas: Arc<ReplicaManager>,
     config: GroupCoordinatorConfig,
-    shards: SyncMutex<HashMap<i32, Arc<ShardHandle>>>,
+    shards: SyncMutex<HashMap<i32, Slot>>,
+    next_id: AtomicU64,
     /// The cluster's topics from the latest metadata image, with a version number.
     topics: SyncMutex<(u64, Arc<TopicsImage>)>,
+    /// The runtime to spawn loads and unloads on (image listeners run on their own thread).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
-/// A pending answer: resolves once the request's effects are durable.
+/// A pending answer: resolves once the request's effects are committed.
 pub type PendingReply = std::pin::Pin<Box<dyn std::future::Future<Output = GroupResponse> + Send>>;
 
 impl GroupCoordinator {
-    /// A coordinator with no shards yet.
+    /// A coordinator with no shards yet. Call it inside the Tokio runtime that should run
+    /// shard loading.
     pub fn new(replicas: Arc<ReplicaManager>, config: GroupCoordinatorConfig) -> Self {
         GroupCoordinator {
             replicas,
             config,
             shards: SyncMutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
             topics: SyncMutex::new((0, Arc::new(TopicsImage::default()))),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
-    /// Loads shards for `__consumer_offsets` partitions this node now leads and unloads the
-    /// others (their parked requests get NOT_COORDINATOR).
-    pub fn on_image(&self, image: &MetadataImage, node_id: i32) {
+    /// Starts loading shards for the `__consumer_offsets` partitions this node now leads
+    /// (in the image and in the replica manager, at the image's epoch) and unloads the
+    /// others. Call after [`ReplicaManager::apply_image`] of the same image.
+    pub fn on_image(self: &Arc<Self>, image: &MetadataImage, node_id: i32) {
         let topics = TopicsImage {
             topics: image
                 .topics_by_id
@@ -93,71 +190,141 @@ impl GroupCoordinator {
                 *current = (current.0 + 1, Arc::new(topics));
             }
         }
-        let topics = self.topics.lock().clone();
-        let led: Vec<i32> = image
-            .topic(OFFSETS_TOPIC)
-            .map(|t| {
-                t.partitions
-                    .iter()
-                    .filter(|(_, p)| p.leader == node_id)
-                    .map(|(i, _)| *i)
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Partition -> leader epoch of every partition to serve.
+        let mut led: HashMap<i32, (i32, Arc<Partition>)> = HashMap::new();
+        if let Some(t) = image.topic(OFFSETS_TOPIC) {
+            for (i, reg) in &t.partitions {
+                if reg.leader != node_id {
+                    continue;
+                }
+                let Some(partition) = self.replicas.partition(OFFSETS_TOPIC, *i) else {
+                    continue;
+                };
+                // Why both: the image says who leads, the replica manager says whether our
+                // log has stopped following (and so can no longer be truncated).
+                if partition.is_leader() && partition.epoch() == reg.leader_epoch {
+                    led.insert(*i, (reg.leader_epoch, partition));
+                }
+            }
+        }
         let mut shards = self.shards.lock();
         let gone: Vec<i32> = shards
-            .keys()
-            .filter(|p| !led.contains(p))
-            .copied()
+            .iter()
+            .filter(|(p, slot)| led.get(p).map(|(e, _)| *e) != Some(slot.epoch()))
+            .map(|(p, _)| *p)
             .collect();
         for p in gone {
-            if let Some(h) = shards.remove(&p) {
-                if let Ok(mut st) = h.state.try_lock() {
-                    for (token, resp) in st.shard.unload() {
-                        if let Some(tx) = st.parked.remove(&token) {
-                            let _ = tx.send(resp);
-                        }
-                    }
+            if let Some(slot) = shards.remove(&p) {
+                if let Slot::Loaded(h) = slot {
+                    self.unload_later(h);
                 }
                 tracing::info!(partition = p, "unloaded group coordinator shard");
             }
         }
-        for p in led {
+        for (p, (epoch, partition)) in led {
             if shards.contains_key(&p) {
                 continue;
             }
-            let Some(partition) = self.replicas.partition(OFFSETS_TOPIC, p) else {
-                continue;
-            };
-            match load_shard(&partition, self.config.clone()) {
-                Ok(mut shard) => {
-                    shard.set_topics(topics.1.as_ref().clone());
-                    let result = shard.on_loaded(now_ms());
-                    if let Err(e) = append(&partition, &result.records) {
-                        tracing::error!(partition = p, error = %e, "cannot append after loading the shard");
-                        continue;
-                    }
-                    tracing::info!(partition = p, "loaded group coordinator shard");
-                    shards.insert(
-                        p,
-                        Arc::new(ShardHandle {
-                            partition,
-                            state: Mutex::new(ShardState {
-                                shard,
-                                parked: HashMap::new(),
-                                topics_version: topics.0,
-                            }),
-                        }),
-                    );
-                }
-                Err(e) => {
-                    tracing::error!(partition = p, error = %e, "cannot load group coordinator shard")
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            shards.insert(p, Slot::Loading { id, epoch });
+            self.spawn_load(p, id, epoch, partition);
+        }
+    }
+
+    /// Marks `h` unloaded and answers its parked requests once its lock is free.
+    fn unload_later(&self, h: Arc<ShardHandle>) {
+        h.dead.store(true, Ordering::Release);
+        match &self.runtime {
+            Some(rt) => {
+                rt.spawn(async move { h.state.lock().await.unload() });
+            }
+            None => {
+                if let Ok(mut st) = h.state.try_lock() {
+                    st.unload();
                 }
             }
         }
     }
 
-    /// Number of `__consumer_offsets` partitions, if the topic exists.
+    fn spawn_load(self: &Arc<Self>, p: i32, id: u64, epoch: i32, partition: Arc<Partition>) {
+        let this = self.clone();
+        match &self.runtime {
+            Some(rt) => {
+                rt.spawn(async move { this.load(p, id, epoch, partition).await });
+            }
+            None => tracing::error!(partition = p, "no runtime to load the coordinator shard on"),
+        }
+    }
+
+    /// Whether slot `p` still waits for the load `id`, and the partition is still led here
+    /// in `epoch`.
+    fn load_wanted(&self, p: i32, id: u64, epoch: i32, partition: &Partition) -> bool {
+        matches!(self.shards.lock().get(&p), Some(Slot::Loading { id: i, .. }) if *i == id)
+            && partition.is_leader()
+            && partition.epoch() == epoch
+    }
+
+    /// Replays partition `p` into a fresh shard and installs it (Kafka's
+    /// `CoordinatorLoaderImpl` followed by `onLoaded`).
+    async fn load(self: Arc<Self>, p: i32, id: u64, epoch: i32, partition: Arc<Partition>) {
+        let started = Instant::now();
+        let shard = loop {
+            if !self.load_wanted(p, id, epoch, &partition) {
+                return;
+            }
+            let part = partition.clone();
+            let config = self.config.clone();
+            let res = tokio::task::spawn_blocking(move || load_shard(&part, config))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+            match res {
+                Ok(shard) => break shard,
+                Err(e) => {
+                    tracing::error!(partition = p, error = %e, "cannot load group coordinator shard; retrying");
+                    tokio::time::sleep(LOAD_RETRY_BACKOFF).await;
+                }
+            }
+        };
+        let topics = self.topics.lock().clone();
+        let h = Arc::new(ShardHandle {
+            id,
+            epoch,
+            partition: partition.clone(),
+            dead: AtomicBool::new(false),
+            state: Mutex::new(ShardState {
+                shard,
+                parked: HashMap::new(),
+                topics_version: topics.0,
+            }),
+        });
+        // Locked before it is published, so on_loaded's records precede any request's.
+        let Ok(mut st) = h.state.try_lock() else {
+            return;
+        };
+        st.shard.set_topics(topics.1.as_ref().clone());
+        {
+            let mut shards = self.shards.lock();
+            let current = matches!(shards.get(&p), Some(Slot::Loading { id: i, .. }) if *i == id);
+            if !current || !partition.is_leader() || partition.epoch() != epoch {
+                return;
+            }
+            shards.insert(p, Slot::Loaded(h.clone()));
+        }
+        let result = st.shard.on_loaded(now_ms());
+        tracing::info!(
+            partition = p,
+            epoch,
+            load_ms = started.elapsed().as_millis() as u64,
+            log_end = partition.log.log_end_offset(),
+            "loaded group coordinator shard"
+        );
+        let pending = self.commit(&h, &mut st, result, None);
+        drop(st);
+        pending.await;
+    }
+
+    /// The `__consumer_offsets` partition of `group_id`, if the topic exists.
     pub fn shard_of(image: &MetadataImage, group_id: &str) -> Option<i32> {
         let n = image.topic(OFFSETS_TOPIC)?.partitions.len() as i32;
         Some(nagare_coordinator::partition_for(group_id, n))
@@ -166,41 +333,67 @@ impl GroupCoordinator {
     /// Handles one group request on the shard owning `group_id`. Runs the decision now (in
     /// request order) and returns the answer to await.
     pub async fn handle(
-        &self,
+        self: &Arc<Self>,
         image: &MetadataImage,
         group_id: &str,
         ctx: RequestContext,
         req: GroupRequest,
     ) -> PendingReply {
         let Some(p) = Self::shard_of(image, group_id) else {
-            let resp = error_response(&req, &ctx, 15); // COORDINATOR_NOT_AVAILABLE
+            let resp = error_response(&req, &ctx, COORDINATOR_NOT_AVAILABLE);
             return Box::pin(async move { resp });
         };
         self.handle_on(p, ctx, req).await
     }
 
     /// Handles a request on shard `p`.
-    pub async fn handle_on(&self, p: i32, ctx: RequestContext, req: GroupRequest) -> PendingReply {
-        let handle = self.shards.lock().get(&p).cloned();
-        let Some(handle) = handle else {
-            let resp = error_response(&req, &ctx, NOT_COORDINATOR);
-            return Box::pin(async move { resp });
+    pub async fn handle_on(
+        self: &Arc<Self>,
+        p: i32,
+        ctx: RequestContext,
+        req: GroupRequest,
+    ) -> PendingReply {
+        let handle = match self.shards.lock().get(&p) {
+            Some(Slot::Loaded(h)) => Ok(h.clone()),
+            Some(Slot::Loading { .. }) => Err(COORDINATOR_LOAD_IN_PROGRESS),
+            None => Err(NOT_COORDINATOR),
+        };
+        let handle = match handle {
+            Ok(h) => h,
+            Err(code) => {
+                let resp = error_response(&req, &ctx, code);
+                return Box::pin(async move { resp });
+            }
         };
         let topics = self.topics.lock().clone();
         let mut st = handle.state.lock().await;
+        if !handle.serving() {
+            let resp = error_response(&req, &ctx, NOT_COORDINATOR);
+            return Box::pin(async move { resp });
+        }
         st.refresh_topics(&topics);
         let result = st.shard.handle(&ctx, req.clone(), now_ms());
-        let fallback = error_response(&req, &ctx, UNKNOWN_SERVER_ERROR);
-        self.commit(&handle, &mut st, result, Some(fallback))
+        self.commit(&handle, &mut st, result, Some((req, ctx)))
     }
 
     /// Fires due timers of every shard.
-    pub async fn tick(&self) {
-        let handles: Vec<Arc<ShardHandle>> = self.shards.lock().values().cloned().collect();
+    pub async fn tick(self: &Arc<Self>) {
+        let handles: Vec<Arc<ShardHandle>> = self
+            .shards
+            .lock()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Loaded(h) => Some(h.clone()),
+                Slot::Loading { .. } => None,
+            })
+            .collect();
         let now = now_ms();
         let topics = self.topics.lock().clone();
         for h in handles {
             let mut st = h.state.lock().await;
+            if !h.serving() {
+                continue;
+            }
             st.refresh_topics(&topics);
             if st.shard.next_deadline_ms().map(|d| d > now).unwrap_or(true) {
                 continue;
@@ -212,71 +405,190 @@ impl GroupCoordinator {
         }
     }
 
-    /// Appends a result's records and returns the reply, released after the append is
-    /// durable; parked replies completed by it are released at the same point.
+    /// Drops shard `h` whose in-memory state may be ahead of its log, answering its parked
+    /// requests NOT_COORDINATOR, and loads it again from the log if the partition is still
+    /// led here in the same epoch (Kafka reverts to the last committed snapshot instead).
+    fn fail_shard(self: &Arc<Self>, h: &Arc<ShardHandle>, st: &mut ShardState) {
+        if h.dead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        st.unload();
+        let p = h.partition.tp.partition;
+        let mut shards = self.shards.lock();
+        if shards.get(&p).map(Slot::id) != Some(h.id) {
+            return;
+        }
+        shards.remove(&p);
+        if h.partition.is_leader() && h.partition.epoch() == h.epoch {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            shards.insert(p, Slot::Loading { id, epoch: h.epoch });
+            drop(shards);
+            tracing::warn!(
+                partition = p,
+                "reloading group coordinator shard from its log"
+            );
+            self.spawn_load(p, id, h.epoch, h.partition.clone());
+        }
+    }
+
+    /// Appends a result's records and returns the reply, released once the high watermark
+    /// has passed everything appended so far; parked replies completed by it are released at
+    /// the same point. `request` is the request handled (None for ticks and loading).
     fn commit(
-        &self,
-        h: &ShardHandle,
+        self: &Arc<Self>,
+        h: &Arc<ShardHandle>,
         st: &mut ShardState,
         result: CoordinatorResult,
-        fallback: Option<GroupResponse>,
+        request: Option<(GroupRequest, RequestContext)>,
     ) -> PendingReply {
         let CoordinatorResult {
             records,
             reply,
             completed,
         } = result;
-        let appended = append(&h.partition, &records);
-        let completed: Vec<(oneshot::Sender<GroupResponse>, GroupResponse)> = completed
+        let completed: Vec<(Parked, GroupResponse)> = completed
             .into_iter()
-            .filter_map(|(token, resp)| st.parked.remove(&token).map(|tx| (tx, resp)))
+            .filter_map(|(token, resp)| st.parked.remove(&token).map(|p| (p, resp)))
             .collect();
+        let partition = h.partition.clone();
+        let wrote = !records.is_empty();
+        // Write: the batch goes into the leader's log at the shard's epoch.
+        let written = if !wrote {
+            Ok(())
+        } else {
+            let isr = partition.isr().len() as i32;
+            let min_isr = partition.min_isr.load(Ordering::Acquire);
+            if isr < min_isr {
+                // Kafka refuses the append with NOT_ENOUGH_REPLICAS (acks=all semantics of
+                // the classic coordinator, offsets.commit.required.acks=-1) and maps it to
+                // COORDINATOR_NOT_AVAILABLE.
+                tracing::debug!(tp = %partition.tp, isr, min_isr, "coordinator write refused: ISR below min.insync.replicas");
+                Err(COORDINATOR_NOT_AVAILABLE)
+            } else {
+                let r = append(&partition, h.epoch, &records).map_err(|e| {
+                    tracing::error!(tp = %partition.tp, error = %e, "group coordinator append failed");
+                    NOT_COORDINATOR // Kafka maps KAFKA_STORAGE_ERROR / NOT_LEADER so
+                });
+                // Followers long-poll in the delayed-fetch purgatory: wake them, or the HW
+                // (and so this reply) would wait for replica.fetch.wait.max.ms.
+                self.replicas.notify_appended();
+                r
+            }
+        };
+        if let Err(code) = written {
+            // The shard already applied records that are not in the log.
+            for (p, _) in completed {
+                let _ = p.tx.send(error_response(&p.req, &p.ctx, code));
+            }
+            self.fail_shard(h, st);
+            let resp = fail_with(&request, code);
+            return Box::pin(async move { resp });
+        }
         let reply: Option<Result<GroupResponse, oneshot::Receiver<GroupResponse>>> = match reply {
             ShardReply::Now(r) => Some(Ok(r)),
             ShardReply::Deferred(token) => {
                 let (tx, rx) = oneshot::channel();
-                st.parked.insert(token, tx);
+                if let Some((req, ctx)) = &request {
+                    st.parked.insert(
+                        token,
+                        Parked {
+                            tx,
+                            req: req.clone(),
+                            ctx: ctx.clone(),
+                        },
+                    );
+                }
                 Some(Err(rx))
             }
             ShardReply::None => None,
         };
-        // Everything appended so far, including this batch, must be durable before any reply
-        // that reflects it is sent (even when this result wrote nothing).
-        let durable = match &appended {
-            Ok(()) => {
-                let last = h.partition.log.log_end_offset() - 1;
-                Some(self.replicas.wait_durable(h.partition.log.clone(), last))
-            }
-            Err(e) => {
-                tracing::error!(tp = %h.partition.tp, error = %e, "group coordinator append failed");
-                None
-            }
-        };
-        let fallback = fallback.unwrap_or(GroupResponse::Heartbeat(Default::default()));
+        // Everything appended so far, including this batch, must be committed before any
+        // reply that reflects it is sent (even when this result wrote nothing).
+        let required = partition.log.log_end_offset();
+        let durable = self
+            .replicas
+            .wait_durable(partition.log.clone(), required - 1);
+        let epoch = h.epoch;
+        let this = self.clone();
+        let h = h.clone();
         Box::pin(async move {
-            let ok = match durable {
-                Some(d) => d.await.is_ok(),
-                None => false,
+            let code = match durable.await {
+                Err(e) => {
+                    tracing::error!(tp = %partition.tp, error = %e, "group coordinator fsync failed");
+                    NOT_COORDINATOR
+                }
+                Ok(()) => match partition
+                    .clone()
+                    .wait_replicated(required, epoch, COMMIT_TIMEOUT)
+                    .await
+                {
+                    0 => 0,
+                    // The HW passed: what this reply reflects is committed; the ISR size
+                    // only matters for a write.
+                    20 if !wrote => 0,
+                    20 | 7 => COORDINATOR_NOT_AVAILABLE,
+                    _ => NOT_COORDINATOR,
+                },
             };
-            for (tx, resp) in completed {
-                let _ = tx.send(resp);
+            for (p, resp) in completed {
+                let resp = if code == 0 {
+                    resp
+                } else {
+                    error_response(&p.req, &p.ctx, code)
+                };
+                let _ = p.tx.send(resp);
             }
-            if !ok {
-                return fallback;
+            if code == NOT_COORDINATOR && h.serving() {
+                // The log failed under a shard that still serves: start again from the log.
+                let mut st = h.state.lock().await;
+                this.fail_shard(&h, &mut st);
+            }
+            if code != 0 {
+                return fail_with(&request, code);
             }
             match reply {
                 Some(Ok(r)) => r,
-                Some(Err(rx)) => rx.await.unwrap_or(fallback),
-                None => fallback,
+                // The shard was dropped without answering (cannot happen through unload).
+                Some(Err(rx)) => rx
+                    .await
+                    .unwrap_or_else(|_| fail_with(&request, NOT_COORDINATOR)),
+                None => fail_with(&request, 0),
             }
         })
     }
 
     /// Shard numbers loaded here.
     pub fn loaded_shards(&self) -> Vec<i32> {
-        let mut v: Vec<i32> = self.shards.lock().keys().copied().collect();
+        let mut v: Vec<i32> = self
+            .shards
+            .lock()
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Loaded(_)))
+            .map(|(p, _)| *p)
+            .collect();
         v.sort();
         v
+    }
+
+    /// Shard numbers being loaded here.
+    pub fn loading_shards(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self
+            .shards
+            .lock()
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Loading { .. }))
+            .map(|(p, _)| *p)
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// The answer to `request` failing with `code` (ticks and loads have no one to answer).
+fn fail_with(request: &Option<(GroupRequest, RequestContext)>, code: i16) -> GroupResponse {
+    match request {
+        Some((req, ctx)) => error_response(req, ctx, code),
+        None => GroupResponse::Heartbeat(Default::default()),
     }
 }
 
@@ -301,23 +613,20 @@ fn load_shard(
     Ok(shard)
 }
 
-/// Appends coordinator records as one batch.
-fn append(partition: &Partition, records: &[CoordinatorRecord]) -> Result<(), String> {
-    if records.is_empty() {
-        return Ok(());
-    }
+/// Appends coordinator records as one batch in leader epoch `epoch`.
+fn append(partition: &Partition, epoch: i32, records: &[CoordinatorRecord]) -> Result<(), String> {
     let now = now_ms();
     let buf = build_batch(
         records
             .iter()
             .map(|r| (Some(r.encode_key()), r.encode_value())),
-        partition.epoch(),
+        epoch,
         now,
     )
     .map_err(|e| e.to_string())?;
     partition
         .log
-        .append_as_leader(buf, partition.epoch(), now)
+        .append_as_leader(buf, epoch, now)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

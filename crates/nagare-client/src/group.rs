@@ -158,6 +158,13 @@ impl Client {
         Ok(node_id)
     }
 
+    /// The node id of the coordinator of `group` (FindCoordinator, key type 0), once; its
+    /// errors (COORDINATOR_NOT_AVAILABLE while `__consumer_offsets` is being created, …) are
+    /// returned as they are.
+    pub async fn find_coordinator(&mut self, group: &str) -> Result<i32> {
+        self.find_coordinator_once(group).await
+    }
+
     /// Sends a request to the coordinator of `group`. `error_of` picks the error code that
     /// tells whether the coordinator was the wrong one or not ready; then (and on transport
     /// failures) the coordinator is looked up again and the request retried with backoff.

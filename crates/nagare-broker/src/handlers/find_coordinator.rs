@@ -59,9 +59,12 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     )))
 }
 
-/// Creates `__consumer_offsets` (compacted). The replication factor is
-/// `offsets.topic.replication.factor` capped at the live brokers, so a single node works
-/// with Kafka's default of 3.
+/// Creates `__consumer_offsets` (compacted; `min.insync.replicas` is the cluster's). The
+/// replication factor is `offsets.topic.replication.factor` capped at the number of
+/// *registered* brokers, so a single node works with Kafka's default of 3; on a larger cluster
+/// the topic is created only once that many brokers are alive — until then FindCoordinator
+/// answers COORDINATOR_NOT_AVAILABLE and clients retry, as Kafka does — so a cluster still
+/// starting up does not get an offsets topic with fewer replicas than configured.
 async fn create_offsets_topic(broker: &Arc<Broker>) {
     let partitions = broker.config.offsets_topic_num_partitions;
     let rf = broker.config.offsets_topic_replication_factor;
@@ -70,11 +73,21 @@ async fn create_offsets_topic(broker: &Arc<Broker>) {
     if img.topic(OFFSETS_TOPIC).is_some() {
         return;
     }
-    let live = logic::live_brokers(&img).len().max(1) as i16;
+    let registered = img.brokers.len().max(1) as i16;
+    let rf = rf.min(registered);
+    let live = logic::live_brokers(&img).len() as i16;
+    if live < rf {
+        tracing::info!(
+            live,
+            replication_factor = rf,
+            "not creating {OFFSETS_TOPIC} yet: fewer live brokers than its replication factor"
+        );
+        return;
+    }
     let t = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         num_partitions: partitions,
-        replication_factor: rf.min(live),
+        replication_factor: rf,
         assignments: vec![],
         configs: vec![
             ("cleanup.policy".into(), Some("compact".into())),

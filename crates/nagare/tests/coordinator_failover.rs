@@ -1,0 +1,511 @@
+//! Group coordinator failover with real processes (issue 5): 3 controllers and 3 brokers,
+//! `__consumer_offsets` auto-created with `offsets.topic.replication.factor=3`,
+//! `offsets.topic.num.partitions=10` and `min.insync.replicas=2`.
+//!
+//! For a librdkafka group with the classic protocol, and then one with KIP-848's `consumer`
+//! protocol:
+//!
+//! - the members consume and commit synchronously (every acknowledged commit is recorded);
+//! - the coordinator broker (FindCoordinator) is killed with SIGKILL;
+//! - the new coordinator (the new leader of the group's `__consumer_offsets` partition) loads
+//!   the shard and answers OffsetFetch with exactly the offsets acknowledged before the kill;
+//! - the members find it, commit again, a new member joins (a rebalance on the new
+//!   coordinator) and every record — including ones produced after the kill — is consumed, none
+//!   skipped, and the final committed offsets are the partitions' ends;
+//! - the old broker restarts and rejoins the ISR of the offsets partition (it follows).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::block_on;
+use common::cluster::TestCluster;
+use nagare_client::{Client, NewTopic, OffsetSpec, PartitionMetadata};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+const READY: Duration = Duration::from_secs(60);
+const OFFSETS_TOPIC: &str = "__consumer_offsets";
+const OFFSETS_PARTITIONS: usize = 10;
+const PARTITIONS: i32 = 6;
+const BROKERS: [i32; 3] = [101, 102, 103];
+
+fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sorted(mut v: Vec<i32>) -> Vec<i32> {
+    v.sort_unstable();
+    v
+}
+
+/// The coordinator of `group` as FindCoordinator answers it.
+fn coordinator(bootstrap: &str, group: &str) -> Option<i32> {
+    block_on(async {
+        let mut c = Client::connect_to(bootstrap).await.ok()?;
+        c.find_coordinator(group).await.ok()
+    })
+}
+
+/// The partitions of `__consumer_offsets`.
+fn offsets_partitions(bootstrap: &str) -> Option<Vec<PartitionMetadata>> {
+    block_on(async {
+        let mut c = Client::connect_to(bootstrap).await.ok()?;
+        let t = c.topic_metadata(OFFSETS_TOPIC).await.ok()?;
+        Some(t.partitions.clone())
+    })
+}
+
+/// The committed offsets of `group` on `topic`, by partition (retried by the client on
+/// coordinator errors).
+fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<BTreeMap<i32, i64>> {
+    block_on(async {
+        let mut c = Client::connect_to(bootstrap).await.ok()?;
+        let m = c.fetch_committed(group, Some(&[topic])).await.ok()?;
+        Some(m.into_iter().map(|((_, p), o)| (p, o)).collect())
+    })
+}
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .set("request.timeout.ms", "20000")
+        .set("retry.backoff.ms", "100")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `values` round-robin over the partitions with acks=all; panics on a failure.
+fn produce_all(p: &FutureProducer, topic: &str, values: &[String]) {
+    block_on(async {
+        let futs: Vec<_> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let v = v.clone();
+                async move {
+                    let r = p
+                        .send(
+                            FutureRecord::to(topic)
+                                .partition(i as i32 % PARTITIONS)
+                                .payload(&v)
+                                .key(&v),
+                            Duration::from_secs(0),
+                        )
+                        .await;
+                    (v, r)
+                }
+            })
+            .collect();
+        for f in futs {
+            let (v, r) = f.await;
+            if let Err((e, _)) = r {
+                panic!("acks=all produce of {v} failed: {e}");
+            }
+        }
+    })
+}
+
+fn consumer(bootstrap: &str, group: &str, topic: &str, protocol: &str) -> BaseConsumer {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("retry.backoff.ms", "100");
+    if protocol == "consumer" {
+        cfg.set("group.protocol", "consumer");
+    } else {
+        cfg.set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
+    }
+    let c: BaseConsumer = cfg.create().expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    c
+}
+
+/// The members and what the test knows about the group.
+struct Group {
+    consumers: Vec<BaseConsumer>,
+    /// Every value consumed (at least once).
+    seen: BTreeSet<String>,
+    /// The last acknowledged commit per partition.
+    acked: BTreeMap<i32, i64>,
+    /// Partitions whose commit failed in a way that may still have been applied.
+    uncertain: BTreeSet<i32>,
+    commits_ok: usize,
+    commits_failed: usize,
+}
+
+impl Group {
+    /// One round: every member polls for up to `budget` messages, and commits its position
+    /// synchronously if `commit`. Returns whether any commit was acknowledged.
+    fn round(&mut self, commit: bool, budget: usize) -> bool {
+        let mut acked_any = false;
+        for c in &self.consumers {
+            let mut got = 0;
+            while got < budget {
+                match c.poll(Duration::from_millis(if got == 0 { 100 } else { 0 })) {
+                    Some(Ok(m)) => {
+                        self.seen.insert(
+                            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                        );
+                        got += 1;
+                    }
+                    Some(Err(e)) => {
+                        eprintln!("consumer error (librdkafka retries): {e}");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if !commit {
+                continue;
+            }
+            let Ok(pos) = c.position() else { continue };
+            let mut tpl = TopicPartitionList::new();
+            let mut offsets = Vec::new();
+            for e in pos.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    tpl.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o))
+                        .expect("tpl");
+                    offsets.push((e.partition(), o));
+                }
+            }
+            if offsets.is_empty() {
+                continue;
+            }
+            match c.commit(&tpl, CommitMode::Sync) {
+                Ok(()) => {
+                    for (p, o) in offsets {
+                        self.acked.insert(p, o);
+                        self.uncertain.remove(&p);
+                    }
+                    self.commits_ok += 1;
+                    acked_any = true;
+                }
+                Err(e) => {
+                    self.commits_failed += 1;
+                    eprintln!("commit failed: {e}");
+                    // A commit refused by the coordinator is not applied; one that timed out
+                    // or lost its connection may have been.
+                    let text = e.to_string();
+                    if !text.contains("Rebalance")
+                        && !text.contains("generation")
+                        && !text.contains("Unknown member")
+                        && !text.contains("Coordinator")
+                        && !text.contains("coordinator")
+                    {
+                        self.uncertain.extend(offsets.iter().map(|(p, _)| *p));
+                    }
+                }
+            }
+        }
+        acked_any
+    }
+
+    /// Each member's partitions.
+    fn assignments(&self) -> Vec<BTreeSet<i32>> {
+        self.consumers
+            .iter()
+            .map(|c| {
+                c.assignment()
+                    .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// One failover round for `protocol` ("classic" or "consumer") on `topic` with `group`.
+fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str) {
+    let all = cluster.bootstrap();
+    eventually(Duration::from_secs(30), "topic creation", || {
+        block_on(async {
+            let mut c = Client::connect_to(&all).await.ok()?;
+            c.create_topics(
+                &[NewTopic {
+                    name: topic.into(),
+                    partitions: Some(PARTITIONS),
+                    replication_factor: Some(3),
+                    configs: vec![],
+                }],
+                false,
+            )
+            .await
+            .ok()
+        })
+    });
+    let prod = producer(&all);
+    let mut expected: BTreeSet<String> = BTreeSet::new();
+    let first = values(&format!("{protocol}-a"), 3000);
+    produce_all(&prod, topic, &first);
+    expected.extend(first);
+
+    let mut g = Group {
+        consumers: (0..2)
+            .map(|_| consumer(&all, group, topic, protocol))
+            .collect(),
+        seen: BTreeSet::new(),
+        acked: BTreeMap::new(),
+        uncertain: BTreeSet::new(),
+        commits_ok: 0,
+        commits_failed: 0,
+    };
+    // Consume and commit about a third, with every partition committed at least once.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while g.seen.len() < 1000 || g.acked.len() < PARTITIONS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "group never got going: {} consumed, commits {:?}",
+            g.seen.len(),
+            g.acked
+        );
+        g.round(true, 20);
+    }
+
+    // The coordinator, and its offsets partition fully in sync.
+    let coord = eventually(Duration::from_secs(20), "the coordinator", || {
+        coordinator(&all, group)
+    });
+    assert!(BROKERS.contains(&coord), "coordinator {coord}");
+    let offsets_partition = eventually(
+        Duration::from_secs(30),
+        "the group's offsets partition with a full ISR",
+        || {
+            offsets_partitions(&all)?
+                .into_iter()
+                .find(|p| p.leader == coord && p.isr.len() == 3)
+        },
+    );
+    let _ = offsets_partition;
+    let acked_before = g.acked.clone();
+    eprintln!(
+        "[{protocol}] coordinator {coord}; {} consumed, {} commits acknowledged ({} failed) before the kill: {acked_before:?}",
+        g.seen.len(),
+        g.commits_ok,
+        g.commits_failed
+    );
+
+    // SIGKILL the coordinator. The members go on polling (heartbeats, fetches) but do not
+    // commit until the test has read the committed offsets from the new coordinator.
+    cluster.node(coord).kill9();
+    let t0 = Instant::now();
+    let survivors = BROKERS
+        .iter()
+        .filter(|b| **b != coord)
+        .map(|b| cluster.node(*b).bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut polled_during_failover = 0usize;
+    let got = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "no coordinator answered OffsetFetch after the kill"
+        );
+        let before = g.seen.len();
+        g.round(false, 20);
+        polled_during_failover += g.seen.len() - before;
+        if let Some(new) = coordinator(&survivors, group).filter(|c| *c != coord) {
+            if let Some(m) = committed(&survivors, group, topic) {
+                break (new, m);
+            }
+        }
+    };
+    let failover_ms = t0.elapsed().as_millis();
+    let (new_coord, after) = got;
+    eprintln!(
+        "[{protocol}] new coordinator {new_coord} answered OffsetFetch {failover_ms} ms after the SIGKILL ({polled_during_failover} records polled meanwhile): {after:?}"
+    );
+    for (p, o) in &acked_before {
+        if g.uncertain.contains(p) {
+            assert!(
+                after.get(p).is_some_and(|c| c >= o),
+                "partition {p}: committed {:?} < acknowledged {o}",
+                after.get(p)
+            );
+        } else {
+            assert_eq!(
+                after.get(p),
+                Some(o),
+                "partition {p}: the commit acknowledged before the kill is lost or changed"
+            );
+        }
+    }
+
+    // The members find the new coordinator and commit again.
+    let t1 = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !g.round(true, 20) {
+        assert!(
+            Instant::now() < deadline,
+            "the group never committed on the new coordinator"
+        );
+    }
+    eprintln!(
+        "[{protocol}] first commit acknowledged by the new coordinator {} ms after resuming ({} ms after the SIGKILL)",
+        t1.elapsed().as_millis(),
+        t0.elapsed().as_millis()
+    );
+
+    // More records while the old coordinator is down, and a new member: a rebalance on the
+    // new coordinator.
+    let prod2 = producer(&survivors);
+    let second = values(&format!("{protocol}-b"), 1000);
+    produce_all(&prod2, topic, &second);
+    expected.extend(second);
+    g.consumers
+        .push(consumer(&survivors, group, topic, protocol));
+    let t2 = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        g.round(true, 50);
+        let owned = g.assignments();
+        let total: usize = owned.iter().map(|s| s.len()).sum();
+        let union: BTreeSet<i32> = owned.iter().flatten().copied().collect();
+        let exact = total == PARTITIONS as usize
+            && union.len() == PARTITIONS as usize
+            && owned.iter().all(|s| !s.is_empty());
+        if exact && expected.is_subset(&g.seen) {
+            eprintln!(
+                "[{protocol}] 3 members own {owned:?}; everything consumed {} ms after the new member joined",
+                t2.elapsed().as_millis()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the failover: {} of {} records consumed, ownership {owned:?}; missing e.g. {:?}",
+            expected.intersection(&g.seen).count(),
+            expected.len(),
+            expected.difference(&g.seen).take(5).collect::<Vec<_>>()
+        );
+    }
+    // The last commits: every partition at its end.
+    let ends: BTreeMap<i32, i64> = block_on(async {
+        let mut c = Client::connect_to(&survivors).await.expect("connect");
+        let mut out = BTreeMap::new();
+        for p in 0..PARTITIONS {
+            let high = c
+                .list_offsets(topic, p, OffsetSpec::Latest)
+                .await
+                .expect("list offsets");
+            out.insert(p, high);
+        }
+        out
+    });
+    eventually(
+        Duration::from_secs(60),
+        "commits at the partition ends",
+        || {
+            g.round(true, 50);
+            let c = committed(&survivors, group, topic)?;
+            (c == ends).then_some(())
+        },
+    );
+
+    // The old coordinator comes back and follows: it rejoins the ISR of every offsets
+    // partition, including the group's.
+    cluster.node(coord).start();
+    cluster.node(coord).wait_ready(READY);
+    let all = cluster.bootstrap();
+    let t3 = Instant::now();
+    eventually(
+        Duration::from_secs(60),
+        "the restarted broker back in the ISR of every offsets partition",
+        || {
+            let parts = offsets_partitions(&all)?;
+            parts
+                .iter()
+                .all(|p| sorted(p.isr.clone()) == sorted(p.replicas.clone()))
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "[{protocol}] broker {coord} back in every offsets ISR {} ms after its restart",
+        t3.elapsed().as_millis()
+    );
+    // The group still works and its coordinator is a leader that kept everything.
+    let now_coord = eventually(Duration::from_secs(20), "the coordinator", || {
+        coordinator(&all, group)
+    });
+    assert_eq!(
+        committed(&all, group, topic).as_ref(),
+        Some(&ends),
+        "committed offsets after the old coordinator rejoined (coordinator {now_coord})"
+    );
+    drop(g);
+}
+
+#[test]
+fn coordinator_fails_over_with_its_offsets_partition() {
+    let mut cluster = TestCluster::new(
+        3,
+        3,
+        &[
+            "broker.session.timeout.ms=3000",
+            "broker.heartbeat.interval.ms=300",
+            "replica.lag.time.max.ms=2000",
+            "replica.fetch.backoff.ms=100",
+            "replica.fetch.wait.max.ms=200",
+            // The harness writes 1; the last value wins.
+            "offsets.topic.replication.factor=3",
+            "offsets.topic.num.partitions=10",
+            "min.insync.replicas=2",
+            "group.initial.rebalance.delay.ms=0",
+            "group.consumer.heartbeat.interval.ms=300",
+            "group.consumer.session.timeout.ms=10000",
+        ],
+    );
+    cluster.start_all(READY);
+    let all = cluster.bootstrap();
+    // Every broker must be registered and unfenced before the offsets topic can be created
+    // with its replication factor: FindCoordinator answers COORDINATOR_NOT_AVAILABLE until
+    // then.
+    let coord = eventually(Duration::from_secs(60), "a coordinator", || {
+        coordinator(&all, "probe")
+    });
+    eprintln!("probe group coordinator: {coord}");
+    let parts = offsets_partitions(&all).expect("offsets topic metadata");
+    assert_eq!(
+        parts.len(),
+        OFFSETS_PARTITIONS,
+        "offsets.topic.num.partitions"
+    );
+    for p in &parts {
+        assert_eq!(
+            p.replicas.len(),
+            3,
+            "offsets.topic.replication.factor: {p:?}"
+        );
+    }
+
+    failover(&mut cluster, "classic", "failover-classic", "g-classic");
+    failover(&mut cluster, "consumer", "failover-kip848", "g-kip848");
+}
