@@ -59,6 +59,10 @@ const COMMIT_TIMEOUT: Duration = Duration::from_millis(5000);
 /// Pause before loading a shard again after its log could not be read.
 const LOAD_RETRY_BACKOFF: Duration = Duration::from_millis(1000);
 
+/// Pause before reloading a shard after a failed write, so that a write refused at every
+/// load (e.g. `onLoaded` records while the ISR is below `min.insync.replicas`) cannot spin.
+const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
+
 /// A parked JoinGroup/SyncGroup: where its answer goes, and the request itself so that an
 /// error answer of the right shape can be built if its completion is not committed.
 struct Parked {
@@ -227,7 +231,7 @@ impl GroupCoordinator {
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             shards.insert(p, Slot::Loading { id, epoch });
-            self.spawn_load(p, id, epoch, partition);
+            self.spawn_load(p, id, epoch, partition, Duration::ZERO);
         }
     }
 
@@ -246,11 +250,23 @@ impl GroupCoordinator {
         }
     }
 
-    fn spawn_load(self: &Arc<Self>, p: i32, id: u64, epoch: i32, partition: Arc<Partition>) {
+    fn spawn_load(
+        self: &Arc<Self>,
+        p: i32,
+        id: u64,
+        epoch: i32,
+        partition: Arc<Partition>,
+        delay: Duration,
+    ) {
         let this = self.clone();
         match &self.runtime {
             Some(rt) => {
-                rt.spawn(async move { this.load(p, id, epoch, partition).await });
+                rt.spawn(async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    this.load(p, id, epoch, partition).await
+                });
             }
             None => tracing::error!(partition = p, "no runtime to load the coordinator shard on"),
         }
@@ -427,7 +443,7 @@ impl GroupCoordinator {
                 partition = p,
                 "reloading group coordinator shard from its log"
             );
-            self.spawn_load(p, id, h.epoch, h.partition.clone());
+            self.spawn_load(p, id, h.epoch, h.partition.clone(), RELOAD_BACKOFF);
         }
     }
 
@@ -629,4 +645,273 @@ fn append(partition: &Partition, epoch: i32, records: &[CoordinatorRecord]) -> R
         .append_as_leader(buf, epoch, now)
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The runtime against a real replica manager and log, with the follower played by the
+    //! test (`Partition::follower_fetch` moves the high watermark).
+    use super::*;
+    use std::collections::BTreeMap;
+
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use nagare_metadata::records::ConfigResource;
+    use nagare_metadata::topic_config::TopicDefaults;
+    use nagare_metadata::{PartitionRegistration, TopicImage, Uuid};
+    use nagare_storage::{LogConfig, LogManager};
+
+    const ME: i32 = 1;
+    const OTHER: i32 = 2;
+
+    fn s(v: &str) -> StrBytes {
+        StrBytes::from_string(v.to_string())
+    }
+
+    /// An image with a one-partition `__consumer_offsets` on replicas [ME, OTHER].
+    fn image(leader: i32, epoch: i32, isr: &[i32], min_isr: i32) -> MetadataImage {
+        let id = Uuid::from_u128(7);
+        let mut partitions = BTreeMap::new();
+        partitions.insert(
+            0,
+            PartitionRegistration {
+                replicas: vec![ME, OTHER],
+                isr: isr.to_vec(),
+                leader,
+                leader_epoch: epoch,
+                partition_epoch: epoch,
+            },
+        );
+        let mut img = MetadataImage::empty();
+        img.offset = epoch as i64;
+        img.topics_by_id.insert(
+            id,
+            Arc::new(TopicImage {
+                name: OFFSETS_TOPIC.to_string(),
+                id,
+                partitions,
+            }),
+        );
+        img.topic_ids.insert(OFFSETS_TOPIC.to_string(), id);
+        // The topic the offsets are committed for (the shard checks it exists).
+        let t = Uuid::from_u128(8);
+        let reg = PartitionRegistration {
+            replicas: vec![ME],
+            isr: vec![ME],
+            leader: ME,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        img.topics_by_id.insert(
+            t,
+            Arc::new(TopicImage {
+                name: "t".to_string(),
+                id: t,
+                partitions: [(0, reg)].into(),
+            }),
+        );
+        img.topic_ids.insert("t".to_string(), t);
+        img.configs.insert(
+            (ConfigResource::Topic, OFFSETS_TOPIC.to_string()),
+            [("min.insync.replicas".to_string(), min_isr.to_string())].into(),
+        );
+        img
+    }
+
+    struct Node {
+        _dir: tempfile::TempDir,
+        rm: Arc<ReplicaManager>,
+        gc: Arc<GroupCoordinator>,
+        defaults: TopicDefaults,
+    }
+
+    impl Node {
+        fn new() -> Node {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let logs = LogManager::open(dir.path().to_path_buf(), |_| LogConfig::default(), 0)
+                .expect("open logs");
+            let rm = Arc::new(ReplicaManager::open(ME, logs));
+            tokio::spawn(rm.clone().run_group_commit());
+            let gc = Arc::new(GroupCoordinator::new(
+                rm.clone(),
+                GroupCoordinatorConfig::default(),
+            ));
+            Node {
+                _dir: dir,
+                rm,
+                gc,
+                defaults: TopicDefaults::from_broker(|_| None),
+            }
+        }
+
+        /// Applies `img` as the broker does: replica manager first, then the coordinator.
+        fn apply(&self, img: &MetadataImage) {
+            self.rm.apply_image(img, &self.defaults);
+            self.gc.on_image(img, ME);
+        }
+
+        fn partition(&self) -> Arc<Partition> {
+            self.rm.partition(OFFSETS_TOPIC, 0).expect("hosted")
+        }
+
+        /// The follower fetches up to the leader's log end: the HW follows.
+        fn follower_catches_up(&self) {
+            let p = self.partition();
+            p.follower_fetch(OTHER, p.log.log_end_offset(), now_ms())
+                .expect("follower fetch");
+        }
+
+        async fn wait_loaded(&self) {
+            for _ in 0..500 {
+                if self.gc.loaded_shards() == vec![0] {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("shard never loaded");
+        }
+
+        async fn commit(&self, group: &str, offset: i64) -> PendingReply {
+            let req = OffsetCommitRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_generation_id_or_member_epoch(-1)
+                .with_retention_time_ms(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(-1)])]);
+            self.gc
+                .handle_on(0, ctx(8), GroupRequest::OffsetCommit(req))
+                .await
+        }
+
+        /// Group `group`'s committed offset of t-0 (-1 if none), or the error code.
+        async fn fetch(&self, group: &str) -> Result<i64, i16> {
+            let req = OffsetFetchRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes(vec![0])]));
+            let pending = self
+                .gc
+                .handle_on(0, ctx(7), GroupRequest::OffsetFetch(req))
+                .await;
+            match pending.await {
+                GroupResponse::OffsetFetch(r) if r.error_code != 0 => Err(r.error_code),
+                GroupResponse::OffsetFetch(r) => Ok(r.topics[0].partitions[0].committed_offset),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    fn ctx(v: i16) -> RequestContext {
+        RequestContext {
+            api_version: v,
+            client_id: "test".into(),
+            client_host: "/127.0.0.1".into(),
+        }
+    }
+
+    fn commit_code(r: &GroupResponse) -> i16 {
+        match r {
+            GroupResponse::OffsetCommit(c) => c.topics[0].partitions[0].error_code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Poll a pending reply once more after `ms`: `None` if still waiting.
+    async fn within(p: &mut PendingReply, ms: u64) -> Option<GroupResponse> {
+        tokio::time::timeout(Duration::from_millis(ms), p)
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn replies_wait_for_the_high_watermark_and_fail_over_cleanly() {
+        let node = Node::new();
+        // Led here, ISR of two: loading, then loaded.
+        node.apply(&image(ME, 0, &[ME, OTHER], 1));
+        assert_eq!(node.gc.loading_shards(), vec![0]);
+        node.wait_loaded().await;
+
+        // A commit is in the leader's log and fsynced, but the follower has not fetched it:
+        // no reply until the HW passes it.
+        let mut pending = node.commit("g", 42).await;
+        if let Some(r) = within(&mut pending, 300).await {
+            panic!(
+                "replied before the HW: {r:?} (hw {}, leo {})",
+                node.partition().high_watermark(),
+                node.partition().log.log_end_offset()
+            );
+        }
+        // Reads wait too (they must not show uncommitted state).
+        let fetch = {
+            let gc = node.gc.clone();
+            tokio::spawn(async move {
+                let req = OffsetFetchRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_topics(None);
+                gc.handle_on(0, ctx(7), GroupRequest::OffsetFetch(req))
+                    .await
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!fetch.is_finished(), "a read answered before the HW");
+        node.follower_catches_up();
+        let r = within(&mut pending, 2000)
+            .await
+            .expect("reply after the HW");
+        assert_eq!(commit_code(&r), 0);
+        assert!(matches!(fetch.await, Ok(GroupResponse::OffsetFetch(_))));
+        assert_eq!(node.fetch("g").await, Ok(42));
+
+        // Leadership moves away while a commit waits: NOT_COORDINATOR, and the shard is gone.
+        let mut pending = node.commit("g", 50).await;
+        assert!(within(&mut pending, 100).await.is_none());
+        node.apply(&image(OTHER, 1, &[ME, OTHER], 1));
+        let r = within(&mut pending, 2000).await.expect("answered");
+        assert_eq!(commit_code(&r), NOT_COORDINATOR);
+        assert!(node.gc.loaded_shards().is_empty());
+        assert_eq!(node.fetch("g").await, Err(NOT_COORDINATOR));
+
+        // Leader again (as a follower it would have truncated the uncommitted 50; here the
+        // log keeps it, and a leader's log is the truth). Loading answers
+        // COORDINATOR_LOAD_IN_PROGRESS until replayed.
+        node.partition()
+            .log
+            .truncate_to(node.partition().high_watermark())
+            .expect("truncate");
+        node.apply(&image(ME, 2, &[ME, OTHER], 1));
+        assert_eq!(node.fetch("g").await, Err(COORDINATOR_LOAD_IN_PROGRESS));
+        node.wait_loaded().await;
+        node.follower_catches_up();
+        assert_eq!(node.fetch("g").await, Ok(42));
+
+        // The ISR shrinks below min.insync.replicas: the write is refused with a retriable
+        // error, the shard reloads from the log and does not keep the refused commit.
+        node.apply(&image(ME, 2, &[ME], 2));
+        let r = node.commit("h", 7).await.await;
+        assert_eq!(commit_code(&r), COORDINATOR_NOT_AVAILABLE);
+        node.wait_loaded().await;
+        assert_eq!(
+            node.fetch("h").await,
+            Ok(-1),
+            "refused commit kept in memory"
+        );
+        assert_eq!(node.fetch("g").await, Ok(42));
+        // Back to a full ISR: writes go through again.
+        node.apply(&image(ME, 2, &[ME, OTHER], 2));
+        let mut pending = node.commit("h", 8).await;
+        node.follower_catches_up();
+        let r = within(&mut pending, 2000).await.expect("reply");
+        assert_eq!(commit_code(&r), 0);
+        assert_eq!(node.fetch("h").await, Ok(8));
+    }
 }
