@@ -387,6 +387,116 @@ mod tests {
         }
     }
 
+    fn instant_controller(elections: ElectionConfig) -> Controller {
+        let publisher = Arc::new(MetadataPublisher::new());
+        let quorum = Arc::new(Instant {
+            publisher: publisher.clone(),
+            leader: Mutex::new(Some(1)),
+            next: Mutex::new(0),
+        });
+        Controller::new(1, "c".into(), quorum, publisher, 9000).with_elections(elections)
+    }
+
+    /// Registers and unfences `id`; returns its broker epoch.
+    async fn join(c: &Controller, id: i32) -> i64 {
+        let epoch = c
+            .register_broker(Registration {
+                broker_id: id,
+                cluster_id: "c".into(),
+                incarnation_id: nagare_metadata::Uuid::from_bytes([id as u8; 16]),
+                endpoints: vec![],
+                rack: None,
+            })
+            .await
+            .expect("register");
+        let r = c
+            .heartbeat(Heartbeat {
+                broker_id: id,
+                broker_epoch: epoch,
+                current_metadata_offset: c.image().offset,
+                want_fence: false,
+                want_shut_down: false,
+            })
+            .await
+            .expect("heartbeat");
+        assert!(!r.is_fenced);
+        epoch
+    }
+
+    async fn add_partition(c: &Controller, replicas: Vec<i32>, isr: Vec<i32>, leader: i32) {
+        let t = nagare_metadata::Uuid::from_bytes([7; 16]);
+        let records = vec![
+            MetadataRecord::Topic {
+                name: "t".into(),
+                topic_id: t,
+            },
+            MetadataRecord::Partition {
+                topic_id: t,
+                partition_id: 0,
+                replicas,
+                isr,
+                leader,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            },
+        ];
+        c.commit(false, move |_| Ok((records, ())))
+            .await
+            .expect("commit");
+    }
+
+    #[tokio::test]
+    async fn controlled_shutdown_waits_for_the_other_brokers_to_apply_the_move() {
+        let c = instant_controller(ElectionConfig::default());
+        let e1 = join(&c, 1).await;
+        let e2 = join(&c, 2).await;
+        add_partition(&c, vec![1, 2], vec![1, 2], 1).await;
+        let shut = Heartbeat {
+            broker_id: 1,
+            broker_epoch: e1,
+            current_metadata_offset: c.image().offset,
+            want_fence: false,
+            want_shut_down: true,
+        };
+        let r = c.heartbeat(shut).await.expect("hb");
+        assert!(!r.should_shut_down);
+        let p = c.image().topic("t").expect("t").partitions[&0].clone();
+        assert_eq!((p.leader, p.isr), (2, vec![2]));
+        // Broker 2 has not reported the new offset yet.
+        assert!(!c.heartbeat(shut).await.expect("hb").should_shut_down);
+        c.heartbeat(Heartbeat {
+            broker_id: 2,
+            broker_epoch: e2,
+            current_metadata_offset: c.image().offset,
+            want_fence: false,
+            want_shut_down: false,
+        })
+        .await
+        .expect("hb");
+        assert!(c.heartbeat(shut).await.expect("hb").should_shut_down);
+    }
+
+    #[tokio::test]
+    async fn periodic_elections_elect_leaderless_and_rebalance() {
+        let c = instant_controller(ElectionConfig {
+            unclean_leader_election_enable: true,
+            leader_imbalance_check_interval_ms: 0,
+            ..Default::default()
+        });
+        join(&c, 1).await;
+        join(&c, 2).await;
+        // Leaderless, ISR [3] (never registered): unclean election of 1 by the broker default.
+        add_partition(&c, vec![3, 1], vec![3], -1).await;
+        c.periodic_elections().await.expect("periodic");
+        let p = c.image().topic("t").expect("t").partitions[&0].clone();
+        assert_eq!((p.leader, p.isr), (1, vec![1]));
+        // Preferred 2 in the ISR but 1 leads: the rebalance moves it back.
+        add_partition(&c, vec![2, 1], vec![1, 2], 1).await;
+        c.periodic_elections().await.expect("periodic");
+        let p = c.image().topic("t").expect("t").partitions[&0].clone();
+        assert_eq!((p.leader, p.leader_epoch), (2, 1));
+    }
+
     #[tokio::test]
     async fn commits_through_the_quorum_and_refuses_when_not_leader() {
         let publisher = Arc::new(MetadataPublisher::new());
