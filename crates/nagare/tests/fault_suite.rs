@@ -110,6 +110,7 @@ struct FaultCluster {
     net: FaultNet,
     all: Vec<i32>,
     brokers: Vec<i32>,
+    controllers: Vec<i32>,
     started: Instant,
 }
 
@@ -137,11 +138,18 @@ impl FaultCluster {
             .filter(|n| n.is_broker())
             .map(|n| n.id)
             .collect();
+        let controllers: Vec<i32> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.is_controller())
+            .map(|n| n.id)
+            .collect();
         FaultCluster {
             cluster,
             net,
             all,
             brokers,
+            controllers,
             started: Instant::now(),
         }
     }
@@ -208,6 +216,13 @@ impl FaultCluster {
             .ok()
             .flatten()
         })
+    }
+
+    /// The current leader of `partition`, if metadata names one.
+    fn leader_of(&mut self, partition: i32) -> Option<i32> {
+        let ps = self.partitions()?;
+        let l = ps.get(partition as usize)?.leader;
+        (l >= 0).then_some(l)
     }
 
     fn wait_full_isr(&mut self, timeout: Duration) -> Vec<PartitionMetadata> {
@@ -678,33 +693,43 @@ enum Fault {
     Isolate(i32, bool),
     /// Cut the clients from a broker.
     ClientCut(i32),
+    /// Cut a node from the controllers (both directions) but not from the other brokers:
+    /// a leader that followers still reach while the controller fences it (the zombie leader).
+    CutFromControllers(i32),
 }
 
 impl Fault {
     /// A random fault; `None` when the leader to isolate is unknown right now.
     fn pick(fc: &mut FaultCluster, rng: &mut StdRng) -> Option<Fault> {
         let all = fc.all.clone();
-        let node = all[rng.gen_range(0..all.len())];
-        Some(match rng.gen_range(0..100) {
+        let mut node = all[rng.gen_range(0..all.len())];
+        let kind = rng.gen_range(0..100);
+        // Half of the kills and pauses hit the leader of a random partition.
+        if kind < 35 && rng.gen_bool(0.5) {
+            if let Some(leader) = fc.leader_of(rng.gen_range(0..PARTITIONS)) {
+                node = leader;
+            }
+        }
+        Some(match kind {
             0..=19 => Fault::Kill(node),
             20..=34 => Fault::Pause(node),
-            35..=54 => {
+            35..=49 => {
                 let mut other = all[rng.gen_range(0..all.len())];
                 while other == node {
                     other = all[rng.gen_range(0..all.len())];
                 }
                 Fault::Cut(node, other, rng.gen_bool(0.5))
             }
-            55..=79 => {
+            50..=69 => {
                 // The leader of a random partition: the split-brain case.
-                let ps = fc.partitions()?;
-                let p = &ps[rng.gen_range(0..ps.len())];
-                if p.leader < 0 {
-                    return None;
-                }
-                Fault::Isolate(p.leader, rng.gen_bool(0.5))
+                let leader = fc.leader_of(rng.gen_range(0..PARTITIONS))?;
+                Fault::Isolate(leader, rng.gen_bool(0.5))
             }
-            80..=89 => Fault::Isolate(node, rng.gen_bool(0.5)),
+            70..=79 if fc.brokers.iter().all(|b| !fc.controllers.contains(b)) => {
+                let leader = fc.leader_of(rng.gen_range(0..PARTITIONS))?;
+                Fault::CutFromControllers(leader)
+            }
+            70..=89 => Fault::Isolate(node, rng.gen_bool(0.5)),
             _ => Fault::ClientCut(fc.brokers[rng.gen_range(0..fc.brokers.len())]),
         })
     }
@@ -720,6 +745,7 @@ impl Fault {
                 format!("isolate {n} from every node (clients still reach it)")
             }
             Fault::ClientCut(b) => format!("cut the clients from broker {b}"),
+            Fault::CutFromControllers(n) => format!("cut {n} from the controllers"),
         }
     }
 
@@ -738,6 +764,12 @@ impl Fault {
                 fc.net.isolate(n, &all, clients);
             }
             Fault::ClientCut(b) => fc.net.cut(common::fault_proxy::CLIENT, b),
+            Fault::CutFromControllers(n) => {
+                for c in fc.controllers.clone() {
+                    fc.net.cut(n, c);
+                    fc.net.cut(c, n);
+                }
+            }
         }
     }
 
@@ -768,6 +800,12 @@ impl Fault {
                 }
             }
             Fault::ClientCut(b) => fc.net.heal(common::fault_proxy::CLIENT, b),
+            Fault::CutFromControllers(n) => {
+                for c in fc.controllers.clone() {
+                    fc.net.heal(n, c);
+                    fc.net.heal(c, n);
+                }
+            }
         }
     }
 }

@@ -27,9 +27,16 @@ use rdkafka::{Offset, TopicPartitionList};
 /// How long a server may take to print `listening on` and accept connections.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Path of the `nagare` binary Cargo built for this test run (same profile as the tests).
+/// Path of the `nagare` binary Cargo built for this test run (same profile as the tests), or
+/// `NAGARE_TEST_BIN` if set (a long run pinned to a copy that later builds do not replace).
 pub fn nagare_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_nagare")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("NAGARE_TEST_BIN")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_nagare").to_string())
+    })
 }
 
 /// Returns a port that was free a moment ago (bind 127.0.0.1:0, read the port, release it).
