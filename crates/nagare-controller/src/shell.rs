@@ -243,7 +243,7 @@ impl Controller {
         let (epoch, mut st) = self.lock_active().await?;
         st.heartbeats
             .report_offset(hb.broker_id, hb.current_metadata_offset);
-        let (records, reply) = cluster_control::heartbeat(
+        let (records, mut reply) = cluster_control::heartbeat(
             &self.publisher.image(),
             hb,
             &st.heartbeats,
@@ -254,6 +254,10 @@ impl Controller {
             if hb.want_shut_down {
                 st.heartbeats
                     .begin_controlled_shutdown(hb.broker_id, offset);
+                // With no other active broker (a single node) it may stop at once.
+                reply.should_shut_down = st
+                    .heartbeats
+                    .controlled_shutdown_done(&self.publisher.image(), hb.broker_id);
             }
             tracing::info!(
                 broker = hb.broker_id,

@@ -76,7 +76,7 @@ enum Command {
     ElectLeaders {
         /// `preferred` (leadership back to the first replica) or `unclean` (a leader for
         /// leaderless partitions, out of the ISR if need be: acknowledged records may be lost).
-        #[arg(long, value_parser = ["preferred", "unclean"])]
+        #[arg(long, value_parser = ["preferred", "unclean"], ignore_case = true)]
         election_type: String,
         /// The topic (with --partition).
         #[arg(long, requires = "partition", conflicts_with = "all_topic_partitions")]
@@ -199,7 +199,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             partition,
             all_topic_partitions,
         } => {
-            let (code, label) = if election_type == "unclean" {
+            let (code, label) = if election_type.eq_ignore_ascii_case("unclean") {
                 (1, "UNCLEAN")
             } else {
                 (0, "PREFERRED")
