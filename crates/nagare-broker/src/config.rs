@@ -152,7 +152,14 @@ pub struct ReplicationConfig {
     /// `replica.high.watermark.checkpoint.interval.ms`: how often the high watermarks are
     /// written to `replication-offset-checkpoint`.
     pub hw_checkpoint_interval_ms: u64,
+    /// `replica.selector.class` is Kafka's `RackAwareReplicaSelector` (KIP-392): leaders send
+    /// consumers that name a `client.rack` to an in-sync replica in that rack.
+    pub rack_aware_selector: bool,
 }
+
+/// Kafka's rack-aware replica selector (KIP-392), the one `replica.selector.class` accepts.
+pub const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
 
 /// The KRaft settings: who the voters are and the quorum's and brokers' timings.
 #[derive(Debug, Clone)]
@@ -236,6 +243,7 @@ const IMPLEMENTED: &[(&str, Kind)] = &[
         "replica.high.watermark.checkpoint.interval.ms",
         Kind::Int(1, i64::MAX),
     ),
+    ("replica.selector.class", Kind::Text),
     (
         "broker.heartbeat.interval.ms",
         Kind::Int(1, i32::MAX as i64),
@@ -677,6 +685,18 @@ impl BrokerConfig {
         let metadata_log_dir = get("metadata.log.dir")
             .map(PathBuf::from)
             .unwrap_or_else(|| log_dirs[0].clone());
+        // KIP-392: none (consumers read from leaders only) or Kafka's rack-aware selector.
+        let rack_aware_selector = match get("replica.selector.class").map(str::trim) {
+            None | Some("") => false,
+            Some(v) if v == RACK_AWARE_REPLICA_SELECTOR || v == "RackAwareReplicaSelector" => true,
+            Some(v) => {
+                return Err(invalid(
+                    "replica.selector.class",
+                    v,
+                    format!("the only replica selector is {RACK_AWARE_REPLICA_SELECTOR}"),
+                ))
+            }
+        };
         let cfg = BrokerConfig {
             node_id,
             process_roles,
@@ -761,6 +781,7 @@ impl BrokerConfig {
                     "replica.high.watermark.checkpoint.interval.ms",
                     5000,
                 ) as u64,
+                rack_aware_selector,
             },
             log_dirs,
             props: BTreeMap::new(),

@@ -300,6 +300,8 @@ async fn fetch_once(
     // problem of KIP-966 is closed by fsync-before-ack on every ISR member). One group-commit
     // round serves every partition of this response.
     let mut durable = Vec::new();
+    // Consumers reading from this follower (KIP-392) wait for its high watermark to move.
+    let mut hw_moved = false;
     let mut out_of_range = Vec::new();
     for t in &resp.responses {
         for r in &t.partitions {
@@ -351,9 +353,12 @@ async fn fetch_once(
                     }
                 }
             }
-            p.set_follower_hw(r.high_watermark);
+            hw_moved |= p.set_follower_hw(r.high_watermark);
             follow_log_start(p, r.log_start_offset);
         }
+    }
+    if hw_moved {
+        broker.replicas.notify_appended();
     }
     for wait in durable {
         wait.await?;

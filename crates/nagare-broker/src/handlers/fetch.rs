@@ -8,12 +8,19 @@
 //! follower's: it updates that follower's state in the leader's replication state (its log
 //! end, caught-up time, the high watermark, maybe an ISR expansion) and reads up to the log
 //! end, not the high watermark. Consumers only ever see records below the high watermark.
+//!
+//! KIP-392 (follower fetching): consumers sending client metadata (v11+) may read from a
+//! follower, up to its high watermark (what the leader last told it); older consumers get
+//! NOT_LEADER_OR_FOLLOWER there. With `replica.selector.class` set to Kafka's
+//! `RackAwareReplicaSelector`, the leader answers a consumer whose `rack_id` names another
+//! rack with `preferred_read_replica` (no records, at once) pointing to an in-sync follower
+//! in that rack.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 
 use nagare_protocol::fetch::encode_fetch_response;
 use nagare_storage::FileSlice;
@@ -21,6 +28,7 @@ use nagare_storage::FileSlice;
 use super::{sb, storage_error_code, Request};
 use crate::fetch_session::{FetchContext, FetchTarget};
 use crate::network::{Region, Reply, Response};
+use crate::replica_manager::Partition;
 use crate::Broker;
 
 /// Supported versions.
@@ -88,18 +96,31 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
     } else {
         r.replica_id.0
     };
+    // Kafka's `clientMetadata`: present from v11 on (possibly with an empty rack).
+    let client = (v >= 11 && replica_id < 0).then(|| r.rack_id.to_string());
     Ok(Reply::Later(Box::pin(async move {
         let deadline = Instant::now() + max_wait;
         let mut appended = broker.replicas.subscribe_appends();
         let mut results;
         loop {
             appended.borrow_and_update();
-            results = read_all(&broker, &targets, max_bytes, read_committed, replica_id);
+            results = read_all(
+                &broker,
+                &targets,
+                max_bytes,
+                read_committed,
+                replica_id,
+                client.as_deref(),
+            );
             let bytes: usize = results
                 .iter()
                 .map(|(_, s)| s.as_ref().map(|s| s.len).unwrap_or(0))
                 .sum();
-            let any_error = results.iter().any(|(p, _)| p.error_code != 0);
+            // A redirection to a preferred read replica is answered at once (Kafka's
+            // `anyPreferredReadReplica`), like an error.
+            let any_error = results
+                .iter()
+                .any(|(p, _)| p.error_code != 0 || p.preferred_read_replica.0 >= 0);
             let now = Instant::now();
             if bytes >= min_bytes.max(1) || any_error || now >= deadline {
                 break;
@@ -108,7 +129,14 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
                 .await
                 .is_err()
             {
-                results = read_all(&broker, &targets, max_bytes, read_committed, replica_id);
+                results = read_all(
+                    &broker,
+                    &targets,
+                    max_bytes,
+                    read_committed,
+                    replica_id,
+                    client.as_deref(),
+                );
                 break;
             }
         }
@@ -122,6 +150,7 @@ fn read_all(
     max_bytes: usize,
     read_committed: bool,
     replica_id: i32,
+    client_rack: Option<&str>,
 ) -> Vec<(PartitionData, Option<FileSlice>)> {
     let mut remaining = max_bytes;
     let mut any_data = false;
@@ -142,10 +171,21 @@ fn read_all(
             if t.topic.is_empty() {
                 return (pd.with_error_code(100), None); // UNKNOWN_TOPIC_ID
             }
-            let p = match broker.replicas.leader_partition(&t.topic, t.partition, t.current_leader_epoch) {
+            // Followers fetch from leaders only; consumers with client metadata (v11+) may
+            // read from any replica (KIP-392).
+            let p = match broker.replicas.readable_partition(
+                &t.topic,
+                t.partition,
+                t.current_leader_epoch,
+                client_rack.is_none(),
+            ) {
                 Ok(p) => p,
                 Err(code) => return (pd.with_error_code(code), None),
             };
+            let is_leader = p.is_leader();
+            if replica_id < 0 && !is_leader {
+                p.note_follower_read();
+            }
             // A follower's fetch offset is its log end: update its state on the leader first,
             // so the high watermark in the answer already counts it.
             let (hw, max_offset) = if replica_id >= 0 {
@@ -168,6 +208,12 @@ fn read_all(
                 .with_high_watermark(hw)
                 .with_last_stable_offset(hw)
                 .with_log_start_offset(log_start);
+            if let (Some(rack), true) = (client_rack, is_leader) {
+                if let Some(id) = preferred_read_replica(broker, &p, rack, t.fetch_offset, now) {
+                    // The consumer fetches from `id` from now on; no records from here.
+                    return (pd.with_preferred_read_replica(BrokerId(id)), None);
+                }
+            }
             if t.fetch_offset >= max_offset && t.fetch_offset <= p.log.log_end_offset() {
                 return (pd, None);
             }
@@ -196,6 +242,31 @@ fn read_all(
         broker.replicas.notify_appended();
     }
     out
+}
+
+/// The leader's choice of a read replica for a consumer in `rack` (KIP-392), if the
+/// rack-aware selector is configured and picks a follower.
+fn preferred_read_replica(
+    broker: &Broker,
+    p: &Partition,
+    rack: &str,
+    fetch_offset: i64,
+    now_ms: i64,
+) -> Option<i32> {
+    if !broker.config.replication.rack_aware_selector || rack.is_empty() {
+        return None;
+    }
+    let image = broker.image();
+    let chosen =
+        p.preferred_read_replica(broker.config.node_id, rack, fetch_offset, now_ms, |id| {
+            image
+                .brokers
+                .get(&id)
+                .filter(|b| !b.fenced)
+                .and_then(|b| b.rack.clone())
+        })?;
+    tracing::debug!(tp = %p.tp, rack, replica = chosen, "preferred read replica");
+    Some(chosen)
 }
 
 fn build_response(

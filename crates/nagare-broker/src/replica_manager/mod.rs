@@ -52,6 +52,8 @@ pub struct Partition {
     /// Bumped whenever the high watermark or the leadership changes (the delayed-produce
     /// purgatory waits on it).
     changed: watch::Sender<u64>,
+    /// Whether a consumer fetch served by this follower was logged (KIP-392).
+    follower_read_logged: std::sync::atomic::AtomicBool,
 }
 
 impl Partition {
@@ -80,6 +82,7 @@ impl Partition {
             leader_state: Mutex::new(None),
             truncated_epoch: AtomicI32::new(-1),
             changed: watch::channel(0).0,
+            follower_read_logged: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -122,11 +125,49 @@ impl Partition {
             .unwrap_or_default()
     }
 
-    /// A follower learnt the leader's high watermark (capped at its own log end).
-    pub fn set_follower_hw(&self, leader_hw: i64) {
+    /// A follower learnt the leader's high watermark (capped at its own log end). Returns
+    /// whether its own high watermark moved (consumers reading from it may read more).
+    pub fn set_follower_hw(&self, leader_hw: i64) -> bool {
         let hw = leader_hw.min(self.log.log_end_offset());
         if self.hw.load(Ordering::Acquire) != hw {
             self.publish_hw(hw);
+            return true;
+        }
+        false
+    }
+
+    /// KIP-392 with Kafka's `RackAwareReplicaSelector`, on the leader: the in-sync follower
+    /// in `client_rack` that has `fetch_offset` and is the most caught up (largest log end,
+    /// then most recently caught up), unless the leader itself is in that rack. `rack_of`
+    /// gives a live broker's rack (None for fenced or unknown brokers, which are never
+    /// chosen). None means "read from the leader".
+    pub fn preferred_read_replica(
+        &self,
+        leader_id: i32,
+        client_rack: &str,
+        fetch_offset: i64,
+        now_ms: i64,
+        rack_of: impl Fn(i32) -> Option<String>,
+    ) -> Option<i32> {
+        if client_rack.is_empty() || rack_of(leader_id).as_deref() == Some(client_rack) {
+            return None;
+        }
+        let st = self.leader_state.lock();
+        let s = st.as_ref()?;
+        s.followers()
+            // Kafka excludes replicas outside the ISR (they may lag forever) and those that
+            // do not have the fetch offset yet.
+            .filter(|(id, f)| s.isr().contains(id) && f.leo >= fetch_offset)
+            .filter(|(id, _)| rack_of(*id).as_deref() == Some(client_rack))
+            .max_by_key(|(id, f)| (f.leo, -(now_ms - f.last_caught_up_ms), -*id))
+            .map(|(id, _)| id)
+    }
+
+    /// Logs the first consumer fetch served by this follower (KIP-392), once per partition
+    /// and process, so follower reads are visible in the broker log without per-fetch noise.
+    pub fn note_follower_read(&self) {
+        if !self.follower_read_logged.swap(true, Ordering::AcqRel) {
+            tracing::info!(tp = %self.tp, leader = self.leader.load(Ordering::Acquire), "serving consumer fetches as a follower (KIP-392)");
         }
     }
 
@@ -368,6 +409,28 @@ impl ReplicaManager {
         }
         if p.leader.load(Ordering::Acquire) != self.node_id {
             return Err(6); // NOT_LEADER_OR_FOLLOWER
+        }
+        Ok(p)
+    }
+
+    /// The partition as a consumer may read it (KIP-392): hosted here as leader or follower,
+    /// at the leader epoch the client expects (-1 skips that check). Kafka lets consumers
+    /// that send client metadata (Fetch v11+) read from followers; `leader_only` is set for
+    /// older ones (NOT_LEADER_OR_FOLLOWER from a follower).
+    pub fn readable_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+        leader_only: bool,
+    ) -> Result<Arc<Partition>, i16> {
+        if leader_only {
+            return self.leader_partition(topic, partition, current_leader_epoch);
+        }
+        let p = self.partition(topic, partition).ok_or(3i16)?; // UNKNOWN_TOPIC_OR_PARTITION
+        let code = crate::handlers::check_leader_epoch(current_leader_epoch, p.epoch());
+        if code != 0 {
+            return Err(code);
         }
         Ok(p)
     }
@@ -714,6 +777,58 @@ mod tests {
         let p = Arc::new(Partition::new(tp.clone(), Uuid::nil(), log, 0, 2, hw));
         rm.partitions.write().insert(tp.clone(), p.clone());
         p
+    }
+
+    /// KIP-392's rack-aware choice on the leader: the most caught-up in-sync live follower
+    /// in the client's rack that has the fetch offset; the leader when it is in that rack or
+    /// nobody fits.
+    #[test]
+    fn rack_aware_preferred_read_replica() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = LogManager::open(dir.path().to_path_buf(), |_| LogConfig::default(), now_ms())
+            .expect("open");
+        let rm = ReplicaManager::open(1, logs);
+        let tp = TopicPartition::new("t", 0);
+        let p = partition(&rm, &tp);
+        p.log
+            .append_as_follower(batch(0, 10), now_ms())
+            .expect("append");
+        let reg = PartitionRegistration {
+            replicas: vec![1, 2, 3, 4],
+            isr: vec![1, 2, 3],
+            leader: 1,
+            leader_epoch: 1,
+            partition_epoch: 1,
+        };
+        let now = now_ms();
+        p.apply_registration(1, &reg, now);
+        assert!(p.is_leader());
+        p.follower_fetch(2, 10, now).expect("fetch 2");
+        p.follower_fetch(3, 8, now).expect("fetch 3");
+        p.follower_fetch(4, 10, now).expect("fetch 4");
+        let racks = |fenced: i32| {
+            move |id: i32| match id {
+                _ if id == fenced => None,
+                1 => Some("a".to_string()),
+                2..=4 => Some("b".to_string()),
+                _ => None,
+            }
+        };
+        let pick = |rack: &str, offset: i64, fenced: i32| {
+            p.preferred_read_replica(1, rack, offset, now, racks(fenced))
+        };
+        assert_eq!(pick("b", 5, 0), Some(2), "largest log end in the ISR");
+        assert_eq!(pick("b", 9, 0), Some(2));
+        assert_eq!(
+            pick("b", 9, 2),
+            None,
+            "3 lacks offset 9, 4 is not in the ISR"
+        );
+        assert_eq!(pick("b", 5, 2), Some(3), "a fenced broker is never chosen");
+        assert_eq!(pick("b", 11, 0), None, "nobody has offset 11");
+        assert_eq!(pick("a", 5, 0), None, "the leader's own rack");
+        assert_eq!(pick("c", 5, 0), None, "no replica in that rack");
+        assert_eq!(pick("", 5, 0), None, "no client rack");
     }
 
     /// `replication-offset-checkpoint` round trip: a follower's high watermark is written on

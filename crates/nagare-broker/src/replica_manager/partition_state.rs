@@ -161,6 +161,11 @@ impl LeaderState {
         self.followers.get(&id)
     }
 
+    /// Every follower's state, by replica id.
+    pub fn followers(&self) -> impl Iterator<Item = (i32, &FollowerState)> {
+        self.followers.iter().map(|(id, f)| (*id, f))
+    }
+
     /// Committed ISR plus replicas being added (KIP-497's maximal ISR).
     pub fn maximal_isr(&self) -> Vec<i32> {
         let mut v = self.assignment.isr.clone();
