@@ -282,6 +282,31 @@ fn unclean_election_only_when_enabled() {
         assert_eq!(vals.len(), 25, "{t}: {vals:?}");
         assert!(vals.iter().all(|v| !v.starts_with("stale")), "{vals:?}");
     }
+    // The old leader returns: it truncates the records only it had (a divergent tail, by
+    // leader epoch), follows 102 and rejoins the ISR with an identical log.
+    cluster.start_nodes(&[101], READY);
+    let segment = |id: i32| {
+        std::fs::read(
+            cluster
+                .nodes
+                .iter()
+                .find(|n| n.id == id)
+                .map(|n| n.log_dir().join("dirty-0").join("00000000000000000000.log"))
+                .expect("node"),
+        )
+        .unwrap_or_default()
+    };
+    eventually(Duration::from_secs(30), "101 back in the ISR", || {
+        partition(&b102, "dirty", 0).filter(|p| p.isr.len() == 2)
+    });
+    eventually(
+        Duration::from_secs(20),
+        "identical logs after truncation",
+        || {
+            let (a, b) = (segment(101), segment(102));
+            (!a.is_empty() && a == b).then_some(())
+        },
+    );
 }
 
 fn preferred_everywhere(bootstrap: &str, topic: &str) -> Option<Vec<PartitionMetadata>> {
