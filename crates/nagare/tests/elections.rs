@@ -370,6 +370,38 @@ fn preferred_election_via_elect_leaders_and_cli() {
         "preferred election via ElectLeaders visible after {} ms",
         t0.elapsed().as_millis()
     );
+    // ApiVersions advertises ElectLeaders 0-2 on the broker and the CONTROLLER listener; v0
+    // (no election type: preferred) works too, and the answer is forwarded unchanged.
+    let controller = format!("127.0.0.1:{}", cluster.node(1).cport);
+    block_on(async {
+        use nagare_client::kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        use nagare_client::kafka_protocol::messages::{ElectLeadersRequest, TopicName};
+        use nagare_client::kafka_protocol::protocol::StrBytes;
+        for addr in [cluster.nodes[1].bootstrap(), controller.clone()] {
+            let mut conn = nagare_client::Connection::connect(&addr, "elections-test")
+                .await
+                .expect("connect");
+            let v = conn
+                .broker_versions()
+                .get(&43)
+                .copied()
+                .expect("ElectLeaders advertised");
+            assert_eq!((v.min, v.max), (0, 2), "{addr}");
+            let mut tp = TopicPartitions::default();
+            tp.topic = TopicName(StrBytes::from_static_str("pref"));
+            tp.partitions = vec![0];
+            let mut req = ElectLeadersRequest::default();
+            req.topic_partitions = Some(vec![tp]);
+            req.timeout_ms = 10_000;
+            let resp = conn.send_version(&req, 0).await.expect("ElectLeaders v0");
+            let codes: Vec<i16> = resp
+                .replica_election_results
+                .iter()
+                .flat_map(|t| t.partition_result.iter().map(|p| p.error_code))
+                .collect();
+            assert_eq!(codes, vec![84], "{addr}");
+        }
+    });
     // Nothing left to do: ELECTION_NOT_NEEDED per named partition, through the CLI too.
     let res = elect(&all, 0, Some(&[("pref", vec![0, 1, 2, 3])]));
     assert!(res.iter().all(|(_, _, c)| *c == 84), "{res:?}");
