@@ -3,6 +3,7 @@
 //! on first use as Kafka does. Transaction coordinators are not built yet: key type 1 gets
 //! COORDINATOR_NOT_AVAILABLE.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest};
@@ -13,6 +14,7 @@ use nagare_coordinator::{find_coordinator_response, partition_for, CoordinatorLo
 use super::{respond, Request};
 use crate::group_coordinator::OFFSETS_TOPIC;
 use crate::network::Reply;
+use crate::replica_manager::now_ms;
 use crate::Broker;
 
 /// Supported versions.
@@ -59,29 +61,44 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     )))
 }
 
-/// Creates `__consumer_offsets` (compacted; `min.insync.replicas` is the cluster's). The
-/// replication factor is `offsets.topic.replication.factor` capped at the number of
-/// *registered* brokers, so a single node works with Kafka's default of 3; on a larger cluster
-/// the topic is created only once that many brokers are alive — until then FindCoordinator
-/// answers COORDINATOR_NOT_AVAILABLE and clients retry, as Kafka does — so a cluster still
-/// starting up does not get an offsets topic with fewer replicas than configured.
+/// Creates `__consumer_offsets` (compacted; `min.insync.replicas` is the cluster's) with
+/// `offsets.topic.num.partitions` partitions. Its replication factor is
+/// `offsets.topic.replication.factor`; as in Kafka the topic is created only once at least
+/// that many brokers are alive — until then FindCoordinator answers COORDINATOR_NOT_AVAILABLE
+/// and clients retry — so a cluster still starting up does not get an offsets topic with
+/// fewer replicas than configured. Only when the key is left at its default (Kafka's 3) is it
+/// capped at the number of registered brokers, so a single node works out of the box.
 async fn create_offsets_topic(broker: &Arc<Broker>) {
     let partitions = broker.config.offsets_topic_num_partitions;
-    let rf = broker.config.offsets_topic_replication_factor;
+    let configured = broker.config.offsets_topic_replication_factor;
     let segment_bytes = broker.config.offsets_topic_segment_bytes;
     let img = broker.image();
     if img.topic(OFFSETS_TOPIC).is_some() {
         return;
     }
+    let explicit = broker
+        .config
+        .props
+        .contains_key("offsets.topic.replication.factor");
     let registered = img.brokers.len().max(1) as i16;
-    let rf = rf.min(registered);
+    let rf = if explicit {
+        configured
+    } else {
+        configured.min(registered)
+    };
     let live = logic::live_brokers(&img).len() as i16;
     if live < rf {
-        tracing::info!(
-            live,
-            replication_factor = rf,
-            "not creating {OFFSETS_TOPIC} yet: fewer live brokers than its replication factor"
-        );
+        // Clients retry FindCoordinator in a loop: say it at most every 10 s.
+        static LAST_WARNING_MS: AtomicI64 = AtomicI64::new(0);
+        let now = now_ms();
+        if now - LAST_WARNING_MS.load(Ordering::Relaxed) >= 10_000 {
+            LAST_WARNING_MS.store(now, Ordering::Relaxed);
+            tracing::warn!(
+                live,
+                replication_factor = rf,
+                "not creating {OFFSETS_TOPIC} yet: fewer live brokers than offsets.topic.replication.factor"
+            );
+        }
         return;
     }
     let t = NewTopic {
