@@ -1,5 +1,5 @@
-//! Leader elections with real processes (issue 5): a controller and two or three brokers on
-//! 127.0.0.1.
+//! Leader elections with real processes (issue 5): one or three controllers and two or three
+//! brokers on 127.0.0.1.
 //!
 //! - unclean election: the ISR's only member dies while an out-of-sync replica is alive; with
 //!   `unclean.leader.election.enable=false` (the default) the partition stays leaderless and
@@ -551,7 +551,7 @@ fn spawn_producer(
 fn controlled_shutdown_rolling_restart_loses_no_acked_record() {
     const TOPIC: &str = "rolling";
     const PARTS: i32 = 3;
-    let mut cluster = TestCluster::new(1, 3, &props(&["auto.leader.rebalance.enable=false"]));
+    let mut cluster = TestCluster::new(3, 3, &props(&["auto.leader.rebalance.enable=false"]));
     cluster.start_all(READY);
     let all = cluster.bootstrap();
     create_topic(&all, TOPIC, PARTS, 3, &[("min.insync.replicas", "2")]);
