@@ -29,6 +29,7 @@ use nagare_client::{Connection, ConnectionOptions};
 use nagare_storage::{StorageError, TopicPartition};
 
 use crate::handlers::sb;
+use crate::replica_manager::partition_state::IsrProposal;
 use crate::replica_manager::{now_ms, Partition};
 use crate::Broker;
 
@@ -495,19 +496,30 @@ pub async fn run_isr_upkeep(broker: Arc<Broker>) {
             }
         }
     };
+    // One AlterPartition in flight at a time, carrying every proposal queued meanwhile (Kafka's
+    // AlterPartitionManager): a broker failure shrinks the ISRs of all partitions this broker
+    // leads with one controller round trip, not one per partition.
     let sender = async move {
         loop {
+            let mut batch: Vec<(Arc<Partition>, IsrProposal)> = Vec::new();
             for (p, proposal) in broker.replicas.take_isr_proposals().await {
-                let code = crate::handlers::alter_partition::send(
-                    &broker,
-                    p.topic_id,
-                    p.tp.partition,
-                    &proposal,
-                )
-                .await;
+                // A later proposal of a partition replaced the earlier one in its state.
+                match batch.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &p)) {
+                    Some(entry) => entry.1 = proposal,
+                    None => batch.push((p, proposal)),
+                }
+            }
+            let changes: Vec<_> = batch
+                .iter()
+                .map(|(p, proposal)| (p.topic_id, p.tp.partition, proposal.clone()))
+                .collect();
+            let codes = crate::handlers::alter_partition::send(&broker, &changes).await;
+            let refused = codes.iter().filter(|c| **c != 0).count();
+            tracing::info!(partitions = changes.len(), refused, "AlterPartition sent");
+            for ((p, proposal), code) in batch.iter().zip(codes) {
                 if code != 0 {
                     tracing::info!(tp = %p.tp, code, isr = ?proposal.new_isr, "AlterPartition refused");
-                    p.isr_proposal_failed(&proposal, now_ms());
+                    p.isr_proposal_failed(proposal, now_ms());
                 }
             }
         }

@@ -1,0 +1,121 @@
+//! ISR changes are batched (issue 5): when a broker dies, each leader sends the ISR shrinks of
+//! all its partitions to the controller in one AlterPartition request (Kafka's
+//! `AlterPartitionManager`), not one request per partition. 3 controllers, 3 brokers, a
+//! 30-partition RF=3 topic; one broker is SIGKILLed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::block_on;
+use common::cluster::TestCluster;
+use nagare_client::{Client, NewTopic, TopicMetadata};
+
+const TOPIC: &str = "many";
+const PARTITIONS: i32 = 30;
+const READY: Duration = Duration::from_secs(60);
+
+fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn topic(bootstrap: &str) -> Option<TopicMetadata> {
+    block_on(async {
+        let mut c = Client::connect_to(bootstrap).await.ok()?;
+        c.topic_metadata(TOPIC).await.ok()
+    })
+}
+
+/// `partitions=N` of every "AlterPartition sent" line of `output`.
+fn batches(output: &str) -> Vec<usize> {
+    output
+        .lines()
+        .filter(|l| l.contains("AlterPartition sent"))
+        .filter_map(|l| {
+            let rest = &l[l.find("partitions=")? + "partitions=".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_broker_failure_shrinks_every_isr_with_one_request_per_leader() {
+    let mut cluster = TestCluster::new(
+        3,
+        3,
+        &[
+            "broker.session.timeout.ms=30000",
+            "broker.heartbeat.interval.ms=300",
+            "replica.lag.time.max.ms=2000",
+            "replica.fetch.backoff.ms=100",
+            "replica.fetch.wait.max.ms=200",
+        ],
+    );
+    cluster.start_all(READY);
+    let all = cluster.bootstrap();
+    eventually(Duration::from_secs(30), "topic creation", || {
+        block_on(async {
+            let mut c = Client::connect_to(&all).await.ok()?;
+            c.create_topics(
+                &[NewTopic {
+                    name: TOPIC.into(),
+                    partitions: Some(PARTITIONS),
+                    replication_factor: Some(3),
+                    configs: vec![],
+                }],
+                false,
+            )
+            .await
+            .ok()
+        })
+    });
+    eventually(Duration::from_secs(30), "full ISRs", || {
+        topic(&all).filter(|t| {
+            t.partitions.len() == PARTITIONS as usize
+                && t.partitions
+                    .iter()
+                    .all(|p| p.leader >= 0 && p.isr.len() == 3)
+        })
+    });
+    let before: Vec<usize> = [101, 102, 103]
+        .iter()
+        .map(|id| batches(&cluster.node(*id).current_output()).len())
+        .collect();
+
+    // A broker dies without being fenced (long session timeout): its leaders' ISRs shrink
+    // through AlterPartition after replica.lag.time.max.ms, leadership stays put.
+    cluster.node(103).kill9();
+    let live = format!(
+        "{},{}",
+        cluster.node(101).bootstrap(),
+        cluster.node(102).bootstrap()
+    );
+    let t = eventually(Duration::from_secs(30), "ISRs without 103", || {
+        topic(&live).filter(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.leader != 103)
+                .all(|p| !p.isr.contains(&103))
+        })
+    });
+    for (i, id) in [101, 102].iter().enumerate() {
+        let led = t.partitions.iter().filter(|p| p.leader == *id).count();
+        let sent: Vec<usize> = batches(&cluster.node(*id).current_output())
+            .into_iter()
+            .skip(before[i])
+            .collect();
+        eprintln!("broker {id} leads {led} partitions; AlterPartition batches {sent:?}");
+        assert!(sent.iter().sum::<usize>() >= led, "a shrink per partition");
+        assert!(
+            led <= 1 || sent.len() < led,
+            "broker {id} sent one request per partition: {sent:?}"
+        );
+    }
+}
