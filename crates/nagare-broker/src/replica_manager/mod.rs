@@ -869,7 +869,21 @@ mod tests {
             let text = std::fs::read_to_string(dir.path().join(REPLICATION_OFFSET_CHECKPOINT_FILE))
                 .expect("checkpoint file");
             assert_eq!(text, "0\n2\na 0 7\nb 1 10\n");
-            assert_eq!(partition(&rm, &a).high_watermark(), 7);
+            let pa = partition(&rm, &a);
+            assert_eq!(pa.high_watermark(), 7);
+            // Becoming the leader of an RF=3 partition whose followers have not fetched yet:
+            // consumers see up to the checkpointed high watermark at once (without the
+            // checkpoint it would be the log start until every ISR member fetched).
+            let reg = PartitionRegistration {
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                leader: 1,
+                leader_epoch: 1,
+                partition_epoch: 1,
+            };
+            pa.apply_registration(1, &reg, now_ms());
+            assert!(pa.is_leader());
+            assert_eq!(pa.high_watermark(), 7);
             let pb = partition(&rm, &b);
             assert_eq!(pb.high_watermark(), 10);
             // The log lost its tail (e.g. truncated): the HW never passes the log end.
