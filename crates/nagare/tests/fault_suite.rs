@@ -267,6 +267,38 @@ struct Recorded {
     fatal: Mutex<Vec<String>>,
     sent: AtomicUsize,
     consume_errors: AtomicUsize,
+    /// When each acknowledgement arrived (since the run started) and its partition: the
+    /// longest stretches without one show how long faults kept a partition unavailable.
+    ack_times: Mutex<Vec<(Duration, i32)>>,
+    started: Mutex<Option<Instant>>,
+}
+
+impl Recorded {
+    fn since_start(&self) -> Duration {
+        self.started
+            .lock()
+            .expect("started")
+            .get_or_insert_with(Instant::now)
+            .elapsed()
+    }
+
+    /// Per partition, the longest stretch without an acknowledgement: (length, from).
+    fn longest_ack_gaps(&self) -> Vec<(Duration, Duration)> {
+        let times = self.ack_times.lock().expect("ack times");
+        (0..PARTITIONS)
+            .map(|p| {
+                let mut last = Duration::ZERO;
+                let mut best = (Duration::ZERO, Duration::ZERO);
+                for (t, _) in times.iter().filter(|(_, q)| *q == p) {
+                    if t.saturating_sub(last) > best.0 {
+                        best = (t.saturating_sub(last), last);
+                    }
+                    last = last.max(*t);
+                }
+                best
+            })
+            .collect()
+    }
 }
 
 fn value_of(producer: usize, seq: usize) -> String {
@@ -292,11 +324,19 @@ impl rdkafka::producer::ProducerContext for DeliveryRecorder {
     fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, seq: usize) {
         let value = value_of(self.producer, seq);
         match result {
-            Ok(m) => self.rec.acked.lock().expect("acked").push(Ack {
-                value,
-                partition: m.partition(),
-                offset: m.offset(),
-            }),
+            Ok(m) => {
+                let at = self.rec.since_start();
+                self.rec
+                    .ack_times
+                    .lock()
+                    .expect("ack times")
+                    .push((at, m.partition()));
+                self.rec.acked.lock().expect("acked").push(Ack {
+                    value,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                })
+            }
             Err((e, _)) => self
                 .rec
                 .failed
@@ -868,6 +908,8 @@ fn faults_keep_every_acknowledged_write() {
 
     let boot = fc.proxied_bootstrap();
     let rec = Arc::new(Recorded::default());
+    // Acknowledgement times on the schedule's clock.
+    *rec.started.lock().expect("started") = Some(fc.started);
     let stop_producers = Arc::new(AtomicBool::new(false));
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let mut producers = Vec::new();
@@ -956,6 +998,10 @@ fn faults_keep_every_acknowledged_write() {
         fc.net.stats().connections.load(Ordering::Relaxed),
         fc.net.stats().held.load(Ordering::Relaxed),
         t0.elapsed()
+    );
+    eprintln!(
+        "longest stretch without an acknowledgement per partition (length, from, on the schedule's clock): {:?}",
+        rec.longest_ack_gaps()
     );
     assert!(!h.acked.is_empty(), "nothing was acknowledged");
     assert_history(&h, &fc);
