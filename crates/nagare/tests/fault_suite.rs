@@ -1043,6 +1043,18 @@ fn all_replicas_sigkilled(topology: Topology) {
     let mut fc = FaultCluster::start(topology);
     fc.create_topic();
     let boot = fc.proxied_bootstrap();
+    // Besides the bursts, a producer streams and a consumer reads all along, so the kills also
+    // land while acknowledgements and fetches are in flight.
+    let rec = Arc::new(Recorded::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let streamer = {
+        let (b, s, r) = (boot.clone(), stop.clone(), rec.clone());
+        std::thread::spawn(move || run_producer(b, 1000, s, r, Duration::from_millis(2)))
+    };
+    let reader = {
+        let (b, s, r) = (boot.clone(), stop.clone(), rec.clone());
+        std::thread::spawn(move || run_consumer(b, 0, s, r))
+    };
     let mut acked = Vec::new();
     let victims = fc.brokers.clone();
     for round in 0..rounds {
@@ -1068,16 +1080,25 @@ fn all_replicas_sigkilled(topology: Topology) {
         fc.wait_full_isr(Duration::from_secs(90));
         fc.log(&format!("round {round}: restarted, full ISR"));
     }
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    streamer.join().expect("streaming producer");
+    reader.join().expect("consumer");
+    let streamed = rec.acked.lock().expect("acked").clone();
+    let streamed_failed = rec.failed.lock().expect("failed").len();
+    let streamed_acked = streamed.len();
+    acked.extend(streamed);
     let final_log = read_final_log(&boot, &acked_ends(&acked), Duration::from_secs(30));
     assert_replicas_identical(&mut fc);
     let h = History {
         acked,
-        observed: Vec::new(),
+        observed: rec.observed.lock().expect("observed").clone(),
         final_log,
     };
     eprintln!(
-        "simultaneous SIGKILL ({topology:?}): {rounds} rounds, {} acked, {} in the final log, wall time {:?}",
+        "simultaneous SIGKILL ({topology:?}): {rounds} rounds, {} acked ({streamed_acked} of them streamed, {streamed_failed} streamed failed), {} consumer observations, {} in the final log, wall time {:?}",
         h.acked.len(),
+        h.observed.len(),
         h.final_log.iter().map(|l| l.len()).sum::<usize>(),
         t0.elapsed()
     );
