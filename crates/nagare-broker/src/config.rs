@@ -340,7 +340,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "transaction.state.log.min.isr",
     "log.flush.scheduler.interval.ms",
     "queued.max.requests",
-    "replica.lag.time.max.ms",
     "controller.quorum.bootstrap.servers",
     "num.replica.fetchers",
     "group.coordinator.rebalance.protocols",
@@ -1012,6 +1011,24 @@ foo.bar=1
         assert!(e.contains("log.segment.bytes"), "{e}");
         let e = load("listeners=bogus\n").unwrap_err().to_string();
         assert!(e.contains("listeners"), "{e}");
+    }
+
+    #[test]
+    fn replication_data_plane_settings() {
+        let (c, _) = load("").expect("config");
+        assert_eq!(c.replication.hw_checkpoint_interval_ms, 5000);
+        assert!(!c.replication.rack_aware_selector, "no selector by default");
+        let (c, _) = load(
+            "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector\n\
+             replica.high.watermark.checkpoint.interval.ms=250\n",
+        )
+        .expect("config");
+        assert!(c.replication.rack_aware_selector);
+        assert_eq!(c.replication.hw_checkpoint_interval_ms, 250);
+        let e = load("replica.selector.class=com.example.MySelector\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("replica.selector.class"), "{e}");
     }
 
     #[test]
