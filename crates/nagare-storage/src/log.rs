@@ -1335,6 +1335,17 @@ impl Log {
     /// segment when `segment.ms` is due, and removes `*.deleted` files whose
     /// `file.delete.delay.ms` has passed. Returns the number of segments deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        self.enforce_retention_below(now_ms, i64::MAX)
+    }
+
+    /// [`Log::enforce_retention`] for a replicated log: retention deletes only segments
+    /// entirely below `high_watermark` (Kafka's `deletableSegments` upper bound), so neither
+    /// records that are not yet replicated nor the log start can pass the high watermark.
+    pub fn enforce_retention_below(
+        &self,
+        now_ms: i64,
+        high_watermark: i64,
+    ) -> Result<usize, StorageError> {
         let config = self.config();
         let mut inner = self.lock_writable()?;
         inner.last_now_ms = inner.last_now_ms.max(now_ms);
@@ -1353,14 +1364,15 @@ impl Log {
         let mut deleted = 0;
         if config.cleanup_policy_delete {
             if config.retention_ms >= 0 {
-                deleted += self.delete_old_segments(&mut inner, &mut |s, _| {
-                    now_ms.saturating_sub(s.largest_timestamp()) > config.retention_ms
+                deleted += self.delete_old_segments(&mut inner, &mut |s, next_base| {
+                    next_base <= high_watermark
+                        && now_ms.saturating_sub(s.largest_timestamp()) > config.retention_ms
                 })?;
             }
             if config.retention_bytes >= 0 {
                 let mut excess = inner.size_bytes() as i64 - config.retention_bytes;
-                deleted += self.delete_old_segments(&mut inner, &mut |s, _| {
-                    if excess >= s.size as i64 {
+                deleted += self.delete_old_segments(&mut inner, &mut |s, next_base| {
+                    if next_base <= high_watermark && excess >= s.size as i64 {
                         excess -= s.size as i64;
                         true
                     } else {

@@ -585,6 +585,43 @@ fn retention_by_bytes_moves_log_start() {
     assert!(!dir.path().join("00000000000000000000.log").exists());
 }
 
+/// Kafka's `deletableSegments` bound: retention of a replicated log deletes only segments
+/// entirely below the high watermark, so unreplicated records survive whatever
+/// `retention.bytes`/`retention.ms` say, and the log start never passes the high watermark.
+#[test]
+fn retention_stops_at_the_high_watermark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = batch(1, 0).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 2,
+        retention_bytes: 0,
+        retention_ms: 1,
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    for i in 0..10 {
+        log.append_as_leader(batch(1, i), 0, 0).expect("append");
+    }
+    assert_eq!(log.segment_base_offsets(), vec![0, 2, 4, 6, 8]);
+    // HW 5: segments [0,1] and [2,3] end below it, [4,5] does not.
+    assert_eq!(
+        log.enforce_retention_below(10_000, 5).expect("retention"),
+        2
+    );
+    assert_eq!(log.segment_base_offsets(), vec![4, 6, 8]);
+    assert_eq!(log.log_start_offset(), 4);
+    assert_eq!(
+        log.enforce_retention_below(10_000, 5).expect("retention"),
+        0
+    );
+    // HW 6: [4,5] ends at it and goes.
+    assert_eq!(
+        log.enforce_retention_below(10_000, 6).expect("retention"),
+        1
+    );
+    assert_eq!(log.log_start_offset(), 6);
+}
+
 #[test]
 fn retention_by_time_moves_log_start_and_respects_delete_delay() {
     let dir = tempfile::tempdir().expect("tempdir");

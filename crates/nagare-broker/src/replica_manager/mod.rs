@@ -668,12 +668,18 @@ impl ReplicaManager {
         }
     }
 
-    /// Retention for every log, and expiry of producer ids idle for longer than
-    /// `producer.id.expiration.ms` (so producer state does not grow without bound).
+    /// Retention for every hosted log (below its high watermark), and expiry of producer ids
+    /// idle for longer than `producer.id.expiration.ms` (so producer state does not grow
+    /// without bound).
     pub fn enforce_retention(&self, producer_id_expiration_ms: i64) {
         let now = now_ms();
-        self.logs.enforce_retention(now);
         for p in self.all_partitions() {
+            // Bounded by the high watermark (Kafka's rule): a leader never deletes what its
+            // followers have not fetched yet, nor moves its log start past what consumers may
+            // read.
+            if let Err(e) = p.log.enforce_retention_below(now, p.high_watermark()) {
+                tracing::error!(tp = %p.tp, error = %e, "retention failed");
+            }
             let n = p
                 .log
                 .remove_expired_producers(now, producer_id_expiration_ms);
