@@ -71,6 +71,49 @@ impl ClientContext for Logs {
 
 impl ConsumerContext for Logs {}
 
+/// What one partition of a raw Fetch answered.
+#[derive(Debug)]
+struct Fetched {
+    error: i16,
+    hw: i64,
+    preferred: i32,
+    bytes: usize,
+}
+
+/// A sessionless consumer Fetch (replica id -1) of version `v` at `offset` with `rack_id`.
+fn raw_fetch(addr: &str, v: i16, offset: i64, rack: &str) -> Fetched {
+    use nagare_client::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use nagare_client::kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    use nagare_client::kafka_protocol::protocol::StrBytes;
+    block_on(async {
+        let mut c = nagare_client::Connection::connect(addr, "raw-fetch")
+            .await
+            .expect("connect");
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_rack_id(StrBytes::from_string(rack.to_string()))
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(-1)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let resp = c.send_version(&req, v).await.expect("fetch");
+        let p = &resp.responses[0].partitions[0];
+        Fetched {
+            error: p.error_code,
+            hw: p.high_watermark,
+            preferred: p.preferred_read_replica.0,
+            bytes: p.records.as_ref().map_or(0, |r| r.len()),
+        }
+    })
+}
+
 #[test]
 fn consumer_reads_from_the_follower_in_its_rack() {
     let mut cluster = TestCluster::new(
@@ -238,6 +281,30 @@ fn consumer_reads_from_the_follower_in_its_rack() {
         "{} fetch responses with records, all from follower {follower}",
         enqueued(&from_follower)
     );
+    // Kafka's rules, with raw Fetch requests: the follower serves consumers with client
+    // metadata (v11+) up to its high watermark, OFFSET_OUT_OF_RANGE past its log, and
+    // NOT_LEADER_OR_FOLLOWER to older consumers; the leader redirects the rack.
+    let rack = format!("rack-{follower}");
+    let fboot = cluster.node(follower).bootstrap();
+    let lboot = cluster.node(leader).bootstrap();
+    let f = raw_fetch(&fboot, 12, 0, "");
+    assert_eq!(
+        (f.error, f.hw, f.preferred),
+        (0, RECORDS as i64, -1),
+        "{f:?}"
+    );
+    assert!(f.bytes > 0, "{f:?}");
+    assert_eq!(
+        raw_fetch(&fboot, 12, 10_000, "").error,
+        1,
+        "past the log end"
+    );
+    assert_eq!(raw_fetch(&fboot, 10, 0, "").error, 6, "no client metadata");
+    let l = raw_fetch(&lboot, 12, 0, &rack);
+    assert_eq!((l.error, l.preferred, l.bytes), (0, follower, 0), "{l:?}");
+    let l = raw_fetch(&lboot, 12, 0, "rack-elsewhere");
+    assert_eq!((l.error, l.preferred), (0, -1), "{l:?}");
+    assert!(l.bytes > 0, "{l:?}");
     for id in [101, 102, 103] {
         if id != follower {
             assert!(
