@@ -42,10 +42,16 @@ pub struct RunningServer {
 /// Kafka's `meta.properties` file in each log dir.
 const META_PROPERTIES: &str = "meta.properties";
 
-/// A Kafka-style cluster id: 16 random bytes, URL-safe base64 without padding.
+/// A Kafka-style cluster id: 16 random bytes, URL-safe base64 without padding. Like Kafka's
+/// `Uuid.randomUuid`, never one starting with `-`, which a command line (`storage format
+/// --cluster-id -x...`) would take for an option.
 pub fn random_cluster_id() -> String {
-    let id = uuid::Uuid::new_v4();
-    base64url(id.as_bytes())
+    loop {
+        let id = base64url(uuid::Uuid::new_v4().as_bytes());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 fn base64url(bytes: &[u8]) -> String {
