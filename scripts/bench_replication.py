@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Replication benchmarks (issue 5), on real `nagare` processes on 127.0.0.1.
+
+One cluster: 3 controllers + 3 brokers, all on this machine (so an RF=3 write costs three
+appends and three fsyncs on the same disk, and the replicas share the same 2 cores).
+
+1. Produce throughput, `acks=all`, 1 KiB records, `nagare bench produce` (librdkafka):
+   RF=1 vs RF=3 with `min.insync.replicas=2`, in the same run, beside the disk's limit
+   (`dd bs=1M count=1024 conv=fdatasync`).
+2. Leader failover: an idempotent `acks=all` producer sends one record every 5 ms to a
+   single-partition RF=3 topic; the partition leader's broker gets SIGKILL; we time from the
+   kill until the producer's first acknowledgement after it (ignoring the first 50 ms, which
+   still carry answers the victim sent before it died), and until the first acknowledgement of
+   a record sent after the kill. Repeated; the victim restarts and rejoins the ISR between
+   rounds. The broker is fenced (and its partitions move) after `broker.session.timeout.ms`,
+   which bounds the figure: run with `--session-timeout-ms` to see both Kafka's default (9000)
+   and a short one.
+
+Usage: python3 scripts/bench_replication.py [--seconds 20] [--rounds 3] [--session-timeout-ms 9000]
+Needs target/release/nagare (cargo build --release) and confluent-kafka.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_kraft import BIN, Node, create  # noqa: E402
+
+
+def dd_write_mb_s(dir_):
+    path = os.path.join(dir_, "dd-probe")
+    r = subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", "count=1024",
+                        "conv=fdatasync"], capture_output=True, text=True)
+    os.unlink(path)
+    m = re.search(r"(\d+(?:\.\d+)?) ([MG])B/s", r.stderr)
+    if not m:
+        return None
+    v = float(m.group(1))
+    return v * 1000 if m.group(2) == "G" else v
+
+
+def bench_produce(admin, bootstrap, topic, rf, seconds, root):
+    # min.insync.replicas=2 on the RF=3 topic only (an RF=1 topic with it would refuse acks=all).
+    config = {"min.insync.replicas": "2"} if rf == 3 else {}
+    create(admin, [NewTopic(topic, 6, rf, config=config)])
+    time.sleep(1)
+    out = os.path.join(root, f"produce-{topic}.json")
+    subprocess.run([BIN, "bench", "produce", "-b", bootstrap, "-t", topic,
+                    "--partitions", "6", "--replication-factor", str(rf), "--acks", "all",
+                    "--record-size", "1024", "--duration", str(seconds), "--producers", "2",
+                    "--json", out], check=True, capture_output=True, text=True)
+    with open(out) as f:
+        return json.load(f)
+
+
+def partition_leader(admin, topic):
+    md = admin.list_topics(topic, timeout=10)
+    p = md.topics[topic].partitions.get(0)
+    return (p.leader, list(p.isrs)) if p else (None, [])
+
+
+class SteadyProducer:
+    """Sends one record every 5 ms; records the wall time of every acknowledgement."""
+
+    def __init__(self, bootstrap, topic):
+        self.p = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                           "enable.idempotence": True, "linger.ms": 0,
+                           "message.timeout.ms": 120000})
+        self.topic = topic
+        self.acks = []  # (send_wall, ack_wall)
+        self.errors = 0
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        i = 0
+        while not self.stop:
+            sent = time.time()
+
+            def cb(err, _msg, sent=sent):
+                if err is None:
+                    self.acks.append((sent, time.time()))
+                else:
+                    self.errors += 1
+            self.p.produce(self.topic, value=str(i).encode(), partition=0, on_delivery=cb)
+            i += 1
+            self.p.poll(0.005)
+        self.p.flush(60)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--session-timeout-ms", type=int, default=9000)
+    args = ap.parse_args()
+    root = tempfile.mkdtemp(prefix="nagare-bench-repl-")
+    results = {"session_timeout_ms": args.session_timeout_ms}
+    nodes = []
+    try:
+        results["disk_dd_fdatasync_mb_s"] = dd_write_mb_s(root)
+        cid = subprocess.run([BIN, "storage", "random-uuid"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        controllers = []
+        voters = lambda: ",".join(f"{c.id}@127.0.0.1:{c.cport}" for c in controllers)
+        hb = max(100, min(2000, args.session_timeout_ms // 4))
+        extra = [f"broker.session.timeout.ms={args.session_timeout_ms}",
+                 f"broker.heartbeat.interval.ms={hb}"]
+        for i in (1, 2, 3):
+            controllers.append(Node(root, i, "controller", voters, extra))
+        brokers = [Node(root, 100 + i, "broker", voters, extra) for i in (1, 2, 3)]
+        nodes = controllers + brokers
+        for n in nodes:
+            n.format(cid)
+        for n in nodes:
+            n.start()
+        for n in nodes:
+            n.wait_listening()
+        bootstrap = ",".join(f"127.0.0.1:{b.port}" for b in brokers)
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        time.sleep(2)
+
+        # 1. Throughput, RF=1 then RF=3 (and RF=1 again, to see drift between the two).
+        rows = {}
+        for name, rf in (("rf1", 1), ("rf3", 3), ("rf1_again", 1)):
+            r = bench_produce(admin, bootstrap, f"tput-{name}", rf, args.seconds, root)
+            rows[name] = {k: r.get(k) for k in ("mb_per_sec", "records_per_sec",
+                                                "ack_latency", "records", "errors")}
+        results["produce_acks_all_1KiB"] = rows
+        results["disk_dd_fdatasync_mb_s_after"] = dd_write_mb_s(root)
+
+        # 2. Leader failover.
+        create(admin, [NewTopic("failover", 1, 3, config={"min.insync.replicas": "2"})])
+        time.sleep(1)
+        by_id = {b.id: b for b in brokers}
+        rounds = []
+        for _ in range(args.rounds):
+            deadline = time.time() + 120
+            while True:
+                leader, isr = partition_leader(admin, "failover")
+                if leader in by_id and len(isr) == 3:
+                    break
+                if time.time() > deadline:
+                    raise RuntimeError(f"ISR never full: leader {leader} isr {isr}")
+                time.sleep(0.2)
+            prod = SteadyProducer(bootstrap, "failover")
+            time.sleep(3)
+            victim = by_id[leader]
+            killed = time.time()
+            victim.kill9()
+            deadline = time.time() + 120
+            first_ack = first_new_ack = None
+            while time.time() < deadline and first_new_ack is None:
+                time.sleep(0.01)
+                for sent, acked in list(prod.acks):
+                    # Acks within 50 ms of the kill answer requests the victim served before.
+                    if acked > killed + 0.05 and first_ack is None:
+                        first_ack = acked - killed
+                    if sent > killed and first_new_ack is None:
+                        first_new_ack = acked - killed
+            prod.stop = True
+            prod.thread.join()
+            new_leader, _ = partition_leader(admin, "failover")
+            rounds.append({"killed_broker": leader, "new_leader": new_leader,
+                           "first_ack_after_kill_s": round(first_ack, 3) if first_ack else None,
+                           "first_ack_of_new_record_s":
+                               round(first_new_ack, 3) if first_new_ack else None,
+                           "acked": len(prod.acks), "failed": prod.errors})
+            victim.start()
+            victim.wait_listening()
+        results["leader_failover"] = rounds
+        print(json.dumps(results, indent=2))
+    finally:
+        for n in nodes:
+            try:
+                n.kill9()
+            except Exception:
+                pass
+        if not os.environ.get("KEEP"):
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print("kept", root)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
