@@ -82,36 +82,58 @@ struct Fetched {
 
 /// A sessionless consumer Fetch (replica id -1) of version `v` at `offset` with `rack_id`.
 fn raw_fetch(addr: &str, v: i16, offset: i64, rack: &str) -> Fetched {
-    use nagare_client::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use nagare_client::kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
-    use nagare_client::kafka_protocol::protocol::StrBytes;
     block_on(async {
         let mut c = nagare_client::Connection::connect(addr, "raw-fetch")
             .await
             .expect("connect");
-        let req = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(100)
-            .with_min_bytes(1)
-            .with_max_bytes(1 << 20)
-            .with_session_epoch(-1)
-            .with_rack_id(StrBytes::from_string(rack.to_string()))
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(0)
-                    .with_current_leader_epoch(-1)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(1 << 20)])]);
-        let resp = c.send_version(&req, v).await.expect("fetch");
-        let p = &resp.responses[0].partitions[0];
-        Fetched {
+        let (_, parts) = fetch_on(&mut c, v, (0, -1), Some(offset), rack).await;
+        parts.into_iter().next().expect("the partition")
+    })
+}
+
+/// One consumer Fetch on `c`: `session` is (session id, epoch); `offset` lists the partition
+/// (None: an incremental fetch naming nothing). Returns the session id and the partitions.
+async fn fetch_on(
+    c: &mut nagare_client::Connection,
+    v: i16,
+    session: (i32, i32),
+    offset: Option<i64>,
+    rack: &str,
+) -> (i32, Vec<Fetched>) {
+    use nagare_client::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use nagare_client::kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    use nagare_client::kafka_protocol::protocol::StrBytes;
+    let topics = offset.map_or(vec![], |offset| {
+        vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(-1)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]
+    });
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_id(session.0)
+        .with_session_epoch(session.1)
+        .with_rack_id(StrBytes::from_string(rack.to_string()))
+        .with_topics(topics);
+    let resp = c.send_version(&req, v).await.expect("fetch");
+    let parts = resp
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| Fetched {
             error: p.error_code,
             hw: p.high_watermark,
             preferred: p.preferred_read_replica.0,
             bytes: p.records.as_ref().map_or(0, |r| r.len()),
-        }
-    })
+        })
+        .collect();
+    (resp.session_id, parts)
 }
 
 #[test]
@@ -302,6 +324,24 @@ fn consumer_reads_from_the_follower_in_its_rack() {
     assert_eq!(raw_fetch(&fboot, 10, 0, "").error, 6, "no client metadata");
     let l = raw_fetch(&lboot, 12, 0, &rack);
     assert_eq!((l.error, l.preferred, l.bytes), (0, follower, 0), "{l:?}");
+    // In a fetch session (KIP-227) the redirection is repeated in incremental answers, where
+    // an unchanged partition would otherwise be left out.
+    block_on(async {
+        let mut c = nagare_client::Connection::connect(&lboot, "raw-session")
+            .await
+            .expect("connect");
+        let (id, parts) = fetch_on(&mut c, 12, (0, 0), Some(RECORDS as i64), &rack).await;
+        assert!(id != 0, "no session created");
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].preferred, follower, "{parts:?}");
+        let (_, parts) = fetch_on(&mut c, 12, (id, 1), None, &rack).await;
+        assert_eq!(
+            parts.len(),
+            1,
+            "redirection left out of the incremental answer"
+        );
+        assert_eq!(parts[0].preferred, follower, "{parts:?}");
+    });
     let l = raw_fetch(&lboot, 12, 0, "rack-elsewhere");
     assert_eq!((l.error, l.preferred), (0, -1), "{l:?}");
     assert!(l.bytes > 0, "{l:?}");

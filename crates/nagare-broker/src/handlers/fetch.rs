@@ -287,9 +287,12 @@ fn build_response(
     let mut records: Vec<Vec<Option<Region>>> = Vec::new();
     let mut sent = Vec::new();
     for (t, (pd, slice)) in targets.iter().zip(results) {
+        // An incremental session leaves out unchanged partitions, but never a redirection to a
+        // preferred read replica (Kafka's `CachedPartition.maybeUpdateResponseData`).
         if incremental
             && slice.is_none()
             && pd.error_code == 0
+            && pd.preferred_read_replica.0 < 0
             && pd.high_watermark == t.last_hw
             && pd.log_start_offset == t.last_log_start
         {
