@@ -586,6 +586,14 @@ impl GroupCoordinator {
         v
     }
 
+    /// Shard numbers loaded or being loaded here (ListGroups asks all of them, so that a
+    /// loading one makes the answer COORDINATOR_LOAD_IN_PROGRESS, as in Kafka).
+    pub fn owned_shards(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self.shards.lock().keys().copied().collect();
+        v.sort();
+        v
+    }
+
     /// Shard numbers being loaded here.
     pub fn loading_shards(&self) -> Vec<i32> {
         let mut v: Vec<i32> = self

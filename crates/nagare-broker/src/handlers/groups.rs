@@ -240,7 +240,7 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Resu
         ApiKey::ListGroups => {
             let r: ListGroupsRequest = req.decode()?;
             let mut parts = Vec::new();
-            for p in broker.groups.loaded_shards() {
+            for p in broker.groups.owned_shards() {
                 parts.push(
                     broker
                         .groups
