@@ -28,6 +28,9 @@ pub struct FetchTarget {
     pub max_bytes: i32,
     /// Leader epoch the client believes current (-1: unchecked).
     pub current_leader_epoch: i32,
+    /// Epoch of the last record the fetcher has (v12+, KIP-320; -1: none). A follower's
+    /// fetch is checked against the leader's epochs with it.
+    pub last_fetched_epoch: i32,
     /// High watermark last sent (-1: never).
     pub last_hw: i64,
     /// Log start offset last sent.
@@ -144,6 +147,7 @@ impl FetchSessionCache {
                             p.fetch_offset = r.fetch_offset;
                             p.max_bytes = r.max_bytes;
                             p.current_leader_epoch = r.current_leader_epoch;
+                            p.last_fetched_epoch = r.last_fetched_epoch;
                         }
                         None => s.partitions.push(r),
                     }
@@ -196,6 +200,7 @@ mod tests {
             fetch_offset: off,
             max_bytes: 100,
             current_leader_epoch: -1,
+            last_fetched_epoch: -1,
             last_hw: -1,
             last_log_start: -1,
         }

@@ -81,6 +81,14 @@ async fn fetcher(broker: Arc<Broker>, source: i32) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
+        // KIP-320: a leader answering Fetch v12+ checks each fetch's last fetched epoch and
+        // answers a divergence itself, so a new leader epoch needs no OffsetForLeaderEpoch
+        // round trip first (Kafka's truncation on fetch, `isTruncationOnFetchSupported`).
+        if c.negotiate(ApiKey::Fetch, Some(17)).is_ok_and(|v| v >= 12) {
+            for p in parts.iter().filter(|p| p.needs_truncation_check()) {
+                p.mark_truncation_checked(p.epoch());
+            }
+        }
         let (to_check, ready): (Vec<_>, Vec<_>) =
             parts.into_iter().partition(|p| p.needs_truncation_check());
         if !to_check.is_empty() {
@@ -191,32 +199,53 @@ async fn truncate_divergent(
                 tracing::debug!(tp = %p.tp, code = r.error_code, "OffsetForLeaderEpoch refused");
                 continue;
             }
-            let leo = p.log.log_end_offset();
-            let target = if r.end_offset < 0 {
-                // The leader has no epoch at or below ours (Kafka falls back to the high
-                // watermark then: everything above it may have diverged).
-                p.high_watermark()
-            } else {
-                // KIP-279: the leader's end of the epoch, capped by our end of that epoch.
-                let (mine, my_end) = p.log.end_offset_for_epoch(r.leader_epoch);
-                let mine_end = if mine == r.leader_epoch && my_end >= 0 {
-                    my_end
-                } else {
-                    leo
-                };
-                r.end_offset.min(mine_end)
-            };
-            if target < leo {
-                tracing::info!(tp = %p.tp, from = leo, to = target, leader_epoch = r.leader_epoch, "truncating divergent tail");
-                if let Err(e) = p.log.truncate_to(target) {
-                    tracing::error!(tp = %p.tp, error = %e, "truncation failed");
-                    continue;
-                }
+            match truncate_to_leader_epoch(p, r.leader_epoch, r.end_offset) {
+                // Complete: fetch in this epoch. Otherwise ask again with our new latest epoch.
+                Ok(true) => p.mark_truncation_checked(*epoch),
+                Ok(false) => {}
+                Err(e) => tracing::error!(tp = %p.tp, error = %e, "truncation failed"),
             }
-            p.mark_truncation_checked(*epoch);
         }
     }
     Ok(())
+}
+
+/// Truncates the divergent tail after the leader said its `leader_epoch` ends at
+/// `leader_end` (an OffsetForLeaderEpoch answer or a Fetch's diverging epoch), as Kafka's
+/// `getOffsetTruncationState`. Returns whether the truncation is complete; if not (we do not
+/// have the leader's epoch), the log was cut to the end of our largest epoch below it and
+/// the leader must be asked again with that one.
+fn truncate_to_leader_epoch(
+    p: &Partition,
+    leader_epoch: i32,
+    leader_end: i64,
+) -> Result<bool, StorageError> {
+    let leo = p.log.log_end_offset();
+    let (target, complete) = if leader_end < 0 {
+        // The leader has no epoch at or below ours: everything above the high watermark may
+        // have diverged (Kafka truncates to the initial fetch offset, the high watermark).
+        (p.high_watermark(), true)
+    } else {
+        let (mine, my_end) = p.log.end_offset_for_epoch(leader_epoch);
+        if mine < 0 || my_end < 0 {
+            // No epoch of ours at or below the leader's: its end is the bound (KIP-279).
+            (leader_end, true)
+        } else if mine != leader_epoch {
+            // We never had the leader's epoch: what we wrote after our largest earlier one
+            // may differ from the leader's data; cut there and ask again.
+            (my_end, false)
+        } else {
+            // KIP-279: the leader's end of the epoch, capped by our end of that epoch.
+            (leader_end.min(my_end), true)
+        }
+    };
+    let target = target.min(leo);
+    if target < leo {
+        tracing::info!(tp = %p.tp, from = leo, to = target, leader_epoch, leader_end, "truncating divergent tail");
+    }
+    // Also when nothing is cut: an epoch we claim at the log end without data goes.
+    p.log.truncate_to(target)?;
+    Ok(complete)
 }
 
 /// One Fetch for `parts`; returns whether every partition answered without error.
@@ -321,6 +350,15 @@ async fn fetch_once(
                 continue;
             }
             match r.error_code {
+                0 if r.diverging_epoch.epoch >= 0 => {
+                    // KIP-320: our last fetched epoch ends earlier on the leader.
+                    let d = &r.diverging_epoch;
+                    if let Err(e) = truncate_to_leader_epoch(p, d.epoch, d.end_offset) {
+                        tracing::error!(tp = %p.tp, error = %e, "truncation failed");
+                        all_ok = false;
+                    }
+                    continue;
+                }
                 0 => {}
                 1 => {
                     // OFFSET_OUT_OF_RANGE: the leader's answer carries no offsets (as Kafka's),

@@ -1413,10 +1413,17 @@ impl Log {
     /// Drops every batch containing an offset >= `offset` (replication truncation; a batch
     /// straddling `offset` goes entirely, so the log end may end up below it), fixing indexes,
     /// producer state and the epoch cache. Below the log start offset the log is emptied and
-    /// restarted at `offset`. A no-op when `offset` >= the log end.
+    /// restarted at `offset`. When `offset` >= the log end only epoch-cache entries starting at
+    /// the log end go (Kafka's `truncateTo`: a broker that became leader and wrote nothing
+    /// before losing the leadership holds such an entry, which would otherwise make it claim
+    /// an epoch it has no data of).
     pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
         let mut inner = self.lock_writable()?;
         if offset >= inner.log_end_offset {
+            let end = inner.log_end_offset;
+            if inner.epochs.truncate_from_end(end) {
+                inner.epochs.write().map_err(|e| self.poison(e))?;
+            }
             return Ok(());
         }
         if offset < inner.log_start_offset

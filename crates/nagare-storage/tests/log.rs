@@ -1257,6 +1257,14 @@ fn truncate_to_fixes_indexes_producer_state_and_epochs() {
     assert_eq!(log.log_end_offset(), 6);
     log.truncate_to(100).expect("no-op");
     assert_eq!(log.log_end_offset(), 6);
+    // A leader epoch claimed at the log end without data (this broker became leader and lost
+    // the leadership before writing) goes with a truncation at or past the log end, as in
+    // Kafka's `truncateTo`; epochs with data stay.
+    log.assign_epoch_start(9, 6).expect("assign");
+    assert_eq!(log.latest_epoch(), Some(9));
+    log.truncate_to(6).expect("truncate at the end");
+    assert_eq!(log.latest_epoch(), Some(1));
+    assert_eq!(log.log_end_offset(), 6);
     log.delete_records_before(4).expect("delete records");
     log.truncate_to(2).expect("truncate below log start");
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 2));

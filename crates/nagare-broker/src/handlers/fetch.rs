@@ -19,7 +19,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 
 use nagare_protocol::fetch::encode_fetch_response;
@@ -58,6 +60,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
                 current_leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: if v >= 12 { p.last_fetched_epoch } else { -1 },
                 last_hw: -1,
                 last_log_start: -1,
             });
@@ -116,11 +119,11 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
                 .iter()
                 .map(|(_, s)| s.as_ref().map(|s| s.len).unwrap_or(0))
                 .sum();
-            // A redirection to a preferred read replica is answered at once (Kafka's
-            // `anyPreferredReadReplica`), like an error.
-            let any_error = results
-                .iter()
-                .any(|(p, _)| p.error_code != 0 || p.preferred_read_replica.0 >= 0);
+            // A redirection to a preferred read replica or a diverging epoch is answered at
+            // once (Kafka's `anyPreferredReadReplica` / `hasDivergingEpoch`), like an error.
+            let any_error = results.iter().any(|(p, _)| {
+                p.error_code != 0 || p.preferred_read_replica.0 >= 0 || p.diverging_epoch.epoch >= 0
+            });
             let now = Instant::now();
             if bytes >= min_bytes.max(1) || any_error || now >= deadline {
                 break;
@@ -185,6 +188,22 @@ fn read_all(
             let is_leader = p.is_leader();
             if replica_id < 0 && !is_leader {
                 p.note_follower_read();
+            }
+            // KIP-320: a follower whose last fetched epoch ends earlier on the leader (or is
+            // unknown below a later one) has a divergent tail. It gets the leader's end of that
+            // epoch instead of records and truncates; its fetch offset is not a log end the
+            // leader can count (Kafka's `Partition.fetchRecords`).
+            if replica_id >= 0 {
+                if let Some((epoch, end)) = p.diverging_epoch(t.last_fetched_epoch, t.fetch_offset) {
+                    let pd = pd
+                        .with_high_watermark(p.high_watermark())
+                        .with_last_stable_offset(p.high_watermark())
+                        .with_log_start_offset(p.log.log_start_offset())
+                        .with_diverging_epoch(
+                            EpochEndOffset::default().with_epoch(epoch).with_end_offset(end),
+                        );
+                    return (pd, None);
+                }
             }
             // A follower's fetch offset is its log end: update its state on the leader first,
             // so the high watermark in the answer already counts it.

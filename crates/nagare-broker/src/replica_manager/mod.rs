@@ -200,6 +200,27 @@ impl Partition {
         Ok((hw, u.hw_changed, u.proposal))
     }
 
+    /// KIP-320 on the leader: a follower that last fetched `last_fetched_epoch` and now fetches
+    /// at `fetch_offset` diverges if that epoch ends before `fetch_offset` here, or if the
+    /// largest epoch here at or below it is smaller (Kafka's `Partition.readRecords`). Returns
+    /// the leader's (epoch, end offset) to truncate to. An epoch the leader knows nothing of
+    /// (-1, -1) is not reported: followers ignore a diverging epoch of -1, so they would
+    /// refetch forever; the fetch goes on and the offset checks apply instead.
+    pub fn diverging_epoch(
+        &self,
+        last_fetched_epoch: i32,
+        fetch_offset: i64,
+    ) -> Option<(i32, i64)> {
+        if last_fetched_epoch < 0 {
+            return None;
+        }
+        let (epoch, end) = self.log.end_offset_for_epoch(last_fetched_epoch);
+        if epoch < 0 || end < 0 {
+            return None;
+        }
+        (epoch < last_fetched_epoch || end < fetch_offset).then_some((epoch, end))
+    }
+
     /// The ISR shrink check (every half `replica.lag.time.max.ms`).
     pub fn maybe_shrink_isr(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrProposal> {
         let leo = self.log.log_end_offset();
@@ -744,12 +765,16 @@ mod tests {
     use nagare_storage::LogConfig;
 
     fn batch(base: i64, n: usize) -> BytesMut {
+        batch_in_epoch(base, n, 0)
+    }
+
+    fn batch_in_epoch(base: i64, n: usize, epoch: i32) -> BytesMut {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
-                partition_leader_epoch: 0,
+                partition_leader_epoch: epoch,
                 producer_id: -1,
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
@@ -835,6 +860,45 @@ mod tests {
         assert_eq!(pick("a", 5, 0), None, "the leader's own rack");
         assert_eq!(pick("c", 5, 0), None, "no replica in that rack");
         assert_eq!(pick("", 5, 0), None, "no client rack");
+    }
+
+    /// KIP-320's check on the leader (log: epoch 0 at 0..5, epoch 2 at 5..10).
+    #[test]
+    fn diverging_epoch_of_follower_fetches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = LogManager::open(dir.path().to_path_buf(), |_| LogConfig::default(), now_ms())
+            .expect("open");
+        let rm = ReplicaManager::open(1, logs);
+        let p = partition(&rm, &TopicPartition::new("t", 0));
+        for (base, epoch) in [(0, 0), (5, 2)] {
+            p.log
+                .append_as_follower(batch_in_epoch(base, 5, epoch), now_ms())
+                .expect("append");
+        }
+        assert_eq!(p.diverging_epoch(-1, 3), None, "no epoch: nothing to check");
+        assert_eq!(
+            p.diverging_epoch(2, 10),
+            None,
+            "caught up in the latest epoch"
+        );
+        assert_eq!(p.diverging_epoch(2, 7), None);
+        assert_eq!(
+            p.diverging_epoch(2, 12),
+            Some((2, 10)),
+            "past the leader's end"
+        );
+        assert_eq!(p.diverging_epoch(0, 5), None, "epoch 0 ends at 5 here too");
+        assert_eq!(
+            p.diverging_epoch(0, 6),
+            Some((0, 5)),
+            "epoch 0 went further there"
+        );
+        assert_eq!(
+            p.diverging_epoch(1, 5),
+            Some((0, 5)),
+            "epoch 1 never existed here"
+        );
+        assert_eq!(p.diverging_epoch(3, 10), None, "unknown here: not reported");
     }
 
     /// `replication-offset-checkpoint` round trip: a follower's high watermark is written on
