@@ -12,7 +12,9 @@
 //! - the members find it, commit again, a new member joins (a rebalance on the new
 //!   coordinator) and every record — including ones produced after the kill — is consumed, none
 //!   skipped, and the final committed offsets are the partitions' ends;
-//! - the old broker restarts and rejoins the ISR of the offsets partition (it follows).
+//! - the old broker restarts and rejoins the ISR of every offsets partition (it follows);
+//! - the current coordinator is killed too: the next one (in practice the restarted broker)
+//!   has every committed offset and the members commit on it.
 
 mod common;
 
@@ -479,7 +481,54 @@ fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str)
         Some(&ends),
         "committed offsets after the old coordinator rejoined (coordinator {now_coord})"
     );
+
+    // A second failover, now that the restarted broker is in the ISR again: the coordinator
+    // dies once more; whichever broker takes over (possibly the restarted one) has every
+    // committed offset, and the members commit on it.
+    cluster.node(now_coord).kill9();
+    let t4 = Instant::now();
+    let rest = BROKERS
+        .iter()
+        .filter(|b| **b != now_coord)
+        .map(|b| cluster.node(*b).bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let third = eventually(Duration::from_secs(60), "a third coordinator", || {
+        coordinator(&rest, group).filter(|c| *c != now_coord)
+    });
+    assert_eq!(
+        eventually(Duration::from_secs(60), "committed offsets", || committed(
+            &rest, group, topic
+        )),
+        ends,
+        "committed offsets after the second failover (coordinator {third})"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !g.round(true, 50) {
+        assert!(
+            Instant::now() < deadline,
+            "the group never committed on the third coordinator"
+        );
+    }
+    eprintln!(
+        "[{protocol}] second failover {now_coord} -> {third} (the restarted broker: {}): offsets intact, group committing {} ms after the SIGKILL",
+        third == coord,
+        t4.elapsed().as_millis()
+    );
     drop(g);
+    cluster.node(now_coord).start();
+    cluster.node(now_coord).wait_ready(READY);
+    let all = cluster.bootstrap();
+    eventually(
+        Duration::from_secs(60),
+        "every broker back in every offsets ISR",
+        || {
+            offsets_partitions(&all)?
+                .iter()
+                .all(|p| sorted(p.isr.clone()) == sorted(p.replicas.clone()))
+                .then_some(())
+        },
+    );
 }
 
 #[test]
