@@ -815,12 +815,13 @@ impl Fault {
 
     fn end(&self, fc: &mut FaultCluster) {
         match *self {
+            // Only started here: a restarted node may still be cut off by another fault of
+            // the same step, so [`run_schedule`] waits for it once the whole step is healed.
             Fault::Kill(n) => {
                 let node = fc.cluster.node(n);
                 if !node.is_running() {
                     node.kill9();
                     node.start();
-                    node.wait_ready(READY);
                 }
             }
             Fault::Pause(n) => fc.cluster.node(n).signal("CONT"),
@@ -882,6 +883,12 @@ fn run_schedule(fc: &mut FaultCluster, rng: &mut StdRng, secs: u64) -> usize {
         for f in step.iter().rev() {
             f.end(fc);
             fc.log(&format!("healed: {}", f.describe()));
+        }
+        for f in &step {
+            if let Fault::Kill(n) = f {
+                fc.cluster.node(*n).wait_ready(READY);
+                fc.log(&format!("node {n} ready again"));
+            }
         }
         std::thread::sleep(Duration::from_millis(rng.gen_range(500..2500)));
     }
