@@ -161,6 +161,8 @@ struct Group {
     attempted: BTreeMap<i32, BTreeSet<i64>>,
     commits_ok: usize,
     commits_failed: usize,
+    /// Total time spent in acknowledged synchronous commits.
+    commit_time: Duration,
 }
 
 impl Group {
@@ -204,8 +206,10 @@ impl Group {
             for (p, o) in &offsets {
                 self.attempted.entry(*p).or_default().insert(*o);
             }
+            let started = Instant::now();
             match c.commit(&tpl, CommitMode::Sync) {
                 Ok(()) => {
+                    self.commit_time += started.elapsed();
                     for (p, o) in offsets {
                         self.acked.insert(p, o);
                     }
@@ -272,6 +276,7 @@ fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str)
         attempted: BTreeMap::new(),
         commits_ok: 0,
         commits_failed: 0,
+        commit_time: Duration::ZERO,
     };
     // Consume and commit a quarter, with every partition committed at least once.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -301,10 +306,11 @@ fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str)
     );
     let _ = offsets_partition;
     eprintln!(
-        "[{protocol}] coordinator {coord}; {} consumed, {} commits acknowledged ({} failed) so far",
+        "[{protocol}] coordinator {coord}; {} consumed, {} commits acknowledged ({} failed) so far, {:.1} ms per synchronous commit (RF=3, min.insync.replicas=2)",
         g.seen.len(),
         g.commits_ok,
-        g.commits_failed
+        g.commits_failed,
+        g.commit_time.as_secs_f64() * 1000.0 / g.commits_ok.max(1) as f64
     );
 
     // The members go on consuming and committing on their own thread, and the coordinator is
