@@ -119,8 +119,8 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`.
     pub offsets_topic_num_partitions: i32,
-    /// `offsets.topic.replication.factor` (capped at the live brokers, unlike Kafka, so a
-    /// single node works without changing it).
+    /// `offsets.topic.replication.factor`: honoured as in Kafka when set; left at its
+    /// default it is capped at the registered brokers, so a single node works unchanged.
     pub offsets_topic_replication_factor: i16,
     /// `offsets.topic.segment.bytes`.
     pub offsets_topic_segment_bytes: i64,
