@@ -504,9 +504,15 @@ impl ReplicaManager {
                 tracing::info!(%tp, "deleted partition log");
             }
         }
-        // On-disk logs no longer in metadata (deleted while we were down).
+        // On-disk logs no longer in metadata (deleted while we were down). Never from an empty
+        // image (nothing applied yet, e.g. a restart whose metadata replay has not reached
+        // the publisher): every log would look stray and be deleted with its data.
         for (tp, _) in self.logs.all() {
+            if image.offset < 0 {
+                break;
+            }
             if !wanted.contains_key(&tp) && !parts.contains_key(&tp) {
+                tracing::info!(%tp, offset = image.offset, "deleting a log the metadata no longer has");
                 if let Err(e) = self.logs.remove(&tp) {
                     tracing::error!(%tp, error = %e, "failed to delete stray partition log");
                 }
@@ -860,6 +866,33 @@ mod tests {
         assert_eq!(pick("a", 5, 0), None, "the leader's own rack");
         assert_eq!(pick("c", 5, 0), None, "no replica in that rack");
         assert_eq!(pick("", 5, 0), None, "no client rack");
+    }
+
+    /// An empty image (nothing applied yet) never deletes on-disk logs as strays; a real
+    /// image without the topic does.
+    #[test]
+    fn empty_image_deletes_no_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = LogManager::open(dir.path().to_path_buf(), |_| LogConfig::default(), now_ms())
+            .expect("open");
+        let tp = TopicPartition::new("kept", 0);
+        logs.get_or_create(&tp, LogConfig::default(), now_ms())
+            .expect("log");
+        let rm = ReplicaManager::open(1, logs);
+        let defaults = TopicDefaults::from_broker(|_| None);
+        let empty = MetadataImage {
+            offset: -1,
+            ..Default::default()
+        };
+        rm.apply_image(&empty, &defaults);
+        assert!(rm.logs.get(&tp).is_some(), "deleted by the empty image");
+        assert!(dir.path().join("kept-0").exists());
+        let later = MetadataImage {
+            offset: 7,
+            ..Default::default()
+        };
+        rm.apply_image(&later, &defaults);
+        assert!(rm.logs.get(&tp).is_none(), "a stray log survived");
     }
 
     /// KIP-320's check on the leader (log: epoch 0 at 0..5, epoch 2 at 5..10).
