@@ -329,6 +329,9 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     );
     let log_cleaner = logs.cleaner().clone();
     let replicas = Arc::new(ReplicaManager::open(config.node_id, logs));
+    // Logs of topics the metadata lacks are deleted only once the image has replayed the
+    // whole local metadata log (a partial image lacks topics it simply has not reached).
+    replicas.delete_strays_from(raft.log_end_offset() - 1);
     let broker = Arc::new(Broker::new(
         config.clone(),
         cluster_id.clone(),

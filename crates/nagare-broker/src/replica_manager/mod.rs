@@ -360,6 +360,9 @@ pub struct ReplicaManager {
     checkpointed_hws: Mutex<HashMap<TopicPartition, i64>>,
     /// What the high-watermark checkpoint file holds, to skip identical rewrites.
     last_hw_checkpoint: Mutex<Option<HashMap<TopicPartition, i64>>>,
+    /// On-disk logs missing from the image are deleted only from images at or past this
+    /// metadata offset (see [`ReplicaManager::delete_strays_from`]).
+    stray_floor: AtomicI64,
 }
 
 /// The high watermarks of every partition of a log dir (Kafka's file name and format).
@@ -400,7 +403,16 @@ impl ReplicaManager {
             proposals_ready: Notify::new(),
             checkpointed_hws: Mutex::new(checkpointed_hws),
             last_hw_checkpoint: Mutex::new(None),
+            stray_floor: AtomicI64::new(0),
         }
+    }
+
+    /// Deletes on-disk logs the metadata does not have only from images at or past `offset`:
+    /// at startup, the end of the local metadata log. An image replayed only part of the way
+    /// there may simply not have reached a topic's records yet, and deleting its log would
+    /// lose its data (Kafka finds stray logs only once its first image is complete).
+    pub fn delete_strays_from(&self, offset: i64) {
+        self.stray_floor.store(offset, Ordering::Release);
     }
 
     /// A hosted partition.
@@ -508,7 +520,7 @@ impl ReplicaManager {
         // image (nothing applied yet, e.g. a restart whose metadata replay has not reached
         // the publisher): every log would look stray and be deleted with its data.
         for (tp, _) in self.logs.all() {
-            if image.offset < 0 {
+            if image.offset < 0 || image.offset < self.stray_floor.load(Ordering::Acquire) {
                 break;
             }
             if !wanted.contains_key(&tp) && !parts.contains_key(&tp) {
@@ -887,6 +899,14 @@ mod tests {
         rm.apply_image(&empty, &defaults);
         assert!(rm.logs.get(&tp).is_some(), "deleted by the empty image");
         assert!(dir.path().join("kept-0").exists());
+        // The local metadata log ends at 7: an image at 5 is a partial replay.
+        rm.delete_strays_from(7);
+        let partial = MetadataImage {
+            offset: 5,
+            ..Default::default()
+        };
+        rm.apply_image(&partial, &defaults);
+        assert!(rm.logs.get(&tp).is_some(), "deleted by a partial image");
         let later = MetadataImage {
             offset: 7,
             ..Default::default()
