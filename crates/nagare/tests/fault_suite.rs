@@ -593,6 +593,14 @@ fn check_history(h: &History) -> Vec<String> {
                 a.offset,
                 value_at(a.partition, a.offset)
             )),
+            // librdkafka acknowledges without an offset (-1001) the messages of a batch whose
+            // response was lost once a later batch of the same idempotent producer succeeded
+            // ("implicitly acked by subsequent batch success"): only the partition is known.
+            Some(&(p, o)) if a.offset < 0 && p != a.partition => bad.push(format!(
+                "MOVED: {} acknowledged (without an offset) on partition {} is at partition {p} offset {o}",
+                a.value, a.partition
+            )),
+            Some(_) if a.offset < 0 => {}
             Some(&(p, o)) if (p, o) != (a.partition, a.offset) => bad.push(format!(
                 "MOVED: {} acknowledged at partition {} offset {} is at partition {p} offset {o}",
                 a.value, a.partition, a.offset
@@ -627,11 +635,20 @@ fn check_history(h: &History) -> Vec<String> {
     // Each producer's acknowledged values of a partition are in its send order.
     let mut order: BTreeMap<(usize, i32), Vec<(usize, i64)>> = BTreeMap::new();
     for a in &h.acked {
-        if let Some((prod, seq)) = parse_value(&a.value) {
+        // An acknowledgement without an offset is ordered by where the value is in the log
+        // (if it is not there, it was reported as lost above).
+        let offset = if a.offset >= 0 {
+            Some(a.offset)
+        } else {
+            at.get(a.value.as_str())
+                .filter(|(p, _)| *p == a.partition)
+                .map(|(_, o)| *o)
+        };
+        if let (Some((prod, seq)), Some(offset)) = (parse_value(&a.value), offset) {
             order
                 .entry((prod, a.partition))
                 .or_default()
-                .push((seq, a.offset));
+                .push((seq, offset));
         }
     }
     for ((prod, p), mut v) in order {
@@ -995,8 +1012,9 @@ fn faults_keep_every_acknowledged_write() {
             .count()
     };
     let fatal = rec.fatal.lock().expect("fatal").clone();
+    let implicit = h.acked.iter().filter(|a| a.offset < 0).count();
     eprintln!(
-        "fault suite summary: seed {seed}, {secs} s of faults, {faults} faults, {} records sent, {} acked, {} failed ({failed_in_log} of them in the log anyway) {failures:?}, {in_log} in the final log, {} consumer observations, {} consume errors, {} connections through the proxies ({} held), producer fatal errors {fatal:?}, wall time {:?}",
+        "fault suite summary: seed {seed}, {secs} s of faults, {faults} faults, {} records sent, {} acked ({implicit} without an offset), {} failed ({failed_in_log} of them in the log anyway) {failures:?}, {in_log} in the final log, {} consumer observations, {} consume errors, {} connections through the proxies ({} held), producer fatal errors {fatal:?}, wall time {:?}",
         rec.sent.load(Ordering::Relaxed),
         h.acked.len(),
         failed.len(),
@@ -1201,4 +1219,21 @@ fn checker_finds_each_kind_of_violation() {
     let mut h = sample();
     h.final_log[0][2].1 = "garbage".into();
     expect(h, "never produced");
+    // Acknowledged without an offset (librdkafka's implicit ack): must still be there, once,
+    // on its partition, in its producer's order.
+    let mut h = sample();
+    h.acked[1].offset = -1001;
+    assert_eq!(check_history(&h), Vec::<String>::new());
+    h.final_log[0].remove(1);
+    expect(h, "LOST");
+    let mut h = sample();
+    h.acked[1].offset = -1001;
+    h.final_log.push(vec![(0, h.final_log[0][1].1.clone())]);
+    h.final_log[0].remove(1);
+    expect(h, "without an offset");
+    let mut h = sample();
+    h.acked[0].offset = -1001;
+    h.acked[0].value = value_of(0, 3);
+    h.final_log[0][0].1 = value_of(0, 3);
+    expect(h, "later seq");
 }
