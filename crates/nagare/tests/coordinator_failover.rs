@@ -29,7 +29,7 @@ use nagare_client::{Client, NewTopic, OffsetSpec, PartitionMetadata};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const READY: Duration = Duration::from_secs(60);
@@ -557,11 +557,38 @@ fn coordinator_fails_over_with_its_offsets_partition() {
             "group.consumer.session.timeout.ms=10000",
         ],
     );
-    cluster.start_all(READY);
+    // With two of the three brokers up, offsets.topic.replication.factor=3 cannot be met:
+    // FindCoordinator answers COORDINATOR_NOT_AVAILABLE (15) and the topic is not created
+    // (Kafka's rule), rather than created with fewer replicas.
+    cluster.start_nodes(&[1, 2, 3, 101, 102], READY);
+    let two = cluster.bootstrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let code = block_on(async {
+            let mut c = Client::connect_to(&two).await.expect("connect");
+            c.find_coordinator("probe")
+                .await
+                .err()
+                .and_then(|e| e.kafka_code())
+        });
+        assert_eq!(code, Some(15), "FindCoordinator with 2 of 3 brokers");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A Metadata request allowed to auto-create it (a producer's) does not create it
+    // with the defaults of ordinary topics either.
+    let p: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &two)
+        .create()
+        .expect("producer");
+    let _ = p
+        .client()
+        .fetch_metadata(Some(OFFSETS_TOPIC), Duration::from_secs(5));
+    assert!(
+        offsets_partitions(&two).is_none_or(|p| p.is_empty()),
+        "{OFFSETS_TOPIC} created with 2 live brokers"
+    );
+    cluster.start_nodes(&[103], READY);
     let all = cluster.bootstrap();
-    // Every broker must be registered and unfenced before the offsets topic can be created
-    // with its replication factor: FindCoordinator answers COORDINATOR_NOT_AVAILABLE until
-    // then.
     let coord = eventually(Duration::from_secs(60), "a coordinator", || {
         coordinator(&all, "probe")
     });

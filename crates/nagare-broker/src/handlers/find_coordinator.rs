@@ -68,7 +68,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
 /// and clients retry — so a cluster still starting up does not get an offsets topic with
 /// fewer replicas than configured. Only when the key is left at its default (Kafka's 3) is it
 /// capped at the number of registered brokers, so a single node works out of the box.
-async fn create_offsets_topic(broker: &Arc<Broker>) {
+pub(crate) async fn create_offsets_topic(broker: &Arc<Broker>) {
     let partitions = broker.config.offsets_topic_num_partitions;
     let configured = broker.config.offsets_topic_replication_factor;
     let segment_bytes = broker.config.offsets_topic_segment_bytes;

@@ -108,7 +108,19 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     )))
 }
 
-async fn auto_create(broker: &Arc<Broker>, names: Vec<String>) {
+async fn auto_create(broker: &Arc<Broker>, mut names: Vec<String>) {
+    // Kafka's AutoTopicCreationManager creates the offsets topic with its own settings
+    // (offsets.topic.*), never with the defaults of ordinary topics.
+    if let Some(i) = names
+        .iter()
+        .position(|n| n == crate::group_coordinator::OFFSETS_TOPIC)
+    {
+        names.swap_remove(i);
+        super::find_coordinator::create_offsets_topic(broker).await;
+        if names.is_empty() {
+            return;
+        }
+    }
     let topics = names
         .into_iter()
         .map(|name| NewTopic {
