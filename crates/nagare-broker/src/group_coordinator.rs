@@ -415,9 +415,8 @@ impl GroupCoordinator {
                 continue;
             }
             let result = st.shard.tick(now);
-            let pending = self.commit(&h, &mut st, result, None);
-            drop(st);
-            tokio::spawn(pending);
+            // Nobody awaits a tick's reply; the commit's own task releases what it completed.
+            drop(self.commit(&h, &mut st, result, None));
         }
     }
 
@@ -527,7 +526,10 @@ impl GroupCoordinator {
         let epoch = h.epoch;
         let this = self.clone();
         let h = h.clone();
-        Box::pin(async move {
+        // The wait runs on its own task, so that the answers this result completed for other
+        // members are released even if this request's connection goes away meanwhile.
+        let (code_tx, code_rx) = oneshot::channel::<i16>();
+        tokio::spawn(async move {
             let code = match durable.await {
                 Err(e) => {
                     tracing::error!(tp = %partition.tp, error = %e, "group coordinator fsync failed");
@@ -559,6 +561,10 @@ impl GroupCoordinator {
                 let mut st = h.state.lock().await;
                 this.fail_shard(&h, &mut st);
             }
+            let _ = code_tx.send(code);
+        });
+        Box::pin(async move {
+            let code = code_rx.await.unwrap_or(NOT_COORDINATOR);
             if code != 0 {
                 return fail_with(&request, code);
             }
