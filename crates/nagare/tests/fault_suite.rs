@@ -270,6 +270,8 @@ struct Recorded {
     /// When each acknowledgement arrived (since the run started) and its partition: the
     /// longest stretches without one show how long faults kept a partition unavailable.
     ack_times: Mutex<Vec<(Duration, i32)>>,
+    /// librdkafka's log lines of the producers.
+    client_log: Mutex<Vec<String>>,
     started: Mutex<Option<Instant>>,
 }
 
@@ -316,7 +318,22 @@ struct DeliveryRecorder {
     rec: Arc<Recorded>,
 }
 
-impl rdkafka::ClientContext for DeliveryRecorder {}
+impl rdkafka::ClientContext for DeliveryRecorder {
+    /// librdkafka's log (with `debug=eos`: PID/epoch changes, epoch bumps, duplicate-sequence
+    /// and out-of-order handling), kept for the failure report.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        let at = self.rec.since_start();
+        self.rec
+            .client_log
+            .lock()
+            .expect("client log")
+            .push(format!(
+                "[{:>8.3}s] producer {} {level:?} {fac}: {message}",
+                at.as_secs_f64(),
+                self.producer
+            ));
+    }
+}
 
 impl rdkafka::producer::ProducerContext for DeliveryRecorder {
     type DeliveryOpaque = usize;
@@ -367,6 +384,7 @@ fn new_producer(
         .set("reconnect.backoff.max.ms", "500")
         .set("topic.metadata.refresh.interval.ms", "1000")
         .set("queue.buffering.max.messages", "20000")
+        .set("debug", "eos")
         .create_with_context(DeliveryRecorder {
             producer: id,
             rec: rec.clone(),
@@ -665,7 +683,7 @@ fn check_history(h: &History) -> Vec<String> {
 
 /// Checks `h` and panics with the violations; before that, copies every node's directory
 /// (config, data, log) out of the temporary directory so the failure can be examined.
-fn assert_history(h: &History, fc: &FaultCluster) {
+fn assert_history(h: &History, fc: &FaultCluster, client_log: &[String]) {
     let bad = check_history(h);
     if !bad.is_empty() {
         let keep = std::env::temp_dir().join(format!(
@@ -681,7 +699,11 @@ fn assert_history(h: &History, fc: &FaultCluster) {
                 .arg(&keep)
                 .status();
         }
-        eprintln!("node directories copied to {}", keep.display());
+        let _ = std::fs::write(keep.join("producers-librdkafka.log"), client_log.join("\n"));
+        eprintln!(
+            "node directories and the producers' librdkafka log copied to {}",
+            keep.display()
+        );
         let shown: Vec<_> = bad.iter().take(50).cloned().collect();
         panic!(
             "{} violations (first {}):\n{}",
@@ -1013,6 +1035,14 @@ fn faults_keep_every_acknowledged_write() {
     };
     let fatal = rec.fatal.lock().expect("fatal").clone();
     let implicit = h.acked.iter().filter(|a| a.offset < 0).count();
+    let bumps = rec
+        .client_log
+        .lock()
+        .expect("client log")
+        .iter()
+        .filter(|l| l.to_lowercase().contains("epoch bump"))
+        .count();
+    eprintln!("librdkafka log lines mentioning an epoch bump: {bumps}");
     eprintln!(
         "fault suite summary: seed {seed}, {secs} s of faults, {faults} faults, {} records sent, {} acked ({implicit} without an offset), {} failed ({failed_in_log} of them in the log anyway) {failures:?}, {in_log} in the final log, {} consumer observations, {} consume errors, {} connections through the proxies ({} held), producer fatal errors {fatal:?}, wall time {:?}",
         rec.sent.load(Ordering::Relaxed),
@@ -1029,7 +1059,8 @@ fn faults_keep_every_acknowledged_write() {
         rec.longest_ack_gaps()
     );
     assert!(!h.acked.is_empty(), "nothing was acknowledged");
-    assert_history(&h, &fc);
+    let client_log = rec.client_log.lock().expect("client log").clone();
+    assert_history(&h, &fc, &client_log);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1127,7 +1158,8 @@ fn all_replicas_sigkilled(topology: Topology) {
         h.final_log.iter().map(|l| l.len()).sum::<usize>(),
         t0.elapsed()
     );
-    assert_history(&h, &fc);
+    let client_log = rec.client_log.lock().expect("client log").clone();
+    assert_history(&h, &fc, &client_log);
 }
 
 #[test]
