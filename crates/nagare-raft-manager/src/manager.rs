@@ -54,8 +54,8 @@ struct Status {
     /// End of the delivered prefix (exclusive).
     applied: Offset,
     high_watermark: Offset,
-    /// Whether a high watermark was learned from a leader (or as leader) since start.
-    hw_known: bool,
+    /// The largest high watermark a leader sent this node (`None` before the first).
+    leader_high_watermark: Option<Offset>,
     log_start_offset: Offset,
     log_end_offset: Offset,
     /// The driver has stopped (shutdown, abort or storage failure).
@@ -427,11 +427,14 @@ impl RaftManager {
     pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
         let mut rx = self.shared.status.subscribe();
         let me = self.node_id();
-        let done = |s: &Status| {
-            s.hw_known
-                && s.leader.leader_id.is_some()
-                && s.applied >= s.high_watermark
-                && (s.leader.leader_id != Some(me) || s.ready_epoch.is_some())
+        // Caught up: as the leader, once its own LeaderChange entry is delivered (everything
+        // committed before its epoch is applied); otherwise once the delivered prefix reaches
+        // the leader's high watermark. Our own high watermark is capped by our log end, so a
+        // node that has fetched only part of the log would look caught up by it.
+        let done = |s: &Status| match s.leader.leader_id {
+            None => false,
+            Some(l) if l == me => s.ready_epoch.is_some() && s.applied >= s.high_watermark,
+            Some(_) => s.leader_high_watermark.is_some_and(|hw| s.applied >= hw),
         };
         tokio::time::timeout(timeout, async {
             loop {
@@ -912,9 +915,6 @@ impl Driver {
                     "metadata quorum state changed"
                 );
             }
-            if ready.high_watermark.is_some() {
-                self.shared.status.send_modify(|s| s.hw_known = true);
-            }
             self.fail_lost_proposals();
             self.deliver_committed()?;
         }
@@ -1087,6 +1087,11 @@ impl Driver {
             .into_iter()
             .partition(|p| leading == Some(p.epoch));
         self.proposals = keep;
+        if !lost.is_empty() {
+            // Publish the lost leadership first: a caller told "leadership lost" must not
+            // still see this node's ready epoch.
+            self.update_status();
+        }
         for p in lost {
             let _ = p.done.send(Err(ProposeError::LeadershipLost(p.epoch)));
         }
@@ -1124,7 +1129,6 @@ impl Driver {
     }
 
     fn update_status(&mut self) {
-        let me = self.shared.config.node_id;
         let ready_epoch = self.ready_epoch();
         let leader = LeaderAndEpoch {
             leader_id: self.node.leader_id(),
@@ -1136,8 +1140,7 @@ impl Driver {
             ready_epoch,
             applied: self.applied,
             high_watermark: self.node.high_watermark(),
-            hw_known: self.shared.status.borrow().hw_known
-                || leader.leader_id == Some(me) && ready_epoch.is_some(),
+            leader_high_watermark: self.node.leader_high_watermark(),
             log_start_offset: self.node.log_start_offset(),
             log_end_offset: self.node.log_end_offset(),
             stopped: false,

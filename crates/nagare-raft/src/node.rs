@@ -234,6 +234,9 @@ pub struct RaftNode {
     last_leader_contact_ms: Option<u64>,
     log: MemLog,
     high_watermark: Offset,
+    /// The largest high watermark a leader has sent this node (not capped by this node's log
+    /// end): how far a follower or observer must apply to be caught up.
+    leader_high_watermark: Option<Offset>,
     /// Log end offset the shell has made durable (set by `advance`); the leader counts only
     /// this towards the high watermark.
     durable_end: Offset,
@@ -296,6 +299,7 @@ impl RaftNode {
             // The high watermark is not persisted (as in Kafka); everything in a snapshot is
             // committed, the rest is re-learned from the leader.
             high_watermark: start,
+            leader_high_watermark: None,
             durable_end: end,
             handed_end: end,
             pending: Pending::default(),
@@ -372,6 +376,13 @@ impl RaftNode {
     /// High watermark: entries below it are committed.
     pub fn high_watermark(&self) -> Offset {
         self.high_watermark
+    }
+
+    /// The largest high watermark received from a leader that had established one in its
+    /// epoch (`None` before the first): a follower or observer that has applied up to it is
+    /// caught up with the quorum, whatever its own log holds.
+    pub fn leader_high_watermark(&self) -> Option<Offset> {
+        self.leader_high_watermark
     }
 
     /// Log end offset (including entries not yet handed out or persisted).
@@ -1396,7 +1407,12 @@ impl RaftNode {
             if is_voter {
                 self.maybe_advance_high_watermark();
             }
-            resp.high_watermark = self.high_watermark;
+            // KIP-595: a leader that has not committed an entry of its own epoch does not
+            // know the high watermark yet and sends -1 (as Kafka's KafkaRaftClient), so no
+            // follower takes its stale in-memory value for the quorum's commit point.
+            let established = matches!(&self.role,
+                RoleState::Leader(ls) if self.high_watermark > ls.epoch_start_offset);
+            resp.high_watermark = if established { self.high_watermark } else { -1 };
             resp.records = self
                 .log
                 .entries_from(req.fetch_offset, self.cfg.max_fetch_entries);
@@ -1530,6 +1546,12 @@ impl RaftNode {
         let got_records = !resp.records.is_empty();
         for e in resp.records {
             self.log.append(e);
+        }
+        if resp.high_watermark >= 0 {
+            self.leader_high_watermark = Some(
+                self.leader_high_watermark
+                    .map_or(resp.high_watermark, |h| h.max(resp.high_watermark)),
+            );
         }
         let hw = resp.high_watermark.min(self.log.end());
         if hw > self.high_watermark {
