@@ -1,8 +1,8 @@
 //! Replication fault suite (issue 5): a real cluster of `nagare` processes on 127.0.0.1 whose
 //! every connection, inter-node and client, crosses a fault-injecting proxy
 //! (`common::fault_proxy`), an RF=3 topic with `min.insync.replicas=2`, idempotent `acks=all`
-//! librdkafka producers writing unique values, consumers reading all the while, and a seeded
-//! schedule of faults:
+//! librdkafka producers (one per partition, see [`run_producer`]) writing unique values,
+//! consumers reading all the while, and a seeded schedule of faults:
 //!
 //! - SIGKILL of a node, restart after a while;
 //! - SIGSTOP, SIGCONT after a while (long enough, sometimes, for the node to be fenced);
@@ -392,11 +392,20 @@ fn new_producer(
         .expect("producer")
 }
 
-/// Writes unique values round-robin over the partitions until `stop`, then flushes. A
-/// producer that hits a fatal (idempotence) error is recorded and replaced.
+/// Writes unique values to `partition` until `stop`, then flushes. A producer that hits a
+/// fatal (idempotence) error is recorded and replaced.
+///
+/// One partition per producer: librdkafka bumps an idempotent producer's epoch when a
+/// partition sees OUT_OF_ORDER_SEQUENCE_NUMBER behind a failed request, and the bump renumbers
+/// the unacknowledged but possibly persisted messages of its *other* partitions, which are
+/// then written twice (confluentinc/librdkafka#4953, open; seen here as duplicates with a new
+/// producer epoch and sequence 0 right after a leader change). On a single partition that
+/// OUT_OF_ORDER_SEQUENCE_NUMBER proves the failed request was not persisted, so a duplicate
+/// the checker finds is the broker's.
 fn run_producer(
     bootstrap: String,
     id: usize,
+    partition: i32,
     stop: Arc<AtomicBool>,
     rec: Arc<Recorded>,
     pause: Duration,
@@ -417,7 +426,7 @@ fn run_producer(
         }
         let value = value_of(id, seq);
         let record = BaseRecord::with_opaque_to(TOPIC, seq)
-            .partition((seq % PARTITIONS as usize) as i32)
+            .partition(partition)
             .key(&value)
             .payload(&value);
         match producer.send(record) {
@@ -959,10 +968,10 @@ fn faults_keep_every_acknowledged_write() {
     let stop_producers = Arc::new(AtomicBool::new(false));
     let stop_consumers = Arc::new(AtomicBool::new(false));
     let mut producers = Vec::new();
-    for id in 0..2 {
+    for id in 0..PARTITIONS as usize {
         let (b, s, r) = (boot.clone(), stop_producers.clone(), rec.clone());
         producers.push(std::thread::spawn(move || {
-            run_producer(b, id, s, r, Duration::from_millis(4))
+            run_producer(b, id, id as i32, s, r, Duration::from_millis(6))
         }));
     }
     let mut consumers = Vec::new();
@@ -1099,14 +1108,18 @@ fn all_replicas_sigkilled(topology: Topology) {
     let mut fc = FaultCluster::start(topology);
     fc.create_topic();
     let boot = fc.proxied_bootstrap();
-    // Besides the bursts, a producer streams and a consumer reads all along, so the kills also
-    // land while acknowledgements and fetches are in flight.
+    // Besides the bursts, one producer per partition streams and a consumer reads all along,
+    // so the kills also land while acknowledgements and fetches are in flight.
     let rec = Arc::new(Recorded::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let streamer = {
-        let (b, s, r) = (boot.clone(), stop.clone(), rec.clone());
-        std::thread::spawn(move || run_producer(b, 1000, s, r, Duration::from_millis(2)))
-    };
+    let streamers: Vec<_> = (0..PARTITIONS)
+        .map(|p| {
+            let (b, s, r) = (boot.clone(), stop.clone(), rec.clone());
+            std::thread::spawn(move || {
+                run_producer(b, 1000 + p as usize, p, s, r, Duration::from_millis(6))
+            })
+        })
+        .collect();
     let reader = {
         let (b, s, r) = (boot.clone(), stop.clone(), rec.clone());
         std::thread::spawn(move || run_consumer(b, 0, s, r))
@@ -1138,7 +1151,9 @@ fn all_replicas_sigkilled(topology: Topology) {
     }
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
-    streamer.join().expect("streaming producer");
+    for t in streamers {
+        t.join().expect("streaming producer");
+    }
     reader.join().expect("consumer");
     let streamed = rec.acked.lock().expect("acked").clone();
     let streamed_failed = rec.failed.lock().expect("failed").len();
