@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use common::block_on;
 use common::cluster::TestCluster;
-use nagare_client::{Client, NewTopic, OffsetSpec, PartitionMetadata};
+use common::replication;
+use common::replication::sorted;
+use nagare_client::{Client, OffsetSpec, PartitionMetadata};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -38,20 +40,8 @@ const OFFSETS_PARTITIONS: usize = 10;
 const PARTITIONS: i32 = 6;
 const BROKERS: [i32; 3] = [101, 102, 103];
 
-fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn sorted(mut v: Vec<i32>) -> Vec<i32> {
-    v.sort_unstable();
-    v
+fn eventually<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    replication::eventually_every(timeout, Duration::from_millis(100), what, f)
 }
 
 /// The coordinator of `group` as FindCoordinator answers it.
@@ -245,22 +235,7 @@ fn values(prefix: &str, n: usize) -> Vec<String> {
 /// One failover round for `protocol` ("classic" or "consumer") on `topic` with `group`.
 fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str) {
     let all = cluster.bootstrap();
-    eventually(Duration::from_secs(30), "topic creation", || {
-        block_on(async {
-            let mut c = Client::connect_to(&all).await.ok()?;
-            c.create_topics(
-                &[NewTopic {
-                    name: topic.into(),
-                    partitions: Some(PARTITIONS),
-                    replication_factor: Some(3),
-                    configs: vec![],
-                }],
-                false,
-            )
-            .await
-            .ok()
-        })
-    });
+    replication::create_topic(&all, topic, PARTITIONS, 3, &[]);
     let prod = producer(&all);
     let mut expected: BTreeSet<String> = BTreeSet::new();
     let first = values(&format!("{protocol}-a"), 6000);

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use common::block_on;
 use common::cluster::TestCluster;
+use common::replication;
 use nagare_client::{
-    Acks, AlterConfigOp, Client, Compression, ConfigResource, NewTopic, PartitionMetadata,
-    ProduceRecord,
+    Acks, AlterConfigOp, Client, Compression, ConfigResource, PartitionMetadata, ProduceRecord,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -48,15 +48,8 @@ fn props(extra: &[&'static str]) -> Vec<&'static str> {
     FAST.iter().chain(extra.iter()).copied().collect()
 }
 
-fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn eventually<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    replication::eventually_every(timeout, Duration::from_millis(100), what, f)
 }
 
 /// Every partition of `topic` as `bootstrap` sees it.
@@ -76,38 +69,7 @@ fn partition(bootstrap: &str, topic: &str, p: i32) -> Option<PartitionMetadata> 
 }
 
 fn create_topic(bootstrap: &str, name: &str, parts: i32, rf: i16, configs: &[(&str, &str)]) {
-    eventually(Duration::from_secs(30), "topic creation", || {
-        block_on(async {
-            let mut c = Client::connect_to(bootstrap).await.ok()?;
-            match c
-                .create_topics(
-                    &[NewTopic {
-                        name: name.into(),
-                        partitions: Some(parts),
-                        replication_factor: Some(rf),
-                        configs: configs
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
-                    }],
-                    false,
-                )
-                .await
-            {
-                Ok(()) => Some(()),
-                Err(e)
-                    if e.kafka_error()
-                        == Some(nagare_client::ResponseError::TopicAlreadyExists) =>
-                {
-                    Some(())
-                }
-                Err(e) => {
-                    eprintln!("create {name}: {e}");
-                    None
-                }
-            }
-        })
-    });
+    replication::create_topic(bootstrap, name, parts, rf, configs);
     eventually(Duration::from_secs(30), "a full ISR everywhere", || {
         partitions(bootstrap, name).filter(|ps| {
             ps.len() == parts as usize

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::block_on;
 use common::cluster::TestCluster;
-use nagare_client::{Client, NewTopic, PartitionMetadata};
+use common::replication;
+use common::replication::eventually;
+use nagare_client::PartitionMetadata;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::Message;
@@ -25,23 +27,8 @@ const TOPIC: &str = "rack-local";
 const READY: Duration = Duration::from_secs(60);
 const RECORDS: usize = 500;
 
-fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn partition_state(bootstrap: &str) -> Option<PartitionMetadata> {
-    block_on(async {
-        let mut c = Client::connect_to(bootstrap).await.ok()?;
-        let t = c.topic_metadata(TOPIC).await.ok()?;
-        t.partition(0).cloned()
-    })
+    replication::partition_state(bootstrap, TOPIC, 0)
 }
 
 /// The partition's high watermark in `replication-offset-checkpoint` of `dir`.
@@ -157,22 +144,7 @@ fn consumer_reads_from_the_follower_in_its_rack() {
     }
     cluster.start_all(READY);
     let all = cluster.bootstrap();
-    eventually(Duration::from_secs(30), "topic creation", || {
-        block_on(async {
-            let mut c = Client::connect_to(&all).await.ok()?;
-            c.create_topics(
-                &[NewTopic {
-                    name: TOPIC.into(),
-                    partitions: Some(1),
-                    replication_factor: Some(3),
-                    configs: vec![("min.insync.replicas".into(), "2".into())],
-                }],
-                false,
-            )
-            .await
-            .ok()
-        })
-    });
+    replication::create_topic(&all, TOPIC, 1, 3, &[("min.insync.replicas", "2")]);
     let p = eventually(Duration::from_secs(30), "a leader with a full ISR", || {
         partition_state(&all).filter(|p| p.leader >= 0 && p.isr.len() == 3)
     });

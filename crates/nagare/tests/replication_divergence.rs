@@ -15,37 +15,21 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::block_on;
 use common::cluster::TestCluster;
-use nagare_client::{Client, NewTopic, PartitionMetadata};
+use common::replication;
+use common::replication::eventually;
+use nagare_client::PartitionMetadata;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "divergent";
 const READY: Duration = Duration::from_secs(60);
 
-fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn partition_state(bootstrap: &str) -> Option<PartitionMetadata> {
-    block_on(async {
-        let mut c = Client::connect_to(bootstrap).await.ok()?;
-        let t = c.topic_metadata(TOPIC).await.ok()?;
-        t.partition(0).cloned()
-    })
+    replication::partition_state(bootstrap, TOPIC, 0)
 }
 
 fn producer(bootstrap: &str, acks: &str, idempotent: bool) -> FutureProducer {
@@ -103,39 +87,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn consume_all(bootstrap: &str, expected: usize) -> Vec<(i64, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "divergence-check")
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while out.len() < expected {
-        assert!(
-            Instant::now() < deadline,
-            "consumed {} of {expected} records",
-            out.len()
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            out.push((
-                m.offset(),
-                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-            ));
-        }
-    }
-    // Nothing more than expected (no divergent record resurfaced after the new ones).
-    let extra = consumer.poll(Duration::from_secs(1));
-    assert!(
-        !matches!(extra, Some(Ok(_))),
-        "more records than the {expected} expected"
-    );
-    out
+    replication::consume_exactly(bootstrap, TOPIC, expected)
 }
 
 #[test]
@@ -153,22 +105,7 @@ fn restarted_leader_truncates_its_divergent_tail() {
     );
     cluster.start_all(READY);
     let all = cluster.bootstrap();
-    eventually(Duration::from_secs(30), "topic creation", || {
-        block_on(async {
-            let mut c = Client::connect_to(&all).await.ok()?;
-            c.create_topics(
-                &[NewTopic {
-                    name: TOPIC.into(),
-                    partitions: Some(1),
-                    replication_factor: Some(3),
-                    configs: vec![("min.insync.replicas".into(), "2".into())],
-                }],
-                false,
-            )
-            .await
-            .ok()
-        })
-    });
+    replication::create_topic(&all, TOPIC, 1, 3, &[("min.insync.replicas", "2")]);
     let p = eventually(Duration::from_secs(30), "a leader with a full ISR", || {
         partition_state(&all).filter(|p| p.leader >= 0 && p.isr.len() == 3)
     });

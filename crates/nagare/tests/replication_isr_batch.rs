@@ -5,26 +5,17 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::block_on;
 use common::cluster::TestCluster;
-use nagare_client::{Client, NewTopic, TopicMetadata};
+use common::replication;
+use common::replication::eventually;
+use nagare_client::{Client, TopicMetadata};
 
 const TOPIC: &str = "many";
 const PARTITIONS: i32 = 30;
 const READY: Duration = Duration::from_secs(60);
-
-fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn topic(bootstrap: &str) -> Option<TopicMetadata> {
     block_on(async {
@@ -60,22 +51,7 @@ fn a_broker_failure_shrinks_every_isr_with_one_request_per_leader() {
     );
     cluster.start_all(READY);
     let all = cluster.bootstrap();
-    eventually(Duration::from_secs(30), "topic creation", || {
-        block_on(async {
-            let mut c = Client::connect_to(&all).await.ok()?;
-            c.create_topics(
-                &[NewTopic {
-                    name: TOPIC.into(),
-                    partitions: Some(PARTITIONS),
-                    replication_factor: Some(3),
-                    configs: vec![],
-                }],
-                false,
-            )
-            .await
-            .ok()
-        })
-    });
+    replication::create_topic(&all, TOPIC, PARTITIONS, 3, &[]);
     eventually(Duration::from_secs(30), "full ISRs", || {
         topic(&all).filter(|t| {
             t.partitions.len() == PARTITIONS as usize

@@ -16,35 +16,20 @@ use std::time::{Duration, Instant};
 
 use common::block_on;
 use common::cluster::TestCluster;
-use nagare_client::{Client, NewTopic, PartitionMetadata};
+use common::replication;
+use common::replication::eventually;
+use nagare_client::{Client, PartitionMetadata};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "logstart";
 const READY: Duration = Duration::from_secs(60);
 
-fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn partition_state(bootstrap: &str) -> Option<PartitionMetadata> {
-    block_on(async {
-        let mut c = Client::connect_to(bootstrap).await.ok()?;
-        let t = c.topic_metadata(TOPIC).await.ok()?;
-        t.partition(0).cloned()
-    })
+    replication::partition_state(bootstrap, TOPIC, 0)
 }
 
 fn producer(bootstrap: &str) -> FutureProducer {
@@ -136,32 +121,7 @@ fn checkpointed(dir: &Path, file: &str) -> Option<i64> {
 }
 
 fn consume_all(bootstrap: &str, expected: usize) -> Vec<(i64, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "log-start-check")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while out.len() < expected {
-        assert!(
-            Instant::now() < deadline,
-            "consumed {} of {expected}",
-            out.len()
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            out.push((
-                m.offset(),
-                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-            ));
-        }
-    }
-    out
+    replication::consume_all(bootstrap, TOPIC, expected)
 }
 
 #[test]
@@ -181,25 +141,13 @@ fn followers_follow_the_leader_log_start() {
     );
     cluster.start_all(READY);
     let all = cluster.bootstrap();
-    eventually(Duration::from_secs(30), "topic creation", || {
-        block_on(async {
-            let mut c = Client::connect_to(&all).await.ok()?;
-            c.create_topics(
-                &[NewTopic {
-                    name: TOPIC.into(),
-                    partitions: Some(1),
-                    replication_factor: Some(3),
-                    configs: vec![
-                        ("min.insync.replicas".into(), "2".into()),
-                        ("segment.bytes".into(), "4096".into()),
-                    ],
-                }],
-                false,
-            )
-            .await
-            .ok()
-        })
-    });
+    replication::create_topic(
+        &all,
+        TOPIC,
+        1,
+        3,
+        &[("min.insync.replicas", "2"), ("segment.bytes", "4096")],
+    );
     let p = eventually(Duration::from_secs(30), "a leader with a full ISR", || {
         partition_state(&all).filter(|p| p.leader >= 0 && p.isr.len() == 3)
     });
@@ -327,22 +275,7 @@ fn high_watermark_survives_killing_every_replica() {
     );
     cluster.start_all(READY);
     let all = cluster.bootstrap();
-    eventually(Duration::from_secs(30), "topic creation", || {
-        block_on(async {
-            let mut c = Client::connect_to(&all).await.ok()?;
-            c.create_topics(
-                &[NewTopic {
-                    name: TOPIC.into(),
-                    partitions: Some(1),
-                    replication_factor: Some(3),
-                    configs: vec![("min.insync.replicas".into(), "2".into())],
-                }],
-                false,
-            )
-            .await
-            .ok()
-        })
-    });
+    replication::create_topic(&all, TOPIC, 1, 3, &[("min.insync.replicas", "2")]);
     eventually(Duration::from_secs(30), "a leader with a full ISR", || {
         partition_state(&all).filter(|p| p.leader >= 0 && p.isr.len() == 3)
     });

@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod fault_proxy;
 pub mod proxy;
+pub mod replication;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
