@@ -79,7 +79,10 @@ fn assignment(c: &BaseConsumer) -> BTreeSet<i32> {
 }
 
 /// Polls every consumer (counting received records per partition) until their assignments
-/// are disjoint, non-empty and cover `0..partitions`. Panics if two members ever hold the
+/// are disjoint, non-empty, cover `0..partitions` and are balanced (sizes differ by at most
+/// one: the uniform assignor's target). Coverage alone is not settled: a member that joined
+/// late can own nothing yet while another still holds the partitions it is about to revoke
+/// (e.g. 4/6/2 over three members on the way to 4/4/4). Panics if two members ever hold the
 /// same partition at once.
 fn wait_exact(
     consumers: &[BaseConsumer],
@@ -94,11 +97,13 @@ fn wait_exact(
         }
         last = exclusive_assignments(consumers);
         let union: BTreeSet<i32> = last.iter().flatten().copied().collect();
-        if union.len() == partitions as usize && last.iter().all(|s| !s.is_empty()) {
+        let sizes = last.iter().map(BTreeSet::len);
+        let balanced = sizes.clone().max().unwrap_or(0) - sizes.min().unwrap_or(0) <= 1;
+        if union.len() == partitions as usize && last.iter().all(|s| !s.is_empty()) && balanced {
             return last;
         }
     }
-    panic!("ownership never became exact: {last:?}");
+    panic!("ownership never became exact and balanced: {last:?}");
 }
 
 fn poll_into(c: &BaseConsumer, received: &mut BTreeMap<i32, u64>, timeout: Duration) {
