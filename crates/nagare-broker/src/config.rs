@@ -283,6 +283,7 @@ const IMPLEMENTED: &[(&str, Kind)] = &[
         Kind::Int(1, i16::MAX as i64),
     ),
     ("offsets.topic.segment.bytes", Kind::Int(1, i32::MAX as i64)),
+    ("offsets.commit.timeout.ms", Kind::Int(1, i32::MAX as i64)),
     (
         "group.min.session.timeout.ms",
         Kind::Int(0, i32::MAX as i64),
@@ -749,6 +750,7 @@ impl BrokerConfig {
                     as i32,
                 consumer_assignors: consumer_assignors(get("group.consumer.assignors")),
                 consumer_max_size: int("group.consumer.max.size", i32::MAX as i64) as usize,
+                offsets_commit_timeout_ms: int("offsets.commit.timeout.ms", 5_000) as u64,
                 ..Default::default()
             },
             quorum: QuorumConfig {

@@ -12,9 +12,14 @@
 //!   is released only once the partition's high watermark has passed everything appended so
 //!   far — Kafka's runtime completes write events when the HW reaches their offset. The local
 //!   fsync comes first (group commit), so a single node (HW = log end) keeps its durability.
+//! - **Acks.** As Kafka 4's `CoordinatorPartitionWriter`, a write is appended with acks=1
+//!   semantics (no `min.insync.replicas` check) and its reply waits for the high watermark,
+//!   which moves only when every ISR member has the records: an ISR shrunk below
+//!   `min.insync.replicas` does not stop offset commits (the old ZooKeeper-era coordinator's
+//!   acks=-1 did).
 //! - **Failures.** As Kafka's `GroupCoordinatorService.handleOperationException` maps them:
-//!   lost leadership or a storage error → NOT_COORDINATOR (16); an ISR below
-//!   `min.insync.replicas` or a commit that times out → COORDINATOR_NOT_AVAILABLE (15). A shard
+//!   lost leadership or a storage error → NOT_COORDINATOR (16); a commit that does not reach
+//!   the high watermark within `offsets.commit.timeout.ms` → COORDINATOR_NOT_AVAILABLE (15). A shard
 //!   whose in-memory state may be ahead of the log (the append did not happen, or the log
 //!   failed) is unloaded and loaded again from the log — the place of Kafka's snapshot-registry
 //!   revert. A timed-out commit leaves the records in the leader's log, which a leader never
@@ -52,15 +57,11 @@ const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 /// NOT_COORDINATOR
 const NOT_COORDINATOR: i16 = 16;
 
-/// How long a write waits for the high watermark: Kafka's `offsets.commit.timeout.ms`
-/// default. Past it the reply is COORDINATOR_NOT_AVAILABLE (Kafka: REQUEST_TIMED_OUT mapped).
-const COMMIT_TIMEOUT: Duration = Duration::from_millis(5000);
-
 /// Pause before loading a shard again after its log could not be read.
 const LOAD_RETRY_BACKOFF: Duration = Duration::from_millis(1000);
 
-/// Pause before reloading a shard after a failed write, so that a write refused at every
-/// load (e.g. `onLoaded` records while the ISR is below `min.insync.replicas`) cannot spin.
+/// Pause before reloading a shard after a failed write, so that a write failing at every
+/// load (e.g. `onLoaded` records on a failing log) cannot spin.
 const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
 
 /// A parked JoinGroup/SyncGroup: where its answer goes, and the request itself so that an
@@ -471,24 +472,16 @@ impl GroupCoordinator {
         let written = if !wrote {
             Ok(())
         } else {
-            let isr = partition.isr().len() as i32;
-            let min_isr = partition.min_isr.load(Ordering::Acquire);
-            if isr < min_isr {
-                // Kafka refuses the append with NOT_ENOUGH_REPLICAS (acks=all semantics of
-                // the classic coordinator, offsets.commit.required.acks=-1) and maps it to
-                // COORDINATOR_NOT_AVAILABLE.
-                tracing::debug!(tp = %partition.tp, isr, min_isr, "coordinator write refused: ISR below min.insync.replicas");
-                Err(COORDINATOR_NOT_AVAILABLE)
-            } else {
-                let r = append(&partition, h.epoch, &records).map_err(|e| {
-                    tracing::error!(tp = %partition.tp, error = %e, "group coordinator append failed");
-                    NOT_COORDINATOR // Kafka maps KAFKA_STORAGE_ERROR / NOT_LEADER so
-                });
-                // Followers long-poll in the delayed-fetch purgatory: wake them, or the HW
-                // (and so this reply) would wait for replica.fetch.wait.max.ms.
-                self.replicas.notify_appended();
-                r
-            }
+            // Kafka 4 appends coordinator records with acks=1 (no min.insync.replicas check)
+            // and completes the write when the high watermark passes it.
+            let r = append(&partition, h.epoch, &records).map_err(|e| {
+                tracing::error!(tp = %partition.tp, error = %e, "group coordinator append failed");
+                NOT_COORDINATOR // Kafka maps KAFKA_STORAGE_ERROR / NOT_LEADER so
+            });
+            // Followers long-poll in the delayed-fetch purgatory: wake them, or the HW
+            // (and so this reply) would wait for replica.fetch.wait.max.ms.
+            self.replicas.notify_appended();
+            r
         };
         if let Err(code) = written {
             // The shard already applied records that are not in the log.
@@ -524,6 +517,7 @@ impl GroupCoordinator {
             .replicas
             .wait_durable(partition.log.clone(), required - 1);
         let epoch = h.epoch;
+        let commit_timeout = Duration::from_millis(self.config.offsets_commit_timeout_ms);
         let this = self.clone();
         let h = h.clone();
         // The wait runs on its own task, so that the answers this result completed for other
@@ -537,14 +531,13 @@ impl GroupCoordinator {
                 }
                 Ok(()) => match partition
                     .clone()
-                    .wait_replicated(required, epoch, COMMIT_TIMEOUT)
+                    .wait_replicated(required, epoch, commit_timeout)
                     .await
                 {
-                    0 => 0,
-                    // The HW passed: what this reply reflects is committed; the ISR size
-                    // only matters for a write.
-                    20 if !wrote => 0,
-                    20 | 7 => COORDINATOR_NOT_AVAILABLE,
+                    // The HW passed: committed on every ISR member. (20 only says the ISR
+                    // is below min.insync.replicas, which acks=1 does not check.)
+                    0 | 20 => 0,
+                    7 => COORDINATOR_NOT_AVAILABLE,
                     _ => NOT_COORDINATOR,
                 },
             };
@@ -681,6 +674,8 @@ mod tests {
 
     const ME: i32 = 1;
     const OTHER: i32 = 2;
+    /// `offsets.commit.timeout.ms` of the test coordinator.
+    const TEST_COMMIT_TIMEOUT_MS: u64 = 1500;
 
     fn s(v: &str) -> StrBytes {
         StrBytes::from_string(v.to_string())
@@ -752,7 +747,10 @@ mod tests {
             tokio::spawn(rm.clone().run_group_commit());
             let gc = Arc::new(GroupCoordinator::new(
                 rm.clone(),
-                GroupCoordinatorConfig::default(),
+                GroupCoordinatorConfig {
+                    offsets_commit_timeout_ms: TEST_COMMIT_TIMEOUT_MS,
+                    ..Default::default()
+                },
             ));
             Node {
                 _dir: dir,
@@ -908,24 +906,27 @@ mod tests {
         node.follower_catches_up();
         assert_eq!(node.fetch("g").await, Ok(42));
 
-        // The ISR shrinks below min.insync.replicas: the write is refused with a retriable
-        // error, the shard reloads from the log and does not keep the refused commit.
+        // The ISR shrinks below min.insync.replicas: as Kafka 4's coordinator (acks=1
+        // appends), the write still succeeds once the HW (the leader alone) passes it.
         node.apply(&image(ME, 2, &[ME], 2));
-        let r = node.commit("h", 7).await.await;
-        assert_eq!(commit_code(&r), COORDINATOR_NOT_AVAILABLE);
-        node.wait_loaded().await;
-        assert_eq!(
-            node.fetch("h").await,
-            Ok(-1),
-            "refused commit kept in memory"
-        );
-        assert_eq!(node.fetch("g").await, Ok(42));
-        // Back to a full ISR: writes go through again.
-        node.apply(&image(ME, 2, &[ME, OTHER], 2));
-        let mut pending = node.commit("h", 8).await;
-        node.follower_catches_up();
+        let mut pending = node.commit("h", 7).await;
         let r = within(&mut pending, 2000).await.expect("reply");
-        assert_eq!(commit_code(&r), 0);
+        assert_eq!(commit_code(&r), 0, "commit with the ISR below min.insync");
+        assert_eq!(node.fetch("h").await, Ok(7));
+        assert_eq!(node.fetch("g").await, Ok(42));
+        // Two in the ISR again, but the follower does not fetch: the commit gets
+        // COORDINATOR_NOT_AVAILABLE after offsets.commit.timeout.ms. Its record stays in the
+        // leader's log (a leader never truncates), so it is committed once the follower
+        // catches up, as in Kafka.
+        node.apply(&image(ME, 2, &[ME, OTHER], 2));
+        let started = std::time::Instant::now();
+        let r = node.commit("h", 8).await.await;
+        assert_eq!(commit_code(&r), COORDINATOR_NOT_AVAILABLE);
+        assert!(
+            started.elapsed() >= Duration::from_millis(TEST_COMMIT_TIMEOUT_MS),
+            "timed out early"
+        );
+        node.follower_catches_up();
         assert_eq!(node.fetch("h").await, Ok(8));
     }
 }

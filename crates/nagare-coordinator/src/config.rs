@@ -41,6 +41,10 @@ pub struct GroupCoordinatorConfig {
     /// `group.consumer.max.size`: KIP-848 joins beyond this many members get
     /// GROUP_MAX_SIZE_REACHED.
     pub consumer_max_size: usize,
+    /// `offsets.commit.timeout.ms`: how long a coordinator write waits for the
+    /// `__consumer_offsets` partition's high watermark before the request fails with
+    /// COORDINATOR_NOT_AVAILABLE (Kafka: REQUEST_TIMED_OUT, mapped).
+    pub offsets_commit_timeout_ms: u64,
 }
 
 impl Default for GroupCoordinatorConfig {
@@ -59,6 +63,7 @@ impl Default for GroupCoordinatorConfig {
             consumer_heartbeat_interval_ms: 5_000,
             consumer_assignors: vec!["uniform".to_owned(), "range".to_owned()],
             consumer_max_size: i32::MAX as usize,
+            offsets_commit_timeout_ms: 5_000,
         }
     }
 }

@@ -584,4 +584,44 @@ fn coordinator_fails_over_with_its_offsets_partition() {
 
     failover(&mut cluster, "classic", "failover-classic", "g-classic");
     failover(&mut cluster, "consumer", "failover-kip848", "g-kip848");
+    commits_with_the_isr_below_min_insync(&mut cluster, "failover-classic");
+}
+
+/// Kafka 4's coordinator appends its records with acks=1 and answers once the high watermark
+/// passes them (`CoordinatorPartitionWriter`): with two of three brokers down, the offsets
+/// partitions' ISR is the survivor alone, below `min.insync.replicas=2`, and offset commits
+/// still succeed (an `acks=all` produce would get NOT_ENOUGH_REPLICAS).
+fn commits_with_the_isr_below_min_insync(cluster: &mut TestCluster, topic: &str) {
+    let group = "g-lone";
+    let all = cluster.bootstrap();
+    let coord = eventually(Duration::from_secs(60), "a coordinator", || {
+        coordinator(&all, group)
+    });
+    for b in BROKERS.iter().filter(|b| **b != coord) {
+        cluster.node(*b).kill9();
+    }
+    let lone = cluster.node(coord).bootstrap();
+    let isr_alone = || {
+        offsets_partitions(&lone)?
+            .iter()
+            .all(|p| p.leader == coord && p.isr == vec![coord])
+            .then_some(())
+    };
+    eventually(
+        Duration::from_secs(60),
+        "every offsets partition led by the survivor with itself alone in the ISR",
+        isr_alone,
+    );
+    let offsets: Vec<(&str, i32, i64)> =
+        (0..PARTITIONS).map(|p| (topic, p, 7 + p as i64)).collect();
+    block_on(async {
+        let mut c = Client::connect_to(&lone).await.expect("connect");
+        c.commit_offsets(group, &offsets)
+            .await
+            .expect("offset commit with the ISR (1) below min.insync.replicas (2)");
+    });
+    let want: BTreeMap<i32, i64> = offsets.iter().map(|(_, p, o)| (*p, *o)).collect();
+    assert_eq!(committed(&lone, group, topic), Some(want));
+    assert!(isr_alone().is_some(), "the ISR stayed the survivor alone");
+    eprintln!("coordinator {coord}: offsets committed with the ISR at 1 of min.insync.replicas=2");
 }
