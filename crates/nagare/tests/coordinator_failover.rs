@@ -15,6 +15,10 @@
 //! - the old broker restarts and rejoins the ISR of every offsets partition (it follows);
 //! - the current coordinator is killed too: the next one (in practice the restarted broker)
 //!   has every committed offset and the members commit on it.
+//!
+//! Last, two of the three brokers are killed: the survivor alone is the ISR of every offsets
+//! partition (below `min.insync.replicas`), and offset commits still succeed (Kafka 4's
+//! coordinator writes with acks=1 and waits for the high watermark).
 
 mod common;
 
