@@ -75,22 +75,6 @@ fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<BTreeMap<i32, 
     })
 }
 
-fn producer(bootstrap: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "60000")
-        .set("request.timeout.ms", "20000")
-        .set("retry.backoff.ms", "100")
-        .set("reconnect.backoff.ms", "50")
-        .set("reconnect.backoff.max.ms", "500")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .expect("producer")
-}
-
 /// Produces `values` round-robin over the partitions with acks=all; panics on a failure.
 fn produce_all(p: &FutureProducer, topic: &str, values: &[String]) {
     block_on(async {
@@ -240,7 +224,7 @@ fn values(prefix: &str, n: usize) -> Vec<String> {
 fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str) {
     let all = cluster.bootstrap();
     replication::create_topic(&all, topic, PARTITIONS, 3, &[]);
-    let prod = producer(&all);
+    let prod = replication::idempotent_producer(&all);
     let mut expected: BTreeSet<String> = BTreeSet::new();
     let first = values(&format!("{protocol}-a"), 6000);
     produce_all(&prod, topic, &first);
@@ -382,7 +366,7 @@ fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str)
 
     // More records while the old coordinator is down, and a new member: a rebalance on the
     // new coordinator.
-    let prod2 = producer(&survivors);
+    let prod2 = replication::idempotent_producer(&survivors);
     let second = values(&format!("{protocol}-b"), 1000);
     produce_all(&prod2, topic, &second);
     expected.extend(second);

@@ -108,33 +108,6 @@ fn elect(
     })
 }
 
-/// Values of partition 0 of `topic` from the beginning, read with a fresh consumer until
-/// `expected` values were seen.
-fn consume(bootstrap: &str, topic: &str, expected: usize) -> Vec<(i64, String)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "elections-check")
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while out.len() < expected && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            out.push((
-                m.offset(),
-                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-            ));
-        }
-    }
-    out
-}
-
 fn values(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -261,7 +234,7 @@ fn unclean_election_only_when_enabled() {
                 }
             },
         );
-        let got = consume(&b102, t, 25);
+        let got = replication::consume_all(&b102, t, 25);
         // (A produce retried after an ambiguous error may have appended twice: check the
         // log rather than the offset alone.)
         let want: Vec<(i64, String)> = values("before", 20)
@@ -418,16 +391,20 @@ fn preferred_election_via_elect_leaders_and_cli() {
         out.contains("Valid replica already elected for partition pref-0"),
         "{out}"
     );
-    let (ok, out, err) = cluster.cli(&[
-        "topic",
-        "elect-leaders",
-        "--election-type",
-        "preferred",
-        "--all-topic-partitions",
-        "-b",
-        &all,
-    ]);
-    assert!(ok, "{out}{err}");
+    let elect_all = |cluster: &TestCluster, all: &str| {
+        let (ok, out, err) = cluster.cli(&[
+            "topic",
+            "elect-leaders",
+            "--election-type",
+            "preferred",
+            "--all-topic-partitions",
+            "-b",
+            all,
+        ]);
+        assert!(ok, "{out}{err}");
+        out
+    };
+    let out = elect_all(&cluster, &all);
     assert!(
         out.contains("No partition needed a leader election"),
         "{out}"
@@ -435,16 +412,7 @@ fn preferred_election_via_elect_leaders_and_cli() {
     // Bounce again and elect through the CLI.
     let on_101 = bounce_101(&mut cluster, "pref");
     let all = cluster.bootstrap();
-    let (ok, out, err) = cluster.cli(&[
-        "topic",
-        "elect-leaders",
-        "--election-type",
-        "preferred",
-        "--all-topic-partitions",
-        "-b",
-        &all,
-    ]);
-    assert!(ok, "{out}{err}");
+    let out = elect_all(&cluster, &all);
     for p in on_101 {
         assert!(
             out.contains(&format!(

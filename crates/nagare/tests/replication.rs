@@ -21,7 +21,6 @@ use common::cluster::TestCluster;
 use common::replication;
 use common::replication::{eventually, sorted};
 use nagare_client::{Acks, Client, Compression, PartitionMetadata, ProduceRecord};
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const TOPIC: &str = "replicated";
@@ -29,22 +28,6 @@ const READY: Duration = Duration::from_secs(60);
 
 fn partition_state(bootstrap: &str) -> Option<PartitionMetadata> {
     replication::partition_state(bootstrap, TOPIC, 0)
-}
-
-fn producer(bootstrap: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "60000")
-        .set("request.timeout.ms", "20000")
-        .set("retry.backoff.ms", "100")
-        .set("reconnect.backoff.ms", "50")
-        .set("reconnect.backoff.max.ms", "500")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .expect("producer")
 }
 
 /// Produces `values` with acks=all, all in flight at once; returns (value, offset) of every
@@ -119,7 +102,7 @@ fn rf3_min_isr2_survives_broker_failures() {
     eprintln!("leader {leader}, followers {followers:?}");
 
     // 1. acks=all with a healthy ISR; every replica ends with the same bytes.
-    let prod = producer(&all);
+    let prod = replication::idempotent_producer(&all);
     let mut acked = produce_all(
         &prod,
         &(0..200).map(|i| format!("a-{i}")).collect::<Vec<_>>(),

@@ -22,7 +22,6 @@ use common::cluster::TestCluster;
 use common::replication;
 use common::replication::eventually;
 use nagare_client::PartitionMetadata;
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const TOPIC: &str = "divergent";
@@ -30,25 +29,6 @@ const READY: Duration = Duration::from_secs(60);
 
 fn partition_state(bootstrap: &str) -> Option<PartitionMetadata> {
     replication::partition_state(bootstrap, TOPIC, 0)
-}
-
-fn producer(bootstrap: &str, acks: &str, idempotent: bool) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", acks)
-        .set(
-            "enable.idempotence",
-            if idempotent { "true" } else { "false" },
-        )
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "60000")
-        .set("request.timeout.ms", "20000")
-        .set("retry.backoff.ms", "100")
-        .set("reconnect.backoff.ms", "50")
-        .set("reconnect.backoff.max.ms", "500")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .expect("producer")
 }
 
 /// Produces `values` all in flight at once; returns the offset of each (panics on a failure).
@@ -121,7 +101,7 @@ fn restarted_leader_truncates_its_divergent_tail() {
 
     // Committed records everywhere.
     let committed: Vec<String> = (0..100).map(|i| format!("committed-{i}")).collect();
-    let offs = produce_all(&producer(&all, "all", true), &committed);
+    let offs = produce_all(&replication::producer(&all, "all", true), &committed);
     assert_eq!(offs, (0..100).collect::<Vec<i64>>());
     eventually(Duration::from_secs(20), "identical replica logs", || {
         let logs: Vec<Vec<u8>> = dirs.iter().map(|d| segment(d)).collect();
@@ -136,7 +116,7 @@ fn restarted_leader_truncates_its_divergent_tail() {
     std::thread::sleep(Duration::from_millis(1000));
     let divergent: Vec<String> = (0..20).map(|i| format!("divergent-{i}")).collect();
     let a_boot = cluster.node(a).bootstrap();
-    let offs = produce_all(&producer(&a_boot, "1", false), &divergent);
+    let offs = produce_all(&replication::producer(&a_boot, "1", false), &divergent);
     assert_eq!(offs, (100..120).collect::<Vec<i64>>());
     let a_log = segment(&a_dir);
     assert!(
@@ -172,7 +152,7 @@ fn restarted_leader_truncates_its_divergent_tail() {
         );
     }
     let fresh: Vec<String> = (0..30).map(|i| format!("new-leader-{i}")).collect();
-    let offs = produce_all(&producer(&others, "all", true), &fresh);
+    let offs = produce_all(&replication::producer(&others, "all", true), &fresh);
     assert_eq!(offs, (100..130).collect::<Vec<i64>>());
 
     // 3. A comes back: it truncates its divergent tail and ends with the new leader's log.

@@ -32,20 +32,6 @@ fn partition_state(bootstrap: &str) -> Option<PartitionMetadata> {
     replication::partition_state(bootstrap, TOPIC, 0)
 }
 
-fn producer(bootstrap: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "60000")
-        .set("request.timeout.ms", "20000")
-        .set("retry.backoff.ms", "100")
-        .set("topic.metadata.refresh.interval.ms", "500")
-        .create()
-        .expect("producer")
-}
-
 /// Produces `rounds` rounds of 10 records of about 300 bytes (each round awaited, so each is
 /// a batch of its own and the 4 KiB segments roll often); returns (value, offset) of each.
 fn produce_rounds(p: &FutureProducer, prefix: &str, rounds: usize) -> Vec<(String, i64)> {
@@ -159,7 +145,7 @@ fn followers_follow_the_leader_log_start() {
         .map(|id| cluster.node(*id).log_dir())
         .collect();
 
-    let prod = producer(&all);
+    let prod = replication::idempotent_producer(&all);
     let mut acked = produce_rounds(&prod, "a", 20);
     assert_eq!(acked.last().map(|a| a.1), Some(199));
 
@@ -279,7 +265,7 @@ fn high_watermark_survives_killing_every_replica() {
     eventually(Duration::from_secs(30), "a leader with a full ISR", || {
         partition_state(&all).filter(|p| p.leader >= 0 && p.isr.len() == 3)
     });
-    let prod = producer(&all);
+    let prod = replication::idempotent_producer(&all);
     let acked = produce_rounds(&prod, "a", 20);
     drop(prod);
     let hw = acked.len() as i64;

@@ -1,6 +1,6 @@
 //! Helpers shared by the replication tests on a [`super::cluster::TestCluster`]: polling for a
-//! condition, a partition's leader/ISR as Metadata reports it, and reading a partition back
-//! with librdkafka.
+//! condition, a partition's leader/ISR as Metadata reports it, a librdkafka producer tuned for
+//! failovers, and reading a partition back with librdkafka.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +8,7 @@ use nagare_client::{Client, NewTopic, PartitionMetadata, ResponseError};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::block_on;
@@ -69,6 +70,32 @@ pub fn create_topic(bootstrap: &str, name: &str, parts: i32, rf: i16, configs: &
             }
         })
     });
+}
+
+/// A librdkafka producer with `acks` and idempotence as given, quick retries and reconnects
+/// and metadata refreshed every 500 ms, so that it finds a new leader soon after a failover.
+pub fn producer(bootstrap: &str, acks: &str, idempotent: bool) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set(
+            "enable.idempotence",
+            if idempotent { "true" } else { "false" },
+        )
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .set("request.timeout.ms", "20000")
+        .set("retry.backoff.ms", "100")
+        .set("reconnect.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .expect("producer")
+}
+
+/// [`producer`] with `acks=all` and idempotence.
+pub fn idempotent_producer(bootstrap: &str) -> FutureProducer {
+    producer(bootstrap, "all", true)
 }
 
 /// `v` sorted (ISR and replica lists compared as sets).
