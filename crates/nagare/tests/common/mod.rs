@@ -1,4 +1,4 @@
-//! Shared helpers for the integration tests: a real `nagare` process on 127.0.0.1 ephemeral
+//! Shared helpers for the integration tests: a real `nagare` process on free 127.0.0.1
 //! ports ([`TestServer`]), rdkafka client configurations, and a fault-injecting TCP proxy
 //! ([`proxy`]).
 //!
@@ -40,10 +40,30 @@ pub fn nagare_bin() -> &'static str {
     })
 }
 
-/// Returns a port that was free a moment ago (bind 127.0.0.1:0, read the port, release it).
+/// Returns a port that was free a moment ago, below Linux's ephemeral range (32768–60999).
+/// A port from `bind 127.0.0.1:0` is an ephemeral one: between releasing it and the server
+/// binding it, any outgoing connection (another node, a client) may take it as its local
+/// port, and the server then fails to start with "address in use". Ports are handed out in
+/// turn from a per-process starting point, so tests in one binary never get the same one and
+/// concurrent test processes rarely meet.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// How to start a [`TestServer`].
