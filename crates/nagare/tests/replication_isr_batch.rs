@@ -12,6 +12,7 @@ use common::cluster::TestCluster;
 use common::replication;
 use common::replication::eventually;
 use nagare_client::{Client, TopicMetadata};
+use rdkafka::producer::FutureRecord;
 
 const TOPIC: &str = "many";
 const PARTITIONS: i32 = 30;
@@ -52,7 +53,7 @@ fn a_broker_failure_shrinks_every_isr_with_one_request_per_leader() {
     cluster.start_all(READY);
     let all = cluster.bootstrap();
     replication::create_topic(&all, TOPIC, PARTITIONS, 3, &[]);
-    eventually(Duration::from_secs(30), "full ISRs", || {
+    let full = eventually(Duration::from_secs(30), "full ISRs", || {
         topic(&all).filter(|t| {
             t.partitions.len() == PARTITIONS as usize
                 && t.partitions
@@ -73,6 +74,24 @@ fn a_broker_failure_shrinks_every_isr_with_one_request_per_leader() {
         cluster.node(101).bootstrap(),
         cluster.node(102).bootstrap()
     );
+    // Kafka counts a follower whose log end equals the leader's as caught up however long
+    // ago it fetched (`Replica.isCaughtUp`), so an idle partition keeps a dead follower in its
+    // ISR until the broker is fenced. One record per partition the live brokers lead makes
+    // 103 fall behind everywhere.
+    let producer = replication::producer(&live, "1", false);
+    block_on(async {
+        for p in full.partitions.iter().filter(|p| p.leader != 103) {
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(TOPIC)
+                        .partition(p.partition)
+                        .payload("after the kill"),
+                    Duration::from_secs(0),
+                )
+                .await
+                .expect("acks=1 write to a live leader");
+        }
+    });
     let t = eventually(Duration::from_secs(30), "ISRs without 103", || {
         topic(&live).filter(|t| {
             t.partitions
