@@ -4,8 +4,10 @@
 //! controller (`nagare-controller`); the broker only reacts to the images it publishes.
 
 pub mod alloc;
+pub mod authorizer;
 pub mod broker_lifecycle;
 pub mod config;
+pub mod context;
 pub mod controller_channel;
 pub mod fetch_session;
 pub mod group_coordinator;
@@ -15,6 +17,7 @@ pub mod network;
 pub mod quorum;
 pub mod replica_fetcher;
 pub mod replica_manager;
+pub mod request_metrics;
 mod sendfile;
 pub mod server;
 
@@ -57,6 +60,10 @@ pub struct Broker {
     pub groups: Arc<group_coordinator::GroupCoordinator>,
     /// Defaults new topics get from the controller.
     pub controller_defaults: ControllerDefaults,
+    /// The authorization hook every handler calls (allows everything until ACLs exist).
+    pub authorizer: Arc<dyn authorizer::Authorizer>,
+    /// Per-API request counts, bytes and latencies (the metrics hook).
+    pub request_metrics: Arc<request_metrics::RequestMetrics>,
     topic_defaults: RwLock<TopicDefaults>,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -85,6 +92,8 @@ impl Broker {
                 default_replication_factor: config.default_replication_factor,
             },
             topic_defaults: RwLock::new(defaults),
+            authorizer: Arc::new(authorizer::AllowAll),
+            request_metrics: Arc::new(request_metrics::RequestMetrics::new()),
             producer_ids: Mutex::new((0, 0)),
             config,
             cluster_id,
@@ -117,6 +126,30 @@ impl Broker {
                 code: 7, // REQUEST_TIMED_OUT
                 message: e.to_string(),
             })
+    }
+
+    /// Whether the request's principal may perform `operation` on `resource` (Kafka's
+    /// `AuthHelper.authorize`). A refusal is logged at debug level here; the handler answers
+    /// the API's *_AUTHORIZATION_FAILED code.
+    pub fn authorize(
+        &self,
+        ctx: &context::RequestContext,
+        operation: authorizer::AclOperation,
+        resource: &authorizer::Resource<'_>,
+    ) -> bool {
+        let requester = authorizer::Requester::of(ctx);
+        let allowed = self.authorizer.authorize(&requester, operation, resource);
+        if !allowed {
+            tracing::debug!(
+                principal = %requester.principal,
+                host = %requester.client_address,
+                ?operation,
+                resource = ?resource,
+                api = ?ctx.api.key,
+                "authorization denied"
+            );
+        }
+        allowed
     }
 
     /// Current broker-level topic defaults (static config plus dynamic broker configs).

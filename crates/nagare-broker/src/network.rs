@@ -3,11 +3,15 @@
 //! writer that sends responses in request order. A reply may be deferred (an `acks=all`
 //! produce waiting for its fsync, a fetch waiting for data) without blocking the reading of
 //! further requests. Record sets in fetch responses go to the socket with `sendfile`.
+//!
+//! Each connection owns a [`ConnectionContext`] (listener, peer, principal, client
+//! software) that every request's context refers to; when a response has been written, the
+//! request's timing goes to the metrics hook ([`RequestMetrics`]).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::Interest;
@@ -18,7 +22,9 @@ use nagare_protocol::fetch::Chunk;
 use nagare_protocol::frame::{self, FrameError};
 use nagare_storage::FileSlice;
 
-use crate::handlers;
+use crate::context::ConnectionContext;
+use crate::handlers::{self, Dispatched, ListenerKind};
+use crate::request_metrics::RequestMetrics;
 use crate::Broker;
 
 /// A record set in a segment file, sent with `sendfile`.
@@ -44,6 +50,22 @@ impl Response {
             chunks: vec![Chunk::Bytes(b)],
         }
     }
+
+    /// Its size on the wire (with the size prefix).
+    pub fn len(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| match c {
+                Chunk::Bytes(b) => b.len(),
+                Chunk::Records(r) => r.0.len,
+            })
+            .sum()
+    }
+
+    /// Whether it has no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What handling a request produced.
@@ -61,56 +83,71 @@ pub enum Reply {
 /// Most replies a connection may have outstanding before reading pauses (back-pressure).
 const MAX_IN_FLIGHT: usize = 64;
 
-/// Handles one request frame (header and body) from `peer`.
+/// Handles one request frame (header and body) that arrived on a connection at an instant.
 pub type FrameHandler = Arc<
-    dyn Fn(Bytes, std::net::SocketAddr) -> Pin<Box<dyn Future<Output = Reply> + Send>>
+    dyn Fn(
+            Bytes,
+            Arc<ConnectionContext>,
+            Instant,
+        ) -> Pin<Box<dyn Future<Output = Dispatched> + Send>>
         + Send
         + Sync,
 >;
 
-/// What a listener's connections share: the request handler and the limits.
+/// What a listener's connections share: the request handler, the listener's identity, the
+/// limits and the metrics hook.
 #[derive(Clone)]
 pub struct ServeContext {
     /// Routes each request.
     pub handler: FrameHandler,
+    /// The listener's name (`PLAINTEXT`, `CONTROLLER`, ...).
+    pub listener_name: String,
+    /// Which role of listener.
+    pub listener: ListenerKind,
     /// `socket.request.max.bytes`.
     pub max_request_bytes: usize,
     /// `connections.max.idle.ms`.
     pub idle: Duration,
+    /// Where completed requests are recorded.
+    pub metrics: Option<Arc<RequestMetrics>>,
 }
 
 impl ServeContext {
-    /// The context of a listener of `broker` of the given kind.
-    pub fn for_broker(broker: Arc<Broker>, listener: handlers::ListenerKind) -> Self {
+    /// The context of `broker`'s listener `listener_name` of the given kind.
+    pub fn for_broker(
+        broker: Arc<Broker>,
+        listener_name: impl Into<String>,
+        listener: ListenerKind,
+    ) -> Self {
         let max_request_bytes = broker.config.socket_request_max_bytes;
         let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
+        let metrics = Some(broker.request_metrics.clone());
         ServeContext {
-            handler: Arc::new(move |frame, peer| {
+            handler: Arc::new(move |frame, conn, received| {
                 let b = broker.clone();
-                Box::pin(async move { handlers::dispatch(&b, frame, peer, listener).await })
+                Box::pin(async move { handlers::dispatch(&b, frame, &conn, received).await })
             }),
+            listener_name: listener_name.into(),
+            listener,
             max_request_bytes,
             idle,
+            metrics,
         }
     }
 }
 
-/// Serves one client connection until it closes or sends something malformed.
-pub async fn serve(
-    broker: Arc<Broker>,
-    stream: TcpStream,
-    peer: std::net::SocketAddr,
-    listener: handlers::ListenerKind,
-) {
-    serve_with(ServeContext::for_broker(broker, listener), stream, peer).await
-}
-
-/// Serves one connection with `ctx`'s handler.
+/// Serves one connection with `ctx`'s handler until it closes or sends something malformed.
 pub async fn serve_with(ctx: ServeContext, stream: TcpStream, peer: std::net::SocketAddr) {
     let _ = stream.set_nodelay(true);
+    let conn = Arc::new(ConnectionContext::new(
+        ctx.listener_name.clone(),
+        ctx.listener,
+        stream.local_addr().ok(),
+        peer,
+    ));
     let stream = Arc::new(stream);
-    let (tx, rx) = mpsc::channel::<Reply>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(write_loop(stream.clone(), rx, peer));
+    let (tx, rx) = mpsc::channel::<Dispatched>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(write_loop(stream.clone(), rx, peer, ctx.metrics.clone()));
     let max = ctx.max_request_bytes;
     let idle = ctx.idle;
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -133,9 +170,10 @@ pub async fn serve_with(ctx: ServeContext, stream: TcpStream, peer: std::net::So
                 break;
             }
         };
-        let reply = (ctx.handler)(frame, peer).await;
-        let close = matches!(reply, Reply::Close);
-        if tx.send(reply).await.is_err() || close {
+        let received = Instant::now();
+        let dispatched = (ctx.handler)(frame, conn.clone(), received).await;
+        let close = matches!(dispatched.reply, Reply::Close);
+        if tx.send(dispatched).await.is_err() || close {
             break;
         }
     }
@@ -189,19 +227,37 @@ async fn read_frame(
 
 async fn write_loop(
     stream: Arc<TcpStream>,
-    mut rx: mpsc::Receiver<Reply>,
+    mut rx: mpsc::Receiver<Dispatched>,
     peer: std::net::SocketAddr,
+    metrics: Option<Arc<RequestMetrics>>,
 ) {
-    while let Some(reply) = rx.recv().await {
-        let resp = match reply {
-            Reply::Now(r) => r,
-            Reply::Later(f) => f.await,
-            Reply::Nothing => continue,
+    while let Some(Dispatched { reply, timing }) = rx.recv().await {
+        // When the reply became ready: a deferred one when its future completes (its wait is
+        // the request's "remote" time); an immediate one when the handler returned it.
+        let (resp, ready) = match reply {
+            Reply::Now(r) => (r, timing.as_ref().and_then(|t| t.local_done_at())),
+            Reply::Later(f) => {
+                let r = f.await;
+                (r, Some(Instant::now()))
+            }
+            Reply::Nothing => {
+                if let (Some(m), Some(t)) = (&metrics, timing) {
+                    let now = Instant::now();
+                    m.record(&t.finish(now, now, now, 0));
+                }
+                continue;
+            }
             Reply::Close => break,
         };
+        let write_start = Instant::now();
+        let bytes = resp.len();
         if let Err(e) = write_response(&stream, resp).await {
             tracing::debug!(%peer, error = %e, "connection write error");
             break;
+        }
+        if let (Some(m), Some(t)) = (&metrics, timing) {
+            let ready = ready.unwrap_or(write_start);
+            m.record(&t.finish(ready, write_start, Instant::now(), bytes));
         }
     }
     // Dropping `rx` makes the reader's next send fail, which ends the connection.

@@ -258,6 +258,9 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     // The CONTROLLER listener serves the quorum RPCs from the start: the other voters need
     // them to elect a leader, which this node waits for below.
     let broker_cell: Arc<OnceLock<Arc<Broker>>> = Arc::new(OnceLock::new());
+    // One metrics hook for every listener, the controller's included (it serves before the
+    // broker state exists).
+    let request_metrics = Arc::new(crate::request_metrics::RequestMetrics::new());
     let mut tasks = Vec::new();
     let mut controller_addr = None;
     if let Some(l) = config
@@ -268,7 +271,13 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             .await
             .with_context(|| format!("cannot listen on {} (controller)", l.bind_addr()))?;
         controller_addr = Some(cl.local_addr()?);
-        let ctx = controller_listener_context(&config, raft.clone(), broker_cell.clone());
+        let ctx = controller_listener_context(
+            &config,
+            l.name.clone(),
+            raft.clone(),
+            broker_cell.clone(),
+            request_metrics.clone(),
+        );
         tasks.push(tokio::spawn(accept_loop_with(
             ctx,
             cl,
@@ -332,13 +341,15 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     // Logs of topics the metadata lacks are deleted only once the image has replayed the
     // whole local metadata log (a partial image lacks topics it simply has not reached).
     replicas.delete_strays_from(raft.log_end_offset() - 1);
-    let broker = Arc::new(Broker::new(
+    let mut broker_state = Broker::new(
         config.clone(),
         cluster_id.clone(),
         controller.clone(),
         metadata.clone(),
         replicas.clone(),
-    ));
+    );
+    broker_state.request_metrics = request_metrics.clone();
+    let broker = Arc::new(broker_state);
     let _ = broker.quorum.set(quorum.clone());
     let leader_raft = raft.clone();
     let _ = broker.channel.set(Arc::new(ControllerChannel::new(
@@ -511,7 +522,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         tasks.push(tokio::spawn(accept_loop(
             broker.clone(),
             listener,
-            ListenerKind::Broker,
+            listener_cfg.name.clone(),
         )));
         lifecycle = Some(lc);
     }
@@ -546,43 +557,53 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
 }
 
 /// The CONTROLLER listener's request handler: the quorum RPCs go to the raft shell (they are
-/// served before the rest of the node exists), ApiVersions is answered directly, and the
-/// controller's other APIs go to the handlers once the node is up.
+/// served before the rest of the node exists), ApiVersions is answered directly until then,
+/// and the controller's other APIs go to the handlers once the node is up. Which API is which
+/// comes from the declarations in [`crate::handlers::apis`].
 fn controller_listener_context(
     config: &BrokerConfig,
+    listener_name: String,
     raft: RaftManager,
     broker: Arc<OnceLock<Arc<Broker>>>,
+    metrics: Arc<crate::request_metrics::RequestMetrics>,
 ) -> crate::network::ServeContext {
+    use crate::handlers::{apis, Dispatched, Handler};
     let max_request_bytes = config.socket_request_max_bytes;
     let idle = Duration::from_millis(config.connections_max_idle_ms);
     crate::network::ServeContext {
-        handler: Arc::new(move |frame, peer| {
+        handler: Arc::new(move |frame, conn, received| {
             let raft = raft.clone();
             let broker = broker.clone();
             Box::pin(async move {
+                let peer = conn.peer;
                 let Ok(prefix) = nagare_protocol::frame::peek_header_prefix(&frame) else {
-                    return Reply::Close;
+                    return Reply::Close.into();
                 };
-                let key = ApiKey::try_from(prefix.api_key).ok();
-                let quorum_rpc = key.and_then(|k| {
-                    nagare_raft_manager::SUPPORTED
-                        .iter()
-                        .find(|(s, _, _)| *s == k)
-                        .copied()
-                });
-                if let Some((key, min, max)) = quorum_rpc {
-                    if prefix.api_version < min || prefix.api_version > max {
+                let spec = apis::spec_for_code(ListenerKind::Controller, prefix.api_key);
+                if let Some(spec) = spec.filter(|s| matches!(s.handler, Handler::Quorum)) {
+                    let key = spec.key;
+                    if !spec.supports(prefix.api_version) {
                         tracing::warn!(%peer, ?key, version = prefix.api_version, "closing controller connection: unsupported version");
-                        return Reply::Close;
+                        return Reply::Close.into();
                     }
                     let mut frame = frame;
                     let Ok((_, header)) = nagare_protocol::frame::decode_request_header(&mut frame)
                     else {
-                        return Reply::Close;
+                        return Reply::Close.into();
                     };
                     let version = header.request_api_version;
                     let corr = header.correlation_id;
-                    return match raft.handle(key, version, frame).await {
+                    let ctx = crate::context::RequestContext {
+                        connection: conn.clone(),
+                        header,
+                        api: spec,
+                        received,
+                        request_bytes: frame.len(),
+                        forwarded: None,
+                    };
+                    let timing =
+                        crate::request_metrics::RequestTiming::new(&ctx, std::time::Instant::now());
+                    let reply = match raft.handle(key, version, frame).await {
                         Ok(body) => {
                             Reply::Now(crate::handlers::respond_raw(key, version, corr, &body))
                         }
@@ -591,23 +612,29 @@ fn controller_listener_context(
                             Reply::Close
                         }
                     };
+                    return Dispatched {
+                        reply,
+                        timing: Some(timing.local_done()),
+                    };
                 }
                 match broker.get() {
-                    Some(b) => {
-                        crate::handlers::dispatch(b, frame, peer, ListenerKind::Controller).await
-                    }
-                    None if key == Some(ApiKey::ApiVersions) => {
+                    Some(b) => crate::handlers::dispatch(b, frame, &conn, received).await,
+                    None if spec.is_some_and(|s| s.key == ApiKey::ApiVersions) => {
                         crate::handlers::api_versions::early_response(
                             prefix.api_version,
                             prefix.correlation_id,
                         )
+                        .into()
                     }
-                    None => Reply::Close,
+                    None => Reply::Close.into(),
                 }
             })
         }),
+        listener_name,
+        listener: ListenerKind::Controller,
         max_request_bytes,
         idle,
+        metrics: Some(metrics),
     }
 }
 
@@ -628,10 +655,10 @@ fn spawn_periodic(
     })
 }
 
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, kind: ListenerKind) {
+async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, listener_name: String) {
     let max_connections = broker.config.max_connections;
     accept_loop_with(
-        crate::network::ServeContext::for_broker(broker, kind),
+        crate::network::ServeContext::for_broker(broker, listener_name, ListenerKind::Broker),
         listener,
         max_connections,
     )

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
 use nagare_controller::logic::{self, ApiError, ConfigOp};
 use nagare_metadata::records::ConfigResource;
 
+use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -73,7 +74,7 @@ async fn apply(
 }
 
 /// Handles AlterConfigs.
-pub async fn handle_alter(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle_alter(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: AlterConfigsRequest = req.decode()?;
     let mut out = Vec::new();
     for res in r.resources {
@@ -109,13 +110,13 @@ pub async fn handle_alter(broker: &Arc<Broker>, mut req: Request) -> Result<Repl
     Ok(Reply::Now(respond(
         ApiKey::AlterConfigs,
         req.version(),
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }
 
 /// Handles IncrementalAlterConfigs.
-pub async fn handle_incremental(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle_incremental(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: IncrementalAlterConfigsRequest = req.decode()?;
     let mut out = Vec::new();
     for res in r.resources {
@@ -162,7 +163,7 @@ pub async fn handle_incremental(broker: &Arc<Broker>, mut req: Request) -> Resul
     Ok(Reply::Now(respond(
         ApiKey::IncrementalAlterConfigs,
         req.version(),
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{AlterPartitionRequest, AlterPartitionResponse, Ap
 use nagare_controller::replication_control::{self, AlterPartitionItem, AlterPartitionResult};
 use nagare_metadata::Uuid;
 
+use super::HandlerResult;
 use super::{respond, Request};
 use crate::network::Reply;
 use crate::replica_manager::partition_state::IsrProposal;
@@ -24,7 +25,7 @@ use crate::Broker;
 pub const VERSIONS: (i16, i16) = (2, 3);
 
 /// Handles AlterPartition on the controller listener.
-pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: AlterPartitionRequest = req.decode()?;
     let v = req.version();
     let broker_id = r.broker_id.0;
@@ -61,7 +62,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     Ok(Reply::Now(respond(
         ApiKey::AlterPartition,
         v,
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 
+use super::HandlerResult;
 use super::{apis_for, respond, Request};
+use crate::context::ClientSoftware;
 use crate::network::Reply;
 use crate::Broker;
 
@@ -38,14 +40,26 @@ fn response(listener: super::ListenerKind) -> ApiVersionsResponse {
 }
 
 /// Handles ApiVersions.
-pub fn handle(_broker: &Arc<Broker>, req: Request) -> Result<Reply, String> {
-    // The body is not needed (client software name/version are informational); an
-    // undecodable body at a supported version is still answered, as Kafka does.
-    let resp = response(req.listener);
+pub fn handle(_broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
+    // KIP-511: v3+ carries the client's software name and version, kept on the connection
+    // for logs and metrics. An undecodable body at a supported version is still answered
+    // (the client needs our ranges to talk to us at all).
+    if req.version() >= 3 {
+        if let Ok(r) = req.decode::<ApiVersionsRequest>() {
+            let name = r.client_software_name.to_string();
+            if !name.is_empty() {
+                req.ctx.connection.set_client_software(ClientSoftware {
+                    name,
+                    version: r.client_software_version.to_string(),
+                });
+            }
+        }
+    }
+    let resp = response(req.listener());
     Ok(Reply::Now(respond(
         ApiKey::ApiVersions,
         req.version(),
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

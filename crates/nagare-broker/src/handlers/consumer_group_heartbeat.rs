@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::ApiKey;
 
+use super::HandlerResult;
 use super::Request;
-use crate::network::Reply;
 use crate::Broker;
 
 /// Supported versions (Kafka 4.x: 0–1).
 pub const VERSIONS: (i16, i16) = (0, 1);
 
 /// Handles ConsumerGroupHeartbeat.
-pub async fn handle(broker: &Arc<Broker>, req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, req: Request) -> HandlerResult {
     super::groups::handle(broker, ApiKey::ConsumerGroupHeartbeat, req).await
 }

@@ -1,11 +1,10 @@
 //! The controller's side of the API (Kafka's `ControllerApis`): what a node with the
 //! controller role answers on its `CONTROLLER` listener — the quorum RPCs, broker
-//! registration and heartbeats, producer-id blocks, and the admin requests brokers forward —
-//! and the forwarding of those admin requests from a broker listener to the active controller.
+//! registration and heartbeats, producer-id blocks, and the admin requests brokers forward
+//! (which arrive in an Envelope, see [`super::envelope`]).
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     AllocateProducerIdsRequest, AllocateProducerIdsResponse, ApiKey, BrokerHeartbeatRequest,
     BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse, ProducerId,
@@ -15,78 +14,15 @@ use nagare_controller::cluster_control::{codes, Heartbeat, Registration};
 use nagare_controller::logic::{self, ApiError};
 use nagare_metadata::records::Endpoint;
 
+use super::HandlerResult;
 use super::{
-    alter_configs, api_versions, create_partitions, create_topics, delete_topics, describe_quorum,
-    respond, Request,
+    alter_configs, api_versions, create_partitions, create_topics, delete_topics, respond, Request,
 };
-use crate::network::{Reply, Response};
+use crate::network::Reply;
 use crate::Broker;
 
-/// APIs a broker listener answers by forwarding them to the active controller (or by itself
-/// when it is the active controller).
-pub const FORWARDED_ONLY: &[(ApiKey, i16, i16)] = &[(
-    ApiKey::DescribeQuorum,
-    describe_quorum::VERSIONS.0,
-    describe_quorum::VERSIONS.1,
-)];
-
-/// Admin requests that belong to the active controller: a broker that is not the active
-/// controller forwards them unchanged.
-pub fn is_forwarded(key: ApiKey) -> bool {
-    matches!(
-        key,
-        ApiKey::CreateTopics
-            | ApiKey::DeleteTopics
-            | ApiKey::CreatePartitions
-            | ApiKey::AlterConfigs
-            | ApiKey::IncrementalAlterConfigs
-            | ApiKey::DescribeQuorum
-            | ApiKey::ElectLeaders
-    )
-}
-
-/// The APIs of the `CONTROLLER` listener.
-pub fn supported() -> Vec<(ApiKey, i16, i16)> {
-    // The admin APIs at the versions the broker listener declares for them.
-    super::supported_apis()
-        .into_iter()
-        .filter(|(k, _, _)| *k == ApiKey::ApiVersions || is_forwarded(*k))
-        .chain([
-            (ApiKey::BrokerRegistration, 0, 4),
-            (ApiKey::BrokerHeartbeat, 0, 1),
-            (ApiKey::AllocateProducerIds, 0, 0),
-            (
-                ApiKey::AlterPartition,
-                super::alter_partition::VERSIONS.0,
-                super::alter_partition::VERSIONS.1,
-            ),
-        ])
-        // The quorum RPCs (and DescribeQuorum) are answered by the KRaft shell.
-        .chain(nagare_raft_manager::SUPPORTED.iter().copied())
-        .collect()
-}
-
-/// Forwards a client's admin request to the active controller; `None` when there is no
-/// channel or no controller answered, in which case the local handler answers (with
-/// NOT_CONTROLLER per item, which clients retry).
-pub async fn forward(broker: &Arc<Broker>, key: ApiKey, frame: Bytes) -> Option<Reply> {
-    let channel = broker.channel.get()?;
-    match channel.forward_raw(key, &frame).await {
-        Ok(resp) => {
-            let mut buf = BytesMut::with_capacity(resp.len() + 4);
-            buf.put_i32(resp.len() as i32);
-            buf.extend_from_slice(&resp);
-            Some(Reply::Now(Response::bytes(buf.freeze())))
-        }
-        Err(e) => {
-            tracing::warn!(?key, error = %e, "cannot forward to the active controller");
-            None
-        }
-    }
-}
-
 /// Routes a request that arrived on the controller listener.
-pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> Result<Reply, String> {
+pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> HandlerResult {
     match key {
         ApiKey::ApiVersions => api_versions::handle(broker, req),
         ApiKey::CreateTopics => create_topics::handle(broker, req).await,
@@ -99,7 +35,9 @@ pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> Result
         ApiKey::AllocateProducerIds => allocate_producer_ids(broker, req).await,
         ApiKey::AlterPartition => super::alter_partition::handle(broker, req).await,
         ApiKey::ElectLeaders => super::elect_leaders::handle(broker, req).await,
-        _ => Err(format!("{key:?} is not served on the controller listener")),
+        _ => Err(super::HandlerError::Internal(format!(
+            "{key:?} is not served on the controller listener"
+        ))),
     }
 }
 
@@ -110,7 +48,7 @@ fn not_controller() -> (i16, String) {
     )
 }
 
-async fn broker_registration(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+async fn broker_registration(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: BrokerRegistrationRequest = req.decode()?;
     let reg = Registration {
         broker_id: r.broker_id.0,
@@ -141,12 +79,12 @@ async fn broker_registration(broker: &Arc<Broker>, mut req: Request) -> Result<R
     Ok(Reply::Now(respond(
         ApiKey::BrokerRegistration,
         req.version(),
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }
 
-async fn broker_heartbeat(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+async fn broker_heartbeat(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: BrokerHeartbeatRequest = req.decode()?;
     let hb = Heartbeat {
         broker_id: r.broker_id.0,
@@ -172,12 +110,12 @@ async fn broker_heartbeat(broker: &Arc<Broker>, mut req: Request) -> Result<Repl
     Ok(Reply::Now(respond(
         ApiKey::BrokerHeartbeat,
         req.version(),
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }
 
-async fn allocate_producer_ids(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+async fn allocate_producer_ids(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: AllocateProducerIdsRequest = req.decode()?;
     let broker_id = r.broker_id.0;
     let broker_epoch = r.broker_epoch;
@@ -214,7 +152,7 @@ async fn allocate_producer_ids(broker: &Arc<Broker>, mut req: Request) -> Result
     Ok(Reply::Now(respond(
         ApiKey::AllocateProducerIds,
         req.version(),
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

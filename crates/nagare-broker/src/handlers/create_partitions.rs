@@ -7,6 +7,7 @@ use kafka_protocol::messages::{ApiKey, CreatePartitionsRequest, CreatePartitions
 
 use nagare_controller::logic;
 
+use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -15,7 +16,7 @@ use crate::Broker;
 pub const VERSIONS: (i16, i16) = (0, 3);
 
 /// Handles CreatePartitions.
-pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: CreatePartitionsRequest = req.decode()?;
     let mut results = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -52,7 +53,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     Ok(Reply::Now(respond(
         ApiKey::CreatePartitions,
         req.version(),
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse
 
 use nagare_controller::logic::{self, NewTopic};
 
+use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -19,7 +20,7 @@ use crate::Broker;
 pub const VERSIONS: (i16, i16) = (2, 7);
 
 /// Handles CreateTopics.
-pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: CreateTopicsRequest = req.decode()?;
     let v = req.version();
     let mut seen = HashSet::new();
@@ -139,7 +140,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     Ok(Reply::Now(respond(
         ApiKey::CreateTopics,
         v,
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

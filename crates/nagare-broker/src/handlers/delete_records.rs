@@ -7,6 +7,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
 
+use super::HandlerResult;
 use super::{respond, storage_error_code, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -15,7 +16,7 @@ use crate::Broker;
 pub const VERSIONS: (i16, i16) = (0, 2);
 
 /// Handles DeleteRecords.
-pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: DeleteRecordsRequest = req.decode()?;
     let mut topics = Vec::new();
     for t in r.topics {
@@ -60,7 +61,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
     Ok(Reply::Now(respond(
         ApiKey::DeleteRecords,
         req.version(),
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

@@ -7,6 +7,7 @@ use kafka_protocol::messages::{ApiKey, DeleteTopicsRequest, DeleteTopicsResponse
 
 use nagare_controller::logic;
 
+use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -15,7 +16,7 @@ use crate::Broker;
 pub const VERSIONS: (i16, i16) = (1, 6);
 
 /// Handles DeleteTopics.
-pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: DeleteTopicsRequest = req.decode()?;
     let v = req.version();
     let wanted: Vec<(Option<String>, nagare_metadata::Uuid)> = if v >= 6 {
@@ -63,7 +64,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     Ok(Reply::Now(respond(
         ApiKey::DeleteTopics,
         v,
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsRe
 use nagare_metadata::records::ConfigResource;
 use nagare_metadata::topic_config::{self, ConfigKind, ConfigSource};
 
+use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -31,7 +32,7 @@ fn config_type(kind: ConfigKind) -> i8 {
 }
 
 /// Handles DescribeConfigs.
-pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: DescribeConfigsRequest = req.decode()?;
     let image = broker.image();
     let defaults = broker.topic_defaults();
@@ -160,7 +161,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
     Ok(Reply::Now(respond(
         ApiKey::DescribeConfigs,
         req.version(),
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

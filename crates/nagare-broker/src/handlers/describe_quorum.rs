@@ -12,6 +12,7 @@ use kafka_protocol::messages::{
     ApiKey, BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
 };
 
+use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -25,7 +26,7 @@ const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 /// Handles DescribeQuorum.
-pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: DescribeQuorumRequest = req.decode()?;
     let v = req.version();
     let info = broker.quorum.get().map(|q| q.quorum_info());
@@ -104,7 +105,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
     Ok(Reply::Now(respond(
         ApiKey::DescribeQuorum,
         v,
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse
 use nagare_controller::elections::{codes, ElectionType};
 use nagare_controller::shell::ControllerError;
 
+use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -20,7 +21,7 @@ pub const VERSIONS: (i16, i16) = (0, 2);
 
 /// Handles ElectLeaders on the active controller (or answers NOT_CONTROLLER, which the
 /// forwarding broker's client retries).
-pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: ElectLeadersRequest = req.decode()?;
     let v = req.version();
     // v0 has no election type: always preferred.
@@ -94,7 +95,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     Ok(Reply::Now(respond(
         ApiKey::ElectLeaders,
         v,
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

@@ -27,6 +27,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, To
 use nagare_protocol::fetch::encode_fetch_response;
 use nagare_storage::FileSlice;
 
+use super::HandlerResult;
 use super::{sb, storage_error_code, Request};
 use crate::fetch_session::{FetchContext, FetchTarget};
 use crate::network::{Region, Reply, Response};
@@ -37,10 +38,10 @@ use crate::Broker;
 pub const VERSIONS: (i16, i16) = (4, 17);
 
 /// Handles Fetch.
-pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: FetchRequest = req.decode()?;
     let v = req.version();
-    let corr = req.header.correlation_id;
+    let corr = req.correlation_id();
     let header_version = ApiKey::Fetch.response_header_version(v);
     let name_of = |name: &TopicName, id: &nagare_metadata::Uuid| -> String {
         if v >= 13 {

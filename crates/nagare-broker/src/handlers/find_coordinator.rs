@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest};
 use nagare_controller::logic::{self, NewTopic};
 use nagare_coordinator::{find_coordinator_response, partition_for, CoordinatorLocation};
 
+use super::HandlerResult;
 use super::{respond, Request};
 use crate::group_coordinator::OFFSETS_TOPIC;
 use crate::network::Reply;
@@ -24,7 +25,7 @@ pub const VERSIONS: (i16, i16) = (0, 6);
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
 /// Handles FindCoordinator.
-pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: FindCoordinatorRequest = req.decode()?;
     let v = req.version();
     if r.key_type == 0 && broker.image().topic(OFFSETS_TOPIC).is_none() {
@@ -56,7 +57,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     Ok(Reply::Now(respond(
         ApiKey::FindCoordinator,
         v,
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

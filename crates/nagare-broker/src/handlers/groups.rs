@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
 };
 use nagare_coordinator::{GroupRequest, GroupResponse, RequestContext};
 
+use super::HandlerResult;
 use super::{respond, Request};
 use crate::group_coordinator::{GroupCoordinator, PendingReply};
 use crate::network::{Reply, Response};
@@ -97,18 +98,13 @@ async fn on_shard(
 }
 
 /// Handles one of the group APIs.
-pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> HandlerResult {
     let v = req.version();
-    let corr = req.header.correlation_id;
+    let corr = req.correlation_id();
     let ctx = RequestContext {
         api_version: v,
-        client_id: req
-            .header
-            .client_id
-            .as_ref()
-            .map(|c| c.to_string())
-            .unwrap_or_default(),
-        client_host: format!("/{}", req.peer.ip()),
+        client_id: req.ctx.client_id().to_string(),
+        client_host: format!("/{}", req.peer().ip()),
     };
     let image = broker.image();
     macro_rules! single {
@@ -265,7 +261,9 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Resu
                 GroupResponse::ListGroups(ListGroupsResponse::default()),
             ))
         }
-        _ => Err(format!("{key:?} is not a group API")),
+        _ => Err(super::HandlerError::Internal(format!(
+            "{key:?} is not a group API"
+        ))),
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
+use super::HandlerResult;
 use super::{respond, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -13,10 +14,10 @@ use crate::Broker;
 pub const VERSIONS: (i16, i16) = (0, 5);
 
 /// Handles InitProducerId.
-pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: InitProducerIdRequest = req.decode()?;
     let v = req.version();
-    let corr = req.header.correlation_id;
+    let corr = req.correlation_id();
     let mut resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -27,7 +28,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
             resp.error_code = 50; // INVALID_TRANSACTION_TIMEOUT
         } else {
             // The transaction coordinator is not built yet.
-            tracing::warn!(peer = %req.peer, "transactional producer refused: transactions are not supported yet");
+            tracing::warn!(peer = %req.peer(), "transactional producer refused: transactions are not supported yet");
             resp.error_code = 15; // COORDINATOR_NOT_AVAILABLE
         }
         return Ok(Reply::Now(respond(ApiKey::InitProducerId, v, corr, &resp)));

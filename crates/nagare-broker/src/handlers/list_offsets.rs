@@ -8,6 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
+use super::HandlerResult;
 use super::{respond, storage_error_code, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -16,7 +17,7 @@ use crate::Broker;
 pub const VERSIONS: (i16, i16) = (1, 10);
 
 /// Handles ListOffsets.
-pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: ListOffsetsRequest = req.decode()?;
     let v = req.version();
     // A follower (replica id >= 0, or the -2 debugging id) gets the log end for "latest",
@@ -75,7 +76,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
     Ok(Reply::Now(respond(
         ApiKey::ListOffsets,
         req.version(),
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

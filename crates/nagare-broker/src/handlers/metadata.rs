@@ -12,6 +12,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataRespon
 use nagare_controller::logic::{self, NewTopic};
 use nagare_metadata::{MetadataImage, Uuid};
 
+use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -22,7 +23,7 @@ pub const VERSIONS: (i16, i16) = (0, 13);
 const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
 
 /// Handles Metadata.
-pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: MetadataRequest = req.decode()?;
     let v = req.version();
     // v0: an empty list means all topics; v1+: null means all, empty means none.
@@ -103,7 +104,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
     Ok(Reply::Now(respond(
         ApiKey::Metadata,
         v,
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

@@ -1,10 +1,14 @@
-//! One module per Kafka API. Each declares the version range it supports (`VERSIONS`); the
-//! ApiVersions answer is built from these declarations. [`dispatch`] decodes the header,
-//! refuses unknown keys and versions (closing the connection, as Kafka does), and routes.
+//! The request pipeline: one module per Kafka API, each declaring the version range it
+//! supports (`VERSIONS`), and one table of declarations ([`apis::APIS`]) from which
+//! ApiVersions, routing, forwarding and the README's API table are built. [`dispatch`]
+//! decodes the header, refuses unknown keys and versions (closing the connection, as Kafka
+//! does), builds the request context, forwards controller APIs in an Envelope, and runs the
+//! handler; [`run_handler`] maps handler failures to Kafka's behaviour.
 
 pub mod alter_configs;
 pub mod alter_partition;
 pub mod api_versions;
+pub mod apis;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
 pub mod controller_apis;
@@ -16,6 +20,8 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_quorum;
 pub mod elect_leaders;
+pub mod envelope;
+pub mod error_response;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups;
@@ -25,154 +31,51 @@ pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tracing::Instrument;
 
+use nagare_protocol::error::ResponseError;
 use nagare_protocol::frame;
 
+use crate::context::{ConnectionContext, RequestContext};
 use crate::network::{Reply, Response};
+use crate::request_metrics::RequestTiming;
 use crate::Broker;
 
-/// Every API this broker answers, with its version range.
-pub fn supported_apis() -> Vec<(ApiKey, i16, i16)> {
-    vec![
-        (ApiKey::Produce, produce::VERSIONS.0, produce::VERSIONS.1),
-        (ApiKey::Fetch, fetch::VERSIONS.0, fetch::VERSIONS.1),
-        (
-            ApiKey::ListOffsets,
-            list_offsets::VERSIONS.0,
-            list_offsets::VERSIONS.1,
-        ),
-        (ApiKey::Metadata, metadata::VERSIONS.0, metadata::VERSIONS.1),
-        (
-            ApiKey::ApiVersions,
-            api_versions::VERSIONS.0,
-            api_versions::VERSIONS.1,
-        ),
-        (
-            ApiKey::CreateTopics,
-            create_topics::VERSIONS.0,
-            create_topics::VERSIONS.1,
-        ),
-        (
-            ApiKey::DeleteTopics,
-            delete_topics::VERSIONS.0,
-            delete_topics::VERSIONS.1,
-        ),
-        (
-            ApiKey::DeleteRecords,
-            delete_records::VERSIONS.0,
-            delete_records::VERSIONS.1,
-        ),
-        (
-            ApiKey::InitProducerId,
-            init_producer_id::VERSIONS.0,
-            init_producer_id::VERSIONS.1,
-        ),
-        (
-            ApiKey::OffsetForLeaderEpoch,
-            offset_for_leader_epoch::VERSIONS.0,
-            offset_for_leader_epoch::VERSIONS.1,
-        ),
-        (
-            ApiKey::DescribeConfigs,
-            describe_configs::VERSIONS.0,
-            describe_configs::VERSIONS.1,
-        ),
-        (
-            ApiKey::AlterConfigs,
-            alter_configs::ALTER_VERSIONS.0,
-            alter_configs::ALTER_VERSIONS.1,
-        ),
-        (
-            ApiKey::CreatePartitions,
-            create_partitions::VERSIONS.0,
-            create_partitions::VERSIONS.1,
-        ),
-        (
-            ApiKey::IncrementalAlterConfigs,
-            alter_configs::INCREMENTAL_VERSIONS.0,
-            alter_configs::INCREMENTAL_VERSIONS.1,
-        ),
-        (
-            ApiKey::ElectLeaders,
-            elect_leaders::VERSIONS.0,
-            elect_leaders::VERSIONS.1,
-        ),
-        (
-            ApiKey::DescribeCluster,
-            describe_cluster::VERSIONS.0,
-            describe_cluster::VERSIONS.1,
-        ),
-        (
-            ApiKey::FindCoordinator,
-            find_coordinator::VERSIONS.0,
-            find_coordinator::VERSIONS.1,
-        ),
-        (
-            ApiKey::JoinGroup,
-            groups::JOIN_GROUP.0,
-            groups::JOIN_GROUP.1,
-        ),
-        (
-            ApiKey::SyncGroup,
-            groups::SYNC_GROUP.0,
-            groups::SYNC_GROUP.1,
-        ),
-        (ApiKey::Heartbeat, groups::HEARTBEAT.0, groups::HEARTBEAT.1),
-        (
-            ApiKey::LeaveGroup,
-            groups::LEAVE_GROUP.0,
-            groups::LEAVE_GROUP.1,
-        ),
-        (
-            ApiKey::OffsetCommit,
-            groups::OFFSET_COMMIT.0,
-            groups::OFFSET_COMMIT.1,
-        ),
-        (
-            ApiKey::OffsetFetch,
-            groups::OFFSET_FETCH.0,
-            groups::OFFSET_FETCH.1,
-        ),
-        (
-            ApiKey::DescribeGroups,
-            groups::DESCRIBE_GROUPS.0,
-            groups::DESCRIBE_GROUPS.1,
-        ),
-        (
-            ApiKey::ListGroups,
-            groups::LIST_GROUPS.0,
-            groups::LIST_GROUPS.1,
-        ),
-        (
-            ApiKey::DeleteGroups,
-            groups::DELETE_GROUPS.0,
-            groups::DELETE_GROUPS.1,
-        ),
-        (
-            ApiKey::OffsetDelete,
-            groups::OFFSET_DELETE.0,
-            groups::OFFSET_DELETE.1,
-        ),
-        (
-            ApiKey::ConsumerGroupHeartbeat,
-            consumer_group_heartbeat::VERSIONS.0,
-            consumer_group_heartbeat::VERSIONS.1,
-        ),
-        (
-            ApiKey::ConsumerGroupDescribe,
-            consumer_group_describe::VERSIONS.0,
-            consumer_group_describe::VERSIONS.1,
-        ),
-    ]
+pub use apis::{apis_for, spec, ApiSpec, Handler, APIS};
+
+/// A boxed, sendable future (handlers and deferred replies).
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a handler returns: a reply, or why it could not produce one.
+pub type HandlerResult = Result<Reply, HandlerError>;
+
+/// Why a handler produced no reply. The two cases are treated differently, as Kafka does:
+/// a request that does not decode closes the connection (the stream may be out of sync),
+/// while a failure of ours is answered with UNKNOWN_SERVER_ERROR and logged, and the
+/// connection stays open.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The request body is malformed for its declared version.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// The broker failed (a bug or an unexpected state): answered with
+    /// UNKNOWN_SERVER_ERROR.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Which listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListenerKind {
     /// A client (broker) listener.
     Broker,
@@ -180,26 +83,213 @@ pub enum ListenerKind {
     Controller,
 }
 
-/// A request as the handlers see it.
+/// A request as the handlers see it: its context (connection, header, principal, timing)
+/// and the undecoded body.
 pub struct Request {
-    /// Decoded header.
-    pub header: RequestHeader,
-    /// Body bytes (decode with the request type at `header.request_api_version`).
+    /// Who sent it, on which connection, when, and its header.
+    pub ctx: RequestContext,
+    /// Body bytes (decode with the request type at the header's version).
     pub body: Bytes,
-    /// Client address.
-    pub peer: std::net::SocketAddr,
-    /// The listener it arrived on.
-    pub listener: ListenerKind,
 }
 
 impl Request {
-    /// Decodes the body as `T`.
-    pub fn decode<T: Decodable>(&mut self) -> Result<T, String> {
-        T::decode(&mut self.body, self.header.request_api_version).map_err(|e| e.to_string())
+    /// Decodes the body as `T`; a failure is [`HandlerError::Malformed`].
+    pub fn decode<T: Decodable>(&mut self) -> Result<T, HandlerError> {
+        T::decode(&mut self.body, self.ctx.header.request_api_version)
+            .map_err(|e| HandlerError::Malformed(e.to_string()))
     }
     /// API version.
     pub fn version(&self) -> i16 {
-        self.header.request_api_version
+        self.ctx.header.request_api_version
+    }
+    /// The request header.
+    pub fn header(&self) -> &RequestHeader {
+        &self.ctx.header
+    }
+    /// The correlation id to answer with.
+    pub fn correlation_id(&self) -> i32 {
+        self.ctx.header.correlation_id
+    }
+    /// The client's address (the original client's for a forwarded request).
+    pub fn peer(&self) -> std::net::SocketAddr {
+        match &self.ctx.forwarded {
+            Some(f) => std::net::SocketAddr::new(f.client_address, 0),
+            None => self.ctx.connection.peer,
+        }
+    }
+    /// The listener it arrived on.
+    pub fn listener(&self) -> ListenerKind {
+        self.ctx.connection.listener
+    }
+}
+
+/// What dispatching one frame produced: the reply, and the request's timing so far for the
+/// metrics hook (completed when the response has been written).
+pub struct Dispatched {
+    /// The reply to queue.
+    pub reply: Reply,
+    /// Timing of a request that reached a handler.
+    pub timing: Option<RequestTiming>,
+}
+
+impl From<Reply> for Dispatched {
+    fn from(reply: Reply) -> Self {
+        Dispatched {
+            reply,
+            timing: None,
+        }
+    }
+}
+
+/// Routes one frame that arrived on `conn` at `received`: looks up the API's declaration,
+/// refuses unknown keys and versions (closing the connection, as Kafka does; ApiVersions gets
+/// the KIP-511 fallback), forwards controller APIs from a client listener to the active
+/// controller, and otherwise runs the handler inside a tracing span.
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+    conn: &Arc<ConnectionContext>,
+    received: Instant,
+) -> Dispatched {
+    let peer = conn.peer;
+    let request_bytes = frame.len();
+    let prefix = match frame::peek_header_prefix(&frame) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "closing connection: malformed request header");
+            return Reply::Close.into();
+        }
+    };
+    let Some(spec) = apis::spec_for_code(conn.listener, prefix.api_key) else {
+        tracing::warn!(%peer, api_key = prefix.api_key, "closing connection: unsupported API key");
+        return Reply::Close.into();
+    };
+    if !spec.supports(prefix.api_version) {
+        if spec.key == ApiKey::ApiVersions && prefix.api_version > spec.versions.1 {
+            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges.
+            let ranges: Vec<(i16, i16, i16)> = apis_for(conn.listener)
+                .iter()
+                .map(|(k, a, b)| (*k as i16, *a, *b))
+                .collect();
+            return Reply::Now(Response::bytes(frame::api_versions_fallback(
+                prefix.correlation_id,
+                &ranges,
+            )))
+            .into();
+        }
+        tracing::warn!(%peer, key = ?spec.key, version = prefix.api_version, "closing connection: unsupported API version");
+        return Reply::Close.into();
+    }
+    // The frame as the client sent it, kept (a cheap `Bytes` clone) for forwarding.
+    let original = frame.clone();
+    let header = match frame::decode_request_header(&mut frame) {
+        Ok((_, h)) => h,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "closing connection: malformed request header");
+            return Reply::Close.into();
+        }
+    };
+    let started = Instant::now();
+    let ctx = RequestContext {
+        connection: conn.clone(),
+        header,
+        api: spec,
+        received,
+        request_bytes,
+        forwarded: None,
+    };
+    let timing = RequestTiming::new(&ctx, started);
+    // Admin requests a client sends to any broker go to the active controller (Kafka's
+    // forwarding), wrapped in an Envelope that carries the client's principal (KIP-590).
+    if conn.listener == ListenerKind::Broker && spec.forwarded && !broker.is_active_controller() {
+        if let Some(reply) = envelope::forward(broker, &ctx, original).await {
+            return Dispatched {
+                reply,
+                timing: Some(timing.local_done()),
+            };
+        }
+    }
+    let reply = run_handler(broker, Request { ctx, body: frame }).await;
+    Dispatched {
+        reply,
+        timing: Some(timing.local_done()),
+    }
+}
+
+/// Runs a request's handler (from its declaration) in a span carrying the correlation id,
+/// and turns its failures into Kafka's behaviour: malformed → close the connection;
+/// internal error or panic → UNKNOWN_SERVER_ERROR when the API has an error response, else
+/// close; either way with a log line.
+pub async fn run_handler(broker: &Arc<Broker>, req: Request) -> Reply {
+    let spec = req.ctx.api;
+    let Handler::Local(handler) = spec.handler else {
+        // Quorum RPCs never reach here: the controller listener hands them to the KRaft shell.
+        tracing::error!(key = ?spec.key, "quorum API routed to a broker handler");
+        return Reply::Close;
+    };
+    let span = tracing::debug_span!(
+        "request",
+        api = ?spec.key,
+        version = req.version(),
+        correlation_id = req.correlation_id(),
+        client_id = %req.ctx.client_id(),
+        peer = %req.ctx.connection.peer,
+    );
+    let key = spec.key;
+    let version = req.version();
+    let correlation_id = req.correlation_id();
+    let peer = req.ctx.connection.peer;
+    let header = req.ctx.header.clone();
+    let body = req.body.clone();
+    let result = CatchUnwind(handler(broker.clone(), req))
+        .instrument(span)
+        .await;
+    match result {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(HandlerError::Malformed(e))) => {
+            tracing::warn!(%peer, ?key, version, error = %e, "closing connection: malformed request");
+            Reply::Close
+        }
+        Ok(Err(HandlerError::Internal(e))) => {
+            tracing::error!(%peer, ?key, version, correlation_id, error = %e, "request failed");
+            internal_error_reply(&header, body)
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%peer, ?key, version, correlation_id, panic = %what, "request handler panicked");
+            internal_error_reply(&header, body)
+        }
+    }
+}
+
+/// UNKNOWN_SERVER_ERROR for a request we failed on, in the API's own response shape
+/// (Kafka's `AbstractRequest.getErrorResponse`); closes the connection when the body cannot
+/// be decoded to build one.
+fn internal_error_reply(header: &RequestHeader, body: Bytes) -> Reply {
+    match error_response::build(header, body, ResponseError::UnknownServerError) {
+        Some(resp) => Reply::Now(resp),
+        None => Reply::Close,
+    }
+}
+
+/// Catches a panic in a handler so one bad request costs an error answer, not the
+/// connection's task.
+struct CatchUnwind(BoxFuture<HandlerResult>);
+
+impl Future for CatchUnwind {
+    type Output = Result<HandlerResult, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
     }
 }
 
@@ -237,124 +327,6 @@ pub fn respond_raw(key: ApiKey, version: i16, correlation_id: i32, body: &[u8]) 
 /// Helper: a `StrBytes` from a `String`.
 pub fn sb(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
-}
-
-/// The APIs a listener answers.
-pub fn apis_for(listener: ListenerKind) -> Vec<(ApiKey, i16, i16)> {
-    match listener {
-        ListenerKind::Broker => {
-            let mut v = supported_apis();
-            v.extend(controller_apis::FORWARDED_ONLY.iter().copied());
-            v
-        }
-        ListenerKind::Controller => controller_apis::supported(),
-    }
-}
-
-/// Routes one frame.
-pub async fn dispatch(
-    broker: &Arc<Broker>,
-    mut frame: Bytes,
-    peer: std::net::SocketAddr,
-    listener: ListenerKind,
-) -> Reply {
-    let prefix = match frame::peek_header_prefix(&frame) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "closing connection: malformed request header");
-            return Reply::Close;
-        }
-    };
-    let apis = apis_for(listener);
-    let Some(&(key, min, max)) = apis.iter().find(|(k, _, _)| *k as i16 == prefix.api_key) else {
-        tracing::warn!(%peer, api_key = prefix.api_key, "closing connection: unsupported API key");
-        return Reply::Close;
-    };
-    if prefix.api_version < min || prefix.api_version > max {
-        if key == ApiKey::ApiVersions && prefix.api_version > max {
-            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges.
-            let ranges: Vec<(i16, i16, i16)> =
-                apis.iter().map(|(k, a, b)| (*k as i16, *a, *b)).collect();
-            return Reply::Now(Response::bytes(frame::api_versions_fallback(
-                prefix.correlation_id,
-                &ranges,
-            )));
-        }
-        tracing::warn!(%peer, ?key, version = prefix.api_version, "closing connection: unsupported API version");
-        return Reply::Close;
-    }
-    // Admin requests a client sends to any broker go to the active controller (Kafka's
-    // forwarding); the raw frame travels unchanged, with the client's correlation id.
-    if listener == ListenerKind::Broker
-        && controller_apis::is_forwarded(key)
-        && !broker.is_active_controller()
-    {
-        if let Some(reply) = controller_apis::forward(broker, key, frame.clone()).await {
-            return reply;
-        }
-    }
-    let header = match frame::decode_request_header(&mut frame) {
-        Ok((_, h)) => h,
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "closing connection: malformed request header");
-            return Reply::Close;
-        }
-    };
-    let req = Request {
-        header,
-        body: frame,
-        peer,
-        listener,
-    };
-    if listener == ListenerKind::Controller {
-        return match controller_apis::dispatch(broker, key, req).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                tracing::warn!(%peer, ?key, version = prefix.api_version, error = %e, "closing controller connection: malformed request");
-                Reply::Close
-            }
-        };
-    }
-    let result = match key {
-        ApiKey::ApiVersions => api_versions::handle(broker, req),
-        ApiKey::Metadata => metadata::handle(broker, req).await,
-        ApiKey::Produce => produce::handle(broker, req).await,
-        ApiKey::Fetch => fetch::handle(broker, req),
-        ApiKey::ListOffsets => list_offsets::handle(broker, req),
-        ApiKey::CreateTopics => create_topics::handle(broker, req).await,
-        ApiKey::DeleteTopics => delete_topics::handle(broker, req).await,
-        ApiKey::CreatePartitions => create_partitions::handle(broker, req).await,
-        ApiKey::DescribeConfigs => describe_configs::handle(broker, req),
-        ApiKey::AlterConfigs => alter_configs::handle_alter(broker, req).await,
-        ApiKey::IncrementalAlterConfigs => alter_configs::handle_incremental(broker, req).await,
-        ApiKey::DescribeCluster => describe_cluster::handle(broker, req),
-        ApiKey::DescribeQuorum => describe_quorum::handle(broker, req),
-        ApiKey::ElectLeaders => elect_leaders::handle(broker, req).await,
-        ApiKey::DeleteRecords => delete_records::handle(broker, req),
-        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch::handle(broker, req),
-        ApiKey::InitProducerId => init_producer_id::handle(broker, req).await,
-        ApiKey::FindCoordinator => find_coordinator::handle(broker, req).await,
-        ApiKey::JoinGroup
-        | ApiKey::SyncGroup
-        | ApiKey::Heartbeat
-        | ApiKey::LeaveGroup
-        | ApiKey::OffsetCommit
-        | ApiKey::OffsetFetch
-        | ApiKey::DescribeGroups
-        | ApiKey::ListGroups
-        | ApiKey::DeleteGroups
-        | ApiKey::OffsetDelete => groups::handle(broker, key, req).await,
-        ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat::handle(broker, req).await,
-        ApiKey::ConsumerGroupDescribe => consumer_group_describe::handle(broker, req).await,
-        _ => Err(format!("no handler for {key:?}")),
-    };
-    match result {
-        Ok(reply) => reply,
-        Err(e) => {
-            tracing::warn!(%peer, ?key, version = prefix.api_version, error = %e, "closing connection: malformed request");
-            Reply::Close
-        }
-    }
 }
 
 /// Maps a storage error to its Kafka error code.

@@ -8,6 +8,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
+use super::HandlerResult;
 use super::{respond, Request};
 use crate::network::Reply;
 use crate::Broker;
@@ -16,7 +17,7 @@ use crate::Broker;
 pub const VERSIONS: (i16, i16) = (2, 4);
 
 /// Handles OffsetForLeaderEpoch.
-pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: OffsetForLeaderEpochRequest = req.decode()?;
     let mut topics = Vec::new();
     for t in r.topics {
@@ -50,7 +51,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
     Ok(Reply::Now(respond(
         ApiKey::OffsetForLeaderEpoch,
         req.version(),
-        req.header.correlation_id,
+        req.correlation_id(),
         &resp,
     )))
 }

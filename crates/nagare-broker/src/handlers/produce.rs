@@ -17,6 +17,7 @@ use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 
+use super::HandlerResult;
 use super::{respond, sb, storage_error_code, Request};
 use crate::network::Reply;
 use crate::replica_manager::now_ms;
@@ -26,10 +27,10 @@ use crate::Broker;
 pub const VERSIONS: (i16, i16) = (3, 12);
 
 /// Handles Produce.
-pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
+pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: ProduceRequest = req.decode()?;
     let v = req.version();
-    let corr = req.header.correlation_id;
+    let corr = req.correlation_id();
     let acks = r.acks;
     let deadline = Instant::now() + Duration::from_millis(r.timeout_ms.max(0) as u64);
     let mut topics = Vec::with_capacity(r.topic_data.len());

@@ -1,0 +1,182 @@
+//! The one authorization hook (Kafka's `org.apache.kafka.server.authorizer.Authorizer`):
+//! handlers ask [`crate::Broker::authorize`] whether the request's principal may perform an
+//! operation on a resource, with Kafka's resource types and operations, before they act. The
+//! default authorizer allows everything, as Kafka does when `authorizer.class.name` is unset;
+//! the security issue plugs in ACLs (`StandardAuthorizer` semantics) behind the same trait.
+
+use std::net::IpAddr;
+
+use crate::context::{KafkaPrincipal, RequestContext};
+
+/// Kafka's resource types (`org.apache.kafka.common.resource.ResourceType`), with their
+/// wire codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceType {
+    /// A topic (2).
+    Topic,
+    /// A consumer group (3).
+    Group,
+    /// The cluster (4); its one resource is named `kafka-cluster`.
+    Cluster,
+    /// A transactional id (5).
+    TransactionalId,
+    /// A delegation token (6).
+    DelegationToken,
+    /// A user (7).
+    User,
+}
+
+impl ResourceType {
+    /// Kafka's wire code.
+    pub fn code(self) -> i8 {
+        match self {
+            ResourceType::Topic => 2,
+            ResourceType::Group => 3,
+            ResourceType::Cluster => 4,
+            ResourceType::TransactionalId => 5,
+            ResourceType::DelegationToken => 6,
+            ResourceType::User => 7,
+        }
+    }
+}
+
+/// The name of the cluster resource, as in Kafka.
+pub const CLUSTER_NAME: &str = "kafka-cluster";
+
+/// Kafka's ACL operations (`org.apache.kafka.common.acl.AclOperation`), with their wire codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AclOperation {
+    /// ALL (2).
+    All,
+    /// READ (3).
+    Read,
+    /// WRITE (4).
+    Write,
+    /// CREATE (5).
+    Create,
+    /// DELETE (6).
+    Delete,
+    /// ALTER (7).
+    Alter,
+    /// DESCRIBE (8).
+    Describe,
+    /// CLUSTER_ACTION (9).
+    ClusterAction,
+    /// DESCRIBE_CONFIGS (10).
+    DescribeConfigs,
+    /// ALTER_CONFIGS (11).
+    AlterConfigs,
+    /// IDEMPOTENT_WRITE (12).
+    IdempotentWrite,
+    /// CREATE_TOKENS (13).
+    CreateTokens,
+    /// DESCRIBE_TOKENS (14).
+    DescribeTokens,
+}
+
+impl AclOperation {
+    /// Kafka's wire code.
+    pub fn code(self) -> i8 {
+        match self {
+            AclOperation::All => 2,
+            AclOperation::Read => 3,
+            AclOperation::Write => 4,
+            AclOperation::Create => 5,
+            AclOperation::Delete => 6,
+            AclOperation::Alter => 7,
+            AclOperation::Describe => 8,
+            AclOperation::ClusterAction => 9,
+            AclOperation::DescribeConfigs => 10,
+            AclOperation::AlterConfigs => 11,
+            AclOperation::IdempotentWrite => 12,
+            AclOperation::CreateTokens => 13,
+            AclOperation::DescribeTokens => 14,
+        }
+    }
+}
+
+/// One resource a request touches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Resource<'a> {
+    /// Its type.
+    pub resource_type: ResourceType,
+    /// Its name (`kafka-cluster` for the cluster).
+    pub name: &'a str,
+}
+
+impl<'a> Resource<'a> {
+    /// A topic.
+    pub fn topic(name: &'a str) -> Self {
+        Resource {
+            resource_type: ResourceType::Topic,
+            name,
+        }
+    }
+    /// A group.
+    pub fn group(name: &'a str) -> Self {
+        Resource {
+            resource_type: ResourceType::Group,
+            name,
+        }
+    }
+    /// A transactional id.
+    pub fn transactional_id(name: &'a str) -> Self {
+        Resource {
+            resource_type: ResourceType::TransactionalId,
+            name,
+        }
+    }
+    /// The cluster.
+    pub fn cluster() -> Resource<'static> {
+        Resource {
+            resource_type: ResourceType::Cluster,
+            name: CLUSTER_NAME,
+        }
+    }
+}
+
+/// Who asks, as the authorizer sees it (Kafka's `AuthorizableRequestContext`).
+#[derive(Debug, Clone)]
+pub struct Requester<'a> {
+    /// The principal (the original client's for a forwarded request).
+    pub principal: KafkaPrincipal,
+    /// The client's address, for ACL host rules.
+    pub client_address: IpAddr,
+    /// The listener it came in on.
+    pub listener_name: &'a str,
+    /// The client id.
+    pub client_id: &'a str,
+}
+
+impl<'a> Requester<'a> {
+    /// The requester of `ctx`.
+    pub fn of(ctx: &'a RequestContext) -> Self {
+        Requester {
+            principal: ctx.principal(),
+            client_address: ctx.client_address(),
+            listener_name: &ctx.connection.listener_name,
+            client_id: ctx.client_id(),
+        }
+    }
+}
+
+/// Decides whether a requester may perform an operation on a resource.
+pub trait Authorizer: Send + Sync {
+    /// Whether `requester` may perform `operation` on `resource`.
+    fn authorize(
+        &self,
+        requester: &Requester<'_>,
+        operation: AclOperation,
+        resource: &Resource<'_>,
+    ) -> bool;
+}
+
+/// Allows every operation: Kafka's behaviour without `authorizer.class.name`.
+#[derive(Debug, Default)]
+pub struct AllowAll;
+
+impl Authorizer for AllowAll {
+    fn authorize(&self, _: &Requester<'_>, _: AclOperation, _: &Resource<'_>) -> bool {
+        true
+    }
+}

@@ -1,0 +1,198 @@
+//! Who is asking: the connection context (listener, security protocol, peer, principal, client
+//! software) owned by a connection's task, and the request context every handler receives
+//! (Kafka's `RequestContext` / Redpanda's `request_context`). Authorization, quotas, metrics
+//! and SASL state hang off these, so a handler never needs to look anywhere else to know who
+//! sent a request and how.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kafka_protocol::messages::RequestHeader;
+use parking_lot::RwLock;
+
+use crate::handlers::{ApiSpec, ListenerKind};
+
+/// An authenticated identity, as Kafka's `KafkaPrincipal` (`User:alice`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KafkaPrincipal {
+    /// The principal type; Kafka's built-in builder only makes `User`.
+    pub principal_type: String,
+    /// The name within the type.
+    pub name: String,
+}
+
+impl KafkaPrincipal {
+    /// `User:ANONYMOUS`, the principal of every PLAINTEXT connection (Kafka's
+    /// `KafkaPrincipal.ANONYMOUS`).
+    pub fn anonymous() -> Self {
+        KafkaPrincipal::user("ANONYMOUS")
+    }
+
+    /// `User:<name>`.
+    pub fn user(name: impl Into<String>) -> Self {
+        KafkaPrincipal {
+            principal_type: "User".into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for KafkaPrincipal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.principal_type, self.name)
+    }
+}
+
+/// A listener's security protocol (`listener.security.protocol.map`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    /// No TLS, no authentication.
+    Plaintext,
+    /// TLS.
+    Ssl,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Kafka's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+}
+
+/// The client's software as it announced itself in ApiVersions v3+ (KIP-511), for logs and
+/// metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSoftware {
+    /// e.g. `librdkafka`.
+    pub name: String,
+    /// e.g. `2.3.0`.
+    pub version: String,
+}
+
+/// What every request of one connection shares. Owned (through an `Arc`) by the connection
+/// task; the principal and client software change at most a few times in its life (after
+/// SASL authentication, after ApiVersions), so they sit behind cheap locks.
+#[derive(Debug)]
+pub struct ConnectionContext {
+    /// Kafka's connection id: `local-peer-index`, unique within this process.
+    pub connection_id: String,
+    /// The listener's name (`PLAINTEXT`, `CONTROLLER`, ...).
+    pub listener_name: String,
+    /// Which role of listener it is.
+    pub listener: ListenerKind,
+    /// The listener's security protocol.
+    pub security_protocol: SecurityProtocol,
+    /// The client's address.
+    pub peer: SocketAddr,
+    principal: RwLock<KafkaPrincipal>,
+    client_software: RwLock<Option<ClientSoftware>>,
+}
+
+static CONNECTION_INDEX: AtomicU64 = AtomicU64::new(0);
+
+impl ConnectionContext {
+    /// A new PLAINTEXT connection from `peer` on `local`, whose principal is `User:ANONYMOUS`.
+    pub fn new(
+        listener_name: impl Into<String>,
+        listener: ListenerKind,
+        local: Option<SocketAddr>,
+        peer: SocketAddr,
+    ) -> Self {
+        let index = CONNECTION_INDEX.fetch_add(1, Ordering::Relaxed);
+        let local = local.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+        ConnectionContext {
+            connection_id: format!("{local}-{peer}-{index}"),
+            listener_name: listener_name.into(),
+            listener,
+            security_protocol: SecurityProtocol::Plaintext,
+            peer,
+            principal: RwLock::new(KafkaPrincipal::anonymous()),
+            client_software: RwLock::new(None),
+        }
+    }
+
+    /// The connection's authenticated principal.
+    pub fn principal(&self) -> KafkaPrincipal {
+        self.principal.read().clone()
+    }
+
+    /// Sets the principal once authentication succeeded (SASL).
+    pub fn set_principal(&self, principal: KafkaPrincipal) {
+        *self.principal.write() = principal;
+    }
+
+    /// What the client said it is (ApiVersions v3+), if it did.
+    pub fn client_software(&self) -> Option<ClientSoftware> {
+        self.client_software.read().clone()
+    }
+
+    /// Records the client's software name and version.
+    pub fn set_client_software(&self, software: ClientSoftware) {
+        *self.client_software.write() = Some(software);
+    }
+}
+
+/// One request as its handler sees it: the connection's context, the decoded header, when it
+/// was received, and — for a request forwarded by a broker inside an Envelope (KIP-590) — the
+/// original client's principal and address, which then take the connection's place.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The connection it arrived on (for an enveloped request: the forwarding broker's).
+    pub connection: Arc<ConnectionContext>,
+    /// The request header.
+    pub header: RequestHeader,
+    /// The API's declaration.
+    pub api: &'static ApiSpec,
+    /// When the last byte of the request was read.
+    pub received: Instant,
+    /// Size of the request frame (header and body, without the size prefix).
+    pub request_bytes: usize,
+    /// Set for a request unwrapped from an Envelope: the principal and address of the client
+    /// that sent it to the forwarding broker.
+    pub forwarded: Option<ForwardedFrom>,
+}
+
+/// The original sender of a request a broker forwarded in an Envelope.
+#[derive(Debug, Clone)]
+pub struct ForwardedFrom {
+    /// The client's principal, as the forwarding broker authenticated it.
+    pub principal: KafkaPrincipal,
+    /// The client's IP address.
+    pub client_address: std::net::IpAddr,
+}
+
+impl RequestContext {
+    /// The principal the request acts as: the original client's for a forwarded request,
+    /// otherwise the connection's.
+    pub fn principal(&self) -> KafkaPrincipal {
+        match &self.forwarded {
+            Some(f) => f.principal.clone(),
+            None => self.connection.principal(),
+        }
+    }
+
+    /// The client's IP address (the original client's for a forwarded request), which ACL
+    /// host rules match against.
+    pub fn client_address(&self) -> std::net::IpAddr {
+        match &self.forwarded {
+            Some(f) => f.client_address,
+            None => self.connection.peer.ip(),
+        }
+    }
+
+    /// The client id from the header (empty when absent).
+    pub fn client_id(&self) -> &str {
+        self.header.client_id.as_deref().unwrap_or("")
+    }
+}

@@ -1,0 +1,302 @@
+//! The per-request metrics hook (Kafka's `RequestChannel.RequestMetrics`): every request
+//! that reaches a handler is counted per API, version and listener, with its bytes in and
+//! out and its time from receipt to the last byte written, split as Kafka splits it:
+//!
+//! - *request queue*: received → handler started (waiting behind earlier requests of the
+//!   same connection, which are handled in order);
+//! - *local*: the handler's own work, until it produced a reply;
+//! - *remote*: waiting for a deferred reply (acks=all replication, a delayed fetch, a group
+//!   rebalance, a forwarded request);
+//! - *response queue*: reply ready → its turn on the connection's writer (responses go out in
+//!   request order);
+//! - *response send*: writing it to the socket.
+//!
+//! Counters and histograms live in memory, one slot per API and listener, so recording costs
+//! a short uncontended lock; the observability issue exports [`RequestMetrics::snapshot`].
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::ApiKey;
+use parking_lot::Mutex;
+
+use crate::context::RequestContext;
+use crate::handlers::ListenerKind;
+
+/// Upper bounds of the latency histogram buckets, in microseconds (powers of two from
+/// 16 µs to ~67 s); a last bucket takes everything above.
+pub const LATENCY_BUCKETS_US: [u64; 23] = [
+    16, 32, 64, 128, 256, 512, 1_024, 2_048, 4_096, 8_192, 16_384, 32_768, 65_536, 131_072,
+    262_144, 524_288, 1_048_576, 2_097_152, 4_194_304, 8_388_608, 16_777_216, 33_554_432,
+    67_108_864,
+];
+
+/// A latency histogram: counts per bucket of [`LATENCY_BUCKETS_US`] plus an overflow
+/// bucket, and the sum.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Count per bucket; the last entry counts values above the last bound.
+    pub buckets: Vec<u64>,
+    /// Number of observations.
+    pub count: u64,
+    /// Sum of the observations, in microseconds.
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, d: Duration) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LATENCY_BUCKETS_US.len() + 1];
+        }
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+}
+
+/// What is known of one API's requests on one listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiMetrics {
+    /// Requests per version (index = version).
+    pub requests_by_version: Vec<u64>,
+    /// Request bytes received (frames without the size prefix).
+    pub bytes_in: u64,
+    /// Response bytes written (with the size prefix).
+    pub bytes_out: u64,
+    /// Received → last byte written.
+    pub total: Histogram,
+    /// Received → handler started.
+    pub request_queue: Histogram,
+    /// The handler's own work.
+    pub local: Histogram,
+    /// Waiting for a deferred reply.
+    pub remote: Histogram,
+    /// Reply ready → written next.
+    pub response_queue: Histogram,
+    /// Writing the response.
+    pub response_send: Histogram,
+}
+
+impl ApiMetrics {
+    /// All requests of this API, every version.
+    pub fn requests(&self) -> u64 {
+        self.requests_by_version.iter().sum()
+    }
+}
+
+/// The timing of one request as it moves through the pipeline.
+#[derive(Debug, Clone)]
+pub struct RequestTiming {
+    key: ApiKey,
+    version: i16,
+    listener: ListenerKind,
+    request_bytes: usize,
+    received: Instant,
+    started: Instant,
+    local_done: Option<Instant>,
+}
+
+impl RequestTiming {
+    /// A request whose handler starts at `started`.
+    pub fn new(ctx: &RequestContext, started: Instant) -> Self {
+        RequestTiming {
+            key: ctx.api.key,
+            version: ctx.header.request_api_version,
+            listener: ctx.connection.listener,
+            request_bytes: ctx.request_bytes,
+            received: ctx.received,
+            started,
+            local_done: None,
+        }
+    }
+
+    /// Marks the handler's reply as produced now.
+    pub fn local_done(mut self) -> Self {
+        self.local_done = Some(Instant::now());
+        self
+    }
+
+    /// When the handler produced its reply, if it did.
+    pub fn local_done_at(&self) -> Option<Instant> {
+        self.local_done
+    }
+
+    /// Completes the timing: the reply was ready at `ready` (after any deferred part),
+    /// writing started at `write_start` and ended at `write_end` with `response_bytes`.
+    pub fn finish(
+        self,
+        ready: Instant,
+        write_start: Instant,
+        write_end: Instant,
+        response_bytes: usize,
+    ) -> CompletedRequest {
+        let local_done = self.local_done.unwrap_or(self.started);
+        CompletedRequest {
+            key: self.key,
+            version: self.version,
+            listener: self.listener,
+            request_bytes: self.request_bytes,
+            response_bytes,
+            request_queue: self.started.saturating_duration_since(self.received),
+            local: local_done.saturating_duration_since(self.started),
+            remote: ready.saturating_duration_since(local_done),
+            response_queue: write_start.saturating_duration_since(ready),
+            response_send: write_end.saturating_duration_since(write_start),
+            total: write_end.saturating_duration_since(self.received),
+        }
+    }
+}
+
+/// One request's measured times, handed to [`RequestMetrics::record`].
+#[derive(Debug, Clone)]
+pub struct CompletedRequest {
+    /// The API.
+    pub key: ApiKey,
+    /// Its version.
+    pub version: i16,
+    /// The listener.
+    pub listener: ListenerKind,
+    /// Request frame size.
+    pub request_bytes: usize,
+    /// Response size written (0 for acks=0 produce).
+    pub response_bytes: usize,
+    /// Received → handler started.
+    pub request_queue: Duration,
+    /// Handler work.
+    pub local: Duration,
+    /// Deferred part.
+    pub remote: Duration,
+    /// Waiting for the writer.
+    pub response_queue: Duration,
+    /// Writing.
+    pub response_send: Duration,
+    /// Received → last byte written.
+    pub total: Duration,
+}
+
+const MAX_API_KEY: usize = 128;
+
+/// Every API's request metrics on this node.
+pub struct RequestMetrics {
+    slots: Vec<Mutex<ApiMetrics>>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestMetrics {
+    /// Empty metrics.
+    pub fn new() -> Self {
+        RequestMetrics {
+            slots: (0..MAX_API_KEY * 2)
+                .map(|_| Mutex::new(ApiMetrics::default()))
+                .collect(),
+        }
+    }
+
+    fn slot(key: ApiKey, listener: ListenerKind) -> Option<usize> {
+        let k = usize::try_from(key as i16)
+            .ok()
+            .filter(|k| *k < MAX_API_KEY)?;
+        Some(match listener {
+            ListenerKind::Broker => k,
+            ListenerKind::Controller => MAX_API_KEY + k,
+        })
+    }
+
+    /// Records one completed request.
+    pub fn record(&self, r: &CompletedRequest) {
+        let Some(i) = Self::slot(r.key, r.listener) else {
+            return;
+        };
+        let mut m = self.slots[i].lock();
+        let v = usize::try_from(r.version).unwrap_or(0);
+        if m.requests_by_version.len() <= v {
+            m.requests_by_version.resize(v + 1, 0);
+        }
+        m.requests_by_version[v] += 1;
+        m.bytes_in += r.request_bytes as u64;
+        m.bytes_out += r.response_bytes as u64;
+        m.total.observe(r.total);
+        m.request_queue.observe(r.request_queue);
+        m.local.observe(r.local);
+        m.remote.observe(r.remote);
+        m.response_queue.observe(r.response_queue);
+        m.response_send.observe(r.response_send);
+    }
+
+    /// One API's metrics on one listener.
+    pub fn get(&self, key: ApiKey, listener: ListenerKind) -> ApiMetrics {
+        Self::slot(key, listener)
+            .map(|i| self.slots[i].lock().clone())
+            .unwrap_or_default()
+    }
+
+    /// Every API with at least one request: `(key, listener, metrics)`.
+    pub fn snapshot(&self) -> Vec<(ApiKey, ListenerKind, ApiMetrics)> {
+        let mut out = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let m = slot.lock();
+            if m.requests() == 0 {
+                continue;
+            }
+            let (k, listener) = if i < MAX_API_KEY {
+                (i, ListenerKind::Broker)
+            } else {
+                (i - MAX_API_KEY, ListenerKind::Controller)
+            };
+            let Some(key) = i16::try_from(k).ok().and_then(|k| ApiKey::try_from(k).ok()) else {
+                continue;
+            };
+            out.push((key, listener, m.clone()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_add_up_and_land_in_their_slot() {
+        let m = RequestMetrics::new();
+        let t0 = Instant::now();
+        let r = CompletedRequest {
+            key: ApiKey::Produce,
+            version: 9,
+            listener: ListenerKind::Broker,
+            request_bytes: 100,
+            response_bytes: 50,
+            request_queue: Duration::from_micros(10),
+            local: Duration::from_micros(20),
+            remote: Duration::from_millis(3),
+            response_queue: Duration::ZERO,
+            response_send: Duration::from_micros(5),
+            total: t0.elapsed(),
+        };
+        m.record(&r);
+        m.record(&r);
+        let p = m.get(ApiKey::Produce, ListenerKind::Broker);
+        assert_eq!(p.requests(), 2);
+        assert_eq!(p.requests_by_version[9], 2);
+        assert_eq!((p.bytes_in, p.bytes_out), (200, 100));
+        assert_eq!(p.remote.count, 2);
+        assert_eq!(p.remote.sum_us, 6_000);
+        // 3 ms falls in the 4,096 µs bucket.
+        let bucket = LATENCY_BUCKETS_US.iter().position(|b| *b == 4_096).unwrap();
+        assert_eq!(p.remote.buckets[bucket], 2);
+        assert_eq!(
+            m.get(ApiKey::Produce, ListenerKind::Controller).requests(),
+            0
+        );
+        assert_eq!(m.snapshot().len(), 1);
+    }
+}
