@@ -169,6 +169,18 @@ pub trait Authorizer: Send + Sync {
         operation: AclOperation,
         resource: &Resource<'_>,
     ) -> bool;
+
+    /// Whether `requester` may perform `operation` on at least one resource of
+    /// `resource_type` (Kafka's `authorizeByResourceType`, KIP-679: e.g. an idempotent
+    /// producer needs WRITE on some topic). Refuses unless an implementation knows better.
+    fn authorize_by_resource_type(
+        &self,
+        _requester: &Requester<'_>,
+        _operation: AclOperation,
+        _resource_type: ResourceType,
+    ) -> bool {
+        false
+    }
 }
 
 /// Allows every operation: Kafka's behaviour without `authorizer.class.name`.
@@ -177,6 +189,15 @@ pub struct AllowAll;
 
 impl Authorizer for AllowAll {
     fn authorize(&self, _: &Requester<'_>, _: AclOperation, _: &Resource<'_>) -> bool {
+        true
+    }
+
+    fn authorize_by_resource_type(
+        &self,
+        _: &Requester<'_>,
+        _: AclOperation,
+        _: ResourceType,
+    ) -> bool {
         true
     }
 }

@@ -20,6 +20,8 @@ pub mod replica_manager;
 pub mod request_metrics;
 mod sendfile;
 pub mod server;
+#[cfg(test)]
+pub mod testing;
 
 use std::sync::Arc;
 

@@ -13,8 +13,11 @@ use nagare_metadata::records::ConfigResource;
 
 use super::HandlerResult;
 use super::{respond, sb, Request};
+use crate::authorizer::{AclOperation, Resource};
+use crate::context::RequestContext;
 use crate::network::Reply;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// AlterConfigs versions.
 pub const ALTER_VERSIONS: (i16, i16) = (0, 2);
@@ -23,6 +26,7 @@ pub const INCREMENTAL_VERSIONS: (i16, i16) = (0, 1);
 
 async fn apply(
     broker: &Arc<Broker>,
+    ctx: &RequestContext,
     resource_type: i8,
     name: String,
     ops: Result<Vec<ConfigOp>, ApiError>,
@@ -31,10 +35,24 @@ async fn apply(
 ) -> (i16, Option<String>) {
     let Some(resource) = ConfigResource::from_code(resource_type) else {
         return (
-            42,
+            ResponseError::InvalidRequest.code(),
             Some(format!("Unsupported resource type {resource_type}")),
         );
     };
+    // Kafka: ALTER_CONFIGS on the topic, or on the cluster for broker resources.
+    let (target, denied) = match resource {
+        ConfigResource::Topic => (
+            Resource::topic(&name),
+            ResponseError::TopicAuthorizationFailed,
+        ),
+        ConfigResource::Broker => (
+            Resource::cluster(),
+            ResponseError::ClusterAuthorizationFailed,
+        ),
+    };
+    if !broker.authorize(ctx, AclOperation::AlterConfigs, &target) {
+        return (denied.code(), None);
+    }
     let mut ops = match ops {
         Ok(o) => o,
         Err(e) => return (e.code, Some(e.message)),
@@ -43,7 +61,10 @@ async fn apply(
         && !name.is_empty()
         && name != broker.config.node_id.to_string()
     {
-        return (42, Some(format!("Broker {name} is not this broker")));
+        return (
+            ResponseError::InvalidRequest.code(),
+            Some(format!("Broker {name} is not this broker")),
+        );
     }
     let defaults = broker.topic_defaults();
     let outcome = broker
@@ -84,13 +105,14 @@ pub async fn handle_alter(broker: &Arc<Broker>, mut req: Request) -> HandlerResu
             .map(|c| match &c.value {
                 Some(v) => Ok(ConfigOp::Set(c.name.to_string(), v.to_string())),
                 None => Err(ApiError {
-                    code: 40,
+                    code: ResponseError::InvalidConfig.code(),
                     message: format!("Null value not supported for : {}", c.name),
                 }),
             })
             .collect();
         let (code, msg) = apply(
             broker,
+            &req.ctx,
             res.resource_type,
             res.resource_name.to_string(),
             ops,
@@ -132,11 +154,11 @@ pub async fn handle_incremental(broker: &Arc<Broker>, mut req: Request) -> Handl
                     (2, Some(v)) => Ok(ConfigOp::Append(k, v)),
                     (3, Some(v)) => Ok(ConfigOp::Subtract(k, v)),
                     (0 | 2 | 3, None) => Err(ApiError {
-                        code: 40,
+                        code: ResponseError::InvalidConfig.code(),
                         message: format!("Null value not supported for : {k}"),
                     }),
                     (op, _) => Err(ApiError {
-                        code: 42,
+                        code: ResponseError::InvalidRequest.code(),
                         message: format!("Unknown config operation {op}"),
                     }),
                 }
@@ -144,6 +166,7 @@ pub async fn handle_incremental(broker: &Arc<Broker>, mut req: Request) -> Handl
             .collect();
         let (code, msg) = apply(
             broker,
+            &req.ctx,
             res.resource_type,
             res.resource_name.to_string(),
             ops,

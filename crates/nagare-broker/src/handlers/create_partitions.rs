@@ -9,8 +9,10 @@ use nagare_controller::logic;
 
 use super::HandlerResult;
 use super::{respond, sb, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (0, 3);
@@ -24,12 +26,17 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         if !seen.insert(t.name.to_string()) {
             results.push(
-                base.with_error_code(42)
+                base.with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(sb("Duplicate topic in request."))),
             );
             continue;
         }
         let name = t.name.to_string();
+        // Kafka: ALTER on the topic.
+        if !broker.authorize(&req.ctx, AclOperation::Alter, &Resource::topic(&name)) {
+            results.push(base.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
+            continue;
+        }
         let count = t.count;
         let assignments: Option<Vec<Vec<i32>>> = t.assignments.map(|a| {
             a.into_iter()

@@ -13,8 +13,10 @@ use nagare_controller::logic::{self, NewTopic};
 
 use super::HandlerResult;
 use super::{respond, sb, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (2, 7);
@@ -32,14 +34,29 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         .collect();
     let mut results: Vec<CreatableTopicResult> = Vec::new();
     let mut todo = Vec::new();
+    // Kafka: CREATE on the cluster, or else on each topic.
+    let may_create_any = broker.authorize(&req.ctx, AclOperation::Create, &Resource::cluster());
     for t in &r.topics {
         let name = t.name.to_string();
+        if !dupes.contains(&name)
+            && !may_create_any
+            && !broker.authorize(&req.ctx, AclOperation::Create, &Resource::topic(&name))
+        {
+            results.push(
+                CreatableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1),
+            );
+            continue;
+        }
         if dupes.contains(&name) {
             if !results.iter().any(|x| x.name.as_str() == name) {
                 results.push(
                     CreatableTopicResult::default()
                         .with_name(t.name.clone())
-                        .with_error_code(42)
+                        .with_error_code(ResponseError::InvalidRequest.code())
                         .with_error_message(Some(sb(format!(
                             "Duplicate topic name {name} in request"
                         )))),

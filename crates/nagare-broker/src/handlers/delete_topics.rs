@@ -9,8 +9,10 @@ use nagare_controller::logic;
 
 use super::HandlerResult;
 use super::{respond, sb, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (1, 6);
@@ -35,9 +37,19 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         let base = DeletableTopicResult::default()
             .with_name(name.clone().map(|n| TopicName(sb(n))))
             .with_topic_id(id);
+        // Kafka: DELETE on the topic (resolved from its id when deleted by id).
+        let target = name
+            .clone()
+            .or_else(|| broker.image().topic_by_id(&id).map(|t| t.name.clone()));
+        if let Some(n) = &target {
+            if !broker.authorize(&req.ctx, AclOperation::Delete, &Resource::topic(n)) {
+                results.push(base.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
+                continue;
+            }
+        }
         if !broker.config.delete_topic_enable {
             results.push(
-                base.with_error_code(73)
+                base.with_error_code(ResponseError::TopicDeletionDisabled.code())
                     .with_error_message(Some(sb("Topic deletion is disabled."))),
             );
             continue;

@@ -13,8 +13,10 @@ use nagare_metadata::topic_config::{self, ConfigKind, ConfigSource};
 
 use super::HandlerResult;
 use super::{respond, sb, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (1, 4);
@@ -50,11 +52,31 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         let base = DescribeConfigsResult::default()
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
+        // Kafka: DESCRIBE_CONFIGS on the topic, or on the cluster for broker resources.
+        let denied = match ConfigResource::from_code(res.resource_type) {
+            Some(ConfigResource::Topic) => (!broker.authorize(
+                &req.ctx,
+                AclOperation::DescribeConfigs,
+                &Resource::topic(&name),
+            ))
+            .then_some(ResponseError::TopicAuthorizationFailed),
+            Some(ConfigResource::Broker) => (!broker.authorize(
+                &req.ctx,
+                AclOperation::DescribeConfigs,
+                &Resource::cluster(),
+            ))
+            .then_some(ResponseError::ClusterAuthorizationFailed),
+            None => None,
+        };
+        if let Some(e) = denied {
+            results.push(base.with_error_code(e.code()));
+            continue;
+        }
         match ConfigResource::from_code(res.resource_type) {
             Some(ConfigResource::Topic) => {
                 if image.topic(&name).is_none() {
                     results.push(
-                        base.with_error_code(3)
+                        base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
                             .with_error_message(Some(sb(format!("Topic {name} does not exist")))),
                     );
                     continue;

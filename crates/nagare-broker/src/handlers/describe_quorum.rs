@@ -14,8 +14,10 @@ use kafka_protocol::messages::{
 
 use super::HandlerResult;
 use super::{respond, sb, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (0, 2);
@@ -29,6 +31,17 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: DescribeQuorumRequest = req.decode()?;
     let v = req.version();
+    // Kafka: DESCRIBE on the cluster.
+    if !broker.authorize(&req.ctx, AclOperation::Describe, &Resource::cluster()) {
+        let resp = DescribeQuorumResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+        return Ok(Reply::Now(respond(
+            ApiKey::DescribeQuorum,
+            v,
+            req.correlation_id(),
+            &resp,
+        )));
+    }
     let info = broker.quorum.get().map(|q| q.quorum_info());
     let leads = info
         .as_ref()

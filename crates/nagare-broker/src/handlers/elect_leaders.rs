@@ -13,8 +13,10 @@ use nagare_controller::shell::ControllerError;
 
 use super::HandlerResult;
 use super::{respond, sb, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (0, 2);
@@ -59,7 +61,13 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             .with_error_code(if v >= 1 { code } else { 0 })
             .with_replica_election_results(results)
     };
+    // Kafka: ALTER on the cluster.
+    let authorized = broker.authorize(&req.ctx, AclOperation::Alter, &Resource::cluster());
     let resp = match (ElectionType::from_wire(election_type), &broker.controller) {
+        _ if !authorized => fail_all(
+            ResponseError::ClusterAuthorizationFailed.code(),
+            "Cluster authorization failed.".into(),
+        ),
         (None, _) => fail_all(
             codes::INVALID_REQUEST,
             format!("Unknown election type {election_type}"),

@@ -13,10 +13,12 @@ use nagare_coordinator::{find_coordinator_response, partition_for, CoordinatorLo
 
 use super::HandlerResult;
 use super::{respond, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::group_coordinator::OFFSETS_TOPIC;
 use crate::network::Reply;
 use crate::replica_manager::now_ms;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (0, 6);
@@ -28,11 +30,37 @@ const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: FindCoordinatorRequest = req.decode()?;
     let v = req.version();
-    if r.key_type == 0 && broker.image().topic(OFFSETS_TOPIC).is_none() {
+    // The offsets topic is created on the first lookup of a group the principal may
+    // describe (v0-3 name one key, v4+ a batch), never for a refused one.
+    let keys: Vec<&str> = if v >= 4 {
+        r.coordinator_keys.iter().map(|k| k.as_str()).collect()
+    } else {
+        vec![r.key.as_str()]
+    };
+    let any_authorized_group = r.key_type == 0
+        && keys
+            .iter()
+            .any(|k| broker.authorize(&req.ctx, AclOperation::Describe, &Resource::group(k)));
+    if any_authorized_group && broker.image().topic(OFFSETS_TOPIC).is_none() {
         create_offsets_topic(broker).await;
     }
     let image = broker.image();
     let resp = find_coordinator_response(&r, v, |key_type, key| {
+        // Kafka: DESCRIBE on the group (or the transactional id) named by the key.
+        let (resource, denied) = if key_type == 0 {
+            (
+                Resource::group(key),
+                ResponseError::GroupAuthorizationFailed,
+            )
+        } else {
+            (
+                Resource::transactional_id(key),
+                ResponseError::TransactionalIdAuthorizationFailed,
+            )
+        };
+        if !broker.authorize(&req.ctx, AclOperation::Describe, &resource) {
+            return CoordinatorLocation::Error(denied.code());
+        }
         if key_type != 0 {
             return CoordinatorLocation::Error(COORDINATOR_NOT_AVAILABLE);
         }

@@ -18,9 +18,11 @@ use nagare_coordinator::{GroupRequest, GroupResponse, RequestContext};
 
 use super::HandlerResult;
 use super::{respond, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::group_coordinator::{GroupCoordinator, PendingReply};
 use crate::network::{Reply, Response};
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// JoinGroup versions.
 pub const JOIN_GROUP: (i16, i16) = (0, 9);
@@ -97,6 +99,26 @@ async fn on_shard(
     }
 }
 
+/// An answer ready now (for groups refused before reaching a shard).
+fn ready(resp: GroupResponse) -> PendingReply {
+    Box::pin(async move { resp })
+}
+
+/// Splits `groups` into those the request's principal may act on with `op` and those it may
+/// not (Kafka answers the latter with GROUP_AUTHORIZATION_FAILED each).
+fn authorized_groups(
+    broker: &Broker,
+    req: &Request,
+    op: AclOperation,
+    groups: Vec<GroupId>,
+) -> (Vec<GroupId>, Vec<GroupId>) {
+    groups
+        .into_iter()
+        .partition(|g| broker.authorize(&req.ctx, op, &Resource::group(g.as_str())))
+}
+
+const GROUP_DENIED: i16 = ResponseError::GroupAuthorizationFailed.code();
+
 /// Handles one of the group APIs.
 pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> HandlerResult {
     let v = req.version();
@@ -107,10 +129,19 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
         client_host: format!("/{}", req.peer().ip()),
     };
     let image = broker.image();
+    // Single-group APIs: Kafka checks `$op` on the group first.
     macro_rules! single {
-        ($ty:ty, $variant:ident) => {{
+        ($ty:ty, $variant:ident, $op:expr) => {{
             let r: $ty = req.decode()?;
             let group = r.group_id.to_string();
+            if !broker.authorize(&req.ctx, $op, &Resource::group(&group)) {
+                let denied = nagare_coordinator::error_response(
+                    &GroupRequest::$variant(r),
+                    &ctx,
+                    GROUP_DENIED,
+                );
+                return Ok(Reply::Now(encode(v, corr, &denied)));
+            }
             let pending = broker
                 .groups
                 .handle(&image, &group, ctx, GroupRequest::$variant(r))
@@ -119,19 +150,33 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
         }};
     }
     match key {
-        ApiKey::JoinGroup => single!(JoinGroupRequest, JoinGroup),
-        ApiKey::SyncGroup => single!(SyncGroupRequest, SyncGroup),
-        ApiKey::Heartbeat => single!(HeartbeatRequest, Heartbeat),
-        ApiKey::LeaveGroup => single!(LeaveGroupRequest, LeaveGroup),
-        ApiKey::OffsetCommit => single!(OffsetCommitRequest, OffsetCommit),
-        ApiKey::OffsetDelete => single!(OffsetDeleteRequest, OffsetDelete),
+        ApiKey::JoinGroup => single!(JoinGroupRequest, JoinGroup, AclOperation::Read),
+        ApiKey::SyncGroup => single!(SyncGroupRequest, SyncGroup, AclOperation::Read),
+        ApiKey::Heartbeat => single!(HeartbeatRequest, Heartbeat, AclOperation::Read),
+        ApiKey::LeaveGroup => single!(LeaveGroupRequest, LeaveGroup, AclOperation::Read),
+        ApiKey::OffsetCommit => single!(OffsetCommitRequest, OffsetCommit, AclOperation::Read),
+        ApiKey::OffsetDelete => single!(OffsetDeleteRequest, OffsetDelete, AclOperation::Delete),
         ApiKey::ConsumerGroupHeartbeat => {
-            single!(ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeat)
+            single!(
+                ConsumerGroupHeartbeatRequest,
+                ConsumerGroupHeartbeat,
+                AclOperation::Read
+            )
         }
         ApiKey::ConsumerGroupDescribe => {
             let r: ConsumerGroupDescribeRequest = req.decode()?;
+            let (allowed, denied) =
+                authorized_groups(broker, &req, AclOperation::Describe, r.group_ids.clone());
             let mut parts = Vec::new();
-            for (shard, groups) in by_shard(broker, r.group_ids.clone()) {
+            if !denied.is_empty() {
+                let sub = GroupRequest::ConsumerGroupDescribe(r.clone().with_group_ids(denied));
+                parts.push(ready(nagare_coordinator::error_response(
+                    &sub,
+                    &ctx,
+                    GROUP_DENIED,
+                )));
+            }
+            for (shard, groups) in by_shard(broker, allowed) {
                 let sub = r.clone().with_group_ids(groups);
                 parts.push(
                     on_shard(
@@ -163,6 +208,14 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
             let r: OffsetFetchRequest = req.decode()?;
             if v < 8 {
                 let group = r.group_id.to_string();
+                if !broker.authorize(&req.ctx, AclOperation::Describe, &Resource::group(&group)) {
+                    let denied = nagare_coordinator::error_response(
+                        &GroupRequest::OffsetFetch(r),
+                        &ctx,
+                        GROUP_DENIED,
+                    );
+                    return Ok(Reply::Now(encode(v, corr, &denied)));
+                }
                 let pending = broker
                     .groups
                     .handle(&image, &group, ctx, GroupRequest::OffsetFetch(r))
@@ -171,8 +224,19 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
             }
             // v8+: several groups per request, possibly on several shards.
             let ids: Vec<GroupId> = r.groups.iter().map(|g| g.group_id.clone()).collect();
+            let (allowed, denied) = authorized_groups(broker, &req, AclOperation::Describe, ids);
             let mut parts = Vec::new();
-            for (shard, groups) in by_shard(broker, ids) {
+            if !denied.is_empty() {
+                let mut sub = r.clone();
+                sub.groups.retain(|g| denied.contains(&g.group_id));
+                let sub = GroupRequest::OffsetFetch(sub);
+                parts.push(ready(nagare_coordinator::error_response(
+                    &sub,
+                    &ctx,
+                    GROUP_DENIED,
+                )));
+            }
+            for (shard, groups) in by_shard(broker, allowed) {
                 let mut sub = r.clone();
                 sub.groups.retain(|g| groups.contains(&g.group_id));
                 parts.push(on_shard(broker, shard, &ctx, GroupRequest::OffsetFetch(sub)).await);
@@ -193,8 +257,18 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
         }
         ApiKey::DescribeGroups => {
             let r: DescribeGroupsRequest = req.decode()?;
+            let (allowed, denied) =
+                authorized_groups(broker, &req, AclOperation::Describe, r.groups.clone());
             let mut parts = Vec::new();
-            for (shard, groups) in by_shard(broker, r.groups.clone()) {
+            if !denied.is_empty() {
+                let sub = GroupRequest::DescribeGroups(r.clone().with_groups(denied));
+                parts.push(ready(nagare_coordinator::error_response(
+                    &sub,
+                    &ctx,
+                    GROUP_DENIED,
+                )));
+            }
+            for (shard, groups) in by_shard(broker, allowed) {
                 let sub = r.clone().with_groups(groups);
                 parts.push(on_shard(broker, shard, &ctx, GroupRequest::DescribeGroups(sub)).await);
             }
@@ -214,8 +288,18 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
         }
         ApiKey::DeleteGroups => {
             let r: DeleteGroupsRequest = req.decode()?;
+            let (allowed, denied) =
+                authorized_groups(broker, &req, AclOperation::Delete, r.groups_names.clone());
             let mut parts = Vec::new();
-            for (shard, groups) in by_shard(broker, r.groups_names.clone()) {
+            if !denied.is_empty() {
+                let sub = GroupRequest::DeleteGroups(r.clone().with_groups_names(denied));
+                parts.push(ready(nagare_coordinator::error_response(
+                    &sub,
+                    &ctx,
+                    GROUP_DENIED,
+                )));
+            }
+            for (shard, groups) in by_shard(broker, allowed) {
                 let sub = r.clone().with_groups_names(groups);
                 parts.push(on_shard(broker, shard, &ctx, GroupRequest::DeleteGroups(sub)).await);
             }
@@ -235,14 +319,33 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
         }
         ApiKey::ListGroups => {
             let r: ListGroupsRequest = req.decode()?;
-            let mut parts = Vec::new();
+            // Kafka: DESCRIBE on the cluster lists every group; otherwise only the groups
+            // the principal may DESCRIBE.
+            let see_all = broker.authorize(&req.ctx, AclOperation::Describe, &Resource::cluster());
+            let mut parts: Vec<PendingReply> = Vec::new();
             for p in broker.groups.owned_shards() {
-                parts.push(
-                    broker
-                        .groups
-                        .handle_on(p, ctx.clone(), GroupRequest::ListGroups(r.clone()))
-                        .await,
-                );
+                let pending = broker
+                    .groups
+                    .handle_on(p, ctx.clone(), GroupRequest::ListGroups(r.clone()))
+                    .await;
+                if see_all {
+                    parts.push(pending);
+                    continue;
+                }
+                let (b, rc) = (broker.clone(), req.ctx.clone());
+                parts.push(Box::pin(async move {
+                    let mut resp = pending.await;
+                    if let GroupResponse::ListGroups(l) = &mut resp {
+                        l.groups.retain(|g| {
+                            b.authorize(
+                                &rc,
+                                AclOperation::Describe,
+                                &Resource::group(g.group_id.as_str()),
+                            )
+                        });
+                    }
+                    resp
+                }));
             }
             Ok(merge(
                 v,

@@ -7,8 +7,10 @@ use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResp
 
 use super::HandlerResult;
 use super::{respond, Request};
+use crate::authorizer::{AclOperation, Resource, ResourceType};
 use crate::network::Reply;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (0, 5);
@@ -21,16 +23,39 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let mut resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if r.transactional_id.is_some() {
+    if let Some(txn_id) = &r.transactional_id {
+        // Kafka: WRITE on the transactional id.
+        if !broker.authorize(
+            &req.ctx,
+            AclOperation::Write,
+            &Resource::transactional_id(txn_id.as_str()),
+        ) {
+            resp.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+            return Ok(Reply::Now(respond(ApiKey::InitProducerId, v, corr, &resp)));
+        }
         if r.transaction_timeout_ms <= 0
             || r.transaction_timeout_ms > broker.config.transaction_max_timeout_ms
         {
-            resp.error_code = 50; // INVALID_TRANSACTION_TIMEOUT
+            resp.error_code = ResponseError::InvalidTransactionTimeout.code();
         } else {
             // The transaction coordinator is not built yet.
             tracing::warn!(peer = %req.peer(), "transactional producer refused: transactions are not supported yet");
-            resp.error_code = 15; // COORDINATOR_NOT_AVAILABLE
+            resp.error_code = ResponseError::CoordinatorNotAvailable.code();
         }
+        return Ok(Reply::Now(respond(ApiKey::InitProducerId, v, corr, &resp)));
+    }
+    // Kafka (KIP-679): IDEMPOTENT_WRITE on the cluster, or WRITE on some topic.
+    let requester = crate::authorizer::Requester::of(&req.ctx);
+    if !broker.authorize(
+        &req.ctx,
+        AclOperation::IdempotentWrite,
+        &Resource::cluster(),
+    ) && !broker.authorizer.authorize_by_resource_type(
+        &requester,
+        AclOperation::Write,
+        ResourceType::Topic,
+    ) {
+        resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
         return Ok(Reply::Now(respond(ApiKey::InitProducerId, v, corr, &resp)));
     }
     // KIP-360: an idempotent producer that already has an id asks for an epoch bump.
@@ -46,7 +71,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot allocate a producer id");
-            resp.error_code = 15;
+            resp.error_code = ResponseError::CoordinatorNotAvailable.code();
         }
     }
     Ok(Reply::Now(respond(ApiKey::InitProducerId, v, corr, &resp)))

@@ -14,8 +14,10 @@ use nagare_metadata::{MetadataImage, Uuid};
 
 use super::HandlerResult;
 use super::{respond, sb, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (0, 13);
@@ -40,12 +42,19 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         for t in r.topics.unwrap_or_default() {
             requested.push((t.name.map(|n| n.to_string()), t.topic_id));
         }
-        // Auto-create unknown, valid names.
+        // Auto-create unknown, valid names the principal may create (CREATE on the cluster
+        // or on the topic, as Kafka's AutoTopicCreationManager requires).
         if allow_auto && broker.config.auto_create_topics_enable {
+            let may_create_any =
+                broker.authorize(&req.ctx, AclOperation::Create, &Resource::cluster());
             let missing: Vec<String> = requested
                 .iter()
                 .filter_map(|(n, _)| n.clone())
                 .filter(|n| image.topic(n).is_none() && logic::validate_topic_name(n).is_ok())
+                .filter(|n| {
+                    may_create_any
+                        || broker.authorize(&req.ctx, AclOperation::Create, &Resource::topic(n))
+                })
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .collect();
@@ -56,21 +65,35 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         }
     }
     let mut topics = Vec::new();
+    // Kafka lists only the topics the principal may DESCRIBE; a requested topic it may not
+    // describe gets TOPIC_AUTHORIZATION_FAILED whether it exists or not.
+    let may_describe =
+        |n: &str| broker.authorize(&req.ctx, AclOperation::Describe, &Resource::topic(n));
+    let denied = |name: Option<String>, id: Uuid| {
+        MetadataResponseTopic::default()
+            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+            .with_name(name.map(|n| TopicName(sb(n))))
+            .with_topic_id(id)
+            .with_topic_authorized_operations(i32::MIN)
+    };
     if all {
         for name in image.topic_names() {
-            topics.push(topic_entry(&image, &name));
+            if may_describe(&name) {
+                topics.push(topic_entry(&image, &name));
+            }
         }
     } else {
         for (name, id) in requested {
             match name {
+                Some(n) if !may_describe(&n) => topics.push(denied(Some(n), Uuid::nil())),
                 Some(n) => {
                     if image.topic(&n).is_some() {
                         topics.push(topic_entry(&image, &n));
                     } else {
                         let code = if logic::validate_topic_name(&n).is_err() {
-                            17
+                            ResponseError::InvalidTopicException.code()
                         } else {
-                            3
+                            ResponseError::UnknownTopicOrPartition.code()
                         };
                         topics.push(
                             MetadataResponseTopic::default()
@@ -81,13 +104,14 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                     }
                 }
                 None => match image.topic_by_id(&id) {
+                    Some(t) if !may_describe(&t.name) => topics.push(denied(None, id)),
                     Some(t) => {
                         let n = t.name.clone();
                         topics.push(topic_entry(&image, &n));
                     }
                     None => topics.push(
                         MetadataResponseTopic::default()
-                            .with_error_code(100)
+                            .with_error_code(ResponseError::UnknownTopicId.code())
                             .with_topic_id(id)
                             .with_topic_authorized_operations(i32::MIN),
                     ),
@@ -158,7 +182,8 @@ pub fn brokers(broker: &Broker, image: &MetadataImage, v: i16) -> Vec<MetadataRe
 
 fn topic_entry(image: &MetadataImage, name: &str) -> MetadataResponseTopic {
     let Some(t) = image.topic(name) else {
-        return MetadataResponseTopic::default().with_error_code(3);
+        return MetadataResponseTopic::default()
+            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
     };
     let partitions = t
         .partitions
@@ -171,7 +196,11 @@ fn topic_entry(image: &MetadataImage, name: &str) -> MetadataResponseTopic {
                 .map(|r| BrokerId(*r))
                 .collect();
             MetadataResponsePartition::default()
-                .with_error_code(if p.leader < 0 { 5 } else { 0 })
+                .with_error_code(if p.leader < 0 {
+                    ResponseError::LeaderNotAvailable.code()
+                } else {
+                    0
+                })
                 .with_partition_index(*i)
                 .with_leader_id(BrokerId(p.leader))
                 .with_leader_epoch(p.leader_epoch)

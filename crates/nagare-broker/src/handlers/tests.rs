@@ -1,0 +1,542 @@
+//! Tests of the request pipeline on an in-memory broker ([`crate::testing::TestBroker`]):
+//! request context, authorization on every API, error mapping, Envelope forwarding and the
+//! metrics hook.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use parking_lot::Mutex;
+
+use super::*;
+use crate::authorizer::{AclOperation, Authorizer, Requester, Resource, ResourceType};
+use crate::context::KafkaPrincipal;
+use crate::testing::{decode_response, response_bytes, Answer, TestBroker};
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_string())
+}
+
+/// Refuses everything, remembering what it was asked.
+#[derive(Default)]
+struct DenyAll {
+    asked: Mutex<Vec<(String, AclOperation, ResourceType, String)>>,
+}
+
+impl Authorizer for DenyAll {
+    fn authorize(&self, who: &Requester<'_>, op: AclOperation, r: &Resource<'_>) -> bool {
+        self.asked.lock().push((
+            who.principal.to_string(),
+            op,
+            r.resource_type,
+            r.name.to_string(),
+        ));
+        false
+    }
+}
+
+/// Allows everything, remembering who asked for what.
+#[derive(Default)]
+struct Recording {
+    asked: Mutex<Vec<(String, AclOperation, ResourceType, String)>>,
+}
+
+impl Authorizer for Recording {
+    fn authorize(&self, who: &Requester<'_>, op: AclOperation, r: &Resource<'_>) -> bool {
+        self.asked.lock().push((
+            who.principal.to_string(),
+            op,
+            r.resource_type,
+            r.name.to_string(),
+        ));
+        true
+    }
+}
+
+const TOPIC_DENIED: i16 = 29;
+const GROUP_DENIED: i16 = 30;
+const CLUSTER_DENIED: i16 = 31;
+
+#[tokio::test]
+async fn api_versions_keeps_the_client_software_on_the_connection() {
+    let t = TestBroker::start().await;
+    let req = ApiVersionsRequest::default()
+        .with_client_software_name(s("librdkafka"))
+        .with_client_software_version(s("2.3.0"));
+    let resp = t.send(&req, 3).await.expect("ApiVersions");
+    assert_eq!(resp.error_code, 0);
+    let keys: Vec<i16> = resp.api_keys.iter().map(|k| k.api_key).collect();
+    assert!(keys.contains(&(ApiKey::Produce as i16)));
+    // Controller-only APIs are not offered to clients.
+    assert!(!keys.contains(&(ApiKey::Envelope as i16)));
+    let sw = t.connection.client_software().expect("client software");
+    assert_eq!(
+        (sw.name.as_str(), sw.version.as_str()),
+        ("librdkafka", "2.3.0")
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_body_closes_the_connection() {
+    let t = TestBroker::start().await;
+    let mut frame = t.frame(&CreateTopicsRequest::default(), 5).to_vec();
+    // A topic array claiming one element, then nothing.
+    frame.extend_from_slice(&[0x02]);
+    let truncated = Bytes::from(frame[..frame.len() - 3].to_vec());
+    assert!(t.send_frame(truncated).await.is_none(), "closed");
+}
+
+#[tokio::test]
+async fn every_api_asks_the_authorizer_and_a_refusal_changes_nothing() {
+    let deny = Arc::new(DenyAll::default());
+    let t = TestBroker::with_authorizer(deny.clone()).await;
+    t.create_topic("t", 1).await;
+    let image_before = t.broker.image();
+
+    // Metadata: a named topic is refused; the all-topics listing hides it.
+    let r = t
+        .send(
+            &MetadataRequest::default()
+                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                )
+                .with_name(Some(TopicName(s("t"))))])),
+            12,
+        )
+        .await
+        .expect("Metadata");
+    assert_eq!(r.topics[0].error_code, TOPIC_DENIED);
+    assert!(r.topics[0].partitions.is_empty());
+    let r = t
+        .send(&MetadataRequest::default().with_topics(None), 12)
+        .await
+        .expect("Metadata all");
+    assert!(r.topics.is_empty());
+    // Metadata auto-creation needs CREATE.
+    let r = t
+        .send(
+            &MetadataRequest::default()
+                .with_allow_auto_topic_creation(true)
+                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                )
+                .with_name(Some(TopicName(s("auto"))))])),
+            12,
+        )
+        .await
+        .expect("Metadata auto");
+    assert_eq!(r.topics[0].error_code, TOPIC_DENIED);
+
+    let r = t
+        .send(
+            &CreateTopicsRequest::default().with_topics(vec![
+                create_topics_request::CreatableTopic::default()
+                    .with_name(TopicName(s("x")))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
+            ]),
+            5,
+        )
+        .await
+        .expect("CreateTopics");
+    assert_eq!(r.topics[0].error_code, TOPIC_DENIED);
+
+    let r = t
+        .send(
+            &DeleteTopicsRequest::default().with_topic_names(vec![TopicName(s("t"))]),
+            5,
+        )
+        .await
+        .expect("DeleteTopics");
+    assert_eq!(r.responses[0].error_code, TOPIC_DENIED);
+
+    let r = t
+        .send(
+            &CreatePartitionsRequest::default().with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_count(3),
+            ]),
+            3,
+        )
+        .await
+        .expect("CreatePartitions");
+    assert_eq!(r.results[0].error_code, TOPIC_DENIED);
+
+    let r = t
+        .send(
+            &DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t")),
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(s("1")),
+            ]),
+            4,
+        )
+        .await
+        .expect("DescribeConfigs");
+    assert_eq!(r.results[0].error_code, TOPIC_DENIED);
+    assert_eq!(r.results[1].error_code, CLUSTER_DENIED);
+    assert!(r.results.iter().all(|x| x.configs.is_empty()));
+
+    let r = t
+        .send(
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_config_operation(0)
+                            .with_value(Some(s("1000"))),
+                    ]),
+            ]),
+            1,
+        )
+        .await
+        .expect("IncrementalAlterConfigs");
+    assert_eq!(r.responses[0].error_code, TOPIC_DENIED);
+
+    let r = t
+        .send(&ElectLeadersRequest::default().with_election_type(0), 2)
+        .await
+        .expect("ElectLeaders");
+    assert_eq!(r.error_code, CLUSTER_DENIED);
+
+    let r = t
+        .send(&DescribeQuorumRequest::default(), 1)
+        .await
+        .expect("DescribeQuorum");
+    assert_eq!(r.error_code, CLUSTER_DENIED);
+
+    let r = t
+        .send(&FindCoordinatorRequest::default().with_key(s("g")), 3)
+        .await
+        .expect("FindCoordinator");
+    assert_eq!(r.error_code, GROUP_DENIED);
+
+    let r = t
+        .send(
+            &JoinGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_session_timeout_ms(10_000)
+                .with_protocol_type(s("consumer")),
+            5,
+        )
+        .await
+        .expect("JoinGroup");
+    assert_eq!(r.error_code, GROUP_DENIED);
+
+    let r = t
+        .send(
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+            5,
+        )
+        .await
+        .expect("DescribeGroups");
+    assert_eq!(r.groups[0].error_code, GROUP_DENIED);
+
+    let r = t
+        .send(
+            &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("g"))]),
+            2,
+        )
+        .await
+        .expect("DeleteGroups");
+    assert_eq!(r.results[0].error_code, GROUP_DENIED);
+
+    let r = t
+        .send(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+            4,
+        )
+        .await
+        .expect("InitProducerId");
+    assert_eq!(r.error_code, CLUSTER_DENIED);
+    let r = t
+        .send(
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(s("tx"))))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+            4,
+        )
+        .await
+        .expect("InitProducerId txn");
+    assert_eq!(r.error_code, 53);
+
+    // Nothing changed: no topic created, deleted, grown or reconfigured.
+    let image_after = t.broker.image();
+    assert_eq!(
+        image_before.offset, image_after.offset,
+        "no metadata record written"
+    );
+    assert_eq!(image_after.topic_names(), vec!["t".to_string()]);
+
+    // Each refusal was a question about the right resource.
+    let asked = deny.asked.lock().clone();
+    for expected in [
+        (AclOperation::Describe, ResourceType::Topic, "t"),
+        (AclOperation::Create, ResourceType::Cluster, "kafka-cluster"),
+        (AclOperation::Create, ResourceType::Topic, "x"),
+        (AclOperation::Delete, ResourceType::Topic, "t"),
+        (AclOperation::Alter, ResourceType::Topic, "t"),
+        (AclOperation::DescribeConfigs, ResourceType::Topic, "t"),
+        (
+            AclOperation::DescribeConfigs,
+            ResourceType::Cluster,
+            "kafka-cluster",
+        ),
+        (AclOperation::AlterConfigs, ResourceType::Topic, "t"),
+        (AclOperation::Alter, ResourceType::Cluster, "kafka-cluster"),
+        (
+            AclOperation::Describe,
+            ResourceType::Cluster,
+            "kafka-cluster",
+        ),
+        (AclOperation::Describe, ResourceType::Group, "g"),
+        (AclOperation::Read, ResourceType::Group, "g"),
+        (AclOperation::Delete, ResourceType::Group, "g"),
+        (
+            AclOperation::IdempotentWrite,
+            ResourceType::Cluster,
+            "kafka-cluster",
+        ),
+        (AclOperation::Write, ResourceType::TransactionalId, "tx"),
+    ] {
+        assert!(
+            asked
+                .iter()
+                .any(|(p, op, rt, n)| p == "User:ANONYMOUS" && (*op, *rt, n.as_str()) == expected),
+            "never asked {expected:?}; asked {asked:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn list_groups_shows_only_describable_groups_without_cluster_describe() {
+    let deny = Arc::new(DenyAll::default());
+    let t = TestBroker::with_authorizer(deny).await;
+    let r = t
+        .send(&ListGroupsRequest::default(), 4)
+        .await
+        .expect("ListGroups");
+    assert_eq!(r.error_code, 0);
+    assert!(r.groups.is_empty());
+}
+
+fn panicking_handler(_: Arc<Broker>, _: Request) -> BoxFuture<HandlerResult> {
+    Box::pin(async { panic!("handler bug") })
+}
+
+fn failing_handler(_: Arc<Broker>, _: Request) -> BoxFuture<HandlerResult> {
+    Box::pin(async { Err(HandlerError::Internal("disk on fire".into())) })
+}
+
+static PANICS: ApiSpec = ApiSpec {
+    key: ApiKey::ListGroups,
+    versions: (0, 5),
+    listeners: apis::CLIENT,
+    forwarded: false,
+    handler: Handler::Local(panicking_handler),
+    doc: "",
+};
+
+static FAILS: ApiSpec = ApiSpec {
+    key: ApiKey::DescribeGroups,
+    versions: (0, 6),
+    listeners: apis::CLIENT,
+    forwarded: false,
+    handler: Handler::Local(failing_handler),
+    doc: "",
+};
+
+fn request_for(t: &TestBroker, spec: &'static ApiSpec, frame: Bytes) -> Request {
+    let mut body = frame;
+    let (_, header) = frame::decode_request_header(&mut body).expect("header");
+    Request {
+        ctx: RequestContext {
+            connection: t.connection.clone(),
+            header,
+            api: spec,
+            received: Instant::now(),
+            request_bytes: 0,
+            forwarded: None,
+        },
+        body,
+    }
+}
+
+#[tokio::test]
+async fn internal_errors_and_panics_answer_unknown_server_error_and_keep_the_connection() {
+    let t = TestBroker::start().await;
+    let frame = t.frame(&ListGroupsRequest::default(), 4);
+    let Reply::Now(resp) = run_handler(&t.broker, request_for(&t, &PANICS, frame)).await else {
+        panic!("a panic must be answered, not close the connection");
+    };
+    let r = decode_response::<ListGroupsRequest>(response_bytes(resp).slice(4..), 4);
+    assert_eq!(r.error_code, -1);
+
+    let frame = t.frame(
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("a")), GroupId(s("b"))]),
+        5,
+    );
+    let Reply::Now(resp) = run_handler(&t.broker, request_for(&t, &FAILS, frame)).await else {
+        panic!("an internal error must be answered");
+    };
+    let r = decode_response::<DescribeGroupsRequest>(response_bytes(resp).slice(4..), 5);
+    assert_eq!(r.groups.len(), 2);
+    assert!(r.groups.iter().all(|g| g.error_code == -1));
+}
+
+#[tokio::test]
+async fn envelope_runs_the_inner_request_as_the_original_principal() {
+    let rec = Arc::new(Recording::default());
+    let t = TestBroker::with_authorizer(rec.clone()).await;
+    let controller_conn = Arc::new(crate::context::ConnectionContext::new(
+        "CONTROLLER",
+        ListenerKind::Controller,
+        None,
+        "127.0.0.1:40001".parse().expect("addr"),
+    ));
+    let inner = t.frame(
+        &CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(s("enveloped")))
+                .with_num_partitions(2)
+                .with_replication_factor(1),
+        ]),
+        5,
+    );
+    let env = EnvelopeRequest::default()
+        .with_request_data(inner)
+        .with_request_principal(Some(envelope::serialize_principal(&KafkaPrincipal::user(
+            "alice",
+        ))))
+        .with_client_host_address(Bytes::from_static(&[10, 1, 2, 3]));
+    let d = dispatch(
+        &t.broker,
+        t.frame(&env, 0),
+        &controller_conn,
+        Instant::now(),
+    )
+    .await;
+    let Reply::Now(resp) = d.reply else {
+        panic!("Envelope answered at once");
+    };
+    let env_resp = decode_response::<EnvelopeRequest>(response_bytes(resp).slice(4..), 0);
+    assert_eq!(env_resp.error_code, 0);
+    let inner_resp =
+        decode_response::<CreateTopicsRequest>(env_resp.response_data.expect("inner response"), 5);
+    assert_eq!(inner_resp.topics[0].error_code, 0);
+    assert!(t.broker.image().topic("enveloped").is_some());
+    let asked = rec.asked.lock().clone();
+    // The forwarding broker's connection is authorized for CLUSTER_ACTION; the inner
+    // request as the client who sent it.
+    assert!(asked
+        .iter()
+        .any(|(p, op, _, _)| p == "User:ANONYMOUS" && *op == AclOperation::ClusterAction));
+    assert!(asked.iter().any(|(p, op, rt, n)| p == "User:alice"
+        && *op == AclOperation::Create
+        && (*rt == ResourceType::Cluster || n == "enveloped")));
+
+    // An API that is never forwarded is refused inside the Envelope.
+    let env = EnvelopeRequest::default()
+        .with_request_data(t.frame(&ListGroupsRequest::default(), 4))
+        .with_request_principal(Some(envelope::serialize_principal(&KafkaPrincipal::user(
+            "alice",
+        ))))
+        .with_client_host_address(Bytes::from_static(&[10, 1, 2, 3]));
+    let d = dispatch(
+        &t.broker,
+        t.frame(&env, 0),
+        &controller_conn,
+        Instant::now(),
+    )
+    .await;
+    let Reply::Now(resp) = d.reply else {
+        panic!("Envelope answered at once");
+    };
+    let env_resp = decode_response::<EnvelopeRequest>(response_bytes(resp).slice(4..), 0);
+    assert_eq!(env_resp.error_code, 42);
+    assert!(env_resp.response_data.is_none());
+}
+
+#[tokio::test]
+async fn the_metrics_hook_sees_every_request_with_its_bytes_and_times() {
+    let t = TestBroker::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let ctx = crate::network::ServeContext::for_broker(
+        t.broker.clone(),
+        "PLAINTEXT",
+        ListenerKind::Broker,
+    );
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            tokio::spawn(crate::network::serve_with(ctx.clone(), stream, peer));
+        }
+    });
+    let mut conn = nagare_client::Connection::connect(&addr.to_string(), "metrics-test")
+        .await
+        .expect("connect");
+    for _ in 0..3 {
+        conn.send(&MetadataRequest::default().with_topics(None))
+            .await
+            .expect("Metadata");
+    }
+    // The writer records after the last byte is written; give it a moment.
+    let mut m = t
+        .broker
+        .request_metrics
+        .get(ApiKey::Metadata, ListenerKind::Broker);
+    for _ in 0..100 {
+        if m.requests() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        m = t
+            .broker
+            .request_metrics
+            .get(ApiKey::Metadata, ListenerKind::Broker);
+    }
+    assert_eq!(m.requests(), 3);
+    assert!(m.bytes_in > 0 && m.bytes_out > 0);
+    assert_eq!(m.total.count, 3);
+    assert_eq!(m.local.count, 3);
+    // The connection negotiated versions first: ApiVersions is counted too.
+    assert!(
+        t.broker
+            .request_metrics
+            .get(ApiKey::ApiVersions, ListenerKind::Broker)
+            .requests()
+            >= 1
+    );
+    // Queue + local + remote + response queue + send never exceeds the total.
+    let parts = m.request_queue.sum_us
+        + m.local.sum_us
+        + m.remote.sum_us
+        + m.response_queue.sum_us
+        + m.response_send.sum_us;
+    assert!(parts <= m.total.sum_us + 5, "{parts} > {}", m.total.sum_us);
+}
+
+#[tokio::test]
+async fn acks_zero_gets_no_answer() {
+    let t = TestBroker::start().await;
+    t.create_topic("z", 1).await;
+    // acks=0 with an empty record set: no answer at all, and the connection stays open.
+    let req = ProduceRequest::default()
+        .with_acks(0)
+        .with_topic_data(vec![]);
+    assert!(matches!(t.send(&req, 9).await, Answer::Nothing));
+}
