@@ -136,6 +136,8 @@ impl TestBroker {
         )
         .expect("log manager");
         let replicas = Arc::new(ReplicaManager::open(1, logs));
+        // acks=all and coordinator writes wait for the group-commit fsync loop.
+        tokio::spawn(replicas.clone().run_group_commit());
         let mut state = Broker::new(
             config,
             cluster_id.clone(),

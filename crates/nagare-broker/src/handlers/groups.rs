@@ -7,12 +7,19 @@
 
 use std::sync::Arc;
 
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
     ConsumerGroupHeartbeatRequest, DeleteGroupsRequest, DeleteGroupsResponse,
     DescribeGroupsRequest, DescribeGroupsResponse, GroupId, HeartbeatRequest, JoinGroupRequest,
     LeaveGroupRequest, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetFetchRequest, OffsetFetchResponse,
+    SyncGroupRequest,
 };
 use nagare_coordinator::{GroupRequest, GroupResponse, RequestContext};
 
@@ -118,6 +125,60 @@ fn authorized_groups(
 }
 
 const GROUP_DENIED: i16 = ResponseError::GroupAuthorizationFailed.code();
+const TOPIC_DENIED: i16 = ResponseError::TopicAuthorizationFailed.code();
+
+/// Whether the request's principal may perform `op` on `topic`.
+fn may(broker: &Broker, req: &Request, op: AclOperation, topic: &str) -> bool {
+    broker.authorize(&req.ctx, op, &Resource::topic(topic))
+}
+
+/// OffsetFetch answers only about topics the principal may DESCRIBE (Kafka): a topic the
+/// request named gets TOPIC_AUTHORIZATION_FAILED on each partition, and one returned for an
+/// all-topics request is left out. `explicit` names, per group, the topics requested.
+fn filter_offset_fetch(
+    broker: &Arc<Broker>,
+    req: &Request,
+    explicit: Vec<(String, Vec<String>)>,
+    pending: PendingReply,
+) -> PendingReply {
+    let (b, rc) = (broker.clone(), req.ctx.clone());
+    Box::pin(async move {
+        let mut resp = pending.await;
+        let allowed = |t: &str| b.authorize(&rc, AclOperation::Describe, &Resource::topic(t));
+        let named = |group: &str, t: &str| {
+            explicit
+                .iter()
+                .any(|(g, ts)| g == group && ts.iter().any(|x| x == t))
+        };
+        if let GroupResponse::OffsetFetch(f) = &mut resp {
+            // v0-7: one group, topics at the top level.
+            let group = explicit.first().map(|(g, _)| g.clone()).unwrap_or_default();
+            f.topics
+                .retain(|t| allowed(t.name.as_str()) || named(&group, t.name.as_str()));
+            for t in f.topics.iter_mut().filter(|t| !allowed(t.name.as_str())) {
+                for p in &mut t.partitions {
+                    p.error_code = TOPIC_DENIED;
+                    p.committed_offset = -1;
+                    p.metadata = None;
+                }
+            }
+            // v8+: per group.
+            for g in &mut f.groups {
+                let gid = g.group_id.to_string();
+                g.topics
+                    .retain(|t| allowed(t.name.as_str()) || named(&gid, t.name.as_str()));
+                for t in g.topics.iter_mut().filter(|t| !allowed(t.name.as_str())) {
+                    for p in &mut t.partitions {
+                        p.error_code = TOPIC_DENIED;
+                        p.committed_offset = -1;
+                        p.metadata = None;
+                    }
+                }
+            }
+        }
+        resp
+    })
+}
 
 /// Handles one of the group APIs.
 pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> HandlerResult {
@@ -154,8 +215,102 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
         ApiKey::SyncGroup => single!(SyncGroupRequest, SyncGroup, AclOperation::Read),
         ApiKey::Heartbeat => single!(HeartbeatRequest, Heartbeat, AclOperation::Read),
         ApiKey::LeaveGroup => single!(LeaveGroupRequest, LeaveGroup, AclOperation::Read),
-        ApiKey::OffsetCommit => single!(OffsetCommitRequest, OffsetCommit, AclOperation::Read),
-        ApiKey::OffsetDelete => single!(OffsetDeleteRequest, OffsetDelete, AclOperation::Delete),
+        ApiKey::OffsetCommit => {
+            let mut r: OffsetCommitRequest = req.decode()?;
+            let group = r.group_id.to_string();
+            if !broker.authorize(&req.ctx, AclOperation::Read, &Resource::group(&group)) {
+                let denied = nagare_coordinator::error_response(
+                    &GroupRequest::OffsetCommit(r),
+                    &ctx,
+                    GROUP_DENIED,
+                );
+                return Ok(Reply::Now(encode(v, corr, &denied)));
+            }
+            // Kafka: READ on each topic; refused topics are answered here and never committed.
+            let (allowed, refused): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
+                .into_iter()
+                .partition(|t| may(broker, &req, AclOperation::Read, t.name.as_str()));
+            r.topics = allowed;
+            let refused: Vec<OffsetCommitResponseTopic> = refused
+                .into_iter()
+                .map(|t| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(TOPIC_DENIED)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            if r.topics.is_empty() && !refused.is_empty() {
+                let resp = GroupResponse::OffsetCommit(
+                    OffsetCommitResponse::default().with_topics(refused),
+                );
+                return Ok(Reply::Now(encode(v, corr, &resp)));
+            }
+            let pending = broker
+                .groups
+                .handle(&image, &group, ctx, GroupRequest::OffsetCommit(r))
+                .await;
+            Ok(Reply::Later(Box::pin(async move {
+                let mut resp = pending.await;
+                if let GroupResponse::OffsetCommit(c) = &mut resp {
+                    c.topics.extend(refused);
+                }
+                encode(v, corr, &resp)
+            })))
+        }
+        ApiKey::OffsetDelete => {
+            let mut r: OffsetDeleteRequest = req.decode()?;
+            let group = r.group_id.to_string();
+            if !broker.authorize(&req.ctx, AclOperation::Delete, &Resource::group(&group)) {
+                let denied = nagare_coordinator::error_response(
+                    &GroupRequest::OffsetDelete(r),
+                    &ctx,
+                    GROUP_DENIED,
+                );
+                return Ok(Reply::Now(encode(v, corr, &denied)));
+            }
+            // Kafka: READ on each topic whose offsets are deleted.
+            let (allowed, refused): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
+                .into_iter()
+                .partition(|t| may(broker, &req, AclOperation::Read, t.name.as_str()));
+            r.topics = allowed;
+            let refused: Vec<OffsetDeleteResponseTopic> = refused
+                .into_iter()
+                .map(|t| {
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    OffsetDeleteResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(TOPIC_DENIED)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            let pending = broker
+                .groups
+                .handle(&image, &group, ctx, GroupRequest::OffsetDelete(r))
+                .await;
+            Ok(Reply::Later(Box::pin(async move {
+                let mut resp = pending.await;
+                if let GroupResponse::OffsetDelete(d) = &mut resp {
+                    d.topics.extend(refused);
+                }
+                encode(v, corr, &resp)
+            })))
+        }
         ApiKey::ConsumerGroupHeartbeat => {
             single!(
                 ConsumerGroupHeartbeatRequest,
@@ -216,10 +371,17 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
                     );
                     return Ok(Reply::Now(encode(v, corr, &denied)));
                 }
+                let explicit: Vec<String> = r
+                    .topics
+                    .iter()
+                    .flatten()
+                    .map(|t| t.name.to_string())
+                    .collect();
                 let pending = broker
                     .groups
                     .handle(&image, &group, ctx, GroupRequest::OffsetFetch(r))
                     .await;
+                let pending = filter_offset_fetch(broker, &req, vec![(group, explicit)], pending);
                 return Ok(later(v, corr, pending));
             }
             // v8+: several groups per request, possibly on several shards.
@@ -236,10 +398,19 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
                     GROUP_DENIED,
                 )));
             }
+            let explicit: Vec<(String, Vec<String>)> = r
+                .groups
+                .iter()
+                .map(|g| {
+                    let topics = g.topics.iter().flatten().map(|t| t.name.to_string());
+                    (g.group_id.to_string(), topics.collect())
+                })
+                .collect();
             for (shard, groups) in by_shard(broker, allowed) {
                 let mut sub = r.clone();
                 sub.groups.retain(|g| groups.contains(&g.group_id));
-                parts.push(on_shard(broker, shard, &ctx, GroupRequest::OffsetFetch(sub)).await);
+                let pending = on_shard(broker, shard, &ctx, GroupRequest::OffsetFetch(sub)).await;
+                parts.push(filter_offset_fetch(broker, &req, explicit.clone(), pending));
             }
             Ok(merge(
                 v,

@@ -540,3 +540,100 @@ async fn acks_zero_gets_no_answer() {
         .with_topic_data(vec![]);
     assert!(matches!(t.send(&req, 9).await, Answer::Nothing));
 }
+
+/// Allows everything but the topic `secret`.
+struct NoSecret;
+
+impl Authorizer for NoSecret {
+    fn authorize(&self, _: &Requester<'_>, _: AclOperation, r: &Resource<'_>) -> bool {
+        !(r.resource_type == ResourceType::Topic && r.name == "secret")
+    }
+}
+
+#[tokio::test]
+async fn group_offsets_are_authorized_per_topic() {
+    let t = TestBroker::with_authorizer(Arc::new(NoSecret)).await;
+    t.create_topic("open", 1).await;
+    t.create_topic("secret", 1).await;
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(
+            ["open", "secret"]
+                .iter()
+                .map(|n| {
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s(n)))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(7),
+                        ])
+                })
+                .collect(),
+        );
+    // The coordinator loads __consumer_offsets on first use: retry while it is loading.
+    let mut codes = Vec::new();
+    for _ in 0..100 {
+        t.send(&FindCoordinatorRequest::default().with_key(s("g")), 3)
+            .await
+            .expect("FindCoordinator");
+        let r = t.send(&commit, 8).await.expect("OffsetCommit");
+        codes = r
+            .topics
+            .iter()
+            .map(|x| (x.name.to_string(), x.partitions[0].error_code))
+            .collect();
+        if codes.iter().any(|(n, c)| n == "open" && *c == 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    codes.sort();
+    assert_eq!(
+        codes,
+        vec![
+            ("open".to_string(), 0),
+            ("secret".to_string(), TOPIC_DENIED)
+        ]
+    );
+
+    // Named topics: the refused one is reported refused; all topics: it is left out.
+    let fetch = |topics: Option<Vec<&str>>| {
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_topics(topics.map(|ts| {
+                ts.iter()
+                    .map(|n| {
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(TopicName(s(n)))
+                            .with_partition_indexes(vec![0])
+                    })
+                    .collect()
+            }))
+    };
+    let r = t
+        .send(&fetch(Some(vec!["open", "secret"])), 7)
+        .await
+        .expect("OffsetFetch named");
+    let mut got: Vec<(String, i16, i64)> = r
+        .topics
+        .iter()
+        .map(|x| {
+            let p = &x.partitions[0];
+            (x.name.to_string(), p.error_code, p.committed_offset)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("open".to_string(), 0, 7),
+            ("secret".to_string(), TOPIC_DENIED, -1)
+        ]
+    );
+    let r = t.send(&fetch(None), 7).await.expect("OffsetFetch all");
+    let names: Vec<String> = r.topics.iter().map(|x| x.name.to_string()).collect();
+    assert_eq!(names, vec!["open".to_string()]);
+}
