@@ -221,3 +221,118 @@ pub(crate) fn resolve(p: Props<'_>) -> Result<Topology, ConfigError> {
         voters_configured,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::BrokerConfig;
+    use super::*;
+
+    fn load(lines: &[&str]) -> Result<BrokerConfig, ConfigError> {
+        let props: BTreeMap<String, String> = lines
+            .iter()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BrokerConfig::from_props(props).map(|(c, _)| c)
+    }
+
+    fn err(lines: &[&str]) -> String {
+        match load(lines) {
+            Ok(_) => panic!("{lines:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn single_node_defaults() {
+        let c = load(&[]).expect("defaults");
+        assert_eq!(c.node_id, 1);
+        assert!(c.is_single_node_default());
+        assert!(!c.quorum.voters_configured);
+        assert_eq!(c.controller_listener().map(|l| l.port), Some(9093));
+        assert_eq!(
+            c.advertised_listeners.len(),
+            1,
+            "controller listener not advertised"
+        );
+    }
+
+    #[test]
+    fn broker_id_is_the_older_name_of_node_id() {
+        let c = load(&["broker.id=7", "controller.quorum.voters=7@127.0.0.1:9093"]).expect("ok");
+        assert_eq!(c.node_id, 7);
+        let c = load(&[
+            "node.id=3",
+            "broker.id=7",
+            "controller.quorum.voters=3@127.0.0.1:9093",
+        ])
+        .expect("ok");
+        assert_eq!(c.node_id, 3, "node.id wins");
+    }
+
+    #[test]
+    fn wildcard_hosts_are_advertised_as_loopback() {
+        let c = load(&["listeners=PLAINTEXT://0.0.0.0:9192,CONTROLLER://:9193"]).expect("ok");
+        let adv = c.advertised_broker_listener().expect("advertised");
+        assert_eq!((adv.host.as_str(), adv.port), ("127.0.0.1", 9192));
+        assert_eq!(c.quorum.voters[0].host, "127.0.0.1");
+        assert_eq!(c.listeners[1].bind_addr(), "0.0.0.0:9193");
+    }
+
+    #[test]
+    fn roles_listeners_and_voters_must_agree() {
+        let broker_only = [
+            "process.roles=broker",
+            "node.id=101",
+            "listeners=PLAINTEXT://127.0.0.1:9192",
+        ];
+        let e = err(&broker_only);
+        assert!(e.contains("controller.quorum.voters"), "{e}");
+        let mut ok = broker_only.to_vec();
+        ok.push("controller.quorum.voters=1@127.0.0.1:9093");
+        let c = load(&ok).expect("broker-only node");
+        assert!(c.is_broker() && !c.is_controller() && c.controller_listener().is_none());
+        let e = err(&[
+            "process.roles=broker",
+            "controller.quorum.voters=1@127.0.0.1:9093",
+            "node.id=101",
+        ]);
+        assert!(e.contains("must not have a controller listener"), "{e}");
+        let e = err(&["process.roles=controller"]);
+        assert!(e.contains("may only have controller listeners"), "{e}");
+        let e = err(&["controller.quorum.voters=2@127.0.0.1:9093"]);
+        assert!(e.contains("is not a voter"), "{e}");
+        let e = err(&[
+            "process.roles=broker",
+            "node.id=1",
+            "listeners=PLAINTEXT://127.0.0.1:9192",
+            "controller.quorum.voters=1@127.0.0.1:9093",
+        ]);
+        assert!(e.contains("does not have the controller role"), "{e}");
+        let e = err(&["process.roles=broker,zookeeper"]);
+        assert!(e.contains("unknown role zookeeper"), "{e}");
+        let e = err(&["listeners=CONTROLLER://127.0.0.1:9093"]);
+        assert!(e.contains("no broker listener"), "{e}");
+    }
+
+    #[test]
+    fn malformed_listeners_name_the_key() {
+        for bad in [
+            "localhost:9092",
+            "PLAINTEXT://localhost",
+            "PLAINTEXT://h:99999",
+        ] {
+            let e = parse_listeners("advertised.listeners", bad)
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("advertised.listeners"), "{e}");
+        }
+        let l = parse_listeners("listeners", "plaintext://[::1]:9092").expect("ipv6");
+        assert_eq!(
+            (l[0].name.as_str(), l[0].host.as_str()),
+            ("PLAINTEXT", "::1")
+        );
+    }
+}

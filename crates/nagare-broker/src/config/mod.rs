@@ -1,6 +1,6 @@
 //! Broker configuration in Kafka's `server.properties` format with Kafka's names.
 //!
-//! Every key Nagare knows has one definition in [`definitions`] (type, default, doc, Kafka's
+//! Every key Nagare knows has one definition in [`BROKER_CONFIGS`] (type, default, doc, Kafka's
 //! update mode, and whether Nagare acts on it). Keys Nagare implements are validated: an
 //! invalid value is a startup error naming the key. Keys Kafka has but Nagare does not act
 //! on, and keys nobody knows, are warnings naming them (as Kafka warns about unknown keys),
