@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use super::{topic_name, Client, Target, LAST_VERSION_WITH_TOPIC_NAMES};
@@ -263,7 +264,8 @@ fn parse_fetch_response<'a>(
             out.push((
                 pos,
                 Err(Error::from_code(
-                    e.kafka_code().unwrap_or(-1),
+                    e.kafka_code()
+                        .unwrap_or(ResponseError::UnknownServerError.code()),
                     || {
                         format!(
                             "fetch from topic '{}' partition {}",
