@@ -118,7 +118,7 @@ impl Broker {
     {
         let Some(ch) = self.channel.get() else {
             return Err(broker_lifecycle::LifecycleError {
-                code: nagare_controller::cluster_control::codes::NOT_CONTROLLER,
+                code: kafka_protocol::ResponseError::NotController.code(),
                 message: "no controller channel".into(),
             });
         };

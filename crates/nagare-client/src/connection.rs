@@ -8,14 +8,11 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes, VersionRange};
+use kafka_protocol::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::{describe_io, Error, Result};
-
-/// Kafka's UNSUPPORTED_VERSION error code, answered to an ApiVersions request the broker
-/// cannot parse (KIP-511).
-const UNSUPPORTED_VERSION: i16 = 35;
 
 /// Timeouts and limits of a connection.
 #[derive(Debug, Clone)]
@@ -129,12 +126,13 @@ impl Connection {
                     self.options.request_timeout,
                 )
                 .await?;
-            // Error code is the first field of every ApiVersions response version.
+            // Error code is the first field of every ApiVersions response version; a broker
+            // that cannot parse our version answers UNSUPPORTED_VERSION in v0 (KIP-511).
             let code = match body.get(..2) {
                 Some(&[hi, lo]) => i16::from_be_bytes([hi, lo]),
                 _ => 0,
             };
-            let decode_version = if code == UNSUPPORTED_VERSION {
+            let decode_version = if code == ResponseError::UnsupportedVersion.code() {
                 0
             } else {
                 version
@@ -161,7 +159,7 @@ impl Connection {
                     )
                 })
                 .collect();
-            if code == UNSUPPORTED_VERSION {
+            if code == ResponseError::UnsupportedVersion.code() {
                 let theirs = self.broker_range(ApiKey::ApiVersions)?;
                 let common = theirs.intersect(&ours);
                 if common.is_empty() || common.max >= version {

@@ -193,7 +193,7 @@ fn handle(key: ApiKey, version: i16, mut body: Bytes, state: &Shared) -> Option<
                 let mut mt = MetadataResponseTopic::default();
                 mt.name = Some(name(&n));
                 match st.topics.get(&n) {
-                    None => mt.error_code = 3,
+                    None => mt.error_code = ResponseError::UnknownTopicOrPartition.code(),
                     Some(t) => {
                         mt.topic_id = t.id;
                         mt.partitions = (0..t.logs.len())
@@ -220,7 +220,7 @@ fn handle(key: ApiKey, version: i16, mut body: Bytes, state: &Shared) -> Option<
                 let mut r = CreatableTopicResult::default();
                 r.name = t.name.clone();
                 if st.topics.contains_key(&n) {
-                    r.error_code = 36;
+                    r.error_code = ResponseError::TopicAlreadyExists.code();
                     r.error_message = Some(StrBytes::from_string(format!(
                         "Topic '{n}' already exists."
                     )));
@@ -267,7 +267,7 @@ fn handle(key: ApiKey, version: i16, mut body: Bytes, state: &Shared) -> Option<
                 let mut r = DeletableTopicResult::default();
                 r.name = Some(name(&n));
                 if st.topics.remove(&n).is_none() {
-                    r.error_code = 3;
+                    r.error_code = ResponseError::UnknownTopicOrPartition.code();
                 }
                 resp.responses.push(r);
             }
@@ -280,9 +280,9 @@ fn handle(key: ApiKey, version: i16, mut body: Bytes, state: &Shared) -> Option<
                 let mut r = CreatePartitionsTopicResult::default();
                 r.name = t.name.clone();
                 match st.topics.get_mut(t.name.0.as_str()) {
-                    None => r.error_code = 3,
+                    None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                     Some(topic) if (t.count as usize) <= topic.logs.len() => {
-                        r.error_code = 37; // INVALID_PARTITIONS
+                        r.error_code = ResponseError::InvalidPartitions.code();
                         r.error_message = Some(StrBytes::from_static_str("cannot shrink"));
                     }
                     Some(topic) => topic.logs.resize(t.count as usize, Vec::new()),
@@ -299,7 +299,7 @@ fn handle(key: ApiKey, version: i16, mut body: Bytes, state: &Shared) -> Option<
                 r.resource_type = res.resource_type;
                 r.resource_name = res.resource_name.clone();
                 match st.topics.get(res.resource_name.as_str()) {
-                    None => r.error_code = 3,
+                    None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                     Some(t) => {
                         let mut all: BTreeMap<String, (String, i8)> = BTreeMap::new();
                         all.insert("retention.ms".into(), ("604800000".into(), 5));
@@ -331,7 +331,7 @@ fn handle(key: ApiKey, version: i16, mut body: Bytes, state: &Shared) -> Option<
                 r.resource_type = res.resource_type;
                 r.resource_name = res.resource_name.clone();
                 match st.topics.get_mut(res.resource_name.as_str()) {
-                    None => r.error_code = 3,
+                    None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                     Some(t) => {
                         for c in res.configs {
                             match c.config_operation {
@@ -344,7 +344,7 @@ fn handle(key: ApiKey, version: i16, mut body: Bytes, state: &Shared) -> Option<
                                 1 => {
                                     t.configs.remove(c.name.as_str());
                                 }
-                                _ => r.error_code = 42, // INVALID_REQUEST
+                                _ => r.error_code = ResponseError::InvalidRequest.code(),
                             }
                         }
                     }
@@ -380,7 +380,7 @@ fn handle(key: ApiKey, version: i16, mut body: Bytes, state: &Shared) -> Option<
                             t.logs[pd.index as usize].push(batch.freeze());
                             pr.base_offset = base;
                         }
-                        _ => pr.error_code = 3,
+                        _ => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
                     }
                     tr.partition_responses.push(pr);
                 }
@@ -417,7 +417,7 @@ fn handle(key: ApiKey, version: i16, mut body: Bytes, state: &Shared) -> Option<
                             pd.high_watermark = hw;
                             pd.log_start_offset = 0;
                             if fp.fetch_offset > hw {
-                                pd.error_code = 1;
+                                pd.error_code = ResponseError::OffsetOutOfRange.code();
                             } else {
                                 let mut out = BytesMut::new();
                                 for b in log.iter().filter(|b| last_offset(b) >= fp.fetch_offset) {
@@ -434,7 +434,7 @@ fn handle(key: ApiKey, version: i16, mut body: Bytes, state: &Shared) -> Option<
                                 pd.records = Some(out.freeze());
                             }
                         }
-                        _ => pd.error_code = 3,
+                        _ => pd.error_code = ResponseError::UnknownTopicOrPartition.code(),
                     }
                     tr.partitions.push(pd);
                 }
@@ -468,7 +468,7 @@ fn handle(key: ApiKey, version: i16, mut body: Bytes, state: &Shared) -> Option<
                                     }),
                             };
                         }
-                        _ => pr.error_code = 3,
+                        _ => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
                     }
                     tr.partitions.push(pr);
                 }

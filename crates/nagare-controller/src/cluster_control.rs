@@ -6,25 +6,12 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::ResponseError;
 use nagare_metadata::records::{Endpoint, MetadataRecord};
 use nagare_metadata::{MetadataImage, Uuid};
 
 use crate::elections::{self, Election};
 use crate::logic::ApiError;
-
-/// Kafka error codes of the broker lifecycle RPCs.
-pub mod codes {
-    /// NOT_CONTROLLER
-    pub const NOT_CONTROLLER: i16 = 41;
-    /// STALE_BROKER_EPOCH
-    pub const STALE_BROKER_EPOCH: i16 = 77;
-    /// DUPLICATE_BROKER_REGISTRATION
-    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
-    /// BROKER_ID_NOT_REGISTERED
-    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
-    /// INCONSISTENT_CLUSTER_ID
-    pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
-}
 
 /// The last heartbeat of every broker, kept by the active controller only (Kafka's
 /// `BrokerHeartbeatManager`): a controller that just became active gives every broker a full
@@ -137,7 +124,7 @@ pub fn register_broker(
 ) -> Result<(Vec<MetadataRecord>, i64), ApiError> {
     if reg.cluster_id != cluster_id {
         return Err(ApiError {
-            code: codes::INCONSISTENT_CLUSTER_ID,
+            code: ResponseError::InconsistentClusterId.code(),
             message: format!(
                 "Expected cluster ID {cluster_id}, but got cluster ID {}",
                 reg.cluster_id
@@ -152,7 +139,7 @@ pub fn register_broker(
             && heartbeats.has_live_session(reg.broker_id, now_ms, session_timeout_ms)
         {
             return Err(ApiError {
-                code: codes::DUPLICATE_BROKER_REGISTRATION,
+                code: ResponseError::DuplicateBrokerRegistration.code(),
                 message: format!(
                     "Another broker is registered with that broker id {}",
                     reg.broker_id
@@ -217,13 +204,13 @@ pub fn heartbeat(
 ) -> Result<(Vec<MetadataRecord>, HeartbeatReply), ApiError> {
     let Some(reg) = image.brokers.get(&hb.broker_id) else {
         return Err(ApiError {
-            code: codes::BROKER_ID_NOT_REGISTERED,
+            code: ResponseError::BrokerIdNotRegistered.code(),
             message: format!("Broker {} is not registered", hb.broker_id),
         });
     };
     if reg.epoch != hb.broker_epoch {
         return Err(ApiError {
-            code: codes::STALE_BROKER_EPOCH,
+            code: ResponseError::StaleBrokerEpoch.code(),
             message: format!(
                 "Expected broker epoch {}, but got broker epoch {}",
                 reg.epoch, hb.broker_epoch
@@ -435,21 +422,21 @@ mod tests {
                 .map(|_| ())
                 .unwrap_err()
                 .code,
-            codes::INCONSISTENT_CLUSTER_ID
+            ResponseError::InconsistentClusterId.code()
         );
         assert_eq!(
             heartbeat(&img, hb(1, epochs[&1] - 1, img.offset), &hbs, false)
                 .map(|_| ())
                 .unwrap_err()
                 .code,
-            codes::STALE_BROKER_EPOCH
+            ResponseError::StaleBrokerEpoch.code()
         );
         assert_eq!(
             heartbeat(&img, hb(9, 0, 0), &hbs, false)
                 .map(|_| ())
                 .unwrap_err()
                 .code,
-            codes::BROKER_ID_NOT_REGISTERED
+            ResponseError::BrokerIdNotRegistered.code()
         );
         // A second process with the same id while the first heartbeats is refused; the same
         // incarnation retrying gets its epoch back.
@@ -458,7 +445,7 @@ mod tests {
                 .map(|_| ())
                 .unwrap_err()
                 .code,
-            codes::DUPLICATE_BROKER_REGISTRATION
+            ResponseError::DuplicateBrokerRegistration.code()
         );
         let (recs, e) = register_broker(&img, "c", &hbs, reg(1, 1), 100, 9000).expect("retry");
         assert!(recs.is_empty());

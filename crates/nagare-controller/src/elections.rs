@@ -14,22 +14,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kafka_protocol::ResponseError;
 use nagare_metadata::records::{ConfigResource, MetadataRecord};
 use nagare_metadata::{MetadataImage, PartitionRegistration, TopicImage, Uuid};
-
-/// Kafka error codes of leader elections.
-pub mod codes {
-    /// UNKNOWN_TOPIC_OR_PARTITION
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    /// INVALID_REQUEST
-    pub const INVALID_REQUEST: i16 = 42;
-    /// PREFERRED_LEADER_NOT_AVAILABLE
-    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
-    /// ELIGIBLE_LEADERS_NOT_AVAILABLE
-    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
-    /// ELECTION_NOT_NEEDED
-    pub const ELECTION_NOT_NEEDED: i16 = 84;
-}
 
 /// The topic config (and broker default) that allows unclean leader elections.
 pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
@@ -255,13 +242,13 @@ fn elect_one(
 ) -> Result<MetadataRecord, (i16, Option<String>)> {
     let Some(t) = image.topic(topic) else {
         return Err((
-            codes::UNKNOWN_TOPIC_OR_PARTITION,
+            ResponseError::UnknownTopicOrPartition.code(),
             Some(format!("No such topic as {topic}")),
         ));
     };
     let Some(p) = t.partitions.get(&partition) else {
         return Err((
-            codes::UNKNOWN_TOPIC_OR_PARTITION,
+            ResponseError::UnknownTopicOrPartition.code(),
             Some(format!("No such partition as {topic}-{partition}")),
         ));
     };
@@ -269,7 +256,7 @@ fn elect_one(
     if (election_type == ElectionType::Preferred && has_preferred)
         || (election_type == ElectionType::Unclean && p.leader >= 0)
     {
-        return Err((codes::ELECTION_NOT_NEEDED, None));
+        return Err((ResponseError::ElectionNotNeeded.code(), None));
     }
     let acceptable = |r: i32| is_unfenced(image, r);
     let election = match election_type {
@@ -294,8 +281,8 @@ fn elect_one(
     {
         Some(rec) => Ok(rec),
         None => Err(match election_type {
-            ElectionType::Preferred => (codes::PREFERRED_LEADER_NOT_AVAILABLE, None),
-            ElectionType::Unclean => (codes::ELIGIBLE_LEADERS_NOT_AVAILABLE, None),
+            ElectionType::Preferred => (ResponseError::PreferredLeaderNotAvailable.code(), None),
+            ElectionType::Unclean => (ResponseError::EligibleLeadersNotAvailable.code(), None),
         }),
     }
 }
@@ -334,7 +321,8 @@ pub fn elect_leaders(
                     let r = elect_one(image, &t.name, *pid, election_type).map(|rec| {
                         records.push(rec);
                     });
-                    if !matches!(r, Err((codes::ELECTION_NOT_NEEDED, _))) {
+                    if !matches!(r, Err((code, _)) if code == ResponseError::ElectionNotNeeded.code())
+                    {
                         rs.push(result(*pid, &r));
                     }
                 }
@@ -610,11 +598,11 @@ mod tests {
             vec![
                 vec![
                     0,
-                    codes::ELECTION_NOT_NEEDED,
-                    codes::PREFERRED_LEADER_NOT_AVAILABLE,
-                    codes::UNKNOWN_TOPIC_OR_PARTITION
+                    ResponseError::ElectionNotNeeded.code(),
+                    ResponseError::PreferredLeaderNotAvailable.code(),
+                    ResponseError::UnknownTopicOrPartition.code()
                 ],
-                vec![codes::UNKNOWN_TOPIC_OR_PARTITION]
+                vec![ResponseError::UnknownTopicOrPartition.code()]
             ]
         );
         apply(&mut img, &recs);
@@ -630,7 +618,10 @@ mod tests {
             .collect();
         assert_eq!(
             listed,
-            vec![(2, codes::PREFERRED_LEADER_NOT_AVAILABLE), (3, 0)]
+            vec![
+                (2, ResponseError::PreferredLeaderNotAvailable.code()),
+                (3, 0)
+            ]
         );
         apply(&mut img, &recs);
         assert_eq!(part(&img, "t", 3).leader, 1);
@@ -646,8 +637,8 @@ mod tests {
         assert_eq!(
             codes,
             vec![
-                vec![0, codes::ELIGIBLE_LEADERS_NOT_AVAILABLE, 0],
-                vec![codes::ELECTION_NOT_NEEDED]
+                vec![0, ResponseError::EligibleLeadersNotAvailable.code(), 0],
+                vec![ResponseError::ElectionNotNeeded.code()]
             ]
         );
         assert_eq!(recs.len(), 1, "a partition named twice is elected once");

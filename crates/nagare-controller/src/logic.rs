@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use kafka_protocol::ResponseError;
 use nagare_metadata::records::{ConfigResource, Endpoint, MetadataRecord};
 use nagare_metadata::topic_config::{self, TopicDefaults};
 use nagare_metadata::{MetadataImage, Uuid};
@@ -27,28 +28,6 @@ impl ApiError {
     }
 }
 
-/// Kafka error codes used by the controller.
-pub mod codes {
-    /// UNKNOWN_TOPIC_OR_PARTITION
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    /// INVALID_TOPIC_EXCEPTION
-    pub const INVALID_TOPIC: i16 = 17;
-    /// TOPIC_ALREADY_EXISTS
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    /// INVALID_PARTITIONS
-    pub const INVALID_PARTITIONS: i16 = 37;
-    /// INVALID_REPLICATION_FACTOR
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-    /// INVALID_REPLICA_ASSIGNMENT
-    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-    /// INVALID_CONFIG
-    pub const INVALID_CONFIG: i16 = 40;
-    /// INVALID_REQUEST
-    pub const INVALID_REQUEST: i16 = 42;
-    /// UNKNOWN_TOPIC_ID
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
-}
-
 /// Cluster-wide defaults the controller applies to new topics.
 #[derive(Debug, Clone)]
 pub struct ControllerDefaults {
@@ -60,7 +39,12 @@ pub struct ControllerDefaults {
 
 /// Kafka's topic-name rule: 1–249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
-    let bad = |why: &str| Err(ApiError::new(codes::INVALID_TOPIC, why.to_string()));
+    let bad = |why: &str| {
+        Err(ApiError::new(
+            ResponseError::InvalidTopicException.code(),
+            why.to_string(),
+        ))
+    };
     if name.is_empty() {
         return bad("Topic name is illegal, it can't be empty");
     }
@@ -130,7 +114,7 @@ pub fn create_topic(
     validate_topic_name(&t.name)?;
     if image.topic(&t.name).is_some() || pending.contains(&t.name) {
         return Err(ApiError::new(
-            codes::TOPIC_ALREADY_EXISTS,
+            ResponseError::TopicAlreadyExists.code(),
             format!("Topic '{}' already exists.", t.name),
         ));
     }
@@ -144,7 +128,7 @@ pub fn create_topic(
         .find(|o| norm(o) == n)
     {
         return Err(ApiError::new(
-            codes::INVALID_TOPIC,
+            ResponseError::InvalidTopicException.code(),
             format!("Topic '{}' collides with existing topic: {other}", t.name),
         ));
     }
@@ -152,18 +136,19 @@ pub fn create_topic(
     for (k, v) in &t.configs {
         let Some(v) = v else {
             return Err(ApiError::new(
-                codes::INVALID_CONFIG,
+                ResponseError::InvalidConfig.code(),
                 format!("Null value not supported for topic configs: {k}"),
             ));
         };
-        topic_config::validate(k, v).map_err(|m| ApiError::new(codes::INVALID_CONFIG, m))?;
+        topic_config::validate(k, v)
+            .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m))?;
         overrides.insert(k.clone(), v.clone());
     }
     let brokers = live_brokers(image);
     let assignments: Vec<Vec<i32>> = if !t.assignments.is_empty() {
         if t.num_partitions != -1 || t.replication_factor != -1 {
             return Err(ApiError::new(
-                codes::INVALID_REQUEST,
+                ResponseError::InvalidRequest.code(),
                 "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
             ));
         }
@@ -172,7 +157,7 @@ pub fn create_topic(
         for (i, (p, replicas)) in sorted.iter().enumerate() {
             if *p != i as i32 {
                 return Err(ApiError::new(
-                    codes::INVALID_REPLICA_ASSIGNMENT,
+                    ResponseError::InvalidReplicaAssignment.code(),
                     "Partitions should be a consecutive 0-based integer sequence",
                 ));
             }
@@ -187,7 +172,7 @@ pub fn create_topic(
         };
         if partitions <= 0 {
             return Err(ApiError::new(
-                codes::INVALID_PARTITIONS,
+                ResponseError::InvalidPartitions.code(),
                 "Number of partitions was set to an invalid non-positive value.",
             ));
         }
@@ -198,7 +183,7 @@ pub fn create_topic(
         };
         if rf <= 0 {
             return Err(ApiError::new(
-                codes::INVALID_REPLICATION_FACTOR,
+                ResponseError::InvalidReplicationFactor.code(),
                 "Replication factor must be larger than 0.",
             ));
         }
@@ -257,7 +242,7 @@ fn place_or_err(
     };
     placed.ok_or_else(|| {
         ApiError::new(
-            codes::INVALID_REPLICATION_FACTOR,
+            ResponseError::InvalidReplicationFactor.code(),
             format!(
                 "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
                 brokers.len()
@@ -269,21 +254,21 @@ fn place_or_err(
 fn check_replicas(image: &MetadataImage, replicas: &[i32]) -> Result<(), ApiError> {
     if replicas.is_empty() {
         return Err(ApiError::new(
-            codes::INVALID_REPLICA_ASSIGNMENT,
+            ResponseError::InvalidReplicaAssignment.code(),
             "The manual partition assignment includes an empty replica list.",
         ));
     }
     let set: HashSet<_> = replicas.iter().collect();
     if set.len() != replicas.len() {
         return Err(ApiError::new(
-            codes::INVALID_REPLICA_ASSIGNMENT,
+            ResponseError::InvalidReplicaAssignment.code(),
             "The manual partition assignment includes duplicate replicas.",
         ));
     }
     for r in replicas {
         if !image.brokers.contains_key(r) {
             return Err(ApiError::new(
-                codes::INVALID_REPLICA_ASSIGNMENT,
+                ResponseError::InvalidReplicaAssignment.code(),
                 format!("The manual partition assignment includes broker {r}, but no such broker is registered."),
             ));
         }
@@ -330,19 +315,19 @@ pub fn delete_topic(
     let topic = match (name, id) {
         (Some(n), _) => image.topic(n).ok_or_else(|| {
             ApiError::new(
-                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                ResponseError::UnknownTopicOrPartition.code(),
                 "This server does not host this topic-partition.",
             )
         })?,
         (None, Some(id)) => image.topic_by_id(&id).ok_or_else(|| {
             ApiError::new(
-                codes::UNKNOWN_TOPIC_ID,
+                ResponseError::UnknownTopicId.code(),
                 "This server does not host this topic ID.",
             )
         })?,
         (None, None) => {
             return Err(ApiError::new(
-                codes::INVALID_REQUEST,
+                ResponseError::InvalidRequest.code(),
                 "Neither topic name nor id given",
             ))
         }
@@ -363,20 +348,20 @@ pub fn create_partitions(
 ) -> Result<Vec<MetadataRecord>, ApiError> {
     let topic = image.topic(name).ok_or_else(|| {
         ApiError::new(
-            codes::UNKNOWN_TOPIC_OR_PARTITION,
+            ResponseError::UnknownTopicOrPartition.code(),
             format!("The topic '{name}' does not exist."),
         )
     })?;
     let current = topic.partitions.len() as i32;
     if count < current {
         return Err(ApiError::new(
-            codes::INVALID_PARTITIONS,
+            ResponseError::InvalidPartitions.code(),
             format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
         ));
     }
     if count == current {
         return Err(ApiError::new(
-            codes::INVALID_PARTITIONS,
+            ResponseError::InvalidPartitions.code(),
             format!("Topic already has {current} partitions."),
         ));
     }
@@ -391,7 +376,7 @@ pub fn create_partitions(
         Some(a) => {
             if a.len() as i32 != new {
                 return Err(ApiError::new(
-                    codes::INVALID_REPLICA_ASSIGNMENT,
+                    ResponseError::InvalidReplicaAssignment.code(),
                     format!(
                         "Increasing the number of partitions by {new} but {} assignments provided.",
                         a.len()
@@ -449,7 +434,7 @@ pub fn alter_configs(
         ConfigResource::Topic => {
             if image.topic(name).is_none() {
                 return Err(ApiError::new(
-                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    ResponseError::UnknownTopicOrPartition.code(),
                     format!("The topic '{name}' does not exist."),
                 ));
             }
@@ -458,7 +443,7 @@ pub fn alter_configs(
         ConfigResource::Broker => {
             if !name.is_empty() && name.parse::<i32>().is_err() {
                 return Err(ApiError::new(
-                    codes::INVALID_REQUEST,
+                    ResponseError::InvalidRequest.code(),
                     format!("Invalid broker id {name}"),
                 ));
             }
@@ -473,7 +458,7 @@ pub fn alter_configs(
                 None => Err(format!("Cannot update these configs dynamically: Set({k})")),
             },
         }
-        .map_err(|m| ApiError::new(codes::INVALID_CONFIG, m))
+        .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m))
     };
     let mut touched = Vec::new();
     for op in ops {
@@ -486,7 +471,7 @@ pub fn alter_configs(
             ConfigOp::Delete(k) => {
                 if resource == ConfigResource::Topic && topic_config::lookup(k).is_none() {
                     return Err(ApiError::new(
-                        codes::INVALID_CONFIG,
+                        ResponseError::InvalidConfig.code(),
                         format!("Unknown topic config name: {k}"),
                     ));
                 }
@@ -624,13 +609,25 @@ mod tests {
                 .unwrap_err()
                 .code
         };
-        assert_eq!(e(new_topic("a", 1, 1)), codes::TOPIC_ALREADY_EXISTS);
-        assert_eq!(e(new_topic("b", 0, 1)), codes::INVALID_PARTITIONS);
-        assert_eq!(e(new_topic("b", 1, 3)), codes::INVALID_REPLICATION_FACTOR);
-        assert_eq!(e(new_topic("b/c", 1, 1)), codes::INVALID_TOPIC);
+        assert_eq!(
+            e(new_topic("a", 1, 1)),
+            ResponseError::TopicAlreadyExists.code()
+        );
+        assert_eq!(
+            e(new_topic("b", 0, 1)),
+            ResponseError::InvalidPartitions.code()
+        );
+        assert_eq!(
+            e(new_topic("b", 1, 3)),
+            ResponseError::InvalidReplicationFactor.code()
+        );
+        assert_eq!(
+            e(new_topic("b/c", 1, 1)),
+            ResponseError::InvalidTopicException.code()
+        );
         let mut bad_cfg = new_topic("b", 1, 1);
         bad_cfg.configs = vec![("retention.ms".into(), Some("x".into()))];
-        assert_eq!(e(bad_cfg), codes::INVALID_CONFIG);
+        assert_eq!(e(bad_cfg), ResponseError::InvalidConfig.code());
         let d = create_topic(&img, &DEFAULTS, &new_topic("d", -1, -1), &none).expect("defaults");
         assert_eq!(d.num_partitions, 1);
         let (_, _, recs) = delete_topic(&img, Some("a"), None).expect("delete");
@@ -638,7 +635,7 @@ mod tests {
         assert!(img.topic("a").is_none());
         assert_eq!(
             delete_topic(&img, Some("a"), None).unwrap_err().code,
-            codes::UNKNOWN_TOPIC_OR_PARTITION
+            ResponseError::UnknownTopicOrPartition.code()
         );
     }
 
@@ -650,7 +647,7 @@ mod tests {
         apply(&mut img, &c.records);
         assert_eq!(
             create_partitions(&img, "a", 2, None).unwrap_err().code,
-            codes::INVALID_PARTITIONS
+            ResponseError::InvalidPartitions.code()
         );
         let recs = create_partitions(&img, "a", 5, None).expect("grow");
         apply(&mut img, &recs);
@@ -706,7 +703,7 @@ mod tests {
             )
             .unwrap_err()
             .code,
-            codes::INVALID_CONFIG
+            ResponseError::InvalidConfig.code()
         );
     }
 

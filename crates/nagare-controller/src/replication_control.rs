@@ -4,28 +4,18 @@
 //! based on the current partition epoch; the new ISR must hold the leader and only unfenced
 //! replicas of the partition. An accepted change is a `PartitionChange` record.
 
+use kafka_protocol::ResponseError;
 use nagare_metadata::records::MetadataRecord;
 use nagare_metadata::{MetadataImage, Uuid};
 
-use crate::cluster_control::codes;
 use crate::logic::ApiError;
 
-/// Kafka error codes of AlterPartition.
+/// Error codes of AlterPartition that `ResponseError` cannot name.
 pub mod errors {
-    /// UNKNOWN_TOPIC_OR_PARTITION
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    /// NOT_LEADER_OR_FOLLOWER
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    /// INVALID_REQUEST
-    pub const INVALID_REQUEST: i16 = 42;
-    /// FENCED_LEADER_EPOCH
-    pub const FENCED_LEADER_EPOCH: i16 = 74;
-    /// UNKNOWN_TOPIC_ID
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
-    /// INVALID_UPDATE_VERSION
+    /// Meant as Kafka's INVALID_UPDATE_VERSION (a stale partition epoch), but that code is 95;
+    /// 99 is POSITION_OUT_OF_RANGE. Kept at 99 (the broker passes it through unchanged) until
+    /// the value is fixed on purpose: this refactor does not change behaviour.
     pub const INVALID_UPDATE_VERSION: i16 = 99;
-    /// INELIGIBLE_REPLICA
-    pub const INELIGIBLE_REPLICA: i16 = 107;
 }
 
 /// One partition of an AlterPartition request.
@@ -74,13 +64,13 @@ pub fn alter_partition(
     match image.brokers.get(&broker_id) {
         None => {
             return Err(ApiError {
-                code: codes::BROKER_ID_NOT_REGISTERED,
+                code: ResponseError::BrokerIdNotRegistered.code(),
                 message: format!("broker {broker_id} is not registered"),
             })
         }
         Some(b) if broker_epoch != -1 && b.epoch != broker_epoch => {
             return Err(ApiError {
-                code: codes::STALE_BROKER_EPOCH,
+                code: ResponseError::StaleBrokerEpoch.code(),
                 message: format!("expected broker epoch {}, got {broker_epoch}", b.epoch),
             })
         }
@@ -99,12 +89,12 @@ pub fn alter_partition(
             partition_epoch: -1,
         };
         let Some(topic) = image.topic_by_id(&item.topic_id) else {
-            out.error_code = errors::UNKNOWN_TOPIC_ID;
+            out.error_code = ResponseError::UnknownTopicId.code();
             results.push(out);
             continue;
         };
         let Some(p) = topic.partitions.get(&item.partition) else {
-            out.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+            out.error_code = ResponseError::UnknownTopicOrPartition.code();
             results.push(out);
             continue;
         };
@@ -153,29 +143,29 @@ fn validate(
 ) -> i16 {
     // Kafka's ReplicationControlManager.validateAlterPartitionData, in its order.
     if p.leader != broker_id {
-        return errors::INVALID_REQUEST;
+        return ResponseError::InvalidRequest.code();
     }
     if item.leader_epoch < p.leader_epoch {
-        return errors::FENCED_LEADER_EPOCH;
+        return ResponseError::FencedLeaderEpoch.code();
     }
     if item.leader_epoch > p.leader_epoch {
         // The controller is behind the leader: it cannot be (epochs come from the
         // controller), so the request is invalid.
-        return errors::NOT_LEADER_OR_FOLLOWER;
+        return ResponseError::NotLeaderOrFollower.code();
     }
     if item.partition_epoch != p.partition_epoch {
         return errors::INVALID_UPDATE_VERSION;
     }
     if item.new_isr.is_empty() || !item.new_isr.contains(&broker_id) {
-        return errors::INVALID_REQUEST;
+        return ResponseError::InvalidRequest.code();
     }
     if item.new_isr.iter().any(|r| !p.replicas.contains(r)) {
-        return errors::INVALID_REQUEST;
+        return ResponseError::InvalidRequest.code();
     }
     // Only unfenced brokers may join the ISR (members already in it may stay).
     let eligible = |r: &i32| p.isr.contains(r) || image.brokers.get(r).is_some_and(|b| !b.fenced);
     if !item.new_isr.iter().all(eligible) {
-        return errors::INELIGIBLE_REPLICA;
+        return ResponseError::IneligibleReplica.code();
     }
     0
 }
@@ -254,15 +244,15 @@ mod tests {
         };
         assert_eq!(
             code(1, 99, item(t, 4, 9, &[1])).map_err(|e| e.code),
-            Err(codes::STALE_BROKER_EPOCH)
+            Err(ResponseError::StaleBrokerEpoch.code())
         );
         assert_eq!(
             code(2, 12, item(t, 4, 9, &[2])).ok(),
-            Some(errors::INVALID_REQUEST)
+            Some(ResponseError::InvalidRequest.code())
         );
         assert_eq!(
             code(1, 11, item(t, 3, 9, &[1])).ok(),
-            Some(errors::FENCED_LEADER_EPOCH)
+            Some(ResponseError::FencedLeaderEpoch.code())
         );
         assert_eq!(
             code(1, 11, item(t, 4, 8, &[1])).ok(),
@@ -270,20 +260,23 @@ mod tests {
         );
         assert_eq!(
             code(1, 11, item(t, 4, 9, &[2])).ok(),
-            Some(errors::INVALID_REQUEST)
+            Some(ResponseError::InvalidRequest.code())
         );
         assert_eq!(
             code(1, 11, item(t, 4, 9, &[1, 7])).ok(),
-            Some(errors::INVALID_REQUEST)
+            Some(ResponseError::InvalidRequest.code())
         );
         // Broker 3 is fenced: it may not join.
         assert_eq!(
             code(1, 11, item(t, 4, 9, &[1, 2, 3])).ok(),
-            Some(errors::INELIGIBLE_REPLICA)
+            Some(ResponseError::IneligibleReplica.code())
         );
         let mut unknown = item(t, 4, 9, &[1]);
         unknown.topic_id = Uuid::from_bytes([9; 16]);
-        assert_eq!(code(1, 11, unknown).ok(), Some(errors::UNKNOWN_TOPIC_ID));
+        assert_eq!(
+            code(1, 11, unknown).ok(),
+            Some(ResponseError::UnknownTopicId.code())
+        );
         // An unchanged ISR is accepted without a record.
         assert_eq!(code(1, 11, item(t, 4, 9, &[2, 1])).ok(), Some(0));
     }

@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use kafka_protocol::ResponseError;
 use nagare_metadata::records::MetadataRecord;
 use nagare_metadata::{MetadataImage, MetadataPublisher};
 
@@ -62,9 +63,9 @@ impl ControllerError {
     pub fn code(&self) -> i16 {
         match self {
             ControllerError::Api(e) => e.code,
-            ControllerError::NotController { .. } => cluster_control::codes::NOT_CONTROLLER,
+            ControllerError::NotController { .. } => ResponseError::NotController.code(),
             // Kafka answers NOT_CONTROLLER when a proposal loses its leader; clients retry.
-            ControllerError::Quorum(_) => cluster_control::codes::NOT_CONTROLLER,
+            ControllerError::Quorum(_) => ResponseError::NotController.code(),
         }
     }
     /// The message to answer with.

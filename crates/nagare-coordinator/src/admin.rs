@@ -8,8 +8,8 @@ use kafka_protocol::messages::{
     GroupId, ListGroupsRequest, ListGroupsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 
-use crate::errors;
 use crate::group::GroupState;
 use crate::record::CoordinatorRecord;
 use crate::shard::{GroupCoordinatorShard, RequestContext};
@@ -80,7 +80,7 @@ impl GroupCoordinatorShard {
                         .with_group_id(id.clone())
                         .with_group_state(sb(GroupState::Dead.as_str()));
                     if ctx.api_version >= 6 {
-                        d.error_code = errors::GROUP_ID_NOT_FOUND;
+                        d.error_code = ResponseError::GroupIdNotFound.code();
                         d.error_message = Some(sb(&format!("Group {} not found.", id.0.as_str())));
                     }
                     return d;
@@ -121,22 +121,24 @@ impl GroupCoordinatorShard {
             let group_id = id.0.as_str().to_owned();
             let consumer_members = self.consumer_groups.get(&group_id).map(|g| g.members.len());
             let code = match self.groups.get(&group_id) {
-                None if consumer_members.is_some_and(|n| n > 0) => errors::NON_EMPTY_GROUP,
+                None if consumer_members.is_some_and(|n| n > 0) => {
+                    ResponseError::NonEmptyGroup.code()
+                }
                 None if consumer_members.is_some() => {
                     self.tombstone_offsets(&group_id);
                     self.delete_consumer_group_records(&group_id);
-                    errors::NONE
+                    0
                 }
-                None => errors::GROUP_ID_NOT_FOUND,
-                Some(g) if g.is(GroupState::Dead) => errors::GROUP_ID_NOT_FOUND,
-                Some(g) if !g.is(GroupState::Empty) => errors::NON_EMPTY_GROUP,
+                None => ResponseError::GroupIdNotFound.code(),
+                Some(g) if g.is(GroupState::Dead) => ResponseError::GroupIdNotFound.code(),
+                Some(g) if !g.is(GroupState::Empty) => ResponseError::NonEmptyGroup.code(),
                 Some(_) => {
                     self.tombstone_offsets(&group_id);
                     self.append(CoordinatorRecord::GroupMetadata {
                         group_id: group_id.clone(),
                         value: None,
                     });
-                    errors::NONE
+                    0
                 }
             };
             results.push(

@@ -12,9 +12,9 @@ use kafka_protocol::messages::{
     LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use tracing::{debug, info, warn};
 
-use crate::errors;
 use crate::group::{ClassicGroup, GroupState, Member};
 use crate::shard::{
     join_error, sync_error, GroupCoordinatorShard, GroupResponse, Reply, RequestContext,
@@ -44,7 +44,7 @@ impl GroupCoordinatorShard {
         if group_id.is_empty() {
             return Reply::Now(GroupResponse::JoinGroup(join_error(
                 &member_id,
-                errors::INVALID_GROUP_ID,
+                ResponseError::InvalidGroupId.code(),
             )));
         }
         if req.session_timeout_ms < self.config.min_session_timeout_ms
@@ -52,7 +52,7 @@ impl GroupCoordinatorShard {
         {
             return Reply::Now(GroupResponse::JoinGroup(join_error(
                 &member_id,
-                errors::INVALID_SESSION_TIMEOUT,
+                ResponseError::InvalidSessionTimeout.code(),
             )));
         }
         let metadata_bytes: usize = req
@@ -70,7 +70,7 @@ impl GroupCoordinatorShard {
             );
             return Reply::Now(GroupResponse::JoinGroup(join_error(
                 &member_id,
-                errors::UNKNOWN_SERVER_ERROR,
+                ResponseError::UnknownServerError.code(),
             )));
         }
 
@@ -80,14 +80,14 @@ impl GroupCoordinatorShard {
                 // cannot join a live consumer group.
                 return Reply::Now(GroupResponse::JoinGroup(join_error(
                     &member_id,
-                    errors::INCONSISTENT_GROUP_PROTOCOL,
+                    ResponseError::InconsistentGroupProtocol.code(),
                 )));
             }
             if !member_id.is_empty() {
                 // A classic member id cannot belong to a consumer group.
                 return Reply::Now(GroupResponse::JoinGroup(join_error(
                     &member_id,
-                    errors::UNKNOWN_MEMBER_ID,
+                    ResponseError::UnknownMemberId.code(),
                 )));
             }
             // An empty consumer group becomes a classic group (Kafka's downgrade of empty
@@ -104,7 +104,7 @@ impl GroupCoordinatorShard {
                 // deleted or expired; UNKNOWN_MEMBER_ID makes the client rejoin from scratch.
                 return Reply::Now(GroupResponse::JoinGroup(join_error(
                     &member_id,
-                    errors::UNKNOWN_MEMBER_ID,
+                    ResponseError::UnknownMemberId.code(),
                 )));
             }
         };
@@ -118,7 +118,7 @@ impl GroupCoordinatorShard {
             }
             Reply::Now(GroupResponse::JoinGroup(join_error(
                 "",
-                errors::GROUP_MAX_SIZE_REACHED,
+                ResponseError::GroupMaxSizeReached.code(),
             )))
         } else if is_unknown_member {
             self.join_new_member(ctx, &req, &mut g, token)
@@ -166,13 +166,13 @@ impl GroupCoordinatorShard {
         if g.is(GroupState::Dead) {
             return Reply::Now(GroupResponse::JoinGroup(join_error(
                 "",
-                errors::COORDINATOR_NOT_AVAILABLE,
+                ResponseError::CoordinatorNotAvailable.code(),
             )));
         }
         if !g.supports_protocols(req.protocol_type.as_str(), &protocols) {
             return Reply::Now(GroupResponse::JoinGroup(join_error(
                 "",
-                errors::INCONSISTENT_GROUP_PROTOCOL,
+                ResponseError::InconsistentGroupProtocol.code(),
             )));
         }
         let instance_id = req
@@ -209,7 +209,7 @@ impl GroupCoordinatorShard {
                 info!(group_id = %g.group_id, member_id = %new_member_id, "dynamic member joins with unknown id; requiring a member id");
                 g.pending_join_members.insert(new_member_id.clone());
                 self.schedule_heartbeat(&g.group_id, &new_member_id, req.session_timeout_ms);
-                let mut r = join_error(&new_member_id, errors::MEMBER_ID_REQUIRED);
+                let mut r = join_error(&new_member_id, ResponseError::MemberIdRequired.code());
                 r.member_id = sb(&new_member_id);
                 Reply::Now(GroupResponse::JoinGroup(r))
             }
@@ -235,13 +235,13 @@ impl GroupCoordinatorShard {
         if g.is(GroupState::Dead) {
             return Reply::Now(GroupResponse::JoinGroup(join_error(
                 &member_id,
-                errors::COORDINATOR_NOT_AVAILABLE,
+                ResponseError::CoordinatorNotAvailable.code(),
             )));
         }
         if !g.supports_protocols(req.protocol_type.as_str(), &protocols) {
             return Reply::Now(GroupResponse::JoinGroup(join_error(
                 &member_id,
-                errors::INCONSISTENT_GROUP_PROTOCOL,
+                ResponseError::InconsistentGroupProtocol.code(),
             )));
         }
         if g.is_pending_member(&member_id) {
@@ -249,7 +249,7 @@ impl GroupCoordinatorShard {
                 // Pending members are always dynamic; a static id here is a client bug.
                 return Reply::Now(GroupResponse::JoinGroup(join_error(
                     &member_id,
-                    errors::UNKNOWN_MEMBER_ID,
+                    ResponseError::UnknownMemberId.code(),
                 )));
             }
             // The second JoinGroup of KIP-394, with the id the coordinator handed out.
@@ -294,7 +294,7 @@ impl GroupCoordinatorShard {
                 // Let the member reset its generation and rejoin.
                 Reply::Now(GroupResponse::JoinGroup(join_error(
                     &member_id,
-                    errors::UNKNOWN_MEMBER_ID,
+                    ResponseError::UnknownMemberId.code(),
                 )))
             }
         }
@@ -382,7 +382,10 @@ impl GroupCoordinatorShard {
         if let Some(old) = old.filter(|o| Some(*o) != token) {
             self.complete(
                 Some(old),
-                GroupResponse::JoinGroup(join_error(member_id, errors::REBALANCE_IN_PROGRESS)),
+                GroupResponse::JoinGroup(join_error(
+                    member_id,
+                    ResponseError::RebalanceInProgress.code(),
+                )),
             );
         }
     }
@@ -435,7 +438,7 @@ impl GroupCoordinatorShard {
                         r.leader = sb(current_leader.as_deref().unwrap_or(""));
                         r
                     };
-                    resp.error_code = errors::NONE;
+                    resp.error_code = 0;
                     if let Some(m) = g.members.get_mut(new_member_id) {
                         m.awaiting_join = None;
                     }
@@ -471,14 +474,14 @@ impl GroupCoordinatorShard {
             return;
         };
         if let Some(t) = m.awaiting_join.take() {
-            let mut r = join_error(old_member_id, errors::FENCED_INSTANCE_ID);
+            let mut r = join_error(old_member_id, ResponseError::FencedInstanceId.code());
             r.leader = StrBytes::default();
             self.complete(Some(t), GroupResponse::JoinGroup(r));
         }
         if let Some(t) = m.awaiting_sync.take() {
             self.complete(
                 Some(t),
-                GroupResponse::SyncGroup(sync_error(errors::FENCED_INSTANCE_ID)),
+                GroupResponse::SyncGroup(sync_error(ResponseError::FencedInstanceId.code())),
             );
         }
         self.cancel_heartbeat(&g.group_id, old_member_id);
@@ -506,7 +509,10 @@ impl GroupCoordinatorShard {
     pub(crate) fn prepare_rebalance(&mut self, g: &mut ClassicGroup) {
         if g.is(GroupState::CompletingRebalance) {
             // Members parked in SyncGroup must rejoin.
-            self.reset_and_propagate_assignment_with_error(g, errors::REBALANCE_IN_PROGRESS);
+            self.reset_and_propagate_assignment_with_error(
+                g,
+                ResponseError::RebalanceInProgress.code(),
+            );
         }
         self.timers.cancel(&TimerKey::Sync {
             group_id: g.group_id.clone(),
@@ -727,11 +733,11 @@ impl GroupCoordinatorShard {
     pub(crate) fn flush_removed_member(&mut self, m: &Member) {
         self.complete(
             m.awaiting_join,
-            GroupResponse::JoinGroup(join_error("", errors::UNKNOWN_MEMBER_ID)),
+            GroupResponse::JoinGroup(join_error("", ResponseError::UnknownMemberId.code())),
         );
         self.complete(
             m.awaiting_sync,
-            GroupResponse::SyncGroup(sync_error(errors::UNKNOWN_MEMBER_ID)),
+            GroupResponse::SyncGroup(sync_error(ResponseError::UnknownMemberId.code())),
         );
     }
 
@@ -745,7 +751,7 @@ impl GroupCoordinatorShard {
     /// Kafka's `propagateAssignment`: answers every parked SyncGroup and restarts those
     /// members' session timers.
     fn propagate_assignment(&mut self, g: &mut ClassicGroup, code: i16) {
-        let (ptype, pname) = if code == errors::NONE {
+        let (ptype, pname) = if code == 0 {
             (g.protocol_type.clone(), g.protocol_name.clone())
         } else {
             (None, None)
@@ -774,12 +780,12 @@ impl GroupCoordinatorShard {
         let member_id = req.member_id.as_str().to_owned();
         if group_id.is_empty() {
             return Reply::Now(GroupResponse::SyncGroup(sync_error(
-                errors::INVALID_GROUP_ID,
+                ResponseError::InvalidGroupId.code(),
             )));
         }
         let Some(mut g) = self.groups.remove(&group_id) else {
             return Reply::Now(GroupResponse::SyncGroup(sync_error(
-                errors::UNKNOWN_MEMBER_ID,
+                ResponseError::UnknownMemberId.code(),
             )));
         };
         let reply = self.sync_group_in(&req, &mut g, &member_id);
@@ -795,30 +801,32 @@ impl GroupCoordinatorShard {
     ) -> Reply {
         let now = |code| Reply::Now(GroupResponse::SyncGroup(sync_error(code)));
         if g.is(GroupState::Dead) {
-            return now(errors::COORDINATOR_NOT_AVAILABLE);
+            return now(ResponseError::CoordinatorNotAvailable.code());
         }
         let instance_id = req.group_instance_id.as_ref().map(|s| s.as_str());
         if let Err(code) = g.validate_member(member_id, instance_id) {
             return now(code);
         }
         if req.generation_id != g.generation_id {
-            return now(errors::ILLEGAL_GENERATION);
+            return now(ResponseError::IllegalGeneration.code());
         }
         if inconsistent(req.protocol_type.as_ref(), g.protocol_type.as_deref())
             || inconsistent(req.protocol_name.as_ref(), g.protocol_name.as_deref())
         {
-            return now(errors::INCONSISTENT_GROUP_PROTOCOL);
+            return now(ResponseError::InconsistentGroupProtocol.code());
         }
         match g.state {
-            GroupState::Empty => now(errors::UNKNOWN_MEMBER_ID),
-            GroupState::PreparingRebalance => now(errors::REBALANCE_IN_PROGRESS),
+            GroupState::Empty => now(ResponseError::UnknownMemberId.code()),
+            GroupState::PreparingRebalance => now(ResponseError::RebalanceInProgress.code()),
             GroupState::CompletingRebalance => {
                 let token = self.new_token();
                 if let Some(m) = g.members.get_mut(member_id) {
                     if let Some(old) = m.awaiting_sync.replace(token) {
                         self.out.completed.push((
                             old,
-                            GroupResponse::SyncGroup(sync_error(errors::REBALANCE_IN_PROGRESS)),
+                            GroupResponse::SyncGroup(sync_error(
+                                ResponseError::RebalanceInProgress.code(),
+                            )),
                         ));
                     }
                 }
@@ -840,7 +848,7 @@ impl GroupCoordinatorShard {
                     .unwrap_or_default();
                 Reply::Now(GroupResponse::SyncGroup(r))
             }
-            GroupState::Dead => now(errors::COORDINATOR_NOT_AVAILABLE),
+            GroupState::Dead => now(ResponseError::CoordinatorNotAvailable.code()),
         }
     }
 
@@ -871,7 +879,10 @@ impl GroupCoordinatorShard {
             // Kafka's append of this record would fail with RECORD_LIST_TOO_LARGE, mapped to
             // UNKNOWN_SERVER_ERROR; the members rejoin.
             warn!(group_id = %g.group_id, size, "group assignment too large to store");
-            self.reset_and_propagate_assignment_with_error(g, errors::UNKNOWN_SERVER_ERROR);
+            self.reset_and_propagate_assignment_with_error(
+                g,
+                ResponseError::UnknownServerError.code(),
+            );
             self.maybe_prepare_rebalance_or_complete_join(g);
             return;
         }
@@ -883,7 +894,7 @@ impl GroupCoordinatorShard {
         g.transition_to(GroupState::Stable, self.now_ms);
         debug!(group_id = %g.group_id, generation = g.generation_id, "group is stable");
         self.append_group_snapshot(g);
-        self.propagate_assignment(g, errors::NONE);
+        self.propagate_assignment(g, 0);
     }
 
     // ---------------------------------------------------------------- Heartbeat
@@ -893,13 +904,13 @@ impl GroupCoordinatorShard {
         let member_id = req.member_id.as_str();
         let resp = |code| HeartbeatResponse::default().with_error_code(code);
         if group_id.is_empty() {
-            return resp(errors::INVALID_GROUP_ID);
+            return resp(ResponseError::InvalidGroupId.code());
         }
         let Some(g) = self.groups.get(group_id) else {
-            return resp(errors::UNKNOWN_MEMBER_ID);
+            return resp(ResponseError::UnknownMemberId.code());
         };
         if g.is(GroupState::Dead) {
-            return resp(errors::COORDINATOR_NOT_AVAILABLE);
+            return resp(ResponseError::CoordinatorNotAvailable.code());
         }
         if let Err(code) = g.validate_member(
             member_id,
@@ -908,7 +919,7 @@ impl GroupCoordinatorShard {
             return resp(code);
         }
         if req.generation_id != g.generation_id {
-            return resp(errors::ILLEGAL_GENERATION);
+            return resp(ResponseError::IllegalGeneration.code());
         }
         let state = g.state;
         let session = g
@@ -917,17 +928,17 @@ impl GroupCoordinatorShard {
             .map(|m| m.session_timeout_ms)
             .unwrap_or(0);
         match state {
-            GroupState::Empty => resp(errors::UNKNOWN_MEMBER_ID),
+            GroupState::Empty => resp(ResponseError::UnknownMemberId.code()),
             GroupState::PreparingRebalance => {
                 self.schedule_heartbeat(group_id, member_id, session);
-                resp(errors::REBALANCE_IN_PROGRESS)
+                resp(ResponseError::RebalanceInProgress.code())
             }
             // Consumers may heartbeat between their JoinGroup and SyncGroup responses.
             GroupState::CompletingRebalance | GroupState::Stable => {
                 self.schedule_heartbeat(group_id, member_id, session);
-                resp(errors::NONE)
+                resp(0)
             }
-            GroupState::Dead => resp(errors::COORDINATOR_NOT_AVAILABLE),
+            GroupState::Dead => resp(ResponseError::CoordinatorNotAvailable.code()),
         }
     }
 
@@ -947,14 +958,14 @@ impl GroupCoordinatorShard {
         };
         let top = |code| LeaveGroupResponse::default().with_error_code(code);
         if group_id.is_empty() {
-            return top(errors::INVALID_GROUP_ID);
+            return top(ResponseError::InvalidGroupId.code());
         }
         let Some(mut g) = self.groups.remove(&group_id) else {
-            return top(errors::UNKNOWN_MEMBER_ID);
+            return top(ResponseError::UnknownMemberId.code());
         };
         if g.is(GroupState::Dead) {
             self.groups.insert(group_id, g);
-            return top(errors::COORDINATOR_NOT_AVAILABLE);
+            return top(ResponseError::CoordinatorNotAvailable.code());
         }
         let mut responses = Vec::with_capacity(identities.len().min(1024));
         let mut any_left = false;
@@ -966,24 +977,24 @@ impl GroupCoordinatorShard {
                 match instance.and_then(|i| g.static_member_id(i).cloned()) {
                     Some(current) => {
                         self.remove_current_member(&mut g, &current);
-                        errors::NONE
+                        0
                     }
-                    None => errors::UNKNOWN_MEMBER_ID,
+                    None => ResponseError::UnknownMemberId.code(),
                 }
             } else if g.is_pending_member(member_id) {
                 g.remove(member_id);
                 self.cancel_heartbeat(&group_id, member_id);
-                errors::NONE
+                0
             } else {
                 match g.validate_member(member_id, instance) {
                     Ok(()) => {
                         self.remove_current_member(&mut g, member_id);
-                        errors::NONE
+                        0
                     }
                     Err(code) => code,
                 }
             };
-            any_left |= code == errors::NONE;
+            any_left |= code == 0;
             responses.push(
                 MemberResponse::default()
                     .with_member_id(ident.member_id.clone())
@@ -1002,7 +1013,7 @@ impl GroupCoordinatorShard {
         }
         self.groups.insert(group_id, g);
         if ctx.api_version < 3 {
-            top(responses.first().map_or(errors::NONE, |r| r.error_code))
+            top(responses.first().map_or(0, |r| r.error_code))
         } else {
             LeaveGroupResponse::default().with_members(responses)
         }
@@ -1037,7 +1048,7 @@ fn current_join_response(
     skip_assignment: bool,
 ) -> JoinGroupResponse {
     let mut r = JoinGroupResponse::default();
-    r.error_code = errors::NONE;
+    r.error_code = 0;
     r.generation_id = g.generation_id;
     r.protocol_type = g.protocol_type.as_deref().map(sb);
     r.protocol_name = g.protocol_name.as_deref().map(sb);

@@ -27,11 +27,11 @@ use kafka_protocol::messages::{
     ConsumerGroupHeartbeatResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use tracing::info;
 use uuid::Uuid;
 
 use crate::assignor::{self, MemberSpec};
-use crate::errors;
 use crate::record::{
     ConsumerMemberMetadataValue, CoordinatorRecord, CurrentMemberAssignmentValue, TopicPartitions,
 };
@@ -545,7 +545,7 @@ impl GroupCoordinatorShard {
         ctx: &RequestContext,
         req: &ConsumerGroupHeartbeatRequest,
     ) -> Result<(), (i16, String)> {
-        let invalid = |m: &str| Err((errors::INVALID_REQUEST, m.to_owned()));
+        let invalid = |m: &str| Err((ResponseError::InvalidRequest.code(), m.to_owned()));
         if req.group_id.0.is_empty() {
             return invalid("GroupId can't be empty.");
         }
@@ -600,7 +600,7 @@ impl GroupCoordinatorShard {
                 .any(|n| n == a.as_str())
             {
                 return Err((
-                    errors::UNSUPPORTED_ASSIGNOR,
+                    ResponseError::UnsupportedAssignor.code(),
                     format!("ServerAssignor {} is not supported.", a.as_str()),
                 ));
             }
@@ -608,7 +608,7 @@ impl GroupCoordinatorShard {
         if let Some(r) = &req.subscribed_topic_regex {
             if regex::Regex::new(&format!("^(?:{})$", r.as_str())).is_err() {
                 return Err((
-                    errors::INVALID_REGULAR_EXPRESSION,
+                    ResponseError::InvalidRegularExpression.code(),
                     format!(
                         "SubscribedTopicRegex `{}` is not a valid regular expression.",
                         r.as_str()
@@ -639,7 +639,7 @@ impl GroupCoordinatorShard {
         {
             // KIP-848: one id space; a live classic group is not a consumer group.
             return hb_error(
-                errors::GROUP_ID_NOT_FOUND,
+                ResponseError::GroupIdNotFound.code(),
                 &format!("Group {group_id} is not a consumer group."),
             );
         }
@@ -655,7 +655,7 @@ impl GroupCoordinatorShard {
             // Why: the group is gone (deleted, or expired); UNKNOWN_MEMBER_ID makes the
             // client rejoin with epoch 0, which creates it again.
             return hb_error(
-                errors::UNKNOWN_MEMBER_ID,
+                ResponseError::UnknownMemberId.code(),
                 &format!("Member {member_id_in} is not a member of group {group_id}."),
             );
         }
@@ -671,11 +671,14 @@ impl GroupCoordinatorShard {
             (Some(inst), 0) => match group.static_members.get(inst).cloned() {
                 Some(old_id) if old_id != member_id_in => {
                     let Some(old) = group.members.get(&old_id) else {
-                        return hb_error(errors::UNKNOWN_SERVER_ERROR, "static member missing");
+                        return hb_error(
+                            ResponseError::UnknownServerError.code(),
+                            "static member missing",
+                        );
                     };
                     if old.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH {
                         return hb_error(
-                            errors::UNRELEASED_INSTANCE_ID,
+                            ResponseError::UnreleasedInstanceId.code(),
                             &format!(
                                 "Static member {old_id} with instance id {inst} is still active."
                             ),
@@ -694,26 +697,28 @@ impl GroupCoordinatorShard {
             (Some(inst), _) => match group.static_members.get(inst) {
                 None => {
                     return hb_error(
-                        errors::UNKNOWN_MEMBER_ID,
+                        ResponseError::UnknownMemberId.code(),
                         &format!("Instance id {inst} is unknown."),
                     )
                 }
                 Some(id) if id != &member_id_in => {
                     return hb_error(
-                        errors::FENCED_INSTANCE_ID,
+                        ResponseError::FencedInstanceId.code(),
                         &format!("Instance id {inst} belongs to member {id}."),
                     )
                 }
                 Some(id) => match group.members.get(id) {
                     Some(m) => m.clone(),
-                    None => return hb_error(errors::UNKNOWN_MEMBER_ID, "unknown member"),
+                    None => {
+                        return hb_error(ResponseError::UnknownMemberId.code(), "unknown member")
+                    }
                 },
             },
             (None, _) => match group.members.get(&member_id_in) {
                 Some(m) => m.clone(),
                 None => {
                     return hb_error(
-                        errors::UNKNOWN_MEMBER_ID,
+                        ResponseError::UnknownMemberId.code(),
                         &format!("Member {member_id_in} is not a member of group {group_id}."),
                     )
                 }
@@ -722,7 +727,7 @@ impl GroupCoordinatorShard {
         let is_new = !group.members.contains_key(&member.member_id) && replaced.is_none();
         if is_new && group.members.len() >= self.config.consumer_max_size {
             return hb_error(
-                errors::GROUP_MAX_SIZE_REACHED,
+                ResponseError::GroupMaxSizeReached.code(),
                 &format!(
                     "The consumer group has reached its maximum capacity of {} members.",
                     self.config.consumer_max_size
@@ -739,7 +744,7 @@ impl GroupCoordinatorShard {
                     .is_some_and(|o| is_subset(o, &member.assigned));
             if e > member.member_epoch || (e < member.member_epoch && !lost_response) {
                 return hb_error(
-                    errors::FENCED_MEMBER_EPOCH,
+                    ResponseError::FencedMemberEpoch.code(),
                     &format!(
                         "The consumer group member has a smaller or larger member epoch ({e}) than the one known by the group coordinator ({}).",
                         member.member_epoch
@@ -834,7 +839,7 @@ impl GroupCoordinatorShard {
             g.subscription_metadata = Some(metadata.clone());
         }
         let Some(snapshot) = self.consumer_groups.get(&group_id).cloned() else {
-            return hb_error(errors::UNKNOWN_SERVER_ERROR, "group vanished");
+            return hb_error(ResponseError::UnknownServerError.code(), "group vanished");
         };
         if snapshot.group_epoch > snapshot.assignment_epoch {
             self.compute_target_assignment(&snapshot, &metadata);
@@ -842,10 +847,10 @@ impl GroupCoordinatorShard {
 
         // ---- reconcile this member
         let Some(g) = self.consumer_groups.get(&group_id) else {
-            return hb_error(errors::UNKNOWN_SERVER_ERROR, "group vanished");
+            return hb_error(ResponseError::UnknownServerError.code(), "group vanished");
         };
         let Some(current) = g.members.get(&member_id).cloned() else {
-            return hb_error(errors::UNKNOWN_SERVER_ERROR, "member vanished");
+            return hb_error(ResponseError::UnknownServerError.code(), "member vanished");
         };
         let target = g.target.get(&member_id).cloned().unwrap_or_default();
         let next = reconcile(
@@ -1127,7 +1132,7 @@ impl GroupCoordinatorShard {
         let member_id = req.member_id.as_str().to_owned();
         let Some(g) = self.consumer_groups.get(group_id) else {
             return hb_error(
-                errors::UNKNOWN_MEMBER_ID,
+                ResponseError::UnknownMemberId.code(),
                 &format!("Member {member_id} is not a member of group {group_id}."),
             );
         };
@@ -1136,13 +1141,13 @@ impl GroupCoordinatorShard {
             match g.static_members.get(inst) {
                 None => {
                     return hb_error(
-                        errors::UNKNOWN_MEMBER_ID,
+                        ResponseError::UnknownMemberId.code(),
                         &format!("Instance id {inst} is unknown."),
                     )
                 }
                 Some(id) if id != &member_id => {
                     return hb_error(
-                        errors::FENCED_INSTANCE_ID,
+                        ResponseError::FencedInstanceId.code(),
                         &format!("Instance id {inst} belongs to member {id}."),
                     )
                 }
@@ -1151,7 +1156,7 @@ impl GroupCoordinatorShard {
         }
         let Some(m) = g.members.get(&member_id).cloned() else {
             return hb_error(
-                errors::UNKNOWN_MEMBER_ID,
+                ResponseError::UnknownMemberId.code(),
                 &format!("Member {member_id} is not a member of group {group_id}."),
             );
         };
@@ -1311,7 +1316,7 @@ impl GroupCoordinatorShard {
                     };
                     return CgDescribedGroup::default()
                         .with_group_id(id.clone())
-                        .with_error_code(errors::GROUP_ID_NOT_FOUND)
+                        .with_error_code(ResponseError::GroupIdNotFound.code())
                         .with_error_message(Some(sb(&msg)))
                         .with_group_state(sb("Dead"));
                 };
@@ -1396,18 +1401,18 @@ impl GroupCoordinatorShard {
             return if g.members.is_empty() {
                 Ok(())
             } else {
-                Err(errors::UNKNOWN_MEMBER_ID)
+                Err(ResponseError::UnknownMemberId.code())
             };
         }
         let Some(m) = g.members.get(member_id) else {
-            return Err(errors::UNKNOWN_MEMBER_ID);
+            return Err(ResponseError::UnknownMemberId.code());
         };
         if !api_version_ok {
             // Commits from a consumer-protocol member need OffsetCommit v9+.
-            return Err(errors::UNSUPPORTED_VERSION);
+            return Err(ResponseError::UnsupportedVersion.code());
         }
         if member_epoch != m.member_epoch {
-            return Err(errors::STALE_MEMBER_EPOCH);
+            return Err(ResponseError::StaleMemberEpoch.code());
         }
         Ok(())
     }

@@ -3,8 +3,7 @@
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
-
-use crate::errors;
+use kafka_protocol::ResponseError;
 
 /// Kafka's `Utils.abs(groupId.hashCode()) % num_partitions`: Java's `String.hashCode` over
 /// UTF-16 code units (wrapping `s[0]*31^(n-1) + … + s[n-1]`), with `Utils.abs` mapping
@@ -47,7 +46,7 @@ pub fn find_coordinator_response(
         let loc = if request.key_type == 0 || request.key_type == 1 {
             locate(request.key_type, key.as_str())
         } else {
-            CoordinatorLocation::Error(errors::INVALID_REQUEST)
+            CoordinatorLocation::Error(ResponseError::InvalidRequest.code())
         };
         let mut c = Coordinator::default().with_key(key.clone());
         match loc {
@@ -118,7 +117,7 @@ mod tests {
             ]);
         let locate = |_t: i8, k: &str| {
             if k == "b" {
-                CoordinatorLocation::Error(errors::COORDINATOR_NOT_AVAILABLE)
+                CoordinatorLocation::Error(ResponseError::CoordinatorNotAvailable.code())
             } else {
                 CoordinatorLocation::Node {
                     node_id: 1,
@@ -132,11 +131,11 @@ mod tests {
         assert_eq!(v4.coordinators[0].node_id, BrokerId(1));
         assert_eq!(
             v4.coordinators[1].error_code,
-            errors::COORDINATOR_NOT_AVAILABLE
+            ResponseError::CoordinatorNotAvailable.code()
         );
         let v3 = find_coordinator_response(&req, 3, locate);
         assert_eq!(v3.port, 9092);
         let bad = find_coordinator_response(&req.clone().with_key_type(7), 3, locate);
-        assert_eq!(bad.error_code, errors::INVALID_REQUEST);
+        assert_eq!(bad.error_code, ResponseError::InvalidRequest.code());
     }
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::ConsumerProtocolSubscription;
 use kafka_protocol::protocol::Decodable;
+use kafka_protocol::ResponseError;
 
 use crate::record::{GroupMetadataValue, MemberMetadataValue};
 use crate::shard::RequestToken;
@@ -344,11 +345,13 @@ impl ClassicGroup {
     ) -> Result<(), i16> {
         match group_instance_id {
             Some(instance) => match self.static_member_id(instance) {
-                None => Err(crate::errors::UNKNOWN_MEMBER_ID),
-                Some(existing) if existing != member_id => Err(crate::errors::FENCED_INSTANCE_ID),
+                None => Err(ResponseError::UnknownMemberId.code()),
+                Some(existing) if existing != member_id => {
+                    Err(ResponseError::FencedInstanceId.code())
+                }
                 Some(_) => Ok(()),
             },
-            None if !self.has_member(member_id) => Err(crate::errors::UNKNOWN_MEMBER_ID),
+            None if !self.has_member(member_id) => Err(ResponseError::UnknownMemberId.code()),
             None => Ok(()),
         }
     }

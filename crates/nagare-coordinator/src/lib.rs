@@ -30,7 +30,6 @@ mod assignor;
 mod classic;
 mod config;
 mod consumer;
-pub mod errors;
 mod find_coordinator;
 mod group;
 mod offsets;

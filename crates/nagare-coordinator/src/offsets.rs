@@ -18,9 +18,9 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use tracing::info;
 
-use crate::errors;
 use crate::group::{ClassicGroup, GroupState};
 use crate::record::{CoordinatorRecord, OffsetCommitValue};
 use crate::shard::{GroupCoordinatorShard, RequestContext};
@@ -190,9 +190,9 @@ impl GroupCoordinatorShard {
                 let code = if !self.partition_exists(t.name.0.as_str(), p.partition_index) {
                     // Kafka 4.x answers commits for topics or partitions that do not exist
                     // with UNKNOWN_TOPIC_OR_PARTITION, partition by partition.
-                    errors::UNKNOWN_TOPIC_OR_PARTITION
+                    ResponseError::UnknownTopicOrPartition.code()
                 } else if too_large {
-                    errors::OFFSET_METADATA_TOO_LARGE
+                    ResponseError::OffsetMetadataTooLarge.code()
                 } else {
                     self.append(CoordinatorRecord::OffsetCommit {
                         group_id: group_id.clone(),
@@ -210,7 +210,7 @@ impl GroupCoordinatorShard {
                             expire_timestamp_ms: expire,
                         }),
                     });
-                    errors::NONE
+                    0
                 };
                 parts.push(
                     OffsetCommitResponsePartition::default()
@@ -254,13 +254,13 @@ impl GroupCoordinatorShard {
             }
             // Why: v9+ says GROUP_ID_NOT_FOUND; older clients expect ILLEGAL_GENERATION.
             return Err(if ctx.api_version >= 9 {
-                errors::GROUP_ID_NOT_FOUND
+                ResponseError::GroupIdNotFound.code()
             } else {
-                errors::ILLEGAL_GENERATION
+                ResponseError::IllegalGeneration.code()
             });
         };
         if g.is(GroupState::Dead) {
-            return Err(errors::COORDINATOR_NOT_AVAILABLE);
+            return Err(ResponseError::CoordinatorNotAvailable.code());
         }
         if generation < 0 && g.is(GroupState::Empty) {
             return Ok(());
@@ -269,15 +269,15 @@ impl GroupCoordinatorShard {
             g.validate_member(member_id, instance)?;
             if generation != g.generation_id {
                 // A member of an older generation must rejoin before committing.
-                return Err(errors::ILLEGAL_GENERATION);
+                return Err(ResponseError::IllegalGeneration.code());
             }
         } else if !g.is(GroupState::Empty) {
             // v0-style commits without member and generation only into empty groups.
-            return Err(errors::UNKNOWN_MEMBER_ID);
+            return Err(ResponseError::UnknownMemberId.code());
         }
         if g.is(GroupState::CompletingRebalance) {
             // Valid member and generation but no assignment yet: let the consumer handle it.
-            return Err(errors::REBALANCE_IN_PROGRESS);
+            return Err(ResponseError::RebalanceInProgress.code());
         }
         Ok(())
     }
@@ -435,16 +435,16 @@ impl GroupCoordinatorShard {
         let group_id = req.group_id.0.as_str().to_owned();
         let top = |code| OffsetDeleteResponse::default().with_error_code(code);
         if group_id.is_empty() {
-            return top(errors::INVALID_GROUP_ID);
+            return top(ResponseError::InvalidGroupId.code());
         }
         if let Some(subscribed) = self.consumer_subscribed_topics(&group_id) {
             return self.offset_delete_consumer(req, &group_id, &subscribed);
         }
         let Some(g) = self.groups.get(&group_id) else {
-            return top(errors::GROUP_ID_NOT_FOUND);
+            return top(ResponseError::GroupIdNotFound.code());
         };
         match g.state {
-            GroupState::Dead => return top(errors::GROUP_ID_NOT_FOUND),
+            GroupState::Dead => return top(ResponseError::GroupIdNotFound.code()),
             // Why (KIP-496): offsets of a live group can only be deleted for topics it does not
             // consume, which the coordinator can only tell for the consumer protocol.
             GroupState::Stable
@@ -452,7 +452,7 @@ impl GroupCoordinatorShard {
             | GroupState::CompletingRebalance
                 if g.protocol_type.as_deref() != Some("consumer") =>
             {
-                return top(errors::NON_EMPTY_GROUP)
+                return top(ResponseError::NonEmptyGroup.code())
             }
             _ => {}
         }
@@ -466,7 +466,7 @@ impl GroupCoordinatorShard {
                     parts.push(
                         OffsetDeleteResponsePartition::default()
                             .with_partition_index(p.partition_index)
-                            .with_error_code(errors::GROUP_SUBSCRIBED_TO_TOPIC),
+                            .with_error_code(ResponseError::GroupSubscribedToTopic.code()),
                     );
                 }
             } else {
@@ -532,7 +532,7 @@ impl GroupCoordinatorShard {
                     parts.push(
                         OffsetDeleteResponsePartition::default()
                             .with_partition_index(p.partition_index)
-                            .with_error_code(errors::GROUP_SUBSCRIBED_TO_TOPIC),
+                            .with_error_code(ResponseError::GroupSubscribedToTopic.code()),
                     );
                 } else if self
                     .offsets

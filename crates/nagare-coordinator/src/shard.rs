@@ -13,10 +13,10 @@ use kafka_protocol::messages::{
     OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
     SyncGroupResponse,
 };
+use kafka_protocol::ResponseError;
 
 use crate::config::GroupCoordinatorConfig;
 use crate::consumer::{ConsumerGroup, ConsumerGroupView, TopicsImage};
-use crate::errors;
 use crate::group::{ClassicGroup, GroupState, GroupView, MemberView};
 use crate::offsets::Offsets;
 use crate::record::{CoordinatorRecord, OffsetCommitValue};
@@ -309,13 +309,16 @@ impl GroupCoordinatorShard {
                 if let Some(t) = m.awaiting_join.take() {
                     answers.push((
                         t,
-                        GroupResponse::JoinGroup(join_error(&m.member_id, errors::NOT_COORDINATOR)),
+                        GroupResponse::JoinGroup(join_error(
+                            &m.member_id,
+                            ResponseError::NotCoordinator.code(),
+                        )),
                     ));
                 }
                 if let Some(t) = m.awaiting_sync.take() {
                     answers.push((
                         t,
-                        GroupResponse::SyncGroup(sync_error(errors::NOT_COORDINATOR)),
+                        GroupResponse::SyncGroup(sync_error(ResponseError::NotCoordinator.code())),
                     ));
                 }
             }
@@ -403,7 +406,11 @@ impl GroupCoordinatorShard {
     ) -> CoordinatorResult {
         self.now_ms = self.now_ms.max(now_ms);
         if !self.loaded {
-            let response = error_response(&request, ctx, errors::COORDINATOR_LOAD_IN_PROGRESS);
+            let response = error_response(
+                &request,
+                ctx,
+                ResponseError::CoordinatorLoadInProgress.code(),
+            );
             return self.finish(Reply::Now(response));
         }
         let reply = match request {

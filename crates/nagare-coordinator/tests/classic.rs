@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::*;
+use kafka_protocol::ResponseError;
 use nagare_coordinator::*;
 
 #[test]
@@ -12,7 +13,7 @@ fn kip394_first_join_gets_member_id_required_with_generated_id() {
     let mut sh = loaded_shard();
     let r = join(&mut sh, join_req("g", "", None, &range(&["t"])), 0);
     let j = now_join(&r);
-    assert_eq!(j.error_code, errors::MEMBER_ID_REQUIRED);
+    assert_eq!(j.error_code, ResponseError::MemberIdRequired.code());
     assert!(
         j.member_id.as_str().starts_with("client-"),
         "{}",
@@ -77,7 +78,7 @@ fn second_consumer_joining_does_not_get_unknown_member_id() {
     // The existing member learns of the rebalance through its heartbeat and rejoins.
     assert_eq!(
         heartbeat(&mut sh, "g", a, generation, 5_100),
-        errors::REBALANCE_IN_PROGRESS
+        ResponseError::RebalanceInProgress.code()
     );
     let ra = join(&mut sh, join_req("g", a, None, &range(&["t"])), 5_200);
     // Everybody has joined: the rebalance completes at once, answering both.
@@ -166,7 +167,7 @@ fn batched_leave_reports_each_member() {
         panic!()
     };
     let codes: Vec<i16> = l.members.iter().map(|m| m.error_code).collect();
-    assert_eq!(codes, vec![0, errors::UNKNOWN_MEMBER_ID, 0]);
+    assert_eq!(codes, vec![0, ResponseError::UnknownMemberId.code(), 0]);
     assert_eq!(sh.members("g").len(), 1);
     // Unknown group: top-level UNKNOWN_MEMBER_ID.
     let leave = LeaveGroupRequest::default().with_group_id(GroupId(s("nope")));
@@ -174,7 +175,7 @@ fn batched_leave_reports_each_member() {
     let Reply::Now(GroupResponse::LeaveGroup(l)) = &r.reply else {
         panic!()
     };
-    assert_eq!(l.error_code, errors::UNKNOWN_MEMBER_ID);
+    assert_eq!(l.error_code, ResponseError::UnknownMemberId.code());
 }
 
 #[test]
@@ -193,7 +194,7 @@ fn session_expiry_removes_silent_member() {
     assert_eq!(sh.members("g").len(), 1);
     assert_eq!(
         heartbeat(&mut sh, "g", &ids[1], generation, 16_001),
-        errors::UNKNOWN_MEMBER_ID
+        ResponseError::UnknownMemberId.code()
     );
 }
 
@@ -207,7 +208,7 @@ fn rebalance_timeout_drops_members_that_do_not_rejoin() {
     for now in (9_000..38_000).step_by(3_000) {
         assert_eq!(
             heartbeat(&mut sh, "g", &ids[1], generation, now),
-            errors::REBALANCE_IN_PROGRESS
+            ResponseError::RebalanceInProgress.code()
         );
         assert!(sh.tick(now).completed.is_empty());
     }
@@ -291,7 +292,7 @@ fn static_member_rejoin_keeps_assignment_without_rebalance() {
     else {
         panic!()
     };
-    assert_eq!(h.error_code, errors::FENCED_INSTANCE_ID);
+    assert_eq!(h.error_code, ResponseError::FencedInstanceId.code());
 }
 
 #[test]
@@ -301,7 +302,7 @@ fn static_member_replacement_fences_parked_join() {
     let t = deferred(&r);
     let r = join(&mut sh, join_req("g", "", Some("i1"), &range(&["t"])), 100);
     let fenced = completed_join(&r, t);
-    assert_eq!(fenced.error_code, errors::FENCED_INSTANCE_ID);
+    assert_eq!(fenced.error_code, ResponseError::FencedInstanceId.code());
     let t2 = deferred(&r);
     let r = sh.tick(3_100);
     assert_eq!(completed_join(&r, t2).error_code, 0);
@@ -313,26 +314,26 @@ fn join_errors_have_kafka_codes() {
     let bad_session = join_req("g", "", None, &range(&["t"])).with_session_timeout_ms(10);
     assert_eq!(
         now_join(&join(&mut sh, bad_session, 0)).error_code,
-        errors::INVALID_SESSION_TIMEOUT
+        ResponseError::InvalidSessionTimeout.code()
     );
     let too_long = join_req("g", "", None, &range(&["t"])).with_session_timeout_ms(1_800_001);
     assert_eq!(
         now_join(&join(&mut sh, too_long, 0)).error_code,
-        errors::INVALID_SESSION_TIMEOUT
+        ResponseError::InvalidSessionTimeout.code()
     );
     assert_eq!(
         now_join(&join(&mut sh, join_req("", "", None, &range(&["t"])), 0)).error_code,
-        errors::INVALID_GROUP_ID
+        ResponseError::InvalidGroupId.code()
     );
     // Unknown protocol type / no protocols.
     let no_type = join_req("g", "", None, &range(&["t"])).with_protocol_type(s(""));
     assert_eq!(
         now_join(&join(&mut sh, no_type, 0)).error_code,
-        errors::INCONSISTENT_GROUP_PROTOCOL
+        ResponseError::InconsistentGroupProtocol.code()
     );
     assert_eq!(
         now_join(&join(&mut sh, join_req("g", "", None, &[]), 0)).error_code,
-        errors::INCONSISTENT_GROUP_PROTOCOL
+        ResponseError::InconsistentGroupProtocol.code()
     );
     // Known member id for a group that does not exist.
     assert_eq!(
@@ -342,7 +343,7 @@ fn join_errors_have_kafka_codes() {
             0
         ))
         .error_code,
-        errors::UNKNOWN_MEMBER_ID
+        ResponseError::UnknownMemberId.code()
     );
     // Oversized metadata.
     let huge = bytes::Bytes::from(vec![0u8; 2_000_000]);
@@ -353,7 +354,7 @@ fn join_errors_have_kafka_codes() {
             0
         ))
         .error_code,
-        errors::UNKNOWN_SERVER_ERROR
+        ResponseError::UnknownServerError.code()
     );
 
     let (ids, generation) = stable_group(&mut sh, "h", 1, 0);
@@ -365,24 +366,24 @@ fn join_errors_have_kafka_codes() {
             4_000
         ))
         .error_code,
-        errors::UNKNOWN_MEMBER_ID
+        ResponseError::UnknownMemberId.code()
     );
     // Protocol type mismatch with a non-empty group.
     let other = join_req("h", "", None, &range(&["t"])).with_protocol_type(s("connect"));
     assert_eq!(
         now_join(&join(&mut sh, other, 4_000)).error_code,
-        errors::INCONSISTENT_GROUP_PROTOCOL
+        ResponseError::InconsistentGroupProtocol.code()
     );
     // No common protocol.
     let rr = join_req("h", "", None, &[("roundrobin", subscription(&["t"]))]);
     assert_eq!(
         now_join(&join(&mut sh, rr, 4_000)).error_code,
-        errors::INCONSISTENT_GROUP_PROTOCOL
+        ResponseError::InconsistentGroupProtocol.code()
     );
     // Stale generation on SyncGroup and Heartbeat.
     assert_eq!(
         heartbeat(&mut sh, "h", &ids[0], generation - 1, 4_000),
-        errors::ILLEGAL_GENERATION
+        ResponseError::IllegalGeneration.code()
     );
     assert_eq!(
         now_sync(&sync(
@@ -391,7 +392,7 @@ fn join_errors_have_kafka_codes() {
             4_000
         ))
         .error_code,
-        errors::ILLEGAL_GENERATION
+        ResponseError::IllegalGeneration.code()
     );
     assert_eq!(
         now_sync(&sync(
@@ -400,7 +401,7 @@ fn join_errors_have_kafka_codes() {
             4_000
         ))
         .error_code,
-        errors::UNKNOWN_MEMBER_ID
+        ResponseError::UnknownMemberId.code()
     );
     assert_eq!(
         now_sync(&sync(
@@ -409,16 +410,16 @@ fn join_errors_have_kafka_codes() {
             4_000
         ))
         .error_code,
-        errors::UNKNOWN_MEMBER_ID
+        ResponseError::UnknownMemberId.code()
     );
     let wrong = sync_req("h", &ids[0], generation, &[]).with_protocol_name(Some(s("roundrobin")));
     assert_eq!(
         now_sync(&sync(&mut sh, wrong, 4_000)).error_code,
-        errors::INCONSISTENT_GROUP_PROTOCOL
+        ResponseError::InconsistentGroupProtocol.code()
     );
     assert_eq!(
         heartbeat(&mut sh, "nope", "x", 1, 4_000),
-        errors::UNKNOWN_MEMBER_ID
+        ResponseError::UnknownMemberId.code()
     );
 }
 
@@ -433,7 +434,10 @@ fn group_max_size_is_enforced() {
     let (ids, _) = stable_group(&mut sh, "g", 2, 0);
     // The size check comes before KIP-394's member id handout, as in Kafka.
     let r = join(&mut sh, join_req("g", "", None, &range(&["t"])), 7_000);
-    assert_eq!(now_join(&r).error_code, errors::GROUP_MAX_SIZE_REACHED);
+    assert_eq!(
+        now_join(&r).error_code,
+        ResponseError::GroupMaxSizeReached.code()
+    );
     assert_eq!(sh.members("g").len(), 2);
     assert!(sh.members("g").iter().all(|m| ids.contains(&m.member_id)));
 }
@@ -500,7 +504,7 @@ fn loading_shard_answers_load_in_progress_and_unload_answers_parked_requests() {
     let r = join(&mut sh, join_req("g", "", None, &range(&["t"])), 0);
     assert_eq!(
         now_join(&r).error_code,
-        errors::COORDINATOR_LOAD_IN_PROGRESS
+        ResponseError::CoordinatorLoadInProgress.code()
     );
     sh.on_loaded(0);
     let (_id, r) = join_new(&mut sh, "g", &["t"], 0);
@@ -509,7 +513,7 @@ fn loading_shard_answers_load_in_progress_and_unload_answers_parked_requests() {
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].0, t);
     assert!(
-        matches!(&answers[0].1, GroupResponse::JoinGroup(j) if j.error_code == errors::NOT_COORDINATOR)
+        matches!(&answers[0].1, GroupResponse::JoinGroup(j) if j.error_code == ResponseError::NotCoordinator.code())
     );
 }
 

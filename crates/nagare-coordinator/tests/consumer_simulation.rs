@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::*;
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions as ReqTp;
 use kafka_protocol::messages::*;
+use kafka_protocol::ResponseError;
 use nagare_coordinator::*;
 use uuid::Uuid;
 
@@ -213,8 +214,8 @@ impl Sim {
             cl.member_id.clear();
             return;
         }
-        match resp.error_code {
-            0 => {
+        match ResponseError::try_from_code(resp.error_code) {
+            None => {
                 cl.life = Life::In;
                 cl.epoch = resp.member_epoch;
                 if let Some(a) = &resp.assignment {
@@ -227,17 +228,18 @@ impl Sim {
                 }
             }
             // Fenced or forgotten: drop everything and rejoin with epoch 0 (same member id).
-            110 | 25 => {
+            Some(ResponseError::FencedMemberEpoch | ResponseError::UnknownMemberId) => {
                 cl.owned.clear();
                 cl.epoch = 0;
             }
             // A static member whose previous incarnation is still active: retry later.
-            111 => {
+            Some(ResponseError::UnreleasedInstanceId) => {
                 cl.owned.clear();
                 cl.epoch = 0;
                 cl.member_id.clear();
             }
-            code => {
+            Some(_) => {
+                let code = resp.error_code;
                 let msg = format!("unexpected error {code}: {:?}", resp.error_message);
                 self.fail(&msg)
             }

@@ -6,6 +6,7 @@ use common::*;
 use kafka_protocol::messages::offset_delete_request::*;
 use kafka_protocol::messages::offset_fetch_request::*;
 use kafka_protocol::messages::*;
+use kafka_protocol::ResponseError;
 use nagare_coordinator::*;
 
 fn fetch_v7(
@@ -140,7 +141,7 @@ fn commit_errors_have_kafka_codes() {
         &[("t", 0, 6, None)],
         7_000,
     );
-    assert_eq!(codes, vec![errors::ILLEGAL_GENERATION]);
+    assert_eq!(codes, vec![ResponseError::IllegalGeneration.code()]);
     assert!(r.records.is_empty());
     // An unknown member, and an anonymous commit into a non-empty group.
     assert_eq!(
@@ -154,11 +155,11 @@ fn commit_errors_have_kafka_codes() {
             7_000
         )
         .0,
-        vec![errors::UNKNOWN_MEMBER_ID]
+        vec![ResponseError::UnknownMemberId.code()]
     );
     assert_eq!(
         commit(&mut sh, 8, "g", "", -1, &[("t", 0, 6, None)], 7_000).0,
-        vec![errors::UNKNOWN_MEMBER_ID]
+        vec![ResponseError::UnknownMemberId.code()]
     );
     // Oversized metadata fails only that partition.
     let big = "x".repeat(4097);
@@ -171,15 +172,15 @@ fn commit_errors_have_kafka_codes() {
         &[("t", 0, 8, Some(&big)), ("t", 1, 8, Some("ok"))],
         7_000,
     );
-    assert_eq!(codes, vec![errors::OFFSET_METADATA_TOO_LARGE, 0]);
+    assert_eq!(codes, vec![ResponseError::OffsetMetadataTooLarge.code(), 0]);
     // A group that does not exist: GROUP_ID_NOT_FOUND from v9, ILLEGAL_GENERATION before.
     assert_eq!(
         commit(&mut sh, 9, "nope", "m", 3, &[("t", 0, 1, None)], 7_000).0,
-        vec![errors::GROUP_ID_NOT_FOUND]
+        vec![ResponseError::GroupIdNotFound.code()]
     );
     assert_eq!(
         commit(&mut sh, 8, "nope", "m", 3, &[("t", 0, 1, None)], 7_000).0,
-        vec![errors::ILLEGAL_GENERATION]
+        vec![ResponseError::IllegalGeneration.code()]
     );
     // During a rebalance: the old generation is rejected once the next one starts.
     let r = join(&mut sh, join_req("g", &ids[0], None, &range(&["t"])), 8_000);
@@ -211,7 +212,7 @@ fn commit_errors_have_kafka_codes() {
             8_200
         )
         .0,
-        vec![errors::ILLEGAL_GENERATION]
+        vec![ResponseError::IllegalGeneration.code()]
     );
     assert_eq!(
         commit(
@@ -224,13 +225,13 @@ fn commit_errors_have_kafka_codes() {
             8_200
         )
         .0,
-        vec![errors::REBALANCE_IN_PROGRESS]
+        vec![ResponseError::RebalanceInProgress.code()]
     );
     // Loading.
     let mut loading = GroupCoordinatorShard::new(1, GroupCoordinatorConfig::default());
     assert_eq!(
         commit(&mut loading, 8, "g", "", -1, &[("t", 0, 1, None)], 0).0,
-        vec![errors::COORDINATOR_LOAD_IN_PROGRESS]
+        vec![ResponseError::CoordinatorLoadInProgress.code()]
     );
 }
 
@@ -239,7 +240,7 @@ fn offset_delete_rules() {
     let mut sh = loaded_shard();
     assert_eq!(
         offset_delete(&mut sh, "nope", "t", &[0], 0).0.error_code,
-        errors::GROUP_ID_NOT_FOUND
+        ResponseError::GroupIdNotFound.code()
     );
     let (ids, generation) = stable_group(&mut sh, "g", 1, 0);
     commit(
@@ -255,7 +256,7 @@ fn offset_delete_rules() {
     let (d, _) = offset_delete(&mut sh, "g", "t", &[0], 4_000);
     assert_eq!(
         d.topics[0].partitions[0].error_code,
-        errors::GROUP_SUBSCRIBED_TO_TOPIC
+        ResponseError::GroupSubscribedToTopic.code()
     );
     let (d, r) = offset_delete(&mut sh, "g", "other", &[0, 1], 4_000);
     assert_eq!(d.error_code, 0);
@@ -273,7 +274,7 @@ fn offset_delete_rules() {
     deferred(&join(&mut sh, req.with_member_id(id), 4_000));
     assert_eq!(
         offset_delete(&mut sh, "c", "t", &[0], 4_000).0.error_code,
-        errors::NON_EMPTY_GROUP
+        ResponseError::NonEmptyGroup.code()
     );
 }
 
@@ -387,7 +388,10 @@ fn list_describe_delete_groups() {
     else {
         panic!()
     };
-    assert_eq!(d.groups[1].error_code, errors::GROUP_ID_NOT_FOUND);
+    assert_eq!(
+        d.groups[1].error_code,
+        ResponseError::GroupIdNotFound.code()
+    );
 
     let req = DeleteGroupsRequest::default().with_groups_names(vec![
         GroupId(s("stable")),
@@ -401,7 +405,11 @@ fn list_describe_delete_groups() {
     let codes: Vec<i16> = d.results.iter().map(|x| x.error_code).collect();
     assert_eq!(
         codes,
-        vec![errors::NON_EMPTY_GROUP, 0, errors::GROUP_ID_NOT_FOUND]
+        vec![
+            ResponseError::NonEmptyGroup.code(),
+            0,
+            ResponseError::GroupIdNotFound.code()
+        ]
     );
     assert_eq!(r.records.len(), 2, "offset tombstone + group tombstone");
     assert!(sh.group("simple").is_none());

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use common::*;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::*;
+use kafka_protocol::ResponseError;
 use nagare_coordinator::*;
 
 struct Rng(u64);
@@ -141,7 +142,7 @@ impl Sim {
         }
         match resp {
             GroupResponse::JoinGroup(j) => {
-                if j.error_code == errors::NONE {
+                if j.error_code == 0 {
                     self.clients[c].member_id = j.member_id.as_str().to_owned();
                     let is_leader = j.leader == j.member_id;
                     let members = is_leader.then(|| {
@@ -155,9 +156,9 @@ impl Sim {
                         members,
                     };
                 } else {
-                    if j.error_code == errors::MEMBER_ID_REQUIRED {
+                    if j.error_code == ResponseError::MemberIdRequired.code() {
                         self.clients[c].member_id = j.member_id.as_str().to_owned();
-                    } else if j.error_code == errors::UNKNOWN_MEMBER_ID {
+                    } else if j.error_code == ResponseError::UnknownMemberId.code() {
                         self.clients[c].member_id.clear();
                     }
                     self.clients[c].st = St::Idle;
@@ -167,7 +168,7 @@ impl Sim {
                 let St::Syncing { generation } = self.clients[c].st.clone() else {
                     return;
                 };
-                if s.error_code == errors::NONE {
+                if s.error_code == 0 {
                     let key = (generation, self.clients[c].member_id.clone());
                     match self.leader_given.get(&key) {
                         Some(a) if a.as_slice() == s.assignment.as_ref() => {}
@@ -178,15 +179,15 @@ impl Sim {
                     }
                     self.clients[c].st = St::Stable { generation };
                 } else {
-                    if s.error_code == errors::UNKNOWN_MEMBER_ID {
+                    if s.error_code == ResponseError::UnknownMemberId.code() {
                         self.clients[c].member_id.clear();
                     }
                     self.clients[c].st = St::Idle;
                 }
             }
-            GroupResponse::Heartbeat(h) => match h.error_code {
-                errors::NONE => {}
-                errors::UNKNOWN_MEMBER_ID | errors::FENCED_INSTANCE_ID => {
+            GroupResponse::Heartbeat(h) => match ResponseError::try_from_code(h.error_code) {
+                None => {}
+                Some(ResponseError::UnknownMemberId | ResponseError::FencedInstanceId) => {
                     self.clients[c].member_id.clear();
                     self.clients[c].st = St::Idle;
                 }
@@ -268,7 +269,7 @@ impl Sim {
                 0..=4 => {
                     let current = self.generation();
                     let code = heartbeat(&mut self.shard, G, &member, generation, now);
-                    if code == errors::NONE && generation != current {
+                    if code == 0 && generation != current {
                         self.fail("heartbeat of a stale generation accepted");
                     }
                     self.deliver(
@@ -296,12 +297,12 @@ impl Sim {
                         &[("t", 0, offset, Some("m"))],
                         now,
                     );
-                    if codes[0] == errors::NONE && g != current {
+                    if codes[0] == 0 && g != current {
                         self.fail(&format!(
                             "commit of generation {g} accepted at generation {current}"
                         ));
                     }
-                    if codes[0] == errors::NONE {
+                    if codes[0] == 0 {
                         let c = self
                             .shard
                             .committed_offset(G, "t", 0)

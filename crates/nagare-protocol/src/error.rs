@@ -2,7 +2,8 @@
 
 pub use kafka_protocol::error::ResponseError;
 
-/// The "no error" code.
+/// The "no error" code. Not an error, so `ResponseError` has no variant for it
+/// (`ResponseError::try_from_code(0)` is `None`).
 pub const NONE: i16 = 0;
 
 /// The numeric code of an optional error (`None` is 0, success).

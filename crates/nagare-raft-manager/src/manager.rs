@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
+use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use nagare_raft::{
@@ -355,8 +356,13 @@ impl RaftManager {
         let ctx = req.ctx.clone();
         let (reply, rx) = oneshot::channel();
         if self.cmd.send(Cmd::Inbound { req, reply }).is_err() {
-            return wire::encode_response(&ctx, None, wire::NOT_LEADER_OR_FOLLOWER, voters)
-                .map_err(RaftRequestError::Encode);
+            return wire::encode_response(
+                &ctx,
+                None,
+                ResponseError::NotLeaderOrFollower.code(),
+                voters,
+            )
+            .map_err(RaftRequestError::Encode);
         }
         let limit = Duration::from_millis(
             self.shared.config.request_timeout_ms + ctx.max_wait_ms.min(MAX_FETCH_HOLD_MS),
@@ -365,10 +371,17 @@ impl RaftManager {
             Ok(Ok(Ok(b))) => Ok(b),
             Ok(Ok(Err(e))) => Err(RaftRequestError::Encode(e)),
             // The driver stopped with the request pending.
-            Ok(Err(_)) => wire::encode_response(&ctx, None, wire::NOT_LEADER_OR_FOLLOWER, voters)
-                .map_err(RaftRequestError::Encode),
-            Err(_) => wire::encode_response(&ctx, None, wire::REQUEST_TIMED_OUT, voters)
-                .map_err(RaftRequestError::Encode),
+            Ok(Err(_)) => wire::encode_response(
+                &ctx,
+                None,
+                ResponseError::NotLeaderOrFollower.code(),
+                voters,
+            )
+            .map_err(RaftRequestError::Encode),
+            Err(_) => {
+                wire::encode_response(&ctx, None, ResponseError::RequestTimedOut.code(), voters)
+                    .map_err(RaftRequestError::Encode)
+            }
         }
     }
 
@@ -807,8 +820,8 @@ impl Driver {
             }
             Err(e) => {
                 let code = match e {
-                    StepError::Invalid(_) => wire::INVALID_REQUEST,
-                    StepError::Stale(_) => wire::FENCED_LEADER_EPOCH,
+                    StepError::Invalid(_) => ResponseError::InvalidRequest.code(),
+                    StepError::Stale(_) => ResponseError::FencedLeaderEpoch.code(),
                 };
                 tracing::debug!(from, error = %e, "quorum request refused");
                 let _ = reply.send(wire::encode_response(
@@ -830,7 +843,7 @@ impl Driver {
             let _ = p.reply.send(wire::encode_response(
                 &p.ctx,
                 None,
-                wire::NOT_LEADER_OR_FOLLOWER,
+                ResponseError::NotLeaderOrFollower.code(),
                 &self.shared.voter_ids,
             ));
         }

@@ -16,6 +16,8 @@ use kafka_protocol::messages::{
     FetchSnapshotResponse, TopicName, VoteRequest, VoteResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+// The core has its own `ResponseError` (the errors it can produce); Kafka's codes go by this name.
+use kafka_protocol::ResponseError as KafkaError;
 use nagare_raft::{
     DivergingEpoch, Message, NodeId, QuorumInfo, ReplicaInfo, ResponseError, SnapshotId,
     VoterAddress,
@@ -57,44 +59,25 @@ pub fn supported(key: ApiKey, version: i16) -> bool {
         .any(|(k, lo, hi)| *k == key && (*lo..=*hi).contains(&version))
 }
 
-/// NOT_LEADER_OR_FOLLOWER
-pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-/// REQUEST_TIMED_OUT
-pub const REQUEST_TIMED_OUT: i16 = 7;
-/// FENCED_LEADER_EPOCH
-pub const FENCED_LEADER_EPOCH: i16 = 74;
-/// UNKNOWN_LEADER_EPOCH
-pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
-/// SNAPSHOT_NOT_FOUND
-pub const SNAPSHOT_NOT_FOUND: i16 = 98;
-
-/// INCONSISTENT_CLUSTER_ID
-pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
-/// INVALID_REQUEST
-pub const INVALID_REQUEST: i16 = 42;
-/// UNKNOWN_TOPIC_OR_PARTITION
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-
 /// Kafka's code for a core error.
 pub fn error_code(e: Option<ResponseError>) -> i16 {
     match e {
         None => 0,
-        Some(ResponseError::FencedLeaderEpoch) => FENCED_LEADER_EPOCH,
-        Some(ResponseError::UnknownLeaderEpoch) => UNKNOWN_LEADER_EPOCH,
-        Some(ResponseError::NotLeader) => NOT_LEADER_OR_FOLLOWER,
-        Some(ResponseError::SnapshotNotFound) => SNAPSHOT_NOT_FOUND,
-        Some(ResponseError::InvalidRequest) => INVALID_REQUEST,
+        Some(ResponseError::FencedLeaderEpoch) => KafkaError::FencedLeaderEpoch.code(),
+        Some(ResponseError::UnknownLeaderEpoch) => KafkaError::UnknownLeaderEpoch.code(),
+        Some(ResponseError::NotLeader) => KafkaError::NotLeaderOrFollower.code(),
+        Some(ResponseError::SnapshotNotFound) => KafkaError::SnapshotNotFound.code(),
+        Some(ResponseError::InvalidRequest) => KafkaError::InvalidRequest.code(),
     }
 }
 
 /// The core error for a Kafka code (anything unknown is an invalid request).
 pub fn from_code(code: i16) -> Option<ResponseError> {
-    match code {
-        0 => None,
-        FENCED_LEADER_EPOCH => Some(ResponseError::FencedLeaderEpoch),
-        UNKNOWN_LEADER_EPOCH => Some(ResponseError::UnknownLeaderEpoch),
-        NOT_LEADER_OR_FOLLOWER => Some(ResponseError::NotLeader),
-        SNAPSHOT_NOT_FOUND => Some(ResponseError::SnapshotNotFound),
+    match KafkaError::try_from_code(code)? {
+        KafkaError::FencedLeaderEpoch => Some(ResponseError::FencedLeaderEpoch),
+        KafkaError::UnknownLeaderEpoch => Some(ResponseError::UnknownLeaderEpoch),
+        KafkaError::NotLeaderOrFollower => Some(ResponseError::NotLeader),
+        KafkaError::SnapshotNotFound => Some(ResponseError::SnapshotNotFound),
         _ => Some(ResponseError::InvalidRequest),
     }
 }
@@ -171,11 +154,11 @@ pub fn decode_request(
             let r = VoteRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
             check_consumed(&body)?;
             let Some(p) = r.topics.first().and_then(|t| t.partitions.first()) else {
-                return refuse(ctx, INVALID_REQUEST);
+                return refuse(ctx, KafkaError::InvalidRequest.code());
             };
             ctx.partition = p.partition_index;
             if !check_cluster(cluster_id, &r.cluster_id) {
-                return refuse(ctx, INCONSISTENT_CLUSTER_ID);
+                return refuse(ctx, KafkaError::InconsistentClusterId.code());
             }
             Ok(Ok(InboundRequest {
                 from: p.replica_id.0,
@@ -194,11 +177,11 @@ pub fn decode_request(
                 BeginQuorumEpochRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
             check_consumed(&body)?;
             let Some(p) = r.topics.first().and_then(|t| t.partitions.first()) else {
-                return refuse(ctx, INVALID_REQUEST);
+                return refuse(ctx, KafkaError::InvalidRequest.code());
             };
             ctx.partition = p.partition_index;
             if !check_cluster(cluster_id, &r.cluster_id) {
-                return refuse(ctx, INCONSISTENT_CLUSTER_ID);
+                return refuse(ctx, KafkaError::InconsistentClusterId.code());
             }
             Ok(Ok(InboundRequest {
                 from: p.leader_id.0,
@@ -213,11 +196,11 @@ pub fn decode_request(
             let r = EndQuorumEpochRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
             check_consumed(&body)?;
             let Some(p) = r.topics.first().and_then(|t| t.partitions.first()) else {
-                return refuse(ctx, INVALID_REQUEST);
+                return refuse(ctx, KafkaError::InvalidRequest.code());
             };
             ctx.partition = p.partition_index;
             if !check_cluster(cluster_id, &r.cluster_id) {
-                return refuse(ctx, INCONSISTENT_CLUSTER_ID);
+                return refuse(ctx, KafkaError::InconsistentClusterId.code());
             }
             let successors = if version >= 1 {
                 p.preferred_candidates
@@ -241,11 +224,11 @@ pub fn decode_request(
             let r = FetchRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
             check_consumed(&body)?;
             let Some(t) = r.topics.first() else {
-                return refuse(ctx, INVALID_REQUEST);
+                return refuse(ctx, KafkaError::InvalidRequest.code());
             };
             ctx.by_id = version >= 13;
             let Some(p) = t.partitions.first() else {
-                return refuse(ctx, INVALID_REQUEST);
+                return refuse(ctx, KafkaError::InvalidRequest.code());
             };
             ctx.partition = p.partition;
             ctx.max_wait_ms = r.max_wait_ms.max(0) as u64;
@@ -255,10 +238,10 @@ pub fn decode_request(
                 t.topic.as_str() == METADATA_TOPIC
             };
             if !ours || p.partition != 0 {
-                return refuse(ctx, UNKNOWN_TOPIC_OR_PARTITION);
+                return refuse(ctx, KafkaError::UnknownTopicOrPartition.code());
             }
             if !check_cluster(cluster_id, &r.cluster_id) {
-                return refuse(ctx, INCONSISTENT_CLUSTER_ID);
+                return refuse(ctx, KafkaError::InconsistentClusterId.code());
             }
             let replica_id = if version >= 15 {
                 r.replica_state.replica_id.0
@@ -280,11 +263,11 @@ pub fn decode_request(
             let r = FetchSnapshotRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
             check_consumed(&body)?;
             let Some(p) = r.topics.first().and_then(|t| t.partitions.first()) else {
-                return refuse(ctx, INVALID_REQUEST);
+                return refuse(ctx, KafkaError::InvalidRequest.code());
             };
             ctx.partition = p.partition;
             if !check_cluster(cluster_id, &r.cluster_id) {
-                return refuse(ctx, INCONSISTENT_CLUSTER_ID);
+                return refuse(ctx, KafkaError::InconsistentClusterId.code());
             }
             Ok(Ok(InboundRequest {
                 from: r.replica_id.0,
@@ -688,13 +671,13 @@ pub fn decode_describe_quorum(version: i16, mut body: Bytes) -> Result<Result<i3
     let r = DescribeQuorumRequest::decode(&mut body, version).map_err(|e| e.to_string())?;
     check_consumed(&body)?;
     let Some(t) = r.topics.first() else {
-        return Ok(Err(INVALID_REQUEST));
+        return Ok(Err(KafkaError::InvalidRequest.code()));
     };
     let Some(p) = t.partitions.first() else {
-        return Ok(Err(INVALID_REQUEST));
+        return Ok(Err(KafkaError::InvalidRequest.code()));
     };
     if t.topic_name.as_str() != METADATA_TOPIC || p.partition_index != 0 {
-        return Ok(Err(UNKNOWN_TOPIC_OR_PARTITION));
+        return Ok(Err(KafkaError::UnknownTopicOrPartition.code()));
     }
     Ok(Ok(p.partition_index))
 }
@@ -736,7 +719,7 @@ pub fn encode_describe_quorum(
         .with_leader_epoch(info.epoch)
         .with_high_watermark(info.high_watermark);
     let code = if code == 0 && !is_leader {
-        NOT_LEADER_OR_FOLLOWER
+        KafkaError::NotLeaderOrFollower.code()
     } else {
         code
     };
@@ -789,7 +772,7 @@ pub fn describe_quorum_info(resp: &DescribeQuorumResponse) -> Result<QuorumInfo,
         .topics
         .first()
         .and_then(|t| t.partitions.first())
-        .ok_or(INVALID_REQUEST)?;
+        .ok_or(KafkaError::InvalidRequest.code())?;
     if p.error_code != 0 {
         return Err(p.error_code);
     }
@@ -844,10 +827,7 @@ mod tests {
         let refused = decode_request(key, version, body, "other").expect("decode");
         assert!(matches!(
             refused,
-            Err(Refusal {
-                code: INCONSISTENT_CLUSTER_ID,
-                ..
-            })
+            Err(Refusal { code, .. }) if code == KafkaError::InconsistentClusterId.code()
         ));
         let mut bytes =
             encode_response(&inbound.ctx, Some(&answer), 0, &[1, 2, 3]).expect("response");
@@ -1016,7 +996,7 @@ mod tests {
         assert_eq!(error_code(None), 0);
         assert_eq!(from_code(0), None);
         assert_eq!(
-            from_code(INCONSISTENT_CLUSTER_ID),
+            from_code(KafkaError::InconsistentClusterId.code()),
             Some(ResponseError::InvalidRequest)
         );
     }
@@ -1052,7 +1032,13 @@ mod tests {
             })
         );
         // The answer names the topic by id too, and an error answer carries its code.
-        let mut b = encode_response(&inbound.ctx, None, NOT_LEADER_OR_FOLLOWER, &[]).expect("resp");
+        let mut b = encode_response(
+            &inbound.ctx,
+            None,
+            KafkaError::NotLeaderOrFollower.code(),
+            &[],
+        )
+        .expect("resp");
         let resp = FetchResponse::decode(&mut b, 17).expect("decode");
         assert_eq!(resp.responses[0].topic_id, METADATA_TOPIC_ID);
         assert_eq!(resp.responses[0].partitions[0].error_code, 6);
@@ -1141,7 +1127,10 @@ mod tests {
             // A non-leader answers NOT_LEADER_OR_FOLLOWER.
             let mut b = encode_describe_quorum(v, &info, false, 0, &voters).expect("encode");
             let resp = DescribeQuorumResponse::decode(&mut b, v).expect("decode");
-            assert_eq!(describe_quorum_info(&resp), Err(NOT_LEADER_OR_FOLLOWER));
+            assert_eq!(
+                describe_quorum_info(&resp),
+                Err(KafkaError::NotLeaderOrFollower.code())
+            );
         }
         let other = DescribeQuorumRequest::default()
             .with_topics(vec![dq_req::TopicData::default()

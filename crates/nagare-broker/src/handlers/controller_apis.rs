@@ -10,7 +10,7 @@ use kafka_protocol::messages::{
     BrokerHeartbeatResponse, BrokerRegistrationRequest, BrokerRegistrationResponse, ProducerId,
 };
 
-use nagare_controller::cluster_control::{codes, Heartbeat, Registration};
+use nagare_controller::cluster_control::{Heartbeat, Registration};
 use nagare_controller::logic::{self, ApiError};
 use nagare_metadata::records::Endpoint;
 
@@ -43,7 +43,7 @@ pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> Handle
 
 fn not_controller() -> (i16, String) {
     (
-        codes::NOT_CONTROLLER,
+        kafka_protocol::ResponseError::NotController.code(),
         "this node has no controller role".into(),
     )
 }
@@ -126,13 +126,13 @@ async fn allocate_producer_ids(broker: &Arc<Broker>, mut req: Request) -> Handle
                 Some(b) if b.epoch == broker_epoch => {}
                 Some(_) => {
                     return Err(ApiError {
-                        code: codes::STALE_BROKER_EPOCH,
+                        code: kafka_protocol::ResponseError::StaleBrokerEpoch.code(),
                         message: format!("stale broker epoch {broker_epoch}"),
                     })
                 }
                 None => {
                     return Err(ApiError {
-                        code: codes::BROKER_ID_NOT_REGISTERED,
+                        code: kafka_protocol::ResponseError::BrokerIdNotRegistered.code(),
                         message: format!("broker {broker_id} is not registered"),
                     })
                 }

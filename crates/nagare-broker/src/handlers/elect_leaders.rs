@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ApiKey, ElectLeadersRequest, ElectLeadersResponse, TopicName};
 
-use nagare_controller::elections::{codes, ElectionType};
+use nagare_controller::elections::ElectionType;
 use nagare_controller::shell::ControllerError;
 
 use super::HandlerResult;
@@ -69,7 +69,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             "Cluster authorization failed.".into(),
         ),
         (None, _) => fail_all(
-            codes::INVALID_REQUEST,
+            kafka_protocol::ResponseError::InvalidRequest.code(),
             format!("Unknown election type {election_type}"),
         ),
         (Some(_), None) => {

@@ -6,6 +6,7 @@ use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::ResponseError;
 use nagare_coordinator::*;
 
 pub const SESSION: i32 = 10_000;
@@ -122,7 +123,7 @@ pub fn join_new(
 ) -> (String, CoordinatorResult) {
     let r = join(sh, join_req(group, "", None, &range(topics)), now);
     let j = now_join(&r);
-    assert_eq!(j.error_code, errors::MEMBER_ID_REQUIRED);
+    assert_eq!(j.error_code, ResponseError::MemberIdRequired.code());
     let id = j.member_id.as_str().to_owned();
     let r = join(sh, join_req(group, &id, None, &range(topics)), now);
     (id, r)

@@ -1,0 +1,439 @@
+//! Appends: the leader's (validation, offset assignment by patching batch headers, producer
+//! sequence checks, leader-epoch stamping) and the follower's (offsets kept as the leader
+//! assigned them), and the segment roll an append may need first.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use nagare_protocol::record_batch::{
+    self, batches, validate_crc, RecordBatchHeader, TimestampType as BatchTimestampType,
+};
+
+use super::{batch_error, remove_file_if_exists, Inner, Log};
+use crate::config::{LogConfig, TimestampType};
+use crate::error::StorageError;
+use crate::producer_state::Prepared;
+use crate::segment::Segment;
+
+/// Who is appending, which decides the validation applied (Kafka's `AppendOrigin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AppendOrigin {
+    /// A producer through the Produce API: full validation, sequence checks, offsets assigned.
+    Client,
+    /// The broker itself as leader (transaction markers, coordinator records): offsets are
+    /// assigned and control batches are allowed; sequences are not checked.
+    Coordinator,
+    /// A follower copying the leader: offsets are kept, producer state is applied unchecked.
+    Replication,
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record appended (-1 when nothing was appended).
+    pub first_offset: i64,
+    /// Offset of the last record appended (-1 when nothing was appended).
+    pub last_offset: i64,
+    /// Largest timestamp appended (the append time for LogAppendTime topics).
+    pub max_timestamp: i64,
+    /// The broker time stamped on the batches, or -1 unless the topic uses LogAppendTime.
+    pub log_append_time: i64,
+    /// The log start offset after the append.
+    pub log_start_offset: i64,
+    /// Records appended (sum of the batches' record counts).
+    pub record_count: u64,
+    /// True when the batch was an idempotent-producer retry of a batch already in the log:
+    /// nothing was written and the offsets are the original ones.
+    pub duplicate: bool,
+}
+
+/// A batch of an append: its header (offsets as assigned) and its bytes in the buffer.
+struct PendingBatch {
+    header: RecordBatchHeader,
+    range: std::ops::Range<usize>,
+}
+
+impl Log {
+    /// Leader append from a producer; see [`Log::append_as_leader_with_origin`].
+    pub fn append_as_leader(
+        &self,
+        records: BytesMut,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append(records, AppendOrigin::Client, leader_epoch, now_ms)
+    }
+
+    /// Leader append. Validates every batch (size <= `max.message.bytes`, length, magic 2,
+    /// CRC, record count; for clients also no control batches and sane timestamps), checks
+    /// idempotent-producer sequences, assigns offsets by patching base offsets in place (the
+    /// records are never decoded or re-encoded), stamps the partition leader epoch, applies
+    /// LogAppendTime if configured, and writes everything with one write call. A retried
+    /// idempotent batch is answered with its original offsets and `duplicate: true`.
+    ///
+    /// `origin` must be [`AppendOrigin::Client`] or [`AppendOrigin::Coordinator`].
+    pub fn append_as_leader_with_origin(
+        &self,
+        records: BytesMut,
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo, StorageError> {
+        if origin == AppendOrigin::Replication {
+            return Err(StorageError::InvalidRecord(
+                "replication appends go through append_as_follower".into(),
+            ));
+        }
+        self.append(records, origin, leader_epoch, now_ms)
+    }
+
+    /// Follower append: the batches carry offsets assigned by the leader. The first must start
+    /// at or after the log end offset (a gap is possible after compaction) and offsets must
+    /// increase. CRCs are verified; `max.message.bytes` is not applied (as in Kafka).
+    pub fn append_as_follower(
+        &self,
+        records: BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append(records, AppendOrigin::Replication, -1, now_ms)
+    }
+
+    fn validate_batch(
+        &self,
+        config: &LogConfig,
+        origin: AppendOrigin,
+        h: &RecordBatchHeader,
+        bytes: &[u8],
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let tp = &self.tp;
+        let size = h.total_size();
+        if origin != AppendOrigin::Replication && size > config.max_message_bytes as usize {
+            return Err(StorageError::RecordTooLarge {
+                size,
+                max: config.max_message_bytes,
+            });
+        }
+        validate_crc(bytes).map_err(|e| batch_error(tp, e))?;
+        h.compression().map_err(|e| batch_error(tp, e))?;
+        if h.last_offset_delta < 0 {
+            return Err(StorageError::InvalidRecord(format!(
+                "{tp}: negative last offset delta {}",
+                h.last_offset_delta
+            )));
+        }
+        if origin == AppendOrigin::Client {
+            // Kafka's LogValidator.validateBatch.
+            if h.records_count <= 0
+                || i64::from(h.last_offset_delta) + 1 != i64::from(h.records_count)
+            {
+                return Err(StorageError::InvalidRecord(format!(
+                    "{tp}: inconsistent batch offset range ({}) and record count ({})",
+                    i64::from(h.last_offset_delta) + 1,
+                    h.records_count
+                )));
+            }
+            if h.is_control() {
+                return Err(StorageError::InvalidRecord(format!(
+                    "{tp}: clients are not allowed to write control records"
+                )));
+            }
+            if h.has_producer_id() && h.base_sequence < 0 {
+                return Err(StorageError::InvalidRecord(format!(
+                    "{tp}: invalid sequence number {} in record batch with producerId {}",
+                    h.base_sequence, h.producer_id
+                )));
+            }
+            if h.is_transactional() && !h.has_producer_id() {
+                return Err(StorageError::InvalidRecord(format!(
+                    "{tp}: transactional batch without a producer id"
+                )));
+            }
+            if config.cleanup_policy_compact {
+                // Kafka's LogValidator: a compacted topic needs a key on every record (this
+                // decodes, and decompresses, the records: only for compacted topics).
+                crate::records::check_keys(h, bytes).map_err(|e| {
+                    StorageError::InvalidRecord(format!("{e} in topic partition {tp}."))
+                })?;
+            }
+        }
+        if origin != AppendOrigin::Replication
+            && config.message_timestamp_type == TimestampType::CreateTime
+        {
+            // Kafka checks every record; without decoding we check the batch's max (the
+            // latest record) and base (the first record) timestamps.
+            if h.max_timestamp != record_batch::NO_TIMESTAMP
+                && h.max_timestamp.saturating_sub(now_ms) > config.message_timestamp_after_max_ms
+            {
+                return Err(StorageError::InvalidTimestamp(format!(
+                    "{tp}: timestamp {} is more than message.timestamp.after.max.ms {} after the broker time {now_ms}",
+                    h.max_timestamp, config.message_timestamp_after_max_ms
+                )));
+            }
+            if h.base_timestamp != record_batch::NO_TIMESTAMP
+                && now_ms.saturating_sub(h.base_timestamp) > config.message_timestamp_before_max_ms
+            {
+                return Err(StorageError::InvalidTimestamp(format!(
+                    "{tp}: timestamp {} is more than message.timestamp.before.max.ms {} before the broker time {now_ms}",
+                    h.base_timestamp, config.message_timestamp_before_max_ms
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn append(
+        &self,
+        mut records: BytesMut,
+        origin: AppendOrigin,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::LogDirFailed);
+        }
+        let config = self.config();
+        let leader = origin != AppendOrigin::Replication;
+        let log_append_time =
+            leader && config.message_timestamp_type == TimestampType::LogAppendTime;
+
+        // Validation and the patches that do not depend on offsets run before taking the
+        // lock: CRC work should not stall other appenders and readers.
+        let mut pending = Vec::new();
+        for item in batches(&records) {
+            let (header, range) = item.map_err(|e| batch_error(&self.tp, e))?;
+            self.validate_batch(&config, origin, &header, &records[range.clone()], now_ms)?;
+            pending.push(PendingBatch { header, range });
+        }
+        if pending.is_empty() {
+            return Ok(AppendInfo {
+                first_offset: -1,
+                last_offset: -1,
+                max_timestamp: -1,
+                log_append_time: -1,
+                log_start_offset: self.log_start_offset(),
+                record_count: 0,
+                duplicate: false,
+            });
+        }
+        if records.len() as u64 > config.effective_segment_bytes() {
+            return Err(StorageError::RecordListTooLarge {
+                size: records.len(),
+                max: config.segment_bytes,
+            });
+        }
+        if leader {
+            for b in &mut pending {
+                let bytes = &mut records[b.range.clone()];
+                let patched = record_batch::set_partition_leader_epoch(bytes, leader_epoch)
+                    .and_then(|()| {
+                        if log_append_time {
+                            record_batch::set_log_append_time(bytes, now_ms)
+                        } else if b.header.timestamp_type() == BatchTimestampType::LogAppendTime {
+                            // The topic keeps producer timestamps: clear a client's flag.
+                            record_batch::set_max_timestamp(
+                                bytes,
+                                BatchTimestampType::CreateTime,
+                                b.header.max_timestamp,
+                            )
+                        } else {
+                            Ok(())
+                        }
+                    });
+                patched.map_err(|e| batch_error(&self.tp, e))?;
+                b.header = RecordBatchHeader::parse(bytes).map_err(|e| batch_error(&self.tp, e))?;
+            }
+        }
+
+        let mut inner = self.lock_writable()?;
+        let log_end = inner.log_end_offset;
+        if leader {
+            let mut next = log_end;
+            for b in &mut pending {
+                b.header.base_offset = next;
+                next = b.header.next_offset();
+            }
+        } else {
+            let first = pending[0].header.base_offset;
+            if first < log_end {
+                return Err(StorageError::UnexpectedAppendOffset {
+                    first_offset: first,
+                    log_end_offset: log_end,
+                });
+            }
+            let mut next = first;
+            for b in &pending {
+                if b.header.base_offset < next {
+                    return Err(StorageError::InvalidRecord(format!(
+                        "{}: batch offsets go backwards at {}",
+                        self.tp, b.header.base_offset
+                    )));
+                }
+                next = b.header.next_offset();
+            }
+        }
+        let first_offset = pending[0].header.base_offset;
+        let last_offset = pending[pending.len() - 1].header.last_offset();
+        if last_offset - first_offset > i64::from(i32::MAX) {
+            return Err(StorageError::InvalidRecord(format!(
+                "{}: offsets {first_offset}..{last_offset} do not fit one segment",
+                self.tp
+            )));
+        }
+        let headers: Vec<RecordBatchHeader> = pending.iter().map(|b| b.header).collect();
+        let update = match inner.producers.prepare(&headers, origin)? {
+            Prepared::Duplicate(d) => {
+                return Ok(AppendInfo {
+                    first_offset: d.first_offset,
+                    last_offset: d.last_offset,
+                    max_timestamp: d.timestamp,
+                    log_append_time: if log_append_time { d.timestamp } else { -1 },
+                    log_start_offset: inner.log_start_offset,
+                    record_count: 0,
+                    duplicate: true,
+                });
+            }
+            Prepared::Update(u) => u,
+        };
+
+        // Record new leader epochs before the data (Kafka's maybeAssignEpochStartOffset), so
+        // the checkpoint never lags the log; a torn tail is trimmed from it on recovery.
+        let mut epochs_changed = false;
+        for h in &headers {
+            let epoch = h.partition_leader_epoch;
+            if inner.epochs.latest_epoch().is_none_or(|l| l < epoch) {
+                epochs_changed |= inner.epochs.assign(epoch, h.base_offset);
+            }
+        }
+        if epochs_changed {
+            inner.epochs.write().map_err(|e| self.poison(e))?;
+        }
+
+        self.maybe_roll(
+            &mut inner,
+            &config,
+            records.len() as u64,
+            first_offset,
+            last_offset,
+            now_ms,
+        )?;
+
+        if leader {
+            for b in &pending {
+                record_batch::set_base_offset(&mut records[b.range.clone()], b.header.base_offset)
+                    .map_err(|e| batch_error(&self.tp, e))?;
+            }
+        }
+        inner
+            .active
+            .append(&records, &headers, config.index_interval_bytes, now_ms)
+            .map_err(|e| self.poison(e))?;
+        inner.log_end_offset = last_offset + 1;
+        inner.producers.commit(update);
+        inner.last_now_ms = inner.last_now_ms.max(now_ms);
+        self.publish(&inner);
+
+        let max_timestamp = if log_append_time {
+            now_ms
+        } else {
+            headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1)
+        };
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp,
+            log_append_time: if log_append_time { now_ms } else { -1 },
+            log_start_offset: inner.log_start_offset,
+            record_count: headers
+                .iter()
+                .map(|h| u64::try_from(h.records_count).unwrap_or(0))
+                .sum(),
+            duplicate: false,
+        })
+    }
+
+    /// Kafka's `LogSegment.shouldRoll`: roll before an append of `size` bytes when the active
+    /// segment would exceed `segment.bytes`, is older than `segment.ms`, has a full index, or
+    /// cannot hold the offsets relative to its base.
+    fn maybe_roll(
+        &self,
+        inner: &mut Inner,
+        config: &LogConfig,
+        size: u64,
+        first_offset: i64,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let a = &inner.active;
+        let offsets_fit =
+            first_offset >= a.base_offset && last_offset - a.base_offset <= i64::from(i32::MAX);
+        let reason = if a.size == 0 {
+            (!offsets_fit).then_some("offsets")
+        } else if a.size + size > config.effective_segment_bytes() {
+            Some("segment.bytes")
+        } else if a
+            .roll_base_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) > config.max_segment_ms())
+        {
+            Some("segment.ms")
+        } else if a.offset_index.is_full(config.segment_index_bytes)
+            || a.time_index.is_full(config.segment_index_bytes)
+        {
+            Some("index full")
+        } else if !offsets_fit {
+            Some("offsets")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            tracing::debug!(tp = %self.tp, reason, new_base = first_offset, "rolling segment");
+            self.roll(inner, first_offset).map_err(|e| self.poison(e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment at `new_base` (>= the log end offset). The old one gets its
+    /// final time index entry and index files written (fsynced by the next flush), and a
+    /// producer-state snapshot is taken at the new base, as Kafka does on roll.
+    pub(super) fn roll(&self, inner: &mut Inner, new_base: i64) -> io::Result<()> {
+        if inner.active.size == 0 {
+            if inner.active.base_offset == new_base {
+                return Ok(());
+            }
+            // Replace the empty active segment rather than keep an empty one behind.
+            let new = Segment::create(&self.dir, new_base)?;
+            let mut old = std::mem::replace(&mut inner.active, new);
+            for p in old.rename_for_delete()? {
+                remove_file_if_exists(&p)?;
+            }
+        } else {
+            inner.active.finalize_time_index();
+            let written = inner.active.write_indexes()?;
+            inner.unsynced_files.extend(written);
+            let new = Segment::create(&self.dir, new_base)?;
+            let snapshot = inner.producers.take_snapshot(new_base)?;
+            inner.unsynced_files.push(snapshot);
+            let old = std::mem::replace(&mut inner.active, new);
+            inner.rolled.insert(old.base_offset, old);
+        }
+        inner.dir_dirty = true;
+        Ok(())
+    }
+
+    /// Records that leader epoch `epoch` starts at `start_offset` (Kafka's
+    /// `LeaderEpochFileCache.assign`; the broker calls this when becoming leader, and
+    /// appends call it for every new epoch) and writes the checkpoint if it changed.
+    pub fn assign_epoch_start(&self, epoch: i32, start_offset: i64) -> Result<(), StorageError> {
+        if epoch < 0 || start_offset < 0 {
+            return Err(StorageError::InvalidRecord(format!(
+                "invalid leader epoch entry ({epoch}, {start_offset})"
+            )));
+        }
+        let mut inner = self.lock_writable()?;
+        if inner.epochs.assign(epoch, start_offset) {
+            inner.epochs.write().map_err(|e| self.poison(e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+//! One partition replica's log (Kafka's `UnifiedLog` + `LocalLog`).
+//!
+//! Locking: one mutex (`inner`) serializes appends and every structural change (roll,
+//! truncation, retention). Reads take it only to pick a segment and capture its file and size,
+//! then read without it. `flush` captures what to fsync under the mutex and fsyncs without it,
+//! so appends continue while data is being made durable (group commit); a second mutex
+//! serializes flushes with each other. Offsets that callers poll often are mirrored in atomics.
+//!
+//! Failure model: a failed write or fsync poisons the log ([`Log::is_poisoned`]); every later
+//! mutation then fails with [`StorageError::LogDirFailed`] while reads keep working, because
+//! after a failed fsync the page cache no longer tells what is on disk.
+//!
+//! The code is split by concern, each file adding an `impl Log` block: `recovery` (opening a
+//! directory, torn-tail recovery, clean-shutdown handling), `append` (leader and follower
+//! appends, validation, rolls), `read` (fetch reads and lookups by timestamp, epoch and
+//! producer), `retention` (time and size retention, DeleteRecords, deferred file deletion),
+//! `truncation` (replication truncation) and `compaction` (the cleaner's view and swap).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nagare_protocol::record_batch::BatchError;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+
+mod append;
+mod compaction;
+mod read;
+mod recovery;
+mod retention;
+mod truncation;
+
+pub use append::{AppendInfo, AppendOrigin};
+pub(crate) use compaction::{CleaningView, SegmentView, CLEANED_SUFFIX};
+pub use read::{FetchData, FileSlice, TimestampOffset};
+
+use crate::checkpoint::fsync_dir;
+use crate::config::{LogConfig, TopicPartition};
+use crate::epoch_cache::LeaderEpochCache;
+use crate::error::StorageError;
+use crate::producer_state::ProducerStateManager;
+use crate::segment::Segment;
+
+struct Inner {
+    /// Segments that are no longer appended to, by base offset.
+    rolled: BTreeMap<i64, Segment>,
+    /// The segment appended to.
+    active: Segment,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    /// Everything below is fsynced.
+    recovery_point: i64,
+    producers: ProducerStateManager,
+    epochs: LeaderEpochCache,
+    /// Bumped by every truncation, so that a flush that raced with one does not move the
+    /// recovery point over data that was rewritten after its fsync.
+    truncations: u64,
+    /// The lowest log end a truncation left since the cleaner last looked: its checkpoint
+    /// must not stay above rewritten offsets (Kafka's `maybeTruncateCheckpoint`).
+    truncated_to: Option<i64>,
+    /// Files were created, renamed or deleted since the last flush: fsync the directory.
+    dir_dirty: bool,
+    /// Index and snapshot files written since the last flush, to fsync at the next one.
+    unsynced_files: Vec<PathBuf>,
+    /// Files renamed to `*.deleted`, to remove once `file.delete.delay.ms` has passed.
+    pending_deletes: Vec<(i64, Vec<PathBuf>)>,
+    /// The latest clock reading seen, for scheduling deletions from calls without a clock.
+    last_now_ms: i64,
+    closed: bool,
+}
+
+impl Inner {
+    fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.rolled.values().chain(std::iter::once(&self.active))
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.segments().map(|s| s.size).sum()
+    }
+}
+
+/// One partition replica's log. `Send + Sync`; share it with `Arc`.
+pub struct Log {
+    dir: PathBuf,
+    tp: TopicPartition,
+    config: RwLock<LogConfig>,
+    inner: Mutex<Inner>,
+    flush_lock: Mutex<()>,
+    log_start_offset: AtomicI64,
+    log_end_offset: AtomicI64,
+    recovery_point: AtomicI64,
+    poisoned: AtomicBool,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("log_start_offset", &self.log_start_offset())
+            .field("log_end_offset", &self.log_end_offset())
+            .field("recovery_point", &self.recovery_point())
+            .finish()
+    }
+}
+
+fn batch_error(tp: &TopicPartition, e: BatchError) -> StorageError {
+    match e {
+        BatchError::InvalidMagic(_) => StorageError::InvalidRecord(format!("{tp}: {e}")),
+        _ => StorageError::CorruptRecord(format!("{tp}: {e}")),
+    }
+}
+
+fn remove_file_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A name for a directory being deleted, unique enough without a UUID crate.
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mixed = nanos ^ (u128::from(std::process::id()) << 64) ^ (u128::from(n) << 96);
+    format!("{mixed:032x}")
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, with no log-start-offset checkpoint.
+    /// See [`Log::open_with_log_start_offset`].
+    pub fn open(
+        dir: PathBuf,
+        tp: TopicPartition,
+        config: LogConfig,
+        recovery_point: i64,
+        had_clean_shutdown: bool,
+        now_ms: i64,
+    ) -> Result<Log, StorageError> {
+        Log::open_with_log_start_offset(
+            dir,
+            tp,
+            config,
+            recovery_point,
+            0,
+            had_clean_shutdown,
+            now_ms,
+        )
+    }
+
+    fn publish(&self, inner: &Inner) {
+        self.log_start_offset
+            .store(inner.log_start_offset, Ordering::Release);
+        self.log_end_offset
+            .store(inner.log_end_offset, Ordering::Release);
+        self.recovery_point
+            .store(inner.recovery_point, Ordering::Release);
+    }
+
+    /// Marks the log failed after an I/O error on a write path and returns the error.
+    fn poison(&self, e: io::Error) -> StorageError {
+        self.poisoned.store(true, Ordering::Release);
+        tracing::error!(tp = %self.tp, error = %e, "write or fsync failed; log is now offline");
+        StorageError::Io(e)
+    }
+
+    /// Locks the state for a mutation, failing if the log is poisoned or closed.
+    fn lock_writable(&self) -> Result<MutexGuard<'_, Inner>, StorageError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::LogDirFailed);
+        }
+        let inner = self.inner.lock();
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::LogDirFailed);
+        }
+        if inner.closed {
+            return Err(StorageError::Closed);
+        }
+        Ok(inner)
+    }
+
+    /// The log start offset (the earliest offset a consumer may read).
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    /// The log end offset (the offset the next record will get).
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    /// Everything below this offset has been fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point.load(Ordering::Acquire)
+    }
+
+    /// Fsyncs everything appended so far and returns the new recovery point.
+    ///
+    /// What to sync is captured under the append lock; the fsyncs run without it, so appends
+    /// continue meanwhile and the next flush covers them (group commit). Index files of rolled
+    /// segments, producer snapshots and the directory (after segment creation or deletion) are
+    /// synced too. A failed fsync poisons the log.
+    pub fn flush(&self) -> Result<i64, StorageError> {
+        let _serial = self.flush_lock.lock();
+        let (target, files, paths, sync_dir, truncations) = {
+            let mut inner = self.lock_writable()?;
+            let target = inner.log_end_offset;
+            let rp = inner.recovery_point;
+            let mut written = Vec::new();
+            for seg in inner.rolled.values_mut() {
+                if seg.next_offset > rp {
+                    written.extend(seg.write_indexes().map_err(|e| self.poison(e))?);
+                }
+            }
+            inner.unsynced_files.extend(written);
+            let files: Vec<Arc<File>> = inner
+                .segments()
+                .filter(|s| s.next_offset > rp && s.size > 0)
+                .map(|s| Arc::clone(&s.file))
+                .collect();
+            let paths = std::mem::take(&mut inner.unsynced_files);
+            let sync_dir = std::mem::take(&mut inner.dir_dirty);
+            if files.is_empty() && paths.is_empty() && !sync_dir && target <= rp {
+                return Ok(rp);
+            }
+            (target, files, paths, sync_dir, inner.truncations)
+        };
+        for f in &files {
+            f.sync_data().map_err(|e| self.poison(e))?;
+        }
+        for p in &paths {
+            match File::open(p) {
+                Ok(f) => f.sync_all().map_err(|e| self.poison(e))?,
+                // Deleted meanwhile (retention, truncation): nothing to make durable.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.poison(e)),
+            }
+        }
+        if sync_dir {
+            fsync_dir(&self.dir).map_err(|e| self.poison(e))?;
+        }
+        let mut inner = self.inner.lock();
+        if inner.truncations == truncations && target > inner.recovery_point {
+            inner.recovery_point = target.min(inner.log_end_offset);
+        }
+        self.publish(&inner);
+        Ok(inner.recovery_point)
+    }
+
+    /// Replaces the configuration (applies to later appends, rolls and retention).
+    pub fn update_config(&self, config: LogConfig) {
+        *self.config.write() = config;
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> LogConfig {
+        self.config.read().clone()
+    }
+
+    /// Flushes everything, writes the index files and a producer-state snapshot, and closes
+    /// the log to further mutation (reads keep working).
+    pub fn close(&self) -> Result<(), StorageError> {
+        let _serial = self.flush_lock.lock();
+        let mut inner = self.inner.lock();
+        if inner.closed {
+            return Ok(());
+        }
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::LogDirFailed);
+        }
+        let result = (|| -> io::Result<()> {
+            let mut written = Vec::new();
+            for seg in inner.rolled.values_mut() {
+                written.extend(seg.write_indexes()?);
+            }
+            inner.active.finalize_time_index();
+            written.extend(inner.active.write_indexes()?);
+            let end = inner.log_end_offset;
+            written.push(inner.producers.take_snapshot(end)?);
+            let rp = inner.recovery_point;
+            for seg in inner.segments() {
+                if seg.next_offset > rp && seg.size > 0 {
+                    seg.file.sync_data()?;
+                }
+            }
+            written.append(&mut inner.unsynced_files);
+            for p in &written {
+                match File::open(p) {
+                    Ok(f) => f.sync_all()?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            fsync_dir(&self.dir)?;
+            inner.dir_dirty = false;
+            Ok(())
+        })();
+        result.map_err(|e| self.poison(e))?;
+        inner.recovery_point = inner.log_end_offset;
+        inner.closed = true;
+        self.publish(&inner);
+        Ok(())
+    }
+
+    /// Deletes the log: renames its directory to `<dir>.<unique>-delete` (so that a crash
+    /// mid-way leaves a directory the next start removes, not a half-deleted log) and removes
+    /// it. The log is closed to further mutation.
+    pub fn delete(&self) -> Result<(), StorageError> {
+        let _serial = self.flush_lock.lock();
+        let mut inner = self.inner.lock();
+        inner.closed = true;
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let target = self
+            .dir
+            .with_file_name(format!("{name}.{}-delete", unique_suffix()));
+        match fs::rename(&self.dir, &target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(parent) = target.parent() {
+            fsync_dir(parent)?;
+        }
+        fs::remove_dir_all(&target)?;
+        Ok(())
+    }
+
+    /// Bytes in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.lock().size_bytes()
+    }
+
+    /// Number of segments (including the active one).
+    pub fn segment_count(&self) -> usize {
+        self.inner.lock().rolled.len() + 1
+    }
+
+    /// Base offsets of all segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.inner
+            .lock()
+            .segments()
+            .map(|s| s.base_offset)
+            .collect()
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The partition this log belongs to.
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    /// True once a write or fsync failed; the log then refuses every mutation.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,361 @@
+//! Reads: fetch reads (whole batches handed out as file regions for `sendfile`), lookups by
+//! timestamp (ListOffsets), by leader epoch (OffsetForLeaderEpoch) and of producer state.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use nagare_protocol::record_batch::{
+    RecordBatchHeader, TimestampType as BatchTimestampType, HEADER_SIZE,
+};
+
+use super::{batch_error, Inner, Log};
+use crate::config::TopicPartition;
+use crate::epoch_cache::EpochEntry;
+use crate::error::StorageError;
+use crate::producer_state::ProducerStateEntry;
+use crate::scan::{find_batch, ChunkReader, HEADER_CHUNK};
+use crate::segment::Segment;
+
+/// The answer to a read.
+#[derive(Debug, Clone)]
+pub struct FetchData {
+    /// Whole batches from one segment, or `None` when there is nothing to return.
+    pub slice: Option<FileSlice>,
+    /// The log start offset at the time of the read.
+    pub log_start_offset: i64,
+    /// The log end offset at the time of the read.
+    pub log_end_offset: i64,
+}
+
+/// A region of a segment file, for `sendfile` by the broker.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    /// The segment file (kept open even if the segment is deleted meanwhile).
+    pub file: Arc<File>,
+    /// Start of the region in the file.
+    pub position: u64,
+    /// Length of the region.
+    pub len: usize,
+}
+
+impl FileSlice {
+    /// Reads the region into memory (the fallback when `sendfile` cannot be used, e.g. TLS).
+    pub fn read_to_bytes(&self) -> io::Result<Bytes> {
+        let mut buf = vec![0u8; self.len];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// A record found by timestamp (ListOffsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    /// The record's timestamp.
+    pub timestamp: i64,
+    /// The record's offset.
+    pub offset: i64,
+    /// Partition leader epoch of the record's batch, or -1.
+    pub leader_epoch: i32,
+}
+
+impl Inner {
+    /// The segment holding the first batch with an offset >= `offset` (the floor segment, or a
+    /// later one when `offset` falls in a gap after the floor segment's last batch).
+    fn segment_for_read(&self, offset: i64) -> Option<&Segment> {
+        let lo = self
+            .rolled
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        // Compaction can leave empty rolled segments (next offset = base): skip them.
+        self.rolled
+            .range(lo..)
+            .map(|(_, s)| s)
+            .filter(|s| s.size > 0)
+            .chain(std::iter::once(&self.active))
+            .find(|s| s.next_offset > offset)
+    }
+}
+
+/// The first record of a batch (given its bytes) at or after `min_offset` whose timestamp
+/// satisfies `pred`, decoding (and decompressing) the records. Not a hot path.
+fn find_record(
+    tp: &TopicPartition,
+    bytes: &[u8],
+    h: &RecordBatchHeader,
+    min_offset: i64,
+    pred: &dyn Fn(i64) -> bool,
+) -> Result<Option<TimestampOffset>, StorageError> {
+    if h.timestamp_type() == BatchTimestampType::LogAppendTime {
+        // Every record of a LogAppendTime batch has the batch's max timestamp.
+        let offset = h.base_offset.max(min_offset);
+        if offset <= h.last_offset() && pred(h.max_timestamp) {
+            return Ok(Some(TimestampOffset {
+                timestamp: h.max_timestamp,
+                offset,
+                leader_epoch: h.partition_leader_epoch,
+            }));
+        }
+        return Ok(None);
+    }
+    let mut buf = Bytes::copy_from_slice(bytes);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+        StorageError::CorruptRecord(format!(
+            "{tp}: cannot decode batch at offset {}: {e}",
+            h.base_offset
+        ))
+    })?;
+    Ok(set
+        .records
+        .iter()
+        .find(|r| r.offset >= min_offset && pred(r.timestamp))
+        .map(|r| TimestampOffset {
+            timestamp: r.timestamp,
+            offset: r.offset,
+            leader_epoch: h.partition_leader_epoch,
+        }))
+}
+
+impl Log {
+    /// Reads for a fetch: whole batches from one segment starting with the batch that
+    /// contains `offset` (a consumer may ask for an offset inside a batch and skips the
+    /// records before it), at most `max_bytes` of them but at least one batch when
+    /// `min_one_batch` (KIP-74), and only batches entirely below `max_offset` (exclusive, e.g.
+    /// the high watermark). `offset` equal to the log end gives no data; outside
+    /// `[log start, log end]` it is [`StorageError::OffsetOutOfRange`].
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        max_offset: i64,
+    ) -> Result<FetchData, StorageError> {
+        let (file, path, start_pos, jump, seg_end, log_start, log_end) = {
+            let inner = self.inner.lock();
+            let (log_start, log_end) = (inner.log_start_offset, inner.log_end_offset);
+            if offset < log_start || offset > log_end {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start,
+                    log_end,
+                });
+            }
+            let empty = FetchData {
+                slice: None,
+                log_start_offset: log_start,
+                log_end_offset: log_end,
+            };
+            if offset == log_end || offset >= max_offset {
+                return Ok(empty);
+            }
+            let Some(seg) = inner.segment_for_read(offset) else {
+                return Ok(empty);
+            };
+            let (_, pos) = seg.offset_index.lookup(offset);
+            // The batches between the first one and the last index entry within the byte
+            // budget all fit: the header walk may resume there instead of at every batch.
+            let jump = seg
+                .offset_index
+                .last_entry_within(
+                    pos.saturating_add(max_bytes as u64),
+                    max_offset.min(log_end),
+                )
+                .map(|(_, p)| p);
+            (
+                Arc::clone(&seg.file),
+                seg.log_path.clone(),
+                pos,
+                jump,
+                seg.size,
+                log_start,
+                log_end,
+            )
+        };
+        let mut data = FetchData {
+            slice: None,
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+        };
+        let max_offset = max_offset.min(log_end);
+        let mut reader = ChunkReader::headers(&file, seg_end);
+        let Some((start, mut h)) = find_batch(&mut reader, start_pos, offset)?
+            .map_err(|e| StorageError::CorruptRecord(format!("{}: {e}", path.display())))?
+        else {
+            return Ok(data);
+        };
+        // Headers past the byte budget are never needed: do not read ahead beyond it.
+        reader.set_limit(
+            start
+                .saturating_add(max_bytes as u64)
+                .saturating_add(HEADER_SIZE as u64),
+        );
+        let mut end = start;
+        if let Some(p) = jump.filter(|&p| p > start) {
+            // (Were there no valid batch at the entry, the walk would go from the start.)
+            if let Ok(Some(next)) = reader.header_at(p)? {
+                end = p;
+                h = next;
+            }
+        }
+        loop {
+            if h.last_offset() >= max_offset {
+                break;
+            }
+            let size = h.total_size() as u64;
+            if end - start + size > max_bytes as u64 {
+                if end == start && min_one_batch {
+                    end += size;
+                }
+                break;
+            }
+            end += size;
+            match reader.header_at(end)? {
+                Ok(Some(next)) => h = next,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(tp = %self.tp, pos = end, error = %e, "bad batch header while reading");
+                    break;
+                }
+            }
+        }
+        if end > start {
+            data.slice = Some(FileSlice {
+                file,
+                position: start,
+                len: (end - start) as usize,
+            });
+        }
+        Ok(data)
+    }
+
+    /// ListOffsets by timestamp: the first record (at or after the log start offset) whose
+    /// timestamp is >= `timestamp`, decoding (and decompressing) the batch that holds it.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<TimestampOffset>, StorageError> {
+        struct Candidate {
+            file: Arc<File>,
+            size: u64,
+            start: u64,
+        }
+        let (candidates, log_start) = {
+            let inner = self.inner.lock();
+            let log_start = inner.log_start_offset;
+            let candidates: Vec<Candidate> = inner
+                .segments()
+                .filter(|s| s.max_timestamp >= timestamp && s.next_offset > log_start)
+                .map(|s| {
+                    let start = match s.time_index.lookup_before(timestamp) {
+                        Some((_, offset)) => s.offset_index.lookup(offset).1,
+                        None => 0,
+                    };
+                    Candidate {
+                        file: Arc::clone(&s.file),
+                        size: s.size,
+                        start,
+                    }
+                })
+                .collect();
+            (candidates, log_start)
+        };
+        for c in candidates {
+            let mut reader = ChunkReader::new(&c.file, c.size, HEADER_CHUNK);
+            let mut pos = c.start;
+            while let Some(h) = reader
+                .header_at(pos)?
+                .map_err(|e| batch_error(&self.tp, e))?
+            {
+                if h.max_timestamp >= timestamp && h.last_offset() >= log_start {
+                    let bytes = reader.get(pos, h.total_size())?;
+                    if let Some(found) =
+                        find_record(&self.tp, bytes, &h, log_start, &|ts| ts >= timestamp)?
+                    {
+                        return Ok(Some(found));
+                    }
+                }
+                pos += h.total_size() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets `MAX_TIMESTAMP` (-3, KIP-734): the offset and timestamp of the first record
+    /// carrying the largest timestamp in the log.
+    pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, StorageError> {
+        let (file, size, start, target) = {
+            let inner = self.inner.lock();
+            let mut best: Option<&Segment> = None;
+            for s in inner.segments() {
+                if s.max_timestamp >= 0 && best.is_none_or(|b| s.max_timestamp > b.max_timestamp) {
+                    best = Some(s);
+                }
+            }
+            let Some(s) = best else { return Ok(None) };
+            let (_, start) = s.offset_index.lookup(s.offset_of_max_timestamp);
+            (Arc::clone(&s.file), s.size, start, s.max_timestamp)
+        };
+        let mut reader = ChunkReader::new(&file, size, HEADER_CHUNK);
+        let mut pos = start;
+        while let Some(h) = reader
+            .header_at(pos)?
+            .map_err(|e| batch_error(&self.tp, e))?
+        {
+            if h.max_timestamp == target {
+                let bytes = reader.get(pos, h.total_size())?;
+                return find_record(&self.tp, bytes, &h, i64::MIN, &|ts| ts == target);
+            }
+            pos += h.total_size() as u64;
+        }
+        Ok(None)
+    }
+
+    /// The latest leader epoch in the cache.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.inner.lock().epochs.latest_epoch()
+    }
+
+    /// The leader-epoch cache entries, oldest first.
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.inner.lock().epochs.entries().to_vec()
+    }
+
+    /// The leader epoch that wrote `offset`, if known.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.inner.lock().epochs.epoch_for_offset(offset)
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch <= `epoch` and the end offset of that epoch
+    /// (the start of the next epoch, or the log end for the latest one), per Kafka's
+    /// `LeaderEpochFileCache.endOffsetFor`; (-1, -1) if unknown.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let inner = self.inner.lock();
+        inner.epochs.end_offset_for(epoch, inner.log_end_offset)
+    }
+
+    /// The idempotent-producer state of `producer_id`.
+    pub fn producer_state(&self, producer_id: i64) -> Option<ProducerStateEntry> {
+        self.inner.lock().producers.get(producer_id).cloned()
+    }
+
+    /// Every producer's state (DescribeProducers).
+    pub fn producer_states(&self) -> Vec<ProducerStateEntry> {
+        let mut v: Vec<ProducerStateEntry> =
+            self.inner.lock().producers.entries().cloned().collect();
+        v.sort_by_key(|e| e.producer_id);
+        v
+    }
+
+    /// First offset of the oldest ongoing transaction (bounds the last stable offset).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.inner.lock().producers.first_unstable_offset()
+    }
+
+    /// Offsets of the producer-state snapshot files present.
+    pub fn producer_snapshot_offsets(&self) -> Vec<i64> {
+        self.inner.lock().producers.snapshot_offsets()
+    }
+}
