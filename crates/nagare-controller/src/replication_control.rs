@@ -10,14 +10,6 @@ use nagare_metadata::{MetadataImage, Uuid};
 
 use crate::logic::ApiError;
 
-/// Error codes of AlterPartition that `ResponseError` cannot name.
-pub mod errors {
-    /// Meant as Kafka's INVALID_UPDATE_VERSION (a stale partition epoch), but that code is 95;
-    /// 99 is POSITION_OUT_OF_RANGE. Kept at 99 (the broker passes it through unchanged) until
-    /// the value is fixed on purpose: this refactor does not change behaviour.
-    pub const INVALID_UPDATE_VERSION: i16 = 99;
-}
-
 /// One partition of an AlterPartition request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlterPartitionItem {
@@ -154,7 +146,7 @@ fn validate(
         return ResponseError::NotLeaderOrFollower.code();
     }
     if item.partition_epoch != p.partition_epoch {
-        return errors::INVALID_UPDATE_VERSION;
+        return kafka_protocol::ResponseError::InvalidUpdateVersion.code();
     }
     if item.new_isr.is_empty() || !item.new_isr.contains(&broker_id) {
         return ResponseError::InvalidRequest.code();
@@ -230,7 +222,10 @@ mod tests {
         assert_eq!((p.isr, p.partition_epoch, p.leader_epoch), (vec![1], 10, 4));
         // The same proposal again is stale now.
         let (_, res) = alter_partition(&img, 1, 11, &[item(t, 4, 9, &[1])]).expect("ok");
-        assert_eq!(res[0].error_code, errors::INVALID_UPDATE_VERSION);
+        assert_eq!(
+            res[0].error_code,
+            kafka_protocol::ResponseError::InvalidUpdateVersion.code()
+        );
     }
 
     #[test]
@@ -256,7 +251,7 @@ mod tests {
         );
         assert_eq!(
             code(1, 11, item(t, 4, 8, &[1])).ok(),
-            Some(errors::INVALID_UPDATE_VERSION)
+            Some(kafka_protocol::ResponseError::InvalidUpdateVersion.code())
         );
         assert_eq!(
             code(1, 11, item(t, 4, 9, &[2])).ok(),
