@@ -4,6 +4,14 @@
 //! broker. The active controller is the KRaft leader, which every node learns from the
 //! metadata quorum; requests go to its `CONTROLLER` listener (`controller.quorum.voters`).
 //! Connection failures and leader changes are retried until the deadline.
+//!
+//! A request in flight to a controller that stops being the leader is abandoned (its
+//! connection dropped) and sent to the new one, as Kafka's `NodeToControllerRequestThread`
+//! disconnects from the old controller when the active one changes. Without that, a heartbeat
+//! waiting on a paused or partitioned old controller for the whole request timeout kept every
+//! broker from reaching the new controller, which fences brokers that have not heartbeated
+//! within `broker.session.timeout.ms` of its activation — all of them, leaving every partition
+//! leaderless and clients with a broker-less metadata answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +32,9 @@ pub enum ChannelError {
     #[error("no active controller answered within {0:?}: {1}")]
     Timeout(Duration, String),
 }
+
+/// How often a request in flight checks whether the active controller changed.
+const LEADER_POLL: Duration = Duration::from_millis(50);
 
 /// Who the active controller is, as this node knows it (the KRaft leader).
 pub type LeaderSource = Arc<dyn Fn() -> Option<i32> + Send + Sync>;
@@ -59,6 +70,16 @@ impl ControllerChannel {
             timeout,
             retry_backoff: retry_backoff.max(Duration::from_millis(10)),
             max_response_bytes: 256 * 1024 * 1024,
+        }
+    }
+
+    /// Resolves once the active controller is no longer `id` (another node or unknown).
+    async fn leader_moved_from(&self, id: i32) {
+        loop {
+            if (self.leader)() != Some(id) {
+                return;
+            }
+            tokio::time::sleep(LEADER_POLL).await;
         }
     }
 
@@ -110,10 +131,16 @@ impl ControllerChannel {
                     }
                 }
                 if let Some((_, conn)) = slot.as_mut() {
-                    match conn.send(req).await {
-                        Ok(resp) => return Ok(resp),
-                        Err(e) => {
-                            last = e.to_string();
+                    tokio::select! {
+                        sent = conn.send(req) => match sent {
+                            Ok(resp) => return Ok(resp),
+                            Err(e) => {
+                                last = e.to_string();
+                                *slot = None;
+                            }
+                        },
+                        _ = self.leader_moved_from(id) => {
+                            last = format!("controller {id} lost leadership with the request in flight");
                             *slot = None;
                         }
                     }
@@ -152,14 +179,20 @@ impl ControllerChannel {
                 }
                 if let Some((_, stream)) = slot.as_mut() {
                     let exchange = exchange_raw(stream, frame, self.max_response_bytes);
-                    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
-                        Ok(Ok(resp)) => return Ok(resp),
-                        Ok(Err(e)) => {
-                            last = format!("{addr}: {e}");
-                            *slot = None;
-                        }
-                        Err(_) => {
-                            last = format!("{addr}: no answer to {api:?}");
+                    tokio::select! {
+                        answered = tokio::time::timeout(Duration::from_secs(10), exchange) => match answered {
+                            Ok(Ok(resp)) => return Ok(resp),
+                            Ok(Err(e)) => {
+                                last = format!("{addr}: {e}");
+                                *slot = None;
+                            }
+                            Err(_) => {
+                                last = format!("{addr}: no answer to {api:?}");
+                                *slot = None;
+                            }
+                        },
+                        _ = self.leader_moved_from(id) => {
+                            last = format!("controller {id} lost leadership with {api:?} in flight");
                             *slot = None;
                         }
                     }
