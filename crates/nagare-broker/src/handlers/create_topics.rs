@@ -22,6 +22,22 @@ pub const VERSIONS: (i16, i16) = (2, 7);
 pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, String> {
     let r: CreateTopicsRequest = req.decode()?;
     let v = req.version();
+    let resp = create_topics(broker, r, v).await;
+    Ok(Reply::Now(respond(
+        ApiKey::CreateTopics,
+        v,
+        req.header.correlation_id,
+        &resp,
+    )))
+}
+
+/// CreateTopics as the controller decides it, typed: what both listeners answer and what the
+/// controller channel runs in-process on the active controller (topic auto-creation).
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    r: CreateTopicsRequest,
+    _version: i16,
+) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let dupes: HashSet<String> = r
         .topics
@@ -135,11 +151,5 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> Result<Reply, Str
             }
         }
     }
-    let resp = CreateTopicsResponse::default().with_topics(results);
-    Ok(Reply::Now(respond(
-        ApiKey::CreateTopics,
-        v,
-        req.header.correlation_id,
-        &resp,
-    )))
+    CreateTopicsResponse::default().with_topics(results)
 }
