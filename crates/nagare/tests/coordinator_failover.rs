@@ -68,7 +68,8 @@ fn eventually<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) ->
 /// Runs one of the test's client calls to completion, failing the test with `what` if it
 /// takes longer than [`CLIENT_TIMEOUT`].
 fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    match block_on(tokio::time::timeout(CLIENT_TIMEOUT, f)) {
+    // The timer is made inside the runtime `block_on` starts.
+    match block_on(async { tokio::time::timeout(CLIENT_TIMEOUT, f).await }) {
         Ok(v) => v,
         Err(_) => panic!("{what}: no answer within {CLIENT_TIMEOUT:?}"),
     }
@@ -77,7 +78,7 @@ fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
 /// A client call whose failure the caller retries: `None` on an error or after
 /// [`CLIENT_TIMEOUT`].
 fn attempt<T>(what: &str, f: impl Future<Output = Option<T>>) -> Option<T> {
-    match block_on(tokio::time::timeout(CLIENT_TIMEOUT, f)) {
+    match block_on(async { tokio::time::timeout(CLIENT_TIMEOUT, f).await }) {
         Ok(v) => v,
         Err(_) => {
             eprintln!("{what}: no answer within {CLIENT_TIMEOUT:?}; retrying");
@@ -145,7 +146,7 @@ fn produce_all(p: &FutureProducer, topic: &str, values: &[String]) {
             }
         }
     };
-    if block_on(tokio::time::timeout(limit, all)).is_err() {
+    if block_on(async { tokio::time::timeout(limit, all).await }).is_err() {
         panic!(
             "producing {} records to {topic}: not all delivered within {limit:?}",
             values.len()
