@@ -5,8 +5,10 @@
 //! up and fences it when the heartbeats stop. On shutdown the broker asks for a controlled
 //! shutdown so that leadership moves away first.
 //!
-//! Requests go to this node's own controller when it is the active one, otherwise over the
-//! [`ControllerChannel`] to the active controller.
+//! Every request goes through the [`ControllerChannel`](crate::controller_channel) on its
+//! heartbeat lane (Kafka's "heartbeat" channel manager), which answers in-process when this
+//! node is the active controller: one code path whichever node that is, and heartbeats never
+//! wait behind admin requests or ISR changes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,35 +87,31 @@ impl BrokerLifecycle {
             endpoints: self.endpoints.clone(),
             rack: broker.config.broker_rack.clone(),
         };
-        let epoch = if let Some(c) = broker.controller.as_ref().filter(|c| c.is_active()) {
-            c.register_broker(reg).await?
-        } else {
-            let req = BrokerRegistrationRequest::default()
-                .with_broker_id(BrokerId(reg.broker_id))
-                .with_cluster_id(sb(reg.cluster_id))
-                .with_incarnation_id(reg.incarnation_id)
-                .with_listeners(
-                    reg.endpoints
-                        .iter()
-                        .map(|e| {
-                            WireListener::default()
-                                .with_name(sb(e.name.clone()))
-                                .with_host(sb(e.host.clone()))
-                                .with_port(e.port)
-                                .with_security_protocol(0)
-                        })
-                        .collect(),
-                )
-                .with_rack(reg.rack.map(sb));
-            let resp = broker.channel_send(&req).await?;
-            if resp.error_code != 0 {
-                return Err(LifecycleError {
-                    code: resp.error_code,
-                    message: "BrokerRegistration refused".into(),
-                });
-            }
-            resp.broker_epoch
-        };
+        let req = BrokerRegistrationRequest::default()
+            .with_broker_id(BrokerId(reg.broker_id))
+            .with_cluster_id(sb(reg.cluster_id))
+            .with_incarnation_id(reg.incarnation_id)
+            .with_listeners(
+                reg.endpoints
+                    .iter()
+                    .map(|e| {
+                        WireListener::default()
+                            .with_name(sb(e.name.clone()))
+                            .with_host(sb(e.host.clone()))
+                            .with_port(e.port)
+                            .with_security_protocol(0)
+                    })
+                    .collect(),
+            )
+            .with_rack(reg.rack.map(sb));
+        let resp = broker.channel_send(&req).await?;
+        if resp.error_code != 0 {
+            return Err(LifecycleError {
+                code: resp.error_code,
+                message: "BrokerRegistration refused".into(),
+            });
+        }
+        let epoch = resp.broker_epoch;
         *self.broker_epoch.lock() = Some(epoch);
         Ok(epoch)
     }
@@ -136,28 +134,23 @@ impl BrokerLifecycle {
             want_shut_down: want_shut_down
                 || self.shutting_down.load(std::sync::atomic::Ordering::SeqCst),
         };
-        let result = if let Some(c) = broker.controller.as_ref().filter(|c| c.is_active()) {
-            c.heartbeat(hb).await.map_err(LifecycleError::from)
-        } else {
-            let req = BrokerHeartbeatRequest::default()
-                .with_broker_id(BrokerId(hb.broker_id))
-                .with_broker_epoch(hb.broker_epoch)
-                .with_current_metadata_offset(hb.current_metadata_offset)
-                .with_want_fence(hb.want_fence)
-                .with_want_shut_down(hb.want_shut_down);
-            let resp = broker.channel_send(&req).await?;
-            if resp.error_code != 0 {
-                Err(LifecycleError {
-                    code: resp.error_code,
-                    message: "BrokerHeartbeat refused".into(),
-                })
-            } else {
-                Ok(HeartbeatReply {
-                    is_caught_up: resp.is_caught_up,
-                    is_fenced: resp.is_fenced,
-                    should_shut_down: resp.should_shut_down,
-                })
-            }
+        let req = BrokerHeartbeatRequest::default()
+            .with_broker_id(BrokerId(hb.broker_id))
+            .with_broker_epoch(hb.broker_epoch)
+            .with_current_metadata_offset(hb.current_metadata_offset)
+            .with_want_fence(hb.want_fence)
+            .with_want_shut_down(hb.want_shut_down);
+        let result = match broker.channel_send(&req).await {
+            Ok(resp) if resp.error_code != 0 => Err(LifecycleError {
+                code: resp.error_code,
+                message: "BrokerHeartbeat refused".into(),
+            }),
+            Ok(resp) => Ok(HeartbeatReply {
+                is_caught_up: resp.is_caught_up,
+                is_fenced: resp.is_fenced,
+                should_shut_down: resp.should_shut_down,
+            }),
+            Err(e) => Err(e),
         };
         if let Err(e) = &result {
             // STALE_BROKER_EPOCH / BROKER_ID_NOT_REGISTERED: the registration is gone (e.g. a

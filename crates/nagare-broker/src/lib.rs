@@ -108,13 +108,16 @@ impl Broker {
         }
     }
 
-    /// Sends a request to the active controller over the controller channel.
+    /// Sends a request to the active controller over the controller channel: in-process to
+    /// this node's controller when it is the active one, otherwise over the wire on the
+    /// request's lane ([`controller_channel::Purpose`]). Error codes inside the response are
+    /// the caller's; a request no controller answered in time is REQUEST_TIMED_OUT.
     pub async fn channel_send<R>(
         &self,
         req: &R,
     ) -> Result<R::Response, broker_lifecycle::LifecycleError>
     where
-        R: kafka_protocol::protocol::Request + Clone,
+        R: controller_channel::ControllerRequest,
     {
         let Some(ch) = self.channel.get() else {
             return Err(broker_lifecycle::LifecycleError {
@@ -196,59 +199,48 @@ impl Broker {
         }
     }
 
-    /// Creates topics on behalf of the broker itself (auto-creation, `__consumer_offsets`):
-    /// on the active controller directly, otherwise with a CreateTopics request to it, then
-    /// waits (briefly) until this node's image has them. A topic that already exists is not
-    /// an error.
+    /// Creates topics on behalf of the broker itself (auto-creation, `__consumer_offsets`)
+    /// with a CreateTopics request to the active controller (Kafka's
+    /// `AutoTopicCreationManager`), then waits (briefly) until this node's image has them. A
+    /// topic that already exists is not an error.
     pub async fn create_topics_internal(
         self: &Arc<Self>,
         topics: Vec<nagare_controller::logic::NewTopic>,
     ) -> Result<(), String> {
-        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
-        if self.is_active_controller() || self.channel.get().is_none() {
-            let defaults = self.controller_defaults.clone();
-            self.controller_commit(false, move |img| {
-                let mut records = Vec::new();
-                let mut pending = std::collections::HashSet::new();
-                for t in topics {
-                    match nagare_controller::logic::create_topic(img, &defaults, &t, &pending) {
-                        Ok(c) => {
-                            tracing::info!(topic = %t.name, partitions = c.num_partitions, "created topic");
-                            records.extend(c.records);
-                            pending.insert(t.name);
-                        }
-                        Err(e) if e.code == 36 => {}
-                        Err(e) => tracing::warn!(topic = %t.name, error = %e, "cannot create topic"),
-                    }
-                }
-                Ok((records, ()))
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            return Ok(());
-        }
         use kafka_protocol::messages::create_topics_request::{
-            CreatableTopic, CreatableTopicConfig,
+            CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
         };
-        let req = kafka_protocol::messages::CreateTopicsRequest::default()
+        use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, TopicName};
+        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+        let req = CreateTopicsRequest::default()
             .with_timeout_ms(30_000)
             .with_topics(
                 topics
-                    .iter()
+                    .into_iter()
                     .map(|t| {
                         CreatableTopic::default()
-                            .with_name(kafka_protocol::messages::TopicName(handlers::sb(
-                                t.name.clone(),
-                            )))
+                            .with_name(TopicName(handlers::sb(t.name)))
                             .with_num_partitions(t.num_partitions)
                             .with_replication_factor(t.replication_factor)
+                            .with_assignments(
+                                t.assignments
+                                    .into_iter()
+                                    .map(|(partition, replicas)| {
+                                        CreatableReplicaAssignment::default()
+                                            .with_partition_index(partition)
+                                            .with_broker_ids(
+                                                replicas.into_iter().map(BrokerId).collect(),
+                                            )
+                                    })
+                                    .collect(),
+                            )
                             .with_configs(
                                 t.configs
-                                    .iter()
+                                    .into_iter()
                                     .map(|(k, v)| {
                                         CreatableTopicConfig::default()
-                                            .with_name(handlers::sb(k.clone()))
-                                            .with_value(v.clone().map(handlers::sb))
+                                            .with_name(handlers::sb(k))
+                                            .with_value(v.map(handlers::sb))
                                     })
                                     .collect(),
                             )
@@ -301,37 +293,28 @@ impl Broker {
                 return Ok(ids.0 - 1);
             }
         }
-        let node = self.config.node_id;
-        let first = if self.is_active_controller() || self.channel.get().is_none() {
-            self.controller_commit(false, move |img| {
-                let (first, recs) = nagare_controller::logic::allocate_producer_ids(img, node);
-                Ok((recs, first))
+        // AllocateProducerIds to the active controller, with our registration's epoch.
+        let epoch = self
+            .lifecycle
+            .get()
+            .and_then(|l| l.broker_epoch())
+            .unwrap_or(-1);
+        let req = kafka_protocol::messages::AllocateProducerIdsRequest::default()
+            .with_broker_id(kafka_protocol::messages::BrokerId(self.config.node_id))
+            .with_broker_epoch(epoch);
+        let resp = self.channel_send(&req).await.map_err(|e| {
+            ControllerError::Api(ApiError {
+                code: e.code,
+                message: e.message,
             })
-            .await?
-        } else {
-            // AllocateProducerIds to the active controller, with our registration's epoch.
-            let epoch = self
-                .lifecycle
-                .get()
-                .and_then(|l| l.broker_epoch())
-                .unwrap_or(-1);
-            let req = kafka_protocol::messages::AllocateProducerIdsRequest::default()
-                .with_broker_id(kafka_protocol::messages::BrokerId(node))
-                .with_broker_epoch(epoch);
-            let resp = self.channel_send(&req).await.map_err(|e| {
-                ControllerError::Api(ApiError {
-                    code: e.code,
-                    message: e.message,
-                })
-            })?;
-            if resp.error_code != 0 {
-                return Err(ControllerError::Api(ApiError {
-                    code: resp.error_code,
-                    message: "AllocateProducerIds refused".into(),
-                }));
-            }
-            resp.producer_id_start.0
-        };
+        })?;
+        if resp.error_code != 0 {
+            return Err(ControllerError::Api(ApiError {
+                code: resp.error_code,
+                message: "AllocateProducerIds refused".into(),
+            }));
+        }
+        let first = resp.producer_id_start.0;
         let mut ids = self.producer_ids.lock();
         *ids = (
             first + 1,

@@ -352,13 +352,16 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     let broker = Arc::new(broker_state);
     let _ = broker.quorum.set(quorum.clone());
     let leader_raft = raft.clone();
-    let _ = broker.channel.set(Arc::new(ControllerChannel::new(
-        q.voters.clone(),
-        Arc::new(move || leader_raft.leader().leader_id),
-        config.node_id,
-        Duration::from_millis(q.request_timeout_ms.max(1000) * 15),
-        Duration::from_millis(q.retry_backoff_ms.max(20) * 5),
-    )));
+    let _ = broker.channel.set(Arc::new(
+        ControllerChannel::new(
+            q.voters.clone(),
+            Arc::new(move || leader_raft.leader().leader_id),
+            config.node_id,
+            Duration::from_millis(q.request_timeout_ms.max(1000) * 15),
+            Duration::from_millis(q.retry_backoff_ms.max(20) * 5),
+        )
+        .with_local(Arc::downgrade(&broker)),
+    ));
     let _ = broker_cell.set(broker.clone());
 
     // React to every committed image (topic creation, deletion, config changes).

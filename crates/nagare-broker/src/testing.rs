@@ -149,6 +149,18 @@ impl TestBroker {
             state.authorizer = a;
         }
         let broker = Arc::new(state);
+        // The channel to the active controller, which is this node: requests go in-process.
+        let voters = broker.config.quorum.voters.clone();
+        let _ = broker.channel.set(Arc::new(
+            crate::controller_channel::ControllerChannel::new(
+                voters,
+                Arc::new(|| Some(1)),
+                1,
+                Duration::from_secs(5),
+                Duration::from_millis(20),
+            )
+            .with_local(Arc::downgrade(&broker)),
+        ));
         let weak = Arc::downgrade(&broker);
         publisher.subscribe(Box::new(move |_old, new| {
             if let Some(b) = weak.upgrade() {

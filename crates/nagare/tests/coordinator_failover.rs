@@ -19,12 +19,18 @@
 //! Last, two of the three brokers are killed: the survivor alone is the ISR of every offsets
 //! partition (below `min.insync.replicas`), and offset commits still succeed (Kafka 4's
 //! coordinator writes with acks=1 and waits for the high watermark).
+//!
+//! Every wait is bounded, so a hang fails the test with a message naming what it waited on
+//! instead of stalling CI: librdkafka's synchronous commit (`rd_kafka_commit` has no timeout of
+//! its own) and the consumers' close run on helper threads with a deadline, the test's own
+//! client calls run under a timeout, and the members' thread is joined with one.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::block_on;
@@ -34,6 +40,7 @@ use common::replication::sorted;
 use nagare_client::{Client, OffsetSpec, PartitionMetadata};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -43,14 +50,46 @@ const OFFSETS_TOPIC: &str = "__consumer_offsets";
 const OFFSETS_PARTITIONS: usize = 10;
 const PARTITIONS: i32 = 6;
 const BROKERS: [i32; 3] = [101, 102, 103];
+/// The longest one synchronous commit may take. `rd_kafka_commit` waits for its result without
+/// a timeout: a commit parked on a coordinator that never answers would block forever (the
+/// clean-clone CI run once sat 13 minutes after a coordinator kill, most likely in one).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest one of the test's own client calls (FindCoordinator, Metadata, OffsetFetch,
+/// ListOffsets, OffsetCommit, with the client's retries) may take.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest the members' thread may take to stop, and the consumers to close (LeaveGroup;
+/// rust-rdkafka's drop polls until librdkafka says the consumer is closed, without a limit).
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn eventually<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
     replication::eventually_every(timeout, Duration::from_millis(100), what, f)
 }
 
+/// Runs one of the test's client calls to completion, failing the test with `what` if it
+/// takes longer than [`CLIENT_TIMEOUT`].
+fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    // The timer is made inside the runtime `block_on` starts.
+    match block_on(async { tokio::time::timeout(CLIENT_TIMEOUT, f).await }) {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer within {CLIENT_TIMEOUT:?}"),
+    }
+}
+
+/// A client call whose failure the caller retries: `None` on an error or after
+/// [`CLIENT_TIMEOUT`].
+fn attempt<T>(what: &str, f: impl Future<Output = Option<T>>) -> Option<T> {
+    match block_on(async { tokio::time::timeout(CLIENT_TIMEOUT, f).await }) {
+        Ok(v) => v,
+        Err(_) => {
+            eprintln!("{what}: no answer within {CLIENT_TIMEOUT:?}; retrying");
+            None
+        }
+    }
+}
+
 /// The coordinator of `group` as FindCoordinator answers it.
 fn coordinator(bootstrap: &str, group: &str) -> Option<i32> {
-    block_on(async {
+    attempt("FindCoordinator", async {
         let mut c = Client::connect_to(bootstrap).await.ok()?;
         c.find_coordinator(group).await.ok()
     })
@@ -58,7 +97,7 @@ fn coordinator(bootstrap: &str, group: &str) -> Option<i32> {
 
 /// The partitions of `__consumer_offsets`.
 fn offsets_partitions(bootstrap: &str) -> Option<Vec<PartitionMetadata>> {
-    block_on(async {
+    attempt("Metadata of the offsets topic", async {
         let mut c = Client::connect_to(bootstrap).await.ok()?;
         let t = c.topic_metadata(OFFSETS_TOPIC).await.ok()?;
         Some(t.partitions.clone())
@@ -68,16 +107,19 @@ fn offsets_partitions(bootstrap: &str) -> Option<Vec<PartitionMetadata>> {
 /// The committed offsets of `group` on `topic`, by partition (retried by the client on
 /// coordinator errors).
 fn committed(bootstrap: &str, group: &str, topic: &str) -> Option<BTreeMap<i32, i64>> {
-    block_on(async {
+    attempt("OffsetFetch", async {
         let mut c = Client::connect_to(bootstrap).await.ok()?;
         let m = c.fetch_committed(group, Some(&[topic])).await.ok()?;
         Some(m.into_iter().map(|((_, p), o)| (p, o)).collect())
     })
 }
 
-/// Produces `values` round-robin over the partitions with acks=all; panics on a failure.
+/// Produces `values` round-robin over the partitions with acks=all; panics on a failure
+/// (each delivery is bounded by the producer's `message.timeout.ms`, the whole by a minute
+/// more).
 fn produce_all(p: &FutureProducer, topic: &str, values: &[String]) {
-    block_on(async {
+    let limit = Duration::from_secs(120);
+    let all = async {
         let futs: Vec<_> = values
             .iter()
             .enumerate()
@@ -103,10 +145,16 @@ fn produce_all(p: &FutureProducer, topic: &str, values: &[String]) {
                 panic!("acks=all produce of {v} failed: {e}");
             }
         }
-    })
+    };
+    if block_on(async { tokio::time::timeout(limit, all).await }).is_err() {
+        panic!(
+            "producing {} records to {topic}: not all delivered within {limit:?}",
+            values.len()
+        );
+    }
 }
 
-fn consumer(bootstrap: &str, group: &str, topic: &str, protocol: &str) -> BaseConsumer {
+fn consumer(bootstrap: &str, group: &str, topic: &str, protocol: &str) -> Arc<BaseConsumer> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -125,12 +173,55 @@ fn consumer(bootstrap: &str, group: &str, topic: &str, protocol: &str) -> BaseCo
     }
     let c: BaseConsumer = cfg.create().expect("consumer");
     c.subscribe(&[topic]).expect("subscribe");
-    c
+    Arc::new(c)
+}
+
+/// What the members are doing, and since when: named in the failure when a wait on them
+/// times out.
+#[derive(Clone)]
+struct Activity(Arc<Mutex<(String, Instant)>>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity(Arc::new(Mutex::new(("nothing yet".into(), Instant::now()))))
+    }
+    fn set(&self, what: String) {
+        if let Ok(mut a) = self.0.lock() {
+            *a = (what, Instant::now());
+        }
+    }
+    fn describe(&self) -> String {
+        match self.0.lock() {
+            Ok(a) => format!("{} (for {} ms)", a.0, a.1.elapsed().as_millis()),
+            Err(_) => "unknown".into(),
+        }
+    }
+}
+
+/// `c.commit(tpl, Sync)` on a helper thread, failing the test if it has not returned within
+/// [`COMMIT_TIMEOUT`] (the helper is left behind, blocked in librdkafka). The caller waits
+/// exactly as for the commit itself: it does not poll meanwhile.
+fn commit_sync(c: &Arc<BaseConsumer>, tpl: TopicPartitionList, what: &str) -> KafkaResult<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = c.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(c.commit(&tpl, CommitMode::Sync));
+    });
+    match rx.recv_timeout(COMMIT_TIMEOUT) {
+        Ok(result) => result,
+        Err(_) => panic!(
+            "{what}: the synchronous commit did not return within {COMMIT_TIMEOUT:?} \
+             (librdkafka's rd_kafka_commit has no timeout; see the brokers' OffsetCommit \
+             handling and the coordinator's state in their logs)"
+        ),
+    }
 }
 
 /// The members and what the test knows about the group.
 struct Group {
-    consumers: Vec<BaseConsumer>,
+    consumers: Vec<Arc<BaseConsumer>>,
+    /// What the members are doing (for a timeout's message).
+    activity: Activity,
     /// Every value consumed (at least once).
     seen: BTreeSet<String>,
     /// The last acknowledged commit per partition.
@@ -148,7 +239,8 @@ impl Group {
     /// synchronously if `commit`. Returns whether any commit was acknowledged.
     fn round(&mut self, commit: bool, budget: usize) -> bool {
         let mut acked_any = false;
-        for c in &self.consumers {
+        for (i, c) in self.consumers.iter().enumerate() {
+            self.activity.set(format!("member {i} polling"));
             let mut got = 0;
             while got < budget {
                 match c.poll(Duration::from_millis(if got == 0 { 100 } else { 0 })) {
@@ -184,8 +276,10 @@ impl Group {
             for (p, o) in &offsets {
                 self.attempted.entry(*p).or_default().insert(*o);
             }
+            let what = format!("member {i} committing {offsets:?} synchronously");
+            self.activity.set(what.clone());
             let started = Instant::now();
-            match c.commit(&tpl, CommitMode::Sync) {
+            match commit_sync(c, tpl, &what) {
                 Ok(()) => {
                     self.commit_time += started.elapsed();
                     for (p, o) in offsets {
@@ -216,6 +310,46 @@ impl Group {
     }
 }
 
+impl Drop for Group {
+    /// Closes the consumers on a helper thread, failing the test (unless it is failing
+    /// already) if that has not finished within [`STOP_TIMEOUT`].
+    fn drop(&mut self) {
+        let consumers = std::mem::take(&mut self.consumers);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(consumers);
+            let _ = tx.send(());
+        });
+        if rx.recv_timeout(STOP_TIMEOUT).is_err() {
+            let msg =
+                format!("closing the group's consumers did not finish within {STOP_TIMEOUT:?}");
+            if std::thread::panicking() {
+                eprintln!("{msg}");
+            } else {
+                panic!("{msg}");
+            }
+        }
+    }
+}
+
+/// Joins the members' thread within [`STOP_TIMEOUT`]; a panic there (a commit that timed
+/// out) is raised here with its own message.
+fn join_members(members: std::thread::JoinHandle<Group>, activity: &Activity) -> Group {
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while !members.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the members' thread did not stop within {STOP_TIMEOUT:?}: {}",
+            activity.describe()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match members.join() {
+        Ok(g) => g,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
 fn values(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
@@ -234,6 +368,7 @@ fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str)
         consumers: (0..2)
             .map(|_| consumer(&all, group, topic, protocol))
             .collect(),
+        activity: Activity::new(),
         seen: BTreeSet::new(),
         acked: BTreeMap::new(),
         attempted: BTreeMap::new(),
@@ -283,6 +418,7 @@ fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str)
     let stop = Arc::new(AtomicBool::new(false));
     let commit = Arc::new(AtomicBool::new(true));
     let rounds = Arc::new(AtomicU64::new(0));
+    let activity = g.activity.clone();
     let members = {
         let (stop, commit, rounds) = (stop.clone(), commit.clone(), rounds.clone());
         std::thread::spawn(move || {
@@ -306,6 +442,11 @@ fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str)
         .collect::<Vec<_>>()
         .join(",");
     let new_coord = loop {
+        if members.is_finished() {
+            // It failed (a commit that never returned): say so rather than wait on.
+            join_members(members, &activity);
+            unreachable!("the members' thread stopped before it was told to");
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(90),
             "no coordinator answered OffsetFetch after the kill"
@@ -321,9 +462,14 @@ fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str)
     // Let the round that was running at the kill (and its commit) finish, then read what the
     // new coordinator has.
     while rounds.load(Ordering::Acquire) < r + 2 {
+        if members.is_finished() {
+            join_members(members, &activity);
+            unreachable!("the members' thread stopped before it was told to");
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(90),
-            "the members' thread is stuck"
+            "the members' thread is stuck: {}",
+            activity.describe()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -331,7 +477,7 @@ fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str)
         committed(&survivors, group, topic)
     });
     stop.store(true, Ordering::Release);
-    let mut g = members.join().expect("members' thread");
+    let mut g = join_members(members, &activity);
     eprintln!(
         "[{protocol}] new coordinator {new_coord} answered OffsetFetch {failover_ms} ms after the SIGKILL: {after:?}; acknowledged {:?}",
         g.acked
@@ -398,7 +544,7 @@ fn failover(cluster: &mut TestCluster, protocol: &str, topic: &str, group: &str)
         );
     }
     // The last commits: every partition at its end.
-    let ends: BTreeMap<i32, i64> = block_on(async {
+    let ends: BTreeMap<i32, i64> = within("ListOffsets of every partition", async {
         let mut c = Client::connect_to(&survivors).await.expect("connect");
         let mut out = BTreeMap::new();
         for p in 0..PARTITIONS {
@@ -527,7 +673,7 @@ fn coordinator_fails_over_with_its_offsets_partition() {
     let two = cluster.bootstrap();
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
-        let code = block_on(async {
+        let code = within("FindCoordinator with 2 of 3 brokers", async {
             let mut c = Client::connect_to(&two).await.expect("connect");
             c.find_coordinator("probe")
                 .await
@@ -602,7 +748,7 @@ fn commits_with_the_isr_below_min_insync(cluster: &mut TestCluster, topic: &str)
     );
     let offsets: Vec<(&str, i32, i64)> =
         (0..PARTITIONS).map(|p| (topic, p, 7 + p as i64)).collect();
-    block_on(async {
+    within("OffsetCommit to the lone survivor", async {
         let mut c = Client::connect_to(&lone).await.expect("connect");
         c.commit_offsets(group, &offsets)
             .await

@@ -270,6 +270,8 @@ struct Recorded {
     /// When each acknowledgement arrived (since the run started) and its partition: the
     /// longest stretches without one show how long faults kept a partition unavailable.
     ack_times: Mutex<Vec<(Duration, i32)>>,
+    /// When each delivery failure was reported and its partition.
+    fail_times: Mutex<Vec<(Duration, i32)>>,
     /// librdkafka's log lines of the producers.
     client_log: Mutex<Vec<String>>,
     started: Mutex<Option<Instant>>,
@@ -284,8 +286,45 @@ impl Recorded {
             .elapsed()
     }
 
-    /// Per partition, the longest stretch without an acknowledgement: (length, from).
-    fn longest_ack_gaps(&self) -> Vec<(Duration, Duration)> {
+    /// Per partition, acknowledgements/failures per `window` of the run: where availability
+    /// went, when producers' messages timed out.
+    fn deliveries_per_window(&self, window: Duration) -> Vec<String> {
+        let acks = self.ack_times.lock().expect("ack times").clone();
+        let fails = self.fail_times.lock().expect("fail times").clone();
+        let bucket = |t: Duration| (t.as_secs_f64() / window.as_secs_f64()) as usize;
+        let last = acks
+            .iter()
+            .chain(fails.iter())
+            .map(|(t, _)| bucket(*t))
+            .max()
+            .unwrap_or(0);
+        (0..PARTITIONS)
+            .map(|p| {
+                let mut counts = vec![(0usize, 0usize); last + 1];
+                for (t, _) in acks.iter().filter(|(_, q)| *q == p) {
+                    counts[bucket(*t)].0 += 1;
+                }
+                for (t, _) in fails.iter().filter(|(_, q)| *q == p) {
+                    counts[bucket(*t)].1 += 1;
+                }
+                let cells: Vec<String> = counts
+                    .iter()
+                    .map(|(a, f)| {
+                        if *f == 0 {
+                            format!("{a}")
+                        } else {
+                            format!("{a}/{f}!")
+                        }
+                    })
+                    .collect();
+                format!("partition {p}: {}", cells.join(" "))
+            })
+            .collect()
+    }
+
+    /// Per partition, the longest stretch without an acknowledgement until `end` (when the
+    /// producers were told to stop): (length, from).
+    fn longest_ack_gaps(&self, end: Duration) -> Vec<(Duration, Duration)> {
         let times = self.ack_times.lock().expect("ack times");
         (0..PARTITIONS)
             .map(|p| {
@@ -296,6 +335,9 @@ impl Recorded {
                         best = (t.saturating_sub(last), last);
                     }
                     last = last.max(*t);
+                }
+                if end.saturating_sub(last) > best.0 {
+                    best = (end.saturating_sub(last), last);
                 }
                 best
             })
@@ -354,12 +396,19 @@ impl rdkafka::producer::ProducerContext for DeliveryRecorder {
                     offset: m.offset(),
                 })
             }
-            Err((e, _)) => self
-                .rec
-                .failed
-                .lock()
-                .expect("failed")
-                .push((value, e.to_string())),
+            Err((e, m)) => {
+                let at = self.rec.since_start();
+                self.rec
+                    .fail_times
+                    .lock()
+                    .expect("fail times")
+                    .push((at, m.partition()));
+                self.rec
+                    .failed
+                    .lock()
+                    .expect("failed")
+                    .push((value, e.to_string()))
+            }
         }
     }
 }
@@ -384,7 +433,13 @@ fn new_producer(
         .set("reconnect.backoff.max.ms", "500")
         .set("topic.metadata.refresh.interval.ms", "1000")
         .set("queue.buffering.max.messages", "20000")
-        .set("debug", "eos")
+        .set(
+            "debug",
+            std::env::var("NAGARE_FAULT_CLIENT_DEBUG").unwrap_or_else(|_| "eos".into()),
+        )
+        // rust-rdkafka takes its log level from the `log` crate (off here): without this,
+        // librdkafka drops its debug lines once the client is created.
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug)
         .create_with_context(DeliveryRecorder {
             producer: id,
             rec: rec.clone(),
@@ -693,6 +748,10 @@ fn check_history(h: &History) -> Vec<String> {
 /// Checks `h` and panics with the violations; before that, copies every node's directory
 /// (config, data, log) out of the temporary directory so the failure can be examined.
 fn assert_history(h: &History, fc: &FaultCluster, client_log: &[String]) {
+    if let Ok(d) = std::env::var("NAGARE_TEST_KEEP_LOGS") {
+        let _ = std::fs::create_dir_all(&d);
+        let _ = std::fs::write(format!("{d}/producers.log"), client_log.join("\n"));
+    }
     let bad = check_history(h);
     if !bad.is_empty() {
         let keep = std::env::temp_dir().join(format!(
@@ -1000,6 +1059,7 @@ fn faults_keep_every_acknowledged_write() {
     ));
     std::thread::sleep(Duration::from_secs(3));
     stop_producers.store(true, Ordering::SeqCst);
+    let producers_stopped = rec.since_start();
     for p in producers {
         p.join().expect("producer thread");
     }
@@ -1065,8 +1125,12 @@ fn faults_keep_every_acknowledged_write() {
     );
     eprintln!(
         "longest stretch without an acknowledgement per partition (length, from, on the schedule's clock): {:?}",
-        rec.longest_ack_gaps()
+        rec.longest_ack_gaps(producers_stopped)
     );
+    eprintln!("acknowledged (/failed!) per 10 s window:");
+    for line in rec.deliveries_per_window(Duration::from_secs(10)) {
+        eprintln!("  {line}");
+    }
     assert!(!h.acked.is_empty(), "nothing was acknowledged");
     let client_log = rec.client_log.lock().expect("client log").clone();
     assert_history(&h, &fc, &client_log);

@@ -157,7 +157,7 @@ handler!(sync h_describe_quorum => describe_quorum::handle);
 handler!(controller h_broker_registration => ApiKey::BrokerRegistration);
 handler!(controller h_broker_heartbeat => ApiKey::BrokerHeartbeat);
 handler!(controller h_allocate_producer_ids => ApiKey::AllocateProducerIds);
-handler!(async h_alter_partition => alter_partition::handle);
+handler!(controller h_alter_partition => ApiKey::AlterPartition);
 handler!(async h_envelope => envelope::handle);
 
 const fn local(

@@ -25,6 +25,39 @@ pub const VERSIONS: (i16, i16) = (2, 7);
 pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: CreateTopicsRequest = req.decode()?;
     let v = req.version();
+    // Kafka: CREATE on the cluster, or else on each topic.
+    let may_create_any = broker.authorize(&req.ctx, AclOperation::Create, &Resource::cluster());
+    let may_create = |name: &str| {
+        may_create_any || broker.authorize(&req.ctx, AclOperation::Create, &Resource::topic(name))
+    };
+    let resp = create_topics_as(broker, r, v, &may_create).await;
+    Ok(Reply::Now(respond(
+        ApiKey::CreateTopics,
+        v,
+        req.correlation_id(),
+        &resp,
+    )))
+}
+
+/// CreateTopics as the controller decides it, typed: what the controller channel runs
+/// in-process on the active controller for the broker itself (topic auto-creation, the
+/// offsets topic), which Kafka authorizes as the broker's own cluster action.
+pub async fn create_topics(
+    broker: &Arc<Broker>,
+    r: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    create_topics_as(broker, r, version, &|_| true).await
+}
+
+/// CreateTopics for a requester allowed to create the topics `may_create` accepts; the others
+/// get TOPIC_AUTHORIZATION_FAILED.
+async fn create_topics_as(
+    broker: &Arc<Broker>,
+    r: CreateTopicsRequest,
+    _version: i16,
+    may_create: &(dyn Fn(&str) -> bool + Sync),
+) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
     let dupes: HashSet<String> = r
         .topics
@@ -34,14 +67,9 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         .collect();
     let mut results: Vec<CreatableTopicResult> = Vec::new();
     let mut todo = Vec::new();
-    // Kafka: CREATE on the cluster, or else on each topic.
-    let may_create_any = broker.authorize(&req.ctx, AclOperation::Create, &Resource::cluster());
     for t in &r.topics {
         let name = t.name.to_string();
-        if !dupes.contains(&name)
-            && !may_create_any
-            && !broker.authorize(&req.ctx, AclOperation::Create, &Resource::topic(&name))
-        {
+        if !dupes.contains(&name) && !may_create(&name) {
             results.push(
                 CreatableTopicResult::default()
                     .with_name(t.name.clone())
@@ -153,11 +181,5 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             }
         }
     }
-    let resp = CreateTopicsResponse::default().with_topics(results);
-    Ok(Reply::Now(respond(
-        ApiKey::CreateTopics,
-        v,
-        req.correlation_id(),
-        &resp,
-    )))
+    CreateTopicsResponse::default().with_topics(results)
 }

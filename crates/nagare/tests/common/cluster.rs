@@ -421,6 +421,13 @@ impl Drop for TestCluster {
         for n in &mut self.nodes {
             n.kill9();
         }
+        // NAGARE_TEST_KEEP_LOGS=dir: every node's output is kept there, pass or fail.
+        if let Ok(d) = std::env::var("NAGARE_TEST_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&d);
+            for n in &self.nodes {
+                let _ = std::fs::write(format!("{d}/node-{}.log", n.id), n.output());
+            }
+        }
         if std::thread::panicking() {
             for n in &self.nodes {
                 eprintln!("===== node {} ({}) output:\n{}", n.id, n.roles, n.output());
