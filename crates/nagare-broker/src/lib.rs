@@ -27,7 +27,7 @@ use nagare_controller::shell::ControllerError;
 use nagare_controller::Controller;
 use nagare_metadata::records::{ConfigResource, MetadataRecord};
 use nagare_metadata::topic_config::TopicDefaults;
-use nagare_metadata::{MetadataImage, MetadataPublisher};
+use nagare_metadata::{MetadataDelta, MetadataImage, MetadataPublisher};
 
 pub use config::BrokerConfig;
 pub use replica_manager::ReplicaManager;
@@ -134,14 +134,15 @@ impl Broker {
         self.controller.as_ref().is_some_and(|c| c.is_active())
     }
 
-    /// Reacts to a newly committed image.
-    pub fn on_image(&self, image: &MetadataImage) {
+    /// Reacts to a newly committed image: `delta` says what changed since the image this was
+    /// last called with (the first call gets the whole image as a delta from the empty one).
+    pub fn on_image(&self, delta: &MetadataDelta, image: &MetadataImage) {
         let defaults = self
             .config
             .topic_defaults(&dynamic_broker_overrides(image, self.config.node_id));
         *self.topic_defaults.write() = defaults.clone();
-        self.replicas.apply_image(image, &defaults);
-        self.groups.on_image(image, self.config.node_id);
+        self.replicas.apply_delta(delta, image, &defaults);
+        self.groups.on_image(delta, image, self.config.node_id);
     }
 
     /// Runs a controller decision on this node's controller; NOT_CONTROLLER unless it is the

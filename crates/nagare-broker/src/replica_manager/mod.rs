@@ -362,6 +362,8 @@ pub struct ReplicaManager {
     /// On-disk logs missing from the image are deleted only from images at or past this
     /// metadata offset (see [`ReplicaManager::delete_strays_from`]).
     stray_floor: AtomicI64,
+    /// Serializes metadata application and remembers what it needs between deltas.
+    meta: Mutex<metadata_apply::ApplyState>,
 }
 
 /// The high watermarks of every partition of a log dir (Kafka's file name and format).
@@ -403,6 +405,7 @@ impl ReplicaManager {
             checkpointed_hws: Mutex::new(checkpointed_hws),
             last_hw_checkpoint: Mutex::new(None),
             stray_floor: AtomicI64::new(0),
+            meta: Mutex::new(Default::default()),
         }
     }
 
