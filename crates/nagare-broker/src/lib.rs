@@ -156,9 +156,33 @@ impl Broker {
         T: Send + 'static,
         F: FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError> + Send + 'static,
     {
-        match &self.controller {
-            Some(c) => c.commit(dry_run, decide).await,
-            None => Err(ControllerError::NotController { leader: None }),
+        let answer = match &self.controller {
+            Some(c) => c.commit(dry_run, decide).await?,
+            None => return Err(ControllerError::NotController { leader: None }),
+        };
+        if !dry_run {
+            self.wait_metadata_applied().await;
+        }
+        Ok(answer)
+    }
+
+    /// Waits (a bounded time) until this node's image listeners — the replica manager above
+    /// all — have applied the current image, so that an answer sent after a commit finds its
+    /// effect here: a client told that its topic was created may produce to it at once.
+    /// (Before listeners took deltas this held by accident: applying an image held the
+    /// partitions lock, so the next request's lookup waited for it.)
+    async fn wait_metadata_applied(&self) {
+        let target = self.metadata.image().offset;
+        let mut applied = self.metadata.applied_offset();
+        let wait = applied.wait_for(|o| *o >= target);
+        if tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                offset = target,
+                "the metadata listeners have not applied the committed change yet; answering anyway"
+            );
         }
     }
 

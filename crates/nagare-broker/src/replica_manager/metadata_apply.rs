@@ -6,8 +6,8 @@
 //! Lock discipline: produce and fetch look partitions up under the `partitions` read lock,
 //! so that lock is never held across file-system work. Creating a log (directories, files,
 //! fsyncs) and deleting one (a large topic's segments) happen outside it; the write lock is
-//! taken only to insert or remove the `Partition` entries. A removed partition leaves the map
-//! before its directory is deleted; a created one is fully set up (log open, leader state
+//! taken only to insert or remove `Partition` entries, briefly. A removed partition leaves the
+//! map before its directory is deleted; a created one is fully set up (log open, leader state
 //! installed) before it enters the map. Deltas are applied one at a time (`meta` lock).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -130,9 +130,12 @@ impl ReplicaManager {
                 }
             }
         }
-        let roles_changed = actions
-            .iter()
-            .any(|(_, a)| !matches!(a, Action::Update(_, None)));
+        // The replica fetchers re-read whom they follow (and reconnect to re-registered
+        // brokers) when roles or brokers change; a config-only delta leaves them alone.
+        let roles_changed = !delta.brokers.is_empty()
+            || actions
+                .iter()
+                .any(|(_, a)| !matches!(a, Action::Update(_, None)));
         let topic_config = |topic: &str| {
             let overrides = image.config_overrides(ConfigResource::Topic, topic);
             let min_isr = defaults
@@ -144,7 +147,10 @@ impl ReplicaManager {
 
         // Removals: out of the map under a brief write lock, then the directories deleted
         // without any lock held.
-        let removed: Vec<TopicPartition> = {
+        let removing = actions.iter().any(|(_, a)| matches!(a, Action::Remove(_)));
+        let removed: Vec<TopicPartition> = if !removing {
+            Vec::new()
+        } else {
             let mut parts = self.partitions.write();
             actions
                 .iter()
@@ -168,8 +174,7 @@ impl ReplicaManager {
         }
 
         // Creations and updates, without the lock: a new partition is set up completely
-        // before it becomes visible.
-        let mut created: Vec<(TopicPartition, Arc<Partition>)> = Vec::new();
+        // (log open, leader state installed) before it enters the map.
         let mut configs: HashMap<String, (nagare_storage::LogConfig, i32)> = HashMap::new();
         for (tp, action) in actions {
             let (config, min_isr) = configs
@@ -200,7 +205,9 @@ impl ReplicaManager {
                             ));
                             p.min_isr.store(min_isr, Ordering::Release);
                             p.apply_registration(me, &reg, now);
-                            created.push((tp, p));
+                            // Visible at once, not after the rest of the delta: a client told
+                            // its topic exists may produce to it right away.
+                            self.partitions.write().insert(tp, p);
                         }
                         Err(e) => tracing::error!(%tp, error = %e, "cannot open partition log"),
                     }
@@ -214,12 +221,6 @@ impl ReplicaManager {
                 .clone();
             p.log.update_config(config);
             p.min_isr.store(min_isr, Ordering::Release);
-        }
-        if !created.is_empty() {
-            let mut parts = self.partitions.write();
-            for (tp, p) in created {
-                parts.insert(tp, p);
-            }
         }
 
         // Topic ids of the topics with a partition replicated here (Fetch v13+ names).
