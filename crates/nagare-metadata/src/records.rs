@@ -297,7 +297,7 @@ pub enum RecordError {
     #[error("unsupported metadata record frame version {0} (this binary reads frame version 1 and the legacy JSON envelope v1)")]
     UnsupportedFrameVersion(u64),
     /// A record type this code does not know (written by a newer version).
-    #[error("unknown metadata record type: apiKey {api_key} version {version} (this binary knows apiKeys 0, 2, 3, 4, 5, 9, 12, 15, 17)")]
+    #[error("unknown metadata record type: apiKey {api_key} version {version} (this binary knows apiKeys {known})", known = known_api_keys())]
     UnknownType {
         /// The apiKey read.
         api_key: u64,
@@ -327,6 +327,15 @@ pub enum RecordError {
         /// The newest version of the type allowed at that level, if any.
         allowed: Option<u16>,
     },
+}
+
+/// The apiKeys this code knows, for error messages.
+fn known_api_keys() -> String {
+    RecordType::ALL
+        .iter()
+        .map(|t| t.api_key().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The type and version a record was decoded from (or is to be encoded at).
@@ -657,5 +666,15 @@ mod tests {
             .unwrap_or_default();
         assert!(msg.contains("TopicRecord (apiKey 2) version 1"), "{msg}");
         assert!(msg.contains("versions 0 to 0"), "{msg}");
+        let msg = MetadataRecord::decode(&unknown)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            msg.contains(
+                "apiKey 99 version 0 (this binary knows apiKeys 0, 2, 3, 4, 5, 9, 12, 15, 17)"
+            ),
+            "{msg}"
+        );
     }
 }
