@@ -180,25 +180,49 @@ impl GroupCoordinator {
 
     /// Starts loading shards for the `__consumer_offsets` partitions this node now leads
     /// (in the image and in the replica manager, at the image's epoch) and unloads the
-    /// others. Call after [`ReplicaManager::apply_image`] of the same image.
-    pub fn on_image(self: &Arc<Self>, image: &MetadataImage, node_id: i32) {
-        let topics = TopicsImage {
-            topics: image
-                .topics_by_id
-                .values()
-                .map(|t| (t.name.clone(), (t.id, t.partitions.len() as i32)))
-                .collect(),
-        };
-        {
+    /// others — looking only at the partitions `delta` changed, since no other can have
+    /// changed hands. Call after [`ReplicaManager::apply_delta`] of the same delta.
+    pub fn on_image(
+        self: &Arc<Self>,
+        delta: &nagare_metadata::MetadataDelta,
+        image: &MetadataImage,
+        node_id: i32,
+    ) {
+        // The topics image (names, ids, partition counts) changes only when topics come or
+        // go or gain partitions.
+        let topics_changed = !delta.created_topics.is_empty()
+            || !delta.deleted_topics.is_empty()
+            || delta
+                .partitions
+                .iter()
+                .any(|p| p.old.is_none() || p.new.is_none());
+        if topics_changed {
+            let topics = TopicsImage {
+                topics: image
+                    .topics_by_id
+                    .values()
+                    .map(|t| (t.name.clone(), (t.id, t.partitions.len() as i32)))
+                    .collect(),
+            };
             let mut current = self.topics.lock();
             if *current.1 != topics {
                 *current = (current.0 + 1, Arc::new(topics));
             }
         }
-        // Partition -> leader epoch of every partition to serve.
+        let changed: std::collections::HashSet<i32> = delta
+            .partitions_of(OFFSETS_TOPIC)
+            .map(|p| p.partition)
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        // Partition -> leader epoch of every changed partition to serve.
         let mut led: HashMap<i32, (i32, Arc<Partition>)> = HashMap::new();
         if let Some(t) = image.topic(OFFSETS_TOPIC) {
-            for (i, reg) in &t.partitions {
+            for i in &changed {
+                let Some(reg) = t.partitions.get(i) else {
+                    continue;
+                };
                 if reg.leader != node_id {
                     continue;
                 }
@@ -215,7 +239,9 @@ impl GroupCoordinator {
         let mut shards = self.shards.lock();
         let gone: Vec<i32> = shards
             .iter()
-            .filter(|(p, slot)| led.get(p).map(|(e, _)| *e) != Some(slot.epoch()))
+            .filter(|(p, slot)| {
+                changed.contains(p) && led.get(p).map(|(e, _)| *e) != Some(slot.epoch())
+            })
             .map(|(p, _)| *p)
             .collect();
         for p in gone {
@@ -762,8 +788,8 @@ mod tests {
 
         /// Applies `img` as the broker does: replica manager first, then the coordinator.
         fn apply(&self, img: &MetadataImage) {
-            self.rm.apply_image(img, &self.defaults);
-            self.gc.on_image(img, ME);
+            let delta = self.rm.apply_image(img, &self.defaults);
+            self.gc.on_image(&delta, img, ME);
         }
 
         fn partition(&self) -> Arc<Partition> {

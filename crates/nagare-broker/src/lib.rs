@@ -32,7 +32,7 @@ use nagare_controller::shell::ControllerError;
 use nagare_controller::Controller;
 use nagare_metadata::records::{ConfigResource, MetadataRecord};
 use nagare_metadata::topic_config::TopicDefaults;
-use nagare_metadata::{MetadataImage, MetadataPublisher};
+use nagare_metadata::{MetadataDelta, MetadataImage, MetadataPublisher};
 
 pub use config::BrokerConfig;
 pub use replica_manager::ReplicaManager;
@@ -172,14 +172,15 @@ impl Broker {
         self.controller.as_ref().is_some_and(|c| c.is_active())
     }
 
-    /// Reacts to a newly committed image.
-    pub fn on_image(&self, image: &MetadataImage) {
+    /// Reacts to a newly committed image: `delta` says what changed since the image this was
+    /// last called with (the first call gets the whole image as a delta from the empty one).
+    pub fn on_image(&self, delta: &MetadataDelta, image: &MetadataImage) {
         let defaults = self
             .config
             .topic_defaults(&dynamic_broker_overrides(image, self.config.node_id));
         *self.topic_defaults.write() = defaults.clone();
-        self.replicas.apply_image(image, &defaults);
-        self.groups.on_image(image, self.config.node_id);
+        self.replicas.apply_delta(delta, image, &defaults);
+        self.groups.on_image(delta, image, self.config.node_id);
     }
 
     /// Runs a controller decision on this node's controller; NOT_CONTROLLER unless it is the
@@ -193,9 +194,33 @@ impl Broker {
         T: Send + 'static,
         F: FnOnce(&MetadataImage) -> Result<(Vec<MetadataRecord>, T), ApiError> + Send + 'static,
     {
-        match &self.controller {
-            Some(c) => c.commit(dry_run, decide).await,
-            None => Err(ControllerError::NotController { leader: None }),
+        let answer = match &self.controller {
+            Some(c) => c.commit(dry_run, decide).await?,
+            None => return Err(ControllerError::NotController { leader: None }),
+        };
+        if !dry_run {
+            self.wait_metadata_applied().await;
+        }
+        Ok(answer)
+    }
+
+    /// Waits (a bounded time) until this node's image listeners — the replica manager above
+    /// all — have applied the current image, so that an answer sent after a commit finds its
+    /// effect here: a client told that its topic was created may produce to it at once.
+    /// (Before listeners took deltas this held by accident: applying an image held the
+    /// partitions lock, so the next request's lookup waited for it.)
+    async fn wait_metadata_applied(&self) {
+        let target = self.metadata.image().offset;
+        let mut applied = self.metadata.applied_offset();
+        let wait = applied.wait_for(|o| *o >= target);
+        if tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                offset = target,
+                "the metadata listeners have not applied the committed change yet; answering anyway"
+            );
         }
     }
 

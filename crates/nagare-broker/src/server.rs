@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use nagare_controller::Controller;
-use nagare_metadata::MetadataPublisher;
+use nagare_metadata::{MetadataPublisher, ProcessTerminatingFaultHandler};
 use nagare_storage::LogManager;
 
 use crate::broker_lifecycle::BrokerLifecycle;
@@ -220,8 +220,12 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
 
     // The metadata quorum first: every node replicates `__cluster_metadata` (voters vote,
     // brokers observe) and applies it to its image.
+    // A committed record this binary cannot read stops the process (Kafka's
+    // ProcessTerminatingFaultHandler) rather than leaving it with a wrong image.
     let metadata = Arc::new(
-        MetadataPublisher::with_notifier().context("cannot start the metadata publisher")?,
+        MetadataPublisher::with_notifier()
+            .context("cannot start the metadata publisher")?
+            .with_fault_handler(Arc::new(ProcessTerminatingFaultHandler)),
     );
     let q = &config.quorum;
     let raft = RaftManager::start(
@@ -364,14 +368,14 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     ));
     let _ = broker_cell.set(broker.clone());
 
-    // React to every committed image (topic creation, deletion, config changes).
+    // React to every committed image (topic creation, deletion, config changes): first to
+    // the current one, as a whole, then to each change, in order on the publisher's thread.
     let weak: Weak<Broker> = Arc::downgrade(&broker);
-    metadata.subscribe(Box::new(move |_old, new| {
+    metadata.install(Box::new(move |delta, new| {
         if let Some(b) = weak.upgrade() {
-            b.on_image(new);
+            b.on_image(delta, new);
         }
     }));
-    broker.on_image(&metadata.image());
 
     if let Some(c) = &controller {
         tasks.push(tokio::spawn({

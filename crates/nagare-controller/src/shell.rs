@@ -193,7 +193,25 @@ impl Controller {
         epoch: i32,
         records: &[MetadataRecord],
     ) -> Result<i64, ControllerError> {
-        let encoded = records.iter().map(|r| Bytes::from(r.encode())).collect();
+        // Only record versions the finalized metadata.version allows (every node can read
+        // them); a refusal is a controller bug, answered as UNKNOWN_SERVER_ERROR.
+        let finalized = self
+            .publisher
+            .image()
+            .features
+            .get(METADATA_VERSION)
+            .copied();
+        let encoded = nagare_metadata::metadata_version::encode_gated(records, finalized)
+            .map_err(|e| {
+                tracing::error!(error = %e, "refusing to write a record version metadata.version does not allow");
+                ControllerError::Api(ApiError {
+                    code: -1,
+                    message: e.to_string(),
+                })
+            })?
+            .into_iter()
+            .map(Bytes::from)
+            .collect();
         self.quorum
             .propose(epoch, encoded)
             .await
@@ -554,5 +572,55 @@ mod tests {
             .await
             .expect_err("not leader");
         assert_eq!(e.code(), 41);
+    }
+
+    /// The controller writes only record versions the finalized metadata.version allows:
+    /// with the level moved to one that allows no TopicRecord, creating a topic is refused
+    /// and nothing is written.
+    #[tokio::test]
+    async fn record_versions_are_gated_by_the_finalized_metadata_version() {
+        let c = instant_controller(ElectionConfig::default());
+        join(&c, 1).await;
+        assert_eq!(
+            c.image().features.get(METADATA_VERSION),
+            Some(&METADATA_VERSION_LEVEL)
+        );
+        assert!(
+            nagare_metadata::metadata_version::max_record_version(
+                METADATA_VERSION_LEVEL,
+                nagare_metadata::RecordType::Topic
+            )
+            .is_some(),
+            "the bootstrap level must be one this code knows"
+        );
+        add_partition(&c, vec![1], vec![1], 1).await;
+        let unknown_level = nagare_metadata::metadata_version::LATEST_LEVEL + 1;
+        c.commit(false, move |_| {
+            Ok((
+                vec![MetadataRecord::FeatureLevel {
+                    name: METADATA_VERSION.into(),
+                    level: unknown_level,
+                }],
+                (),
+            ))
+        })
+        .await
+        .expect("the level record itself is gated by the level before it");
+        let before = c.image().offset;
+        let e = c
+            .commit(false, |_| {
+                Ok((
+                    vec![MetadataRecord::RemoveTopic {
+                        topic_id: nagare_metadata::Uuid::from_bytes([7; 16]),
+                    }],
+                    (),
+                ))
+            })
+            .await
+            .expect_err("not allowed at that level");
+        assert_eq!(e.code(), -1);
+        assert!(e.message().contains("RemoveTopicRecord"), "{}", e.message());
+        assert_eq!(c.image().offset, before, "a refused record was written");
+        assert!(c.image().topic("t").is_some());
     }
 }

@@ -2,13 +2,20 @@
 //! [`MetadataImage`] every node builds by replaying them, topic-config definitions, and the
 //! on-disk metadata log. Does no network I/O; the controller decides, this crate records.
 
+pub mod delta;
+pub mod fault;
 pub mod image;
 pub mod log;
+pub mod metadata_version;
 pub mod publisher;
 pub mod records;
 pub mod topic_config;
 
+pub use delta::{BrokerDelta, MetadataDelta, PartitionDelta};
+pub use fault::{
+    FaultHandler, MetadataFault, ProcessTerminatingFaultHandler, RecordingFaultHandler,
+};
 pub use image::{BrokerRegistration, MetadataImage, PartitionRegistration, TopicImage};
 pub use publisher::{ImageListener, MetadataPublisher};
-pub use records::{ConfigResource, Endpoint, MetadataRecord};
+pub use records::{ConfigResource, Endpoint, MetadataRecord, RecordType};
 pub use uuid::Uuid;

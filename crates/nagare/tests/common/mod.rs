@@ -222,7 +222,9 @@ impl TestServer {
             .replace("{LOG_DIR}", &self.log_dir().display().to_string())
     }
 
-    fn spawn(&mut self) {
+    /// Starts the process (again) with the same directory, ports and arguments, without
+    /// waiting for it (for tests that expect a restart to fail).
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let mut log = OpenOptions::new()
             .create(true)
