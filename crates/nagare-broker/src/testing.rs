@@ -162,12 +162,11 @@ impl TestBroker {
             .with_local(Arc::downgrade(&broker)),
         ));
         let weak = Arc::downgrade(&broker);
-        publisher.subscribe(Box::new(move |_old, new| {
+        publisher.install(Box::new(move |delta, new| {
             if let Some(b) = weak.upgrade() {
-                b.on_image(new);
+                b.on_image(delta, new);
             }
         }));
-        broker.on_image(&publisher.image());
         let epoch = controller
             .register_broker(Registration {
                 broker_id: 1,
