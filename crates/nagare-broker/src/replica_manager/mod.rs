@@ -1,8 +1,14 @@
 //! The replica manager: the partitions this broker hosts, taken from the metadata image,
-//! with their logs, leader epochs and high watermarks; appends and reads on them; the
-//! leader's replication state ([`partition_state`]) driven by follower fetches; the
-//! delayed-produce purgatory of `acks=all`; and the group commit that makes `acks=all` writes
-//! durable before they are acknowledged.
+//! with their logs, leader epochs and high watermarks — and the only door to their data, as
+//! Kafka's `ReplicaManager` is: a partition's [`Log`] is private to this module, and
+//! handlers, the replica fetcher, the group coordinator and the server's background tasks go
+//! through [`ReplicaManager`] and [`Partition`] methods. Appends (`append`: client,
+//! coordinator and follower appends, typed outcomes, the one `acks=all` wait), reads
+//! (`delayed_fetch`: Fetch with the delayed-fetch purgatory keyed by partition), offset
+//! lookups (`offsets`), the leader's replication state ([`partition_state`]) driven by
+//! follower fetches and its ISR proposals ([`alter_partition_sender`]), and the group commit
+//! that makes `acks=all` writes durable before they are acknowledged. Errors are typed
+//! ([`ReplicaError`]); handlers map them to Kafka codes.
 //!
 //! Durability policy (documented in README): an `acks=all` produce is answered only after
 //! its batches are fsynced on the leader and every ISR member has them (the high watermark
