@@ -1,7 +1,8 @@
-//! Fetch (key 1): reads whole batches (the one containing the fetch offset first), bounded
-//! by the high watermark, `max_bytes` and per-partition limits (KIP-74: at least one batch),
-//! waits in the delayed-fetch purgatory for `min_bytes` or `max_wait_ms`, supports fetch
-//! sessions (KIP-227), and hands record sets to the connection as file regions for
+//! Fetch (key 1): resolves the fetch session (KIP-227), reads through
+//! `ReplicaManager::fetch` (whole batches, the one containing the fetch offset first, bounded
+//! by the high watermark, `max_bytes` and per-partition limits, KIP-74: at least one batch;
+//! the delayed-fetch purgatory, keyed by partition, waits for `min_bytes` or `max_wait_ms`),
+//! builds the response and hands record sets to the connection as file regions for
 //! `sendfile`.
 //!
 //! A fetch with a replica id >= 0 (`replica_id` up to v14, `ReplicaState` from v15) is a

@@ -84,8 +84,8 @@ impl ReplicaError {
         }
     }
 
-    /// Whether the answer carries an error message (Produce's `error_message`): only where
-    /// the message tells the client something its code does not.
+    /// The error message to answer with (Produce's `error_message`), only where it tells the
+    /// client something its code does not.
     pub fn message(&self) -> Option<String> {
         match self {
             ReplicaError::NotEnoughReplicas { .. } | ReplicaError::Storage(_) => {
@@ -97,7 +97,7 @@ impl ReplicaError {
 }
 
 /// The Kafka error code of a storage error.
-pub fn storage_error_code(e: &StorageError) -> i16 {
+fn storage_error_code(e: &StorageError) -> i16 {
     use nagare_storage::StorageError as E;
     match e {
         E::RecordTooLarge { .. } => 10,

@@ -30,7 +30,7 @@ pub use append::{AppendEntry, PartitionAppend, PendingAppend, ReplicationOutcome
 pub use delayed_fetch::{
     ClientMetadata, FetchParams, FetchPartitionRequest, FetchPartitionResult, IsolationLevel,
 };
-pub use error::{check_leader_epoch, storage_error_code, ReplicaError};
+pub use error::{check_leader_epoch, ReplicaError};
 pub use nagare_storage::AppendOrigin;
 pub use offsets::{OffsetAndEpoch, OffsetSpec};
 
