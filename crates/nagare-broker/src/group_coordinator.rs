@@ -45,7 +45,9 @@ use nagare_coordinator::{
 };
 use nagare_metadata::MetadataImage;
 
-use crate::replica_manager::{now_ms, Partition, ReplicaManager};
+use crate::replica_manager::{
+    now_ms, AppendEntry, AppendOrigin, Partition, ReplicaManager, ReplicationOutcome, RequiredAcks,
+};
 
 /// The internal topic holding group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -359,7 +361,7 @@ impl GroupCoordinator {
             partition = p,
             epoch,
             load_ms = started.elapsed().as_millis() as u64,
-            log_end = partition.log.log_end_offset(),
+            log_end = partition.log_end_offset(),
             "loaded group coordinator shard"
         );
         let pending = self.commit(&h, &mut st, result, None);
@@ -499,15 +501,12 @@ impl GroupCoordinator {
             Ok(())
         } else {
             // Kafka 4 appends coordinator records with acks=1 (no min.insync.replicas check)
-            // and completes the write when the high watermark passes it.
-            let r = append(&partition, h.epoch, &records).map_err(|e| {
+            // and completes the write when the high watermark passes it. The replica manager
+            // wakes the followers long-polling this partition.
+            append(&self.replicas, &partition, h.epoch, &records).map_err(|e| {
                 tracing::error!(tp = %partition.tp, error = %e, "group coordinator append failed");
                 NOT_COORDINATOR // Kafka maps KAFKA_STORAGE_ERROR / NOT_LEADER so
-            });
-            // Followers long-poll in the delayed-fetch purgatory: wake them, or the HW
-            // (and so this reply) would wait for replica.fetch.wait.max.ms.
-            self.replicas.notify_appended();
-            r
+            })
         };
         if let Err(code) = written {
             // The shard already applied records that are not in the log.
@@ -538,34 +537,33 @@ impl GroupCoordinator {
         };
         // Everything appended so far, including this batch, must be committed before any
         // reply that reflects it is sent (even when this result wrote nothing).
-        let required = partition.log.log_end_offset();
-        let durable = self
-            .replicas
-            .wait_durable(partition.log.clone(), required - 1);
-        let epoch = h.epoch;
+        let required = partition.log_end_offset();
         let commit_timeout = Duration::from_millis(self.config.offsets_commit_timeout_ms);
+        // The acks=all wait (fsync, then the high watermark), registered now so that one
+        // group-commit round serves every shard's writes.
+        let committed = self.replicas.wait_committed(
+            &partition,
+            required,
+            h.epoch,
+            commit_timeout,
+            AppendOrigin::Coordinator,
+        );
         let this = self.clone();
         let h = h.clone();
         // The wait runs on its own task, so that the answers this result completed for other
         // members are released even if this request's connection goes away meanwhile.
         let (code_tx, code_rx) = oneshot::channel::<i16>();
         tokio::spawn(async move {
-            let code = match durable.await {
-                Err(e) => {
+            let code = match committed.await {
+                // The HW passed: committed on every ISR member. (Below min.insync.replicas
+                // is not reported for coordinator writes: acks=1 does not check it.)
+                ReplicationOutcome::Committed | ReplicationOutcome::BelowMinIsr => 0,
+                ReplicationOutcome::TimedOut => COORDINATOR_NOT_AVAILABLE,
+                ReplicationOutcome::NotLeader => NOT_COORDINATOR,
+                ReplicationOutcome::StorageError(e) => {
                     tracing::error!(tp = %partition.tp, error = %e, "group coordinator fsync failed");
                     NOT_COORDINATOR
                 }
-                Ok(()) => match partition
-                    .clone()
-                    .wait_replicated(required, epoch, commit_timeout)
-                    .await
-                {
-                    // The HW passed: committed on every ISR member. (20 only says the ISR
-                    // is below min.insync.replicas, which acks=1 does not check.)
-                    0 | 20 => 0,
-                    7 => COORDINATOR_NOT_AVAILABLE,
-                    _ => NOT_COORDINATOR,
-                },
             };
             for (p, resp) in completed {
                 let resp = if code == 0 {
@@ -647,23 +645,32 @@ fn load_shard(
     config: GroupCoordinatorConfig,
 ) -> Result<GroupCoordinatorShard, String> {
     let mut shard = GroupCoordinatorShard::new(partition.tp.partition, config);
-    nagare_storage::replay_records(&partition.log, |r| {
-        let Some(key) = r.key.filter(|_| !r.control) else {
-            return;
-        };
-        match CoordinatorRecord::decode(&key, r.value.as_deref()) {
-            Ok(rec) => shard.replay(&rec),
-            // KIP-848 / share-group records this shard does not know: skip, as Kafka skips
-            // unknown record types.
-            Err(e) => tracing::debug!(offset = r.offset, error = %e, "skipping coordinator record"),
-        }
-    })
-    .map_err(|e| e.to_string())?;
+    partition
+        .replay_records(|r| {
+            let Some(key) = r.key.filter(|_| !r.control) else {
+                return;
+            };
+            match CoordinatorRecord::decode(&key, r.value.as_deref()) {
+                Ok(rec) => shard.replay(&rec),
+                // KIP-848 / share-group records this shard does not know: skip, as Kafka skips
+                // unknown record types.
+                Err(e) => {
+                    tracing::debug!(offset = r.offset, error = %e, "skipping coordinator record")
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
     Ok(shard)
 }
 
-/// Appends coordinator records as one batch in leader epoch `epoch`.
-fn append(partition: &Partition, epoch: i32, records: &[CoordinatorRecord]) -> Result<(), String> {
+/// Appends coordinator records as one batch in leader epoch `epoch`, as leader of that epoch
+/// (Kafka's `AppendOrigin.COORDINATOR`, acks=1).
+fn append(
+    replicas: &ReplicaManager,
+    partition: &Partition,
+    epoch: i32,
+    records: &[CoordinatorRecord],
+) -> Result<(), String> {
     let now = now_ms();
     let buf = build_batch(
         records
@@ -673,11 +680,24 @@ fn append(partition: &Partition, epoch: i32, records: &[CoordinatorRecord]) -> R
         now,
     )
     .map_err(|e| e.to_string())?;
-    partition
-        .log
-        .append_as_leader(buf, epoch, now)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let entry = AppendEntry {
+        topic: partition.tp.topic.clone(),
+        partition: partition.tp.partition,
+        current_leader_epoch: epoch,
+        records: buf,
+    };
+    let results = replicas
+        .append_records(
+            AppendOrigin::Coordinator,
+            RequiredAcks::Leader,
+            Duration::ZERO,
+            vec![entry],
+        )
+        .into_results();
+    match results.into_iter().next() {
+        Some(r) => r.error.map_or(Ok(()), |e| Err(e.to_string())),
+        None => Err("no append result".to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -799,7 +819,7 @@ mod tests {
         /// The follower fetches up to the leader's log end: the HW follows.
         fn follower_catches_up(&self) {
             let p = self.partition();
-            p.follower_fetch(OTHER, p.log.log_end_offset(), now_ms())
+            p.follower_fetch(OTHER, p.log_end_offset(), now_ms())
                 .expect("follower fetch");
         }
 
@@ -885,7 +905,7 @@ mod tests {
             panic!(
                 "replied before the HW: {r:?} (hw {}, leo {})",
                 node.partition().high_watermark(),
-                node.partition().log.log_end_offset()
+                node.partition().log_end_offset()
             );
         }
         // Reads wait too (they must not show uncommitted state).
@@ -923,7 +943,6 @@ mod tests {
         // log keeps it, and a leader's log is the truth). Loading answers
         // COORDINATOR_LOAD_IN_PROGRESS until replayed.
         node.partition()
-            .log
             .truncate_to(node.partition().high_watermark())
             .expect("truncate");
         node.apply(&image(ME, 2, &[ME, OTHER], 1));

@@ -4,7 +4,7 @@
 //! - [`run_fetchers`] keeps one fetcher task per source broker (a leader of partitions this
 //!   broker follows, from the metadata image). Each fetcher batches all its partitions into
 //!   one Fetch with our node id as replica id, appends what comes back with
-//!   `Log::append_as_follower` and takes the leader's high watermark.
+//!   `ReplicaManager::append_as_follower` and takes the leader's high watermark.
 //! - Before fetching in a new leader epoch, a follower asks the leader OffsetForLeaderEpoch
 //!   for the end of its own latest epoch and truncates a divergent tail (KIP-101, KIP-279) —
 //!   never by the high watermark alone.
@@ -25,12 +25,12 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, ListOffsetsRequest, OffsetForLeaderEpochRequest, TopicName,
 };
+use kafka_protocol::protocol::StrBytes;
 use nagare_client::{Connection, ConnectionOptions};
 use nagare_storage::{StorageError, TopicPartition};
 
-use crate::handlers::sb;
 use crate::replica_manager::partition_state::IsrProposal;
-use crate::replica_manager::{now_ms, Partition};
+use crate::replica_manager::{alter_partition_sender, now_ms, Partition, ReplicaError};
 use crate::Broker;
 
 /// Keeps a fetcher running for every broker this one follows partitions from. Runs until
@@ -154,7 +154,7 @@ async fn truncate_divergent(
     let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
     for p in parts {
         let epoch = p.epoch();
-        let Some(ours) = p.log.latest_epoch() else {
+        let Some(ours) = p.latest_epoch() else {
             // Nothing written under any epoch: nothing can diverge.
             p.mark_truncation_checked(epoch);
             continue;
@@ -168,7 +168,7 @@ async fn truncate_divergent(
             Some(t) => t.partitions.push(part),
             None => topics.push(
                 OffsetForLeaderTopic::default()
-                    .with_topic(TopicName(sb(p.tp.topic.clone())))
+                    .with_topic(TopicName(StrBytes::from_string(p.tp.topic.clone())))
                     .with_partitions(vec![part]),
             ),
         }
@@ -220,13 +220,13 @@ fn truncate_to_leader_epoch(
     leader_epoch: i32,
     leader_end: i64,
 ) -> Result<bool, StorageError> {
-    let leo = p.log.log_end_offset();
+    let leo = p.log_end_offset();
     let (target, complete) = if leader_end < 0 {
         // The leader has no epoch at or below ours: everything above the high watermark may
         // have diverged (Kafka truncates to the initial fetch offset, the high watermark).
         (p.high_watermark(), true)
     } else {
-        let (mine, my_end) = p.log.end_offset_for_epoch(leader_epoch);
+        let (mine, my_end) = p.end_offset_for_epoch(leader_epoch);
         if mine < 0 || my_end < 0 {
             // No epoch of ours at or below the leader's: its end is the bound (KIP-279).
             (leader_end, true)
@@ -244,7 +244,7 @@ fn truncate_to_leader_epoch(
         tracing::info!(tp = %p.tp, from = leo, to = target, leader_epoch, leader_end, "truncating divergent tail");
     }
     // Also when nothing is cut: an epoch we claim at the log end without data goes.
-    p.log.truncate_to(target)?;
+    p.truncate_to(target)?;
     Ok(complete)
 }
 
@@ -267,11 +267,11 @@ async fn fetch_once(
         let mut part = FetchPartition::default()
             .with_partition(p.tp.partition)
             .with_current_leader_epoch(epoch)
-            .with_fetch_offset(p.log.log_end_offset())
-            .with_log_start_offset(p.log.log_start_offset())
+            .with_fetch_offset(p.log_end_offset())
+            .with_log_start_offset(p.log_start_offset())
             .with_partition_max_bytes(cfg.fetch_max_bytes);
         if v >= 12 {
-            part = part.with_last_fetched_epoch(p.log.latest_epoch().unwrap_or(-1));
+            part = part.with_last_fetched_epoch(p.latest_epoch().unwrap_or(-1));
         }
         let same = |t: &FetchTopic| {
             if v >= 13 {
@@ -286,7 +286,8 @@ async fn fetch_once(
                 let t = if v >= 13 {
                     FetchTopic::default().with_topic_id(p.topic_id)
                 } else {
-                    FetchTopic::default().with_topic(TopicName(sb(p.tp.topic.clone())))
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(p.tp.topic.clone())))
                 };
                 topics.push(t.with_partitions(vec![part]));
             }
@@ -322,7 +323,6 @@ async fn fetch_once(
     if resp.error_code != 0 {
         return Ok(false);
     }
-    let now = now_ms();
     let mut all_ok = true;
     // The next fetch reports this follower's log end offset to the leader, which counts it
     // toward the high watermark and so toward `acks=all`: the appended records must be fsynced
@@ -330,8 +330,6 @@ async fn fetch_once(
     // problem of KIP-966 is closed by fsync-before-ack on every ISR member). One group-commit
     // round serves every partition of this response.
     let mut durable = Vec::new();
-    // Consumers reading from this follower (KIP-392) wait for its high watermark to move.
-    let mut hw_moved = false;
     let mut out_of_range = Vec::new();
     for t in &resp.responses {
         for r in &t.partitions {
@@ -374,13 +372,12 @@ async fn fetch_once(
                 }
             }
             if let Some(records) = r.records.as_ref().filter(|b| !b.is_empty()) {
-                match p.log.append_as_follower(BytesMut::from(&records[..]), now) {
-                    Ok(_) => durable.push(
-                        broker
-                            .replicas
-                            .wait_durable(p.log.clone(), p.log.log_end_offset() - 1),
-                    ),
-                    Err(StorageError::UnexpectedAppendOffset { .. }) => {
+                match broker
+                    .replicas
+                    .append_as_follower(p, BytesMut::from(&records[..]))
+                {
+                    Ok(wait) => durable.push(wait),
+                    Err(ReplicaError::Storage(StorageError::UnexpectedAppendOffset { .. })) => {
                         p.reset_truncation_check();
                         all_ok = false;
                         continue;
@@ -392,12 +389,11 @@ async fn fetch_once(
                     }
                 }
             }
-            hw_moved |= p.set_follower_hw(r.high_watermark);
+            // Consumers reading from this follower (KIP-392) parked on this partition are
+            // woken when its high watermark moves.
+            p.set_follower_hw(r.high_watermark);
             follow_log_start(p, r.log_start_offset);
         }
-    }
-    if hw_moved {
-        broker.replicas.notify_appended();
     }
     for wait in durable {
         wait.await?;
@@ -412,12 +408,9 @@ async fn fetch_once(
 /// what lies below it here too (Kafka's `maybeIncrementLogStartOffset` with reason
 /// `LeaderOffsetIncremented`), never past our own log end.
 fn follow_log_start(p: &Partition, leader_log_start: i64) {
-    let target = leader_log_start.min(p.log.log_end_offset());
-    if target <= p.log.log_start_offset() {
-        return;
-    }
-    match p.log.delete_records_before(target) {
-        Ok(start) => {
+    match p.follow_leader_log_start(leader_log_start) {
+        Ok(None) => {}
+        Ok(Some(start)) => {
             tracing::debug!(tp = %p.tp, log_start = start, "follower log start follows the leader's")
         }
         Err(e) => tracing::warn!(tp = %p.tp, error = %e, "cannot advance the log start"),
@@ -444,13 +437,13 @@ async fn handle_out_of_range(
         let (Some(&leader_end), Some(&leader_start)) = (ends.get(&p.tp), starts.get(&p.tp)) else {
             continue;
         };
-        let leo = p.log.log_end_offset();
+        let leo = p.log_end_offset();
         let res = if leader_end < leo {
             tracing::warn!(tp = %p.tp, leader_end, log_end = leo, "leader's log ends below ours: truncating to it");
-            p.log.truncate_to(leader_end)
+            p.truncate_to(leader_end)
         } else if leader_start > leo {
             tracing::info!(tp = %p.tp, leader_log_start = leader_start, log_end = leo, "follower behind the leader's log start: truncating fully and starting there");
-            p.log.truncate_fully_and_start_at(leader_start)
+            p.truncate_fully_and_start_at(leader_start)
         } else {
             // In range by now (the leader's log moved meanwhile): fetch again as we are.
             Ok(())
@@ -483,7 +476,7 @@ async fn list_offsets(
             Some(t) => t.partitions.push(part),
             None => topics.push(
                 ListOffsetsTopic::default()
-                    .with_name(TopicName(sb(p.tp.topic.clone())))
+                    .with_name(TopicName(StrBytes::from_string(p.tp.topic.clone())))
                     .with_partitions(vec![part]),
             ),
         }
@@ -551,7 +544,7 @@ pub async fn run_isr_upkeep(broker: Arc<Broker>) {
                 .iter()
                 .map(|(p, proposal)| (p.topic_id, p.tp.partition, proposal.clone()))
                 .collect();
-            let codes = crate::handlers::alter_partition::send(&broker, &changes).await;
+            let codes = alter_partition_sender::send(&broker, &changes).await;
             let refused = codes.iter().filter(|c| **c != 0).count();
             tracing::info!(partitions = changes.len(), refused, "AlterPartition sent");
             for ((p, proposal), code) in batch.iter().zip(codes) {

@@ -340,7 +340,6 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         partitions = logs.all().len(),
         "logs loaded"
     );
-    let log_cleaner = logs.cleaner().clone();
     let replicas = Arc::new(ReplicaManager::open(config.node_id, logs));
     // Logs of topics the metadata lacks are deleted only once the image has replayed the
     // whole local metadata log (a partial image lacks topics it simply has not reached).
@@ -484,21 +483,10 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             let r = replicas.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let (r, c, s) = (
-                        r.clone(),
-                        log_cleaner.clone(),
-                        cleaner_settings.storage.clone(),
-                    );
-                    let cleaned = tokio::task::spawn_blocking(move || {
-                        let logs: Vec<_> = r
-                            .all_partitions()
-                            .into_iter()
-                            .map(|p| (p.tp.clone(), p.log.clone()))
-                            .collect();
-                        c.clean_logs(&logs, &s, now_ms()).len()
-                    })
-                    .await
-                    .unwrap_or(0);
+                    let (r, s) = (r.clone(), cleaner_settings.storage.clone());
+                    let cleaned = tokio::task::spawn_blocking(move || r.clean_logs(&s, now_ms()))
+                        .await
+                        .unwrap_or(0);
                     if cleaned == 0 {
                         let backoff = cleaner_settings.backoff_ms.max(1);
                         tokio::time::sleep(Duration::from_millis(backoff)).await;

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use kafka_protocol::messages::ApiKey;
 
 use super::{
-    alter_configs, alter_partition, api_versions, consumer_group_describe,
-    consumer_group_heartbeat, controller_apis, create_partitions, create_topics, delete_records,
-    delete_topics, describe_cluster, describe_configs, describe_quorum, elect_leaders, envelope,
-    fetch, find_coordinator, groups, init_producer_id, list_offsets, metadata,
-    offset_for_leader_epoch, produce, BoxFuture, HandlerResult, ListenerKind, Request,
+    alter_configs, api_versions, consumer_group_describe, consumer_group_heartbeat,
+    controller_apis, create_partitions, create_topics, delete_records, delete_topics,
+    describe_cluster, describe_configs, describe_quorum, elect_leaders, envelope, fetch,
+    find_coordinator, groups, init_producer_id, list_offsets, metadata, offset_for_leader_epoch,
+    produce, BoxFuture, HandlerResult, ListenerKind, Request,
 };
 use crate::Broker;
 
@@ -261,7 +261,7 @@ pub static APIS: &[ApiSpec] = &[
         "broker liveness, fencing, controlled shutdown"),
     local(ApiKey::AllocateProducerIds, (0, 0), CONTROLLER, false, h_allocate_producer_ids,
         "producer-id blocks for idempotent producers"),
-    local(ApiKey::AlterPartition, alter_partition::VERSIONS, CONTROLLER, false, h_alter_partition,
+    local(ApiKey::AlterPartition, controller_apis::ALTER_PARTITION_VERSIONS, CONTROLLER, false, h_alter_partition,
         "ISR changes proposed by partition leaders"),
     local(ApiKey::Envelope, envelope::VERSIONS, CONTROLLER, false, h_envelope,
         "requests forwarded by brokers with their client's principal (KIP-590)"),

@@ -31,6 +31,10 @@ use crate::controller_channel::{ControllerRequest, Purpose};
 use crate::network::Reply;
 use crate::Broker;
 
+/// AlterPartition versions: v2 identifies topics by id, v3 carries each ISR member's broker
+/// epoch (KIP-903).
+pub const ALTER_PARTITION_VERSIONS: (i16, i16) = (2, 3);
+
 /// Serves the controller-only APIs that brokers send the active controller (their entries in
 /// [`super::apis::APIS`] point here); the shared admin APIs have handler modules of their own.
 pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> HandlerResult {

@@ -8,7 +8,7 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::HandlerResult;
-use super::{respond, storage_error_code, Request};
+use super::{respond, Request};
 use crate::network::Reply;
 use crate::Broker;
 
@@ -25,31 +25,16 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             let out = DeleteRecordsPartitionResult::default()
                 .with_partition_index(p.partition_index)
                 .with_low_watermark(-1);
-            let part =
+            // -1 means "up to the high watermark" (Kafka's DeleteRecordsRequest.HIGH_WATERMARK).
+            parts.push(
                 match broker
                     .replicas
-                    .leader_partition(t.name.as_str(), p.partition_index, -1)
+                    .delete_records(t.name.as_str(), p.partition_index, p.offset)
                 {
-                    Ok(part) => part,
-                    Err(code) => {
-                        parts.push(out.with_error_code(code));
-                        continue;
-                    }
-                };
-            let hw = part.high_watermark();
-            // -1 means "up to the high watermark" (Kafka's DeleteRecordsRequest.HIGH_WATERMARK).
-            let target = if p.offset == -1 { hw } else { p.offset };
-            if target < 0 || target > hw {
-                parts.push(out.with_error_code(1));
-                continue;
-            }
-            parts.push(match part.log.delete_records_before(target) {
-                Ok(low) => {
-                    tracing::info!(tp = %part.tp, low_watermark = low, "deleted records");
-                    out.with_low_watermark(low)
-                }
-                Err(e) => out.with_error_code(storage_error_code(&e)),
-            });
+                    Ok(low) => out.with_low_watermark(low),
+                    Err(e) => out.with_error_code(e.code()),
+                },
+            );
         }
         topics.push(
             DeleteRecordsTopicResult::default()

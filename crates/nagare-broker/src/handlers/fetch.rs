@@ -1,7 +1,8 @@
-//! Fetch (key 1): reads whole batches (the one containing the fetch offset first), bounded
-//! by the high watermark, `max_bytes` and per-partition limits (KIP-74: at least one batch),
-//! waits in the delayed-fetch purgatory for `min_bytes` or `max_wait_ms`, supports fetch
-//! sessions (KIP-227), and hands record sets to the connection as file regions for
+//! Fetch (key 1): resolves the fetch session (KIP-227), reads through
+//! `ReplicaManager::fetch` (whole batches, the one containing the fetch offset first, bounded
+//! by the high watermark, `max_bytes` and per-partition limits, KIP-74: at least one batch;
+//! the delayed-fetch purgatory, keyed by partition, waits for `min_bytes` or `max_wait_ms`),
+//! builds the response and hands record sets to the connection as file regions for
 //! `sendfile`.
 //!
 //! A fetch with a replica id >= 0 (`replica_id` up to v14, `ReplicaState` from v15) is a
@@ -17,7 +18,7 @@
 //! in that rack.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kafka_protocol::messages::fetch_response::{
     EpochEndOffset, FetchableTopicResponse, PartitionData,
@@ -28,10 +29,12 @@ use nagare_protocol::fetch::encode_fetch_response;
 use nagare_storage::FileSlice;
 
 use super::HandlerResult;
-use super::{sb, storage_error_code, Request};
+use super::{sb, Request};
 use crate::fetch_session::{FetchContext, FetchTarget};
 use crate::network::{Region, Reply, Response};
-use crate::replica_manager::Partition;
+use crate::replica_manager::{
+    ClientMetadata, FetchParams, FetchPartitionRequest, FetchPartitionResult, IsolationLevel,
+};
 use crate::Broker;
 
 /// Supported versions.
@@ -91,9 +94,6 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             }
         };
     let broker = broker.clone();
-    let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64);
-    let min_bytes = r.min_bytes.max(0) as usize;
-    let max_bytes = r.max_bytes.min(broker.config.fetch_max_bytes).max(0) as usize;
     let read_committed = r.isolation_level == 1;
     let replica_id = if v >= 15 {
         r.replica_state.replica_id.0
@@ -101,192 +101,82 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         r.replica_id.0
     };
     // Kafka's `clientMetadata`: present from v11 on (possibly with an empty rack).
-    let client = (v >= 11 && replica_id < 0).then(|| r.rack_id.to_string());
-    Ok(Reply::Later(Box::pin(async move {
-        let deadline = Instant::now() + max_wait;
-        let mut appended = broker.replicas.subscribe_appends();
-        let mut results;
-        loop {
-            appended.borrow_and_update();
-            results = read_all(
-                &broker,
-                &targets,
-                max_bytes,
-                read_committed,
-                replica_id,
-                client.as_deref(),
-            );
-            let bytes: usize = results
-                .iter()
-                .map(|(_, s)| s.as_ref().map(|s| s.len).unwrap_or(0))
-                .sum();
-            // A redirection to a preferred read replica or a diverging epoch is answered at
-            // once (Kafka's `anyPreferredReadReplica` / `hasDivergingEpoch`), like an error.
-            let any_error = results.iter().any(|(p, _)| {
-                p.error_code != 0 || p.preferred_read_replica.0 >= 0 || p.diverging_epoch.epoch >= 0
+    let client_metadata = (v >= 11 && replica_id < 0).then(|| ClientMetadata {
+        rack_id: r.rack_id.to_string(),
+        rack_of: broker.config.replication.rack_aware_selector.then(|| {
+            let broker = broker.clone();
+            let rack_of: Arc<dyn Fn(i32) -> Option<String> + Send + Sync> = Arc::new(move |id| {
+                broker
+                    .image()
+                    .brokers
+                    .get(&id)
+                    .filter(|b| !b.fenced)
+                    .and_then(|b| b.rack.clone())
             });
-            let now = Instant::now();
-            if bytes >= min_bytes.max(1) || any_error || now >= deadline {
-                break;
-            }
-            if tokio::time::timeout(deadline - now, appended.changed())
-                .await
-                .is_err()
-            {
-                results = read_all(
-                    &broker,
-                    &targets,
-                    max_bytes,
-                    read_committed,
-                    replica_id,
-                    client.as_deref(),
-                );
-                break;
-            }
-        }
+            rack_of
+        }),
+    });
+    let params = FetchParams {
+        replica_id,
+        max_wait: Duration::from_millis(r.max_wait_ms.max(0) as u64),
+        min_bytes: r.min_bytes.max(0) as usize,
+        max_bytes: r.max_bytes.min(broker.config.fetch_max_bytes).max(0) as usize,
+        isolation: if read_committed {
+            IsolationLevel::ReadCommitted
+        } else {
+            IsolationLevel::ReadUncommitted
+        },
+        client_metadata,
+        partitions: targets
+            .iter()
+            .map(|t| FetchPartitionRequest {
+                topic: t.topic.clone(),
+                partition: t.partition,
+                fetch_offset: t.fetch_offset,
+                max_bytes: t.max_bytes,
+                current_leader_epoch: t.current_leader_epoch,
+                last_fetched_epoch: t.last_fetched_epoch,
+            })
+            .collect(),
+    };
+    Ok(Reply::Later(Box::pin(async move {
+        let results = broker.replicas.fetch(&params).await;
+        let results = results
+            .into_iter()
+            .zip(&targets)
+            .map(|(r, t)| partition_data(t, r, read_committed))
+            .collect();
         build_response(&broker, corr, header_version, v, ctx, &targets, results)
     })))
 }
 
-fn read_all(
-    broker: &Broker,
-    targets: &[FetchTarget],
-    max_bytes: usize,
+/// One partition's answer as the Fetch response has it.
+fn partition_data(
+    t: &FetchTarget,
+    r: FetchPartitionResult,
     read_committed: bool,
-    replica_id: i32,
-    client_rack: Option<&str>,
-) -> Vec<(PartitionData, Option<FileSlice>)> {
-    let mut remaining = max_bytes;
-    let mut any_data = false;
-    let now = crate::replica_manager::now_ms();
-    let mut hw_moved = false;
-    let out = targets
-        .iter()
-        .map(|t| {
-            let mut pd = PartitionData::default()
-                .with_partition_index(t.partition)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1)
-                .with_records(Some(Default::default()));
-            if read_committed {
-                pd.aborted_transactions = Some(vec![]);
-            }
-            if t.topic.is_empty() {
-                return (pd.with_error_code(100), None); // UNKNOWN_TOPIC_ID
-            }
-            // Followers fetch from leaders only; consumers with client metadata (v11+) may
-            // read from any replica (KIP-392).
-            let p = match broker.replicas.readable_partition(
-                &t.topic,
-                t.partition,
-                t.current_leader_epoch,
-                client_rack.is_none(),
-            ) {
-                Ok(p) => p,
-                Err(code) => return (pd.with_error_code(code), None),
-            };
-            let is_leader = p.is_leader();
-            if replica_id < 0 && !is_leader {
-                p.note_follower_read();
-            }
-            // KIP-320: a follower whose last fetched epoch ends earlier on the leader (or is
-            // unknown below a later one) has a divergent tail. It gets the leader's end of that
-            // epoch instead of records and truncates; its fetch offset is not a log end the
-            // leader can count (Kafka's `Partition.fetchRecords`).
-            if replica_id >= 0 {
-                if let Some((epoch, end)) = p.diverging_epoch(t.last_fetched_epoch, t.fetch_offset) {
-                    let pd = pd
-                        .with_high_watermark(p.high_watermark())
-                        .with_last_stable_offset(p.high_watermark())
-                        .with_log_start_offset(p.log.log_start_offset())
-                        .with_diverging_epoch(
-                            EpochEndOffset::default().with_epoch(epoch).with_end_offset(end),
-                        );
-                    return (pd, None);
-                }
-            }
-            // A follower's fetch offset is its log end: update its state on the leader first,
-            // so the high watermark in the answer already counts it.
-            let (hw, max_offset) = if replica_id >= 0 {
-                match p.follower_fetch(replica_id, t.fetch_offset, now) {
-                    Ok((hw, moved, proposal)) => {
-                        hw_moved |= moved;
-                        if let Some(proposal) = proposal {
-                            broker.replicas.propose_isr(p.clone(), proposal);
-                        }
-                        (hw, p.log.log_end_offset())
-                    }
-                    Err(code) => return (pd.with_error_code(code), None),
-                }
-            } else {
-                let hw = p.high_watermark();
-                (hw, hw)
-            };
-            let log_start = p.log.log_start_offset();
-            pd = pd
-                .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
-                .with_log_start_offset(log_start);
-            if let (Some(rack), true) = (client_rack, is_leader) {
-                if let Some(id) = preferred_read_replica(broker, &p, rack, t.fetch_offset, now) {
-                    // The consumer fetches from `id` from now on; no records from here.
-                    return (pd.with_preferred_read_replica(BrokerId(id)), None);
-                }
-            }
-            if t.fetch_offset >= max_offset && t.fetch_offset <= p.log.log_end_offset() {
-                return (pd, None);
-            }
-            let limit = (t.max_bytes.max(0) as usize).min(remaining);
-            match p.log.read(t.fetch_offset, limit, !any_data, max_offset) {
-                Ok(data) => {
-                    let slice = data.slice.filter(|s| s.len > 0);
-                    if let Some(s) = &slice {
-                        any_data = true;
-                        remaining = remaining.saturating_sub(s.len);
-                    }
-                    (pd, slice)
-                }
-                Err(e) => {
-                    let code = storage_error_code(&e);
-                    if code != 1 {
-                        tracing::warn!(tp = %p.tp, offset = t.fetch_offset, error = %e, "fetch read failed");
-                    }
-                    (pd.with_error_code(code), None)
-                }
-            }
-        })
-        .collect::<Vec<_>>();
-    if hw_moved {
-        // Consumers waiting in the delayed-fetch purgatory may now read more.
-        broker.replicas.notify_appended();
+) -> (PartitionData, Option<FileSlice>) {
+    let mut pd = PartitionData::default()
+        .with_partition_index(t.partition)
+        .with_high_watermark(r.high_watermark)
+        .with_last_stable_offset(r.last_stable_offset)
+        .with_log_start_offset(r.log_start_offset)
+        .with_records(Some(Default::default()));
+    if read_committed {
+        pd.aborted_transactions = Some(vec![]);
     }
-    out
-}
-
-/// The leader's choice of a read replica for a consumer in `rack` (KIP-392), if the
-/// rack-aware selector is configured and picks a follower.
-fn preferred_read_replica(
-    broker: &Broker,
-    p: &Partition,
-    rack: &str,
-    fetch_offset: i64,
-    now_ms: i64,
-) -> Option<i32> {
-    if !broker.config.replication.rack_aware_selector || rack.is_empty() {
-        return None;
+    if let Some(e) = &r.error {
+        pd.error_code = e.code();
     }
-    let image = broker.image();
-    let chosen =
-        p.preferred_read_replica(broker.config.node_id, rack, fetch_offset, now_ms, |id| {
-            image
-                .brokers
-                .get(&id)
-                .filter(|b| !b.fenced)
-                .and_then(|b| b.rack.clone())
-        })?;
-    tracing::debug!(tp = %p.tp, rack, replica = chosen, "preferred read replica");
-    Some(chosen)
+    if let Some((epoch, end)) = r.diverging_epoch {
+        pd.diverging_epoch = EpochEndOffset::default()
+            .with_epoch(epoch)
+            .with_end_offset(end);
+    }
+    if let Some(id) = r.preferred_read_replica {
+        pd.preferred_read_replica = BrokerId(id);
+    }
+    (pd, r.records)
 }
 
 fn build_response(

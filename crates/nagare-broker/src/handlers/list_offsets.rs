@@ -9,8 +9,9 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::HandlerResult;
-use super::{respond, storage_error_code, Request};
+use super::{respond, Request};
 use crate::network::Reply;
+use crate::replica_manager::OffsetSpec;
 use crate::Broker;
 
 /// Supported versions.
@@ -31,39 +32,20 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
-            let part = match broker.replicas.leader_partition(
+            let res = broker.replicas.fetch_offset_for_timestamp(
                 t.name.as_str(),
                 p.partition_index,
                 p.current_leader_epoch,
-            ) {
-                Ok(part) => part,
-                Err(code) => {
-                    parts.push(out.with_error_code(code));
-                    continue;
-                }
-            };
-            let epoch = part.epoch();
-            let res = match p.timestamp {
-                -2 | -4 => Ok(Some((-1, part.log.log_start_offset(), epoch))),
-                -1 if from_client => Ok(Some((-1, part.high_watermark(), epoch))),
-                -1 => Ok(Some((-1, part.log.log_end_offset(), epoch))),
-                -3 => part
-                    .log
-                    .max_timestamp_offset()
-                    .map(|o| o.map(|o| (o.timestamp, o.offset, o.leader_epoch))),
-                ts if ts < 0 => Ok(None),
-                ts => part.log.offset_for_timestamp(ts).map(|o| {
-                    o.filter(|o| o.offset < part.high_watermark())
-                        .map(|o| (o.timestamp, o.offset, o.leader_epoch))
-                }),
-            };
+                OffsetSpec::from_wire(p.timestamp),
+                from_client,
+            );
             parts.push(match res {
-                Ok(Some((ts, off, ep))) => out
-                    .with_timestamp(ts)
-                    .with_offset(off)
-                    .with_leader_epoch(if v >= 4 { ep } else { -1 }), // v4+ only
+                Ok(Some(o)) => out
+                    .with_timestamp(o.timestamp)
+                    .with_offset(o.offset)
+                    .with_leader_epoch(if v >= 4 { o.leader_epoch } else { -1 }), // v4+ only
                 Ok(None) => out,
-                Err(e) => out.with_error_code(storage_error_code(&e)),
+                Err(e) => out.with_error_code(e.code()),
             });
         }
         topics.push(

@@ -6,7 +6,6 @@
 //! handler; [`run_handler`] maps handler failures to Kafka's behaviour.
 
 pub mod alter_configs;
-pub mod alter_partition;
 pub mod api_versions;
 pub mod apis;
 pub mod consumer_group_describe;
@@ -329,32 +328,4 @@ pub fn respond_raw(key: ApiKey, version: i16, correlation_id: i32, body: &[u8]) 
 /// Helper: a `StrBytes` from a `String`.
 pub fn sb(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
-}
-
-/// Maps a storage error to its Kafka error code.
-pub fn storage_error_code(e: &nagare_storage::StorageError) -> i16 {
-    use nagare_storage::StorageError as E;
-    match e {
-        E::RecordTooLarge { .. } => 10,
-        E::RecordListTooLarge { .. } => 18,
-        E::CorruptRecord(_) => 2,
-        E::InvalidRecord(_) => 87,
-        E::OffsetOutOfRange { .. } => 1,
-        E::OutOfOrderSequence(_) => 45,
-        E::InvalidProducerEpoch(_) => 47,
-        E::UnknownProducerId(_) => 59,
-        E::InvalidTimestamp(_) => 32,
-        _ => 56,
-    }
-}
-
-/// Leader-epoch fencing (KIP-320): -1 skips the check.
-pub fn check_leader_epoch(requested: i32, current: i32) -> i16 {
-    if requested == -1 || requested == current {
-        0
-    } else if requested > current {
-        75 // UNKNOWN_LEADER_EPOCH
-    } else {
-        74 // FENCED_LEADER_EPOCH
-    }
 }

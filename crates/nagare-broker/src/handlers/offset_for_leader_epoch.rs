@@ -27,19 +27,17 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 .with_partition(p.partition)
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
-            let part = match broker.replicas.leader_partition(
-                t.topic.as_str(),
-                p.partition,
-                p.current_leader_epoch,
-            ) {
-                Ok(part) => part,
-                Err(code) => {
-                    parts.push(out.with_error_code(code));
-                    continue;
-                }
-            };
-            let (epoch, end) = part.log.end_offset_for_epoch(p.leader_epoch);
-            parts.push(out.with_leader_epoch(epoch).with_end_offset(end));
+            parts.push(
+                match broker.replicas.last_offset_for_leader_epoch(
+                    t.topic.as_str(),
+                    p.partition,
+                    p.current_leader_epoch,
+                    p.leader_epoch,
+                ) {
+                    Ok((epoch, end)) => out.with_leader_epoch(epoch).with_end_offset(end),
+                    Err(e) => out.with_error_code(e.code()),
+                },
+            );
         }
         topics.push(
             OffsetForLeaderTopicResult::default()

@@ -9,18 +9,17 @@
 //! replicated, and REQUEST_TIMED_OUT if that did not happen within the request's
 //! `timeout_ms`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 
 use super::HandlerResult;
-use super::{respond, sb, storage_error_code, Request};
+use super::{respond, sb, Request};
 use crate::network::Reply;
-use crate::replica_manager::now_ms;
+use crate::replica_manager::{AppendEntry, AppendOrigin, PartitionAppend, RequiredAcks};
 use crate::Broker;
 
 /// Supported versions.
@@ -31,11 +30,12 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: ProduceRequest = req.decode()?;
     let v = req.version();
     let corr = req.correlation_id();
-    let acks = r.acks;
-    let deadline = Instant::now() + Duration::from_millis(r.timeout_ms.max(0) as u64);
+    let acks = RequiredAcks::from_wire(r.acks);
+    let timeout = Duration::from_millis(r.timeout_ms.max(0) as u64);
     let mut topics = Vec::with_capacity(r.topic_data.len());
-    let mut durable_waits = Vec::new();
-    let now = now_ms();
+    // The partitions handed to the replica manager, and where their answers go.
+    let mut entries = Vec::new();
+    let mut slots = Vec::new();
     for t in r.topic_data {
         let name = if v >= 13 {
             broker.replicas.topic_name(&t.topic_id).unwrap_or_default()
@@ -44,12 +44,12 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         };
         let mut parts = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
-            let mut out = PartitionProduceResponse::default()
+            let out = PartitionProduceResponse::default()
                 .with_index(p.index)
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            if acks != -1 && acks != 0 && acks != 1 {
+            if acks.is_none() {
                 parts.push(out.with_error_code(21)); // INVALID_REQUIRED_ACKS
                 continue;
             }
@@ -63,62 +63,25 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 parts.push(out.with_error_code(17)); // INVALID_TOPIC_EXCEPTION
                 continue;
             }
-            let partition = match broker.replicas.leader_partition(&name, p.index, -1) {
-                Ok(partition) => partition,
-                Err(code) => {
-                    parts.push(out.with_error_code(code));
-                    continue;
-                }
-            };
             let Some(records) = p.records else {
-                parts.push(out.with_error_code(87)); // INVALID_RECORD
+                // A partition not led here says so first.
+                let code = match broker.replicas.leader_partition(&name, p.index, -1) {
+                    Err(e) => e.code(),
+                    Ok(_) => 87, // INVALID_RECORD
+                };
+                parts.push(out.with_error_code(code));
                 continue;
             };
-            if acks == -1 {
-                // Kafka's Partition.appendRecordsToLeader: refuse before appending.
-                let isr = partition.isr().len() as i32;
-                let min_isr = partition.min_isr.load(Ordering::Acquire);
-                if isr < min_isr {
-                    parts.push(out.with_error_code(19).with_error_message(Some(sb(format!(
-                        "The size of the current ISR {isr} is insufficient to satisfy the min.isr requirement of {min_isr} for partition {}",
-                        partition.tp
-                    ))))); // NOT_ENOUGH_REPLICAS
-                    continue;
-                }
-            }
-            let epoch = partition.epoch();
+            slots.push((topics.len(), parts.len()));
             // The only copy on the produce path: request bytes into a mutable buffer so the
             // batch headers can be patched in place before the single write.
-            let buf = BytesMut::from(&records[..]);
-            match partition.log.append_as_leader(buf, epoch, now) {
-                Ok(info) => {
-                    out = out
-                        .with_base_offset(info.first_offset)
-                        .with_log_append_time_ms(info.log_append_time)
-                        .with_log_start_offset(info.log_start_offset);
-                    // A duplicate (idempotent retry) waits too: its original may still be
-                    // in the page cache if the first attempt's connection dropped before
-                    // the fsync; acknowledging it now could lose it on a crash.
-                    if acks == -1 {
-                        durable_waits.push((
-                            parts.len(),
-                            topics.len(),
-                            partition.clone(),
-                            info.last_offset,
-                            epoch,
-                        ));
-                    }
-                    parts.push(out);
-                }
-                Err(e) => {
-                    let code = storage_error_code(&e);
-                    tracing::debug!(tp = %partition.tp, error = %e, code, "produce refused");
-                    parts.push(
-                        out.with_error_code(code)
-                            .with_error_message(Some(sb(e.to_string()))),
-                    );
-                }
-            }
+            entries.push(AppendEntry {
+                topic: name.clone(),
+                partition: p.index,
+                current_leader_epoch: -1,
+                records: BytesMut::from(&records[..]),
+            });
+            parts.push(out);
         }
         topics.push(
             TopicProduceResponse::default()
@@ -127,46 +90,51 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 .with_partition_responses(parts),
         );
     }
-    broker.replicas.notify_appended();
-    if acks == 0 {
+    let Some(acks) = acks else {
+        let resp = ProduceResponse::default().with_responses(topics);
+        return Ok(Reply::Now(respond(ApiKey::Produce, v, corr, &resp)));
+    };
+    let pending = broker
+        .replicas
+        .append_records(AppendOrigin::Client, acks, timeout, entries);
+    if acks == RequiredAcks::None {
         return Ok(Reply::Nothing);
     }
-    if durable_waits.is_empty() {
+    if !pending.is_delayed() {
+        fill(&mut topics, &slots, pending.into_results());
         let resp = ProduceResponse::default().with_responses(topics);
         return Ok(Reply::Now(respond(ApiKey::Produce, v, corr, &resp)));
     }
-    // Register every wait before awaiting any: one fsync round serves them all.
-    let waits: Vec<_> = durable_waits
-        .into_iter()
-        .map(|(pi, ti, partition, last, epoch)| {
-            let durable = broker.replicas.wait_durable(partition.log.clone(), last);
-            (pi, ti, partition, last, epoch, durable)
-        })
-        .collect();
     Ok(Reply::Later(Box::pin(async move {
-        for (pi, ti, partition, last, epoch, durable) in waits {
-            let code = match durable.await {
-                Err(e) => {
-                    tracing::error!(error = %e, "fsync failed; acks=all write not acknowledged");
-                    56 // KAFKA_STORAGE_ERROR
-                }
-                Ok(()) => {
-                    // The delayed produce: wait for the ISR until the request's timeout.
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    partition.wait_replicated(last + 1, epoch, left).await
-                }
-            };
-            if code != 0 {
-                if let Some(p) = topics
-                    .get_mut(ti)
-                    .and_then(|t| t.partition_responses.get_mut(pi))
-                {
-                    p.error_code = code;
-                    p.base_offset = -1;
-                }
-            }
-        }
+        fill(&mut topics, &slots, pending.complete().await);
         let resp = ProduceResponse::default().with_responses(topics);
         respond(ApiKey::Produce, v, corr, &resp)
     })))
+}
+
+/// Writes each partition's outcome into its place in the response: an unacknowledged write
+/// has base offset -1 and the error's code (and, where useful, its message).
+fn fill(
+    topics: &mut [TopicProduceResponse],
+    slots: &[(usize, usize)],
+    results: Vec<PartitionAppend>,
+) {
+    for (&(ti, pi), r) in slots.iter().zip(results) {
+        let Some(out) = topics
+            .get_mut(ti)
+            .and_then(|t| t.partition_responses.get_mut(pi))
+        else {
+            continue;
+        };
+        if let Some(a) = r.appended {
+            out.base_offset = a.base_offset;
+            out.log_append_time_ms = a.log_append_time_ms;
+            out.log_start_offset = a.log_start_offset;
+        }
+        if let Some(e) = r.error {
+            out.error_code = e.code();
+            out.base_offset = -1;
+            out.error_message = e.message().map(sb);
+        }
+    }
 }

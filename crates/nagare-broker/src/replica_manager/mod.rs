@@ -1,8 +1,14 @@
 //! The replica manager: the partitions this broker hosts, taken from the metadata image,
-//! with their logs, leader epochs and high watermarks; appends and reads on them; the
-//! leader's replication state ([`partition_state`]) driven by follower fetches; the
-//! delayed-produce purgatory of `acks=all`; and the group commit that makes `acks=all` writes
-//! durable before they are acknowledged.
+//! with their logs, leader epochs and high watermarks — and the only door to their data, as
+//! Kafka's `ReplicaManager` is: a partition's [`Log`] is private to this module, and
+//! handlers, the replica fetcher, the group coordinator and the server's background tasks go
+//! through [`ReplicaManager`] and [`Partition`] methods. Appends (`append`: client,
+//! coordinator and follower appends, typed outcomes, the one `acks=all` wait), reads
+//! (`delayed_fetch`: Fetch with the delayed-fetch purgatory keyed by partition), offset
+//! lookups (`offsets`), the leader's replication state ([`partition_state`]) driven by
+//! follower fetches and its ISR proposals ([`alter_partition_sender`]), and the group commit
+//! that makes `acks=all` writes durable before they are acknowledged. Errors are typed
+//! ([`ReplicaError`]); handlers map them to Kafka codes.
 //!
 //! Durability policy (documented in README): an `acks=all` produce is answered only after
 //! its batches are fsynced on the leader and every ISR member has them (the high watermark
@@ -11,13 +17,27 @@
 //! not throughput. `acks=0/1` writes are answered after the page-cache write and fsynced by
 //! a background flush every `log.flush.interval.ms` (default 1000 ms).
 
+pub mod alter_partition_sender;
+mod append;
+#[cfg(test)]
+mod data_path_tests;
+mod delayed_fetch;
+mod error;
 mod metadata_apply;
+mod offsets;
 pub mod partition_state;
+
+pub use append::{AppendEntry, PartitionAppend, PendingAppend, ReplicationOutcome, RequiredAcks};
+pub use delayed_fetch::{
+    ClientMetadata, FetchParams, FetchPartitionRequest, FetchPartitionResult, IsolationLevel,
+};
+pub use error::{check_leader_epoch, ReplicaError};
+pub use nagare_storage::AppendOrigin;
+pub use offsets::{OffsetAndEpoch, OffsetSpec};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{oneshot, watch, Notify};
@@ -33,8 +53,9 @@ pub struct Partition {
     pub tp: TopicPartition,
     /// Topic id (KIP-516).
     pub topic_id: Uuid,
-    /// The partition's log.
-    pub log: Arc<Log>,
+    /// The partition's log: private to the replica manager, the one door to partition data
+    /// (Kafka's `ReplicaManager`/`Partition`); everything else goes through their methods.
+    log: Arc<Log>,
     /// Current leader epoch from the metadata image.
     pub leader_epoch: AtomicI32,
     /// Current leader id (-1 when none).
@@ -53,6 +74,10 @@ pub struct Partition {
     changed: watch::Sender<u64>,
     /// Whether a consumer fetch served by this follower was logged (KIP-392).
     follower_read_logged: std::sync::atomic::AtomicBool,
+    /// The delayed fetches parked on this partition (the purgatory keyed by partition, as
+    /// Kafka's `DelayedOperationPurgatory` watches keys): woken by appends to this partition,
+    /// high-watermark moves and role changes here, never by other partitions' traffic.
+    fetch_watchers: delayed_fetch::FetchWatchers,
 }
 
 impl Partition {
@@ -82,6 +107,7 @@ impl Partition {
             truncated_epoch: AtomicI32::new(-1),
             changed: watch::channel(0).0,
             follower_read_logged: std::sync::atomic::AtomicBool::new(false),
+            fetch_watchers: delayed_fetch::FetchWatchers::default(),
         }
     }
 
@@ -103,6 +129,63 @@ impl Partition {
     fn publish_hw(&self, hw: i64) {
         self.hw.store(hw, Ordering::Release);
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        // Consumers parked here may read up to the new high watermark.
+        self.fetch_watchers.wake();
+    }
+
+    /// The log end offset (the offset the next appended record gets).
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
+    /// The log start offset (the first offset still readable).
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
+    }
+
+    /// The latest leader epoch of the log's leader-epoch checkpoint, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.log.latest_epoch()
+    }
+
+    /// The largest epoch at or below `epoch` in the leader-epoch checkpoint and where it ends
+    /// in this log (KIP-101/279); (-1, -1) when there is none.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.log.end_offset_for_epoch(epoch)
+    }
+
+    /// Truncates the log to `offset` (a follower cutting a divergent tail).
+    pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        self.log.truncate_to(offset)
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower behind the leader's log
+    /// start, Kafka's `truncateFullyAndStartAt`).
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), StorageError> {
+        self.log.truncate_fully_and_start_at(offset)
+    }
+
+    /// A follower follows the leader's log start (Kafka's `maybeIncrementLogStartOffset`
+    /// with reason `LeaderOffsetIncremented`), never past its own log end. Returns the new
+    /// log start if it moved.
+    pub fn follow_leader_log_start(
+        &self,
+        leader_log_start: i64,
+    ) -> Result<Option<i64>, StorageError> {
+        let target = leader_log_start.min(self.log.log_end_offset());
+        if target <= self.log.log_start_offset() {
+            return Ok(None);
+        }
+        self.log.delete_records_before(target).map(Some)
+    }
+
+    /// Reads every record of the log from its start to its end, in order (a coordinator
+    /// loading its state from its partition).
+    pub fn replay_records(
+        &self,
+        f: impl FnMut(nagare_storage::ReplayedRecord),
+    ) -> Result<(), StorageError> {
+        nagare_storage::replay_records(&self.log, f)
     }
 
     /// Current leader epoch.
@@ -172,24 +255,24 @@ impl Partition {
 
     /// A fetch from follower `replica` at `fetch_offset`: updates its state and the high
     /// watermark. Returns the high watermark, whether it moved, and an ISR expansion to
-    /// propose; NOT_LEADER_OR_FOLLOWER (6) if this broker does not lead or `replica` is not
+    /// propose; NOT_LEADER_OR_FOLLOWER if this broker does not lead or `replica` is not
     /// a replica.
     pub fn follower_fetch(
         &self,
         replica: i32,
         fetch_offset: i64,
         now_ms: i64,
-    ) -> Result<(i64, bool, Option<IsrProposal>), i16> {
+    ) -> Result<(i64, bool, Option<IsrProposal>), ReplicaError> {
         let leo = self.log.log_end_offset();
         let mut st = self.leader_state.lock();
-        let s = st.as_mut().ok_or(6i16)?;
+        let s = st.as_mut().ok_or(ReplicaError::NotLeaderOrFollower)?;
         if s.follower(replica).is_none() {
-            return Err(6);
+            return Err(ReplicaError::NotLeaderOrFollower);
         }
         // A follower past our log end has a divergent tail (it must truncate first): it is
         // not caught up with anything. OFFSET_OUT_OF_RANGE, as Kafka's read answers.
         if fetch_offset > leo || fetch_offset < self.log.log_start_offset() {
-            return Err(1);
+            return Err(ReplicaError::OffsetOutOfRange(fetch_offset));
         }
         let u = s.follower_fetch(replica, fetch_offset, leo, now_ms);
         let hw = s.high_watermark();
@@ -253,41 +336,6 @@ impl Partition {
         self.truncated_epoch.store(-1, Ordering::Release);
     }
 
-    /// Waits until the high watermark reaches `required` (every ISR member has the offsets
-    /// below it) while this broker leads in `epoch` — Kafka's DelayedProduce. Returns 0,
-    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND (20) if the ISR shrank below `min.insync.replicas`
-    /// meanwhile, NOT_LEADER_OR_FOLLOWER (6) if leadership moved, REQUEST_TIMED_OUT (7)
-    /// after `timeout`.
-    pub async fn wait_replicated(
-        self: Arc<Self>,
-        required: i64,
-        epoch: i32,
-        timeout: Duration,
-    ) -> i16 {
-        let mut rx = self.changed.subscribe();
-        let wait = async {
-            loop {
-                rx.borrow_and_update();
-                if self.epoch() != epoch || !self.is_leader() {
-                    return 6;
-                }
-                if self.high_watermark() >= required {
-                    // Kafka's checkEnoughReplicasReachOffset.
-                    let isr = self.isr().len() as i32;
-                    return if isr >= self.min_isr.load(Ordering::Acquire) {
-                        0
-                    } else {
-                        20
-                    };
-                }
-                if rx.changed().await.is_err() {
-                    return 6;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.unwrap_or(7)
-    }
-
     /// Takes the roles of `reg` for this broker `node_id`: becoming leader in a new epoch
     /// starts a fresh replication state (and records where the epoch starts in the log);
     /// the same epoch only updates the assignment; a follower drops the state.
@@ -308,6 +356,8 @@ impl Partition {
             }
             drop(st);
             self.changed.send_modify(|v| *v = v.wrapping_add(1));
+            // A consumer reading from the old leader must now look elsewhere.
+            self.fetch_watchers.wake();
             return;
         }
         match st.as_mut() {
@@ -350,7 +400,11 @@ pub struct ReplicaManager {
     by_id: RwLock<HashMap<Uuid, String>>,
     waiters: Mutex<Vec<DurableWaiter>>,
     flush_needed: Notify,
-    appended: watch::Sender<u64>,
+    /// Identifies each parked delayed fetch in the watcher lists of its partitions.
+    next_fetch_id: std::sync::atomic::AtomicU64,
+    /// How many times parked delayed fetches were woken and re-read their partitions (a
+    /// purgatory metric; it shows that traffic on one partition leaves others' fetches idle).
+    delayed_fetch_checks: std::sync::atomic::AtomicU64,
     roles: watch::Sender<u64>,
     proposals: Mutex<Vec<(Arc<Partition>, IsrProposal)>>,
     proposals_ready: Notify,
@@ -380,7 +434,6 @@ pub fn now_ms() -> i64 {
 impl ReplicaManager {
     /// Opens every log in `log_dir` (with recovery) for node `node_id`.
     pub fn open(node_id: i32, logs: LogManager) -> Self {
-        let (appended, _) = watch::channel(0);
         let path = logs.log_dir().join(REPLICATION_OFFSET_CHECKPOINT_FILE);
         let checkpointed_hws = match nagare_storage::read_offset_checkpoint(&path) {
             Ok(m) => m,
@@ -398,7 +451,8 @@ impl ReplicaManager {
             by_id: RwLock::new(HashMap::new()),
             waiters: Mutex::new(Vec::new()),
             flush_needed: Notify::new(),
-            appended,
+            next_fetch_id: std::sync::atomic::AtomicU64::new(0),
+            delayed_fetch_checks: std::sync::atomic::AtomicU64::new(0),
             roles: watch::channel(0).0,
             proposals: Mutex::new(Vec::new()),
             proposals_ready: Notify::new(),
@@ -429,21 +483,19 @@ impl ReplicaManager {
     }
 
     /// The partition as a client may use it: hosted here, led by this node, and at the
-    /// leader epoch the client expects (KIP-320; -1 skips that check). The error is the
-    /// Kafka code to answer with.
+    /// leader epoch the client expects (KIP-320; -1 skips that check).
     pub fn leader_partition(
         &self,
         topic: &str,
         partition: i32,
         current_leader_epoch: i32,
-    ) -> Result<Arc<Partition>, i16> {
-        let p = self.partition(topic, partition).ok_or(3i16)?; // UNKNOWN_TOPIC_OR_PARTITION
-        let code = crate::handlers::check_leader_epoch(current_leader_epoch, p.epoch());
-        if code != 0 {
-            return Err(code);
-        }
+    ) -> Result<Arc<Partition>, ReplicaError> {
+        let p = self
+            .partition(topic, partition)
+            .ok_or(ReplicaError::UnknownTopicOrPartition)?;
+        check_leader_epoch(current_leader_epoch, p.epoch())?;
         if p.leader.load(Ordering::Acquire) != self.node_id {
-            return Err(6); // NOT_LEADER_OR_FOLLOWER
+            return Err(ReplicaError::NotLeaderOrFollower);
         }
         Ok(p)
     }
@@ -458,15 +510,14 @@ impl ReplicaManager {
         partition: i32,
         current_leader_epoch: i32,
         leader_only: bool,
-    ) -> Result<Arc<Partition>, i16> {
+    ) -> Result<Arc<Partition>, ReplicaError> {
         if leader_only {
             return self.leader_partition(topic, partition, current_leader_epoch);
         }
-        let p = self.partition(topic, partition).ok_or(3i16)?; // UNKNOWN_TOPIC_OR_PARTITION
-        let code = crate::handlers::check_leader_epoch(current_leader_epoch, p.epoch());
-        if code != 0 {
-            return Err(code);
-        }
+        let p = self
+            .partition(topic, partition)
+            .ok_or(ReplicaError::UnknownTopicOrPartition)?;
+        check_leader_epoch(current_leader_epoch, p.epoch())?;
         Ok(p)
     }
 
@@ -528,20 +579,10 @@ impl ReplicaManager {
         }
     }
 
-    /// Signals waiting fetches that new data may be available.
-    pub fn notify_appended(&self) {
-        self.appended.send_modify(|v| *v = v.wrapping_add(1));
-    }
-
-    /// A receiver that changes whenever any partition is appended to (delayed fetch).
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
-    }
-
     /// Registers interest in `log` being fsynced past `last_offset` (group commit) and
     /// returns a future for it. Registration happens now, so several waits registered
     /// before awaiting any of them are served by the same fsync round.
-    pub fn wait_durable(
+    fn wait_durable(
         &self,
         log: Arc<Log>,
         last_offset: i64,
@@ -615,6 +656,21 @@ impl ReplicaManager {
                 }
             }
         }
+    }
+
+    /// One pass of the log cleaner (compaction, Kafka's `CleanerThread`) over the hosted
+    /// logs with `cleanup.policy=compact`. Returns how many logs it cleaned. Blocking: run it
+    /// off the async runtime.
+    pub fn clean_logs(&self, settings: &nagare_storage::CleanerConfig, now_ms: i64) -> usize {
+        let logs: Vec<_> = self
+            .all_partitions()
+            .into_iter()
+            .map(|p| (p.tp.clone(), p.log.clone()))
+            .collect();
+        self.logs
+            .cleaner()
+            .clean_logs(&logs, settings, now_ms)
+            .len()
     }
 
     /// Retention for every hosted log (below its high watermark), and expiry of producer ids

@@ -1,0 +1,390 @@
+//! The replica manager's data path through its public doors: typed append outcomes
+//! (`min.insync.replicas`, leadership, timeouts) and the delayed-fetch purgatory keyed by
+//! partition.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use nagare_metadata::records::ConfigResource;
+use nagare_metadata::topic_config::TopicDefaults;
+use nagare_metadata::{MetadataImage, PartitionRegistration, TopicImage, Uuid};
+use nagare_storage::{LogConfig, LogManager};
+
+use super::*;
+
+const ME: i32 = 1;
+const OTHER: i32 = 2;
+
+struct Node {
+    _dir: tempfile::TempDir,
+    rm: Arc<ReplicaManager>,
+}
+
+/// One partition 0 per topic: (name, leader, leader epoch, replicas, isr, min.insync.replicas).
+type TopicSpec<'a> = (&'a str, i32, i32, &'a [i32], &'a [i32], i32);
+
+fn image(offset: i64, topics: &[TopicSpec<'_>]) -> MetadataImage {
+    let mut img = MetadataImage::empty();
+    img.offset = offset;
+    for (i, (name, leader, epoch, replicas, isr, min_isr)) in topics.iter().enumerate() {
+        let id = Uuid::from_u128(100 + i as u128);
+        let reg = PartitionRegistration {
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader: *leader,
+            leader_epoch: *epoch,
+            partition_epoch: offset as i32,
+        };
+        img.topics_by_id.insert(
+            id,
+            Arc::new(TopicImage {
+                name: name.to_string(),
+                id,
+                partitions: BTreeMap::from([(0, reg)]),
+            }),
+        );
+        img.topic_ids.insert(name.to_string(), id);
+        img.configs.insert(
+            (ConfigResource::Topic, name.to_string()),
+            [("min.insync.replicas".to_string(), min_isr.to_string())].into(),
+        );
+    }
+    img
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = LogManager::open(dir.path().to_path_buf(), |_| LogConfig::default(), 0)
+            .expect("open logs");
+        let rm = Arc::new(ReplicaManager::open(ME, logs));
+        tokio::spawn(rm.clone().run_group_commit());
+        Node { _dir: dir, rm }
+    }
+
+    fn apply(&self, img: &MetadataImage) {
+        self.rm
+            .apply_image(img, &TopicDefaults::from_broker(|_| None));
+    }
+
+    fn append(
+        &self,
+        origin: AppendOrigin,
+        acks: RequiredAcks,
+        topic: &str,
+        timeout_ms: u64,
+    ) -> PendingAppend {
+        self.rm.append_records(
+            origin,
+            acks,
+            Duration::from_millis(timeout_ms),
+            vec![AppendEntry {
+                topic: topic.to_string(),
+                partition: 0,
+                current_leader_epoch: -1,
+                records: batch(3),
+            }],
+        )
+    }
+
+    fn p(&self, topic: &str) -> Arc<Partition> {
+        self.rm.partition(topic, 0).expect("hosted")
+    }
+}
+
+fn batch(n: usize) -> BytesMut {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now_ms(),
+            key: None,
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf
+}
+
+/// The one result of a single-entry append.
+async fn outcome(p: PendingAppend) -> PartitionAppend {
+    p.complete().await.into_iter().next().expect("one result")
+}
+
+fn code(r: &PartitionAppend) -> i16 {
+    r.error.as_ref().map(ReplicaError::code).unwrap_or(0)
+}
+
+/// Kafka's rules: a client's acks=all is refused before the append when the ISR is below
+/// `min.insync.replicas`; acks=1 and the coordinator's writes are not.
+#[tokio::test]
+async fn acks_all_is_refused_below_min_isr_before_the_append() {
+    let node = Node::new();
+    node.apply(&image(1, &[("t", ME, 1, &[ME, OTHER], &[ME], 2)]));
+    let r = outcome(node.append(AppendOrigin::Client, RequiredAcks::All, "t", 1000)).await;
+    assert!(
+        matches!(
+            r.error,
+            Some(ReplicaError::NotEnoughReplicas {
+                isr: 1,
+                min_isr: 2,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(code(&r), 19);
+    assert!(r.appended.is_none());
+    assert_eq!(node.p("t").log_end_offset(), 0, "appended anyway");
+
+    let r = outcome(node.append(AppendOrigin::Client, RequiredAcks::Leader, "t", 1000)).await;
+    assert_eq!(code(&r), 0);
+    assert_eq!(r.appended.map(|a| a.base_offset), Some(0));
+    // The coordinator appends as leader without the refusal, and its commit wait ignores
+    // min.insync.replicas (the HW, the leader alone, passed it).
+    let r = outcome(node.append(AppendOrigin::Coordinator, RequiredAcks::All, "t", 1000)).await;
+    assert_eq!(code(&r), 0, "{r:?}");
+    assert_eq!(r.appended.map(|a| a.base_offset), Some(3));
+    let p = node.p("t");
+    let wait = node
+        .rm
+        .wait_committed(&p, 6, 1, Duration::from_secs(1), AppendOrigin::Coordinator);
+    assert_eq!(wait.await, ReplicationOutcome::Committed);
+    // Replication is not an origin of leader appends.
+    let r = outcome(node.append(AppendOrigin::Replication, RequiredAcks::Leader, "t", 0)).await;
+    assert!(r.error.is_some());
+}
+
+/// Appends to partitions not led here, unknown ones, or with a stale epoch are refused
+/// with typed errors and leave the log alone.
+#[tokio::test]
+async fn appends_need_the_leader() {
+    let node = Node::new();
+    node.apply(&image(1, &[("f", OTHER, 4, &[ME, OTHER], &[ME, OTHER], 1)]));
+    for acks in [RequiredAcks::Leader, RequiredAcks::All] {
+        let r = outcome(node.append(AppendOrigin::Client, acks, "f", 1000)).await;
+        assert!(
+            matches!(r.error, Some(ReplicaError::NotLeaderOrFollower)),
+            "{r:?}"
+        );
+        assert_eq!(code(&r), 6);
+    }
+    let r = outcome(node.append(AppendOrigin::Client, RequiredAcks::Leader, "nope", 0)).await;
+    assert_eq!(code(&r), 3);
+    assert_eq!(node.p("f").log_end_offset(), 0);
+
+    node.apply(&image(2, &[("f", ME, 5, &[ME, OTHER], &[ME, OTHER], 1)]));
+    let stale = node.rm.append_records(
+        AppendOrigin::Coordinator,
+        RequiredAcks::Leader,
+        Duration::ZERO,
+        vec![AppendEntry {
+            topic: "f".into(),
+            partition: 0,
+            current_leader_epoch: 4,
+            records: batch(1),
+        }],
+    );
+    let r = outcome(stale).await;
+    assert!(matches!(
+        r.error,
+        Some(ReplicaError::FencedLeaderEpoch {
+            requested: 4,
+            current: 5
+        })
+    ));
+    assert_eq!(code(&r), 74);
+}
+
+/// acks=all waits for the ISR: REQUEST_TIMED_OUT when the follower does not fetch in time,
+/// success once it does, NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank below
+/// `min.insync.replicas` meanwhile, NOT_LEADER_OR_FOLLOWER when leadership moved.
+#[tokio::test]
+async fn acks_all_outcomes_after_the_append() {
+    let node = Node::new();
+    node.apply(&image(1, &[("t", ME, 1, &[ME, OTHER], &[ME, OTHER], 2)]));
+    let p = node.p("t");
+
+    let started = Instant::now();
+    let r = outcome(node.append(AppendOrigin::Client, RequiredAcks::All, "t", 200)).await;
+    assert!(
+        matches!(r.error, Some(ReplicaError::RequestTimedOut)),
+        "{r:?}"
+    );
+    assert_eq!(code(&r), 7);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "timed out early"
+    );
+    assert_eq!(
+        r.appended.map(|a| a.base_offset),
+        Some(0),
+        "it is in the leader's log"
+    );
+
+    let pending = node.append(AppendOrigin::Client, RequiredAcks::All, "t", 5000);
+    assert!(pending.is_delayed());
+    let waiting = tokio::spawn(outcome(pending));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !waiting.is_finished(),
+        "answered before the follower had it"
+    );
+    p.follower_fetch(OTHER, p.log_end_offset(), now_ms())
+        .expect("follower fetch");
+    let r = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(code(&r), 0, "{r:?}");
+    assert_eq!(r.appended.map(|a| a.base_offset), Some(3));
+
+    // The ISR shrinks to the leader alone while a write waits: the HW passes it, but the
+    // ISR is below min.insync.replicas.
+    let waiting = tokio::spawn(outcome(node.append(
+        AppendOrigin::Client,
+        RequiredAcks::All,
+        "t",
+        5000,
+    )));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    node.apply(&image(2, &[("t", ME, 1, &[ME, OTHER], &[ME], 2)]));
+    let r = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert!(
+        matches!(r.error, Some(ReplicaError::NotEnoughReplicasAfterAppend)),
+        "{r:?}"
+    );
+    assert_eq!(code(&r), 20);
+
+    // Leadership moves while a write waits.
+    node.apply(&image(3, &[("t", ME, 2, &[ME, OTHER], &[ME, OTHER], 1)]));
+    let waiting = tokio::spawn(outcome(node.append(
+        AppendOrigin::Client,
+        RequiredAcks::All,
+        "t",
+        5000,
+    )));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    node.apply(&image(4, &[("t", OTHER, 3, &[ME, OTHER], &[ME, OTHER], 1)]));
+    let r = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert!(
+        matches!(r.error, Some(ReplicaError::NotLeaderOrFollower)),
+        "{r:?}"
+    );
+    assert_eq!(code(&r), 6);
+}
+
+fn consumer_fetch(topic: &str, max_wait_ms: u64) -> FetchParams {
+    FetchParams {
+        replica_id: -1,
+        max_wait: Duration::from_millis(max_wait_ms),
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        isolation: IsolationLevel::ReadUncommitted,
+        client_metadata: None,
+        partitions: vec![FetchPartitionRequest {
+            topic: topic.to_string(),
+            partition: 0,
+            fetch_offset: 0,
+            max_bytes: 1 << 20,
+            current_leader_epoch: -1,
+            last_fetched_epoch: -1,
+        }],
+    }
+}
+
+/// The delayed-fetch purgatory is keyed by partition: appends to one partition do not wake
+/// a fetch parked on another; an append to its own partition completes it at once; a
+/// completed fetch leaves no registration behind.
+#[tokio::test]
+async fn a_produce_wakes_only_fetches_parked_on_its_partition() {
+    let node = Node::new();
+    node.apply(&image(
+        1,
+        &[("a", ME, 1, &[ME], &[ME], 1), ("b", ME, 1, &[ME], &[ME], 1)],
+    ));
+    let parked = {
+        let rm = node.rm.clone();
+        tokio::spawn(async move { rm.fetch(&consumer_fetch("a", 10_000)).await })
+    };
+    for _ in 0..200 {
+        if node.p("a").fetch_watchers.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(node.p("a").fetch_watchers.len(), 1, "never parked");
+    for _ in 0..20 {
+        let r = outcome(node.append(AppendOrigin::Client, RequiredAcks::Leader, "b", 0)).await;
+        assert_eq!(code(&r), 0);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!parked.is_finished());
+    assert_eq!(
+        node.rm.delayed_fetch_checks(),
+        0,
+        "woken by another partition"
+    );
+
+    let started = Instant::now();
+    let r = outcome(node.append(AppendOrigin::Client, RequiredAcks::Leader, "a", 0)).await;
+    assert_eq!(code(&r), 0);
+    let results = tokio::time::timeout(Duration::from_secs(2), parked)
+        .await
+        .expect("woken")
+        .expect("task");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(results.len(), 1);
+    assert!(results[0].error.is_none(), "{:?}", results[0].error);
+    assert!(
+        results[0].records.as_ref().is_some_and(|s| s.len > 0),
+        "no records"
+    );
+    assert_eq!(results[0].high_watermark, 3);
+    assert!(node.rm.delayed_fetch_checks() >= 1);
+    assert_eq!(
+        node.p("a").fetch_watchers.len(),
+        0,
+        "registration left behind"
+    );
+
+    // A fetch that times out unregisters too, and reports what it has.
+    let started = Instant::now();
+    let mut params = consumer_fetch("b", 100);
+    params.partitions[0].fetch_offset = 60;
+    let results = node.rm.fetch(&params).await;
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    assert!(results[0].records.is_none() && results[0].error.is_none());
+    assert_eq!(node.p("b").fetch_watchers.len(), 0);
+    // Errors answer at once.
+    let results = node.rm.fetch(&consumer_fetch("nope", 10_000)).await;
+    assert_eq!(results[0].error.as_ref().map(ReplicaError::code), Some(3));
+}

@@ -1,0 +1,362 @@
+//! Reads for Fetch and the delayed-fetch purgatory (Kafka's `ReplicaManager.fetchMessages`
+//! with `DelayedFetch`).
+//!
+//! - Each partition is read from the batch containing the fetch offset, whole batches,
+//!   bounded by the high watermark for consumers and by the log end for followers, by the
+//!   partition's and the response's byte limits, at least one batch (KIP-74).
+//! - A follower's fetch (replica id >= 0) updates its state on the leader first (its log
+//!   end, caught-up time, the high watermark, maybe an ISR expansion), and gets the leader's
+//!   end of a diverging epoch instead of records (KIP-320).
+//! - Consumers with client metadata (Fetch v11+) may read from followers, up to their high
+//!   watermark, and a leader with the rack-aware selector redirects them to an in-sync
+//!   follower in their rack (KIP-392).
+//! - With fewer than `min_bytes` available the fetch parks until `max_wait`. The purgatory is
+//!   keyed by partition: a parked fetch registers on the partitions it asked for and is woken
+//!   only by an append, a high-watermark move or a role change on one of them, so a produce
+//!   to one partition never wakes fetches parked on others (with one global signal, every
+//!   produce re-read every parked fetch).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nagare_storage::FileSlice;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::{now_ms, Partition, ReplicaError, ReplicaManager};
+
+/// Which records a consumer may see (Fetch's `isolation_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationLevel {
+    /// Everything below the high watermark.
+    ReadUncommitted,
+    /// Below the last stable offset, aborted transactions filtered by the client. Without
+    /// transactions (not built yet) the last stable offset is the high watermark, so this
+    /// reads the same as [`IsolationLevel::ReadUncommitted`].
+    ReadCommitted,
+}
+
+/// A consumer's client metadata (Fetch v11+, KIP-392): its presence lets the consumer read
+/// from followers.
+#[derive(Clone)]
+pub struct ClientMetadata {
+    /// The consumer's `client.rack` (may be empty).
+    pub rack_id: String,
+    /// With `replica.selector.class` set to the rack-aware selector: the rack of a live
+    /// (unfenced) broker, `None` for unknown or fenced ones. `None` keeps consumers on the
+    /// leader (Kafka's default selector).
+    pub rack_of: Option<Arc<dyn Fn(i32) -> Option<String> + Send + Sync>>,
+}
+
+/// One partition of a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchPartitionRequest {
+    /// Topic name (empty: a topic id this broker does not know).
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Where to read from (a follower's log end).
+    pub fetch_offset: i64,
+    /// This partition's byte limit.
+    pub max_bytes: i32,
+    /// The leader epoch the client expects (KIP-320), -1 for any.
+    pub current_leader_epoch: i32,
+    /// The epoch of the follower's last fetched record (KIP-320), -1 if unknown.
+    pub last_fetched_epoch: i32,
+}
+
+/// A fetch (Kafka's `FetchParams`).
+#[derive(Clone)]
+pub struct FetchParams {
+    /// The fetching follower's id, or -1 for a consumer.
+    pub replica_id: i32,
+    /// How long to wait for `min_bytes`.
+    pub max_wait: Duration,
+    /// Bytes wanted before answering (at least one is always wanted).
+    pub min_bytes: usize,
+    /// The response's byte limit.
+    pub max_bytes: usize,
+    /// What a consumer may see.
+    pub isolation: IsolationLevel,
+    /// A consumer's client metadata (KIP-392), if it sent any.
+    pub client_metadata: Option<ClientMetadata>,
+    /// The partitions, in response order.
+    pub partitions: Vec<FetchPartitionRequest>,
+}
+
+/// What one partition answers.
+#[derive(Debug, Default)]
+pub struct FetchPartitionResult {
+    /// Why nothing could be read, if so.
+    pub error: Option<ReplicaError>,
+    /// The high watermark, -1 if unknown.
+    pub high_watermark: i64,
+    /// The last stable offset, -1 if unknown.
+    pub last_stable_offset: i64,
+    /// The log start offset, -1 if unknown.
+    pub log_start_offset: i64,
+    /// KIP-320: the leader's (epoch, end offset) for a follower whose tail diverges.
+    pub diverging_epoch: Option<(i32, i64)>,
+    /// KIP-392: the replica the consumer should read from instead.
+    pub preferred_read_replica: Option<i32>,
+    /// Whole batches to send, as a file region.
+    pub records: Option<FileSlice>,
+}
+
+impl FetchPartitionResult {
+    fn unknown() -> Self {
+        FetchPartitionResult {
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            ..Default::default()
+        }
+    }
+
+    fn failed(error: ReplicaError) -> Self {
+        FetchPartitionResult {
+            error: Some(error),
+            ..FetchPartitionResult::unknown()
+        }
+    }
+
+    /// Answered at once, whatever `min_bytes` says (Kafka's `anyPreferredReadReplica`,
+    /// `hasDivergingEpoch` and errors).
+    fn completes_at_once(&self) -> bool {
+        self.error.is_some()
+            || self.preferred_read_replica.is_some()
+            || self.diverging_epoch.is_some()
+    }
+}
+
+/// The delayed fetches parked on one partition.
+#[derive(Default)]
+pub(super) struct FetchWatchers {
+    parked: Mutex<HashMap<u64, Arc<Notify>>>,
+}
+
+impl FetchWatchers {
+    /// Wakes every fetch parked here (each re-reads its partitions).
+    pub(super) fn wake(&self) {
+        for n in self.parked.lock().values() {
+            n.notify_one();
+        }
+    }
+
+    /// How many fetches are parked here.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.parked.lock().len()
+    }
+}
+
+/// A parked fetch's registration on its partitions; dropping it unregisters.
+struct Watch {
+    id: u64,
+    notify: Arc<Notify>,
+    partitions: Vec<Arc<Partition>>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for p in &self.partitions {
+            p.fetch_watchers.parked.lock().remove(&self.id);
+        }
+    }
+}
+
+impl ReplicaManager {
+    /// Reads every partition of `params`; if fewer than `min_bytes` are available, parks
+    /// until one of the partitions asked for changes or `max_wait` passes, then reads again.
+    /// Results come in the order of `params.partitions`.
+    pub async fn fetch(&self, params: &FetchParams) -> Vec<FetchPartitionResult> {
+        let deadline = Instant::now() + params.max_wait;
+        let mut watch: Option<Watch> = None;
+        loop {
+            let results = self.read_partitions(params);
+            let bytes: usize = results
+                .iter()
+                .map(|r| r.records.as_ref().map(|s| s.len).unwrap_or(0))
+                .sum();
+            let now = Instant::now();
+            if bytes >= params.min_bytes.max(1)
+                || results.iter().any(FetchPartitionResult::completes_at_once)
+                || now >= deadline
+            {
+                return results;
+            }
+            let Some(w) = &watch else {
+                // Kafka's tryCompleteElseWatch: register on the partitions, then read once
+                // more, so an append between the read and the registration is not missed.
+                watch = Some(self.watch(params));
+                continue;
+            };
+            if tokio::time::timeout(deadline - now, w.notify.notified())
+                .await
+                .is_err()
+            {
+                return self.read_partitions(params);
+            }
+            self.delayed_fetch_checks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many times parked fetches were woken to read again (since startup).
+    pub fn delayed_fetch_checks(&self) -> u64 {
+        self.delayed_fetch_checks.load(Ordering::Relaxed)
+    }
+
+    fn watch(&self, params: &FetchParams) -> Watch {
+        let id = self.next_fetch_id.fetch_add(1, Ordering::Relaxed);
+        let notify = Arc::new(Notify::new());
+        let mut partitions: Vec<Arc<Partition>> = Vec::new();
+        for t in &params.partitions {
+            let Some(p) = self.partition(&t.topic, t.partition) else {
+                continue;
+            };
+            if partitions.iter().any(|q| Arc::ptr_eq(q, &p)) {
+                continue;
+            }
+            p.fetch_watchers.parked.lock().insert(id, notify.clone());
+            partitions.push(p);
+        }
+        Watch {
+            id,
+            notify,
+            partitions,
+        }
+    }
+
+    fn read_partitions(&self, params: &FetchParams) -> Vec<FetchPartitionResult> {
+        let mut remaining = params.max_bytes;
+        let mut any_data = false;
+        let now = now_ms();
+        params
+            .partitions
+            .iter()
+            .map(|t| {
+                let r = self.read_partition(params, t, remaining, !any_data, now);
+                if let Some(s) = &r.records {
+                    any_data = true;
+                    remaining = remaining.saturating_sub(s.len);
+                }
+                r
+            })
+            .collect()
+    }
+
+    fn read_partition(
+        &self,
+        params: &FetchParams,
+        t: &FetchPartitionRequest,
+        remaining: usize,
+        min_one_batch: bool,
+        now: i64,
+    ) -> FetchPartitionResult {
+        if t.topic.is_empty() {
+            return FetchPartitionResult::failed(ReplicaError::UnknownTopicId);
+        }
+        let replica_id = params.replica_id;
+        // Followers fetch from leaders only; consumers with client metadata (v11+) may read
+        // from any replica (KIP-392).
+        let p = match self.readable_partition(
+            &t.topic,
+            t.partition,
+            t.current_leader_epoch,
+            params.client_metadata.is_none(),
+        ) {
+            Ok(p) => p,
+            Err(e) => return FetchPartitionResult::failed(e),
+        };
+        let is_leader = p.is_leader();
+        if replica_id < 0 && !is_leader {
+            p.note_follower_read();
+        }
+        // KIP-320: a follower whose last fetched epoch ends earlier on the leader (or is
+        // unknown below a later one) has a divergent tail. It gets the leader's end of that
+        // epoch instead of records and truncates; its fetch offset is not a log end the
+        // leader can count (Kafka's `Partition.fetchRecords`).
+        if replica_id >= 0 {
+            if let Some(d) = p.diverging_epoch(t.last_fetched_epoch, t.fetch_offset) {
+                let hw = p.high_watermark();
+                return FetchPartitionResult {
+                    high_watermark: hw,
+                    last_stable_offset: hw,
+                    log_start_offset: p.log.log_start_offset(),
+                    diverging_epoch: Some(d),
+                    ..FetchPartitionResult::unknown()
+                };
+            }
+        }
+        // A follower's fetch offset is its log end: update its state on the leader first,
+        // so the high watermark in the answer already counts it (a move wakes the consumers
+        // parked on this partition).
+        let (hw, max_offset) = if replica_id >= 0 {
+            match p.follower_fetch(replica_id, t.fetch_offset, now) {
+                Ok((hw, _moved, proposal)) => {
+                    if let Some(proposal) = proposal {
+                        self.propose_isr(p.clone(), proposal);
+                    }
+                    (hw, p.log.log_end_offset())
+                }
+                Err(e) => return FetchPartitionResult::failed(e),
+            }
+        } else {
+            // Read-committed would stop at the last stable offset, which equals the high
+            // watermark until transactions exist.
+            let hw = p.high_watermark();
+            (hw, hw)
+        };
+        let mut out = FetchPartitionResult {
+            high_watermark: hw,
+            last_stable_offset: hw,
+            log_start_offset: p.log.log_start_offset(),
+            ..FetchPartitionResult::unknown()
+        };
+        if let (Some(cm), true) = (&params.client_metadata, is_leader) {
+            if let Some(id) = self.preferred_read_replica(&p, cm, t.fetch_offset, now) {
+                // The consumer fetches from `id` from now on; no records from here.
+                out.preferred_read_replica = Some(id);
+                return out;
+            }
+        }
+        if t.fetch_offset >= max_offset && t.fetch_offset <= p.log.log_end_offset() {
+            return out;
+        }
+        let limit = (t.max_bytes.max(0) as usize).min(remaining);
+        match p.log.read(t.fetch_offset, limit, min_one_batch, max_offset) {
+            Ok(data) => out.records = data.slice.filter(|s| s.len > 0),
+            Err(e) => {
+                let e = ReplicaError::from(e);
+                if e.code() != 1 {
+                    tracing::warn!(tp = %p.tp, offset = t.fetch_offset, error = %e, "fetch read failed");
+                }
+                out.error = Some(e);
+            }
+        }
+        out
+    }
+
+    /// The leader's choice of a read replica for a consumer (KIP-392), if the rack-aware
+    /// selector is configured and picks a follower.
+    fn preferred_read_replica(
+        &self,
+        p: &Partition,
+        cm: &ClientMetadata,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Option<i32> {
+        let rack_of = cm.rack_of.as_ref()?;
+        if cm.rack_id.is_empty() {
+            return None;
+        }
+        let chosen =
+            p.preferred_read_replica(self.node_id, &cm.rack_id, fetch_offset, now_ms, |id| {
+                rack_of(id)
+            })?;
+        tracing::debug!(tp = %p.tp, rack = %cm.rack_id, replica = chosen, "preferred read replica");
+        Some(chosen)
+    }
+}

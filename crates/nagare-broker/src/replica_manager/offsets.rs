@@ -1,0 +1,127 @@
+//! Offset lookups and log-start moves on partitions led here: ListOffsets (Kafka's
+//! `ReplicaManager.fetchOffset` → `Partition.fetchOffsetForTimestamp`), DeleteRecords
+//! (`deleteRecords`) and OffsetForLeaderEpoch (`lastOffsetForLeaderEpoch`).
+
+use super::{ReplicaError, ReplicaManager};
+
+/// A special or real timestamp of ListOffsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// -2: the log start offset.
+    Earliest,
+    /// -4: the earliest offset in local storage (the log start, without tiered storage).
+    EarliestLocal,
+    /// -1: the high watermark for a consumer, the log end for a replica.
+    Latest,
+    /// -3: the record with the largest timestamp.
+    MaxTimestamp,
+    /// The first record with a timestamp at or after this one, below the high watermark.
+    Timestamp(i64),
+    /// Another negative value: answered with no offset.
+    Unknown(i64),
+}
+
+impl OffsetSpec {
+    /// The wire value's meaning.
+    pub fn from_wire(ts: i64) -> OffsetSpec {
+        match ts {
+            -2 => OffsetSpec::Earliest,
+            -4 => OffsetSpec::EarliestLocal,
+            -1 => OffsetSpec::Latest,
+            -3 => OffsetSpec::MaxTimestamp,
+            ts if ts >= 0 => OffsetSpec::Timestamp(ts),
+            ts => OffsetSpec::Unknown(ts),
+        }
+    }
+}
+
+/// A ListOffsets answer for one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetAndEpoch {
+    /// The record's timestamp, -1 for the special specs without one.
+    pub timestamp: i64,
+    /// The offset.
+    pub offset: i64,
+    /// The leader epoch answered (the record's batch epoch, or the current epoch).
+    pub leader_epoch: i32,
+}
+
+impl ReplicaManager {
+    /// ListOffsets on a partition led here at `current_leader_epoch` (-1 for any).
+    /// `from_client` is false for a follower or the debugging id (replica id other than -1),
+    /// which gets the log end for [`OffsetSpec::Latest`] (Kafka's isolation level `None`).
+    /// `Ok(None)`: no such offset (e.g. no record at or after the timestamp).
+    pub fn fetch_offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+        spec: OffsetSpec,
+        from_client: bool,
+    ) -> Result<Option<OffsetAndEpoch>, ReplicaError> {
+        let p = self.leader_partition(topic, partition, current_leader_epoch)?;
+        let epoch = p.epoch();
+        let special = |offset: i64| {
+            Some(OffsetAndEpoch {
+                timestamp: -1,
+                offset,
+                leader_epoch: epoch,
+            })
+        };
+        let found = match spec {
+            OffsetSpec::Earliest | OffsetSpec::EarliestLocal => special(p.log.log_start_offset()),
+            OffsetSpec::Latest if from_client => special(p.high_watermark()),
+            OffsetSpec::Latest => special(p.log.log_end_offset()),
+            OffsetSpec::MaxTimestamp => p.log.max_timestamp_offset()?.map(|o| OffsetAndEpoch {
+                timestamp: o.timestamp,
+                offset: o.offset,
+                leader_epoch: o.leader_epoch,
+            }),
+            OffsetSpec::Unknown(_) => None,
+            OffsetSpec::Timestamp(ts) => p
+                .log
+                .offset_for_timestamp(ts)?
+                .filter(|o| o.offset < p.high_watermark())
+                .map(|o| OffsetAndEpoch {
+                    timestamp: o.timestamp,
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                }),
+        };
+        Ok(found)
+    }
+
+    /// DeleteRecords on a partition led here: moves the log start to `offset` (-1: the high
+    /// watermark, Kafka's `DeleteRecordsRequest.HIGH_WATERMARK`), never past the high
+    /// watermark. Returns the new low watermark (log start).
+    pub fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, ReplicaError> {
+        let p = self.leader_partition(topic, partition, -1)?;
+        let hw = p.high_watermark();
+        let target = if offset == -1 { hw } else { offset };
+        if target < 0 || target > hw {
+            return Err(ReplicaError::OffsetOutOfRange(target));
+        }
+        let low = p.log.delete_records_before(target)?;
+        tracing::info!(tp = %p.tp, low_watermark = low, "deleted records");
+        Ok(low)
+    }
+
+    /// OffsetForLeaderEpoch on a partition led here at `current_leader_epoch` (-1 for any):
+    /// the largest epoch at or below `leader_epoch` and where it ends in the log
+    /// (KIP-101/279); (-1, -1) when there is none.
+    pub fn last_offset_for_leader_epoch(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<(i32, i64), ReplicaError> {
+        let p = self.leader_partition(topic, partition, current_leader_epoch)?;
+        Ok(p.log.end_offset_for_epoch(leader_epoch))
+    }
+}
