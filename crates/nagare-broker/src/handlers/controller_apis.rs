@@ -52,6 +52,19 @@ pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> Handle
 /// Decodes a request of type `R`, runs its typed handling (the same function the controller
 /// channel calls in-process on the active controller) and encodes the answer.
 async fn serve<R: ControllerRequest>(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
+    // Kafka's ControllerApis: what brokers send the controller needs CLUSTER_ACTION.
+    if !broker.authorize(
+        &req.ctx,
+        crate::authorizer::AclOperation::ClusterAction,
+        &crate::authorizer::Resource::cluster(),
+    ) {
+        let refused = super::error_response::build(
+            req.header(),
+            req.body.clone(),
+            kafka_protocol::ResponseError::ClusterAuthorizationFailed,
+        );
+        return Ok(refused.map(Reply::Now).unwrap_or(Reply::Close));
+    }
     let r: R = req.decode()?;
     let v = req.version();
     let key = ApiKey::try_from(R::KEY)

@@ -30,12 +30,14 @@ use nagare_storage::FileSlice;
 
 use super::HandlerResult;
 use super::{sb, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::fetch_session::{FetchContext, FetchTarget};
 use crate::network::{Region, Reply, Response};
 use crate::replica_manager::{
     ClientMetadata, FetchParams, FetchPartitionRequest, FetchPartitionResult, IsolationLevel,
 };
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (4, 17);
@@ -116,6 +118,23 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             rack_of
         }),
     });
+    // Kafka: a follower needs CLUSTER_ACTION on the cluster (else every partition is refused,
+    // so no client can pose as a replica and move a high watermark); a consumer needs READ on
+    // each topic.
+    let cluster_action = replica_id < 0
+        || broker.authorize(&req.ctx, AclOperation::ClusterAction, &Resource::cluster());
+    let mut read_allowed: std::collections::HashMap<&str, bool> = Default::default();
+    let denied: Vec<bool> = targets
+        .iter()
+        .map(|t| {
+            if replica_id >= 0 {
+                return !cluster_action;
+            }
+            !*read_allowed.entry(t.topic.as_str()).or_insert_with(|| {
+                broker.authorize(&req.ctx, AclOperation::Read, &Resource::topic(&t.topic))
+            })
+        })
+        .collect();
     let params = FetchParams {
         replica_id,
         max_wait: Duration::from_millis(r.max_wait_ms.max(0) as u64),
@@ -129,7 +148,9 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         client_metadata,
         partitions: targets
             .iter()
-            .map(|t| FetchPartitionRequest {
+            .zip(&denied)
+            .filter(|(_, d)| !**d)
+            .map(|(t, _)| FetchPartitionRequest {
                 topic: t.topic.clone(),
                 partition: t.partition,
                 fetch_offset: t.fetch_offset,
@@ -140,14 +161,30 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             .collect(),
     };
     Ok(Reply::Later(Box::pin(async move {
-        let results = broker.replicas.fetch(&params).await;
-        let results = results
-            .into_iter()
-            .zip(&targets)
-            .map(|(r, t)| partition_data(t, r, read_committed))
+        let mut fetched = broker.replicas.fetch(&params).await.into_iter();
+        let results = targets
+            .iter()
+            .zip(&denied)
+            .map(|(t, d)| match (d, if *d { None } else { fetched.next() }) {
+                (false, Some(r)) => partition_data(t, r, read_committed),
+                _ => refused(t),
+            })
             .collect();
         build_response(&broker, corr, header_version, v, ctx, &targets, results)
     })))
+}
+
+/// A partition the requester may not read: TOPIC_AUTHORIZATION_FAILED with an empty record
+/// set (librdkafka rejects a null one).
+fn refused(t: &FetchTarget) -> (PartitionData, Option<FileSlice>) {
+    let pd = PartitionData::default()
+        .with_partition_index(t.partition)
+        .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Default::default()));
+    (pd, None)
 }
 
 /// One partition's answer as the Fetch response has it.

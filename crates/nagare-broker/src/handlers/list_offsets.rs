@@ -10,9 +10,11 @@ use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::HandlerResult;
 use super::{respond, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
 use crate::replica_manager::OffsetSpec;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (1, 10);
@@ -26,12 +28,18 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let from_client = r.replica_id.0 == -1;
     let mut topics = Vec::new();
     for t in r.topics {
+        // Kafka: DESCRIBE on the topic.
+        let allowed = broker.authorize(&req.ctx, AclOperation::Describe, &Resource::topic(&t.name));
         let mut parts = Vec::new();
         for p in t.partitions {
             let out = ListOffsetsPartitionResponse::default()
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
+            if !allowed {
+                parts.push(out.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
+                continue;
+            }
             let res = broker.replicas.fetch_offset_for_timestamp(
                 t.name.as_str(),
                 p.partition_index,

@@ -10,8 +10,10 @@ use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLea
 
 use super::HandlerResult;
 use super::{respond, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (2, 4);
@@ -19,14 +21,25 @@ pub const VERSIONS: (i16, i16) = (2, 4);
 /// Handles OffsetForLeaderEpoch.
 pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: OffsetForLeaderEpochRequest = req.decode()?;
+    // Kafka: a follower (replica id >= 0) needs CLUSTER_ACTION on the cluster, a client
+    // DESCRIBE on each topic.
+    let follower_allowed = r.replica_id.0 < 0
+        || broker.authorize(&req.ctx, AclOperation::ClusterAction, &Resource::cluster());
     let mut topics = Vec::new();
     for t in r.topics {
+        let allowed = follower_allowed
+            && (r.replica_id.0 >= 0
+                || broker.authorize(&req.ctx, AclOperation::Describe, &Resource::topic(&t.topic)));
         let mut parts = Vec::new();
         for p in t.partitions {
             let out = EpochEndOffset::default()
                 .with_partition(p.partition)
                 .with_leader_epoch(-1)
                 .with_end_offset(-1);
+            if !allowed {
+                parts.push(out.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
+                continue;
+            }
             parts.push(
                 match broker.replicas.last_offset_for_leader_epoch(
                     t.topic.as_str(),

@@ -18,9 +18,11 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicNam
 
 use super::HandlerResult;
 use super::{respond, sb, Request};
+use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
 use crate::replica_manager::{AppendEntry, AppendOrigin, PartitionAppend, RequiredAcks};
 use crate::Broker;
+use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (3, 12);
@@ -36,12 +38,23 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     // The partitions handed to the replica manager, and where their answers go.
     let mut entries = Vec::new();
     let mut slots = Vec::new();
+    // Kafka: a transactional produce needs WRITE on its transactional id (which implies the
+    // producer id); every topic needs WRITE.
+    let txn_denied = r.transactional_id.as_ref().is_some_and(|id| {
+        !broker.authorize(
+            &req.ctx,
+            AclOperation::Write,
+            &Resource::transactional_id(id.as_str()),
+        )
+    });
     for t in r.topic_data {
         let name = if v >= 13 {
             broker.replicas.topic_name(&t.topic_id).unwrap_or_default()
         } else {
             t.name.to_string()
         };
+        let topic_denied =
+            !broker.authorize(&req.ctx, AclOperation::Write, &Resource::topic(&name));
         let mut parts = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
             let out = PartitionProduceResponse::default()
@@ -50,24 +63,31 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
             if acks.is_none() {
-                parts.push(out.with_error_code(21)); // INVALID_REQUIRED_ACKS
+                parts.push(out.with_error_code(ResponseError::InvalidRequiredAcks.code()));
                 continue;
             }
-            if r.transactional_id.is_some() {
-                // Transactions need the transaction coordinator, which is not built yet.
-                parts.push(out.with_error_code(53)); // TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            if txn_denied || r.transactional_id.is_some() {
+                // Refused, or (when allowed) transactions need the transaction coordinator,
+                // which is not built yet.
+                parts.push(
+                    out.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()),
+                );
+                continue;
+            }
+            if topic_denied {
+                parts.push(out.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
                 continue;
             }
             if name == crate::group_coordinator::OFFSETS_TOPIC {
                 // Kafka refuses client writes to internal topics.
-                parts.push(out.with_error_code(17)); // INVALID_TOPIC_EXCEPTION
+                parts.push(out.with_error_code(ResponseError::InvalidTopicException.code()));
                 continue;
             }
             let Some(records) = p.records else {
                 // A partition not led here says so first.
                 let code = match broker.replicas.leader_partition(&name, p.index, -1) {
                     Err(e) => e.code(),
-                    Ok(_) => 87, // INVALID_RECORD
+                    Ok(_) => ResponseError::InvalidRecord.code(),
                 };
                 parts.push(out.with_error_code(code));
                 continue;

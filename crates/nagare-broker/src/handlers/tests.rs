@@ -637,3 +637,131 @@ async fn group_offsets_are_authorized_per_topic() {
     let names: Vec<String> = r.topics.iter().map(|x| x.name.to_string()).collect();
     assert_eq!(names, vec!["open".to_string()]);
 }
+
+#[tokio::test]
+async fn data_and_replica_apis_are_authorized() {
+    let deny = Arc::new(DenyAll::default());
+    let t = TestBroker::with_authorizer(deny.clone()).await;
+    t.create_topic("t", 1).await;
+    let produce = ProduceRequest::default().with_acks(1).with_topic_data(vec![
+        produce_request::TopicProduceData::default()
+            .with_name(TopicName(s("t")))
+            .with_partition_data(vec![produce_request::PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from_static(b"not even a batch")))]),
+    ]);
+    let r = t.send(&produce, 9).await.expect("Produce");
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        TOPIC_DENIED
+    );
+
+    let fetch = |replica: i32| {
+        FetchRequest::default()
+            .with_replica_id(BrokerId(replica))
+            .with_max_wait_ms(0)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(TopicName(s("t")))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_partition_max_bytes(1 << 20)])])
+    };
+    // A consumer without READ, and a client posing as follower 7 without CLUSTER_ACTION.
+    for replica in [-1, 7] {
+        let r = t.send(&fetch(replica), 11).await.expect("Fetch");
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, TOPIC_DENIED, "replica id {replica}");
+        assert_eq!(p.records.as_ref().map(|b| b.len()), Some(0));
+    }
+
+    let r = t
+        .send(
+            &ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1),
+                    ])]),
+            7,
+        )
+        .await
+        .expect("ListOffsets");
+    assert_eq!(r.topics[0].partitions[0].error_code, TOPIC_DENIED);
+
+    let r = t
+        .send(
+            &DeleteRecordsRequest::default().with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(-1),
+                    ]),
+            ]),
+            2,
+        )
+        .await
+        .expect("DeleteRecords");
+    assert_eq!(r.topics[0].partitions[0].error_code, TOPIC_DENIED);
+
+    let r = t
+        .send(
+            &OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(7))
+                .with_topics(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                        .with_topic(TopicName(s("t")))
+                        .with_partitions(vec![
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_leader_epoch(0),
+                        ]),
+                ]),
+            4,
+        )
+        .await
+        .expect("OffsetForLeaderEpoch");
+    assert_eq!(r.topics[0].partitions[0].error_code, TOPIC_DENIED);
+
+    // Broker → controller APIs need CLUSTER_ACTION.
+    let controller_conn = Arc::new(crate::context::ConnectionContext::new(
+        "CONTROLLER",
+        ListenerKind::Controller,
+        None,
+        "127.0.0.1:40002".parse().expect("addr"),
+    ));
+    let hb = BrokerHeartbeatRequest::default().with_broker_id(BrokerId(1));
+    let d = dispatch(&t.broker, t.frame(&hb, 1), &controller_conn, Instant::now()).await;
+    let Reply::Now(resp) = d.reply else {
+        panic!("answered at once");
+    };
+    let r = decode_response::<BrokerHeartbeatRequest>(response_bytes(resp).slice(4..), 1);
+    assert_eq!(r.error_code, CLUSTER_DENIED);
+
+    // Nothing was appended or deleted.
+    let end = t.broker.replicas.partition("t", 0).expect("partition");
+    assert_eq!(end.log_end_offset(), 0);
+    let asked = deny.asked.lock().clone();
+    for expected in [
+        (AclOperation::Write, ResourceType::Topic, "t"),
+        (AclOperation::Read, ResourceType::Topic, "t"),
+        (
+            AclOperation::ClusterAction,
+            ResourceType::Cluster,
+            "kafka-cluster",
+        ),
+        (AclOperation::Describe, ResourceType::Topic, "t"),
+        (AclOperation::Delete, ResourceType::Topic, "t"),
+    ] {
+        assert!(
+            asked
+                .iter()
+                .any(|(_, op, rt, n)| (*op, *rt, n.as_str()) == expected),
+            "never asked {expected:?}"
+        );
+    }
+}
