@@ -8,11 +8,6 @@ use parking_lot::Mutex;
 
 use nagare_metadata::Uuid;
 
-/// FETCH_SESSION_ID_NOT_FOUND
-pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
-/// INVALID_FETCH_SESSION_EPOCH
-pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
-
 /// One partition of a fetch, with what the session last told the client about it.
 #[derive(Debug, Clone)]
 pub struct FetchTarget {
@@ -133,10 +128,10 @@ impl FetchSessionCache {
             }
             _ => {
                 let Some(s) = sessions.get_mut(&session_id) else {
-                    return Err(FETCH_SESSION_ID_NOT_FOUND);
+                    return Err(kafka_protocol::ResponseError::FetchSessionIdNotFound.code());
                 };
                 if s.epoch != epoch {
-                    return Err(INVALID_FETCH_SESSION_EPOCH);
+                    return Err(kafka_protocol::ResponseError::InvalidFetchSessionEpoch.code());
                 }
                 for f in forgotten {
                     s.partitions.retain(|p| &p.key() != f);
@@ -223,11 +218,11 @@ mod tests {
         assert_eq!(parts[0].fetch_offset, 5);
         assert_eq!(
             c.open(id, 1, vec![], &[]).unwrap_err(),
-            INVALID_FETCH_SESSION_EPOCH
+            kafka_protocol::ResponseError::InvalidFetchSessionEpoch.code()
         );
         assert_eq!(
             c.open(999, 1, vec![], &[]).unwrap_err(),
-            FETCH_SESSION_ID_NOT_FOUND
+            kafka_protocol::ResponseError::FetchSessionIdNotFound.code()
         );
         let (ctx, _) = c.open(id, -1, vec![t(0, 0)], &[]).expect("close");
         assert_eq!(ctx, FetchContext::Sessionless);

@@ -128,7 +128,7 @@ impl Broker {
         ch.send(req)
             .await
             .map_err(|e| broker_lifecycle::LifecycleError {
-                code: 7, // REQUEST_TIMED_OUT
+                code: kafka_protocol::ResponseError::RequestTimedOut.code(),
                 message: e.to_string(),
             })
     }

@@ -121,10 +121,13 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             }
             Some(ConfigResource::Broker) => {
                 if !name.is_empty() && name != broker.config.node_id.to_string() {
-                    results.push(base.with_error_code(42).with_error_message(Some(sb(format!(
-                        "Broker {name} is not this broker ({})",
-                        broker.config.node_id
-                    )))));
+                    results.push(
+                        base.with_error_code(ResponseError::InvalidRequest.code())
+                            .with_error_message(Some(sb(format!(
+                                "Broker {name} is not this broker ({})",
+                                broker.config.node_id
+                            )))),
+                    );
                     continue;
                 }
                 let dynamic_default = image.config_overrides(ConfigResource::Broker, "");
@@ -173,10 +176,13 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 }
                 results.push(base.with_configs(configs));
             }
-            None => results.push(base.with_error_code(42).with_error_message(Some(sb(format!(
-                "Unsupported resource type {}",
-                res.resource_type
-            ))))),
+            None => results.push(
+                base.with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(sb(format!(
+                        "Unsupported resource type {}",
+                        res.resource_type
+                    )))),
+            ),
         }
     }
     let resp = DescribeConfigsResponse::default().with_results(results);

@@ -22,11 +22,6 @@ use nagare_protocol::error::ResponseError;
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (0, 2);
 
-/// NOT_LEADER_OR_FOLLOWER
-const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-/// UNKNOWN_TOPIC_OR_PARTITION
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-
 /// Handles DescribeQuorum.
 pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: DescribeQuorumRequest = req.decode()?;
@@ -67,7 +62,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 .map(|p| {
                     let base = PartitionData::default().with_partition_index(p.partition_index);
                     if t.topic_name.as_str() != "__cluster_metadata" || p.partition_index != 0 {
-                        return base.with_error_code(UNKNOWN_TOPIC_OR_PARTITION);
+                        return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     }
                     match (&info, leads) {
                         (Some(i), true) => base
@@ -77,7 +72,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                             .with_current_voters(i.voters.iter().map(replica).collect())
                             .with_observers(i.observers.iter().map(replica).collect()),
                         (i, _) => base
-                            .with_error_code(NOT_LEADER_OR_FOLLOWER)
+                            .with_error_code(ResponseError::NotLeaderOrFollower.code())
                             .with_leader_id(BrokerId(
                                 i.as_ref().and_then(|i| i.leader_id).unwrap_or(-1),
                             ))

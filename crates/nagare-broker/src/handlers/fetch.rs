@@ -295,7 +295,8 @@ fn encode(
         Ok(enc) => Response { chunks: enc.chunks },
         Err(e) => {
             tracing::error!(error = %e, "cannot encode fetch response");
-            let resp = FetchResponse::default().with_error_code(-1);
+            let resp =
+                FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code());
             match encode_fetch_response::<Region>(corr, header_version, v, &resp, vec![]) {
                 Ok(enc) => Response { chunks: enc.chunks },
                 Err(_) => Response { chunks: vec![] },

@@ -23,9 +23,6 @@ use nagare_protocol::error::ResponseError;
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (0, 6);
 
-/// COORDINATOR_NOT_AVAILABLE
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-
 /// Handles FindCoordinator.
 pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: FindCoordinatorRequest = req.decode()?;
@@ -62,10 +59,10 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             return CoordinatorLocation::Error(denied.code());
         }
         if key_type != 0 {
-            return CoordinatorLocation::Error(COORDINATOR_NOT_AVAILABLE);
+            return CoordinatorLocation::Error(ResponseError::CoordinatorNotAvailable.code());
         }
         let Some(topic) = image.topic(OFFSETS_TOPIC) else {
-            return CoordinatorLocation::Error(COORDINATOR_NOT_AVAILABLE);
+            return CoordinatorLocation::Error(ResponseError::CoordinatorNotAvailable.code());
         };
         let p = partition_for(key, topic.partitions.len() as i32);
         let leader = topic.partitions.get(&p).map(|x| x.leader).unwrap_or(-1);
@@ -79,7 +76,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 host: ep.host.clone(),
                 port: ep.port as i32,
             },
-            None => CoordinatorLocation::Error(COORDINATOR_NOT_AVAILABLE),
+            None => CoordinatorLocation::Error(ResponseError::CoordinatorNotAvailable.code()),
         }
     });
     Ok(Reply::Now(respond(

@@ -100,7 +100,11 @@ async fn on_shard(
     match shard {
         Some(p) => broker.groups.handle_on(p, ctx.clone(), req).await,
         None => {
-            let resp = nagare_coordinator::error_response(&req, ctx, 15); // COORDINATOR_NOT_AVAILABLE
+            let resp = nagare_coordinator::error_response(
+                &req,
+                ctx,
+                ResponseError::CoordinatorNotAvailable.code(),
+            );
             Box::pin(async move { resp })
         }
     }
