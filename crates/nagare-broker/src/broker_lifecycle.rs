@@ -155,7 +155,9 @@ impl BrokerLifecycle {
         if let Err(e) = &result {
             // STALE_BROKER_EPOCH / BROKER_ID_NOT_REGISTERED: the registration is gone (e.g. a
             // new controller restored an older snapshot); register again next time.
-            if e.code == 77 || e.code == 102 {
+            if e.code == kafka_protocol::ResponseError::StaleBrokerEpoch.code()
+                || e.code == kafka_protocol::ResponseError::BrokerIdNotRegistered.code()
+            {
                 *self.broker_epoch.lock() = None;
             }
         }

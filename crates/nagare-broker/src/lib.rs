@@ -274,7 +274,9 @@ impl Broker {
             );
         let resp = self.channel_send(&req).await.map_err(|e| e.message)?;
         for t in &resp.topics {
-            if t.error_code != 0 && t.error_code != 36 {
+            if t.error_code != 0
+                && t.error_code != kafka_protocol::ResponseError::TopicAlreadyExists.code()
+            {
                 return Err(format!(
                     "cannot create topic {}: error {} {}",
                     t.name.as_str(),
