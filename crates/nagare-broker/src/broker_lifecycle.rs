@@ -20,8 +20,11 @@ use nagare_controller::shell::ControllerError;
 use nagare_metadata::records::Endpoint;
 use nagare_metadata::Uuid;
 
-use crate::handlers::sb;
 use crate::Broker;
+
+fn str_bytes(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.into())
+}
 
 /// A failed lifecycle request: the Kafka error code and message.
 #[derive(Debug, Clone)]
@@ -89,21 +92,21 @@ impl BrokerLifecycle {
         };
         let req = BrokerRegistrationRequest::default()
             .with_broker_id(BrokerId(reg.broker_id))
-            .with_cluster_id(sb(reg.cluster_id))
+            .with_cluster_id(str_bytes(reg.cluster_id))
             .with_incarnation_id(reg.incarnation_id)
             .with_listeners(
                 reg.endpoints
                     .iter()
                     .map(|e| {
                         WireListener::default()
-                            .with_name(sb(e.name.clone()))
-                            .with_host(sb(e.host.clone()))
+                            .with_name(str_bytes(e.name.clone()))
+                            .with_host(str_bytes(e.host.clone()))
                             .with_port(e.port)
                             .with_security_protocol(0)
                     })
                     .collect(),
             )
-            .with_rack(reg.rack.map(sb));
+            .with_rack(reg.rack.map(str_bytes));
         let resp = broker.channel_send(&req).await?;
         if resp.error_code != 0 {
             return Err(LifecycleError {

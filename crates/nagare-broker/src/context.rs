@@ -12,7 +12,16 @@ use std::time::Instant;
 use kafka_protocol::messages::RequestHeader;
 use parking_lot::RwLock;
 
-use crate::handlers::{ApiSpec, ListenerKind};
+use crate::handlers::ApiSpec;
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// A client (broker) listener.
+    Broker,
+    /// The `CONTROLLER` listener: the quorum RPCs and what brokers send the controller.
+    Controller,
+}
 
 /// An authenticated identity, as Kafka's `KafkaPrincipal` (`User:alice`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -7,7 +7,7 @@
 //! **One code path per RPC.** [`ControllerChannel::send`] takes a typed request and returns
 //! its typed response, wherever the active controller is. On the active controller itself the
 //! request is handed in-process to [`ControllerRequest::handle`] — the same typed function the
-//! `CONTROLLER` listener runs for that API (`handlers::controller_apis`), with no encoding and
+//! `CONTROLLER` listener runs for that API (`controller_requests`), with no encoding and
 //! no socket; elsewhere it goes over the wire to the leader's `CONTROLLER` listener
 //! (`controller.quorum.voters`). Callers never ask which.
 //!
@@ -29,13 +29,11 @@
 //! Connection failures and unknown leadership are retried with backoff until the deadline;
 //! error codes inside a response (NOT_CONTROLLER, ...) are the caller's to act on.
 
-use std::future::Future;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -117,23 +115,7 @@ impl Purpose {
     }
 }
 
-/// A request a node sends the active controller. Each implementation names the lane it
-/// travels on and the controller's typed handling of it: [`ControllerRequest::handle`] is what
-/// the `CONTROLLER` listener runs after decoding the request, and what the channel calls
-/// in-process when this node is the active controller (the implementations are in
-/// `handlers::controller_apis`).
-pub trait ControllerRequest: Request + Clone + Send + Sync + 'static {
-    /// The lane this request travels on.
-    const PURPOSE: Purpose;
-
-    /// The controller's answer to `req` at `version`, computed on this node's controller
-    /// (an error code in the response when it is not the active one).
-    fn handle(
-        broker: &Arc<Broker>,
-        req: Self,
-        version: i16,
-    ) -> impl Future<Output = Self::Response> + Send;
-}
+pub use crate::controller_requests::ControllerRequest;
 
 /// The connections of one [`Purpose`].
 struct Lane {
@@ -294,7 +276,7 @@ impl ControllerChannel {
                     match self.local_for(id) {
                         // The active controller is this node: its handler, in-process.
                         Some(broker) => {
-                            let version = crate::handlers::controller_apis::local_version(R::KEY);
+                            let version = crate::controller_requests::local_version::<R>();
                             Ok(R::handle(&broker, req.clone(), version).await)
                         }
                         None => self.exchange_typed(lane, id, &addr, req).await,

@@ -9,6 +9,7 @@ pub mod broker_lifecycle;
 pub mod config;
 pub mod context;
 pub mod controller_channel;
+pub mod controller_requests;
 pub mod fetch_session;
 pub mod group_coordinator;
 pub mod handlers;
@@ -244,7 +245,9 @@ impl Broker {
                     .into_iter()
                     .map(|t| {
                         CreatableTopic::default()
-                            .with_name(TopicName(handlers::sb(t.name)))
+                            .with_name(TopicName(kafka_protocol::protocol::StrBytes::from_string(
+                                t.name,
+                            )))
                             .with_num_partitions(t.num_partitions)
                             .with_replication_factor(t.replication_factor)
                             .with_assignments(
@@ -264,8 +267,12 @@ impl Broker {
                                     .into_iter()
                                     .map(|(k, v)| {
                                         CreatableTopicConfig::default()
-                                            .with_name(handlers::sb(k))
-                                            .with_value(v.map(handlers::sb))
+                                            .with_name(
+                                                kafka_protocol::protocol::StrBytes::from_string(k),
+                                            )
+                                            .with_value(v.map(
+                                                kafka_protocol::protocol::StrBytes::from_string,
+                                            ))
                                     })
                                     .collect(),
                             )

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::ApiKey;
 use parking_lot::Mutex;
 
+use crate::context::ListenerKind;
 use crate::context::RequestContext;
-use crate::handlers::ListenerKind;
 
 /// Upper bounds of the latency histogram buckets, in microseconds (powers of two from
 /// 16 µs to ~67 s); a last bucket takes everything above.

@@ -15,6 +15,7 @@ use super::{
     find_coordinator, groups, init_producer_id, list_offsets, metadata, offset_for_leader_epoch,
     produce, BoxFuture, HandlerResult, ListenerKind, Request,
 };
+use crate::controller_requests;
 use crate::Broker;
 
 /// A handler: takes the broker and the request, answers (possibly later).
@@ -255,13 +256,13 @@ pub static APIS: &[ApiSpec] = &[
     local(ApiKey::ConsumerGroupDescribe, consumer_group_describe::VERSIONS, CLIENT, false,
         h_consumer_group_describe, "KIP-848 consumer groups"),
     // Brokers → active controller.
-    local(ApiKey::BrokerRegistration, (0, 4), CONTROLLER, false, h_broker_registration,
+    local(ApiKey::BrokerRegistration, controller_requests::BROKER_REGISTRATION_VERSIONS, CONTROLLER, false, h_broker_registration,
         "broker registration (KIP-631)"),
-    local(ApiKey::BrokerHeartbeat, (0, 1), CONTROLLER, false, h_broker_heartbeat,
+    local(ApiKey::BrokerHeartbeat, controller_requests::BROKER_HEARTBEAT_VERSIONS, CONTROLLER, false, h_broker_heartbeat,
         "broker liveness, fencing, controlled shutdown"),
-    local(ApiKey::AllocateProducerIds, (0, 0), CONTROLLER, false, h_allocate_producer_ids,
+    local(ApiKey::AllocateProducerIds, controller_requests::ALLOCATE_PRODUCER_IDS_VERSIONS, CONTROLLER, false, h_allocate_producer_ids,
         "producer-id blocks for idempotent producers"),
-    local(ApiKey::AlterPartition, controller_apis::ALTER_PARTITION_VERSIONS, CONTROLLER, false, h_alter_partition,
+    local(ApiKey::AlterPartition, controller_requests::ALTER_PARTITION_VERSIONS, CONTROLLER, false, h_alter_partition,
         "ISR changes proposed by partition leaders"),
     local(ApiKey::Envelope, envelope::VERSIONS, CONTROLLER, false, h_envelope,
         "requests forwarded by brokers with their client's principal (KIP-590)"),

@@ -75,14 +75,7 @@ pub enum HandlerError {
     Internal(String),
 }
 
-/// Which listener a connection came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ListenerKind {
-    /// A client (broker) listener.
-    Broker,
-    /// The `CONTROLLER` listener: the quorum RPCs and what brokers send the controller.
-    Controller,
-}
+pub use crate::context::ListenerKind;
 
 /// A request as the handlers see it: its context (connection, header, principal, timing)
 /// and the undecoded body.

@@ -3,7 +3,7 @@
 //! [`super::partition_state`]) sent to the active controller in one request over the
 //! controller channel, which hands it in-process to this node's controller when it is the
 //! active one — one code path either way. The controller side is
-//! `handlers::controller_apis::alter_partition`.
+//! `controller_requests::alter_partition`.
 
 use std::sync::Arc;
 
