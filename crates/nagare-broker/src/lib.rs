@@ -9,6 +9,7 @@ pub mod broker_lifecycle;
 pub mod config;
 pub mod context;
 pub mod controller_channel;
+pub mod coordinator_runtime;
 pub mod fetch_session;
 pub mod group_coordinator;
 pub mod handlers;
