@@ -719,3 +719,421 @@ fn append<S: CoordinatorShard>(
         None => Err("no append result".to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The runtime with a shard that is not a group shard: a key → counter map over its own
+    //! internal topic, with parked requests ("wait for the next add"), timers (expiry) and
+    //! metadata — so what the runtime does is shown to depend on the [`CoordinatorShard`]
+    //! contract only. Run against a real replica manager and log, with the follower played
+    //! by the test (`Partition::follower_fetch` moves the high watermark), and hosted by the
+    //! in-memory broker of [`crate::testing`].
+    use super::*;
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use nagare_coordinator::runtime::CoordinatorResult;
+    use nagare_metadata::topic_config::TopicDefaults;
+    use nagare_metadata::{PartitionRegistration, TopicImage, Uuid};
+    use nagare_storage::{LogConfig, LogManager};
+
+    const TOPIC: &str = "__counters";
+    const ME: i32 = 1;
+    const OTHER: i32 = 2;
+    const WRITE_TIMEOUT: Duration = Duration::from_millis(800);
+    /// The key on_loaded bumps: how many times the shard was loaded, as the log says.
+    const LOADS: &str = "__loads";
+
+    /// A counter per key.
+    #[derive(Debug, Default)]
+    struct CounterShard {
+        values: BTreeMap<String, i64>,
+        /// Parked `Wait`s: answered by the next `Add` to their key.
+        waiting: Vec<(String, RequestToken)>,
+        next_token: u64,
+        /// Deadline → keys to delete then.
+        expiries: BTreeMap<i64, Vec<String>>,
+        metadata: i64,
+    }
+
+    #[derive(Debug, Clone)]
+    enum CounterRequest {
+        Add(&'static str, i64),
+        Get(&'static str),
+        /// Answered with the key's value after the next `Add` to it.
+        Wait(&'static str),
+        /// Deletes the key `ms` from now.
+        ExpireIn(&'static str, i64),
+        /// The metadata the shard has.
+        Metadata,
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum CounterResponse {
+        Value(i64),
+        Error(i16),
+    }
+
+    #[derive(Debug)]
+    struct CounterRecord {
+        key: String,
+        value: Option<i64>,
+    }
+
+    type Result = CoordinatorResult<CounterRecord, CounterResponse>;
+
+    impl CounterShard {
+        /// Emits a record, applying it as replay would.
+        fn write(&mut self, key: &str, value: Option<i64>, records: &mut Vec<CounterRecord>) {
+            let r = CounterRecord {
+                key: key.to_string(),
+                value,
+            };
+            self.replay(&r);
+            records.push(r);
+        }
+
+        fn get(&self, key: &str) -> i64 {
+            self.values.get(key).copied().unwrap_or(0)
+        }
+    }
+
+    impl CoordinatorShard for CounterShard {
+        const TOPIC: &'static str = TOPIC;
+        const NAME: &'static str = "counter coordinator";
+        type Config = ();
+        type Record = CounterRecord;
+        type DecodeError = String;
+        type Request = CounterRequest;
+        type Response = CounterResponse;
+        type Metadata = i64;
+
+        fn new_shard(_partition: i32, _config: &()) -> Self {
+            CounterShard::default()
+        }
+
+        fn decode_record(
+            key: &[u8],
+            value: Option<&[u8]>,
+        ) -> std::result::Result<CounterRecord, String> {
+            let key = String::from_utf8(key.to_vec()).map_err(|e| e.to_string())?;
+            let value = match value {
+                None => None,
+                Some(v) => Some(i64::from_be_bytes(
+                    v.try_into().map_err(|_| "bad value".to_string())?,
+                )),
+            };
+            Ok(CounterRecord { key, value })
+        }
+
+        fn encode_record(r: &CounterRecord) -> (Bytes, Option<Bytes>) {
+            (
+                Bytes::from(r.key.clone()),
+                r.value.map(|v| Bytes::copy_from_slice(&v.to_be_bytes())),
+            )
+        }
+
+        fn replay(&mut self, r: &CounterRecord) {
+            match r.value {
+                Some(v) => self.values.insert(r.key.clone(), v),
+                None => self.values.remove(&r.key),
+            };
+        }
+
+        fn set_metadata(&mut self, metadata: &i64) {
+            self.metadata = *metadata;
+        }
+
+        fn on_loaded(&mut self, _now_ms: i64) -> Result {
+            let mut records = Vec::new();
+            self.write(LOADS, Some(self.get(LOADS) + 1), &mut records);
+            CoordinatorResult {
+                records,
+                reply: Reply::None,
+                completed: vec![],
+            }
+        }
+
+        fn handle(&mut self, _ctx: &RequestContext, req: CounterRequest, now_ms: i64) -> Result {
+            let mut records = Vec::new();
+            let mut completed = Vec::new();
+            let reply = match req {
+                CounterRequest::Add(k, by) => {
+                    let v = self.get(k) + by;
+                    self.write(k, Some(v), &mut records);
+                    let (done, rest) = std::mem::take(&mut self.waiting)
+                        .into_iter()
+                        .partition(|(w, _)| w == k);
+                    self.waiting = rest;
+                    completed = done
+                        .into_iter()
+                        .map(|(_, t)| (t, CounterResponse::Value(v)))
+                        .collect();
+                    Reply::Now(CounterResponse::Value(v))
+                }
+                CounterRequest::Get(k) => Reply::Now(CounterResponse::Value(self.get(k))),
+                CounterRequest::Wait(k) => {
+                    self.next_token += 1;
+                    let t = RequestToken(self.next_token);
+                    self.waiting.push((k.to_string(), t));
+                    Reply::Deferred(t)
+                }
+                CounterRequest::ExpireIn(k, ms) => {
+                    self.expiries
+                        .entry(now_ms + ms)
+                        .or_default()
+                        .push(k.to_string());
+                    Reply::Now(CounterResponse::Value(self.get(k)))
+                }
+                CounterRequest::Metadata => Reply::Now(CounterResponse::Value(self.metadata)),
+            };
+            CoordinatorResult {
+                records,
+                reply,
+                completed,
+            }
+        }
+
+        fn next_deadline_ms(&self) -> Option<i64> {
+            self.expiries.keys().next().copied()
+        }
+
+        fn tick(&mut self, now_ms: i64) -> Result {
+            let mut records = Vec::new();
+            let later = self.expiries.split_off(&(now_ms + 1));
+            for k in std::mem::replace(&mut self.expiries, later)
+                .into_values()
+                .flatten()
+            {
+                self.write(&k, None, &mut records);
+            }
+            CoordinatorResult {
+                records,
+                reply: Reply::None,
+                completed: vec![],
+            }
+        }
+
+        fn unload(&mut self) -> Vec<(RequestToken, CounterResponse)> {
+            // Leaves the parked requests to the runtime (NOT_COORDINATOR).
+            self.waiting.clear();
+            self.expiries.clear();
+            Vec::new()
+        }
+
+        fn error_response(_: &CounterRequest, _: &RequestContext, code: i16) -> CounterResponse {
+            CounterResponse::Error(code)
+        }
+    }
+
+    type Runtime = CoordinatorRuntime<CounterShard>;
+    use CounterRequest::*;
+    use CounterResponse::*;
+
+    /// An image with a one-partition `__counters` on replicas [ME, OTHER].
+    fn image(leader: i32, epoch: i32, isr: &[i32]) -> MetadataImage {
+        let id = Uuid::from_u128(9);
+        let reg = PartitionRegistration {
+            replicas: vec![ME, OTHER],
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+        };
+        let mut img = MetadataImage::empty();
+        img.offset = epoch as i64;
+        img.topics_by_id.insert(
+            id,
+            Arc::new(TopicImage {
+                name: TOPIC.to_string(),
+                id,
+                partitions: [(0, reg)].into(),
+            }),
+        );
+        img.topic_ids.insert(TOPIC.to_string(), id);
+        img
+    }
+
+    struct Node {
+        _dir: tempfile::TempDir,
+        rm: Arc<ReplicaManager>,
+        rt: Arc<Runtime>,
+        defaults: TopicDefaults,
+    }
+
+    impl Node {
+        fn new() -> Node {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let logs = LogManager::open(dir.path().to_path_buf(), |_| LogConfig::default(), 0)
+                .expect("open logs");
+            let rm = Arc::new(ReplicaManager::open(ME, logs));
+            tokio::spawn(rm.clone().run_group_commit());
+            let rt = Arc::new(Runtime::new(rm.clone(), (), WRITE_TIMEOUT));
+            Node {
+                _dir: dir,
+                rm,
+                rt,
+                defaults: TopicDefaults::from_broker(|_| None),
+            }
+        }
+
+        /// Applies `img` as the broker does: replica manager first, then the runtime.
+        fn apply(&self, img: &MetadataImage) {
+            let delta = self.rm.apply_image(img, &self.defaults);
+            self.rt.on_image(&delta, img, ME);
+        }
+
+        fn partition(&self) -> Arc<Partition> {
+            self.rm.partition(TOPIC, 0).expect("hosted")
+        }
+
+        /// The follower fetches up to the leader's log end: the HW follows.
+        fn follower_catches_up(&self) {
+            let p = self.partition();
+            p.follower_fetch(OTHER, p.log_end_offset(), now_ms())
+                .expect("follower fetch");
+        }
+
+        /// Waits until shard 0 is loaded and its on_loaded write committed.
+        async fn wait_loaded(&self) {
+            for _ in 0..500 {
+                if self.rt.loaded_shards() == vec![0] {
+                    self.follower_catches_up();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("shard never loaded");
+        }
+
+        async fn send(&self, req: CounterRequest) -> PendingReply<CounterResponse> {
+            self.rt.handle_on(0, RequestContext::default(), req).await
+        }
+
+        /// Sends `req` and answers once the follower has caught up.
+        async fn call(&self, req: CounterRequest) -> CounterResponse {
+            let pending = self.send(req).await;
+            self.follower_catches_up();
+            pending.await
+        }
+    }
+
+    /// Polls a pending reply for `ms`: `None` if still waiting.
+    async fn within(p: &mut PendingReply<CounterResponse>, ms: u64) -> Option<CounterResponse> {
+        tokio::time::timeout(Duration::from_millis(ms), p)
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn loads_commits_parks_times_out_and_unloads_any_shard() {
+        let node = Node::new();
+        node.apply(&image(ME, 0, &[ME, OTHER]));
+        assert_eq!(node.rt.loading_shards(), vec![0]);
+        assert_eq!(
+            node.send(Get("a")).await.await,
+            Error(COORDINATOR_LOAD_IN_PROGRESS)
+        );
+        node.wait_loaded().await;
+        assert_eq!(node.call(Get(LOADS)).await, Value(1));
+
+        // A write is in the leader's log, but its reply waits for the high watermark.
+        let mut add = node.send(Add("a", 5)).await;
+        assert!(
+            within(&mut add, 300).await.is_none(),
+            "replied before the HW"
+        );
+        node.follower_catches_up();
+        assert_eq!(within(&mut add, 2000).await, Some(Value(5)));
+
+        // A parked request is answered by the write that completes it, once that write is
+        // committed.
+        let mut wait = node.send(Wait("a")).await;
+        assert!(within(&mut wait, 100).await.is_none());
+        let mut add = node.send(Add("a", 1)).await;
+        assert!(
+            within(&mut wait, 200).await.is_none(),
+            "released before the HW"
+        );
+        node.follower_catches_up();
+        assert_eq!(within(&mut add, 2000).await, Some(Value(6)));
+        assert_eq!(within(&mut wait, 2000).await, Some(Value(6)));
+
+        // No commit within the write timeout: COORDINATOR_NOT_AVAILABLE. The record stays in
+        // the leader's log and is committed once the follower catches up.
+        let started = Instant::now();
+        assert_eq!(
+            node.send(Add("b", 2)).await.await,
+            Error(COORDINATOR_NOT_AVAILABLE)
+        );
+        assert!(started.elapsed() >= WRITE_TIMEOUT, "timed out early");
+        assert_eq!(node.call(Get("b")).await, Value(2));
+
+        // Timers: the tick task's call fires due expiries, whose records are written too.
+        assert_eq!(node.call(ExpireIn("b", 0)).await, Value(2));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        node.rt.tick().await;
+        assert_eq!(node.call(Get("b")).await, Value(0));
+
+        // Metadata reaches the shard before its next request.
+        node.rt.set_metadata(7);
+        assert_eq!(node.call(Metadata).await, Value(7));
+
+        // Leadership moves away: a parked request gets NOT_COORDINATOR, the shard is gone.
+        let mut wait = node.send(Wait("a")).await;
+        node.apply(&image(OTHER, 1, &[ME, OTHER]));
+        assert_eq!(within(&mut wait, 2000).await, Some(Error(NOT_COORDINATOR)));
+        assert!(node.rt.owned_shards().is_empty());
+        assert_eq!(node.send(Get("a")).await.await, Error(NOT_COORDINATOR));
+
+        // Leader again: the shard is replayed from the log (the expiry's tombstone included)
+        // and loaded once more.
+        node.apply(&image(ME, 2, &[ME, OTHER]));
+        assert_eq!(
+            node.send(Get("a")).await.await,
+            Error(COORDINATOR_LOAD_IN_PROGRESS)
+        );
+        node.wait_loaded().await;
+        assert_eq!(node.call(Get("a")).await, Value(6));
+        assert_eq!(node.call(Get("b")).await, Value(0));
+        assert_eq!(node.call(Get(LOADS)).await, Value(2));
+        assert_eq!(node.call(Metadata).await, Value(7));
+    }
+
+    #[tokio::test]
+    async fn hosted_by_a_broker_routes_keys_to_their_partitions() {
+        let t = crate::testing::TestBroker::start().await;
+        t.create_topic(TOPIC, 3).await;
+        let rt = Arc::new(Runtime::new(t.broker.replicas.clone(), (), WRITE_TIMEOUT));
+        let image = t.broker.image();
+        rt.on_image(
+            &MetadataDelta::between(&MetadataImage::empty(), &image),
+            &image,
+            1,
+        );
+        assert_eq!(rt.owned_shards(), vec![0, 1, 2]);
+        for _ in 0..500 {
+            if rt.loaded_shards().len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(rt.loaded_shards(), vec![0, 1, 2]);
+        let ctx = RequestContext::default();
+        for (i, key) in ["x", "y", "z", "w"].into_iter().enumerate() {
+            // Kafka's placement: abs(javaHashCode(key)) % partitions.
+            let p = Runtime::shard_of(&image, key).expect("topic exists");
+            assert_eq!(p, nagare_coordinator::partition_for(key, 3));
+            let by = i as i64 + 1;
+            let r = rt.handle(&image, key, ctx.clone(), Add(key, by)).await;
+            assert_eq!(r.await, Value(by), "{key} on partition {p}");
+            let r = rt.handle_on(p, ctx.clone(), Get(key)).await;
+            assert_eq!(r.await, Value(by));
+        }
+        // No such topic: COORDINATOR_NOT_AVAILABLE.
+        let r = rt
+            .handle(&MetadataImage::empty(), "x", ctx.clone(), Get("x"))
+            .await;
+        assert_eq!(r.await, Error(COORDINATOR_NOT_AVAILABLE));
+    }
+}
