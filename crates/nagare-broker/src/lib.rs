@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod controller_channel;
 pub mod controller_requests;
+pub mod coordinator_runtime;
 pub mod fetch_session;
 pub mod group_coordinator;
 pub mod handlers;

@@ -12,7 +12,8 @@ use kafka_protocol::ResponseError;
 
 use crate::group::GroupState;
 use crate::record::CoordinatorRecord;
-use crate::shard::{GroupCoordinatorShard, RequestContext};
+use crate::runtime::RequestContext;
+use crate::shard::GroupCoordinatorShard;
 
 fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_owned())

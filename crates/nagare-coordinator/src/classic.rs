@@ -16,10 +16,8 @@ use kafka_protocol::ResponseError;
 use tracing::{debug, info, warn};
 
 use crate::group::{ClassicGroup, GroupState, Member};
-use crate::shard::{
-    join_error, sync_error, GroupCoordinatorShard, GroupResponse, Reply, RequestContext,
-    RequestToken,
-};
+use crate::runtime::{RequestContext, RequestToken};
+use crate::shard::{join_error, sync_error, GroupCoordinatorShard, GroupResponse, Reply};
 use crate::timer::{TimerAction, TimerKey};
 
 fn sb(s: &str) -> StrBytes {

@@ -35,7 +35,8 @@ use crate::assignor::{self, MemberSpec};
 use crate::record::{
     ConsumerMemberMetadataValue, CoordinatorRecord, CurrentMemberAssignmentValue, TopicPartitions,
 };
-use crate::shard::{GroupCoordinatorShard, RequestContext};
+use crate::runtime::RequestContext;
+use crate::shard::GroupCoordinatorShard;
 use crate::timer::{TimerAction, TimerKey};
 
 /// Epoch a member sends to leave the group.

@@ -8,7 +8,7 @@ use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 
 use crate::record::{GroupMetadataValue, MemberMetadataValue};
-use crate::shard::RequestToken;
+use crate::runtime::RequestToken;
 
 /// The states of a classic group, as in Kafka's `ClassicGroupState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

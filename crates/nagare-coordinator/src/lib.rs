@@ -23,6 +23,10 @@
 //! cluster's topics ([`GroupCoordinatorShard::set_topics`]) so that consumer groups follow
 //! topic changes.
 //!
+//! The shard implements [`runtime::CoordinatorShard`], the contract with the broker's generic
+//! coordinator runtime (loading, writes, commit waits, timers), which the transaction
+//! coordinator shares.
+//!
 //! No clocks, sockets, files or async inside: the broker's shell moves bytes and time.
 
 mod admin;
@@ -34,6 +38,7 @@ mod find_coordinator;
 mod group;
 mod offsets;
 pub mod record;
+pub mod runtime;
 mod shard;
 mod timer;
 
@@ -50,7 +55,8 @@ pub use record::{
     ConsumerMemberMetadataValue, CoordinatorRecord, CurrentMemberAssignmentValue,
     GroupMetadataValue, MemberMetadataValue, OffsetCommitValue, RecordError, TopicPartitions,
 };
+pub use runtime::{CoordinatorShard, RequestContext, RequestToken};
 pub use shard::{
     error_response, CoordinatorResult, DurableState, GroupCoordinatorShard, GroupRequest,
-    GroupResponse, Reply, RequestContext, RequestToken,
+    GroupResponse, Reply,
 };

@@ -23,7 +23,8 @@ use tracing::info;
 
 use crate::group::{ClassicGroup, GroupState};
 use crate::record::{CoordinatorRecord, OffsetCommitValue};
-use crate::shard::{GroupCoordinatorShard, RequestContext};
+use crate::runtime::RequestContext;
+use crate::shard::GroupCoordinatorShard;
 
 /// A committed offset as OffsetFetch reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

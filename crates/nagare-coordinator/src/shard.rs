@@ -20,25 +20,8 @@ use crate::consumer::{ConsumerGroup, ConsumerGroupView, TopicsImage};
 use crate::group::{ClassicGroup, GroupState, GroupView, MemberView};
 use crate::offsets::Offsets;
 use crate::record::{CoordinatorRecord, OffsetCommitValue};
+use crate::runtime::{self, CoordinatorShard, RequestContext, RequestToken};
 use crate::timer::{TimerAction, TimerKey, Timers};
-
-/// Identifies a parked (deferred) JoinGroup or SyncGroup request of one shard. The shell keeps
-/// the connection's responder under this token and answers it when the token shows up in
-/// [`CoordinatorResult::completed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RequestToken(pub u64);
-
-/// What the coordinator needs to know about the request besides its body.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RequestContext {
-    /// The request's API version: several rules depend on it (KIP-394 needs JoinGroup v4+,
-    /// LeaveGroup v3+ batches members, OffsetFetch v8+ batches groups, …).
-    pub api_version: i16,
-    /// The client id from the request header (used in generated member ids).
-    pub client_id: String,
-    /// The client's address as the broker sees it (shown by DescribeGroups).
-    pub client_host: String,
-}
 
 /// A request the group coordinator handles.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,34 +81,14 @@ pub enum GroupResponse {
     ConsumerGroupDescribe(ConsumerGroupDescribeResponse),
 }
 
-/// The reply to the request just handled.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
-    /// Answer with this (after the result's records are committed).
-    Now(GroupResponse),
-    /// The request is parked; its answer will come in a later result's `completed`.
-    Deferred(RequestToken),
-    /// No reply (results of [`GroupCoordinatorShard::tick`]).
-    None,
-}
+/// The reply to a group request: now, or deferred under a [`RequestToken`] (JoinGroup and
+/// SyncGroup wait for the rebalance).
+pub type Reply = runtime::Reply<GroupResponse>;
 
-/// Everything one call of the shard produced.
-///
-/// The shell must append `records` to the shard's `__consumer_offsets` partition as one
-/// atomic batch, and send `reply` and every response in `completed` only once that batch —
-/// and every batch appended before it — is committed (Kafka's runtime does the same even when
-/// `records` is empty, so that no reply exposes uncommitted state). If the append fails the
-/// in-memory state is ahead of the log: the shell must unload the shard
-/// ([`GroupCoordinatorShard::unload`]) and load it again by replaying the partition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CoordinatorResult {
-    /// Records to append.
-    pub records: Vec<CoordinatorRecord>,
-    /// The reply to the request handled (always [`Reply::None`] for ticks).
-    pub reply: Reply,
-    /// Answers to earlier deferred requests.
-    pub completed: Vec<(RequestToken, GroupResponse)>,
-}
+/// Everything one call of the group shard produced: records for its `__consumer_offsets`
+/// partition, the reply, and answers to parked requests (the runtime's result contract,
+/// [`crate::runtime`]).
+pub type CoordinatorResult = runtime::CoordinatorResult<CoordinatorRecord, GroupResponse>;
 
 /// The durable state of a shard: what replaying its records yields. Two shards with equal
 /// durable states answer OffsetFetch, ListGroups and DescribeGroups of at-rest groups alike.
@@ -576,6 +539,71 @@ impl GroupCoordinatorShard {
             reply,
             completed: out.completed,
         }
+    }
+}
+
+/// The group shard in the coordinator runtime: `__consumer_offsets`, group ids as keys, the
+/// topics image as the metadata it follows.
+impl CoordinatorShard for GroupCoordinatorShard {
+    const TOPIC: &'static str = "__consumer_offsets";
+    const NAME: &'static str = "group coordinator";
+    type Config = GroupCoordinatorConfig;
+    type Record = CoordinatorRecord;
+    type DecodeError = crate::record::RecordError;
+    type Request = GroupRequest;
+    type Response = GroupResponse;
+    type Metadata = TopicsImage;
+
+    fn new_shard(partition: i32, config: &GroupCoordinatorConfig) -> Self {
+        GroupCoordinatorShard::new(partition, config.clone())
+    }
+
+    fn decode_record(
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<CoordinatorRecord, crate::record::RecordError> {
+        CoordinatorRecord::decode(key, value)
+    }
+
+    fn encode_record(record: &CoordinatorRecord) -> (Bytes, Option<Bytes>) {
+        (record.encode_key(), record.encode_value())
+    }
+
+    fn replay(&mut self, record: &CoordinatorRecord) {
+        GroupCoordinatorShard::replay(self, record)
+    }
+
+    fn set_metadata(&mut self, topics: &TopicsImage) {
+        self.set_topics(topics.clone())
+    }
+
+    fn on_loaded(&mut self, now_ms: i64) -> CoordinatorResult {
+        GroupCoordinatorShard::on_loaded(self, now_ms)
+    }
+
+    fn handle(
+        &mut self,
+        ctx: &RequestContext,
+        request: GroupRequest,
+        now_ms: i64,
+    ) -> CoordinatorResult {
+        GroupCoordinatorShard::handle(self, ctx, request, now_ms)
+    }
+
+    fn next_deadline_ms(&self) -> Option<i64> {
+        GroupCoordinatorShard::next_deadline_ms(self)
+    }
+
+    fn tick(&mut self, now_ms: i64) -> CoordinatorResult {
+        GroupCoordinatorShard::tick(self, now_ms)
+    }
+
+    fn unload(&mut self) -> Vec<(RequestToken, GroupResponse)> {
+        GroupCoordinatorShard::unload(self)
+    }
+
+    fn error_response(request: &GroupRequest, ctx: &RequestContext, code: i16) -> GroupResponse {
+        error_response(request, ctx, code)
     }
 }
 

@@ -1,0 +1,1139 @@
+//! The coordinator runtime: the async shell around any sans-I/O [`CoordinatorShard`] of
+//! `nagare-coordinator`, for the partitions of its internal topic this broker leads — Kafka
+//! 4.x's `CoordinatorRuntime` (KIP-848). The group coordinator runs on it over
+//! `__consumer_offsets`; the transaction coordinator runs on it over `__transaction_state`.
+//!
+//! - **Loading.** A shard is loaded only once this broker is the partition's leader in the
+//!   metadata image *and* the replica manager has put the partition in the leader role at that
+//!   epoch (a leader's log is never truncated, a follower's may still be). The partition is
+//!   replayed on a blocking task; meanwhile requests get COORDINATOR_LOAD_IN_PROGRESS (14).
+//! - **Writes.** Each request is handled under its shard's lock; the records it produces are
+//!   appended to the partition as one batch, and every reply (including parked answers
+//!   completed by it, and replies of results that wrote nothing) is released only once the
+//!   partition's high watermark has passed everything appended so far — Kafka's runtime
+//!   completes write events when the HW reaches their offset. The local fsync comes first
+//!   (group commit), so a single node (HW = log end) keeps its durability.
+//! - **Acks.** As Kafka 4's `CoordinatorPartitionWriter`, a write is appended with acks=1
+//!   semantics (no `min.insync.replicas` check) and its reply waits for the high watermark,
+//!   which moves only when every ISR member has the records: an ISR shrunk below
+//!   `min.insync.replicas` does not stop coordinator writes (the old ZooKeeper-era
+//!   coordinator's acks=-1 did).
+//! - **Failures.** As Kafka's `GroupCoordinatorService.handleOperationException` maps them:
+//!   lost leadership or a storage error → NOT_COORDINATOR (16); a write that does not reach
+//!   the high watermark within the write timeout (`offsets.commit.timeout.ms` for groups) →
+//!   COORDINATOR_NOT_AVAILABLE (15). A shard whose in-memory state may be ahead of the log
+//!   (the append did not happen, or the log failed) is unloaded and loaded again from the
+//!   log — the place of Kafka's snapshot-registry revert. A timed-out write leaves the records
+//!   in the leader's log, which a leader never truncates, so the state still matches the log.
+//! - **Unloading.** When leadership moves away (or the epoch changes) the shard is dropped;
+//!   parked requests get NOT_COORDINATOR and clients look the coordinator up again.
+//!
+//! Time is driven by a tick task calling [`CoordinatorRuntime::tick`].
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nagare_protocol::batch_builder::build_batch;
+use parking_lot::Mutex as SyncMutex;
+use tokio::sync::{oneshot, Mutex};
+
+use nagare_coordinator::runtime::{
+    CoordinatorResult, CoordinatorShard, Reply, RequestToken, ShardResult,
+};
+use nagare_coordinator::RequestContext;
+use nagare_metadata::{MetadataDelta, MetadataImage};
+
+use crate::replica_manager::{
+    now_ms, AppendEntry, AppendOrigin, Partition, ReplicaManager, ReplicationOutcome, RequiredAcks,
+};
+
+// The codes the runtime answers with, named once from the vocabulary.
+pub(crate) const COORDINATOR_LOAD_IN_PROGRESS: i16 =
+    kafka_protocol::ResponseError::CoordinatorLoadInProgress.code();
+pub(crate) const COORDINATOR_NOT_AVAILABLE: i16 =
+    kafka_protocol::ResponseError::CoordinatorNotAvailable.code();
+pub(crate) const NOT_COORDINATOR: i16 = kafka_protocol::ResponseError::NotCoordinator.code();
+
+/// Pause before loading a shard again after its log could not be read.
+const LOAD_RETRY_BACKOFF: Duration = Duration::from_millis(1000);
+
+/// Pause before reloading a shard after a failed write, so that a write failing at every
+/// load (e.g. `onLoaded` records on a failing log) cannot spin.
+const RELOAD_BACKOFF: Duration = Duration::from_millis(500);
+
+/// A pending answer: resolves once the request's effects are committed.
+pub type PendingReply<R> = Pin<Box<dyn Future<Output = R> + Send>>;
+
+/// A parked request: where its answer goes, and the request itself so that an error answer
+/// of the right shape can be built if its completion is not committed.
+struct Parked<S: CoordinatorShard> {
+    tx: oneshot::Sender<S::Response>,
+    req: S::Request,
+    ctx: RequestContext,
+}
+
+struct ShardState<S: CoordinatorShard> {
+    shard: S,
+    parked: HashMap<RequestToken, Parked<S>>,
+    /// The version of the metadata the shard has seen.
+    metadata_version: u64,
+}
+
+impl<S: CoordinatorShard> ShardState<S> {
+    /// Gives the shard the latest metadata if it has not seen it yet (e.g. KIP-848 groups
+    /// recompute their target assignment when their subscribed topics change).
+    fn refresh_metadata(&mut self, metadata: &(u64, Arc<S::Metadata>)) {
+        if self.metadata_version != metadata.0 {
+            self.shard.set_metadata(&metadata.1);
+            self.metadata_version = metadata.0;
+        }
+    }
+
+    /// Drops the transient state and answers every parked request with NOT_COORDINATOR.
+    fn unload(&mut self) {
+        for (token, resp) in self.shard.unload() {
+            if let Some(p) = self.parked.remove(&token) {
+                let _ = p.tx.send(resp);
+            }
+        }
+        for (_, p) in self.parked.drain() {
+            let _ =
+                p.tx.send(S::error_response(&p.req, &p.ctx, NOT_COORDINATOR));
+        }
+    }
+}
+
+struct ShardHandle<S: CoordinatorShard> {
+    /// Identifies this incarnation of the shard (a reload gets a new one).
+    id: u64,
+    /// The leader epoch the shard was loaded in; it serves only while the partition is led
+    /// here in this epoch.
+    epoch: i32,
+    partition: Arc<Partition>,
+    /// Set when the shard is unloaded; requests that were waiting for its lock then answer
+    /// NOT_COORDINATOR.
+    dead: AtomicBool,
+    state: Mutex<ShardState<S>>,
+}
+
+impl<S: CoordinatorShard> ShardHandle<S> {
+    /// Whether the shard may serve: not unloaded, and its partition still led here in the
+    /// epoch it was loaded in.
+    fn serving(&self) -> bool {
+        !self.dead.load(Ordering::Acquire)
+            && self.partition.is_leader()
+            && self.partition.epoch() == self.epoch
+    }
+}
+
+/// One partition of the internal topic led here.
+enum Slot<S: CoordinatorShard> {
+    /// Being replayed (requests get COORDINATOR_LOAD_IN_PROGRESS).
+    Loading { id: u64, epoch: i32 },
+    /// Serving.
+    Loaded(Arc<ShardHandle<S>>),
+}
+
+impl<S: CoordinatorShard> Slot<S> {
+    fn epoch(&self) -> i32 {
+        match self {
+            Slot::Loading { epoch, .. } => *epoch,
+            Slot::Loaded(h) => h.epoch,
+        }
+    }
+
+    fn id(&self) -> u64 {
+        match self {
+            Slot::Loading { id, .. } => *id,
+            Slot::Loaded(h) => h.id,
+        }
+    }
+}
+
+/// What became of a result's write: failed at once, or waiting for the commit.
+enum Committed<R> {
+    /// The append failed: answer with this error code.
+    Failed(i16),
+    /// Appended; `code` resolves once the wait ended (0: committed).
+    Waiting {
+        code: oneshot::Receiver<i16>,
+        /// The reply: ready, parked, or none (ticks, loads).
+        reply: Option<Result<R, oneshot::Receiver<R>>>,
+    },
+}
+
+impl<R> Committed<R> {
+    /// The answer to `req`, once committed (or the error that stopped it).
+    async fn into_reply<S: CoordinatorShard<Response = R>>(
+        self,
+        req: S::Request,
+        ctx: RequestContext,
+    ) -> R {
+        let (code, reply) = match self {
+            Committed::Failed(code) => return S::error_response(&req, &ctx, code),
+            Committed::Waiting { code, reply } => (code, reply),
+        };
+        let code = code.await.unwrap_or(NOT_COORDINATOR);
+        if code != 0 {
+            return S::error_response(&req, &ctx, code);
+        }
+        match reply {
+            Some(Ok(r)) => r,
+            // The shard was dropped without answering (cannot happen through unload).
+            Some(Err(rx)) => rx
+                .await
+                .unwrap_or_else(|_| S::error_response(&req, &ctx, NOT_COORDINATOR)),
+            None => S::error_response(&req, &ctx, 0),
+        }
+    }
+
+    /// Waits until the write is committed or failed.
+    async fn done(self) {
+        if let Committed::Waiting { code, .. } = self {
+            let _ = code.await;
+        }
+    }
+}
+
+/// The coordinator runtime of this broker for shards of type `S`.
+pub struct CoordinatorRuntime<S: CoordinatorShard> {
+    replicas: Arc<ReplicaManager>,
+    config: S::Config,
+    /// How long a write waits for the high watermark before COORDINATOR_NOT_AVAILABLE.
+    write_timeout: Duration,
+    shards: SyncMutex<HashMap<i32, Slot<S>>>,
+    next_id: AtomicU64,
+    /// The shards' metadata from the latest image, with a version number.
+    metadata: SyncMutex<(u64, Arc<S::Metadata>)>,
+    /// The runtime to spawn loads and unloads on (image listeners run on their own thread).
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl<S: CoordinatorShard> CoordinatorRuntime<S> {
+    /// A runtime with no shards yet, whose shards get `config` and whose writes wait at most
+    /// `write_timeout` for the high watermark. Call it inside the Tokio runtime that should
+    /// run shard loading.
+    pub fn new(replicas: Arc<ReplicaManager>, config: S::Config, write_timeout: Duration) -> Self {
+        CoordinatorRuntime {
+            replicas,
+            config,
+            write_timeout,
+            shards: SyncMutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            metadata: SyncMutex::new((0, Arc::new(S::Metadata::default()))),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// Sets the metadata the shards follow; each shard gets it before its next request or
+    /// tick if it differs from the current one.
+    pub fn set_metadata(&self, metadata: S::Metadata) {
+        let mut current = self.metadata.lock();
+        if *current.1 != metadata {
+            *current = (current.0 + 1, Arc::new(metadata));
+        }
+    }
+
+    /// Starts loading shards for the partitions of `S::TOPIC` this node now leads (in the
+    /// image and in the replica manager, at the image's epoch) and unloads the others —
+    /// looking only at the partitions `delta` changed, since no other can have changed
+    /// hands. Call after [`ReplicaManager::apply_delta`] of the same delta.
+    pub fn on_image(self: &Arc<Self>, delta: &MetadataDelta, image: &MetadataImage, node_id: i32) {
+        let changed: HashSet<i32> = delta.partitions_of(S::TOPIC).map(|p| p.partition).collect();
+        if changed.is_empty() {
+            return;
+        }
+        // Partition -> leader epoch of every changed partition to serve.
+        let mut led: HashMap<i32, (i32, Arc<Partition>)> = HashMap::new();
+        if let Some(t) = image.topic(S::TOPIC) {
+            for i in &changed {
+                let Some(reg) = t.partitions.get(i) else {
+                    continue;
+                };
+                if reg.leader != node_id {
+                    continue;
+                }
+                let Some(partition) = self.replicas.partition(S::TOPIC, *i) else {
+                    continue;
+                };
+                // Why both: the image says who leads, the replica manager says whether our
+                // log has stopped following (and so can no longer be truncated).
+                if partition.is_leader() && partition.epoch() == reg.leader_epoch {
+                    led.insert(*i, (reg.leader_epoch, partition));
+                }
+            }
+        }
+        let mut shards = self.shards.lock();
+        let gone: Vec<i32> = shards
+            .iter()
+            .filter(|(p, slot)| {
+                changed.contains(p) && led.get(p).map(|(e, _)| *e) != Some(slot.epoch())
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for p in gone {
+            if let Some(slot) = shards.remove(&p) {
+                if let Slot::Loaded(h) = slot {
+                    self.unload_later(h);
+                }
+                tracing::info!(
+                    coordinator = S::NAME,
+                    partition = p,
+                    "unloaded coordinator shard"
+                );
+            }
+        }
+        for (p, (epoch, partition)) in led {
+            if shards.contains_key(&p) {
+                continue;
+            }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            shards.insert(p, Slot::Loading { id, epoch });
+            self.spawn_load(p, id, epoch, partition, Duration::ZERO);
+        }
+    }
+
+    /// Marks `h` unloaded and answers its parked requests once its lock is free.
+    fn unload_later(&self, h: Arc<ShardHandle<S>>) {
+        h.dead.store(true, Ordering::Release);
+        match &self.runtime {
+            Some(rt) => {
+                rt.spawn(async move { h.state.lock().await.unload() });
+            }
+            None => {
+                if let Ok(mut st) = h.state.try_lock() {
+                    st.unload();
+                }
+            }
+        }
+    }
+
+    fn spawn_load(
+        self: &Arc<Self>,
+        p: i32,
+        id: u64,
+        epoch: i32,
+        partition: Arc<Partition>,
+        delay: Duration,
+    ) {
+        let this = self.clone();
+        match &self.runtime {
+            Some(rt) => {
+                rt.spawn(async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    this.load(p, id, epoch, partition).await
+                });
+            }
+            None => tracing::error!(
+                coordinator = S::NAME,
+                partition = p,
+                "no runtime to load the coordinator shard on"
+            ),
+        }
+    }
+
+    /// Whether slot `p` still waits for the load `id`, and the partition is still led here
+    /// in `epoch`.
+    fn load_wanted(&self, p: i32, id: u64, epoch: i32, partition: &Partition) -> bool {
+        matches!(self.shards.lock().get(&p), Some(Slot::Loading { id: i, .. }) if *i == id)
+            && partition.is_leader()
+            && partition.epoch() == epoch
+    }
+
+    /// Replays partition `p` into a fresh shard and installs it (Kafka's
+    /// `CoordinatorLoaderImpl` followed by `onLoaded`).
+    async fn load(self: Arc<Self>, p: i32, id: u64, epoch: i32, partition: Arc<Partition>) {
+        let started = Instant::now();
+        let shard = loop {
+            if !self.load_wanted(p, id, epoch, &partition) {
+                return;
+            }
+            let part = partition.clone();
+            let config = self.config.clone();
+            let res = tokio::task::spawn_blocking(move || load_shard::<S>(&part, &config))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r);
+            match res {
+                Ok(shard) => break shard,
+                Err(e) => {
+                    tracing::error!(coordinator = S::NAME, partition = p, error = %e, "cannot load coordinator shard; retrying");
+                    tokio::time::sleep(LOAD_RETRY_BACKOFF).await;
+                }
+            }
+        };
+        let metadata = self.metadata.lock().clone();
+        let h = Arc::new(ShardHandle {
+            id,
+            epoch,
+            partition: partition.clone(),
+            dead: AtomicBool::new(false),
+            state: Mutex::new(ShardState {
+                shard,
+                parked: HashMap::new(),
+                metadata_version: metadata.0,
+            }),
+        });
+        // Locked before it is published, so on_loaded's records precede any request's.
+        let Ok(mut st) = h.state.try_lock() else {
+            return;
+        };
+        st.shard.set_metadata(&metadata.1);
+        {
+            let mut shards = self.shards.lock();
+            let current = matches!(shards.get(&p), Some(Slot::Loading { id: i, .. }) if *i == id);
+            if !current || !partition.is_leader() || partition.epoch() != epoch {
+                return;
+            }
+            shards.insert(p, Slot::Loaded(h.clone()));
+        }
+        let result = st.shard.on_loaded(now_ms());
+        tracing::info!(
+            coordinator = S::NAME,
+            partition = p,
+            epoch,
+            load_ms = started.elapsed().as_millis() as u64,
+            log_end = partition.log_end_offset(),
+            "loaded coordinator shard"
+        );
+        let committed = self.commit(&h, &mut st, result, None);
+        drop(st);
+        committed.done().await;
+    }
+
+    /// The partition of `S::TOPIC` owning `key`, if the topic exists.
+    pub fn shard_of(image: &MetadataImage, key: &str) -> Option<i32> {
+        let n = image.topic(S::TOPIC)?.partitions.len() as i32;
+        Some(S::partition_for(key, n))
+    }
+
+    /// Handles one request on the shard owning `key`. Runs the decision now (in request
+    /// order) and returns the answer to await.
+    pub async fn handle(
+        self: &Arc<Self>,
+        image: &MetadataImage,
+        key: &str,
+        ctx: RequestContext,
+        req: S::Request,
+    ) -> PendingReply<S::Response> {
+        let Some(p) = Self::shard_of(image, key) else {
+            let resp = S::error_response(&req, &ctx, COORDINATOR_NOT_AVAILABLE);
+            return Box::pin(async move { resp });
+        };
+        self.handle_on(p, ctx, req).await
+    }
+
+    /// Handles a request on shard `p`.
+    pub async fn handle_on(
+        self: &Arc<Self>,
+        p: i32,
+        ctx: RequestContext,
+        req: S::Request,
+    ) -> PendingReply<S::Response> {
+        let handle = match self.shards.lock().get(&p) {
+            Some(Slot::Loaded(h)) => Ok(h.clone()),
+            Some(Slot::Loading { .. }) => Err(COORDINATOR_LOAD_IN_PROGRESS),
+            None => Err(NOT_COORDINATOR),
+        };
+        let handle = match handle {
+            Ok(h) => h,
+            Err(code) => {
+                let resp = S::error_response(&req, &ctx, code);
+                return Box::pin(async move { resp });
+            }
+        };
+        let metadata = self.metadata.lock().clone();
+        let mut st = handle.state.lock().await;
+        if !handle.serving() {
+            let resp = S::error_response(&req, &ctx, NOT_COORDINATOR);
+            return Box::pin(async move { resp });
+        }
+        st.refresh_metadata(&metadata);
+        let result = st.shard.handle(&ctx, req.clone(), now_ms());
+        let committed = self.commit(&handle, &mut st, result, Some((&req, &ctx)));
+        Box::pin(committed.into_reply::<S>(req, ctx))
+    }
+
+    /// Fires due timers of every shard.
+    pub async fn tick(self: &Arc<Self>) {
+        let handles: Vec<Arc<ShardHandle<S>>> = self
+            .shards
+            .lock()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Loaded(h) => Some(h.clone()),
+                Slot::Loading { .. } => None,
+            })
+            .collect();
+        let now = now_ms();
+        let metadata = self.metadata.lock().clone();
+        for h in handles {
+            let mut st = h.state.lock().await;
+            if !h.serving() {
+                continue;
+            }
+            st.refresh_metadata(&metadata);
+            if st.shard.next_deadline_ms().map(|d| d > now).unwrap_or(true) {
+                continue;
+            }
+            let result = st.shard.tick(now);
+            // Nobody awaits a tick's reply; the commit's own task releases what it completed.
+            drop(self.commit(&h, &mut st, result, None));
+        }
+    }
+
+    /// Drops shard `h` whose in-memory state may be ahead of its log, answering its parked
+    /// requests NOT_COORDINATOR, and loads it again from the log if the partition is still
+    /// led here in the same epoch (Kafka reverts to the last committed snapshot instead).
+    fn fail_shard(self: &Arc<Self>, h: &Arc<ShardHandle<S>>, st: &mut ShardState<S>) {
+        if h.dead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        st.unload();
+        let p = h.partition.tp.partition;
+        let mut shards = self.shards.lock();
+        if shards.get(&p).map(Slot::id) != Some(h.id) {
+            return;
+        }
+        shards.remove(&p);
+        if h.partition.is_leader() && h.partition.epoch() == h.epoch {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            shards.insert(p, Slot::Loading { id, epoch: h.epoch });
+            drop(shards);
+            tracing::warn!(
+                coordinator = S::NAME,
+                partition = p,
+                "reloading coordinator shard from its log"
+            );
+            self.spawn_load(p, id, h.epoch, h.partition.clone(), RELOAD_BACKOFF);
+        }
+    }
+
+    /// Appends a result's records and returns what becomes of its reply, released once the
+    /// high watermark has passed everything appended so far; parked replies completed by it
+    /// are released at the same point. `request` is the request handled (None for ticks and
+    /// loading).
+    fn commit(
+        self: &Arc<Self>,
+        h: &Arc<ShardHandle<S>>,
+        st: &mut ShardState<S>,
+        result: ShardResult<S>,
+        request: Option<(&S::Request, &RequestContext)>,
+    ) -> Committed<S::Response> {
+        let CoordinatorResult {
+            records,
+            reply,
+            completed,
+        } = result;
+        let completed: Vec<(Parked<S>, S::Response)> = completed
+            .into_iter()
+            .filter_map(|(token, resp)| st.parked.remove(&token).map(|p| (p, resp)))
+            .collect();
+        let partition = h.partition.clone();
+        // Write: the batch goes into the leader's log at the shard's epoch.
+        let written = if records.is_empty() {
+            Ok(())
+        } else {
+            // Kafka 4 appends coordinator records with acks=1 (no min.insync.replicas check)
+            // and completes the write when the high watermark passes it. The replica manager
+            // wakes the followers long-polling this partition.
+            append::<S>(&self.replicas, &partition, h.epoch, &records).map_err(|e| {
+                tracing::error!(coordinator = S::NAME, tp = %partition.tp, error = %e, "coordinator append failed");
+                NOT_COORDINATOR // Kafka maps KAFKA_STORAGE_ERROR / NOT_LEADER so
+            })
+        };
+        if let Err(code) = written {
+            // The shard already applied records that are not in the log.
+            for (p, _) in completed {
+                let _ = p.tx.send(S::error_response(&p.req, &p.ctx, code));
+            }
+            self.fail_shard(h, st);
+            return Committed::Failed(code);
+        }
+        let reply: Option<Result<S::Response, oneshot::Receiver<S::Response>>> = match reply {
+            Reply::Now(r) => Some(Ok(r)),
+            Reply::Deferred(token) => {
+                let (tx, rx) = oneshot::channel();
+                if let Some((req, ctx)) = request {
+                    st.parked.insert(
+                        token,
+                        Parked {
+                            tx,
+                            req: req.clone(),
+                            ctx: ctx.clone(),
+                        },
+                    );
+                }
+                Some(Err(rx))
+            }
+            Reply::None => None,
+        };
+        // Everything appended so far, including this batch, must be committed before any
+        // reply that reflects it is sent (even when this result wrote nothing).
+        let required = partition.log_end_offset();
+        // The acks=all wait (fsync, then the high watermark), registered now so that one
+        // group-commit round serves every shard's writes.
+        let committed = self.replicas.wait_committed(
+            &partition,
+            required,
+            h.epoch,
+            self.write_timeout,
+            AppendOrigin::Coordinator,
+        );
+        let this = self.clone();
+        let h = h.clone();
+        // The wait runs on its own task, so that the answers this result completed for other
+        // requests are released even if this request's connection goes away meanwhile.
+        let (code_tx, code_rx) = oneshot::channel::<i16>();
+        tokio::spawn(async move {
+            let code = match committed.await {
+                // The HW passed: committed on every ISR member. (Below min.insync.replicas
+                // is not reported for coordinator writes: acks=1 does not check it.)
+                ReplicationOutcome::Committed | ReplicationOutcome::BelowMinIsr => 0,
+                ReplicationOutcome::TimedOut => COORDINATOR_NOT_AVAILABLE,
+                ReplicationOutcome::NotLeader => NOT_COORDINATOR,
+                ReplicationOutcome::StorageError(e) => {
+                    tracing::error!(coordinator = S::NAME, tp = %partition.tp, error = %e, "coordinator fsync failed");
+                    NOT_COORDINATOR
+                }
+            };
+            for (p, resp) in completed {
+                let resp = if code == 0 {
+                    resp
+                } else {
+                    S::error_response(&p.req, &p.ctx, code)
+                };
+                let _ = p.tx.send(resp);
+            }
+            if code == NOT_COORDINATOR && h.serving() {
+                // The log failed under a shard that still serves: start again from the log.
+                let mut st = h.state.lock().await;
+                this.fail_shard(&h, &mut st);
+            }
+            let _ = code_tx.send(code);
+        });
+        Committed::Waiting {
+            code: code_rx,
+            reply,
+        }
+    }
+
+    /// Shard numbers loaded here.
+    pub fn loaded_shards(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self
+            .shards
+            .lock()
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Loaded(_)))
+            .map(|(p, _)| *p)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Shard numbers loaded or being loaded here.
+    pub fn owned_shards(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self.shards.lock().keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Shard numbers being loaded here.
+    pub fn loading_shards(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self
+            .shards
+            .lock()
+            .iter()
+            .filter(|(_, s)| matches!(s, Slot::Loading { .. }))
+            .map(|(p, _)| *p)
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Replays a partition into a fresh shard.
+fn load_shard<S: CoordinatorShard>(partition: &Partition, config: &S::Config) -> Result<S, String> {
+    let mut shard = S::new_shard(partition.tp.partition, config);
+    partition
+        .replay_records(|r| {
+            let Some(key) = r.key.filter(|_| !r.control) else {
+                return;
+            };
+            match S::decode_record(&key, r.value.as_deref()) {
+                Ok(rec) => shard.replay(&rec),
+                // Records this shard does not know (e.g. share-group records): skip, as Kafka
+                // skips unknown record types.
+                Err(e) => tracing::debug!(
+                    coordinator = S::NAME,
+                    offset = r.offset,
+                    error = %e,
+                    "skipping coordinator record"
+                ),
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(shard)
+}
+
+/// Appends coordinator records as one batch in leader epoch `epoch`, as leader of that epoch
+/// (Kafka's `AppendOrigin.COORDINATOR`, acks=1).
+fn append<S: CoordinatorShard>(
+    replicas: &ReplicaManager,
+    partition: &Partition,
+    epoch: i32,
+    records: &[S::Record],
+) -> Result<(), String> {
+    let now = now_ms();
+    let buf = build_batch(
+        records.iter().map(|r| {
+            let (key, value) = S::encode_record(r);
+            (Some(key), value)
+        }),
+        epoch,
+        now,
+    )
+    .map_err(|e| e.to_string())?;
+    let entry = AppendEntry {
+        topic: partition.tp.topic.clone(),
+        partition: partition.tp.partition,
+        current_leader_epoch: epoch,
+        records: buf,
+    };
+    let results = replicas
+        .append_records(
+            AppendOrigin::Coordinator,
+            RequiredAcks::Leader,
+            Duration::ZERO,
+            vec![entry],
+        )
+        .into_results();
+    match results.into_iter().next() {
+        Some(r) => r.error.map_or(Ok(()), |e| Err(e.to_string())),
+        None => Err("no append result".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The runtime with a shard that is not a group shard: a key → counter map over its own
+    //! internal topic, with parked requests ("wait for the next add"), timers (expiry) and
+    //! metadata — so what the runtime does is shown to depend on the [`CoordinatorShard`]
+    //! contract only. Run against a real replica manager and log, with the follower played
+    //! by the test (`Partition::follower_fetch` moves the high watermark), and hosted by the
+    //! in-memory broker of [`crate::testing`].
+    use super::*;
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use nagare_coordinator::runtime::CoordinatorResult;
+    use nagare_metadata::topic_config::TopicDefaults;
+    use nagare_metadata::{PartitionRegistration, TopicImage, Uuid};
+    use nagare_storage::{LogConfig, LogManager};
+
+    const TOPIC: &str = "__counters";
+    const ME: i32 = 1;
+    const OTHER: i32 = 2;
+    const WRITE_TIMEOUT: Duration = Duration::from_millis(800);
+    /// The key on_loaded bumps: how many times the shard was loaded, as the log says.
+    const LOADS: &str = "__loads";
+
+    /// A counter per key.
+    #[derive(Debug, Default)]
+    struct CounterShard {
+        values: BTreeMap<String, i64>,
+        /// Parked `Wait`s: answered by the next `Add` to their key.
+        waiting: Vec<(String, RequestToken)>,
+        next_token: u64,
+        /// Deadline → keys to delete then.
+        expiries: BTreeMap<i64, Vec<String>>,
+        metadata: i64,
+    }
+
+    #[derive(Debug, Clone)]
+    enum CounterRequest {
+        Add(&'static str, i64),
+        Get(&'static str),
+        /// Answered with the key's value after the next `Add` to it.
+        Wait(&'static str),
+        /// Deletes the key `ms` from now.
+        ExpireIn(&'static str, i64),
+        /// The metadata the shard has.
+        Metadata,
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum CounterResponse {
+        Value(i64),
+        Error(i16),
+    }
+
+    #[derive(Debug)]
+    struct CounterRecord {
+        key: String,
+        value: Option<i64>,
+    }
+
+    type Result = CoordinatorResult<CounterRecord, CounterResponse>;
+
+    impl CounterShard {
+        /// Emits a record, applying it as replay would.
+        fn write(&mut self, key: &str, value: Option<i64>, records: &mut Vec<CounterRecord>) {
+            let r = CounterRecord {
+                key: key.to_string(),
+                value,
+            };
+            self.replay(&r);
+            records.push(r);
+        }
+
+        fn get(&self, key: &str) -> i64 {
+            self.values.get(key).copied().unwrap_or(0)
+        }
+    }
+
+    impl CoordinatorShard for CounterShard {
+        const TOPIC: &'static str = TOPIC;
+        const NAME: &'static str = "counter coordinator";
+        type Config = ();
+        type Record = CounterRecord;
+        type DecodeError = String;
+        type Request = CounterRequest;
+        type Response = CounterResponse;
+        type Metadata = i64;
+
+        fn new_shard(_partition: i32, _config: &()) -> Self {
+            CounterShard::default()
+        }
+
+        fn decode_record(
+            key: &[u8],
+            value: Option<&[u8]>,
+        ) -> std::result::Result<CounterRecord, String> {
+            let key = String::from_utf8(key.to_vec()).map_err(|e| e.to_string())?;
+            let value = match value {
+                None => None,
+                Some(v) => Some(i64::from_be_bytes(
+                    v.try_into().map_err(|_| "bad value".to_string())?,
+                )),
+            };
+            Ok(CounterRecord { key, value })
+        }
+
+        fn encode_record(r: &CounterRecord) -> (Bytes, Option<Bytes>) {
+            (
+                Bytes::from(r.key.clone()),
+                r.value.map(|v| Bytes::copy_from_slice(&v.to_be_bytes())),
+            )
+        }
+
+        fn replay(&mut self, r: &CounterRecord) {
+            match r.value {
+                Some(v) => self.values.insert(r.key.clone(), v),
+                None => self.values.remove(&r.key),
+            };
+        }
+
+        fn set_metadata(&mut self, metadata: &i64) {
+            self.metadata = *metadata;
+        }
+
+        fn on_loaded(&mut self, _now_ms: i64) -> Result {
+            let mut records = Vec::new();
+            self.write(LOADS, Some(self.get(LOADS) + 1), &mut records);
+            CoordinatorResult {
+                records,
+                reply: Reply::None,
+                completed: vec![],
+            }
+        }
+
+        fn handle(&mut self, _ctx: &RequestContext, req: CounterRequest, now_ms: i64) -> Result {
+            let mut records = Vec::new();
+            let mut completed = Vec::new();
+            let reply = match req {
+                CounterRequest::Add(k, by) => {
+                    let v = self.get(k) + by;
+                    self.write(k, Some(v), &mut records);
+                    let (done, rest) = std::mem::take(&mut self.waiting)
+                        .into_iter()
+                        .partition(|(w, _)| w == k);
+                    self.waiting = rest;
+                    completed = done
+                        .into_iter()
+                        .map(|(_, t)| (t, CounterResponse::Value(v)))
+                        .collect();
+                    Reply::Now(CounterResponse::Value(v))
+                }
+                CounterRequest::Get(k) => Reply::Now(CounterResponse::Value(self.get(k))),
+                CounterRequest::Wait(k) => {
+                    self.next_token += 1;
+                    let t = RequestToken(self.next_token);
+                    self.waiting.push((k.to_string(), t));
+                    Reply::Deferred(t)
+                }
+                CounterRequest::ExpireIn(k, ms) => {
+                    self.expiries
+                        .entry(now_ms + ms)
+                        .or_default()
+                        .push(k.to_string());
+                    Reply::Now(CounterResponse::Value(self.get(k)))
+                }
+                CounterRequest::Metadata => Reply::Now(CounterResponse::Value(self.metadata)),
+            };
+            CoordinatorResult {
+                records,
+                reply,
+                completed,
+            }
+        }
+
+        fn next_deadline_ms(&self) -> Option<i64> {
+            self.expiries.keys().next().copied()
+        }
+
+        fn tick(&mut self, now_ms: i64) -> Result {
+            let mut records = Vec::new();
+            let later = self.expiries.split_off(&(now_ms + 1));
+            for k in std::mem::replace(&mut self.expiries, later)
+                .into_values()
+                .flatten()
+            {
+                self.write(&k, None, &mut records);
+            }
+            CoordinatorResult {
+                records,
+                reply: Reply::None,
+                completed: vec![],
+            }
+        }
+
+        fn unload(&mut self) -> Vec<(RequestToken, CounterResponse)> {
+            // Leaves the parked requests to the runtime (NOT_COORDINATOR).
+            self.waiting.clear();
+            self.expiries.clear();
+            Vec::new()
+        }
+
+        fn error_response(_: &CounterRequest, _: &RequestContext, code: i16) -> CounterResponse {
+            CounterResponse::Error(code)
+        }
+    }
+
+    type Runtime = CoordinatorRuntime<CounterShard>;
+    use CounterRequest::*;
+    use CounterResponse::*;
+
+    /// An image with a one-partition `__counters` on replicas [ME, OTHER].
+    fn image(leader: i32, epoch: i32, isr: &[i32]) -> MetadataImage {
+        let id = Uuid::from_u128(9);
+        let reg = PartitionRegistration {
+            replicas: vec![ME, OTHER],
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+        };
+        let mut img = MetadataImage::empty();
+        img.offset = epoch as i64;
+        img.topics_by_id.insert(
+            id,
+            Arc::new(TopicImage {
+                name: TOPIC.to_string(),
+                id,
+                partitions: [(0, reg)].into(),
+            }),
+        );
+        img.topic_ids.insert(TOPIC.to_string(), id);
+        img
+    }
+
+    struct Node {
+        _dir: tempfile::TempDir,
+        rm: Arc<ReplicaManager>,
+        rt: Arc<Runtime>,
+        defaults: TopicDefaults,
+    }
+
+    impl Node {
+        fn new() -> Node {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let logs = LogManager::open(dir.path().to_path_buf(), |_| LogConfig::default(), 0)
+                .expect("open logs");
+            let rm = Arc::new(ReplicaManager::open(ME, logs));
+            tokio::spawn(rm.clone().run_group_commit());
+            let rt = Arc::new(Runtime::new(rm.clone(), (), WRITE_TIMEOUT));
+            Node {
+                _dir: dir,
+                rm,
+                rt,
+                defaults: TopicDefaults::from_broker(|_| None),
+            }
+        }
+
+        /// Applies `img` as the broker does: replica manager first, then the runtime.
+        fn apply(&self, img: &MetadataImage) {
+            let delta = self.rm.apply_image(img, &self.defaults);
+            self.rt.on_image(&delta, img, ME);
+        }
+
+        fn partition(&self) -> Arc<Partition> {
+            self.rm.partition(TOPIC, 0).expect("hosted")
+        }
+
+        /// The follower fetches up to the leader's log end: the HW follows.
+        fn follower_catches_up(&self) {
+            let p = self.partition();
+            p.follower_fetch(OTHER, p.log_end_offset(), now_ms())
+                .expect("follower fetch");
+        }
+
+        /// Waits until shard 0 is loaded and its on_loaded write committed.
+        async fn wait_loaded(&self) {
+            for _ in 0..500 {
+                if self.rt.loaded_shards() == vec![0] {
+                    self.follower_catches_up();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("shard never loaded");
+        }
+
+        async fn send(&self, req: CounterRequest) -> PendingReply<CounterResponse> {
+            self.rt.handle_on(0, RequestContext::default(), req).await
+        }
+
+        /// Sends `req` and answers once the follower has caught up.
+        async fn call(&self, req: CounterRequest) -> CounterResponse {
+            let pending = self.send(req).await;
+            self.follower_catches_up();
+            pending.await
+        }
+    }
+
+    /// Polls a pending reply for `ms`: `None` if still waiting.
+    async fn within(p: &mut PendingReply<CounterResponse>, ms: u64) -> Option<CounterResponse> {
+        tokio::time::timeout(Duration::from_millis(ms), p)
+            .await
+            .ok()
+    }
+
+    #[tokio::test]
+    async fn loads_commits_parks_times_out_and_unloads_any_shard() {
+        let node = Node::new();
+        node.apply(&image(ME, 0, &[ME, OTHER]));
+        assert_eq!(node.rt.loading_shards(), vec![0]);
+        assert_eq!(
+            node.send(Get("a")).await.await,
+            Error(COORDINATOR_LOAD_IN_PROGRESS)
+        );
+        node.wait_loaded().await;
+        assert_eq!(node.call(Get(LOADS)).await, Value(1));
+
+        // A write is in the leader's log, but its reply waits for the high watermark.
+        let mut add = node.send(Add("a", 5)).await;
+        assert!(
+            within(&mut add, 300).await.is_none(),
+            "replied before the HW"
+        );
+        node.follower_catches_up();
+        assert_eq!(within(&mut add, 2000).await, Some(Value(5)));
+
+        // A parked request is answered by the write that completes it, once that write is
+        // committed.
+        let mut wait = node.send(Wait("a")).await;
+        assert!(within(&mut wait, 100).await.is_none());
+        let mut add = node.send(Add("a", 1)).await;
+        assert!(
+            within(&mut wait, 200).await.is_none(),
+            "released before the HW"
+        );
+        node.follower_catches_up();
+        assert_eq!(within(&mut add, 2000).await, Some(Value(6)));
+        assert_eq!(within(&mut wait, 2000).await, Some(Value(6)));
+
+        // No commit within the write timeout: COORDINATOR_NOT_AVAILABLE. The record stays in
+        // the leader's log and is committed once the follower catches up.
+        let started = Instant::now();
+        assert_eq!(
+            node.send(Add("b", 2)).await.await,
+            Error(COORDINATOR_NOT_AVAILABLE)
+        );
+        assert!(started.elapsed() >= WRITE_TIMEOUT, "timed out early");
+        assert_eq!(node.call(Get("b")).await, Value(2));
+
+        // Timers: the tick task's call fires due expiries, whose records are written too.
+        assert_eq!(node.call(ExpireIn("b", 0)).await, Value(2));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        node.rt.tick().await;
+        assert_eq!(node.call(Get("b")).await, Value(0));
+
+        // Metadata reaches the shard before its next request.
+        node.rt.set_metadata(7);
+        assert_eq!(node.call(Metadata).await, Value(7));
+
+        // Leadership moves away: a parked request gets NOT_COORDINATOR, the shard is gone.
+        let mut wait = node.send(Wait("a")).await;
+        node.apply(&image(OTHER, 1, &[ME, OTHER]));
+        assert_eq!(within(&mut wait, 2000).await, Some(Error(NOT_COORDINATOR)));
+        assert!(node.rt.owned_shards().is_empty());
+        assert_eq!(node.send(Get("a")).await.await, Error(NOT_COORDINATOR));
+
+        // Leader again: the shard is replayed from the log (the expiry's tombstone included)
+        // and loaded once more.
+        node.apply(&image(ME, 2, &[ME, OTHER]));
+        assert_eq!(
+            node.send(Get("a")).await.await,
+            Error(COORDINATOR_LOAD_IN_PROGRESS)
+        );
+        node.wait_loaded().await;
+        assert_eq!(node.call(Get("a")).await, Value(6));
+        assert_eq!(node.call(Get("b")).await, Value(0));
+        assert_eq!(node.call(Get(LOADS)).await, Value(2));
+        assert_eq!(node.call(Metadata).await, Value(7));
+    }
+
+    #[tokio::test]
+    async fn hosted_by_a_broker_routes_keys_to_their_partitions() {
+        let t = crate::testing::TestBroker::start().await;
+        t.create_topic(TOPIC, 3).await;
+        let rt = Arc::new(Runtime::new(t.broker.replicas.clone(), (), WRITE_TIMEOUT));
+        let image = t.broker.image();
+        rt.on_image(
+            &MetadataDelta::between(&MetadataImage::empty(), &image),
+            &image,
+            1,
+        );
+        assert_eq!(rt.owned_shards(), vec![0, 1, 2]);
+        for _ in 0..500 {
+            if rt.loaded_shards().len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(rt.loaded_shards(), vec![0, 1, 2]);
+        let ctx = RequestContext::default();
+        for (i, key) in ["x", "y", "z", "w"].into_iter().enumerate() {
+            // Kafka's placement: abs(javaHashCode(key)) % partitions.
+            let p = Runtime::shard_of(&image, key).expect("topic exists");
+            assert_eq!(p, nagare_coordinator::partition_for(key, 3));
+            let by = i as i64 + 1;
+            let r = rt.handle(&image, key, ctx.clone(), Add(key, by)).await;
+            assert_eq!(r.await, Value(by), "{key} on partition {p}");
+            let r = rt.handle_on(p, ctx.clone(), Get(key)).await;
+            assert_eq!(r.await, Value(by));
+        }
+        // No such topic: COORDINATOR_NOT_AVAILABLE.
+        let r = rt
+            .handle(&MetadataImage::empty(), "x", ctx.clone(), Get("x"))
+            .await;
+        assert_eq!(r.await, Error(COORDINATOR_NOT_AVAILABLE));
+    }
+}
