@@ -316,11 +316,33 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
             })))
         }
         ApiKey::ConsumerGroupHeartbeat => {
-            single!(
-                ConsumerGroupHeartbeatRequest,
-                ConsumerGroupHeartbeat,
-                AclOperation::Read
-            )
+            let r: ConsumerGroupHeartbeatRequest = req.decode()?;
+            let group = r.group_id.to_string();
+            // Kafka: READ on the group, then DESCRIBE on every subscribed topic name (a client
+            // must not learn of topics it may not describe through its assignment).
+            let code = if !broker.authorize(&req.ctx, AclOperation::Read, &Resource::group(&group))
+            {
+                Some(GROUP_DENIED)
+            } else {
+                r.subscribed_topic_names
+                    .iter()
+                    .flatten()
+                    .any(|t| !may(broker, &req, AclOperation::Describe, t.as_str()))
+                    .then_some(TOPIC_DENIED)
+            };
+            if let Some(code) = code {
+                let denied = nagare_coordinator::error_response(
+                    &GroupRequest::ConsumerGroupHeartbeat(r),
+                    &ctx,
+                    code,
+                );
+                return Ok(Reply::Now(encode(v, corr, &denied)));
+            }
+            let pending = broker
+                .groups
+                .handle(&image, &group, ctx, GroupRequest::ConsumerGroupHeartbeat(r))
+                .await;
+            Ok(later(v, corr, pending))
         }
         ApiKey::ConsumerGroupDescribe => {
             let r: ConsumerGroupDescribeRequest = req.decode()?;

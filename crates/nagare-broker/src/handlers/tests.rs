@@ -765,3 +765,36 @@ async fn data_and_replica_apis_are_authorized() {
         );
     }
 }
+
+#[tokio::test]
+async fn kip848_heartbeat_needs_describe_on_every_subscribed_topic() {
+    let t = TestBroker::with_authorizer(Arc::new(NoSecret)).await;
+    t.create_topic("open", 1).await;
+    t.create_topic("secret", 1).await;
+    let hb = |topics: Vec<&str>| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("g848")))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(
+                topics.into_iter().map(|n| TopicName(s(n))).collect(),
+            ))
+            .with_topic_partitions(Some(vec![]))
+    };
+    let r = t
+        .send(&hb(vec!["open", "secret"]), 0)
+        .await
+        .expect("ConsumerGroupHeartbeat");
+    assert_eq!(r.error_code, TOPIC_DENIED);
+    // Only describable topics: the request reaches the coordinator (which may still be
+    // loading `__consumer_offsets`, but never refuses it for authorization).
+    t.send(&FindCoordinatorRequest::default().with_key(s("g848")), 3)
+        .await
+        .expect("FindCoordinator");
+    let r = t
+        .send(&hb(vec!["open"]), 0)
+        .await
+        .expect("ConsumerGroupHeartbeat");
+    assert_ne!(r.error_code, TOPIC_DENIED);
+    assert_ne!(r.error_code, GROUP_DENIED);
+}
