@@ -211,7 +211,15 @@ pub struct CoordinatorRuntime<S: CoordinatorShard> {
     metadata: SyncMutex<(u64, Arc<S::Metadata>)>,
     /// The runtime to spawn loads and unloads on (image listeners run on their own thread).
     runtime: Option<tokio::runtime::Handle>,
+    /// Where the shards' side effects go once their records are committed.
+    effect_sink: SyncMutex<Option<EffectSink<S>>>,
 }
+
+/// Receives a shard's side effects once the records of the call that asked for them are
+/// committed: the shard's partition, the leader epoch it was loaded in (the transaction
+/// coordinator's `coordinator_epoch`), and the effects.
+pub type EffectSink<S> =
+    Arc<dyn Fn(i32, i32, Vec<<S as CoordinatorShard>::Effect>) + Send + Sync + 'static>;
 
 impl<S: CoordinatorShard> CoordinatorRuntime<S> {
     /// A runtime with no shards yet, whose shards get `config` and whose writes wait at most
@@ -226,7 +234,14 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
             next_id: AtomicU64::new(1),
             metadata: SyncMutex::new((0, Arc::new(S::Metadata::default()))),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            effect_sink: SyncMutex::new(None),
         }
+    }
+
+    /// Sets where the shards' side effects go ([`CoordinatorShard::take_effects`]); without
+    /// a sink they are dropped.
+    pub fn set_effect_sink(&self, sink: EffectSink<S>) {
+        *self.effect_sink.lock() = Some(sink);
     }
 
     /// Sets the metadata the shards follow; each shard gets it before its next request or
@@ -531,6 +546,7 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
             reply,
             completed,
         } = result;
+        let effects = st.shard.take_effects();
         let completed: Vec<(Parked<S>, S::Response)> = completed
             .into_iter()
             .filter_map(|(token, resp)| st.parked.remove(&token).map(|p| (p, resp)))
@@ -610,6 +626,12 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
                     S::error_response(&p.req, &p.ctx, code)
                 };
                 let _ = p.tx.send(resp);
+            }
+            if code == 0 && !effects.is_empty() {
+                let sink = this.effect_sink.lock().clone();
+                if let Some(sink) = sink {
+                    sink(h.partition.tp.partition, h.epoch, effects);
+                }
             }
             if code == NOT_COORDINATOR && h.serving() {
                 // The log failed under a shard that still serves: start again from the log.
@@ -807,6 +829,7 @@ mod tests {
         type Request = CounterRequest;
         type Response = CounterResponse;
         type Metadata = i64;
+        type Effect = ();
 
         fn new_shard(_partition: i32, _config: &()) -> Self {
             CounterShard::default()

@@ -89,6 +89,9 @@ pub trait CoordinatorShard: Sized + Send + 'static {
     /// The part of the cluster metadata the shards follow (`()` if none); the runtime gives
     /// each shard the latest one before it handles a request or a tick.
     type Metadata: Clone + Default + PartialEq + Send + Sync + 'static;
+    /// A side effect the shard asks for once the records of the call that produced it are
+    /// committed (the transaction coordinator's markers to write; `()` for none).
+    type Effect: Send + 'static;
 
     /// The partition of the internal topic owning `key` (a group or transactional id):
     /// `abs(javaHashCode(key)) % partitions`, as Kafka's coordinators place them.
@@ -124,6 +127,14 @@ pub trait CoordinatorShard: Sized + Send + 'static {
         request: Self::Request,
         now_ms: i64,
     ) -> ShardResult<Self>;
+
+    /// Takes the side effects the last call (request, tick or `on_loaded`) asked for. The
+    /// runtime calls it right after each call and performs them only once that call's
+    /// records are committed; effects of a write that failed are dropped (the shard is then
+    /// reloaded from its log, and must ask again from `on_loaded` for what is still due).
+    fn take_effects(&mut self) -> Vec<Self::Effect> {
+        Vec::new()
+    }
 
     /// The earliest timer deadline: the runtime calls [`tick`](Self::tick) at or after it.
     fn next_deadline_ms(&self) -> Option<i64>;

@@ -553,6 +553,7 @@ impl CoordinatorShard for GroupCoordinatorShard {
     type Request = GroupRequest;
     type Response = GroupResponse;
     type Metadata = TopicsImage;
+    type Effect = ();
 
     fn new_shard(partition: i32, config: &GroupCoordinatorConfig) -> Self {
         GroupCoordinatorShard::new(partition, config.clone())
