@@ -24,6 +24,7 @@ mod sendfile;
 pub mod server;
 #[cfg(test)]
 pub mod testing;
+pub mod transaction_coordinator;
 
 use std::sync::Arc;
 

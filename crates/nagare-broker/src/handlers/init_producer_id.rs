@@ -58,12 +58,10 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
         return Ok(Reply::Now(respond(ApiKey::InitProducerId, v, corr, &resp)));
     }
-    // KIP-360: an idempotent producer that already has an id asks for an epoch bump.
-    if *r.producer_id >= 0 && r.producer_epoch >= 0 && r.producer_epoch < i16::MAX - 1 {
-        resp.producer_id = r.producer_id;
-        resp.producer_epoch = r.producer_epoch + 1;
-        return Ok(Reply::Now(respond(ApiKey::InitProducerId, v, corr, &resp)));
-    }
+    // Kafka's TransactionCoordinator.handleInitProducerId: without a transactional id the
+    // request is accepted blindly with a *new* producer id at epoch 0, whatever id and epoch
+    // it carries. Bumping the epoch of the id a client names would let any client fence
+    // another's idempotent producer (its next produce: INVALID_PRODUCER_EPOCH).
     match broker.next_producer_id().await {
         Ok(id) => {
             resp.producer_id = ProducerId(id);
