@@ -15,6 +15,7 @@ pub mod fetch_session;
 pub mod group_coordinator;
 pub mod handlers;
 pub mod limits;
+pub mod marker_sender;
 pub mod network;
 pub mod quorum;
 pub mod replica_fetcher;
