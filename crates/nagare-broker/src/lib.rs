@@ -331,10 +331,18 @@ impl Broker {
             }
         }
         // AllocateProducerIds to the active controller, with our registration's epoch.
+        // (Before the lifecycle exists — in-process tests register through the controller
+        // directly — our registration in the image carries the same epoch.)
         let epoch = self
             .lifecycle
             .get()
             .and_then(|l| l.broker_epoch())
+            .or_else(|| {
+                self.image()
+                    .brokers
+                    .get(&self.config.node_id)
+                    .map(|b| b.epoch)
+            })
             .unwrap_or(-1);
         let req = kafka_protocol::messages::AllocateProducerIdsRequest::default()
             .with_broker_id(kafka_protocol::messages::BrokerId(self.config.node_id))

@@ -31,6 +31,8 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
