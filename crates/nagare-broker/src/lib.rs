@@ -64,6 +64,9 @@ pub struct Broker {
     pub fetch_sessions: fetch_session::FetchSessionCache,
     /// The group coordinator (shards of `__consumer_offsets` led here).
     pub groups: Arc<group_coordinator::GroupCoordinator>,
+    /// The transaction coordinator (shards of `__transaction_state` led here) and its
+    /// marker sender; started by [`transaction_coordinator::TransactionCoordinator::start`].
+    pub transactions: Arc<transaction_coordinator::TransactionCoordinator>,
     /// Defaults new topics get from the controller.
     pub controller_defaults: ControllerDefaults,
     /// The authorization hook every handler calls (allows everything until ACLs exist).
@@ -89,6 +92,10 @@ impl Broker {
             groups: Arc::new(group_coordinator::GroupCoordinator::new(
                 replicas.clone(),
                 config.group.clone(),
+            )),
+            transactions: Arc::new(transaction_coordinator::TransactionCoordinator::new(
+                replicas.clone(),
+                transaction_coordinator::shard_config(&config),
             )),
             fetch_sessions: fetch_session::FetchSessionCache::new(
                 config.max_incremental_fetch_session_cache_slots,
@@ -185,6 +192,8 @@ impl Broker {
         *self.topic_defaults.write() = defaults.clone();
         self.replicas.apply_delta(delta, image, &defaults);
         self.groups.on_image(delta, image, self.config.node_id);
+        self.transactions
+            .on_image(delta, image, self.config.node_id);
     }
 
     /// Runs a controller decision on this node's controller; NOT_CONTROLLER unless it is the
