@@ -41,6 +41,9 @@ pub struct CommittedOffset {
     pub metadata: String,
 }
 
+/// A partition's answer to OffsetFetch: index, offset, error code.
+type FetchedOffset = (i32, CommittedOffset, i16);
+
 /// Offsets by group, topic and partition.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Offsets {
@@ -680,7 +683,7 @@ impl GroupCoordinatorShard {
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
         require_stable: bool,
-    ) -> Vec<(String, Vec<(i32, CommittedOffset, i16)>)> {
+    ) -> Vec<(String, Vec<FetchedOffset>)> {
         let none = || CommittedOffset {
             offset: -1,
             leader_epoch: -1,
