@@ -283,3 +283,46 @@ fn pending_offsets_hold_retention_and_deleting_the_group_drops_them() {
     assert_eq!(fetch(&mut l.sh, "g", "t", 0, false), (-1, 0));
     l.assert_replay_matches();
 }
+
+#[test]
+fn require_stable_applies_to_every_group_of_offset_fetch_v8_and_to_all_topics() {
+    let mut l = Live::new();
+    let r = commit(
+        &mut l.sh,
+        8,
+        "g",
+        "",
+        -1,
+        &[("t", 0, 5, None), ("u", 0, 1, None)],
+        10,
+    )
+    .1;
+    l.plain(r);
+    l.txn_commit(3, "g", 7, "", -1, &[("t", 0, 9)], 20);
+    let req = OffsetFetchRequest::default()
+        .with_require_stable(true)
+        .with_groups(vec![OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(s("g")))
+            .with_topics(None)]);
+    let f = match l
+        .sh
+        .handle(&ctx(8), GroupRequest::OffsetFetch(req), 0)
+        .reply
+    {
+        Reply::Now(GroupResponse::OffsetFetch(f)) => f,
+        other => panic!("{other:?}"),
+    };
+    let got: Vec<(String, i64, i16)> = f.groups[0]
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.to_string(), p.committed_offset, p.error_code))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![("t".to_string(), -1, UNSTABLE), ("u".to_string(), 1, 0)]
+    );
+}
