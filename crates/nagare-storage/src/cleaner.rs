@@ -477,6 +477,13 @@ impl Cleaner {
                     Ok(())
                 })?;
             }
+            // Markers are all kept (see `Filter::apply`), so the aborted transactions of the
+            // originals stay indexed in the merged segment.
+            for s in group {
+                for a in &s.aborted {
+                    cleaned.txn_index.append(*a);
+                }
+            }
             cleaned.finalize_time_index();
             cleaned.write_indexes()?;
             // Kafka gives the cleaned segment the newest mtime of the originals, so that
@@ -496,6 +503,7 @@ impl Cleaner {
                     cleaned.log_path.clone(),
                     cleaned.offset_index.path().to_path_buf(),
                     cleaned.time_index.path().to_path_buf(),
+                    cleaned.txn_index.path().to_path_buf(),
                 ] {
                     let _ = std::fs::remove_file(p);
                 }

@@ -22,6 +22,7 @@ use crate::segment::{
     file_name, parse_file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
     TXN_INDEX_SUFFIX,
 };
+use crate::txn_index::AbortedTxn;
 
 /// Extra suffix of the cleaner's output while it is being written.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
@@ -43,6 +44,8 @@ pub(crate) struct SegmentView {
     pub(crate) largest_timestamp: i64,
     /// Size of its larger index.
     pub(crate) index_bytes: u64,
+    /// Its aborted-transaction index entries.
+    pub(crate) aborted: Vec<AbortedTxn>,
 }
 
 /// What the cleaner needs to know about a log, captured under the lock.
@@ -82,6 +85,7 @@ impl Log {
                 file: Arc::clone(&s.file),
                 largest_timestamp: s.largest_timestamp(),
                 index_bytes: s.index_bytes(),
+                aborted: s.txn_index.entries().to_vec(),
             })
             .collect();
         let producer_last_offsets = inner
@@ -124,6 +128,7 @@ impl Log {
                 seg.log_path.clone(),
                 seg.offset_index.path().to_path_buf(),
                 seg.time_index.path().to_path_buf(),
+                seg.txn_index.path().to_path_buf(),
             ] {
                 if let Err(e) = remove_file_if_exists(&p) {
                     tracing::warn!(path = %p.display(), error = %e, "cannot remove cleaned file");
@@ -187,8 +192,10 @@ fn next_offset_of(path: &Path, base_offset: i64) -> std::io::Result<i64> {
 /// each `<base>.log.swap` replaces the segments whose base offsets lie in `[base, its next
 /// offset)` (always including `base` itself) and takes its final name, with its index files
 /// if they were swapped too (stale ones are removed, so they are rebuilt). Other leftovers
-/// are removed by the caller.
-pub(super) fn complete_swaps(dir: &Path) -> Result<(), StorageError> {
+/// are removed by the caller. Returns the base offsets of the swapped-in segments: their
+/// transaction index is rebuilt from their batches (a missing `.txnindex` otherwise reads as
+/// "no aborted transaction", and a crash mid-rename can leave either file behind).
+pub(super) fn complete_swaps(dir: &Path) -> Result<Vec<i64>, StorageError> {
     let mut swaps = Vec::new();
     let mut segments = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -202,10 +209,10 @@ pub(super) fn complete_swaps(dir: &Path) -> Result<(), StorageError> {
         }
     }
     if swaps.is_empty() {
-        return Ok(());
+        return Ok(swaps);
     }
     swaps.sort_unstable();
-    for base in swaps {
+    for &base in &swaps {
         let swap_path = dir.join(format!("{}{SWAP_SUFFIX}", file_name(base, LOG_SUFFIX)));
         let next = next_offset_of(&swap_path, base)?;
         let upper = next.max(base + 1);
@@ -221,7 +228,7 @@ pub(super) fn complete_swaps(dir: &Path) -> Result<(), StorageError> {
             }
         }
         segments.retain(|&b| b < base || b >= upper);
-        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
             let from = dir.join(format!("{}{SWAP_SUFFIX}", file_name(base, suffix)));
             let to = dir.join(file_name(base, suffix));
             match fs::rename(&from, &to) {
@@ -235,5 +242,5 @@ pub(super) fn complete_swaps(dir: &Path) -> Result<(), StorageError> {
         fs::rename(&swap_path, dir.join(file_name(base, LOG_SUFFIX)))?;
         fsync_dir(dir)?;
     }
-    Ok(())
+    Ok(swaps)
 }
