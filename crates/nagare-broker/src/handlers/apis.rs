@@ -240,7 +240,7 @@ pub static APIS: &[ApiSpec] = &[
     local(ApiKey::TxnOffsetCommit, txn_offset_commit::VERSIONS, CLIENT, false, h_txn_offset_commit,
         "offsets committed in a transaction, visible once it commits (KIP-98, KIP-447)"),
     local(ApiKey::DescribeConfigs, describe_configs::VERSIONS, CLIENT, false, h_describe_configs,
-        "topic and broker configs"),
+        "topic and broker configs: every key, with type, source, synonyms and docs"),
     local(ApiKey::AlterConfigs, alter_configs::ALTER_VERSIONS, BOTH, true, h_alter_configs,
         "forwarded to the active controller"),
     local(ApiKey::CreatePartitions, create_partitions::VERSIONS, BOTH, true, h_create_partitions,
