@@ -56,7 +56,7 @@ struct Client {
 /// What the runtime writes to `__consumer_offsets`, as loading sees it.
 enum Entry {
     /// A record, of a producer's transaction or not.
-    Rec(Option<i64>, CoordinatorRecord),
+    Rec(Option<i64>, Box<CoordinatorRecord>),
     /// A COMMIT (true) or ABORT marker of a producer.
     Marker(i64, bool),
 }
@@ -174,7 +174,7 @@ impl Sim {
                     }
                 }
             }
-            let e = Entry::Rec(producer, back);
+            let e = Entry::Rec(producer, Box::new(back));
             apply(&mut self.replica, &e);
             self.log.push(e);
         }
