@@ -373,3 +373,53 @@ fn kip_447_member_checks_of_a_consumer_group() {
     assert_eq!(fetch(&mut l.sh, "cg", "t", 1, true), (2, 0));
     l.assert_replay_matches();
 }
+
+#[test]
+fn a_static_member_replaced_by_a_new_instance_is_fenced() {
+    let mut sh = loaded_shard();
+    let r = join(&mut sh, join_req("g", "", Some("i1"), &range(&["t"])), 0);
+    let t = deferred(&r);
+    let r = sh.tick(3_000);
+    let old = completed_join(&r, t).member_id.as_str().to_owned();
+    let r = sync(
+        &mut sh,
+        sync_req("g", &old, 1, &[(&old, b"P0")]).with_group_instance_id(Some(s("i1"))),
+        3_000,
+    );
+    assert_eq!(now_sync(&r).error_code, 0);
+    // The instance restarts: a new member id for i1.
+    let r = join(
+        &mut sh,
+        join_req("g", "", Some("i1"), &range(&["t"])),
+        5_000,
+    );
+    let new = now_join(&r).member_id.as_str().to_owned();
+    assert_ne!(new, old);
+    let commit = |member: &str| {
+        TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s("tx")))
+            .with_group_id(GroupId(s("g")))
+            .with_producer_id(ProducerId(7))
+            .with_generation_id(1)
+            .with_member_id(s(member))
+            .with_group_instance_id(Some(s("i1")))
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(4)])])
+    };
+    let code = |sh: &mut GroupCoordinatorShard, member: &str| match sh
+        .handle(
+            &ctx(3),
+            GroupRequest::TxnOffsetCommit(commit(member)),
+            6_000,
+        )
+        .reply
+    {
+        Reply::Now(GroupResponse::TxnOffsetCommit(c)) => c.topics[0].partitions[0].error_code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(code(&mut sh, &old), ResponseError::FencedInstanceId.code());
+    assert_eq!(code(&mut sh, &new), 0);
+}
