@@ -434,3 +434,54 @@ fn followers_track_transactions_from_replicated_batches() {
         expected
     );
 }
+
+#[test]
+fn retention_stops_at_the_first_unstable_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = batch(1, 0).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 2,
+        retention_bytes: 0,
+        retention_ms: 1,
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    produce(&log, batch(1, 0)); // 0
+    produce(&log, batch(1, 0)); // 1
+    produce(&log, txn(4, 0, 0, 1)); // 2: open
+    for _ in 0..5 {
+        produce(&log, batch(1, 0)); // 3..7
+    }
+    let end = log.log_end_offset();
+    assert_eq!(log.segment_base_offsets()[..2], [0, 2]);
+    // Only [0, 1] ends at or below the first unstable offset 2.
+    assert_eq!(
+        log.enforce_retention_below(10_000, end).expect("retention"),
+        1
+    );
+    assert_eq!(log.log_start_offset(), 2);
+    assert_eq!(
+        log.enforce_retention_below(10_000, end).expect("retention"),
+        0
+    );
+    // Once the transaction ends the rest may go (up to the high watermark).
+    marker(&log, 4, 0, 0, true);
+    assert!(log.enforce_retention_below(10_000, 6).expect("retention") >= 1);
+    assert!(log.log_start_offset() > 2 && log.log_start_offset() <= 6);
+}
+
+#[test]
+fn delete_records_may_pass_an_open_transaction_as_in_kafka() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small_config());
+    produce(&log, txn(4, 0, 0, 2)); // 0-1: open
+    produce(&log, batch(3, 0)); // 2-4
+    assert_eq!(log.last_stable_offset(5), 0);
+    assert_eq!(log.delete_records_before(1).expect("delete"), 1);
+    // The first unstable offset is clamped to the log start (Kafka's
+    // updateFirstUnstableOffset); the transaction is still open.
+    assert_eq!(log.first_unstable_offset(), Some(1));
+    assert_eq!(log.last_stable_offset(5), 1);
+    marker(&log, 4, 0, 0, false);
+    assert_eq!(log.last_stable_offset(6), 6);
+}
