@@ -485,3 +485,24 @@ fn delete_records_may_pass_an_open_transaction_as_in_kafka() {
     marker(&log, 4, 0, 0, false);
     assert_eq!(log.last_stable_offset(6), 6);
 }
+
+#[test]
+fn a_full_truncation_forgets_open_transactions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = txn(1, 0, 0, 1).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 2,
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    produce(&log, txn(1, 0, 0, 1)); // 0: open
+    for _ in 0..4 {
+        produce(&log, batch(1, 0)); // rolls take snapshots holding the open transaction
+    }
+    assert_eq!(log.first_unstable_offset(), Some(0));
+    // A follower whose leader's log starts past its end starts over there.
+    log.truncate_fully_and_start_at(100).expect("truncate");
+    assert_eq!(log.first_unstable_offset(), None);
+    assert_eq!(log.last_stable_offset(100), 100);
+    assert!(log.producer_state(1).is_none());
+}
