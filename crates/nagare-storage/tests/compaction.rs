@@ -1045,3 +1045,38 @@ fn an_open_transaction_is_never_cleaned() {
     assert!(data.contains(&rec(4, "b", "2")));
     assert!(data.contains(&rec(1, "a", "2")), "{data:?}");
 }
+
+#[test]
+fn commit_markers_stay_while_their_data_does_across_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Small segments: data and markers fall in different groups of one pass.
+    let config = compact_config(200);
+    let log = open_log(dir.path(), config.clone(), true);
+    let cleaner = Cleaner::open(dir.path().to_path_buf());
+    let now = 1_000;
+    let mut markers = Vec::new();
+    for (i, pid) in [1i64, 2, 3, 4].into_iter().enumerate() {
+        txn_write(&log, kv(&format!("k{i}"), Some("x")), pid, 0, now);
+        txn_write(&log, kv(&format!("j{i}"), Some("y")), pid, 1, now);
+        markers.push(end_txn(&log, pid, true, now));
+    }
+    roll(&log, now);
+    assert!(log.segment_count() > 3, "{:?}", log.segment_base_offsets());
+    for t in [10_000, 20_000, 30_000] {
+        cleaner
+            .clean_log(&tp(), &log, &CleanerConfig::default(), t, true)
+            .expect("clean");
+    }
+    let (data, kept) = data_and_markers(&log);
+    assert_eq!(data.len(), 8);
+    assert_eq!(kept, markers, "every transaction still has data");
+    // A producer-state replay from the log start (no snapshot, unclean shutdown) sees every
+    // transaction end.
+    log.close().expect("close");
+    drop(log);
+    for f in segment_names(dir.path(), ".snapshot") {
+        fs::remove_file(dir.path().join(f)).expect("rm");
+    }
+    let log = Log::open(dir.path().to_path_buf(), tp(), config, 0, false, 0).expect("open");
+    assert_eq!(log.first_unstable_offset(), None);
+}
