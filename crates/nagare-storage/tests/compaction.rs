@@ -1142,6 +1142,9 @@ fn committed_view(log: &Log) -> BTreeMap<String, Option<String>> {
     view
 }
 
+/// A write of the model: key, value, and its producer's transaction number if any.
+type ModelWrite = (String, Option<String>, Option<(usize, u32)>);
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -1159,7 +1162,7 @@ proptest! {
         let cleaner = Cleaner::open(dir.path().to_path_buf());
         let mut seqs = [0i32; 3];
         // Writes in offset order: key, value, and the producer's transaction number.
-        let mut writes: Vec<(String, Option<String>, Option<(usize, u32)>)> = Vec::new();
+        let mut writes: Vec<ModelWrite> = Vec::new();
         let mut txn_no = [0u32; 3];
         let mut aborted: std::collections::HashSet<(usize, u32)> = Default::default();
         let mut now = 1_000;
