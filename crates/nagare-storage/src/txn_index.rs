@@ -209,11 +209,6 @@ impl TxnIndex {
         false
     }
 
-    /// Every entry, in marker order.
-    pub(crate) fn entries(&self) -> &[AbortedTxn] {
-        &self.entries
-    }
-
     /// The file's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -255,7 +250,7 @@ mod tests {
         let loaded = TxnIndex::load(path.clone(), 0, 10)
             .expect("io")
             .expect("valid");
-        assert_eq!(loaded.entries(), idx.entries());
+        assert_eq!(loaded.entries, idx.entries);
         // Outside the segment, or garbage: rebuild.
         assert!(TxnIndex::load(path.clone(), 0, 9).expect("io").is_err());
         fs::write(&path, &bytes[..40]).expect("write");

@@ -22,7 +22,6 @@ use crate::segment::{
     file_name, parse_file_name, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
     TXN_INDEX_SUFFIX,
 };
-use crate::txn_index::AbortedTxn;
 
 /// Extra suffix of the cleaner's output while it is being written.
 pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
@@ -44,8 +43,17 @@ pub(crate) struct SegmentView {
     pub(crate) largest_timestamp: i64,
     /// Size of its larger index.
     pub(crate) index_bytes: u64,
-    /// Its aborted-transaction index entries.
-    pub(crate) aborted: Vec<AbortedTxn>,
+}
+
+/// What the cleaner must keep of an active producer (Kafka's `LastRecord`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LastRecord {
+    /// Last offset of its last data batch, if its state still holds one: that batch carries
+    /// its last sequence.
+    pub(crate) last_data_offset: Option<i64>,
+    /// Its current epoch: without a data batch, its last marker of this epoch is kept, which
+    /// carries the epoch needed for fencing.
+    pub(crate) producer_epoch: i16,
 }
 
 /// What the cleaner needs to know about a log, captured under the lock.
@@ -63,9 +71,9 @@ pub(crate) struct CleaningView {
     pub(crate) log_start_offset: i64,
     /// First offset of the oldest open transaction (the cleaner stops below it).
     pub(crate) first_unstable_offset: Option<i64>,
-    /// Producer id → last offset of its last batch: Kafka keeps that batch (empty if need be)
-    /// so that the producer's sequence state survives cleaning.
-    pub(crate) producer_last_offsets: HashMap<i64, i64>,
+    /// Producer id → what of it must survive: Kafka keeps that batch (empty if need be) so
+    /// that the producer's sequence and epoch survive cleaning.
+    pub(crate) producer_last: HashMap<i64, LastRecord>,
     /// The lowest log end left by a truncation since the previous view, if any.
     pub(crate) truncated_to: Option<i64>,
 }
@@ -85,13 +93,18 @@ impl Log {
                 file: Arc::clone(&s.file),
                 largest_timestamp: s.largest_timestamp(),
                 index_bytes: s.index_bytes(),
-                aborted: s.txn_index.entries().to_vec(),
             })
             .collect();
-        let producer_last_offsets = inner
+        let producer_last = inner
             .producers
             .entries()
-            .filter_map(|e| e.batches.back().map(|b| (e.producer_id, b.last_offset)))
+            .map(|e| {
+                let last = LastRecord {
+                    last_data_offset: e.batches.back().map(|b| b.last_offset),
+                    producer_epoch: e.producer_epoch,
+                };
+                (e.producer_id, last)
+            })
             .collect();
         let active_base_offset = if inner.active.size > 0 {
             inner.active.base_offset
@@ -108,7 +121,7 @@ impl Log {
             active_base_offset,
             log_start_offset: inner.log_start_offset,
             first_unstable_offset: inner.producers.first_unstable_offset(),
-            producer_last_offsets,
+            producer_last,
             truncated_to,
         })
     }

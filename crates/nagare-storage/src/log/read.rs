@@ -350,9 +350,15 @@ impl Log {
         v
     }
 
-    /// First offset of the oldest ongoing transaction (bounds the last stable offset).
+    /// First offset of the oldest ongoing transaction (bounds the last stable offset), never
+    /// below the log start offset (Kafka's `updateFirstUnstableOffset`: DeleteRecords may
+    /// move the log start past a transaction's first records).
     pub fn first_unstable_offset(&self) -> Option<i64> {
-        self.inner.lock().producers.first_unstable_offset()
+        let inner = self.inner.lock();
+        inner
+            .producers
+            .first_unstable_offset()
+            .map(|fuo| fuo.max(inner.log_start_offset))
     }
 
     /// Kafka's last stable offset: `min(first unstable offset, high_watermark)`, the bound of
