@@ -10,6 +10,8 @@ pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod apis;
+#[cfg(test)]
+mod authorized_operations_tests;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
 pub mod controller_apis;
@@ -36,8 +38,10 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 #[cfg(test)]
 mod tests;
+pub mod txn_offset_commit;
 #[cfg(test)]
 mod txn_tests;
+pub mod write_txn_markers;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
