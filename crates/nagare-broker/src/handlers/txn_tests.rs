@@ -654,3 +654,93 @@ async fn batched_add_partitions_verifies_per_transaction() {
     // verify_only added nothing.
     assert_eq!(describe(&t, "v2").await.transaction_state.as_str(), "Empty");
 }
+
+/// Polls DescribeTransactions until `id` reaches `state` (at most 10 s).
+async fn wait_state(t: &TestBroker, id: &str, state: &str) {
+    let mut last = String::new();
+    for _ in 0..500 {
+        let d = describe(t, id).await;
+        last = d.transaction_state.to_string();
+        if last == state {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{id} stayed in {last}, never reached {state}");
+}
+
+#[tokio::test]
+async fn markers_are_written_to_every_partition_and_complete_the_transaction() {
+    let t = broker().await;
+    t.create_topic("m", 3).await;
+    let p = init_txn(&t, "mk", -1, -1).await;
+    let (pid, epoch) = (p.producer_id, p.producer_epoch);
+    let leo = |part: i32| {
+        t.broker
+            .replicas
+            .partition("m", part)
+            .expect("hosted")
+            .log_end_offset()
+    };
+    let before: Vec<i64> = (0..3).map(leo).collect();
+    let r = t
+        .send(&add_v3("mk", pid, epoch, &[("m", &[0, 2])]), 3)
+        .await
+        .expect("AddPartitionsToTxn");
+    assert!(codes_v3(&r).iter().all(|c| c.2 == 0), "{r:?}");
+    let r = t
+        .send(&end("mk", pid, epoch, true), 3)
+        .await
+        .expect("EndTxn");
+    assert_eq!(r.error_code, 0);
+    // The sender writes a COMMIT marker to m-0 and m-2 (through this broker's own
+    // WriteTxnMarkers handler) and the coordinator completes the transaction.
+    wait_state(&t, "mk", "CompleteCommit").await;
+    assert_eq!(t.broker.transactions.markers().pending(), 0);
+    let after: Vec<i64> = (0..3).map(leo).collect();
+    assert_eq!(
+        after,
+        vec![before[0] + 1, before[1], before[2] + 1],
+        "one marker on each partition of the transaction, none elsewhere"
+    );
+    // The next transaction of the producer may start, and an abort completes the same way.
+    let r = t
+        .send(&add_v3("mk", pid, epoch, &[("m", &[1])]), 3)
+        .await
+        .expect("AddPartitionsToTxn");
+    assert!(codes_v3(&r).iter().all(|c| c.2 == 0), "{r:?}");
+    let r = t
+        .send(&end("mk", pid, epoch, false), 3)
+        .await
+        .expect("EndTxn");
+    assert_eq!(r.error_code, 0);
+    wait_state(&t, "mk", "CompleteAbort").await;
+    assert_eq!(leo(1), before[1] + 1);
+
+    // A partition whose topic is deleted before its marker is written is dropped, as Kafka,
+    // and the transaction still completes.
+    t.create_topic("doomed", 1).await;
+    let r = t
+        .send(
+            &add_v3("mk", pid, epoch, &[("doomed", &[0]), ("m", &[0])]),
+            3,
+        )
+        .await
+        .expect("AddPartitionsToTxn");
+    assert!(codes_v3(&r).iter().all(|c| c.2 == 0), "{r:?}");
+    let r = t
+        .send(
+            &DeleteTopicsRequest::default().with_topic_names(vec![TopicName(s("doomed"))]),
+            5,
+        )
+        .await
+        .expect("DeleteTopics");
+    assert_eq!(r.responses[0].error_code, 0);
+    let r = t
+        .send(&end("mk", pid, epoch, true), 3)
+        .await
+        .expect("EndTxn");
+    assert_eq!(r.error_code, 0);
+    wait_state(&t, "mk", "CompleteCommit").await;
+    assert_eq!(leo(0), before[0] + 2);
+}
