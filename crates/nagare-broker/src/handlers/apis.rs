@@ -11,9 +11,9 @@ use kafka_protocol::messages::ApiKey;
 use super::{
     alter_configs, api_versions, consumer_group_describe, consumer_group_heartbeat,
     controller_apis, create_partitions, create_topics, delete_records, delete_topics,
-    describe_cluster, describe_configs, describe_quorum, elect_leaders, envelope, fetch,
-    find_coordinator, groups, init_producer_id, list_offsets, metadata, offset_for_leader_epoch,
-    produce, BoxFuture, HandlerResult, ListenerKind, Request,
+    describe_cluster, describe_configs, describe_producers, describe_quorum, elect_leaders,
+    envelope, fetch, find_coordinator, groups, init_producer_id, list_offsets, metadata,
+    offset_for_leader_epoch, produce, BoxFuture, HandlerResult, ListenerKind, Request,
 };
 use crate::controller_requests;
 use crate::Broker;
@@ -155,6 +155,7 @@ handler!(group h_offset_delete => ApiKey::OffsetDelete);
 handler!(async h_consumer_group_heartbeat => consumer_group_heartbeat::handle);
 handler!(async h_consumer_group_describe => consumer_group_describe::handle);
 handler!(sync h_describe_quorum => describe_quorum::handle);
+handler!(sync h_describe_producers => describe_producers::handle);
 handler!(controller h_broker_registration => ApiKey::BrokerRegistration);
 handler!(controller h_broker_heartbeat => ApiKey::BrokerHeartbeat);
 handler!(controller h_allocate_producer_ids => ApiKey::AllocateProducerIds);
@@ -255,6 +256,8 @@ pub static APIS: &[ApiSpec] = &[
         h_consumer_group_heartbeat, "KIP-848 `group.protocol=consumer`: server-side `uniform`/`range` assignment, incremental reconciliation, static members"),
     local(ApiKey::ConsumerGroupDescribe, consumer_group_describe::VERSIONS, CLIENT, false,
         h_consumer_group_describe, "KIP-848 consumer groups"),
+    local(ApiKey::DescribeProducers, describe_producers::VERSIONS, CLIENT, false,
+        h_describe_producers, "KIP-664 producer states of a partition (any replica hosting it)"),
     // Brokers → active controller.
     local(ApiKey::BrokerRegistration, controller_requests::BROKER_REGISTRATION_VERSIONS, CONTROLLER, false, h_broker_registration,
         "broker registration (KIP-631)"),
