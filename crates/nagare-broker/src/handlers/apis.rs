@@ -197,11 +197,11 @@ const fn quorum(key: ApiKey, versions: (i16, i16), doc: &'static str) -> ApiSpec
 #[rustfmt::skip]
 pub static APIS: &[ApiSpec] = &[
     local(ApiKey::Produce, produce::VERSIONS, CLIENT, false, h_produce,
-        "appends record batches (acks 0, 1, all; idempotent producers)"),
+        "appends record batches (acks 0, 1, all; idempotent and transactional producers)"),
     local(ApiKey::Fetch, fetch::VERSIONS, CLIENT, false, h_fetch,
-        "consumers and follower replicas; KIP-227 sessions, KIP-392 follower reads, zero-copy"),
+        "consumers (read_committed up to the LSO with aborted transactions) and follower replicas; KIP-227 sessions, KIP-392 follower reads, zero-copy"),
     local(ApiKey::ListOffsets, list_offsets::VERSIONS, CLIENT, false, h_list_offsets,
-        "earliest, latest, max timestamp, by timestamp"),
+        "earliest, latest (the LSO under read_committed), max timestamp, by timestamp"),
     local(ApiKey::Metadata, metadata::VERSIONS, CLIENT, false, h_metadata,
         "brokers, topics, partitions; topic auto-creation"),
     local(ApiKey::OffsetCommit, groups::OFFSET_COMMIT, CLIENT, false, h_offset_commit,

@@ -32,6 +32,8 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_data_tests;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

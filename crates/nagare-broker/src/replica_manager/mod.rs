@@ -693,7 +693,7 @@ impl ReplicaManager {
             .len()
     }
 
-    /// Retention for every hosted log (below its high watermark), and expiry of producer ids
+    /// Retention for every hosted log (below its last stable offset), and expiry of producer ids
     /// idle for longer than `producer.id.expiration.ms` (so producer state does not grow
     /// without bound).
     pub fn enforce_retention(&self, producer_id_expiration_ms: i64) {
@@ -701,8 +701,9 @@ impl ReplicaManager {
         for p in self.all_partitions() {
             // Bounded by the high watermark (Kafka's rule): a leader never deletes what its
             // followers have not fetched yet, nor moves its log start past what consumers may
-            // read.
-            if let Err(e) = p.log.enforce_retention_below(now, p.high_watermark()) {
+            // read. Bounded further by the last stable offset (issue 13): a segment holding
+            // records of an open transaction stays until the transaction is decided.
+            if let Err(e) = p.log.enforce_retention_below(now, p.last_stable_offset()) {
                 tracing::error!(tp = %p.tp, error = %e, "retention failed");
             }
             let n = p

@@ -105,9 +105,13 @@ impl ReplicaManager {
         })
     }
 
-    /// DeleteRecords on a partition led here: moves the log start to `offset` (-1: the high
-    /// watermark, Kafka's `DeleteRecordsRequest.HIGH_WATERMARK`), never past the high
-    /// watermark. Returns the new low watermark (log start).
+    /// DeleteRecords on a partition led here: moves the log start to `offset` (-1: as far as
+    /// allowed, Kafka's `DeleteRecordsRequest.HIGH_WATERMARK`), never past the last stable
+    /// offset (OFFSET_OUT_OF_RANGE beyond it). Kafka's bound is the high watermark; the
+    /// last stable offset is that bound without the records of open transactions, which
+    /// must stay readable until their marker (issue 13: DeleteRecords never cuts into an
+    /// open transaction). Without transactions the two are equal. Returns the new low
+    /// watermark (log start).
     pub fn delete_records(
         &self,
         topic: &str,
@@ -115,9 +119,9 @@ impl ReplicaManager {
         offset: i64,
     ) -> Result<i64, ReplicaError> {
         let p = self.leader_partition(topic, partition, -1)?;
-        let hw = p.high_watermark();
-        let target = if offset == -1 { hw } else { offset };
-        if target < 0 || target > hw {
+        let bound = p.last_stable_offset();
+        let target = if offset == -1 { bound } else { offset };
+        if target < 0 || target > bound {
             return Err(ReplicaError::OffsetOutOfRange(target));
         }
         let low = p.log.delete_records_before(target)?;
