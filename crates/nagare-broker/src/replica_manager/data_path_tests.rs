@@ -421,40 +421,12 @@ fn txn_batch(pid: i64, seq: i32, n: usize) -> BytesMut {
     buf
 }
 
-/// The transaction coordinator's marker for producer `pid` (epoch 0, coordinator epoch 0):
-/// one control record, key (version 0, type 0 ABORT / 1 COMMIT), value (version 0,
-/// coordinator epoch), as Kafka's `EndTransactionMarker`.
+/// The transaction coordinator's marker for producer `pid` (epoch 0, coordinator epoch 0),
+/// built by the broker's own builder (the one WriteTxnMarkers uses).
 fn marker(pid: i64, commit: bool) -> BytesMut {
-    let mut key = Vec::new();
-    key.extend_from_slice(&0i16.to_be_bytes());
-    key.extend_from_slice(&i16::from(commit).to_be_bytes());
-    let value = [0u8; 6];
-    let record = Record {
-        transactional: true,
-        control: true,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: pid,
-        producer_epoch: 0,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: now_ms(),
-        key: Some(Bytes::from(key)),
-        value: Some(Bytes::copy_from_slice(&value)),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        std::iter::once(&record),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf
+    let m = nagare_protocol::batch_builder::build_control_batch(pid, 0, 0, commit, 0, now_ms())
+        .expect("marker");
+    BytesMut::from(&m[..])
 }
 
 impl Node {
