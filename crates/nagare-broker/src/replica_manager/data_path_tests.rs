@@ -557,3 +557,51 @@ async fn a_read_committed_fetch_wakes_when_the_high_watermark_passes_the_marker(
     assert!(results[0].records.as_ref().is_some_and(|s| s.len > 0));
     assert_eq!(results[0].aborted_transactions, Some(vec![]));
 }
+
+/// DescribeProducers reads any replica's producer states (Kafka's `activeProducerState`):
+/// a follower has them from the batches it copied, open transaction included; a partition
+/// not hosted here is UNKNOWN_TOPIC_OR_PARTITION at this level.
+#[tokio::test]
+async fn active_producers_on_leader_and_follower() {
+    let node = Node::new();
+    node.apply(&image(
+        1,
+        &[
+            ("l", ME, 1, &[ME], &[ME], 1),
+            ("f", OTHER, 1, &[OTHER, ME], &[OTHER, ME], 1),
+        ],
+    ));
+    node.append_bytes(AppendOrigin::Client, "l", txn_batch(7, 0, 3));
+    let mut copied = txn_batch(8, 0, 2);
+    // A follower keeps the leader's offsets and epoch; patch them as the leader would have.
+    nagare_protocol::record_batch::set_base_offset(&mut copied, 0).expect("offset");
+    nagare_protocol::record_batch::set_partition_leader_epoch(&mut copied, 1).expect("epoch");
+    nagare_protocol::record_batch::update_crc(&mut copied).expect("crc");
+    let durable = node
+        .rm
+        .append_as_follower(&node.p("f"), copied)
+        .expect("follower append");
+    durable.await.expect("durable");
+    for (topic, pid, last_seq) in [("l", 7, 2), ("f", 8, 1)] {
+        let states = node.rm.active_producers(topic, 0).expect("hosted");
+        assert_eq!(states.len(), 1, "{topic}");
+        let s = &states[0];
+        assert_eq!(
+            (
+                s.producer_id,
+                s.producer_epoch,
+                s.last_seq(),
+                s.current_txn_first_offset
+            ),
+            (pid, 0, last_seq, 0),
+            "{topic}"
+        );
+    }
+    assert_eq!(
+        node.rm
+            .active_producers("nope", 0)
+            .map_err(|e| e.code())
+            .err(),
+        Some(3)
+    );
+}
