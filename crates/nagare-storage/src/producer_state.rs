@@ -1,8 +1,12 @@
-//! Idempotent-producer state, after Kafka's `ProducerStateManager`.
+//! Idempotent and transactional producer state, after Kafka's `ProducerStateManager` and
+//! `ProducerAppendInfo`.
 //!
 //! Per producer id the log remembers the producer epoch and the metadata of its last
 //! [`MAX_BATCHES_PER_PRODUCER`] batches, so that a retried batch is recognised as a duplicate
-//! (and answered with its original offsets) and a gap in sequence numbers is refused.
+//! (and answered with its original offsets) and a gap in sequence numbers is refused; and
+//! the first offset of its open transaction and the coordinator epoch of its last marker, so
+//! that the last stable offset is known, markers of zombie coordinators are refused, and an
+//! ABORT marker yields the aborted-transaction index entry.
 //!
 //! The state is persisted in snapshot files `<offset>.snapshot` holding the state of every
 //! batch below `offset`; on open the latest usable snapshot is loaded and the batches after it
@@ -658,6 +662,9 @@ mod tests {
         let mut e = ProducerStateEntry::empty(7);
         e.producer_epoch = 3;
         e.last_timestamp = 99;
+        // An open transaction and a marker's coordinator epoch round-trip too.
+        e.current_txn_first_offset = 104;
+        e.coordinator_epoch = 9;
         for i in 0..7 {
             e.batches.push_back(ProducerBatchMetadata {
                 first_seq: i * 10,

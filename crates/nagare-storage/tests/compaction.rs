@@ -1080,3 +1080,148 @@ fn commit_markers_stay_while_their_data_does_across_groups() {
     let log = Log::open(dir.path().to_path_buf(), tp(), config, 0, false, 0).expect("open");
     assert_eq!(log.first_unstable_offset(), None);
 }
+
+#[derive(Debug, Clone)]
+enum TxnOp {
+    /// Producer `p` writes key `k` (value or tombstone) in its transaction.
+    Data(usize, u8, bool),
+    /// A plain write of key `k`.
+    Plain(u8, bool),
+    /// Producer `p`'s transaction ends.
+    End(usize, bool),
+    /// A cleaning pass at the next time step.
+    Clean,
+}
+
+fn arb_txn_op() -> impl Strategy<Value = TxnOp> {
+    prop_oneof![
+        6 => (0usize..3, 0u8..5, prop::bool::weighted(0.85)).prop_map(|(p, k, v)| TxnOp::Data(p, k, v)),
+        2 => (0u8..5, prop::bool::weighted(0.85)).prop_map(|(k, v)| TxnOp::Plain(k, v)),
+        3 => (0usize..3, any::<bool>()).prop_map(|(p, c)| TxnOp::End(p, c)),
+        1 => Just(TxnOp::Clean),
+    ]
+}
+
+/// What a `read_committed` consumer sees, per key the last visible record's value, using
+/// the aborted-transaction index as librdkafka does (a transactional batch of a producer
+/// inside one of its aborted transactions is skipped; markers are not records).
+fn committed_view(log: &Log) -> BTreeMap<String, Option<String>> {
+    let end = log.log_end_offset();
+    let aborted = log.collect_aborted_transactions(0, end).expect("collect");
+    let mut view = BTreeMap::new();
+    let mut offset = log.log_start_offset();
+    while offset < end {
+        let data = log.read(offset, 1 << 20, true, i64::MAX).expect("read");
+        let Some(slice) = data.slice else { break };
+        let bytes = slice.read_to_bytes().expect("pread");
+        for item in record_batch::batches(&bytes) {
+            let (h, range) = item.expect("batch");
+            offset = h.next_offset();
+            let in_aborted = h.is_transactional()
+                && aborted.iter().any(|a| {
+                    a.producer_id == h.producer_id
+                        && a.first_offset <= h.base_offset
+                        && h.base_offset < a.last_offset
+                });
+            if h.is_control() || in_aborted {
+                continue;
+            }
+            let mut b = Bytes::copy_from_slice(&bytes[range]);
+            for set in RecordBatchDecoder::decode_all(&mut b).expect("decode") {
+                for r in set.records {
+                    let k = String::from_utf8_lossy(&r.key.expect("key")).into_owned();
+                    if k != MARKER {
+                        let v = r.value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                        view.insert(k, v);
+                    }
+                }
+            }
+        }
+    }
+    view.retain(|_, v| v.is_some());
+    view
+}
+
+/// A write of the model: key, value, and its producer's transaction number if any.
+type ModelWrite = (String, Option<String>, Option<(usize, u32)>);
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Cleaning a log of transactions never changes what a `read_committed` consumer sees
+    /// (the latest committed value per key), never brings an aborted record back, and
+    /// leaves a log whose replay from the start ends every transaction.
+    #[test]
+    fn cleaning_keeps_the_committed_view(
+        ops in proptest::collection::vec(arb_txn_op(), 1..50),
+        segment_bytes in 150u64..600,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = compact_config(segment_bytes);
+        let log = open_log(dir.path(), config.clone(), true);
+        let cleaner = Cleaner::open(dir.path().to_path_buf());
+        let mut seqs = [0i32; 3];
+        // Writes in offset order: key, value, and the producer's transaction number.
+        let mut writes: Vec<ModelWrite> = Vec::new();
+        let mut txn_no = [0u32; 3];
+        let mut aborted: std::collections::HashSet<(usize, u32)> = Default::default();
+        let mut now = 1_000;
+        for (i, op) in ops.iter().enumerate() {
+            let value = |live: bool| live.then(|| format!("v{i}"));
+            match *op {
+                TxnOp::Data(p, k, live) => {
+                    let r = (Some(format!("k{k}")), value(live));
+                    txn_write(&log, r.clone(), 10 + p as i64, seqs[p], now);
+                    seqs[p] += 1;
+                    writes.push((format!("k{k}"), value(live), Some((p, txn_no[p]))));
+                }
+                TxnOp::Plain(k, live) => {
+                    write(&log, &[(Some(format!("k{k}")), value(live))], now);
+                    writes.push((format!("k{k}"), value(live), None));
+                }
+                TxnOp::End(p, commit) => {
+                    end_txn(&log, 10 + p as i64, commit, now);
+                    if !commit {
+                        aborted.insert((p, txn_no[p]));
+                    }
+                    txn_no[p] += 1;
+                }
+                TxnOp::Clean => {
+                    roll(&log, now);
+                    now += 700;
+                    cleaner
+                        .clean_log(&tp(), &log, &CleanerConfig::default(), now, true)
+                        .expect("clean");
+                }
+            }
+        }
+        for p in 0..3 {
+            end_txn(&log, 10 + p as i64, true, now);
+        }
+        // The committed view: the last committed write per key, in offset order.
+        let mut model: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for (k, v, t) in writes {
+            if t.is_none_or(|t| !aborted.contains(&t)) {
+                model.insert(k, v);
+            }
+        }
+        model.retain(|_, v| v.is_some());
+        roll(&log, now);
+        for step in 0..4 {
+            now += 700;
+            cleaner
+                .clean_log(&tp(), &log, &CleanerConfig::default(), now, true)
+                .expect("clean");
+            prop_assert_eq!(&committed_view(&log), &model, "after pass {}", step);
+        }
+        prop_assert_eq!(log.first_unstable_offset(), None);
+        log.close().expect("close");
+        drop(log);
+        for f in segment_names(dir.path(), ".snapshot") {
+            fs::remove_file(dir.path().join(f)).expect("rm");
+        }
+        let log = Log::open(dir.path().to_path_buf(), tp(), config, 0, false, 0).expect("open");
+        prop_assert_eq!(log.first_unstable_offset(), None);
+        prop_assert_eq!(&committed_view(&log), &model);
+    }
+}

@@ -507,6 +507,33 @@ fn a_full_truncation_forgets_open_transactions() {
     assert!(log.producer_state(1).is_none());
 }
 
+#[test]
+fn the_coordinator_epoch_survives_reopen() {
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config());
+        produce(&log, txn(1, 0, 0, 1));
+        marker(&log, 1, 0, 5, false);
+        let end = log.log_end_offset();
+        if clean {
+            log.close().expect("close");
+        }
+        drop(log);
+        let log = reopen(
+            dir.path(),
+            small_config(),
+            clean,
+            if clean { end } else { 0 },
+        );
+        let st = log.producer_state(1).expect("state");
+        assert_eq!((st.coordinator_epoch, st.current_txn_first_offset), (5, -1));
+        assert!(matches!(
+            try_marker(&log, 1, 0, 4, true),
+            Err(StorageError::TransactionCoordinatorFenced(_))
+        ));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // A model check: random transactional workloads against a model of Kafka's rules, across
 // truncations and reopens with and without a clean shutdown.
