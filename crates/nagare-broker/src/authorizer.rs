@@ -27,6 +27,38 @@ pub enum ResourceType {
 }
 
 impl ResourceType {
+    /// The operations ACLs can grant on this resource type (Kafka's
+    /// `AclEntry.supportedOperations`): what "authorized operations" fields report on.
+    pub fn supported_operations(self) -> &'static [AclOperation] {
+        use AclOperation::*;
+        match self {
+            ResourceType::Topic => &[
+                Read,
+                Write,
+                Create,
+                Describe,
+                Delete,
+                Alter,
+                DescribeConfigs,
+                AlterConfigs,
+            ],
+            // KIP-848 group configs made the configs operations apply to groups.
+            ResourceType::Group => &[Read, Describe, Delete, DescribeConfigs, AlterConfigs],
+            ResourceType::Cluster => &[
+                Create,
+                ClusterAction,
+                DescribeConfigs,
+                AlterConfigs,
+                IdempotentWrite,
+                Alter,
+                Describe,
+            ],
+            ResourceType::TransactionalId => &[Describe, Write],
+            ResourceType::DelegationToken => &[Describe],
+            ResourceType::User => &[CreateTokens, DescribeTokens],
+        }
+    }
+
     /// Kafka's wire code.
     pub fn code(self) -> i8 {
         match self {
@@ -183,6 +215,22 @@ pub trait Authorizer: Send + Sync {
     }
 }
 
+/// Kafka's `authorizedOperations`: the bit field (bit `1 << code`) of the operations of
+/// `resource`'s type that `requester` may perform on it — what Metadata, DescribeCluster,
+/// DescribeGroups and ConsumerGroupDescribe answer when the request asks for them.
+pub fn authorized_operations(
+    authorizer: &dyn Authorizer,
+    requester: &Requester<'_>,
+    resource: &Resource<'_>,
+) -> i32 {
+    resource
+        .resource_type
+        .supported_operations()
+        .iter()
+        .filter(|op| authorizer.authorize(requester, **op, resource))
+        .fold(0i32, |bits, op| bits | (1i32 << op.code()))
+}
+
 /// Allows every operation: Kafka's behaviour without `authorizer.class.name`.
 #[derive(Debug, Default)]
 pub struct AllowAll;
@@ -199,5 +247,40 @@ impl Authorizer for AllowAll {
         _: ResourceType,
     ) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct OnlyRead;
+
+    impl Authorizer for OnlyRead {
+        fn authorize(&self, _: &Requester<'_>, op: AclOperation, _: &Resource<'_>) -> bool {
+            matches!(op, AclOperation::Read | AclOperation::Describe)
+        }
+    }
+
+    fn requester() -> Requester<'static> {
+        Requester {
+            principal: KafkaPrincipal::anonymous(),
+            client_address: IpAddr::from([127, 0, 0, 1]),
+            listener_name: "PLAINTEXT",
+            client_id: "test",
+        }
+    }
+
+    #[test]
+    fn authorized_operations_are_bits_of_the_supported_operations() {
+        // Without an authorizer every supported operation: for a topic READ (3) to
+        // ALTER_CONFIGS (11) except CLUSTER_ACTION (9).
+        let all = authorized_operations(&AllowAll, &requester(), &Resource::topic("t"));
+        assert_eq!(all, 0b1101_1111_1000);
+        let read = authorized_operations(&OnlyRead, &requester(), &Resource::group("g"));
+        assert_eq!(read, (1 << 3) | (1 << 8));
+        let cluster = authorized_operations(&AllowAll, &requester(), &Resource::cluster());
+        assert_eq!(cluster & (1 << 9), 1 << 9, "CLUSTER_ACTION");
+        assert_eq!(cluster & (1 << 3), 0, "READ is not a cluster operation");
     }
 }

@@ -159,6 +159,20 @@ impl Broker {
         allowed
     }
 
+    /// The operations the request's principal may perform on `resource`, as Kafka's
+    /// "authorized operations" bit field.
+    pub fn authorized_operations(
+        &self,
+        ctx: &context::RequestContext,
+        resource: &authorizer::Resource<'_>,
+    ) -> i32 {
+        authorizer::authorized_operations(
+            self.authorizer.as_ref(),
+            &authorizer::Requester::of(ctx),
+            resource,
+        )
+    }
+
     /// Current broker-level topic defaults (static config plus dynamic broker configs).
     pub fn topic_defaults(&self) -> TopicDefaults {
         self.topic_defaults.read().clone()

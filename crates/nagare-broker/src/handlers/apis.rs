@@ -235,7 +235,7 @@ pub static APIS: &[ApiSpec] = &[
     local(ApiKey::OffsetForLeaderEpoch, offset_for_leader_epoch::VERSIONS, CLIENT, false,
         h_offset_for_leader_epoch, "KIP-101/279 truncation"),
     local(ApiKey::DescribeConfigs, describe_configs::VERSIONS, CLIENT, false, h_describe_configs,
-        "topic and broker configs"),
+        "topic and broker configs: every key, with type, source, synonyms and docs"),
     local(ApiKey::AlterConfigs, alter_configs::ALTER_VERSIONS, BOTH, true, h_alter_configs,
         "forwarded to the active controller"),
     local(ApiKey::CreatePartitions, create_partitions::VERSIONS, BOTH, true, h_create_partitions,

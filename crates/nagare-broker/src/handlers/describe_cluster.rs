@@ -7,6 +7,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, DescribeClusterRequest, Describ
 
 use super::HandlerResult;
 use super::{respond, sb, Request};
+use crate::authorizer::Resource;
 use crate::network::Reply;
 use crate::Broker;
 
@@ -59,7 +60,11 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         .with_cluster_id(sb(broker.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_brokers(brokers)
-        .with_cluster_authorized_operations(i32::MIN);
+        .with_cluster_authorized_operations(if r.include_cluster_authorized_operations {
+            broker.authorized_operations(&req.ctx, &Resource::cluster())
+        } else {
+            i32::MIN
+        });
     Ok(Reply::Now(respond(
         ApiKey::DescribeCluster,
         req.version(),

@@ -14,6 +14,7 @@ use nagare_metadata::topic_config::{self, ConfigKind, ConfigSource};
 use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::authorizer::{AclOperation, Resource};
+use crate::config::{self as definitions, ConfigType, DefaultValue, UpdateMode};
 use crate::network::Reply;
 use crate::Broker;
 use nagare_protocol::error::ResponseError;
@@ -33,6 +34,28 @@ fn config_type(kind: ConfigKind) -> i8 {
     }
 }
 
+/// Kafka's DescribeConfigs ConfigType code of a broker config type.
+fn broker_config_type(t: ConfigType) -> i8 {
+    match t {
+        ConfigType::Boolean => 1,
+        ConfigType::String => 2,
+        ConfigType::Int => 3,
+        ConfigType::Short => 4,
+        ConfigType::Long => 5,
+        ConfigType::Double => 6,
+        ConfigType::List => 7,
+        ConfigType::Class => 8,
+        ConfigType::Password => 9,
+    }
+}
+
+/// The documentation line of a broker key, when the request asks for documentation.
+fn doc_of(key: &str, include: bool) -> Option<kafka_protocol::protocol::StrBytes> {
+    include
+        .then(|| definitions::definition(key).map(|d| sb(d.doc)))
+        .flatten()
+}
+
 /// Handles DescribeConfigs.
 pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: DescribeConfigsRequest = req.decode()?;
@@ -41,8 +64,10 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let mut results = Vec::new();
     for res in r.resources {
         let name = res.resource_name.to_string();
+        // Null (or, as Kafka's ConfigHelper treats it, empty) asks for every config.
         let keys: Option<Vec<String>> = res
             .configuration_keys
+            .filter(|k| !k.is_empty())
             .map(|k| k.iter().map(|s| s.to_string()).collect());
         let wanted = |k: &str| {
             keys.as_ref()
@@ -109,12 +134,16 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                                 );
                             }
                         }
+                        // Topic configs are documented by their broker synonym's line.
+                        let documentation =
+                            def.and_then(|d| doc_of(d.broker_key, r.include_documentation));
                         DescribeConfigsResourceResult::default()
                             .with_name(sb(k))
                             .with_value(Some(sb(v)))
                             .with_config_source(src.code())
                             .with_synonyms(synonyms)
                             .with_config_type(def.map(|d| config_type(d.kind)).unwrap_or(0))
+                            .with_documentation(documentation)
                     })
                     .collect();
                 results.push(base.with_configs(configs));
@@ -153,25 +182,75 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                     };
                     listed.insert(d.broker_key.to_string());
                     if wanted(d.broker_key) {
+                        let read_only = definitions::definition(d.broker_key)
+                            .is_none_or(|b| b.update_mode == UpdateMode::ReadOnly);
                         configs.push(
                             DescribeConfigsResourceResult::default()
                                 .with_name(sb(d.broker_key))
                                 .with_value(Some(sb(v)))
                                 .with_config_source(src)
-                                .with_config_type(config_type(d.kind)),
+                                .with_read_only(read_only)
+                                .with_config_type(config_type(d.kind))
+                                .with_documentation(doc_of(d.broker_key, r.include_documentation)),
                         );
                     }
                 }
-                for (k, v) in &broker.config.props {
-                    if listed.contains(k) || !wanted(k) {
+                // Every other broker config Kafka defines, set or not (Kafka lists each key
+                // of its ConfigDef): the file's value (STATIC_BROKER_CONFIG), else the default
+                // (DEFAULT_CONFIG; null when Kafka's default is null or derived from other
+                // keys). Secrets are never shown.
+                for d in definitions::definitions() {
+                    if listed.contains(d.name) || !wanted(d.name) {
                         continue;
+                    }
+                    let sensitive = d.config_type == ConfigType::Password;
+                    let dynamic = if d.update_mode == UpdateMode::ReadOnly {
+                        None
+                    } else {
+                        dynamic_node
+                            .get(d.name)
+                            .map(|v| (v.clone(), 2))
+                            .or_else(|| dynamic_default.get(d.name).map(|v| (v.clone(), 3)))
+                    };
+                    let (value, src) = match (dynamic, broker.config.props.get(d.name)) {
+                        (Some((v, src)), _) => (Some(v), src),
+                        (None, Some(v)) => (Some(v.clone()), 4),
+                        (None, None) => match d.default {
+                            DefaultValue::Value(v) => (Some(v.to_string()), 5),
+                            DefaultValue::Null | DefaultValue::Derived(_) => (None, 5),
+                        },
+                    };
+                    let mut synonyms = Vec::new();
+                    if r.include_synonyms {
+                        let mut add = |v: Option<&String>, src: i8| {
+                            if let Some(v) = v {
+                                synonyms.push(
+                                    DescribeConfigsSynonym::default()
+                                        .with_name(sb(d.name))
+                                        .with_value((!sensitive).then(|| sb(v.clone())))
+                                        .with_source(src),
+                                );
+                            }
+                        };
+                        if d.update_mode != UpdateMode::ReadOnly {
+                            add(dynamic_node.get(d.name), 2);
+                            add(dynamic_default.get(d.name), 3);
+                        }
+                        add(broker.config.props.get(d.name), 4);
+                        if let DefaultValue::Value(v) = d.default {
+                            add(Some(&v.to_string()), 5);
+                        }
                     }
                     configs.push(
                         DescribeConfigsResourceResult::default()
-                            .with_name(sb(k.clone()))
-                            .with_value(Some(sb(v.clone())))
-                            .with_read_only(true)
-                            .with_config_source(4),
+                            .with_name(sb(d.name))
+                            .with_value(if sensitive { None } else { value.map(sb) })
+                            .with_config_source(src)
+                            .with_read_only(d.update_mode == UpdateMode::ReadOnly)
+                            .with_is_sensitive(sensitive)
+                            .with_config_type(broker_config_type(d.config_type))
+                            .with_synonyms(synonyms)
+                            .with_documentation(doc_of(d.name, r.include_documentation)),
                     );
                 }
                 results.push(base.with_configs(configs));
@@ -192,4 +271,71 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         req.correlation_id(),
         &resp,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::DescribeConfigsRequest;
+
+    use crate::handlers::sb;
+    use crate::testing::TestBroker;
+
+    /// Kafka 4.x lists every config of a broker resource — set or not, with its type, its
+    /// source and (when asked) its documentation — not only the keys the file sets.
+    #[tokio::test]
+    async fn broker_resource_lists_every_config_with_type_source_and_docs() {
+        let t = TestBroker::build(&[("queued.max.requests", "600")], None).await;
+        let r = t
+            .send(
+                &DescribeConfigsRequest::default()
+                    .with_include_documentation(true)
+                    .with_include_synonyms(true)
+                    .with_resources(vec![DescribeConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_resource_name(sb("1"))]),
+                4,
+            )
+            .await
+            .expect("DescribeConfigs");
+        let res = &r.results[0];
+        assert_eq!(res.error_code, 0);
+        let find = |k: &str| {
+            res.configs
+                .iter()
+                .find(|c| c.name.as_str() == k)
+                .unwrap_or_else(|| panic!("{k} missing"))
+        };
+        assert!(
+            res.configs.len() >= crate::config::definitions().count(),
+            "{} configs listed",
+            res.configs.len()
+        );
+        // Unset: Kafka's default, DEFAULT_CONFIG (5), with its type (INT = 3).
+        let io = find("num.io.threads");
+        assert_eq!(
+            (
+                io.value.as_ref().map(|v| v.as_str()),
+                io.config_source,
+                io.config_type
+            ),
+            (Some("8"), 5, 3)
+        );
+        assert!(io.documentation.is_some(), "documentation asked for");
+        // Set in the file: STATIC_BROKER_CONFIG (4), synonyms down to the default.
+        let bg = find("queued.max.requests");
+        assert_eq!(
+            (bg.value.as_ref().map(|v| v.as_str()), bg.config_source),
+            (Some("600"), 4)
+        );
+        let sources: Vec<i8> = bg.synonyms.iter().map(|s| s.source).collect();
+        assert_eq!(sources, vec![4, 5]);
+        // A topic default's broker synonym is typed from the topic config.
+        let retention = find("log.retention.ms");
+        assert_eq!(retention.config_type, 5);
+        assert!(
+            res.configs.iter().all(|c| c.config_type != 0),
+            "every config is typed"
+        );
+    }
 }

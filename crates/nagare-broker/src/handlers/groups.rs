@@ -5,6 +5,7 @@
 //! owns each group. Requests naming several groups are split by shard and their answers
 //! merged. The decisions live in `nagare-coordinator`; this module only routes and encodes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use kafka_protocol::messages::offset_commit_response::{
@@ -357,6 +358,17 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
                     GROUP_DENIED,
                 )));
             }
+            let ops: HashMap<String, i32> = if r.include_authorized_operations {
+                allowed
+                    .iter()
+                    .map(|g| {
+                        let ops = broker.authorized_operations(&req.ctx, &Resource::group(g));
+                        (g.to_string(), ops)
+                    })
+                    .collect()
+            } else {
+                HashMap::new()
+            };
             for (shard, groups) in by_shard(broker, allowed) {
                 let sub = r.clone().with_group_ids(groups);
                 parts.push(
@@ -369,7 +381,7 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
                     .await,
                 );
             }
-            Ok(merge(
+            Ok(merge_then(
                 v,
                 corr,
                 parts,
@@ -383,6 +395,15 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
                     }
                 },
                 GroupResponse::ConsumerGroupDescribe(ConsumerGroupDescribeResponse::default()),
+                move |all| {
+                    if let GroupResponse::ConsumerGroupDescribe(d) = all {
+                        for g in d.groups.iter_mut().filter(|g| g.error_code == 0) {
+                            if let Some(o) = ops.get(g.group_id.as_str()) {
+                                g.authorized_operations = *o;
+                            }
+                        }
+                    }
+                },
             ))
         }
         ApiKey::OffsetFetch => {
@@ -465,11 +486,23 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
                     GROUP_DENIED,
                 )));
             }
+            // Kafka answers each described group's authorized operations when asked (v3+).
+            let ops: HashMap<String, i32> = if r.include_authorized_operations {
+                allowed
+                    .iter()
+                    .map(|g| {
+                        let ops = broker.authorized_operations(&req.ctx, &Resource::group(g));
+                        (g.to_string(), ops)
+                    })
+                    .collect()
+            } else {
+                HashMap::new()
+            };
             for (shard, groups) in by_shard(broker, allowed) {
                 let sub = r.clone().with_groups(groups);
                 parts.push(on_shard(broker, shard, &ctx, GroupRequest::DescribeGroups(sub)).await);
             }
-            Ok(merge(
+            Ok(merge_then(
                 v,
                 corr,
                 parts,
@@ -481,6 +514,15 @@ pub async fn handle(broker: &Arc<Broker>, key: ApiKey, mut req: Request) -> Hand
                     }
                 },
                 GroupResponse::DescribeGroups(DescribeGroupsResponse::default()),
+                move |all| {
+                    if let GroupResponse::DescribeGroups(d) = all {
+                        for g in d.groups.iter_mut().filter(|g| g.error_code == 0) {
+                            if let Some(o) = ops.get(g.group_id.as_str()) {
+                                g.authorized_operations = *o;
+                            }
+                        }
+                    }
+                },
             ))
         }
         ApiKey::DeleteGroups => {
@@ -575,6 +617,18 @@ fn merge(
     fold: impl Fn(&mut GroupResponse, GroupResponse) + Send + 'static,
     empty: GroupResponse,
 ) -> Reply {
+    merge_then(v, corr, parts, fold, empty, |_| {})
+}
+
+/// [`merge`], then `finish` on the whole answer before it is encoded.
+fn merge_then(
+    v: i16,
+    corr: i32,
+    parts: Vec<PendingReply>,
+    fold: impl Fn(&mut GroupResponse, GroupResponse) + Send + 'static,
+    empty: GroupResponse,
+    finish: impl FnOnce(&mut GroupResponse) + Send + 'static,
+) -> Reply {
     Reply::Later(Box::pin(async move {
         let mut acc: Option<GroupResponse> = None;
         for p in parts {
@@ -584,6 +638,8 @@ fn merge(
                 Some(a) => fold(a, r),
             }
         }
-        encode(v, corr, &acc.unwrap_or(empty))
+        let mut all = acc.unwrap_or(empty);
+        finish(&mut all);
+        encode(v, corr, &all)
     }))
 }

@@ -119,12 +119,26 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             }
         }
     }
+    // Authorized operations only when asked for (v8+); otherwise Kafka's "not provided".
+    if r.include_topic_authorized_operations {
+        for t in topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations =
+                    broker.authorized_operations(&req.ctx, &Resource::topic(name.as_str()));
+            }
+        }
+    }
+    let cluster_ops = if r.include_cluster_authorized_operations {
+        broker.authorized_operations(&req.ctx, &Resource::cluster())
+    } else {
+        i32::MIN
+    };
     let resp = MetadataResponse::default()
         .with_brokers(brokers(broker, &image, v))
         .with_cluster_id(Some(sb(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics)
-        .with_cluster_authorized_operations(i32::MIN);
+        .with_cluster_authorized_operations(cluster_ops);
     Ok(Reply::Now(respond(
         ApiKey::Metadata,
         v,

@@ -8,6 +8,8 @@
 pub mod alter_configs;
 pub mod api_versions;
 pub mod apis;
+#[cfg(test)]
+mod authorized_operations_tests;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
 pub mod controller_apis;
