@@ -572,11 +572,8 @@ async fn active_producers_on_leader_and_follower() {
         ],
     ));
     node.append_bytes(AppendOrigin::Client, "l", txn_batch(7, 0, 3));
-    let mut copied = txn_batch(8, 0, 2);
-    // A follower keeps the leader's offsets and epoch; patch them as the leader would have.
-    nagare_protocol::record_batch::set_base_offset(&mut copied, 0).expect("offset");
-    nagare_protocol::record_batch::set_partition_leader_epoch(&mut copied, 1).expect("epoch");
-    nagare_protocol::record_batch::update_crc(&mut copied).expect("crc");
+    // A follower keeps the leader's offsets and epoch.
+    let copied = as_replicated(txn_batch(8, 0, 2), 0);
     let durable = node
         .rm
         .append_as_follower(&node.p("f"), copied)
@@ -603,5 +600,59 @@ async fn active_producers_on_leader_and_follower() {
             .map_err(|e| e.code())
             .err(),
         Some(3)
+    );
+}
+
+/// As leader patches them: base offset, leader epoch 1, CRC.
+fn as_replicated(mut b: BytesMut, base: i64) -> BytesMut {
+    nagare_protocol::record_batch::set_base_offset(&mut b, base).expect("offset");
+    nagare_protocol::record_batch::set_partition_leader_epoch(&mut b, 1).expect("epoch");
+    nagare_protocol::record_batch::update_crc(&mut b).expect("crc");
+    b
+}
+
+/// KIP-392 under transactions: a read_committed consumer reading from a follower stops at
+/// the follower's own last stable offset (its replicated producer state and its high
+/// watermark), and gets the aborted transactions from the follower's index once the
+/// replicated ABORT marker is below the high watermark the leader sent.
+#[tokio::test]
+async fn read_committed_from_a_follower() {
+    let node = Node::new();
+    node.apply(&image(1, &[("f", OTHER, 1, &[OTHER, ME], &[OTHER, ME], 1)]));
+    let p = node.p("f");
+    node.rm
+        .append_as_follower(&p, as_replicated(txn_batch(7, 0, 3), 0))
+        .expect("data")
+        .await
+        .expect("durable");
+    p.set_follower_hw(3);
+    let mut params = consumer_fetch("f", 0);
+    params.isolation = IsolationLevel::ReadCommitted;
+    params.client_metadata = Some(ClientMetadata {
+        rack_id: String::new(),
+        rack_of: None,
+    });
+    let r = &node.rm.fetch(&params).await[0];
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!((r.high_watermark, r.last_stable_offset), (3, 0));
+    assert!(r.records.is_none(), "nothing below the follower's LSO");
+
+    let abort = marker(7, false);
+    node.rm
+        .append_as_follower(&p, as_replicated(abort, 3))
+        .expect("marker")
+        .await
+        .expect("durable");
+    p.set_follower_hw(4);
+    let r = &node.rm.fetch(&params).await[0];
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!((r.high_watermark, r.last_stable_offset), (4, 4));
+    assert!(r.records.as_ref().is_some_and(|s| s.len > 0));
+    assert_eq!(
+        r.aborted_transactions,
+        Some(vec![AbortedTransaction {
+            producer_id: 7,
+            first_offset: 0,
+        }])
     );
 }
