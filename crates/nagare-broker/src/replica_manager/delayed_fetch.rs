@@ -321,17 +321,14 @@ impl ReplicaManager {
                 Err(e) => return FetchPartitionResult::failed(e),
             }
         } else {
-            (p.high_watermark(), -1)
+            let hw = p.high_watermark();
+            (hw, hw)
         };
         // Every answer carries the last stable offset (Kafka's `LogReadResult`), whatever
         // the isolation level; a read_committed consumer also reads only below it.
         let lso = p.last_stable_offset_at(hw);
         let read_committed = replica_id < 0 && params.isolation == IsolationLevel::ReadCommitted;
-        let max_offset = match (replica_id >= 0, read_committed) {
-            (true, _) => max_offset,
-            (false, true) => lso,
-            (false, false) => hw,
-        };
+        let max_offset = if read_committed { lso } else { max_offset };
         let mut out = FetchPartitionResult {
             high_watermark: hw,
             last_stable_offset: lso,
