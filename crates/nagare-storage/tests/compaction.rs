@@ -1225,3 +1225,66 @@ proptest! {
         prop_assert_eq!(&committed_view(&log), &model);
     }
 }
+
+/// A cleaning of a log with transactions interrupted after the cleaned files were renamed
+/// to `.swap`: the swap completes at open and the swapped-in segment's aborted-transaction
+/// index is rebuilt from its batches, leaving what `read_committed` sees unchanged.
+#[test]
+fn an_interrupted_swap_rebuilds_the_transaction_index() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let a = root.path().join("a");
+    let b = root.path().join("b");
+    let config = compact_config(300);
+    {
+        let log = open_log(&a, config.clone(), true);
+        txn_write(&log, kv("a", Some("aborted")), 1, 0, 1_000);
+        txn_write(&log, kv("b", Some("aborted")), 1, 1, 1_000);
+        end_txn(&log, 1, false, 1_000);
+        write(&log, &[kv("a", Some("1")), kv("c", Some("1"))], 1_000);
+        txn_write(&log, kv("b", Some("2")), 1, 2, 1_000);
+        end_txn(&log, 1, true, 1_000);
+        roll(&log, 1_000);
+        log.close().expect("close");
+    }
+    fs::create_dir_all(&b).expect("mkdir");
+    for e in fs::read_dir(&a).expect("ls") {
+        let e = e.expect("entry");
+        fs::copy(e.path(), b.join(e.file_name())).expect("copy");
+    }
+    let before = committed_view(&open_log(&b, config.clone(), true));
+    let base = {
+        let log = open_log(&a, config.clone(), true);
+        let mut big = config.clone();
+        big.segment_bytes = 1 << 20;
+        log.update_config(big);
+        let cleaner = Cleaner::open(root.path().to_path_buf());
+        let stats = clean(&cleaner, &log, 10_000).expect("cleaned");
+        assert_eq!(stats.segments_written, 1);
+        assert_eq!(
+            log.collect_aborted_transactions(0, log.log_end_offset())
+                .expect("collect")
+                .len(),
+            1,
+            "the abort's marker is kept with its index entry"
+        );
+        let base = log.segment_base_offsets()[0];
+        log.close().expect("close");
+        base
+    };
+    let name = |suffix: &str| format!("{base:020}{suffix}");
+    assert!(a.join(name(".txnindex")).exists());
+    for s in [".log", ".index", ".timeindex", ".txnindex"] {
+        fs::copy(a.join(name(s)), b.join(format!("{}.swap", name(s)))).expect("copy");
+    }
+    let log = Log::open(b.clone(), tp(), config, 0, false, 0).expect("recover");
+    assert_eq!(committed_view(&log), before);
+    assert_eq!(log.first_unstable_offset(), None);
+    // The aborted data is gone, so the rebuilt index needs no entry for it; what it holds
+    // must still describe real aborts of this log.
+    for t in log
+        .collect_aborted_transactions(0, log.log_end_offset())
+        .expect("collect")
+    {
+        assert_eq!((t.producer_id, t.first_offset, t.last_offset), (1, 0, 2));
+    }
+}

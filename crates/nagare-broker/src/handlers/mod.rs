@@ -21,6 +21,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_transactions;
 pub mod elect_leaders;
@@ -38,6 +39,8 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_data_tests;
 pub mod txn_offset_commit;
 #[cfg(test)]
 mod txn_tests;

@@ -388,3 +388,271 @@ async fn a_produce_wakes_only_fetches_parked_on_its_partition() {
     let results = node.rm.fetch(&consumer_fetch("nope", 10_000)).await;
     assert_eq!(results[0].error.as_ref().map(ReplicaError::code), Some(3));
 }
+
+/// `n` records of producer `pid` (epoch 0) in one transactional batch from sequence `seq`.
+fn txn_batch(pid: i64, seq: i32, n: usize) -> BytesMut {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: now_ms(),
+            key: None,
+            value: Some(Bytes::from(format!("t{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf
+}
+
+/// The transaction coordinator's marker for producer `pid` (epoch 0, coordinator epoch 0),
+/// built by the broker's own builder (the one WriteTxnMarkers uses).
+fn marker(pid: i64, commit: bool) -> BytesMut {
+    let m = nagare_protocol::batch_builder::build_control_batch(pid, 0, 0, commit, 0, now_ms())
+        .expect("marker");
+    BytesMut::from(&m[..])
+}
+
+impl Node {
+    /// Appends `records` to partition 0 of `topic` with `origin`, acks=1; panics on refusal.
+    fn append_bytes(&self, origin: AppendOrigin, topic: &str, records: BytesMut) {
+        let results = self
+            .rm
+            .append_records(
+                origin,
+                RequiredAcks::Leader,
+                Duration::from_secs(1),
+                vec![AppendEntry {
+                    topic: topic.to_string(),
+                    partition: 0,
+                    current_leader_epoch: -1,
+                    records,
+                }],
+            )
+            .into_results();
+        assert!(results[0].error.is_none(), "{:?}", results[0].error);
+    }
+
+    /// Spawns a read_committed consumer fetch of `topic` from 0 and waits until it parked.
+    async fn park_read_committed(
+        &self,
+        topic: &str,
+    ) -> tokio::task::JoinHandle<Vec<FetchPartitionResult>> {
+        let mut params = consumer_fetch(topic, 10_000);
+        params.isolation = IsolationLevel::ReadCommitted;
+        let rm = self.rm.clone();
+        let parked = tokio::spawn(async move { rm.fetch(&params).await });
+        for _ in 0..200 {
+            if self.p(topic).fetch_watchers.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(self.p(topic).fetch_watchers.len(), 1, "never parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!parked.is_finished(), "answered with an open transaction");
+        parked
+    }
+}
+
+/// A read_committed fetch parked behind an open transaction is woken by the transaction's
+/// marker (the LSO moves with it on a single-replica partition) and gets the records, the
+/// marker included; an abort is listed in `aborted_transactions`.
+#[tokio::test]
+async fn a_read_committed_fetch_wakes_on_the_marker() {
+    let node = Node::new();
+    node.apply(&image(
+        1,
+        &[("c", ME, 1, &[ME], &[ME], 1), ("a", ME, 1, &[ME], &[ME], 1)],
+    ));
+    for (topic, commit) in [("c", true), ("a", false)] {
+        node.append_bytes(AppendOrigin::Client, topic, txn_batch(7, 0, 3));
+        assert_eq!(node.p(topic).high_watermark(), 3);
+        assert_eq!(node.p(topic).last_stable_offset(), 0);
+        let parked = node.park_read_committed(topic).await;
+        node.append_bytes(AppendOrigin::Coordinator, topic, marker(7, commit));
+        let results = tokio::time::timeout(Duration::from_secs(2), parked)
+            .await
+            .expect("woken by the marker")
+            .expect("task");
+        let r = &results[0];
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert_eq!((r.high_watermark, r.last_stable_offset), (4, 4), "{topic}");
+        assert!(r.records.as_ref().is_some_and(|s| s.len > 0));
+        let aborted = if commit {
+            vec![]
+        } else {
+            vec![AbortedTransaction {
+                producer_id: 7,
+                first_offset: 0,
+            }]
+        };
+        assert_eq!(r.aborted_transactions, Some(aborted), "{topic}");
+        assert_eq!(node.p(topic).fetch_watchers.len(), 0);
+    }
+    // read_uncommitted is never told about aborted transactions (Kafka sends null).
+    let results = node.rm.fetch(&consumer_fetch("a", 0)).await;
+    assert_eq!(results[0].aborted_transactions, None);
+    assert_eq!(results[0].last_stable_offset, 4);
+}
+
+/// On a replicated partition the marker alone does not make the transaction readable: the
+/// high watermark must pass it, and that move (a follower's fetch) wakes the parked
+/// read_committed fetch. The follower itself reads to the log end, LSO or not.
+#[tokio::test]
+async fn a_read_committed_fetch_wakes_when_the_high_watermark_passes_the_marker() {
+    let node = Node::new();
+    node.apply(&image(1, &[("r", ME, 1, &[ME, OTHER], &[ME, OTHER], 1)]));
+    node.append_bytes(AppendOrigin::Client, "r", txn_batch(7, 0, 3));
+    node.append_bytes(AppendOrigin::Coordinator, "r", marker(7, true));
+    assert_eq!(
+        node.p("r").high_watermark(),
+        0,
+        "the follower has nothing yet"
+    );
+    let parked = node.park_read_committed("r").await;
+    let follower = |offset: i64| FetchParams {
+        replica_id: OTHER,
+        min_bytes: 0,
+        max_wait: Duration::ZERO,
+        partitions: vec![FetchPartitionRequest {
+            fetch_offset: offset,
+            ..consumer_fetch("r", 0).partitions[0].clone()
+        }],
+        ..consumer_fetch("r", 0)
+    };
+    // The follower reads the open transaction's records and the marker: to the log end.
+    let f = node.rm.fetch(&follower(0)).await;
+    assert!(f[0].error.is_none(), "{:?}", f[0].error);
+    assert!(f[0].records.as_ref().is_some_and(|s| s.len > 0));
+    assert_eq!(f[0].aborted_transactions, None);
+    assert!(!parked.is_finished());
+    // Its next fetch, at the log end, moves the high watermark past the marker.
+    let f = node.rm.fetch(&follower(4)).await;
+    assert_eq!(f[0].high_watermark, 4);
+    let results = tokio::time::timeout(Duration::from_secs(2), parked)
+        .await
+        .expect("woken by the high watermark")
+        .expect("task");
+    assert_eq!(
+        (results[0].high_watermark, results[0].last_stable_offset),
+        (4, 4)
+    );
+    assert!(results[0].records.as_ref().is_some_and(|s| s.len > 0));
+    assert_eq!(results[0].aborted_transactions, Some(vec![]));
+}
+
+/// DescribeProducers reads any replica's producer states (Kafka's `activeProducerState`):
+/// a follower has them from the batches it copied, open transaction included; a partition
+/// not hosted here is UNKNOWN_TOPIC_OR_PARTITION at this level.
+#[tokio::test]
+async fn active_producers_on_leader_and_follower() {
+    let node = Node::new();
+    node.apply(&image(
+        1,
+        &[
+            ("l", ME, 1, &[ME], &[ME], 1),
+            ("f", OTHER, 1, &[OTHER, ME], &[OTHER, ME], 1),
+        ],
+    ));
+    node.append_bytes(AppendOrigin::Client, "l", txn_batch(7, 0, 3));
+    // A follower keeps the leader's offsets and epoch.
+    let copied = as_replicated(txn_batch(8, 0, 2), 0);
+    let durable = node
+        .rm
+        .append_as_follower(&node.p("f"), copied)
+        .expect("follower append");
+    durable.await.expect("durable");
+    for (topic, pid, last_seq) in [("l", 7, 2), ("f", 8, 1)] {
+        let states = node.rm.active_producers(topic, 0).expect("hosted");
+        assert_eq!(states.len(), 1, "{topic}");
+        let s = &states[0];
+        assert_eq!(
+            (
+                s.producer_id,
+                s.producer_epoch,
+                s.last_seq(),
+                s.current_txn_first_offset
+            ),
+            (pid, 0, last_seq, 0),
+            "{topic}"
+        );
+    }
+    assert_eq!(
+        node.rm
+            .active_producers("nope", 0)
+            .map_err(|e| e.code())
+            .err(),
+        Some(3)
+    );
+}
+
+/// As leader patches them: base offset, leader epoch 1, CRC.
+fn as_replicated(mut b: BytesMut, base: i64) -> BytesMut {
+    nagare_protocol::record_batch::set_base_offset(&mut b, base).expect("offset");
+    nagare_protocol::record_batch::set_partition_leader_epoch(&mut b, 1).expect("epoch");
+    nagare_protocol::record_batch::update_crc(&mut b).expect("crc");
+    b
+}
+
+/// KIP-392 under transactions: a read_committed consumer reading from a follower stops at
+/// the follower's own last stable offset (its replicated producer state and its high
+/// watermark), and gets the aborted transactions from the follower's index once the
+/// replicated ABORT marker is below the high watermark the leader sent.
+#[tokio::test]
+async fn read_committed_from_a_follower() {
+    let node = Node::new();
+    node.apply(&image(1, &[("f", OTHER, 1, &[OTHER, ME], &[OTHER, ME], 1)]));
+    let p = node.p("f");
+    node.rm
+        .append_as_follower(&p, as_replicated(txn_batch(7, 0, 3), 0))
+        .expect("data")
+        .await
+        .expect("durable");
+    p.set_follower_hw(3);
+    let mut params = consumer_fetch("f", 0);
+    params.isolation = IsolationLevel::ReadCommitted;
+    params.client_metadata = Some(ClientMetadata {
+        rack_id: String::new(),
+        rack_of: None,
+    });
+    let r = &node.rm.fetch(&params).await[0];
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!((r.high_watermark, r.last_stable_offset), (3, 0));
+    assert!(r.records.is_none(), "nothing below the follower's LSO");
+
+    let abort = marker(7, false);
+    node.rm
+        .append_as_follower(&p, as_replicated(abort, 3))
+        .expect("marker")
+        .await
+        .expect("durable");
+    p.set_follower_hw(4);
+    let r = &node.rm.fetch(&params).await[0];
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!((r.high_watermark, r.last_stable_offset), (4, 4));
+    assert!(r.records.as_ref().is_some_and(|s| s.len > 0));
+    assert_eq!(
+        r.aborted_transactions,
+        Some(vec![AbortedTransaction {
+            producer_id: 7,
+            first_offset: 0,
+        }])
+    );
+}
