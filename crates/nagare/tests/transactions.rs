@@ -2,8 +2,10 @@
 //! single `nagare` process: a transactional producer commits and aborts transactions over
 //! two topics × three partitions; a `read_committed` consumer sees exactly the committed
 //! records, each transaction whole and in order, while a `read_uncommitted` one sees every
-//! record; and a second producer with the same `transactional.id` fences the first, whose
-//! commit then fails and whose open transaction is aborted.
+//! record; a second producer with the same `transactional.id` fences the first, whose
+//! commit then fails and whose open transaction is aborted; a transaction left open by a
+//! producer that went away is aborted by the coordinator at its timeout, unblocking the last
+//! stable offset; and `nagare transactions list|describe` show the coordinator's view.
 
 mod common;
 
@@ -24,8 +26,12 @@ const PER_PARTITION: usize = 5;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn server() -> TestServer {
-    // A small __transaction_state keeps the coordinator's first load quick.
-    let server = TestServer::start(&["transaction.state.log.num.partitions=4"]);
+    // A small __transaction_state keeps the coordinator's first load quick; timed-out
+    // transactions are looked for every half second.
+    let server = TestServer::start(&[
+        "transaction.state.log.num.partitions=4",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms=500",
+    ]);
     for t in TOPICS {
         server.create_topic(t, PARTITIONS, &[]);
     }
@@ -33,11 +39,17 @@ fn server() -> TestServer {
 }
 
 fn transactional_producer(server: &TestServer, id: &str) -> BaseProducer {
-    let p = server.producer(&[
-        ("transactional.id", id),
-        ("transaction.timeout.ms", "60000"),
-        ("enable.idempotence", "true"),
-    ]);
+    transactional_producer_with(server, id, &[("transaction.timeout.ms", "60000")])
+}
+
+fn transactional_producer_with(
+    server: &TestServer,
+    id: &str,
+    extra: &[(&str, &str)],
+) -> BaseProducer {
+    let mut cfg = vec![("transactional.id", id), ("enable.idempotence", "true")];
+    cfg.extend_from_slice(extra);
+    let p = server.producer(&cfg);
     p.init_transactions(TIMEOUT).expect("init_transactions");
     p
 }
@@ -127,6 +139,87 @@ fn committed_transactions_are_read_whole_and_aborted_ones_never() {
         uncommitted,
         expected(&["c1", "aborted", "c2"]),
         "read_uncommitted sees every record"
+    );
+
+    // The operator's view (kafka-transactions.sh's columns).
+    let list = cli(&server, &["list"]);
+    let row = list
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("it-txn"))
+        .unwrap_or_else(|| panic!("it-txn not listed:\n{list}"));
+    assert_eq!(
+        row.split_whitespace().nth(3),
+        Some("CompleteCommit"),
+        "{list}"
+    );
+    let describe = cli(&server, &["describe", "--transactional-id", "it-txn"]);
+    assert!(describe.contains("CompleteCommit"), "{describe}");
+}
+
+/// Runs `nagare transactions --bootstrap-server <server> <args>` and returns its output.
+fn cli(server: &TestServer, args: &[&str]) -> String {
+    let out = std::process::Command::new(common::nagare_bin())
+        .args(["transactions", "--bootstrap-server"])
+        .arg(server.bootstrap())
+        .args(args)
+        .output()
+        .expect("run nagare");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "nagare transactions {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn a_transaction_left_open_is_aborted_at_its_timeout_and_unblocks_the_lso() {
+    let server = server();
+    // A producer opens a transaction, writes to every partition and goes away without
+    // ending it (leaked rather than dropped, so that nothing ends it on its way out: the
+    // coordinator's view of a SIGKILLed client).
+    let gone = transactional_producer_with(
+        &server,
+        "it-gone",
+        &[
+            ("transaction.timeout.ms", "3000"),
+            ("socket.timeout.ms", "2000"),
+        ],
+    );
+    gone.begin_transaction().expect("begin");
+    send_all(&gone, "gone");
+    gone.flush(TIMEOUT).expect("flush");
+    std::mem::forget(gone);
+
+    // Another producer commits after it: its records sit above the open transaction's first
+    // offset, so a read_committed consumer can read them only once that transaction ends.
+    let next = transactional_producer(&server, "it-next");
+    next.begin_transaction().expect("begin");
+    send_all(&next, "next");
+    next.commit_transaction(TIMEOUT).expect("commit");
+
+    // The coordinator aborts it after its 3 s timeout and writes ABORT markers.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let committed = read_all(&server, "read_committed");
+        if committed == expected(&["next"]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out transaction still blocks read_committed: {committed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let describe = cli(&server, &["describe", "--transactional-id", "it-gone"]);
+    assert!(
+        describe.contains("CompleteAbort") || describe.contains("PrepareEpochFence"),
+        "{describe}"
+    );
+    assert_eq!(
+        read_all(&server, "read_uncommitted"),
+        expected(&["gone", "next"])
     );
 }
 
