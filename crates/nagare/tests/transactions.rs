@@ -6,13 +6,22 @@
 //! commit then fails and whose open transaction is aborted; a transaction left open by a
 //! producer that went away is aborted by the coordinator at its timeout, unblocking the last
 //! stable offset; and `nagare transactions list|describe` show the coordinator's view.
+//!
+//! On a cluster of three brokers (`__transaction_state` and the data with replication factor
+//! 3) the markers go between brokers, and the transaction coordinator is SIGKILLed between
+//! AddPartitionsToTxn and EndTxn: the new coordinator loads the transaction from its replica
+//! of `__transaction_state` and completes the commit, nothing torn.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::cluster::TestCluster;
+use common::{block_on, TestServer};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -71,7 +80,19 @@ fn send_all(p: &BaseProducer, tag: &str) {
 /// Every record of both topics from the beginning, per partition in offset order, read
 /// until nothing new arrived for a while.
 fn read_all(server: &TestServer, isolation: &str) -> BTreeMap<(String, i32), Vec<String>> {
-    let consumer: BaseConsumer = server.consumer(&[("isolation.level", isolation)]);
+    read_all_from(&server.bootstrap(), isolation)
+}
+
+fn read_all_from(bootstrap: &str, isolation: &str) -> BTreeMap<(String, i32), Vec<String>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("group.id", format!("it-txn-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for t in TOPICS {
         for p in 0..PARTITIONS {
@@ -257,4 +278,86 @@ fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
         read_all(&server, "read_uncommitted"),
         expected(&["zombie", "fresh"])
     );
+}
+
+#[test]
+fn the_coordinator_fails_over_between_add_partitions_and_end_txn() {
+    let mut cluster = TestCluster::new(
+        1,
+        3,
+        &[
+            "broker.session.timeout.ms=3000",
+            "broker.heartbeat.interval.ms=300",
+            "replica.lag.time.max.ms=2000",
+            "replica.fetch.backoff.ms=100",
+            "replica.fetch.wait.max.ms=200",
+            "transaction.state.log.replication.factor=3",
+            "transaction.state.log.num.partitions=4",
+            "transaction.state.log.min.isr=2",
+        ],
+    );
+    cluster.start_all(Duration::from_secs(60));
+    let bootstrap = cluster.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin");
+    let topics: Vec<NewTopic> = TOPICS
+        .iter()
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(3)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    for r in block_on(admin.create_topics(&topics, &opts)).expect("CreateTopics") {
+        r.expect("topic created");
+    }
+    let producer = |bootstrap: &str| -> BaseProducer {
+        let p: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("broker.address.family", "v4")
+            .set("transactional.id", "it-failover")
+            .set("transaction.timeout.ms", "60000")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        p.init_transactions(TIMEOUT).expect("init_transactions");
+        p
+    };
+    let p = producer(&bootstrap);
+    // One transaction across the three brokers' partitions: markers go between brokers.
+    p.begin_transaction().expect("begin");
+    send_all(&p, "before");
+    p.commit_transaction(TIMEOUT)
+        .expect("commit before the kill");
+
+    // The next transaction's partitions are added (its records are written), then its
+    // coordinator dies before EndTxn.
+    p.begin_transaction().expect("begin");
+    send_all(&p, "across");
+    p.flush(TIMEOUT).expect("flush");
+    let coordinator = block_on(async {
+        let mut c = nagare_client::Client::connect_to(&bootstrap)
+            .await
+            .expect("connect");
+        c.find_transaction_coordinator("it-failover")
+            .await
+            .expect("FindCoordinator(TRANSACTION)")
+    });
+    eprintln!("killing the transaction coordinator, broker {coordinator}");
+    cluster.node(coordinator).kill9();
+    // librdkafka looks the coordinator up again and retries EndTxn on the new one, which
+    // loaded the Ongoing transaction from its replica of __transaction_state.
+    p.commit_transaction(TIMEOUT)
+        .expect("commit on the new coordinator");
+    p.begin_transaction().expect("begin");
+    send_all(&p, "after");
+    p.commit_transaction(TIMEOUT)
+        .expect("commit after the failover");
+
+    let survivors = cluster.bootstrap();
+    assert_eq!(
+        read_all_from(&survivors, "read_committed"),
+        expected(&["before", "across", "after"]),
+        "every committed transaction whole, in order, after the failover"
+    );
+    drop(p);
 }
