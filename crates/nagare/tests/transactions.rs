@@ -10,7 +10,10 @@
 //! On a cluster of three brokers (`__transaction_state` and the data with replication factor
 //! 3) the markers go between brokers, and the transaction coordinator is SIGKILLed between
 //! AddPartitionsToTxn and EndTxn: the new coordinator loads the transaction from its replica
-//! of `__transaction_state` and completes the commit, nothing torn.
+//! of `__transaction_state` and completes the commit, nothing torn. And mid-commit: with a
+//! partition's only replica down, a committed transaction stays in PrepareCommit (its marker
+//! cannot be written); the coordinator is SIGKILLed, the new one resumes the markers and,
+//! once the partition is back, completes the commit.
 
 mod common;
 
@@ -84,6 +87,19 @@ fn read_all(server: &TestServer, isolation: &str) -> BTreeMap<(String, i32), Vec
 }
 
 fn read_all_from(bootstrap: &str, isolation: &str) -> BTreeMap<(String, i32), Vec<String>> {
+    let partitions: Vec<(&str, i32)> = TOPICS
+        .iter()
+        .flat_map(|t| (0..PARTITIONS).map(move |p| (*t, p)))
+        .collect();
+    read_partitions(bootstrap, &partitions, isolation)
+}
+
+/// Every record of `partitions` from the beginning, as [`read_all`].
+fn read_partitions(
+    bootstrap: &str,
+    partitions: &[(&str, i32)],
+    isolation: &str,
+) -> BTreeMap<(String, i32), Vec<String>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("broker.address.family", "v4")
@@ -94,11 +110,9 @@ fn read_all_from(bootstrap: &str, isolation: &str) -> BTreeMap<(String, i32), Ve
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    for t in TOPICS {
-        for p in 0..PARTITIONS {
-            tpl.add_partition_offset(t, p, Offset::Beginning)
-                .expect("assign");
-        }
+    for (t, p) in partitions {
+        tpl.add_partition_offset(t, *p, Offset::Beginning)
+            .expect("assign");
     }
     consumer.assign(&tpl).expect("assign");
     let mut out: BTreeMap<(String, i32), Vec<String>> = BTreeMap::new();
@@ -280,8 +294,7 @@ fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
     );
 }
 
-#[test]
-fn the_coordinator_fails_over_between_add_partitions_and_end_txn() {
+fn failover_cluster() -> TestCluster {
     let mut cluster = TestCluster::new(
         1,
         3,
@@ -298,31 +311,66 @@ fn the_coordinator_fails_over_between_add_partitions_and_end_txn() {
     );
     cluster.start_all(Duration::from_secs(60));
     let bootstrap = cluster.bootstrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .create()
-        .expect("admin");
     let topics: Vec<NewTopic> = TOPICS
         .iter()
         .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(3)))
         .collect();
+    create_topics(&bootstrap, &topics);
+    cluster
+}
+
+fn create_topics(bootstrap: &str, topics: &[NewTopic]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin");
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-    for r in block_on(admin.create_topics(&topics, &opts)).expect("CreateTopics") {
+    for r in block_on(admin.create_topics(topics, &opts)).expect("CreateTopics") {
         r.expect("topic created");
     }
-    let producer = |bootstrap: &str| -> BaseProducer {
-        let p: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("broker.address.family", "v4")
-            .set("transactional.id", "it-failover")
-            .set("transaction.timeout.ms", "60000")
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer");
-        p.init_transactions(TIMEOUT).expect("init_transactions");
-        p
-    };
-    let p = producer(&bootstrap);
+}
+
+fn cluster_producer(bootstrap: &str, id: &str) -> BaseProducer {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("transactional.id", id)
+        .set("transaction.timeout.ms", "60000")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    p.init_transactions(TIMEOUT).expect("init_transactions");
+    p
+}
+
+fn transaction_coordinator(bootstrap: &str, id: &str) -> i32 {
+    block_on(async {
+        let mut c = nagare_client::Client::connect_to(bootstrap)
+            .await
+            .expect("connect");
+        c.find_transaction_coordinator(id)
+            .await
+            .expect("FindCoordinator(TRANSACTION)")
+    })
+}
+
+fn transaction_state(bootstrap: &str, id: &str) -> String {
+    block_on(async {
+        let mut c = nagare_client::Client::connect_to(bootstrap)
+            .await
+            .expect("connect");
+        c.describe_transaction(id)
+            .await
+            .expect("DescribeTransactions")
+            .state
+    })
+}
+
+#[test]
+fn the_coordinator_fails_over_between_add_partitions_and_end_txn() {
+    let mut cluster = failover_cluster();
+    let bootstrap = cluster.bootstrap();
+    let p = cluster_producer(&bootstrap, "it-failover");
     // One transaction across the three brokers' partitions: markers go between brokers.
     p.begin_transaction().expect("begin");
     send_all(&p, "before");
@@ -334,14 +382,7 @@ fn the_coordinator_fails_over_between_add_partitions_and_end_txn() {
     p.begin_transaction().expect("begin");
     send_all(&p, "across");
     p.flush(TIMEOUT).expect("flush");
-    let coordinator = block_on(async {
-        let mut c = nagare_client::Client::connect_to(&bootstrap)
-            .await
-            .expect("connect");
-        c.find_transaction_coordinator("it-failover")
-            .await
-            .expect("FindCoordinator(TRANSACTION)")
-    });
+    let coordinator = transaction_coordinator(&bootstrap, "it-failover");
     eprintln!("killing the transaction coordinator, broker {coordinator}");
     cluster.node(coordinator).kill9();
     // librdkafka looks the coordinator up again and retries EndTxn on the new one, which
@@ -358,6 +399,71 @@ fn the_coordinator_fails_over_between_add_partitions_and_end_txn() {
         read_all_from(&survivors, "read_committed"),
         expected(&["before", "across", "after"]),
         "every committed transaction whole, in order, after the failover"
+    );
+    drop(p);
+}
+
+#[test]
+fn the_new_coordinator_completes_a_commit_whose_markers_were_pending() {
+    let mut cluster = failover_cluster();
+    let bootstrap = cluster.bootstrap();
+    let p = cluster_producer(&bootstrap, "it-midcommit");
+    let coordinator = transaction_coordinator(&bootstrap, "it-midcommit");
+    // A one-replica topic on another broker: while that broker is down, its marker waits.
+    let pinned = [101, 102, 103]
+        .into_iter()
+        .find(|b| *b != coordinator)
+        .expect("another broker");
+    create_topics(
+        &bootstrap,
+        &[NewTopic::new(
+            "txn-pinned",
+            1,
+            TopicReplication::Variable(&[&[pinned]]),
+        )],
+    );
+    p.begin_transaction().expect("begin");
+    send_all(&p, "mid");
+    p.send(
+        BaseRecord::<(), _>::to("txn-pinned")
+            .partition(0)
+            .payload("pinned"),
+    )
+    .expect("enqueue");
+    p.flush(TIMEOUT).expect("flush");
+    cluster.node(pinned).kill9();
+    // EndTxn is answered once PrepareCommit is written; the marker of txn-pinned-0 cannot be.
+    p.commit_transaction(TIMEOUT).expect("commit");
+    let alive = cluster.bootstrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(transaction_state(&alive, "it-midcommit"), "PrepareCommit");
+    eprintln!("killing coordinator {coordinator} mid-commit; {pinned} is down");
+    cluster.node(coordinator).kill9();
+    cluster.node(pinned).start();
+    cluster.node(pinned).wait_ready(Duration::from_secs(60));
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let alive = cluster.bootstrap();
+        if transaction_state(&alive, "it-midcommit") == "CompleteCommit" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new coordinator never completed the commit"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let alive = cluster.bootstrap();
+    assert_eq!(
+        read_all_from(&alive, "read_committed"),
+        expected(&["mid"]),
+        "the whole transaction, nothing torn"
+    );
+    let pinned = read_partitions(&alive, &[("txn-pinned", 0)], "read_committed");
+    assert_eq!(
+        pinned.get(&("txn-pinned".to_string(), 0)),
+        Some(&vec!["pinned".to_string()]),
+        "the pinned partition's record is committed too"
     );
     drop(p);
 }
