@@ -5,7 +5,9 @@
 //! record; a second producer with the same `transactional.id` fences the first, whose
 //! commit then fails and whose open transaction is aborted; a transaction left open by a
 //! producer that went away is aborted by the coordinator at its timeout, unblocking the last
-//! stable offset; and `nagare transactions list|describe` show the coordinator's view.
+//! stable offset; `nagare transactions list|describe` show the coordinator's view; and a
+//! consume-transform-produce step's offsets (`send_offsets_to_transaction`) become the
+//! group's committed offsets only when its transaction commits.
 //!
 //! On a cluster of three brokers (`__transaction_state` and the data with replication factor
 //! 3) the markers go between brokers, and the transaction coordinator is SIGKILLed between
@@ -466,4 +468,68 @@ fn the_new_coordinator_completes_a_commit_whose_markers_were_pending() {
         "the pinned partition's record is committed too"
     );
     drop(p);
+}
+
+#[test]
+fn offsets_sent_to_a_transaction_are_committed_with_it_and_dropped_on_abort() {
+    let server = server();
+    server.create_topic("txn-in", 1, &[]);
+    server.create_topic("txn-out", 1, &[]);
+    let plain = server.producer(&[]);
+    for i in 0..10 {
+        let v = format!("in-{i}");
+        plain
+            .send(BaseRecord::<(), _>::to("txn-in").partition(0).payload(&v))
+            .expect("enqueue");
+    }
+    plain.flush(TIMEOUT).expect("flush");
+
+    // A consume-transform-produce step: the input's offsets go into the transaction
+    // (AddOffsetsToTxn + TxnOffsetCommit) and become the group's only when it commits.
+    let group = "it-eos-group";
+    let consumer: BaseConsumer = server.consumer(&[("group.id", group)]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("txn-in", 0, Offset::Beginning)
+        .expect("assign");
+    consumer.assign(&tpl).expect("assign");
+    let p = transactional_producer(&server, "it-eos");
+    let step = |upto: i64, tag: &str, commit: bool| {
+        p.begin_transaction().expect("begin");
+        let v = format!("{tag}-out");
+        p.send(BaseRecord::<(), _>::to("txn-out").partition(0).payload(&v))
+            .expect("enqueue");
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset("txn-in", 0, Offset::Offset(upto))
+            .expect("offset");
+        let meta = consumer.group_metadata().expect("group metadata");
+        p.send_offsets_to_transaction(&offsets, &meta, TIMEOUT)
+            .expect("send_offsets_to_transaction");
+        // A BaseProducer's delivery reports are served by polling, which abort waits for.
+        p.flush(TIMEOUT).expect("flush");
+        if commit {
+            p.commit_transaction(TIMEOUT).expect("commit");
+        } else {
+            p.abort_transaction(TIMEOUT).expect("abort");
+        }
+    };
+    step(5, "first", true);
+    step(10, "second", false);
+
+    let committed = |c: &BaseConsumer| {
+        let mut q = TopicPartitionList::new();
+        q.add_partition("txn-in", 0);
+        let r = c.committed_offsets(q, TIMEOUT).expect("OffsetFetch");
+        r.find_partition("txn-in", 0).expect("txn-in-0").offset()
+    };
+    assert_eq!(
+        committed(&consumer),
+        Offset::Offset(5),
+        "the committed transaction's offsets, not the aborted one's"
+    );
+    let out = read_partitions(&server.bootstrap(), &[("txn-out", 0)], "read_committed");
+    assert_eq!(
+        out.get(&("txn-out".to_string(), 0)),
+        Some(&vec!["first-out".to_string()])
+    );
 }
