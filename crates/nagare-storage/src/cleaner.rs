@@ -23,10 +23,17 @@
 //! 5. Swap. Each cleaned group is written to `*.cleaned` files, fsynced, and swapped in by
 //!    [`Log`] atomically; then the checkpoint moves to the end of the mapped section.
 //!
-//! Transactions are not implemented yet, so control batches are always kept and there are no
-//! aborted batches to discard.
+//! Transactions (Kafka's `CleanedTransactionMetadata`): the cleanable range ends at the first
+//! unstable offset, so an open transaction is never cleaned. The aborted transactions of each
+//! segment (from the aborted-transaction indexes) tell which transactional batches were
+//! aborted: those are left out of the offset map and removed (a producer's last batch stays,
+//! empty). A transaction marker is kept while the pass still saw data of its transaction
+//! (the cleaned segment's `.txnindex` keeps the aborts whose data was just removed); once
+//! none is left it gets a delete horizon (now + `delete.retention.ms`, as tombstones do) and
+//! is removed by the first cleaning after it, unless it is its producer's last record
+//! (kept empty for the epoch).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,10 +45,13 @@ use parking_lot::Mutex;
 use crate::checkpoint::{read_offset_checkpoint, write_offset_checkpoint};
 use crate::config::{LogConfig, TopicPartition};
 use crate::error::StorageError;
-use crate::log::{CleaningView, Log, SegmentView, CLEANED_SUFFIX};
-use crate::records::{empty_batch, parse_records, rebuild_batch, records_section, RawRecord};
+use crate::log::{CleaningView, LastRecord, Log, SegmentView, CLEANED_SUFFIX};
+use crate::records::{
+    empty_batch, parse_end_txn_marker, parse_records, rebuild_batch, records_section, RawRecord,
+};
 use crate::scan::{ChunkReader, RECOVERY_CHUNK};
 use crate::segment::Segment;
+use crate::txn_index::AbortedTxn;
 
 /// Name of the cleaner's checkpoint file in the log dir (Kafka's).
 pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
@@ -350,14 +360,21 @@ impl Cleaner {
         let mut map: HashMap<Box<[u8]>, i64> = HashMap::new();
         let mut map_bytes = 0u64;
         let mut end_offset = bounds.first_dirty;
+        // Aborted records never enter the map: they must not shadow committed ones.
+        let mut txns = TxnTracker::default();
         for s in view.segments.iter().filter(|s| {
             s.next_offset > bounds.first_dirty && s.next_offset <= bounds.first_uncleanable
         }) {
             if map_bytes >= budget && !map.is_empty() {
                 break;
             }
+            txns.add_aborted(log.collect_aborted_transactions(s.base_offset, s.next_offset)?);
             walk_segment(s, &mut |h, bytes| {
                 if h.is_control() {
+                    txns.on_control_batch(h, bytes);
+                    return Ok(());
+                }
+                if txns.on_data_batch(h) {
                     return Ok(());
                 }
                 let bad = |e: String| corrupt(&format!("batch at offset {}", h.base_offset), e);
@@ -401,7 +418,7 @@ impl Cleaner {
             map_latest,
             now_ms,
             delete_retention_ms: config.delete_retention_ms,
-            producer_last_offsets: &view.producer_last_offsets,
+            producer_last: &view.producer_last,
         };
         let mut earliest_horizon: Option<i64> = None;
         for group in groups {
@@ -453,11 +470,14 @@ impl Cleaner {
         let mut cleaned = Segment::create_with_suffix(log.dir(), base, CLEANED_SUFFIX)?;
         let result = (|| -> Result<Option<i64>, StorageError> {
             let mut horizon: Option<i64> = None;
+            // Kafka's cleaner tracks transactions per group of segments cleaned together.
+            let mut txns = TxnTracker::default();
             for s in group {
                 stats.bytes_read += s.size;
+                txns.add_aborted(log.collect_aborted_transactions(s.base_offset, s.next_offset)?);
                 walk_segment(s, &mut |h, bytes| {
                     let out = filter
-                        .apply(h, bytes)
+                        .apply(h, bytes, &mut txns)
                         .map_err(|e| corrupt(&format!("batch at offset {}", h.base_offset), e))?;
                     stats.records_read += u64::try_from(h.records_count).unwrap_or(0);
                     let (nh, data, tombstones): (RecordBatchHeader, &[u8], bool) = match &out {
@@ -465,6 +485,7 @@ impl Cleaner {
                         Outcome::Drop => return Ok(()),
                         Outcome::Rewrite(nh, data, tombstones) => (*nh, data, *tombstones),
                     };
+                    // Tombstones and removable markers with a horizon need another cleaning.
                     if tombstones && nh.has_delete_horizon() {
                         let t = nh.base_timestamp;
                         horizon = Some(horizon.map_or(t, |e| e.min(t)));
@@ -476,6 +497,10 @@ impl Cleaner {
                         .map_err(StorageError::Io)?;
                     Ok(())
                 })?;
+            }
+            // The aborts whose markers were kept because this pass removed their data.
+            for a in txns.cleaned_index.drain(..) {
+                cleaned.txn_index.append(a);
             }
             cleaned.finalize_time_index();
             cleaned.write_indexes()?;
@@ -496,6 +521,7 @@ impl Cleaner {
                     cleaned.log_path.clone(),
                     cleaned.offset_index.path().to_path_buf(),
                     cleaned.time_index.path().to_path_buf(),
+                    cleaned.txn_index.path().to_path_buf(),
                 ] {
                     let _ = std::fs::remove_file(p);
                 }
@@ -586,7 +612,87 @@ struct Filter<'a> {
     map_latest: i64,
     now_ms: i64,
     delete_retention_ms: i64,
-    producer_last_offsets: &'a HashMap<i64, i64>,
+    producer_last: &'a HashMap<i64, LastRecord>,
+}
+
+/// Kafka's `CleanedTransactionMetadata`: which transactional batches met while walking a
+/// range of the log were aborted, and which markers may go.
+#[derive(Debug, Default)]
+struct TxnTracker {
+    /// Aborted transactions not reached yet, by first offset.
+    pending: VecDeque<AbortedTxn>,
+    /// Aborted transactions reached and not yet ended by their marker, by producer, with
+    /// whether a batch of theirs was met.
+    ongoing_aborted: HashMap<i64, (AbortedTxn, bool)>,
+    /// Producers whose transaction met in this walk is not aborted (committed).
+    ongoing_committed: HashSet<i64>,
+    /// Aborts whose marker is kept because their data was met: the cleaned segment's index.
+    cleaned_index: Vec<AbortedTxn>,
+}
+
+impl TxnTracker {
+    /// Adds the aborted transactions of the next segment (duplicates of ones already known
+    /// are harmless: a reached transaction is not reset).
+    fn add_aborted(&mut self, txns: Vec<AbortedTxn>) {
+        self.pending.extend(txns);
+        self.pending
+            .make_contiguous()
+            .sort_by_key(|a| (a.first_offset, a.last_offset));
+    }
+
+    fn consume_up_to(&mut self, offset: i64) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|a| a.first_offset <= offset)
+        {
+            if let Some(a) = self.pending.pop_front() {
+                self.ongoing_aborted
+                    .entry(a.producer_id)
+                    .or_insert((a, false));
+            }
+        }
+    }
+
+    /// A data batch: returns true when it belongs to an aborted transaction.
+    fn on_data_batch(&mut self, h: &RecordBatchHeader) -> bool {
+        self.consume_up_to(h.last_offset());
+        if !h.is_transactional() {
+            return false;
+        }
+        match self.ongoing_aborted.get_mut(&h.producer_id) {
+            Some((_, seen)) => {
+                *seen = true;
+                true
+            }
+            None => {
+                self.ongoing_committed.insert(h.producer_id);
+                false
+            }
+        }
+    }
+
+    /// A control batch: returns true when it may be removed (its transaction has no data
+    /// left in what was walked, or it was already emptied).
+    fn on_control_batch(&mut self, h: &RecordBatchHeader, bytes: &[u8]) -> bool {
+        self.consume_up_to(h.last_offset());
+        if h.records_count == 0 {
+            return true;
+        }
+        match parse_end_txn_marker(h, bytes) {
+            Ok(Some(m)) if !m.commit => match self.ongoing_aborted.remove(&h.producer_id) {
+                Some((a, true)) => {
+                    self.cleaned_index.push(a);
+                    false
+                }
+                _ => true,
+            },
+            Ok(Some(_)) => !self.ongoing_committed.remove(&h.producer_id),
+            Ok(None) => true,
+            // Not a transaction marker (or unreadable): kept, as Kafka keeps unknown types.
+            Err(_) => false,
+        }
+    }
 }
 
 impl Filter<'_> {
@@ -605,12 +711,65 @@ impl Filter<'_> {
         latest && (r.has_value || retain_deletes)
     }
 
-    /// Kafka's `MemoryRecords.filterTo` for one batch.
-    fn apply(&self, h: &RecordBatchHeader, bytes: &[u8]) -> Result<Outcome, String> {
+    /// Kafka's `isBatchLastRecordOfProducer`: the batch holding an active producer's last
+    /// sequence, or, when its state holds no data batch, a marker of its current epoch.
+    fn last_of_producer(&self, h: &RecordBatchHeader) -> bool {
+        if !h.has_producer_id() {
+            return false;
+        }
+        self.producer_last
+            .get(&h.producer_id)
+            .is_some_and(|l| match l.last_data_offset {
+                Some(offset) => h.last_offset() == offset,
+                None => h.is_control() && h.producer_epoch == l.producer_epoch,
+            })
+    }
+
+    /// A batch that goes whole: kept empty if it is its producer's last record.
+    fn drop_batch(&self, h: &RecordBatchHeader) -> Result<Outcome, String> {
+        if self.last_of_producer(h) {
+            if h.records_count == 0 {
+                return Ok(Outcome::Keep { tombstones: false });
+            }
+            let (nh, data) = empty_batch(h)?;
+            return Ok(Outcome::Rewrite(nh, data, false));
+        }
+        Ok(Outcome::Drop)
+    }
+
+    /// Kafka's `MemoryRecords.filterTo` for one batch, with its `checkBatchRetention`.
+    fn apply(
+        &self,
+        h: &RecordBatchHeader,
+        bytes: &[u8],
+        txns: &mut TxnTracker,
+    ) -> Result<Outcome, String> {
         if h.is_control() {
-            // No transactions yet: markers are kept (Kafka removes one only after its
-            // transaction's data is gone and its delete horizon passed).
-            return Ok(Outcome::Keep { tombstones: false });
+            let removable = txns.on_control_batch(h, bytes);
+            if !removable {
+                return Ok(Outcome::Keep { tombstones: false });
+            }
+            if h.records_count == 0 {
+                // Emptied by an earlier cleaning: Kafka's DELETE_EMPTY.
+                return self.drop_batch(h);
+            }
+            // Kafka piggy-backs on the tombstone horizon: a marker without data left gets a
+            // delete horizon and goes once it has passed.
+            if h.has_delete_horizon() {
+                if h.base_timestamp <= self.now_ms {
+                    return self.drop_batch(h);
+                }
+                return Ok(Outcome::Keep { tombstones: true });
+            }
+            let section = records_section(h, bytes)?;
+            let records = parse_records(&section, h.records_count)?;
+            let horizon = self.now_ms.saturating_add(self.delete_retention_ms);
+            let (nh, data) = rebuild_batch(h, &records, Some(horizon))?;
+            return Ok(Outcome::Rewrite(nh, data, true));
+        }
+        if txns.on_data_batch(h) {
+            // A batch of an aborted transaction: no consumer may see it.
+            return self.drop_batch(h);
         }
         let section = records_section(h, bytes)?;
         let records = parse_records(&section, h.records_count)?;
@@ -629,13 +788,7 @@ impl Filter<'_> {
         if kept.is_empty() {
             // Kafka's RETAIN_EMPTY: a producer's last batch stays (without records) so that
             // its sequence and epoch survive.
-            let last_of_producer = h.has_producer_id()
-                && self.producer_last_offsets.get(&h.producer_id) == Some(&h.last_offset());
-            if last_of_producer {
-                let (nh, data) = empty_batch(h)?;
-                return Ok(Outcome::Rewrite(nh, data, false));
-            }
-            return Ok(Outcome::Drop);
+            return self.drop_batch(h);
         }
         let horizon = if needs_horizon {
             Some(self.now_ms.saturating_add(self.delete_retention_ms))

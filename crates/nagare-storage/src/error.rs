@@ -47,6 +47,15 @@ pub enum StorageError {
     /// A producer used an epoch older than the last one seen (Kafka `INVALID_PRODUCER_EPOCH`).
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    /// A transaction marker carries a coordinator epoch older than the last one seen for its
+    /// producer: a zombie coordinator wrote it (Kafka `TRANSACTION_COORDINATOR_FENCED`,
+    /// `ProducerAppendInfo.checkCoordinatorEpoch`).
+    #[error("transaction coordinator fenced: {0}")]
+    TransactionCoordinatorFenced(String),
+    /// A non-transactional batch from a producer whose transaction is ongoing (Kafka
+    /// `INVALID_TXN_STATE`, `ProducerAppendInfo.appendDataBatch`).
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
     /// Kept for the broker's error mapping; Kafka 4 no longer returns it on produce, and
     /// neither does this crate (an unknown producer may start at any sequence).
     #[error("unknown producer id: {0}")]

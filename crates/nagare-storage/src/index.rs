@@ -27,7 +27,12 @@ fn read_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// Writes entries `[persisted..]` after the already persisted prefix and trims the file.
-fn write_tail(path: &Path, persisted: usize, entry_size: usize, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_tail(
+    path: &Path,
+    persisted: usize,
+    entry_size: usize,
+    bytes: &[u8],
+) -> io::Result<()> {
     let f: File = OpenOptions::new()
         .write(true)
         .create(true)

@@ -24,6 +24,7 @@ mod records;
 mod replay;
 mod scan;
 mod segment;
+mod txn_index;
 
 pub use checkpoint::{read_offset_checkpoint, write_offset_checkpoint};
 pub use cleaner::{CleanStats, Cleaner, CleanerConfig, CLEANER_CHECKPOINT_FILE};
@@ -37,6 +38,7 @@ pub use manager::{
 };
 pub use producer_state::{ProducerBatchMetadata, ProducerStateEntry};
 pub use replay::{replay_records, ReplayedRecord};
+pub use txn_index::AbortedTxn;
 
 /// Internals exposed for the criterion benches only; not a stable API.
 #[doc(hidden)]

@@ -26,7 +26,9 @@ use nagare_protocol::record_batch::{RecordBatchHeader, NO_PRODUCER_EPOCH, NO_SEQ
 
 use crate::error::StorageError;
 use crate::log::AppendOrigin;
+use crate::records::EndTxnMarker;
 use crate::segment::{file_name, parse_file_name};
+use crate::txn_index::AbortedTxn;
 
 /// Kafka keeps the metadata of the last 5 batches per producer
 /// (`max.in.flight.requests.per.connection` may be at most 5 with idempotence).
@@ -65,9 +67,11 @@ pub struct ProducerStateEntry {
     pub batches: VecDeque<ProducerBatchMetadata>,
     /// Timestamp of the last batch or marker.
     pub last_timestamp: i64,
-    /// Coordinator epoch of the last transaction marker (-1 if none; not yet tracked).
+    /// Coordinator epoch of the last transaction marker (-1 if none): a marker with an older
+    /// one comes from a zombie coordinator and is refused.
     pub coordinator_epoch: i32,
-    /// First offset of the ongoing transaction, or -1.
+    /// First offset of the ongoing transaction, or -1. The oldest one over all producers is
+    /// the log's first unstable offset, which bounds the last stable offset.
     pub current_txn_first_offset: i64,
 }
 
@@ -108,29 +112,65 @@ impl ProducerStateEntry {
         }
     }
 
-    /// Applies a batch (its offsets already assigned) without validation.
-    fn apply(&mut self, h: &RecordBatchHeader) {
-        self.update_epoch(h.producer_epoch);
+    /// Applies a batch (its offsets already assigned) without validation. Returns the
+    /// transaction a marker ends, if one was ongoing (Kafka emits no `CompletedTxn` for a
+    /// marker without data: it affects neither the LSO nor the transaction index).
+    fn apply(
+        &mut self,
+        h: &RecordBatchHeader,
+        marker: Option<EndTxnMarker>,
+    ) -> Option<CompletedTxn> {
         if h.is_control() {
-            // A transaction marker ends the ongoing transaction.
-            self.current_txn_first_offset = -1;
-        } else {
-            self.batches.push_back(ProducerBatchMetadata {
-                first_seq: h.base_sequence,
-                last_seq: h.last_sequence(),
-                first_offset: h.base_offset,
-                last_offset: h.last_offset(),
-                timestamp: h.max_timestamp,
+            // A control batch without a marker (emptied by the cleaner) changes nothing, as
+            // in Kafka's `ProducerAppendInfo.append`.
+            let m = marker?;
+            self.update_epoch(h.producer_epoch);
+            let completed = (self.current_txn_first_offset >= 0).then_some(CompletedTxn {
+                producer_id: self.producer_id,
+                first_offset: self.current_txn_first_offset,
+                last_offset: h.base_offset,
+                aborted: !m.commit,
             });
-            while self.batches.len() > MAX_BATCHES_PER_PRODUCER {
-                self.batches.pop_front();
-            }
-            if h.is_transactional() && self.current_txn_first_offset < 0 {
-                self.current_txn_first_offset = h.base_offset;
-            }
+            self.coordinator_epoch = m.coordinator_epoch;
+            self.current_txn_first_offset = -1;
+            self.last_timestamp = h.max_timestamp;
+            return completed;
+        }
+        self.update_epoch(h.producer_epoch);
+        self.batches.push_back(ProducerBatchMetadata {
+            first_seq: h.base_sequence,
+            last_seq: h.last_sequence(),
+            first_offset: h.base_offset,
+            last_offset: h.last_offset(),
+            timestamp: h.max_timestamp,
+        });
+        while self.batches.len() > MAX_BATCHES_PER_PRODUCER {
+            self.batches.pop_front();
+        }
+        if h.is_transactional() && self.current_txn_first_offset < 0 {
+            // The first batch of a transaction starts it (Kafka's `appendDataBatch`).
+            self.current_txn_first_offset = h.base_offset;
         }
         self.last_timestamp = h.max_timestamp;
+        None
     }
+}
+
+/// A transaction ended by a marker (Kafka's `CompletedTxn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompletedTxn {
+    producer_id: i64,
+    first_offset: i64,
+    /// Offset of the marker.
+    last_offset: i64,
+    aborted: bool,
+}
+
+/// The entries and completed transactions of a validated append.
+#[derive(Debug)]
+pub(crate) struct Update {
+    entries: HashMap<i64, ProducerStateEntry>,
+    completed: Vec<CompletedTxn>,
 }
 
 /// Kafka's `ProducerStateManager.inSequence`.
@@ -141,7 +181,7 @@ fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
 /// Result of validating an append against the producer state.
 pub(crate) enum Prepared {
     /// Valid: the updated entries to install once the batches are written.
-    Update(HashMap<i64, ProducerStateEntry>),
+    Update(Update),
     /// A retry of a batch already in the log: answer with its original offsets.
     Duplicate(ProducerBatchMetadata),
 }
@@ -158,13 +198,20 @@ pub(crate) struct ProducerStateManager {
 impl ProducerStateManager {
     /// Validates batches whose offsets are already assigned, as Kafka's
     /// `UnifiedLog.analyzeAndValidateProducerState` does, and computes the new entries.
+    ///
+    /// `batches` pairs each header with the content of its transaction marker (control
+    /// batches only). Markers are checked as Kafka's `ProducerAppendInfo.appendEndTxnMarker`
+    /// does (producer epoch not older, coordinator epoch not older), data batches as its
+    /// `appendDataBatch` (epoch, sequence for clients, and no non-transactional batch while
+    /// the producer's transaction is ongoing). Replication only logs what it would refuse.
     pub(crate) fn prepare(
         &self,
-        headers: &[RecordBatchHeader],
+        batches: &[(RecordBatchHeader, Option<EndTxnMarker>)],
         origin: AppendOrigin,
     ) -> Result<Prepared, StorageError> {
         let mut updated: HashMap<i64, ProducerStateEntry> = HashMap::new();
-        for h in headers {
+        let mut completed = Vec::new();
+        for (h, marker) in batches {
             if !h.has_producer_id() {
                 continue;
             }
@@ -192,13 +239,43 @@ impl ProducerStateManager {
                     return Err(StorageError::InvalidProducerEpoch(msg));
                 }
             }
-            if origin == AppendOrigin::Client && !h.is_control() {
-                let current_epoch = current.map_or(NO_PRODUCER_EPOCH, |e| e.producer_epoch);
-                self.check_sequence(h, entry, current_epoch)?;
+            if h.is_control() {
+                if let Some(m) = marker {
+                    if m.coordinator_epoch < entry.coordinator_epoch {
+                        let msg = format!(
+                            "invalid coordinator epoch for producer {pid} at offset {} in {}: {} (zombie), {} (current)",
+                            h.base_offset, self.partition, m.coordinator_epoch, entry.coordinator_epoch
+                        );
+                        if origin == AppendOrigin::Replication {
+                            tracing::info!("{msg}");
+                        } else {
+                            return Err(StorageError::TransactionCoordinatorFenced(msg));
+                        }
+                    }
+                }
+            } else {
+                if origin == AppendOrigin::Client {
+                    let current_epoch = current.map_or(NO_PRODUCER_EPOCH, |e| e.producer_epoch);
+                    self.check_sequence(h, entry, current_epoch)?;
+                }
+                if !h.is_transactional() && entry.current_txn_first_offset >= 0 {
+                    let msg = format!(
+                        "expected transactional write from producer {pid} at offset {} in {}",
+                        h.base_offset, self.partition
+                    );
+                    if origin == AppendOrigin::Replication {
+                        tracing::warn!("{msg}");
+                    } else {
+                        return Err(StorageError::InvalidTxnState(msg));
+                    }
+                }
             }
-            entry.apply(h);
+            completed.extend(entry.apply(h, *marker));
         }
-        Ok(Prepared::Update(updated))
+        Ok(Prepared::Update(Update {
+            entries: updated,
+            completed,
+        }))
     }
 
     /// Kafka's `ProducerAppendInfo.checkSequence` (Kafka 4: an unknown producer may start at
@@ -230,20 +307,61 @@ impl ProducerStateManager {
         Ok(())
     }
 
-    /// Installs entries computed by [`ProducerStateManager::prepare`].
-    pub(crate) fn commit(&mut self, updated: HashMap<i64, ProducerStateEntry>) {
-        self.producers.extend(updated);
+    /// Installs entries computed by [`ProducerStateManager::prepare`]; returns the aborted
+    /// transactions to add to the transaction index of the segment holding their markers.
+    pub(crate) fn commit(&mut self, update: Update) -> Vec<AbortedTxn> {
+        self.producers.extend(update.entries);
+        self.aborted_entries(&update.completed)
+    }
+
+    /// The index entries of the aborted ones of `completed` (in marker order), each with the
+    /// last stable offset once it is complete: Kafka's `ProducerStateManager.lastStableOffset`
+    /// — the first offset of the earliest transaction of another producer still open (those
+    /// completed later in the same append count as open), else one past the marker.
+    fn aborted_entries(&self, completed: &[CompletedTxn]) -> Vec<AbortedTxn> {
+        let mut out = Vec::new();
+        for (i, c) in completed.iter().enumerate() {
+            if !c.aborted {
+                continue;
+            }
+            let open_elsewhere = self
+                .producers
+                .values()
+                .filter(|e| e.producer_id != c.producer_id && e.current_txn_first_offset >= 0)
+                .map(|e| e.current_txn_first_offset)
+                .chain(
+                    completed[i + 1..]
+                        .iter()
+                        .filter(|l| l.producer_id != c.producer_id)
+                        .map(|l| l.first_offset),
+                )
+                .min();
+            out.push(AbortedTxn {
+                producer_id: c.producer_id,
+                first_offset: c.first_offset,
+                last_offset: c.last_offset,
+                last_stable_offset: open_elsewhere.unwrap_or(c.last_offset + 1),
+            });
+        }
+        out
     }
 
     /// Applies a batch read back from the log (recovery and reload): no validation, as for
-    /// replication.
-    pub(crate) fn replay(&mut self, h: &RecordBatchHeader) {
-        if h.has_producer_id() {
-            self.producers
-                .entry(h.producer_id)
-                .or_insert_with(|| ProducerStateEntry::empty(h.producer_id))
-                .apply(h);
+    /// replication. Returns the index entry of the transaction it aborts, if any.
+    pub(crate) fn replay(
+        &mut self,
+        h: &RecordBatchHeader,
+        marker: Option<EndTxnMarker>,
+    ) -> Option<AbortedTxn> {
+        if !h.has_producer_id() {
+            return None;
         }
+        let completed = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| ProducerStateEntry::empty(h.producer_id))
+            .apply(h, marker)?;
+        self.aborted_entries(&[completed]).pop()
     }
 
     /// The entry of one producer.
@@ -284,6 +402,18 @@ impl ProducerStateManager {
         partition: String,
         log_end_offset: i64,
     ) -> io::Result<(ProducerStateManager, Option<i64>)> {
+        Self::load_at_or_below(dir, partition, log_end_offset, log_end_offset)
+    }
+
+    /// As [`ProducerStateManager::load`], but uses the latest snapshot at or below
+    /// `at_or_below` (later ones up to the log end are kept): recovery replays from there to
+    /// rebuild the transaction index of segments from that offset on.
+    pub(crate) fn load_at_or_below(
+        dir: &Path,
+        partition: String,
+        log_end_offset: i64,
+        at_or_below: i64,
+    ) -> io::Result<(ProducerStateManager, Option<i64>)> {
         let mut snapshots = BTreeSet::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -301,7 +431,7 @@ impl ProducerStateManager {
         };
         mgr.delete_snapshots_after(log_end_offset)?;
         let mut from = None;
-        for &offset in mgr.snapshots.clone().iter().rev() {
+        for &offset in mgr.snapshots.clone().range(..=at_or_below).rev() {
             let path = mgr.snapshot_path(offset);
             match read_snapshot(&path) {
                 Ok((snap_offset, producers)) if snap_offset == offset => {

@@ -142,6 +142,64 @@ pub(crate) fn check_keys(h: &RecordBatchHeader, batch: &[u8]) -> Result<(), Stri
     Ok(())
 }
 
+/// The content of a transaction marker (Kafka's `EndTransactionMarker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EndTxnMarker {
+    /// COMMIT (control type 1) rather than ABORT (0).
+    pub(crate) commit: bool,
+    /// The epoch of the transaction coordinator that wrote it.
+    pub(crate) coordinator_epoch: i32,
+}
+
+/// Parses the marker of a control batch (`batch` is the whole batch): `None` for a control
+/// batch without records (the cleaner leaves those behind, Kafka's `ProducerAppendInfo`
+/// ignores them). A control record that is not a COMMIT or ABORT is an error.
+pub(crate) fn parse_end_txn_marker(
+    h: &RecordBatchHeader,
+    batch: &[u8],
+) -> Result<Option<EndTxnMarker>, String> {
+    if h.records_count == 0 {
+        return Ok(None);
+    }
+    let section = records_section(h, batch)?;
+    let records = parse_records(&section, 1)?;
+    let rec = records.first().ok_or("control batch without a record")?;
+    // Key: ControlRecordType (version i16, type i16). Kafka reads the type whatever the
+    // version (a newer version only appends fields).
+    let key = rec.key.ok_or("control record without a key")?;
+    let ty = key
+        .get(2..4)
+        .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        .ok_or("control record key shorter than 4 bytes")?;
+    let commit = match ty {
+        0 => false,
+        1 => true,
+        other => {
+            return Err(format!(
+                "control record type {other} is not a transaction marker"
+            ))
+        }
+    };
+    // Value: EndTransactionMarker (version i16, coordinator epoch i32).
+    let mut pos = 0usize;
+    let key_len = read_varint(rec.tail, &mut pos)?;
+    pos += usize::try_from(key_len).map_err(|_| "negative key length")?;
+    let value_len = read_varint(rec.tail, &mut pos)?;
+    let value_len = usize::try_from(value_len).map_err(|_| "marker without a value")?;
+    let value = rec
+        .tail
+        .get(pos..pos + value_len)
+        .ok_or("marker value runs past the record")?;
+    let epoch = value
+        .get(2..6)
+        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or("marker value shorter than 6 bytes")?;
+    Ok(Some(EndTxnMarker {
+        commit,
+        coordinator_epoch: epoch,
+    }))
+}
+
 /// The empty batch Kafka keeps for a producer's last batch when all its records were
 /// cleaned (`DefaultRecordBatch.writeEmptyHeader`): same offsets and producer fields, no
 /// records, uncompressed, base and max timestamp the original max.
@@ -365,6 +423,28 @@ mod tests {
             (42, 1, 7)
         );
         assert_eq!(e.last_sequence(), 8);
+    }
+
+    #[test]
+    fn markers_parse() {
+        for commit in [false, true] {
+            let bytes = nagare_protocol::batch_builder::build_control_batch(9, 2, 17, commit, 0, 5)
+                .expect("build");
+            let h = RecordBatchHeader::parse(&bytes).expect("header");
+            let m = parse_end_txn_marker(&h, &bytes).expect("parse");
+            assert_eq!(
+                m,
+                Some(EndTxnMarker {
+                    commit,
+                    coordinator_epoch: 17
+                })
+            );
+            let (eh, empty) = empty_batch(&h).expect("empty");
+            assert_eq!(parse_end_txn_marker(&eh, &empty).expect("parse"), None);
+        }
+        // A data record is not a marker.
+        let (h, bytes) = batch(&[record(0, 0, b"k", Some(b"v"))]);
+        assert!(parse_end_txn_marker(&h, &bytes).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use nagare_protocol::record_batch::{validate_crc, RecordBatchHeader};
 
 use crate::index::{Loaded, OffsetIndex, TimeIndex};
 use crate::scan::{find_batch, ChunkReader, RECOVERY_CHUNK};
+use crate::txn_index::TxnIndex;
 
 /// Suffix of segment data files.
 pub(crate) const LOG_SUFFIX: &str = ".log";
@@ -18,7 +19,7 @@ pub(crate) const LOG_SUFFIX: &str = ".log";
 pub(crate) const INDEX_SUFFIX: &str = ".index";
 /// Suffix of time index files.
 pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
-/// Suffix of transaction index files (not written yet; removed with their segment).
+/// Suffix of aborted-transaction index files (Kafka's `.txnindex`).
 pub(crate) const TXN_INDEX_SUFFIX: &str = ".txnindex";
 /// Suffix Kafka appends to files scheduled for deletion.
 pub(crate) const DELETED_SUFFIX: &str = ".deleted";
@@ -56,6 +57,8 @@ pub(crate) struct Segment {
     pub(crate) offset_index: OffsetIndex,
     /// Sparse time index.
     pub(crate) time_index: TimeIndex,
+    /// Aborted transactions whose ABORT marker is in this segment.
+    pub(crate) txn_index: TxnIndex,
     /// Bytes appended since the last index entry (`index.interval.bytes` spacing).
     pub(crate) bytes_since_last_index_entry: u64,
     /// Largest batch max timestamp in the segment, or -1.
@@ -77,6 +80,13 @@ fn open_rw(path: &Path, create: bool) -> io::Result<File> {
         .open(path)
 }
 
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn corrupt(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
@@ -96,6 +106,7 @@ impl Segment {
                 dir.join(file_name(base_offset, TIME_INDEX_SUFFIX)),
                 base_offset,
             ),
+            txn_index: TxnIndex::new(dir.join(file_name(base_offset, TXN_INDEX_SUFFIX))),
             bytes_since_last_index_entry: 0,
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
@@ -110,6 +121,9 @@ impl Segment {
         let seg = Segment::with_file(dir, base_offset, file, 0);
         open_rw(seg.offset_index.path(), true)?;
         open_rw(seg.time_index.path(), true)?;
+        // A leftover transaction index of an earlier segment at this base must not describe
+        // the new one (it is created lazily, so it is removed rather than emptied).
+        remove_if_exists(seg.txn_index.path())?;
         Ok(seg)
     }
 
@@ -137,6 +151,24 @@ impl Segment {
             Loaded::Rebuild(why) => return Ok(Some(format!("time index: {why}"))),
         }
         self.scan_tail()
+    }
+
+    /// Loads the transaction index file (after [`Segment::load`], which finds the segment's
+    /// end). Returns why it must be rebuilt from the batches instead, if it must; the index is
+    /// then empty.
+    pub(crate) fn load_txn_index(&mut self) -> io::Result<Option<String>> {
+        let path = self.txn_index.path().to_path_buf();
+        match TxnIndex::load(path.clone(), self.base_offset, self.next_offset)? {
+            Ok(idx) => {
+                self.txn_index = idx;
+                Ok(None)
+            }
+            Err(why) => {
+                self.txn_index = TxnIndex::new(path);
+                self.txn_index.reset();
+                Ok(Some(why))
+            }
+        }
     }
 
     /// Recomputes `next_offset`, the max timestamp and the index spacing from the index files'
@@ -218,6 +250,8 @@ impl Segment {
         let file_len = self.file.metadata()?.len();
         self.offset_index.reset();
         self.time_index.reset();
+        // Rebuilt by the caller, which replays the producer state over the batches.
+        self.txn_index.reset();
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = -1;
         self.bytes_since_last_index_entry = 0;
@@ -322,6 +356,7 @@ impl Segment {
         self.size = pos;
         self.offset_index.truncate_to_offset(h.base_offset);
         self.time_index.truncate_to_offset(h.base_offset);
+        self.txn_index.truncate_to(h.base_offset);
         if let Some(reason) = self.scan_tail()? {
             return Err(corrupt(format!(
                 "{} after truncation: {reason}",
@@ -353,6 +388,10 @@ impl Segment {
         if self.time_index.needs_write() {
             self.time_index.write()?;
             written.push(self.time_index.path().to_path_buf());
+        }
+        if self.txn_index.needs_write() {
+            self.txn_index.write()?;
+            written.push(self.txn_index.path().to_path_buf());
         }
         Ok(written)
     }
@@ -394,8 +433,10 @@ impl Segment {
         seg.log_path = name(LOG_SUFFIX);
         seg.offset_index.set_path(name(INDEX_SUFFIX));
         seg.time_index.set_path(name(TIME_INDEX_SUFFIX));
+        seg.txn_index.set_path(name(TXN_INDEX_SUFFIX));
         open_rw(seg.offset_index.path(), true)?;
         open_rw(seg.time_index.path(), true)?;
+        remove_if_exists(seg.txn_index.path())?;
         Ok(seg)
     }
 
@@ -426,7 +467,12 @@ impl Segment {
         let base = self.base_offset;
         let name =
             |suffix: &str, extra: &str| dir.join(format!("{}{extra}", file_name(base, suffix)));
-        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+        for suffix in [
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+            LOG_SUFFIX,
+        ] {
             match fs::rename(name(suffix, from), name(suffix, to)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound && suffix != LOG_SUFFIX => {}
@@ -436,6 +482,7 @@ impl Segment {
         self.log_path = name(LOG_SUFFIX, to);
         self.offset_index.set_path(name(INDEX_SUFFIX, to));
         self.time_index.set_path(name(TIME_INDEX_SUFFIX, to));
+        self.txn_index.set_path(name(TXN_INDEX_SUFFIX, to));
         Ok(())
     }
 
@@ -444,6 +491,11 @@ impl Segment {
         self.file.sync_all()?;
         for p in [self.offset_index.path(), self.time_index.path()] {
             File::open(p)?.sync_all()?;
+        }
+        match File::open(self.txn_index.path()) {
+            Ok(f) => f.sync_all()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         Ok(())
     }
@@ -490,6 +542,7 @@ impl Segment {
         self.log_path = renamed(LOG_SUFFIX);
         self.offset_index.set_path(renamed(INDEX_SUFFIX));
         self.time_index.set_path(renamed(TIME_INDEX_SUFFIX));
+        self.txn_index.set_path(renamed(TXN_INDEX_SUFFIX));
         Ok(out)
     }
 }

@@ -845,3 +845,203 @@ fn a_truncation_lowers_the_cleaner_checkpoint() {
     assert_eq!(xs, vec![12], "the rewritten section was dirty again");
     assert_eq!(cleaner.checkpoint(&tp()), Some(33));
 }
+
+/// A transactional batch of producer `p`.
+fn txn_batch(records: &[Kv], ts: i64, p: &ProducerFields) -> BytesMut {
+    let mut b = encode(records, ts, Compression::None, Some(p));
+    // Set the transactional attribute (bit 4) and fix the CRC.
+    b[22] |= 0x10;
+    record_batch::update_crc(&mut b).expect("crc");
+    b
+}
+
+fn txn_write(log: &Log, r: Kv, pid: i64, seq: i32, now: i64) {
+    let p = ProducerFields {
+        id: pid,
+        epoch: 0,
+        seq,
+    };
+    log.append_as_leader(txn_batch(&[r], now, &p), 0, now)
+        .expect("transactional append");
+}
+
+fn end_txn(log: &Log, pid: i64, commit: bool, now: i64) -> i64 {
+    let b = nagare_protocol::batch_builder::build_control_batch(pid, 0, 0, commit, 0, now)
+        .expect("marker");
+    log.append_as_leader_with_origin(
+        BytesMut::from(&b[..]),
+        0,
+        now,
+        nagare_storage::AppendOrigin::Coordinator,
+    )
+    .expect("marker append")
+    .first_offset
+}
+
+/// Data records (offset, key, value) and the offsets of control batches still holding a
+/// marker record.
+/// A data record: (offset, key, value).
+type DataRec = (i64, String, Option<String>);
+
+fn data_and_markers(log: &Log) -> (Vec<DataRec>, Vec<i64>) {
+    let (mut data, mut markers) = (Vec::new(), Vec::new());
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let read = log.read(offset, 1 << 20, true, i64::MAX).expect("read");
+        let Some(slice) = read.slice else { break };
+        let bytes = slice.read_to_bytes().expect("pread");
+        for item in record_batch::batches(&bytes) {
+            let (h, range) = item.expect("valid batch");
+            record_batch::validate_crc(&bytes[range.clone()]).expect("crc");
+            offset = h.next_offset();
+            if h.is_control() {
+                if h.records_count > 0 {
+                    markers.push(h.base_offset);
+                }
+                continue;
+            }
+            let mut b = Bytes::copy_from_slice(&bytes[range]);
+            for set in RecordBatchDecoder::decode_all(&mut b).expect("decode") {
+                for r in set.records {
+                    let key = String::from_utf8_lossy(&r.key.expect("key")).into_owned();
+                    if key != MARKER {
+                        data.push((
+                            r.offset,
+                            key,
+                            r.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    (data, markers)
+}
+
+fn rec(offset: i64, k: &str, v: &str) -> DataRec {
+    (offset, k.to_string(), Some(v.to_string()))
+}
+
+#[test]
+fn aborted_data_goes_and_markers_follow_after_delete_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One segment before the active one: one group, so the markers meet their data.
+    let log = open_log(dir.path(), compact_config(4_000), true);
+    let cleaner = Cleaner::open(dir.path().to_path_buf());
+    let now = 1_000;
+    txn_write(&log, kv("a", Some("aborted")), 1, 0, now); // 0
+    txn_write(&log, kv("b", Some("aborted")), 1, 1, now); // 1
+    assert_eq!(end_txn(&log, 1, false, now), 2); // ABORT
+    txn_write(&log, kv("a", Some("2")), 2, 0, now); // 3
+    txn_write(&log, kv("c", Some("2")), 2, 1, now); // 4
+    assert_eq!(end_txn(&log, 2, true, now), 5); // COMMIT
+    txn_write(&log, kv("e", Some("1")), 1, 2, now); // 6
+    assert_eq!(end_txn(&log, 1, true, now), 7); // COMMIT
+    write(&log, &[kv("d", Some("1"))], now); // 8
+    roll(&log, now);
+    let end = log.log_end_offset();
+    assert_eq!(
+        log.collect_aborted_transactions(0, end)
+            .expect("collect")
+            .len(),
+        1
+    );
+
+    // Pass 1: the aborted records go; every marker stays (their data was met).
+    clean(&cleaner, &log, 10_000).expect("cleaned");
+    let (data, markers) = data_and_markers(&log);
+    assert_eq!(
+        data,
+        vec![
+            rec(3, "a", "2"),
+            rec(4, "c", "2"),
+            rec(6, "e", "1"),
+            rec(8, "d", "1")
+        ]
+    );
+    assert_eq!(markers, vec![2, 5, 7]);
+    // The cleaned segment still indexes the abort (its marker is kept).
+    assert_eq!(
+        log.collect_aborted_transactions(0, end).expect("collect"),
+        vec![nagare_storage::AbortedTxn {
+            producer_id: 1,
+            first_offset: 0,
+            last_offset: 2,
+            last_stable_offset: 3,
+        }]
+    );
+
+    // Pass 2: no data of the aborted transaction is left: its marker gets a delete horizon
+    // (now + delete.retention.ms) and is kept until then.
+    cleaner
+        .clean_log(&tp(), &log, &CleanerConfig::default(), 20_000, true)
+        .expect("clean")
+        .expect("cleaned");
+    let abort = batch_headers(&log)
+        .into_iter()
+        .find(|h| h.base_offset == 2)
+        .expect("abort marker");
+    assert!(abort.has_delete_horizon());
+    assert_eq!(abort.base_timestamp, 21_000);
+    assert_eq!(data_and_markers(&log).1, vec![2, 5, 7]);
+    assert!(clean(&cleaner, &log, 20_500).is_none());
+    // Pass 3, due by itself once the horizon passed: the marker goes; the commit markers,
+    // whose transactions still have data, stay.
+    clean(&cleaner, &log, 21_000).expect("horizon passed");
+    let (data, markers) = data_and_markers(&log);
+    assert_eq!(markers, vec![5, 7]);
+    assert_eq!(data.len(), 4);
+    // Everything survives a reopen (the cleaned segments' indexes included).
+    log.close().expect("close");
+    drop(log);
+    let log = open_log(dir.path(), compact_config(4_000), true);
+    assert_eq!(data_and_markers(&log), (data, markers));
+    assert!(log
+        .collect_aborted_transactions(0, end)
+        .expect("collect")
+        .is_empty());
+    assert_eq!(log.first_unstable_offset(), None);
+}
+
+#[test]
+fn aborted_records_never_shadow_committed_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open_log(dir.path(), compact_config(400), true);
+    let cleaner = Cleaner::open(dir.path().to_path_buf());
+    write(&log, &[kv("a", Some("committed"))], 1_000); // 0
+    txn_write(&log, kv("a", Some("aborted")), 1, 0, 1_000); // 1
+    end_txn(&log, 1, false, 1_000); // 2
+    write(&log, &[kv("b", Some("1"))], 1_000); // 3: producer 1's aborted batch is its last
+    roll(&log, 1_000);
+    clean(&cleaner, &log, 10_000).expect("cleaned");
+    let (data, _) = data_and_markers(&log);
+    assert_eq!(data, vec![rec(0, "a", "committed"), rec(3, "b", "1")]);
+    // The producer's last batch survives empty (its sequence state).
+    let h = batch_headers(&log)
+        .into_iter()
+        .find(|h| h.base_offset == 1)
+        .expect("empty batch");
+    assert_eq!((h.records_count, h.producer_id), (0, 1));
+}
+
+#[test]
+fn an_open_transaction_is_never_cleaned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open_log(dir.path(), compact_config(300), true);
+    let cleaner = Cleaner::open(dir.path().to_path_buf());
+    write(&log, &[kv("a", Some("1")), kv("a", Some("2"))], 1_000); // 0, 1
+    txn_write(&log, kv("b", Some("open")), 1, 0, 1_000); // 2: stays open
+    write(&log, &[kv("a", Some("3")), kv("b", Some("2"))], 1_000); // 3, 4
+    roll(&log, 1_000);
+    assert_eq!(log.first_unstable_offset(), Some(2));
+    cleaner
+        .clean_log(&tp(), &log, &CleanerConfig::default(), 10_000, true)
+        .expect("clean");
+    // Nothing at or above the first unstable offset was cleaned: the open transaction's
+    // record and the later ones are untouched, and a=3 did not shadow a=2 below it.
+    let (data, _) = data_and_markers(&log);
+    assert!(data.contains(&rec(2, "b", "open")), "{data:?}");
+    assert!(data.contains(&rec(3, "a", "3")));
+    assert!(data.contains(&rec(4, "b", "2")));
+    assert!(data.contains(&rec(1, "a", "2")), "{data:?}");
+}

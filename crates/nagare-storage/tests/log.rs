@@ -429,8 +429,15 @@ fn validation_errors() {
         log.append_as_leader(control.clone(), 0, 0),
         Err(StorageError::InvalidRecord(_))
     ));
-    // The broker itself may (transaction markers).
-    log.append_as_leader_with_origin(control, 0, 0, AppendOrigin::Coordinator)
+    // The broker itself may, if it is a transaction marker (a producer's one control
+    // record).
+    assert!(matches!(
+        log.append_as_leader_with_origin(control, 0, 0, AppendOrigin::Coordinator),
+        Err(StorageError::InvalidRecord(_))
+    ));
+    let marker =
+        nagare_protocol::batch_builder::build_control_batch(3, 0, 0, true, 0, 0).expect("marker");
+    log.append_as_leader_with_origin(BytesMut::from(&marker[..]), 0, 0, AppendOrigin::Coordinator)
         .expect("coordinator control batch");
     // Nothing invalid was written.
     assert_eq!(log.log_end_offset(), 1);

@@ -109,6 +109,8 @@ fn storage_error_code(e: &StorageError) -> i16 {
         E::InvalidProducerEpoch(_) => 47,
         E::UnknownProducerId(_) => 59,
         E::InvalidTimestamp(_) => 32,
+        E::InvalidTxnState(_) => 48,
+        E::TransactionCoordinatorFenced(_) => 52,
         _ => 56,
     }
 }

@@ -14,6 +14,7 @@ use super::{batch_error, remove_file_if_exists, Inner, Log};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::StorageError;
 use crate::producer_state::Prepared;
+use crate::records::{parse_end_txn_marker, EndTxnMarker};
 use crate::segment::Segment;
 
 /// Who is appending, which decides the validation applied (Kafka's `AppendOrigin`).
@@ -52,6 +53,8 @@ pub struct AppendInfo {
 struct PendingBatch {
     header: RecordBatchHeader,
     range: std::ops::Range<usize>,
+    /// The content of a transaction marker (control batches of a producer only).
+    marker: Option<EndTxnMarker>,
 }
 
 impl Log {
@@ -73,6 +76,18 @@ impl Log {
     /// idempotent batch is answered with its original offsets and `duplicate: true`.
     ///
     /// `origin` must be [`AppendOrigin::Client`] or [`AppendOrigin::Coordinator`].
+    ///
+    /// Transactions (Kafka's `ProducerAppendInfo`): a transactional batch starts or continues
+    /// its producer's transaction; a non-transactional batch from a producer whose
+    /// transaction is ongoing is refused ([`StorageError::InvalidTxnState`]). Transaction
+    /// markers (control batches, see `nagare_protocol::batch_builder::build_control_batch`)
+    /// are accepted from the coordinator only (a client's is
+    /// [`StorageError::InvalidRecord`]); one with an older producer epoch is
+    /// [`StorageError::InvalidProducerEpoch`], one with an older coordinator epoch
+    /// [`StorageError::TransactionCoordinatorFenced`]. A marker ends the ongoing
+    /// transaction (a marker for a producer without one is still appended, as in Kafka); an
+    /// ABORT marker adds the transaction to the aborted-transaction index. The coordinator's
+    /// own transactional batches (TxnOffsetCommit, base sequence -1) skip the sequence check.
     pub fn append_as_leader_with_origin(
         &self,
         records: BytesMut,
@@ -183,6 +198,49 @@ impl Log {
         Ok(())
     }
 
+    /// The transaction marker of a producer's control batch. The coordinator's markers must
+    /// be well formed (Kafka's `LogValidator`: a control batch holds exactly one record, is
+    /// transactional and has a producer id); a follower copies what its leader accepted, so
+    /// an unreadable one is logged and kept without effect on the producer state.
+    fn marker_of(
+        &self,
+        origin: AppendOrigin,
+        h: &RecordBatchHeader,
+        bytes: &[u8],
+    ) -> Result<Option<EndTxnMarker>, StorageError> {
+        if !h.is_control() || !h.has_producer_id() {
+            if origin == AppendOrigin::Coordinator && h.is_control() {
+                return Err(StorageError::InvalidRecord(format!(
+                    "{}: transaction marker without a producer id",
+                    self.tp
+                )));
+            }
+            return Ok(None);
+        }
+        let tp = &self.tp;
+        if origin == AppendOrigin::Replication {
+            return Ok(match parse_end_txn_marker(h, bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(%tp, offset = h.base_offset, error = %e, "unreadable transaction marker replicated");
+                    None
+                }
+            });
+        }
+        if h.records_count != 1 || h.last_offset_delta != 0 || !h.is_transactional() {
+            return Err(StorageError::InvalidRecord(format!(
+                "{tp}: a transaction marker must be one transactional control record"
+            )));
+        }
+        match parse_end_txn_marker(h, bytes) {
+            Ok(Some(m)) => Ok(Some(m)),
+            Ok(None) => Err(StorageError::InvalidRecord(format!(
+                "{tp}: empty transaction marker"
+            ))),
+            Err(e) => Err(StorageError::InvalidRecord(format!("{tp}: {e}"))),
+        }
+    }
+
     fn append(
         &self,
         mut records: BytesMut,
@@ -203,8 +261,14 @@ impl Log {
         let mut pending = Vec::new();
         for item in batches(&records) {
             let (header, range) = item.map_err(|e| batch_error(&self.tp, e))?;
-            self.validate_batch(&config, origin, &header, &records[range.clone()], now_ms)?;
-            pending.push(PendingBatch { header, range });
+            let bytes = &records[range.clone()];
+            self.validate_batch(&config, origin, &header, bytes, now_ms)?;
+            let marker = self.marker_of(origin, &header, bytes)?;
+            pending.push(PendingBatch {
+                header,
+                range,
+                marker,
+            });
         }
         if pending.is_empty() {
             return Ok(AppendInfo {
@@ -282,7 +346,9 @@ impl Log {
             )));
         }
         let headers: Vec<RecordBatchHeader> = pending.iter().map(|b| b.header).collect();
-        let update = match inner.producers.prepare(&headers, origin)? {
+        let with_markers: Vec<(RecordBatchHeader, Option<EndTxnMarker>)> =
+            pending.iter().map(|b| (b.header, b.marker)).collect();
+        let update = match inner.producers.prepare(&with_markers, origin)? {
             Prepared::Duplicate(d) => {
                 return Ok(AppendInfo {
                     first_offset: d.first_offset,
@@ -330,7 +396,11 @@ impl Log {
             .append(&records, &headers, config.index_interval_bytes, now_ms)
             .map_err(|e| self.poison(e))?;
         inner.log_end_offset = last_offset + 1;
-        inner.producers.commit(update);
+        // Kafka's `UnifiedLog.append`: aborted transactions go to the index of the segment
+        // their marker was written to, with the LSO as of right after the marker.
+        for aborted in inner.producers.commit(update) {
+            inner.active.txn_index.append(aborted);
+        }
         inner.last_now_ms = inner.last_now_ms.max(now_ms);
         self.publish(&inner);
 

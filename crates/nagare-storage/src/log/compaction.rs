@@ -45,6 +45,17 @@ pub(crate) struct SegmentView {
     pub(crate) index_bytes: u64,
 }
 
+/// What the cleaner must keep of an active producer (Kafka's `LastRecord`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LastRecord {
+    /// Last offset of its last data batch, if its state still holds one: that batch carries
+    /// its last sequence.
+    pub(crate) last_data_offset: Option<i64>,
+    /// Its current epoch: without a data batch, its last marker of this epoch is kept, which
+    /// carries the epoch needed for fencing.
+    pub(crate) producer_epoch: i16,
+}
+
 /// What the cleaner needs to know about a log, captured under the lock.
 #[derive(Debug, Clone)]
 pub(crate) struct CleaningView {
@@ -60,9 +71,9 @@ pub(crate) struct CleaningView {
     pub(crate) log_start_offset: i64,
     /// First offset of the oldest open transaction (the cleaner stops below it).
     pub(crate) first_unstable_offset: Option<i64>,
-    /// Producer id → last offset of its last batch: Kafka keeps that batch (empty if need be)
-    /// so that the producer's sequence state survives cleaning.
-    pub(crate) producer_last_offsets: HashMap<i64, i64>,
+    /// Producer id → what of it must survive: Kafka keeps that batch (empty if need be) so
+    /// that the producer's sequence and epoch survive cleaning.
+    pub(crate) producer_last: HashMap<i64, LastRecord>,
     /// The lowest log end left by a truncation since the previous view, if any.
     pub(crate) truncated_to: Option<i64>,
 }
@@ -84,10 +95,16 @@ impl Log {
                 index_bytes: s.index_bytes(),
             })
             .collect();
-        let producer_last_offsets = inner
+        let producer_last = inner
             .producers
             .entries()
-            .filter_map(|e| e.batches.back().map(|b| (e.producer_id, b.last_offset)))
+            .map(|e| {
+                let last = LastRecord {
+                    last_data_offset: e.batches.back().map(|b| b.last_offset),
+                    producer_epoch: e.producer_epoch,
+                };
+                (e.producer_id, last)
+            })
             .collect();
         let active_base_offset = if inner.active.size > 0 {
             inner.active.base_offset
@@ -104,7 +121,7 @@ impl Log {
             active_base_offset,
             log_start_offset: inner.log_start_offset,
             first_unstable_offset: inner.producers.first_unstable_offset(),
-            producer_last_offsets,
+            producer_last,
             truncated_to,
         })
     }
@@ -124,6 +141,7 @@ impl Log {
                 seg.log_path.clone(),
                 seg.offset_index.path().to_path_buf(),
                 seg.time_index.path().to_path_buf(),
+                seg.txn_index.path().to_path_buf(),
             ] {
                 if let Err(e) = remove_file_if_exists(&p) {
                     tracing::warn!(path = %p.display(), error = %e, "cannot remove cleaned file");
@@ -187,8 +205,10 @@ fn next_offset_of(path: &Path, base_offset: i64) -> std::io::Result<i64> {
 /// each `<base>.log.swap` replaces the segments whose base offsets lie in `[base, its next
 /// offset)` (always including `base` itself) and takes its final name, with its index files
 /// if they were swapped too (stale ones are removed, so they are rebuilt). Other leftovers
-/// are removed by the caller.
-pub(super) fn complete_swaps(dir: &Path) -> Result<(), StorageError> {
+/// are removed by the caller. Returns the base offsets of the swapped-in segments: their
+/// transaction index is rebuilt from their batches (a missing `.txnindex` otherwise reads as
+/// "no aborted transaction", and a crash mid-rename can leave either file behind).
+pub(super) fn complete_swaps(dir: &Path) -> Result<Vec<i64>, StorageError> {
     let mut swaps = Vec::new();
     let mut segments = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -202,10 +222,10 @@ pub(super) fn complete_swaps(dir: &Path) -> Result<(), StorageError> {
         }
     }
     if swaps.is_empty() {
-        return Ok(());
+        return Ok(swaps);
     }
     swaps.sort_unstable();
-    for base in swaps {
+    for &base in &swaps {
         let swap_path = dir.join(format!("{}{SWAP_SUFFIX}", file_name(base, LOG_SUFFIX)));
         let next = next_offset_of(&swap_path, base)?;
         let upper = next.max(base + 1);
@@ -221,7 +241,7 @@ pub(super) fn complete_swaps(dir: &Path) -> Result<(), StorageError> {
             }
         }
         segments.retain(|&b| b < base || b >= upper);
-        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
             let from = dir.join(format!("{}{SWAP_SUFFIX}", file_name(base, suffix)));
             let to = dir.join(file_name(base, suffix));
             match fs::rename(&from, &to) {
@@ -235,5 +255,5 @@ pub(super) fn complete_swaps(dir: &Path) -> Result<(), StorageError> {
         fs::rename(&swap_path, dir.join(file_name(base, LOG_SUFFIX)))?;
         fsync_dir(dir)?;
     }
-    Ok(())
+    Ok(swaps)
 }

@@ -35,7 +35,7 @@ mod retention;
 mod truncation;
 
 pub use append::{AppendInfo, AppendOrigin};
-pub(crate) use compaction::{CleaningView, SegmentView, CLEANED_SUFFIX};
+pub(crate) use compaction::{CleaningView, LastRecord, SegmentView, CLEANED_SUFFIX};
 pub use read::{FetchData, FileSlice, TimestampOffset};
 
 use crate::checkpoint::fsync_dir;

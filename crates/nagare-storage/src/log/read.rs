@@ -18,6 +18,7 @@ use crate::error::StorageError;
 use crate::producer_state::ProducerStateEntry;
 use crate::scan::{find_batch, ChunkReader, HEADER_CHUNK};
 use crate::segment::Segment;
+use crate::txn_index::AbortedTxn;
 
 /// The answer to a read.
 #[derive(Debug, Clone)]
@@ -349,9 +350,63 @@ impl Log {
         v
     }
 
-    /// First offset of the oldest ongoing transaction (bounds the last stable offset).
+    /// First offset of the oldest ongoing transaction (bounds the last stable offset), never
+    /// below the log start offset (Kafka's `updateFirstUnstableOffset`: DeleteRecords may
+    /// move the log start past a transaction's first records).
     pub fn first_unstable_offset(&self) -> Option<i64> {
-        self.inner.lock().producers.first_unstable_offset()
+        let inner = self.inner.lock();
+        inner
+            .producers
+            .first_unstable_offset()
+            .map(|fuo| fuo.max(inner.log_start_offset))
+    }
+
+    /// Kafka's last stable offset: `min(first unstable offset, high_watermark)`, the bound of
+    /// a `read_committed` fetch and of ListOffsets(latest) under `read_committed`. Every
+    /// transaction below it is decided (committed or aborted).
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.first_unstable_offset()
+            .map_or(high_watermark, |fuo| fuo.min(high_watermark))
+    }
+
+    /// Every aborted transaction overlapping `[start_offset, upper_bound_offset)` (its
+    /// first offset below the bound, its ABORT marker at or after the start), oldest marker
+    /// first: the `aborted_transactions` of a `read_committed` fetch from `start_offset` whose
+    /// records end below `upper_bound_offset` (Kafka's `UnifiedLog.collectAbortedTransactions`).
+    /// The transaction indexes are searched from the segment holding `start_offset` and stop
+    /// at the first entry whose last stable offset reaches the bound: an aborted transaction
+    /// overlapping the range has its marker at or after the start, so no earlier segment can
+    /// hold it, and once the LSO passed the bound no later marker belongs to a transaction
+    /// that began below it.
+    pub fn collect_aborted_transactions(
+        &self,
+        start_offset: i64,
+        upper_bound_offset: i64,
+    ) -> Result<Vec<AbortedTxn>, StorageError> {
+        let inner = self.inner.lock();
+        let mut out = Vec::new();
+        if upper_bound_offset <= start_offset {
+            return Ok(out);
+        }
+        let floor = inner
+            .rolled
+            .range(..=start_offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        let segments = inner
+            .rolled
+            .range(floor..)
+            .map(|(_, s)| s)
+            .chain(std::iter::once(&inner.active));
+        for seg in segments {
+            if seg
+                .txn_index
+                .collect(start_offset, upper_bound_offset, &mut out)
+            {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Offsets of the producer-state snapshot files present.

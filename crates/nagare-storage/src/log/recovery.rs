@@ -2,9 +2,10 @@
 //! removed, segments loaded, torn or corrupt tails truncated after an unclean shutdown, the
 //! leader-epoch checkpoint and the producer state rebuilt.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64};
 
@@ -17,11 +18,13 @@ use crate::config::{LogConfig, TopicPartition};
 use crate::epoch_cache::LeaderEpochCache;
 use crate::error::StorageError;
 use crate::producer_state::ProducerStateManager;
+use crate::records::{parse_end_txn_marker, EndTxnMarker};
 use crate::scan::ChunkReader;
 use crate::segment::{
     parse_file_name, Segment, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
     TXN_INDEX_SUFFIX,
 };
+use crate::txn_index::AbortedTxn;
 
 fn corrupt_io(path: &Path, e: BatchError) -> io::Error {
     io::Error::new(
@@ -48,12 +51,32 @@ fn walk_headers(
     Ok(())
 }
 
-/// Replays the batches at or after `from` into the producer state.
+/// Reads the marker of a producer's control batch at `pos` of `seg` (a few dozen bytes).
+/// An unreadable one is logged and ignored, as replication does.
+fn read_marker(seg: &Segment, pos: u64, h: &RecordBatchHeader) -> io::Result<Option<EndTxnMarker>> {
+    if !h.is_control() || !h.has_producer_id() {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; h.total_size()];
+    seg.file.read_exact_at(&mut buf, pos)?;
+    Ok(match parse_end_txn_marker(h, &buf) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(segment = %seg.log_path.display(), offset = h.base_offset, error = %e, "unreadable transaction marker");
+            None
+        }
+    })
+}
+
+/// Replays the batches at or after `from` into the producer state. Returns the aborted
+/// transactions met, with the base offset of the segment holding each marker (to rebuild
+/// transaction indexes).
 pub(super) fn replay_producers<'a>(
     segments: impl Iterator<Item = &'a Segment>,
     producers: &mut ProducerStateManager,
     from: i64,
-) -> io::Result<()> {
+) -> io::Result<Vec<(i64, AbortedTxn)>> {
+    let mut aborted = Vec::new();
     for seg in segments {
         if seg.next_offset <= from {
             continue;
@@ -63,13 +86,22 @@ pub(super) fn replay_producers<'a>(
         } else {
             0
         };
-        walk_headers(seg, start, &mut |h| {
+        let mut reader = ChunkReader::headers(&seg.file, seg.size);
+        let mut pos = start;
+        while let Some(h) = reader
+            .header_at(pos)?
+            .map_err(|e| corrupt_io(&seg.log_path, e))?
+        {
             if h.base_offset >= from {
-                producers.replay(h);
+                let marker = read_marker(seg, pos, &h)?;
+                if let Some(a) = producers.replay(&h, marker) {
+                    aborted.push((seg.base_offset, a));
+                }
             }
-        })?;
+            pos += h.total_size() as u64;
+        }
     }
-    Ok(())
+    Ok(aborted)
 }
 
 impl Log {
@@ -99,10 +131,11 @@ impl Log {
                 listing.push((name, entry.path()));
             }
         }
+        let mut swapped_in = Vec::new();
         if listing.iter().any(|(n, _)| n.ends_with(".log.swap")) {
             // Before anything else: a cleaned segment that was being swapped in replaces the
             // segments it was cleaned from.
-            compaction::complete_swaps(&dir)?;
+            swapped_in = compaction::complete_swaps(&dir)?;
             listing.clear();
             for entry in fs::read_dir(&dir)? {
                 let entry = entry?;
@@ -168,6 +201,8 @@ impl Log {
                 .unwrap_or(0)
         };
         let mut dirty_segments = Vec::new();
+        // Segments whose transaction index is rebuilt by replaying the producer state.
+        let mut txn_rebuild: BTreeSet<i64> = swapped_in.into_iter().collect();
         let mut dir_dirty = false;
         let mut i = 0;
         while i < segs.len() {
@@ -177,6 +212,9 @@ impl Log {
                 if let Some(reason) = segs[i].load()? {
                     tracing::warn!(%tp, segment = segs[i].base_offset, %reason, "rebuilding index");
                     recover = true;
+                } else if let Some(reason) = segs[i].load_txn_index()? {
+                    tracing::warn!(%tp, segment = segs[i].base_offset, %reason, "rebuilding transaction index");
+                    txn_rebuild.insert(segs[i].base_offset);
                 }
             }
             if recover {
@@ -192,6 +230,7 @@ impl Log {
                         }
                     })?;
                 dirty_segments.push(i);
+                txn_rebuild.insert(segs[i].base_offset);
                 if truncated > 0 {
                     tracing::warn!(%tp, segment = segs[i].base_offset, truncated, "truncated torn or corrupt tail");
                     // Make the truncation durable before anything is appended over it: a
@@ -253,7 +292,8 @@ impl Log {
                     .min(now_ms),
             );
         }
-        let rolled: BTreeMap<i64, Segment> = segs.into_iter().map(|s| (s.base_offset, s)).collect();
+        let mut rolled: BTreeMap<i64, Segment> =
+            segs.into_iter().map(|s| (s.base_offset, s)).collect();
         let log_end = active.next_offset;
         let recovery_point = if had_clean_shutdown {
             log_end
@@ -285,12 +325,40 @@ impl Log {
             dir_dirty = false;
         }
 
-        let (mut producers, from) = ProducerStateManager::load(&dir, tp.to_string(), log_end)?;
-        replay_producers(
+        // Segments that were deleted after a corrupt one need nothing rebuilt.
+        let live: BTreeSet<i64> = rolled
+            .keys()
+            .copied()
+            .chain(std::iter::once(active.base_offset))
+            .collect();
+        txn_rebuild.retain(|b| live.contains(b));
+        // Kafka's `LogLoader`: the producer state is replayed from a snapshot at or below the
+        // first segment whose transaction index must be rebuilt (recovered segments, or an
+        // index that failed its check), so every ABORT marker in those is seen again.
+        let snapshot_limit = txn_rebuild.first().copied().unwrap_or(log_end);
+        let (mut producers, from) =
+            ProducerStateManager::load_at_or_below(&dir, tp.to_string(), log_end, snapshot_limit)?;
+        let aborted = replay_producers(
             rolled.values().chain(std::iter::once(&active)),
             &mut producers,
             from.unwrap_or(i64::MIN),
         )?;
+        for &base in &txn_rebuild {
+            let seg = if base == active.base_offset {
+                &mut active
+            } else if let Some(s) = rolled.get_mut(&base) {
+                s
+            } else {
+                continue;
+            };
+            seg.txn_index.reset();
+            for (_, a) in aborted.iter().filter(|(b, _)| *b == base) {
+                seg.txn_index.append(*a);
+            }
+            // Written now, like the other rebuilt indexes, and fsynced by the next flush.
+            seg.txn_index.write()?;
+            unsynced_files.push(seg.txn_index.path().to_path_buf());
+        }
 
         let inner = Inner {
             rolled,

@@ -73,6 +73,12 @@ impl Log {
     /// DeleteRecords: moves the log start offset up to `offset` (never past the log end:
     /// [`StorageError::OffsetOutOfRange`]) and deletes the segments entirely below it.
     /// Returns the new log start offset.
+    ///
+    /// Open transactions do not bound it: Kafka lets DeleteRecords go up to the high
+    /// watermark (the broker checks that bound), past the last stable offset, and then
+    /// clamps the first unstable offset to the new log start (`UnifiedLog.
+    /// updateFirstUnstableOffset`), which [`Log::first_unstable_offset`] does too. The
+    /// transaction itself stays open and its marker still ends it.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
         let mut inner = self.lock_writable()?;
         if offset > inner.log_end_offset || offset < 0 {
@@ -111,6 +117,11 @@ impl Log {
     /// [`Log::enforce_retention`] for a replicated log: retention deletes only segments
     /// entirely below `high_watermark` (Kafka's `deletableSegments` upper bound), so neither
     /// records that are not yet replicated nor the log start can pass the high watermark.
+    ///
+    /// Time and size retention also stop at the first unstable offset: a segment goes only
+    /// if it ends at or below `min(high watermark, first unstable offset)`, so an open
+    /// transaction keeps its records (and a consumer reading committed data never finds its
+    /// start deleted under it). Kafka bounds retention by the high watermark alone.
     pub fn enforce_retention_below(
         &self,
         now_ms: i64,
@@ -132,17 +143,21 @@ impl Log {
             }
         }
         let mut deleted = 0;
+        let bound = inner
+            .producers
+            .first_unstable_offset()
+            .map_or(high_watermark, |fuo| fuo.min(high_watermark));
         if config.cleanup_policy_delete {
             if config.retention_ms >= 0 {
                 deleted += self.delete_old_segments(&mut inner, &mut |s, next_base| {
-                    next_base <= high_watermark
+                    next_base <= bound
                         && now_ms.saturating_sub(s.largest_timestamp()) > config.retention_ms
                 })?;
             }
             if config.retention_bytes >= 0 {
                 let mut excess = inner.size_bytes() as i64 - config.retention_bytes;
                 deleted += self.delete_old_segments(&mut inner, &mut |s, next_base| {
-                    if next_base <= high_watermark && excess >= s.size as i64 {
+                    if next_base <= bound && excess >= s.size as i64 {
                         excess -= s.size as i64;
                         true
                     } else {

@@ -80,6 +80,13 @@ impl Log {
         }
         inner.log_start_offset = offset;
         inner.dir_dirty = true;
+        // Kafka's `truncateFullyAndStartAt` drops every producer snapshot: one of the old
+        // log would bring back producers (and open transactions pinning the last stable
+        // offset) that the new log never saw.
+        inner
+            .producers
+            .delete_snapshots_after(-1)
+            .map_err(|e| self.poison(e))?;
         if inner.epochs.clear() {
             inner.epochs.write().map_err(|e| self.poison(e))?;
         }
