@@ -399,9 +399,16 @@ impl TransactionCoordinatorShard {
                     topic: CONSUMER_OFFSETS_TOPIC.to_owned(),
                     partition: offsets_partition,
                 };
-                // Kafka's handleAddOffsetsToTxnRequest passes TV_0 whatever the client speaks.
+                // Kafka's handleAddOffsetsToTxnRequest passes TV_0 whatever the client speaks;
+                // an ongoing transaction keeps the version its partitions were added with, as
+                // the shard fences and aborts it under that version (see fence_and_abort).
+                let tv = self
+                    .txns
+                    .get(&transactional_id)
+                    .filter(|m| m.state == TransactionState::Ongoing)
+                    .map_or(0, |m| m.client_transaction_version);
                 let error =
-                    self.add_partitions(&transactional_id, producer_id, producer_epoch, &[tp], 0);
+                    self.add_partitions(&transactional_id, producer_id, producer_epoch, &[tp], tv);
                 TxnResponse::AddOffsets { error }
             }
             TxnRequest::EndTxn {
@@ -731,13 +738,25 @@ impl TransactionCoordinatorShard {
             // markers are still being written.
             return fail(code(ResponseError::ConcurrentTransactions));
         }
+        // Why the transaction version check (stricter than Kafka): only a Complete state that
+        // a transaction version 2 EndTxn (or fence) wrote carries a bump this request could
+        // be the retry of. After an InitProducerId bump followed by a version 0/1 EndTxn of
+        // another producer (mixed client versions on one transactional id), the epoch one
+        // below the current one is a fenced producer's, and answering it NONE with the
+        // current epoch would hand that epoch to two producers.
+        let bumped_by_v2 = current.supports_epoch_bump();
         // A retry of a request that overflowed the epoch: the new producer id is in place.
-        let retry_on_overflow = current.previous_producer_id == producer_id
+        let retry_on_overflow = bumped_by_v2
+            && current.previous_producer_id == producer_id
             && producer_epoch == i16::MAX - 1
             && current.producer_epoch == 0;
-        // A retry of a request whose bump is in place.
-        let retry_on_epoch_bump =
-            i32::from(current.producer_epoch) == i32::from(producer_epoch) + 1;
+        // A retry of a request whose bump is in place. In a Complete state, i16::MAX is
+        // never the bump of a client's EndTxn (one from i16::MAX - 1 rotates the producer id
+        // instead): it is a fence, and the epoch below it belongs to the fenced producer.
+        let prepare = matches!(current.state, S::PrepareCommit | S::PrepareAbort);
+        let retry_on_epoch_bump = i32::from(current.producer_epoch)
+            == i32::from(producer_epoch) + 1
+            && (prepare || (bumped_by_v2 && current.producer_epoch < i16::MAX));
         let valid_epoch = match current.state {
             S::PrepareCommit | S::PrepareAbort => retry_on_epoch_bump,
             S::CompleteCommit | S::CompleteAbort => {

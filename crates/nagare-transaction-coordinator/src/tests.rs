@@ -965,3 +965,47 @@ fn error_responses_cover_every_request() {
         }
     );
 }
+
+/// Mixed client versions on one id: a TV2 zombie's EndTxn at the epoch just below the one a
+/// new producer got from InitProducerId (and kept through a version 0 EndTxn) is fenced, not
+/// taken for a retry (Kafka would answer it NONE with the new producer's epoch).
+#[test]
+fn a_fenced_tv2_producer_is_not_mistaken_for_a_retry() {
+    let mut h = H::new();
+    let (pid, ep) = h.init("t");
+    // Producer B takes over at ep + 1 and completes a version 0 transaction.
+    let (_, pid_b, ep_b) = h.init_with("t", 60_000, -1, -1);
+    assert_eq!((pid_b, ep_b), (pid, ep + 1));
+    assert_eq!(h.add("t", pid_b, ep_b, &[tp("a", 0)]), E_NONE);
+    assert_eq!(h.end("t", pid_b, ep_b, false, 0).0, E_NONE);
+    let m = h.effects[0].clone();
+    assert_eq!(h.markers_written(&m), E_NONE);
+    // Zombie A (epoch ep, transaction version 2) tries to abort.
+    assert_eq!(
+        h.end("t", pid, ep, false, 2).0,
+        e(ResponseError::ProducerFenced)
+    );
+
+    // A fence that caps at i16::MAX is not the bump of the zombie's own EndTxn either.
+    let mut h = H::new();
+    h.seed("t", empty_value(42, i16::MAX - 1));
+    assert_eq!(
+        h.add_v("t", 42, i16::MAX - 1, &[tp("a", 0)], false, 2),
+        vec![E_NONE]
+    );
+    assert_eq!(
+        h.init_with("t", 60_000, -1, -1).0,
+        e(ResponseError::ConcurrentTransactions)
+    );
+    let m = h.effects[0].clone();
+    assert_eq!(m.producer_epoch, i16::MAX);
+    assert_eq!(h.markers_written(&m), E_NONE);
+    assert_eq!(
+        h.end("t", 42, i16::MAX - 1, false, 2).0,
+        e(ResponseError::ProducerFenced)
+    );
+    // The new producer gets a new producer id.
+    let (err, p, epoch) = h.init_with("t", 60_000, -1, -1);
+    assert_eq!((err, epoch), (E_NONE, 0));
+    assert_ne!(p, 42);
+}
