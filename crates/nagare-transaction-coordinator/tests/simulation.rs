@@ -663,12 +663,30 @@ impl Sim {
         };
         let meta_before = self.shard.transaction(&id).cloned();
         let log_len = self.log.len();
+        let duplicate = self.rng.chance(15).then(|| req.clone());
         match self.call(req, true) {
             Some(TxnResponse::EndTxn {
                 error: 0,
                 producer_id,
                 producer_epoch,
             }) => {
+                // The same EndTxn arriving again right behind the first (a client retry
+                // racing the answer): it must wait or repeat the answer, never decide again.
+                if let Some(dup) = duplicate {
+                    let n = self.log.len();
+                    match self.call(dup, false) {
+                        Some(TxnResponse::EndTxn { error: 51, .. }) => {}
+                        Some(TxnResponse::EndTxn {
+                            error: 0,
+                            producer_id: p2,
+                            producer_epoch: e2,
+                        }) if (tv < 2 || (p2, e2) == (producer_id, producer_epoch)) => {}
+                        other => self.fail(&format!("duplicate EndTxn answered {other:?}")),
+                    }
+                    if self.log.len() != n {
+                        self.fail("a duplicate EndTxn wrote records");
+                    }
+                }
                 let decided = self.log.len() > log_len
                     && meta_before
                         .as_ref()
