@@ -113,7 +113,7 @@ pub fn decode_assignment(bytes: &[u8]) -> Result<BTreeMap<String, Vec<i32>>> {
 }
 
 /// True for the errors that mean "ask (another) coordinator again later".
-fn is_coordinator_error(error: ResponseError) -> bool {
+pub(crate) fn is_coordinator_error(error: ResponseError) -> bool {
     matches!(
         error,
         ResponseError::CoordinatorLoadInProgress
@@ -130,14 +130,20 @@ impl Client {
     /// Finds the coordinator of `group` (FindCoordinator, key type 0) and returns its node id,
     /// refreshing the broker list when the coordinator is not in it.
     async fn find_coordinator_once(&mut self, group: &str) -> Result<i32> {
+        self.find_coordinator_of(0, group).await
+    }
+
+    /// Finds the coordinator of `key` — a group (key type 0) or a transactional id (1) — once
+    /// and returns its node id, refreshing the broker list when the coordinator is not in it.
+    pub(crate) async fn find_coordinator_of(&mut self, key_type: i8, key: &str) -> Result<i32> {
         let resp = self
             .send_to(Target::Any, None, Duration::ZERO, |version| {
                 let mut req = FindCoordinatorRequest::default();
-                req.key_type = 0;
+                req.key_type = key_type;
                 if version >= 4 {
-                    req.coordinator_keys = vec![StrBytes::from_string(group.to_owned())];
+                    req.coordinator_keys = vec![StrBytes::from_string(key.to_owned())];
                 } else {
-                    req.key = StrBytes::from_string(group.to_owned());
+                    req.key = StrBytes::from_string(key.to_owned());
                 }
                 req
             })
@@ -146,8 +152,13 @@ impl Client {
             Some(c) => (c.error_code, c.error_message.clone(), c.node_id.0),
             None => (resp.error_code, resp.error_message.clone(), resp.node_id.0),
         };
+        let what = if key_type == 1 {
+            "transactional id"
+        } else {
+            "group"
+        };
         check_code(code, message.as_deref(), || {
-            format!("find the coordinator of group '{group}'")
+            format!("find the coordinator of {what} '{key}'")
         })?;
         if !self.brokers().contains_key(&node_id) {
             self.metadata(Some(&[])).await?;

@@ -6,7 +6,8 @@
 //!   fallback) and sends any `kafka-protocol` request at the highest common version.
 //! - [`Client`]: cluster metadata, a connection per broker, topic administration, offsets,
 //!   produce and fetch, with retries after stale metadata; consumer group administration
-//!   (list, describe, committed offsets, commit, delete) at the group's coordinator.
+//!   (list, describe, committed offsets, commit, delete) at the group's coordinator;
+//!   transaction administration (list, describe, active producers, abort a hanging one).
 //! - [`records`]: record batches (v2) to and from [`ProduceRecord`] / [`ConsumedRecord`].
 //! - [`partitioner`]: Kafka's murmur2 key partitioner.
 //!
@@ -31,6 +32,7 @@ mod error;
 mod group;
 pub mod partitioner;
 pub mod records;
+mod transactions;
 mod types;
 
 pub use client::{Client, ElectionResult};
@@ -39,6 +41,7 @@ pub use connection::{Connection, ConnectionOptions};
 pub use error::{kafka_error_name, Error, ResponseError, Result};
 pub use group::{decode_assignment, GroupDescription, GroupListing, GroupMember};
 pub use records::{Compression, ConsumedRecord, ProduceRecord, TimestampType};
+pub use transactions::{ProducerState, TransactionDescription, TransactionListing};
 pub use types::{
     Acks, AlterConfigOp, BrokerMetadata, ClientConfig, ConfigEntry, ConfigResource, ConfigSource,
     FetchOptions, FetchPosition, FetchedPartition, Metadata, NewTopic, OffsetSpec,

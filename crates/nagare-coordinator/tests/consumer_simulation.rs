@@ -430,8 +430,12 @@ fn seeded_consumer_group_schedules_keep_the_invariants() {
         return;
     }
     // Debug builds are ~6x slower; CI runs debug.
-    let seeds = if cfg!(debug_assertions) { 200 } else { 1_000 };
-    for seed in 0..seeds {
+    let (fixed, random) = if cfg!(debug_assertions) {
+        (200, 50)
+    } else {
+        (1_000, 250)
+    };
+    for seed in sim_seeds(fixed, random, "NAGARE_CG_SIM_SEED") {
         run(seed, 400);
     }
 }

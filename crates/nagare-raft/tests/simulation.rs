@@ -19,7 +19,9 @@
 //! After the faults, everything heals and a leader must be elected and commit a proposal on
 //! every voter within bounded simulated time.
 //!
-//! `NAGARE_RAFT_SIM_SCHEDULES` (default 10,000) sets how many seeds run;
+//! `NAGARE_RAFT_SIM_SCHEDULES` (default 10,000) sets how many seeds of the fixed regression
+//! range 0.. run; then `NAGARE_RAFT_SIM_RANDOM` (default 1,000) seeds from a random base drawn
+//! for this run and printed (issue 18), so every run also explores new schedules;
 //! `NAGARE_RAFT_SIM_SEED=<n>` replays one seed exactly (`NAGARE_RAFT_SIM_TRACE=1` prints its
 //! events).
 
@@ -816,6 +818,14 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// A base seed that differs from run to run (the standard library's per-process random
+/// hasher keys, mixed with the time), so that the random part of a run explores schedules no
+/// earlier run tried.
+fn random_base() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
 #[test]
 fn simulated_schedules_keep_raft_safe_and_live() {
     let trace = std::env::var("NAGARE_RAFT_SIM_TRACE").is_ok();
@@ -827,6 +837,21 @@ fn simulated_schedules_keep_raft_safe_and_live() {
         return;
     }
     let schedules = env_u64("NAGARE_RAFT_SIM_SCHEDULES").unwrap_or(10_000);
+    let random = env_u64("NAGARE_RAFT_SIM_RANDOM").unwrap_or(1_000);
+    let base = random_base();
+    eprintln!(
+        "raft simulation: seeds 0..{schedules}, then {random} seeds from random base {base} \
+         (replay one with NAGARE_RAFT_SIM_SEED=<seed>)"
+    );
+    // Index i runs seed i in the fixed range, then base + (i - schedules).
+    let seed_of = move |i: u64| {
+        if i < schedules {
+            i
+        } else {
+            base.wrapping_add(i - schedules)
+        }
+    };
+    let total = schedules + random;
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8) as u64;
@@ -839,8 +864,9 @@ fn simulated_schedules_keep_raft_safe_and_live() {
                 s.spawn(move || {
                     let mut fails = Vec::new();
                     let mut cov = Coverage::default();
-                    let mut seed = t;
-                    while seed < schedules {
+                    let mut i = t;
+                    while i < total {
+                        let seed = seed_of(i);
                         match run_seed(seed, false) {
                             Ok(c) => cov.add(&c),
                             Err(e) => {
@@ -848,7 +874,7 @@ fn simulated_schedules_keep_raft_safe_and_live() {
                                 break;
                             }
                         }
-                        seed += threads;
+                        i += threads;
                     }
                     (fails, cov)
                 })
@@ -863,7 +889,7 @@ fn simulated_schedules_keep_raft_safe_and_live() {
         all
     });
     eprintln!(
-        "{schedules} raft schedules in {:.1}s; {coverage:?}",
+        "{total} raft schedules ({random} from random base {base}) in {:.1}s; {coverage:?}",
         started.elapsed().as_secs_f64()
     );
     if let Some((seed, e)) = failures.iter().min_by_key(|(s, _)| *s) {

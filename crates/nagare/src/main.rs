@@ -36,6 +36,8 @@ enum Command {
     Quorum(cli::quorum::Args),
     /// Describe the cluster: brokers, their state and racks.
     Cluster(cli::cluster::Args),
+    /// List and describe transactions, describe producers, find and abort hanging ones.
+    Transactions(cli::transactions::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
             Command::Storage(args) => cli::storage::run(args).await,
             Command::Quorum(args) => cli::quorum::run(args).await,
             Command::Cluster(args) => cli::cluster::run(args).await,
+            Command::Transactions(args) => cli::transactions::run(args).await,
         }
     });
     match result {

@@ -192,7 +192,7 @@ impl Client {
     }
 
     /// The leader of a partition, refreshing metadata if the cache has none.
-    pub(super) async fn leader_for(&mut self, topic: &str, partition: i32) -> Result<i32> {
+    pub(crate) async fn leader_for(&mut self, topic: &str, partition: i32) -> Result<i32> {
         let cached = self
             .topics
             .get(topic)

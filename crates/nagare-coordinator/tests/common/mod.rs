@@ -285,3 +285,18 @@ pub fn reload(log: &[CoordinatorRecord], now: i64) -> GroupCoordinatorShard {
     sh.on_loaded(now);
     sh
 }
+
+/// The seeds a simulation runs (issue 18): the fixed regression range `0..fixed`, then
+/// `random` seeds from a base drawn for this run — printed, with `replay_var`, the variable
+/// that replays one seed — so every run also explores schedules no earlier run tried.
+pub fn sim_seeds(fixed: u64, random: u64, replay_var: &str) -> Vec<u64> {
+    use std::hash::BuildHasher;
+    let base =
+        std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    eprintln!(
+        "seeds 0..{fixed}, then {random} from random base {base} (replay one with {replay_var}=<seed>)"
+    );
+    (0..fixed)
+        .chain((0..random).map(|i| base.wrapping_add(i)))
+        .collect()
+}

@@ -9,6 +9,7 @@ pub mod quorum;
 pub mod server;
 pub mod storage;
 pub mod topic;
+pub mod transactions;
 
 /// The broker-address option every client subcommand takes.
 #[derive(clap::Args, Clone, Debug)]
