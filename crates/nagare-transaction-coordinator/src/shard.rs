@@ -823,9 +823,12 @@ impl TransactionCoordinatorShard {
 
     /// Fences the producer of an Ongoing transaction and aborts it (Kafka's
     /// `prepareFenceProducerEpoch` followed by an abort that is not from the client): the
-    /// PrepareAbort record carries the fenced epoch (bumped once more under transaction
-    /// version 2), so the markers fence the old producer on every partition. Kafka keeps
-    /// PrepareEpochFence as a pending, never-written state; it is never stored here.
+    /// PrepareAbort record carries the fenced epoch, so the markers fence the old producer on
+    /// every partition. One bump under every transaction version: KAFKA-19367 (Kafka 4.1)
+    /// dropped the second bump transaction version 2 used to add, which overflowed at
+    /// `i16::MAX - 1`. Kafka keeps PrepareEpochFence as a pending, never-written state; it is
+    /// never stored here. The record keeps the transaction's client version (Kafka writes the
+    /// finalized `transaction.version`, which the shard does not see).
     fn fence_and_abort(&mut self, id: &str, current: &TransactionMetadata) {
         let fenced = if current.producer_epoch == i16::MAX {
             error!(transactional_id = %id, "fencing a producer whose epoch is already i16::MAX");
@@ -835,19 +838,8 @@ impl TransactionCoordinatorShard {
         };
         let mut m = current.transit(TransactionState::PrepareAbort, self.now_ms);
         m.next_producer_id = NO_PRODUCER_ID;
-        // Kafka aborts with the server's transaction version; the shard does not see the
-        // finalized feature, so it uses the one the transaction ran under.
-        if current.supports_epoch_bump() {
-            m.producer_epoch = if fenced == i16::MAX {
-                i16::MAX
-            } else {
-                fenced + 1
-            };
-            m.last_producer_epoch = fenced;
-        } else {
-            m.producer_epoch = fenced;
-            m.last_producer_epoch = NO_PRODUCER_EPOCH;
-        }
+        m.producer_epoch = fenced;
+        m.last_producer_epoch = NO_PRODUCER_EPOCH;
         self.write_prepare(id, m);
     }
 
@@ -878,7 +870,7 @@ impl TransactionCoordinatorShard {
             return code(ResponseError::InvalidProducerEpoch);
         }
         let m = current.completed(self.now_ms);
-        info!(transactional_id = %id, state = m.state.name(), "transaction completed");
+        debug!(transactional_id = %id, state = m.state.name(), "transaction completed");
         self.write(id, m);
         NONE
     }
