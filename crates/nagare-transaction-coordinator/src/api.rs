@@ -115,6 +115,11 @@ pub enum TxnRequest {
         partitions: Vec<TopicPartition>,
         /// Only check that the partitions are in the ongoing transaction.
         verify_only: bool,
+        /// The transaction version the sender speaks (Kafka's
+        /// `TransactionVersion.transactionVersionForAddPartitionsToTxn`): 2 for
+        /// AddPartitionsToTxn v4+ (TV2 clients, and brokers adding partitions for them), 0 for
+        /// v0–v3. Recorded as the transaction's `ClientTransactionVersion`.
+        transaction_version: i16,
     },
     /// AddOffsetsToTxn: adds the group's `__consumer_offsets` partition to the transaction.
     AddOffsets {
@@ -143,6 +148,12 @@ pub enum TxnRequest {
         /// on every EndTxn) for EndTxn v5+ when the finalized `transaction.version` is 2+,
         /// otherwise 0 or 1.
         transaction_version: i16,
+        /// A fresh producer id the broker allocated for a transaction version 2 EndTxn whose
+        /// `producer_epoch` is exhausted (`>= i16::MAX - 1`): the epoch bump cannot go on, so
+        /// the transaction completes under this new id at epoch 0 (Kafka's `nextProducerId`).
+        /// -1 otherwise (the shard answers COORDINATOR_LOAD_IN_PROGRESS, retriable, if it
+        /// needed one: Kafka's producer id manager fails the same way without a block).
+        new_producer_id: i64,
     },
     /// Sent by the broker's marker sender when every marker of a transaction is written
     /// (or its partition no longer exists): write CompleteCommit/CompleteAbort.
@@ -214,8 +225,14 @@ pub enum TxnResponse {
         /// The producer epoch (-1 on error).
         producer_epoch: i16,
     },
-    /// AddPartitionsToTxn: an error per partition (NONE, or e.g. CONCURRENT_TRANSACTIONS,
-    /// INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, OPERATION_NOT_ATTEMPTED).
+    /// AddPartitionsToTxn: an error per partition, in the request's order. An add fails or
+    /// succeeds as a whole (INVALID_PRODUCER_ID_MAPPING, PRODUCER_FENCED,
+    /// CONCURRENT_TRANSACTIONS, …); a `verify_only` check answers NONE or
+    /// TRANSACTION_ABORTABLE per partition (Kafka's `handleVerifyPartitionsInTransaction`).
+    /// The shard answers PRODUCER_FENCED as Kafka's coordinator does; the broker turns it into
+    /// INVALID_PRODUCER_EPOCH for request versions that predate it (as `KafkaApis` does) and
+    /// answers unknown or unauthorized partitions itself (OPERATION_NOT_ATTEMPTED for the
+    /// rest).
     AddPartitions {
         /// Per partition.
         results: Vec<(TopicPartition, i16)>,
@@ -268,7 +285,8 @@ pub struct TxnMarkerRequest {
     pub producer_epoch: i16,
     /// Commit (true) or abort markers.
     pub commit: bool,
-    /// The partitions of the transaction.
+    /// The partitions of the transaction, never empty (a transaction without partitions —
+    /// a transaction version 2 abort with nothing added — completes in the shard at once).
     pub partitions: Vec<TopicPartition>,
     /// The transaction version (0–2) the transaction ran under.
     pub transaction_version: i16,
