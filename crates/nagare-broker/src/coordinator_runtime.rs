@@ -28,6 +28,15 @@
 //! - **Unloading.** When leadership moves away (or the epoch changes) the shard is dropped;
 //!   parked requests get NOT_COORDINATOR and clients look the coordinator up again.
 //!
+//! - **Transactions.** As Kafka's `scheduleTransactionalWriteOperation`,
+//!   [`CoordinatorRuntime::handle_transactional_on`] appends a result's records as a
+//!   transactional batch of the producer (base sequence -1, coordinator origin), so that they
+//!   take effect only with the producer's COMMIT marker; as `scheduleTransactionCompletion`,
+//!   [`CoordinatorRuntime::complete_transaction`] writes that marker through the same
+//!   serialised write path and applies it to the shard. Loading replays transactional batches
+//!   and markers through [`CoordinatorShard::replay_transactional`] and
+//!   [`CoordinatorShard::replay_end_transaction_marker`].
+//!
 //! Time is driven by a tick task calling [`CoordinatorRuntime::tick`].
 
 use std::collections::{HashMap, HashSet};
@@ -37,7 +46,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nagare_protocol::batch_builder::build_batch;
+use bytes::BytesMut;
+use nagare_protocol::batch_builder::{build_batch, build_control_batch};
 use parking_lot::Mutex as SyncMutex;
 use tokio::sync::{oneshot, Mutex};
 
@@ -48,8 +58,10 @@ use nagare_coordinator::RequestContext;
 use nagare_metadata::{MetadataDelta, MetadataImage};
 
 use crate::replica_manager::{
-    now_ms, AppendEntry, AppendOrigin, Partition, ReplicaManager, ReplicationOutcome, RequiredAcks,
+    now_ms, AppendEntry, AppendOrigin, Partition, ReplicaError, ReplicaManager, ReplicationOutcome,
+    RequiredAcks,
 };
+use nagare_storage::StorageError;
 
 // The codes the runtime answers with, named once from the vocabulary.
 pub(crate) const COORDINATOR_LOAD_IN_PROGRESS: i16 =
@@ -152,6 +164,18 @@ impl<S: CoordinatorShard> Slot<S> {
             Slot::Loaded(h) => h.id,
         }
     }
+}
+
+/// How a result's records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteKind {
+    /// A plain batch (no producer).
+    Plain,
+    /// A transactional batch of this producer (TxnOffsetCommit).
+    Transactional {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
 }
 
 /// What became of a result's write: failed at once, or waiting for the commit.
@@ -451,6 +475,39 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
         ctx: RequestContext,
         req: S::Request,
     ) -> PendingReply<S::Response> {
+        self.handle_with(p, ctx, req, WriteKind::Plain).await
+    }
+
+    /// Handles a request on shard `p` whose records belong to the transaction of producer
+    /// `producer_id` (Kafka's `scheduleTransactionalWriteOperation`): they are appended as one
+    /// transactional batch of that producer (base sequence -1, coordinator origin), which the
+    /// partition's producer state checks against the producer's epoch, and take effect only
+    /// with its COMMIT marker ([`Self::complete_transaction`]). The shard applies them to its
+    /// live state as [`CoordinatorShard::replay_transactional`] would. A write the log
+    /// refuses (e.g. a fenced producer epoch) answers with the log's error, mapped as Kafka's
+    /// `GroupCoordinatorService.handleOperationException`, and reloads the shard.
+    pub async fn handle_transactional_on(
+        self: &Arc<Self>,
+        p: i32,
+        ctx: RequestContext,
+        req: S::Request,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> PendingReply<S::Response> {
+        let kind = WriteKind::Transactional {
+            producer_id,
+            producer_epoch,
+        };
+        self.handle_with(p, ctx, req, kind).await
+    }
+
+    async fn handle_with(
+        self: &Arc<Self>,
+        p: i32,
+        ctx: RequestContext,
+        req: S::Request,
+        kind: WriteKind,
+    ) -> PendingReply<S::Response> {
         let handle = match self.shards.lock().get(&p) {
             Some(Slot::Loaded(h)) => Ok(h.clone()),
             Some(Slot::Loading { .. }) => Err(COORDINATOR_LOAD_IN_PROGRESS),
@@ -471,8 +528,86 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
         }
         st.refresh_metadata(&metadata);
         let result = st.shard.handle(&ctx, req.clone(), now_ms());
-        let committed = self.commit(&handle, &mut st, result, Some((&req, &ctx)));
+        let committed = self.commit_as(&handle, &mut st, result, Some((&req, &ctx)), kind);
         Box::pin(committed.into_reply::<S>(req, ctx))
+    }
+
+    /// Writes the COMMIT (`commit`) or ABORT marker of producer `producer_id`'s transaction
+    /// to shard `p`'s partition and applies it to the shard (Kafka's
+    /// `scheduleTransactionCompletion`, called for WriteTxnMarkers on the coordinator's own
+    /// partitions). Serialised with the shard's writes; answers once the marker is committed
+    /// (high watermark), within `timeout`. Errors: COORDINATOR_LOAD_IN_PROGRESS while the
+    /// shard loads, NOT_COORDINATOR when it is not led here (or its log failed),
+    /// COORDINATOR_NOT_AVAILABLE when not committed in time, or the log's refusal (e.g.
+    /// TRANSACTION_COORDINATOR_FENCED for a stale `coordinator_epoch`).
+    pub async fn complete_transaction(
+        self: &Arc<Self>,
+        p: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        timeout: Duration,
+    ) -> Result<(), i16> {
+        let handle = match self.shards.lock().get(&p) {
+            Some(Slot::Loaded(h)) => h.clone(),
+            Some(Slot::Loading { .. }) => return Err(COORDINATOR_LOAD_IN_PROGRESS),
+            None => return Err(NOT_COORDINATOR),
+        };
+        let mut st = handle.state.lock().await;
+        if !handle.serving() {
+            return Err(NOT_COORDINATOR);
+        }
+        let partition = handle.partition.clone();
+        // Why the marker is appended before the shard applies it: the log may refuse it (a
+        // stale coordinator epoch, a fenced producer), and then the shard must not change.
+        // Kafka applies first and reverts to its snapshot on failure; the outcome is the same.
+        let buf = build_control_batch(
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+            handle.epoch,
+            now_ms(),
+        )
+        .map_err(|e| {
+            tracing::warn!(coordinator = S::NAME, tp = %partition.tp, error = %e, "invalid transaction marker");
+            kafka_protocol::ResponseError::InvalidRequest.code()
+        })?;
+        append_entry(
+            &self.replicas,
+            &partition,
+            handle.epoch,
+            BytesMut::from(&buf[..]),
+        )
+        .map_err(|e| {
+            tracing::warn!(coordinator = S::NAME, tp = %partition.tp, error = %e, producer_id, "transaction marker refused");
+            operation_error_code(&e)
+        })?;
+        st.shard
+            .replay_end_transaction_marker(producer_id, producer_epoch, commit);
+        let required = partition.log_end_offset();
+        let committed = self.replicas.wait_committed(
+            &partition,
+            required,
+            handle.epoch,
+            timeout,
+            AppendOrigin::Coordinator,
+        );
+        drop(st);
+        match committed.await {
+            ReplicationOutcome::Committed | ReplicationOutcome::BelowMinIsr => Ok(()),
+            ReplicationOutcome::TimedOut => Err(COORDINATOR_NOT_AVAILABLE),
+            ReplicationOutcome::NotLeader => Err(NOT_COORDINATOR),
+            ReplicationOutcome::StorageError(e) => {
+                tracing::error!(coordinator = S::NAME, tp = %partition.tp, error = %e, "coordinator fsync failed");
+                if handle.serving() {
+                    let mut st = handle.state.lock().await;
+                    self.fail_shard(&handle, &mut st);
+                }
+                Err(NOT_COORDINATOR)
+            }
+        }
     }
 
     /// Fires due timers of every shard.
@@ -541,6 +676,18 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
         result: ShardResult<S>,
         request: Option<(&S::Request, &RequestContext)>,
     ) -> Committed<S::Response> {
+        self.commit_as(h, st, result, request, WriteKind::Plain)
+    }
+
+    /// [`Self::commit`] with the records written as `kind`.
+    fn commit_as(
+        self: &Arc<Self>,
+        h: &Arc<ShardHandle<S>>,
+        st: &mut ShardState<S>,
+        result: ShardResult<S>,
+        request: Option<(&S::Request, &RequestContext)>,
+        kind: WriteKind,
+    ) -> Committed<S::Response> {
         let CoordinatorResult {
             records,
             reply,
@@ -559,9 +706,19 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
             // Kafka 4 appends coordinator records with acks=1 (no min.insync.replicas check)
             // and completes the write when the high watermark passes it. The replica manager
             // wakes the followers long-polling this partition.
-            append::<S>(&self.replicas, &partition, h.epoch, &records).map_err(|e| {
-                tracing::error!(coordinator = S::NAME, tp = %partition.tp, error = %e, "coordinator append failed");
-                NOT_COORDINATOR // Kafka maps KAFKA_STORAGE_ERROR / NOT_LEADER so
+            append::<S>(&self.replicas, &partition, h.epoch, &records, kind).map_err(|e| {
+                match kind {
+                    WriteKind::Plain => {
+                        tracing::error!(coordinator = S::NAME, tp = %partition.tp, error = %e, "coordinator append failed");
+                        NOT_COORDINATOR // Kafka maps KAFKA_STORAGE_ERROR / NOT_LEADER so
+                    }
+                    // The producer state may refuse a transaction's write (a fenced epoch):
+                    // the producer gets that error, not a coordinator move.
+                    WriteKind::Transactional { producer_id, .. } => {
+                        tracing::warn!(coordinator = S::NAME, tp = %partition.tp, error = %e, producer_id, "transactional coordinator append refused");
+                        operation_error_code(&e)
+                    }
+                }
             })
         };
         if let Err(code) = written {
@@ -685,10 +842,32 @@ fn load_shard<S: CoordinatorShard>(partition: &Partition, config: &S::Config) ->
     let mut shard = S::new_shard(partition.tp.partition, config);
     partition
         .replay_records(|r| {
-            let Some(key) = r.key.filter(|_| !r.control) else {
+            if r.control {
+                // A transaction marker: the control record's key is (version i16, type i16),
+                // type 0 ABORT, 1 COMMIT (Kafka's ControlRecordType); other types (e.g. the
+                // KRaft ones) are not transaction markers.
+                match r.key.as_deref().and_then(control_record_type) {
+                    Some(t @ (CONTROL_ABORT | CONTROL_COMMIT)) => shard
+                        .replay_end_transaction_marker(
+                            r.producer_id,
+                            r.producer_epoch,
+                            t == CONTROL_COMMIT,
+                        ),
+                    _ => tracing::debug!(
+                        coordinator = S::NAME,
+                        offset = r.offset,
+                        "skipping control record"
+                    ),
+                }
+                return;
+            }
+            let Some(key) = r.key else {
                 return;
             };
             match S::decode_record(&key, r.value.as_deref()) {
+                Ok(rec) if r.transactional && r.producer_id >= 0 => {
+                    shard.replay_transactional(r.producer_id, r.producer_epoch, &rec)
+                }
                 Ok(rec) => shard.replay(&rec),
                 // Records this shard does not know (e.g. share-group records): skip, as Kafka
                 // skips unknown record types.
@@ -704,29 +883,55 @@ fn load_shard<S: CoordinatorShard>(partition: &Partition, config: &S::Config) ->
     Ok(shard)
 }
 
+/// Kafka's `ControlRecordType.ABORT`.
+const CONTROL_ABORT: i16 = 0;
+/// Kafka's `ControlRecordType.COMMIT`.
+const CONTROL_COMMIT: i16 = 1;
+
+/// The type of a control record from its key (version i16, type i16).
+fn control_record_type(key: &[u8]) -> Option<i16> {
+    let b: [u8; 2] = key.get(2..4)?.try_into().ok()?;
+    Some(i16::from_be_bytes(b))
+}
+
 /// Appends coordinator records as one batch in leader epoch `epoch`, as leader of that epoch
-/// (Kafka's `AppendOrigin.COORDINATOR`, acks=1).
+/// (Kafka's `AppendOrigin.COORDINATOR`, acks=1): a plain batch, or a transactional batch of
+/// the producer.
 fn append<S: CoordinatorShard>(
     replicas: &ReplicaManager,
     partition: &Partition,
     epoch: i32,
     records: &[S::Record],
-) -> Result<(), String> {
+    kind: WriteKind,
+) -> Result<(), ReplicaError> {
     let now = now_ms();
-    let buf = build_batch(
-        records.iter().map(|r| {
-            let (key, value) = S::encode_record(r);
-            (Some(key), value)
-        }),
-        epoch,
-        now,
-    )
-    .map_err(|e| e.to_string())?;
+    let records = records.iter().map(|r| {
+        let (key, value) = S::encode_record(r);
+        (Some(key), value)
+    });
+    let buf = match kind {
+        WriteKind::Plain => build_batch(records, epoch, now).map_err(|e| e.to_string()),
+        WriteKind::Transactional {
+            producer_id,
+            producer_epoch,
+        } => build_transactional_batch(records, producer_id, producer_epoch, epoch, now),
+    }
+    .map_err(|e| ReplicaError::Storage(StorageError::InvalidRecord(e)))?;
+    append_entry(replicas, partition, epoch, buf)
+}
+
+/// Appends one partition's batches as leader of `epoch`, coordinator origin, acks=1.
+fn append_entry(
+    replicas: &ReplicaManager,
+    partition: &Partition,
+    epoch: i32,
+    records: BytesMut,
+) -> Result<(), ReplicaError> {
     let entry = AppendEntry {
         topic: partition.tp.topic.clone(),
         partition: partition.tp.partition,
         current_leader_epoch: epoch,
-        records: buf,
+        records,
     };
     let results = replicas
         .append_records(
@@ -737,9 +942,89 @@ fn append<S: CoordinatorShard>(
         )
         .into_results();
     match results.into_iter().next() {
-        Some(r) => r.error.map_or(Ok(()), |e| Err(e.to_string())),
-        None => Err("no append result".to_string()),
+        Some(r) => r.error.map_or(Ok(()), Err),
+        None => Err(ReplicaError::NotLeaderOrFollower),
     }
+}
+
+/// The error a coordinator operation answers when the log refused its write (Kafka's
+/// `GroupCoordinatorService.handleOperationException`): lost leadership or a storage
+/// failure → NOT_COORDINATOR; no partition, too few replicas or a timeout →
+/// COORDINATOR_NOT_AVAILABLE; sizes → UNKNOWN_SERVER_ERROR; anything else (a fenced
+/// producer, an invalid transaction state) as is.
+fn operation_error_code(e: &ReplicaError) -> i16 {
+    use kafka_protocol::ResponseError as E;
+    let code = e.code();
+    match code {
+        c if c == E::NotLeaderOrFollower.code() || c == E::KafkaStorageError.code() => {
+            NOT_COORDINATOR
+        }
+        c if c == E::UnknownTopicOrPartition.code()
+            || c == E::NotEnoughReplicas.code()
+            || c == E::NotEnoughReplicasAfterAppend.code()
+            || c == E::RequestTimedOut.code() =>
+        {
+            COORDINATOR_NOT_AVAILABLE
+        }
+        c if c == E::MessageTooLarge.code()
+            || c == E::RecordListTooLarge.code()
+            || c == E::InvalidFetchSize.code() =>
+        {
+            E::UnknownServerError.code()
+        }
+        // Fenced leader epochs mean this broker no longer leads in the shard's epoch.
+        c if c == E::FencedLeaderEpoch.code() || c == E::UnknownLeaderEpoch.code() => {
+            NOT_COORDINATOR
+        }
+        c => c,
+    }
+}
+
+/// One uncompressed transactional batch of producer `producer_id` (Kafka's runtime builds
+/// it with `MemoryRecords.builder(..., producerId, producerEpoch, NO_SEQUENCE, true, ...)`):
+/// base sequence -1, since coordinator writes are not deduplicated by sequence.
+fn build_transactional_batch(
+    records: impl IntoIterator<Item = (Option<bytes::Bytes>, Option<bytes::Bytes>)>,
+    producer_id: i64,
+    producer_epoch: i16,
+    leader_epoch: i32,
+    timestamp_ms: i64,
+) -> Result<BytesMut, String> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let recs: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: leader_epoch,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // kafka-protocol starts a new batch whenever `offset - sequence` changes; keeping
+            // it constant makes one batch whose base sequence is -1.
+            sequence: i as i32 - 1,
+            timestamp: timestamp_ms,
+            key,
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        recs.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(buf)
 }
 
 #[cfg(test)]
@@ -776,6 +1061,8 @@ mod tests {
         /// Deadline → keys to delete then.
         expiries: BTreeMap<i64, Vec<String>>,
         metadata: i64,
+        /// Writes of open transactions by producer id: applied at their COMMIT marker.
+        pending: BTreeMap<i64, Vec<CounterRecord>>,
     }
 
     #[derive(Debug, Clone)]
@@ -788,6 +1075,11 @@ mod tests {
         ExpireIn(&'static str, i64),
         /// The metadata the shard has.
         Metadata,
+        /// Sets the key to the value inside producer `.0`'s transaction (to be sent with
+        /// `handle_transactional_on`).
+        TxnSet(i64, &'static str, i64),
+        /// How many writes producer `.0`'s open transaction holds.
+        Pending(i64),
     }
 
     #[derive(Debug, PartialEq)]
@@ -796,7 +1088,7 @@ mod tests {
         Error(i16),
     }
 
-    #[derive(Debug)]
+    #[derive(Debug, Clone)]
     struct CounterRecord {
         key: String,
         value: Option<i64>,
@@ -863,6 +1155,17 @@ mod tests {
             };
         }
 
+        fn replay_transactional(&mut self, producer_id: i64, _epoch: i16, r: &CounterRecord) {
+            self.pending.entry(producer_id).or_default().push(r.clone());
+        }
+
+        fn replay_end_transaction_marker(&mut self, producer_id: i64, _epoch: i16, commit: bool) {
+            let writes = self.pending.remove(&producer_id).unwrap_or_default();
+            if commit {
+                writes.iter().for_each(|r| self.replay(r));
+            }
+        }
+
         fn set_metadata(&mut self, metadata: &i64) {
             self.metadata = *metadata;
         }
@@ -909,6 +1212,18 @@ mod tests {
                     Reply::Now(CounterResponse::Value(self.get(k)))
                 }
                 CounterRequest::Metadata => Reply::Now(CounterResponse::Value(self.metadata)),
+                CounterRequest::TxnSet(pid, k, v) => {
+                    let r = CounterRecord {
+                        key: k.to_string(),
+                        value: Some(v),
+                    };
+                    self.replay_transactional(pid, 0, &r);
+                    records.push(r);
+                    Reply::Now(CounterResponse::Value(v))
+                }
+                CounterRequest::Pending(pid) => Reply::Now(CounterResponse::Value(
+                    self.pending.get(&pid).map_or(0, |w| w.len() as i64),
+                )),
             };
             CoordinatorResult {
                 records,
@@ -1121,6 +1436,111 @@ mod tests {
         assert_eq!(node.call(Get("b")).await, Value(0));
         assert_eq!(node.call(Get(LOADS)).await, Value(2));
         assert_eq!(node.call(Metadata).await, Value(7));
+    }
+
+    /// The control records of the partition: (producer id, commit).
+    fn markers(p: &Partition) -> Vec<(i64, bool)> {
+        let mut out = Vec::new();
+        p.replay_records(|r| {
+            if r.control {
+                let t = r.key.as_deref().and_then(control_record_type);
+                out.push((r.producer_id, t == Some(CONTROL_COMMIT)));
+            }
+        })
+        .expect("replay");
+        out
+    }
+
+    #[tokio::test]
+    async fn transactional_writes_wait_for_their_marker_and_reload_replays_them() {
+        let node = Node::new();
+        node.apply(&image(ME, 0, &[ME, OTHER]));
+        node.wait_loaded().await;
+        let ctx = RequestContext::default();
+        // Producer 7 sets a, producer 8 sets b, producer 9 sets c: all pending.
+        for (pid, k, v) in [(7, "a", 5), (8, "b", 6), (9, "c", 7)] {
+            let pending = node
+                .rt
+                .handle_transactional_on(0, ctx.clone(), TxnSet(pid, k, v), pid, 0)
+                .await;
+            node.follower_catches_up();
+            assert_eq!(pending.await, Value(v));
+        }
+        assert_eq!(
+            node.call(Get("a")).await,
+            Value(0),
+            "visible before its commit"
+        );
+        assert_eq!(node.call(Pending(7)).await, Value(1));
+
+        // COMMIT for 7, ABORT for 8, through the serialised write path: answered once the
+        // marker is committed (the follower has to catch up first).
+        let rt = node.rt.clone();
+        let commit = tokio::spawn(async move {
+            rt.complete_transaction(0, 7, 0, 3, true, WRITE_TIMEOUT)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!commit.is_finished(), "answered before the high watermark");
+        node.follower_catches_up();
+        assert_eq!(commit.await.expect("join"), Ok(()));
+        let rt = node.rt.clone();
+        let abort = tokio::spawn(async move {
+            rt.complete_transaction(0, 8, 0, 3, false, WRITE_TIMEOUT)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        node.follower_catches_up();
+        assert_eq!(abort.await.expect("join"), Ok(()));
+        assert_eq!(node.call(Get("a")).await, Value(5));
+        assert_eq!(node.call(Get("b")).await, Value(0));
+        assert_eq!(node.call(Pending(8)).await, Value(0));
+        // Both markers are control batches of their producers in the partition.
+        assert_eq!(markers(&node.partition()), vec![(7, true), (8, false)]);
+        // Not committed in time: COORDINATOR_NOT_AVAILABLE.
+        assert_eq!(
+            node.rt
+                .complete_transaction(0, 9, 0, 3, false, Duration::from_millis(50))
+                .await,
+            Err(COORDINATOR_NOT_AVAILABLE)
+        );
+        node.follower_catches_up();
+
+        // Reload: the transactional batches and markers replay to the same state, and 9's
+        // transaction (aborted above) stays aborted.
+        node.apply(&image(OTHER, 1, &[ME, OTHER]));
+        assert_eq!(
+            node.rt
+                .complete_transaction(0, 7, 0, 3, true, WRITE_TIMEOUT)
+                .await,
+            Err(NOT_COORDINATOR)
+        );
+        node.apply(&image(ME, 2, &[ME, OTHER]));
+        node.wait_loaded().await;
+        assert_eq!(node.call(Get("a")).await, Value(5));
+        assert_eq!(node.call(Get("b")).await, Value(0));
+        assert_eq!(node.call(Get("c")).await, Value(0));
+        assert_eq!(node.call(Pending(9)).await, Value(0));
+        // A transaction left open across the reload is still pending, then commits.
+        let pending = node
+            .rt
+            .handle_transactional_on(0, ctx.clone(), TxnSet(10, "d", 1), 10, 0)
+            .await;
+        node.follower_catches_up();
+        assert_eq!(pending.await, Value(1));
+        node.apply(&image(OTHER, 3, &[ME, OTHER]));
+        node.apply(&image(ME, 4, &[ME, OTHER]));
+        node.wait_loaded().await;
+        assert_eq!(node.call(Pending(10)).await, Value(1));
+        let rt = node.rt.clone();
+        let commit = tokio::spawn(async move {
+            rt.complete_transaction(0, 10, 0, 4, true, WRITE_TIMEOUT)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        node.follower_catches_up();
+        assert_eq!(commit.await.expect("join"), Ok(()));
+        assert_eq!(node.call(Get("d")).await, Value(1));
     }
 
     #[tokio::test]

@@ -98,6 +98,56 @@ impl GroupCoordinator {
         self.runtime.handle_on(p, ctx, req).await
     }
 
+    /// Handles TxnOffsetCommit (or any request whose records belong to a transaction) on
+    /// the shard owning `group_id`: its records are written as a transactional batch of
+    /// producer `producer_id` ([`CoordinatorRuntime::handle_transactional_on`]).
+    pub async fn handle_transactional(
+        &self,
+        image: &MetadataImage,
+        group_id: &str,
+        ctx: RequestContext,
+        req: GroupRequest,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> PendingReply {
+        let Some(p) = Self::shard_of(image, group_id) else {
+            let resp = nagare_coordinator::error_response(
+                &req,
+                &ctx,
+                crate::coordinator_runtime::COORDINATOR_NOT_AVAILABLE,
+            );
+            return Box::pin(async move { resp });
+        };
+        self.runtime
+            .handle_transactional_on(p, ctx, req, producer_id, producer_epoch)
+            .await
+    }
+
+    /// Writes a transaction marker to `__consumer_offsets` partition `p` and applies it to
+    /// its shard (Kafka's `GroupCoordinatorService.completeTransaction`, for WriteTxnMarkers):
+    /// the producer's pending offsets are committed or dropped. See
+    /// [`CoordinatorRuntime::complete_transaction`] for the errors.
+    pub async fn complete_transaction(
+        &self,
+        p: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        timeout: Duration,
+    ) -> Result<(), i16> {
+        self.runtime
+            .complete_transaction(
+                p,
+                producer_id,
+                producer_epoch,
+                coordinator_epoch,
+                commit,
+                timeout,
+            )
+            .await
+    }
+
     /// Fires due timers of every shard.
     pub async fn tick(&self) {
         self.runtime.tick().await

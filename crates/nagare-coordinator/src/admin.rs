@@ -162,6 +162,10 @@ impl GroupCoordinatorShard {
                     .collect()
             })
             .unwrap_or_default();
+        // Kafka's deleteAllOffsets tombstones the pending transactional offsets too (once
+        // per partition: one tombstone removes both).
+        let mut offsets = offsets;
+        offsets.extend(self.pending_only_partitions(group_id));
         for (topic, partition) in offsets {
             self.append(CoordinatorRecord::OffsetCommit {
                 group_id: group_id.to_owned(),

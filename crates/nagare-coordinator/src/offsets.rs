@@ -13,9 +13,13 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
-    OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    OffsetFetchRequest, OffsetFetchResponse, TopicName, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -37,23 +41,48 @@ pub struct CommittedOffset {
     pub metadata: String,
 }
 
+/// A partition's answer to OffsetFetch: index, offset, error code.
+type FetchedOffset = (i32, CommittedOffset, i16);
+
 /// Offsets by group, topic and partition.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Offsets {
     by_group: BTreeMap<String, BTreeMap<String, BTreeMap<i32, OffsetCommitValue>>>,
+    /// The replay position of each offset's record ([`GroupCoordinatorShard::record_seq`]):
+    /// Kafka keeps the record's log offset so that, when a transaction commits, its offset
+    /// replaces a committed one only if it was written later.
+    order: BTreeMap<(String, String, i32), u64>,
 }
 
 impl Offsets {
-    pub(crate) fn put(&mut self, group: &str, topic: &str, partition: i32, v: OffsetCommitValue) {
+    pub(crate) fn put(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        v: OffsetCommitValue,
+        seq: u64,
+    ) {
         self.by_group
             .entry(group.to_owned())
             .or_default()
             .entry(topic.to_owned())
             .or_default()
             .insert(partition, v);
+        self.order
+            .insert((group.to_owned(), topic.to_owned(), partition), seq);
+    }
+
+    /// The replay position of an offset's record.
+    pub(crate) fn seq(&self, group: &str, topic: &str, partition: i32) -> Option<u64> {
+        self.order
+            .get(&(group.to_owned(), topic.to_owned(), partition))
+            .copied()
     }
 
     pub(crate) fn remove(&mut self, group: &str, topic: &str, partition: i32) {
+        self.order
+            .remove(&(group.to_owned(), topic.to_owned(), partition));
         if let Some(topics) = self.by_group.get_mut(group) {
             if let Some(parts) = topics.get_mut(topic) {
                 parts.remove(&partition);
@@ -68,7 +97,9 @@ impl Offsets {
     }
 
     pub(crate) fn remove_group(&mut self, group: &str) {
-        self.by_group.remove(group);
+        if self.by_group.remove(group).is_some() {
+            self.order.retain(|(g, _, _), _| g != group);
+        }
     }
 
     pub(crate) fn get(
@@ -283,6 +314,267 @@ impl GroupCoordinatorShard {
         Ok(())
     }
 
+    // ---------------------------------------------------------------- transactions
+
+    /// Applies an offset commit or tombstone (Kafka's `OffsetMetadataManager.replay`): a
+    /// commit is committed at once without a producer, or pending in `producer_id`'s open
+    /// transaction; a tombstone removes the committed offset and every pending one of the
+    /// partition.
+    pub(crate) fn replay_offset_commit(
+        &mut self,
+        producer_id: Option<i64>,
+        record: &CoordinatorRecord,
+    ) {
+        let CoordinatorRecord::OffsetCommit {
+            group_id,
+            topic,
+            partition,
+            value,
+        } = record
+        else {
+            return;
+        };
+        self.record_seq += 1;
+        let seq = self.record_seq;
+        match value {
+            Some(v) => {
+                // Why: a consumer that commits without group membership gets a so-called
+                // simple group: an empty classic group without protocol type (Kafka's
+                // OffsetMetadataManager.replay, transactional commits included).
+                if !self.groups.contains_key(group_id)
+                    && !self.consumer_groups.contains_key(group_id)
+                {
+                    self.groups
+                        .insert(group_id.clone(), ClassicGroup::new(group_id.clone(), None));
+                }
+                match producer_id {
+                    None => self
+                        .offsets
+                        .put(group_id, topic, *partition, v.clone(), seq),
+                    Some(pid) => self.pending_txn.entry(pid).or_default().put(
+                        group_id,
+                        topic,
+                        *partition,
+                        v.clone(),
+                        seq,
+                    ),
+                }
+            }
+            None => {
+                self.offsets.remove(group_id, topic, *partition);
+                for pending in self.pending_txn.values_mut() {
+                    pending.remove(group_id, topic, *partition);
+                }
+            }
+        }
+    }
+
+    /// Applies a record of producer `producer_id`'s transaction: offset commits wait for its
+    /// marker; anything else (Kafka writes only offsets transactionally) applies at once.
+    pub fn replay_transactional(&mut self, producer_id: i64, record: &CoordinatorRecord) {
+        match record {
+            CoordinatorRecord::OffsetCommit { .. } => {
+                self.replay_offset_commit(Some(producer_id), record)
+            }
+            other => self.replay(other),
+        }
+    }
+
+    /// Applies producer `producer_id`'s COMMIT (`commit`) or ABORT marker (Kafka's
+    /// `replayEndTransactionMarker`): its pending offsets become committed offsets or are
+    /// dropped.
+    pub fn replay_end_transaction_marker(&mut self, producer_id: i64, commit: bool) {
+        let Some(pending) = self.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        if !commit {
+            return;
+        }
+        for ((g, t, p), v) in pending.all() {
+            let seq = pending.seq(&g, &t, p).unwrap_or(0);
+            // Kafka keeps the most recent of a committed transaction's offset and a
+            // non-transactional commit of the same partition written after it.
+            if self.offsets.seq(&g, &t, p).is_some_and(|s| s > seq) {
+                continue;
+            }
+            self.offsets.put(&g, &t, p, v, seq);
+        }
+    }
+
+    /// Whether an open transaction has a pending offset for the partition.
+    pub(crate) fn has_pending_txn_offset(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> bool {
+        self.pending_txn
+            .values()
+            .any(|o| o.get(group_id, topic, partition).is_some())
+    }
+
+    /// Whether an open transaction has a pending offset of the group.
+    pub(crate) fn group_has_open_txn(&self, group_id: &str) -> bool {
+        self.pending_txn
+            .values()
+            .any(|o| o.group(group_id).is_some())
+    }
+
+    /// Drops the pending offsets of a deleted group.
+    pub(crate) fn remove_pending_group(&mut self, group_id: &str) {
+        for pending in self.pending_txn.values_mut() {
+            pending.remove_group(group_id);
+        }
+    }
+
+    /// The partitions of `group_id` with a pending offset and no committed one (their
+    /// tombstones when the group's offsets are all deleted: Kafka's `deleteAllOffsets`).
+    pub(crate) fn pending_only_partitions(&self, group_id: &str) -> Vec<(String, i32)> {
+        let mut out = std::collections::BTreeSet::new();
+        for pending in self.pending_txn.values() {
+            if let Some(topics) = pending.group(group_id) {
+                for (t, parts) in topics {
+                    for p in parts.keys() {
+                        if self.offsets.get(group_id, t, *p).is_none() {
+                            out.insert((t.clone(), *p));
+                        }
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Emits a record of producer `producer_id`'s transaction, applying it as replay does.
+    fn append_transactional(&mut self, producer_id: i64, record: CoordinatorRecord) {
+        self.replay_transactional(producer_id, &record);
+        self.out.records.push(record);
+    }
+
+    // ---------------------------------------------------------------- TxnOffsetCommit
+
+    /// TxnOffsetCommit (Kafka's `OffsetMetadataManager.commitTransactionalOffset`): the
+    /// offsets are written as records of the producer's transaction (the runtime appends
+    /// them as its transactional batch) and stay pending until its marker.
+    pub(crate) fn txn_offset_commit(
+        &mut self,
+        ctx: &RequestContext,
+        req: &TxnOffsetCommitRequest,
+    ) -> TxnOffsetCommitResponse {
+        if let Err(code) = self.validate_txn_offset_commit(ctx, req) {
+            return txn_commit_error_response(req, code);
+        }
+        let group_id = req.group_id.0.as_str().to_owned();
+        let producer_id = req.producer_id.0;
+        let now = self.now_ms;
+        let mut topics = Vec::with_capacity(req.topics.len().min(1024));
+        for t in &req.topics {
+            let mut parts = Vec::with_capacity(t.partitions.len().min(1024));
+            for p in &t.partitions {
+                let too_large = p.committed_metadata.as_ref().is_some_and(|m| {
+                    // Java's String.length(): UTF-16 code units.
+                    m.as_str().encode_utf16().count() > self.config.offset_metadata_max_bytes
+                });
+                let code = if !self.partition_exists(t.name.0.as_str(), p.partition_index) {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else if too_large {
+                    ResponseError::OffsetMetadataTooLarge.code()
+                } else {
+                    self.append_transactional(
+                        producer_id,
+                        CoordinatorRecord::OffsetCommit {
+                            group_id: group_id.clone(),
+                            topic: t.name.0.as_str().to_owned(),
+                            partition: p.partition_index,
+                            value: Some(OffsetCommitValue {
+                                offset: p.committed_offset,
+                                leader_epoch: p.committed_leader_epoch,
+                                metadata: p
+                                    .committed_metadata
+                                    .as_ref()
+                                    .map(|m| m.as_str().to_owned())
+                                    .unwrap_or_default(),
+                                commit_timestamp_ms: now,
+                                expire_timestamp_ms: -1,
+                            }),
+                        },
+                    );
+                    0
+                };
+                parts.push(
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code),
+                );
+            }
+            topics.push(
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(parts),
+            );
+        }
+        TxnOffsetCommitResponse::default().with_topics(topics)
+    }
+
+    /// Kafka's `validateTransactionalOffsetCommit`: KIP-447 (v3+) member checks when the
+    /// request names a member or a generation; a request without them is accepted (the
+    /// transaction coordinator already fenced zombies by producer epoch).
+    fn validate_txn_offset_commit(
+        &self,
+        _ctx: &RequestContext,
+        req: &TxnOffsetCommitRequest,
+    ) -> Result<(), i16> {
+        let group_id = req.group_id.0.as_str();
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId.code());
+        }
+        let generation = req.generation_id;
+        let member_id = req.member_id.as_str();
+        let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
+        if let Some(g) = self.consumer_groups.get(group_id) {
+            // ConsumerGroup.validateOffsetCommit with isTransactional = true.
+            if generation < 0 && g.members.is_empty() {
+                return Ok(());
+            }
+            if generation == -1 && member_id.is_empty() && instance.is_none() {
+                return Ok(());
+            }
+            let Some(m) = g.members.get(member_id) else {
+                return Err(ResponseError::UnknownMemberId.code());
+            };
+            // Why: a stale member epoch is ILLEGAL_GENERATION for TxnOffsetCommit (Kafka
+            // maps STALE_MEMBER_EPOCH, which transactional clients do not know).
+            if generation != m.member_epoch {
+                return Err(ResponseError::IllegalGeneration.code());
+            }
+            return Ok(());
+        }
+        let Some(g) = self.groups.get(group_id) else {
+            // No group: a simple consumer or the admin client (generation -1) gets a simple
+            // group by the commit's replay; a member of a group that is gone must rejoin.
+            return if generation < 0 {
+                Ok(())
+            } else {
+                Err(ResponseError::IllegalGeneration.code())
+            };
+        };
+        // ClassicGroup.validateOffsetCommit with isTransactional = true: no UNKNOWN_MEMBER_ID
+        // for commits without a member, and no REBALANCE_IN_PROGRESS.
+        if g.is(GroupState::Dead) {
+            return Err(ResponseError::CoordinatorNotAvailable.code());
+        }
+        if generation < 0 && g.is(GroupState::Empty) {
+            return Ok(());
+        }
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            g.validate_member(member_id, instance)?;
+            if generation != g.generation_id {
+                return Err(ResponseError::IllegalGeneration.code());
+            }
+        }
+        Ok(())
+    }
+
     // ---------------------------------------------------------------- OffsetFetch
 
     pub(crate) fn offset_fetch(
@@ -318,7 +610,8 @@ impl GroupCoordinatorShard {
                             .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
                             .collect()
                     });
-                    let found = self.fetch_group_offsets(g.group_id.0.as_str(), topics);
+                    let found =
+                        self.fetch_group_offsets(g.group_id.0.as_str(), topics, req.require_stable);
                     OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id.clone())
                         .with_topics(
@@ -330,9 +623,10 @@ impl GroupCoordinatorShard {
                                         .with_partitions(
                                             parts
                                                 .into_iter()
-                                                .map(|(p, c)| {
+                                                .map(|(p, c, code)| {
                                                     OffsetFetchResponsePartitions::default()
                                                         .with_partition_index(p)
+                                                        .with_error_code(code)
                                                         .with_committed_offset(c.offset)
                                                         .with_committed_leader_epoch(c.leader_epoch)
                                                         .with_metadata(Some(StrBytes::from_string(
@@ -352,7 +646,8 @@ impl GroupCoordinatorShard {
                     .map(|t| (t.name.0.as_str().to_owned(), t.partition_indexes.clone()))
                     .collect()
             });
-            let found = self.fetch_group_offsets(req.group_id.0.as_str(), topics);
+            let found =
+                self.fetch_group_offsets(req.group_id.0.as_str(), topics, req.require_stable);
             resp.topics = found
                 .into_iter()
                 .map(|(name, parts)| {
@@ -361,9 +656,10 @@ impl GroupCoordinatorShard {
                         .with_partitions(
                             parts
                                 .into_iter()
-                                .map(|(p, c)| {
+                                .map(|(p, c, code)| {
                                     OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
+                                        .with_error_code(code)
                                         .with_committed_offset(c.offset)
                                         .with_committed_leader_epoch(c.leader_epoch)
                                         .with_metadata(Some(StrBytes::from_string(c.metadata)))
@@ -377,13 +673,17 @@ impl GroupCoordinatorShard {
     }
 
     /// Offsets of `group_id` for the given topics and partitions (-1 for none), or all of its
-    /// offsets when `topics` is `None`. An unknown group has no offsets (Kafka answers -1s, not
-    /// an error).
+    /// offsets when `topics` is `None`, each with its error code. An unknown group has no
+    /// offsets (Kafka answers -1s, not an error). With `require_stable` (OffsetFetch v7+,
+    /// KIP-447) a partition with a pending transactional offset is UNSTABLE_OFFSET_COMMIT,
+    /// so that a new consumer does not start from an offset its predecessor's open
+    /// transaction is about to move; without it the last committed offset is answered.
     fn fetch_group_offsets(
         &self,
         group_id: &str,
         topics: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Vec<(String, Vec<(i32, CommittedOffset)>)> {
+        require_stable: bool,
+    ) -> Vec<(String, Vec<FetchedOffset>)> {
         let none = || CommittedOffset {
             offset: -1,
             leader_epoch: -1,
@@ -394,6 +694,9 @@ impl GroupCoordinatorShard {
             leader_epoch: v.leader_epoch,
             metadata: v.metadata.clone(),
         };
+        let unstable =
+            |t: &str, p: i32| require_stable && self.has_pending_txn_offset(group_id, t, p);
+        const UNSTABLE: i16 = ResponseError::UnstableOffsetCommit.code();
         match topics {
             Some(topics) => topics
                 .into_iter()
@@ -401,12 +704,15 @@ impl GroupCoordinatorShard {
                     let found = parts
                         .into_iter()
                         .map(|p| {
+                            if unstable(&name, p) {
+                                return (p, none(), UNSTABLE);
+                            }
                             let c = self
                                 .offsets
                                 .get(group_id, &name, p)
                                 .map(to_committed)
                                 .unwrap_or_else(none);
-                            (p, c)
+                            (p, c, 0)
                         })
                         .collect();
                     (name, found)
@@ -421,7 +727,16 @@ impl GroupCoordinatorShard {
                         .map(|(t, parts)| {
                             (
                                 t.clone(),
-                                parts.iter().map(|(p, v)| (*p, to_committed(v))).collect(),
+                                parts
+                                    .iter()
+                                    .map(|(p, v)| {
+                                        if unstable(t, *p) {
+                                            (*p, none(), UNSTABLE)
+                                        } else {
+                                            (*p, to_committed(v), 0)
+                                        }
+                                    })
+                                    .collect(),
                             )
                         })
                         .collect()
@@ -477,6 +792,7 @@ impl GroupCoordinatorShard {
                         .offsets
                         .get(&group_id, name, p.partition_index)
                         .is_some()
+                        || self.has_pending_txn_offset(&group_id, name, p.partition_index)
                     {
                         parts.push(
                             OffsetDeleteResponsePartition::default()
@@ -539,6 +855,7 @@ impl GroupCoordinatorShard {
                     .offsets
                     .get(group_id, name, p.partition_index)
                     .is_some()
+                    || self.has_pending_txn_offset(group_id, name, p.partition_index)
                 {
                     parts.push(
                         OffsetDeleteResponsePartition::default()
@@ -590,7 +907,9 @@ impl GroupCoordinatorShard {
                                 } else {
                                     now.saturating_sub(base.of(o)) >= retention
                                 };
-                                if expired {
+                                // Kafka: not while an open transaction has a pending
+                                // offset for the partition.
+                                if expired && !self.has_pending_txn_offset(group_id, topic, *p) {
                                     records.push(CoordinatorRecord::OffsetCommit {
                                         group_id: group_id.clone(),
                                         topic: topic.clone(),
@@ -607,7 +926,11 @@ impl GroupCoordinatorShard {
             }
             // Why: an empty group without offsets left is deleted (Kafka's maybeDeleteGroup),
             // so groups created by failed or probing joins do not pile up.
-            if all_expired && g.is(GroupState::Empty) && g.pending_join_members.is_empty() {
+            if all_expired
+                && g.is(GroupState::Empty)
+                && g.pending_join_members.is_empty()
+                && !self.group_has_open_txn(group_id)
+            {
                 groups_to_delete.push(group_id.clone());
             }
         }
@@ -637,7 +960,7 @@ impl GroupCoordinatorShard {
                         } else {
                             now.saturating_sub(o.commit_timestamp_ms) >= retention
                         };
-                        if expired {
+                        if expired && !self.has_pending_txn_offset(group_id, topic, *p) {
                             records.push(CoordinatorRecord::OffsetCommit {
                                 group_id: group_id.clone(),
                                 topic: topic.clone(),
@@ -650,7 +973,7 @@ impl GroupCoordinatorShard {
                     }
                 }
             }
-            if all_expired && g.members.is_empty() {
+            if all_expired && g.members.is_empty() && !self.group_has_open_txn(group_id) {
                 consumer_groups_to_delete.push(group_id.clone());
             }
         }
@@ -692,6 +1015,32 @@ fn commit_error_response(req: &OffsetCommitRequest, code: i16) -> OffsetCommitRe
                             .iter()
                             .map(|p| {
                                 OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// The TxnOffsetCommit response failing every partition of `req` with `code`.
+pub(crate) fn txn_commit_error_response(
+    req: &TxnOffsetCommitRequest,
+    code: i16,
+) -> TxnOffsetCommitResponse {
+    TxnOffsetCommitResponse::default().with_topics(
+        req.topics
+            .iter()
+            .map(|t| {
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                TxnOffsetCommitResponsePartition::default()
                                     .with_partition_index(p.partition_index)
                                     .with_error_code(code)
                             })

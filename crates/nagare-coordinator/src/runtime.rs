@@ -113,6 +113,35 @@ pub trait CoordinatorShard: Sized + Send + 'static {
     /// Applies one record of the partition while loading.
     fn replay(&mut self, record: &Self::Record);
 
+    /// Applies one record of a transactional batch of producer `producer_id` (Kafka's
+    /// `CoordinatorShard.replay(offset, producerId, producerEpoch, record)`): while loading,
+    /// and for the records of [`handle`](Self::handle) results the runtime writes as a
+    /// transaction's (TxnOffsetCommit). The record takes effect only once the producer's
+    /// COMMIT marker comes ([`replay_end_transaction_marker`](Self::replay_end_transaction_marker)).
+    /// By default a shard without transactional records applies it at once.
+    fn replay_transactional(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        record: &Self::Record,
+    ) {
+        let _ = (producer_id, producer_epoch);
+        self.replay(record)
+    }
+
+    /// Applies the COMMIT (`commit`) or ABORT marker of producer `producer_id`'s transaction
+    /// (Kafka's `CoordinatorShard.replayEndTransactionMarker`): the records it wrote with
+    /// [`replay_transactional`](Self::replay_transactional) since its last marker take effect
+    /// or are dropped. Called while loading and by the runtime's `complete_transaction`.
+    fn replay_end_transaction_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) {
+        let _ = (producer_id, producer_epoch, commit);
+    }
+
     /// Gives the shard the latest metadata.
     fn set_metadata(&mut self, metadata: &Self::Metadata);
 

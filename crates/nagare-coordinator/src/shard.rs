@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
     JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
     ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
     OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
-    SyncGroupResponse,
+    SyncGroupResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::ResponseError;
 
@@ -50,6 +50,9 @@ pub enum GroupRequest {
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
     /// ConsumerGroupDescribe (API 69, KIP-848); every group in it must belong to this shard.
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest),
+    /// TxnOffsetCommit (API 28, KIP-98/KIP-447): its records must be written as the
+    /// transaction's (the runtime's transactional write).
+    TxnOffsetCommit(TxnOffsetCommitRequest),
 }
 
 /// A response of the group coordinator.
@@ -79,6 +82,8 @@ pub enum GroupResponse {
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
     /// ConsumerGroupDescribe.
     ConsumerGroupDescribe(ConsumerGroupDescribeResponse),
+    /// TxnOffsetCommit.
+    TxnOffsetCommit(TxnOffsetCommitResponse),
 }
 
 /// The reply to a group request: now, or deferred under a [`RequestToken`] (JoinGroup and
@@ -100,6 +105,8 @@ pub struct DurableState {
     pub offsets: BTreeMap<(String, String, i32), OffsetCommitValue>,
     /// Every KIP-848 consumer group's view.
     pub consumer_groups: BTreeMap<String, ConsumerGroupView>,
+    /// Offsets of open transactions, by producer id (not yet visible to OffsetFetch).
+    pub pending_txn_offsets: BTreeMap<i64, BTreeMap<(String, String, i32), OffsetCommitValue>>,
 }
 
 #[derive(Debug, Default)]
@@ -122,6 +129,14 @@ pub struct GroupCoordinatorShard {
     /// Whether the shell has given a topics image yet.
     pub(crate) topics_known: bool,
     pub(crate) offsets: Offsets,
+    /// Offsets committed by open transactions, by producer id (Kafka's
+    /// `pendingTransactionalOffsets`): they become committed offsets at the producer's COMMIT
+    /// marker and are dropped at its ABORT marker.
+    pub(crate) pending_txn: BTreeMap<i64, Offsets>,
+    /// Counts the offset records applied, in log order (the live path writes records in the
+    /// order it applies them): the stand-in for Kafka's record offsets when a committed
+    /// transaction's offsets meet non-transactional commits (see [`Offsets`]).
+    pub(crate) record_seq: u64,
     pub(crate) timers: Timers,
     pub(crate) out: Output,
     pub(crate) now_ms: i64,
@@ -143,6 +158,8 @@ impl GroupCoordinatorShard {
             topics: TopicsImage::default(),
             topics_known: false,
             offsets: Offsets::default(),
+            pending_txn: BTreeMap::new(),
+            record_seq: 0,
             timers: Timers::default(),
             out: Output::default(),
             now_ms: 0,
@@ -198,32 +215,9 @@ impl GroupCoordinatorShard {
             } => {
                 self.groups.remove(group_id);
                 self.offsets.remove_group(group_id);
+                self.remove_pending_group(group_id);
             }
-            CoordinatorRecord::OffsetCommit {
-                group_id,
-                topic,
-                partition,
-                value: Some(v),
-            } => {
-                // Why: a consumer that commits without group membership gets a so-called
-                // simple group: an empty classic group without protocol type (Kafka's
-                // OffsetMetadataManager.replay).
-                if !self.groups.contains_key(group_id)
-                    && !self.consumer_groups.contains_key(group_id)
-                {
-                    self.groups
-                        .insert(group_id.clone(), ClassicGroup::new(group_id.clone(), None));
-                }
-                self.offsets.put(group_id, topic, *partition, v.clone());
-            }
-            CoordinatorRecord::OffsetCommit {
-                group_id,
-                topic,
-                partition,
-                value: None,
-            } => {
-                self.offsets.remove(group_id, topic, *partition);
-            }
+            CoordinatorRecord::OffsetCommit { .. } => self.replay_offset_commit(None, record),
             other => self.replay_consumer(other),
         }
     }
@@ -407,6 +401,9 @@ impl GroupCoordinatorShard {
             GroupRequest::ConsumerGroupDescribe(r) => Reply::Now(
                 GroupResponse::ConsumerGroupDescribe(self.consumer_group_describe(&r)),
             ),
+            GroupRequest::TxnOffsetCommit(r) => Reply::Now(GroupResponse::TxnOffsetCommit(
+                self.txn_offset_commit(ctx, &r),
+            )),
         };
         self.finish(reply)
     }
@@ -436,6 +433,12 @@ impl GroupCoordinatorShard {
                 .collect(),
             offsets: self.offsets.all(),
             consumer_groups: self.consumer_groups(),
+            pending_txn_offsets: self
+                .pending_txn
+                .iter()
+                .map(|(pid, o)| (*pid, o.all()))
+                .filter(|(_, o)| !o.is_empty())
+                .collect(),
         }
     }
 
@@ -572,6 +575,14 @@ impl CoordinatorShard for GroupCoordinatorShard {
 
     fn replay(&mut self, record: &CoordinatorRecord) {
         GroupCoordinatorShard::replay(self, record)
+    }
+
+    fn replay_transactional(&mut self, producer_id: i64, _epoch: i16, record: &CoordinatorRecord) {
+        GroupCoordinatorShard::replay_transactional(self, producer_id, record)
+    }
+
+    fn replay_end_transaction_marker(&mut self, producer_id: i64, _epoch: i16, commit: bool) {
+        GroupCoordinatorShard::replay_end_transaction_marker(self, producer_id, commit)
     }
 
     fn set_metadata(&mut self, topics: &TopicsImage) {
@@ -725,6 +736,9 @@ pub fn error_response(request: &GroupRequest, ctx: &RequestContext, code: i16) -
                     .collect(),
             ),
         ),
+        GroupRequest::TxnOffsetCommit(r) => {
+            GroupResponse::TxnOffsetCommit(crate::offsets::txn_commit_error_response(r, code))
+        }
         GroupRequest::DeleteGroups(r) => GroupResponse::DeleteGroups(
             DeleteGroupsResponse::default().with_results(
                 r.groups_names

@@ -20,6 +20,12 @@ pub struct ReplayedRecord {
     pub value: Option<Bytes>,
     /// Whether it belongs to a control batch (transaction markers).
     pub control: bool,
+    /// Whether it belongs to a transactional batch (control batches are transactional too).
+    pub transactional: bool,
+    /// The batch's producer id (-1: none).
+    pub producer_id: i64,
+    /// The batch's producer epoch (-1: none).
+    pub producer_epoch: i16,
 }
 
 /// Calls `f` for every record from the log start offset to the log end, in order.
@@ -53,6 +59,9 @@ pub fn replay_records(log: &Log, mut f: impl FnMut(ReplayedRecord)) -> Result<()
                     key: r.key,
                     value: r.value,
                     control: r.control,
+                    transactional: r.transactional,
+                    producer_id: r.producer_id,
+                    producer_epoch: r.producer_epoch,
                 });
             }
         }

@@ -441,6 +441,8 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "Open client connections at most (Nagare's default; Kafka's is unlimited)."),
     def("connections.max.idle.ms", LONG, Value("600000"), Range(1, I64), ReadOnly,
         "Connections without a request for this long are closed."),
+    def("request.timeout.ms", INT, Value("30000"), Range(0, I32), ReadOnly,
+        "How long the broker waits for the writes of a request it makes on behalf of another broker (WriteTxnMarkers' markers reaching the high watermark)."),
     def("fetch.max.bytes", INT, Value("57671680"), Range(1024, I32), ReadOnly,
         "Cap on one fetch response."),
     def("max.incremental.fetch.session.cache.slots", INT, Value("1000"), Range(0, I32), ReadOnly,

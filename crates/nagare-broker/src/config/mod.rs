@@ -111,6 +111,8 @@ pub struct BrokerConfig {
     pub broker_rack: Option<String>,
     /// `transaction.max.timeout.ms`.
     pub transaction_max_timeout_ms: i32,
+    /// `request.timeout.ms`: the acks=all wait of WriteTxnMarkers' markers.
+    pub request_timeout_ms: u64,
     /// `fetch.max.bytes` (broker cap on a fetch response).
     pub fetch_max_bytes: i32,
     /// `max.incremental.fetch.session.cache.slots`.
@@ -268,6 +270,7 @@ impl BrokerConfig {
             max_connections: int("max.connections") as usize,
             broker_rack: p.given("broker.rack").map(str::to_string),
             transaction_max_timeout_ms: int("transaction.max.timeout.ms") as i32,
+            request_timeout_ms: int("request.timeout.ms") as u64,
             fetch_max_bytes: int("fetch.max.bytes") as i32,
             max_incremental_fetch_session_cache_slots: int(
                 "max.incremental.fetch.session.cache.slots",

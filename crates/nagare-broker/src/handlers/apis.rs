@@ -13,7 +13,7 @@ use super::{
     controller_apis, create_partitions, create_topics, delete_records, delete_topics,
     describe_cluster, describe_configs, describe_quorum, elect_leaders, envelope, fetch,
     find_coordinator, groups, init_producer_id, list_offsets, metadata, offset_for_leader_epoch,
-    produce, BoxFuture, HandlerResult, ListenerKind, Request,
+    produce, txn_offset_commit, write_txn_markers, BoxFuture, HandlerResult, ListenerKind, Request,
 };
 use crate::controller_requests;
 use crate::Broker;
@@ -134,6 +134,8 @@ handler!(async h_create_topics => create_topics::handle);
 handler!(async h_delete_topics => delete_topics::handle);
 handler!(sync h_delete_records => delete_records::handle);
 handler!(async h_init_producer_id => init_producer_id::handle);
+handler!(async h_write_txn_markers => write_txn_markers::handle);
+handler!(async h_txn_offset_commit => txn_offset_commit::handle);
 handler!(sync h_offset_for_leader_epoch => offset_for_leader_epoch::handle);
 handler!(sync h_describe_configs => describe_configs::handle);
 handler!(async h_alter_configs => alter_configs::handle_alter);
@@ -233,6 +235,10 @@ pub static APIS: &[ApiSpec] = &[
         "idempotent producers; transactions not yet"),
     local(ApiKey::OffsetForLeaderEpoch, offset_for_leader_epoch::VERSIONS, CLIENT, false,
         h_offset_for_leader_epoch, "KIP-101/279 truncation"),
+    local(ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS, CLIENT, false, h_write_txn_markers,
+        "transaction markers from the transaction coordinator (CLUSTER_ACTION); completes pending offsets on `__consumer_offsets`"),
+    local(ApiKey::TxnOffsetCommit, txn_offset_commit::VERSIONS, CLIENT, false, h_txn_offset_commit,
+        "offsets committed in a transaction, visible once it commits (KIP-98, KIP-447)"),
     local(ApiKey::DescribeConfigs, describe_configs::VERSIONS, CLIENT, false, h_describe_configs,
         "topic and broker configs: every key, with type, source, synonyms and docs"),
     local(ApiKey::AlterConfigs, alter_configs::ALTER_VERSIONS, BOTH, true, h_alter_configs,

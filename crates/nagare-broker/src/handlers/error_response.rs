@@ -173,6 +173,69 @@ pub fn build(header: &RequestHeader, mut body: Bytes, error: ResponseError) -> O
                 &OffsetCommitResponse::default().with_topics(topics),
             )
         }
+        ApiKey::TxnOffsetCommit => {
+            let r = decode!(TxnOffsetCommitRequest);
+            let topics = r
+                .topics
+                .iter()
+                .map(|t| {
+                    txn_offset_commit_response::TxnOffsetCommitResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    txn_offset_commit_response::TxnOffsetCommitResponsePartition::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            respond(
+                key,
+                v,
+                corr,
+                &TxnOffsetCommitResponse::default().with_topics(topics),
+            )
+        }
+        ApiKey::WriteTxnMarkers => {
+            let r = decode!(WriteTxnMarkersRequest);
+            let markers = r
+                .markers
+                .iter()
+                .map(|m| {
+                    write_txn_markers_response::WritableTxnMarkerResult::default()
+                        .with_producer_id(m.producer_id)
+                        .with_topics(
+                            m.topics
+                                .iter()
+                                .map(|t| {
+                                    write_txn_markers_response::WritableTxnMarkerTopicResult::default()
+                                        .with_name(t.name.clone())
+                                        .with_partitions(
+                                            t.partition_indexes
+                                                .iter()
+                                                .map(|p| {
+                                                    write_txn_markers_response::WritableTxnMarkerPartitionResult::default()
+                                                        .with_partition_index(*p)
+                                                        .with_error_code(code)
+                                                })
+                                                .collect(),
+                                        )
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            respond(
+                key,
+                v,
+                corr,
+                &WriteTxnMarkersResponse::default().with_markers(markers),
+            )
+        }
         ApiKey::OffsetFetch => {
             let r = decode!(OffsetFetchRequest);
             let groups = r
@@ -530,6 +593,8 @@ mod tests {
             ApiKey::DeleteRecords => enc!(DeleteRecordsRequest),
             ApiKey::InitProducerId => enc!(InitProducerIdRequest),
             ApiKey::OffsetForLeaderEpoch => enc!(OffsetForLeaderEpochRequest),
+            ApiKey::WriteTxnMarkers => enc!(WriteTxnMarkersRequest),
+            ApiKey::TxnOffsetCommit => enc!(TxnOffsetCommitRequest),
             ApiKey::DescribeConfigs => enc!(DescribeConfigsRequest),
             ApiKey::AlterConfigs => enc!(AlterConfigsRequest),
             ApiKey::CreatePartitions => enc!(CreatePartitionsRequest),

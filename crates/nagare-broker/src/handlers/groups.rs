@@ -71,6 +71,7 @@ fn encode(v: i16, corr: i32, resp: &GroupResponse) -> Response {
         GroupResponse::ConsumerGroupDescribe(r) => {
             respond(ApiKey::ConsumerGroupDescribe, v, corr, r)
         }
+        GroupResponse::TxnOffsetCommit(r) => respond(ApiKey::TxnOffsetCommit, v, corr, r),
     }
 }
 

@@ -33,6 +33,8 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 #[cfg(test)]
 mod tests;
+pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
