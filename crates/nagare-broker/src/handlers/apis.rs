@@ -11,9 +11,10 @@ use kafka_protocol::messages::ApiKey;
 use super::{
     alter_configs, api_versions, consumer_group_describe, consumer_group_heartbeat,
     controller_apis, create_partitions, create_topics, delete_records, delete_topics,
-    describe_cluster, describe_configs, describe_quorum, elect_leaders, envelope, fetch,
-    find_coordinator, groups, init_producer_id, list_offsets, metadata, offset_for_leader_epoch,
-    produce, txn_offset_commit, write_txn_markers, BoxFuture, HandlerResult, ListenerKind, Request,
+    describe_cluster, describe_configs, describe_producers, describe_quorum, elect_leaders,
+    envelope, fetch, find_coordinator, groups, init_producer_id, list_offsets, metadata,
+    offset_for_leader_epoch, produce, txn_offset_commit, write_txn_markers, BoxFuture,
+    HandlerResult, ListenerKind, Request,
 };
 use crate::controller_requests;
 use crate::Broker;
@@ -157,6 +158,7 @@ handler!(group h_offset_delete => ApiKey::OffsetDelete);
 handler!(async h_consumer_group_heartbeat => consumer_group_heartbeat::handle);
 handler!(async h_consumer_group_describe => consumer_group_describe::handle);
 handler!(sync h_describe_quorum => describe_quorum::handle);
+handler!(sync h_describe_producers => describe_producers::handle);
 handler!(controller h_broker_registration => ApiKey::BrokerRegistration);
 handler!(controller h_broker_heartbeat => ApiKey::BrokerHeartbeat);
 handler!(controller h_allocate_producer_ids => ApiKey::AllocateProducerIds);
@@ -198,11 +200,11 @@ const fn quorum(key: ApiKey, versions: (i16, i16), doc: &'static str) -> ApiSpec
 #[rustfmt::skip]
 pub static APIS: &[ApiSpec] = &[
     local(ApiKey::Produce, produce::VERSIONS, CLIENT, false, h_produce,
-        "appends record batches (acks 0, 1, all; idempotent producers)"),
+        "appends record batches (acks 0, 1, all; idempotent and transactional producers)"),
     local(ApiKey::Fetch, fetch::VERSIONS, CLIENT, false, h_fetch,
-        "consumers and follower replicas; KIP-227 sessions, KIP-392 follower reads, zero-copy"),
+        "consumers (read_committed up to the LSO with aborted transactions) and follower replicas; KIP-227 sessions, KIP-392 follower reads, zero-copy"),
     local(ApiKey::ListOffsets, list_offsets::VERSIONS, CLIENT, false, h_list_offsets,
-        "earliest, latest, max timestamp, by timestamp"),
+        "earliest, latest (the LSO under read_committed), max timestamp, by timestamp"),
     local(ApiKey::Metadata, metadata::VERSIONS, CLIENT, false, h_metadata,
         "brokers, topics, partitions; topic auto-creation"),
     local(ApiKey::OffsetCommit, groups::OFFSET_COMMIT, CLIENT, false, h_offset_commit,
@@ -261,6 +263,8 @@ pub static APIS: &[ApiSpec] = &[
         h_consumer_group_heartbeat, "KIP-848 `group.protocol=consumer`: server-side `uniform`/`range` assignment, incremental reconciliation, static members"),
     local(ApiKey::ConsumerGroupDescribe, consumer_group_describe::VERSIONS, CLIENT, false,
         h_consumer_group_describe, "KIP-848 consumer groups"),
+    local(ApiKey::DescribeProducers, describe_producers::VERSIONS, CLIENT, false,
+        h_describe_producers, "KIP-664 producer states of a partition (any replica hosting it)"),
     // Brokers → active controller.
     local(ApiKey::BrokerRegistration, controller_requests::BROKER_REGISTRATION_VERSIONS, CONTROLLER, false, h_broker_registration,
         "broker registration (KIP-631)"),

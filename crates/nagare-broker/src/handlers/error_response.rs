@@ -510,6 +510,33 @@ pub fn build(header: &RequestHeader, mut body: Bytes, error: ResponseError) -> O
                 &IncrementalAlterConfigsResponse::default().with_responses(responses),
             )
         }
+        ApiKey::DescribeProducers => {
+            let r = decode!(DescribeProducersRequest);
+            let topics = r
+                .topics
+                .iter()
+                .map(|t| {
+                    describe_producers_response::TopicResponse::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|&p| {
+                                    describe_producers_response::PartitionResponse::default()
+                                        .with_partition_index(p)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            respond(
+                key,
+                v,
+                corr,
+                &DescribeProducersResponse::default().with_topics(topics),
+            )
+        }
         ApiKey::JoinGroup => top_level!(JoinGroupResponse),
         ApiKey::SyncGroup => top_level!(SyncGroupResponse),
         ApiKey::Heartbeat => top_level!(HeartbeatResponse),
@@ -611,6 +638,7 @@ mod tests {
             ApiKey::AllocateProducerIds => enc!(AllocateProducerIdsRequest),
             ApiKey::AlterPartition => enc!(AlterPartitionRequest),
             ApiKey::Envelope => enc!(EnvelopeRequest),
+            ApiKey::DescribeProducers => enc!(DescribeProducersRequest),
             other => panic!("add {other:?} to the test"),
         }
         buf.freeze()

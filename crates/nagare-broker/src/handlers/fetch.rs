@@ -1,6 +1,8 @@
 //! Fetch (key 1): resolves the fetch session (KIP-227), reads through
 //! `ReplicaManager::fetch` (whole batches, the one containing the fetch offset first, bounded
-//! by the high watermark, `max_bytes` and per-partition limits, KIP-74: at least one batch;
+//! by the high watermark — the last stable offset for `isolation_level=1` (read_committed),
+//! with the aborted transactions overlapping the records returned — `max_bytes` and
+//! per-partition limits, KIP-74: at least one batch;
 //! the delayed-fetch purgatory, keyed by partition, waits for `min_bytes` or `max_wait_ms`),
 //! builds the response and hands record sets to the connection as file regions for
 //! `sendfile`.
@@ -21,9 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName,
+};
 
 use nagare_protocol::fetch::encode_fetch_response;
 use nagare_storage::FileSlice;
@@ -193,15 +197,28 @@ fn partition_data(
     r: FetchPartitionResult,
     read_committed: bool,
 ) -> (PartitionData, Option<FileSlice>) {
+    // Kafka answers `aborted_transactions` as null for read_uncommitted and as a list
+    // (possibly empty) for read_committed, also on errors.
+    let aborted = match r.aborted_transactions {
+        Some(list) => Some(
+            list.into_iter()
+                .map(|a| {
+                    AbortedTransaction::default()
+                        .with_producer_id(ProducerId(a.producer_id))
+                        .with_first_offset(a.first_offset)
+                })
+                .collect(),
+        ),
+        None if read_committed => Some(vec![]),
+        None => None,
+    };
     let mut pd = PartitionData::default()
         .with_partition_index(t.partition)
         .with_high_watermark(r.high_watermark)
         .with_last_stable_offset(r.last_stable_offset)
         .with_log_start_offset(r.log_start_offset)
+        .with_aborted_transactions(aborted)
         .with_records(Some(Default::default()));
-    if read_committed {
-        pd.aborted_transactions = Some(vec![]);
-    }
     if let Some(e) = &r.error {
         pd.error_code = e.code();
     }

@@ -1,5 +1,7 @@
 //! ListOffsets (key 2): earliest (-2), latest (-1), max timestamp (-3), earliest local
-//! (-4), and by timestamp through the time index.
+//! (-4), and by timestamp through the time index. A consumer's `isolation_level` (v2+)
+//! bounds the answers as Kafka's: read_committed gets the last stable offset as "latest" and
+//! no lookup result at or past it; read_uncommitted the same with the high watermark.
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use super::HandlerResult;
 use super::{respond, Request};
 use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
-use crate::replica_manager::OffsetSpec;
+use crate::replica_manager::{IsolationLevel, OffsetSpec};
 use crate::Broker;
 use nagare_protocol::error::ResponseError;
 
@@ -23,9 +25,14 @@ pub const VERSIONS: (i16, i16) = (1, 10);
 pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: ListOffsetsRequest = req.decode()?;
     let v = req.version();
-    // A follower (replica id >= 0, or the -2 debugging id) gets the log end for "latest",
-    // a consumer the high watermark (Kafka's isolation level `None` for non-clients).
-    let from_client = r.replica_id.0 == -1;
+    // A follower (replica id >= 0, or the -2 debugging id) gets the log end for "latest"
+    // (Kafka's isolation level `None` for non-clients); a consumer the high watermark or,
+    // with read_committed, the last stable offset.
+    let isolation = (r.replica_id.0 == -1).then_some(if r.isolation_level == 1 {
+        IsolationLevel::ReadCommitted
+    } else {
+        IsolationLevel::ReadUncommitted
+    });
     let mut topics = Vec::new();
     for t in r.topics {
         // Kafka: DESCRIBE on the topic.
@@ -45,7 +52,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 p.partition_index,
                 p.current_leader_epoch,
                 OffsetSpec::from_wire(p.timestamp),
-                from_client,
+                isolation,
             );
             parts.push(match res {
                 Ok(Some(o)) => out

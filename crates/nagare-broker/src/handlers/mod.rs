@@ -19,6 +19,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_producers;
 pub mod describe_quorum;
 pub mod elect_leaders;
 pub mod envelope;
@@ -35,6 +36,8 @@ pub mod produce;
 mod tests;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
+#[cfg(test)]
+mod txn_data_tests;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

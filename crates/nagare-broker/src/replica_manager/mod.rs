@@ -29,7 +29,8 @@ pub mod partition_state;
 
 pub use append::{AppendEntry, PartitionAppend, PendingAppend, ReplicationOutcome, RequiredAcks};
 pub use delayed_fetch::{
-    ClientMetadata, FetchParams, FetchPartitionRequest, FetchPartitionResult, IsolationLevel,
+    AbortedTransaction, ClientMetadata, FetchParams, FetchPartitionRequest, FetchPartitionResult,
+    IsolationLevel,
 };
 pub use error::{check_leader_epoch, ReplicaError};
 pub use nagare_storage::AppendOrigin;
@@ -124,6 +125,25 @@ impl Partition {
             return s.high_watermark();
         }
         self.hw.load(Ordering::Acquire).min(leo)
+    }
+
+    /// The last stable offset (Kafka's `Partition.lastStableOffset` / `UnifiedLog.
+    /// lastStableOffset`): the first offset of the oldest transaction not yet decided *and*
+    /// replicated, capped by the high watermark. read_committed consumers read below it
+    /// (Fetch) and are told it as "latest" (ListOffsets); without open transactions it is the
+    /// high watermark. A transaction whose marker is not yet below the high watermark still
+    /// holds it back, so a consumer never reads records whose outcome it cannot see yet.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.last_stable_offset_at(self.high_watermark())
+    }
+
+    /// The last stable offset for a high watermark `hw` already read (so that a fetch
+    /// answers a consistent pair).
+    fn last_stable_offset_at(&self, hw: i64) -> i64 {
+        match self.log.first_unstable_offset() {
+            Some(first) if first < hw => first,
+            _ => hw,
+        }
     }
 
     fn publish_hw(&self, hw: i64) {
@@ -673,7 +693,7 @@ impl ReplicaManager {
             .len()
     }
 
-    /// Retention for every hosted log (below its high watermark), and expiry of producer ids
+    /// Retention for every hosted log (below its last stable offset), and expiry of producer ids
     /// idle for longer than `producer.id.expiration.ms` (so producer state does not grow
     /// without bound).
     pub fn enforce_retention(&self, producer_id_expiration_ms: i64) {
@@ -681,8 +701,9 @@ impl ReplicaManager {
         for p in self.all_partitions() {
             // Bounded by the high watermark (Kafka's rule): a leader never deletes what its
             // followers have not fetched yet, nor moves its log start past what consumers may
-            // read.
-            if let Err(e) = p.log.enforce_retention_below(now, p.high_watermark()) {
+            // read. Bounded further by the last stable offset (issue 13): a segment holding
+            // records of an open transaction stays until the transaction is decided.
+            if let Err(e) = p.log.enforce_retention_below(now, p.last_stable_offset()) {
                 tracing::error!(tp = %p.tp, error = %e, "retention failed");
             }
             let n = p

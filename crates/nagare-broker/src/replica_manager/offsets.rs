@@ -1,8 +1,9 @@
 //! Offset lookups and log-start moves on partitions led here: ListOffsets (Kafka's
 //! `ReplicaManager.fetchOffset` → `Partition.fetchOffsetForTimestamp`), DeleteRecords
-//! (`deleteRecords`) and OffsetForLeaderEpoch (`lastOffsetForLeaderEpoch`).
+//! (`deleteRecords`), OffsetForLeaderEpoch (`lastOffsetForLeaderEpoch`) and
+//! DescribeProducers (`activeProducerState`).
 
-use super::{ReplicaError, ReplicaManager};
+use super::{IsolationLevel, ReplicaError, ReplicaManager};
 
 /// A special or real timestamp of ListOffsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,11 +12,13 @@ pub enum OffsetSpec {
     Earliest,
     /// -4: the earliest offset in local storage (the log start, without tiered storage).
     EarliestLocal,
-    /// -1: the high watermark for a consumer, the log end for a replica.
+    /// -1: the last stable offset for a read_committed consumer, the high watermark for a
+    /// read_uncommitted one, the log end for a replica.
     Latest,
     /// -3: the record with the largest timestamp.
     MaxTimestamp,
-    /// The first record with a timestamp at or after this one, below the high watermark.
+    /// The first record with a timestamp at or after this one, below the last offset the
+    /// caller may fetch.
     Timestamp(i64),
     /// Another negative value: answered with no offset.
     Unknown(i64),
@@ -48,8 +51,13 @@ pub struct OffsetAndEpoch {
 
 impl ReplicaManager {
     /// ListOffsets on a partition led here at `current_leader_epoch` (-1 for any).
-    /// `from_client` is false for a follower or the debugging id (replica id other than -1),
-    /// which gets the log end for [`OffsetSpec::Latest`] (Kafka's isolation level `None`).
+    /// `isolation` is the consumer's isolation level, `None` for a follower or the debugging
+    /// id (replica id other than -1). As Kafka's `Partition.fetchOffsetForTimestamp`, the
+    /// last offset such a caller may fetch bounds the answer: the last stable offset for
+    /// read_committed, the high watermark for read_uncommitted, the log end for replicas.
+    /// "Latest" answers that offset; a record found by timestamp or as the max timestamp at
+    /// or past it is not answered (`Ok(None)`, Kafka's -1/-1), so a read_committed consumer
+    /// is never pointed into an undecided transaction.
     /// `Ok(None)`: no such offset (e.g. no record at or after the timestamp).
     pub fn fetch_offset_for_timestamp(
         &self,
@@ -57,7 +65,7 @@ impl ReplicaManager {
         partition: i32,
         current_leader_epoch: i32,
         spec: OffsetSpec,
-        from_client: bool,
+        isolation: Option<IsolationLevel>,
     ) -> Result<Option<OffsetAndEpoch>, ReplicaError> {
         let p = self.leader_partition(topic, partition, current_leader_epoch)?;
         let epoch = p.epoch();
@@ -68,32 +76,42 @@ impl ReplicaManager {
                 leader_epoch: epoch,
             })
         };
+        let last_fetchable = || match isolation {
+            Some(IsolationLevel::ReadCommitted) => p.last_stable_offset(),
+            Some(IsolationLevel::ReadUncommitted) => p.high_watermark(),
+            None => p.log.log_end_offset(),
+        };
         let found = match spec {
             OffsetSpec::Earliest | OffsetSpec::EarliestLocal => special(p.log.log_start_offset()),
-            OffsetSpec::Latest if from_client => special(p.high_watermark()),
-            OffsetSpec::Latest => special(p.log.log_end_offset()),
+            OffsetSpec::Latest => special(last_fetchable()),
             OffsetSpec::MaxTimestamp => p.log.max_timestamp_offset()?.map(|o| OffsetAndEpoch {
                 timestamp: o.timestamp,
                 offset: o.offset,
                 leader_epoch: o.leader_epoch,
             }),
             OffsetSpec::Unknown(_) => None,
-            OffsetSpec::Timestamp(ts) => p
-                .log
-                .offset_for_timestamp(ts)?
-                .filter(|o| o.offset < p.high_watermark())
-                .map(|o| OffsetAndEpoch {
-                    timestamp: o.timestamp,
-                    offset: o.offset,
-                    leader_epoch: o.leader_epoch,
-                }),
+            OffsetSpec::Timestamp(ts) => p.log.offset_for_timestamp(ts)?.map(|o| OffsetAndEpoch {
+                timestamp: o.timestamp,
+                offset: o.offset,
+                leader_epoch: o.leader_epoch,
+            }),
         };
-        Ok(found)
+        // Kafka's ReplicaManager.fetchOffset: a lookup result at or past the last fetchable
+        // offset is answered as "no offset" (the special specs are exempt: they *are* bounds).
+        let bounded = matches!(spec, OffsetSpec::MaxTimestamp | OffsetSpec::Timestamp(_));
+        Ok(match found {
+            Some(o) if bounded && o.offset >= last_fetchable() => None,
+            other => other,
+        })
     }
 
-    /// DeleteRecords on a partition led here: moves the log start to `offset` (-1: the high
-    /// watermark, Kafka's `DeleteRecordsRequest.HIGH_WATERMARK`), never past the high
-    /// watermark. Returns the new low watermark (log start).
+    /// DeleteRecords on a partition led here: moves the log start to `offset` (-1: as far as
+    /// allowed, Kafka's `DeleteRecordsRequest.HIGH_WATERMARK`), never past the last stable
+    /// offset (OFFSET_OUT_OF_RANGE beyond it). Kafka's bound is the high watermark; the
+    /// last stable offset is that bound without the records of open transactions, which
+    /// must stay readable until their marker (issue 13: DeleteRecords never cuts into an
+    /// open transaction). Without transactions the two are equal. Returns the new low
+    /// watermark (log start).
     pub fn delete_records(
         &self,
         topic: &str,
@@ -101,9 +119,9 @@ impl ReplicaManager {
         offset: i64,
     ) -> Result<i64, ReplicaError> {
         let p = self.leader_partition(topic, partition, -1)?;
-        let hw = p.high_watermark();
-        let target = if offset == -1 { hw } else { offset };
-        if target < 0 || target > hw {
+        let bound = p.last_stable_offset();
+        let target = if offset == -1 { bound } else { offset };
+        if target < 0 || target > bound {
             return Err(ReplicaError::OffsetOutOfRange(target));
         }
         let low = p.log.delete_records_before(target)?;
@@ -123,5 +141,21 @@ impl ReplicaManager {
     ) -> Result<(i32, i64), ReplicaError> {
         let p = self.leader_partition(topic, partition, current_leader_epoch)?;
         Ok(p.log.end_offset_for_epoch(leader_epoch))
+    }
+
+    /// DescribeProducers (KIP-664) on a partition hosted here, as leader *or* follower (Kafka's
+    /// `ReplicaManager.activeProducerState`: any replica's log has the producer states, and
+    /// the admin client may address a given broker): every producer the log tracks, in
+    /// producer id order. UNKNOWN_TOPIC_OR_PARTITION when it is not hosted here (the handler
+    /// refines that to NOT_LEADER_OR_FOLLOWER for a partition the cluster has).
+    pub fn active_producers(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<nagare_storage::ProducerStateEntry>, ReplicaError> {
+        let p = self
+            .partition(topic, partition)
+            .ok_or(ReplicaError::UnknownTopicOrPartition)?;
+        Ok(p.log.producer_states())
     }
 }
