@@ -15,6 +15,7 @@ pub mod fetch_session;
 pub mod group_coordinator;
 pub mod handlers;
 pub mod limits;
+pub mod marker_sender;
 pub mod network;
 pub mod quorum;
 pub mod replica_fetcher;
@@ -24,6 +25,7 @@ mod sendfile;
 pub mod server;
 #[cfg(test)]
 pub mod testing;
+pub mod transaction_coordinator;
 
 use std::sync::Arc;
 
@@ -62,6 +64,9 @@ pub struct Broker {
     pub fetch_sessions: fetch_session::FetchSessionCache,
     /// The group coordinator (shards of `__consumer_offsets` led here).
     pub groups: Arc<group_coordinator::GroupCoordinator>,
+    /// The transaction coordinator (shards of `__transaction_state` led here) and its
+    /// marker sender; started by [`transaction_coordinator::TransactionCoordinator::start`].
+    pub transactions: Arc<transaction_coordinator::TransactionCoordinator>,
     /// Defaults new topics get from the controller.
     pub controller_defaults: ControllerDefaults,
     /// The authorization hook every handler calls (allows everything until ACLs exist).
@@ -87,6 +92,10 @@ impl Broker {
             groups: Arc::new(group_coordinator::GroupCoordinator::new(
                 replicas.clone(),
                 config.group.clone(),
+            )),
+            transactions: Arc::new(transaction_coordinator::TransactionCoordinator::new(
+                replicas.clone(),
+                transaction_coordinator::shard_config(&config),
             )),
             fetch_sessions: fetch_session::FetchSessionCache::new(
                 config.max_incremental_fetch_session_cache_slots,
@@ -197,6 +206,8 @@ impl Broker {
         *self.topic_defaults.write() = defaults.clone();
         self.replicas.apply_delta(delta, image, &defaults);
         self.groups.on_image(delta, image, self.config.node_id);
+        self.transactions
+            .on_image(delta, image, self.config.node_id);
     }
 
     /// Runs a controller decision on this node's controller; NOT_CONTROLLER unless it is the
@@ -343,10 +354,18 @@ impl Broker {
             }
         }
         // AllocateProducerIds to the active controller, with our registration's epoch.
+        // (Before the lifecycle exists — in-process tests register through the controller
+        // directly — our registration in the image carries the same epoch.)
         let epoch = self
             .lifecycle
             .get()
             .and_then(|l| l.broker_epoch())
+            .or_else(|| {
+                self.image()
+                    .brokers
+                    .get(&self.config.node_id)
+                    .map(|b| b.epoch)
+            })
             .unwrap_or(-1);
         let req = kafka_protocol::messages::AllocateProducerIdsRequest::default()
             .with_broker_id(kafka_protocol::messages::BrokerId(self.config.node_id))

@@ -506,6 +506,8 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
                 }
             }
         }));
+        // The transaction coordinator's timers and its marker sender.
+        broker.transactions.start(&broker);
         tasks.push(tokio::spawn(lc.clone().run(broker.clone())));
         // Replication: followers fetch from their leaders; leaders keep their ISRs.
         tasks.push(tokio::spawn(crate::replica_fetcher::run_fetchers(

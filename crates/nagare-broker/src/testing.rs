@@ -161,6 +161,7 @@ impl TestBroker {
             )
             .with_local(Arc::downgrade(&broker)),
         ));
+        broker.transactions.start(&broker);
         let weak = Arc::downgrade(&broker);
         publisher.install(Box::new(move |delta, new| {
             if let Some(b) = weak.upgrade() {

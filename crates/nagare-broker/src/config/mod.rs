@@ -132,10 +132,34 @@ pub struct BrokerConfig {
     pub offsets_topic_segment_bytes: i64,
     /// The group coordinator's settings (`group.*`, `offsets.retention.*`, ...).
     pub group: nagare_coordinator::GroupCoordinatorConfig,
+    /// The transaction coordinator's settings (`transaction.state.log.*`,
+    /// `transactional.id.expiration.ms`, the cleanup intervals).
+    pub transaction: TransactionConfig,
     /// The KRaft quorum settings (`controller.quorum.*`, `broker.*` liveness).
     pub quorum: QuorumConfig,
     /// The replication settings (`replica.*`).
     pub replication: ReplicationConfig,
+}
+
+/// The transaction coordinator's settings, with Kafka's names and defaults
+/// (`transaction.max.timeout.ms` is [`BrokerConfig::transaction_max_timeout_ms`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionConfig {
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
+    pub state_log_num_partitions: i32,
+    /// `transaction.state.log.replication.factor`: honoured when set; left at its default it
+    /// is capped at the registered brokers, as `offsets.topic.replication.factor` is.
+    pub state_log_replication_factor: i16,
+    /// `transaction.state.log.min.isr`: `min.insync.replicas` of `__transaction_state`.
+    pub state_log_min_isr: i32,
+    /// `transaction.state.log.segment.bytes`.
+    pub state_log_segment_bytes: i64,
+    /// `transactional.id.expiration.ms`.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub abort_timed_out_transaction_cleanup_interval_ms: i64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
+    pub remove_expired_transaction_cleanup_interval_ms: i64,
 }
 
 /// The replication data plane's settings, with Kafka's names and defaults.
@@ -313,6 +337,20 @@ impl BrokerConfig {
                 ) as u64,
                 broker_session_timeout_ms: int("broker.session.timeout.ms") as u64,
                 broker_heartbeat_interval_ms: int("broker.heartbeat.interval.ms") as u64,
+            },
+            transaction: TransactionConfig {
+                state_log_num_partitions: int("transaction.state.log.num.partitions") as i32,
+                state_log_replication_factor: int("transaction.state.log.replication.factor")
+                    as i16,
+                state_log_min_isr: int("transaction.state.log.min.isr") as i32,
+                state_log_segment_bytes: int("transaction.state.log.segment.bytes"),
+                transactional_id_expiration_ms: int("transactional.id.expiration.ms"),
+                abort_timed_out_transaction_cleanup_interval_ms: int(
+                    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                ),
+                remove_expired_transaction_cleanup_interval_ms: int(
+                    "transaction.remove.expired.transaction.cleanup.interval.ms",
+                ),
             },
             replication: ReplicationConfig {
                 lag_time_max_ms: int("replica.lag.time.max.ms"),

@@ -9,12 +9,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::ApiKey;
 
 use super::{
-    alter_configs, api_versions, consumer_group_describe, consumer_group_heartbeat,
-    controller_apis, create_partitions, create_topics, delete_records, delete_topics,
-    describe_cluster, describe_configs, describe_producers, describe_quorum, elect_leaders,
-    envelope, fetch, find_coordinator, groups, init_producer_id, list_offsets, metadata,
-    offset_for_leader_epoch, produce, txn_offset_commit, write_txn_markers, BoxFuture,
-    HandlerResult, ListenerKind, Request,
+    add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, consumer_group_describe, consumer_group_heartbeat, controller_apis, create_partitions, create_topics, delete_records, delete_topics, describe_cluster, describe_configs, describe_producers, describe_quorum, describe_transactions, elect_leaders, end_txn, envelope, fetch, find_coordinator, groups, init_producer_id, list_offsets, list_transactions, metadata, offset_for_leader_epoch, produce, txn_offset_commit, write_txn_markers, BoxFuture, HandlerResult, ListenerKind, Request,
 };
 use crate::controller_requests;
 use crate::Broker;
@@ -164,6 +159,11 @@ handler!(controller h_broker_heartbeat => ApiKey::BrokerHeartbeat);
 handler!(controller h_allocate_producer_ids => ApiKey::AllocateProducerIds);
 handler!(controller h_alter_partition => ApiKey::AlterPartition);
 handler!(async h_envelope => envelope::handle);
+handler!(async h_add_partitions_to_txn => add_partitions_to_txn::handle);
+handler!(async h_add_offsets_to_txn => add_offsets_to_txn::handle);
+handler!(async h_end_txn => end_txn::handle);
+handler!(async h_describe_transactions => describe_transactions::handle);
+handler!(async h_list_transactions => list_transactions::handle);
 
 const fn local(
     key: ApiKey,
@@ -212,7 +212,7 @@ pub static APIS: &[ApiSpec] = &[
     local(ApiKey::OffsetFetch, groups::OFFSET_FETCH, CLIENT, false, h_offset_fetch,
         "committed offsets (with metadata strings); several groups per request from v8"),
     local(ApiKey::FindCoordinator, find_coordinator::VERSIONS, CLIENT, false, h_find_coordinator,
-        "group coordinators (creates `__consumer_offsets` on first use); transaction coordinators: COORDINATOR_NOT_AVAILABLE"),
+        "group and transaction coordinators (creates `__consumer_offsets` / `__transaction_state` on first use)"),
     local(ApiKey::JoinGroup, groups::JOIN_GROUP, CLIENT, false, h_join_group,
         "classic group protocol (KIP-394 member ids, KIP-345 static membership)"),
     local(ApiKey::Heartbeat, groups::HEARTBEAT, CLIENT, false, h_heartbeat,
@@ -234,7 +234,7 @@ pub static APIS: &[ApiSpec] = &[
     local(ApiKey::DeleteRecords, delete_records::VERSIONS, CLIENT, false, h_delete_records,
         "moves the log start offset"),
     local(ApiKey::InitProducerId, init_producer_id::VERSIONS, CLIENT, false, h_init_producer_id,
-        "idempotent producers; transactions not yet"),
+        "idempotent producers (always a new id, as Kafka); transactional ids via the transaction coordinator (epoch bump, fencing, KIP-360)"),
     local(ApiKey::OffsetForLeaderEpoch, offset_for_leader_epoch::VERSIONS, CLIENT, false,
         h_offset_for_leader_epoch, "KIP-101/279 truncation"),
     local(ApiKey::WriteTxnMarkers, write_txn_markers::VERSIONS, CLIENT, false, h_write_txn_markers,
@@ -255,6 +255,16 @@ pub static APIS: &[ApiSpec] = &[
         h_incremental_alter_configs, "forwarded to the active controller"),
     local(ApiKey::OffsetDelete, groups::OFFSET_DELETE, CLIENT, false, h_offset_delete,
         "a group's offsets for some partitions"),
+    local(ApiKey::AddPartitionsToTxn, add_partitions_to_txn::VERSIONS, CLIENT, false, h_add_partitions_to_txn,
+        "v0–3 from producers; v4+ batched verification from partition leaders (KIP-890)"),
+    local(ApiKey::AddOffsetsToTxn, add_offsets_to_txn::VERSIONS, CLIENT, false, h_add_offsets_to_txn,
+        "adds a group's `__consumer_offsets` partition to a transaction"),
+    local(ApiKey::EndTxn, end_txn::VERSIONS, CLIENT, false, h_end_txn,
+        "commit/abort; markers written by the coordinator's marker sender (transaction version 0/1: `transaction.version` is not finalized)"),
+    local(ApiKey::DescribeTransactions, describe_transactions::VERSIONS, CLIENT, false, h_describe_transactions,
+        "KIP-664"),
+    local(ApiKey::ListTransactions, list_transactions::VERSIONS, CLIENT, false, h_list_transactions,
+        "KIP-664; KIP-994 duration filter"),
     local(ApiKey::DescribeCluster, describe_cluster::VERSIONS, CLIENT, false, h_describe_cluster,
         "brokers, controller id, cluster id"),
     local(ApiKey::DescribeQuorum, describe_quorum::VERSIONS, CLIENT, true, h_describe_quorum,

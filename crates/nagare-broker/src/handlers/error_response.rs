@@ -553,6 +553,47 @@ pub fn build(header: &RequestHeader, mut body: Bytes, error: ResponseError) -> O
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1),
         ),
+        ApiKey::AddPartitionsToTxn => {
+            let r = decode!(AddPartitionsToTxnRequest);
+            respond(
+                key,
+                v,
+                corr,
+                &super::add_partitions_to_txn::error_response(&r, v, code),
+            )
+        }
+        ApiKey::AddOffsetsToTxn => top_level!(AddOffsetsToTxnResponse),
+        ApiKey::EndTxn => respond(
+            key,
+            v,
+            corr,
+            &EndTxnResponse::default()
+                .with_error_code(code)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
+        ApiKey::DescribeTransactions => {
+            let r = decode!(DescribeTransactionsRequest);
+            let states = r
+                .transactional_ids
+                .into_iter()
+                .map(|id| {
+                    describe_transactions_response::TransactionState::default()
+                        .with_transactional_id(id)
+                        .with_error_code(code)
+                        .with_producer_id(ProducerId(-1))
+                        .with_producer_epoch(-1)
+                        .with_transaction_start_time_ms(-1)
+                })
+                .collect();
+            respond(
+                key,
+                v,
+                corr,
+                &DescribeTransactionsResponse::default().with_transaction_states(states),
+            )
+        }
+        ApiKey::ListTransactions => top_level!(ListTransactionsResponse),
         ApiKey::ElectLeaders => top_level!(ElectLeadersResponse),
         ApiKey::DescribeCluster => top_level!(DescribeClusterResponse),
         ApiKey::DescribeQuorum => top_level!(DescribeQuorumResponse),
@@ -639,6 +680,11 @@ mod tests {
             ApiKey::AlterPartition => enc!(AlterPartitionRequest),
             ApiKey::Envelope => enc!(EnvelopeRequest),
             ApiKey::DescribeProducers => enc!(DescribeProducersRequest),
+            ApiKey::AddPartitionsToTxn => enc!(AddPartitionsToTxnRequest),
+            ApiKey::AddOffsetsToTxn => enc!(AddOffsetsToTxnRequest),
+            ApiKey::EndTxn => enc!(EndTxnRequest),
+            ApiKey::DescribeTransactions => enc!(DescribeTransactionsRequest),
+            ApiKey::ListTransactions => enc!(ListTransactionsRequest),
             other => panic!("add {other:?} to the test"),
         }
         buf.freeze()

@@ -160,6 +160,17 @@ async fn auto_create(broker: &Arc<Broker>, mut names: Vec<String>) {
             return;
         }
     }
+    // And `__transaction_state` with its own (transaction.state.log.*).
+    if let Some(i) = names
+        .iter()
+        .position(|n| n == crate::transaction_coordinator::TRANSACTION_STATE_TOPIC)
+    {
+        names.swap_remove(i);
+        super::find_coordinator::create_transaction_state_topic(broker).await;
+        if names.is_empty() {
+            return;
+        }
+    }
     let topics = names
         .into_iter()
         .map(|name| NewTopic {

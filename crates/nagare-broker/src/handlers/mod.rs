@@ -5,6 +5,8 @@
 //! does), builds the request context, forwards controller APIs in an Envelope, and runs the
 //! handler; [`run_handler`] maps handler failures to Kafka's behaviour.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod apis;
@@ -21,7 +23,9 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_transactions;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod envelope;
 pub mod error_response;
 pub mod fetch;
@@ -29,6 +33,7 @@ pub mod find_coordinator;
 pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
@@ -38,6 +43,7 @@ pub mod txn_offset_commit;
 pub mod write_txn_markers;
 #[cfg(test)]
 mod txn_data_tests;
+mod txn_tests;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
