@@ -36,6 +36,8 @@
 //! rounds of the simultaneous-kill tests (default 3). The seed is printed first.
 
 mod common;
+#[path = "fault_suite/txn.rs"]
+mod txn;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -175,6 +177,12 @@ impl FaultCluster {
 
     /// Creates the topic and waits until every partition has a leader and its full ISR.
     fn create_topic(&mut self) {
+        self.create_named_topic(TOPIC, PARTITIONS);
+        self.wait_full_isr(Duration::from_secs(60));
+    }
+
+    /// Creates topic `name` (RF 3, `min.insync.replicas=2`).
+    fn create_named_topic(&mut self, name: &str, partitions: i32) {
         let boot = self.direct_bootstrap();
         eventually(Duration::from_secs(60), "topic creation", || {
             block_on(async {
@@ -182,8 +190,8 @@ impl FaultCluster {
                 let created = c
                     .create_topics(
                         &[NewTopic {
-                            name: TOPIC.into(),
-                            partitions: Some(PARTITIONS),
+                            name: name.into(),
+                            partitions: Some(partitions),
                             replication_factor: Some(3),
                             configs: vec![("min.insync.replicas".into(), "2".into())],
                         }],
@@ -192,10 +200,9 @@ impl FaultCluster {
                     .await
                     .is_ok();
                 // A retried CreateTopics may answer TOPIC_ALREADY_EXISTS for our own topic.
-                (created || c.topic_metadata(TOPIC).await.is_ok()).then_some(())
+                (created || c.topic_metadata(name).await.is_ok()).then_some(())
             })
         });
-        self.wait_full_isr(Duration::from_secs(60));
     }
 
     /// Metadata of every partition, asked straight from the brokers (bypassing the proxies).
@@ -1134,6 +1141,122 @@ fn faults_keep_every_acknowledged_write() {
     assert!(!h.acked.is_empty(), "nothing was acknowledged");
     let client_log = rec.client_log.lock().expect("client log").clone();
     assert_history(&h, &fc, &client_log);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transactions under faults (issue 13).
+
+/// Transactional producers (commits and aborts) and read_committed consumers through the
+/// same seeded fault schedule; the checker of [`txn`] looks for lost committed writes,
+/// aborted reads, torn transactions, duplicates and non-monotonic reads.
+/// `NAGARE_FAULT_TXN_SECS` sets how long faults are injected (default 45).
+#[test]
+fn transactions_keep_their_promises_under_faults() {
+    let _serial = serial();
+    let seed = env_u64("NAGARE_FAULT_SEED").unwrap_or_else(rand::random);
+    let secs = env_u64("NAGARE_FAULT_TXN_SECS").unwrap_or(45);
+    let topology = match std::env::var("NAGARE_FAULT_TOPOLOGY").as_deref() {
+        Ok("combined") => Topology::Combined,
+        _ => Topology::Separate,
+    };
+    eprintln!(
+        "transactional fault suite: NAGARE_FAULT_SEED={seed} NAGARE_FAULT_TXN_SECS={secs} topology {topology:?}"
+    );
+    let t0 = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut fc = FaultCluster::start(topology);
+    // The schedule picks partition leaders of TOPIC; the workload writes TXN_TOPIC.
+    fc.create_named_topic(txn::TXN_TOPIC, txn::TXN_PARTITIONS);
+    fc.create_topic();
+    fc.log("cluster up, topics created");
+
+    let boot = fc.proxied_bootstrap();
+    let rec = Arc::new(txn::TxnRecorded::default());
+    let stop_producers = Arc::new(AtomicBool::new(false));
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..3)
+        .map(|id| {
+            let (b, s, r) = (boot.clone(), stop_producers.clone(), rec.clone());
+            std::thread::spawn(move || txn::run_txn_producer(b, id, seed, s, r))
+        })
+        .collect();
+    let consumers: Vec<_> = (0..2)
+        .map(|id| {
+            let (b, s, r) = (boot.clone(), stop_consumers.clone(), rec.clone());
+            std::thread::spawn(move || txn::run_txn_consumer(b, id, s, r))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+
+    let faults = run_schedule(&mut fc, &mut rng, secs);
+
+    fc.net.heal_all();
+    let ids = fc.all.clone();
+    for id in &ids {
+        let n = fc.cluster.node(*id);
+        n.signal("CONT");
+        if !n.is_running() {
+            n.kill9();
+            n.start();
+            n.wait_ready(READY);
+        }
+    }
+    fc.log(&format!(
+        "{faults} faults injected; healed, transactions go on for 5 s"
+    ));
+    std::thread::sleep(Duration::from_secs(5));
+    stop_producers.store(true, Ordering::SeqCst);
+    for p in producers {
+        p.join().expect("transactional producer thread");
+    }
+    fc.log("producers done");
+    fc.wait_full_isr(Duration::from_secs(90));
+    std::thread::sleep(Duration::from_secs(3));
+    stop_consumers.store(true, Ordering::SeqCst);
+    for c in consumers {
+        c.join().expect("consumer thread");
+    }
+    let committed_log = txn::read_txn_log(&boot, "read_committed");
+    let uncommitted: usize = txn::read_txn_log(&boot, "read_uncommitted")
+        .iter()
+        .map(Vec::len)
+        .sum();
+    let h = txn::TxnHistory {
+        txns: rec.txns.lock().expect("txns").clone(),
+        observed: rec.observed.lock().expect("observed").clone(),
+        committed_log,
+    };
+    let count = |o: txn::Outcome| h.txns.iter().filter(|t| t.outcome == o).count();
+    let replaced = rec.replaced.lock().expect("replaced").clone();
+    eprintln!(
+        "transactional fault suite summary: seed {seed}, {secs} s of faults, {faults} faults, {} transactions ({} committed, {} aborted, {} unknown), {} records in the read_committed log, {uncommitted} read_uncommitted, {} observations, {} producer replacements {:?}, wall time {:?}",
+        h.txns.len(),
+        count(txn::Outcome::Committed),
+        count(txn::Outcome::Aborted),
+        count(txn::Outcome::Unknown),
+        h.committed_log.iter().map(Vec::len).sum::<usize>(),
+        h.observed.len(),
+        replaced.len(),
+        replaced.iter().take(10).collect::<Vec<_>>(),
+        t0.elapsed()
+    );
+    assert!(
+        count(txn::Outcome::Committed) > 0,
+        "no transaction was committed"
+    );
+    let bad = txn::check_txn_history(&h);
+    if !bad.is_empty() {
+        let shown: Vec<&String> = bad.iter().take(50).collect();
+        panic!(
+            "seed {seed}: {} transactional violations:\n{}",
+            bad.len(),
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
