@@ -1260,6 +1260,202 @@ fn transactions_keep_their_promises_under_faults() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Transaction coordinator failover (issue 13).
+
+const FAILOVER_TOPIC: &str = "txn-failover";
+
+/// A transactional producer through the proxies.
+fn failover_producer(bootstrap: &str, txn_id: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("transactional.id", txn_id)
+        .set("linger.ms", "5")
+        .set("transaction.timeout.ms", "60000")
+        .set("request.timeout.ms", "5000")
+        .set("retry.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .expect("transactional producer")
+}
+
+/// Every value of `FAILOVER_TOPIC` a read_committed consumer finds within `wait` that
+/// starts with `prefix`.
+fn committed_values(bootstrap: &str, prefix: &str, want: usize, wait: Duration) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set(
+            "group.id",
+            format!("failover-reader-{}", rand::random::<u32>()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(FAILOVER_TOPIC, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    while Instant::now() < deadline && out.len() < want {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            if v.starts_with(prefix) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// The broker coordinating `txn_id`, asked straight from the brokers.
+fn txn_coordinator(fc: &mut FaultCluster, txn_id: &str) -> i32 {
+    let boot = fc.direct_bootstrap();
+    eventually(
+        Duration::from_secs(60),
+        "the transaction coordinator",
+        || {
+            block_on(async {
+                let mut c = Client::connect_to(&boot).await.ok()?;
+                c.find_transaction_coordinator(txn_id).await.ok()
+            })
+        },
+    )
+}
+
+/// SIGKILL of the transaction coordinator on a 3-broker RF=3 cluster (a) between
+/// AddPartitionsToTxn and EndTxn: the producer's commit goes to the new coordinator and
+/// succeeds; (b) after PrepareCommit, before the markers are written (the coordinator is cut
+/// off from the partition leaders, so EndTxn answers but no marker lands): the new
+/// coordinator completes the commit. Nothing is torn either way.
+#[test]
+fn transaction_coordinator_failover_completes_commits() {
+    let _serial = serial();
+    let mut fc = FaultCluster::start(Topology::Separate);
+    fc.create_named_topic(FAILOVER_TOPIC, PARTITIONS);
+    fc.create_topic();
+    let boot = fc.proxied_bootstrap();
+
+    // (a) Killed between AddPartitionsToTxn and EndTxn.
+    let producer = failover_producer(&boot, "failover-a");
+    producer
+        .init_transactions(Duration::from_secs(60))
+        .expect("init_transactions");
+    producer.begin_transaction().expect("begin");
+    for i in 0..12 {
+        let v = format!("a-{i}");
+        producer
+            .send(
+                BaseRecord::to(FAILOVER_TOPIC)
+                    .partition(i % PARTITIONS)
+                    .key(&v)
+                    .payload(&v),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let coordinator = txn_coordinator(&mut fc, "failover-a");
+    fc.log(&format!(
+        "(a) records written; SIGKILL coordinator {coordinator}"
+    ));
+    fc.cluster.node(coordinator).kill9();
+    producer
+        .commit_transaction(Duration::from_secs(90))
+        .expect("commit after the coordinator died");
+    fc.log("(a) committed through the new coordinator");
+    let seen = committed_values(&boot, "a-", 12, Duration::from_secs(60));
+    assert_eq!(seen.len(), 12, "(a) read_committed sees {seen:?}");
+    fc.cluster.node(coordinator).start();
+    fc.cluster.node(coordinator).wait_ready(READY);
+    fc.wait_full_isr(Duration::from_secs(90));
+    drop(producer);
+
+    // (b) Killed after PrepareCommit, before the markers.
+    let producer = failover_producer(&boot, "failover-b");
+    producer
+        .init_transactions(Duration::from_secs(60))
+        .expect("init_transactions");
+    let coordinator = txn_coordinator(&mut fc, "failover-b");
+    // Partitions led elsewhere, so every marker must cross a link we cut.
+    let parts = fc.partitions().expect("partitions");
+    let targets: Vec<i32> = parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.leader != coordinator)
+        .map(|(i, _)| i as i32)
+        .collect();
+    assert!(
+        !targets.is_empty(),
+        "every partition is led by the coordinator"
+    );
+    producer.begin_transaction().expect("begin");
+    for i in 0..12 {
+        let v = format!("b-{i}");
+        producer
+            .send(
+                BaseRecord::to(FAILOVER_TOPIC)
+                    .partition(targets[i % targets.len()])
+                    .key(&v)
+                    .payload(&v),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let others: Vec<i32> = fc
+        .brokers
+        .iter()
+        .copied()
+        .filter(|b| *b != coordinator)
+        .collect();
+    for b in &others {
+        fc.net.cut(coordinator, *b);
+    }
+    fc.log(&format!(
+        "(b) coordinator {coordinator} cut off from {others:?}; committing"
+    ));
+    producer
+        .commit_transaction(Duration::from_secs(60))
+        .expect("EndTxn answers once PrepareCommit is committed");
+    let early = committed_values(&boot, "b-", 12, Duration::from_secs(3));
+    assert!(
+        early.is_empty(),
+        "(b) the markers could not be written, yet read_committed sees {early:?}"
+    );
+    let state = block_on(async {
+        let mut c = Client::connect_to(&fc.direct_bootstrap()).await.ok()?;
+        c.describe_transaction("failover-b").await.ok()
+    });
+    fc.log(&format!("(b) before the kill: {state:?}"));
+    assert_eq!(
+        state.map(|d| d.state),
+        Some("PrepareCommit".to_owned()),
+        "(b) the transaction should wait in PrepareCommit"
+    );
+    fc.cluster.node(coordinator).kill9();
+    fc.net.heal_all();
+    fc.log(&format!("(b) SIGKILLed coordinator {coordinator}; healed"));
+    let seen = committed_values(&boot, "b-", 12, Duration::from_secs(90));
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        (seen.len(), sorted.len()),
+        (12, 12),
+        "(b) the new coordinator should complete the commit: read_committed sees {seen:?}"
+    );
+    fc.cluster.node(coordinator).start();
+    fc.cluster.node(coordinator).wait_ready(READY);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Every replica SIGKILLed at once.
 
 /// Produces `count` values (all in flight at once) and waits for every report; returns the
