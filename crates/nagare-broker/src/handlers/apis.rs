@@ -9,7 +9,13 @@ use std::sync::Arc;
 use kafka_protocol::messages::ApiKey;
 
 use super::{
-    add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, consumer_group_describe, consumer_group_heartbeat, controller_apis, create_partitions, create_topics, delete_records, delete_topics, describe_cluster, describe_configs, describe_producers, describe_quorum, describe_transactions, elect_leaders, end_txn, envelope, fetch, find_coordinator, groups, init_producer_id, list_offsets, list_transactions, metadata, offset_for_leader_epoch, produce, txn_offset_commit, write_txn_markers, BoxFuture, HandlerResult, ListenerKind, Request,
+    add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions,
+    consumer_group_describe, consumer_group_heartbeat, controller_apis, create_partitions,
+    create_topics, delete_records, delete_topics, describe_cluster, describe_configs,
+    describe_producers, describe_quorum, describe_transactions, elect_leaders, end_txn, envelope,
+    fetch, find_coordinator, groups, init_producer_id, list_offsets, list_transactions, metadata,
+    offset_for_leader_epoch, produce, txn_offset_commit, write_txn_markers, BoxFuture,
+    HandlerResult, ListenerKind, Request,
 };
 use crate::controller_requests;
 use crate::Broker;

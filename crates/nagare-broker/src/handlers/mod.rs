@@ -39,11 +39,11 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 #[cfg(test)]
 mod tests;
-pub mod txn_offset_commit;
-pub mod write_txn_markers;
 #[cfg(test)]
 mod txn_data_tests;
+pub mod txn_offset_commit;
 mod txn_tests;
+pub mod write_txn_markers;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
