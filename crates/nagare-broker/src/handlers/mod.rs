@@ -42,6 +42,7 @@ mod tests;
 #[cfg(test)]
 mod txn_data_tests;
 pub mod txn_offset_commit;
+#[cfg(test)]
 mod txn_tests;
 pub mod write_txn_markers;
 
