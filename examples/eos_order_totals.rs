@@ -38,8 +38,10 @@ struct Options {
     /// A pause between producing a batch and committing it (widens the window in which a
     /// test kills the process mid-transaction).
     pause_before_commit: Duration,
-    /// Exit after this long without new orders (0: run forever).
+    /// Exit after this long without new orders once partitions are assigned (0: run forever).
     exit_when_idle: Duration,
+    /// The consumer's `session.timeout.ms` (how soon a killed instance's partitions move).
+    session_timeout_ms: u32,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -52,6 +54,7 @@ fn parse_options() -> Result<Options, String> {
         batch: 100,
         pause_before_commit: Duration::ZERO,
         exit_when_idle: Duration::ZERO,
+        session_timeout_ms: 45_000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -76,6 +79,11 @@ fn parse_options() -> Result<Options, String> {
                         .parse()
                         .map_err(|e| format!("--exit-when-idle-ms: {e}"))?,
                 )
+            }
+            "--session-timeout-ms" => {
+                o.session_timeout_ms = value()?
+                    .parse()
+                    .map_err(|e| format!("--session-timeout-ms: {e}"))?
             }
             other => return Err(format!("unknown option {other}")),
         }
@@ -114,6 +122,7 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         .set("auto.offset.reset", "earliest")
         // Read only committed input: upstream transactions that aborted never count.
         .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", o.session_timeout_ms.to_string())
         .create()?;
     consumer.subscribe(&[&o.input])?;
     let producer: BaseProducer = ClientConfig::new()
@@ -146,6 +155,12 @@ fn run(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         if batch.is_empty() {
+            // Idle only counts once partitions are assigned: a new instance first waits for
+            // the group to rebalance (a killed predecessor's session to expire).
+            if consumer.assignment().map_or(true, |a| a.count() == 0) {
+                idle_since = Instant::now();
+                continue;
+            }
             if !o.exit_when_idle.is_zero() && idle_since.elapsed() >= o.exit_when_idle {
                 println!("idle; {transactions} transactions committed");
                 return Ok(());

@@ -665,6 +665,9 @@ def transaction_checks(server: Server) -> None:
             if commit:
                 p.commit_transaction(30)
             else:
+                # Abort purges what is still queued: flush first, so that the aborted
+                # records are in the log for read_committed to skip.
+                expect(p.flush(30) == 0, "aborted transaction's records not delivered")
                 p.abort_transaction(30)
         committed_n = sum(len(v) for t in want.values() for v in t.values())
         all_n = sum(len(v) for t in every.values() for v in t.values())
@@ -771,6 +774,7 @@ def transaction_checks(server: Server) -> None:
         p.begin_transaction()
         for i in range(10):
             p.send(topic, value=f"kp-abort-{i}".encode(), partition=1)
+        p.flush()  # into the log, so that read_committed has something to skip
         p.abort_transaction()
         p.close()
         rc = read_partitions(server, topic, 2, "read_committed", 0, timeout=30,
@@ -778,7 +782,11 @@ def transaction_checks(server: Server) -> None:
         mine = [v for v in rc[1] if v.startswith("kp-")]
         want = [f"kp-commit-{i}" for i in range(10)]
         expect(mine == want, f"read_committed: {first_diff(mine, want)}")
-        return "kafka-python committed 10 and aborted 10; read_committed saw the 10"
+        ru = read_partitions(server, topic, 2, "read_uncommitted", 0, timeout=30,
+                             done=lambda got: "kp-abort-9" in got[1])
+        expect("kp-abort-9" in ru[1], "the aborted records are not in the log")
+        return ("kafka-python committed 10 and aborted 10 (in the log); read_committed saw "
+                "the 10 committed")
 
     check("confluent-kafka transactions: commit/abort over 2 topics, read_committed vs "
           "read_uncommitted", commit_and_abort)
