@@ -1384,12 +1384,18 @@ fn transaction_coordinator_failover_completes_commits() {
         .expect("init_transactions");
     let coordinator = txn_coordinator(&mut fc, "failover-b");
     // Partitions led elsewhere, so every marker must cross a link we cut.
-    let parts = fc.partitions().expect("partitions");
+    let direct = fc.direct_bootstrap();
+    let parts = eventually(Duration::from_secs(30), "the topic's leaders", || {
+        block_on(async {
+            let mut c = Client::connect_to(&direct).await.ok()?;
+            c.topic_metadata(FAILOVER_TOPIC).await.ok()
+        })
+    })
+    .partitions;
     let targets: Vec<i32> = parts
         .iter()
-        .enumerate()
-        .filter(|(_, p)| p.leader != coordinator)
-        .map(|(i, _)| i as i32)
+        .filter(|p| p.leader >= 0 && p.leader != coordinator)
+        .map(|p| p.partition)
         .collect();
     assert!(
         !targets.is_empty(),
