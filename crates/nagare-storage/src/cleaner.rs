@@ -421,8 +421,14 @@ impl Cleaner {
             producer_last: &view.producer_last,
         };
         let mut earliest_horizon: Option<i64> = None;
+        // One transaction tracker for the whole pass (Kafka keeps one per group): a marker
+        // whose data sits in an earlier group is then still known to have data, so it never
+        // goes while records of its transaction remain — a producer-state replay from the
+        // log start would otherwise see those records as a transaction that never ended.
+        let mut txns = TxnTracker::default();
         for group in groups {
-            let (horizon, swapped) = self.clean_group(log, &group, &config, &filter, &mut stats)?;
+            let (horizon, swapped) =
+                self.clean_group(log, &group, &config, &filter, &mut txns, &mut stats)?;
             if swapped {
                 if let Some(h) = horizon {
                     earliest_horizon = Some(earliest_horizon.map_or(h, |e| e.min(h)));
@@ -464,20 +470,19 @@ impl Cleaner {
         group: &[&SegmentView],
         config: &LogConfig,
         filter: &Filter<'_>,
+        txns: &mut TxnTracker,
         stats: &mut CleanStats,
     ) -> Result<(Option<i64>, bool), StorageError> {
         let base = group[0].base_offset;
         let mut cleaned = Segment::create_with_suffix(log.dir(), base, CLEANED_SUFFIX)?;
         let result = (|| -> Result<Option<i64>, StorageError> {
             let mut horizon: Option<i64> = None;
-            // Kafka's cleaner tracks transactions per group of segments cleaned together.
-            let mut txns = TxnTracker::default();
             for s in group {
                 stats.bytes_read += s.size;
                 txns.add_aborted(log.collect_aborted_transactions(s.base_offset, s.next_offset)?);
                 walk_segment(s, &mut |h, bytes| {
                     let out = filter
-                        .apply(h, bytes, &mut txns)
+                        .apply(h, bytes, txns)
                         .map_err(|e| corrupt(&format!("batch at offset {}", h.base_offset), e))?;
                     stats.records_read += u64::try_from(h.records_count).unwrap_or(0);
                     let (nh, data, tombstones): (RecordBatchHeader, &[u8], bool) = match &out {

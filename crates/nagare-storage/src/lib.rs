@@ -1,8 +1,12 @@
 //! The partition log on disk, in Apache Kafka's layout and with its semantics.
 //!
 //! A [`Log`] is one partition replica's log: a directory `<topic>-<partition>` of segments
-//! (`<20-digit base offset>.log` with sparse `.index` and `.timeindex` files), producer-state
-//! snapshots (`<offset>.snapshot`) and a `leader-epoch-checkpoint`. A [`LogManager`] owns every
+//! (`<20-digit base offset>.log` with sparse `.index` and `.timeindex` files and, once a
+//! transaction was aborted in it, a `.txnindex`), producer-state snapshots (`<offset>.snapshot`,
+//! open transactions included) and a `leader-epoch-checkpoint`. Transactions follow Kafka's
+//! `ProducerStateManager`: markers end them, the oldest open one bounds the last stable
+//! offset ([`Log::last_stable_offset`]), and aborted ones are indexed for `read_committed`
+//! fetches ([`Log::collect_aborted_transactions`]). A [`LogManager`] owns every
 //! log of one log directory together with its checkpoint files and clean-shutdown marker.
 //!
 //! Record batches are stored exactly as produced: the leader assigns offsets by patching batch

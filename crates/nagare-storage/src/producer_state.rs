@@ -1,8 +1,12 @@
-//! Idempotent-producer state, after Kafka's `ProducerStateManager`.
+//! Idempotent and transactional producer state, after Kafka's `ProducerStateManager` and
+//! `ProducerAppendInfo`.
 //!
 //! Per producer id the log remembers the producer epoch and the metadata of its last
 //! [`MAX_BATCHES_PER_PRODUCER`] batches, so that a retried batch is recognised as a duplicate
-//! (and answered with its original offsets) and a gap in sequence numbers is refused.
+//! (and answered with its original offsets) and a gap in sequence numbers is refused; and
+//! the first offset of its open transaction and the coordinator epoch of its last marker, so
+//! that the last stable offset is known, markers of zombie coordinators are refused, and an
+//! ABORT marker yields the aborted-transaction index entry.
 //!
 //! The state is persisted in snapshot files `<offset>.snapshot` holding the state of every
 //! batch below `offset`; on open the latest usable snapshot is loaded and the batches after it
@@ -192,10 +196,39 @@ pub(crate) struct ProducerStateManager {
     dir: PathBuf,
     partition: String,
     producers: HashMap<i64, ProducerStateEntry>,
+    /// The open transactions as (first offset, producer id), oldest first (Kafka's
+    /// `ongoingTxns`): the first unstable offset without a scan of every producer.
+    ongoing: BTreeSet<(i64, i64)>,
     snapshots: BTreeSet<i64>,
 }
 
+/// The open-transaction key of an entry, if its transaction is open.
+fn ongoing_key(e: &ProducerStateEntry) -> Option<(i64, i64)> {
+    (e.current_txn_first_offset >= 0).then_some((e.current_txn_first_offset, e.producer_id))
+}
+
 impl ProducerStateManager {
+    /// Installs `entry`, keeping the open-transaction set in step.
+    fn put(&mut self, entry: ProducerStateEntry) {
+        let new_key = ongoing_key(&entry);
+        if let Some(old) = self.producers.insert(entry.producer_id, entry) {
+            if let Some(k) = ongoing_key(&old) {
+                if Some(k) != new_key {
+                    self.ongoing.remove(&k);
+                }
+            }
+        }
+        if let Some(k) = new_key {
+            self.ongoing.insert(k);
+        }
+    }
+
+    /// Replaces every entry (a loaded snapshot, or nothing).
+    fn set_all(&mut self, producers: HashMap<i64, ProducerStateEntry>) {
+        self.ongoing = producers.values().filter_map(ongoing_key).collect();
+        self.producers = producers;
+    }
+
     /// Validates batches whose offsets are already assigned, as Kafka's
     /// `UnifiedLog.analyzeAndValidateProducerState` does, and computes the new entries.
     ///
@@ -310,7 +343,9 @@ impl ProducerStateManager {
     /// Installs entries computed by [`ProducerStateManager::prepare`]; returns the aborted
     /// transactions to add to the transaction index of the segment holding their markers.
     pub(crate) fn commit(&mut self, update: Update) -> Vec<AbortedTxn> {
-        self.producers.extend(update.entries);
+        for (_, e) in update.entries {
+            self.put(e);
+        }
         self.aborted_entries(&update.completed)
     }
 
@@ -324,11 +359,13 @@ impl ProducerStateManager {
             if !c.aborted {
                 continue;
             }
+            // Kafka's `findNextIncompleteTxn`: the oldest open transaction of another producer.
             let open_elsewhere = self
-                .producers
-                .values()
-                .filter(|e| e.producer_id != c.producer_id && e.current_txn_first_offset >= 0)
-                .map(|e| e.current_txn_first_offset)
+                .ongoing
+                .iter()
+                .find(|(_, pid)| *pid != c.producer_id)
+                .map(|(first, _)| *first)
+                .into_iter()
                 .chain(
                     completed[i + 1..]
                         .iter()
@@ -356,12 +393,22 @@ impl ProducerStateManager {
         if !h.has_producer_id() {
             return None;
         }
-        let completed = self
+        let entry = self
             .producers
             .entry(h.producer_id)
-            .or_insert_with(|| ProducerStateEntry::empty(h.producer_id))
-            .apply(h, marker)?;
-        self.aborted_entries(&[completed]).pop()
+            .or_insert_with(|| ProducerStateEntry::empty(h.producer_id));
+        let before = ongoing_key(entry);
+        let completed = entry.apply(h, marker);
+        let after = ongoing_key(entry);
+        if before != after {
+            if let Some(k) = before {
+                self.ongoing.remove(&k);
+            }
+            if let Some(k) = after {
+                self.ongoing.insert(k);
+            }
+        }
+        self.aborted_entries(&[completed?]).pop()
     }
 
     /// The entry of one producer.
@@ -387,11 +434,7 @@ impl ProducerStateManager {
 
     /// First offset of the oldest ongoing transaction.
     pub(crate) fn first_unstable_offset(&self) -> Option<i64> {
-        self.producers
-            .values()
-            .filter(|e| e.current_txn_first_offset >= 0)
-            .map(|e| e.current_txn_first_offset)
-            .min()
+        self.ongoing.first().map(|(first, _)| *first)
     }
 
     /// Loads the latest valid snapshot at or below `log_end_offset`, deleting snapshots above
@@ -427,6 +470,7 @@ impl ProducerStateManager {
             dir: dir.to_path_buf(),
             partition,
             producers: HashMap::new(),
+            ongoing: BTreeSet::new(),
             snapshots,
         };
         mgr.delete_snapshots_after(log_end_offset)?;
@@ -435,7 +479,7 @@ impl ProducerStateManager {
             let path = mgr.snapshot_path(offset);
             match read_snapshot(&path) {
                 Ok((snap_offset, producers)) if snap_offset == offset => {
-                    mgr.producers = producers;
+                    mgr.set_all(producers);
                     from = Some(offset);
                     break;
                 }
@@ -454,7 +498,7 @@ impl ProducerStateManager {
 
     /// Forgets all state (before a full replay).
     pub(crate) fn clear(&mut self) {
-        self.producers.clear();
+        self.set_all(HashMap::new());
     }
 
     fn snapshot_path(&self, offset: i64) -> PathBuf {
@@ -658,6 +702,9 @@ mod tests {
         let mut e = ProducerStateEntry::empty(7);
         e.producer_epoch = 3;
         e.last_timestamp = 99;
+        // An open transaction and a marker's coordinator epoch round-trip too.
+        e.current_txn_first_offset = 104;
+        e.coordinator_epoch = 9;
         for i in 0..7 {
             e.batches.push_back(ProducerBatchMetadata {
                 first_seq: i * 10,

@@ -1045,3 +1045,246 @@ fn an_open_transaction_is_never_cleaned() {
     assert!(data.contains(&rec(4, "b", "2")));
     assert!(data.contains(&rec(1, "a", "2")), "{data:?}");
 }
+
+#[test]
+fn commit_markers_stay_while_their_data_does_across_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Small segments: data and markers fall in different groups of one pass.
+    let config = compact_config(200);
+    let log = open_log(dir.path(), config.clone(), true);
+    let cleaner = Cleaner::open(dir.path().to_path_buf());
+    let now = 1_000;
+    let mut markers = Vec::new();
+    for (i, pid) in [1i64, 2, 3, 4].into_iter().enumerate() {
+        txn_write(&log, kv(&format!("k{i}"), Some("x")), pid, 0, now);
+        txn_write(&log, kv(&format!("j{i}"), Some("y")), pid, 1, now);
+        markers.push(end_txn(&log, pid, true, now));
+    }
+    roll(&log, now);
+    assert!(log.segment_count() > 3, "{:?}", log.segment_base_offsets());
+    for t in [10_000, 20_000, 30_000] {
+        cleaner
+            .clean_log(&tp(), &log, &CleanerConfig::default(), t, true)
+            .expect("clean");
+    }
+    let (data, kept) = data_and_markers(&log);
+    assert_eq!(data.len(), 8);
+    assert_eq!(kept, markers, "every transaction still has data");
+    // A producer-state replay from the log start (no snapshot, unclean shutdown) sees every
+    // transaction end.
+    log.close().expect("close");
+    drop(log);
+    for f in segment_names(dir.path(), ".snapshot") {
+        fs::remove_file(dir.path().join(f)).expect("rm");
+    }
+    let log = Log::open(dir.path().to_path_buf(), tp(), config, 0, false, 0).expect("open");
+    assert_eq!(log.first_unstable_offset(), None);
+}
+
+#[derive(Debug, Clone)]
+enum TxnOp {
+    /// Producer `p` writes key `k` (value or tombstone) in its transaction.
+    Data(usize, u8, bool),
+    /// A plain write of key `k`.
+    Plain(u8, bool),
+    /// Producer `p`'s transaction ends.
+    End(usize, bool),
+    /// A cleaning pass at the next time step.
+    Clean,
+}
+
+fn arb_txn_op() -> impl Strategy<Value = TxnOp> {
+    prop_oneof![
+        6 => (0usize..3, 0u8..5, prop::bool::weighted(0.85)).prop_map(|(p, k, v)| TxnOp::Data(p, k, v)),
+        2 => (0u8..5, prop::bool::weighted(0.85)).prop_map(|(k, v)| TxnOp::Plain(k, v)),
+        3 => (0usize..3, any::<bool>()).prop_map(|(p, c)| TxnOp::End(p, c)),
+        1 => Just(TxnOp::Clean),
+    ]
+}
+
+/// What a `read_committed` consumer sees, per key the last visible record's value, using
+/// the aborted-transaction index as librdkafka does (a transactional batch of a producer
+/// inside one of its aborted transactions is skipped; markers are not records).
+fn committed_view(log: &Log) -> BTreeMap<String, Option<String>> {
+    let end = log.log_end_offset();
+    let aborted = log.collect_aborted_transactions(0, end).expect("collect");
+    let mut view = BTreeMap::new();
+    let mut offset = log.log_start_offset();
+    while offset < end {
+        let data = log.read(offset, 1 << 20, true, i64::MAX).expect("read");
+        let Some(slice) = data.slice else { break };
+        let bytes = slice.read_to_bytes().expect("pread");
+        for item in record_batch::batches(&bytes) {
+            let (h, range) = item.expect("batch");
+            offset = h.next_offset();
+            let in_aborted = h.is_transactional()
+                && aborted.iter().any(|a| {
+                    a.producer_id == h.producer_id
+                        && a.first_offset <= h.base_offset
+                        && h.base_offset < a.last_offset
+                });
+            if h.is_control() || in_aborted {
+                continue;
+            }
+            let mut b = Bytes::copy_from_slice(&bytes[range]);
+            for set in RecordBatchDecoder::decode_all(&mut b).expect("decode") {
+                for r in set.records {
+                    let k = String::from_utf8_lossy(&r.key.expect("key")).into_owned();
+                    if k != MARKER {
+                        let v = r.value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                        view.insert(k, v);
+                    }
+                }
+            }
+        }
+    }
+    view.retain(|_, v| v.is_some());
+    view
+}
+
+/// A write of the model: key, value, and its producer's transaction number if any.
+type ModelWrite = (String, Option<String>, Option<(usize, u32)>);
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Cleaning a log of transactions never changes what a `read_committed` consumer sees
+    /// (the latest committed value per key), never brings an aborted record back, and
+    /// leaves a log whose replay from the start ends every transaction.
+    #[test]
+    fn cleaning_keeps_the_committed_view(
+        ops in proptest::collection::vec(arb_txn_op(), 1..50),
+        segment_bytes in 150u64..600,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = compact_config(segment_bytes);
+        let log = open_log(dir.path(), config.clone(), true);
+        let cleaner = Cleaner::open(dir.path().to_path_buf());
+        let mut seqs = [0i32; 3];
+        // Writes in offset order: key, value, and the producer's transaction number.
+        let mut writes: Vec<ModelWrite> = Vec::new();
+        let mut txn_no = [0u32; 3];
+        let mut aborted: std::collections::HashSet<(usize, u32)> = Default::default();
+        let mut now = 1_000;
+        for (i, op) in ops.iter().enumerate() {
+            let value = |live: bool| live.then(|| format!("v{i}"));
+            match *op {
+                TxnOp::Data(p, k, live) => {
+                    let r = (Some(format!("k{k}")), value(live));
+                    txn_write(&log, r.clone(), 10 + p as i64, seqs[p], now);
+                    seqs[p] += 1;
+                    writes.push((format!("k{k}"), value(live), Some((p, txn_no[p]))));
+                }
+                TxnOp::Plain(k, live) => {
+                    write(&log, &[(Some(format!("k{k}")), value(live))], now);
+                    writes.push((format!("k{k}"), value(live), None));
+                }
+                TxnOp::End(p, commit) => {
+                    end_txn(&log, 10 + p as i64, commit, now);
+                    if !commit {
+                        aborted.insert((p, txn_no[p]));
+                    }
+                    txn_no[p] += 1;
+                }
+                TxnOp::Clean => {
+                    roll(&log, now);
+                    now += 700;
+                    cleaner
+                        .clean_log(&tp(), &log, &CleanerConfig::default(), now, true)
+                        .expect("clean");
+                }
+            }
+        }
+        for p in 0..3 {
+            end_txn(&log, 10 + p as i64, true, now);
+        }
+        // The committed view: the last committed write per key, in offset order.
+        let mut model: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for (k, v, t) in writes {
+            if t.is_none_or(|t| !aborted.contains(&t)) {
+                model.insert(k, v);
+            }
+        }
+        model.retain(|_, v| v.is_some());
+        roll(&log, now);
+        for step in 0..4 {
+            now += 700;
+            cleaner
+                .clean_log(&tp(), &log, &CleanerConfig::default(), now, true)
+                .expect("clean");
+            prop_assert_eq!(&committed_view(&log), &model, "after pass {}", step);
+        }
+        prop_assert_eq!(log.first_unstable_offset(), None);
+        log.close().expect("close");
+        drop(log);
+        for f in segment_names(dir.path(), ".snapshot") {
+            fs::remove_file(dir.path().join(f)).expect("rm");
+        }
+        let log = Log::open(dir.path().to_path_buf(), tp(), config, 0, false, 0).expect("open");
+        prop_assert_eq!(log.first_unstable_offset(), None);
+        prop_assert_eq!(&committed_view(&log), &model);
+    }
+}
+
+/// A cleaning of a log with transactions interrupted after the cleaned files were renamed
+/// to `.swap`: the swap completes at open and the swapped-in segment's aborted-transaction
+/// index is rebuilt from its batches, leaving what `read_committed` sees unchanged.
+#[test]
+fn an_interrupted_swap_rebuilds_the_transaction_index() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let a = root.path().join("a");
+    let b = root.path().join("b");
+    let config = compact_config(300);
+    {
+        let log = open_log(&a, config.clone(), true);
+        txn_write(&log, kv("a", Some("aborted")), 1, 0, 1_000);
+        txn_write(&log, kv("b", Some("aborted")), 1, 1, 1_000);
+        end_txn(&log, 1, false, 1_000);
+        write(&log, &[kv("a", Some("1")), kv("c", Some("1"))], 1_000);
+        txn_write(&log, kv("b", Some("2")), 1, 2, 1_000);
+        end_txn(&log, 1, true, 1_000);
+        roll(&log, 1_000);
+        log.close().expect("close");
+    }
+    fs::create_dir_all(&b).expect("mkdir");
+    for e in fs::read_dir(&a).expect("ls") {
+        let e = e.expect("entry");
+        fs::copy(e.path(), b.join(e.file_name())).expect("copy");
+    }
+    let before = committed_view(&open_log(&b, config.clone(), true));
+    let base = {
+        let log = open_log(&a, config.clone(), true);
+        let mut big = config.clone();
+        big.segment_bytes = 1 << 20;
+        log.update_config(big);
+        let cleaner = Cleaner::open(root.path().to_path_buf());
+        let stats = clean(&cleaner, &log, 10_000).expect("cleaned");
+        assert_eq!(stats.segments_written, 1);
+        assert_eq!(
+            log.collect_aborted_transactions(0, log.log_end_offset())
+                .expect("collect")
+                .len(),
+            1,
+            "the abort's marker is kept with its index entry"
+        );
+        let base = log.segment_base_offsets()[0];
+        log.close().expect("close");
+        base
+    };
+    let name = |suffix: &str| format!("{base:020}{suffix}");
+    assert!(a.join(name(".txnindex")).exists());
+    for s in [".log", ".index", ".timeindex", ".txnindex"] {
+        fs::copy(a.join(name(s)), b.join(format!("{}.swap", name(s)))).expect("copy");
+    }
+    let log = Log::open(b.clone(), tp(), config, 0, false, 0).expect("recover");
+    assert_eq!(committed_view(&log), before);
+    assert_eq!(log.first_unstable_offset(), None);
+    // The aborted data is gone, so the rebuilt index needs no entry for it; what it holds
+    // must still describe real aborts of this log.
+    for t in log
+        .collect_aborted_transactions(0, log.log_end_offset())
+        .expect("collect")
+    {
+        assert_eq!((t.producer_id, t.first_offset, t.last_offset), (1, 0, 2));
+    }
+}

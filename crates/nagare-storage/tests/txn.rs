@@ -506,3 +506,212 @@ fn a_full_truncation_forgets_open_transactions() {
     assert_eq!(log.last_stable_offset(100), 100);
     assert!(log.producer_state(1).is_none());
 }
+
+#[test]
+fn the_coordinator_epoch_survives_reopen() {
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), small_config());
+        produce(&log, txn(1, 0, 0, 1));
+        marker(&log, 1, 0, 5, false);
+        let end = log.log_end_offset();
+        if clean {
+            log.close().expect("close");
+        }
+        drop(log);
+        let log = reopen(
+            dir.path(),
+            small_config(),
+            clean,
+            if clean { end } else { 0 },
+        );
+        let st = log.producer_state(1).expect("state");
+        assert_eq!((st.coordinator_epoch, st.current_txn_first_offset), (5, -1));
+        assert!(matches!(
+            try_marker(&log, 1, 0, 4, true),
+            Err(StorageError::TransactionCoordinatorFenced(_))
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A model check: random transactional workloads against a model of Kafka's rules, across
+// truncations and reopens with and without a clean shutdown.
+
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A transactional batch of producer `p` (starts its transaction if none is open).
+    Data(usize, usize),
+    /// A plain batch.
+    Plain(usize),
+    /// A marker for producer `p` (commit or abort), as the coordinator writes it.
+    End(usize, bool),
+    /// Replication truncation to `fraction` of the log end.
+    Truncate(u8),
+    /// Close (clean) or drop (kill -9) and reopen; `flush` before a kill moves the
+    /// recovery point; `drop_snapshots` removes every producer snapshot first.
+    Reopen {
+        clean: bool,
+        flush: bool,
+        drop_snapshots: bool,
+    },
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0usize..3, 1usize..4).prop_map(|(p, n)| Op::Data(p, n)),
+        2 => (1usize..3).prop_map(Op::Plain),
+        4 => (0usize..3, any::<bool>()).prop_map(|(p, c)| Op::End(p, c)),
+        1 => (0u8..100).prop_map(Op::Truncate),
+        1 => (any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(clean, flush, drop_snapshots)| Op::Reopen { clean, flush, drop_snapshots }),
+    ]
+}
+
+/// What is in the log, in offset order: batches as (first offset, last offset, kind).
+#[derive(Debug, Clone, Copy)]
+enum Written {
+    Data(i64),
+    Plain,
+    End(i64, bool),
+}
+
+/// Kafka's rules over the batches in the log: the aborted transactions (with their LSO)
+/// and the open transactions' first offsets.
+fn model(log: &[(i64, i64, Written)]) -> (Vec<AbortedTxn>, Option<i64>) {
+    let mut open: std::collections::BTreeMap<i64, i64> = Default::default(); // pid -> first
+    let mut aborted = Vec::new();
+    for &(first, _last, w) in log {
+        match w {
+            Written::Data(pid) => {
+                open.entry(pid).or_insert(first);
+            }
+            Written::Plain => {}
+            Written::End(pid, commit) => {
+                if let Some(f) = open.remove(&pid) {
+                    if !commit {
+                        let lso = open.values().min().copied().unwrap_or(first + 1);
+                        aborted.push(aborted_entry(pid, f, first, lso));
+                    }
+                }
+            }
+        }
+    }
+    (aborted, open.values().min().copied())
+}
+
+fn aborted_entry(pid: i64, first: i64, last: i64, lso: i64) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: pid,
+        first_offset: first,
+        last_offset: last,
+        last_stable_offset: lso,
+    }
+}
+
+fn check(log: &Log, written: &[(i64, i64, Written)], ctx: &str) {
+    let end = log.log_end_offset();
+    let (aborted, fuo) = model(written);
+    assert_eq!(log.first_unstable_offset(), fuo, "{ctx}");
+    assert_eq!(log.last_stable_offset(end), fuo.unwrap_or(end), "{ctx}");
+    assert_eq!(
+        log.collect_aborted_transactions(0, end).expect("collect"),
+        aborted,
+        "{ctx}"
+    );
+    // Every range: exactly the overlapping aborted transactions.
+    for start in (0..end).step_by(3) {
+        for upper in (start + 1..=end).step_by(4) {
+            let want: Vec<AbortedTxn> = aborted
+                .iter()
+                .copied()
+                .filter(|a| a.last_offset >= start && a.first_offset < upper)
+                .collect();
+            assert_eq!(
+                log.collect_aborted_transactions(start, upper)
+                    .expect("collect"),
+                want,
+                "{ctx}: [{start}, {upper})"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn transactions_match_the_model_across_truncation_and_reopen(
+        ops in proptest::collection::vec(arb_op(), 1..60),
+        segment_batches in 2u64..6,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let one = txn(1, 0, 0, 1).len() as u64;
+        let config = LogConfig {
+            segment_bytes: one * segment_batches,
+            ..small_config()
+        };
+        let mut log = open(dir.path(), config.clone());
+        let mut written: Vec<(i64, i64, Written)> = Vec::new();
+        let mut seqs = [0i32; 3];
+        for (i, op) in ops.iter().enumerate() {
+            let ctx = format!("op {i} {op:?}");
+            match *op {
+                Op::Data(p, n) => {
+                    let pid = 100 + p as i64;
+                    let info = log
+                        .append_as_leader(txn(pid, 0, seqs[p], n), 0, 0)
+                        .expect("append");
+                    seqs[p] += n as i32;
+                    written.push((info.first_offset, info.last_offset, Written::Data(pid)));
+                }
+                Op::Plain(n) => {
+                    let info = log.append_as_leader(batch(n, 0), 0, 0).expect("append");
+                    written.push((info.first_offset, info.last_offset, Written::Plain));
+                }
+                Op::End(p, commit) => {
+                    let pid = 100 + p as i64;
+                    let at = marker(&log, pid, 0, 0, commit);
+                    written.push((at, at, Written::End(pid, commit)));
+                }
+                Op::Truncate(f) => {
+                    let end = log.log_end_offset();
+                    let to = end * i64::from(f) / 100;
+                    log.truncate_to(to).expect("truncate");
+                    written.retain(|w| w.1 < to);
+                    // A truncated producer may continue at any sequence: its state is gone or
+                    // older; restart its sequences at what the log still has.
+                    seqs = [0; 3];
+                    for &(f0, l0, w) in &written {
+                        if let Written::Data(pid) = w {
+                            seqs[(pid - 100) as usize] += (l0 - f0 + 1) as i32;
+                        }
+                    }
+                }
+                Op::Reopen { clean, flush, drop_snapshots } => {
+                    let end = log.log_end_offset();
+                    let rp = if clean {
+                        log.close().expect("close");
+                        end
+                    } else if flush {
+                        log.flush().expect("flush")
+                    } else {
+                        0
+                    };
+                    drop(log);
+                    if drop_snapshots {
+                        for f in files(dir.path(), ".snapshot") {
+                            fs::remove_file(dir.path().join(f)).expect("rm");
+                        }
+                    }
+                    log = reopen(dir.path(), config.clone(), clean, rp);
+                    prop_assert_eq!(log.log_end_offset(), end);
+                }
+            }
+            prop_assert_eq!(log.log_end_offset(), written.last().map_or(0, |w| w.1 + 1).max(log.log_start_offset()));
+            check(&log, &written, &ctx);
+        }
+    }
+}

@@ -81,6 +81,14 @@ impl Inner {
     fn size_bytes(&self) -> u64 {
         self.segments().map(|s| s.size).sum()
     }
+
+    /// Kafka's `updateFirstUnstableOffset`: the oldest open transaction's first offset, never
+    /// below the log start (DeleteRecords may pass it).
+    fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers
+            .first_unstable_offset()
+            .map(|fuo| fuo.max(self.log_start_offset))
+    }
 }
 
 /// One partition replica's log. `Send + Sync`; share it with `Arc`.
@@ -93,6 +101,9 @@ pub struct Log {
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
     recovery_point: AtomicI64,
+    /// The first unstable offset (clamped to the log start), -1 when no transaction is open:
+    /// read on every `read_committed` fetch, so kept out of the append lock.
+    first_unstable_offset: AtomicI64,
     poisoned: AtomicBool,
 }
 
@@ -162,6 +173,10 @@ impl Log {
             .store(inner.log_end_offset, Ordering::Release);
         self.recovery_point
             .store(inner.recovery_point, Ordering::Release);
+        self.first_unstable_offset.store(
+            inner.first_unstable_offset().unwrap_or(-1),
+            Ordering::Release,
+        );
     }
 
     /// Marks the log failed after an I/O error on a write path and returns the error.

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -354,11 +355,8 @@ impl Log {
     /// below the log start offset (Kafka's `updateFirstUnstableOffset`: DeleteRecords may
     /// move the log start past a transaction's first records).
     pub fn first_unstable_offset(&self) -> Option<i64> {
-        let inner = self.inner.lock();
-        inner
-            .producers
-            .first_unstable_offset()
-            .map(|fuo| fuo.max(inner.log_start_offset))
+        let fuo = self.first_unstable_offset.load(Ordering::Acquire);
+        (fuo >= 0).then_some(fuo)
     }
 
     /// Kafka's last stable offset: `min(first unstable offset, high_watermark)`, the bound of

@@ -377,6 +377,7 @@ impl Log {
             closed: false,
         };
         tracing::debug!(%tp, log_start, log_end, recovery_point, segments = inner.rolled.len() + 1, "log loaded");
+        let first_unstable = inner.first_unstable_offset().unwrap_or(-1);
         Ok(Log {
             dir,
             tp,
@@ -386,6 +387,7 @@ impl Log {
             log_start_offset: AtomicI64::new(log_start),
             log_end_offset: AtomicI64::new(log_end),
             recovery_point: AtomicI64::new(recovery_point),
+            first_unstable_offset: AtomicI64::new(first_unstable),
             poisoned: AtomicBool::new(false),
         })
     }
