@@ -526,6 +526,35 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
             let resp = S::error_response(&req, &ctx, NOT_COORDINATOR);
             return Box::pin(async move { resp });
         }
+        if let WriteKind::Transactional {
+            producer_id,
+            producer_epoch,
+        } = kind
+        {
+            // Why: the log refuses a write of an older producer epoch (a zombie fenced by an
+            // epoch bump, Kafka's ProducerAppendInfo.checkProducerEpoch); refusing it here,
+            // before the shard applies it, spares reloading the shard after the refusal (Kafka
+            // reverts to its snapshot instead). Every write to this partition goes through
+            // this lock, so the check cannot race with one.
+            if handle
+                .partition
+                .producer_epoch(producer_id)
+                .is_some_and(|current| producer_epoch < current)
+            {
+                tracing::debug!(
+                    coordinator = S::NAME,
+                    producer_id,
+                    producer_epoch,
+                    "transactional write of a fenced producer epoch refused"
+                );
+                let resp = S::error_response(
+                    &req,
+                    &ctx,
+                    kafka_protocol::ResponseError::InvalidProducerEpoch.code(),
+                );
+                return Box::pin(async move { resp });
+            }
+        }
         st.refresh_metadata(&metadata);
         let result = st.shard.handle(&ctx, req.clone(), now_ms());
         let committed = self.commit_as(&handle, &mut st, result, Some((&req, &ctx)), kind);
@@ -1505,6 +1534,31 @@ mod tests {
             Err(COORDINATOR_NOT_AVAILABLE)
         );
         node.follower_catches_up();
+
+        // Producer 7's marker at epoch 1 fences its epoch 0: a zombie's write is refused
+        // before the shard applies it (no reload), while epoch 1 writes.
+        let rt = node.rt.clone();
+        let bump = tokio::spawn(async move {
+            rt.complete_transaction(0, 7, 1, 3, false, WRITE_TIMEOUT)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        node.follower_catches_up();
+        assert_eq!(bump.await.expect("join"), Ok(()));
+        let zombie = node
+            .rt
+            .handle_transactional_on(0, ctx.clone(), TxnSet(7, "z", 1), 7, 0)
+            .await;
+        assert_eq!(zombie.await, Error(47));
+        assert_eq!(node.rt.loaded_shards(), vec![0], "no reload");
+        assert_eq!(node.call(Pending(7)).await, Value(0));
+        let current = node
+            .rt
+            .handle_transactional_on(0, ctx.clone(), TxnSet(7, "z", 2), 7, 1)
+            .await;
+        node.follower_catches_up();
+        assert_eq!(current.await, Value(2));
+        assert_eq!(node.call(Pending(7)).await, Value(1));
 
         // Reload: the transactional batches and markers replay to the same state, and 9's
         // transaction (aborted above) stays aborted.

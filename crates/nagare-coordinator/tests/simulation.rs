@@ -1,5 +1,8 @@
 //! Deterministic simulation: seeded schedules of consumers joining, syncing, heartbeating,
-//! committing, leaving and crashing, with time advancing and coordinator reloads. A failing
+//! committing, leaving and crashing, with time advancing and coordinator reloads — and a
+//! transactional producer committing the group's offsets in transactions (TxnOffsetCommit,
+//! then a COMMIT or ABORT marker), checked against a model of Kafka's rule (a committed
+//! transaction's offset replaces the committed one only if written after it). A failing
 //! seed is printed and replays exactly: `NAGARE_GROUP_SIM_SEED=<seed>` runs only that one.
 
 mod common;
@@ -8,8 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use common::*;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::txn_offset_commit_request::*;
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
+use nagare_coordinator::runtime::CoordinatorShard;
 use nagare_coordinator::*;
 
 struct Rng(u64);
@@ -48,14 +53,46 @@ struct Client {
     st: St,
 }
 
+/// What the runtime writes to `__consumer_offsets`, as loading sees it.
+enum Entry {
+    /// A record, of a producer's transaction or not.
+    Rec(Option<i64>, Box<CoordinatorRecord>),
+    /// A COMMIT (true) or ABORT marker of a producer.
+    Marker(i64, bool),
+}
+
+/// The model of the offset of `t`-0 in group `g`: (offset, write order).
+type Written = Option<(i64, u64)>;
+
+/// Applies a log entry to a shard as loading does.
+fn apply(sh: &mut GroupCoordinatorShard, e: &Entry) {
+    match e {
+        Entry::Rec(None, r) => CoordinatorShard::replay(sh, r),
+        Entry::Rec(Some(pid), r) => CoordinatorShard::replay_transactional(sh, *pid, 0, r),
+        Entry::Marker(pid, commit) => {
+            CoordinatorShard::replay_end_transaction_marker(sh, *pid, 0, *commit)
+        }
+    }
+}
+
 struct Sim {
     seed: u64,
     rng: Rng,
     now: i64,
     shard: GroupCoordinatorShard,
     replica: GroupCoordinatorShard,
-    log: Vec<CoordinatorRecord>,
+    log: Vec<Entry>,
     clients: Vec<Client>,
+    /// Drives the transactional producer (its own stream, so that the schedules of the
+    /// other actions stay those of their seed).
+    trng: Rng,
+    /// The producer id of the open transaction, and its offset unless a tombstone removed it.
+    open_txn: Option<(i64, Written)>,
+    next_pid: i64,
+    /// The committed offset the model expects.
+    model: Written,
+    /// Counts accepted offset writes (the model's record order).
+    order: u64,
     /// Parked request token → client index.
     parked: HashMap<RequestToken, usize>,
     /// (generation, member) → assignment the leader gave.
@@ -83,6 +120,11 @@ impl Sim {
             shard,
             replica,
             log: Vec::new(),
+            trng: Rng(seed ^ 0x7478_6e5f_6f66_6673),
+            open_txn: None,
+            next_pid: 1000,
+            model: None,
+            order: 0,
             clients: (0..n)
                 .map(|_| Client {
                     member_id: String::new(),
@@ -109,11 +151,32 @@ impl Sim {
     }
 
     fn absorb(&mut self, c: Option<usize>, r: CoordinatorResult) {
+        self.absorb_as(c, r, None)
+    }
+
+    /// Absorbs a result whose records belong to `producer`'s transaction (or none).
+    fn absorb_as(&mut self, c: Option<usize>, r: CoordinatorResult, producer: Option<i64>) {
         for rec in &r.records {
             let back = CoordinatorRecord::decode(&rec.encode_key(), rec.encode_value().as_deref())
                 .unwrap_or_else(|e| self.fail(&format!("decode: {e}")));
-            self.replica.replay(&back);
-            self.log.push(back);
+            // A tombstone of the partition removes its committed and pending offsets.
+            if let CoordinatorRecord::OffsetCommit {
+                group_id,
+                topic,
+                partition: 0,
+                value: None,
+            } = &back
+            {
+                if group_id == G && topic == "t" {
+                    self.model = None;
+                    if let Some((_, w)) = &mut self.open_txn {
+                        *w = None;
+                    }
+                }
+            }
+            let e = Entry::Rec(producer, Box::new(back));
+            apply(&mut self.replica, &e);
+            self.log.push(e);
         }
         match r.reply {
             Reply::Now(resp) => {
@@ -197,7 +260,61 @@ impl Sim {
         }
     }
 
+    /// The transactional producer: opens a transaction committing an offset of `t`-0 into
+    /// the group (without member fields, as a producer not using KIP-447), or ends the open
+    /// one with a COMMIT or ABORT marker.
+    fn txn_step(&mut self) {
+        match self.open_txn {
+            None => {
+                if self.shard.group(G).is_none() {
+                    return;
+                }
+                self.next_pid += 1;
+                let pid = self.next_pid;
+                let offset = self.trng.below(1_000) as i64;
+                let req = TxnOffsetCommitRequest::default()
+                    .with_transactional_id(TransactionalId(s("tx")))
+                    .with_group_id(GroupId(s(G)))
+                    .with_producer_id(ProducerId(pid))
+                    .with_generation_id(-1)
+                    .with_member_id(s(""))
+                    .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(offset)])]);
+                let r = self
+                    .shard
+                    .handle(&ctx(3), GroupRequest::TxnOffsetCommit(req), self.now);
+                match &r.reply {
+                    Reply::Now(GroupResponse::TxnOffsetCommit(c))
+                        if c.topics[0].partitions[0].error_code == 0 => {}
+                    other => self.fail(&format!("TxnOffsetCommit refused: {other:?}")),
+                }
+                self.order += 1;
+                self.open_txn = Some((pid, Some((offset, self.order))));
+                self.absorb_as(None, r, Some(pid));
+            }
+            Some((pid, written)) => {
+                let commit = self.trng.below(2) == 0;
+                let e = Entry::Marker(pid, commit);
+                apply(&mut self.shard, &e);
+                apply(&mut self.replica, &e);
+                self.log.push(e);
+                if let (true, Some(w)) = (commit, written) {
+                    if self.model.is_none_or(|m| m.1 < w.1) {
+                        self.model = Some(w);
+                    }
+                }
+                self.open_txn = None;
+            }
+        }
+    }
+
     fn step(&mut self) {
+        if self.trng.below(100) < 10 {
+            self.txn_step();
+        }
         let roll = self.rng.below(100);
         if roll < 20 {
             self.now += self.rng.below(4_000) as i64;
@@ -303,6 +420,8 @@ impl Sim {
                         ));
                     }
                     if codes[0] == 0 {
+                        self.order += 1;
+                        self.model = Some((offset, self.order));
                         let c = self
                             .shard
                             .committed_offset(G, "t", 0)
@@ -351,8 +470,8 @@ impl Sim {
         }
         let mut fresh = GroupCoordinatorShard::new(0, GroupCoordinatorConfig::default())
             .with_id_seed(self.rng.next());
-        for r in &self.log {
-            fresh.replay(r);
+        for e in &self.log {
+            apply(&mut fresh, e);
         }
         let r = fresh.on_loaded(self.now);
         self.shard = fresh;
@@ -381,6 +500,25 @@ impl Sim {
         let replica = self.replica.durable_state();
         if live.offsets != replica.offsets {
             self.fail("offsets differ from replay");
+        }
+        if live.pending_txn_offsets != replica.pending_txn_offsets {
+            self.fail("pending transactional offsets differ from replay");
+        }
+        // The committed offset is the model's; a pending one is there while its transaction
+        // is open (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT then).
+        let committed = self.shard.committed_offset(G, "t", 0).map(|o| o.offset);
+        if committed != self.model.map(|m| m.0) {
+            self.fail(&format!(
+                "committed offset {committed:?}, the model says {:?}",
+                self.model
+            ));
+        }
+        let pending = !live.pending_txn_offsets.is_empty();
+        if pending != self.open_txn.is_some_and(|(_, w)| w.is_some()) {
+            self.fail(&format!(
+                "pending offsets {:?} with open transaction {:?}",
+                live.pending_txn_offsets, self.open_txn
+            ));
         }
         for (id, view) in &live.groups {
             if self.replica.group(id).as_ref() != Some(view) {
@@ -435,7 +573,17 @@ fn seeded_schedules_keep_the_invariants() {
         }
         total_rebalances += sim.rebalances;
         // Final reload from the encoded log must give the same durable state.
-        let fresh = reload(&sim.log, sim.now);
+        let mut fresh =
+            GroupCoordinatorShard::new(0, GroupCoordinatorConfig::default()).with_id_seed(99);
+        for e in &sim.log {
+            apply(&mut fresh, e);
+        }
+        fresh.on_loaded(sim.now);
+        assert_eq!(
+            fresh.durable_state().pending_txn_offsets,
+            sim.shard.durable_state().pending_txn_offsets,
+            "seed {seed}"
+        );
         let live = sim.shard.durable_state();
         assert_eq!(fresh.durable_state().offsets, live.offsets, "seed {seed}");
         for (id, v) in &live.groups {

@@ -326,3 +326,100 @@ fn require_stable_applies_to_every_group_of_offset_fetch_v8_and_to_all_topics() 
         vec![("t".to_string(), -1, UNSTABLE), ("u".to_string(), 1, 0)]
     );
 }
+
+#[test]
+fn kip_447_member_checks_of_a_consumer_group() {
+    let mut l = Live::new();
+    let t = uuid::Uuid::from_u128(0xA1);
+    l.sh.set_topics(TopicsImage {
+        topics: [("t".to_string(), (t, 2))].into(),
+    });
+    let hb = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("cg")))
+        .with_member_id(s("a"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]))
+        .with_topic_partitions(Some(vec![]));
+    let r =
+        l.sh.handle(&ctx(1), GroupRequest::ConsumerGroupHeartbeat(hb), 0);
+    let epoch = match &r.reply {
+        Reply::Now(GroupResponse::ConsumerGroupHeartbeat(h)) => {
+            assert_eq!(h.error_code, 0);
+            h.member_epoch
+        }
+        other => panic!("{other:?}"),
+    };
+    l.plain(r);
+    assert_eq!(
+        l.txn_commit(4, "cg", 7, "a", epoch, &[("t", 0, 1)], 5),
+        vec![0]
+    );
+    assert_eq!(
+        l.txn_commit(4, "cg", 7, "a", epoch + 1, &[("t", 0, 1)], 5),
+        vec![ResponseError::IllegalGeneration.code()],
+        "a stale member epoch is ILLEGAL_GENERATION for TxnOffsetCommit"
+    );
+    assert_eq!(
+        l.txn_commit(4, "cg", 7, "b", epoch, &[("t", 0, 1)], 5),
+        vec![ResponseError::UnknownMemberId.code()]
+    );
+    // Without member fields: accepted; a partition the topic does not have: unknown.
+    assert_eq!(
+        l.txn_commit(2, "cg", 7, "", -1, &[("t", 1, 2), ("t", 9, 2)], 5),
+        vec![0, ResponseError::UnknownTopicOrPartition.code()]
+    );
+    l.marker(7, true);
+    assert_eq!(fetch(&mut l.sh, "cg", "t", 1, true), (2, 0));
+    l.assert_replay_matches();
+}
+
+#[test]
+fn a_static_member_replaced_by_a_new_instance_is_fenced() {
+    let mut sh = loaded_shard();
+    let r = join(&mut sh, join_req("g", "", Some("i1"), &range(&["t"])), 0);
+    let t = deferred(&r);
+    let r = sh.tick(3_000);
+    let old = completed_join(&r, t).member_id.as_str().to_owned();
+    let r = sync(
+        &mut sh,
+        sync_req("g", &old, 1, &[(&old, b"P0")]).with_group_instance_id(Some(s("i1"))),
+        3_000,
+    );
+    assert_eq!(now_sync(&r).error_code, 0);
+    // The instance restarts: a new member id for i1.
+    let r = join(
+        &mut sh,
+        join_req("g", "", Some("i1"), &range(&["t"])),
+        5_000,
+    );
+    let new = now_join(&r).member_id.as_str().to_owned();
+    assert_ne!(new, old);
+    let commit = |member: &str| {
+        TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s("tx")))
+            .with_group_id(GroupId(s("g")))
+            .with_producer_id(ProducerId(7))
+            .with_generation_id(1)
+            .with_member_id(s(member))
+            .with_group_instance_id(Some(s("i1")))
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(4)])])
+    };
+    let code = |sh: &mut GroupCoordinatorShard, member: &str| match sh
+        .handle(
+            &ctx(3),
+            GroupRequest::TxnOffsetCommit(commit(member)),
+            6_000,
+        )
+        .reply
+    {
+        Reply::Now(GroupResponse::TxnOffsetCommit(c)) => c.topics[0].partitions[0].error_code,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(code(&mut sh, &old), ResponseError::FencedInstanceId.code());
+    assert_eq!(code(&mut sh, &new), 0);
+}

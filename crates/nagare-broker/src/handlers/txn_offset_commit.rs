@@ -417,4 +417,16 @@ mod tests {
         assert_eq!(marker_codes(&r), vec![("in".to_string(), 0, 31)]);
         assert!(control_records(&t, "in", 0).is_empty());
     }
+
+    #[tokio::test]
+    async fn markers_need_min_insync_replicas_on_data_partitions() {
+        let t = TestBroker::build(&[("min.insync.replicas", "2")], None).await;
+        t.create_topic("t", 1).await;
+        let r = t
+            .send(&markers_req(5, true, &[("t", 0)]), 1)
+            .await
+            .expect("WriteTxnMarkers");
+        assert_eq!(marker_codes(&r), vec![("t".to_string(), 0, 19)]);
+        assert!(control_records(&t, "t", 0).is_empty());
+    }
 }

@@ -6,6 +6,7 @@
 //! the replica manager (coordinator origin, acks=all within `request.timeout.ms`). Served on
 //! client listeners (brokers reach each other there) and needs CLUSTER_ACTION on the cluster.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,16 @@ fn from_group_coordinator(code: i16) -> i16 {
     }
 }
 
+/// Whether this broker leads `topic`-`partition` with an ISR smaller than its
+/// `min.insync.replicas` (Kafka's `Partition.appendRecordsToLeader` refusal for acks=-1).
+fn below_min_isr(broker: &Broker, topic: &str, partition: i32) -> bool {
+    broker
+        .replicas
+        .partition(topic, partition)
+        .filter(|p| p.is_leader())
+        .is_some_and(|p| (p.isr().len() as i32) < p.min_isr.load(Ordering::Acquire))
+}
+
 /// One marker's partitions by topic, and the append of its data partitions.
 struct MarkerWork {
     producer_id: i64,
@@ -96,6 +107,12 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                             .await
                             .map_or_else(from_group_coordinator, |()| 0)
                     }))
+                } else if below_min_isr(broker, name, p) {
+                    // Kafka appends markers with acks=-1, so a leader whose ISR is below
+                    // `min.insync.replicas` refuses them before appending (the replica
+                    // manager's coordinator origin skips that check: it serves the
+                    // coordinator runtime's acks=1 writes). The coordinator retries.
+                    Answer::Ready(ResponseError::NotEnoughReplicas.code())
                 } else {
                     match build_control_batch(
                         producer_id,

@@ -208,6 +208,15 @@ impl Partition {
         nagare_storage::replay_records(&self.log, f)
     }
 
+    /// The latest epoch of producer `producer_id` in this partition's producer state, if it
+    /// has one (the coordinator runtime refuses a transactional write the log would refuse
+    /// before its shard applies it).
+    pub fn producer_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.log
+            .producer_state(producer_id)
+            .map(|e| e.producer_epoch)
+    }
+
     /// Current leader epoch.
     pub fn epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
