@@ -88,13 +88,48 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
 /// `ReplicaManager.getPartitionOrError`).
 fn not_hosted_code(image: &MetadataImage, topic: &str, partition: i32) -> i16 {
     let exists = image
-        .topic_ids
-        .get(topic)
-        .and_then(|id| image.topics_by_id.get(id))
+        .topic(topic)
         .is_some_and(|t| t.partitions.contains_key(&partition));
     if exists {
         ResponseError::NotLeaderOrFollower.code()
     } else {
         ResponseError::UnknownTopicOrPartition.code()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    use nagare_metadata::{PartitionRegistration, TopicImage, Uuid};
+
+    /// A partition the cluster has but this broker does not host is NOT_LEADER_OR_FOLLOWER
+    /// (the client looks for a replica); anything else is UNKNOWN_TOPIC_OR_PARTITION.
+    #[test]
+    fn not_hosted_partitions() {
+        let mut img = MetadataImage::empty();
+        let id = Uuid::from_u128(7);
+        img.topics_by_id.insert(
+            id,
+            Arc::new(TopicImage {
+                name: "t".into(),
+                id,
+                partitions: BTreeMap::from([(
+                    0,
+                    PartitionRegistration {
+                        replicas: vec![2],
+                        isr: vec![2],
+                        leader: 2,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                    },
+                )]),
+            }),
+        );
+        img.topic_ids.insert("t".into(), id);
+        assert_eq!(not_hosted_code(&img, "t", 0), 6);
+        assert_eq!(not_hosted_code(&img, "t", 1), 3);
+        assert_eq!(not_hosted_code(&img, "u", 0), 3);
     }
 }

@@ -12,8 +12,10 @@
 //! Transactional producers (KIP-98): their batches are appended like any other once WRITE
 //! on the transactional id is allowed; the log checks the producer epoch (fencing), the
 //! sequence and the producer's transaction state, and the refusals come back per partition
-//! with Kafka's codes (INVALID_PRODUCER_EPOCH / PRODUCER_FENCED, OUT_OF_ORDER_SEQUENCE_NUMBER,
-//! INVALID_TXN_STATE, INVALID_RECORD for a control batch sent by a client).
+//! with Kafka's codes: INVALID_PRODUCER_EPOCH for an older epoch (Kafka answers Produce with
+//! it rather than PRODUCER_FENCED since 2.7, so the client can abort and go on),
+//! OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_TXN_STATE for a non-transactional batch during the
+//! producer's transaction, INVALID_RECORD for a control batch sent by a client.
 
 use std::sync::Arc;
 use std::time::Duration;

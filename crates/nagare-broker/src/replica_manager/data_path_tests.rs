@@ -421,40 +421,12 @@ fn txn_batch(pid: i64, seq: i32, n: usize) -> BytesMut {
     buf
 }
 
-/// The transaction coordinator's marker for producer `pid` (epoch 0, coordinator epoch 0):
-/// one control record, key (version 0, type 0 ABORT / 1 COMMIT), value (version 0,
-/// coordinator epoch), as Kafka's `EndTransactionMarker`.
+/// The transaction coordinator's marker for producer `pid` (epoch 0, coordinator epoch 0),
+/// built by the broker's own builder (the one WriteTxnMarkers uses).
 fn marker(pid: i64, commit: bool) -> BytesMut {
-    let mut key = Vec::new();
-    key.extend_from_slice(&0i16.to_be_bytes());
-    key.extend_from_slice(&i16::from(commit).to_be_bytes());
-    let value = [0u8; 6];
-    let record = Record {
-        transactional: true,
-        control: true,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: pid,
-        producer_epoch: 0,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: now_ms(),
-        key: Some(Bytes::from(key)),
-        value: Some(Bytes::copy_from_slice(&value)),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        std::iter::once(&record),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf
+    let m = nagare_protocol::batch_builder::build_control_batch(pid, 0, 0, commit, 0, now_ms())
+        .expect("marker");
+    BytesMut::from(&m[..])
 }
 
 impl Node {
@@ -584,4 +556,103 @@ async fn a_read_committed_fetch_wakes_when_the_high_watermark_passes_the_marker(
     );
     assert!(results[0].records.as_ref().is_some_and(|s| s.len > 0));
     assert_eq!(results[0].aborted_transactions, Some(vec![]));
+}
+
+/// DescribeProducers reads any replica's producer states (Kafka's `activeProducerState`):
+/// a follower has them from the batches it copied, open transaction included; a partition
+/// not hosted here is UNKNOWN_TOPIC_OR_PARTITION at this level.
+#[tokio::test]
+async fn active_producers_on_leader_and_follower() {
+    let node = Node::new();
+    node.apply(&image(
+        1,
+        &[
+            ("l", ME, 1, &[ME], &[ME], 1),
+            ("f", OTHER, 1, &[OTHER, ME], &[OTHER, ME], 1),
+        ],
+    ));
+    node.append_bytes(AppendOrigin::Client, "l", txn_batch(7, 0, 3));
+    // A follower keeps the leader's offsets and epoch.
+    let copied = as_replicated(txn_batch(8, 0, 2), 0);
+    let durable = node
+        .rm
+        .append_as_follower(&node.p("f"), copied)
+        .expect("follower append");
+    durable.await.expect("durable");
+    for (topic, pid, last_seq) in [("l", 7, 2), ("f", 8, 1)] {
+        let states = node.rm.active_producers(topic, 0).expect("hosted");
+        assert_eq!(states.len(), 1, "{topic}");
+        let s = &states[0];
+        assert_eq!(
+            (
+                s.producer_id,
+                s.producer_epoch,
+                s.last_seq(),
+                s.current_txn_first_offset
+            ),
+            (pid, 0, last_seq, 0),
+            "{topic}"
+        );
+    }
+    assert_eq!(
+        node.rm
+            .active_producers("nope", 0)
+            .map_err(|e| e.code())
+            .err(),
+        Some(3)
+    );
+}
+
+/// As leader patches them: base offset, leader epoch 1, CRC.
+fn as_replicated(mut b: BytesMut, base: i64) -> BytesMut {
+    nagare_protocol::record_batch::set_base_offset(&mut b, base).expect("offset");
+    nagare_protocol::record_batch::set_partition_leader_epoch(&mut b, 1).expect("epoch");
+    nagare_protocol::record_batch::update_crc(&mut b).expect("crc");
+    b
+}
+
+/// KIP-392 under transactions: a read_committed consumer reading from a follower stops at
+/// the follower's own last stable offset (its replicated producer state and its high
+/// watermark), and gets the aborted transactions from the follower's index once the
+/// replicated ABORT marker is below the high watermark the leader sent.
+#[tokio::test]
+async fn read_committed_from_a_follower() {
+    let node = Node::new();
+    node.apply(&image(1, &[("f", OTHER, 1, &[OTHER, ME], &[OTHER, ME], 1)]));
+    let p = node.p("f");
+    node.rm
+        .append_as_follower(&p, as_replicated(txn_batch(7, 0, 3), 0))
+        .expect("data")
+        .await
+        .expect("durable");
+    p.set_follower_hw(3);
+    let mut params = consumer_fetch("f", 0);
+    params.isolation = IsolationLevel::ReadCommitted;
+    params.client_metadata = Some(ClientMetadata {
+        rack_id: String::new(),
+        rack_of: None,
+    });
+    let r = &node.rm.fetch(&params).await[0];
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!((r.high_watermark, r.last_stable_offset), (3, 0));
+    assert!(r.records.is_none(), "nothing below the follower's LSO");
+
+    let abort = marker(7, false);
+    node.rm
+        .append_as_follower(&p, as_replicated(abort, 3))
+        .expect("marker")
+        .await
+        .expect("durable");
+    p.set_follower_hw(4);
+    let r = &node.rm.fetch(&params).await[0];
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!((r.high_watermark, r.last_stable_offset), (4, 4));
+    assert!(r.records.as_ref().is_some_and(|s| s.len > 0));
+    assert_eq!(
+        r.aborted_transactions,
+        Some(vec![AbortedTransaction {
+            producer_id: 7,
+            first_offset: 0,
+        }])
+    );
 }

@@ -321,17 +321,14 @@ impl ReplicaManager {
                 Err(e) => return FetchPartitionResult::failed(e),
             }
         } else {
-            (p.high_watermark(), -1)
+            let hw = p.high_watermark();
+            (hw, hw)
         };
         // Every answer carries the last stable offset (Kafka's `LogReadResult`), whatever
         // the isolation level; a read_committed consumer also reads only below it.
         let lso = p.last_stable_offset_at(hw);
         let read_committed = replica_id < 0 && params.isolation == IsolationLevel::ReadCommitted;
-        let max_offset = match (replica_id >= 0, read_committed) {
-            (true, _) => max_offset,
-            (false, true) => lso,
-            (false, false) => hw,
-        };
+        let max_offset = if read_committed { lso } else { max_offset };
         let mut out = FetchPartitionResult {
             high_watermark: hw,
             last_stable_offset: lso,
@@ -354,8 +351,17 @@ impl ReplicaManager {
             Ok(data) => {
                 out.records = data.slice.filter(|s| s.len > 0);
                 if read_committed && out.records.is_some() {
-                    out.aborted_transactions =
-                        Some(p.aborted_transactions(t.fetch_offset, max_offset));
+                    match p.aborted_transactions(t.fetch_offset, max_offset) {
+                        Ok(list) => out.aborted_transactions = Some(list),
+                        Err(e) => {
+                            // Records without their abort information would show aborted
+                            // data as committed: the partition fails instead (Kafka's
+                            // KafkaStorageException from the index read).
+                            tracing::error!(tp = %p.tp, offset = t.fetch_offset, error = %e, "cannot read the aborted-transaction index");
+                            out.records = None;
+                            out.error = Some(e);
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -398,11 +404,20 @@ impl Partition {
     /// last batch returned; the fetch's own bound (the last stable offset) is used here, as
     /// the read does not report where its data ends: entries past the data are harmless (a
     /// client only applies an entry once it meets that producer's records at or after its
-    /// first offset, and drops the list with the response). A failed lookup answers none
-    /// and is logged: the records are still returned, as Kafka cannot do better either.
-    fn aborted_transactions(&self, start: i64, upper_bound: i64) -> Vec<AbortedTransaction> {
-        // TEMPORARY until the storage API is merged.
-        let _ = (start, upper_bound);
-        Vec::new()
+    /// first offset, and drops the list with the response).
+    fn aborted_transactions(
+        &self,
+        start: i64,
+        upper_bound: i64,
+    ) -> Result<Vec<AbortedTransaction>, ReplicaError> {
+        Ok(self
+            .log
+            .collect_aborted_transactions(start, upper_bound)?
+            .into_iter()
+            .map(|a| AbortedTransaction {
+                producer_id: a.producer_id,
+                first_offset: a.first_offset,
+            })
+            .collect())
     }
 }

@@ -140,10 +140,7 @@ impl Partition {
     /// The last stable offset for a high watermark `hw` already read (so that a fetch
     /// answers a consistent pair).
     fn last_stable_offset_at(&self, hw: i64) -> i64 {
-        match self.log.first_unstable_offset() {
-            Some(first) if first < hw => first,
-            _ => hw,
-        }
+        self.log.last_stable_offset(hw)
     }
 
     fn publish_hw(&self, hw: i64) {
@@ -702,7 +699,8 @@ impl ReplicaManager {
             .len()
     }
 
-    /// Retention for every hosted log (below its last stable offset), and expiry of producer ids
+    /// Retention for every hosted log (below its high watermark and any open transaction),
+    /// and expiry of producer ids
     /// idle for longer than `producer.id.expiration.ms` (so producer state does not grow
     /// without bound).
     pub fn enforce_retention(&self, producer_id_expiration_ms: i64) {
@@ -710,9 +708,9 @@ impl ReplicaManager {
         for p in self.all_partitions() {
             // Bounded by the high watermark (Kafka's rule): a leader never deletes what its
             // followers have not fetched yet, nor moves its log start past what consumers may
-            // read. Bounded further by the last stable offset (issue 13): a segment holding
+            // read. The log bounds it further by its first unstable offset: a segment holding
             // records of an open transaction stays until the transaction is decided.
-            if let Err(e) = p.log.enforce_retention_below(now, p.last_stable_offset()) {
+            if let Err(e) = p.log.enforce_retention_below(now, p.high_watermark()) {
                 tracing::error!(tp = %p.tp, error = %e, "retention failed");
             }
             let n = p
