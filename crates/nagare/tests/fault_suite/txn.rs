@@ -222,6 +222,12 @@ pub fn run_txn_producer(
             }
         }
         if broken.is_none() {
+            // Serve the delivery reports first: a BaseProducer's commit/abort cannot flush
+            // messages whose reports nobody polls.
+            // (A failed flush is left to the commit or abort below to report.)
+            if let Err(e) = producer.flush(Timeout::After(Duration::from_secs(20))) {
+                eprintln!("producer {id}: flush before ending the transaction: {e}");
+            }
             let end = |p: &BaseProducer, commit: bool| {
                 let t = Timeout::After(Duration::from_secs(20));
                 if commit {
