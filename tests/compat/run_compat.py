@@ -788,12 +788,55 @@ def transaction_checks(server: Server) -> None:
         return ("kafka-python committed 10 and aborted 10 (in the log); read_committed saw "
                 "the 10 committed")
 
+    def killed_producer_times_out() -> str:
+        topic = unique("tx-timeout")
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[
+            topic].result(timeout=30)
+        # A producer process that opens a transaction, writes, and is SIGKILLed.
+        child = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from confluent_kafka import Producer
+p = Producer({{"bootstrap.servers": "{server.bootstrap}", "transactional.id": "{unique('ck-dead')}",
+              "transaction.timeout.ms": 3000}})
+p.init_transactions(30)
+p.begin_transaction()
+for i in range(5):
+    p.produce("{topic}", value=b"doomed-%d" % i, partition=0)
+p.flush(30)
+print("open", flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True)
+        try:
+            line = child.stdout.readline() if child.stdout else ""
+            expect(line.strip() == "open", f"the producer process said {line!r}")
+        finally:
+            child.kill()
+            child.wait()
+        killed = time.time()
+        # A committed transaction after the open one stays invisible until the coordinator
+        # aborts the dead producer's transaction (timeout, then the cleanup interval).
+        p = Producer({"bootstrap.servers": server.bootstrap,
+                      "transactional.id": unique("ck-after")})
+        p.init_transactions(30)
+        p.begin_transaction()
+        p.produce(topic, value=b"after", partition=0)
+        p.commit_transaction(30)
+        got = read_partitions(server, topic, 1, "read_committed", 0, timeout=60,
+                              done=lambda g: "after" in g[0])
+        expect("after" in got[0], "the LSO stayed behind the dead producer's transaction")
+        expect(not any(v.startswith("doomed") for v in got[0]),
+               f"read_committed saw the dead producer's records: {got[0]}")
+        return (f"the SIGKILLed producer's transaction was aborted and the LSO moved on "
+                f"{time.time() - killed:.1f} s after the kill")
+
     check("confluent-kafka transactions: commit/abort over 2 topics, read_committed vs "
           "read_uncommitted", commit_and_abort)
     check("confluent-kafka transactions: zombie fencing", zombie_fencing)
     check("confluent-kafka consume-transform-produce with send_offsets_to_transaction",
           send_offsets)
     check("kafka-python transactional producer (commit, abort)", kafka_python_txn)
+    check("confluent-kafka transactions: a SIGKILLed producer's transaction is aborted at its "
+          "timeout", killed_producer_times_out)
 
 
 def main() -> int:
