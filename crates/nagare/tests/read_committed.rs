@@ -4,7 +4,8 @@
 //! librdkafka `isolation.level=read_committed` consumer reads the records before it and
 //! stops there while a `read_uncommitted` one reads everything; librdkafka's watermark
 //! query (ListOffsets latest) answers the LSO and the high watermark respectively; and
-//! DescribeProducers (KIP-664) shows the open transaction's first offset.
+//! DescribeProducers (KIP-664, also through `nagare transactions describe-producers`) shows
+//! the open transaction's first offset.
 
 mod common;
 
@@ -156,6 +157,32 @@ fn read_committed_consumers_stop_at_an_open_transaction() {
         .iter()
         .filter(|p| p.producer_id != PID)
         .all(|p| p.current_txn_start_offset == -1 && p.last_sequence == 9));
+
+    // `nagare transactions describe-producers` (kafka-transactions.sh's columns) shows it too.
+    let out = std::process::Command::new(common::nagare_bin())
+        .args(["transactions", "--bootstrap-server"])
+        .arg(server.bootstrap())
+        .args(["describe-producers", TOPIC, "0"])
+        .output()
+        .expect("run nagare");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&PID.to_string()))
+        .unwrap_or_else(|| panic!("no row for the transactional producer:\n{text}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    // ProducerId ProducerEpoch LatestCoordinatorEpoch LastSequence LastTimestamp
+    // CurrentTransactionStartOffset
+    assert_eq!(
+        (cols[1], cols[2], cols[3], cols[5]),
+        ("0", "-1", "4", "10"),
+        "{text}"
+    );
 
     let committed = server.consumer(&[("isolation.level", "read_committed")]);
     let uncommitted = server.consumer(&[("isolation.level", "read_uncommitted")]);
