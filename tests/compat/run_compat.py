@@ -594,6 +594,251 @@ def kip848_checks(server: Server) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------
+# Transactions (KIP-98): transactional producers, read_committed consumers, fencing, offsets
+
+
+def read_partitions(server: Server, topic: str, partitions: int, isolation: str,
+                    expected_total: int, timeout: float = 60,
+                    done: Callable[[dict[int, list]], bool] | None = None) -> dict[int, list]:
+    """Reads every partition of `topic` from the beginning with confluent-kafka under
+    `isolation` until `expected_total` records came (or `done` says so), then a little longer
+    to catch extras."""
+    from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+
+    c = Consumer({"bootstrap.servers": server.bootstrap, "group.id": unique("tx-read"),
+                  "enable.auto.commit": False, "isolation.level": isolation,
+                  "enable.partition.eof": False})
+    got: dict[int, list] = {p: [] for p in range(partitions)}
+    try:
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        deadline = time.time() + timeout
+        settle = None
+        while True:
+            n = sum(len(v) for v in got.values())
+            finished = done(got) if done is not None else n >= expected_total
+            if finished and settle is None:
+                settle = time.time() + 1.5
+            if settle is not None and time.time() > settle:
+                break
+            expect(time.time() < deadline,
+                   f"{isolation}: consumed {n} of {expected_total} from {topic}")
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            expect(m.error() is None, f"consume error {m.error()}")
+            got[m.partition()].append(m.value().decode())
+    finally:
+        c.close()
+    return got
+
+
+def transaction_checks(server: Server) -> None:
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    topic_a, topic_b = unique("tx-a"), unique("tx-b")
+    fs = admin.create_topics([NewTopic(topic_a, num_partitions=3, replication_factor=1),
+                              NewTopic(topic_b, num_partitions=2, replication_factor=1)])
+    for f in fs.values():
+        f.result(timeout=30)
+
+    def commit_and_abort() -> str:
+        p = Producer({"bootstrap.servers": server.bootstrap,
+                      "transactional.id": unique("ck-txn"), "linger.ms": 5})
+        p.init_transactions(30)
+        want: dict[str, dict[int, list]] = {topic_a: {i: [] for i in range(3)},
+                                            topic_b: {i: [] for i in range(2)}}
+        every: dict[str, dict[int, list]] = {topic_a: {i: [] for i in range(3)},
+                                             topic_b: {i: [] for i in range(2)}}
+        for txn, (count, commit) in enumerate([(30, True), (20, False), (10, True)]):
+            p.begin_transaction()
+            for i in range(count):
+                topic, parts = (topic_a, 3) if i % 2 == 0 else (topic_b, 2)
+                part = i % parts
+                value = f"t{txn}-{i}"
+                p.produce(topic, value=value.encode(), key=str(i).encode(), partition=part)
+                every[topic][part].append(value)
+                if commit:
+                    want[topic][part].append(value)
+            if commit:
+                p.commit_transaction(30)
+            else:
+                # Abort purges what is still queued: flush first, so that the aborted
+                # records are in the log for read_committed to skip.
+                expect(p.flush(30) == 0, "aborted transaction's records not delivered")
+                p.abort_transaction(30)
+        committed_n = sum(len(v) for t in want.values() for v in t.values())
+        all_n = sum(len(v) for t in every.values() for v in t.values())
+        for topic, parts in ((topic_a, 3), (topic_b, 2)):
+            rc = read_partitions(server, topic, parts, "read_committed",
+                                 sum(len(v) for v in want[topic].values()))
+            for part in range(parts):
+                expect(rc[part] == want[topic][part],
+                       f"read_committed {topic}[{part}]: {first_diff(rc[part], want[topic][part])}")
+            ru = read_partitions(server, topic, parts, "read_uncommitted",
+                                 sum(len(v) for v in every[topic].values()))
+            for part in range(parts):
+                expect(ru[part] == every[topic][part],
+                       f"read_uncommitted {topic}[{part}]: {first_diff(ru[part], every[topic][part])}")
+        return (f"3 transactions over 5 partitions: read_committed saw the {committed_n} "
+                f"committed records in order, read_uncommitted all {all_n}")
+
+    def zombie_fencing() -> str:
+        txn_id = unique("ck-zombie")
+        topic = topic_a
+        old = Producer({"bootstrap.servers": server.bootstrap, "transactional.id": txn_id})
+        old.init_transactions(30)
+        old.begin_transaction()
+        old.produce(topic, value=b"zombie", partition=0)
+        expect(old.flush(30) == 0, "zombie's record not delivered")
+        new = Producer({"bootstrap.servers": server.bootstrap, "transactional.id": txn_id})
+        new.init_transactions(60)
+        fenced = ""
+        try:
+            old.commit_transaction(30)
+        except KafkaException as e:
+            err = e.args[0]
+            fenced = err.name()
+            expect(err.fatal() or "FENCED" in fenced or "EPOCH" in fenced,
+                   f"the zombie's commit failed with a non-fencing error {err}")
+        expect(fenced != "", "the zombie's commit succeeded after it was fenced")
+        new.begin_transaction()
+        new.produce(topic, value=b"successor", partition=0)
+        new.commit_transaction(30)
+        rc = read_partitions(server, topic, 3, "read_committed", 0, timeout=30,
+                             done=lambda got: "successor" in got[0])
+        expect("zombie" not in rc[0], "read_committed saw the fenced producer's record")
+        expect("successor" in rc[0], "read_committed misses the new producer's commit")
+        return f"the first producer's commit failed with {fenced}; its record stayed invisible"
+
+    def send_offsets() -> str:
+        src, dst, group = unique("tx-src"), unique("tx-dst"), unique("tx-group")
+        fs = admin.create_topics([NewTopic(src, num_partitions=1, replication_factor=1),
+                                  NewTopic(dst, num_partitions=1, replication_factor=1)])
+        for f in fs.values():
+            f.result(timeout=30)
+        seed = Producer({"bootstrap.servers": server.bootstrap})
+        for i in range(50):
+            seed.produce(src, value=f"in-{i}".encode(), partition=0)
+        expect(seed.flush(30) == 0, "input not delivered")
+        c = Consumer({"bootstrap.servers": server.bootstrap, "group.id": group,
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                      "isolation.level": "read_committed"})
+        p = Producer({"bootstrap.servers": server.bootstrap,
+                      "transactional.id": unique("ck-ctp")})
+        p.init_transactions(30)
+        try:
+            c.subscribe([src])
+            done = 0
+            deadline = time.time() + 60
+            while done < 50:
+                expect(time.time() < deadline, f"transformed only {done} of 50")
+                msgs = c.consume(num_messages=20, timeout=1.0)
+                msgs = [m for m in msgs if m.error() is None]
+                if not msgs:
+                    continue
+                p.begin_transaction()
+                for m in msgs:
+                    p.produce(dst, value=m.value().upper(), partition=0)
+                p.send_offsets_to_transaction(c.position(c.assignment()),
+                                              c.consumer_group_metadata(), 30)
+                p.commit_transaction(30)
+                done += len(msgs)
+        finally:
+            c.close()
+        check_c = Consumer({"bootstrap.servers": server.bootstrap, "group.id": group,
+                            "enable.auto.commit": False})
+        try:
+            committed = check_c.committed([TopicPartition(src, 0)], timeout=20)
+        finally:
+            check_c.close()
+        expect(committed[0].offset == 50, f"committed offset {committed[0].offset}, want 50")
+        out = read_partitions(server, dst, 1, "read_committed", 50)
+        want = [f"IN-{i}" for i in range(50)]
+        expect(out[0] == want, f"output: {first_diff(out[0], want)}")
+        return "50 records transformed; output and the group's offset 50 committed together"
+
+    def kafka_python_txn() -> str:
+        from kafka import KafkaProducer
+
+        topic = topic_b
+        p = KafkaProducer(bootstrap_servers=server.bootstrap,
+                          transactional_id=unique("kp-txn"))
+        p.init_transactions()
+        p.begin_transaction()
+        for i in range(10):
+            p.send(topic, value=f"kp-commit-{i}".encode(), partition=1)
+        p.commit_transaction()
+        p.begin_transaction()
+        for i in range(10):
+            p.send(topic, value=f"kp-abort-{i}".encode(), partition=1)
+        p.flush()  # into the log, so that read_committed has something to skip
+        p.abort_transaction()
+        p.close()
+        rc = read_partitions(server, topic, 2, "read_committed", 0, timeout=30,
+                             done=lambda got: "kp-commit-9" in got[1])
+        mine = [v for v in rc[1] if v.startswith("kp-")]
+        want = [f"kp-commit-{i}" for i in range(10)]
+        expect(mine == want, f"read_committed: {first_diff(mine, want)}")
+        ru = read_partitions(server, topic, 2, "read_uncommitted", 0, timeout=30,
+                             done=lambda got: "kp-abort-9" in got[1])
+        expect("kp-abort-9" in ru[1], "the aborted records are not in the log")
+        return ("kafka-python committed 10 and aborted 10 (in the log); read_committed saw "
+                "the 10 committed")
+
+    def killed_producer_times_out() -> str:
+        topic = unique("tx-timeout")
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[
+            topic].result(timeout=30)
+        # A producer process that opens a transaction, writes, and is SIGKILLed.
+        child = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from confluent_kafka import Producer
+p = Producer({{"bootstrap.servers": "{server.bootstrap}", "transactional.id": "{unique('ck-dead')}",
+              "transaction.timeout.ms": 3000}})
+p.init_transactions(30)
+p.begin_transaction()
+for i in range(5):
+    p.produce("{topic}", value=b"doomed-%d" % i, partition=0)
+p.flush(30)
+print("open", flush=True)
+time.sleep(600)
+"""], stdout=subprocess.PIPE, text=True)
+        try:
+            line = child.stdout.readline() if child.stdout else ""
+            expect(line.strip() == "open", f"the producer process said {line!r}")
+        finally:
+            child.kill()
+            child.wait()
+        killed = time.time()
+        # A committed transaction after the open one stays invisible until the coordinator
+        # aborts the dead producer's transaction (timeout, then the cleanup interval).
+        p = Producer({"bootstrap.servers": server.bootstrap,
+                      "transactional.id": unique("ck-after")})
+        p.init_transactions(30)
+        p.begin_transaction()
+        p.produce(topic, value=b"after", partition=0)
+        p.commit_transaction(30)
+        got = read_partitions(server, topic, 1, "read_committed", 0, timeout=60,
+                              done=lambda g: "after" in g[0])
+        expect("after" in got[0], "the LSO stayed behind the dead producer's transaction")
+        expect(not any(v.startswith("doomed") for v in got[0]),
+               f"read_committed saw the dead producer's records: {got[0]}")
+        return (f"the SIGKILLed producer's transaction was aborted and the LSO moved on "
+                f"{time.time() - killed:.1f} s after the kill")
+
+    check("confluent-kafka transactions: commit/abort over 2 topics, read_committed vs "
+          "read_uncommitted", commit_and_abort)
+    check("confluent-kafka transactions: zombie fencing", zombie_fencing)
+    check("confluent-kafka consume-transform-produce with send_offsets_to_transaction",
+          send_offsets)
+    check("kafka-python transactional producer (commit, abort)", kafka_python_txn)
+    check("confluent-kafka transactions: a SIGKILLed producer's transaction is aborted at its "
+          "timeout", killed_producer_times_out)
+
+
 def main() -> int:
     try:
         binary = find_binary()
@@ -612,7 +857,7 @@ def main() -> int:
             return 1
         print(f"nagare listening on {server.bootstrap} (log {server.log_path})", flush=True)
         for group in (kcat_checks, confluent_checks, kafka_python_checks, group_checks,
-                      kip848_checks):
+                      kip848_checks, transaction_checks):
             try:
                 group(server)
             except Exception as e:  # noqa: BLE001 - e.g. a client library is missing

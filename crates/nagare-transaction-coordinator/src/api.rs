@@ -225,8 +225,14 @@ pub enum TxnResponse {
         /// The producer epoch (-1 on error).
         producer_epoch: i16,
     },
-    /// AddPartitionsToTxn: an error per partition (NONE, or e.g. CONCURRENT_TRANSACTIONS,
-    /// INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, OPERATION_NOT_ATTEMPTED).
+    /// AddPartitionsToTxn: an error per partition, in the request's order. An add fails or
+    /// succeeds as a whole (INVALID_PRODUCER_ID_MAPPING, PRODUCER_FENCED,
+    /// CONCURRENT_TRANSACTIONS, …); a `verify_only` check answers NONE or
+    /// TRANSACTION_ABORTABLE per partition (Kafka's `handleVerifyPartitionsInTransaction`).
+    /// The shard answers PRODUCER_FENCED as Kafka's coordinator does; the broker turns it into
+    /// INVALID_PRODUCER_EPOCH for request versions that predate it (as `KafkaApis` does) and
+    /// answers unknown or unauthorized partitions itself (OPERATION_NOT_ATTEMPTED for the
+    /// rest).
     AddPartitions {
         /// Per partition.
         results: Vec<(TopicPartition, i16)>,

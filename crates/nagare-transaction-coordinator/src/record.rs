@@ -568,6 +568,39 @@ mod tests {
         assert_eq!(decode_value(&b), Ok(v));
     }
 
+    /// Kafka's `testDeserializeFutureTransactionLogValue`: a future v1 value with unknown
+    /// tagged fields (100: a string, 101: an int32) in the value and in a partitions element.
+    #[test]
+    fn future_tagged_fields_in_value_and_partitions_are_skipped() {
+        let future_tags = |b: &mut Vec<u8>| {
+            b.push(2);
+            b.extend_from_slice(&[100, 5, 0, 3, b'f', b'o', b'o']); // STRING "foo"
+            b.extend_from_slice(&[101, 4]);
+            b.extend_from_slice(&4000i32.to_be_bytes());
+        };
+        let mut b: Vec<u8> = vec![0, 1];
+        b.extend_from_slice(&1000i64.to_be_bytes());
+        b.extend_from_slice(&100i16.to_be_bytes());
+        b.extend_from_slice(&1000i32.to_be_bytes());
+        b.push(4); // CompleteCommit
+        b.push(2); // one element
+        b.extend_from_slice(&[6, b't', b'o', b'p', b'i', b'c']);
+        b.push(2);
+        b.extend_from_slice(&1i32.to_be_bytes());
+        future_tags(&mut b);
+        b.extend_from_slice(&2000i64.to_be_bytes());
+        b.extend_from_slice(&3000i64.to_be_bytes());
+        future_tags(&mut b);
+        let v = decode_value(&b).expect("decodes");
+        assert_eq!(v.producer_id, 1000);
+        assert_eq!(v.producer_epoch, 100);
+        assert_eq!(v.transaction_timeout_ms, 1000);
+        assert_eq!(v.state, TransactionState::CompleteCommit);
+        assert_eq!(v.partitions, [tp("topic", 1)].into_iter().collect());
+        assert_eq!(v.last_update_timestamp_ms, 2000);
+        assert_eq!(v.start_timestamp_ms, 3000);
+    }
+
     #[test]
     fn corrupt_input_is_an_error_not_a_panic() {
         let rec = TxnRecord::Metadata {

@@ -399,9 +399,16 @@ impl TransactionCoordinatorShard {
                     topic: CONSUMER_OFFSETS_TOPIC.to_owned(),
                     partition: offsets_partition,
                 };
-                // Kafka's handleAddOffsetsToTxnRequest passes TV_0 whatever the client speaks.
+                // Kafka's handleAddOffsetsToTxnRequest passes TV_0 whatever the client speaks;
+                // an ongoing transaction keeps the version its partitions were added with, as
+                // the shard fences and aborts it under that version (see fence_and_abort).
+                let tv = self
+                    .txns
+                    .get(&transactional_id)
+                    .filter(|m| m.state == TransactionState::Ongoing)
+                    .map_or(0, |m| m.client_transaction_version);
                 let error =
-                    self.add_partitions(&transactional_id, producer_id, producer_epoch, &[tp], 0);
+                    self.add_partitions(&transactional_id, producer_id, producer_epoch, &[tp], tv);
                 TxnResponse::AddOffsets { error }
             }
             TxnRequest::EndTxn {
@@ -731,13 +738,25 @@ impl TransactionCoordinatorShard {
             // markers are still being written.
             return fail(code(ResponseError::ConcurrentTransactions));
         }
+        // Why the transaction version check (stricter than Kafka): only a Complete state that
+        // a transaction version 2 EndTxn (or fence) wrote carries a bump this request could
+        // be the retry of. After an InitProducerId bump followed by a version 0/1 EndTxn of
+        // another producer (mixed client versions on one transactional id), the epoch one
+        // below the current one is a fenced producer's, and answering it NONE with the
+        // current epoch would hand that epoch to two producers.
+        let bumped_by_v2 = current.supports_epoch_bump();
         // A retry of a request that overflowed the epoch: the new producer id is in place.
-        let retry_on_overflow = current.previous_producer_id == producer_id
+        let retry_on_overflow = bumped_by_v2
+            && current.previous_producer_id == producer_id
             && producer_epoch == i16::MAX - 1
             && current.producer_epoch == 0;
-        // A retry of a request whose bump is in place.
-        let retry_on_epoch_bump =
-            i32::from(current.producer_epoch) == i32::from(producer_epoch) + 1;
+        // A retry of a request whose bump is in place. In a Complete state, i16::MAX is
+        // never the bump of a client's EndTxn (one from i16::MAX - 1 rotates the producer id
+        // instead): it is a fence, and the epoch below it belongs to the fenced producer.
+        let prepare = matches!(current.state, S::PrepareCommit | S::PrepareAbort);
+        let retry_on_epoch_bump = i32::from(current.producer_epoch)
+            == i32::from(producer_epoch) + 1
+            && (prepare || (bumped_by_v2 && current.producer_epoch < i16::MAX));
         let valid_epoch = match current.state {
             S::PrepareCommit | S::PrepareAbort => retry_on_epoch_bump,
             S::CompleteCommit | S::CompleteAbort => {
@@ -804,9 +823,12 @@ impl TransactionCoordinatorShard {
 
     /// Fences the producer of an Ongoing transaction and aborts it (Kafka's
     /// `prepareFenceProducerEpoch` followed by an abort that is not from the client): the
-    /// PrepareAbort record carries the fenced epoch (bumped once more under transaction
-    /// version 2), so the markers fence the old producer on every partition. Kafka keeps
-    /// PrepareEpochFence as a pending, never-written state; it is never stored here.
+    /// PrepareAbort record carries the fenced epoch, so the markers fence the old producer on
+    /// every partition. One bump under every transaction version: KAFKA-19367 (Kafka 4.1)
+    /// dropped the second bump transaction version 2 used to add, which overflowed at
+    /// `i16::MAX - 1`. Kafka keeps PrepareEpochFence as a pending, never-written state; it is
+    /// never stored here. The record keeps the transaction's client version (Kafka writes the
+    /// finalized `transaction.version`, which the shard does not see).
     fn fence_and_abort(&mut self, id: &str, current: &TransactionMetadata) {
         let fenced = if current.producer_epoch == i16::MAX {
             error!(transactional_id = %id, "fencing a producer whose epoch is already i16::MAX");
@@ -816,19 +838,8 @@ impl TransactionCoordinatorShard {
         };
         let mut m = current.transit(TransactionState::PrepareAbort, self.now_ms);
         m.next_producer_id = NO_PRODUCER_ID;
-        // Kafka aborts with the server's transaction version; the shard does not see the
-        // finalized feature, so it uses the one the transaction ran under.
-        if current.supports_epoch_bump() {
-            m.producer_epoch = if fenced == i16::MAX {
-                i16::MAX
-            } else {
-                fenced + 1
-            };
-            m.last_producer_epoch = fenced;
-        } else {
-            m.producer_epoch = fenced;
-            m.last_producer_epoch = NO_PRODUCER_EPOCH;
-        }
+        m.producer_epoch = fenced;
+        m.last_producer_epoch = NO_PRODUCER_EPOCH;
         self.write_prepare(id, m);
     }
 
@@ -859,7 +870,7 @@ impl TransactionCoordinatorShard {
             return code(ResponseError::InvalidProducerEpoch);
         }
         let m = current.completed(self.now_ms);
-        info!(transactional_id = %id, state = m.state.name(), "transaction completed");
+        debug!(transactional_id = %id, state = m.state.name(), "transaction completed");
         self.write(id, m);
         NONE
     }

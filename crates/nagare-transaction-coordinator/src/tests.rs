@@ -670,15 +670,24 @@ fn transactions_past_their_timeout_are_aborted_with_the_producer_fenced() {
         h.add("t", pid, ep, &[tp("a", 0)]),
         e(ResponseError::ProducerFenced)
     );
-    // With transaction version 2 the abort bumps once more.
+    // Transaction version 2: one bump too (KAFKA-19367). The producer whose transaction
+    // timed out learns it by its abort being taken as a retry: it continues at the fenced
+    // epoch, while a commit is refused.
     let (p2, e2) = h.init("v");
     assert_eq!(h.add_v("v", p2, e2, &[tp("a", 0)], false, 2), vec![E_NONE]);
     h.tick(h.now + 70_000);
     let m = h.meta("v");
     assert_eq!(
         (m.state, m.producer_epoch),
-        (TransactionState::PrepareAbort, e2 + 2)
+        (TransactionState::PrepareAbort, e2 + 1)
     );
+    let markers = h.effects[0].clone();
+    assert_eq!(h.markers_written(&markers), E_NONE);
+    assert_eq!(
+        h.end("v", p2, e2, true, 2).0,
+        e(ResponseError::InvalidTxnState)
+    );
+    assert_eq!(h.end("v", p2, e2, false, 2), (E_NONE, p2, e2 + 1));
     h.assert_replay_matches();
 }
 
@@ -964,4 +973,61 @@ fn error_responses_cover_every_request() {
             producer_epoch: -1
         }
     );
+}
+
+/// Mixed client versions on one id: a TV2 zombie's EndTxn at the epoch just below the one a
+/// new producer got from InitProducerId (and kept through a version 0 EndTxn) is fenced, not
+/// taken for a retry (Kafka would answer it NONE with the new producer's epoch).
+#[test]
+fn a_fenced_tv2_producer_is_not_mistaken_for_a_retry() {
+    let mut h = H::new();
+    let (pid, ep) = h.init("t");
+    // Producer B takes over at ep + 1 and completes a version 0 transaction.
+    let (_, pid_b, ep_b) = h.init_with("t", 60_000, -1, -1);
+    assert_eq!((pid_b, ep_b), (pid, ep + 1));
+    assert_eq!(h.add("t", pid_b, ep_b, &[tp("a", 0)]), E_NONE);
+    assert_eq!(h.end("t", pid_b, ep_b, false, 0).0, E_NONE);
+    let m = h.effects[0].clone();
+    assert_eq!(h.markers_written(&m), E_NONE);
+    // Zombie A (epoch ep, transaction version 2) tries to abort.
+    assert_eq!(
+        h.end("t", pid, ep, false, 2).0,
+        e(ResponseError::ProducerFenced)
+    );
+
+    // A fence that caps at i16::MAX is not the bump of the zombie's own EndTxn either.
+    let mut h = H::new();
+    h.seed("t", empty_value(42, i16::MAX - 1));
+    assert_eq!(
+        h.add_v("t", 42, i16::MAX - 1, &[tp("a", 0)], false, 2),
+        vec![E_NONE]
+    );
+    assert_eq!(
+        h.init_with("t", 60_000, -1, -1).0,
+        e(ResponseError::ConcurrentTransactions)
+    );
+    let m = h.effects[0].clone();
+    assert_eq!(m.producer_epoch, i16::MAX);
+    assert_eq!(h.markers_written(&m), E_NONE);
+    assert_eq!(
+        h.end("t", 42, i16::MAX - 1, false, 2).0,
+        e(ResponseError::ProducerFenced)
+    );
+    // The new producer gets a new producer id.
+    let (err, p, epoch) = h.init_with("t", 60_000, -1, -1);
+    assert_eq!((err, epoch), (E_NONE, 0));
+    assert_ne!(p, 42);
+}
+
+/// Kafka never writes Dead (expiry is a tombstone): a Dead value read from a log removes the
+/// id rather than leaving an entry no request could move.
+#[test]
+fn a_dead_record_removes_the_id() {
+    let mut h = H::new();
+    h.init("t");
+    let mut v = empty_value(1001, 0);
+    v.state = TransactionState::Dead;
+    h.seed("t", v);
+    assert_eq!(h.state("t"), None);
+    h.assert_replay_matches();
 }

@@ -36,6 +36,8 @@
 //! rounds of the simultaneous-kill tests (default 3). The seed is printed first.
 
 mod common;
+#[path = "fault_suite/txn.rs"]
+mod txn;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -175,6 +177,12 @@ impl FaultCluster {
 
     /// Creates the topic and waits until every partition has a leader and its full ISR.
     fn create_topic(&mut self) {
+        self.create_named_topic(TOPIC, PARTITIONS);
+        self.wait_full_isr(Duration::from_secs(60));
+    }
+
+    /// Creates topic `name` (RF 3, `min.insync.replicas=2`).
+    fn create_named_topic(&mut self, name: &str, partitions: i32) {
         let boot = self.direct_bootstrap();
         eventually(Duration::from_secs(60), "topic creation", || {
             block_on(async {
@@ -182,8 +190,8 @@ impl FaultCluster {
                 let created = c
                     .create_topics(
                         &[NewTopic {
-                            name: TOPIC.into(),
-                            partitions: Some(PARTITIONS),
+                            name: name.into(),
+                            partitions: Some(partitions),
                             replication_factor: Some(3),
                             configs: vec![("min.insync.replicas".into(), "2".into())],
                         }],
@@ -192,10 +200,9 @@ impl FaultCluster {
                     .await
                     .is_ok();
                 // A retried CreateTopics may answer TOPIC_ALREADY_EXISTS for our own topic.
-                (created || c.topic_metadata(TOPIC).await.is_ok()).then_some(())
+                (created || c.topic_metadata(name).await.is_ok()).then_some(())
             })
         });
-        self.wait_full_isr(Duration::from_secs(60));
     }
 
     /// Metadata of every partition, asked straight from the brokers (bypassing the proxies).
@@ -1134,6 +1141,324 @@ fn faults_keep_every_acknowledged_write() {
     assert!(!h.acked.is_empty(), "nothing was acknowledged");
     let client_log = rec.client_log.lock().expect("client log").clone();
     assert_history(&h, &fc, &client_log);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transactions under faults (issue 13).
+
+/// Transactional producers (commits and aborts) and read_committed consumers through the
+/// same seeded fault schedule; the checker of [`txn`] looks for lost committed writes,
+/// aborted reads, torn transactions, duplicates and non-monotonic reads.
+/// `NAGARE_FAULT_TXN_SECS` sets how long faults are injected (default 45).
+#[test]
+fn transactions_keep_their_promises_under_faults() {
+    let _serial = serial();
+    let seed = env_u64("NAGARE_FAULT_SEED").unwrap_or_else(rand::random);
+    let secs = env_u64("NAGARE_FAULT_TXN_SECS").unwrap_or(45);
+    let topology = match std::env::var("NAGARE_FAULT_TOPOLOGY").as_deref() {
+        Ok("combined") => Topology::Combined,
+        _ => Topology::Separate,
+    };
+    eprintln!(
+        "transactional fault suite: NAGARE_FAULT_SEED={seed} NAGARE_FAULT_TXN_SECS={secs} topology {topology:?}"
+    );
+    let t0 = Instant::now();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut fc = FaultCluster::start(topology);
+    // The schedule picks partition leaders of TOPIC; the workload writes TXN_TOPIC.
+    fc.create_named_topic(txn::TXN_TOPIC, txn::TXN_PARTITIONS);
+    fc.create_topic();
+    fc.log("cluster up, topics created");
+
+    let boot = fc.proxied_bootstrap();
+    let rec = Arc::new(txn::TxnRecorded::default());
+    let stop_producers = Arc::new(AtomicBool::new(false));
+    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..3)
+        .map(|id| {
+            let (b, s, r) = (boot.clone(), stop_producers.clone(), rec.clone());
+            std::thread::spawn(move || txn::run_txn_producer(b, id, seed, s, r))
+        })
+        .collect();
+    let consumers: Vec<_> = (0..2)
+        .map(|id| {
+            let (b, s, r) = (boot.clone(), stop_consumers.clone(), rec.clone());
+            std::thread::spawn(move || txn::run_txn_consumer(b, id, s, r))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+
+    let faults = run_schedule(&mut fc, &mut rng, secs);
+
+    fc.net.heal_all();
+    let ids = fc.all.clone();
+    for id in &ids {
+        let n = fc.cluster.node(*id);
+        n.signal("CONT");
+        if !n.is_running() {
+            n.kill9();
+            n.start();
+            n.wait_ready(READY);
+        }
+    }
+    fc.log(&format!(
+        "{faults} faults injected; healed, transactions go on for 5 s"
+    ));
+    std::thread::sleep(Duration::from_secs(5));
+    stop_producers.store(true, Ordering::SeqCst);
+    for p in producers {
+        p.join().expect("transactional producer thread");
+    }
+    fc.log("producers done");
+    fc.wait_full_isr(Duration::from_secs(90));
+    std::thread::sleep(Duration::from_secs(3));
+    stop_consumers.store(true, Ordering::SeqCst);
+    for c in consumers {
+        c.join().expect("consumer thread");
+    }
+    let committed_log = txn::read_txn_log(&boot, "read_committed");
+    let uncommitted: usize = txn::read_txn_log(&boot, "read_uncommitted")
+        .iter()
+        .map(Vec::len)
+        .sum();
+    let h = txn::TxnHistory {
+        txns: rec.txns.lock().expect("txns").clone(),
+        observed: rec.observed.lock().expect("observed").clone(),
+        committed_log,
+    };
+    let count = |o: txn::Outcome| h.txns.iter().filter(|t| t.outcome == o).count();
+    let replaced = rec.replaced.lock().expect("replaced").clone();
+    eprintln!(
+        "transactional fault suite summary: seed {seed}, {secs} s of faults, {faults} faults, {} transactions ({} committed, {} aborted, {} unknown), {} records in the read_committed log, {uncommitted} read_uncommitted, {} observations, {} producer replacements {:?}, wall time {:?}",
+        h.txns.len(),
+        count(txn::Outcome::Committed),
+        count(txn::Outcome::Aborted),
+        count(txn::Outcome::Unknown),
+        h.committed_log.iter().map(Vec::len).sum::<usize>(),
+        h.observed.len(),
+        replaced.len(),
+        replaced.iter().take(10).collect::<Vec<_>>(),
+        t0.elapsed()
+    );
+    assert!(
+        count(txn::Outcome::Committed) > 0,
+        "no transaction was committed"
+    );
+    let bad = txn::check_txn_history(&h);
+    if !bad.is_empty() {
+        let shown: Vec<&String> = bad.iter().take(50).collect();
+        panic!(
+            "seed {seed}: {} transactional violations:\n{}",
+            bad.len(),
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transaction coordinator failover (issue 13).
+
+const FAILOVER_TOPIC: &str = "txn-failover";
+
+/// A transactional producer through the proxies.
+fn failover_producer(bootstrap: &str, txn_id: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("transactional.id", txn_id)
+        .set("linger.ms", "5")
+        .set("transaction.timeout.ms", "60000")
+        .set("request.timeout.ms", "5000")
+        .set("retry.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .expect("transactional producer")
+}
+
+/// Every value of `FAILOVER_TOPIC` a read_committed consumer finds within `wait` that
+/// starts with `prefix`.
+fn committed_values(bootstrap: &str, prefix: &str, want: usize, wait: Duration) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set(
+            "group.id",
+            format!("failover-reader-{}", rand::random::<u32>()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(FAILOVER_TOPIC, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    while Instant::now() < deadline && out.len() < want {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+            if v.starts_with(prefix) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// The broker coordinating `txn_id`, asked straight from the brokers.
+fn txn_coordinator(fc: &mut FaultCluster, txn_id: &str) -> i32 {
+    let boot = fc.direct_bootstrap();
+    eventually(
+        Duration::from_secs(60),
+        "the transaction coordinator",
+        || {
+            block_on(async {
+                let mut c = Client::connect_to(&boot).await.ok()?;
+                c.find_transaction_coordinator(txn_id).await.ok()
+            })
+        },
+    )
+}
+
+/// SIGKILL of the transaction coordinator on a 3-broker RF=3 cluster (a) between
+/// AddPartitionsToTxn and EndTxn: the producer's commit goes to the new coordinator and
+/// succeeds; (b) after PrepareCommit, before the markers are written (the coordinator is cut
+/// off from the partition leaders, so EndTxn answers but no marker lands): the new
+/// coordinator completes the commit. Nothing is torn either way.
+#[test]
+fn transaction_coordinator_failover_completes_commits() {
+    let _serial = serial();
+    let mut fc = FaultCluster::start(Topology::Separate);
+    fc.create_named_topic(FAILOVER_TOPIC, PARTITIONS);
+    fc.create_topic();
+    let boot = fc.proxied_bootstrap();
+
+    // (a) Killed between AddPartitionsToTxn and EndTxn.
+    let producer = failover_producer(&boot, "failover-a");
+    producer
+        .init_transactions(Duration::from_secs(60))
+        .expect("init_transactions");
+    producer.begin_transaction().expect("begin");
+    for i in 0..12 {
+        let v = format!("a-{i}");
+        producer
+            .send(
+                BaseRecord::to(FAILOVER_TOPIC)
+                    .partition(i % PARTITIONS)
+                    .key(&v)
+                    .payload(&v),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let coordinator = txn_coordinator(&mut fc, "failover-a");
+    fc.log(&format!(
+        "(a) records written; SIGKILL coordinator {coordinator}"
+    ));
+    fc.cluster.node(coordinator).kill9();
+    producer
+        .commit_transaction(Duration::from_secs(90))
+        .expect("commit after the coordinator died");
+    fc.log("(a) committed through the new coordinator");
+    let seen = committed_values(&boot, "a-", 12, Duration::from_secs(60));
+    assert_eq!(seen.len(), 12, "(a) read_committed sees {seen:?}");
+    fc.cluster.node(coordinator).start();
+    fc.cluster.node(coordinator).wait_ready(READY);
+    fc.wait_full_isr(Duration::from_secs(90));
+    drop(producer);
+
+    // (b) Killed after PrepareCommit, before the markers.
+    let producer = failover_producer(&boot, "failover-b");
+    producer
+        .init_transactions(Duration::from_secs(60))
+        .expect("init_transactions");
+    let coordinator = txn_coordinator(&mut fc, "failover-b");
+    // Partitions led elsewhere, so every marker must cross a link we cut.
+    let direct = fc.direct_bootstrap();
+    let parts = eventually(Duration::from_secs(30), "the topic's leaders", || {
+        block_on(async {
+            let mut c = Client::connect_to(&direct).await.ok()?;
+            c.topic_metadata(FAILOVER_TOPIC).await.ok()
+        })
+    })
+    .partitions;
+    let targets: Vec<i32> = parts
+        .iter()
+        .filter(|p| p.leader >= 0 && p.leader != coordinator)
+        .map(|p| p.partition)
+        .collect();
+    assert!(
+        !targets.is_empty(),
+        "every partition is led by the coordinator"
+    );
+    producer.begin_transaction().expect("begin");
+    for i in 0..12 {
+        let v = format!("b-{i}");
+        producer
+            .send(
+                BaseRecord::to(FAILOVER_TOPIC)
+                    .partition(targets[i % targets.len()])
+                    .key(&v)
+                    .payload(&v),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let others: Vec<i32> = fc
+        .brokers
+        .iter()
+        .copied()
+        .filter(|b| *b != coordinator)
+        .collect();
+    for b in &others {
+        fc.net.cut(coordinator, *b);
+    }
+    fc.log(&format!(
+        "(b) coordinator {coordinator} cut off from {others:?}; committing"
+    ));
+    producer
+        .commit_transaction(Duration::from_secs(60))
+        .expect("EndTxn answers once PrepareCommit is committed");
+    let early = committed_values(&boot, "b-", 12, Duration::from_secs(3));
+    assert!(
+        early.is_empty(),
+        "(b) the markers could not be written, yet read_committed sees {early:?}"
+    );
+    let state = block_on(async {
+        let mut c = Client::connect_to(&fc.direct_bootstrap()).await.ok()?;
+        c.describe_transaction("failover-b").await.ok()
+    });
+    fc.log(&format!("(b) before the kill: {state:?}"));
+    assert_eq!(
+        state.map(|d| d.state),
+        Some("PrepareCommit".to_owned()),
+        "(b) the transaction should wait in PrepareCommit"
+    );
+    fc.cluster.node(coordinator).kill9();
+    fc.net.heal_all();
+    fc.log(&format!("(b) SIGKILLed coordinator {coordinator}; healed"));
+    let seen = committed_values(&boot, "b-", 12, Duration::from_secs(90));
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        (seen.len(), sorted.len()),
+        (12, 12),
+        "(b) the new coordinator should complete the commit: read_committed sees {seen:?}"
+    );
+    fc.cluster.node(coordinator).start();
+    fc.cluster.node(coordinator).wait_ready(READY);
 }
 
 // ---------------------------------------------------------------------------------------------

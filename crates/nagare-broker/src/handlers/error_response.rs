@@ -679,12 +679,12 @@ mod tests {
             ApiKey::AllocateProducerIds => enc!(AllocateProducerIdsRequest),
             ApiKey::AlterPartition => enc!(AlterPartitionRequest),
             ApiKey::Envelope => enc!(EnvelopeRequest),
+            ApiKey::DescribeProducers => enc!(DescribeProducersRequest),
             ApiKey::AddPartitionsToTxn => enc!(AddPartitionsToTxnRequest),
             ApiKey::AddOffsetsToTxn => enc!(AddOffsetsToTxnRequest),
             ApiKey::EndTxn => enc!(EndTxnRequest),
             ApiKey::DescribeTransactions => enc!(DescribeTransactionsRequest),
             ApiKey::ListTransactions => enc!(ListTransactionsRequest),
-            ApiKey::DescribeProducers => enc!(DescribeProducersRequest),
             other => panic!("add {other:?} to the test"),
         }
         buf.freeze()

@@ -46,6 +46,11 @@ pub struct ConsumeOpts {
     /// Largest fetch response (`fetch.max.bytes`; also the per-partition limit).
     #[arg(long, default_value_t = 50 * 1024 * 1024)]
     pub fetch_max_bytes: usize,
+    /// `isolation.level` of the librdkafka consumers: `read_uncommitted` or `read_committed`
+    /// (up to the last stable offset, aborted transactions filtered out). Transaction markers
+    /// take offsets but are not records: give `--count` when the topic has transactions.
+    #[arg(long, default_value = "read_uncommitted", value_parser = ["read_uncommitted", "read_committed"])]
+    pub isolation_level: String,
 }
 
 /// One consumer's partitions with the offset to start at.
@@ -104,6 +109,8 @@ pub struct RdkafkaRun {
     pub deadline_ns: Option<u64>,
     /// Take each record's end-to-end latency from the stamp in its payload.
     pub latency: bool,
+    /// `isolation.level`.
+    pub isolation_level: String,
 }
 
 /// Runs librdkafka consumers, one per assignment, each on its own thread; see [`RdkafkaRun`].
@@ -119,6 +126,7 @@ pub fn run_rdkafka_consumers(
         stop,
         deadline_ns,
         latency,
+        isolation_level,
     } = run;
     let fetch = fetch_max_bytes.to_string();
     let config = common.rdkafka_config(&[
@@ -133,6 +141,7 @@ pub fn run_rdkafka_consumers(
             (fetch_max_bytes + 1024 * 1024).to_string(),
         ),
         ("fetch.wait.max.ms", "100".into()),
+        ("isolation.level", isolation_level),
     ])?;
     let mut handles = Vec::new();
     for (i, assignment) in assignments.into_iter().enumerate() {
@@ -272,6 +281,11 @@ async fn run_raw_consumers(
 /// `nagare bench consume`: reads the topic from the beginning (catch-up).
 pub async fn consume(common: Common, opts: ConsumeOpts) -> anyhow::Result<()> {
     anyhow::ensure!(opts.consumers > 0, "--consumers must be at least 1");
+    anyhow::ensure!(
+        matches!(opts.client, ConsumerClient::Rdkafka)
+            || opts.isolation_level == "read_uncommitted",
+        "--isolation-level read_committed needs --client rdkafka"
+    );
     let partitions = common.ensure_topic().await?;
     let c = common.clone();
     let marks = tokio::task::spawn_blocking(move || watermarks(&c, partitions))
@@ -297,6 +311,7 @@ pub async fn consume(common: Common, opts: ConsumeOpts) -> anyhow::Result<()> {
         ConsumerClient::Rdkafka => {
             let (c, s) = (common.clone(), side.clone());
             let fetch = opts.fetch_max_bytes;
+            let isolation_level = opts.isolation_level.clone();
             tokio::task::spawn_blocking(move || {
                 run_rdkafka_consumers(
                     &c,
@@ -308,6 +323,7 @@ pub async fn consume(common: Common, opts: ConsumeOpts) -> anyhow::Result<()> {
                         stop: Arc::new(AtomicBool::new(false)),
                         deadline_ns,
                         latency: false,
+                        isolation_level,
                     },
                 )
             })
@@ -338,6 +354,7 @@ pub async fn consume(common: Common, opts: ConsumeOpts) -> anyhow::Result<()> {
         "consumers": opts.consumers,
         "count": expect,
         "fetch_max_bytes": opts.fetch_max_bytes,
+        "isolation_level": opts.isolation_level,
         "bytes_counted": match opts.client {
             ConsumerClient::Rdkafka => "record keys and values",
             ConsumerClient::Raw => "whole record batches as sent by the broker",

@@ -65,6 +65,7 @@ pub async fn e2e(common: Common, produce: ProduceOpts, opts: E2eOpts) -> anyhow:
             stop: stop_consumers.clone(),
             deadline_ns: None,
             latency: true,
+            isolation_level: "read_uncommitted".into(),
         };
         tokio::task::spawn_blocking(move || run_rdkafka_consumers(&c, assignments, run))
     };

@@ -53,6 +53,10 @@ pub struct ProduceOpts {
     /// (this bounds the queueing part of unthrottled acknowledgement latency).
     #[arg(long, default_value_t = 32 * 1024)]
     pub buffer_kbytes: usize,
+    /// Transactional producers committing a transaction every this many records (each
+    /// producer its own `transactional.id`); the summary adds committed transactions/s.
+    #[arg(long, value_name = "RECORDS")]
+    pub transaction_size: Option<u64>,
 }
 
 impl ProduceOpts {
@@ -80,6 +84,7 @@ impl ProduceOpts {
             "linger_ms": linger_ms,
             "batch_size": self.batch_size,
             "buffer_kbytes": self.buffer_kbytes,
+            "transaction_size": self.transaction_size,
         })
     }
 }
@@ -126,6 +131,10 @@ pub struct ProduceOutcome {
     pub start_ns: u64,
     /// The first delivery error, if any.
     pub first_error: Option<String>,
+    /// Transactions committed (transactional producers only).
+    pub transactions: u64,
+    /// [`now_ns`] when the last transaction was committed.
+    pub end_ns: u64,
 }
 
 /// Runs the producers until `count` records are sent or `duration` has passed (whichever is
@@ -140,6 +149,10 @@ pub fn run_producers(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<ProduceOutcome> {
     anyhow::ensure!(opts.producers > 0, "--producers must be at least 1");
+    anyhow::ensure!(
+        opts.transaction_size != Some(0),
+        "--transaction-size must be at least 1"
+    );
     anyhow::ensure!(
         opts.record_size >= STAMP_BYTES,
         "--record-size must be at least {STAMP_BYTES} (the send time is stamped in the value)"
@@ -157,16 +170,28 @@ pub fn run_producers(
         ("message.timeout.ms", "120000".into()),
     ])?;
     let mut producers = Vec::with_capacity(opts.producers);
-    for _ in 0..opts.producers {
+    for i in 0..opts.producers {
         let ctx = AckContext {
             acked: acked.clone(),
             first_error: std::sync::Mutex::new(None),
         };
+        let mut config = config.clone();
+        if opts.transaction_size.is_some() {
+            config.set(
+                "transactional.id",
+                format!("nagare-bench-{}-{i}", std::process::id()),
+            );
+        }
         let p: BaseProducer<AckContext> = config
             .create_with_context(ctx)
             .context("creating a librdkafka producer")?;
+        if opts.transaction_size.is_some() {
+            p.init_transactions(Duration::from_secs(60))
+                .context("init_transactions")?;
+        }
         producers.push(p);
     }
+    let transactions = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
     let count = opts.count;
     let deadline_ns = opts
@@ -181,6 +206,8 @@ pub fn run_producers(
         let stop = stop.clone();
         let topic = common.topic.clone();
         let record_size = opts.record_size;
+        let transaction_size = opts.transaction_size;
+        let transactions = transactions.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("bench-producer-{i}"))
@@ -197,6 +224,8 @@ pub fn run_producers(
                         start_ns,
                         sent: &sent,
                         stop: &stop,
+                        transaction_size,
+                        transactions: &transactions,
                     };
                     worker.run()?;
                     // Wait for every acknowledgement (delivery callbacks run inside flush).
@@ -231,6 +260,8 @@ pub fn run_producers(
         sent: sent.load(Ordering::Relaxed),
         start_ns,
         first_error,
+        transactions: transactions.load(Ordering::Relaxed),
+        end_ns: now_ns(),
     })
 }
 
@@ -248,6 +279,10 @@ struct Worker<'a> {
     start_ns: u64,
     sent: &'a AtomicU64,
     stop: &'a AtomicBool,
+    /// Commit a transaction every this many records (transactional producers).
+    transaction_size: Option<u64>,
+    /// Transactions committed.
+    transactions: &'a AtomicU64,
 }
 
 impl Worker<'_> {
@@ -256,6 +291,8 @@ impl Worker<'_> {
         let mut partition = self.first_partition % self.partitions;
         let interval_ns = self.rate.map(|r| 1e9 / r.max(1e-9));
         let mut mine: u64 = 0;
+        // Records in the open transaction.
+        let mut in_txn: u64 = 0;
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 break;
@@ -286,6 +323,11 @@ impl Worker<'_> {
                 None => now,
             };
             payload[..STAMP_BYTES].copy_from_slice(&stamp.to_le_bytes());
+            if self.transaction_size.is_some() && in_txn == 0 {
+                self.producer
+                    .begin_transaction()
+                    .context("begin_transaction")?;
+            }
             let mut record = BaseRecord::to(self.topic)
                 .payload(&payload[..])
                 .partition(partition);
@@ -300,11 +342,30 @@ impl Worker<'_> {
                 }
             }
             mine += 1;
+            if let Some(size) = self.transaction_size {
+                in_txn += 1;
+                if in_txn >= size {
+                    self.commit()?;
+                    in_txn = 0;
+                }
+            }
             partition = (partition + 1) % self.partitions;
             if mine & 63 == 0 {
                 self.producer.poll(Duration::ZERO);
             }
         }
+        if in_txn > 0 {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction (which flushes its records first).
+    fn commit(&self) -> anyhow::Result<()> {
+        self.producer
+            .commit_transaction(Duration::from_secs(60))
+            .context("commit_transaction")?;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -355,5 +416,14 @@ pub async fn produce(common: Common, opts: ProduceOpts) -> anyhow::Result<()> {
     summary["sent"] = json!(outcome.sent);
     summary["ack_latency"] = outcome.acked.latency.total().to_json();
     summary["first_error"] = json!(outcome.first_error);
+    if opts.transaction_size.is_some() {
+        let secs = (outcome.end_ns.saturating_sub(outcome.start_ns)) as f64 / 1e9;
+        summary["transactions"] = json!(outcome.transactions);
+        summary["transactions_per_sec"] = json!(if secs > 0.0 {
+            outcome.transactions as f64 / secs
+        } else {
+            0.0
+        });
+    }
     common.emit(&summary)
 }

@@ -3,7 +3,8 @@
 //!
 //! The proxy reads the first request frame of every accepted connection to learn who opened
 //! it: Nagare's inter-node clients send a Kafka `client_id` ending in their node id
-//! (`nagare-replica-fetcher-{id}`, `nagare-raft-{id}`, `nagare-broker-{id}`); anything else is a
+//! (`nagare-replica-fetcher-{id}`, `nagare-raft-{id}`, `nagare-broker-{id}`,
+//! `nagare-txn-marker-sender-{id}`); anything else is a
 //! test client ([`CLIENT`]). A connection opened by `src` towards `dst` belongs to the directed
 //! link `src → dst`. While that link is cut, the connection stalls: bytes already read are held
 //! in both directions and nothing more is read (so TCP back-pressure stops the sender), and new
@@ -196,7 +197,12 @@ impl Drop for FaultNet {
 
 /// The source node of a connection from the client id of its first request.
 fn source_of(client_id: &str) -> i32 {
-    for prefix in ["nagare-replica-fetcher-", "nagare-raft-", "nagare-broker-"] {
+    for prefix in [
+        "nagare-replica-fetcher-",
+        "nagare-raft-",
+        "nagare-broker-",
+        "nagare-txn-marker-sender-",
+    ] {
         if let Some(id) = client_id
             .strip_prefix(prefix)
             .and_then(|s| s.parse::<i32>().ok())
