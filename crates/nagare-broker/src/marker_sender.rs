@@ -971,4 +971,191 @@ mod tests {
         assert!(!out[0].markers[0].commit);
         assert_eq!(out[0].markers[0].coordinator_epoch, 2);
     }
+
+    /// xorshift64*: a tiny deterministic generator for the seeded schedules.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Seeded schedules of leader moves, leaderless spells, lost requests, refusals by former
+    /// leaders and transactions arriving at any time. Invariants checked at every step: at
+    /// most one request in flight per broker, one marker entry per producer in a request,
+    /// no partition in two requests at once, every partition sent to its leader of the
+    /// moment; a transaction completes only after each of its partitions was written by its
+    /// leader, and exactly once. Once leaders settle, everything completes.
+    #[test]
+    fn seeded_schedules_complete_every_transaction_once_after_all_its_markers() {
+        const TXNS: usize = 12;
+        for seed in 1..=300u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut q = MarkerQueue::new();
+            let all: Vec<TopicPartition> = ["a", "b", "c", "d"]
+                .iter()
+                .flat_map(|t| (0..3).map(move |p| tp(t, p)))
+                .collect();
+            let mut leaders: HashMap<TopicPartition, Leader> = all
+                .iter()
+                .map(|p| (p.clone(), Leader::Node(1 + (p.partition % 3))))
+                .collect();
+            let mut in_flight: Vec<Outgoing> = Vec::new();
+            let mut txns: HashMap<String, BTreeSet<TopicPartition>> = HashMap::new();
+            let mut written: BTreeSet<(String, TopicPartition)> = BTreeSet::new();
+            let mut completed: HashMap<String, u32> = HashMap::new();
+            let mut added = 0usize;
+            let mut now = 0i64;
+            let check_done = |done: Vec<Completed>,
+                              txns: &HashMap<String, BTreeSet<TopicPartition>>,
+                              written: &BTreeSet<(String, TopicPartition)>,
+                              completed: &mut HashMap<String, u32>| {
+                for c in done {
+                    let parts = &txns[&c.transactional_id];
+                    for p in parts {
+                        assert!(
+                            written.contains(&(c.transactional_id.clone(), p.clone())),
+                            "seed {seed}: {} completed before {p:?} was written",
+                            c.transactional_id
+                        );
+                    }
+                    *completed.entry(c.transactional_id).or_default() += 1;
+                }
+            };
+            for step in 0..3000 {
+                let settle = step >= 2000;
+                now += rng.below(40) as i64 + if settle { 500 } else { 0 };
+                if settle {
+                    for l in leaders.values_mut() {
+                        if *l == Leader::Unavailable {
+                            *l = Leader::Node(1);
+                        }
+                    }
+                }
+                match rng.below(10) {
+                    0 | 1 if added < TXNS => {
+                        let id = format!("t{added}");
+                        let mut parts = BTreeSet::new();
+                        for _ in 0..=rng.below(5) {
+                            parts.insert(all[rng.below(all.len() as u64) as usize].clone());
+                        }
+                        txns.insert(id.clone(), parts.clone());
+                        let m = TxnMarkerRequest {
+                            transactional_id: id,
+                            producer_id: 1000 + added as i64,
+                            producer_epoch: 0,
+                            commit: rng.below(2) == 0,
+                            partitions: parts.into_iter().collect(),
+                            transaction_version: 0,
+                        };
+                        added += 1;
+                        let done = q.add(0, 1, m, now);
+                        check_done(done, &txns, &written, &mut completed);
+                    }
+                    2 if !settle => {
+                        let p = all[rng.below(all.len() as u64) as usize].clone();
+                        let l = match rng.below(4) {
+                            0 => Leader::Unavailable,
+                            n => Leader::Node(n as i32),
+                        };
+                        leaders.insert(p, l);
+                    }
+                    3..=5 => {
+                        let (out, done) = q.poll(now, |p| leaders[p]);
+                        check_done(done, &txns, &written, &mut completed);
+                        for o in out {
+                            assert!(
+                                in_flight.iter().all(|f| f.broker != o.broker),
+                                "seed {seed}: two requests in flight to broker {}",
+                                o.broker
+                            );
+                            let pids: BTreeSet<i64> =
+                                o.markers.iter().map(|m| m.producer_id).collect();
+                            assert_eq!(pids.len(), o.markers.len(), "seed {seed}");
+                            for m in &o.markers {
+                                for p in &m.partitions {
+                                    assert_eq!(leaders[p], Leader::Node(o.broker), "seed {seed}");
+                                    assert!(
+                                        in_flight.iter().all(|f| f
+                                            .markers
+                                            .iter()
+                                            .all(|fm| fm.producer_id != m.producer_id
+                                                || !fm.partitions.contains(p))),
+                                        "seed {seed}: {p:?} in two requests"
+                                    );
+                                }
+                            }
+                            in_flight.push(o);
+                        }
+                    }
+                    _ if !in_flight.is_empty() => {
+                        let o = in_flight.remove(rng.below(in_flight.len() as u64) as usize);
+                        if !settle && rng.below(5) == 0 {
+                            q.on_failure(o.id, now);
+                            continue;
+                        }
+                        let mut results = Vec::new();
+                        for m in &o.markers {
+                            let id = format!("t{}", m.producer_id - 1000);
+                            let mut parts = Vec::new();
+                            for p in &m.partitions {
+                                // Only the leader of the moment writes the marker.
+                                if leaders[p] == Leader::Node(o.broker) {
+                                    written.insert((id.clone(), p.clone()));
+                                    parts.push((p.clone(), 0));
+                                } else {
+                                    parts.push((
+                                        p.clone(),
+                                        ResponseError::NotLeaderOrFollower.code(),
+                                    ));
+                                }
+                            }
+                            results.push((m.producer_id, parts));
+                        }
+                        let done = q.on_response(o.id, &results, now);
+                        check_done(done, &txns, &written, &mut completed);
+                    }
+                    _ => {}
+                }
+            }
+            // Leaders settled long ago: drain what is left.
+            for _ in 0..100 {
+                now += MAX_RETRY_BACKOFF_MS;
+                let (out, done) = q.poll(now, |p| leaders[p]);
+                check_done(done, &txns, &written, &mut completed);
+                in_flight.extend(out);
+                for o in std::mem::take(&mut in_flight) {
+                    let results: Vec<_> = o
+                        .markers
+                        .iter()
+                        .map(|m| {
+                            let id = format!("t{}", m.producer_id - 1000);
+                            for p in &m.partitions {
+                                written.insert((id.clone(), p.clone()));
+                            }
+                            (
+                                m.producer_id,
+                                m.partitions.iter().map(|p| (p.clone(), 0)).collect(),
+                            )
+                        })
+                        .collect();
+                    let done = q.on_response(o.id, &results, now);
+                    check_done(done, &txns, &written, &mut completed);
+                }
+            }
+            assert_eq!(q.pending(), 0, "seed {seed}: transactions left pending");
+            assert_eq!(completed.len(), added, "seed {seed}");
+            assert!(
+                completed.values().all(|n| *n == 1),
+                "seed {seed}: a transaction completed twice: {completed:?}"
+            );
+        }
+    }
 }
