@@ -161,7 +161,11 @@ pub fn run_producers(
     let config = common.rdkafka_config(&[
         ("acks", opts.acks.clone()),
         ("compression.type", opts.compression.clone()),
-        ("enable.idempotence", opts.idempotence.to_string()),
+        // Transactional producers are idempotent ones.
+        (
+            "enable.idempotence",
+            (opts.idempotence || opts.transaction_size.is_some()).to_string(),
+        ),
         ("linger.ms", linger.to_string()),
         ("batch.size", opts.batch_size.to_string()),
         ("batch.num.messages", "1000000".into()),
@@ -177,10 +181,14 @@ pub fn run_producers(
         };
         let mut config = config.clone();
         if opts.transaction_size.is_some() {
-            config.set(
-                "transactional.id",
-                format!("nagare-bench-{}-{i}", std::process::id()),
-            );
+            config
+                .set(
+                    "transactional.id",
+                    format!("nagare-bench-{}-{i}", std::process::id()),
+                )
+                // librdkafka wants message.timeout.ms (120 s here) <= transaction.timeout.ms;
+                // the broker allows up to transaction.max.timeout.ms (15 min).
+                .set("transaction.timeout.ms", "120000");
         }
         let p: BaseProducer<AckContext> = config
             .create_with_context(ctx)
@@ -360,8 +368,18 @@ impl Worker<'_> {
         Ok(())
     }
 
-    /// Commits the open transaction (which flushes its records first).
+    /// Commits the open transaction. Its records' delivery reports are served here first, in
+    /// short polls: librdkafka's commit waits for them, and rust-rdkafka's `flush` polls in
+    /// 100 ms steps, which would cap a producer at ~10 transactions/s.
     fn commit(&self) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while self.producer.in_flight_count() > 0 {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the transaction's records were not acknowledged within 60 s"
+            );
+            self.producer.poll(Duration::from_millis(1));
+        }
         self.producer
             .commit_transaction(Duration::from_secs(60))
             .context("commit_transaction")?;

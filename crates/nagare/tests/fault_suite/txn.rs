@@ -224,9 +224,11 @@ pub fn run_txn_producer(
         if broken.is_none() {
             // Serve the delivery reports first: a BaseProducer's commit/abort cannot flush
             // messages whose reports nobody polls.
-            // (A failed flush is left to the commit or abort below to report.)
-            if let Err(e) = producer.flush(Timeout::After(Duration::from_secs(20))) {
-                eprintln!("producer {id}: flush before ending the transaction: {e}");
+            // In short polls: rust-rdkafka's `flush` polls in 100 ms steps. (Records still
+            // unacknowledged after 20 s are left to the commit or abort below to report.)
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while producer.in_flight_count() > 0 && Instant::now() < deadline {
+                producer.poll(Duration::from_millis(1));
             }
             let end = |p: &BaseProducer, commit: bool| {
                 let t = Timeout::After(Duration::from_secs(20));
