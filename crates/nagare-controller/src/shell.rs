@@ -599,11 +599,10 @@ mod tests {
         assert_eq!(e.code(), 41);
     }
 
-    /// A new cluster's first controller finalizes transaction.version 2 next to
-    /// metadata.version (Kafka 4.0's defaults for a new cluster, KIP-1022), and a snapshot
-    /// of the image carries both.
+    /// A new cluster's first controller finalizes transaction.version (KIP-1022) next to
+    /// metadata.version, at the default level, and a snapshot of the image carries both.
     #[tokio::test]
-    async fn a_new_cluster_bootstraps_transaction_version_2() {
+    async fn a_new_cluster_bootstraps_transaction_version() {
         let c = instant_controller(ElectionConfig::default());
         join(&c, 1).await;
         let image = c.image();
@@ -613,7 +612,7 @@ mod tests {
         );
         assert_eq!(
             nagare_metadata::features::transaction_version(&image.features),
-            2
+            nagare_metadata::features::TRANSACTION_VERSION_DEFAULT
         );
         let rebuilt = MetadataImage::from_records(image.offset, &image.to_records());
         assert_eq!(rebuilt.features, image.features);
@@ -622,16 +621,16 @@ mod tests {
         join(&c, 2).await;
         assert_eq!(
             nagare_metadata::features::transaction_version(&c.image().features),
-            2
+            nagare_metadata::features::TRANSACTION_VERSION_DEFAULT
         );
         assert!(c.image().offset > before);
     }
 
     /// `storage format --feature transaction.version=0` leaves the feature unfinalized
-    /// (level 0 writes no record); 1 is finalized as 1.
+    /// (level 0 writes no record); 2 is finalized as 2.
     #[tokio::test]
     async fn bootstrap_features_chosen_at_format_time() {
-        for (level, finalized) in [(0, None), (1, Some(&1))] {
+        for (level, finalized) in [(0, None), (2, Some(&2))] {
             let levels = nagare_metadata::features::bootstrap_levels(&[(
                 nagare_metadata::features::TRANSACTION_VERSION.into(),
                 level,

@@ -15,10 +15,17 @@ pub const TRANSACTION_VERSION: &str = "transaction.version";
 /// EndTxn (KIP-890 part 2). Level 1 is the flexible `__transaction_state` value format.
 pub const TRANSACTION_VERSION_LATEST: i16 = 2;
 
-/// The `transaction.version` a new cluster is formatted with: Kafka 4.0 formats a new
-/// cluster at its latest production `metadata.version` (4.0-IV3), whose default
-/// `transaction.version` is 2 (`TV_2`'s bootstrap metadata version is 4.0-IV2).
-pub const TRANSACTION_VERSION_DEFAULT: i16 = 2;
+/// The `transaction.version` a new cluster is formatted with. Kafka 4.0 formats a new
+/// cluster at 2 (its latest production `metadata.version`, 4.0-IV3, is past `TV_2`'s
+/// bootstrap version 4.0-IV2), but Nagare defaults to 1 until partition leaders add
+/// partitions implicitly: a Java 4.x producer that sees 2 finalized stops sending
+/// AddPartitionsToTxn and AddOffsetsToTxn and relies on Produce v12 and TxnOffsetCommit v5
+/// adding the partition to its transaction (KIP-890 part 2), which Nagare does not do yet;
+/// its records would stay in a transaction the coordinator never marks. Level 1 is what
+/// Nagare's coordinator writes anyway (flexible `__transaction_state` values) and keeps
+/// every client on the classic protocol. `storage format --feature transaction.version=2`
+/// chooses 2 (for clients that still add partitions explicitly).
+pub const TRANSACTION_VERSION_DEFAULT: i16 = 1;
 
 /// A supported feature and the range of levels this node can run at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +82,7 @@ pub fn supported(name: &str) -> Option<SupportedFeature> {
 }
 
 /// The levels a new cluster is bootstrapped at: every supported feature at its default
-/// (`metadata.version` 4.0-IV3, `transaction.version` 2), overridden by `overrides`
+/// (`metadata.version` 4.0-IV3, `transaction.version` [`TRANSACTION_VERSION_DEFAULT`]), overridden by `overrides`
 /// (`storage format --feature NAME=LEVEL`), each checked against the supported range.
 pub fn bootstrap_levels(
     overrides: &[(String, i16)],
@@ -127,9 +134,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_new_cluster_finalizes_transaction_version_2() {
+    fn a_new_cluster_finalizes_the_default_transaction_version() {
         let levels = bootstrap_levels(&[]).unwrap();
-        assert_eq!(levels.get(TRANSACTION_VERSION), Some(&2));
+        assert_eq!(
+            levels.get(TRANSACTION_VERSION),
+            Some(&TRANSACTION_VERSION_DEFAULT)
+        );
         assert_eq!(
             levels.get(metadata_version::FEATURE_NAME),
             Some(&metadata_version::LATEST_LEVEL)
@@ -138,8 +148,8 @@ mod tests {
 
     #[test]
     fn format_overrides_are_checked_against_the_supported_range() {
-        let levels = bootstrap_levels(&[(TRANSACTION_VERSION.into(), 0)]).unwrap();
-        assert_eq!(levels.get(TRANSACTION_VERSION), Some(&0));
+        let levels = bootstrap_levels(&[(TRANSACTION_VERSION.into(), 2)]).unwrap();
+        assert_eq!(levels.get(TRANSACTION_VERSION), Some(&2));
         assert_eq!(
             bootstrap_levels(&[(TRANSACTION_VERSION.into(), 3)]),
             Err(FeatureError::Unsupported {
