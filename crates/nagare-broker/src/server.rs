@@ -794,6 +794,37 @@ mod tests {
         assert_eq!(base64url(b"\xff\xff\xff"), "____");
     }
 
+    /// `storage format --feature` levels round-trip through the metadata log dir; a dir
+    /// without them bootstraps the defaults; a bad level is refused before writing.
+    #[test]
+    fn bootstrap_features_are_written_at_format_time() {
+        use nagare_metadata::features::{TRANSACTION_VERSION, TRANSACTION_VERSION_DEFAULT};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let defaults = read_bootstrap_features(dir.path()).expect("defaults");
+        assert_eq!(
+            defaults.get(TRANSACTION_VERSION),
+            Some(&TRANSACTION_VERSION_DEFAULT)
+        );
+        write_bootstrap_features(dir.path(), &[(TRANSACTION_VERSION.into(), 2)]).expect("write");
+        let read = read_bootstrap_features(dir.path()).expect("read");
+        assert_eq!(read.get(TRANSACTION_VERSION), Some(&2));
+        assert_eq!(
+            read.get(nagare_metadata::metadata_version::FEATURE_NAME),
+            Some(&nagare_metadata::metadata_version::LATEST_LEVEL)
+        );
+        let other = tempfile::tempdir().expect("tempdir");
+        assert!(
+            write_bootstrap_features(other.path(), &[(TRANSACTION_VERSION.into(), 3)]).is_err()
+        );
+        assert!(!other.path().join(BOOTSTRAP_FEATURES).exists());
+        std::fs::write(
+            dir.path().join(BOOTSTRAP_FEATURES),
+            "transaction.version=x\n",
+        )
+        .expect("write");
+        assert!(read_bootstrap_features(dir.path()).is_err());
+    }
+
     #[test]
     fn format_then_check() {
         let dir = tempfile::tempdir().expect("tempdir");
