@@ -8,6 +8,8 @@ use nagare_metadata::features::{TRANSACTION_VERSION, TRANSACTION_VERSION_DEFAULT
 use nagare_metadata::metadata_version;
 use nagare_metadata::records::MetadataRecord;
 
+use nagare_transaction_coordinator::TransactionState;
+
 use crate::testing::TestBroker;
 
 fn s(x: &str) -> StrBytes {
@@ -231,4 +233,88 @@ async fn end_txn_v5_follows_the_request_version_not_the_finalized_level() {
     let (pid, epoch, r, settled) = commit_one(&t, "v5-on-tv0", 5).await;
     assert_eq!((r.producer_id, r.producer_epoch), (pid, epoch + 1));
     assert_eq!(settled, epoch + 1);
+}
+
+/// The `__transaction_state` values written for `id`, in log order.
+async fn txn_log_values(
+    t: &TestBroker,
+    id: &str,
+) -> Vec<nagare_transaction_coordinator::TransactionLogValue> {
+    let image = t.broker.image();
+    let p = crate::transaction_coordinator::TransactionCoordinator::shard_of(&image, id)
+        .expect("__transaction_state exists");
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(TopicName(s(
+                crate::transaction_coordinator::TRANSACTION_STATE_TOPIC,
+            )))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r = t.send(&req, 11).await.expect("Fetch");
+    let part = &r.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    let mut b = part.records.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    if b.is_empty() {
+        return out;
+    }
+    for set in kafka_protocol::records::RecordBatchDecoder::decode_all(&mut b).expect("decode") {
+        for rec in set.records {
+            let (Some(k), Some(v)) = (rec.key.as_deref(), rec.value.as_deref()) else {
+                continue;
+            };
+            match nagare_transaction_coordinator::TxnRecord::decode(k, Some(v)) {
+                Ok(nagare_transaction_coordinator::TxnRecord::Metadata {
+                    transactional_id,
+                    value,
+                }) if transactional_id == id => out.push(value),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The abort the coordinator starts when a new producer fences a transaction is written
+/// under the cluster's finalized `transaction.version` (Kafka's `endTransaction(isFromClient
+/// = false)`), not the client's (0 here: AddPartitionsToTxn v3).
+#[tokio::test]
+async fn a_fencing_abort_is_written_under_the_finalized_transaction_version() {
+    let t = broker().await;
+    t.create_topic("a", 1).await;
+    set_transaction_version(&t, 2).await;
+    let (pid, epoch) = init_txn(&t, "fenced").await;
+    assert_eq!(add_partition(&t, "fenced", pid, epoch).await, 0);
+    // A new instance with the same id: the ongoing transaction is aborted first.
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s("fenced"))))
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let r = t.send(&req, 4).await.expect("InitProducerId");
+    assert_eq!(
+        r.error_code, 51,
+        "CONCURRENT_TRANSACTIONS while the abort completes"
+    );
+    let values = txn_log_values(&t, "fenced").await;
+    let ongoing = values
+        .iter()
+        .find(|v| v.state == TransactionState::Ongoing)
+        .expect("Ongoing written");
+    assert_eq!(
+        ongoing.client_transaction_version, 0,
+        "the client's version"
+    );
+    let abort = values
+        .iter()
+        .find(|v| v.state == TransactionState::PrepareAbort)
+        .expect("PrepareAbort written");
+    assert_eq!(abort.producer_epoch, epoch + 1);
+    assert_eq!(abort.client_transaction_version, 2, "the finalized version");
 }
