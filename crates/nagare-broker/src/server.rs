@@ -145,6 +145,52 @@ pub fn format_dir(
     Ok(true)
 }
 
+/// The file in `metadata.log.dir` holding the feature levels a new cluster starts at, written
+/// by `storage format` (Kafka writes them as `bootstrap.checkpoint`, a metadata snapshot).
+const BOOTSTRAP_FEATURES: &str = "bootstrap.features";
+
+/// Writes the feature levels `storage format --feature` chose for a new cluster into the
+/// metadata log dir (fsynced, atomically); the first controller finalizes them. `features`
+/// are checked against the supported ranges first, so a bad level fails the format.
+pub fn write_bootstrap_features(dir: &Path, features: &[(String, i16)]) -> anyhow::Result<()> {
+    let levels = nagare_metadata::features::bootstrap_levels(features)?;
+    let mut text = String::from(
+        "#\n#Feature levels a new cluster starts at, written by nagare storage format\n",
+    );
+    for (name, level) in &levels {
+        text.push_str(&format!("{name}={level}\n"));
+    }
+    let path = dir.join(BOOTSTRAP_FEATURES);
+    let tmp = dir.join("bootstrap.features.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all())?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir).and_then(|f| f.sync_all())?;
+    Ok(())
+}
+
+/// The feature levels a new cluster starts at: those `storage format` wrote into the
+/// metadata log dir, or every feature's default when the dir has none (a single-node
+/// default that formatted itself, or a dir formatted before features could be chosen).
+pub fn read_bootstrap_features(dir: &Path) -> anyhow::Result<BTreeMap<String, i16>> {
+    let path = dir.join(BOOTSTRAP_FEATURES);
+    if !path.exists() {
+        return Ok(nagare_metadata::features::bootstrap_levels(&[])?);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut overrides = Vec::new();
+    for (name, value) in crate::config::parse_properties(&text, &path)? {
+        let level = value
+            .trim()
+            .parse::<i16>()
+            .with_context(|| format!("{} has an invalid level for {name}", path.display()))?;
+        overrides.push((name.to_string(), level));
+    }
+    nagare_metadata::features::bootstrap_levels(&overrides)
+        .with_context(|| format!("{} names an unsupported feature level", path.display()))
+}
+
 /// Kafka's cluster ids are 16 bytes in URL-safe base64 without padding (22 characters).
 pub fn validate_cluster_id(id: &str) -> anyhow::Result<()> {
     if id.len() != 22
@@ -246,6 +292,11 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     )
     .with_context(|| format!("cannot open the metadata log in {}", metadata_dir.display()))?;
     let quorum = Arc::new(KraftQuorum::new(raft.clone()));
+    let bootstrap_features = if config.is_controller() {
+        read_bootstrap_features(&metadata_dir)?
+    } else {
+        BTreeMap::new()
+    };
     let controller = config.is_controller().then(|| {
         Arc::new(
             Controller::new(
@@ -255,7 +306,8 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
                 metadata.clone(),
                 q.broker_session_timeout_ms,
             )
-            .with_elections(config.elections()),
+            .with_elections(config.elections())
+            .with_bootstrap_features(bootstrap_features.clone()),
         )
     });
 
@@ -740,6 +792,37 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_eq!(base64url(b"\xff\xff\xff"), "____");
+    }
+
+    /// `storage format --feature` levels round-trip through the metadata log dir; a dir
+    /// without them bootstraps the defaults; a bad level is refused before writing.
+    #[test]
+    fn bootstrap_features_are_written_at_format_time() {
+        use nagare_metadata::features::{TRANSACTION_VERSION, TRANSACTION_VERSION_DEFAULT};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let defaults = read_bootstrap_features(dir.path()).expect("defaults");
+        assert_eq!(
+            defaults.get(TRANSACTION_VERSION),
+            Some(&TRANSACTION_VERSION_DEFAULT)
+        );
+        write_bootstrap_features(dir.path(), &[(TRANSACTION_VERSION.into(), 2)]).expect("write");
+        let read = read_bootstrap_features(dir.path()).expect("read");
+        assert_eq!(read.get(TRANSACTION_VERSION), Some(&2));
+        assert_eq!(
+            read.get(nagare_metadata::metadata_version::FEATURE_NAME),
+            Some(&nagare_metadata::metadata_version::LATEST_LEVEL)
+        );
+        let other = tempfile::tempdir().expect("tempdir");
+        assert!(
+            write_bootstrap_features(other.path(), &[(TRANSACTION_VERSION.into(), 3)]).is_err()
+        );
+        assert!(!other.path().join(BOOTSTRAP_FEATURES).exists());
+        std::fs::write(
+            dir.path().join(BOOTSTRAP_FEATURES),
+            "transaction.version=x\n",
+        )
+        .expect("write");
+        assert!(read_bootstrap_features(dir.path()).is_err());
     }
 
     #[test]

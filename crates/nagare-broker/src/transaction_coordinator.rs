@@ -125,6 +125,12 @@ impl TransactionCoordinator {
     /// partitions may have new leaders. Call after [`ReplicaManager::apply_delta`] of the
     /// same delta.
     pub fn on_image(&self, delta: &MetadataDelta, image: &MetadataImage, node_id: i32) {
+        // The shards write the aborts they start themselves (fencing, timeouts) under the
+        // finalized transaction.version (KIP-1022); set before loading new shards.
+        self.runtime
+            .set_metadata(nagare_metadata::features::transaction_version(
+                &image.features,
+            ));
         self.runtime.on_image(delta, image, node_id);
         if !delta.partitions.is_empty() || !delta.deleted_topics.is_empty() {
             self.markers.wake();
@@ -250,19 +256,27 @@ pub fn request_context(req: &crate::handlers::Request) -> RequestContext {
     }
 }
 
-/// The transaction version a request runs under (KIP-890): 2 for EndTxn/AddPartitionsToTxn
-/// v5+ when the cluster finalized `transaction.version` 2 or more, else the finalized level
-/// capped at 1 (Nagare's controller finalizes only `metadata.version` today, so this is 0
-/// until `transaction.version` is added to the features).
-pub fn transaction_version(image: &MetadataImage, api_version: i16) -> i16 {
-    let finalized = image
-        .features
-        .get("transaction.version")
-        .copied()
-        .unwrap_or(0);
-    if api_version >= 5 && finalized >= 2 {
+/// The transaction version an EndTxn runs under (KIP-890 part 2), Kafka's
+/// `TransactionVersion.transactionVersionForEndTxn`: 2 for v5+, else 0. It follows the
+/// request version alone: a client sends v5 only once the cluster finalized
+/// `transaction.version` 2 (the Java client reads the finalized level from ApiVersions,
+/// KIP-1022), and an older request cannot take a bumped epoch back in its response, so
+/// the finalized level must not turn it into a transaction version 2 one.
+pub fn end_txn_transaction_version(api_version: i16) -> i16 {
+    if api_version > 4 {
         2
     } else {
-        finalized.clamp(0, 1)
+        0
+    }
+}
+
+/// The transaction version an AddPartitionsToTxn runs under, Kafka's
+/// `TransactionVersion.transactionVersionForAddPartitionsToTxn`: 2 for v4+ (sent by
+/// partition leaders on behalf of producers), else 0.
+pub fn add_partitions_transaction_version(api_version: i16) -> i16 {
+    if api_version > 3 {
+        2
+    } else {
+        0
     }
 }

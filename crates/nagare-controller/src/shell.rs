@@ -4,6 +4,7 @@
 //! an operation completes once its records are committed and applied to this node's image.
 //! Every other controller answers NOT_CONTROLLER, and brokers retry on the new leader.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -96,6 +97,8 @@ pub struct Controller {
     state: tokio::sync::Mutex<ActiveState>,
     session_timeout_ms: u64,
     elections: ElectionConfig,
+    /// The feature levels a new cluster's first controller finalizes.
+    bootstrap_features: BTreeMap<String, i16>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -130,7 +133,16 @@ impl Controller {
             }),
             session_timeout_ms,
             elections: ElectionConfig::default(),
+            bootstrap_features: nagare_metadata::features::bootstrap_levels(&[])
+                .unwrap_or_default(),
         }
+    }
+
+    /// The feature levels a new cluster starts at (chosen at `storage format` time, as
+    /// Kafka's bootstrap metadata; by default every feature at its default level).
+    pub fn with_bootstrap_features(mut self, levels: BTreeMap<String, i16>) -> Self {
+        self.bootstrap_features = levels;
+        self
     }
 
     /// Sets the election settings (`unclean.leader.election.enable`,
@@ -165,22 +177,35 @@ impl Controller {
             st.last_rebalance_ms = now_ms();
             st.leaderless_checked_offset = -1;
             tracing::info!(node = self.node_id, epoch, "became the active controller");
-            // A new cluster's first controller finalizes the metadata version (Kafka writes
-            // it in the bootstrap snapshot at format time).
+            // A new cluster's first controller finalizes the bootstrap feature levels
+            // (Kafka writes them in the bootstrap snapshot at format time): metadata.version
+            // first, so the records after it are gated by it, then the other features
+            // (transaction.version, KIP-1022), each only when finalized (level 0 is "off").
             if !self
                 .publisher
                 .image()
                 .features
                 .contains_key(METADATA_VERSION)
             {
-                self.propose(
-                    epoch,
-                    &[MetadataRecord::FeatureLevel {
-                        name: METADATA_VERSION.into(),
-                        level: METADATA_VERSION_LEVEL,
-                    }],
-                )
-                .await?;
+                let metadata_version = self
+                    .bootstrap_features
+                    .get(METADATA_VERSION)
+                    .copied()
+                    .unwrap_or(METADATA_VERSION_LEVEL);
+                let mut records = vec![MetadataRecord::FeatureLevel {
+                    name: METADATA_VERSION.into(),
+                    level: metadata_version,
+                }];
+                records.extend(
+                    self.bootstrap_features
+                        .iter()
+                        .filter(|(name, level)| name.as_str() != METADATA_VERSION && **level > 0)
+                        .map(|(name, level)| MetadataRecord::FeatureLevel {
+                            name: name.clone(),
+                            level: *level,
+                        }),
+                );
+                self.propose(epoch, &records).await?;
             }
             st.epoch = Some(epoch);
         }
@@ -572,6 +597,59 @@ mod tests {
             .await
             .expect_err("not leader");
         assert_eq!(e.code(), 41);
+    }
+
+    /// A new cluster's first controller finalizes transaction.version (KIP-1022) next to
+    /// metadata.version, at the default level, and a snapshot of the image carries both.
+    #[tokio::test]
+    async fn a_new_cluster_bootstraps_transaction_version() {
+        let c = instant_controller(ElectionConfig::default());
+        join(&c, 1).await;
+        let image = c.image();
+        assert_eq!(
+            image.features.get(METADATA_VERSION),
+            Some(&METADATA_VERSION_LEVEL)
+        );
+        assert_eq!(
+            nagare_metadata::features::transaction_version(&image.features),
+            nagare_metadata::features::TRANSACTION_VERSION_DEFAULT
+        );
+        let rebuilt = MetadataImage::from_records(image.offset, &image.to_records());
+        assert_eq!(rebuilt.features, image.features);
+        // A second leadership term does not finalize anything again.
+        let before = c.image().offset;
+        join(&c, 2).await;
+        assert_eq!(
+            nagare_metadata::features::transaction_version(&c.image().features),
+            nagare_metadata::features::TRANSACTION_VERSION_DEFAULT
+        );
+        assert!(c.image().offset > before);
+    }
+
+    /// `storage format --feature transaction.version=0` leaves the feature unfinalized
+    /// (level 0 writes no record); 2 is finalized as 2.
+    #[tokio::test]
+    async fn bootstrap_features_chosen_at_format_time() {
+        for (level, finalized) in [(0, None), (2, Some(&2))] {
+            let levels = nagare_metadata::features::bootstrap_levels(&[(
+                nagare_metadata::features::TRANSACTION_VERSION.into(),
+                level,
+            )])
+            .expect("supported level");
+            let c = instant_controller(ElectionConfig::default()).with_bootstrap_features(levels);
+            join(&c, 1).await;
+            let image = c.image();
+            assert_eq!(
+                image
+                    .features
+                    .get(nagare_metadata::features::TRANSACTION_VERSION),
+                finalized
+            );
+            assert_eq!(
+                image.features.get(METADATA_VERSION),
+                Some(&METADATA_VERSION_LEVEL)
+            );
+        }
     }
 
     /// The controller writes only record versions the finalized metadata.version allows:

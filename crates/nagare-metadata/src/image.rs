@@ -232,8 +232,14 @@ impl MetadataImage {
             } => {
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
+            // Level 0 means "not finalized" (Kafka's FeaturesDelta removes the feature), so
+            // a snapshot never carries it and ApiVersions does not report it.
             MetadataRecord::FeatureLevel { name, level } => {
-                self.features.insert(name.clone(), *level);
+                if *level == 0 {
+                    self.features.remove(name);
+                } else {
+                    self.features.insert(name.clone(), *level);
+                }
             }
         }
     }
@@ -379,6 +385,24 @@ mod tests {
         assert_eq!(img.offset, 4);
     }
 
+    /// A FeatureLevelRecord at level 0 un-finalizes the feature, as Kafka's FeaturesDelta.
+    #[test]
+    fn feature_level_zero_removes_the_feature() {
+        let mut img = MetadataImage::empty();
+        let tv = |level| MetadataRecord::FeatureLevel {
+            name: crate::features::TRANSACTION_VERSION.into(),
+            level,
+        };
+        img.apply(0, &tv(2));
+        assert_eq!(crate::features::transaction_version(&img.features), 2);
+        img.apply(1, &tv(0));
+        assert!(!img
+            .features
+            .contains_key(crate::features::TRANSACTION_VERSION));
+        assert_eq!(crate::features::transaction_version(&img.features), 0);
+        assert!(img.to_records().is_empty());
+    }
+
     #[test]
     fn snapshot_records_rebuild_the_image() {
         let mut img = MetadataImage::empty();
@@ -386,6 +410,10 @@ mod tests {
             MetadataRecord::FeatureLevel {
                 name: "metadata.version".into(),
                 level: 27,
+            },
+            MetadataRecord::FeatureLevel {
+                name: crate::features::TRANSACTION_VERSION.into(),
+                level: 2,
             },
             MetadataRecord::RegisterBroker {
                 broker_id: 1,
@@ -432,8 +460,10 @@ mod tests {
         let snap = img.to_records();
         let rebuilt = MetadataImage::from_records(img.offset, &snap);
         assert_eq!(rebuilt.to_records(), snap);
-        assert_eq!(rebuilt.offset, 6);
+        assert_eq!(rebuilt.offset, 7);
         assert_eq!(rebuilt.next_producer_id, 1000);
+        // The finalized transaction.version survives a snapshot (KIP-1022).
+        assert_eq!(crate::features::transaction_version(&rebuilt.features), 2);
         let p = &rebuilt.topic("t").map(|t| t.partitions[&0].clone());
         assert_eq!(p.as_ref().map(|p| p.leader_epoch), Some(1));
         assert_eq!(rebuilt.brokers[&1].rack.as_deref(), Some("r1"));

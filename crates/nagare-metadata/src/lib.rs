@@ -4,6 +4,7 @@
 
 pub mod delta;
 pub mod fault;
+pub mod features;
 pub mod image;
 pub mod log;
 pub mod metadata_version;

@@ -165,6 +165,9 @@ pub struct TransactionCoordinatorShard {
     now_ms: i64,
     abort_check_at: Option<i64>,
     expire_check_at: Option<i64>,
+    /// The cluster's finalized `transaction.version` (KIP-1022), which the aborts the
+    /// coordinator starts itself (fencing, timeouts) are written under.
+    finalized_transaction_version: i16,
 }
 
 fn code(e: ResponseError) -> i16 {
@@ -188,7 +191,14 @@ impl TransactionCoordinatorShard {
             now_ms: 0,
             abort_check_at: None,
             expire_check_at: None,
+            finalized_transaction_version: 0,
         }
+    }
+
+    /// Sets the cluster's finalized `transaction.version` (0 when not finalized), from the
+    /// metadata image.
+    pub fn set_finalized_transaction_version(&mut self, level: i16) {
+        self.finalized_transaction_version = level;
     }
 
     /// The `__transaction_state` partition this shard owns.
@@ -827,8 +837,10 @@ impl TransactionCoordinatorShard {
     /// every partition. One bump under every transaction version: KAFKA-19367 (Kafka 4.1)
     /// dropped the second bump transaction version 2 used to add, which overflowed at
     /// `i16::MAX - 1`. Kafka keeps PrepareEpochFence as a pending, never-written state; it is
-    /// never stored here. The record keeps the transaction's client version (Kafka writes the
-    /// finalized `transaction.version`, which the shard does not see).
+    /// never stored here. The abort is not from the client, so the record carries the
+    /// cluster's finalized `transaction.version` (Kafka's `endTransaction(isFromClient =
+    /// false, clientTransactionVersion = txnManager.transactionVersionLevel())`), as in
+    /// `abortTimedOutTransactions`.
     fn fence_and_abort(&mut self, id: &str, current: &TransactionMetadata) {
         let fenced = if current.producer_epoch == i16::MAX {
             error!(transactional_id = %id, "fencing a producer whose epoch is already i16::MAX");
@@ -840,6 +852,7 @@ impl TransactionCoordinatorShard {
         m.next_producer_id = NO_PRODUCER_ID;
         m.producer_epoch = fenced;
         m.last_producer_epoch = NO_PRODUCER_EPOCH;
+        m.client_transaction_version = self.finalized_transaction_version;
         self.write_prepare(id, m);
     }
 
@@ -1139,7 +1152,8 @@ impl CoordinatorShard for TransactionCoordinatorShard {
     type DecodeError = TxnRecordError;
     type Request = TxnRequest;
     type Response = TxnResponse;
-    type Metadata = ();
+    /// The finalized `transaction.version`.
+    type Metadata = i16;
     type Effect = TxnMarkerRequest;
 
     fn new_shard(partition: i32, config: &TransactionCoordinatorConfig) -> Self {
@@ -1158,7 +1172,9 @@ impl CoordinatorShard for TransactionCoordinatorShard {
         TransactionCoordinatorShard::replay(self, record)
     }
 
-    fn set_metadata(&mut self, _metadata: &()) {}
+    fn set_metadata(&mut self, metadata: &i16) {
+        self.finalized_transaction_version = *metadata;
+    }
 
     fn on_loaded(&mut self, now_ms: i64) -> TxnResult {
         TransactionCoordinatorShard::on_loaded(self, now_ms)

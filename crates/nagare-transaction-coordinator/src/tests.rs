@@ -441,6 +441,8 @@ fn a_new_producer_fences_the_ongoing_transaction_of_the_old_one() {
     let m = h.meta("t");
     assert_eq!(m.state, TransactionState::PrepareAbort);
     assert_eq!(m.producer_epoch, ep + 1);
+    // No transaction.version finalized: the fencing abort is written at 0.
+    assert_eq!(m.client_transaction_version, 0);
     assert_eq!(h.effects.len(), 1);
     let markers = h.effects[0].clone();
     assert!(!markers.commit);
@@ -645,6 +647,9 @@ fn transaction_version_2_rotates_an_exhausted_producer_id_at_the_end() {
 #[test]
 fn transactions_past_their_timeout_are_aborted_with_the_producer_fenced() {
     let mut h = H::new();
+    // The abort is the coordinator's, so its records carry the cluster's finalized
+    // transaction.version, not the client's (Kafka's abortTimedOutTransactions).
+    h.shard.set_metadata(&1);
     let (err, pid, ep) = h.init_with("t", 5_000, -1, -1);
     assert_eq!(err, E_NONE);
     h.now = 1_000;
@@ -656,6 +661,7 @@ fn transactions_past_their_timeout_are_aborted_with_the_producer_fenced() {
     let m = h.meta("t");
     assert_eq!(m.state, TransactionState::PrepareAbort);
     assert_eq!(m.producer_epoch, ep + 1);
+    assert_eq!(m.client_transaction_version, 1);
     assert_eq!(h.effects.len(), 1);
     assert_eq!(h.shard.next_deadline_ms(), Some(20_000));
     let markers = h.effects[0].clone();
@@ -672,7 +678,9 @@ fn transactions_past_their_timeout_are_aborted_with_the_producer_fenced() {
     );
     // Transaction version 2: one bump too (KAFKA-19367). The producer whose transaction
     // timed out learns it by its abort being taken as a retry: it continues at the fenced
-    // epoch, while a commit is refused.
+    // epoch, while a commit is refused (on a cluster that finalized transaction.version 2,
+    // where such clients run).
+    h.shard.set_metadata(&2);
     let (p2, e2) = h.init("v");
     assert_eq!(h.add_v("v", p2, e2, &[tp("a", 0)], false, 2), vec![E_NONE]);
     h.tick(h.now + 70_000);

@@ -28,7 +28,9 @@ use super::HandlerResult;
 use super::{respond, Request};
 use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
-use crate::transaction_coordinator::{request_context, PendingReply};
+use crate::transaction_coordinator::{
+    add_partitions_transaction_version, request_context, PendingReply,
+};
 use crate::Broker;
 use nagare_protocol::error::ResponseError;
 
@@ -147,9 +149,7 @@ async fn one_transaction(
                 producer_epoch: t.producer_epoch,
                 partitions: accepted,
                 verify_only: t.verify_only,
-                // Kafka's TransactionVersion.transactionVersionForAddPartitionsToTxn: v4+
-                // comes from brokers on behalf of transaction version 2 clients.
-                transaction_version: if req.version() >= 4 { 2 } else { 0 },
+                transaction_version: add_partitions_transaction_version(req.version()),
             },
         )
         .await;

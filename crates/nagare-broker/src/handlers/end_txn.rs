@@ -1,8 +1,8 @@
 //! EndTxn (key 26): commits or aborts a producer's transaction on the transaction
 //! coordinator owning its transactional id (WRITE on the id). The coordinator writes
 //! PrepareCommit/PrepareAbort, answers, and has the markers written; with transaction
-//! version 2 (KIP-890 part 2: EndTxn v5+ and a finalized `transaction.version` of 2) the
-//! answer carries the producer id and epoch to use next.
+//! version 2 (KIP-890 part 2: EndTxn v5+, which clients send once the cluster finalized
+//! `transaction.version` 2) the answer carries the producer id and epoch to use next.
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use super::HandlerResult;
 use super::{respond, Request};
 use crate::authorizer::{AclOperation, Resource};
 use crate::network::Reply;
-use crate::transaction_coordinator::{request_context, transaction_version};
+use crate::transaction_coordinator::{end_txn_transaction_version, request_context};
 use crate::Broker;
 use nagare_protocol::error::ResponseError;
 
@@ -39,7 +39,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         return Ok(Reply::Now(respond(ApiKey::EndTxn, v, corr, &resp)));
     }
     let image = broker.image();
-    let transaction_version = transaction_version(&image, v);
+    let transaction_version = end_txn_transaction_version(v);
     // KIP-890 part 2: an EndTxn bumps the epoch; an exhausted one continues under a new
     // producer id, allocated here for the shard (only when it is here to use it).
     let mut new_producer_id = -1;

@@ -40,6 +40,8 @@ pub mod produce;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tv2_tests;
+#[cfg(test)]
 mod txn_data_tests;
 pub mod txn_offset_commit;
 #[cfg(test)]
