@@ -469,23 +469,29 @@ async fn add_partitions_end_txn_and_describe_follow_the_transaction() {
         ["PrepareCommit", "CompleteCommit"].contains(&d.transaction_state.as_str()),
         "{d:?}"
     );
-    // While the commit is being completed, new work on the id waits.
+    // While the commit is being completed, new work on the id waits. (The local markers may
+    // complete it between the describe and the add: then the add starts a new transaction.)
+    let mut started_new = false;
     if d.transaction_state.as_str() == "PrepareCommit" {
         let r = t
             .send(&add_v3("flow", pid, epoch, &[("a", &[0])]), 3)
             .await
             .expect("AddPartitionsToTxn");
-        assert_eq!(codes_v3(&r)[0].2, CONCURRENT_TRANSACTIONS);
+        let code = codes_v3(&r)[0].2;
+        assert!(code == CONCURRENT_TRANSACTIONS || code == 0, "{r:?}");
+        started_new = code == 0;
     }
     // Aborting what was committed is refused.
-    let r = t
-        .send(&end("flow", pid, epoch, false), 3)
-        .await
-        .expect("EndTxn abort");
-    assert!(
-        r.error_code == INVALID_TXN_STATE || r.error_code == CONCURRENT_TRANSACTIONS,
-        "{r:?}"
-    );
+    if !started_new {
+        let r = t
+            .send(&end("flow", pid, epoch, false), 3)
+            .await
+            .expect("EndTxn abort");
+        assert!(
+            r.error_code == INVALID_TXN_STATE || r.error_code == CONCURRENT_TRANSACTIONS,
+            "{r:?}"
+        );
+    }
     // DescribeTransactions of an id nobody used.
     let d = describe(&t, "never").await;
     assert_eq!(d.error_code, 105, "TRANSACTIONAL_ID_NOT_FOUND");
