@@ -139,6 +139,7 @@ fn write_marker(t: &TestBroker, topic: &str, pid: i64, epoch: i16, commit: bool)
                 partition: 0,
                 current_leader_epoch: -1,
                 records: BytesMut::from(&marker[..]),
+                verification: nagare_storage::TxnVerification::NotRequired,
             }],
         )
         .into_results();
