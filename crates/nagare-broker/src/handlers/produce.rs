@@ -16,6 +16,12 @@
 //! it rather than PRODUCER_FENCED since 2.7, so the client can abort and go on),
 //! OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_TXN_STATE for a non-transactional batch during the
 //! producer's transaction, INVALID_RECORD for a control batch sent by a client.
+//!
+//! KIP-890 part 1 (`transaction.partition.verification.enable`): the first transactional
+//! write of a transaction on a partition waits for the transaction coordinator to confirm
+//! the partition is in the producer's ongoing transaction ([`crate::txn_verification`]);
+//! refused partitions are answered with Kafka's translation of the coordinator's error and
+//! nothing is appended.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
