@@ -9,10 +9,12 @@
 //! - **Batching.** Checks for transactional ids whose coordinator is on the same broker go to
 //!   it in one AddPartitionsToTxn request, at most one in flight per broker; checks arriving
 //!   meanwhile wait for the next one (Kafka's per-node `TransactionDataAndCallbacks`).
-//! - **Same transactional id twice.** A newer check replaces a waiting one: the older gets
-//!   NETWORK_EXCEPTION (same epoch: the producer retried) or INVALID_PRODUCER_EPOCH (it has an
-//!   older epoch); a check with an older epoch than the waiting one gets
-//!   INVALID_PRODUCER_EPOCH itself (Kafka's `addTxnData`).
+//! - **Same transactional id twice.** A check of the same producer and epoch as a waiting one
+//!   is merged with it: Nagare reads a connection's next request while the previous one
+//!   waits (Kafka mutes the connection), so a producer's pipelined produce requests meet
+//!   here, and failing one of them would make it retry out of order. A newer epoch fences the
+//!   waiting checks (INVALID_PRODUCER_EPOCH); a check with an older epoch than the waiting one
+//!   gets INVALID_PRODUCER_EPOCH itself (Kafka's `addTxnData`).
 //! - **Local coordinator.** A coordinator on this broker is asked in-process, without the
 //!   wire (Kafka sends to itself over the network; the answer is the same).
 //! - **Errors for produce** ([`produce_error`]): Kafka's `AddPartitionsToTxnManager` and
@@ -76,10 +78,36 @@ pub struct Outgoing {
 #[derive(Debug, Default)]
 pub struct VerifyQueue {
     /// Checks waiting for a request, per coordinator broker, per transactional id.
-    waiting: BTreeMap<i32, BTreeMap<String, (u64, VerifyRequest)>>,
+    waiting: BTreeMap<i32, BTreeMap<String, Waiting>>,
     /// Requests in flight: their broker and checks (with their waiters).
-    in_flight: HashMap<u64, (i32, Vec<(u64, VerifyRequest)>)>,
+    in_flight: HashMap<u64, (i32, Vec<Waiting>)>,
     next_id: u64,
+}
+
+/// One transactional id's check and the waiters it answers (each with its partitions).
+#[derive(Debug)]
+struct Waiting {
+    check: VerifyRequest,
+    waiters: Vec<(u64, Vec<TopicPartition>)>,
+}
+
+impl Waiting {
+    /// Each waiter's results, its partitions' codes from `code_of`.
+    fn answer(self, mut code_of: impl FnMut(&TopicPartition) -> i16) -> Vec<(u64, Results)> {
+        self.waiters
+            .into_iter()
+            .map(|(w, parts)| {
+                let r = parts
+                    .into_iter()
+                    .map(|p| {
+                        let c = code_of(&p);
+                        (p, c)
+                    })
+                    .collect();
+                (w, r)
+            })
+            .collect()
+    }
 }
 
 fn all(req: &VerifyRequest, code: i16) -> Results {
@@ -92,25 +120,42 @@ impl VerifyQueue {
         Self::default()
     }
 
-    /// Queues `req` of `waiter` for the coordinator on `node`. Returns the waiters answered
-    /// at once: a replaced check of the same transactional id, or this one if a check with a
-    /// newer epoch is already waiting.
+    /// Queues `req` of `waiter` for the coordinator on `node`. A check of the same
+    /// transactional id and epoch already waiting is merged with it (a producer's pipelined
+    /// produce requests: both are answered by the one request, so neither is failed and
+    /// retried out of order). Returns the waiters answered at once: the waiting ones of an
+    /// older epoch, or this one if the waiting check has a newer epoch.
     pub fn add(&mut self, node: i32, waiter: u64, req: VerifyRequest) -> Vec<(u64, Results)> {
         let per_node = self.waiting.entry(node).or_default();
+        let fenced = ResponseError::InvalidProducerEpoch.code();
         let mut answered = Vec::new();
-        if let Some((old_waiter, old)) = per_node.get(&req.transactional_id) {
-            if old.producer_epoch > req.producer_epoch {
-                let code = ResponseError::InvalidProducerEpoch.code();
-                return vec![(waiter, all(&req, code))];
+        if let Some(w) = per_node.get_mut(&req.transactional_id) {
+            if w.check.producer_epoch > req.producer_epoch {
+                return vec![(waiter, all(&req, fenced))];
             }
-            let code = if old.producer_epoch < req.producer_epoch {
-                ResponseError::InvalidProducerEpoch.code()
-            } else {
-                ResponseError::NetworkException.code()
-            };
-            answered.push((*old_waiter, all(old, code)));
+            if w.check.producer_epoch == req.producer_epoch
+                && w.check.producer_id == req.producer_id
+            {
+                for tp in &req.partitions {
+                    if !w.check.partitions.contains(tp) {
+                        w.check.partitions.push(tp.clone());
+                    }
+                }
+                w.waiters.push((waiter, req.partitions));
+                return Vec::new();
+            }
+            // A newer epoch (or producer id): the waiting checks are of a fenced producer.
+            for (old_waiter, parts) in w.waiters.drain(..) {
+                answered.push((old_waiter, parts.into_iter().map(|p| (p, fenced)).collect()));
+            }
         }
-        per_node.insert(req.transactional_id.clone(), (waiter, req));
+        per_node.insert(
+            req.transactional_id.clone(),
+            Waiting {
+                waiters: vec![(waiter, req.partitions.clone())],
+                check: req,
+            },
+        );
         answered
     }
 
@@ -129,11 +174,11 @@ impl VerifyQueue {
                 continue;
             };
             self.next_id += 1;
-            let carried: Vec<(u64, VerifyRequest)> = checks.into_values().collect();
+            let carried: Vec<Waiting> = checks.into_values().collect();
             out.push(Outgoing {
                 id: self.next_id,
                 node,
-                checks: carried.iter().map(|(_, r)| r.clone()).collect(),
+                checks: carried.iter().map(|w| w.check.clone()).collect(),
             });
             self.in_flight.insert(self.next_id, (node, carried));
         }
@@ -155,25 +200,20 @@ impl VerifyQueue {
         let missing = ResponseError::NetworkException.code();
         carried
             .into_iter()
-            .map(|(waiter, req)| {
+            .flat_map(|w| {
                 if top_error != 0 {
                     tracing::warn!(
                         node,
                         code = top_error,
                         "transaction verification request failed"
                     );
-                    return (waiter, all(&req, top_error));
+                    return w.answer(|_| top_error);
                 }
-                let answer: HashMap<&TopicPartition, i16> = results
-                    .get(&req.transactional_id)
-                    .map(|r| r.iter().map(|(tp, c)| (tp, *c)).collect())
+                let answer: HashMap<TopicPartition, i16> = results
+                    .get(&w.check.transactional_id)
+                    .map(|r| r.iter().cloned().collect())
                     .unwrap_or_default();
-                let parts = req
-                    .partitions
-                    .iter()
-                    .map(|tp| (tp.clone(), answer.get(tp).copied().unwrap_or(missing)))
-                    .collect();
-                (waiter, parts)
+                w.answer(|tp| answer.get(tp).copied().unwrap_or(missing))
             })
             .collect()
     }
@@ -188,17 +228,24 @@ impl VerifyQueue {
         let code = ResponseError::NetworkException.code();
         carried
             .into_iter()
-            .map(|(waiter, req)| {
-                let r = all(&req, code);
-                (waiter, r)
-            })
+            .flat_map(|w| w.answer(|_| code))
             .collect()
     }
 
     /// Checks waiting or in flight.
     pub fn pending(&self) -> usize {
-        self.waiting.values().map(|w| w.len()).sum::<usize>()
-            + self.in_flight.values().map(|(_, c)| c.len()).sum::<usize>()
+        let waiters = |w: &Waiting| w.waiters.len();
+        self.waiting
+            .values()
+            .flat_map(|m| m.values())
+            .map(waiters)
+            .sum::<usize>()
+            + self
+                .in_flight
+                .values()
+                .flat_map(|(_, c)| c.iter())
+                .map(waiters)
+                .sum::<usize>()
     }
 }
 
@@ -295,6 +342,44 @@ pub struct TxnVerifier {
     waiters: Mutex<HashMap<u64, oneshot::Sender<Results>>>,
     next_waiter: AtomicU64,
     conns: tokio::sync::Mutex<HashMap<i32, Connection>>,
+    /// Per producer id, the newest verified produce still to append: its turn number and
+    /// the signal it gives once appended ([`TxnVerifier::take_turn`]).
+    turns: Mutex<HashMap<i64, (u64, oneshot::Receiver<()>)>>,
+}
+
+/// A verified produce's place in its producer's order (see [`TxnVerifier::take_turn`]).
+/// Dropping it (appended, or the request abandoned) lets the next one go.
+#[derive(Debug)]
+pub struct Turn {
+    verifier: Arc<TxnVerifier>,
+    producer_id: i64,
+    number: u64,
+    previous: Option<oneshot::Receiver<()>>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// Waits until the producer's previous verified produce has appended (or given up).
+    pub async fn wait(&mut self) {
+        if let Some(prev) = self.previous.take() {
+            let _ = prev.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+        let mut turns = self.verifier.turns.lock();
+        if turns
+            .get(&self.producer_id)
+            .is_some_and(|(n, _)| *n == self.number)
+        {
+            turns.remove(&self.producer_id);
+        }
+    }
 }
 
 impl TxnVerifier {
@@ -303,10 +388,41 @@ impl TxnVerifier {
         Self::default()
     }
 
+    /// Takes the next place in `producer_id`'s order, in the handler (that is, in request
+    /// arrival order). Nagare reads a connection's next request while an earlier one waits
+    /// for its verification; two pipelined produce requests of a transaction's first writes
+    /// both wait, and must append in the order they came, or the second would be refused as
+    /// out of sequence (Kafka avoids this by muting the connection until it answered).
+    pub fn take_turn(self: &Arc<Self>, producer_id: i64) -> Turn {
+        let number = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let previous = self
+            .turns
+            .lock()
+            .insert(producer_id, (number, rx))
+            .map(|(_, r)| r);
+        Turn {
+            verifier: self.clone(),
+            producer_id,
+            number,
+            previous,
+            done: Some(tx),
+        }
+    }
+
+    /// Whether a verified produce of `producer_id` is still to append: a later one must then
+    /// take a turn too, even if it needs no verification itself.
+    pub fn has_turn(&self, producer_id: i64) -> bool {
+        self.turns.lock().contains_key(&producer_id)
+    }
+
     /// Asks the transaction coordinator of `req.transactional_id` whether `req.partitions`
     /// are in the producer's ongoing transaction. Returns each partition's error as the
     /// coordinator gave it (see [`produce_error`] for what produce answers).
     pub async fn verify(self: &Arc<Self>, broker: &Arc<Broker>, req: VerifyRequest) -> Results {
+        if req.partitions.is_empty() {
+            return Vec::new();
+        }
         let image = broker.image();
         let not_available = ResponseError::CoordinatorNotAvailable.code();
         let Some(shard) = crate::transaction_coordinator::TransactionCoordinator::shard_of(
@@ -510,28 +626,72 @@ mod tests {
     }
 
     #[test]
-    fn a_newer_check_of_the_same_transactional_id_replaces_the_waiting_one() {
+    fn checks_of_the_same_transactional_id_merge_and_a_newer_epoch_fences_the_waiting_ones() {
         let mut q = VerifyQueue::new();
         q.add(1, 1, check("a", 3, &[tp("x", 0)]));
-        // Same epoch (a retry): the old one gets NETWORK_EXCEPTION.
-        let net = ResponseError::NetworkException.code();
+        // Same producer and epoch (pipelined produce requests): merged into one check, each
+        // waiter answered for its own partitions.
+        assert!(q
+            .add(1, 2, check("a", 3, &[tp("x", 0), tp("x", 1)]))
+            .is_empty());
+        let out = q.poll();
         assert_eq!(
-            q.add(1, 2, check("a", 3, &[tp("x", 1)])),
-            vec![(1, vec![(tp("x", 0), net)])]
+            out[0].checks,
+            vec![check("a", 3, &[tp("x", 0), tp("x", 1)])]
         );
-        // Newer epoch: the old one is fenced.
+        let abortable = ResponseError::TransactionAbortable.code();
+        let answer = HashMap::from([(
+            "a".to_string(),
+            vec![(tp("x", 0), 0), (tp("x", 1), abortable)],
+        )]);
+        let mut done = q.on_response(out[0].id, 0, &answer);
+        done.sort_by_key(|d| d.0);
+        assert_eq!(
+            done,
+            vec![
+                (1, vec![(tp("x", 0), 0)]),
+                (2, vec![(tp("x", 0), 0), (tp("x", 1), abortable)]),
+            ]
+        );
+        // A newer epoch: the waiting checks of the old one are fenced.
+        q.add(1, 3, check("a", 3, &[tp("x", 0)]));
         let fenced = ResponseError::InvalidProducerEpoch.code();
         assert_eq!(
-            q.add(1, 3, check("a", 4, &[tp("x", 1)])),
-            vec![(2, vec![(tp("x", 1), fenced)])]
+            q.add(1, 4, check("a", 4, &[tp("x", 1)])),
+            vec![(3, vec![(tp("x", 0), fenced)])]
         );
         // Older epoch than the waiting one: refused itself.
         assert_eq!(
-            q.add(1, 4, check("a", 2, &[tp("x", 2)])),
-            vec![(4, vec![(tp("x", 2), fenced)])]
+            q.add(1, 5, check("a", 2, &[tp("x", 2)])),
+            vec![(5, vec![(tp("x", 2), fenced)])]
         );
         let out = q.poll();
         assert_eq!(out[0].checks, vec![check("a", 4, &[tp("x", 1)])]);
+        assert_eq!(q.pending(), 1);
+    }
+
+    #[tokio::test]
+    async fn turns_keep_a_producers_verified_appends_in_arrival_order() {
+        let v = Arc::new(TxnVerifier::new());
+        assert!(!v.has_turn(7));
+        let first = v.take_turn(7);
+        let mut second = v.take_turn(7);
+        let mut other = v.take_turn(8);
+        assert!(v.has_turn(7));
+        // Another producer does not wait; the second waits for the first.
+        other.wait().await;
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), second.wait());
+        assert!(
+            waiting.await.is_err(),
+            "the second went before the first appended"
+        );
+        drop(first);
+        assert!(v.has_turn(7), "the second is still to append");
+        tokio::time::timeout(std::time::Duration::from_secs(1), second.wait())
+            .await
+            .expect("the first appended: the second goes");
+        drop(second);
+        assert!(!v.has_turn(7));
     }
 
     #[test]

@@ -172,6 +172,12 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         }
         Verification::Ask(request, guards) => {
             let broker = broker.clone();
+            // Taken now, in arrival order: this request appends after the producer's
+            // earlier ones that also wait for a verification.
+            let mut turn = broker
+                .transactions
+                .verifier()
+                .take_turn(request.producer_id);
             let work = async move {
                 let results = broker
                     .transactions
@@ -180,10 +186,12 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                     .await;
                 let (entries, slots) =
                     apply_verification(&mut topics, entries, slots, guards, results, v);
+                turn.wait().await;
                 let pending =
                     broker
                         .replicas
                         .append_records(AppendOrigin::Client, acks, timeout, entries);
+                drop(turn);
                 let results = if pending.is_delayed() {
                     pending.complete().await
                 } else {
@@ -274,7 +282,9 @@ fn start_verification(
             });
         }
     }
-    if guards.is_empty() {
+    // Nothing to verify, and no earlier produce of this producer waiting to append: go on.
+    // (If one waits, this one appends after it, keeping the producer's order.)
+    if guards.is_empty() && !broker.transactions.verifier().has_turn(producer_id) {
         return Verification::None;
     }
     Verification::Ask(
