@@ -961,6 +961,7 @@ fn append_entry(
         partition: partition.tp.partition,
         current_leader_epoch: epoch,
         records,
+        verification: nagare_storage::TxnVerification::NotRequired,
     };
     let results = replicas
         .append_records(

@@ -26,6 +26,7 @@ pub mod server;
 #[cfg(test)]
 pub mod testing;
 pub mod transaction_coordinator;
+pub mod txn_verification;
 
 use std::sync::Arc;
 

@@ -656,7 +656,10 @@ async fn send(
     let cached = conns.lock().await.remove(&out.broker);
     let mut conn = match cached {
         Some(c) if !c.is_broken() => c,
-        _ => connect(broker, out.broker).await?,
+        _ => {
+            let client_id = format!("nagare-txn-marker-sender-{}", broker.config.node_id);
+            connect(broker, out.broker, &client_id).await?
+        }
     };
     let resp = conn
         .send_version(&to_request(out), 1)
@@ -726,7 +729,13 @@ async fn send_local(
     WriteTxnMarkersResponse::decode(&mut bytes, VERSION).map_err(|e| e.to_string())
 }
 
-async fn connect(broker: &Broker, node: i32) -> Result<Connection, String> {
+/// A connection to broker `node`'s client endpoint, as `client_id` (also used by the
+/// KIP-890 verification client, [`crate::txn_verification`]).
+pub(crate) async fn connect(
+    broker: &Broker,
+    node: i32,
+    client_id: &str,
+) -> Result<Connection, String> {
     let image = broker.image();
     let reg = image
         .brokers
@@ -747,8 +756,7 @@ async fn connect(broker: &Broker, node: i32) -> Result<Connection, String> {
         request_timeout: Duration::from_secs(30),
         ..Default::default()
     };
-    let client_id = format!("nagare-txn-marker-sender-{}", broker.config.node_id);
-    Connection::connect_with(&addr, &client_id, opts)
+    Connection::connect_with(&addr, client_id, opts)
         .await
         .map_err(|e| e.to_string())
 }

@@ -24,6 +24,7 @@ use crate::config::BrokerConfig;
 use crate::coordinator_runtime::{CoordinatorRuntime, COORDINATOR_NOT_AVAILABLE};
 use crate::marker_sender::{Completed, MarkerSender, MarkerSink};
 use crate::replica_manager::ReplicaManager;
+use crate::txn_verification::TxnVerifier;
 use crate::Broker;
 
 pub use nagare_transaction_coordinator::{
@@ -63,6 +64,7 @@ pub fn shard_config(config: &BrokerConfig) -> TransactionCoordinatorConfig {
 pub struct TransactionCoordinator {
     runtime: Arc<CoordinatorRuntime<TransactionCoordinatorShard>>,
     markers: Arc<MarkerSender>,
+    verifier: Arc<TxnVerifier>,
 }
 
 impl TransactionCoordinator {
@@ -72,7 +74,13 @@ impl TransactionCoordinator {
         TransactionCoordinator {
             runtime: Arc::new(CoordinatorRuntime::new(replicas, config, WRITE_TIMEOUT)),
             markers: Arc::new(MarkerSender::new()),
+            verifier: Arc::new(TxnVerifier::new()),
         }
+    }
+
+    /// The KIP-890 part 1 verification client partition leaders on this broker use.
+    pub fn verifier(&self) -> &Arc<TxnVerifier> {
+        &self.verifier
     }
 
     /// Connects the shards' markers to the marker sender and starts the sender and the tick

@@ -40,7 +40,9 @@ pub use manager::{
     LogManager, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_CHECKPOINT_FILE,
     RECOVERY_POINT_CHECKPOINT_FILE,
 };
-pub use producer_state::{ProducerBatchMetadata, ProducerStateEntry};
+pub use producer_state::{
+    ProducerBatchMetadata, ProducerStateEntry, TxnVerification, VerificationGuard,
+};
 pub use replay::{replay_records, ReplayedRecord};
 pub use txn_index::AbortedTxn;
 

@@ -190,6 +190,46 @@ pub(crate) enum Prepared {
     Duplicate(ProducerBatchMetadata),
 }
 
+/// Proof that a partition leader verified, with the transaction coordinator, that a
+/// producer's transaction includes this partition (KIP-890 part 1; Kafka's
+/// `VerificationGuard`). Handed out by [`crate::Log::start_txn_verification`] before the
+/// coordinator is asked and passed back with the append: it matches only while nothing was
+/// written for the producer in between (a transaction marker landing after the check clears
+/// it, so the late write of an aborted transaction is refused instead of starting a new,
+/// hanging one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VerificationGuard(u64);
+
+impl VerificationGuard {
+    /// A guard no other call has returned (process-wide counter).
+    fn fresh() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        VerificationGuard(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// How a leader append of client batches treats transactional batches that would start a
+/// transaction on this partition (KIP-890 part 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TxnVerification {
+    /// No verification (`transaction.partition.verification.enable=false`, or appends of the
+    /// coordinators, which write their own transactional batches).
+    #[default]
+    NotRequired,
+    /// Required: a transactional batch of a producer without an ongoing transaction here is
+    /// refused with INVALID_TXN_STATE unless this is the producer's current guard.
+    Required(Option<VerificationGuard>),
+}
+
+/// A verification in progress for one producer (Kafka's `VerificationStateEntry`).
+#[derive(Debug, Clone, Copy)]
+struct VerificationState {
+    guard: VerificationGuard,
+    epoch: i16,
+    /// When it was created: entries whose append never came are dropped with idle producers.
+    created_ms: i64,
+}
+
 /// The producer state of one log.
 #[derive(Debug)]
 pub(crate) struct ProducerStateManager {
@@ -200,6 +240,9 @@ pub(crate) struct ProducerStateManager {
     /// `ongoingTxns`): the first unstable offset without a scan of every producer.
     ongoing: BTreeSet<(i64, i64)>,
     snapshots: BTreeSet<i64>,
+    /// KIP-890 part 1: verifications in progress, by producer id. Memory only, as in Kafka:
+    /// after a restart or leader change the leader verifies again.
+    verifications: HashMap<i64, VerificationState>,
 }
 
 /// The open-transaction key of an entry, if its transaction is open.
@@ -225,6 +268,7 @@ impl ProducerStateManager {
 
     /// Replaces every entry (a loaded snapshot, or nothing).
     fn set_all(&mut self, producers: HashMap<i64, ProducerStateEntry>) {
+        self.verifications.clear();
         self.ongoing = producers.values().filter_map(ongoing_key).collect();
         self.producers = producers;
     }
@@ -237,10 +281,15 @@ impl ProducerStateManager {
     /// does (producer epoch not older, coordinator epoch not older), data batches as its
     /// `appendDataBatch` (epoch, sequence for clients, and no non-transactional batch while
     /// the producer's transaction is ongoing). Replication only logs what it would refuse.
+    ///
+    /// With [`TxnVerification::Required`], a client's transactional batch from a producer
+    /// without an ongoing transaction here (the first write of a transaction) needs the
+    /// producer's current [`VerificationGuard`] (Kafka's `batchMissingRequiredVerification`).
     pub(crate) fn prepare(
         &self,
         batches: &[(RecordBatchHeader, Option<EndTxnMarker>)],
         origin: AppendOrigin,
+        verification: TxnVerification,
     ) -> Result<Prepared, StorageError> {
         let mut updated: HashMap<i64, ProducerStateEntry> = HashMap::new();
         let mut completed = Vec::new();
@@ -290,6 +339,18 @@ impl ProducerStateManager {
                 if origin == AppendOrigin::Client {
                     let current_epoch = current.map_or(NO_PRODUCER_EPOCH, |e| e.producer_epoch);
                     self.check_sequence(h, entry, current_epoch)?;
+                }
+                if let TxnVerification::Required(guard) = verification {
+                    let missing = origin == AppendOrigin::Client
+                        && h.is_transactional()
+                        && entry.current_txn_first_offset < 0
+                        && (guard.is_none() || guard != self.verification_guard(pid));
+                    if missing {
+                        return Err(StorageError::InvalidTxnState(format!(
+                            "the transactional write of producer {pid} at offset {} in {} is not verified to be in an ongoing transaction (invalid verification guard)",
+                            h.base_offset, self.partition
+                        )));
+                    }
                 }
                 if !h.is_transactional() && entry.current_txn_first_offset >= 0 {
                     let msg = format!(
@@ -344,6 +405,10 @@ impl ProducerStateManager {
     /// transactions to add to the transaction index of the segment holding their markers.
     pub(crate) fn commit(&mut self, update: Update) -> Vec<AbortedTxn> {
         for (_, e) in update.entries {
+            // Anything written for a producer (its transaction's first batch, or a marker
+            // ending it) ends a verification in progress, as Kafka's `update` does: a guard
+            // handed out before a marker no longer admits a write after it.
+            self.verifications.remove(&e.producer_id);
             self.put(e);
         }
         self.aborted_entries(&update.completed)
@@ -411,6 +476,46 @@ impl ProducerStateManager {
         self.aborted_entries(&[completed?]).pop()
     }
 
+    /// KIP-890 part 1 (Kafka's `maybeCreateVerificationStateEntry`): `None` when the producer
+    /// already has an ongoing transaction here at `epoch` or later (its writes need no
+    /// verification), else the guard to verify under — the current one if a verification at
+    /// this epoch is in progress, a new one otherwise (a newer epoch replaces an older
+    /// entry; an older epoch keeps it, and its write will be fenced by the epoch check).
+    pub(crate) fn start_verification(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        now_ms: i64,
+    ) -> Option<VerificationGuard> {
+        if self
+            .producers
+            .get(&producer_id)
+            .is_some_and(|e| e.current_txn_first_offset >= 0 && e.producer_epoch >= producer_epoch)
+        {
+            return None;
+        }
+        match self.verifications.get(&producer_id) {
+            Some(v) if v.epoch >= producer_epoch => Some(v.guard),
+            _ => {
+                let guard = VerificationGuard::fresh();
+                self.verifications.insert(
+                    producer_id,
+                    VerificationState {
+                        guard,
+                        epoch: producer_epoch,
+                        created_ms: now_ms,
+                    },
+                );
+                Some(guard)
+            }
+        }
+    }
+
+    /// The guard of the verification in progress for `producer_id`, if any.
+    pub(crate) fn verification_guard(&self, producer_id: i64) -> Option<VerificationGuard> {
+        self.verifications.get(&producer_id).map(|v| v.guard)
+    }
+
     /// The entry of one producer.
     pub(crate) fn get(&self, producer_id: i64) -> Option<&ProducerStateEntry> {
         self.producers.get(&producer_id)
@@ -424,6 +529,8 @@ impl ProducerStateManager {
     /// Removes producers whose last timestamp is older than `now_ms - expiration_ms` and that
     /// have no ongoing transaction (`producer.id.expiration.ms`). Returns how many.
     pub(crate) fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.verifications
+            .retain(|_, v| now_ms.saturating_sub(v.created_ms) < expiration_ms);
         let before = self.producers.len();
         self.producers.retain(|_, e| {
             e.current_txn_first_offset >= 0
@@ -472,6 +579,7 @@ impl ProducerStateManager {
             producers: HashMap::new(),
             ongoing: BTreeSet::new(),
             snapshots,
+            verifications: HashMap::new(),
         };
         mgr.delete_snapshots_after(log_end_offset)?;
         let mut from = None;

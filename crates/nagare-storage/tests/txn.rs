@@ -715,3 +715,80 @@ proptest! {
         }
     }
 }
+
+/// KIP-890 part 1: a transactional write that would start its producer's transaction on this
+/// partition needs a verification guard that is still current.
+#[test]
+fn verification_guard_admits_the_first_write_and_a_marker_in_between_invalidates_it() {
+    use nagare_storage::TxnVerification::{NotRequired, Required};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small_config());
+    let append = |b: BytesMut, v| log.append_as_leader_verified(b, 0, 0, AppendOrigin::Client, v);
+
+    // Without a guard (or with a made-up one) the first write is refused; nothing is written.
+    let refused = append(txn(7, 0, 0, 2), Required(None));
+    assert!(
+        matches!(refused, Err(StorageError::InvalidTxnState(_))),
+        "{refused:?}"
+    );
+    assert_eq!(log.log_end_offset(), 0);
+    let other = log
+        .start_txn_verification(8, 0, 0)
+        .expect("guard of producer 8");
+    let refused = append(txn(7, 0, 0, 2), Required(Some(other)));
+    assert!(
+        matches!(refused, Err(StorageError::InvalidTxnState(_))),
+        "{refused:?}"
+    );
+    assert_eq!(log.log_end_offset(), 0);
+
+    // Verified: appended; the transaction is now ongoing and later writes need no guard.
+    let g = log.start_txn_verification(7, 0, 0).expect("guard");
+    assert_eq!(
+        log.start_txn_verification(7, 0, 0),
+        Some(g),
+        "same verification, same guard"
+    );
+    assert_eq!(
+        append(txn(7, 0, 0, 2), Required(Some(g)))
+            .expect("verified")
+            .first_offset,
+        0
+    );
+    assert_eq!(log.start_txn_verification(7, 0, 0), None);
+    assert_eq!(
+        append(txn(7, 0, 2, 1), Required(None))
+            .expect("ongoing")
+            .first_offset,
+        2
+    );
+    // The guard was used up: it does not start a second transaction after the marker.
+    marker(&log, 7, 0, 0, false);
+    let stale = append(txn(7, 0, 3, 1), Required(Some(g)));
+    assert!(
+        matches!(stale, Err(StorageError::InvalidTxnState(_))),
+        "{stale:?}"
+    );
+
+    // A marker landing between the verification and the append (the transaction was aborted
+    // meanwhile): the late write is refused instead of opening a hanging transaction.
+    let g = log.start_txn_verification(7, 0, 0).expect("guard");
+    let end = marker(&log, 7, 0, 0, false) + 1;
+    let late = append(txn(7, 0, 3, 1), Required(Some(g)));
+    assert!(
+        matches!(late, Err(StorageError::InvalidTxnState(_))),
+        "{late:?}"
+    );
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(log.first_unstable_offset(), None);
+
+    // A newer epoch replaces the verification of an older one.
+    let old = log.start_txn_verification(7, 0, 0).expect("guard");
+    let new = log.start_txn_verification(7, 1, 0).expect("guard");
+    assert_ne!(old, new);
+    assert!(append(txn(7, 1, 0, 1), Required(Some(old))).is_err());
+    append(txn(7, 1, 0, 1), Required(Some(new))).expect("verified at epoch 1");
+
+    // Verification off: the storage's own checks only.
+    append(txn(9, 0, 0, 1), NotRequired).expect("unverified append allowed when off");
+}

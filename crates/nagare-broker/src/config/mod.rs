@@ -111,6 +111,8 @@ pub struct BrokerConfig {
     pub broker_rack: Option<String>,
     /// `transaction.max.timeout.ms`.
     pub transaction_max_timeout_ms: i32,
+    /// `transaction.partition.verification.enable` (KIP-890 part 1).
+    pub transaction_partition_verification_enable: bool,
     /// `request.timeout.ms`: the acks=all wait of WriteTxnMarkers' markers.
     pub request_timeout_ms: u64,
     /// `fetch.max.bytes` (broker cap on a fetch response).
@@ -294,6 +296,8 @@ impl BrokerConfig {
             max_connections: int("max.connections") as usize,
             broker_rack: p.given("broker.rack").map(str::to_string),
             transaction_max_timeout_ms: int("transaction.max.timeout.ms") as i32,
+            transaction_partition_verification_enable: p
+                .boolean("transaction.partition.verification.enable"),
             request_timeout_ms: int("request.timeout.ms") as u64,
             fetch_max_bytes: int("fetch.max.bytes") as i32,
             max_incremental_fetch_session_cache_slots: int(

@@ -46,6 +46,8 @@ mod txn_data_tests;
 pub mod txn_offset_commit;
 #[cfg(test)]
 mod txn_tests;
+#[cfg(test)]
+mod txn_verification_tests;
 pub mod write_txn_markers;
 
 use std::future::Future;

@@ -16,7 +16,14 @@
 //! it rather than PRODUCER_FENCED since 2.7, so the client can abort and go on),
 //! OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_TXN_STATE for a non-transactional batch during the
 //! producer's transaction, INVALID_RECORD for a control batch sent by a client.
+//!
+//! KIP-890 part 1 (`transaction.partition.verification.enable`): the first transactional
+//! write of a transaction on a partition waits for the transaction coordinator to confirm
+//! the partition is in the producer's ongoing transaction ([`crate::txn_verification`]);
+//! refused partitions are answered with Kafka's translation of the coordinator's error and
+//! nothing is appended.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +39,10 @@ use crate::replica_manager::{AppendEntry, AppendOrigin, PartitionAppend, Require
 use crate::Broker;
 use nagare_protocol::error::ResponseError;
 use nagare_protocol::record_batch::RecordBatchHeader;
+use nagare_storage::{TxnVerification, VerificationGuard};
+use nagare_transaction_coordinator::TopicPartition;
+
+use crate::txn_verification::{produce_error, VerifyRequest};
 
 /// Supported versions.
 pub const VERSIONS: (i16, i16) = (3, 12);
@@ -47,6 +58,9 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     // The partitions handed to the replica manager, and where their answers go.
     let mut entries = Vec::new();
     let mut slots = Vec::new();
+    // Per entry: the producer id and epoch of its first batch when it is transactional.
+    let mut txn_producers: Vec<Option<(i64, i16)>> = Vec::new();
+    let transactional_id = r.transactional_id.as_ref().map(|id| id.to_string());
     // Kafka (`KafkaApis.handleProduceRequest`): a request carrying transactional batches needs
     // a transactional id and WRITE on it (which implies the producer id), else the whole
     // request is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED; every topic needs WRITE.
@@ -102,6 +116,12 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 continue;
             };
             slots.push((topics.len(), parts.len()));
+            txn_producers.push(
+                RecordBatchHeader::parse(&records)
+                    .ok()
+                    .filter(|h| h.is_transactional())
+                    .map(|h| (h.producer_id, h.producer_epoch)),
+            );
             // The only copy on the produce path: request bytes into a mutable buffer so the
             // batch headers can be patched in place before the single write.
             entries.push(AppendEntry {
@@ -109,6 +129,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 partition: p.index,
                 current_leader_epoch: -1,
                 records: BytesMut::from(&records[..]),
+                verification: TxnVerification::NotRequired,
             });
             parts.push(out);
         }
@@ -123,13 +144,74 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         let resp = ProduceResponse::default().with_responses(topics);
         return Ok(Reply::Now(respond(ApiKey::Produce, v, corr, &resp)));
     };
-    // KIP-890 part 1: before appending transactional batches, a partition leader asks the
-    // transaction coordinator (AddPartitionsToTxn v4+, verify only) whether the partition is
-    // in the producer's ongoing transaction, and answers INVALID_TXN_STATE when it is not
-    // (Kafka's `ReplicaManager.maybeStartTransactionVerificationForPartitions`). That hook
-    // goes here, between the checks above and the append; until it exists the storage's own
-    // validation (producer epoch, sequence, transaction state of the producer) is what
-    // guards transactional writes.
+    // KIP-890 part 1 (Kafka's `ReplicaManager.appendRecordsWithTransactionVerification`):
+    // the first transactional write of a producer's transaction on a partition is appended
+    // only once the transaction coordinator confirmed the partition is in the ongoing
+    // transaction; the guard taken before asking makes a marker written meanwhile (the
+    // transaction ended) void the confirmation.
+    let checks = match (
+        &transactional_id,
+        broker.config.transaction_partition_verification_enable,
+    ) {
+        (Some(id), true) => start_verification(broker, id, &mut entries, &txn_producers),
+        _ => Verification::None,
+    };
+    match checks {
+        Verification::None => {}
+        Verification::Refused(code) => {
+            // Transactional batches of several producers in one request (Kafka's
+            // InvalidPidMappingException): every transactional partition is refused.
+            let refused: Vec<usize> = (0..entries.len())
+                .filter(|i| txn_producers[*i].is_some())
+                .collect();
+            for &i in refused.iter().rev() {
+                entries.remove(i);
+                let (ti, pi) = slots.remove(i);
+                set_error(&mut topics, (ti, pi), code);
+            }
+        }
+        Verification::Ask(request, guards) => {
+            let broker = broker.clone();
+            // Taken now, in arrival order: this request appends after the producer's
+            // earlier ones that also wait for a verification.
+            let mut turn = broker
+                .transactions
+                .verifier()
+                .take_turn(request.producer_id);
+            let work = async move {
+                let results = broker
+                    .transactions
+                    .verifier()
+                    .verify(&broker, request)
+                    .await;
+                let (entries, slots) =
+                    apply_verification(&mut topics, entries, slots, guards, results, v);
+                turn.wait().await;
+                let pending =
+                    broker
+                        .replicas
+                        .append_records(AppendOrigin::Client, acks, timeout, entries);
+                drop(turn);
+                let results = if pending.is_delayed() {
+                    pending.complete().await
+                } else {
+                    pending.into_results()
+                };
+                fill(&mut topics, &slots, results);
+                topics
+            };
+            if acks == RequiredAcks::None {
+                tokio::spawn(async move {
+                    work.await;
+                });
+                return Ok(Reply::Nothing);
+            }
+            return Ok(Reply::Later(Box::pin(async move {
+                let resp = ProduceResponse::default().with_responses(work.await);
+                respond(ApiKey::Produce, v, corr, &resp)
+            })));
+        }
+    }
     let pending = broker
         .replicas
         .append_records(AppendOrigin::Client, acks, timeout, entries);
@@ -146,6 +228,124 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         let resp = ProduceResponse::default().with_responses(topics);
         respond(ApiKey::Produce, v, corr, &resp)
     })))
+}
+
+/// What KIP-890 verification a produce request needs.
+enum Verification {
+    /// None: no transactional batch starts a transaction here (or verification is off).
+    None,
+    /// Every transactional partition is refused with this code.
+    Refused(i16),
+    /// Ask the coordinator; the guards are per entry index.
+    Ask(VerifyRequest, Vec<(usize, VerificationGuard)>),
+}
+
+/// Marks every transactional entry as needing verification and starts a verification on
+/// each partition where the producer has no ongoing transaction yet (the others carry on
+/// with the storage's own checks: epoch, sequence, transaction state).
+fn start_verification(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    entries: &mut [AppendEntry],
+    txn_producers: &[Option<(i64, i16)>],
+) -> Verification {
+    let producers: BTreeSet<(i64, i16)> = txn_producers.iter().flatten().copied().collect();
+    if producers.len() > 1 {
+        tracing::info!(
+            transactional_id,
+            ?producers,
+            "produce request with transactional batches of several producers"
+        );
+        return Verification::Refused(ResponseError::InvalidProducerIdMapping.code());
+    }
+    let Some(&(producer_id, producer_epoch)) = producers.first() else {
+        return Verification::None;
+    };
+    let mut guards = Vec::new();
+    let mut partitions = Vec::new();
+    for (i, e) in entries.iter_mut().enumerate() {
+        if txn_producers[i].is_none() {
+            continue;
+        }
+        e.verification = TxnVerification::Required(None);
+        // A partition not led here is answered by the append with its own error.
+        if let Ok(Some(guard)) = broker.replicas.start_txn_verification(
+            &e.topic,
+            e.partition,
+            producer_id,
+            producer_epoch,
+        ) {
+            guards.push((i, guard));
+            partitions.push(TopicPartition {
+                topic: e.topic.clone(),
+                partition: e.partition,
+            });
+        }
+    }
+    // Nothing to verify, and no earlier produce of this producer waiting to append: go on.
+    // (If one waits, this one appends after it, keeping the producer's order.)
+    if guards.is_empty() && !broker.transactions.verifier().has_turn(producer_id) {
+        return Verification::None;
+    }
+    Verification::Ask(
+        VerifyRequest {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch,
+            partitions,
+        },
+        guards,
+    )
+}
+
+/// Keeps the entries the coordinator confirmed (with their guards) and those that needed no
+/// check; the others are answered with the produce error of the coordinator's (Kafka's
+/// translation, [`produce_error`]) and not appended.
+fn apply_verification(
+    topics: &mut [TopicProduceResponse],
+    entries: Vec<AppendEntry>,
+    slots: Vec<(usize, usize)>,
+    guards: Vec<(usize, VerificationGuard)>,
+    results: Vec<(TopicPartition, i16)>,
+    version: i16,
+) -> (Vec<AppendEntry>, Vec<(usize, usize)>) {
+    let errors: HashMap<TopicPartition, i16> = results.into_iter().collect();
+    let guards: HashMap<usize, VerificationGuard> = guards.into_iter().collect();
+    let mut kept = Vec::with_capacity(entries.len());
+    let mut kept_slots = Vec::with_capacity(entries.len());
+    for (i, (mut e, slot)) in entries.into_iter().zip(slots).enumerate() {
+        if let Some(&guard) = guards.get(&i) {
+            let tp = TopicPartition {
+                topic: e.topic.clone(),
+                partition: e.partition,
+            };
+            let code = errors
+                .get(&tp)
+                .copied()
+                .unwrap_or(ResponseError::NetworkException.code());
+            let code = produce_error(code, version);
+            if code != 0 {
+                tracing::debug!(topic = %e.topic, partition = e.partition, code, "transactional write refused: the partition is not verified to be in the producer's transaction");
+                set_error(topics, slot, code);
+                continue;
+            }
+            e.verification = TxnVerification::Required(Some(guard));
+        }
+        kept.push(e);
+        kept_slots.push(slot);
+    }
+    (kept, kept_slots)
+}
+
+/// Sets the error of the partition at `slot` of the response.
+fn set_error(topics: &mut [TopicProduceResponse], (ti, pi): (usize, usize), code: i16) {
+    if let Some(out) = topics
+        .get_mut(ti)
+        .and_then(|t| t.partition_responses.get_mut(pi))
+    {
+        out.error_code = code;
+        out.base_offset = -1;
+    }
 }
 
 /// The transaction state topic: clients may not write to it (Kafka's internal topics).

@@ -16,12 +16,28 @@ use crate::authorizer::{AclOperation, Authorizer, Requester, Resource, ResourceT
 use crate::replica_manager::{now_ms, AppendEntry, AppendOrigin, RequiredAcks};
 use crate::testing::TestBroker;
 
+/// These tests drive the partition data path without a transaction coordinator (batches of
+/// made-up producers, markers appended directly): KIP-890's verification with the
+/// coordinator is off, so the log's own checks are what is tested. Verification itself is
+/// tested in `txn_verification_tests`.
+const NO_VERIFICATION: &[(&str, &str)] = &[("transaction.partition.verification.enable", "false")];
+
+async fn data_path_broker() -> TestBroker {
+    TestBroker::build(NO_VERIFICATION, None).await
+}
+
 fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_string())
 }
 
 /// One batch of `n` records of producer `pid`/`epoch` starting at sequence `seq`.
-fn producer_batch(pid: i64, epoch: i16, seq: i32, n: usize, transactional: bool) -> Bytes {
+pub(super) fn producer_batch(
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+    n: usize,
+    transactional: bool,
+) -> Bytes {
     producer_batch_at(pid, epoch, seq, n, transactional, now_ms())
 }
 
@@ -64,7 +80,7 @@ fn producer_batch_at(
     buf.freeze()
 }
 
-fn produce(txn_id: Option<&str>, topic: &str, records: Bytes) -> ProduceRequest {
+pub(super) fn produce(txn_id: Option<&str>, topic: &str, records: Bytes) -> ProduceRequest {
     ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(5_000)
@@ -139,6 +155,7 @@ fn write_marker(t: &TestBroker, topic: &str, pid: i64, epoch: i16, commit: bool)
                 partition: 0,
                 current_leader_epoch: -1,
                 records: BytesMut::from(&marker[..]),
+                verification: nagare_storage::TxnVerification::NotRequired,
             }],
         )
         .into_results();
@@ -198,7 +215,7 @@ async fn list_offset(t: &TestBroker, topic: &str, timestamp: i64, isolation: i8)
 /// (the marker included), and ListOffsets(latest) follows the same bounds.
 #[tokio::test]
 async fn read_committed_stops_at_an_open_transaction_until_its_commit() {
-    let t = TestBroker::start().await;
+    let t = data_path_broker().await;
     t.create_topic("t", 1).await;
     // Offsets 0..3: non-transactional; 3..6: producer 7's open transaction; 6..8: another
     // producer's idempotent batch, each batch a little newer than the one before.
@@ -262,7 +279,7 @@ async fn read_committed_stops_at_an_open_transaction_until_its_commit() {
 /// offset), so they drop its records.
 #[tokio::test]
 async fn read_committed_lists_aborted_transactions() {
-    let t = TestBroker::start().await;
+    let t = data_path_broker().await;
     t.create_topic("t", 1).await;
     assert_eq!(
         send_produce(
@@ -305,7 +322,7 @@ async fn read_committed_lists_aborted_transactions() {
 /// The log's transactional checks come back with Kafka's per-partition codes.
 #[tokio::test]
 async fn transactional_produce_errors_have_kafka_codes() {
-    let t = TestBroker::start().await;
+    let t = data_path_broker().await;
     t.create_topic("t", 1).await;
     assert_eq!(
         send_produce(
@@ -374,7 +391,7 @@ impl Authorizer for DenyTxnIds {
 /// request without transactional batches is not checked.
 #[tokio::test]
 async fn transactional_produce_needs_write_on_the_transactional_id() {
-    let t = TestBroker::with_authorizer(Arc::new(DenyTxnIds)).await;
+    let t = TestBroker::build(NO_VERIFICATION, Some(Arc::new(DenyTxnIds))).await;
     t.create_topic("t", 1).await;
     let (code, offset) = send_produce(
         &t,
@@ -382,7 +399,7 @@ async fn transactional_produce_needs_write_on_the_transactional_id() {
     )
     .await;
     assert_eq!((code, offset), (53, -1));
-    let allowed = TestBroker::start().await;
+    let allowed = data_path_broker().await;
     allowed.create_topic("t", 1).await;
     let (code, _) = send_produce(
         &allowed,
@@ -424,7 +441,7 @@ async fn transactional_produce_needs_write_on_the_transactional_id() {
 /// TOPIC_AUTHORIZATION_FAILED without READ on the topic.
 #[tokio::test]
 async fn describe_producers_shows_producer_states() {
-    let t = TestBroker::start().await;
+    let t = data_path_broker().await;
     t.create_topic("t", 1).await;
     assert_eq!(
         send_produce(&t, &produce(None, "t", producer_batch(5, 2, 0, 3, false))).await,
@@ -502,7 +519,7 @@ impl Authorizer for DenyReads {
 /// at the last stable offset and an explicit offset past it is OFFSET_OUT_OF_RANGE.
 #[tokio::test]
 async fn delete_records_stops_at_an_open_transaction() {
-    let t = TestBroker::start().await;
+    let t = data_path_broker().await;
     t.create_topic("t", 1).await;
     assert_eq!(
         send_produce(

@@ -129,6 +129,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                                 partition: p,
                                 current_leader_epoch: -1,
                                 records: BytesMut::from(&batch[..]),
+                                verification: nagare_storage::TxnVerification::NotRequired,
                             });
                             Answer::Appended(entries.len() - 1)
                         }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use nagare_storage::{AppendInfo, AppendOrigin, StorageError};
+use nagare_storage::{AppendInfo, AppendOrigin, StorageError, TxnVerification, VerificationGuard};
 
 use super::{now_ms, Partition, ReplicaError, ReplicaManager};
 
@@ -61,6 +61,10 @@ pub struct AppendEntry {
     pub current_leader_epoch: i32,
     /// Record batches as received: offsets and leader epoch are patched in place.
     pub records: BytesMut,
+    /// KIP-890 part 1: whether a transactional batch starting its producer's transaction
+    /// needs a verification guard (client produce with
+    /// `transaction.partition.verification.enable`), and the guard if verified.
+    pub verification: TxnVerification,
 }
 
 /// Where the records of one partition landed.
@@ -246,13 +250,29 @@ impl ReplicaManager {
             }
         }
         let epoch = p.epoch();
-        let info = p
-            .log
-            .append_as_leader_with_origin(e.records, epoch, now, origin)?;
+        let info =
+            p.log
+                .append_as_leader_verified(e.records, epoch, now, origin, e.verification)?;
         // Followers long-poll this partition in the delayed-fetch purgatory: wake them (and
         // only them), or the high watermark would wait for replica.fetch.wait.max.ms.
         p.fetch_watchers.wake();
         Ok((p, info, epoch))
+    }
+
+    /// KIP-890 part 1: starts a transaction verification of producer `producer_id` on a
+    /// partition led here (see [`nagare_storage::Log::start_txn_verification`]): `None` when
+    /// its transaction is already ongoing on the partition, else the guard to append with
+    /// once the transaction coordinator confirmed the partition is in the transaction.
+    pub fn start_txn_verification(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<Option<VerificationGuard>, ReplicaError> {
+        let p = self.leader_partition(topic, partition, -1)?;
+        Ok(p.log
+            .start_txn_verification(producer_id, producer_epoch, now_ms()))
     }
 
     /// A follower's append of batches fetched from its leader (offsets kept). Returns a

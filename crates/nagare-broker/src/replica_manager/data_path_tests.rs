@@ -88,6 +88,7 @@ impl Node {
                 partition: 0,
                 current_leader_epoch: -1,
                 records: batch(3),
+                verification: nagare_storage::TxnVerification::NotRequired,
             }],
         )
     }
@@ -205,6 +206,7 @@ async fn appends_need_the_leader() {
             partition: 0,
             current_leader_epoch: 4,
             records: batch(1),
+            verification: nagare_storage::TxnVerification::NotRequired,
         }],
     );
     let r = outcome(stale).await;
@@ -443,6 +445,7 @@ impl Node {
                     partition: 0,
                     current_leader_epoch: -1,
                     records,
+                    verification: nagare_storage::TxnVerification::NotRequired,
                 }],
             )
             .into_results();

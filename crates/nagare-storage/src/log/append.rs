@@ -13,7 +13,7 @@ use nagare_protocol::record_batch::{
 use super::{batch_error, remove_file_if_exists, Inner, Log};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::StorageError;
-use crate::producer_state::Prepared;
+use crate::producer_state::{Prepared, TxnVerification, VerificationGuard};
 use crate::records::{parse_end_txn_marker, EndTxnMarker};
 use crate::segment::Segment;
 
@@ -65,7 +65,13 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
-        self.append(records, AppendOrigin::Client, leader_epoch, now_ms)
+        self.append(
+            records,
+            AppendOrigin::Client,
+            leader_epoch,
+            now_ms,
+            TxnVerification::NotRequired,
+        )
     }
 
     /// Leader append. Validates every batch (size <= `max.message.bytes`, length, magic 2,
@@ -95,12 +101,51 @@ impl Log {
         now_ms: i64,
         origin: AppendOrigin,
     ) -> Result<AppendInfo, StorageError> {
+        self.append_as_leader_verified(
+            records,
+            leader_epoch,
+            now_ms,
+            origin,
+            TxnVerification::NotRequired,
+        )
+    }
+
+    /// [`Log::append_as_leader_with_origin`] with KIP-890 part 1's check: under
+    /// [`TxnVerification::Required`] a transactional batch that would start its producer's
+    /// transaction here is refused with [`StorageError::InvalidTxnState`] unless it carries
+    /// the guard of [`Log::start_txn_verification`], still current (no batch or marker of
+    /// that producer was appended since).
+    pub fn append_as_leader_verified(
+        &self,
+        records: BytesMut,
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: AppendOrigin,
+        verification: TxnVerification,
+    ) -> Result<AppendInfo, StorageError> {
         if origin == AppendOrigin::Replication {
             return Err(StorageError::InvalidRecord(
                 "replication appends go through append_as_follower".into(),
             ));
         }
-        self.append(records, origin, leader_epoch, now_ms)
+        self.append(records, origin, leader_epoch, now_ms, verification)
+    }
+
+    /// KIP-890 part 1, before a partition leader asks the transaction coordinator: `None` if
+    /// producer `producer_id` has an ongoing transaction here at this epoch or later (no
+    /// verification needed), else the guard to append with once the coordinator confirmed
+    /// the partition is in the producer's transaction (Kafka's
+    /// `UnifiedLog.maybeStartTransactionVerification`).
+    pub fn start_txn_verification(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        now_ms: i64,
+    ) -> Option<VerificationGuard> {
+        self.inner
+            .lock()
+            .producers
+            .start_verification(producer_id, producer_epoch, now_ms)
     }
 
     /// Follower append: the batches carry offsets assigned by the leader. The first must start
@@ -111,7 +156,13 @@ impl Log {
         records: BytesMut,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
-        self.append(records, AppendOrigin::Replication, -1, now_ms)
+        self.append(
+            records,
+            AppendOrigin::Replication,
+            -1,
+            now_ms,
+            TxnVerification::NotRequired,
+        )
     }
 
     fn validate_batch(
@@ -247,6 +298,7 @@ impl Log {
         origin: AppendOrigin,
         leader_epoch: i32,
         now_ms: i64,
+        verification: TxnVerification,
     ) -> Result<AppendInfo, StorageError> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StorageError::LogDirFailed);
@@ -348,7 +400,10 @@ impl Log {
         let headers: Vec<RecordBatchHeader> = pending.iter().map(|b| b.header).collect();
         let with_markers: Vec<(RecordBatchHeader, Option<EndTxnMarker>)> =
             pending.iter().map(|b| (b.header, b.marker)).collect();
-        let update = match inner.producers.prepare(&with_markers, origin)? {
+        let update = match inner
+            .producers
+            .prepare(&with_markers, origin, verification)?
+        {
             Prepared::Duplicate(d) => {
                 return Ok(AppendInfo {
                     first_offset: d.first_offset,
