@@ -10,14 +10,16 @@
 #     read_committed (the same records; markers skipped).
 #
 # Usage: bash scripts/bench_transactions.sh [output.json (default bench-transactions.json)]
-# Environment: RECORDS (records per run with 10 and 100 per transaction and for the idempotent
-#   run; default 200000), RECORDS_TXN1 (with 1 per transaction; default 20000), RECORD_SIZE
-#   (1024), PARTITIONS (3), BENCH_DIR, NAGARE_BIN (default: build target/release/nagare).
+# Environment: RECORDS (the idempotent run and 100 per transaction; default 200000),
+#   RECORDS_TXN10 (10 per transaction; default 20000), RECORDS_TXN1 (1 per transaction; default
+#   2000), RECORD_SIZE (1024), PARTITIONS (3), BENCH_DIR, NAGARE_BIN (default: build
+#   target/release/nagare).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${1:-bench-transactions.json}
 RECORDS=${RECORDS:-200000}
-RECORDS_TXN1=${RECORDS_TXN1:-20000}
+RECORDS_TXN10=${RECORDS_TXN10:-20000}
+RECORDS_TXN1=${RECORDS_TXN1:-2000}
 RECORD_SIZE=${RECORD_SIZE:-1024}
 PARTITIONS=${PARTITIONS:-3}
 WORK=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/nagare-bench-txn.XXXXXX")
@@ -72,6 +74,7 @@ echo "== idempotent producer: $RECORDS records"
   --count "$RECORDS" --json "$WORK/idem.json" >/dev/null
 for size in 1 10 100; do
   n=$RECORDS
+  [ "$size" = 10 ] && n=$RECORDS_TXN10
   [ "$size" = 1 ] && n=$RECORDS_TXN1
   echo "== transactional producer, $size record(s) per transaction: $n records"
   "$NAGARE_BIN" bench produce "${B[@]}" --topic "txn$size" "${P[@]}" \
