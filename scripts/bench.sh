@@ -15,6 +15,8 @@
 #   directory), NAGARE_BIN (a built binary; default: build target/release/nagare).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=lib/bench_common.sh
+source scripts/lib/bench_common.sh
 OUT=${1:-bench-results.json}
 RECORDS=${RECORDS:-2000000}
 RECORD_SIZE=${RECORD_SIZE:-1024}
@@ -36,39 +38,11 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 LOAD_START=$(load)
 
 echo "== machine limits (load average $LOAD_START)"
-start=$(date +%s.%N)
-dd if=/dev/zero of="$WORK/dd" bs=1M count=1024 conv=fdatasync status=none
-end=$(date +%s.%N)
-rm -f "$WORK/dd"
-DISK=$(python3 -c "print(f'{1024*1048576/1e6/($end-$start):.1f}')")
-echo "disk sequential write (dd bs=1M count=1024 conv=fdatasync): $DISK MB/s"
-python3 - "$WORK" >"$WORK/fsync.json" <<'PY'
-import json, os, sys, time
-p = os.path.join(sys.argv[1], "f")
-fd = os.open(p, os.O_WRONLY | os.O_CREAT)
-lat = []
-for i in range(500):
-    os.write(fd, b"x" * 4096)
-    t = time.perf_counter(); os.fdatasync(fd); lat.append(time.perf_counter() - t)
-os.close(fd); os.unlink(p)
-lat.sort()
-q = lambda f: round(lat[min(len(lat) - 1, int(len(lat) * f))] * 1e3, 3)
-print(json.dumps({"p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": round(lat[-1] * 1e3, 3)}))
-PY
-echo "fdatasync latency after 4 KiB appends (500 samples): $(cat "$WORK/fsync.json")"
+measure_disk_limits 500
 "$NAGARE_BIN" bench loopback --repeat 3 --json "$WORK/loopback.json" >/dev/null
 
 echo "== nagare server"
-free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
-PORT=$(free_port)
-CPORT=$(free_port)
-"$NAGARE_BIN" server --override log.dirs="$WORK/data" \
-  --override listeners="PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT" \
-  >"$WORK/server.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 100); do grep -q "listening on" "$WORK/server.log" && break; sleep 0.1; done
-grep -q "listening on" "$WORK/server.log" || { cat "$WORK/server.log"; exit 1; }
-B=(-b "127.0.0.1:$PORT")
+start_bench_server
 
 echo "== produce: $RECORDS x $RECORD_SIZE B, acks=all, $PARTITIONS partition(s), one producer"
 "$NAGARE_BIN" bench produce "${B[@]}" --topic bench --partitions "$PARTITIONS" \
