@@ -65,7 +65,7 @@ impl BrokerLifecycle {
                 name: l.name.clone(),
                 host: l.host.clone(),
                 port: l.port,
-                security_protocol: "PLAINTEXT".to_string(),
+                security_protocol: broker.config.security_protocol(&l.name).name().to_string(),
             })
             .collect();
         BrokerLifecycle {
@@ -102,7 +102,10 @@ impl BrokerLifecycle {
                             .with_name(str_bytes(e.name.clone()))
                             .with_host(str_bytes(e.host.clone()))
                             .with_port(e.port)
-                            .with_security_protocol(0)
+                            .with_security_protocol(
+                                crate::context::SecurityProtocol::from_name(&e.security_protocol)
+                                    .map_or(0, |p| p.id()),
+                            )
                     })
                     .collect(),
             )

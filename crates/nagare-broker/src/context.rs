@@ -77,6 +77,51 @@ impl SecurityProtocol {
             SecurityProtocol::SaslSsl => "SASL_SSL",
         }
     }
+
+    /// From Kafka's name (case-insensitive), as `listener.security.protocol.map` spells it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Some(SecurityProtocol::Plaintext),
+            "SSL" => Some(SecurityProtocol::Ssl),
+            "SASL_PLAINTEXT" => Some(SecurityProtocol::SaslPlaintext),
+            "SASL_SSL" => Some(SecurityProtocol::SaslSsl),
+            _ => None,
+        }
+    }
+
+    /// Kafka's wire id (`SecurityProtocol.id`), as BrokerRegistration carries it.
+    pub fn id(self) -> i16 {
+        match self {
+            SecurityProtocol::Plaintext => 0,
+            SecurityProtocol::Ssl => 1,
+            SecurityProtocol::SaslPlaintext => 2,
+            SecurityProtocol::SaslSsl => 3,
+        }
+    }
+
+    /// From Kafka's wire id.
+    pub fn from_id(id: i16) -> Option<Self> {
+        match id {
+            0 => Some(SecurityProtocol::Plaintext),
+            1 => Some(SecurityProtocol::Ssl),
+            2 => Some(SecurityProtocol::SaslPlaintext),
+            3 => Some(SecurityProtocol::SaslSsl),
+            _ => None,
+        }
+    }
+
+    /// Whether connections are wrapped in TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether clients must authenticate with SASL before any other request.
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
 }
 
 /// The client's software as it announced itself in ApiVersions v3+ (KIP-511), for logs and
@@ -111,10 +156,12 @@ pub struct ConnectionContext {
 static CONNECTION_INDEX: AtomicU64 = AtomicU64::new(0);
 
 impl ConnectionContext {
-    /// A new PLAINTEXT connection from `peer` on `local`, whose principal is `User:ANONYMOUS`.
+    /// A new connection from `peer` on `local` speaking `security_protocol`, whose principal
+    /// is `User:ANONYMOUS` until TLS client authentication or SASL sets it.
     pub fn new(
         listener_name: impl Into<String>,
         listener: ListenerKind,
+        security_protocol: SecurityProtocol,
         local: Option<SocketAddr>,
         peer: SocketAddr,
     ) -> Self {
@@ -124,7 +171,7 @@ impl ConnectionContext {
             connection_id: format!("{local}-{peer}-{index}"),
             listener_name: listener_name.into(),
             listener,
-            security_protocol: SecurityProtocol::Plaintext,
+            security_protocol,
             peer,
             principal: RwLock::new(KafkaPrincipal::anonymous()),
             client_software: RwLock::new(None),

@@ -168,7 +168,10 @@ pub async fn broker_registration(
                 name: l.name.to_string(),
                 host: l.host.to_string(),
                 port: l.port,
-                security_protocol: "PLAINTEXT".into(),
+                security_protocol: crate::context::SecurityProtocol::from_id(l.security_protocol)
+                    .unwrap_or(crate::context::SecurityProtocol::Plaintext)
+                    .name()
+                    .into(),
             })
             .collect(),
         rack: r.rack.as_ref().map(|s| s.to_string()),

@@ -699,6 +699,7 @@ async fn send_local(
     let conn = Arc::new(crate::context::ConnectionContext::new(
         "INTERNAL",
         crate::context::ListenerKind::Broker,
+        crate::context::SecurityProtocol::Plaintext,
         None,
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
     ));

@@ -22,7 +22,7 @@ use nagare_protocol::fetch::Chunk;
 use nagare_protocol::frame::{self, FrameError};
 use nagare_storage::FileSlice;
 
-use crate::context::ConnectionContext;
+use crate::context::{ConnectionContext, SecurityProtocol};
 use crate::handlers::{self, Dispatched, ListenerKind};
 use crate::request_metrics::RequestMetrics;
 use crate::Broker;
@@ -104,6 +104,8 @@ pub struct ServeContext {
     pub listener_name: String,
     /// Which role of listener.
     pub listener: ListenerKind,
+    /// The listener's security protocol (`listener.security.protocol.map`).
+    pub security_protocol: SecurityProtocol,
     /// `socket.request.max.bytes`.
     pub max_request_bytes: usize,
     /// `connections.max.idle.ms`.
@@ -122,13 +124,16 @@ impl ServeContext {
         let max_request_bytes = broker.config.socket_request_max_bytes;
         let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
         let metrics = Some(broker.request_metrics.clone());
+        let listener_name = listener_name.into();
+        let security_protocol = broker.config.security_protocol(&listener_name);
         ServeContext {
             handler: Arc::new(move |frame, conn, received| {
                 let b = broker.clone();
                 Box::pin(async move { handlers::dispatch(&b, frame, &conn, received).await })
             }),
-            listener_name: listener_name.into(),
+            listener_name,
             listener,
+            security_protocol,
             max_request_bytes,
             idle,
             metrics,
@@ -142,6 +147,7 @@ pub async fn serve_with(ctx: ServeContext, stream: TcpStream, peer: std::net::So
     let conn = Arc::new(ConnectionContext::new(
         ctx.listener_name.clone(),
         ctx.listener,
+        ctx.security_protocol,
         stream.local_addr().ok(),
         peer,
     ));

@@ -253,6 +253,17 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// Starts a node and returns once it is serving.
 pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
+    // A listener must never be served with less security than its configuration asks for.
+    for l in &config.listeners {
+        let protocol = config.security_protocol(&l.name);
+        if protocol != crate::context::SecurityProtocol::Plaintext {
+            anyhow::bail!(
+                "listener {} is mapped to {} in listener.security.protocol.map, which Nagare does not serve yet",
+                l.name,
+                protocol.name()
+            );
+        }
+    }
     let log_dir = absolute(&config.log_dirs[0]);
     let metadata_dir = absolute(&config.metadata_log_dir);
     let cluster_id = format_or_check(&log_dir, &config, config.cluster_id.as_deref())?;
@@ -619,6 +630,7 @@ fn controller_listener_context(
     use crate::handlers::{apis, Dispatched, Handler};
     let max_request_bytes = config.socket_request_max_bytes;
     let idle = Duration::from_millis(config.connections_max_idle_ms);
+    let security_protocol = config.security_protocol(&listener_name);
     crate::network::ServeContext {
         handler: Arc::new(move |frame, conn, received| {
             let raft = raft.clone();
@@ -681,6 +693,7 @@ fn controller_listener_context(
         }),
         listener_name,
         listener: ListenerKind::Controller,
+        security_protocol,
         max_request_bytes,
         idle,
         metrics: Some(metrics),

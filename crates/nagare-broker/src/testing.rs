@@ -196,6 +196,7 @@ impl TestBroker {
         let connection = Arc::new(ConnectionContext::new(
             "PLAINTEXT",
             ListenerKind::Broker,
+            crate::context::SecurityProtocol::Plaintext,
             None,
             "127.0.0.1:40000".parse().expect("addr"),
         ));

@@ -315,7 +315,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("inter.broker.listener.name", STRING, Null, Any, ReadOnly,
         "Brokers replicate over the first non-controller listener.").with_status(Status::Accepted),
     def("listener.security.protocol.map", STRING, Value("SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT"), Any, PerBroker,
-        "Every Nagare listener speaks PLAINTEXT.").with_status(Status::Accepted),
+        "`LISTENER_NAME:PROTOCOL,...`: each listener's security protocol; controller listeners not in the default map speak PLAINTEXT. Nagare serves PLAINTEXT listeners only so far: a listener mapped to SSL or SASL is refused at startup rather than served insecurely."),
     def("cluster.id", STRING, Null, Any, ReadOnly,
         "Nagare extension: the cluster id of a self-formatted single node (else one is generated)."),
     // The KRaft quorum and broker liveness.

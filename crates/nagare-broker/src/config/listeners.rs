@@ -2,8 +2,11 @@
 //! `advertised.listeners`, `controller.listener.names` and `controller.quorum.voters`, with
 //! KRaft's rules tying them together (Kafka's `KafkaConfig.validateValues`).
 
+use std::collections::BTreeMap;
+
 use super::parse::Props;
 use super::{invalid, ConfigError};
+use crate::context::SecurityProtocol;
 
 /// One listener from `listeners` (`NAME://host:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,35 @@ pub(crate) struct Topology {
     pub(crate) controller_listener_names: Vec<String>,
     pub(crate) voters: Vec<nagare_raft::VoterAddress>,
     pub(crate) voters_configured: bool,
+    pub(crate) security_protocols: BTreeMap<String, SecurityProtocol>,
+}
+
+/// Parses `listener.security.protocol.map` (`NAME:PROTOCOL,...`).
+pub fn parse_security_protocol_map(
+    key: &str,
+    value: &str,
+) -> Result<BTreeMap<String, SecurityProtocol>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((name, protocol)) = item.split_once(':') else {
+            return Err(invalid(
+                key,
+                value,
+                format!("{item:?} is not LISTENER_NAME:SECURITY_PROTOCOL"),
+            ));
+        };
+        let Some(protocol) = SecurityProtocol::from_name(protocol) else {
+            return Err(invalid(
+                key,
+                value,
+                format!(
+                    "{protocol:?} is not a security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
+                ),
+            ));
+        };
+        out.insert(name.trim().to_ascii_uppercase(), protocol);
+    }
+    Ok(out)
 }
 
 /// A wildcard or empty host is not an address anyone can connect to: advertise loopback.
@@ -211,6 +243,27 @@ pub(crate) fn resolve(p: Props<'_>) -> Result<Topology, ConfigError> {
             format!("node.id {node_id} is a voter but does not have the controller role"),
         ));
     }
+    // Every listener needs a security protocol from the map. As in Kafka, when the map is
+    // left at its default, controller listeners not in it speak PLAINTEXT.
+    let map_given = p.given("listener.security.protocol.map").is_some();
+    let mut security_protocols = parse_security_protocol_map(
+        "listener.security.protocol.map",
+        p.text("listener.security.protocol.map").unwrap_or_default(),
+    )?;
+    for l in listeners.iter().chain(advertised_listeners.iter()) {
+        if security_protocols.contains_key(&l.name) {
+            continue;
+        }
+        if !map_given && controller_listener_names.contains(&l.name) {
+            security_protocols.insert(l.name.clone(), SecurityProtocol::Plaintext);
+            continue;
+        }
+        return Err(invalid(
+            "listener.security.protocol.map",
+            p.given("listener.security.protocol.map").unwrap_or(""),
+            format!("no security protocol defined for listener {}", l.name),
+        ));
+    }
     Ok(Topology {
         node_id,
         process_roles,
@@ -219,6 +272,7 @@ pub(crate) fn resolve(p: Props<'_>) -> Result<Topology, ConfigError> {
         controller_listener_names,
         voters,
         voters_configured,
+        security_protocols,
     })
 }
 
@@ -243,6 +297,41 @@ mod tests {
             Ok(_) => panic!("{lines:?} was accepted"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn security_protocol_map() {
+        let c = load(&[]).expect("defaults");
+        assert_eq!(
+            c.security_protocol("PLAINTEXT"),
+            SecurityProtocol::Plaintext
+        );
+        assert_eq!(
+            c.security_protocol("CONTROLLER"),
+            SecurityProtocol::Plaintext
+        );
+        let c = load(&[
+            "listeners=CLIENT://127.0.0.1:9092,REPL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
+            "listener.security.protocol.map=CLIENT:sasl_ssl,REPL:SSL,CONTROLLER:SASL_PLAINTEXT",
+        ])
+        .expect("named listeners");
+        assert_eq!(c.security_protocol("CLIENT"), SecurityProtocol::SaslSsl);
+        assert_eq!(c.security_protocol("REPL"), SecurityProtocol::Ssl);
+        assert_eq!(
+            c.security_protocol("CONTROLLER"),
+            SecurityProtocol::SaslPlaintext
+        );
+        // A listener the map does not name is a startup error (Kafka's message).
+        let e = err(&[
+            "listeners=CLIENT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT",
+        ]);
+        assert!(
+            e.contains("no security protocol defined for listener CLIENT"),
+            "{e}"
+        );
+        let e = err(&["listener.security.protocol.map=PLAINTEXT:TLS"]);
+        assert!(e.contains("not a security protocol"), "{e}");
     }
 
     #[test]

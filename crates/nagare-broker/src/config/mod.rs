@@ -24,7 +24,7 @@ pub use definitions::{
     definition, definitions, markdown_table, ConfigDef, ConfigType, DefaultValue, Status,
     UpdateMode, Validator, BROKER_CONFIGS,
 };
-pub use listeners::{parse_listeners, Listener};
+pub use listeners::{parse_listeners, parse_security_protocol_map, Listener};
 pub use parse::parse_properties;
 
 use parse::Props;
@@ -85,6 +85,9 @@ pub struct BrokerConfig {
     pub advertised_listeners: Vec<Listener>,
     /// `controller.listener.names`.
     pub controller_listener_names: Vec<String>,
+    /// `listener.security.protocol.map`, resolved for every listener (see
+    /// [`BrokerConfig::security_protocol`]).
+    pub listener_security_protocols: BTreeMap<String, crate::context::SecurityProtocol>,
     /// `log.dirs` (first entry holds data; several dirs are not yet supported).
     pub log_dirs: Vec<PathBuf>,
     /// `metadata.log.dir` (defaults to the first log dir).
@@ -281,6 +284,7 @@ impl BrokerConfig {
             listeners: topology.listeners,
             advertised_listeners: topology.advertised_listeners,
             controller_listener_names: topology.controller_listener_names,
+            listener_security_protocols: topology.security_protocols,
             metadata_log_dir,
             num_partitions: int("num.partitions") as i32,
             default_replication_factor: int("default.replication.factor") as i16,
@@ -450,6 +454,15 @@ impl BrokerConfig {
             && self.is_controller()
             && self.quorum.voters.len() == 1
             && self.quorum.voters[0].node_id == self.node_id
+    }
+
+    /// The security protocol of listener `name` (`listener.security.protocol.map`; every
+    /// configured listener has one, validated at load; PLAINTEXT for an unknown name).
+    pub fn security_protocol(&self, name: &str) -> crate::context::SecurityProtocol {
+        self.listener_security_protocols
+            .get(&name.to_ascii_uppercase())
+            .copied()
+            .unwrap_or(crate::context::SecurityProtocol::Plaintext)
     }
 
     /// The listener clients connect to (first non-controller listener).

@@ -403,6 +403,7 @@ async fn envelope_runs_the_inner_request_as_the_original_principal() {
     let controller_conn = Arc::new(crate::context::ConnectionContext::new(
         "CONTROLLER",
         ListenerKind::Controller,
+        crate::context::SecurityProtocol::Plaintext,
         None,
         "127.0.0.1:40001".parse().expect("addr"),
     ));
@@ -731,6 +732,7 @@ async fn data_and_replica_apis_are_authorized() {
     let controller_conn = Arc::new(crate::context::ConnectionContext::new(
         "CONTROLLER",
         ListenerKind::Controller,
+        crate::context::SecurityProtocol::Plaintext,
         None,
         "127.0.0.1:40002".parse().expect("addr"),
     ));
