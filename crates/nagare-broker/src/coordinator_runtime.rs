@@ -928,7 +928,9 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
 
 /// Replays a partition into a fresh shard.
 fn load_shard<S: CoordinatorShard>(partition: &Partition, config: &S::Config) -> Result<S, String> {
-    let mut shard = S::new_shard(partition.tp.partition, config);
+    // The shell draws the shard's randomness; the shard stays deterministic.
+    let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+    let mut shard = S::new_shard(partition.tp.partition, config, seed);
     partition
         .replay_records(|r| {
             if r.control {
@@ -1213,7 +1215,7 @@ mod tests {
         type Metadata = i64;
         type Effect = ();
 
-        fn new_shard(_partition: i32, _config: &()) -> Self {
+        fn new_shard(_partition: i32, _config: &(), _random_seed: u64) -> Self {
             CounterShard::default()
         }
 
