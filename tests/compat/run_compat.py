@@ -447,6 +447,36 @@ def kafka_python_checks(server: Server) -> None:
     check("kafka-python admin describe_log_dirs and describe_topic_partitions (KIP-966)",
           admin_describes)
 
+    def admin_features() -> str:
+        # UpdateFeatures forwarded to the controller; ApiVersions reports the new levels.
+        from kafka.admin import KafkaAdminClient
+        kp = KafkaAdminClient(bootstrap_servers=server.bootstrap)
+        tv = "transaction.version"
+        try:
+            before = kp.describe_features()[tv]["finalized"]
+            expect(before == (1, 1), f"default {tv}: {before}")
+            res = kp.update_features({tv: 2}, validate_only=True)
+            expect(res == {tv: "OK"}, f"validate_only: {res}")
+            expect(kp.describe_features()[tv]["finalized"] == (1, 1), "validate_only wrote")
+            res = kp.update_features({tv: 2})
+            expect(res == {tv: "OK"}, f"upgrade: {res}")
+            expect(kp.describe_features()[tv]["finalized"] == (2, 2), "upgrade not reported")
+            try:
+                kp.update_features({tv: 1})
+                refused = "accepted"
+            except Exception as e:  # kafka-python raises the top-level error (v2)
+                refused = type(e).__name__
+            expect(refused == "InvalidUpdateVersionError",
+                   f"a downgrade without a downgrade type: {refused}")
+            res = kp.update_features({tv: ("SAFE_DOWNGRADE", 1)})
+            expect(res == {tv: "OK"}, f"safe downgrade: {res}")
+            expect(kp.describe_features()[tv]["finalized"] == (1, 1), "downgrade not reported")
+        finally:
+            kp.close()
+        return f"{tv} 1 -> 2 -> 1; a plain downgrade refused ({refused})"
+
+    check("kafka-python admin update_features / describe_features (KIP-584)", admin_features)
+
 
 
 # --------------------------------------------------------------------------------------------

@@ -597,6 +597,7 @@ pub fn build(header: &RequestHeader, mut body: Bytes, error: ResponseError) -> O
         ApiKey::ElectLeaders => top_level!(ElectLeadersResponse),
         ApiKey::DescribeCluster => top_level!(DescribeClusterResponse),
         ApiKey::DescribeLogDirs => top_level!(DescribeLogDirsResponse),
+        ApiKey::UpdateFeatures => top_level!(UpdateFeaturesResponse),
         ApiKey::DescribeTopicPartitions => {
             let r = decode!(DescribeTopicPartitionsRequest);
             let topics = r
@@ -692,6 +693,7 @@ mod tests {
             ApiKey::OffsetDelete => enc!(OffsetDeleteRequest),
             ApiKey::DescribeCluster => enc!(DescribeClusterRequest),
             ApiKey::DescribeLogDirs => enc!(DescribeLogDirsRequest),
+            ApiKey::UpdateFeatures => enc!(UpdateFeaturesRequest),
             ApiKey::DescribeTopicPartitions => enc!(DescribeTopicPartitionsRequest),
             ApiKey::DescribeQuorum => enc!(DescribeQuorumRequest),
             ApiKey::ConsumerGroupHeartbeat => enc!(ConsumerGroupHeartbeatRequest),

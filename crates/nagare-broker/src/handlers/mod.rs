@@ -50,6 +50,7 @@ pub mod txn_offset_commit;
 mod txn_tests;
 #[cfg(test)]
 mod txn_verification_tests;
+pub mod update_features;
 pub mod write_txn_markers;
 
 use std::future::Future;
