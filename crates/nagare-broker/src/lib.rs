@@ -18,6 +18,7 @@ pub mod limits;
 pub mod marker_sender;
 pub mod network;
 pub mod quorum;
+pub mod quotas;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod request_metrics;
@@ -74,6 +75,8 @@ pub struct Broker {
     pub authorizer: Arc<dyn authorizer::Authorizer>,
     /// Per-API request counts, bytes and latencies (the metrics hook).
     pub request_metrics: Arc<request_metrics::RequestMetrics>,
+    /// Client quotas (produce, fetch, request time), following the metadata image.
+    pub quotas: Arc<quotas::QuotaManagers>,
     topic_defaults: RwLock<TopicDefaults>,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -108,6 +111,11 @@ impl Broker {
             topic_defaults: RwLock::new(defaults),
             authorizer: Arc::new(authorizer::AllowAll),
             request_metrics: Arc::new(request_metrics::RequestMetrics::new()),
+            quotas: {
+                let q = quotas::QuotaManagers::new(config.quota.window());
+                q.on_image(&image.client_quotas);
+                Arc::new(q)
+            },
             producer_ids: Mutex::new((0, 0)),
             config,
             cluster_id,
@@ -209,6 +217,7 @@ impl Broker {
         self.groups.on_image(delta, image, self.config.node_id);
         self.transactions
             .on_image(delta, image, self.config.node_id);
+        self.quotas.on_image(&image.client_quotas);
     }
 
     /// Runs a controller decision on this node's controller; NOT_CONTROLLER unless it is the

@@ -144,6 +144,52 @@ pub struct BrokerConfig {
     pub quorum: QuorumConfig,
     /// The replication settings (`replica.*`).
     pub replication: ReplicationConfig,
+    /// Client quota windows and connection limits.
+    pub quota: QuotaConfig,
+}
+
+/// Client quota windows and connection limits, with Kafka's names and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaConfig {
+    /// `quota.window.num`.
+    pub window_num: usize,
+    /// `quota.window.size.seconds`.
+    pub window_size_seconds: u64,
+    /// `max.connections.per.ip`.
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`: host or address → count.
+    pub max_connections_per_ip_overrides: BTreeMap<String, usize>,
+    /// `max.connection.creation.rate` (broker-wide, per second).
+    pub max_connection_creation_rate: u64,
+    /// `listener.name.<listener>.max.connection.creation.rate`, by listener name.
+    pub listener_connection_creation_rate: BTreeMap<String, u64>,
+}
+
+impl QuotaConfig {
+    /// The client quota window these settings describe.
+    pub fn window(&self) -> crate::quotas::QuotaWindow {
+        crate::quotas::QuotaWindow {
+            samples: self.window_num.max(1),
+            window_ms: self.window_size_seconds.max(1) * 1000,
+        }
+    }
+}
+
+/// Parses `max.connections.per.ip.overrides` (`host:count,...`, Kafka's format).
+fn parse_ip_overrides(value: &str) -> Result<BTreeMap<String, usize>, ConfigError> {
+    let key = "max.connections.per.ip.overrides";
+    let mut out = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((host, count)) = entry.rsplit_once(':') else {
+            return Err(invalid(key, value, format!("`{entry}` is not host:count")));
+        };
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, value, format!("`{count}` is not a count")))?;
+        out.insert(host.trim().to_string(), count);
+    }
+    Ok(out)
 }
 
 /// The transaction coordinator's settings, with Kafka's names and defaults
@@ -371,6 +417,28 @@ impl BrokerConfig {
                 hw_checkpoint_interval_ms: int("replica.high.watermark.checkpoint.interval.ms")
                     as u64,
                 rack_aware_selector,
+            },
+            quota: QuotaConfig {
+                window_num: int("quota.window.num").max(1) as usize,
+                window_size_seconds: int("quota.window.size.seconds").max(1) as u64,
+                max_connections_per_ip: int("max.connections.per.ip").max(0) as usize,
+                max_connections_per_ip_overrides: parse_ip_overrides(
+                    p.text("max.connections.per.ip.overrides")
+                        .unwrap_or_default(),
+                )?,
+                max_connection_creation_rate: int("max.connection.creation.rate").max(0) as u64,
+                listener_connection_creation_rate: props
+                    .iter()
+                    .filter(|(k, _)| {
+                        definitions::listener_override(k) == Some("max.connection.creation.rate")
+                    })
+                    .filter_map(|(k, v)| {
+                        let listener = k
+                            .strip_prefix("listener.name.")?
+                            .strip_suffix(".max.connection.creation.rate")?;
+                        Some((listener.to_uppercase(), v.trim().parse().ok()?))
+                    })
+                    .collect(),
             },
             log_dirs,
             props: BTreeMap::new(),
