@@ -12,6 +12,9 @@ pub mod api_versions;
 pub mod apis;
 #[cfg(test)]
 mod authorized_operations_tests;
+pub mod client_quotas;
+#[cfg(test)]
+mod client_quotas_tests;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
 pub mod controller_apis;
