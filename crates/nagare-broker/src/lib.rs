@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod authorizer;
 pub mod broker_lifecycle;
 pub mod config;
+pub mod connection_quotas;
 pub mod context;
 pub mod controller_channel;
 pub mod controller_requests;
@@ -77,6 +78,8 @@ pub struct Broker {
     pub request_metrics: Arc<request_metrics::RequestMetrics>,
     /// Client quotas (produce, fetch, request time), following the metadata image.
     pub quotas: Arc<quotas::QuotaManagers>,
+    /// Connection limits of the client listeners (per ip, creation rates).
+    pub connection_quotas: Arc<connection_quotas::ConnectionQuotas>,
     topic_defaults: RwLock<TopicDefaults>,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -113,6 +116,11 @@ impl Broker {
             request_metrics: Arc::new(request_metrics::RequestMetrics::new()),
             quotas: {
                 let q = quotas::QuotaManagers::new(config.quota.window());
+                q.on_image(&image.client_quotas);
+                Arc::new(q)
+            },
+            connection_quotas: {
+                let q = connection_quotas::ConnectionQuotas::new(&config.quota);
                 q.on_image(&image.client_quotas);
                 Arc::new(q)
             },
@@ -218,6 +226,7 @@ impl Broker {
         self.transactions
             .on_image(delta, image, self.config.node_id);
         self.quotas.on_image(&image.client_quotas);
+        self.connection_quotas.on_image(&image.client_quotas);
     }
 
     /// Runs a controller decision on this node's controller; NOT_CONTROLLER unless it is the

@@ -639,6 +639,42 @@ foo.bar=1
     }
 
     #[test]
+    fn quota_and_connection_limit_keys() {
+        let (c, warnings) = load(&format!(
+            "{KAFKA_FILE}\nmax.connections.per.ip=5\nmax.connections.per.ip.overrides=10.0.0.1:50, localhost:7\nmax.connection.creation.rate=20\nlistener.name.plaintext.max.connection.creation.rate=3\nquota.window.num=5\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.quota.max_connections_per_ip, 5);
+        assert_eq!(
+            c.quota.max_connections_per_ip_overrides,
+            BTreeMap::from([("10.0.0.1".to_string(), 50), ("localhost".to_string(), 7)])
+        );
+        assert_eq!(c.quota.max_connection_creation_rate, 20);
+        assert_eq!(
+            c.quota.listener_connection_creation_rate,
+            BTreeMap::from([("PLAINTEXT".to_string(), 3)])
+        );
+        assert_eq!(c.quota.window().samples, 5);
+        assert_eq!(c.quota.window().window_ms, 1000);
+        assert!(
+            !warnings.iter().any(|w| w.contains("max.connection")),
+            "{warnings:?}"
+        );
+        // Defaults: unlimited, Kafka's windows.
+        let (c, _) = load(KAFKA_FILE).expect("valid");
+        assert_eq!(c.quota.max_connections_per_ip, i32::MAX as usize);
+        assert_eq!(c.quota.window().samples, 11);
+        assert!(load(&format!(
+            "{KAFKA_FILE}\nmax.connections.per.ip.overrides=nocount\n"
+        ))
+        .is_err());
+        assert!(load(&format!(
+            "{KAFKA_FILE}\nlistener.name.plaintext.max.connection.creation.rate=-1\n"
+        ))
+        .is_err());
+    }
+
+    #[test]
     fn kafka_combined_file_starts() {
         let (c, warnings) = load(KAFKA_FILE).expect("config");
         assert_eq!(c.node_id, 1);
