@@ -201,6 +201,9 @@ pub struct FilterComponent {
     pub name: Option<String>,
 }
 
+/// One entity a describe found, with its values.
+pub type Described<'a> = (&'a QuotaEntity, &'a BTreeMap<String, f64>);
+
 /// The entities of `image` matching the filter (Kafka's `ClientQuotasImage.describe`), or
 /// the error for a malformed filter: INVALID_REQUEST, or UNSUPPORTED_VERSION for an unknown
 /// entity or match type, as Kafka answers.
@@ -208,7 +211,7 @@ pub fn describe<'a>(
     image: &'a ClientQuotasImage,
     filter: &[FilterComponent],
     strict: bool,
-) -> Result<Vec<(&'a QuotaEntity, &'a BTreeMap<String, f64>)>, ApiError> {
+) -> Result<Vec<Described<'a>>, ApiError> {
     let mut exact: BTreeMap<&str, Option<&str>> = BTreeMap::new();
     let mut typed: Vec<&str> = Vec::new();
     for c in filter {
