@@ -305,7 +305,8 @@ pub fn handle_describe(broker: &Arc<Broker>, mut req: Request) -> HandlerResult 
                 .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
                 .with_error_message(Some(sb(
                     ResponseError::ClusterAuthorizationFailed.to_string()
-                ))),
+                )))
+                .with_entries(None),
         );
     }
     let filter: Vec<FilterComponent> = r

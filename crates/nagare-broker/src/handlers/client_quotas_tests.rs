@@ -287,3 +287,59 @@ async fn produce_and_fetch_report_throttle_time_and_mute_the_connection() {
     assert_eq!(p.error_code, 0);
     assert!(p.records.as_ref().is_some_and(|b| b.len() > 5_000));
 }
+
+/// Refuses everything, remembering what it was asked.
+#[derive(Default)]
+struct DenyAll(parking_lot::Mutex<Vec<(crate::authorizer::AclOperation, String)>>);
+
+impl crate::authorizer::Authorizer for DenyAll {
+    fn authorize(
+        &self,
+        _: &crate::authorizer::Requester<'_>,
+        op: crate::authorizer::AclOperation,
+        r: &crate::authorizer::Resource<'_>,
+    ) -> bool {
+        self.0.lock().push((op, format!("{:?}", r.resource_type)));
+        false
+    }
+}
+
+#[tokio::test]
+async fn quotas_need_describe_configs_and_alter_configs_on_the_cluster() {
+    use crate::authorizer::AclOperation;
+    let deny = std::sync::Arc::new(DenyAll::default());
+    let t = TestBroker::with_authorizer(deny.clone()).await;
+    let r = t
+        .send(
+            &alter(
+                &[("user", Some("a"))],
+                &[("producer_byte_rate", 1.0, false)],
+                false,
+            ),
+            1,
+        )
+        .await
+        .expect("alter");
+    assert_eq!(
+        r.entries[0].error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    assert!(
+        t.broker.image().client_quotas.entities.is_empty(),
+        "nothing written"
+    );
+    let r = t.send(&describe_all(), 1).await.expect("describe");
+    assert_eq!(
+        r.error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    assert!(r.entries.is_none());
+    let asked = deny.0.lock().clone();
+    assert_eq!(
+        asked,
+        vec![
+            (AclOperation::AlterConfigs, "Cluster".to_string()),
+            (AclOperation::DescribeConfigs, "Cluster".to_string()),
+        ]
+    );
+}

@@ -603,7 +603,14 @@ pub fn build(header: &RequestHeader, mut body: Bytes, error: ResponseError) -> O
         ApiKey::AllocateProducerIds => top_level!(AllocateProducerIdsResponse),
         ApiKey::AlterPartition => top_level!(AlterPartitionResponse),
         ApiKey::Envelope => top_level!(EnvelopeResponse),
-        ApiKey::DescribeClientQuotas => top_level!(DescribeClientQuotasResponse),
+        ApiKey::DescribeClientQuotas => respond(
+            key,
+            v,
+            corr,
+            &DescribeClientQuotasResponse::default()
+                .with_error_code(code)
+                .with_entries(None),
+        ),
         ApiKey::AlterClientQuotas => {
             let r = decode!(AlterClientQuotasRequest);
             let entries = r
