@@ -151,6 +151,8 @@ pub struct ConnectionContext {
     pub peer: SocketAddr,
     principal: RwLock<KafkaPrincipal>,
     client_software: RwLock<Option<ClientSoftware>>,
+    /// Until when no further request is read (a client quota's throttle, KIP-219).
+    muted_until: parking_lot::Mutex<Option<Instant>>,
 }
 
 static CONNECTION_INDEX: AtomicU64 = AtomicU64::new(0);
@@ -175,6 +177,29 @@ impl ConnectionContext {
             peer,
             principal: RwLock::new(KafkaPrincipal::anonymous()),
             client_software: RwLock::new(None),
+            muted_until: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Mutes the connection until `until` (a quota throttle): the response already produced
+    /// still goes out, but no further request is read before then, as Kafka mutes a
+    /// throttled channel (KIP-219). A later mute extends an earlier one, never shortens it.
+    pub fn mute_until(&self, until: Instant) {
+        let mut m = self.muted_until.lock();
+        if m.is_none_or(|t| t < until) {
+            *m = Some(until);
+        }
+    }
+
+    /// The end of the current mute, if one is still running (clears a finished one).
+    pub fn muted_until(&self) -> Option<Instant> {
+        let mut m = self.muted_until.lock();
+        match *m {
+            Some(t) if t > Instant::now() => Some(t),
+            _ => {
+                *m = None;
+                None
+            }
         }
     }
 

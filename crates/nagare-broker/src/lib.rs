@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod authorizer;
 pub mod broker_lifecycle;
 pub mod config;
+pub mod connection_quotas;
 pub mod context;
 pub mod controller_channel;
 pub mod controller_requests;
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod marker_sender;
 pub mod network;
 pub mod quorum;
+pub mod quotas;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod request_metrics;
@@ -74,6 +76,10 @@ pub struct Broker {
     pub authorizer: Arc<dyn authorizer::Authorizer>,
     /// Per-API request counts, bytes and latencies (the metrics hook).
     pub request_metrics: Arc<request_metrics::RequestMetrics>,
+    /// Client quotas (produce, fetch, request time), following the metadata image.
+    pub quotas: Arc<quotas::QuotaManagers>,
+    /// Connection limits of the client listeners (per ip, creation rates).
+    pub connection_quotas: Arc<connection_quotas::ConnectionQuotas>,
     topic_defaults: RwLock<TopicDefaults>,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -108,6 +114,16 @@ impl Broker {
             topic_defaults: RwLock::new(defaults),
             authorizer: Arc::new(authorizer::AllowAll),
             request_metrics: Arc::new(request_metrics::RequestMetrics::new()),
+            quotas: {
+                let q = quotas::QuotaManagers::new(config.quota.window());
+                q.on_image(&image.client_quotas);
+                Arc::new(q)
+            },
+            connection_quotas: {
+                let q = connection_quotas::ConnectionQuotas::new(&config.quota);
+                q.on_image(&image.client_quotas);
+                Arc::new(q)
+            },
             producer_ids: Mutex::new((0, 0)),
             config,
             cluster_id,
@@ -209,6 +225,8 @@ impl Broker {
         self.groups.on_image(delta, image, self.config.node_id);
         self.transactions
             .on_image(delta, image, self.config.node_id);
+        self.quotas.on_image(&image.client_quotas);
+        self.connection_quotas.on_image(&image.client_quotas);
     }
 
     /// Runs a controller decision on this node's controller; NOT_CONTROLLER unless it is the

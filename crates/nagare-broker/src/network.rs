@@ -158,6 +158,10 @@ pub async fn serve_with(ctx: ServeContext, stream: TcpStream, peer: std::net::So
     let idle = ctx.idle;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
+        // Quota hook: a throttled connection reads nothing until its mute ends (KIP-219).
+        if let Some(until) = conn.muted_until() {
+            tokio::time::sleep_until(until.into()).await;
+        }
         // connections.max.idle.ms: like Kafka, close a connection that sends nothing (or
         // never finishes a request) for that long.
         let frame = match tokio::time::timeout(idle, read_frame(&stream, &mut buf, max)).await {

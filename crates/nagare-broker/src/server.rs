@@ -349,6 +349,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             ctx,
             cl,
             config.max_connections,
+            None,
         )));
     }
 
@@ -714,19 +715,29 @@ fn spawn_periodic(
 
 async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, listener_name: String) {
     let max_connections = broker.config.max_connections;
+    let quotas = Some((broker.connection_quotas.clone(), broker.quotas.clone()));
     accept_loop_with(
         crate::network::ServeContext::for_broker(broker, listener_name, ListenerKind::Broker),
         listener,
         max_connections,
+        quotas,
     )
     .await
 }
+
+/// A client listener's connection limits and the clock they are read against.
+type AcceptQuotas = (
+    Arc<crate::connection_quotas::ConnectionQuotas>,
+    Arc<crate::quotas::QuotaManagers>,
+);
 
 async fn accept_loop_with(
     ctx: crate::network::ServeContext,
     listener: TcpListener,
     max_connections: usize,
+    quotas: Option<AcceptQuotas>,
 ) {
+    use crate::connection_quotas::Admission;
     let limit = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
         let permit = match limit.clone().acquire_owned().await {
@@ -735,9 +746,40 @@ async fn accept_loop_with(
         };
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let mut guard = None;
+                if let Some((conns, clock)) = &quotas {
+                    // KIP-612: over the broker's or the listener's connection creation rate,
+                    // the listener waits before going on (Kafka's `waitForConnectionSlot`).
+                    let wait = conns.record_accept(&ctx.listener_name, clock.now_ms());
+                    if wait > 0 {
+                        tracing::debug!(listener = %ctx.listener_name, wait_ms = wait, "connection creation rate exceeded: delaying accepts");
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                    match conns.admit(peer.ip(), clock.now_ms()) {
+                        Admission::Admit(g) => guard = Some(g),
+                        Admission::TooMany { max } => {
+                            tracing::info!(
+                                ip = %peer.ip(),
+                                "Rejected connection from {}, address already has the configured maximum of {max} connections.",
+                                peer.ip()
+                            );
+                            continue;
+                        }
+                        Admission::Throttled { throttle_ms } => {
+                            // Kafka's delayed close of a connection over its ip's rate.
+                            tracing::debug!(ip = %peer.ip(), throttle_ms, "connection creation rate of the address exceeded: closing after the throttle time");
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis(throttle_ms)).await;
+                                drop(stream);
+                            });
+                            continue;
+                        }
+                    }
+                }
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     crate::network::serve_with(ctx, stream, peer).await;
+                    drop(guard);
                     drop(permit);
                 });
             }

@@ -35,7 +35,9 @@ pub mod records;
 mod transactions;
 mod types;
 
-pub use client::{Client, ElectionResult};
+pub use client::{
+    Client, ElectionResult, QuotaEntityComponent, QuotaEntry, QuotaFilter, QuotaMatch,
+};
 pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
 pub use connection::{Connection, ConnectionOptions};
 pub use error::{kafka_error_name, Error, ResponseError, Result};

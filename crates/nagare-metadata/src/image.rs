@@ -68,6 +68,8 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// Finalized feature levels.
     pub features: BTreeMap<String, i16>,
+    /// Client quotas (behind an `Arc`: brokers compare pointers to see whether they changed).
+    pub client_quotas: Arc<crate::client_quotas::ClientQuotasImage>,
 }
 
 impl MetadataImage {
@@ -241,6 +243,15 @@ impl MetadataImage {
                     self.features.insert(name.clone(), *level);
                 }
             }
+            MetadataRecord::ClientQuota {
+                entity,
+                key,
+                value,
+                remove,
+            } => {
+                let entity = crate::client_quotas::QuotaEntity::new(entity.clone());
+                Arc::make_mut(&mut self.client_quotas).apply(&entity, key, *value, *remove);
+            }
         }
     }
 }
@@ -305,6 +316,7 @@ impl MetadataImage {
                 next_producer_id: self.next_producer_id,
             });
         }
+        out.extend(self.client_quotas.to_records());
         out
     }
 
@@ -453,6 +465,14 @@ mod tests {
                 broker_id: 1,
                 next_producer_id: 1000,
             },
+            MetadataRecord::ClientQuota {
+                entity: vec![crate::client_quotas::EntityComponent::default_of(
+                    "client-id",
+                )],
+                key: "producer_byte_rate".into(),
+                value: 5e6,
+                remove: false,
+            },
         ];
         for (i, r) in recs.iter().enumerate() {
             img.apply(i as i64, r);
@@ -460,7 +480,9 @@ mod tests {
         let snap = img.to_records();
         let rebuilt = MetadataImage::from_records(img.offset, &snap);
         assert_eq!(rebuilt.to_records(), snap);
-        assert_eq!(rebuilt.offset, 7);
+        assert_eq!(rebuilt.offset, 8);
+        assert_eq!(rebuilt.client_quotas, img.client_quotas);
+        assert_eq!(rebuilt.client_quotas.entities.len(), 1);
         assert_eq!(rebuilt.next_producer_id, 1000);
         // The finalized transaction.version survives a snapshot (KIP-1022).
         assert_eq!(crate::features::transaction_version(&rebuilt.features), 2);

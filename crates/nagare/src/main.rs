@@ -34,6 +34,8 @@ enum Command {
     Storage(cli::storage::Args),
     /// Describe the KRaft metadata quorum (leader, epoch, replicas' progress).
     Quorum(cli::quorum::Args),
+    /// Client quotas: set, describe, delete (like kafka-configs for users, clients, ips).
+    Quota(cli::quota::Args),
     /// Describe the cluster: brokers, their state and racks.
     Cluster(cli::cluster::Args),
     /// List and describe transactions, describe producers, find and abort hanging ones.
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
             Command::Group(args) => cli::group::run(args).await,
             Command::Storage(args) => cli::storage::run(args).await,
             Command::Quorum(args) => cli::quorum::run(args).await,
+            Command::Quota(args) => cli::quota::run(args).await,
             Command::Cluster(args) => cli::cluster::run(args).await,
             Command::Transactions(args) => cli::transactions::run(args).await,
         }

@@ -201,6 +201,13 @@ pub fn definitions() -> impl Iterator<Item = &'static ConfigDef> {
 /// Nagare does not act on, or does not know, yields the warning to log (as Kafka warns
 /// about unknown keys), so existing files keep working.
 pub(crate) fn check(key: &str, value: &str) -> Result<Option<String>, ConfigError> {
+    if let Some(listener_key) = listener_override(key) {
+        // `listener.name.<listener>.<key>`: validated as the key itself.
+        if let Some(d) = definition(listener_key) {
+            d.validate(value)?;
+            return Ok(d.warning());
+        }
+    }
     match definition(key) {
         Some(d) => {
             d.validate(value)?;
@@ -208,6 +215,22 @@ pub(crate) fn check(key: &str, value: &str) -> Result<Option<String>, ConfigErro
         }
         None => Ok(Some(format!("unknown config {key}; ignored"))),
     }
+}
+
+/// The keys a listener may override with `listener.name.<listener>.<key>` that Nagare acts on.
+const LISTENER_OVERRIDABLE: &[&str] = &["max.connection.creation.rate"];
+
+/// For `listener.name.<listener>.<key>` with an overridable `key`, that key.
+pub(crate) fn listener_override(key: &str) -> Option<&'static str> {
+    let rest = key.strip_prefix("listener.name.")?;
+    LISTENER_OVERRIDABLE
+        .iter()
+        .find(|k| {
+            rest.strip_suffix(*k)
+                .and_then(|l| l.strip_suffix('.'))
+                .is_some_and(|l| !l.is_empty())
+        })
+        .copied()
 }
 
 /// The README's broker-config table (markdown): key, default, notes, Kafka's update mode.
@@ -441,6 +464,17 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "Open client connections at most (Nagare's default; Kafka's is unlimited)."),
     def("connections.max.idle.ms", LONG, Value("600000"), Range(1, I64), ReadOnly,
         "Connections without a request for this long are closed."),
+    def("max.connections.per.ip", INT, Value(INT_MAX), Range(0, I32), ClusterWide,
+        "Open connections from one IP address at most; a connection over it is closed at once (with a log line)."),
+    def("max.connections.per.ip.overrides", STRING, Value(""), Any, ClusterWide,
+        "`host-or-ip:count,...`: per-address exceptions to `max.connections.per.ip`."),
+    def("max.connection.creation.rate", INT, Value(INT_MAX), Range(0, I32), ClusterWide,
+        "New connections per second the broker accepts (all listeners); over it, accepting is delayed (KIP-612). `listener.name.<listener>.max.connection.creation.rate` sets a listener's own rate; `connection_creation_rate` client quotas on ip entities limit one address."),
+    // Client quotas (KIP-13): the quota values themselves live in the metadata log.
+    def("quota.window.num", INT, Value("11"), Range(1, I32), ReadOnly,
+        "Samples kept for client quota rates."),
+    def("quota.window.size.seconds", INT, Value("1"), Range(1, I32), ReadOnly,
+        "Length of one client quota sample."),
     def("request.timeout.ms", INT, Value("30000"), Range(0, I32), ReadOnly,
         "How long the broker waits for the writes of a request it makes on behalf of another broker (WriteTxnMarkers' markers reaching the high watermark)."),
     def("fetch.max.bytes", INT, Value("57671680"), Range(1024, I32), ReadOnly,

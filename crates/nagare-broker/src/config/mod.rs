@@ -146,6 +146,52 @@ pub struct BrokerConfig {
     pub quorum: QuorumConfig,
     /// The replication settings (`replica.*`).
     pub replication: ReplicationConfig,
+    /// Client quota windows and connection limits.
+    pub quota: QuotaConfig,
+}
+
+/// Client quota windows and connection limits, with Kafka's names and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaConfig {
+    /// `quota.window.num`.
+    pub window_num: usize,
+    /// `quota.window.size.seconds`.
+    pub window_size_seconds: u64,
+    /// `max.connections.per.ip`.
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`: host or address → count.
+    pub max_connections_per_ip_overrides: BTreeMap<String, usize>,
+    /// `max.connection.creation.rate` (broker-wide, per second).
+    pub max_connection_creation_rate: u64,
+    /// `listener.name.<listener>.max.connection.creation.rate`, by listener name.
+    pub listener_connection_creation_rate: BTreeMap<String, u64>,
+}
+
+impl QuotaConfig {
+    /// The client quota window these settings describe.
+    pub fn window(&self) -> crate::quotas::QuotaWindow {
+        crate::quotas::QuotaWindow {
+            samples: self.window_num.max(1),
+            window_ms: self.window_size_seconds.max(1) * 1000,
+        }
+    }
+}
+
+/// Parses `max.connections.per.ip.overrides` (`host:count,...`, Kafka's format).
+fn parse_ip_overrides(value: &str) -> Result<BTreeMap<String, usize>, ConfigError> {
+    let key = "max.connections.per.ip.overrides";
+    let mut out = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((host, count)) = entry.rsplit_once(':') else {
+            return Err(invalid(key, value, format!("`{entry}` is not host:count")));
+        };
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, value, format!("`{count}` is not a count")))?;
+        out.insert(host.trim().to_string(), count);
+    }
+    Ok(out)
 }
 
 /// The transaction coordinator's settings, with Kafka's names and defaults
@@ -375,6 +421,28 @@ impl BrokerConfig {
                     as u64,
                 rack_aware_selector,
             },
+            quota: QuotaConfig {
+                window_num: int("quota.window.num").max(1) as usize,
+                window_size_seconds: int("quota.window.size.seconds").max(1) as u64,
+                max_connections_per_ip: int("max.connections.per.ip").max(0) as usize,
+                max_connections_per_ip_overrides: parse_ip_overrides(
+                    p.text("max.connections.per.ip.overrides")
+                        .unwrap_or_default(),
+                )?,
+                max_connection_creation_rate: int("max.connection.creation.rate").max(0) as u64,
+                listener_connection_creation_rate: props
+                    .iter()
+                    .filter(|(k, _)| {
+                        definitions::listener_override(k) == Some("max.connection.creation.rate")
+                    })
+                    .filter_map(|(k, v)| {
+                        let listener = k
+                            .strip_prefix("listener.name.")?
+                            .strip_suffix(".max.connection.creation.rate")?;
+                        Some((listener.to_uppercase(), v.trim().parse().ok()?))
+                    })
+                    .collect(),
+            },
             log_dirs,
             props: BTreeMap::new(),
         };
@@ -571,6 +639,42 @@ foo.bar=1
             .into_iter()
             .collect();
         BrokerConfig::from_props(props)
+    }
+
+    #[test]
+    fn quota_and_connection_limit_keys() {
+        let (c, warnings) = load(&format!(
+            "{KAFKA_FILE}\nmax.connections.per.ip=5\nmax.connections.per.ip.overrides=10.0.0.1:50, localhost:7\nmax.connection.creation.rate=20\nlistener.name.plaintext.max.connection.creation.rate=3\nquota.window.num=5\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.quota.max_connections_per_ip, 5);
+        assert_eq!(
+            c.quota.max_connections_per_ip_overrides,
+            BTreeMap::from([("10.0.0.1".to_string(), 50), ("localhost".to_string(), 7)])
+        );
+        assert_eq!(c.quota.max_connection_creation_rate, 20);
+        assert_eq!(
+            c.quota.listener_connection_creation_rate,
+            BTreeMap::from([("PLAINTEXT".to_string(), 3)])
+        );
+        assert_eq!(c.quota.window().samples, 5);
+        assert_eq!(c.quota.window().window_ms, 1000);
+        assert!(
+            !warnings.iter().any(|w| w.contains("max.connection")),
+            "{warnings:?}"
+        );
+        // Defaults: unlimited, Kafka's windows.
+        let (c, _) = load(KAFKA_FILE).expect("valid");
+        assert_eq!(c.quota.max_connections_per_ip, i32::MAX as usize);
+        assert_eq!(c.quota.window().samples, 11);
+        assert!(load(&format!(
+            "{KAFKA_FILE}\nmax.connections.per.ip.overrides=nocount\n"
+        ))
+        .is_err());
+        assert!(load(&format!(
+            "{KAFKA_FILE}\nlistener.name.plaintext.max.connection.creation.rate=-1\n"
+        ))
+        .is_err());
     }
 
     #[test]

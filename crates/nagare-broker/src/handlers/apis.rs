@@ -9,7 +9,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::ApiKey;
 
 use super::{
-    add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions,
+    add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, client_quotas,
     consumer_group_describe, consumer_group_heartbeat, controller_apis, create_partitions,
     create_topics, delete_records, delete_topics, describe_cluster, describe_configs,
     describe_log_dirs, describe_producers, describe_quorum, describe_topic_partitions,
@@ -174,6 +174,8 @@ handler!(async h_add_offsets_to_txn => add_offsets_to_txn::handle);
 handler!(async h_end_txn => end_txn::handle);
 handler!(async h_describe_transactions => describe_transactions::handle);
 handler!(async h_list_transactions => list_transactions::handle);
+handler!(sync h_describe_client_quotas => client_quotas::handle_describe);
+handler!(async h_alter_client_quotas => client_quotas::handle_alter);
 
 const fn local(
     key: ApiKey,
@@ -291,6 +293,10 @@ pub static APIS: &[ApiSpec] = &[
         h_consumer_group_describe, "KIP-848 consumer groups"),
     local(ApiKey::DescribeProducers, describe_producers::VERSIONS, CLIENT, false,
         h_describe_producers, "KIP-664 producer states of a partition (any replica hosting it)"),
+    local(ApiKey::DescribeClientQuotas, client_quotas::DESCRIBE_VERSIONS, CLIENT, false,
+        h_describe_client_quotas, "KIP-546 client quotas from the metadata image (exact / default / any matches, strict)"),
+    local(ApiKey::AlterClientQuotas, client_quotas::ALTER_VERSIONS, BOTH, true,
+        h_alter_client_quotas, "forwarded to the active controller; written as ClientQuotaRecords"),
     // Brokers → active controller.
     local(ApiKey::BrokerRegistration, controller_requests::BROKER_REGISTRATION_VERSIONS, CONTROLLER, false, h_broker_registration,
         "broker registration (KIP-631)"),

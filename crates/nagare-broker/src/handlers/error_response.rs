@@ -624,6 +624,41 @@ pub fn build(header: &RequestHeader, mut body: Bytes, error: ResponseError) -> O
         ApiKey::AllocateProducerIds => top_level!(AllocateProducerIdsResponse),
         ApiKey::AlterPartition => top_level!(AlterPartitionResponse),
         ApiKey::Envelope => top_level!(EnvelopeResponse),
+        ApiKey::DescribeClientQuotas => respond(
+            key,
+            v,
+            corr,
+            &DescribeClientQuotasResponse::default()
+                .with_error_code(code)
+                .with_entries(None),
+        ),
+        ApiKey::AlterClientQuotas => {
+            let r = decode!(AlterClientQuotasRequest);
+            let entries = r
+                .entries
+                .iter()
+                .map(|e| {
+                    alter_client_quotas_response::EntryData::default()
+                        .with_error_code(code)
+                        .with_entity(
+                            e.entity
+                                .iter()
+                                .map(|c| {
+                                    alter_client_quotas_response::EntityData::default()
+                                        .with_entity_type(c.entity_type.clone())
+                                        .with_entity_name(c.entity_name.clone())
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            respond(
+                key,
+                v,
+                corr,
+                &AlterClientQuotasResponse::default().with_entries(entries),
+            )
+        }
         _ => return None,
     };
     Some(resp)
@@ -709,6 +744,8 @@ mod tests {
             ApiKey::EndTxn => enc!(EndTxnRequest),
             ApiKey::DescribeTransactions => enc!(DescribeTransactionsRequest),
             ApiKey::ListTransactions => enc!(ListTransactionsRequest),
+            ApiKey::DescribeClientQuotas => enc!(DescribeClientQuotasRequest),
+            ApiKey::AlterClientQuotas => enc!(AlterClientQuotasRequest),
             other => panic!("add {other:?} to the test"),
         }
         buf.freeze()

@@ -139,11 +139,32 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             })
         })
         .collect();
+    // Consumer byte-rate quota (not for followers: replication is not a client quota). As
+    // Kafka, one response may not exceed what the quota allows over its windows.
+    let quota = (replica_id < 0 && broker.quotas.fetch.enabled()).then(|| FetchQuota {
+        user: req.ctx.principal().name,
+        client_id: req.ctx.client_id().to_string(),
+        conn: req.ctx.connection.clone(),
+    });
+    let quota_max_bytes = quota
+        .as_ref()
+        .and_then(|q| {
+            broker
+                .quotas
+                .fetch
+                .max_value_in_window(&q.user, &q.client_id)
+        })
+        .map(|b| b.min(i32::MAX as f64) as i32)
+        .unwrap_or(i32::MAX);
     let params = FetchParams {
         replica_id,
         max_wait: Duration::from_millis(r.max_wait_ms.max(0) as u64),
         min_bytes: r.min_bytes.max(0) as usize,
-        max_bytes: r.max_bytes.min(broker.config.fetch_max_bytes).max(0) as usize,
+        max_bytes: r
+            .max_bytes
+            .min(broker.config.fetch_max_bytes)
+            .min(quota_max_bytes)
+            .max(0) as usize,
         isolation: if read_committed {
             IsolationLevel::ReadCommitted
         } else {
@@ -174,8 +195,24 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 _ => refused(t),
             })
             .collect();
-        build_response(&broker, corr, header_version, v, ctx, &targets, results)
+        build_response(
+            &broker,
+            corr,
+            header_version,
+            v,
+            ctx,
+            &targets,
+            results,
+            quota,
+        )
     })))
+}
+
+/// Who a consumer fetch's bytes count against.
+struct FetchQuota {
+    user: String,
+    client_id: String,
+    conn: Arc<crate::context::ConnectionContext>,
 }
 
 /// A partition the requester may not read: TOPIC_AUTHORIZATION_FAILED with an empty record
@@ -233,6 +270,7 @@ fn partition_data(
     (pd, r.records)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_response(
     broker: &Broker,
     corr: i32,
@@ -241,6 +279,7 @@ fn build_response(
     ctx: FetchContext,
     targets: &[FetchTarget],
     results: Vec<(PartitionData, Option<FileSlice>)>,
+    quota: Option<FetchQuota>,
 ) -> Response {
     let incremental = matches!(ctx, FetchContext::Incremental(_));
     let session_id = match ctx {
@@ -292,13 +331,37 @@ fn build_response(
             rr.push(slice.map(Region));
         }
     }
-    if session_id != 0 {
-        broker.fetch_sessions.record_sent(session_id, &sent);
-    }
     let resp = FetchResponse::default()
         .with_session_id(session_id)
         .with_responses(topics);
-    encode(corr, header_version, v, &resp, records)
+    let encoded = encode(corr, header_version, v, &resp, records);
+    if let Some(q) = quota {
+        // Kafka's `handleFetchRequest`: the response's size is recorded; over the quota, the
+        // client gets an empty response with the throttle time instead (its bytes are taken
+        // back out of the rate, since they are not sent) and the connection is muted. The
+        // session keeps its state, so the partitions not sent now are sent next time.
+        let now = broker.quotas.now_ms();
+        let size = encoded.len() as f64;
+        let t = broker
+            .quotas
+            .fetch
+            .record_and_get_throttle_ms(&q.user, &q.client_id, size, now);
+        if t > 0 {
+            broker
+                .quotas
+                .fetch
+                .unrecord(&q.user, &q.client_id, size, now);
+            let throttle = broker.quotas.throttle(&q.conn, t);
+            let empty = FetchResponse::default()
+                .with_throttle_time_ms(throttle)
+                .with_session_id(session_id);
+            return encode(corr, header_version, v, &empty, vec![]);
+        }
+    }
+    if session_id != 0 {
+        broker.fetch_sessions.record_sent(session_id, &sent);
+    }
+    encoded
 }
 
 fn encode(

@@ -12,6 +12,9 @@ pub mod api_versions;
 pub mod apis;
 #[cfg(test)]
 mod authorized_operations_tests;
+pub mod client_quotas;
+#[cfg(test)]
+mod client_quotas_tests;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
 pub mod controller_apis;
@@ -224,7 +227,13 @@ pub async fn dispatch(
             };
         }
     }
+    // Request-percentage quota: the time this request's handler took (see `quotas`).
+    let quota_ctx = (conn.listener == ListenerKind::Broker && broker.quotas.request.enabled())
+        .then(|| ctx.clone());
     let reply = run_handler(broker, Request { ctx, body: frame }).await;
+    if let Some(ctx) = quota_ctx {
+        broker.quotas.record_request_time(&ctx, received.elapsed());
+    }
     Dispatched {
         reply,
         timing: Some(timing.local_done()),

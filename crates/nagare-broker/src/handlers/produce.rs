@@ -50,6 +50,9 @@ pub const VERSIONS: (i16, i16) = (3, 12);
 /// Handles Produce.
 pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: ProduceRequest = req.decode()?;
+    // Producer byte-rate quota: the request's size, recorded as it arrives (Kafka counts the
+    // request size); the response reports the throttle and the connection is muted for it.
+    let throttle = broker.quotas.record_produce(&req.ctx);
     let v = req.version();
     let corr = req.correlation_id();
     let acks = RequiredAcks::from_wire(r.acks);
@@ -141,7 +144,9 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         );
     }
     let Some(acks) = acks else {
-        let resp = ProduceResponse::default().with_responses(topics);
+        let resp = ProduceResponse::default()
+            .with_throttle_time_ms(throttle)
+            .with_responses(topics);
         return Ok(Reply::Now(respond(ApiKey::Produce, v, corr, &resp)));
     };
     // KIP-890 part 1 (Kafka's `ReplicaManager.appendRecordsWithTransactionVerification`):
@@ -207,7 +212,9 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 return Ok(Reply::Nothing);
             }
             return Ok(Reply::Later(Box::pin(async move {
-                let resp = ProduceResponse::default().with_responses(work.await);
+                let resp = ProduceResponse::default()
+                    .with_throttle_time_ms(throttle)
+                    .with_responses(work.await);
                 respond(ApiKey::Produce, v, corr, &resp)
             })));
         }
@@ -220,12 +227,16 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     }
     if !pending.is_delayed() {
         fill(&mut topics, &slots, pending.into_results());
-        let resp = ProduceResponse::default().with_responses(topics);
+        let resp = ProduceResponse::default()
+            .with_throttle_time_ms(throttle)
+            .with_responses(topics);
         return Ok(Reply::Now(respond(ApiKey::Produce, v, corr, &resp)));
     }
     Ok(Reply::Later(Box::pin(async move {
         fill(&mut topics, &slots, pending.complete().await);
-        let resp = ProduceResponse::default().with_responses(topics);
+        let resp = ProduceResponse::default()
+            .with_throttle_time_ms(throttle)
+            .with_responses(topics);
         respond(ApiKey::Produce, v, corr, &resp)
     })))
 }

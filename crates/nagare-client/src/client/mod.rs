@@ -23,8 +23,10 @@ mod fetch;
 mod metadata;
 mod offsets;
 mod produce;
+mod quotas;
 
 pub use admin::ElectionResult;
+pub use quotas::{QuotaEntityComponent, QuotaEntry, QuotaFilter, QuotaMatch};
 
 /// Highest Produce/Fetch version that names topics rather than using topic ids; used when the
 /// cluster's metadata has no topic id for a topic.

@@ -6,6 +6,7 @@ pub mod consume;
 pub mod group;
 pub mod produce;
 pub mod quorum;
+pub mod quota;
 pub mod server;
 pub mod storage;
 pub mod topic;
