@@ -68,6 +68,9 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// Finalized feature levels.
     pub features: BTreeMap<String, i16>,
+    /// ACLs (behind an `Arc`: copied only when an ACL record changes them, and held by the
+    /// authorizer without holding the image).
+    pub acls: Arc<crate::acls::AclImage>,
 }
 
 impl MetadataImage {
@@ -241,6 +244,34 @@ impl MetadataImage {
                     self.features.insert(name.clone(), *level);
                 }
             }
+            MetadataRecord::AccessControlEntry {
+                id,
+                resource_type,
+                resource_name,
+                pattern_type,
+                principal,
+                host,
+                operation,
+                permission_type,
+            } => {
+                Arc::make_mut(&mut self.acls).add(
+                    *id,
+                    crate::acls::StandardAcl {
+                        resource_type: *resource_type,
+                        resource_name: resource_name.clone(),
+                        pattern_type: *pattern_type,
+                        principal: principal.clone(),
+                        host: host.clone(),
+                        operation: *operation,
+                        permission_type: *permission_type,
+                    },
+                );
+            }
+            MetadataRecord::RemoveAccessControlEntry { id } => {
+                if Arc::make_mut(&mut self.acls).remove(id).is_none() {
+                    tracing::warn!(%id, offset, "RemoveAccessControlEntryRecord for an unknown ACL");
+                }
+            }
         }
     }
 }
@@ -305,6 +336,7 @@ impl MetadataImage {
                 next_producer_id: self.next_producer_id,
             });
         }
+        out.extend(self.acls.to_records());
         out
     }
 
@@ -453,6 +485,29 @@ mod tests {
                 broker_id: 1,
                 next_producer_id: 1000,
             },
+            MetadataRecord::AccessControlEntry {
+                id: Uuid::from_bytes([5; 16]),
+                resource_type: 2,
+                resource_name: "t".into(),
+                pattern_type: 4,
+                principal: "User:alice".into(),
+                host: "*".into(),
+                operation: 3,
+                permission_type: 3,
+            },
+            MetadataRecord::AccessControlEntry {
+                id: Uuid::from_bytes([6; 16]),
+                resource_type: 3,
+                resource_name: "g".into(),
+                pattern_type: 3,
+                principal: "User:bob".into(),
+                host: "10.0.0.1".into(),
+                operation: 3,
+                permission_type: 2,
+            },
+            MetadataRecord::RemoveAccessControlEntry {
+                id: Uuid::from_bytes([6; 16]),
+            },
         ];
         for (i, r) in recs.iter().enumerate() {
             img.apply(i as i64, r);
@@ -460,7 +515,11 @@ mod tests {
         let snap = img.to_records();
         let rebuilt = MetadataImage::from_records(img.offset, &snap);
         assert_eq!(rebuilt.to_records(), snap);
-        assert_eq!(rebuilt.offset, 7);
+        assert_eq!(rebuilt.offset, 10);
+        // ACLs survive a snapshot, the removed one stays removed.
+        assert_eq!(rebuilt.acls, img.acls);
+        assert_eq!(rebuilt.acls.len(), 1);
+        assert_eq!(rebuilt.acls.applicable(2, "topic").count(), 1);
         assert_eq!(rebuilt.next_producer_id, 1000);
         // The finalized transaction.version survives a snapshot (KIP-1022).
         assert_eq!(crate::features::transaction_version(&rebuilt.features), 2);

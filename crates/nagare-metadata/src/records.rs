@@ -74,7 +74,8 @@ pub struct Endpoint {
 
 /// One metadata change. Mirrors Kafka's metadata record types (RegisterBrokerRecord,
 /// TopicRecord, PartitionRecord, PartitionChangeRecord, RemoveTopicRecord, ConfigRecord,
-/// ProducerIdsRecord, FeatureLevelRecord), encoded as versioned JSON values.
+/// ProducerIdsRecord, FeatureLevelRecord, AccessControlEntryRecord,
+/// RemoveAccessControlEntryRecord), encoded as versioned JSON values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
@@ -167,6 +168,31 @@ pub enum MetadataRecord {
         /// Finalized level.
         level: i16,
     },
+    /// An ACL was created (Kafka's `AccessControlEntryRecord`); the codes are Kafka's wire
+    /// codes, see [`crate::acls`].
+    AccessControlEntry {
+        /// The ACL's id: what removes it.
+        id: Uuid,
+        /// Resource type code (TOPIC 2, GROUP 3, CLUSTER 4, TRANSACTIONAL_ID 5, ...).
+        resource_type: i8,
+        /// Resource name (`*` with LITERAL is the wildcard).
+        resource_name: String,
+        /// Pattern type code (LITERAL 3, PREFIXED 4).
+        pattern_type: i8,
+        /// Principal, `Type:name` (`User:*` for every user).
+        principal: String,
+        /// Host IP address, or `*`.
+        host: String,
+        /// Operation code (ALL 2, READ 3, ...).
+        operation: i8,
+        /// Permission code (DENY 2, ALLOW 3).
+        permission_type: i8,
+    },
+    /// An ACL was deleted (Kafka's `RemoveAccessControlEntryRecord`).
+    RemoveAccessControlEntry {
+        /// The id of the ACL.
+        id: Uuid,
+    },
 }
 
 /// Version of the legacy JSON envelope (`{"v":1,...}`), read but no longer written.
@@ -205,11 +231,15 @@ pub enum RecordType {
     ProducerIds,
     /// `BrokerRegistrationChangeRecord` (apiKey 17): Kafka's record for a fencing change.
     BrokerFencing,
+    /// `AccessControlEntryRecord` (apiKey 18).
+    AccessControlEntry,
+    /// `RemoveAccessControlEntryRecord` (apiKey 19).
+    RemoveAccessControlEntry,
 }
 
 impl RecordType {
     /// Every record type, in apiKey order.
-    pub const ALL: [RecordType; 9] = [
+    pub const ALL: [RecordType; 11] = [
         RecordType::RegisterBroker,
         RecordType::Topic,
         RecordType::Partition,
@@ -219,6 +249,8 @@ impl RecordType {
         RecordType::FeatureLevel,
         RecordType::ProducerIds,
         RecordType::BrokerFencing,
+        RecordType::AccessControlEntry,
+        RecordType::RemoveAccessControlEntry,
     ];
 
     /// Kafka's apiKey of the matching metadata record.
@@ -233,6 +265,8 @@ impl RecordType {
             RecordType::FeatureLevel => 12,
             RecordType::ProducerIds => 15,
             RecordType::BrokerFencing => 17,
+            RecordType::AccessControlEntry => 18,
+            RecordType::RemoveAccessControlEntry => 19,
         }
     }
 
@@ -255,6 +289,8 @@ impl RecordType {
             RecordType::FeatureLevel => "FeatureLevelRecord",
             RecordType::ProducerIds => "ProducerIdsRecord",
             RecordType::BrokerFencing => "BrokerRegistrationChangeRecord",
+            RecordType::AccessControlEntry => "AccessControlEntryRecord",
+            RecordType::RemoveAccessControlEntry => "RemoveAccessControlEntryRecord",
         }
     }
 
@@ -276,6 +312,8 @@ impl RecordType {
             RecordType::FeatureLevel => "FeatureLevel",
             RecordType::ProducerIds => "ProducerIds",
             RecordType::BrokerFencing => "BrokerFencing",
+            RecordType::AccessControlEntry => "AccessControlEntry",
+            RecordType::RemoveAccessControlEntry => "RemoveAccessControlEntry",
         }
     }
 }
@@ -383,6 +421,8 @@ impl MetadataRecord {
             MetadataRecord::Config { .. } => RecordType::Config,
             MetadataRecord::ProducerIds { .. } => RecordType::ProducerIds,
             MetadataRecord::FeatureLevel { .. } => RecordType::FeatureLevel,
+            MetadataRecord::AccessControlEntry { .. } => RecordType::AccessControlEntry,
+            MetadataRecord::RemoveAccessControlEntry { .. } => RecordType::RemoveAccessControlEntry,
         }
     }
 
@@ -566,9 +606,29 @@ mod tests {
         ]
     }
 
+    /// Records of the types added after the legacy envelope (not in its fixture).
+    fn newer_types() -> Vec<MetadataRecord> {
+        vec![
+            MetadataRecord::AccessControlEntry {
+                id: Uuid::from_bytes([2; 16]),
+                resource_type: 2,
+                resource_name: "t".into(),
+                pattern_type: 4,
+                principal: "User:alice".into(),
+                host: "*".into(),
+                operation: 3,
+                permission_type: 3,
+            },
+            MetadataRecord::RemoveAccessControlEntry {
+                id: Uuid::from_bytes([2; 16]),
+            },
+        ]
+    }
+
     #[test]
     fn every_type_round_trips_with_its_api_key_and_version() {
-        let records = one_of_each();
+        let mut records = one_of_each();
+        records.extend(newer_types());
         let mut seen = std::collections::BTreeSet::new();
         for r in &records {
             let bytes = r.encode();
@@ -672,7 +732,7 @@ mod tests {
             .unwrap_or_default();
         assert!(
             msg.contains(
-                "apiKey 99 version 0 (this binary knows apiKeys 0, 2, 3, 4, 5, 9, 12, 15, 17)"
+                "apiKey 99 version 0 (this binary knows apiKeys 0, 2, 3, 4, 5, 9, 12, 15, 17, 18, 19)"
             ),
             "{msg}"
         );
