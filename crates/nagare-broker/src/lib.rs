@@ -23,6 +23,7 @@ pub mod replica_manager;
 pub mod request_metrics;
 mod sendfile;
 pub mod server;
+pub mod standard_authorizer;
 #[cfg(test)]
 pub mod testing;
 pub mod transaction_coordinator;
@@ -106,7 +107,7 @@ impl Broker {
                 default_replication_factor: config.default_replication_factor,
             },
             topic_defaults: RwLock::new(defaults),
-            authorizer: Arc::new(authorizer::AllowAll),
+            authorizer: standard_authorizer::build(&config.authorizer, metadata.clone()),
             request_metrics: Arc::new(request_metrics::RequestMetrics::new()),
             producer_ids: Mutex::new((0, 0)),
             config,

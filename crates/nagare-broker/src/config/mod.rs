@@ -85,6 +85,8 @@ pub struct BrokerConfig {
     pub advertised_listeners: Vec<Listener>,
     /// `controller.listener.names`.
     pub controller_listener_names: Vec<String>,
+    /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`.
+    pub authorizer: crate::standard_authorizer::AuthorizerConfig,
     /// `listener.security.protocol.map`, resolved for every listener (see
     /// [`BrokerConfig::security_protocol`]).
     pub listener_security_protocols: BTreeMap<String, crate::context::SecurityProtocol>,
@@ -277,8 +279,15 @@ impl BrokerConfig {
                 ))
             }
         };
+        let authorizer = crate::standard_authorizer::AuthorizerConfig::parse(
+            p.given("authorizer.class.name"),
+            p.given("super.users"),
+            p.boolean("allow.everyone.if.no.acl.found"),
+        )
+        .map_err(|(key, value, reason)| invalid(key, &value, reason))?;
         let int = |k: &str| p.int(k);
         let cfg = BrokerConfig {
+            authorizer,
             node_id: topology.node_id,
             process_roles: topology.process_roles,
             listeners: topology.listeners,
