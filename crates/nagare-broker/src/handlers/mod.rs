@@ -5,6 +5,7 @@
 //! does), builds the request context, forwards controller APIs in an Envelope, and runs the
 //! handler; [`run_handler`] maps handler failures to Kafka's behaviour.
 
+pub mod acls;
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
