@@ -156,6 +156,11 @@ impl Broker {
         resource: &authorizer::Resource<'_>,
     ) -> bool {
         let requester = authorizer::Requester::of(ctx);
+        // The broker's own in-process requests act as the broker: never refused, whatever
+        // the authorizer (see `KafkaPrincipal::broker_internal`).
+        if requester.principal.is_broker_internal() {
+            return true;
+        }
         let allowed = self.authorizer.authorize(&requester, operation, resource);
         if !allowed {
             tracing::debug!(

@@ -596,6 +596,37 @@ pub fn build(header: &RequestHeader, mut body: Bytes, error: ResponseError) -> O
         ApiKey::ListTransactions => top_level!(ListTransactionsResponse),
         ApiKey::ElectLeaders => top_level!(ElectLeadersResponse),
         ApiKey::DescribeCluster => top_level!(DescribeClusterResponse),
+        ApiKey::DescribeAcls => top_level!(DescribeAclsResponse),
+        ApiKey::CreateAcls => {
+            let r = decode!(CreateAclsRequest);
+            let results = r
+                .creations
+                .iter()
+                .map(|_| create_acls_response::AclCreationResult::default().with_error_code(code))
+                .collect();
+            respond(
+                key,
+                v,
+                corr,
+                &CreateAclsResponse::default().with_results(results),
+            )
+        }
+        ApiKey::DeleteAcls => {
+            let r = decode!(DeleteAclsRequest);
+            let results = r
+                .filters
+                .iter()
+                .map(|_| {
+                    delete_acls_response::DeleteAclsFilterResult::default().with_error_code(code)
+                })
+                .collect();
+            respond(
+                key,
+                v,
+                corr,
+                &DeleteAclsResponse::default().with_filter_results(results),
+            )
+        }
         ApiKey::DescribeQuorum => top_level!(DescribeQuorumResponse),
         ApiKey::ConsumerGroupHeartbeat => top_level!(ConsumerGroupHeartbeatResponse),
         ApiKey::BrokerRegistration => top_level!(BrokerRegistrationResponse),
@@ -671,6 +702,9 @@ mod tests {
             ApiKey::IncrementalAlterConfigs => enc!(IncrementalAlterConfigsRequest),
             ApiKey::OffsetDelete => enc!(OffsetDeleteRequest),
             ApiKey::DescribeCluster => enc!(DescribeClusterRequest),
+            ApiKey::DescribeAcls => enc!(DescribeAclsRequest),
+            ApiKey::CreateAcls => enc!(CreateAclsRequest),
+            ApiKey::DeleteAcls => enc!(DeleteAclsRequest),
             ApiKey::DescribeQuorum => enc!(DescribeQuorumRequest),
             ApiKey::ConsumerGroupHeartbeat => enc!(ConsumerGroupHeartbeatRequest),
             ApiKey::ConsumerGroupDescribe => enc!(ConsumerGroupDescribeRequest),
