@@ -35,7 +35,10 @@ pub mod records;
 mod transactions;
 mod types;
 
-pub use client::{Client, ElectionResult};
+pub use client::{
+    acl_code, acl_name, AclBinding, AclBindingFilter, Client, ElectionResult, OPERATIONS,
+    PATTERN_TYPES, PERMISSION_TYPES, RESOURCE_TYPES,
+};
 pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
 pub use connection::{Connection, ConnectionOptions};
 pub use error::{kafka_error_name, Error, ResponseError, Result};

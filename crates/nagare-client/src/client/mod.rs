@@ -16,6 +16,7 @@ use crate::connection::Connection;
 use crate::error::Result;
 use crate::types::{BrokerMetadata, ClientConfig, TopicMetadata};
 
+mod acls;
 mod admin;
 mod configs;
 mod connections;
@@ -24,6 +25,10 @@ mod metadata;
 mod offsets;
 mod produce;
 
+pub use acls::{
+    acl_code, acl_name, AclBinding, AclBindingFilter, OPERATIONS, PATTERN_TYPES, PERMISSION_TYPES,
+    RESOURCE_TYPES,
+};
 pub use admin::ElectionResult;
 
 /// Highest Produce/Fetch version that names topics rather than using topic ids; used when the
