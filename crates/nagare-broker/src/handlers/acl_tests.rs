@@ -865,3 +865,76 @@ async fn authorization_matrix_with_the_standard_authorizer() {
         .expect("InitProducerId txn");
     assert_eq!(r.error_code, TXN_DENIED);
 }
+
+/// Sends `inner` (CreateAcls v3) in an Envelope on a controller connection whose principal is
+/// `forwarder`, as forwarded for `client`; the Envelope's error code and the inner answer.
+async fn forwarded_create(
+    t: &TestBroker,
+    forwarder: KafkaPrincipal,
+    client: KafkaPrincipal,
+    acl: &Acl,
+) -> (i16, Option<CreateAclsResponse>) {
+    use crate::testing::{decode_response, response_bytes};
+    let conn = std::sync::Arc::new(crate::context::ConnectionContext::new(
+        "CONTROLLER",
+        super::ListenerKind::Controller,
+        crate::context::SecurityProtocol::Plaintext,
+        None,
+        "127.0.0.1:40002".parse().expect("addr"),
+    ));
+    conn.set_principal(forwarder);
+    let inner = t.frame(
+        &CreateAclsRequest::default().with_creations(vec![creation(acl)]),
+        3,
+    );
+    let env = EnvelopeRequest::default()
+        .with_request_data(inner)
+        .with_request_principal(Some(super::envelope::serialize_principal(&client)))
+        .with_client_host_address(bytes::Bytes::from_static(&[10, 0, 0, 1]));
+    let d = super::dispatch(
+        &t.broker,
+        t.frame(&env, 0),
+        &conn,
+        std::time::Instant::now(),
+    )
+    .await;
+    let crate::network::Reply::Now(resp) = d.reply else {
+        panic!("Envelope answered at once");
+    };
+    let env_resp = decode_response::<EnvelopeRequest>(response_bytes(resp).slice(4..), 0);
+    let inner = env_resp
+        .response_data
+        .map(|b| decode_response::<CreateAclsRequest>(b, 3));
+    (env_resp.error_code, inner)
+}
+
+#[tokio::test]
+async fn forwarded_acl_changes_are_authorized_as_the_original_client() {
+    let t = TestBroker::build(
+        &[
+            ("authorizer.class.name", STANDARD_AUTHORIZER),
+            ("super.users", "User:admin;User:broker"),
+        ],
+        None,
+    )
+    .await;
+    let acl = allow(ResourceType::Topic, "t", AclOperation::Read);
+    let broker = || KafkaPrincipal::user("broker");
+    // The forwarding connection itself needs CLUSTER_ACTION: an anonymous one is refused.
+    let (code, inner) = forwarded_create(&t, KafkaPrincipal::anonymous(), admin(), &acl).await;
+    assert_eq!((code, inner.is_none()), (CLUSTER_DENIED, true));
+    // Forwarded by a broker for alice: refused as alice.
+    let (code, inner) = forwarded_create(&t, broker(), alice(), &acl).await;
+    assert_eq!(code, 0);
+    assert_eq!(inner.expect("inner").results[0].error_code, CLUSTER_DENIED);
+    assert!(t.broker.image().acls.is_empty());
+    // No one can claim the broker's internal principal through an Envelope.
+    let (code, _) = forwarded_create(&t, broker(), KafkaPrincipal::broker_internal(), &acl).await;
+    assert_eq!(code, 97, "PRINCIPAL_DESERIALIZATION_FAILURE");
+    assert!(t.broker.image().acls.is_empty());
+    // Forwarded for the admin: written by the controller, applied here.
+    let (code, inner) = forwarded_create(&t, broker(), admin(), &acl).await;
+    assert_eq!(code, 0);
+    assert_eq!(inner.expect("inner").results[0].error_code, 0);
+    assert_eq!(t.broker.image().acls.len(), 1);
+}
