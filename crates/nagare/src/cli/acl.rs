@@ -195,7 +195,8 @@ fn bindings(a: &AclArgs) -> anyhow::Result<Vec<AclBinding>> {
                 out.push(AclBinding {
                     resource_type: *rt,
                     resource_name: name.clone(),
-                    pattern_type,
+                    // The cluster has one name: kafka-acls always writes it literally.
+                    pattern_type: if *rt == CLUSTER { 3 } else { pattern_type },
                     principal: principal.clone(),
                     host: host.clone(),
                     operation: *op,
@@ -245,7 +246,11 @@ fn filters(a: &AclArgs) -> anyhow::Result<Vec<AclBindingFilter>> {
                 out.push(AclBindingFilter {
                     resource_type: *rt,
                     resource_name: name.clone(),
-                    pattern_type,
+                    pattern_type: if *rt == CLUSTER && pattern_type == 4 {
+                        3
+                    } else {
+                        pattern_type
+                    },
                     principal: principal.clone(),
                     host: host.clone(),
                     operation: *op,
@@ -353,6 +358,14 @@ mod tests {
         ] {
             assert!(ops.contains(&want), "{want:?} in {ops:?}");
         }
+        let prefixed = AclArgs {
+            resource_pattern_type: "prefixed".into(),
+            ..a
+        };
+        let b = bindings(&prefixed).expect("valid");
+        assert!(b
+            .iter()
+            .all(|x| (x.resource_type == CLUSTER) == (x.pattern_type == 3)));
     }
 
     #[test]
