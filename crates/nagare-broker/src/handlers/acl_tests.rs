@@ -654,6 +654,77 @@ async fn run(t: &TestBroker, case: &str) -> i16 {
             );
             r.error_code
         }
+        "AlterConfigs" => {
+            let r = send!(
+                AlterConfigsRequest::default().with_resources(vec![
+                    alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s("t"))
+                        .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_value(Some(s("654321")))]),
+                ]),
+                2
+            );
+            r.responses[0].error_code
+        }
+        "OffsetForLeaderEpoch" => {
+            let r = send!(
+                OffsetForLeaderEpochRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_topics(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                            .with_topic(TopicName(s("t")))
+                            .with_partitions(vec![
+                                offset_for_leader_epoch_request::OffsetForLeaderPartition::default(
+                                )
+                                .with_partition(0)
+                                .with_current_leader_epoch(-1)
+                                .with_leader_epoch(0),
+                            ])
+                    ]),
+                4
+            );
+            r.topics[0].partitions[0].error_code
+        }
+        "DescribeProducers" => {
+            let r = send!(
+                DescribeProducersRequest::default().with_topics(vec![
+                    describe_producers_request::TopicRequest::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partition_indexes(vec![0]),
+                ]),
+                0
+            );
+            r.topics[0].partitions[0].error_code
+        }
+        "OffsetDelete" => {
+            let r = send!(
+                OffsetDeleteRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_topics(vec![
+                        offset_delete_request::OffsetDeleteRequestTopic::default()
+                            .with_name(TopicName(s("t")))
+                            .with_partitions(vec![
+                                offset_delete_request::OffsetDeleteRequestPartition::default()
+                                    .with_partition_index(0),
+                            ])
+                    ]),
+                0
+            );
+            if r.error_code != 0 {
+                r.error_code
+            } else {
+                r.topics[0].partitions[0].error_code
+            }
+        }
+        "DeleteGroups" => {
+            let r = send!(
+                DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("g"))]),
+                2
+            );
+            r.results[0].error_code
+        }
         other => panic!("no case {other}"),
     }
 }
@@ -753,6 +824,32 @@ async fn authorization_matrix_with_the_standard_authorizer() {
             "DescribeAcls",
             vec![allow(Cluster, "kafka-cluster", Describe)],
             CLUSTER_DENIED,
+        ),
+        (
+            "AlterConfigs",
+            vec![allow(Topic, "t", AlterConfigs)],
+            TOPIC_DENIED,
+        ),
+        (
+            "OffsetForLeaderEpoch",
+            vec![allow(Topic, "t", Describe)],
+            TOPIC_DENIED,
+        ),
+        (
+            "DescribeProducers",
+            vec![allow(Topic, "t", Read)],
+            TOPIC_DENIED,
+        ),
+        // The group's offsets go with these two: OffsetDelete, then DeleteGroups.
+        (
+            "OffsetDelete",
+            vec![allow(Group, "g", Delete), allow(Topic, "t", Read)],
+            GROUP_DENIED,
+        ),
+        (
+            "DeleteGroups",
+            vec![allow(Group, "g", Delete)],
+            GROUP_DENIED,
         ),
         (
             "DeleteRecords",
