@@ -599,6 +599,28 @@ foo.bar=1
     }
 
     #[test]
+    fn authorizer_settings() {
+        let (c, _) = load("").expect("defaults");
+        assert!(!c.authorizer.enabled, "no authorizer by default");
+        let (c, _) = load(
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+             super.users=User:admin;User:broker\nallow.everyone.if.no.acl.found=true\n",
+        )
+        .expect("StandardAuthorizer");
+        assert!(c.authorizer.enabled && c.authorizer.allow_everyone_if_no_acl_found);
+        assert_eq!(c.authorizer.super_users, ["User:admin", "User:broker"]);
+        let e = load("authorizer.class.name=kafka.security.authorizer.AclAuthorizer\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("authorizer.class.name") && e.contains("AclAuthorizer"),
+            "{e}"
+        );
+        let e = load("super.users=admin\n").unwrap_err().to_string();
+        assert!(e.contains("super.users"), "{e}");
+    }
+
+    #[test]
     fn invalid_values_name_the_key() {
         let e = load("num.partitions=abc\n").unwrap_err().to_string();
         assert!(e.contains("num.partitions"), "{e}");
