@@ -576,6 +576,51 @@ mod tests {
         assert!(h.any("anyone", Write, ResourceType::Topic));
     }
 
+    /// The authorizer over a publisher sees an ACL as soon as its record is applied, and
+    /// stops seeing it once its removal is.
+    #[test]
+    fn acl_records_take_effect_when_the_publisher_applies_them() {
+        let publisher = Arc::new(MetadataPublisher::new());
+        let config = AuthorizerConfig {
+            enabled: true,
+            ..Default::default()
+        };
+        let authorizer = StandardAuthorizer::new(config, publisher.clone());
+        let requester = Requester {
+            principal: KafkaPrincipal::user("alice"),
+            client_address: "10.0.0.1".parse().expect("ip"),
+            listener_name: "PLAINTEXT",
+            client_id: "c",
+        };
+        let read = |a: &StandardAuthorizer| a.authorize(&requester, Read, &Resource::topic("t"));
+        assert!(!read(&authorizer));
+        let id = Uuid::from_bytes([7; 16]);
+        let acl = StandardAcl {
+            resource_type: ResourceType::Topic.code(),
+            resource_name: "t".into(),
+            pattern_type: LIT,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: Read.code(),
+            permission_type: ALLOW,
+        };
+        let create = acl.to_record(id).encode();
+        publisher.apply_committed([(0, create.as_slice())]);
+        assert!(read(&authorizer));
+        assert!(authorizer.authorize_by_resource_type(&requester, Read, ResourceType::Topic));
+        let remove = nagare_metadata::MetadataRecord::RemoveAccessControlEntry { id }.encode();
+        publisher.apply_committed([(1, remove.as_slice())]);
+        assert!(!read(&authorizer));
+        // Without authorizer.class.name: allow-all.
+        assert!(
+            build(&AuthorizerConfig::default(), publisher.clone()).authorize_by_resource_type(
+                &requester,
+                Read,
+                ResourceType::Group
+            )
+        );
+    }
+
     #[test]
     fn config_parsing() {
         assert_eq!(
