@@ -49,8 +49,9 @@ def find_binary() -> Path:
 
 
 class Server:
-    def __init__(self, binary: Path) -> None:
+    def __init__(self, binary: Path, overrides: tuple[str, ...] = ()) -> None:
         self.binary = binary
+        self.overrides = overrides
         self.dir = Path(tempfile.mkdtemp(prefix="nagare-compat-"))
         self.port = free_port()
         self.cport = free_port()
@@ -75,6 +76,8 @@ class Server:
             "--override", f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
             "--override", f"log.dirs={data}",
         ]
+        for o in self.overrides:
+            args += ["--override", o]
         log = open(self.log_path, "wb")
         env = dict(os.environ, NO_COLOR="1")
         self.proc = subprocess.Popen(
@@ -908,6 +911,110 @@ time.sleep(600)
           "timeout", killed_producer_times_out)
 
 
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+def acl_checks(server: Server) -> None:
+    """On a server with the StandardAuthorizer and allow.everyone.if.no.acl.found=true: ACLs
+    through confluent-kafka's AdminClient, and DENY ACLs for User:ANONYMOUS (every PLAINTEXT
+    client) refusing a confluent-kafka producer and a kcat consumer until they are deleted."""
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation,
+                                       AclPermissionType, AdminClient, NewTopic,
+                                       ResourcePatternType, ResourceType)
+
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    no_write = unique("acl-w")
+    no_read = unique("acl-r")
+    for f in admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1)
+                                  for t in (no_write, no_read)], operation_timeout=30).values():
+        f.result(timeout=30)
+    kcat(server, "-P", "-t", no_read, "-p", "0", stdin="readable\n")
+    bindings = [
+        AclBinding(ResourceType.TOPIC, no_write, ResourcePatternType.LITERAL, "User:ANONYMOUS",
+                   "*", AclOperation.WRITE, AclPermissionType.DENY),
+        AclBinding(ResourceType.TOPIC, no_read, ResourcePatternType.LITERAL, "User:ANONYMOUS",
+                   "*", AclOperation.READ, AclPermissionType.DENY),
+    ]
+    mine = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, "User:ANONYMOUS",
+                            None, AclOperation.ANY, AclPermissionType.DENY)
+
+    def produce() -> KafkaError | None:
+        errors: list = []
+        p = Producer({"bootstrap.servers": server.bootstrap, "message.timeout.ms": 10000,
+                      "retries": 0})
+        p.produce(no_write, value=b"v", partition=0,
+                  on_delivery=lambda err, msg: errors.append(err))
+        p.flush(20)
+        expect(len(errors) == 1, f"delivery reports: {errors}")
+        return errors[0]
+
+    def create() -> str:
+        for b, f in admin.create_acls(bindings, request_timeout=30).items():
+            f.result(timeout=30)
+        return f"DENY WRITE on {no_write}, DENY READ on {no_read} for User:ANONYMOUS"
+
+    def describe() -> str:
+        got = admin.describe_acls(mine, request_timeout=30).result(timeout=30)
+        expect(sorted(map(str, got)) == sorted(map(str, bindings)), f"described {got}")
+        match = admin.describe_acls(AclBindingFilter(
+            ResourceType.TOPIC, no_write, ResourcePatternType.MATCH, None, None,
+            AclOperation.ANY, AclPermissionType.ANY), request_timeout=30).result(timeout=30)
+        expect([b.name for b in match] == [no_write], f"MATCH {no_write}: {match}")
+        return f"{len(got)} ACLs described, MATCH finds the literal one"
+
+    def producer_refused() -> str:
+        err = produce()
+        expect(err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED,
+               f"produce to {no_write}: {err}")
+        return str(err)
+
+    def kcat_refused() -> str:
+        try:
+            out = kcat(server, "-C", "-t", no_read, "-p", "0", "-e", "-o", "beginning",
+                       timeout=30)
+        except RuntimeError as e:
+            expect("authoriz" in str(e).lower(), f"kcat failed otherwise: {e}")
+            return str(e).splitlines()[-1][:200]
+        raise AssertionError(f"kcat consumed a DENY READ topic: {out!r}")
+
+    def delete_restores() -> str:
+        for f, fut in admin.delete_acls([mine], request_timeout=30).items():
+            deleted = fut.result(timeout=30)
+            expect(len(deleted) == 2, f"deleted {deleted}")
+        left = admin.describe_acls(mine, request_timeout=30).result(timeout=30)
+        expect(not left, f"left after delete: {left}")
+        err = produce()
+        expect(err is None, f"produce after the DENY ACL was deleted: {err}")
+        out = kcat(server, "-C", "-t", no_read, "-p", "0", "-e", "-o", "beginning")
+        expect(out.strip() == "readable", f"kcat read {out!r}")
+        return "producer and kcat work again"
+
+    check("ACLs: confluent-kafka create_acls", create)
+    check("ACLs: confluent-kafka describe_acls (ANY and MATCH filters)", describe)
+    check("ACLs: DENY WRITE fails a confluent-kafka producer with TOPIC_AUTHORIZATION_FAILED",
+          producer_refused)
+    check("ACLs: DENY READ fails kcat's consume", kcat_refused)
+    check("ACLs: confluent-kafka delete_acls restores access", delete_restores)
+
+
+def secured_checks(binary: Path) -> None:
+    """A second server, with the StandardAuthorizer, for the ACL checks."""
+    server = Server(binary, (f"authorizer.class.name={STANDARD_AUTHORIZER}",
+                             "allow.everyone.if.no.acl.found=true"))
+    try:
+        server.start()
+        acl_checks(server)
+        if not server.alive():
+            raise RuntimeError("the secured nagare exited")
+    except Exception as e:  # noqa: BLE001
+        RESULTS.append(("secured server", False, str(e)))
+        print(f"FAIL secured server: {type(e).__name__}: {e}\n{server.output()[-8000:]}",
+              flush=True)
+    finally:
+        server.stop()
+
+
 def main() -> int:
     try:
         binary = find_binary()
@@ -916,6 +1023,8 @@ def main() -> int:
         print("0 passed, 1 failed")
         return 1
     print(f"nagare binary: {binary}", flush=True)
+    # NAGARE_COMPAT_ONLY=acl_checks,kcat_checks runs only those groups (for development).
+    only = {g for g in os.environ.get("NAGARE_COMPAT_ONLY", "").split(",") if g}
     server = Server(binary)
     try:
         try:
@@ -927,6 +1036,8 @@ def main() -> int:
         print(f"nagare listening on {server.bootstrap} (log {server.log_path})", flush=True)
         for group in (kcat_checks, confluent_checks, kafka_python_checks, group_checks,
                       kip848_checks, transaction_checks):
+            if only and group.__name__ not in only:
+                continue
             try:
                 group(server)
             except Exception as e:  # noqa: BLE001 - e.g. a client library is missing
@@ -941,6 +1052,8 @@ def main() -> int:
             print(f"----- nagare output (last 20 kB) -----\n{tail}\n----- end -----", flush=True)
     finally:
         server.stop()
+    if not only or "acl_checks" in only:
+        secured_checks(binary)
     passed = sum(1 for r in RESULTS if r[1])
     failed_n = len(RESULTS) - passed
     print(f"{passed} passed, {failed_n} failed", flush=True)

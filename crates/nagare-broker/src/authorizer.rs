@@ -2,7 +2,8 @@
 //! handlers ask [`crate::Broker::authorize`] whether the request's principal may perform an
 //! operation on a resource, with Kafka's resource types and operations, before they act. The
 //! default authorizer allows everything, as Kafka does when `authorizer.class.name` is unset;
-//! the security issue plugs in ACLs (`StandardAuthorizer` semantics) behind the same trait.
+//! [`crate::standard_authorizer`] is Kafka's StandardAuthorizer (ACLs from the metadata log)
+//! behind the same trait.
 
 use std::net::IpAddr;
 

@@ -23,6 +23,9 @@ pub enum ListenerKind {
     Controller,
 }
 
+/// The principal type of the broker's own in-process requests.
+pub const INTERNAL_PRINCIPAL_TYPE: &str = "Internal";
+
 /// An authenticated identity, as Kafka's `KafkaPrincipal` (`User:alice`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KafkaPrincipal {
@@ -37,6 +40,24 @@ impl KafkaPrincipal {
     /// `KafkaPrincipal.ANONYMOUS`).
     pub fn anonymous() -> Self {
         KafkaPrincipal::user("ANONYMOUS")
+    }
+
+    /// The principal of the requests a broker sends to itself in-process (the transaction
+    /// marker sender's WriteTxnMarkers): they act as the broker, which Kafka never
+    /// authorizes against itself (its internal writes call the replica manager directly), so
+    /// every authorizer allows them. Its type, `Internal`, is one no authentication produces
+    /// (TLS and SASL make `User` principals) and an Envelope may not carry, so no client can
+    /// claim it.
+    pub fn broker_internal() -> Self {
+        KafkaPrincipal {
+            principal_type: INTERNAL_PRINCIPAL_TYPE.into(),
+            name: "broker".into(),
+        }
+    }
+
+    /// Whether this is [`KafkaPrincipal::broker_internal`]'s type.
+    pub fn is_broker_internal(&self) -> bool {
+        self.principal_type == INTERNAL_PRINCIPAL_TYPE
     }
 
     /// `User:<name>`.

@@ -25,6 +25,7 @@ pub mod replica_manager;
 pub mod request_metrics;
 mod sendfile;
 pub mod server;
+pub mod standard_authorizer;
 #[cfg(test)]
 pub mod testing;
 pub mod transaction_coordinator;
@@ -112,7 +113,7 @@ impl Broker {
                 default_replication_factor: config.default_replication_factor,
             },
             topic_defaults: RwLock::new(defaults),
-            authorizer: Arc::new(authorizer::AllowAll),
+            authorizer: standard_authorizer::build(&config.authorizer, metadata.clone()),
             request_metrics: Arc::new(request_metrics::RequestMetrics::new()),
             quotas: {
                 let q = quotas::QuotaManagers::new(config.quota.window());
@@ -171,6 +172,11 @@ impl Broker {
         resource: &authorizer::Resource<'_>,
     ) -> bool {
         let requester = authorizer::Requester::of(ctx);
+        // The broker's own in-process requests act as the broker: never refused, whatever
+        // the authorizer (see `KafkaPrincipal::broker_internal`).
+        if requester.principal.is_broker_internal() {
+            return true;
+        }
         let allowed = self.authorizer.authorize(&requester, operation, resource);
         if !allowed {
             tracing::debug!(

@@ -660,6 +660,30 @@ fn controller_listener_context(
                     };
                     let timing =
                         crate::request_metrics::RequestTiming::new(&ctx, std::time::Instant::now());
+                    // Kafka's ControllerApis: the quorum RPCs need CLUSTER_ACTION on the
+                    // cluster, DescribeQuorum DESCRIBE. (Before the node's state exists, at
+                    // startup, there is no authorizer yet to ask.)
+                    if let Some(b) = broker.get() {
+                        let op = if key == ApiKey::DescribeQuorum {
+                            crate::authorizer::AclOperation::Describe
+                        } else {
+                            crate::authorizer::AclOperation::ClusterAction
+                        };
+                        if !b.authorize(&ctx, op, &crate::authorizer::Resource::cluster()) {
+                            let reply = match crate::handlers::error_response::build(
+                                &ctx.header,
+                                frame,
+                                nagare_protocol::error::ResponseError::ClusterAuthorizationFailed,
+                            ) {
+                                Some(r) => Reply::Now(r),
+                                None => Reply::Close,
+                            };
+                            return Dispatched {
+                                reply,
+                                timing: Some(timing.local_done()),
+                            };
+                        }
+                    }
                     let reply = match raft.handle(key, version, frame).await {
                         Ok(body) => {
                             Reply::Now(crate::handlers::respond_raw(key, version, corr, &body))

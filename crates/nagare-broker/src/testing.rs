@@ -233,7 +233,16 @@ impl TestBroker {
     /// Sends a raw frame through the pipeline and returns the reply, waiting for a deferred
     /// one (at most 10 s).
     pub async fn send_frame(&self, frame: Bytes) -> Option<Option<Response>> {
-        let d = handlers::dispatch(&self.broker, frame, &self.connection, Instant::now()).await;
+        self.send_frame_on(&self.connection, frame).await
+    }
+
+    /// Like [`TestBroker::send_frame`], on the connection `conn`.
+    pub async fn send_frame_on(
+        &self,
+        conn: &Arc<ConnectionContext>,
+        frame: Bytes,
+    ) -> Option<Option<Response>> {
+        let d = handlers::dispatch(&self.broker, frame, conn, Instant::now()).await;
         match d.reply {
             Reply::Now(r) => Some(Some(r)),
             Reply::Later(f) => Some(Some(
@@ -249,6 +258,44 @@ impl TestBroker {
     /// Sends `req` at `version` and decodes the answer.
     pub async fn send<R: KafkaRequest>(&self, req: &R, version: i16) -> Answer<R::Response> {
         match self.send_frame(self.frame(req, version)).await {
+            None => Answer::Closed,
+            Some(None) => Answer::Nothing,
+            Some(Some(resp)) => Answer::Response(decode_response::<R>(
+                response_bytes(resp).slice(4..),
+                version,
+            )),
+        }
+    }
+
+    /// A client connection on the PLAINTEXT listener from `host`, authenticated as
+    /// `principal` (as TLS or SASL would have set it).
+    pub fn connection_as(
+        &self,
+        principal: crate::context::KafkaPrincipal,
+        host: std::net::IpAddr,
+    ) -> Arc<ConnectionContext> {
+        let conn = Arc::new(ConnectionContext::new(
+            "PLAINTEXT",
+            ListenerKind::Broker,
+            crate::context::SecurityProtocol::Plaintext,
+            None,
+            std::net::SocketAddr::new(host, 40001),
+        ));
+        conn.set_principal(principal);
+        conn
+    }
+
+    /// Sends `req` at `version` as `principal` from `host` (a connection of its own) and
+    /// decodes the answer.
+    pub async fn send_as<R: KafkaRequest>(
+        &self,
+        principal: crate::context::KafkaPrincipal,
+        host: std::net::IpAddr,
+        req: &R,
+        version: i16,
+    ) -> Answer<R::Response> {
+        let conn = self.connection_as(principal, host);
+        match self.send_frame_on(&conn, self.frame(req, version)).await {
             None => Answer::Closed,
             Some(None) => Answer::Nothing,
             Some(Some(resp)) => Answer::Response(decode_response::<R>(

@@ -36,7 +36,9 @@ mod transactions;
 mod types;
 
 pub use client::{
-    Client, ElectionResult, QuotaEntityComponent, QuotaEntry, QuotaFilter, QuotaMatch,
+    acl_code, acl_name, AclBinding, AclBindingFilter, Client, ElectionResult, QuotaEntityComponent,
+    QuotaEntry, QuotaFilter, QuotaMatch, OPERATIONS, PATTERN_TYPES, PERMISSION_TYPES,
+    RESOURCE_TYPES,
 };
 pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
 pub use connection::{Connection, ConnectionOptions};

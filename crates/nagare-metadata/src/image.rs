@@ -70,6 +70,9 @@ pub struct MetadataImage {
     pub features: BTreeMap<String, i16>,
     /// Client quotas (behind an `Arc`: brokers compare pointers to see whether they changed).
     pub client_quotas: Arc<crate::client_quotas::ClientQuotasImage>,
+    /// ACLs (behind an `Arc`: copied only when an ACL record changes them, and held by the
+    /// authorizer without holding the image).
+    pub acls: Arc<crate::acls::AclImage>,
 }
 
 impl MetadataImage {
@@ -252,6 +255,34 @@ impl MetadataImage {
                 let entity = crate::client_quotas::QuotaEntity::new(entity.clone());
                 Arc::make_mut(&mut self.client_quotas).apply(&entity, key, *value, *remove);
             }
+            MetadataRecord::AccessControlEntry {
+                id,
+                resource_type,
+                resource_name,
+                pattern_type,
+                principal,
+                host,
+                operation,
+                permission_type,
+            } => {
+                Arc::make_mut(&mut self.acls).add(
+                    *id,
+                    crate::acls::StandardAcl {
+                        resource_type: *resource_type,
+                        resource_name: resource_name.clone(),
+                        pattern_type: *pattern_type,
+                        principal: principal.clone(),
+                        host: host.clone(),
+                        operation: *operation,
+                        permission_type: *permission_type,
+                    },
+                );
+            }
+            MetadataRecord::RemoveAccessControlEntry { id } => {
+                if Arc::make_mut(&mut self.acls).remove(id).is_none() {
+                    tracing::warn!(%id, offset, "RemoveAccessControlEntryRecord for an unknown ACL");
+                }
+            }
         }
     }
 }
@@ -317,6 +348,7 @@ impl MetadataImage {
             });
         }
         out.extend(self.client_quotas.to_records());
+        out.extend(self.acls.to_records());
         out
     }
 
@@ -473,6 +505,29 @@ mod tests {
                 value: 5e6,
                 remove: false,
             },
+            MetadataRecord::AccessControlEntry {
+                id: Uuid::from_bytes([5; 16]),
+                resource_type: 2,
+                resource_name: "t".into(),
+                pattern_type: 4,
+                principal: "User:alice".into(),
+                host: "*".into(),
+                operation: 3,
+                permission_type: 3,
+            },
+            MetadataRecord::AccessControlEntry {
+                id: Uuid::from_bytes([6; 16]),
+                resource_type: 3,
+                resource_name: "g".into(),
+                pattern_type: 3,
+                principal: "User:bob".into(),
+                host: "10.0.0.1".into(),
+                operation: 3,
+                permission_type: 2,
+            },
+            MetadataRecord::RemoveAccessControlEntry {
+                id: Uuid::from_bytes([6; 16]),
+            },
         ];
         for (i, r) in recs.iter().enumerate() {
             img.apply(i as i64, r);
@@ -480,9 +535,13 @@ mod tests {
         let snap = img.to_records();
         let rebuilt = MetadataImage::from_records(img.offset, &snap);
         assert_eq!(rebuilt.to_records(), snap);
-        assert_eq!(rebuilt.offset, 8);
         assert_eq!(rebuilt.client_quotas, img.client_quotas);
         assert_eq!(rebuilt.client_quotas.entities.len(), 1);
+        assert_eq!(rebuilt.offset, 11);
+        // ACLs survive a snapshot, the removed one stays removed.
+        assert_eq!(rebuilt.acls, img.acls);
+        assert_eq!(rebuilt.acls.len(), 1);
+        assert_eq!(rebuilt.acls.applicable(2, "topic").count(), 1);
         assert_eq!(rebuilt.next_producer_id, 1000);
         // The finalized transaction.version survives a snapshot (KIP-1022).
         assert_eq!(crate::features::transaction_version(&rebuilt.features), 2);

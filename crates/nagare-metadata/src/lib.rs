@@ -2,6 +2,7 @@
 //! [`MetadataImage`] every node builds by replaying them, topic-config definitions, and the
 //! on-disk metadata log. Does no network I/O; the controller decides, this crate records.
 
+pub mod acls;
 pub mod client_quotas;
 pub mod delta;
 pub mod fault;

@@ -32,6 +32,8 @@ const RECORD_VERSIONS: &[(RecordType, u16, i16)] = &[
     (RecordType::ProducerIds, 0, MINIMUM_LEVEL),
     (RecordType::BrokerFencing, 0, MINIMUM_LEVEL),
     (RecordType::ClientQuota, 0, MINIMUM_LEVEL),
+    (RecordType::AccessControlEntry, 0, MINIMUM_LEVEL),
+    (RecordType::RemoveAccessControlEntry, 0, MINIMUM_LEVEL),
 ];
 
 /// The newest version of `record_type` that may be written at `metadata.version` `level`;

@@ -74,7 +74,8 @@ pub struct Endpoint {
 
 /// One metadata change. Mirrors Kafka's metadata record types (RegisterBrokerRecord,
 /// TopicRecord, PartitionRecord, PartitionChangeRecord, RemoveTopicRecord, ConfigRecord,
-/// ProducerIdsRecord, FeatureLevelRecord), encoded as versioned JSON values.
+/// ProducerIdsRecord, FeatureLevelRecord, AccessControlEntryRecord,
+/// RemoveAccessControlEntryRecord), encoded as versioned JSON values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
@@ -179,6 +180,31 @@ pub enum MetadataRecord {
         /// Whether the key is removed from the entity.
         remove: bool,
     },
+    /// An ACL was created (Kafka's `AccessControlEntryRecord`); the codes are Kafka's wire
+    /// codes, see [`crate::acls`].
+    AccessControlEntry {
+        /// The ACL's id: what removes it.
+        id: Uuid,
+        /// Resource type code (TOPIC 2, GROUP 3, CLUSTER 4, TRANSACTIONAL_ID 5, ...).
+        resource_type: i8,
+        /// Resource name (`*` with LITERAL is the wildcard).
+        resource_name: String,
+        /// Pattern type code (LITERAL 3, PREFIXED 4).
+        pattern_type: i8,
+        /// Principal, `Type:name` (`User:*` for every user).
+        principal: String,
+        /// Host IP address, or `*`.
+        host: String,
+        /// Operation code (ALL 2, READ 3, ...).
+        operation: i8,
+        /// Permission code (DENY 2, ALLOW 3).
+        permission_type: i8,
+    },
+    /// An ACL was deleted (Kafka's `RemoveAccessControlEntryRecord`).
+    RemoveAccessControlEntry {
+        /// The id of the ACL.
+        id: Uuid,
+    },
 }
 
 /// Version of the legacy JSON envelope (`{"v":1,...}`), read but no longer written.
@@ -219,11 +245,15 @@ pub enum RecordType {
     BrokerFencing,
     /// `ClientQuotaRecord` (apiKey 14).
     ClientQuota,
+    /// `AccessControlEntryRecord` (apiKey 18).
+    AccessControlEntry,
+    /// `RemoveAccessControlEntryRecord` (apiKey 19).
+    RemoveAccessControlEntry,
 }
 
 impl RecordType {
     /// Every record type, in apiKey order.
-    pub const ALL: [RecordType; 10] = [
+    pub const ALL: [RecordType; 12] = [
         RecordType::RegisterBroker,
         RecordType::Topic,
         RecordType::Partition,
@@ -234,6 +264,8 @@ impl RecordType {
         RecordType::ProducerIds,
         RecordType::BrokerFencing,
         RecordType::ClientQuota,
+        RecordType::AccessControlEntry,
+        RecordType::RemoveAccessControlEntry,
     ];
 
     /// Kafka's apiKey of the matching metadata record.
@@ -249,6 +281,8 @@ impl RecordType {
             RecordType::ProducerIds => 15,
             RecordType::BrokerFencing => 17,
             RecordType::ClientQuota => 14,
+            RecordType::AccessControlEntry => 18,
+            RecordType::RemoveAccessControlEntry => 19,
         }
     }
 
@@ -272,6 +306,8 @@ impl RecordType {
             RecordType::ProducerIds => "ProducerIdsRecord",
             RecordType::BrokerFencing => "BrokerRegistrationChangeRecord",
             RecordType::ClientQuota => "ClientQuotaRecord",
+            RecordType::AccessControlEntry => "AccessControlEntryRecord",
+            RecordType::RemoveAccessControlEntry => "RemoveAccessControlEntryRecord",
         }
     }
 
@@ -294,6 +330,8 @@ impl RecordType {
             RecordType::ProducerIds => "ProducerIds",
             RecordType::BrokerFencing => "BrokerFencing",
             RecordType::ClientQuota => "ClientQuota",
+            RecordType::AccessControlEntry => "AccessControlEntry",
+            RecordType::RemoveAccessControlEntry => "RemoveAccessControlEntry",
         }
     }
 }
@@ -402,6 +440,8 @@ impl MetadataRecord {
             MetadataRecord::ProducerIds { .. } => RecordType::ProducerIds,
             MetadataRecord::FeatureLevel { .. } => RecordType::FeatureLevel,
             MetadataRecord::ClientQuota { .. } => RecordType::ClientQuota,
+            MetadataRecord::AccessControlEntry { .. } => RecordType::AccessControlEntry,
+            MetadataRecord::RemoveAccessControlEntry { .. } => RecordType::RemoveAccessControlEntry,
         }
     }
 
@@ -587,12 +627,27 @@ mod tests {
 
     /// Records of the types added after the legacy envelope (not in its fixture).
     fn newer_types() -> Vec<MetadataRecord> {
-        vec![MetadataRecord::ClientQuota {
-            entity: vec![crate::client_quotas::EntityComponent::named("user", "u")],
-            key: "producer_byte_rate".into(),
-            value: 1024.0,
-            remove: false,
-        }]
+        vec![
+            MetadataRecord::ClientQuota {
+                entity: vec![crate::client_quotas::EntityComponent::named("user", "u")],
+                key: "producer_byte_rate".into(),
+                value: 1024.0,
+                remove: false,
+            },
+            MetadataRecord::AccessControlEntry {
+                id: Uuid::from_bytes([2; 16]),
+                resource_type: 2,
+                resource_name: "t".into(),
+                pattern_type: 4,
+                principal: "User:alice".into(),
+                host: "*".into(),
+                operation: 3,
+                permission_type: 3,
+            },
+            MetadataRecord::RemoveAccessControlEntry {
+                id: Uuid::from_bytes([2; 16]),
+            },
+        ]
     }
 
     #[test]
@@ -702,7 +757,7 @@ mod tests {
             .unwrap_or_default();
         assert!(
             msg.contains(
-                "apiKey 99 version 0 (this binary knows apiKeys 0, 2, 3, 4, 5, 9, 12, 15, 17, 14)"
+                "apiKey 99 version 0 (this binary knows apiKeys 0, 2, 3, 4, 5, 9, 12, 15, 17, 14, 18, 19)"
             ),
             "{msg}"
         );

@@ -40,6 +40,8 @@ enum Command {
     Cluster(cli::cluster::Args),
     /// List and describe transactions, describe producers, find and abort hanging ones.
     Transactions(cli::transactions::Args),
+    /// Add, list and remove ACLs (like kafka-acls).
+    Acl(cli::acl::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +69,7 @@ fn main() -> std::process::ExitCode {
             Command::Quota(args) => cli::quota::run(args).await,
             Command::Cluster(args) => cli::cluster::run(args).await,
             Command::Transactions(args) => cli::transactions::run(args).await,
+            Command::Acl(args) => cli::acl::run(args).await,
         }
     });
     match result {

@@ -598,8 +598,12 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "SASL mechanism between brokers."),
     unimplemented("ssl.keystore.location", STRING, Null, PerBroker,
         "TLS key store of the listeners."),
-    unimplemented("authorizer.class.name", STRING, Value(""), ReadOnly,
-        "ACL authorizer; Nagare does not authorize requests yet."),
+    def("authorizer.class.name", STRING, Value(""), Any, ReadOnly,
+        "`org.apache.kafka.metadata.authorizer.StandardAuthorizer` authorizes every request with the ACLs of the metadata log; empty allows everything (and the ACL APIs answer SECURITY_DISABLED). Any other class is a startup error."),
+    def("super.users", STRING, Value(""), Any, ReadOnly,
+        "Principals allowed everything by the StandardAuthorizer, `User:a;User:b`."),
+    def("allow.everyone.if.no.acl.found", BOOLEAN, Value("false"), Bool, ReadOnly,
+        "StandardAuthorizer: a resource without any ACL is allowed to everyone (else only to super users)."),
 ];
 
 #[cfg(test)]

@@ -85,6 +85,8 @@ pub struct BrokerConfig {
     pub advertised_listeners: Vec<Listener>,
     /// `controller.listener.names`.
     pub controller_listener_names: Vec<String>,
+    /// `authorizer.class.name`, `super.users`, `allow.everyone.if.no.acl.found`.
+    pub authorizer: crate::standard_authorizer::AuthorizerConfig,
     /// `listener.security.protocol.map`, resolved for every listener (see
     /// [`BrokerConfig::security_protocol`]).
     pub listener_security_protocols: BTreeMap<String, crate::context::SecurityProtocol>,
@@ -325,8 +327,15 @@ impl BrokerConfig {
                 ))
             }
         };
+        let authorizer = crate::standard_authorizer::AuthorizerConfig::parse(
+            p.given("authorizer.class.name"),
+            p.given("super.users"),
+            p.boolean("allow.everyone.if.no.acl.found"),
+        )
+        .map_err(|(key, value, reason)| invalid(key, &value, reason))?;
         let int = |k: &str| p.int(k);
         let cfg = BrokerConfig {
+            authorizer,
             node_id: topology.node_id,
             process_roles: topology.process_roles,
             listeners: topology.listeners,
@@ -694,6 +703,28 @@ foo.bar=1
             d.value(&BTreeMap::new(), "retention.ms").as_deref(),
             Some("604800000")
         );
+    }
+
+    #[test]
+    fn authorizer_settings() {
+        let (c, _) = load("").expect("defaults");
+        assert!(!c.authorizer.enabled, "no authorizer by default");
+        let (c, _) = load(
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+             super.users=User:admin;User:broker\nallow.everyone.if.no.acl.found=true\n",
+        )
+        .expect("StandardAuthorizer");
+        assert!(c.authorizer.enabled && c.authorizer.allow_everyone_if_no_acl_found);
+        assert_eq!(c.authorizer.super_users, ["User:admin", "User:broker"]);
+        let e = load("authorizer.class.name=kafka.security.authorizer.AclAuthorizer\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("authorizer.class.name") && e.contains("AclAuthorizer"),
+            "{e}"
+        );
+        let e = load("super.users=admin\n").unwrap_err().to_string();
+        assert!(e.contains("super.users"), "{e}");
     }
 
     #[test]

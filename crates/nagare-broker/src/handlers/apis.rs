@@ -9,7 +9,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::ApiKey;
 
 use super::{
-    add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, client_quotas,
+    acls, add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, client_quotas,
     consumer_group_describe, consumer_group_heartbeat, controller_apis, create_partitions,
     create_topics, delete_records, delete_topics, describe_cluster, describe_configs,
     describe_log_dirs, describe_producers, describe_quorum, describe_topic_partitions,
@@ -134,6 +134,9 @@ handler!(sync h_list_offsets => list_offsets::handle);
 handler!(async h_metadata => metadata::handle);
 handler!(sync h_api_versions => api_versions::handle);
 handler!(async h_create_topics => create_topics::handle);
+handler!(async h_create_acls => acls::handle_create);
+handler!(sync h_describe_acls => acls::handle_describe);
+handler!(async h_delete_acls => acls::handle_delete);
 handler!(async h_delete_topics => delete_topics::handle);
 handler!(sync h_delete_records => delete_records::handle);
 handler!(async h_init_producer_id => init_producer_id::handle);
@@ -279,6 +282,12 @@ pub static APIS: &[ApiSpec] = &[
         "KIP-664"),
     local(ApiKey::ListTransactions, list_transactions::VERSIONS, CLIENT, false, h_list_transactions,
         "KIP-664; KIP-994 duration filter"),
+    local(ApiKey::DescribeAcls, acls::VERSIONS, CLIENT, false, h_describe_acls,
+        "StandardAuthorizer ACLs, from this node's metadata image; ANY/MATCH filters"),
+    local(ApiKey::CreateAcls, acls::VERSIONS, BOTH, true, h_create_acls,
+        "AccessControlEntry records written by the active controller; forwarded to it"),
+    local(ApiKey::DeleteAcls, acls::VERSIONS, BOTH, true, h_delete_acls,
+        "RemoveAccessControlEntry records for every ACL a filter matches; forwarded to the active controller"),
     local(ApiKey::DescribeCluster, describe_cluster::VERSIONS, CLIENT, false, h_describe_cluster,
         "brokers, controller id, cluster id"),
     local(ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS, CLIENT, false, h_describe_log_dirs,

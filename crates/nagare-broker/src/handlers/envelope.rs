@@ -165,6 +165,11 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         return answer(ResponseError::InvalidRequest, None);
     };
     let principal = match deserialize_principal(principal_bytes) {
+        // The broker's internal principal never travels: a forwarded request is a client's.
+        Ok(p) if p.is_broker_internal() => {
+            tracing::warn!(peer = %req.ctx.connection.peer, "Envelope claiming the broker's internal principal");
+            return answer(ResponseError::PrincipalDeserializationFailure, None);
+        }
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(peer = %req.ctx.connection.peer, error = %e, "Envelope with a bad principal");

@@ -5,6 +5,9 @@
 //! does), builds the request context, forwards controller APIs in an Envelope, and runs the
 //! handler; [`run_handler`] maps handler failures to Kafka's behaviour.
 
+#[cfg(test)]
+mod acl_tests;
+pub mod acls;
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;

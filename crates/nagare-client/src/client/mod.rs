@@ -16,6 +16,7 @@ use crate::connection::Connection;
 use crate::error::Result;
 use crate::types::{BrokerMetadata, ClientConfig, TopicMetadata};
 
+mod acls;
 mod admin;
 mod configs;
 mod connections;
@@ -25,6 +26,10 @@ mod offsets;
 mod produce;
 mod quotas;
 
+pub use acls::{
+    acl_code, acl_name, AclBinding, AclBindingFilter, OPERATIONS, PATTERN_TYPES, PERMISSION_TYPES,
+    RESOURCE_TYPES,
+};
 pub use admin::ElectionResult;
 pub use quotas::{QuotaEntityComponent, QuotaEntry, QuotaFilter, QuotaMatch};
 

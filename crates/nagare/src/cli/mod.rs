@@ -1,5 +1,6 @@
 //! One module per CLI subcommand.
 
+pub mod acl;
 pub mod bench;
 pub mod cluster;
 pub mod consume;
