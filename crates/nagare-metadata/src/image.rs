@@ -68,6 +68,8 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// Finalized feature levels.
     pub features: BTreeMap<String, i16>,
+    /// Users' SCRAM credentials.
+    pub scram: crate::scram::ScramImage,
 }
 
 impl MetadataImage {
@@ -241,6 +243,10 @@ impl MetadataImage {
                     self.features.insert(name.clone(), *level);
                 }
             }
+            MetadataRecord::UserScramCredential { .. }
+            | MetadataRecord::RemoveUserScramCredential { .. } => {
+                self.scram.apply(record);
+            }
         }
     }
 }
@@ -299,6 +305,7 @@ impl MetadataImage {
                 });
             }
         }
+        out.extend(self.scram.to_records());
         if self.next_producer_id > 0 {
             out.push(MetadataRecord::ProducerIds {
                 broker_id: -1,

@@ -31,6 +31,8 @@ const RECORD_VERSIONS: &[(RecordType, u16, i16)] = &[
     (RecordType::FeatureLevel, 0, MINIMUM_LEVEL),
     (RecordType::ProducerIds, 0, MINIMUM_LEVEL),
     (RecordType::BrokerFencing, 0, MINIMUM_LEVEL),
+    (RecordType::UserScramCredential, 0, MINIMUM_LEVEL),
+    (RecordType::RemoveUserScramCredential, 0, MINIMUM_LEVEL),
 ];
 
 /// The newest version of `record_type` that may be written at `metadata.version` `level`;
