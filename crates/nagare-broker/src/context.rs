@@ -151,6 +151,8 @@ pub struct ConnectionContext {
     pub peer: SocketAddr,
     principal: RwLock<KafkaPrincipal>,
     client_software: RwLock<Option<ClientSoftware>>,
+    /// SASL state (handshake, exchange, session) of a connection on a SASL listener.
+    pub sasl: crate::sasl::SaslSession,
 }
 
 static CONNECTION_INDEX: AtomicU64 = AtomicU64::new(0);
@@ -175,6 +177,7 @@ impl ConnectionContext {
             peer,
             principal: RwLock::new(KafkaPrincipal::anonymous()),
             client_software: RwLock::new(None),
+            sasl: crate::sasl::SaslSession::default(),
         }
     }
 

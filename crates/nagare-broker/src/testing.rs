@@ -233,7 +233,46 @@ impl TestBroker {
     /// Sends a raw frame through the pipeline and returns the reply, waiting for a deferred
     /// one (at most 10 s).
     pub async fn send_frame(&self, frame: Bytes) -> Option<Option<Response>> {
-        let d = handlers::dispatch(&self.broker, frame, &self.connection, Instant::now()).await;
+        self.send_frame_on(&self.connection, frame).await
+    }
+
+    /// A new connection on listener `listener_name`, with that listener's security protocol
+    /// (e.g. a SASL_PLAINTEXT one, which must authenticate before anything else).
+    pub fn connection_on(&self, listener_name: &str) -> Arc<ConnectionContext> {
+        Arc::new(ConnectionContext::new(
+            listener_name,
+            ListenerKind::Broker,
+            self.broker.config.security_protocol(listener_name),
+            None,
+            "127.0.0.1:40001".parse().expect("addr"),
+        ))
+    }
+
+    /// Sends `req` at `version` on connection `conn` and decodes the answer; `Closed` also
+    /// when the connection was asked to close after this answer (failed authentication).
+    pub async fn send_on<R: KafkaRequest>(
+        &self,
+        conn: &Arc<ConnectionContext>,
+        req: &R,
+        version: i16,
+    ) -> Answer<R::Response> {
+        match self.send_frame_on(conn, self.frame(req, version)).await {
+            None => Answer::Closed,
+            Some(None) => Answer::Nothing,
+            Some(Some(resp)) => Answer::Response(decode_response::<R>(
+                response_bytes(resp).slice(4..),
+                version,
+            )),
+        }
+    }
+
+    /// Sends a raw frame on connection `conn` (see [`TestBroker::send_frame`]).
+    pub async fn send_frame_on(
+        &self,
+        conn: &Arc<ConnectionContext>,
+        frame: Bytes,
+    ) -> Option<Option<Response>> {
+        let d = handlers::dispatch(&self.broker, frame, conn, Instant::now()).await;
         match d.reply {
             Reply::Now(r) => Some(Some(r)),
             Reply::Later(f) => Some(Some(

@@ -9,6 +9,7 @@ pub mod elections;
 pub mod logic;
 pub mod placement;
 pub mod replication_control;
+pub mod scram_control;
 pub mod shell;
 
 pub use nagare_metadata::MetadataImage;

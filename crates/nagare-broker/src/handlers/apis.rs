@@ -14,8 +14,8 @@ use super::{
     create_topics, delete_records, delete_topics, describe_cluster, describe_configs,
     describe_producers, describe_quorum, describe_transactions, elect_leaders, end_txn, envelope,
     fetch, find_coordinator, groups, init_producer_id, list_offsets, list_transactions, metadata,
-    offset_for_leader_epoch, produce, txn_offset_commit, write_txn_markers, BoxFuture,
-    HandlerResult, ListenerKind, Request,
+    offset_for_leader_epoch, produce, sasl, scram_credentials, txn_offset_commit,
+    write_txn_markers, BoxFuture, HandlerResult, ListenerKind, Request,
 };
 use crate::controller_requests;
 use crate::Broker;
@@ -170,6 +170,10 @@ handler!(async h_add_offsets_to_txn => add_offsets_to_txn::handle);
 handler!(async h_end_txn => end_txn::handle);
 handler!(async h_describe_transactions => describe_transactions::handle);
 handler!(async h_list_transactions => list_transactions::handle);
+handler!(sync h_sasl_handshake => sasl::handle_handshake);
+handler!(sync h_sasl_authenticate => sasl::handle_authenticate);
+handler!(sync h_describe_user_scram_credentials => scram_credentials::handle_describe);
+handler!(async h_alter_user_scram_credentials => scram_credentials::handle_alter);
 
 const fn local(
     key: ApiKey,
@@ -281,6 +285,14 @@ pub static APIS: &[ApiSpec] = &[
         h_consumer_group_describe, "KIP-848 consumer groups"),
     local(ApiKey::DescribeProducers, describe_producers::VERSIONS, CLIENT, false,
         h_describe_producers, "KIP-664 producer states of a partition (any replica hosting it)"),
+    local(ApiKey::SaslHandshake, sasl::HANDSHAKE_VERSIONS, CLIENT, false, h_sasl_handshake,
+        "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 per `sasl.enabled.mechanisms`; v0 raw tokens; re-authentication (KIP-368)"),
+    local(ApiKey::SaslAuthenticate, sasl::AUTHENTICATE_VERSIONS, CLIENT, false, h_sasl_authenticate,
+        "failed logins delayed by `connection.failed.authentication.delay.ms`, then closed; `session_lifetime_ms` from `connections.max.reauth.ms`"),
+    local(ApiKey::DescribeUserScramCredentials, scram_credentials::DESCRIBE_VERSIONS, BOTH, false,
+        h_describe_user_scram_credentials, "mechanisms and iterations from the metadata image (KIP-554)"),
+    local(ApiKey::AlterUserScramCredentials, scram_credentials::ALTER_VERSIONS, BOTH, true,
+        h_alter_user_scram_credentials, "forwarded to the active controller; credentials in the metadata log (KIP-554)"),
     // Brokers → active controller.
     local(ApiKey::BrokerRegistration, controller_requests::BROKER_REGISTRATION_VERSIONS, CONTROLLER, false, h_broker_registration,
         "broker registration (KIP-631)"),
