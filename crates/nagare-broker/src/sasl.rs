@@ -386,7 +386,7 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
             ),
             Some(m) => {
                 let mut server = ScramServer::new(m);
-                let nonce = nagare_sasl::scram::printable_nonce(&rand::random::<[u8; 24]>());
+                let nonce = nagare_sasl::scram::printable_nonce(&rand::random::<[u8; 32]>());
                 let image = broker.image();
                 let result = server.client_first(token, &nonce, |user| {
                     image

@@ -463,7 +463,10 @@ impl ScramServer {
                 "Authentication failed: Invalid channel binding".into(),
             ));
         }
-        if *final_nonce != nonce {
+        // Kafka's `ScramSaslServer` checks that the client's nonce *ends with* the combined
+        // nonce, not that it equals it, and librdkafka up to 2.0 relies on that: it sends
+        // its own nonce followed by the whole combined one.
+        if !final_nonce.ends_with(nonce.as_str()) {
             return Err(SaslError::AuthenticationFailed(
                 "Authentication failed: Invalid client nonce in the final client message.".into(),
             ));
@@ -629,9 +632,15 @@ impl ScramClient {
     }
 }
 
-/// A nonce or other printable token from random bytes (base64: no `,`).
+/// A nonce from random bytes: one letter or digit per byte. Kafka's nonces are alphanumeric
+/// too (`ScramFormatter.secureRandomString`); some clients (librdkafka 2.0) mishandle other
+/// printable characters in the server's nonce.
 pub fn printable_nonce(random: &[u8]) -> String {
-    B64.encode(random)
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    random
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// One `--add-scram` argument of `kafka-storage format`, parsed:
@@ -858,6 +867,29 @@ mod tests {
             assert!(server.client_final(tamper(fin).as_bytes()).is_err());
             assert!(!server.is_complete());
         }
+        // librdkafka 2.0 repeats its nonce before the combined one; Kafka accepts that.
+        let mut server = ScramServer::new(ScramMechanism::Sha256);
+        let stored = cred.clone();
+        let first = server
+            .client_first(b"n,,n=alice,r=cn", "srv", |_| Some(stored))
+            .expect("first");
+        let mut client = ScramClient::new(ScramMechanism::Sha256, "alice", "p", "cn");
+        client.client_first();
+        let _ = client.client_final(&first).expect("final");
+        // Build the doubled-nonce final message with a correct proof for it.
+        let m = ScramMechanism::Sha256;
+        let salted = m.salted_password(b"p", b"s", 4096);
+        let client_key = m.hmac(&salted, b"Client Key");
+        let without_proof = "c=biws,r=cncnsrv";
+        let auth = format!(
+            "n=alice,r=cn,{},{without_proof}",
+            String::from_utf8(first).expect("u")
+        );
+        let sig = m.hmac(&m.hash(&client_key), auth.as_bytes());
+        let proof = B64.encode(xor(&client_key, &sig));
+        assert!(server
+            .client_final(format!("{without_proof},p={proof}").as_bytes())
+            .is_ok());
         // Out of order.
         let mut s = ScramServer::new(ScramMechanism::Sha256);
         assert!(s.client_final(b"c=biws,r=x,p=AA==").is_err());
@@ -877,6 +909,13 @@ mod tests {
             .client_final(b"r=cnX,s=c2FsdA==,i=4096")
             .expect("final");
         assert!(client.verify_server_final(b"v=AAAA").is_err());
+    }
+
+    #[test]
+    fn nonces_are_alphanumeric() {
+        let n = printable_nonce(&(0..=255u8).collect::<Vec<_>>());
+        assert_eq!(n.len(), 256);
+        assert!(n.chars().all(|c| c.is_ascii_alphanumeric()));
     }
 
     #[test]
