@@ -1040,7 +1040,24 @@ def sasl_checks(server: Server) -> None:
               confluent_roundtrip(creds))
     check("SASL: confluent-kafka wrong SCRAM password → authentication error, nothing written",
           confluent_wrong_password)
-    for creds in (plain_alice, scram512_new):
+    cli256 = ("SCRAM-SHA-256", "cli256", "cli256-secret")
+
+    def cli_creates_user() -> str:
+        auth = ["-b", server.sasl_bootstrap, "-X", "security.protocol=SASL_PLAINTEXT",
+                "-X", "sasl.mechanism=SCRAM-SHA-512", "-X", "sasl.username=scram512",
+                "-X", f"sasl.password={SCRAM512_PASSWORD}"]
+        for cmd in (["user", "scram", "set", "cli256", "--mechanism", "SCRAM-SHA-256",
+                     "--password", cli256[2], "--iterations", "8192"],
+                    ["user", "scram", "describe", "cli256"]):
+            proc = subprocess.run([str(server.binary), *cmd, *auth], capture_output=True,
+                                  text=True, timeout=60)
+            expect(proc.returncode == 0, f"nagare {' '.join(cmd[:3])}: {proc.stderr.strip()}")
+        expect("SCRAM-SHA-256=iterations=8192" in proc.stdout, f"describe said {proc.stdout!r}")
+        return proc.stdout.strip()
+
+    check("SASL: nagare user scram set/describe over SASL (-X client properties)",
+          cli_creates_user)
+    for creds in (plain_alice, scram512_new, cli256):
         check(f"SASL: kcat produce/consume with {creds[0]} ({creds[1]})", kcat_roundtrip(creds))
     check("SASL: kcat wrong PLAIN password → nothing written", kcat_wrong_password)
     for creds in (plain_alice, scram512_boot):

@@ -38,6 +38,8 @@ enum Command {
     Cluster(cli::cluster::Args),
     /// List and describe transactions, describe producers, find and abort hanging ones.
     Transactions(cli::transactions::Args),
+    /// Manage users' SCRAM credentials (set, describe, delete).
+    User(cli::user::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
             Command::Quorum(args) => cli::quorum::run(args).await,
             Command::Cluster(args) => cli::cluster::run(args).await,
             Command::Transactions(args) => cli::transactions::run(args).await,
+            Command::User(args) => cli::user::run(args).await,
         }
     });
     match result {
