@@ -410,3 +410,36 @@ fn configuration_errors_name_the_problem() {
     assert_eq!(ok.failed_authentication_delay_ms, 100);
     assert_eq!(ok.max_reauth_ms, 0);
 }
+
+/// `sasl.jaas.config` is a PASSWORD config: DescribeConfigs shows it as sensitive, without
+/// its value, as Kafka does.
+#[tokio::test]
+async fn describe_configs_hides_the_jaas_config() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    let t = sasl_broker(&[("sasl.jaas.config", JAAS)]).await;
+    let r = t
+        .send(
+            &DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(s("1"))
+                    .with_configuration_keys(Some(vec![
+                        s("sasl.jaas.config"),
+                        s("sasl.enabled.mechanisms"),
+                    ])),
+            ]),
+            4,
+        )
+        .await
+        .expect("describe");
+    let configs = &r.results[0].configs;
+    let jaas = configs
+        .iter()
+        .find(|c| c.name.as_str() == "sasl.jaas.config")
+        .expect("listed");
+    assert!(jaas.is_sensitive);
+    assert_eq!(jaas.value, None);
+    let text = format!("{r:?}");
+    assert!(!text.contains("alice-secret"), "{text}");
+}
