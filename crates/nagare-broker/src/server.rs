@@ -304,13 +304,13 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// Starts a node and returns once it is serving.
-pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
-    // A listener must never be served with less security than its configuration asks for.
-    // SASL_PLAINTEXT is served on client listeners; the listener brokers replicate and send
-    // transaction markers over (the first client listener) and the controller listeners stay
-    // PLAINTEXT until Nagare's own clients (fetchers, marker sender, controller channel,
-    // quorum) authenticate.
+/// A listener must never be served with less security than its configuration asks for.
+/// SASL_PLAINTEXT is served on client listeners; the listener brokers replicate and send
+/// transaction markers over (the first client listener) and the controller listeners stay
+/// PLAINTEXT until Nagare's own clients (fetchers, marker sender, controller channel, quorum)
+/// authenticate. SSL and SASL_SSL come with the TLS work. The SASL settings of the SASL
+/// listeners must be valid too.
+pub fn check_listener_security(config: &BrokerConfig) -> anyhow::Result<()> {
     for l in &config.listeners {
         let protocol = config.security_protocol(&l.name);
         let inter_node = config.controller_listener_names.contains(&l.name)
@@ -329,7 +329,13 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             );
         }
     }
-    crate::sasl::SaslSettings::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
+    crate::sasl::SaslSettings::from_config(config).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(())
+}
+
+/// Starts a node and returns once it is serving.
+pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
+    check_listener_security(&config)?;
     let log_dir = absolute(&config.log_dirs[0]);
     let metadata_dir = absolute(&config.metadata_log_dir);
     let cluster_id = format_or_check(&log_dir, &config, config.cluster_id.as_deref())?;

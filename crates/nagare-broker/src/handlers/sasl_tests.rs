@@ -443,3 +443,46 @@ async fn describe_configs_hides_the_jaas_config() {
     let text = format!("{r:?}");
     assert!(!text.contains("alice-secret"), "{text}");
 }
+
+/// Which listeners may use SASL_PLAINTEXT: client listeners other than the first (the one
+/// brokers replicate over); never the controller listener; SSL not yet.
+#[test]
+fn sasl_is_served_only_where_nagare_can_honour_it() {
+    use crate::config::BrokerConfig;
+    use crate::server::check_listener_security;
+    let load = |listeners: &str, map: &str| {
+        let mut props = std::collections::BTreeMap::new();
+        props.insert("listeners".to_string(), listeners.to_string());
+        props.insert(
+            "listener.security.protocol.map".to_string(),
+            map.to_string(),
+        );
+        props.insert("sasl.enabled.mechanisms".to_string(), "PLAIN".to_string());
+        props.insert("sasl.jaas.config".to_string(), JAAS.to_string());
+        let (c, _) = BrokerConfig::from_props(props).expect("config");
+        check_listener_security(&c)
+    };
+    let both = "PLAINTEXT://:9092,SASL_PLAINTEXT://:9094,CONTROLLER://:9093";
+    assert!(load(
+        both,
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
+    )
+    .is_ok());
+    let first = "SASL_PLAINTEXT://:9094,PLAINTEXT://:9092,CONTROLLER://:9093";
+    let e = load(
+        first,
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+    )
+    .expect_err("inter-broker listener");
+    assert!(e.to_string().contains("inter-node"), "{e}");
+    assert!(load(
+        both,
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    )
+    .is_err());
+    assert!(load(
+        both,
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SSL,CONTROLLER:PLAINTEXT"
+    )
+    .is_err());
+}
