@@ -24,6 +24,13 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
+
+# SASL users: PLAIN ones from the listener's JAAS config, SCRAM ones added at format time.
+SASL_JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+             'username="admin" password="admin-secret" '
+             'user_admin="admin-secret" user_alice="alice-secret";')
+SCRAM512_PASSWORD = "scram512-secret"
+SCRAM256_PASSWORD = "scram256-secret"
 RESULTS: list[tuple[str, bool, str]] = []
 
 
@@ -57,6 +64,9 @@ class Server:
         self.cport = free_port()
         while self.cport == self.port:
             self.cport = free_port()
+        self.sport = free_port()
+        while self.sport in (self.port, self.cport):
+            self.sport = free_port()
         self.log_path = self.dir / "server.log"
         self.proc: subprocess.Popen | None = None
 
@@ -64,20 +74,47 @@ class Server:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT listener (PLAIN users from JAAS, SCRAM users in metadata)."""
+        return f"127.0.0.1:{self.sport}"
+
     def start(self) -> None:
         data = self.dir / "data"
         data.mkdir()
-        args = [
-            str(self.binary),
-            "server",
-            "--override", "node.id=1",
-            "--override",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.cport}",
-            "--override", f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "--override", f"log.dirs={data}",
-        ]
+        # A PLAINTEXT listener (every check but the SASL ones, and inter-broker traffic) and a
+        # SASL_PLAINTEXT one, configured with Kafka's own keys.
+        props = {
+            "node.id": "1",
+            "listeners": (f"PLAINTEXT://127.0.0.1:{self.port},"
+                          f"SASL_PLAINTEXT://127.0.0.1:{self.sport},"
+                          f"CONTROLLER://127.0.0.1:{self.cport}"),
+            "advertised.listeners": (f"PLAINTEXT://127.0.0.1:{self.port},"
+                                     f"SASL_PLAINTEXT://127.0.0.1:{self.sport}"),
+            "listener.security.protocol.map": ("PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,"
+                                               "CONTROLLER:PLAINTEXT"),
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms":
+                "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": SASL_JAAS,
+            "log.dirs": str(data),
+        }
         for o in self.overrides:
-            args += ["--override", o]
+            key, _, value = o.partition("=")
+            props[key] = value
+        config = self.dir / "server.properties"
+        config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        # The first SCRAM users exist from format time (kafka-storage format --add-scram).
+        cluster_id = subprocess.run([str(self.binary), "storage", "random-uuid"],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+        fmt = subprocess.run(
+            [str(self.binary), "storage", "format", "-t", cluster_id, "-c", str(config),
+             "--add-scram", f"SCRAM-SHA-512=[name=scram512,password={SCRAM512_PASSWORD}]",
+             "--add-scram",
+             f"SCRAM-SHA-256=[name=scram256,iterations=8192,password={SCRAM256_PASSWORD}]"],
+            capture_output=True, text=True)
+        if fmt.returncode != 0:
+            raise RuntimeError(f"nagare storage format failed: {fmt.stdout}{fmt.stderr}")
+        args = [str(self.binary), "server", "-c", str(config)]
         log = open(self.log_path, "wb")
         env = dict(os.environ, NO_COLOR="1")
         self.proc = subprocess.Popen(
@@ -1013,6 +1050,196 @@ def secured_checks(binary: Path) -> None:
               flush=True)
     finally:
         server.stop()
+# --------------------------------------------------------------------------------------------
+# SASL (SASL_PLAINTEXT listener: PLAIN from JAAS, SCRAM from the metadata log)
+
+
+def sasl_conf(server: Server, mechanism: str, user: str, password: str) -> dict:
+    return {"bootstrap.servers": server.sasl_bootstrap, "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanisms": mechanism, "sasl.username": user, "sasl.password": password}
+
+
+def read_values(conf: dict, topic: str, want: set[str], timeout: float = 20) -> set[str]:
+    """Values of partition 0 of `topic`, read from the beginning until `want` is seen."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({**conf, "group.id": unique("sasl-g"), "enable.auto.commit": False})
+    got: set[str] = set()
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.time() + timeout
+        while time.time() < deadline and not want <= got:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                raise RuntimeError(f"consume error: {m.error()}")
+            got.add(m.value().decode())
+    finally:
+        c.close()
+    return got
+
+
+def sasl_checks(server: Server) -> None:
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import (AdminClient, NewTopic, ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialUpsertion)
+    topic = unique("sasl")
+    plain_alice = ("PLAIN", "alice", "alice-secret")
+    scram512_boot = ("SCRAM-SHA-512", "scram512", SCRAM512_PASSWORD)
+    scram256_boot = ("SCRAM-SHA-256", "scram256", SCRAM256_PASSWORD)
+    scram512_new = ("SCRAM-SHA-512", "created512", "created512-secret")
+
+    def admin_over_scram() -> str:
+        # The --add-scram admin logs in, creates a topic and a new SCRAM user
+        # (AlterUserScramCredentials through the controller), and describes the users.
+        admin = AdminClient(sasl_conf(server, *scram512_boot))
+        for f in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+            f.result(30)
+        alteration = UserScramCredentialUpsertion(
+            "created512", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+            scram512_new[2].encode())
+        for f in admin.alter_user_scram_credentials([alteration]).values():
+            f.result(30)
+        described = admin.describe_user_scram_credentials().result(30)
+        infos = {u: sorted((i.mechanism.name, i.iterations) for i in d.scram_credential_infos)
+                 for u, d in described.items()}
+        expect(infos.get("created512") == [("SCRAM_SHA_512", 8192)], f"described {infos}")
+        expect(infos.get("scram256") == [("SCRAM_SHA_256", 8192)], f"described {infos}")
+        expect(infos.get("scram512") == [("SCRAM_SHA_512", 4096)], f"described {infos}")
+        return f"topic {topic} created, user created512 added; users {sorted(infos)}"
+
+    def confluent_roundtrip(creds: tuple[str, str, str]) -> Callable[[], str]:
+        def run() -> str:
+            conf = sasl_conf(server, *creds)
+            errors: list = []
+            p = Producer({**conf, "message.timeout.ms": 15000})
+            values = [f"ck-{creds[1]}-{i}" for i in range(10)]
+            for v in values:
+                p.produce(topic, value=v.encode(), partition=0,
+                          on_delivery=lambda e, m: errors.append(e) if e else None)
+            expect(p.flush(30) == 0 and not errors, f"delivery errors {errors}")
+            got = read_values(conf, topic, set(values))
+            expect(set(values) <= got, f"read back {len(set(values) & got)} of {len(values)}")
+            return f"{creds[0]} as {creds[1]}: 10 records produced and consumed"
+        return run
+
+    def confluent_wrong_password() -> str:
+        auth_errors: list = []
+        conf = {**sasl_conf(server, "SCRAM-SHA-512", "scram512", "wrong"),
+                "message.timeout.ms": 4000,
+                "error_cb": lambda e: auth_errors.append(e)}
+        p = Producer(conf)
+        delivery: list = []
+        p.produce(topic, value=b"ck-intruder", partition=0,
+                  on_delivery=lambda e, m: delivery.append(e))
+        p.flush(10)
+        expect(delivery and delivery[0] is not None, f"the write was delivered: {delivery}")
+        expect(any(e.code() == KafkaError._AUTHENTICATION for e in auth_errors),
+               f"no authentication error reported: {auth_errors}")
+        got = read_values(sasl_conf(server, *plain_alice), topic, {"never"}, timeout=3)
+        expect("ck-intruder" not in got, "the refused producer's record was written")
+        return f"refused: {auth_errors[0].str()[:100]}"
+
+    def kcat_sasl(creds: tuple[str, str, str], *args: str, stdin: str | None = None,
+                  ok: bool = True) -> subprocess.CompletedProcess:
+        exe = shutil.which("kcat") or shutil.which("kafkacat")
+        if exe is None:
+            raise RuntimeError("kcat is not installed")
+        proc = subprocess.run(
+            [exe, "-b", server.sasl_bootstrap, "-X", "security.protocol=SASL_PLAINTEXT",
+             "-X", f"sasl.mechanisms={creds[0]}", "-X", f"sasl.username={creds[1]}",
+             "-X", f"sasl.password={creds[2]}", *args],
+            input=stdin, capture_output=True, text=True, timeout=60)
+        if ok and proc.returncode != 0:
+            raise RuntimeError(f"kcat exited {proc.returncode}: {proc.stderr.strip()}")
+        return proc
+
+    def kcat_roundtrip(creds: tuple[str, str, str]) -> Callable[[], str]:
+        def run() -> str:
+            values = [f"kcat-{creds[1]}-{i}" for i in range(10)]
+            kcat_sasl(creds, "-P", "-t", topic, "-p", "0", stdin="\n".join(values) + "\n")
+            out = kcat_sasl(creds, "-C", "-t", topic, "-p", "0", "-e", "-o", "beginning").stdout
+            got = set(out.splitlines())
+            expect(set(values) <= got, f"read back {len(set(values) & got)} of {len(values)}")
+            return f"{creds[0]} as {creds[1]}: 10 lines produced and consumed"
+        return run
+
+    def kcat_wrong_password() -> str:
+        proc = kcat_sasl(("PLAIN", "alice", "wrong"), "-P", "-t", topic, "-p", "0",
+                         "-X", "message.timeout.ms=4000", stdin="kcat-intruder\n", ok=False)
+        got = read_values(sasl_conf(server, *plain_alice), topic, {"never"}, timeout=3)
+        expect("kcat-intruder" not in got, "the refused kcat's line was written")
+        expect(proc.returncode != 0 or "uthentication" in proc.stderr,
+               f"kcat exited {proc.returncode}: {proc.stderr[-300:]}")
+        lines = [ln for ln in proc.stderr.splitlines() if "uthentication" in ln]
+        return f"refused, nothing written: {(lines or [proc.stderr.strip()])[0][:120]}"
+
+    def kafka_python_roundtrip(creds: tuple[str, str, str]) -> Callable[[], str]:
+        def run() -> str:
+            from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+            conf = dict(bootstrap_servers=server.sasl_bootstrap, security_protocol="SASL_PLAINTEXT",
+                        sasl_mechanism=creds[0], sasl_plain_username=creds[1],
+                        sasl_plain_password=creds[2])
+            values = [f"kp-{creds[1]}-{i}" for i in range(10)]
+            p = KafkaProducer(**conf)
+            for v in values:
+                p.send(topic, value=v.encode(), partition=0).get(timeout=30)
+            p.close()
+            c = KafkaConsumer(**conf, enable_auto_commit=False, consumer_timeout_ms=5000)
+            c.assign([TopicPartition(topic, 0)])
+            c.seek_to_beginning()
+            got = {m.value.decode() for m in c}
+            c.close()
+            expect(set(values) <= got, f"read back {len(set(values) & got)} of {len(values)}")
+            return f"{creds[0]} as {creds[1]}: 10 records produced and consumed"
+        return run
+
+    def kafka_python_wrong_password() -> str:
+        from kafka import KafkaProducer
+        try:
+            p = KafkaProducer(bootstrap_servers=server.sasl_bootstrap,
+                              security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                              sasl_plain_username="alice", sasl_plain_password="wrong",
+                              max_block_ms=5000)
+            p.send(topic, value=b"kp-intruder", partition=0).get(timeout=5)
+        except Exception as e:  # noqa: BLE001 - the refusal is the point
+            got = read_values(sasl_conf(server, *plain_alice), topic, {"never"}, timeout=3)
+            expect("kp-intruder" not in got, "the refused record was written")
+            return f"refused: {type(e).__name__}: {str(e)[:100]}"
+        raise AssertionError("kafka-python wrote with a wrong password")
+
+    check("SASL: confluent-kafka admin (SCRAM-SHA-512 user from --add-scram) creates a topic "
+          "and a SCRAM user (AlterUserScramCredentials), describes users", admin_over_scram)
+    for creds in (plain_alice, scram512_new, scram256_boot):
+        check(f"SASL: confluent-kafka produce/consume with {creds[0]} ({creds[1]})",
+              confluent_roundtrip(creds))
+    check("SASL: confluent-kafka wrong SCRAM password → authentication error, nothing written",
+          confluent_wrong_password)
+    cli256 = ("SCRAM-SHA-256", "cli256", "cli256-secret")
+
+    def cli_creates_user() -> str:
+        auth = ["-b", server.sasl_bootstrap, "-X", "security.protocol=SASL_PLAINTEXT",
+                "-X", "sasl.mechanism=SCRAM-SHA-512", "-X", "sasl.username=scram512",
+                "-X", f"sasl.password={SCRAM512_PASSWORD}"]
+        for cmd in (["user", "scram", "set", "cli256", "--mechanism", "SCRAM-SHA-256",
+                     "--password", cli256[2], "--iterations", "8192"],
+                    ["user", "scram", "describe", "cli256"]):
+            proc = subprocess.run([str(server.binary), *cmd, *auth], capture_output=True,
+                                  text=True, timeout=60)
+            expect(proc.returncode == 0, f"nagare {' '.join(cmd[:3])}: {proc.stderr.strip()}")
+        expect("SCRAM-SHA-256=iterations=8192" in proc.stdout, f"describe said {proc.stdout!r}")
+        return proc.stdout.strip()
+
+    check("SASL: nagare user scram set/describe over SASL (-X client properties)",
+          cli_creates_user)
+    for creds in (plain_alice, scram512_new, cli256):
+        check(f"SASL: kcat produce/consume with {creds[0]} ({creds[1]})", kcat_roundtrip(creds))
+    check("SASL: kcat wrong PLAIN password → nothing written", kcat_wrong_password)
+    for creds in (plain_alice, scram512_boot):
+        check(f"SASL: kafka-python produce/consume with {creds[0]} ({creds[1]})",
+              kafka_python_roundtrip(creds))
+    check("SASL: kafka-python wrong PLAIN password → error, nothing written",
+          kafka_python_wrong_password)
 
 
 def main() -> int:
@@ -1035,7 +1262,7 @@ def main() -> int:
             return 1
         print(f"nagare listening on {server.bootstrap} (log {server.log_path})", flush=True)
         for group in (kcat_checks, confluent_checks, kafka_python_checks, group_checks,
-                      kip848_checks, transaction_checks):
+                      kip848_checks, transaction_checks, sasl_checks):
             if only and group.__name__ not in only:
                 continue
             try:

@@ -174,6 +174,8 @@ pub struct ConnectionContext {
     client_software: RwLock<Option<ClientSoftware>>,
     /// Until when no further request is read (a client quota's throttle, KIP-219).
     muted_until: parking_lot::Mutex<Option<Instant>>,
+    /// SASL state (handshake, exchange, session) of a connection on a SASL listener.
+    pub sasl: crate::sasl::SaslSession,
 }
 
 static CONNECTION_INDEX: AtomicU64 = AtomicU64::new(0);
@@ -199,6 +201,7 @@ impl ConnectionContext {
             principal: RwLock::new(KafkaPrincipal::anonymous()),
             client_software: RwLock::new(None),
             muted_until: parking_lot::Mutex::new(None),
+            sasl: crate::sasl::SaslSession::default(),
         }
     }
 

@@ -23,6 +23,7 @@ pub mod quotas;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod request_metrics;
+pub mod sasl;
 mod sendfile;
 pub mod server;
 pub mod standard_authorizer;
@@ -81,6 +82,8 @@ pub struct Broker {
     pub quotas: Arc<quotas::QuotaManagers>,
     /// Connection limits of the client listeners (per ip, creation rates).
     pub connection_quotas: Arc<connection_quotas::ConnectionQuotas>,
+    /// SASL settings of the SASL listeners (mechanisms, PLAIN users, session lifetime).
+    pub sasl: sasl::SaslSettings,
     topic_defaults: RwLock<TopicDefaults>,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -125,6 +128,12 @@ impl Broker {
                 q.on_image(&image.client_quotas);
                 Arc::new(q)
             },
+            // `server::start` refuses a bad SASL config before building the broker; a
+            // broker built otherwise (tests) with one serves no mechanism at all.
+            sasl: sasl::SaslSettings::from_config(&config).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "invalid SASL configuration: no SASL mechanism served");
+                sasl::SaslSettings::default()
+            }),
             producer_ids: Mutex::new((0, 0)),
             config,
             cluster_id,
@@ -366,6 +375,21 @@ impl Broker {
             .iter()
             .find(|e| Some(&e.name) == listener)
             .or(b.endpoints.first())
+    }
+
+    /// The endpoint of broker `b` on listener `listener` (what Metadata, FindCoordinator and
+    /// DescribeCluster answer: Kafka returns the endpoints of the listener the request came
+    /// in on, so a SASL client is sent to SASL ports); the client endpoint when `b` has no
+    /// such listener (e.g. a request on the controller listener).
+    pub fn endpoint_for_listener<'a>(
+        &self,
+        b: &'a nagare_metadata::BrokerRegistration,
+        listener: &str,
+    ) -> Option<&'a nagare_metadata::Endpoint> {
+        b.endpoints
+            .iter()
+            .find(|e| e.name == listener)
+            .or_else(|| self.client_endpoint(b))
     }
 
     /// Hands out a producer id for an idempotent producer, fetching a new block from the

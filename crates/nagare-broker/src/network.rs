@@ -182,7 +182,8 @@ pub async fn serve_with(ctx: ServeContext, stream: TcpStream, peer: std::net::So
         };
         let received = Instant::now();
         let dispatched = (ctx.handler)(frame, conn.clone(), received).await;
-        let close = matches!(dispatched.reply, Reply::Close);
+        // A failed SASL authentication is answered, then the connection closes.
+        let close = matches!(dispatched.reply, Reply::Close) || conn.sasl.close_requested();
         if tx.send(dispatched).await.is_err() || close {
             break;
         }

@@ -169,6 +169,59 @@ pub fn write_bootstrap_features(dir: &Path, features: &[(String, i16)]) -> anyho
     Ok(())
 }
 
+/// The file in `metadata.log.dir` holding the other records a new cluster starts with (the
+/// SCRAM credentials of `storage format --add-scram`), one encoded record per line in hex.
+const BOOTSTRAP_RECORDS: &str = "bootstrap.records";
+
+/// Writes the records `storage format --add-scram` chose into the metadata log dir
+/// (fsynced, atomically); the first controller commits them with the feature levels.
+pub fn write_bootstrap_records(
+    dir: &Path,
+    records: &[nagare_metadata::MetadataRecord],
+) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for r in records {
+        for b in r.encode() {
+            text.push_str(&format!("{b:02x}"));
+        }
+        text.push('\n');
+    }
+    let path = dir.join(BOOTSTRAP_RECORDS);
+    let tmp = dir.join("bootstrap.records.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all())?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir).and_then(|f| f.sync_all())?;
+    Ok(())
+}
+
+/// The records [`write_bootstrap_records`] wrote (none when the file does not exist).
+pub fn read_bootstrap_records(dir: &Path) -> anyhow::Result<Vec<nagare_metadata::MetadataRecord>> {
+    let path = dir.join(BOOTSTRAP_RECORDS);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            let line = line.trim();
+            let bytes = (0..line.len())
+                .step_by(2)
+                .map(|at| {
+                    line.get(at..at + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                })
+                .collect::<Option<Vec<u8>>>()
+                .with_context(|| format!("{} line {}: not hex", path.display(), i + 1))?;
+            nagare_metadata::MetadataRecord::decode(&bytes)
+                .with_context(|| format!("{} line {}", path.display(), i + 1))
+        })
+        .collect()
+}
+
 /// The feature levels a new cluster starts at: those `storage format` wrote into the
 /// metadata log dir, or every feature's default when the dir has none (a single-node
 /// default that formatted itself, or a dir formatted before features could be chosen).
@@ -251,19 +304,38 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// Starts a node and returns once it is serving.
-pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
-    // A listener must never be served with less security than its configuration asks for.
+/// A listener must never be served with less security than its configuration asks for.
+/// SASL_PLAINTEXT is served on client listeners; the listener brokers replicate and send
+/// transaction markers over (the first client listener) and the controller listeners stay
+/// PLAINTEXT until Nagare's own clients (fetchers, marker sender, controller channel, quorum)
+/// authenticate. SSL and SASL_SSL come with the TLS work. The SASL settings of the SASL
+/// listeners must be valid too.
+pub fn check_listener_security(config: &BrokerConfig) -> anyhow::Result<()> {
     for l in &config.listeners {
         let protocol = config.security_protocol(&l.name);
-        if protocol != crate::context::SecurityProtocol::Plaintext {
+        let inter_node = config.controller_listener_names.contains(&l.name)
+            || config.broker_listener().is_some_and(|b| b.name == l.name);
+        let served = match protocol {
+            crate::context::SecurityProtocol::Plaintext => true,
+            crate::context::SecurityProtocol::SaslPlaintext => !inter_node,
+            _ => false,
+        };
+        if !served {
             anyhow::bail!(
-                "listener {} is mapped to {} in listener.security.protocol.map, which Nagare does not serve yet",
+                "listener {} is mapped to {} in listener.security.protocol.map, which Nagare does not serve on {} yet",
                 l.name,
-                protocol.name()
+                protocol.name(),
+                if inter_node { "inter-node listeners" } else { "any listener" }
             );
         }
     }
+    crate::sasl::SaslSettings::from_config(config).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(())
+}
+
+/// Starts a node and returns once it is serving.
+pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
+    check_listener_security(&config)?;
     let log_dir = absolute(&config.log_dirs[0]);
     let metadata_dir = absolute(&config.metadata_log_dir);
     let cluster_id = format_or_check(&log_dir, &config, config.cluster_id.as_deref())?;
@@ -308,6 +380,11 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     } else {
         BTreeMap::new()
     };
+    let bootstrap_records = if config.is_controller() {
+        read_bootstrap_records(&metadata_dir)?
+    } else {
+        Vec::new()
+    };
     let controller = config.is_controller().then(|| {
         Arc::new(
             Controller::new(
@@ -318,7 +395,8 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
                 q.broker_session_timeout_ms,
             )
             .with_elections(config.elections())
-            .with_bootstrap_features(bootstrap_features.clone()),
+            .with_bootstrap_features(bootstrap_features.clone())
+            .with_bootstrap_records(bootstrap_records.clone()),
         )
     });
 
@@ -580,6 +658,20 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             listener,
             listener_cfg.name.clone(),
         )));
+        // Every other client listener (e.g. SASL_PLAINTEXT beside PLAINTEXT) is served too,
+        // each connection knowing its listener's name and security protocol.
+        for extra in config.listeners.iter().filter(|l| {
+            !config.controller_listener_names.contains(&l.name) && l.name != listener_cfg.name
+        }) {
+            let l = TcpListener::bind(extra.bind_addr())
+                .await
+                .with_context(|| format!("cannot listen on {}", extra.bind_addr()))?;
+            tasks.push(tokio::spawn(accept_loop(
+                broker.clone(),
+                l,
+                extra.name.clone(),
+            )));
+        }
         lifecycle = Some(lc);
     }
 

@@ -236,7 +236,37 @@ impl TestBroker {
         self.send_frame_on(&self.connection, frame).await
     }
 
-    /// Like [`TestBroker::send_frame`], on the connection `conn`.
+    /// A new connection on listener `listener_name`, with that listener's security protocol
+    /// (e.g. a SASL_PLAINTEXT one, which must authenticate before anything else).
+    pub fn connection_on(&self, listener_name: &str) -> Arc<ConnectionContext> {
+        Arc::new(ConnectionContext::new(
+            listener_name,
+            ListenerKind::Broker,
+            self.broker.config.security_protocol(listener_name),
+            None,
+            "127.0.0.1:40001".parse().expect("addr"),
+        ))
+    }
+
+    /// Sends `req` at `version` on connection `conn` and decodes the answer; `Closed` also
+    /// when the connection was asked to close after this answer (failed authentication).
+    pub async fn send_on<R: KafkaRequest>(
+        &self,
+        conn: &Arc<ConnectionContext>,
+        req: &R,
+        version: i16,
+    ) -> Answer<R::Response> {
+        match self.send_frame_on(conn, self.frame(req, version)).await {
+            None => Answer::Closed,
+            Some(None) => Answer::Nothing,
+            Some(Some(resp)) => Answer::Response(decode_response::<R>(
+                response_bytes(resp).slice(4..),
+                version,
+            )),
+        }
+    }
+
+    /// Sends a raw frame on connection `conn` (see [`TestBroker::send_frame`]).
     pub async fn send_frame_on(
         &self,
         conn: &Arc<ConnectionContext>,
@@ -295,14 +325,7 @@ impl TestBroker {
         version: i16,
     ) -> Answer<R::Response> {
         let conn = self.connection_as(principal, host);
-        match self.send_frame_on(&conn, self.frame(req, version)).await {
-            None => Answer::Closed,
-            Some(None) => Answer::Nothing,
-            Some(Some(resp)) => Answer::Response(decode_response::<R>(
-                response_bytes(resp).slice(4..),
-                version,
-            )),
-        }
+        self.send_on(&conn, req, version).await
     }
 
     /// Creates a topic directly through the controller (no authorization), waiting until

@@ -14,6 +14,19 @@ use tokio::net::TcpStream;
 
 use crate::error::{describe_io, Error, Result};
 
+/// A SaslAuthenticate answer's error as [`Error::Kafka`] (SASL_AUTHENTICATION_FAILED with the
+/// broker's message).
+fn check_authenticate(resp: &kafka_protocol::messages::SaslAuthenticateResponse) -> Result<()> {
+    match Error::from_code(
+        resp.error_code,
+        || "SaslAuthenticate".to_owned(),
+        resp.error_message.as_deref(),
+    ) {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
 /// Timeouts and limits of a connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionOptions {
@@ -24,6 +37,29 @@ pub struct ConnectionOptions {
     /// The largest response accepted; a bigger size prefix is treated as a protocol error
     /// rather than allocated.
     pub max_response_bytes: usize,
+    /// SASL credentials for a `SASL_PLAINTEXT` listener: each connection authenticates right
+    /// after ApiVersions (SaslHandshake v1 + SaslAuthenticate, KIP-152).
+    pub sasl: Option<SaslCredentials>,
+}
+
+/// A SASL login (Kafka clients' `sasl.mechanism`, `sasl.username`, `sasl.password`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaslCredentials {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    /// The user name.
+    pub username: String,
+    /// The password (never printed).
+    pub password: String,
+}
+
+impl std::fmt::Debug for SaslCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslCredentials")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ConnectionOptions {
@@ -32,6 +68,7 @@ impl Default for ConnectionOptions {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 256 * 1024 * 1024,
+            sasl: None,
         }
     }
 }
@@ -106,7 +143,80 @@ impl Connection {
             Error::Io { addr, reason } => Error::Connect { addr, reason },
             other => other,
         })?;
+        if let Some(creds) = conn.options.sasl.clone() {
+            conn.authenticate(&creds).await?;
+        }
         Ok(conn)
+    }
+
+    /// SaslHandshake v1 for `creds.mechanism`, then the mechanism's SaslAuthenticate
+    /// exchange; a SCRAM server must prove it holds the credential too.
+    async fn authenticate(&mut self, creds: &SaslCredentials) -> Result<()> {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        use nagare_sasl::scram::{printable_nonce, ScramClient, ScramMechanism};
+        let handshake = self
+            .send_version(
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_string(creds.mechanism.clone())),
+                1,
+            )
+            .await?;
+        if let Some(e) = Error::from_code(
+            handshake.error_code,
+            || format!("SaslHandshake for {}", creds.mechanism),
+            Some(&format!(
+                "the broker enables {}",
+                handshake
+                    .mechanisms
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        ) {
+            return Err(e);
+        }
+        let version = self.negotiate(ApiKey::SaslAuthenticate, Some(2))?;
+        let addr = self.addr.clone();
+        let step =
+            |token: Vec<u8>| SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let sasl_error = |reason: String| Error::UnexpectedResponse {
+            addr: addr.clone(),
+            reason,
+        };
+        match ScramMechanism::from_name(&creds.mechanism) {
+            None if creds.mechanism == "PLAIN" => {
+                let req = step(nagare_sasl::plain::client_message(
+                    &creds.username,
+                    &creds.password,
+                ));
+                let resp = self.send_version(&req, version).await?;
+                check_authenticate(&resp)?;
+            }
+            None => {
+                return Err(sasl_error(format!(
+                    "SASL mechanism {} is not supported by this client (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)",
+                    creds.mechanism
+                )))
+            }
+            Some(m) => {
+                let nonce = printable_nonce(&rand::random::<[u8; 32]>());
+                let mut client = ScramClient::new(m, &creds.username, &creds.password, &nonce);
+                let first = self
+                    .send_version(&step(client.client_first()), version)
+                    .await?;
+                check_authenticate(&first)?;
+                let fin = client
+                    .client_final(&first.auth_bytes)
+                    .map_err(|e| sasl_error(format!("SCRAM server-first: {e}")))?;
+                let last = self.send_version(&step(fin), version).await?;
+                check_authenticate(&last)?;
+                client
+                    .verify_server_final(&last.auth_bytes)
+                    .map_err(|e| sasl_error(format!("SCRAM server-final: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     /// ApiVersions at our highest version; on UNSUPPORTED_VERSION the broker answers in v0 with

@@ -32,6 +32,7 @@ mod error;
 mod group;
 pub mod partitioner;
 pub mod records;
+mod scram;
 mod transactions;
 mod types;
 
@@ -41,10 +42,11 @@ pub use client::{
     RESOURCE_TYPES,
 };
 pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
-pub use connection::{Connection, ConnectionOptions};
+pub use connection::{Connection, ConnectionOptions, SaslCredentials};
 pub use error::{kafka_error_name, Error, ResponseError, Result};
 pub use group::{decode_assignment, GroupDescription, GroupListing, GroupMember};
 pub use records::{Compression, ConsumedRecord, ProduceRecord, TimestampType};
+pub use scram::{ScramAlteration, ScramMechanism, UserScramCredentials};
 pub use transactions::{ProducerState, TransactionDescription, TransactionListing};
 pub use types::{
     Acks, AlterConfigOp, BrokerMetadata, ClientConfig, ConfigEntry, ConfigResource, ConfigSource,

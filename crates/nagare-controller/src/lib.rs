@@ -10,6 +10,7 @@ pub mod feature_control;
 pub mod logic;
 pub mod placement;
 pub mod replication_control;
+pub mod scram_control;
 pub mod shell;
 
 pub use nagare_metadata::MetadataImage;

@@ -99,6 +99,8 @@ pub struct Controller {
     elections: ElectionConfig,
     /// The feature levels a new cluster's first controller finalizes.
     bootstrap_features: BTreeMap<String, i16>,
+    /// Other records a new cluster starts with (`storage format --add-scram` credentials).
+    bootstrap_records: Vec<MetadataRecord>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -135,6 +137,7 @@ impl Controller {
             elections: ElectionConfig::default(),
             bootstrap_features: nagare_metadata::features::bootstrap_levels(&[])
                 .unwrap_or_default(),
+            bootstrap_records: Vec::new(),
         }
     }
 
@@ -142,6 +145,13 @@ impl Controller {
     /// Kafka's bootstrap metadata; by default every feature at its default level).
     pub fn with_bootstrap_features(mut self, levels: BTreeMap<String, i16>) -> Self {
         self.bootstrap_features = levels;
+        self
+    }
+
+    /// Records a new cluster starts with besides its features (Kafka's bootstrap metadata:
+    /// the SCRAM credentials of `kafka-storage format --add-scram`), committed with them.
+    pub fn with_bootstrap_records(mut self, records: Vec<MetadataRecord>) -> Self {
+        self.bootstrap_records = records;
         self
     }
 
@@ -205,6 +215,7 @@ impl Controller {
                             level: *level,
                         }),
                 );
+                records.extend(self.bootstrap_records.iter().cloned());
                 self.propose(epoch, &records).await?;
             }
             st.epoch = Some(epoch);
@@ -650,6 +661,31 @@ mod tests {
                 Some(&METADATA_VERSION_LEVEL)
             );
         }
+    }
+
+    /// `storage format --add-scram` credentials are committed with the bootstrap features,
+    /// once: the first admin exists before any client connects.
+    #[tokio::test]
+    async fn bootstrap_records_commit_with_a_new_cluster() {
+        let record = MetadataRecord::UserScramCredential {
+            name: "admin".into(),
+            mechanism: 2,
+            salt: vec![1; 16],
+            stored_key: vec![2; 64],
+            server_key: vec![3; 64],
+            iterations: 4096,
+        };
+        let c = instant_controller(ElectionConfig::default()).with_bootstrap_records(vec![record]);
+        join(&c, 1).await;
+        let image = c.image();
+        assert_eq!(
+            image.scram.credential("admin", 2).map(|c| c.iterations),
+            Some(4096)
+        );
+        assert_eq!(
+            image.features.get(METADATA_VERSION),
+            Some(&METADATA_VERSION_LEVEL)
+        );
     }
 
     /// The controller writes only record versions the finalized metadata.version allows:

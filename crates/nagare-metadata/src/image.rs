@@ -73,6 +73,8 @@ pub struct MetadataImage {
     /// ACLs (behind an `Arc`: copied only when an ACL record changes them, and held by the
     /// authorizer without holding the image).
     pub acls: Arc<crate::acls::AclImage>,
+    /// Users' SCRAM credentials.
+    pub scram: crate::scram::ScramImage,
 }
 
 impl MetadataImage {
@@ -283,6 +285,10 @@ impl MetadataImage {
                     tracing::warn!(%id, offset, "RemoveAccessControlEntryRecord for an unknown ACL");
                 }
             }
+            MetadataRecord::UserScramCredential { .. }
+            | MetadataRecord::RemoveUserScramCredential { .. } => {
+                self.scram.apply(record);
+            }
         }
     }
 }
@@ -341,6 +347,7 @@ impl MetadataImage {
                 });
             }
         }
+        out.extend(self.scram.to_records());
         if self.next_producer_id > 0 {
             out.push(MetadataRecord::ProducerIds {
                 broker_id: -1,

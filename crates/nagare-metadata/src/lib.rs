@@ -12,6 +12,7 @@ pub mod log;
 pub mod metadata_version;
 pub mod publisher;
 pub mod records;
+pub mod scram;
 pub mod topic_config;
 
 pub use delta::{BrokerDelta, MetadataDelta, PartitionDelta};

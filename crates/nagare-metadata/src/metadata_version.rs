@@ -34,6 +34,8 @@ const RECORD_VERSIONS: &[(RecordType, u16, i16)] = &[
     (RecordType::ClientQuota, 0, MINIMUM_LEVEL),
     (RecordType::AccessControlEntry, 0, MINIMUM_LEVEL),
     (RecordType::RemoveAccessControlEntry, 0, MINIMUM_LEVEL),
+    (RecordType::UserScramCredential, 0, MINIMUM_LEVEL),
+    (RecordType::RemoveUserScramCredential, 0, MINIMUM_LEVEL),
 ];
 
 /// The newest version of `record_type` that may be written at `metadata.version` `level`;

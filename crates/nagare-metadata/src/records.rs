@@ -205,6 +205,28 @@ pub enum MetadataRecord {
         /// The id of the ACL.
         id: Uuid,
     },
+    /// A user's SCRAM credential for one mechanism was set (KIP-554); never the password.
+    UserScramCredential {
+        /// User name.
+        name: String,
+        /// Kafka's mechanism type: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+        mechanism: i8,
+        /// Salt.
+        salt: Vec<u8>,
+        /// H(ClientKey).
+        stored_key: Vec<u8>,
+        /// HMAC(SaltedPassword, "Server Key").
+        server_key: Vec<u8>,
+        /// PBKDF2 iterations.
+        iterations: i32,
+    },
+    /// A user's SCRAM credential for one mechanism was deleted.
+    RemoveUserScramCredential {
+        /// User name.
+        name: String,
+        /// Kafka's mechanism type.
+        mechanism: i8,
+    },
 }
 
 /// Version of the legacy JSON envelope (`{"v":1,...}`), read but no longer written.
@@ -249,11 +271,15 @@ pub enum RecordType {
     AccessControlEntry,
     /// `RemoveAccessControlEntryRecord` (apiKey 19).
     RemoveAccessControlEntry,
+    /// `UserScramCredentialRecord` (apiKey 11).
+    UserScramCredential,
+    /// `RemoveUserScramCredentialRecord` (apiKey 22: Kafka's number; 12 is FeatureLevelRecord).
+    RemoveUserScramCredential,
 }
 
 impl RecordType {
     /// Every record type, in apiKey order.
-    pub const ALL: [RecordType; 12] = [
+    pub const ALL: [RecordType; 14] = [
         RecordType::RegisterBroker,
         RecordType::Topic,
         RecordType::Partition,
@@ -266,6 +292,8 @@ impl RecordType {
         RecordType::ClientQuota,
         RecordType::AccessControlEntry,
         RecordType::RemoveAccessControlEntry,
+        RecordType::UserScramCredential,
+        RecordType::RemoveUserScramCredential,
     ];
 
     /// Kafka's apiKey of the matching metadata record.
@@ -283,6 +311,8 @@ impl RecordType {
             RecordType::ClientQuota => 14,
             RecordType::AccessControlEntry => 18,
             RecordType::RemoveAccessControlEntry => 19,
+            RecordType::UserScramCredential => 11,
+            RecordType::RemoveUserScramCredential => 22,
         }
     }
 
@@ -308,6 +338,8 @@ impl RecordType {
             RecordType::ClientQuota => "ClientQuotaRecord",
             RecordType::AccessControlEntry => "AccessControlEntryRecord",
             RecordType::RemoveAccessControlEntry => "RemoveAccessControlEntryRecord",
+            RecordType::UserScramCredential => "UserScramCredentialRecord",
+            RecordType::RemoveUserScramCredential => "RemoveUserScramCredentialRecord",
         }
     }
 
@@ -332,6 +364,8 @@ impl RecordType {
             RecordType::ClientQuota => "ClientQuota",
             RecordType::AccessControlEntry => "AccessControlEntry",
             RecordType::RemoveAccessControlEntry => "RemoveAccessControlEntry",
+            RecordType::UserScramCredential => "UserScramCredential",
+            RecordType::RemoveUserScramCredential => "RemoveUserScramCredential",
         }
     }
 }
@@ -442,6 +476,10 @@ impl MetadataRecord {
             MetadataRecord::ClientQuota { .. } => RecordType::ClientQuota,
             MetadataRecord::AccessControlEntry { .. } => RecordType::AccessControlEntry,
             MetadataRecord::RemoveAccessControlEntry { .. } => RecordType::RemoveAccessControlEntry,
+            MetadataRecord::UserScramCredential { .. } => RecordType::UserScramCredential,
+            MetadataRecord::RemoveUserScramCredential { .. } => {
+                RecordType::RemoveUserScramCredential
+            }
         }
     }
 
@@ -647,6 +685,18 @@ mod tests {
             MetadataRecord::RemoveAccessControlEntry {
                 id: Uuid::from_bytes([2; 16]),
             },
+            MetadataRecord::UserScramCredential {
+                name: "alice".into(),
+                mechanism: 2,
+                salt: vec![1, 2, 3],
+                stored_key: vec![4; 64],
+                server_key: vec![5; 64],
+                iterations: 4096,
+            },
+            MetadataRecord::RemoveUserScramCredential {
+                name: "alice".into(),
+                mechanism: 1,
+            },
         ]
     }
 
@@ -757,7 +807,7 @@ mod tests {
             .unwrap_or_default();
         assert!(
             msg.contains(
-                "apiKey 99 version 0 (this binary knows apiKeys 0, 2, 3, 4, 5, 9, 12, 15, 17, 14, 18, 19)"
+                "apiKey 99 version 0 (this binary knows apiKeys 0, 2, 3, 4, 5, 9, 12, 15, 17, 14, 18, 19, 11, 22)"
             ),
             "{msg}"
         );

@@ -42,6 +42,8 @@ enum Command {
     Transactions(cli::transactions::Args),
     /// Add, list and remove ACLs (like kafka-acls).
     Acl(cli::acl::Args),
+    /// Manage users' SCRAM credentials (set, describe, delete).
+    User(cli::user::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +72,7 @@ fn main() -> std::process::ExitCode {
             Command::Cluster(args) => cli::cluster::run(args).await,
             Command::Transactions(args) => cli::transactions::run(args).await,
             Command::Acl(args) => cli::acl::run(args).await,
+            Command::User(args) => cli::user::run(args).await,
         }
     });
     match result {

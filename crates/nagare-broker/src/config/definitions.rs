@@ -213,6 +213,14 @@ pub(crate) fn check(key: &str, value: &str) -> Result<Option<String>, ConfigErro
             d.validate(value)?;
             Ok(d.warning())
         }
+        // Listener-prefixed SASL settings (`listener.name.<l>.sasl.enabled.mechanisms`,
+        // `listener.name.<l>.<mechanism>.sasl.jaas.config`) are read by `crate::sasl`.
+        None if key.starts_with("listener.name.")
+            && (key.ends_with(".sasl.enabled.mechanisms")
+                || key.ends_with(".sasl.jaas.config")) =>
+        {
+            Ok(None)
+        }
         None => Ok(Some(format!("unknown config {key}; ignored"))),
     }
 }
@@ -338,7 +346,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("inter.broker.listener.name", STRING, Null, Any, ReadOnly,
         "Brokers replicate over the first non-controller listener.").with_status(Status::Accepted),
     def("listener.security.protocol.map", STRING, Value("SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT"), Any, PerBroker,
-        "`LISTENER_NAME:PROTOCOL,...`: each listener's security protocol; controller listeners not in the default map speak PLAINTEXT. Nagare serves PLAINTEXT listeners only so far: a listener mapped to SSL or SASL is refused at startup rather than served insecurely."),
+        "`LISTENER_NAME:PROTOCOL,...`: each listener's security protocol; controller listeners not in the default map speak PLAINTEXT. Nagare serves PLAINTEXT, and SASL_PLAINTEXT on client listeners other than the first (inter-broker) one; any other mapping is refused at startup rather than served insecurely."),
     def("cluster.id", STRING, Null, Any, ReadOnly,
         "Nagare extension: the cluster id of a self-formatted single node (else one is generated)."),
     // The KRaft quorum and broker liveness.
@@ -590,8 +598,14 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "Enabled group protocols; Nagare serves classic and KIP-848 consumer groups."),
     unimplemented("controller.quorum.bootstrap.servers", LIST, Value(""), ReadOnly,
         "Dynamic KRaft quorums (KIP-853); Nagare's quorum is static (`controller.quorum.voters`)."),
-    unimplemented("sasl.enabled.mechanisms", LIST, Value("GSSAPI"), PerBroker,
-        "SASL mechanisms of the listeners."),
+    def("sasl.enabled.mechanisms", LIST, Value("GSSAPI"), Any, PerBroker,
+        "Mechanisms of the SASL listeners (per listener: `listener.name.<l>.sasl.enabled.mechanisms`): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512. Any other (Kafka's default GSSAPI too) is a startup error when a SASL listener exists."),
+    def("sasl.jaas.config", ConfigType::Password, Null, Any, PerBroker,
+        "JAAS config of the SASL listeners; PLAIN users as `org.apache.kafka.common.security.plain.PlainLoginModule required user_<name>=\"<password>\";` (per listener: `listener.name.<l>.plain.sasl.jaas.config`). Never shown."),
+    def("connections.max.reauth.ms", LONG, Value("0"), Range(0, I64), PerBroker,
+        "KIP-368: lifetime of a SASL session, sent in SaslAuthenticate; a connection that has not re-authenticated by then is closed on its next request. 0: no limit."),
+    def("connection.failed.authentication.delay.ms", INT, Value("100"), Range(0, I32), ReadOnly,
+        "A failed SASL authentication is answered (and the connection closed) this much later, slowing password guessing."),
     unimplemented("sasl.mechanism.controller.protocol", STRING, Value("GSSAPI"), ReadOnly,
         "SASL mechanism towards the controllers."),
     unimplemented("sasl.mechanism.inter.broker.protocol", STRING, Value("GSSAPI"), PerBroker,

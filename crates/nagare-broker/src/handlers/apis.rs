@@ -15,8 +15,8 @@ use super::{
     describe_log_dirs, describe_producers, describe_quorum, describe_topic_partitions,
     describe_transactions, elect_leaders, end_txn, envelope, fetch, find_coordinator, groups,
     init_producer_id, list_offsets, list_transactions, metadata, offset_for_leader_epoch, produce,
-    txn_offset_commit, update_features, write_txn_markers, BoxFuture, HandlerResult, ListenerKind,
-    Request,
+    sasl, scram_credentials, txn_offset_commit, update_features, write_txn_markers, BoxFuture,
+    HandlerResult, ListenerKind, Request,
 };
 use crate::controller_requests;
 use crate::Broker;
@@ -179,6 +179,10 @@ handler!(async h_describe_transactions => describe_transactions::handle);
 handler!(async h_list_transactions => list_transactions::handle);
 handler!(sync h_describe_client_quotas => client_quotas::handle_describe);
 handler!(async h_alter_client_quotas => client_quotas::handle_alter);
+handler!(sync h_sasl_handshake => sasl::handle_handshake);
+handler!(sync h_sasl_authenticate => sasl::handle_authenticate);
+handler!(sync h_describe_user_scram_credentials => scram_credentials::handle_describe);
+handler!(async h_alter_user_scram_credentials => scram_credentials::handle_alter);
 
 const fn local(
     key: ApiKey,
@@ -306,6 +310,14 @@ pub static APIS: &[ApiSpec] = &[
         h_describe_client_quotas, "KIP-546 client quotas from the metadata image (exact / default / any matches, strict)"),
     local(ApiKey::AlterClientQuotas, client_quotas::ALTER_VERSIONS, BOTH, true,
         h_alter_client_quotas, "forwarded to the active controller; written as ClientQuotaRecords"),
+    local(ApiKey::SaslHandshake, sasl::HANDSHAKE_VERSIONS, CLIENT, false, h_sasl_handshake,
+        "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 per `sasl.enabled.mechanisms`; v0 raw tokens; re-authentication (KIP-368)"),
+    local(ApiKey::SaslAuthenticate, sasl::AUTHENTICATE_VERSIONS, CLIENT, false, h_sasl_authenticate,
+        "failed logins delayed by `connection.failed.authentication.delay.ms`, then closed; `session_lifetime_ms` from `connections.max.reauth.ms`"),
+    local(ApiKey::DescribeUserScramCredentials, scram_credentials::DESCRIBE_VERSIONS, BOTH, false,
+        h_describe_user_scram_credentials, "mechanisms and iterations from the metadata image (KIP-554)"),
+    local(ApiKey::AlterUserScramCredentials, scram_credentials::ALTER_VERSIONS, BOTH, true,
+        h_alter_user_scram_credentials, "forwarded to the active controller; credentials in the metadata log (KIP-554)"),
     // Brokers → active controller.
     local(ApiKey::BrokerRegistration, controller_requests::BROKER_REGISTRATION_VERSIONS, CONTROLLER, false, h_broker_registration,
         "broker registration (KIP-631)"),

@@ -39,7 +39,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             .values()
             .filter(|b| r.include_fenced_brokers || !b.fenced)
             .filter_map(|b| {
-                let ep = broker.client_endpoint(b)?;
+                let ep = broker.endpoint_for_listener(b, &req.ctx.connection.listener_name)?;
                 Some(
                     DescribeClusterBroker::default()
                         .with_broker_id(BrokerId(b.id))

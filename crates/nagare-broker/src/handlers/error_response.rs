@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use nagare_protocol::error::ResponseError;
 
@@ -695,6 +695,40 @@ pub fn build(header: &RequestHeader, mut body: Bytes, error: ResponseError) -> O
                 &AlterClientQuotasResponse::default().with_entries(entries),
             )
         }
+        ApiKey::SaslHandshake => top_level!(SaslHandshakeResponse),
+        ApiKey::SaslAuthenticate => top_level!(SaslAuthenticateResponse),
+        ApiKey::DescribeUserScramCredentials => {
+            top_level!(DescribeUserScramCredentialsResponse)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            let r = decode!(AlterUserScramCredentialsRequest);
+            let mut users: Vec<&StrBytes> = Vec::new();
+            for n in r
+                .deletions
+                .iter()
+                .map(|d| &d.name)
+                .chain(r.upsertions.iter().map(|u| &u.name))
+            {
+                if !users.contains(&n) {
+                    users.push(n);
+                }
+            }
+            let results = users
+                .into_iter()
+                .map(|u| {
+                    alter_user_scram_credentials_response::AlterUserScramCredentialsResult::default(
+                    )
+                    .with_user(u.clone())
+                    .with_error_code(code)
+                })
+                .collect();
+            respond(
+                key,
+                v,
+                corr,
+                &AlterUserScramCredentialsResponse::default().with_results(results),
+            )
+        }
         _ => return None,
     };
     Some(resp)
@@ -762,6 +796,10 @@ mod tests {
             ApiKey::IncrementalAlterConfigs => enc!(IncrementalAlterConfigsRequest),
             ApiKey::OffsetDelete => enc!(OffsetDeleteRequest),
             ApiKey::DescribeCluster => enc!(DescribeClusterRequest),
+            ApiKey::SaslHandshake => enc!(SaslHandshakeRequest),
+            ApiKey::SaslAuthenticate => enc!(SaslAuthenticateRequest),
+            ApiKey::DescribeUserScramCredentials => enc!(DescribeUserScramCredentialsRequest),
+            ApiKey::AlterUserScramCredentials => enc!(AlterUserScramCredentialsRequest),
             ApiKey::DescribeClientQuotas => enc!(DescribeClientQuotasRequest),
             ApiKey::AlterClientQuotas => enc!(AlterClientQuotasRequest),
             ApiKey::DescribeLogDirs => enc!(DescribeLogDirsRequest),

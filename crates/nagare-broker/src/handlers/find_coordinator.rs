@@ -87,7 +87,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         match image
             .brokers
             .get(&leader)
-            .and_then(|b| broker.client_endpoint(b))
+            .and_then(|b| broker.endpoint_for_listener(b, &req.ctx.connection.listener_name))
         {
             Some(ep) => CoordinatorLocation::Node {
                 node_id: leader,

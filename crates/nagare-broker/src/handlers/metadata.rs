@@ -134,7 +134,12 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         i32::MIN
     };
     let resp = MetadataResponse::default()
-        .with_brokers(brokers(broker, &image, v))
+        .with_brokers(brokers(
+            broker,
+            &image,
+            v,
+            &req.ctx.connection.listener_name,
+        ))
         .with_cluster_id(Some(sb(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics)
@@ -186,14 +191,20 @@ async fn auto_create(broker: &Arc<Broker>, mut names: Vec<String>) {
     }
 }
 
-/// The broker list of Metadata responses: unfenced brokers' advertised broker listener.
-pub fn brokers(broker: &Broker, image: &MetadataImage, v: i16) -> Vec<MetadataResponseBroker> {
+/// The broker list of Metadata responses: unfenced brokers' endpoints on `listener` (the
+/// listener the request came in on, as Kafka answers).
+pub fn brokers(
+    broker: &Broker,
+    image: &MetadataImage,
+    v: i16,
+    listener: &str,
+) -> Vec<MetadataResponseBroker> {
     image
         .brokers
         .values()
         .filter(|b| !b.fenced)
         .filter_map(|b| {
-            let ep = broker.client_endpoint(b)?;
+            let ep = broker.endpoint_for_listener(b, listener)?;
             Some(
                 MetadataResponseBroker::default()
                     .with_node_id(BrokerId(b.id))

@@ -45,6 +45,10 @@ pub mod list_transactions;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl;
+#[cfg(test)]
+mod sasl_tests;
+pub mod scram_credentials;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -174,6 +178,10 @@ pub async fn dispatch(
 ) -> Dispatched {
     let peer = conn.peer;
     let request_bytes = frame.len();
+    // After a v0 SaslHandshake the client sends raw SASL tokens, not Kafka requests.
+    if conn.security_protocol.uses_sasl() && conn.sasl.expects_raw_token() {
+        return crate::sasl::raw_token(broker, conn, frame).await.into();
+    }
     let prefix = match frame::peek_header_prefix(&frame) {
         Ok(p) => p,
         Err(e) => {
@@ -199,6 +207,11 @@ pub async fn dispatch(
             .into();
         }
         tracing::warn!(%peer, key = ?spec.key, version = prefix.api_version, "closing connection: unsupported API version");
+        return Reply::Close.into();
+    }
+    // On a SASL listener nothing but ApiVersions and the SASL exchange runs before the
+    // client has authenticated (and nothing after its session expired).
+    if !crate::sasl::admit(conn, spec.key) {
         return Reply::Close.into();
     }
     // The frame as the client sent it, kept (a cheap `Bytes` clone) for forwarding.

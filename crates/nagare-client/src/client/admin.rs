@@ -17,7 +17,7 @@ use crate::types::NewTopic;
 impl Client {
     /// Sends an admin request to the controller, retrying on NOT_CONTROLLER after refreshing
     /// metadata. `not_controller` says whether a response failed only for that reason.
-    async fn send_admin<R: Request>(
+    pub(crate) async fn send_admin<R: Request>(
         &mut self,
         build: impl Fn(i16) -> R,
         not_controller: impl Fn(&R::Response) -> bool,

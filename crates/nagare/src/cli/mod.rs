@@ -12,6 +12,7 @@ pub mod server;
 pub mod storage;
 pub mod topic;
 pub mod transactions;
+pub mod user;
 
 /// The broker-address option every client subcommand takes.
 #[derive(clap::Args, Clone, Debug)]
@@ -26,13 +27,155 @@ pub struct Bootstrap {
         global = true
     )]
     pub bootstrap_server: String,
+    /// A Kafka client property, as `KEY=VALUE` (like kcat's `-X`): `security.protocol`,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password` or `sasl.jaas.config`. Repeatable;
+    /// wins over `--command-config`.
+    #[arg(
+        short = 'X',
+        long = "property",
+        value_name = "KEY=VALUE",
+        global = true
+    )]
+    pub properties: Vec<String>,
+    /// A Kafka client properties file (the `--command-config` of Kafka's tools).
+    #[arg(long = "command-config", value_name = "FILE", global = true)]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 impl Bootstrap {
-    /// Connects a client for the CLI; the error already names the broker and the cause.
+    /// Connects a client for the CLI, authenticating as the client properties say; the error
+    /// already names the broker and the cause.
     pub async fn connect(&self) -> anyhow::Result<nagare_client::Client> {
-        let config =
+        let mut config =
             nagare_client::ClientConfig::new(&self.bootstrap_server).with_client_id("nagare-cli");
+        config.connection.sasl = self.sasl()?;
         Ok(nagare_client::Client::connect(config).await?)
+    }
+
+    /// The client properties: the `--command-config` file, then every `-X`.
+    fn client_properties(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        let mut props = std::collections::BTreeMap::new();
+        if let Some(path) = &self.command_config {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            for (k, v) in nagare_broker::config::parse_properties(&text, path)? {
+                props.insert(k, v);
+            }
+        }
+        for p in &self.properties {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("-X {p:?}: expected KEY=VALUE"))?;
+            props.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Ok(props)
+    }
+
+    /// The SASL login the client properties ask for, with Kafka's (and librdkafka's) names.
+    pub fn sasl(&self) -> anyhow::Result<Option<nagare_client::SaslCredentials>> {
+        sasl_from_properties(&self.client_properties()?)
+    }
+}
+
+/// The SASL login of Kafka client properties: `security.protocol=SASL_PLAINTEXT`,
+/// `sasl.mechanism` (librdkafka: `sasl.mechanisms`), and the user and password as
+/// `sasl.username` / `sasl.password` (librdkafka) or in `sasl.jaas.config` (Java clients:
+/// `... required username="alice" password="alice-secret";`).
+pub fn sasl_from_properties(
+    props: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<Option<nagare_client::SaslCredentials>> {
+    let protocol = props
+        .get("security.protocol")
+        .map(|p| p.to_ascii_uppercase())
+        .unwrap_or_else(|| "PLAINTEXT".into());
+    match protocol.as_str() {
+        "PLAINTEXT" => return Ok(None),
+        "SASL_PLAINTEXT" => {}
+        other => anyhow::bail!("security.protocol={other} is not supported by the nagare CLI yet (PLAINTEXT, SASL_PLAINTEXT)"),
+    }
+    let mechanism = props
+        .get("sasl.mechanism")
+        .or_else(|| props.get("sasl.mechanisms"))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("security.protocol=SASL_PLAINTEXT needs sasl.mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"))?;
+    let jaas = match props.get("sasl.jaas.config") {
+        Some(text) => Some(
+            nagare_sasl::jaas::parse(text).map_err(|e| anyhow::anyhow!("sasl.jaas.config: {e}"))?,
+        ),
+        None => None,
+    };
+    let from_jaas = |key: &str| jaas.as_ref().and_then(|j| j.options.get(key).cloned());
+    let username = props
+        .get("sasl.username")
+        .cloned()
+        .or_else(|| from_jaas("username"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("SASL needs sasl.username (or username in sasl.jaas.config)")
+        })?;
+    let password = props
+        .get("sasl.password")
+        .cloned()
+        .or_else(|| from_jaas("password"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("SASL needs sasl.password (or password in sasl.jaas.config)")
+        })?;
+    Ok(Some(nagare_client::SaslCredentials {
+        mechanism,
+        username,
+        password,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(kv: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn sasl_properties_in_kafka_and_librdkafka_spelling() {
+        assert_eq!(sasl_from_properties(&props(&[])).expect("ok"), None);
+        let c = sasl_from_properties(&props(&[
+            ("security.protocol", "sasl_plaintext"),
+            ("sasl.mechanisms", "PLAIN"),
+            ("sasl.username", "alice"),
+            ("sasl.password", "alice-secret"),
+        ]))
+        .expect("ok")
+        .expect("sasl");
+        assert_eq!(
+            (
+                c.mechanism.as_str(),
+                c.username.as_str(),
+                c.password.as_str()
+            ),
+            ("PLAIN", "alice", "alice-secret")
+        );
+        let c = sasl_from_properties(&props(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"admin-secret\";"),
+        ]))
+        .expect("ok")
+        .expect("sasl");
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("admin", "admin-secret")
+        );
+        assert!(!format!("{c:?}").contains("admin-secret"));
+        for bad in [
+            props(&[("security.protocol", "SASL_PLAINTEXT")]),
+            props(&[
+                ("security.protocol", "SASL_PLAINTEXT"),
+                ("sasl.mechanism", "PLAIN"),
+            ]),
+            props(&[("security.protocol", "SASL_SSL")]),
+        ] {
+            assert!(sasl_from_properties(&bad).is_err());
+        }
     }
 }

@@ -39,6 +39,16 @@ enum Command {
         /// `transaction.version=0`; by default `transaction.version=2`). Repeatable.
         #[arg(long = "feature", short = 'f', value_name = "NAME=LEVEL")]
         features: Vec<String>,
+        /// A SCRAM credential the new cluster starts with, in `kafka-storage format`'s syntax:
+        /// `SCRAM-SHA-256=[name=alice,password=alice-secret]`, optionally with
+        /// `iterations=N` and `salt=<base64>`, or `saltedpassword=<base64>` with `salt` and
+        /// `iterations` instead of the password. Repeatable; the first admin's way in.
+        #[arg(
+            long = "add-scram",
+            short = 'S',
+            value_name = "MECHANISM=[name=...,password=...]"
+        )]
+        add_scram: Vec<String>,
     },
 }
 
@@ -55,7 +65,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             overrides,
             ignore_formatted,
             features,
+            add_scram,
         } => {
+            // Parsed (and the passwords salted and hashed) before anything is written.
+            let mut scram_records = Vec::new();
+            for arg in &add_scram {
+                let (name, c) =
+                    nagare_sasl::scram::parse_add_scram(arg, &rand::random::<[u8; 16]>())
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                scram_records.push(nagare_metadata::MetadataRecord::UserScramCredential {
+                    name,
+                    mechanism: c.mechanism.type_id(),
+                    salt: c.salt,
+                    stored_key: c.stored_key,
+                    server_key: c.server_key,
+                    iterations: c.iterations as i32,
+                });
+            }
             let features = features
                 .iter()
                 .map(|f| nagare_metadata::features::parse_feature(f))
@@ -88,6 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     // bootstrap.checkpoint in the metadata log dir).
                     if dir == config.metadata_log_dir {
                         nagare_broker::server::write_bootstrap_features(&dir, &features)?;
+                        nagare_broker::server::write_bootstrap_records(&dir, &scram_records)?;
                     }
                     println!("Formatting {} with cluster id {cluster_id}", dir.display());
                 } else {

@@ -1,0 +1,488 @@
+//! SASL on a SASL_PLAINTEXT listener, in process: the gate, handshakes, PLAIN and SCRAM
+//! exchanges setting the principal, failures (delayed, then closed), KIP-368 session expiry
+//! and re-authentication, and SCRAM credentials altered through the controller.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::alter_user_scram_credentials_request::{
+    ScramCredentialDeletion, ScramCredentialUpsertion,
+};
+use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, ApiVersionsRequest, DescribeUserScramCredentialsRequest,
+    MetadataRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use nagare_protocol::error::ResponseError;
+use nagare_sasl::plain;
+use nagare_sasl::scram::{ScramClient, ScramMechanism};
+
+use crate::context::{ConnectionContext, KafkaPrincipal};
+use crate::testing::{response_bytes, Answer, TestBroker};
+
+const JAAS: &str = "org.apache.kafka.common.security.plain.PlainLoginModule required \
+    username=\"admin\" password=\"admin-secret\" user_admin=\"admin-secret\" \
+    user_alice=\"alice-secret\";";
+
+async fn sasl_broker(extra: &[(&str, &str)]) -> TestBroker {
+    let mut props = vec![
+        (
+            "listeners",
+            "PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
+        ),
+        (
+            "listener.security.protocol.map",
+            "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ),
+        (
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms",
+            "PLAIN,SCRAM-SHA-512",
+        ),
+        ("listener.name.sasl_plaintext.plain.sasl.jaas.config", JAAS),
+        ("connection.failed.authentication.delay.ms", "150"),
+    ];
+    props.extend_from_slice(extra);
+    TestBroker::build(&props, None).await
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+async fn handshake(
+    t: &TestBroker,
+    conn: &Arc<ConnectionContext>,
+    mechanism: &str,
+) -> kafka_protocol::messages::SaslHandshakeResponse {
+    t.send_on(
+        conn,
+        &SaslHandshakeRequest::default().with_mechanism(s(mechanism)),
+        1,
+    )
+    .await
+    .expect("handshake answer")
+}
+
+async fn authenticate(
+    t: &TestBroker,
+    conn: &Arc<ConnectionContext>,
+    token: Vec<u8>,
+) -> kafka_protocol::messages::SaslAuthenticateResponse {
+    t.send_on(
+        conn,
+        &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token)),
+        2,
+    )
+    .await
+    .expect("authenticate answer")
+}
+
+async fn metadata_allowed(t: &TestBroker, conn: &Arc<ConnectionContext>) -> bool {
+    matches!(
+        t.send_on(conn, &MetadataRequest::default(), 12).await,
+        Answer::Response(_)
+    )
+}
+
+async fn plain_login(t: &TestBroker, user: &str, password: &str) -> Arc<ConnectionContext> {
+    let conn = t.connection_on("SASL_PLAINTEXT");
+    let h = handshake(t, &conn, "PLAIN").await;
+    assert_eq!(h.error_code, 0);
+    let a = authenticate(t, &conn, plain::client_message(user, password)).await;
+    assert_eq!(a.error_code, 0, "{:?}", a.error_message);
+    conn
+}
+
+async fn scram_login(
+    t: &TestBroker,
+    conn: &Arc<ConnectionContext>,
+    m: ScramMechanism,
+    user: &str,
+    password: &str,
+) -> Result<kafka_protocol::messages::SaslAuthenticateResponse, (i16, String)> {
+    let h = handshake(t, conn, m.name()).await;
+    if h.error_code != 0 {
+        return Err((h.error_code, String::new()));
+    }
+    let mut client = ScramClient::new(m, user, password, "fyko+d2lbbFgONRv9qkxdawL");
+    let first = authenticate(t, conn, client.client_first()).await;
+    if first.error_code != 0 {
+        return Err((
+            first.error_code,
+            first
+                .error_message
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+        ));
+    }
+    let fin = client
+        .client_final(&first.auth_bytes)
+        .expect("server-first is valid");
+    let done = authenticate(t, conn, fin).await;
+    if done.error_code != 0 {
+        return Err((
+            done.error_code,
+            done.error_message
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+        ));
+    }
+    client
+        .verify_server_final(&done.auth_bytes)
+        .expect("the broker proves it holds the credential");
+    Ok(done)
+}
+
+async fn set_scram(
+    t: &TestBroker,
+    user: &str,
+    m: ScramMechanism,
+    password: &str,
+    iterations: i32,
+) -> i16 {
+    let salt = b"0123456789abcdef".to_vec();
+    let salted = m.salted_password(password.as_bytes(), &salt, iterations as u32);
+    let r = t
+        .send(
+            &AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+                ScramCredentialUpsertion::default()
+                    .with_name(s(user))
+                    .with_mechanism(m.type_id())
+                    .with_iterations(iterations)
+                    .with_salt(Bytes::from(salt))
+                    .with_salted_password(Bytes::from(salted)),
+            ]),
+            0,
+        )
+        .await
+        .expect("alter answer");
+    assert_eq!(r.results.len(), 1);
+    r.results[0].error_code
+}
+
+#[tokio::test]
+async fn unauthenticated_connection_may_only_negotiate() {
+    let t = sasl_broker(&[]).await;
+    let conn = t.connection_on("SASL_PLAINTEXT");
+    assert!(matches!(
+        t.send_on(&conn, &ApiVersionsRequest::default(), 3).await,
+        Answer::Response(_)
+    ));
+    // Anything else before authentication closes the connection.
+    assert!(!metadata_allowed(&t, &conn).await);
+    // PLAINTEXT connections are not affected; SASL requests there are out of place.
+    assert!(metadata_allowed(&t, &t.connection).await);
+    let h = handshake(&t, &t.connection, "PLAIN").await;
+    assert_eq!(h.error_code, ResponseError::IllegalSaslState.code());
+    // SaslAuthenticate before SaslHandshake.
+    let conn = t.connection_on("SASL_PLAINTEXT");
+    let a = authenticate(&t, &conn, plain::client_message("alice", "alice-secret")).await;
+    assert_eq!(a.error_code, ResponseError::IllegalSaslState.code());
+    assert!(conn.sasl.close_requested());
+}
+
+#[tokio::test]
+async fn handshake_for_a_disabled_mechanism_lists_the_enabled_ones() {
+    let t = sasl_broker(&[]).await;
+    for m in ["GSSAPI", "SCRAM-SHA-256", "OAUTHBEARER"] {
+        let conn = t.connection_on("SASL_PLAINTEXT");
+        let h = handshake(&t, &conn, m).await;
+        assert_eq!(
+            h.error_code,
+            ResponseError::UnsupportedSaslMechanism.code(),
+            "{m}"
+        );
+        let listed: Vec<String> = h.mechanisms.iter().map(|m| m.to_string()).collect();
+        assert_eq!(listed, vec!["PLAIN", "SCRAM-SHA-512"]);
+        assert!(conn.sasl.close_requested(), "closed after the answer");
+    }
+}
+
+#[tokio::test]
+async fn plain_login_sets_the_principal() {
+    let t = sasl_broker(&[]).await;
+    let conn = plain_login(&t, "alice", "alice-secret").await;
+    assert_eq!(conn.principal(), KafkaPrincipal::user("alice"));
+    assert!(!conn.sasl.close_requested());
+    assert!(metadata_allowed(&t, &conn).await);
+}
+
+#[tokio::test]
+async fn wrong_password_is_refused_late_and_closes() {
+    let t = sasl_broker(&[]).await;
+    let conn = t.connection_on("SASL_PLAINTEXT");
+    assert_eq!(handshake(&t, &conn, "PLAIN").await.error_code, 0);
+    let started = Instant::now();
+    let a = authenticate(&t, &conn, plain::client_message("alice", "guess")).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "connection.failed.authentication.delay.ms holds the answer back"
+    );
+    assert_eq!(a.error_code, ResponseError::SaslAuthenticationFailed.code());
+    assert_eq!(
+        a.error_message.as_deref(),
+        Some("Authentication failed: Invalid username or password")
+    );
+    assert!(conn.sasl.close_requested());
+    assert_eq!(conn.principal(), KafkaPrincipal::anonymous());
+    assert!(!metadata_allowed(&t, &conn).await);
+}
+
+#[tokio::test]
+async fn scram_credentials_through_the_controller_and_login() {
+    let t = sasl_broker(&[]).await;
+    let m = ScramMechanism::Sha512;
+    // Unknown user: RESOURCE_NOT_FOUND; listing everyone: nobody yet.
+    let d = t
+        .send(
+            &DescribeUserScramCredentialsRequest::default()
+                .with_users(Some(vec![UserName::default().with_name(s("bob"))])),
+            0,
+        )
+        .await
+        .expect("describe");
+    assert_eq!(
+        d.results[0].error_code,
+        ResponseError::ResourceNotFound.code()
+    );
+    // Credentials Kafka refuses.
+    assert_eq!(
+        set_scram(&t, "bob", m, "pw", 1000).await,
+        ResponseError::UnacceptableCredential.code()
+    );
+    assert_eq!(set_scram(&t, "bob", m, "bob-secret", 8192).await, 0);
+    let d = t
+        .send(&DescribeUserScramCredentialsRequest::default(), 0)
+        .await
+        .expect("describe");
+    assert_eq!(d.results.len(), 1);
+    assert_eq!(d.results[0].user.as_str(), "bob");
+    assert_eq!(d.results[0].credential_infos[0].mechanism, m.type_id());
+    assert_eq!(d.results[0].credential_infos[0].iterations, 8192);
+
+    let conn = t.connection_on("SASL_PLAINTEXT");
+    scram_login(&t, &conn, m, "bob", "bob-secret")
+        .await
+        .expect("SCRAM login");
+    assert_eq!(conn.principal(), KafkaPrincipal::user("bob"));
+    assert!(metadata_allowed(&t, &conn).await);
+
+    // Wrong password and unknown user fail alike.
+    for (user, pw) in [("bob", "nope"), ("nobody", "x")] {
+        let conn = t.connection_on("SASL_PLAINTEXT");
+        let e = scram_login(&t, &conn, m, user, pw)
+            .await
+            .expect_err("refused");
+        assert_eq!(e.0, ResponseError::SaslAuthenticationFailed.code());
+        assert!(conn.sasl.close_requested());
+        assert_eq!(conn.principal(), KafkaPrincipal::anonymous());
+    }
+
+    // Deleting the credential: later logins fail; deleting again is RESOURCE_NOT_FOUND.
+    let delete = AlterUserScramCredentialsRequest::default().with_deletions(vec![
+        ScramCredentialDeletion::default()
+            .with_name(s("bob"))
+            .with_mechanism(m.type_id()),
+    ]);
+    let r = t.send(&delete, 0).await.expect("delete");
+    assert_eq!(r.results[0].error_code, 0);
+    let r = t.send(&delete, 0).await.expect("delete again");
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::ResourceNotFound.code()
+    );
+    let conn = t.connection_on("SASL_PLAINTEXT");
+    assert!(scram_login(&t, &conn, m, "bob", "bob-secret")
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn sessions_expire_unless_reauthenticated() {
+    let t = sasl_broker(&[("connections.max.reauth.ms", "300")]).await;
+    let stale = t.connection_on("SASL_PLAINTEXT");
+    assert_eq!(handshake(&t, &stale, "PLAIN").await.error_code, 0);
+    let a = authenticate(&t, &stale, plain::client_message("alice", "alice-secret")).await;
+    assert_eq!(a.session_lifetime_ms, 300);
+    let fresh = plain_login(&t, "alice", "alice-secret").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Re-authentication (KIP-368) on `fresh` restarts its session.
+    assert_eq!(handshake(&t, &fresh, "PLAIN").await.error_code, 0);
+    let a = authenticate(&t, &fresh, plain::client_message("alice", "alice-secret")).await;
+    assert_eq!(a.error_code, 0);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(metadata_allowed(&t, &fresh).await, "re-authenticated");
+    assert!(!metadata_allowed(&t, &stale).await, "expired: closed");
+    // Re-authentication may not switch users.
+    assert_eq!(handshake(&t, &fresh, "PLAIN").await.error_code, 0);
+    let a = authenticate(&t, &fresh, plain::client_message("admin", "admin-secret")).await;
+    assert_eq!(a.error_code, ResponseError::SaslAuthenticationFailed.code());
+    assert!(fresh.sasl.close_requested());
+}
+
+#[tokio::test]
+async fn handshake_v0_then_raw_tokens() {
+    let t = sasl_broker(&[]).await;
+    let conn = t.connection_on("SASL_PLAINTEXT");
+    let h = t
+        .send_on(
+            &conn,
+            &SaslHandshakeRequest::default().with_mechanism(s("PLAIN")),
+            0,
+        )
+        .await
+        .expect("handshake v0");
+    assert_eq!(h.error_code, 0);
+    assert!(conn.sasl.expects_raw_token());
+    let reply = t
+        .send_frame_on(
+            &conn,
+            Bytes::from(plain::client_message("alice", "alice-secret")),
+        )
+        .await
+        .expect("answered")
+        .expect("a token");
+    // An empty size-prefixed token.
+    let mut expected = BytesMut::new();
+    expected.put_i32(0);
+    assert_eq!(response_bytes(reply), expected.freeze());
+    assert_eq!(conn.principal(), KafkaPrincipal::user("alice"));
+    assert!(metadata_allowed(&t, &conn).await);
+}
+
+#[test]
+fn configuration_errors_name_the_problem() {
+    use crate::config::BrokerConfig;
+    use crate::sasl::SaslSettings;
+    let load = |extra: &[(&str, &str)]| {
+        let mut props = std::collections::BTreeMap::new();
+        props.insert(
+            "listeners".to_string(),
+            "PLAINTEXT://:9092,SASL_PLAINTEXT://:9094,CONTROLLER://:9093".to_string(),
+        );
+        props.insert(
+            "listener.security.protocol.map".to_string(),
+            "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT".to_string(),
+        );
+        for (k, v) in extra {
+            props.insert(k.to_string(), v.to_string());
+        }
+        let (c, _) = BrokerConfig::from_props(props).expect("config");
+        SaslSettings::from_config(&c)
+    };
+    let e = load(&[]).expect_err("GSSAPI is Kafka's default");
+    assert!(e.contains("GSSAPI"), "{e}");
+    let e = load(&[("sasl.enabled.mechanisms", "PLAIN,SCRAM-SHA-1")]).expect_err("bad");
+    assert!(e.contains("mechanism(s) SCRAM-SHA-1 not supported"), "{e}");
+    let e = load(&[("sasl.enabled.mechanisms", "PLAIN")]).expect_err("no JAAS");
+    assert!(
+        e.contains("listener.name.sasl_plaintext.plain.sasl.jaas.config"),
+        "{e}"
+    );
+    let e = load(&[
+        ("sasl.enabled.mechanisms", "PLAIN"),
+        (
+            "sasl.jaas.config",
+            "org.apache.kafka.common.security.plain.PlainLoginModule required user_a=\"s3cret\"",
+        ),
+    ])
+    .expect_err("no ';'");
+    assert!(!e.contains("s3cret"), "{e}");
+    let ok = load(&[
+        ("sasl.enabled.mechanisms", "SCRAM-SHA-256"),
+        (
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms",
+            "PLAIN",
+        ),
+        ("sasl.jaas.config", JAAS),
+    ])
+    .expect("ok");
+    let l = ok.listener("SASL_PLAINTEXT").expect("listener");
+    assert_eq!(l.mechanisms, vec!["PLAIN"]);
+    assert_eq!(
+        l.plain_user_names().collect::<Vec<_>>(),
+        vec!["admin", "alice"]
+    );
+    assert!(!format!("{ok:?}").contains("alice-secret"));
+    assert_eq!(ok.failed_authentication_delay_ms, 100);
+    assert_eq!(ok.max_reauth_ms, 0);
+}
+
+/// `sasl.jaas.config` is a PASSWORD config: DescribeConfigs shows it as sensitive, without
+/// its value, as Kafka does.
+#[tokio::test]
+async fn describe_configs_hides_the_jaas_config() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::DescribeConfigsRequest;
+    let t = sasl_broker(&[("sasl.jaas.config", JAAS)]).await;
+    let r = t
+        .send(
+            &DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(s("1"))
+                    .with_configuration_keys(Some(vec![
+                        s("sasl.jaas.config"),
+                        s("sasl.enabled.mechanisms"),
+                    ])),
+            ]),
+            4,
+        )
+        .await
+        .expect("describe");
+    let configs = &r.results[0].configs;
+    let jaas = configs
+        .iter()
+        .find(|c| c.name.as_str() == "sasl.jaas.config")
+        .expect("listed");
+    assert!(jaas.is_sensitive);
+    assert_eq!(jaas.value, None);
+    let text = format!("{r:?}");
+    assert!(!text.contains("alice-secret"), "{text}");
+}
+
+/// Which listeners may use SASL_PLAINTEXT: client listeners other than the first (the one
+/// brokers replicate over); never the controller listener; SSL not yet.
+#[test]
+fn sasl_is_served_only_where_nagare_can_honour_it() {
+    use crate::config::BrokerConfig;
+    use crate::server::check_listener_security;
+    let load = |listeners: &str, map: &str| {
+        let mut props = std::collections::BTreeMap::new();
+        props.insert("listeners".to_string(), listeners.to_string());
+        props.insert(
+            "listener.security.protocol.map".to_string(),
+            map.to_string(),
+        );
+        props.insert("sasl.enabled.mechanisms".to_string(), "PLAIN".to_string());
+        props.insert("sasl.jaas.config".to_string(), JAAS.to_string());
+        let (c, _) = BrokerConfig::from_props(props).expect("config");
+        check_listener_security(&c)
+    };
+    let both = "PLAINTEXT://:9092,SASL_PLAINTEXT://:9094,CONTROLLER://:9093";
+    assert!(load(
+        both,
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
+    )
+    .is_ok());
+    let first = "SASL_PLAINTEXT://:9094,PLAINTEXT://:9092,CONTROLLER://:9093";
+    let e = load(
+        first,
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+    )
+    .expect_err("inter-broker listener");
+    assert!(e.to_string().contains("inter-node"), "{e}");
+    assert!(load(
+        both,
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    )
+    .is_err());
+    assert!(load(
+        both,
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SSL,CONTROLLER:PLAINTEXT"
+    )
+    .is_err());
+}
