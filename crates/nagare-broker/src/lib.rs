@@ -25,6 +25,7 @@ mod sendfile;
 pub mod server;
 #[cfg(test)]
 pub mod testing;
+pub mod tls;
 pub mod transaction_coordinator;
 pub mod txn_verification;
 

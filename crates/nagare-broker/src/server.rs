@@ -253,10 +253,12 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// Starts a node and returns once it is serving.
 pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
-    // A listener must never be served with less security than its configuration asks for.
+    // A listener must never be served with less security than its configuration asks for:
+    // SASL is not served yet, and a TLS listener's key store must load before anything
+    // starts (an error names the key).
     for l in &config.listeners {
         let protocol = config.security_protocol(&l.name);
-        if protocol != crate::context::SecurityProtocol::Plaintext {
+        if protocol.uses_sasl() {
             anyhow::bail!(
                 "listener {} is mapped to {} in listener.security.protocol.map, which Nagare does not serve yet",
                 l.name,
@@ -264,6 +266,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             );
         }
     }
+    let tls_of = tls_listeners(&config)?;
     let log_dir = absolute(&config.log_dirs[0]);
     let metadata_dir = absolute(&config.metadata_log_dir);
     let cluster_id = format_or_check(&log_dir, &config, config.cluster_id.as_deref())?;
@@ -338,13 +341,17 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             .await
             .with_context(|| format!("cannot listen on {} (controller)", l.bind_addr()))?;
         controller_addr = Some(cl.local_addr()?);
-        let ctx = controller_listener_context(
+        let mut ctx = controller_listener_context(
             &config,
             l.name.clone(),
             raft.clone(),
             broker_cell.clone(),
             request_metrics.clone(),
         );
+        if let Some(tls) = tls_of(&l.name) {
+            tasks.push(tokio::spawn(tls.clone().watch()));
+            ctx = ctx.with_tls(tls);
+        }
         tasks.push(tokio::spawn(accept_loop_with(
             ctx,
             cl,
@@ -579,10 +586,15 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         tasks.push(tokio::spawn(crate::replica_fetcher::run_isr_upkeep(
             broker.clone(),
         )));
+        let tls = tls_of(&listener_cfg.name);
+        if let Some(tls) = &tls {
+            tasks.push(tokio::spawn(tls.clone().watch()));
+        }
         tasks.push(tokio::spawn(accept_loop(
             broker.clone(),
             listener,
             listener_cfg.name.clone(),
+            tls,
         )));
         lifecycle = Some(lc);
     }
@@ -697,6 +709,7 @@ fn controller_listener_context(
         max_request_bytes,
         idle,
         metrics: Some(metrics),
+        tls: None,
     }
 }
 
@@ -717,14 +730,35 @@ fn spawn_periodic(
     })
 }
 
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, listener_name: String) {
+async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    listener_name: String,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+) {
     let max_connections = broker.config.max_connections;
-    accept_loop_with(
-        crate::network::ServeContext::for_broker(broker, listener_name, ListenerKind::Broker),
-        listener,
-        max_connections,
-    )
-    .await
+    let mut ctx =
+        crate::network::ServeContext::for_broker(broker, listener_name, ListenerKind::Broker);
+    if let Some(tls) = tls {
+        ctx = ctx.with_tls(tls);
+    }
+    accept_loop_with(ctx, listener, max_connections).await
+}
+
+/// Loads the TLS configuration of every SSL / SASL_SSL listener (failing startup on the
+/// first error, which names the key); returns the lookup by listener name.
+fn tls_listeners(
+    config: &BrokerConfig,
+) -> anyhow::Result<impl Fn(&str) -> Option<Arc<crate::tls::ServerTls>>> {
+    let mut by_name = BTreeMap::new();
+    for l in &config.listeners {
+        if config.security_protocol(&l.name).uses_tls() {
+            let tls = crate::tls::ServerTls::for_listener(&config.props, &l.name)
+                .with_context(|| format!("TLS configuration of listener {}", l.name))?;
+            by_name.insert(l.name.clone(), tls);
+        }
+    }
+    Ok(move |name: &str| by_name.get(name).cloned())
 }
 
 async fn accept_loop_with(
