@@ -267,6 +267,16 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         }
     }
     let tls_of = tls_listeners(&config)?;
+    if config.is_broker()
+        && !config.is_single_node_default()
+        && config
+            .broker_listener()
+            .is_some_and(|l| config.security_protocol(&l.name).uses_tls())
+    {
+        // Other brokers reach this one on its client listener (replica fetchers, transaction
+        // markers, KIP-890 verification), and those connections do not speak TLS yet.
+        tracing::warn!("the broker listener is TLS, but the connections brokers open to each other do not speak TLS yet: replication between brokers will fail");
+    }
     let log_dir = absolute(&config.log_dirs[0]);
     let metadata_dir = absolute(&config.metadata_log_dir);
     let cluster_id = format_or_check(&log_dir, &config, config.cluster_id.as_deref())?;
