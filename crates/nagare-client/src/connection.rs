@@ -24,6 +24,69 @@ pub struct ConnectionOptions {
     /// The largest response accepted; a bigger size prefix is treated as a protocol error
     /// rather than allocated.
     pub max_response_bytes: usize,
+    /// TLS (Kafka's `security.protocol=SSL`): the handshake runs right after the TCP connect,
+    /// within `connect_timeout`. `None` speaks plaintext.
+    pub tls: Option<TlsOptions>,
+}
+
+/// How a connection speaks TLS: the rustls client configuration (trust store, client
+/// certificate, host name checking) and the name the server's certificate must match.
+#[derive(Clone)]
+pub struct TlsOptions {
+    /// The rustls configuration.
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The name checked against the server's certificate; by default the host of the address
+    /// connected to (a DNS name or an IP address, as Kafka clients do).
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The byte stream under a connection: plain TCP or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stream::Plain(_) => "Plain",
+            Stream::Tls(_) => "Tls",
+        })
+    }
+}
+
+impl Stream {
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(b).await,
+            Stream::Tls(s) => {
+                s.write_all(b).await?;
+                // rustls buffers the encrypted records until flushed.
+                s.flush().await
+            }
+        }
+    }
+
+    async fn read_exact(&mut self, b: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.read_exact(b).await.map(|_| ()),
+            Stream::Tls(s) => s.read_exact(b).await.map(|_| ()),
+        }
+    }
+}
+
+/// The host part of `host:port` (`[v6]:port` too), for TLS server name checking.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 impl Default for ConnectionOptions {
@@ -32,6 +95,7 @@ impl Default for ConnectionOptions {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 256 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -45,7 +109,7 @@ impl Default for ConnectionOptions {
 /// [`Error::ConnectionBroken`]; open a new one.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     /// `host:port` as given, for error messages.
     addr: String,
     client_id: StrBytes,
@@ -93,6 +157,28 @@ impl Connection {
         })?;
         // Requests are written whole, so Nagle would only add latency.
         let _ = stream.set_nodelay(true);
+        let stream = match &options.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => {
+                let name = tls
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| host_of(addr).to_owned());
+                let name =
+                    rustls::pki_types::ServerName::try_from(name).map_err(|e| Error::Connect {
+                        addr: addr.to_owned(),
+                        reason: format!("invalid TLS server name: {e}"),
+                    })?;
+                let s = tokio_rustls::TlsConnector::from(tls.config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| Error::Connect {
+                        addr: addr.to_owned(),
+                        reason: format!("TLS handshake failed: {e}"),
+                    })?;
+                Stream::Tls(Box::new(s))
+            }
+        };
         let mut conn = Connection {
             stream,
             addr: addr.to_owned(),

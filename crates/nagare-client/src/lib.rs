@@ -37,7 +37,7 @@ mod types;
 
 pub use client::{Client, ElectionResult};
 pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
-pub use connection::{Connection, ConnectionOptions};
+pub use connection::{Connection, ConnectionOptions, TlsOptions};
 pub use error::{kafka_error_name, Error, ResponseError, Result};
 pub use group::{decode_assignment, GroupDescription, GroupListing, GroupMember};
 pub use records::{Compression, ConsumedRecord, ProduceRecord, TimestampType};

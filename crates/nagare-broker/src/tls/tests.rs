@@ -516,3 +516,54 @@ async fn fetch_over_tls_reads_records_from_the_segment() {
         assert!(v.iter().all(|&b| b == b'a' + i as u8), "record {i} intact");
     }
 }
+
+/// nagare-client over TLS with the client side built from Kafka keys: host name checking
+/// (`ssl.endpoint.identification.algorithm`) against the address connected to, and a client
+/// certificate.
+#[tokio::test]
+async fn nagare_client_connects_over_tls() {
+    let t = TestBroker::start().await;
+    let ca = Ca::new("test-ca");
+    // The server certificate names only `localhost`; the client connects to 127.0.0.1.
+    let (chain, key) = ca.issue(&["localhost"], &[(DnType::CommonName, "broker")]);
+    let addr = serve(&t, server_tls(&ca.pem(), &chain, &key, "required")).await;
+    let bob = ca.issue(&[], &[(DnType::CommonName, "bob")]);
+    let options = |endpoint_check: &str| {
+        let p = props(&[
+            ("ssl.truststore.certificates", ca.pem().as_str()),
+            ("ssl.keystore.certificate.chain", bob.0.as_str()),
+            ("ssl.keystore.key", bob.1.as_str()),
+            ("ssl.endpoint.identification.algorithm", endpoint_check),
+        ]);
+        let config = TlsSettings::from_props(&p, None)
+            .and_then(|s| s.client_config())
+            .expect("client config");
+        nagare_client::ConnectionOptions {
+            tls: Some(nagare_client::TlsOptions {
+                config: Arc::new(config),
+                server_name: None,
+            }),
+            ..Default::default()
+        }
+    };
+    let e = nagare_client::Connection::connect_with(&addr.to_string(), "t", options("https"))
+        .await
+        .expect_err("127.0.0.1 is not in the certificate");
+    assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+    let mut conn = nagare_client::Connection::connect_with(&addr.to_string(), "t", options(""))
+        .await
+        .expect("connect without host name checking");
+    let md = conn
+        .send(&MetadataRequest::default().with_topics(None))
+        .await
+        .expect("Metadata over TLS");
+    assert_eq!(md.brokers.len(), 1);
+    // With the name the certificate carries, the check passes.
+    let mut named = options("https");
+    if let Some(tls) = named.tls.as_mut() {
+        tls.server_name = Some("localhost".into());
+    }
+    nagare_client::Connection::connect_with(&addr.to_string(), "t", named)
+        .await
+        .expect("connect as localhost");
+}
