@@ -75,6 +75,9 @@ pub struct Broker {
     pub authorizer: Arc<dyn authorizer::Authorizer>,
     /// Per-API request counts, bytes and latencies (the metrics hook).
     pub request_metrics: Arc<request_metrics::RequestMetrics>,
+    /// TLS for the connections this broker opens to other brokers (replica fetchers,
+    /// transaction markers, KIP-890 verification), set when the inter-broker listener is SSL.
+    pub inter_broker_tls: std::sync::OnceLock<nagare_client::TlsOptions>,
     topic_defaults: RwLock<TopicDefaults>,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -109,6 +112,7 @@ impl Broker {
             topic_defaults: RwLock::new(defaults),
             authorizer: Arc::new(authorizer::AllowAll),
             request_metrics: Arc::new(request_metrics::RequestMetrics::new()),
+            inter_broker_tls: std::sync::OnceLock::new(),
             producer_ids: Mutex::new((0, 0)),
             config,
             cluster_id,

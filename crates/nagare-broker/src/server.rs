@@ -267,16 +267,18 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         }
     }
     let tls_of = tls_listeners(&config)?;
-    if config.is_broker()
-        && !config.is_single_node_default()
-        && config
-            .broker_listener()
-            .is_some_and(|l| config.security_protocol(&l.name).uses_tls())
-    {
-        // Other brokers reach this one on its client listener (replica fetchers, transaction
-        // markers, KIP-890 verification), and those connections do not speak TLS yet.
-        tracing::warn!("the broker listener is TLS, but the connections brokers open to each other do not speak TLS yet: replication between brokers will fail");
-    }
+    // The connections this node opens speak the protocol of the listener they reach, with
+    // that listener's `ssl.*` settings (Kafka: the inter-broker and controller listeners').
+    let controller_tls = match config.controller_listener_names.first() {
+        Some(name) => crate::tls::client_options(&config, name)
+            .with_context(|| format!("TLS towards the controllers (listener {name})"))?,
+        None => None,
+    };
+    let inter_broker_tls = match config.broker_listener() {
+        Some(l) => crate::tls::client_options(&config, &l.name)
+            .with_context(|| format!("TLS towards other brokers (listener {})", l.name))?,
+        None => None,
+    };
     let log_dir = absolute(&config.log_dirs[0]);
     let metadata_dir = absolute(&config.metadata_log_dir);
     let cluster_id = format_or_check(&log_dir, &config, config.cluster_id.as_deref())?;
@@ -311,6 +313,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             retry_backoff_ms: q.retry_backoff_ms,
             max_record_bytes_between_snapshots: q.max_record_bytes_between_snapshots,
             fetch_max_wait_ms: 500,
+            tls: controller_tls.clone(),
         },
         Arc::new(MetadataListener::new(metadata.clone())),
     )
@@ -432,6 +435,9 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         replicas.clone(),
     );
     broker_state.request_metrics = request_metrics.clone();
+    if let Some(tls) = inter_broker_tls {
+        let _ = broker_state.inter_broker_tls.set(tls);
+    }
     let broker = Arc::new(broker_state);
     let _ = broker.quorum.set(quorum.clone());
     let leader_raft = raft.clone();
@@ -443,7 +449,8 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             Duration::from_millis(q.request_timeout_ms.max(1000) * 15),
             Duration::from_millis(q.retry_backoff_ms.max(20) * 5),
         )
-        .with_local(Arc::downgrade(&broker)),
+        .with_local(Arc::downgrade(&broker))
+        .with_tls(controller_tls.clone()),
     ));
     let _ = broker_cell.set(broker.clone());
 

@@ -48,6 +48,30 @@ impl std::fmt::Debug for TlsOptions {
     }
 }
 
+impl TlsOptions {
+    /// Runs the TLS handshake over `tcp`, connected to `addr` (`host:port`), checking the
+    /// server's certificate against [`TlsOptions::server_name`] or the host of `addr`.
+    pub async fn connect(
+        &self,
+        addr: &str,
+        tcp: TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = self
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host_of(addr).to_owned());
+        let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid TLS server name: {e}"),
+            )
+        })?;
+        tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(name, tcp)
+            .await
+    }
+}
+
 /// The byte stream under a connection: plain TCP or TLS over it.
 enum Stream {
     Plain(TcpStream),

@@ -560,6 +560,23 @@ impl rustls::client::danger::ServerCertVerifier for NoHostnameCheck {
     }
 }
 
+/// The client side of the connections a node opens to `listener` of other nodes (replica
+/// fetchers, the controller channel, the quorum): TLS with that listener's `ssl.*` settings
+/// when it is SSL or SASL_SSL, `None` (plaintext) otherwise.
+pub fn client_options(
+    config: &crate::config::BrokerConfig,
+    listener: &str,
+) -> Result<Option<nagare_client::TlsOptions>, TlsConfigError> {
+    if !config.security_protocol(listener).uses_tls() {
+        return Ok(None);
+    }
+    let settings = TlsSettings::from_props(&config.props, Some(listener))?;
+    Ok(Some(nagare_client::TlsOptions {
+        config: Arc::new(settings.client_config()?),
+        server_name: None,
+    }))
+}
+
 /// A file's identity for change detection: modification time and size.
 type Stamp = Option<(SystemTime, u64)>;
 
