@@ -6,6 +6,8 @@ with kcat, confluent-kafka-python and kafka-python. Every check prints PASS or F
 the last line is `N passed, M failed`, and the exit status is non-zero when M > 0.
 
 The binary is $NAGARE_BIN, else target/release/nagare, else target/debug/nagare.
+The TLS checks start a second server whose client listener is SSL with client authentication
+(certificates made by the script); `--tls-only` runs just those.
 """
 
 from __future__ import annotations
@@ -56,9 +58,12 @@ def find_binary() -> Path:
 
 
 class Server:
-    def __init__(self, binary: Path, overrides: tuple[str, ...] = ()) -> None:
+    def __init__(self, binary: Path, overrides: tuple[str, ...] = (),
+                 tls: "Pki | None" = None) -> None:
         self.binary = binary
         self.overrides = overrides
+        # With a PKI: the client listener is SSL with ssl.client.auth=required.
+        self.tls = tls
         self.dir = Path(tempfile.mkdtemp(prefix="nagare-compat-"))
         self.port = free_port()
         self.cport = free_port()
@@ -84,20 +89,29 @@ class Server:
         data.mkdir()
         # A PLAINTEXT listener (every check but the SASL ones, and inter-broker traffic) and a
         # SASL_PLAINTEXT one, configured with Kafka's own keys.
+        name = "SSL" if self.tls else "PLAINTEXT"
         props = {
             "node.id": "1",
-            "listeners": (f"PLAINTEXT://127.0.0.1:{self.port},"
+            "listeners": (f"{name}://127.0.0.1:{self.port},"
                           f"SASL_PLAINTEXT://127.0.0.1:{self.sport},"
                           f"CONTROLLER://127.0.0.1:{self.cport}"),
-            "advertised.listeners": (f"PLAINTEXT://127.0.0.1:{self.port},"
+            "advertised.listeners": (f"{name}://127.0.0.1:{self.port},"
                                      f"SASL_PLAINTEXT://127.0.0.1:{self.sport}"),
-            "listener.security.protocol.map": ("PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,"
+            "listener.security.protocol.map": (f"{name}:{name},SASL_PLAINTEXT:SASL_PLAINTEXT,"
                                                "CONTROLLER:PLAINTEXT"),
             "listener.name.sasl_plaintext.sasl.enabled.mechanisms":
                 "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
             "listener.name.sasl_plaintext.plain.sasl.jaas.config": SASL_JAAS,
             "log.dirs": str(data),
         }
+        if self.tls:
+            props.update({
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(self.tls.server_keystore),
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(self.tls.ca),
+                "ssl.client.auth": "required",
+            })
         for o in self.overrides:
             key, _, value = o.partition("=")
             props[key] = value
@@ -1240,6 +1254,227 @@ def sasl_checks(server: Server) -> None:
               kafka_python_roundtrip(creds))
     check("SASL: kafka-python wrong PLAIN password → error, nothing written",
           kafka_python_wrong_password)
+# --------------------------------------------------------------------------------------------
+# TLS: a second server whose client listener is SSL with ssl.client.auth=required
+
+
+class Pki:
+    """A CA, the server's key store (key + chain in one PEM file), a client certificate the
+    CA signed, and a client certificate signed by another CA, all made here (cryptography)."""
+
+    def __init__(self, directory: Path) -> None:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def name(*attrs: tuple) -> x509.Name:
+            return x509.Name([x509.NameAttribute(oid, v) for oid, v in attrs])
+
+        def key_pem(key) -> bytes:
+            return key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+
+        def cert_pem(cert) -> bytes:
+            return cert.public_bytes(serialization.Encoding.PEM)
+
+        def make_ca(cn: str):
+            key = ec.generate_private_key(ec.SECP256R1())
+            subject = name((NameOID.COMMON_NAME, cn))
+            cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                    .not_valid_before(now - datetime.timedelta(minutes=5))
+                    .not_valid_after(now + datetime.timedelta(days=1))
+                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                    .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                                 crl_sign=True, content_commitment=False,
+                                                 key_encipherment=False, data_encipherment=False,
+                                                 key_agreement=False, encipher_only=False,
+                                                 decipher_only=False), critical=True)
+                    .sign(key, hashes.SHA256()))
+            return key, cert
+
+        def issue(ca, subject: x509.Name, server: bool):
+            ca_key, ca_cert = ca
+            key = ec.generate_private_key(ec.SECP256R1())
+            b = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
+                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                 .not_valid_before(now - datetime.timedelta(minutes=5))
+                 .not_valid_after(now + datetime.timedelta(days=1))
+                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+            if server:
+                b = b.add_extension(x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                    critical=False)
+                usage = x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+            else:
+                usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH
+            b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            return key, b.sign(ca_key, hashes.SHA256())
+
+        def write(fname: str, data: bytes) -> Path:
+            path = directory / fname
+            path.write_bytes(data)
+            return path
+
+        ca = make_ca("nagare-compat-ca")
+        rogue_ca = make_ca("rogue-ca")
+        self.ca = write("ca.pem", cert_pem(ca[1]))
+        skey, scert = issue(ca, name((NameOID.COMMON_NAME, "localhost")), server=True)
+        self.server_keystore = write("server.pem", key_pem(skey) + cert_pem(scert) + cert_pem(ca[1]))
+        ckey, ccert = issue(ca, name((NameOID.ORGANIZATION_NAME, "acme"),
+                                     (NameOID.ORGANIZATIONAL_UNIT_NAME, "eng"),
+                                     (NameOID.COMMON_NAME, "alice")), server=False)
+        self.client_cert = write("client.pem", cert_pem(ccert))
+        self.client_key = write("client.key", key_pem(ckey))
+        rkey, rcert = issue(rogue_ca, name((NameOID.COMMON_NAME, "mallory")), server=False)
+        self.rogue_cert = write("rogue.pem", cert_pem(rcert))
+        self.rogue_key = write("rogue.key", key_pem(rkey))
+
+
+def tls_checks(binary: Path) -> None:
+    from confluent_kafka import Consumer, Producer, TopicPartition, OFFSET_BEGINNING
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    pki_dir = Path(tempfile.mkdtemp(prefix="nagare-compat-pki-"))
+    server: Server | None = None
+    try:
+        pki = Pki(pki_dir)
+        server = Server(binary, tls=pki)
+        server.start()
+        print(f"nagare SSL listener on {server.bootstrap} (log {server.log_path})", flush=True)
+
+        def ssl_conf(cert: Path, key: Path) -> dict:
+            return {"bootstrap.servers": server.bootstrap, "security.protocol": "SSL",
+                    "ssl.ca.location": str(pki.ca), "ssl.certificate.location": str(cert),
+                    "ssl.key.location": str(key)}
+
+        good = ssl_conf(pki.client_cert, pki.client_key)
+        # librdkafka logs every refused connection attempt; keep the output readable.
+        rogue = {**ssl_conf(pki.rogue_cert, pki.rogue_key), "log_level": 0}
+        topic = unique("tls")
+        n = 500
+
+        def confluent_roundtrip() -> str:
+            admin = AdminClient(good)
+            admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic] \
+                .result(timeout=30)
+            p = Producer({**good, "acks": "all", "linger.ms": 5})
+            errors: list = []
+            for i in range(n):
+                p.produce(topic, key=f"k{i}".encode(), value=f"tls-{i}".encode() + b"x" * 200,
+                          partition=i % 2, on_delivery=lambda e, m: e and errors.append(e))
+            expect(p.flush(30) == 0 and not errors, f"undelivered, errors {errors[:3]}")
+            c = Consumer({**good, "group.id": unique("tls-g"), "auto.offset.reset": "earliest",
+                          "enable.auto.commit": False})
+            got = set()
+            try:
+                c.assign([TopicPartition(topic, part, OFFSET_BEGINNING) for part in range(2)])
+                deadline = time.time() + 30
+                while len(got) < n:
+                    expect(time.time() < deadline, f"consumed only {len(got)}")
+                    m = c.poll(0.5)
+                    if m is None:
+                        continue
+                    expect(m.error() is None, f"consume error {m.error()}")
+                    got.add(m.value())
+            finally:
+                c.close()
+            expect(got == {f"tls-{i}".encode() + b"x" * 200 for i in range(n)}, "values differ")
+            return f"{n} records produced (acks=all) and consumed over SSL with a client certificate"
+
+        def kcat_ssl(conf: dict, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+            exe = shutil.which("kcat") or shutil.which("kafkacat")
+            if exe is None:
+                raise RuntimeError("kcat is not installed (apt-get install kcat)")
+            x = []
+            for k in ("security.protocol", "ssl.ca.location", "ssl.certificate.location",
+                      "ssl.key.location"):
+                x += ["-X", f"{k}={conf[k]}"]
+            return subprocess.run([exe, "-b", server.bootstrap, *x, *args], input=stdin,
+                                  capture_output=True, text=True, timeout=60)
+
+        def kcat_roundtrip() -> str:
+            lines = [f"kk{i}:kcat over tls {i}" for i in range(20)]
+            r = kcat_ssl(good, "-P", "-t", topic, "-p", "0", "-K", ":",
+                         stdin="\n".join(lines) + "\n")
+            expect(r.returncode == 0, f"kcat -P exited {r.returncode}: {r.stderr.strip()}")
+            r = kcat_ssl(good, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-K", ":")
+            expect(r.returncode == 0, f"kcat -C exited {r.returncode}: {r.stderr.strip()}")
+            got = [l for l in r.stdout.splitlines() if l.startswith("kk")]
+            expect(got == lines, f"kcat read {got[:3]}...")
+            return f"{len(lines)} records produced and consumed with kcat over SSL"
+
+        def kafka_python_roundtrip() -> str:
+            from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KTP
+
+            conf = dict(bootstrap_servers=server.bootstrap, security_protocol="SSL",
+                        ssl_cafile=str(pki.ca), ssl_certfile=str(pki.client_cert),
+                        ssl_keyfile=str(pki.client_key))
+            p = KafkaProducer(acks="all", **conf)
+            values = [f"kp-tls-{i}".encode() for i in range(50)]
+            for v in values:
+                p.send(topic, value=v, partition=1)
+            p.flush(30)
+            p.close()
+            c = KafkaConsumer(enable_auto_commit=False, auto_offset_reset="earliest",
+                              consumer_timeout_ms=10_000, **conf)
+            try:
+                c.assign([KTP(topic, 1)])
+                c.seek_to_beginning()
+                got = [m.value for m in c if m.value.startswith(b"kp-tls-")]
+            finally:
+                c.close()
+            expect(got == values, f"kafka-python read {len(got)} of {len(values)}")
+            return f"{len(values)} records produced and consumed with kafka-python over SSL"
+
+        def untrusted_client() -> str:
+            before = server.output().count("TLS handshake failed")
+            p = Producer({**rogue, "message.timeout.ms": 5000, "socket.timeout.ms": 3000})
+            errors: list = []
+            p.produce(topic, value=b"forged", partition=0,
+                      on_delivery=lambda e, m: errors.append(e))
+            p.flush(15)
+            expect(len(errors) == 1 and errors[0] is not None, f"delivery reports {errors}")
+            c = Consumer({**rogue, "group.id": unique("rogue"), "auto.offset.reset": "earliest"})
+            try:
+                c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+                deadline = time.time() + 5
+                while time.time() < deadline:
+                    m = c.poll(0.5)
+                    expect(m is None or m.error() is not None, "the untrusted client read a record")
+            finally:
+                c.close()
+            r = kcat_ssl(rogue, "-L", "-m", "5")
+            expect(r.returncode != 0, "kcat with an untrusted certificate listed metadata")
+            # Nothing was written: a trusted consumer still sees only the good records.
+            r = kcat_ssl(good, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e")
+            expect("forged" not in r.stdout, "the forged record was written")
+            after = server.output().count("TLS handshake failed")
+            expect(after > before, "the server logged no refused handshake")
+            return f"refused ({errors[0]}); {after - before} handshakes refused in the server log"
+
+        check("SSL (mTLS): confluent-kafka produce acks=all and consume", confluent_roundtrip)
+        check("SSL (mTLS): kcat produce and consume", kcat_roundtrip)
+        check("SSL (mTLS): kafka-python produce and consume", kafka_python_roundtrip)
+        check("SSL (mTLS): a certificate from another CA reads and writes nothing",
+              untrusted_client)
+        if not server.alive():
+            RESULTS.append(("SSL server alive at the end", False, "nagare exited"))
+            print("FAIL SSL server alive at the end: nagare exited", flush=True)
+        if any(not r[1] for r in RESULTS if r[0].startswith("SSL")):
+            print(f"----- nagare SSL output (last 10 kB) -----\n{server.output()[-10000:]}\n"
+                  "----- end -----", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(pki_dir, ignore_errors=True)
 
 
 def main() -> int:
@@ -1250,6 +1485,16 @@ def main() -> int:
         print("0 passed, 1 failed")
         return 1
     print(f"nagare binary: {binary}", flush=True)
+    if sys.argv[1:] == ["--tls-only"]:
+        # Just the TLS checks (their own server), e.g. while working on TLS.
+        try:
+            tls_checks(binary)
+        except Exception as e:  # noqa: BLE001
+            RESULTS.append(("tls_checks", False, str(e)))
+            print(f"FAIL tls_checks: {type(e).__name__}: {e}", flush=True)
+        passed = sum(1 for r in RESULTS if r[1])
+        print(f"{passed} passed, {len(RESULTS) - passed} failed", flush=True)
+        return 0 if passed == len(RESULTS) else 1
     # NAGARE_COMPAT_ONLY=acl_checks,kcat_checks runs only those groups (for development).
     only = {g for g in os.environ.get("NAGARE_COMPAT_ONLY", "").split(",") if g}
     server = Server(binary)
@@ -1281,6 +1526,13 @@ def main() -> int:
         server.stop()
     if not only or "acl_checks" in only:
         secured_checks(binary)
+    if not only or "tls_checks" in only:
+        # The TLS checks run against a server of their own (SSL listener, client auth).
+        try:
+            tls_checks(binary)
+        except Exception as e:  # noqa: BLE001 - e.g. the cryptography package is missing
+            RESULTS.append(("tls_checks", False, str(e)))
+            print(f"FAIL tls_checks: {type(e).__name__}: {e}", flush=True)
     passed = sum(1 for r in RESULTS if r[1])
     failed_n = len(RESULTS) - passed
     print(f"{passed} passed, {failed_n} failed", flush=True)

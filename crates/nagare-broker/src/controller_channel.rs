@@ -125,7 +125,7 @@ struct Lane {
     /// Connections with no request on them, with the controller they lead to.
     idle: parking_lot::Mutex<Vec<(i32, Connection)>>,
     /// Raw connections for forwarded frames, idle, with their controller.
-    idle_raw: parking_lot::Mutex<Vec<(i32, TcpStream)>>,
+    idle_raw: parking_lot::Mutex<Vec<(i32, RawStream)>>,
 }
 
 impl Lane {
@@ -146,7 +146,7 @@ impl Lane {
         idle.pop().map(|(_, conn)| conn)
     }
 
-    fn take_idle_raw(&self, id: i32) -> Option<TcpStream> {
+    fn take_idle_raw(&self, id: i32) -> Option<RawStream> {
         let mut idle = self.idle_raw.lock();
         idle.retain(|(c, _)| *c == id);
         idle.pop().map(|(_, s)| s)
@@ -166,7 +166,14 @@ pub struct ControllerChannel {
     timeout: Duration,
     retry_backoff: Duration,
     max_response_bytes: usize,
+    /// TLS towards the controllers, when the controller listener is SSL.
+    tls: Option<nagare_client::TlsOptions>,
 }
+
+/// A raw forwarding connection: plain TCP, or TLS over it.
+trait RawIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawIo for T {}
+type RawStream = Box<dyn RawIo>;
 
 impl ControllerChannel {
     /// A channel to whichever of `voters` `leader` names; each request is retried for up to
@@ -188,7 +195,14 @@ impl ControllerChannel {
             timeout,
             retry_backoff: retry_backoff.max(Duration::from_millis(10)),
             max_response_bytes: 256 * 1024 * 1024,
+            tls: None,
         }
+    }
+
+    /// Speaks TLS to the controllers with `tls` (the controller listener is SSL).
+    pub fn with_tls(mut self, tls: Option<nagare_client::TlsOptions>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Lets requests reach this node's own controller in-process while it is the active one
@@ -325,6 +339,7 @@ impl ControllerChannel {
                 let opts = ConnectionOptions {
                     connect_timeout: CONNECT_TIMEOUT,
                     request_timeout: REQUEST_TIMEOUT,
+                    tls: self.tls.clone(),
                     ..Default::default()
                 };
                 Connection::connect_with(addr, &self.client_id, opts)
@@ -375,6 +390,16 @@ impl ControllerChannel {
         }
     }
 
+    /// A new raw connection to `addr`, with the TLS handshake when the channel speaks TLS.
+    async fn connect_raw(&self, addr: &str) -> std::io::Result<RawStream> {
+        let tcp = TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        Ok(match &self.tls {
+            None => Box::new(tcp),
+            Some(tls) => Box::new(tls.connect(addr, tcp).await?),
+        })
+    }
+
     /// One raw exchange with controller `id` at `addr`, on an idle raw connection of `lane`
     /// or a new one (returned to the lane only after a complete exchange).
     async fn exchange_raw(
@@ -387,11 +412,8 @@ impl ControllerChannel {
     ) -> Result<Bytes, String> {
         let mut stream = match lane.take_idle_raw(id) {
             Some(s) => s,
-            None => match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    s
-                }
+            None => match tokio::time::timeout(CONNECT_TIMEOUT, self.connect_raw(addr)).await {
+                Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Err(format!("{addr}: {e}")),
                 Err(_) => return Err(format!("{addr}: connect timed out")),
             },
@@ -409,7 +431,7 @@ impl ControllerChannel {
 }
 
 async fn write_then_read(
-    stream: &mut TcpStream,
+    stream: &mut RawStream,
     frame: &Bytes,
     max_response_bytes: usize,
 ) -> std::io::Result<Bytes> {
@@ -417,6 +439,8 @@ async fn write_then_read(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"))?;
     stream.write_all(&len.to_be_bytes()).await?;
     stream.write_all(frame).await?;
+    // TLS buffers records until flushed (a no-op on TCP).
+    stream.flush().await?;
     let mut size = [0u8; 4];
     stream.read_exact(&mut size).await?;
     let size = i32::from_be_bytes(size);

@@ -29,6 +29,7 @@ pub mod server;
 pub mod standard_authorizer;
 #[cfg(test)]
 pub mod testing;
+pub mod tls;
 pub mod transaction_coordinator;
 pub mod txn_verification;
 
@@ -84,6 +85,9 @@ pub struct Broker {
     pub connection_quotas: Arc<connection_quotas::ConnectionQuotas>,
     /// SASL settings of the SASL listeners (mechanisms, PLAIN users, session lifetime).
     pub sasl: sasl::SaslSettings,
+    /// TLS for the connections this broker opens to other brokers (replica fetchers,
+    /// transaction markers, KIP-890 verification), set when the inter-broker listener is SSL.
+    pub inter_broker_tls: std::sync::OnceLock<nagare_client::TlsOptions>,
     topic_defaults: RwLock<TopicDefaults>,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -134,6 +138,7 @@ impl Broker {
                 tracing::error!(error = %e, "invalid SASL configuration: no SASL mechanism served");
                 sasl::SaslSettings::default()
             }),
+            inter_broker_tls: std::sync::OnceLock::new(),
             producer_ids: Mutex::new((0, 0)),
             config,
             cluster_id,

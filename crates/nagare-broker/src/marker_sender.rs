@@ -757,6 +757,7 @@ pub(crate) async fn connect(
         connect_timeout: Duration::from_secs(2),
         // Kafka's marker channel uses request.timeout.ms (30 s).
         request_timeout: Duration::from_secs(30),
+        tls: broker.inter_broker_tls.get().cloned(),
         ..Default::default()
     };
     Connection::connect_with(&addr, client_id, opts)

@@ -7,14 +7,20 @@
 //! Each connection owns a [`ConnectionContext`] (listener, peer, principal, client
 //! software) that every request's context refers to; when a response has been written, the
 //! request's timing goes to the metrics hook ([`RequestMetrics`]).
+//!
+//! On SSL and SASL_SSL listeners the same loop runs over a rustls stream after the TLS
+//! handshake; record regions are then read from the segment and encrypted, since `sendfile`
+//! would bypass TLS (see [`TlsWriter`]).
 
 use std::future::Future;
+use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::Interest;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -25,6 +31,7 @@ use nagare_storage::FileSlice;
 use crate::context::{ConnectionContext, SecurityProtocol};
 use crate::handlers::{self, Dispatched, ListenerKind};
 use crate::request_metrics::RequestMetrics;
+use crate::tls::ServerTls;
 use crate::Broker;
 
 /// A record set in a segment file, sent with `sendfile`.
@@ -112,6 +119,9 @@ pub struct ServeContext {
     pub idle: Duration,
     /// Where completed requests are recorded.
     pub metrics: Option<Arc<RequestMetrics>>,
+    /// The TLS configuration of an SSL or SASL_SSL listener (a TLS listener without one
+    /// refuses every connection rather than serve in the clear).
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl ServeContext {
@@ -137,23 +147,88 @@ impl ServeContext {
             max_request_bytes,
             idle,
             metrics,
+            tls: None,
         }
+    }
+
+    /// The same context serving TLS with `tls`.
+    pub fn with_tls(mut self, tls: Arc<ServerTls>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 }
 
 /// Serves one connection with `ctx`'s handler until it closes or sends something malformed.
+/// On a TLS listener (SSL, SASL_SSL) the TLS handshake comes first, bounded by
+/// [`TLS_HANDSHAKE_TIMEOUT`]; on SSL the client certificate (if any) sets the principal.
 pub async fn serve_with(ctx: ServeContext, stream: TcpStream, peer: std::net::SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let conn = Arc::new(ConnectionContext::new(
+    let conn = ConnectionContext::new(
         ctx.listener_name.clone(),
         ctx.listener,
         ctx.security_protocol,
         stream.local_addr().ok(),
         peer,
-    ));
-    let stream = Arc::new(stream);
+    );
+    if !ctx.security_protocol.uses_tls() {
+        // PLAINTEXT: reads and writes straight on the socket, fetched records with sendfile.
+        let stream = Arc::new(stream);
+        let reader = PlainSocket(stream.clone());
+        run_connection(ctx, Arc::new(conn), reader, PlainSocket(stream), peer).await;
+        return;
+    }
+    // Never serve a TLS listener in the clear, whatever built the context.
+    let Some(tls) = ctx.tls.clone() else {
+        tracing::error!(%peer, listener = %ctx.listener_name, "TLS listener without a TLS configuration; closing the connection");
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, listener = %ctx.listener_name, error = %e, "TLS handshake failed; closing the connection");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, listener = %ctx.listener_name, "TLS handshake timed out; closing the connection");
+            return;
+        }
+    };
+    // On SASL_SSL the principal comes from SASL; on SSL from the certificate (Kafka's
+    // DefaultKafkaPrincipalBuilder), or ANONYMOUS without one.
+    if ctx.security_protocol == SecurityProtocol::Ssl {
+        match tls.principal(stream.get_ref().1.peer_certificates()) {
+            Ok(p) => {
+                tracing::debug!(%peer, principal = %p, "TLS client authenticated");
+                conn.set_principal(p);
+            }
+            Err(e) => {
+                tracing::warn!(%peer, listener = %ctx.listener_name, error = %e, "TLS client authentication failed; closing the connection");
+                return;
+            }
+        }
+    }
+    let (r, w) = tokio::io::split(stream);
+    let writer = TlsWriter {
+        stream: w,
+        scratch: Vec::new(),
+    };
+    run_connection(ctx, Arc::new(conn), TlsReader(r), writer, peer).await;
+}
+
+/// How long a client may take to complete the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The frame loop, the same over a plain socket or TLS.
+async fn run_connection<R: FrameSource, W: ResponseSink>(
+    ctx: ServeContext,
+    conn: Arc<ConnectionContext>,
+    mut reader: R,
+    sink: W,
+    peer: std::net::SocketAddr,
+) {
     let (tx, rx) = mpsc::channel::<Dispatched>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(write_loop(stream.clone(), rx, peer, ctx.metrics.clone()));
+    let writer = tokio::spawn(write_loop(sink, rx, peer, ctx.metrics.clone()));
     let max = ctx.max_request_bytes;
     let idle = ctx.idle;
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -164,7 +239,7 @@ pub async fn serve_with(ctx: ServeContext, stream: TcpStream, peer: std::net::So
         }
         // connections.max.idle.ms: like Kafka, close a connection that sends nothing (or
         // never finishes a request) for that long.
-        let frame = match tokio::time::timeout(idle, read_frame(&stream, &mut buf, max)).await {
+        let frame = match tokio::time::timeout(idle, read_frame(&mut reader, &mut buf, max)).await {
             Err(_) => {
                 tracing::debug!(%peer, "closing idle connection (connections.max.idle.ms)");
                 break;
@@ -192,6 +267,105 @@ pub async fn serve_with(ctx: ServeContext, stream: TcpStream, peer: std::net::So
     let _ = writer.await;
 }
 
+/// Where request bytes come from: the socket, or the TLS stream's read half.
+trait FrameSource: Send {
+    /// Reads until `buf` holds `need` bytes; `Ok(false)` on end of stream first.
+    fn fill(
+        &mut self,
+        buf: &mut BytesMut,
+        need: usize,
+    ) -> impl Future<Output = std::io::Result<bool>> + Send;
+}
+
+/// Where responses go: the socket (records with `sendfile`), or the TLS stream's write half.
+trait ResponseSink: Send + 'static {
+    /// Writes one whole response.
+    fn write_response(
+        &mut self,
+        resp: Response,
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+/// A plain TCP connection (both halves share the socket).
+struct PlainSocket(Arc<TcpStream>);
+
+impl FrameSource for PlainSocket {
+    async fn fill(&mut self, buf: &mut BytesMut, need: usize) -> std::io::Result<bool> {
+        fill(&self.0, buf, need).await
+    }
+}
+
+impl ResponseSink for PlainSocket {
+    async fn write_response(&mut self, resp: Response) -> std::io::Result<()> {
+        write_response(&self.0, resp).await
+    }
+}
+
+type ServerTlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// The read half of a TLS connection.
+struct TlsReader(tokio::io::ReadHalf<ServerTlsStream>);
+
+impl FrameSource for TlsReader {
+    async fn fill(&mut self, buf: &mut BytesMut, need: usize) -> std::io::Result<bool> {
+        while buf.len() < need {
+            // As for plain sockets: grow with the data arriving, at most 1 MiB ahead.
+            buf.reserve((need - buf.len()).min(1 << 20));
+            if self.0.read_buf(buf).await? == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Bytes of a fetched record region read from the segment per TLS write: large enough to
+/// fill many TLS records per syscall, small enough to bound a connection's memory.
+pub(crate) const TLS_RECORDS_CHUNK: usize = 256 * 1024;
+
+/// The write half of a TLS connection. Fetched records cannot go through `sendfile` (the
+/// kernel would send them unencrypted), so they are read from the segment (`pread`, in
+/// [`TLS_RECORDS_CHUNK`] pieces, usually from the page cache) and encrypted by rustls.
+struct TlsWriter {
+    stream: tokio::io::WriteHalf<ServerTlsStream>,
+    scratch: Vec<u8>,
+}
+
+impl ResponseSink for TlsWriter {
+    async fn write_response(&mut self, resp: Response) -> std::io::Result<()> {
+        let write = async {
+            for chunk in resp.chunks {
+                match chunk {
+                    Chunk::Bytes(b) => self.stream.write_all(&b).await?,
+                    Chunk::Records(Region(slice)) => {
+                        let mut pos = slice.position;
+                        let end = slice.position + slice.len as u64;
+                        while pos < end {
+                            let n = ((end - pos) as usize).min(TLS_RECORDS_CHUNK);
+                            self.scratch.resize(n, 0);
+                            let piece = &mut self.scratch[..n];
+                            slice.file.read_exact_at(piece, pos).map_err(|e| {
+                                // As with sendfile: a segment truncated underneath the
+                                // response fails the connection, never a wrong length.
+                                std::io::Error::new(
+                                    e.kind(),
+                                    format!("reading fetched records from the segment: {e}"),
+                                )
+                            })?;
+                            self.stream.write_all(piece).await?;
+                            pos += n as u64;
+                        }
+                    }
+                }
+            }
+            self.stream.flush().await
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, write)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))?
+    }
+}
+
 enum ReadError {
     Frame(FrameError),
     Io(std::io::Error),
@@ -215,12 +389,12 @@ async fn fill(stream: &TcpStream, buf: &mut BytesMut, need: usize) -> Result<boo
 
 /// Reads one frame; `Ok(None)` on a clean close between frames. The size is checked
 /// against `socket.request.max.bytes` before any buffer is grown for the frame.
-async fn read_frame(
-    stream: &TcpStream,
+async fn read_frame<R: FrameSource>(
+    stream: &mut R,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<Bytes>, ReadError> {
-    if !fill(stream, buf, 4).await.map_err(ReadError::Io)? {
+    if !stream.fill(buf, 4).await.map_err(ReadError::Io)? {
         if buf.is_empty() {
             return Ok(None);
         }
@@ -228,7 +402,7 @@ async fn read_frame(
     }
     let prefix = [buf[0], buf[1], buf[2], buf[3]];
     let size = frame::check_frame_size(prefix, max).map_err(ReadError::Frame)?;
-    if !fill(stream, buf, 4 + size).await.map_err(ReadError::Io)? {
+    if !stream.fill(buf, 4 + size).await.map_err(ReadError::Io)? {
         return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
     }
     let mut frame = buf.split_to(4 + size);
@@ -236,8 +410,8 @@ async fn read_frame(
     Ok(Some(frame.freeze()))
 }
 
-async fn write_loop(
-    stream: Arc<TcpStream>,
+async fn write_loop<S: ResponseSink>(
+    mut sink: S,
     mut rx: mpsc::Receiver<Dispatched>,
     peer: std::net::SocketAddr,
     metrics: Option<Arc<RequestMetrics>>,
@@ -262,7 +436,7 @@ async fn write_loop(
         };
         let write_start = Instant::now();
         let bytes = resp.len();
-        if let Err(e) = write_response(&stream, resp).await {
+        if let Err(e) = sink.write_response(resp).await {
             tracing::debug!(%peer, error = %e, "connection write error");
             break;
         }

@@ -305,20 +305,24 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 /// A listener must never be served with less security than its configuration asks for.
-/// SASL_PLAINTEXT is served on client listeners; the listener brokers replicate and send
-/// transaction markers over (the first client listener) and the controller listeners stay
-/// PLAINTEXT until Nagare's own clients (fetchers, marker sender, controller channel, quorum)
-/// authenticate. SSL and SASL_SSL come with the TLS work. The SASL settings of the SASL
-/// listeners must be valid too.
+/// SASL is served on client listeners; the listener brokers replicate and send transaction
+/// markers over (the first client listener) and the controller listeners are not SASL ones
+/// until Nagare's own clients (fetchers, marker sender, controller channel, quorum)
+/// authenticate. SSL is served on every listener, SASL_SSL where SASL is. The SASL settings of
+/// the SASL listeners must be valid too.
 pub fn check_listener_security(config: &BrokerConfig) -> anyhow::Result<()> {
     for l in &config.listeners {
         let protocol = config.security_protocol(&l.name);
         let inter_node = config.controller_listener_names.contains(&l.name)
             || config.broker_listener().is_some_and(|b| b.name == l.name);
+        // TLS is served everywhere (this node's own connections speak it too); SASL only on
+        // client listeners until Nagare's own clients authenticate with it.
         let served = match protocol {
-            crate::context::SecurityProtocol::Plaintext => true,
-            crate::context::SecurityProtocol::SaslPlaintext => !inter_node,
-            _ => false,
+            crate::context::SecurityProtocol::Plaintext | crate::context::SecurityProtocol::Ssl => {
+                true
+            }
+            crate::context::SecurityProtocol::SaslPlaintext
+            | crate::context::SecurityProtocol::SaslSsl => !inter_node,
         };
         if !served {
             anyhow::bail!(
@@ -336,6 +340,19 @@ pub fn check_listener_security(config: &BrokerConfig) -> anyhow::Result<()> {
 /// Starts a node and returns once it is serving.
 pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     check_listener_security(&config)?;
+    let tls_of = tls_listeners(&config)?;
+    // The connections this node opens speak the protocol of the listener they reach, with
+    // that listener's `ssl.*` settings (Kafka: the inter-broker and controller listeners').
+    let controller_tls = match config.controller_listener_names.first() {
+        Some(name) => crate::tls::client_options(&config, name)
+            .with_context(|| format!("TLS towards the controllers (listener {name})"))?,
+        None => None,
+    };
+    let inter_broker_tls = match config.broker_listener() {
+        Some(l) => crate::tls::client_options(&config, &l.name)
+            .with_context(|| format!("TLS towards other brokers (listener {})", l.name))?,
+        None => None,
+    };
     let log_dir = absolute(&config.log_dirs[0]);
     let metadata_dir = absolute(&config.metadata_log_dir);
     let cluster_id = format_or_check(&log_dir, &config, config.cluster_id.as_deref())?;
@@ -370,6 +387,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             retry_backoff_ms: q.retry_backoff_ms,
             max_record_bytes_between_snapshots: q.max_record_bytes_between_snapshots,
             fetch_max_wait_ms: 500,
+            tls: controller_tls.clone(),
         },
         Arc::new(MetadataListener::new(metadata.clone())),
     )
@@ -416,13 +434,17 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             .await
             .with_context(|| format!("cannot listen on {} (controller)", l.bind_addr()))?;
         controller_addr = Some(cl.local_addr()?);
-        let ctx = controller_listener_context(
+        let mut ctx = controller_listener_context(
             &config,
             l.name.clone(),
             raft.clone(),
             broker_cell.clone(),
             request_metrics.clone(),
         );
+        if let Some(tls) = tls_of(&l.name) {
+            tasks.push(tokio::spawn(tls.clone().watch()));
+            ctx = ctx.with_tls(tls);
+        }
         tasks.push(tokio::spawn(accept_loop_with(
             ctx,
             cl,
@@ -494,6 +516,9 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         replicas.clone(),
     );
     broker_state.request_metrics = request_metrics.clone();
+    if let Some(tls) = inter_broker_tls {
+        let _ = broker_state.inter_broker_tls.set(tls);
+    }
     let broker = Arc::new(broker_state);
     let _ = broker.quorum.set(quorum.clone());
     let leader_raft = raft.clone();
@@ -505,7 +530,8 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             Duration::from_millis(q.request_timeout_ms.max(1000) * 15),
             Duration::from_millis(q.retry_backoff_ms.max(20) * 5),
         )
-        .with_local(Arc::downgrade(&broker)),
+        .with_local(Arc::downgrade(&broker))
+        .with_tls(controller_tls.clone()),
     ));
     let _ = broker_cell.set(broker.clone());
 
@@ -653,10 +679,15 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         tasks.push(tokio::spawn(crate::replica_fetcher::run_isr_upkeep(
             broker.clone(),
         )));
+        let tls = tls_of(&listener_cfg.name);
+        if let Some(tls) = &tls {
+            tasks.push(tokio::spawn(tls.clone().watch()));
+        }
         tasks.push(tokio::spawn(accept_loop(
             broker.clone(),
             listener,
             listener_cfg.name.clone(),
+            tls,
         )));
         // Every other client listener (e.g. SASL_PLAINTEXT beside PLAINTEXT) is served too,
         // each connection knowing its listener's name and security protocol.
@@ -666,10 +697,15 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             let l = TcpListener::bind(extra.bind_addr())
                 .await
                 .with_context(|| format!("cannot listen on {}", extra.bind_addr()))?;
+            let tls = tls_of(&extra.name);
+            if let Some(tls) = &tls {
+                tasks.push(tokio::spawn(tls.clone().watch()));
+            }
             tasks.push(tokio::spawn(accept_loop(
                 broker.clone(),
                 l,
                 extra.name.clone(),
+                tls,
             )));
         }
         lifecycle = Some(lc);
@@ -809,6 +845,7 @@ fn controller_listener_context(
         max_request_bytes,
         idle,
         metrics: Some(metrics),
+        tls: None,
     }
 }
 
@@ -829,16 +866,36 @@ fn spawn_periodic(
     })
 }
 
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, listener_name: String) {
+async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    listener_name: String,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+) {
     let max_connections = broker.config.max_connections;
     let quotas = Some((broker.connection_quotas.clone(), broker.quotas.clone()));
-    accept_loop_with(
-        crate::network::ServeContext::for_broker(broker, listener_name, ListenerKind::Broker),
-        listener,
-        max_connections,
-        quotas,
-    )
-    .await
+    let mut ctx =
+        crate::network::ServeContext::for_broker(broker, listener_name, ListenerKind::Broker);
+    if let Some(tls) = tls {
+        ctx = ctx.with_tls(tls);
+    }
+    accept_loop_with(ctx, listener, max_connections, quotas).await
+}
+
+/// Loads the TLS configuration of every SSL / SASL_SSL listener (failing startup on the
+/// first error, which names the key); returns the lookup by listener name.
+fn tls_listeners(
+    config: &BrokerConfig,
+) -> anyhow::Result<impl Fn(&str) -> Option<Arc<crate::tls::ServerTls>>> {
+    let mut by_name = BTreeMap::new();
+    for l in &config.listeners {
+        if config.security_protocol(&l.name).uses_tls() {
+            let tls = crate::tls::ServerTls::for_listener(&config.props, &l.name)
+                .with_context(|| format!("TLS configuration of listener {}", l.name))?;
+            by_name.insert(l.name.clone(), tls);
+        }
+    }
+    Ok(move |name: &str| by_name.get(name).cloned())
 }
 
 /// A client listener's connection limits and the clock they are read against.

@@ -40,6 +40,9 @@ pub struct ConnectionOptions {
     /// SASL credentials for a `SASL_PLAINTEXT` listener: each connection authenticates right
     /// after ApiVersions (SaslHandshake v1 + SaslAuthenticate, KIP-152).
     pub sasl: Option<SaslCredentials>,
+    /// TLS (Kafka's `security.protocol=SSL`): the handshake runs right after the TCP connect,
+    /// within `connect_timeout`. `None` speaks plaintext.
+    pub tls: Option<TlsOptions>,
 }
 
 /// A SASL login (Kafka clients' `sasl.mechanism`, `sasl.username`, `sasl.password`).
@@ -62,6 +65,90 @@ impl std::fmt::Debug for SaslCredentials {
     }
 }
 
+/// How a connection speaks TLS: the rustls client configuration (trust store, client
+/// certificate, host name checking) and the name the server's certificate must match.
+#[derive(Clone)]
+pub struct TlsOptions {
+    /// The rustls configuration.
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// The name checked against the server's certificate; by default the host of the address
+    /// connected to (a DNS name or an IP address, as Kafka clients do).
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsOptions {
+    /// Runs the TLS handshake over `tcp`, connected to `addr` (`host:port`), checking the
+    /// server's certificate against [`TlsOptions::server_name`] or the host of `addr`.
+    pub async fn connect(
+        &self,
+        addr: &str,
+        tcp: TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let name = self
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host_of(addr).to_owned());
+        let name = rustls::pki_types::ServerName::try_from(name).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("invalid TLS server name: {e}"),
+            )
+        })?;
+        tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(name, tcp)
+            .await
+    }
+}
+
+/// The byte stream under a connection: plain TCP or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stream::Plain(_) => "Plain",
+            Stream::Tls(_) => "Tls",
+        })
+    }
+}
+
+impl Stream {
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(b).await,
+            Stream::Tls(s) => {
+                s.write_all(b).await?;
+                // rustls buffers the encrypted records until flushed.
+                s.flush().await
+            }
+        }
+    }
+
+    async fn read_exact(&mut self, b: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.read_exact(b).await.map(|_| ()),
+            Stream::Tls(s) => s.read_exact(b).await.map(|_| ()),
+        }
+    }
+}
+
+/// The host part of `host:port` (`[v6]:port` too), for TLS server name checking.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 impl Default for ConnectionOptions {
     fn default() -> Self {
         ConnectionOptions {
@@ -69,6 +156,7 @@ impl Default for ConnectionOptions {
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 256 * 1024 * 1024,
             sasl: None,
+            tls: None,
         }
     }
 }
@@ -82,7 +170,7 @@ impl Default for ConnectionOptions {
 /// [`Error::ConnectionBroken`]; open a new one.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     /// `host:port` as given, for error messages.
     addr: String,
     client_id: StrBytes,
@@ -130,6 +218,28 @@ impl Connection {
         })?;
         // Requests are written whole, so Nagle would only add latency.
         let _ = stream.set_nodelay(true);
+        let stream = match &options.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => {
+                let name = tls
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| host_of(addr).to_owned());
+                let name =
+                    rustls::pki_types::ServerName::try_from(name).map_err(|e| Error::Connect {
+                        addr: addr.to_owned(),
+                        reason: format!("invalid TLS server name: {e}"),
+                    })?;
+                let s = tokio_rustls::TlsConnector::from(tls.config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| Error::Connect {
+                        addr: addr.to_owned(),
+                        reason: format!("TLS handshake failed: {e}"),
+                    })?;
+                Stream::Tls(Box::new(s))
+            }
+        };
         let mut conn = Connection {
             stream,
             addr: addr.to_owned(),

@@ -78,6 +78,8 @@ pub struct RaftManagerConfig {
     /// How long the leader holds a Fetch that has nothing new (Kafka's
     /// `controller.quorum.fetch.max.wait.ms`-like long poll, 500).
     pub fetch_max_wait_ms: u64,
+    /// TLS towards the other voters, when the controller listener is SSL (`None`: plaintext).
+    pub tls: Option<nagare_client::TlsOptions>,
 }
 
 impl RaftManagerConfig {
@@ -100,6 +102,7 @@ impl RaftManagerConfig {
             retry_backoff_ms: 20,
             max_record_bytes_between_snapshots: 20 * 1024 * 1024,
             fetch_max_wait_ms: 500,
+            tls: None,
         }
     }
 

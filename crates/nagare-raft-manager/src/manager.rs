@@ -250,6 +250,7 @@ impl RaftManager {
                         config.request_timeout_ms + if fetch_lane { fetch_max_wait_ms } else { 0 },
                     ),
                     backoff: Duration::from_millis(config.retry_backoff_ms.max(1)),
+                    tls: config.tls.clone(),
                     rx: prx,
                     out: resp_tx.clone(),
                 }));
@@ -1186,6 +1187,7 @@ struct PeerTask {
     fetch_max_wait_ms: u64,
     request_timeout: Duration,
     backoff: Duration,
+    tls: Option<nagare_client::TlsOptions>,
     rx: mpsc::Receiver<Message>,
     out: mpsc::UnboundedSender<(NodeId, Message)>,
 }
@@ -1216,6 +1218,7 @@ async fn peer_task(mut t: PeerTask) {
             let opts = nagare_client::ConnectionOptions {
                 connect_timeout: t.request_timeout.min(Duration::from_secs(1)),
                 request_timeout: t.request_timeout,
+                tls: t.tls.clone(),
                 ..Default::default()
             };
             match nagare_client::Connection::connect_with(&addr, &client_id, opts).await {

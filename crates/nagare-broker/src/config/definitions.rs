@@ -201,14 +201,7 @@ pub fn definitions() -> impl Iterator<Item = &'static ConfigDef> {
 /// Nagare does not act on, or does not know, yields the warning to log (as Kafka warns
 /// about unknown keys), so existing files keep working.
 pub(crate) fn check(key: &str, value: &str) -> Result<Option<String>, ConfigError> {
-    if let Some(listener_key) = listener_override(key) {
-        // `listener.name.<listener>.<key>`: validated as the key itself.
-        if let Some(d) = definition(listener_key) {
-            d.validate(value)?;
-            return Ok(d.warning());
-        }
-    }
-    match definition(key) {
+    match definition(key).or_else(|| listener_override(key)) {
         Some(d) => {
             d.validate(value)?;
             Ok(d.warning())
@@ -225,20 +218,21 @@ pub(crate) fn check(key: &str, value: &str) -> Result<Option<String>, ConfigErro
     }
 }
 
-/// The keys a listener may override with `listener.name.<listener>.<key>` that Nagare acts on.
+/// Keys besides `ssl.*` that a listener may override with `listener.name.<listener>.<key>`
+/// and Nagare acts on.
 const LISTENER_OVERRIDABLE: &[&str] = &["max.connection.creation.rate"];
 
-/// For `listener.name.<listener>.<key>` with an overridable `key`, that key.
-pub(crate) fn listener_override(key: &str) -> Option<&'static str> {
+/// The definition behind a listener override, `listener.name.<listener>.<key>` (Kafka's
+/// per-listener settings, e.g. `listener.name.internal.ssl.client.auth`): the TLS keys and
+/// [`LISTENER_OVERRIDABLE`] can be overridden that way.
+pub(crate) fn listener_override(key: &str) -> Option<&'static ConfigDef> {
     let rest = key.strip_prefix("listener.name.")?;
-    LISTENER_OVERRIDABLE
-        .iter()
-        .find(|k| {
-            rest.strip_suffix(*k)
-                .and_then(|l| l.strip_suffix('.'))
-                .is_some_and(|l| !l.is_empty())
-        })
-        .copied()
+    let (listener, inner) = rest.split_once('.')?;
+    if listener.is_empty() {
+        return None;
+    }
+    definition(inner)
+        .filter(|d| d.name.starts_with("ssl.") || LISTENER_OVERRIDABLE.contains(&d.name))
 }
 
 /// The README's broker-config table (markdown): key, default, notes, Kafka's update mode.
@@ -283,6 +277,7 @@ const SHORT: ConfigType = ConfigType::Short;
 const LONG: ConfigType = ConfigType::Long;
 const DOUBLE: ConfigType = ConfigType::Double;
 const LIST: ConfigType = ConfigType::List;
+const PASSWORD: ConfigType = ConfigType::Password;
 
 use self::DefaultValue::{Derived, Null, Value};
 use self::UpdateMode::{ClusterWide, PerBroker, ReadOnly};
@@ -346,7 +341,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("inter.broker.listener.name", STRING, Null, Any, ReadOnly,
         "Brokers replicate over the first non-controller listener.").with_status(Status::Accepted),
     def("listener.security.protocol.map", STRING, Value("SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT"), Any, PerBroker,
-        "`LISTENER_NAME:PROTOCOL,...`: each listener's security protocol; controller listeners not in the default map speak PLAINTEXT. Nagare serves PLAINTEXT, and SASL_PLAINTEXT on client listeners other than the first (inter-broker) one; any other mapping is refused at startup rather than served insecurely."),
+        "`LISTENER_NAME:PROTOCOL,...`: each listener's security protocol; controller listeners not in the default map speak PLAINTEXT. Nagare serves PLAINTEXT and SSL (TLS, see the `ssl.*` keys) on every listener, and SASL_PLAINTEXT / SASL_SSL on client listeners other than the first (inter-broker) one; a SASL controller or inter-broker listener is refused at startup rather than served insecurely."),
     def("cluster.id", STRING, Null, Any, ReadOnly,
         "Nagare extension: the cluster id of a self-formatted single node (else one is generated)."),
     // The KRaft quorum and broker liveness.
@@ -610,8 +605,40 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "SASL mechanism towards the controllers."),
     unimplemented("sasl.mechanism.inter.broker.protocol", STRING, Value("GSSAPI"), PerBroker,
         "SASL mechanism between brokers."),
-    unimplemented("ssl.keystore.location", STRING, Null, PerBroker,
-        "TLS key store of the listeners."),
+    // TLS of SSL and SASL_SSL listeners (`crate::tls`); each key can be given per listener
+    // as `listener.name.<listener in lower case>.<key>`, which beats the plain key.
+    def("ssl.keystore.type", STRING, Derived("`JKS` in Kafka; Nagare reads PEM"), Any, PerBroker,
+        "Nagare reads PEM key stores only: `PEM` (or unset, read as PEM); JKS and PKCS12 are refused at startup naming the key."),
+    def("ssl.keystore.location", STRING, Null, Any, PerBroker,
+        "A PEM file with the private key and the certificate chain (leaf first); reloaded when the file changes (checked every 5 s)."),
+    def("ssl.keystore.certificate.chain", PASSWORD, Null, Any, PerBroker,
+        "The certificate chain as PEM text (with `ssl.keystore.key`, instead of `ssl.keystore.location`)."),
+    def("ssl.keystore.key", PASSWORD, Null, Any, PerBroker,
+        "The private key as PEM text (PKCS#8, PKCS#1 or SEC1, unencrypted)."),
+    def("ssl.keystore.password", PASSWORD, Null, Any, PerBroker,
+        "Not used by PEM key stores.").with_status(Status::Accepted),
+    def("ssl.key.password", PASSWORD, Null, Any, PerBroker,
+        "Nagare reads unencrypted private keys only: an encrypted key is a startup error."),
+    def("ssl.truststore.type", STRING, Derived("`JKS` in Kafka; Nagare reads PEM"), Any, PerBroker,
+        "Nagare reads PEM trust stores only: `PEM` (or unset, read as PEM)."),
+    def("ssl.truststore.location", STRING, Null, Any, PerBroker,
+        "A PEM file of the CA certificates that verify client certificates (and, for the node's own connections, servers); reloaded when it changes."),
+    def("ssl.truststore.certificates", PASSWORD, Null, Any, PerBroker,
+        "The trusted CA certificates as PEM text (instead of `ssl.truststore.location`)."),
+    def("ssl.truststore.password", PASSWORD, Null, Any, PerBroker,
+        "Not used by PEM trust stores.").with_status(Status::Accepted),
+    def("ssl.client.auth", STRING, Value("none"), Any, PerBroker,
+        "`required` (clients need a certificate the trust store vouches for), `requested` (clients without one are `User:ANONYMOUS`) or `none`."),
+    def("ssl.enabled.protocols", LIST, Value("TLSv1.2,TLSv1.3"), Any, PerBroker,
+        "TLS versions served; TLSv1 and TLSv1.1 are ignored with a warning (insecure)."),
+    def("ssl.protocol", STRING, Value("TLSv1.3"), Any, PerBroker,
+        "rustls negotiates the best version of `ssl.enabled.protocols`.").with_status(Status::Accepted),
+    def("ssl.cipher.suites", LIST, Null, Any, PerBroker,
+        "IANA names of the suites to allow (TLS 1.3 AES-GCM/ChaCha20 suites, TLS 1.2 ECDHE AEAD suites); an unknown or unsupported name is a startup error; none means rustls' defaults."),
+    def("ssl.endpoint.identification.algorithm", STRING, Value("https"), Any, PerBroker,
+        "`https` checks a server certificate against the host name on the node's own TLS connections; empty does not."),
+    def("ssl.principal.mapping.rules", STRING, Value("DEFAULT"), Any, ReadOnly,
+        "Maps a client certificate's subject (RFC 2253) to the principal name: `DEFAULT` or `RULE:pattern/replacement/[LU]`, first match wins (KIP-371)."),
     def("authorizer.class.name", STRING, Value(""), Any, ReadOnly,
         "`org.apache.kafka.metadata.authorizer.StandardAuthorizer` authorizes every request with the ACLs of the metadata log; empty allows everything (and the ACL APIs answer SECURITY_DISABLED). Any other class is a startup error."),
     def("super.users", STRING, Value(""), Any, ReadOnly,
@@ -712,6 +739,13 @@ mod tests {
         // Unimplemented keys are not validated, only warned about.
         let w = check("num.io.threads", "lots").expect("not validated");
         assert!(w.is_some_and(|w| w.contains("does not implement")));
+        // Per-listener TLS overrides are known keys.
+        assert_eq!(
+            check("listener.name.internal.ssl.client.auth", "required").expect("valid"),
+            None
+        );
+        let w = check("listener.name.internal.foo", "1").expect("unknown");
+        assert!(w.is_some_and(|w| w.contains("unknown config")));
         let w = check("foo.bar", "1").expect("unknown keys are not errors");
         assert!(w.is_some_and(|w| w.contains("unknown config foo.bar")));
     }

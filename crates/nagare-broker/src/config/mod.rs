@@ -442,7 +442,8 @@ impl BrokerConfig {
                 listener_connection_creation_rate: props
                     .iter()
                     .filter(|(k, _)| {
-                        definitions::listener_override(k) == Some("max.connection.creation.rate")
+                        definitions::listener_override(k)
+                            .is_some_and(|d| d.name == "max.connection.creation.rate")
                     })
                     .filter_map(|(k, v)| {
                         let listener = k

@@ -342,9 +342,63 @@ impl Common {
         Ok(config)
     }
 
+    /// TLS for nagare's own client (topic creation), from the same `-X` librdkafka
+    /// properties the benchmark clients get: `security.protocol=SSL`, `ssl.ca.location`,
+    /// `ssl.certificate.location` + `ssl.key.location`, `ssl.endpoint.identification.algorithm`.
+    fn client_tls(&self) -> anyhow::Result<Option<nagare_client::TlsOptions>> {
+        let mut x = std::collections::BTreeMap::new();
+        for p in &self.properties {
+            if let Some((k, v)) = p.split_once('=') {
+                x.insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+        match x.get("security.protocol").map(|p| p.to_ascii_uppercase()) {
+            None => return Ok(None),
+            Some(p) if p == "PLAINTEXT" => return Ok(None),
+            Some(p) if p == "SSL" => {}
+            Some(p) => anyhow::bail!(
+                "security.protocol={p}: nagare's own client speaks PLAINTEXT and SSL only"
+            ),
+        }
+        // The same settings in Kafka's key names, as the broker's TLS module reads them.
+        let mut kafka = std::collections::BTreeMap::new();
+        if let Some(ca) = x.get("ssl.ca.location") {
+            kafka.insert("ssl.truststore.location".to_string(), ca.clone());
+        }
+        if let (Some(cert), Some(key)) =
+            (x.get("ssl.certificate.location"), x.get("ssl.key.location"))
+        {
+            let read = |path: &String| {
+                std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
+            };
+            kafka.insert("ssl.keystore.certificate.chain".to_string(), read(cert)?);
+            kafka.insert("ssl.keystore.key".to_string(), read(key)?);
+        }
+        if let Some(alg) = x.get("ssl.endpoint.identification.algorithm") {
+            let alg = if alg.eq_ignore_ascii_case("none") {
+                ""
+            } else {
+                alg.as_str()
+            };
+            kafka.insert(
+                "ssl.endpoint.identification.algorithm".to_string(),
+                alg.to_string(),
+            );
+        }
+        let config = nagare_broker::tls::TlsSettings::from_props(&kafka, None)
+            .and_then(|s| s.client_config())
+            .context("TLS settings (-X)")?;
+        Ok(Some(nagare_client::TlsOptions {
+            config: Arc::new(config),
+            server_name: None,
+        }))
+    }
+
     /// Creates the topic unless it exists; returns its partition count.
     pub async fn ensure_topic(&self) -> anyhow::Result<i32> {
-        let mut client = Client::connect_to(&self.broker.bootstrap_server)
+        let mut config = nagare_client::ClientConfig::new(&self.broker.bootstrap_server);
+        config.connection.tls = self.client_tls()?;
+        let mut client = Client::connect(config)
             .await
             .with_context(|| format!("connecting to {}", self.broker.bootstrap_server))?;
         let topic = NewTopic::new(&self.topic)
