@@ -480,9 +480,15 @@ fn sasl_is_served_only_where_nagare_can_honour_it() {
         "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
     )
     .is_err());
+    // TLS is served on any listener, SASL_SSL where SASL is.
     assert!(load(
         both,
-        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SSL,CONTROLLER:PLAINTEXT"
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_SSL,CONTROLLER:SSL"
+    )
+    .is_ok());
+    assert!(load(
+        both,
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SSL,CONTROLLER:SASL_SSL"
     )
     .is_err());
 }
