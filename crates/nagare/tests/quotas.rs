@@ -74,6 +74,10 @@ fn spawn_producer(
         .set("linger.ms", "5")
         .set("statistics.interval.ms", "500")
         .set("queue.buffering.max.messages", "20000");
+    if pace.is_none() {
+        // One request at a time: each waits out the previous one's throttle_time_ms.
+        cfg.set("max.in.flight.requests.per.connection", "1");
+    }
     let producer: BaseProducer<Ctx> = cfg.create_with_context(ctx).expect("producer");
     let handle = std::thread::spawn(move || {
         let value = vec![b'q'; VALUE_BYTES];
