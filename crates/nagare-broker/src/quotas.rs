@@ -389,7 +389,7 @@ impl QuotaManagers {
     /// mutes the connection for the throttle time and returns it (the response's
     /// `throttle_time_ms`). Only client connections are subject to client quotas.
     pub fn record_produce(&self, ctx: &RequestContext) -> i32 {
-        if ctx.connection.listener != ListenerKind::Broker {
+        if !self.produce.enabled() || ctx.connection.listener != ListenerKind::Broker {
             return 0;
         }
         let user = ctx.principal().name;
@@ -405,7 +405,10 @@ impl QuotaManagers {
     /// Records the time spent handling a request (from its last byte read until its handler
     /// returned) against the request-percentage quota; mutes the connection when over it.
     pub fn record_request_time(&self, ctx: &RequestContext, elapsed: Duration) -> i32 {
-        if ctx.connection.listener != ListenerKind::Broker || ctx.forwarded.is_some() {
+        if !self.request.enabled()
+            || ctx.connection.listener != ListenerKind::Broker
+            || ctx.forwarded.is_some()
+        {
             return 0;
         }
         let user = ctx.principal().name;

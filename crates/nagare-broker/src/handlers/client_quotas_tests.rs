@@ -343,3 +343,26 @@ async fn quotas_need_describe_configs_and_alter_configs_on_the_cluster() {
         ]
     );
 }
+
+#[tokio::test]
+async fn request_percentage_mutes_the_connection_for_at_most_one_window() {
+    let t = TestBroker::start().await;
+    alter_ok(
+        &t,
+        &[("user", Some("ANONYMOUS")), ("client-id", Some(CLIENT))],
+        &[("request_percentage", 0.0001, false)],
+    )
+    .await;
+    // Any request's handling time is far over 0.0001% of a second per second.
+    let r = t
+        .send(&MetadataRequest::default().with_topics(Some(vec![])), 12)
+        .await
+        .expect("Metadata");
+    assert_eq!(r.brokers.len(), 1);
+    let until = t.connection.muted_until().expect("muted");
+    let left = until.saturating_duration_since(std::time::Instant::now());
+    assert!(
+        left > std::time::Duration::ZERO && left <= std::time::Duration::from_secs(1),
+        "bounded by one quota window: {left:?}"
+    );
+}
