@@ -365,4 +365,19 @@ async fn request_percentage_mutes_the_connection_for_at_most_one_window() {
         left > std::time::Duration::ZERO && left <= std::time::Duration::from_secs(1),
         "bounded by one quota window: {left:?}"
     );
+    // A follower's fetch is exempt; a consumer's counts.
+    t.create_topic("q", 1).await;
+    let rate = || {
+        t.broker
+            .quotas
+            .request
+            .observed_rate("ANONYMOUS", CLIENT, t.broker.quotas.now_ms())
+            .unwrap_or(0.0)
+    };
+    let before = rate();
+    let follower = fetch().with_replica_id(BrokerId(7));
+    t.send(&follower, 11).await.expect("follower fetch");
+    assert_eq!(rate(), before, "a follower fetch is not counted");
+    t.send(&fetch(), 11).await.expect("consumer fetch");
+    assert!(rate() > before, "a consumer fetch is counted");
 }

@@ -185,6 +185,13 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             })
             .collect(),
     };
+    if replica_id < 0 {
+        // A consumer's handling time counts against its request_percentage quota; a
+        // follower's is exempt (Kafka's `sendResponseExemptThrottle`).
+        broker
+            .quotas
+            .record_request_time(&req.ctx, req.ctx.received.elapsed());
+    }
     Ok(Reply::Later(Box::pin(async move {
         let mut fetched = broker.replicas.fetch(&params).await.into_iter();
         let results = targets
