@@ -17,7 +17,9 @@
 //!   the wall time from the request's last byte read until its handler returned a reply —
 //!   the synchronous part of handling, without time spent waiting in a purgatory or writing
 //!   the response). `request_percentage=100` is one core's worth. Its throttle is bounded by
-//!   one quota window, as Kafka's (`QuotaUtils.boundedThrottleTime`).
+//!   one quota window, as Kafka's (`QuotaUtils.boundedThrottleTime`). Produce and Fetch
+//!   record it themselves so that their responses carry the larger throttle; acks=0
+//!   produces, followers' fetches and transaction markers are exempt (cluster actions).
 
 use std::collections::HashMap;
 use std::sync::Arc;

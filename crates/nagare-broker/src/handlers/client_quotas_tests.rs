@@ -378,6 +378,13 @@ async fn request_percentage_mutes_the_connection_for_at_most_one_window() {
     let follower = fetch().with_replica_id(BrokerId(7));
     t.send(&follower, 11).await.expect("follower fetch");
     assert_eq!(rate(), before, "a follower fetch is not counted");
-    t.send(&fetch(), 11).await.expect("consumer fetch");
+    let r = t.send(&fetch(), 11).await.expect("consumer fetch");
     assert!(rate() > before, "a consumer fetch is counted");
+    // Over the request quota, a fetch is answered empty with the throttle (Kafka), and a
+    // produce reports it.
+    assert!(r.throttle_time_ms > 0 && r.throttle_time_ms <= 1000);
+    assert!(r.responses.is_empty());
+    let r = t.send(&produce(batch(1)), 9).await.expect("produce");
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    assert!(r.throttle_time_ms > 0 && r.throttle_time_ms <= 1000);
 }

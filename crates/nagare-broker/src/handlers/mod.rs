@@ -226,9 +226,10 @@ pub async fn dispatch(
     }
     // Request-percentage quota: the time this request's handler took (see `quotas`). Kafka
     // exempts cluster actions: transaction markers and batched verification from other
-    // brokers here; Fetch records its own time, since only a consumer's counts.
+    // brokers here. Produce and Fetch record their own time, to report the throttle in their
+    // responses (and since only a consumer's fetch and an acknowledged produce count).
     let exempt = match spec.key {
-        ApiKey::Fetch | ApiKey::WriteTxnMarkers => true,
+        ApiKey::Produce | ApiKey::Fetch | ApiKey::WriteTxnMarkers => true,
         ApiKey::AddPartitionsToTxn => prefix.api_version >= 4,
         _ => false,
     };
