@@ -75,8 +75,10 @@ fn spawn_producer(
         .set("statistics.interval.ms", "500")
         .set("queue.buffering.max.messages", "20000");
     if pace.is_none() {
-        // One request at a time: each waits out the previous one's throttle_time_ms.
-        cfg.set("max.in.flight.requests.per.connection", "1");
+        // One request at a time, each waiting out the previous one's throttle_time_ms; and
+        // 256 KiB batches, so that the request crossing the quota overshoots it by little.
+        cfg.set("max.in.flight.requests.per.connection", "1")
+            .set("batch.size", "262144");
     }
     let producer: BaseProducer<Ctx> = cfg.create_with_context(ctx).expect("producer");
     let handle = std::thread::spawn(move || {
