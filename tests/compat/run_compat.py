@@ -408,6 +408,75 @@ def kafka_python_checks(server: Server) -> None:
         check(f"kafka-python KafkaProducer/KafkaConsumer(assign+seek_to_beginning) {label}",
               roundtrip)
 
+    def admin_describes() -> str:
+        # DescribeLogDirs and DescribeTopicPartitions (KIP-966) as kafka-python's admin calls them.
+        from kafka.admin import KafkaAdminClient
+        topic = unique("kp-describe")
+        admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[
+            topic
+        ].result(timeout=30)
+        producer = KafkaProducer(bootstrap_servers=server.bootstrap, acks="all")
+        try:
+            for _ in range(50):
+                producer.send(topic, b"d" * 1000, partition=1)
+            producer.flush(timeout=30)
+        finally:
+            producer.close(timeout=10)
+        kp = KafkaAdminClient(bootstrap_servers=server.bootstrap)
+        try:
+            dirs = kp.describe_log_dirs()
+            expect(len(dirs) == 1 and len(dirs[0]["log_dirs"]) == 1, f"log dirs: {dirs}")
+            d = dirs[0]["log_dirs"][0]
+            expect(d["error_code"] == 0 and d["total_bytes"] >= d["usable_bytes"] > 0,
+                   f"log dir: {d}")
+            sizes = {p["partition_index"]: p["partition_size"]
+                     for t in d["topics"] if t["name"] == topic for p in t["partitions"]}
+            expect(sizes.get(0) == 0 and sizes.get(2) == 0 and sizes.get(1, 0) > 50_000,
+                   f"partition sizes {sizes}")
+            described = kp.describe_topic_partitions([topic])
+            t = described["topics"][0]
+            expect(t["error_code"] == 0 and t["name"] == topic, f"describe: {t}")
+            expect([p["partition_index"] for p in t["partitions"]] == [0, 1, 2],
+                   f"partitions {t['partitions']}")
+            expect(all(p["leader_id"] >= 0 and p["isr_nodes"] for p in t["partitions"]),
+                   f"leaders/ISR {t['partitions']}")
+        finally:
+            kp.close()
+        return f"log dir {d['log_dir']} sizes {sizes}; 3 partitions described"
+
+    check("kafka-python admin describe_log_dirs and describe_topic_partitions (KIP-966)",
+          admin_describes)
+
+    def admin_features() -> str:
+        # UpdateFeatures forwarded to the controller; ApiVersions reports the new levels.
+        from kafka.admin import KafkaAdminClient
+        kp = KafkaAdminClient(bootstrap_servers=server.bootstrap)
+        tv = "transaction.version"
+        try:
+            before = kp.describe_features()[tv]["finalized"]
+            expect(before == (1, 1), f"default {tv}: {before}")
+            res = kp.update_features({tv: 2}, validate_only=True)
+            expect(res == {tv: "OK"}, f"validate_only: {res}")
+            expect(kp.describe_features()[tv]["finalized"] == (1, 1), "validate_only wrote")
+            res = kp.update_features({tv: 2})
+            expect(res == {tv: "OK"}, f"upgrade: {res}")
+            expect(kp.describe_features()[tv]["finalized"] == (2, 2), "upgrade not reported")
+            try:
+                kp.update_features({tv: 1})
+                refused = "accepted"
+            except Exception as e:  # kafka-python raises the top-level error (v2)
+                refused = type(e).__name__
+            expect(refused == "InvalidUpdateVersionError",
+                   f"a downgrade without a downgrade type: {refused}")
+            res = kp.update_features({tv: ("SAFE_DOWNGRADE", 1)})
+            expect(res == {tv: "OK"}, f"safe downgrade: {res}")
+            expect(kp.describe_features()[tv]["finalized"] == (1, 1), "downgrade not reported")
+        finally:
+            kp.close()
+        return f"{tv} 1 -> 2 -> 1; a plain downgrade refused ({refused})"
+
+    check("kafka-python admin update_features / describe_features (KIP-584)", admin_features)
+
 
 
 # --------------------------------------------------------------------------------------------

@@ -405,7 +405,7 @@ pub async fn create_topics_as(
             let mut pending = HashSet::new();
             let mut answers = Vec::new();
             for t in todo {
-                match logic::create_topic(img, &defaults, &t, &pending) {
+                match logic::create_topic(img, &defaults, &t, &pending, uuid::Uuid::new_v4()) {
                     Ok(c) => {
                         records.extend(c.records.clone());
                         pending.insert(t.name.clone());

@@ -37,12 +37,15 @@
 //!   and markers through [`CoordinatorShard::replay_transactional`] and
 //!   [`CoordinatorShard::replay_end_transaction_marker`].
 //!
-//! Time is driven by a tick task calling [`CoordinatorRuntime::tick`].
+//! Time is driven by [`CoordinatorRuntime::run_timers`]: it sleeps until the earliest timer
+//! deadline any shard reported (every call that may move a deadline reports the shard's
+//! next one), so a session or rebalance timeout expires at its deadline rather than at the
+//! next tick of a fixed-period timer.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -237,7 +240,15 @@ pub struct CoordinatorRuntime<S: CoordinatorShard> {
     runtime: Option<tokio::runtime::Handle>,
     /// Where the shards' side effects go once their records are committed.
     effect_sink: SyncMutex<Option<EffectSink<S>>>,
+    /// The earliest timer deadline reported by any shard since the timer task last looked
+    /// (`i64::MAX`: none), and the task's wake-up when an earlier one is reported.
+    earliest_deadline: AtomicI64,
+    timers_changed: Arc<tokio::sync::Notify>,
 }
+
+/// The timer task's longest sleep: it looks at every shard at least this often, so a
+/// deadline is never missed for long even if a report were lost.
+const MAX_TIMER_SLEEP: Duration = Duration::from_millis(1000);
 
 /// Receives a shard's side effects once the records of the call that asked for them are
 /// committed: the shard's partition, the leader epoch it was loaded in (the transaction
@@ -259,6 +270,49 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
             metadata: SyncMutex::new((0, Arc::new(S::Metadata::default()))),
             runtime: tokio::runtime::Handle::try_current().ok(),
             effect_sink: SyncMutex::new(None),
+            earliest_deadline: AtomicI64::new(i64::MAX),
+            timers_changed: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Notes a shard's next timer deadline; wakes the timer task if it is earlier than any
+    /// it knows of.
+    fn note_deadline(&self, deadline: Option<i64>) {
+        let Some(d) = deadline else { return };
+        if self.earliest_deadline.fetch_min(d, Ordering::AcqRel) > d {
+            self.timers_changed.notify_one();
+        }
+    }
+
+    /// Drives the shards' timers until the runtime is dropped: sleeps until the earliest
+    /// reported deadline (at most [`MAX_TIMER_SLEEP`]) or until an earlier one is reported,
+    /// then fires what is due. Holds the runtime only while it ticks.
+    pub async fn run_timers(runtime: std::sync::Weak<Self>) {
+        let Some(changed) = runtime.upgrade().map(|rt| rt.timers_changed.clone()) else {
+            return;
+        };
+        loop {
+            let wait = {
+                let Some(rt) = runtime.upgrade() else { return };
+                let earliest = rt.earliest_deadline.load(Ordering::Acquire);
+                if earliest == i64::MAX {
+                    MAX_TIMER_SLEEP
+                } else {
+                    Duration::from_millis(earliest.saturating_sub(now_ms()).max(0) as u64)
+                        .min(MAX_TIMER_SLEEP)
+                }
+            };
+            // notify_one keeps a permit when nobody waits, so a report made between the
+            // load above and this wait is not lost.
+            let woke_early = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                _ = changed.notified() => true,
+            };
+            if woke_early {
+                continue;
+            }
+            let Some(rt) = runtime.upgrade() else { return };
+            rt.tick().await;
         }
     }
 
@@ -652,13 +706,17 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
             .collect();
         let now = now_ms();
         let metadata = self.metadata.lock().clone();
+        // Every shard's deadline is noted again below (and by any call meanwhile).
+        self.earliest_deadline.store(i64::MAX, Ordering::Release);
         for h in handles {
             let mut st = h.state.lock().await;
             if !h.serving() {
                 continue;
             }
             st.refresh_metadata(&metadata);
-            if st.shard.next_deadline_ms().map(|d| d > now).unwrap_or(true) {
+            let next = st.shard.next_deadline_ms();
+            if next.map(|d| d > now).unwrap_or(true) {
+                self.note_deadline(next);
                 continue;
             }
             let result = st.shard.tick(now);
@@ -722,6 +780,8 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
             reply,
             completed,
         } = result;
+        // The call may have set an earlier timer (a new member's session, a rebalance).
+        self.note_deadline(st.shard.next_deadline_ms());
         let effects = st.shard.take_effects();
         let completed: Vec<(Parked<S>, S::Response)> = completed
             .into_iter()
@@ -868,7 +928,9 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
 
 /// Replays a partition into a fresh shard.
 fn load_shard<S: CoordinatorShard>(partition: &Partition, config: &S::Config) -> Result<S, String> {
-    let mut shard = S::new_shard(partition.tp.partition, config);
+    // The shell draws the shard's randomness; the shard stays deterministic.
+    let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+    let mut shard = S::new_shard(partition.tp.partition, config, seed);
     partition
         .replay_records(|r| {
             if r.control {
@@ -1153,7 +1215,7 @@ mod tests {
         type Metadata = i64;
         type Effect = ();
 
-        fn new_shard(_partition: i32, _config: &()) -> Self {
+        fn new_shard(_partition: i32, _config: &(), _random_seed: u64) -> Self {
             CounterShard::default()
         }
 
@@ -1391,6 +1453,40 @@ mod tests {
         tokio::time::timeout(Duration::from_millis(ms), p)
             .await
             .ok()
+    }
+
+    /// Timers fire at their deadline, not at the next tick of a fixed-period timer (the
+    /// 100 ms tick this replaced made expiries up to 100 ms late, 50 ms on average).
+    #[tokio::test]
+    async fn timers_fire_at_their_deadline() {
+        let node = Node::new();
+        node.apply(&image(ME, 0, &[ME, OTHER]));
+        node.wait_loaded().await;
+        tokio::spawn(Runtime::run_timers(Arc::downgrade(&node.rt)));
+        const DELAY_MS: i64 = 30;
+        let mut late = Vec::new();
+        for _ in 0..7 {
+            // Let the timer task fall into its longest sleep first: the new deadline must
+            // wake it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(node.call(Add("k", 1)).await, Value(1));
+            let set = Instant::now();
+            assert_eq!(node.call(ExpireIn("k", DELAY_MS)).await, Value(1));
+            loop {
+                if node.call(Get("k")).await == Value(0) {
+                    break;
+                }
+                assert!(
+                    set.elapsed() < Duration::from_secs(2),
+                    "the timer never fired"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            late.push(set.elapsed().as_millis() as i64 - DELAY_MS);
+        }
+        late.sort_unstable();
+        assert!(late[0] >= -2, "fired early: {late:?}");
+        assert!(late[late.len() / 2] < 20, "median lateness {late:?} ms");
     }
 
     #[tokio::test]

@@ -558,18 +558,13 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
                 }
             }));
         }
-        tasks.push(tokio::spawn({
-            // Drives the group coordinator's timers (session expiry, rebalance timeouts, ...).
-            let groups = broker.groups.clone();
-            async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(100));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    groups.tick().await;
-                }
-            }
-        }));
+        // The group coordinator's timers (session expiry, rebalance timeouts, ...), each
+        // fired at its deadline.
+        tasks.push(tokio::spawn(
+            crate::coordinator_runtime::CoordinatorRuntime::run_timers(Arc::downgrade(
+                broker.groups.runtime(),
+            )),
+        ));
         // The transaction coordinator's timers and its marker sender.
         broker.transactions.start(&broker);
         tasks.push(tokio::spawn(lc.clone().run(broker.clone())));

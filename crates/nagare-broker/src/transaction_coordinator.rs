@@ -36,9 +36,6 @@ pub use nagare_transaction_coordinator::{
 /// `request.timeout.ms` (30 s).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How often the shards' timers are checked.
-const TICK_INTERVAL: Duration = Duration::from_millis(100);
-
 /// Tries of a CompleteCommit/CompleteAbort write that timed out, and the pause between.
 const COMPLETE_RETRIES: u32 = 20;
 const COMPLETE_RETRY_BACKOFF: Duration = Duration::from_millis(500);
@@ -104,18 +101,10 @@ impl TransactionCoordinator {
                 .clone()
                 .run(Arc::downgrade(broker), sink.clone()),
         );
-        let runtime = Arc::downgrade(&self.runtime);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(TICK_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(rt) = runtime.upgrade() else {
-                    return;
-                };
-                rt.tick().await;
-            }
-        });
+        // Transaction timeouts and expirations fire at their deadlines.
+        tokio::spawn(CoordinatorRuntime::run_timers(Arc::downgrade(
+            &self.runtime,
+        )));
     }
 
     /// The runtime the transaction shards run on.

@@ -6,6 +6,7 @@
 
 pub mod cluster_control;
 pub mod elections;
+pub mod feature_control;
 pub mod logic;
 pub mod placement;
 pub mod replication_control;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::ResponseError;
-use nagare_metadata::records::{ConfigResource, Endpoint, MetadataRecord};
+use nagare_metadata::records::{ConfigResource, MetadataRecord};
 use nagare_metadata::topic_config::{self, TopicDefaults};
 use nagare_metadata::{MetadataImage, Uuid};
 
@@ -103,13 +103,15 @@ pub struct CreatedTopic {
     pub records: Vec<MetadataRecord>,
 }
 
-/// Validates and plans the creation of `t`. `pending` holds names created earlier in the
-/// same request, which count as existing.
+/// Validates and plans the creation of `t` with id `topic_id` (drawn by the caller, so the
+/// decision itself is deterministic). `pending` holds names created earlier in the same
+/// request, which count as existing.
 pub fn create_topic(
     image: &MetadataImage,
     defaults: &ControllerDefaults,
     t: &NewTopic,
     pending: &HashSet<String>,
+    topic_id: Uuid,
 ) -> Result<CreatedTopic, ApiError> {
     validate_topic_name(&t.name)?;
     if image.topic(&t.name).is_some() || pending.contains(&t.name) {
@@ -190,7 +192,6 @@ pub fn create_topic(
         let start = image.topic_ids.len();
         place_or_err(image, &brokers, 0, partitions, rf, start)?
     };
-    let topic_id = Uuid::new_v4();
     let mut records = vec![MetadataRecord::Topic {
         name: t.name.clone(),
         topic_id,
@@ -538,37 +539,23 @@ pub fn allocate_producer_ids(image: &MetadataImage, broker_id: i32) -> (i64, Vec
     )
 }
 
-/// Plans a broker (re-)registration. A single-node broker registers unfenced; fencing by
-/// heartbeat timeout arrives with the multi-node controller.
-pub fn register_broker(
-    image: &MetadataImage,
-    broker_id: i32,
-    endpoints: Vec<Endpoint>,
-    rack: Option<String>,
-) -> Vec<MetadataRecord> {
-    let broker_epoch = image.offset + 1;
-    vec![MetadataRecord::RegisterBroker {
-        broker_id,
-        broker_epoch,
-        incarnation_id: Uuid::new_v4(),
-        endpoints,
-        rack,
-        fenced: false,
-    }]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn image_with_broker() -> MetadataImage {
         let mut img = MetadataImage::empty();
-        for (i, r) in register_broker(&img.clone(), 1, vec![], None)
-            .iter()
-            .enumerate()
-        {
-            img.apply(i as i64, r);
-        }
+        img.apply(
+            0,
+            &MetadataRecord::RegisterBroker {
+                broker_id: 1,
+                broker_epoch: 1,
+                incarnation_id: Uuid::from_u128(1),
+                endpoints: vec![],
+                rack: None,
+                fenced: false,
+            },
+        );
         img
     }
 
@@ -598,13 +585,20 @@ mod tests {
     fn create_validate_and_delete() {
         let mut img = image_with_broker();
         let none = HashSet::new();
-        let c = create_topic(&img, &DEFAULTS, &new_topic("a", 3, 1), &none).expect("create");
+        let c = create_topic(
+            &img,
+            &DEFAULTS,
+            &new_topic("a", 3, 1),
+            &none,
+            Uuid::from_u128(7),
+        )
+        .expect("create");
         apply(&mut img, &c.records);
         let t = img.topic("a").expect("topic");
         assert_eq!(t.partitions.len(), 3);
         assert_eq!(t.partitions[&2].leader, 1);
         let e = |t: NewTopic| {
-            create_topic(&img, &DEFAULTS, &t, &none)
+            create_topic(&img, &DEFAULTS, &t, &none, Uuid::from_u128(7))
                 .map(|_| ())
                 .unwrap_err()
                 .code
@@ -628,7 +622,14 @@ mod tests {
         let mut bad_cfg = new_topic("b", 1, 1);
         bad_cfg.configs = vec![("retention.ms".into(), Some("x".into()))];
         assert_eq!(e(bad_cfg), ResponseError::InvalidConfig.code());
-        let d = create_topic(&img, &DEFAULTS, &new_topic("d", -1, -1), &none).expect("defaults");
+        let d = create_topic(
+            &img,
+            &DEFAULTS,
+            &new_topic("d", -1, -1),
+            &none,
+            Uuid::from_u128(7),
+        )
+        .expect("defaults");
         assert_eq!(d.num_partitions, 1);
         let (_, _, recs) = delete_topic(&img, Some("a"), None).expect("delete");
         apply(&mut img, &recs);
@@ -642,8 +643,14 @@ mod tests {
     #[test]
     fn partitions_and_configs() {
         let mut img = image_with_broker();
-        let c =
-            create_topic(&img, &DEFAULTS, &new_topic("a", 2, 1), &HashSet::new()).expect("create");
+        let c = create_topic(
+            &img,
+            &DEFAULTS,
+            &new_topic("a", 2, 1),
+            &HashSet::new(),
+            Uuid::from_u128(8),
+        )
+        .expect("create");
         apply(&mut img, &c.records);
         assert_eq!(
             create_partitions(&img, "a", 2, None).unwrap_err().code,

@@ -101,7 +101,9 @@ pub trait CoordinatorShard: Sized + Send + 'static {
 
     /// A shard for `partition` that is loading: the runtime feeds it the partition's records
     /// with [`replay`](Self::replay), then calls [`on_loaded`](Self::on_loaded).
-    fn new_shard(partition: i32, config: &Self::Config) -> Self;
+    /// `random_seed` is the shard's only source of randomness (e.g. member ids): the caller
+    /// draws it, so the shard itself stays deterministic and simulations replay exactly.
+    fn new_shard(partition: i32, config: &Self::Config, random_seed: u64) -> Self;
 
     /// Decodes a record of the internal topic (a record that cannot be decoded, e.g. of a
     /// type this version does not know, is skipped while loading, as Kafka skips them).

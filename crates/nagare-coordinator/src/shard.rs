@@ -164,11 +164,14 @@ impl GroupCoordinatorShard {
             out: Output::default(),
             now_ms: 0,
             next_token: 0,
-            id_seed: uuid::Uuid::new_v4().as_u64_pair().0,
+            // Deterministic: whoever needs fresh ids across loads seeds it (`with_id_seed`;
+            // the broker's runtime does with a random seed per load).
+            id_seed: 0,
         }
     }
 
-    /// Seeds the generator of member ids, so that simulations replay exactly.
+    /// Seeds the generator of member ids: the broker gives each load a random seed (so a
+    /// reloaded shard never hands out ids it gave before), simulations a fixed one.
     pub fn with_id_seed(mut self, seed: u64) -> Self {
         self.id_seed = seed;
         self
@@ -558,8 +561,8 @@ impl CoordinatorShard for GroupCoordinatorShard {
     type Metadata = TopicsImage;
     type Effect = ();
 
-    fn new_shard(partition: i32, config: &GroupCoordinatorConfig) -> Self {
-        GroupCoordinatorShard::new(partition, config.clone())
+    fn new_shard(partition: i32, config: &GroupCoordinatorConfig, random_seed: u64) -> Self {
+        GroupCoordinatorShard::new(partition, config.clone()).with_id_seed(random_seed)
     }
 
     fn decode_record(

@@ -1156,7 +1156,9 @@ impl CoordinatorShard for TransactionCoordinatorShard {
     type Metadata = i16;
     type Effect = TxnMarkerRequest;
 
-    fn new_shard(partition: i32, config: &TransactionCoordinatorConfig) -> Self {
+    // The transaction coordinator draws nothing at random: its producer ids come from the
+    // controller's blocks.
+    fn new_shard(partition: i32, config: &TransactionCoordinatorConfig, _random_seed: u64) -> Self {
         TransactionCoordinatorShard::new(partition, config.clone())
     }
 

@@ -481,6 +481,8 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "Cap on one fetch response."),
     def("max.incremental.fetch.session.cache.slots", INT, Value("1000"), Range(0, I32), ReadOnly,
         "Incremental fetch sessions kept (KIP-227)."),
+    def("max.request.partition.size.limit", INT, Value("2000"), Range(1, I32), ReadOnly,
+        "Most partitions one DescribeTopicPartitions response holds (KIP-966); the client pages on with the cursor."),
     // Producers and transactions.
     def("transaction.max.timeout.ms", INT, Value("900000"), Range(1, I32), ReadOnly,
         "Largest transaction timeout a producer may ask for."),

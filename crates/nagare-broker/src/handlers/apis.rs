@@ -12,10 +12,11 @@ use super::{
     add_offsets_to_txn, add_partitions_to_txn, alter_configs, api_versions, client_quotas,
     consumer_group_describe, consumer_group_heartbeat, controller_apis, create_partitions,
     create_topics, delete_records, delete_topics, describe_cluster, describe_configs,
-    describe_producers, describe_quorum, describe_transactions, elect_leaders, end_txn, envelope,
-    fetch, find_coordinator, groups, init_producer_id, list_offsets, list_transactions, metadata,
-    offset_for_leader_epoch, produce, txn_offset_commit, write_txn_markers, BoxFuture,
-    HandlerResult, ListenerKind, Request,
+    describe_log_dirs, describe_producers, describe_quorum, describe_topic_partitions,
+    describe_transactions, elect_leaders, end_txn, envelope, fetch, find_coordinator, groups,
+    init_producer_id, list_offsets, list_transactions, metadata, offset_for_leader_epoch, produce,
+    txn_offset_commit, update_features, write_txn_markers, BoxFuture, HandlerResult, ListenerKind,
+    Request,
 };
 use crate::controller_requests;
 use crate::Broker;
@@ -145,6 +146,9 @@ handler!(async h_create_partitions => create_partitions::handle);
 handler!(async h_incremental_alter_configs => alter_configs::handle_incremental);
 handler!(async h_elect_leaders => elect_leaders::handle);
 handler!(sync h_describe_cluster => describe_cluster::handle);
+handler!(sync h_describe_log_dirs => describe_log_dirs::handle);
+handler!(async h_update_features => update_features::handle);
+handler!(sync h_describe_topic_partitions => describe_topic_partitions::handle);
 handler!(async h_find_coordinator => find_coordinator::handle);
 handler!(group h_join_group => ApiKey::JoinGroup);
 handler!(group h_sync_group => ApiKey::SyncGroup);
@@ -257,6 +261,8 @@ pub static APIS: &[ApiSpec] = &[
         "forwarded to the active controller"),
     local(ApiKey::DeleteGroups, groups::DELETE_GROUPS, CLIENT, false, h_delete_groups,
         "empty groups and their offsets"),
+    local(ApiKey::UpdateFeatures, update_features::VERSIONS, BOTH, true, h_update_features,
+        "finalizes `metadata.version` (upgrades only) and `transaction.version`; forwarded to the active controller"),
     local(ApiKey::ElectLeaders, elect_leaders::VERSIONS, BOTH, true, h_elect_leaders,
         "preferred and unclean elections; forwarded to the active controller"),
     local(ApiKey::IncrementalAlterConfigs, alter_configs::INCREMENTAL_VERSIONS, BOTH, true,
@@ -275,6 +281,10 @@ pub static APIS: &[ApiSpec] = &[
         "KIP-664; KIP-994 duration filter"),
     local(ApiKey::DescribeCluster, describe_cluster::VERSIONS, CLIENT, false, h_describe_cluster,
         "brokers, controller id, cluster id"),
+    local(ApiKey::DescribeLogDirs, describe_log_dirs::VERSIONS, CLIENT, false, h_describe_log_dirs,
+        "partition sizes in the log dir; v4 total and usable bytes"),
+    local(ApiKey::DescribeTopicPartitions, describe_topic_partitions::VERSIONS, CLIENT, false,
+        h_describe_topic_partitions, "KIP-966 paginated topic describe (Kafka 4 admin clients), sorted, with a cursor"),
     local(ApiKey::DescribeQuorum, describe_quorum::VERSIONS, CLIENT, true, h_describe_quorum,
         "forwarded to the active controller"),
     local(ApiKey::ConsumerGroupHeartbeat, consumer_group_heartbeat::VERSIONS, CLIENT, false,

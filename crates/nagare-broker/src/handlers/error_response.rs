@@ -596,6 +596,27 @@ pub fn build(header: &RequestHeader, mut body: Bytes, error: ResponseError) -> O
         ApiKey::ListTransactions => top_level!(ListTransactionsResponse),
         ApiKey::ElectLeaders => top_level!(ElectLeadersResponse),
         ApiKey::DescribeCluster => top_level!(DescribeClusterResponse),
+        ApiKey::DescribeLogDirs => top_level!(DescribeLogDirsResponse),
+        ApiKey::UpdateFeatures => top_level!(UpdateFeaturesResponse),
+        ApiKey::DescribeTopicPartitions => {
+            let r = decode!(DescribeTopicPartitionsRequest);
+            let topics = r
+                .topics
+                .iter()
+                .map(|t| {
+                    describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic::default()
+                        .with_error_code(code)
+                        .with_name(Some(t.name.clone()))
+                        .with_topic_authorized_operations(i32::MIN)
+                })
+                .collect();
+            respond(
+                key,
+                v,
+                corr,
+                &DescribeTopicPartitionsResponse::default().with_topics(topics),
+            )
+        }
         ApiKey::DescribeQuorum => top_level!(DescribeQuorumResponse),
         ApiKey::ConsumerGroupHeartbeat => top_level!(ConsumerGroupHeartbeatResponse),
         ApiKey::BrokerRegistration => top_level!(BrokerRegistrationResponse),
@@ -706,6 +727,9 @@ mod tests {
             ApiKey::IncrementalAlterConfigs => enc!(IncrementalAlterConfigsRequest),
             ApiKey::OffsetDelete => enc!(OffsetDeleteRequest),
             ApiKey::DescribeCluster => enc!(DescribeClusterRequest),
+            ApiKey::DescribeLogDirs => enc!(DescribeLogDirsRequest),
+            ApiKey::UpdateFeatures => enc!(UpdateFeaturesRequest),
+            ApiKey::DescribeTopicPartitions => enc!(DescribeTopicPartitionsRequest),
             ApiKey::DescribeQuorum => enc!(DescribeQuorumRequest),
             ApiKey::ConsumerGroupHeartbeat => enc!(ConsumerGroupHeartbeatRequest),
             ApiKey::ConsumerGroupDescribe => enc!(ConsumerGroupDescribeRequest),

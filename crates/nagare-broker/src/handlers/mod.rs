@@ -24,8 +24,10 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod elect_leaders;
 pub mod end_txn;
@@ -51,6 +53,7 @@ pub mod txn_offset_commit;
 mod txn_tests;
 #[cfg(test)]
 mod txn_verification_tests;
+pub mod update_features;
 pub mod write_txn_markers;
 
 use std::future::Future;

@@ -150,6 +150,12 @@ impl Partition {
         self.fetch_watchers.wake();
     }
 
+    /// Bytes of the partition's log on disk (segments and indexes), as DescribeLogDirs and
+    /// retention count them.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
     /// The log end offset (the offset the next appended record gets).
     pub fn log_end_offset(&self) -> i64 {
         self.log.log_end_offset()
