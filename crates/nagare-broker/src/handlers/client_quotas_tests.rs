@@ -367,11 +367,13 @@ async fn request_percentage_mutes_the_connection_for_at_most_one_window() {
     );
     // A follower's fetch is exempt; a consumer's counts.
     t.create_topic("q", 1).await;
+    // Measured at one fixed instant, since the windowed rate moves with time alone.
+    let at = t.broker.quotas.now_ms() + 5_000;
     let rate = || {
         t.broker
             .quotas
             .request
-            .observed_rate("ANONYMOUS", CLIENT, t.broker.quotas.now_ms())
+            .observed_rate("ANONYMOUS", CLIENT, at)
             .unwrap_or(0.0)
     };
     let before = rate();
