@@ -248,6 +248,11 @@ fn producer_byte_rate_quota_holds_a_producer_and_spares_its_neighbour() {
         mib(beside)
     );
     server.assert_healthy("after the quota run");
+    // `nagare quota delete` removes every key of the entity.
+    let out = nagare_cli(&server, &["quota", "delete", "--client-id", "throttled"]);
+    assert!(out.contains("Completed deleting"), "{out}");
+    let out = nagare_cli(&server, &["quota", "describe"]);
+    assert_eq!(out.trim(), "", "no quota left");
 
     // A `connection_creation_rate` ip quota: 2 new connections/s from 127.0.0.1, i.e. 20
     // within the 10-s minimum window; the ones beyond are closed by the broker after the
