@@ -17,7 +17,9 @@
 //!   the wall time from the request's last byte read until its handler returned a reply —
 //!   the synchronous part of handling, without time spent waiting in a purgatory or writing
 //!   the response). `request_percentage=100` is one core's worth. Its throttle is bounded by
-//!   one quota window, as Kafka's (`QuotaUtils.boundedThrottleTime`).
+//!   one quota window, as Kafka's (`QuotaUtils.boundedThrottleTime`). Produce and Fetch
+//!   record it themselves so that their responses carry the larger throttle; acks=0
+//!   produces, followers' fetches and transaction markers are exempt (cluster actions).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -389,7 +391,7 @@ impl QuotaManagers {
     /// mutes the connection for the throttle time and returns it (the response's
     /// `throttle_time_ms`). Only client connections are subject to client quotas.
     pub fn record_produce(&self, ctx: &RequestContext) -> i32 {
-        if ctx.connection.listener != ListenerKind::Broker {
+        if !self.produce.enabled() || ctx.connection.listener != ListenerKind::Broker {
             return 0;
         }
         let user = ctx.principal().name;
@@ -405,7 +407,10 @@ impl QuotaManagers {
     /// Records the time spent handling a request (from its last byte read until its handler
     /// returned) against the request-percentage quota; mutes the connection when over it.
     pub fn record_request_time(&self, ctx: &RequestContext, elapsed: Duration) -> i32 {
-        if ctx.connection.listener != ListenerKind::Broker || ctx.forwarded.is_some() {
+        if !self.request.enabled()
+            || ctx.connection.listener != ListenerKind::Broker
+            || ctx.forwarded.is_some()
+        {
             return 0;
         }
         let user = ctx.principal().name;

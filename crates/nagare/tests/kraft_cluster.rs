@@ -155,6 +155,26 @@ fn controllers_elect_fail_over_snapshot_and_fence_brokers() {
     // CreateTopics through a broker (forwarded to the active controller).
     create_topics(&b1, &["t0".into()], 6).expect("create t0");
 
+    // A client quota set through a broker-only node (AlterClientQuotas forwarded to the
+    // active controller) reaches every broker's image; it is checked again on broker 103
+    // after its restart below (snapshot plus tail).
+    let (ok, _, err) = cluster.cli(&[
+        "quota",
+        "set",
+        "--user",
+        "alice",
+        "--producer-byte-rate",
+        "1024",
+        "-b",
+        &b1,
+    ]);
+    assert!(ok, "{err}");
+    let b2 = cluster.node(102).bootstrap();
+    eventually(Duration::from_secs(10), "the quota on broker 102", || {
+        let (ok, out, _) = cluster.cli(&["quota", "describe", "--user", "alice", "-b", &b2]);
+        (ok && out.contains("user-principal 'alice' are producer_byte_rate=1024.0")).then_some(())
+    });
+
     // Kill the active controller: a new leader, and CreateTopics works again soon.
     let old = q.leader_id;
     cluster.node(old).kill9();
@@ -227,6 +247,11 @@ fn controllers_elect_fail_over_snapshot_and_fence_brokers() {
         c.list_topics().await.expect("list")
     });
     assert!(topics.iter().filter(|t| t.starts_with("bulk-")).count() == 300);
+    let (ok, out, err) = cluster.cli(&["quota", "describe", "-b", &b3]);
+    assert!(
+        ok && out.contains("user-principal 'alice' are producer_byte_rate=1024.0"),
+        "{out}{err}"
+    );
 }
 
 #[test]

@@ -74,6 +74,12 @@ fn spawn_producer(
         .set("linger.ms", "5")
         .set("statistics.interval.ms", "500")
         .set("queue.buffering.max.messages", "20000");
+    if pace.is_none() {
+        // One request at a time, each waiting out the previous one's throttle_time_ms; and
+        // 256 KiB batches, so that the request crossing the quota overshoots it by little.
+        cfg.set("max.in.flight.requests.per.connection", "1")
+            .set("batch.size", "262144");
+    }
     let producer: BaseProducer<Ctx> = cfg.create_with_context(ctx).expect("producer");
     let handle = std::thread::spawn(move || {
         let value = vec![b'q'; VALUE_BYTES];
@@ -242,6 +248,11 @@ fn producer_byte_rate_quota_holds_a_producer_and_spares_its_neighbour() {
         mib(beside)
     );
     server.assert_healthy("after the quota run");
+    // `nagare quota delete` removes every key of the entity.
+    let out = nagare_cli(&server, &["quota", "delete", "--client-id", "throttled"]);
+    assert!(out.contains("Completed deleting"), "{out}");
+    let out = nagare_cli(&server, &["quota", "describe"]);
+    assert_eq!(out.trim(), "", "no quota left");
 
     // A `connection_creation_rate` ip quota: 2 new connections/s from 127.0.0.1, i.e. 20
     // within the 10-s minimum window; the ones beyond are closed by the broker after the

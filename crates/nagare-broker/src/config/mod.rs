@@ -334,6 +334,17 @@ impl BrokerConfig {
         )
         .map_err(|(key, value, reason)| invalid(key, &value, reason))?;
         let int = |k: &str| p.int(k);
+        // Kafka: zero connections per ip only makes sense with overrides letting some in.
+        if int("max.connections.per.ip") == 0
+            && p.given("max.connections.per.ip.overrides")
+                .is_none_or(|v| v.trim().is_empty())
+        {
+            return Err(invalid(
+                "max.connections.per.ip",
+                "0",
+                "may be 0 only when max.connections.per.ip.overrides is set",
+            ));
+        }
         let cfg = BrokerConfig {
             authorizer,
             node_id: topology.node_id,
@@ -681,6 +692,11 @@ foo.bar=1
             "{KAFKA_FILE}\nmax.connections.per.ip.overrides=nocount\n"
         ))
         .is_err());
+        assert!(load(&format!("{KAFKA_FILE}\nmax.connections.per.ip=0\n")).is_err());
+        assert!(load(&format!(
+            "{KAFKA_FILE}\nmax.connections.per.ip=0\nmax.connections.per.ip.overrides=10.0.0.1:5\n"
+        ))
+        .is_ok());
         assert!(load(&format!(
             "{KAFKA_FILE}\nlistener.name.plaintext.max.connection.creation.rate=-1\n"
         ))

@@ -343,3 +343,50 @@ async fn quotas_need_describe_configs_and_alter_configs_on_the_cluster() {
         ]
     );
 }
+
+#[tokio::test]
+async fn request_percentage_mutes_the_connection_for_at_most_one_window() {
+    let t = TestBroker::start().await;
+    alter_ok(
+        &t,
+        &[("user", Some("ANONYMOUS")), ("client-id", Some(CLIENT))],
+        &[("request_percentage", 0.0001, false)],
+    )
+    .await;
+    // Any request's handling time is far over 0.0001% of a second per second.
+    let r = t
+        .send(&MetadataRequest::default().with_topics(Some(vec![])), 12)
+        .await
+        .expect("Metadata");
+    assert_eq!(r.brokers.len(), 1);
+    let until = t.connection.muted_until().expect("muted");
+    let left = until.saturating_duration_since(std::time::Instant::now());
+    assert!(
+        left > std::time::Duration::ZERO && left <= std::time::Duration::from_secs(1),
+        "bounded by one quota window: {left:?}"
+    );
+    // A follower's fetch is exempt; a consumer's counts.
+    t.create_topic("q", 1).await;
+    // Measured at one fixed instant, since the windowed rate moves with time alone.
+    let at = t.broker.quotas.now_ms() + 5_000;
+    let rate = || {
+        t.broker
+            .quotas
+            .request
+            .observed_rate("ANONYMOUS", CLIENT, at)
+            .unwrap_or(0.0)
+    };
+    let before = rate();
+    let follower = fetch().with_replica_id(BrokerId(7));
+    t.send(&follower, 11).await.expect("follower fetch");
+    assert_eq!(rate(), before, "a follower fetch is not counted");
+    let r = t.send(&fetch(), 11).await.expect("consumer fetch");
+    assert!(rate() > before, "a consumer fetch is counted");
+    // Over the request quota, a fetch is answered empty with the throttle (Kafka), and a
+    // produce reports it.
+    assert!(r.throttle_time_ms > 0 && r.throttle_time_ms <= 1000);
+    assert!(r.responses.is_empty());
+    let r = t.send(&produce(batch(1)), 9).await.expect("produce");
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    assert!(r.throttle_time_ms > 0 && r.throttle_time_ms <= 1000);
+}

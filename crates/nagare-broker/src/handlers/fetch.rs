@@ -185,6 +185,15 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             })
             .collect(),
     };
+    // A consumer's handling time counts against its request_percentage quota; a follower's
+    // is exempt (Kafka's `sendResponseExemptThrottle`).
+    let request_throttle = if replica_id < 0 {
+        broker
+            .quotas
+            .record_request_time(&req.ctx, req.ctx.received.elapsed())
+    } else {
+        0
+    };
     Ok(Reply::Later(Box::pin(async move {
         let mut fetched = broker.replicas.fetch(&params).await.into_iter();
         let results = targets
@@ -204,6 +213,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             &targets,
             results,
             quota,
+            request_throttle,
         )
     })))
 }
@@ -280,6 +290,7 @@ fn build_response(
     targets: &[FetchTarget],
     results: Vec<(PartitionData, Option<FileSlice>)>,
     quota: Option<FetchQuota>,
+    request_throttle: i32,
 ) -> Response {
     let incremental = matches!(ctx, FetchContext::Incremental(_));
     let session_id = match ctx {
@@ -335,28 +346,32 @@ fn build_response(
         .with_session_id(session_id)
         .with_responses(topics);
     let encoded = encode(corr, header_version, v, &resp, records);
-    if let Some(q) = quota {
-        // Kafka's `handleFetchRequest`: the response's size is recorded; over the quota, the
-        // client gets an empty response with the throttle time instead (its bytes are taken
-        // back out of the rate, since they are not sent) and the connection is muted. The
-        // session keeps its state, so the partitions not sent now are sent next time.
+    // Kafka's `handleFetchRequest`: the response's size is recorded against the consumer
+    // byte-rate quota; over it — or over the request quota — the client gets an empty
+    // response with the larger throttle time instead (its bytes are taken back out of the
+    // rate, since they are not sent) and the connection is muted. The session keeps its
+    // state, so the partitions not sent now are sent next time.
+    let mut throttle = request_throttle;
+    if let Some(q) = &quota {
         let now = broker.quotas.now_ms();
         let size = encoded.len() as f64;
         let t = broker
             .quotas
             .fetch
             .record_and_get_throttle_ms(&q.user, &q.client_id, size, now);
-        if t > 0 {
+        throttle = throttle.max(broker.quotas.throttle(&q.conn, t));
+        if throttle > 0 {
             broker
                 .quotas
                 .fetch
                 .unrecord(&q.user, &q.client_id, size, now);
-            let throttle = broker.quotas.throttle(&q.conn, t);
-            let empty = FetchResponse::default()
-                .with_throttle_time_ms(throttle)
-                .with_session_id(session_id);
-            return encode(corr, header_version, v, &empty, vec![]);
         }
+    }
+    if throttle > 0 {
+        let empty = FetchResponse::default()
+            .with_throttle_time_ms(throttle)
+            .with_session_id(session_id);
+        return encode(corr, header_version, v, &empty, vec![]);
     }
     if session_id != 0 {
         broker.fetch_sessions.record_sent(session_id, &sent);

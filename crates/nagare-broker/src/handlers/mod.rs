@@ -243,9 +243,18 @@ pub async fn dispatch(
             };
         }
     }
-    // Request-percentage quota: the time this request's handler took (see `quotas`).
-    let quota_ctx = (conn.listener == ListenerKind::Broker && broker.quotas.request.enabled())
-        .then(|| ctx.clone());
+    // Request-percentage quota: the time this request's handler took (see `quotas`). Kafka
+    // exempts cluster actions: transaction markers and batched verification from other
+    // brokers here. Produce and Fetch record their own time, to report the throttle in their
+    // responses (and since only a consumer's fetch and an acknowledged produce count).
+    let exempt = match spec.key {
+        ApiKey::Produce | ApiKey::Fetch | ApiKey::WriteTxnMarkers => true,
+        ApiKey::AddPartitionsToTxn => prefix.api_version >= 4,
+        _ => false,
+    };
+    let quota_ctx =
+        (conn.listener == ListenerKind::Broker && !exempt && broker.quotas.request.enabled())
+            .then(|| ctx.clone());
     let reply = run_handler(broker, Request { ctx, body: frame }).await;
     if let Some(ctx) = quota_ctx {
         broker.quotas.record_request_time(&ctx, received.elapsed());

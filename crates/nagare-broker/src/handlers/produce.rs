@@ -53,6 +53,17 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     // Producer byte-rate quota: the request's size, recorded as it arrives (Kafka counts the
     // request size); the response reports the throttle and the connection is muted for it.
     let throttle = broker.quotas.record_produce(&req.ctx);
+    // Request-percentage quota (Kafka: not for acks=0): the handling time so far, recorded
+    // where the response is built; the response carries the larger of the two throttles.
+    let quota_ctx = broker.quotas.request.enabled().then(|| req.ctx.clone());
+    let with_request_throttle = |throttle: i32| match &quota_ctx {
+        Some(ctx) => throttle.max(
+            broker
+                .quotas
+                .record_request_time(ctx, ctx.received.elapsed()),
+        ),
+        None => throttle,
+    };
     let v = req.version();
     let corr = req.correlation_id();
     let acks = RequiredAcks::from_wire(r.acks);
@@ -145,7 +156,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     }
     let Some(acks) = acks else {
         let resp = ProduceResponse::default()
-            .with_throttle_time_ms(throttle)
+            .with_throttle_time_ms(with_request_throttle(throttle))
             .with_responses(topics);
         return Ok(Reply::Now(respond(ApiKey::Produce, v, corr, &resp)));
     };
@@ -211,6 +222,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 });
                 return Ok(Reply::Nothing);
             }
+            let throttle = with_request_throttle(throttle);
             return Ok(Reply::Later(Box::pin(async move {
                 let resp = ProduceResponse::default()
                     .with_throttle_time_ms(throttle)
@@ -225,6 +237,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     if acks == RequiredAcks::None {
         return Ok(Reply::Nothing);
     }
+    let throttle = with_request_throttle(throttle);
     if !pending.is_delayed() {
         fill(&mut topics, &slots, pending.into_results());
         let resp = ProduceResponse::default()
