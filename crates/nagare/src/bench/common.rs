@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-use nagare_client::{Client, NewTopic, ResponseError};
+use nagare_client::{NewTopic, ResponseError};
 use rdkafka::config::ClientConfig;
 use serde_json::{json, Value};
 
@@ -314,9 +314,8 @@ pub struct Common {
     /// Also write the JSON summary to this file (it always goes to stdout).
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
-    /// Extra librdkafka property `key=value` (repeatable; applied last, so it wins).
-    #[arg(short = 'X', long = "property", value_name = "KEY=VALUE")]
-    pub properties: Vec<String>,
+    // Extra librdkafka properties are the shared `-X KEY=VALUE` / `--command-config` of
+    // `broker` (applied last, so they win; security settings reach both clients).
 }
 
 impl Common {
@@ -333,18 +332,17 @@ impl Common {
         for (k, v) in defaults {
             config.set(*k, v);
         }
-        for p in &self.properties {
-            let (k, v) = p
-                .split_once('=')
-                .with_context(|| format!("-X {p}: expected key=value"))?;
-            config.set(k.trim(), v.trim());
+        for (k, v) in self.broker.client_properties()? {
+            config.set(k, v);
         }
         Ok(config)
     }
 
     /// Creates the topic unless it exists; returns its partition count.
     pub async fn ensure_topic(&self) -> anyhow::Result<i32> {
-        let mut client = Client::connect_to(&self.broker.bootstrap_server)
+        let mut client = self
+            .broker
+            .connect()
             .await
             .with_context(|| format!("connecting to {}", self.broker.bootstrap_server))?;
         let topic = NewTopic::new(&self.topic)

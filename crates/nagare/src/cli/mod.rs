@@ -51,7 +51,7 @@ impl Bootstrap {
     }
 
     /// The client properties: the `--command-config` file, then every `-X`.
-    fn client_properties(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    pub fn client_properties(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
         let mut props = std::collections::BTreeMap::new();
         if let Some(path) = &self.command_config {
             let text = std::fs::read_to_string(path)
