@@ -184,6 +184,13 @@ async fn unauthenticated_connection_may_only_negotiate() {
     assert!(metadata_allowed(&t, &t.connection).await);
     let h = handshake(&t, &t.connection, "PLAIN").await;
     assert_eq!(h.error_code, ResponseError::IllegalSaslState.code());
+    // ApiVersions in the middle of an exchange.
+    let conn = t.connection_on("SASL_PLAINTEXT");
+    assert_eq!(handshake(&t, &conn, "PLAIN").await.error_code, 0);
+    assert!(matches!(
+        t.send_on(&conn, &ApiVersionsRequest::default(), 3).await,
+        Answer::Closed
+    ));
     // SaslAuthenticate before SaslHandshake.
     let conn = t.connection_on("SASL_PLAINTEXT");
     let a = authenticate(&t, &conn, plain::client_message("alice", "alice-secret")).await;
