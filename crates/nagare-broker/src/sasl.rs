@@ -244,14 +244,23 @@ impl SaslSession {
 /// line, as Kafka does.
 pub fn admit(conn: &ConnectionContext, key: ApiKey) -> bool {
     if !conn.security_protocol.uses_sasl()
-        || matches!(
-            key,
-            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
-        )
+        || matches!(key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
     {
         return true;
     }
     let state = conn.sasl.state.lock();
+    if key == ApiKey::ApiVersions {
+        // Kafka's authenticator takes ApiVersions before the handshake, not in the middle
+        // of an exchange; once authenticated it is a request like any other.
+        if !matches!(state.phase, Phase::Idle) {
+            tracing::warn!(peer = %conn.peer, listener = %conn.listener_name,
+                "closing connection: ApiVersions during a SASL exchange");
+            return false;
+        }
+        if state.session.is_none() {
+            return true;
+        }
+    }
     match &state.session {
         None => {
             tracing::warn!(peer = %conn.peer, listener = %conn.listener_name, ?key,

@@ -83,3 +83,15 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's consistency checks over every subcommand (e.g. two arguments with one name, as
+    /// a shared option flattened next to a command's own would give), which otherwise only
+    /// fail when that subcommand runs.
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

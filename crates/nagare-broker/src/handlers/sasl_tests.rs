@@ -28,6 +28,13 @@ const JAAS: &str = "org.apache.kafka.common.security.plain.PlainLoginModule requ
     user_alice=\"alice-secret\";";
 
 async fn sasl_broker(extra: &[(&str, &str)]) -> TestBroker {
+    sasl_broker_with(extra, None).await
+}
+
+async fn sasl_broker_with(
+    extra: &[(&str, &str)],
+    authorizer: Option<Arc<dyn crate::authorizer::Authorizer>>,
+) -> TestBroker {
     let mut props = vec![
         (
             "listeners",
@@ -45,7 +52,7 @@ async fn sasl_broker(extra: &[(&str, &str)]) -> TestBroker {
         ("connection.failed.authentication.delay.ms", "150"),
     ];
     props.extend_from_slice(extra);
-    TestBroker::build(&props, None).await
+    TestBroker::build(&props, authorizer).await
 }
 
 fn s(v: &str) -> StrBytes {
@@ -177,6 +184,13 @@ async fn unauthenticated_connection_may_only_negotiate() {
     assert!(metadata_allowed(&t, &t.connection).await);
     let h = handshake(&t, &t.connection, "PLAIN").await;
     assert_eq!(h.error_code, ResponseError::IllegalSaslState.code());
+    // ApiVersions in the middle of an exchange.
+    let conn = t.connection_on("SASL_PLAINTEXT");
+    assert_eq!(handshake(&t, &conn, "PLAIN").await.error_code, 0);
+    assert!(matches!(
+        t.send_on(&conn, &ApiVersionsRequest::default(), 3).await,
+        Answer::Closed
+    ));
     // SaslAuthenticate before SaslHandshake.
     let conn = t.connection_on("SASL_PLAINTEXT");
     let a = authenticate(&t, &conn, plain::client_message("alice", "alice-secret")).await;
@@ -491,4 +505,67 @@ fn sasl_is_served_only_where_nagare_can_honour_it() {
         "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SSL,CONTROLLER:SASL_SSL"
     )
     .is_err());
+}
+
+/// Allows everything but cluster operations, which only `User:admin` may perform.
+struct ClusterAdminOnly;
+
+impl crate::authorizer::Authorizer for ClusterAdminOnly {
+    fn authorize(
+        &self,
+        who: &crate::authorizer::Requester<'_>,
+        _op: crate::authorizer::AclOperation,
+        r: &crate::authorizer::Resource<'_>,
+    ) -> bool {
+        r.resource_type != crate::authorizer::ResourceType::Cluster
+            || who.principal == KafkaPrincipal::user("admin")
+    }
+}
+
+/// The SASL principal is what authorization sees: SCRAM credentials are ALTER / DESCRIBE on
+/// the cluster, refused to `User:alice` and allowed to `User:admin`.
+#[tokio::test]
+async fn credentials_need_cluster_permissions_of_the_sasl_principal() {
+    let t = sasl_broker_with(&[], Some(Arc::new(ClusterAdminOnly))).await;
+    let upsert = |salted: Vec<u8>| {
+        AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+            ScramCredentialUpsertion::default()
+                .with_name(s("carol"))
+                .with_mechanism(ScramMechanism::Sha512.type_id())
+                .with_iterations(4096)
+                .with_salt(Bytes::from_static(b"salt"))
+                .with_salted_password(Bytes::from(salted)),
+        ])
+    };
+    let salted = ScramMechanism::Sha512.salted_password(b"carol-secret", b"salt", 4096);
+    let alice = plain_login(&t, "alice", "alice-secret").await;
+    let r = t
+        .send_on(&alice, &upsert(salted.clone()), 0)
+        .await
+        .expect("alter");
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    let d = t
+        .send_on(&alice, &DescribeUserScramCredentialsRequest::default(), 0)
+        .await
+        .expect("describe");
+    assert_eq!(
+        d.error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    assert!(t.broker.image().scram.is_empty(), "nothing written");
+    let admin = plain_login(&t, "admin", "admin-secret").await;
+    let r = t.send_on(&admin, &upsert(salted), 0).await.expect("alter");
+    assert_eq!(r.results[0].error_code, 0);
+    let d = t
+        .send_on(&admin, &DescribeUserScramCredentialsRequest::default(), 0)
+        .await
+        .expect("describe");
+    assert_eq!(d.results.len(), 1);
+    let carol = t.connection_on("SASL_PLAINTEXT");
+    scram_login(&t, &carol, ScramMechanism::Sha512, "carol", "carol-secret")
+        .await
+        .expect("the new user logs in");
 }

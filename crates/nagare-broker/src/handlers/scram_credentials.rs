@@ -127,60 +127,47 @@ pub async fn handle_alter(broker: &Arc<Broker>, mut req: Request) -> HandlerResu
             salted_password: u.salted_password.to_vec(),
         })
         .collect();
-    let results: Vec<(String, Option<(i16, String)>)> = if !broker.authorize(
-        &req.ctx,
-        AclOperation::Alter,
-        &Resource::cluster(),
-    ) {
-        let mut names: Vec<String> = Vec::new();
-        for n in deletions
-            .iter()
-            .map(|d| &d.name)
-            .chain(upsertions.iter().map(|u| &u.name))
-        {
-            if !names.contains(n) {
-                names.push(n.clone());
-            }
+    // One result per user, in the order users first appear (deletions, then upsertions).
+    let mut names: Vec<String> = Vec::new();
+    for n in deletions
+        .iter()
+        .map(|d| &d.name)
+        .chain(upsertions.iter().map(|u| &u.name))
+    {
+        if !names.contains(n) {
+            names.push(n.clone());
         }
+    }
+    let all_failed = |names: Vec<String>, code: i16, message: String| {
         names
             .into_iter()
-            .map(|n| {
-                (
-                    n,
-                    Some((
-                        ResponseError::ClusterAuthorizationFailed.code(),
-                        "Cluster authorization failed.".to_string(),
-                    )),
-                )
-            })
-            .collect()
+            .map(|n| (n, Some((code, message.clone()))))
+            .collect::<Vec<(String, Option<(i16, String)>)>>()
+    };
+    let results = if !broker.authorize(&req.ctx, AclOperation::Alter, &Resource::cluster()) {
+        all_failed(
+            names,
+            ResponseError::ClusterAuthorizationFailed.code(),
+            "Cluster authorization failed.".into(),
+        )
     } else {
-        let names: Vec<String> = scram_control::alter(&Default::default(), &deletions, &upsertions)
-            .1
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
         let outcome = broker
             .controller_commit(false, move |img| {
-                let (records, results) = scram_control::alter(&img.scram, &deletions, &upsertions);
-                Ok((records, results))
+                Ok(scram_control::alter(&img.scram, &deletions, &upsertions))
             })
             .await;
         match outcome {
-                Ok(results) => results
-                    .into_iter()
-                    .map(|(n, e)| {
-                        if let Some((err, msg)) = &e {
-                            tracing::info!(user = %n, error = ?err, "AlterUserScramCredentials refused: {msg}");
-                        }
-                        (n, e.map(|(err, msg)| (err.code(), msg)))
-                    })
-                    .collect(),
-                Err(e) => names
-                    .into_iter()
-                    .map(|n| (n, Some((e.code(), e.message()))))
-                    .collect(),
-            }
+            Ok(results) => results
+                .into_iter()
+                .map(|(n, e)| {
+                    if let Some((err, msg)) = &e {
+                        tracing::info!(user = %n, error = ?err, "AlterUserScramCredentials refused: {msg}");
+                    }
+                    (n, e.map(|(err, msg)| (err.code(), msg)))
+                })
+                .collect(),
+            Err(e) => all_failed(names, e.code(), e.message()),
+        }
     };
     let resp = AlterUserScramCredentialsResponse::default().with_results(
         results

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-use nagare_client::{Client, NewTopic, ResponseError};
+use nagare_client::{NewTopic, ResponseError};
 use rdkafka::config::ClientConfig;
 use serde_json::{json, Value};
 
@@ -314,9 +314,8 @@ pub struct Common {
     /// Also write the JSON summary to this file (it always goes to stdout).
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
-    /// Extra librdkafka property `key=value` (repeatable; applied last, so it wins).
-    #[arg(short = 'X', long = "property", value_name = "KEY=VALUE")]
-    pub properties: Vec<String>,
+    // Extra librdkafka properties are the shared `-X KEY=VALUE` / `--command-config` of
+    // `broker` (applied last, so they win; security settings reach both clients).
 }
 
 impl Common {
@@ -333,72 +332,17 @@ impl Common {
         for (k, v) in defaults {
             config.set(*k, v);
         }
-        for p in &self.properties {
-            let (k, v) = p
-                .split_once('=')
-                .with_context(|| format!("-X {p}: expected key=value"))?;
-            config.set(k.trim(), v.trim());
+        for (k, v) in self.broker.client_properties()? {
+            config.set(k, v);
         }
         Ok(config)
     }
 
-    /// TLS for nagare's own client (topic creation), from the same `-X` librdkafka
-    /// properties the benchmark clients get: `security.protocol=SSL`, `ssl.ca.location`,
-    /// `ssl.certificate.location` + `ssl.key.location`, `ssl.endpoint.identification.algorithm`.
-    fn client_tls(&self) -> anyhow::Result<Option<nagare_client::TlsOptions>> {
-        let mut x = std::collections::BTreeMap::new();
-        for p in &self.properties {
-            if let Some((k, v)) = p.split_once('=') {
-                x.insert(k.trim().to_string(), v.trim().to_string());
-            }
-        }
-        match x.get("security.protocol").map(|p| p.to_ascii_uppercase()) {
-            None => return Ok(None),
-            Some(p) if p == "PLAINTEXT" => return Ok(None),
-            Some(p) if p == "SSL" => {}
-            Some(p) => anyhow::bail!(
-                "security.protocol={p}: nagare's own client speaks PLAINTEXT and SSL only"
-            ),
-        }
-        // The same settings in Kafka's key names, as the broker's TLS module reads them.
-        let mut kafka = std::collections::BTreeMap::new();
-        if let Some(ca) = x.get("ssl.ca.location") {
-            kafka.insert("ssl.truststore.location".to_string(), ca.clone());
-        }
-        if let (Some(cert), Some(key)) =
-            (x.get("ssl.certificate.location"), x.get("ssl.key.location"))
-        {
-            let read = |path: &String| {
-                std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
-            };
-            kafka.insert("ssl.keystore.certificate.chain".to_string(), read(cert)?);
-            kafka.insert("ssl.keystore.key".to_string(), read(key)?);
-        }
-        if let Some(alg) = x.get("ssl.endpoint.identification.algorithm") {
-            let alg = if alg.eq_ignore_ascii_case("none") {
-                ""
-            } else {
-                alg.as_str()
-            };
-            kafka.insert(
-                "ssl.endpoint.identification.algorithm".to_string(),
-                alg.to_string(),
-            );
-        }
-        let config = nagare_broker::tls::TlsSettings::from_props(&kafka, None)
-            .and_then(|s| s.client_config())
-            .context("TLS settings (-X)")?;
-        Ok(Some(nagare_client::TlsOptions {
-            config: Arc::new(config),
-            server_name: None,
-        }))
-    }
-
     /// Creates the topic unless it exists; returns its partition count.
     pub async fn ensure_topic(&self) -> anyhow::Result<i32> {
-        let mut config = nagare_client::ClientConfig::new(&self.broker.bootstrap_server);
-        config.connection.tls = self.client_tls()?;
-        let mut client = Client::connect(config)
+        let mut client = self
+            .broker
+            .connect()
             .await
             .with_context(|| format!("connecting to {}", self.broker.bootstrap_server))?;
         let topic = NewTopic::new(&self.topic)

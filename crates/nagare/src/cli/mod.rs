@@ -28,8 +28,9 @@ pub struct Bootstrap {
     )]
     pub bootstrap_server: String,
     /// A Kafka client property, as `KEY=VALUE` (like kcat's `-X`): `security.protocol`,
-    /// `sasl.mechanism`, `sasl.username`, `sasl.password` or `sasl.jaas.config`. Repeatable;
-    /// wins over `--command-config`.
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `sasl.jaas.config`,
+    /// `ssl.ca.location`, `ssl.certificate.location`, `ssl.key.location`. Repeatable; wins
+    /// over `--command-config`.
     #[arg(
         short = 'X',
         long = "property",
@@ -48,12 +49,14 @@ impl Bootstrap {
     pub async fn connect(&self) -> anyhow::Result<nagare_client::Client> {
         let mut config =
             nagare_client::ClientConfig::new(&self.bootstrap_server).with_client_id("nagare-cli");
-        config.connection.sasl = self.sasl()?;
+        let props = self.client_properties()?;
+        config.connection.sasl = sasl_from_properties(&props)?;
+        config.connection.tls = tls_from_properties(&props)?;
         Ok(nagare_client::Client::connect(config).await?)
     }
 
     /// The client properties: the `--command-config` file, then every `-X`.
-    fn client_properties(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    pub fn client_properties(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
         let mut props = std::collections::BTreeMap::new();
         if let Some(path) = &self.command_config {
             let text = std::fs::read_to_string(path)
@@ -70,11 +73,6 @@ impl Bootstrap {
         }
         Ok(props)
     }
-
-    /// The SASL login the client properties ask for, with Kafka's (and librdkafka's) names.
-    pub fn sasl(&self) -> anyhow::Result<Option<nagare_client::SaslCredentials>> {
-        sasl_from_properties(&self.client_properties()?)
-    }
 }
 
 /// The SASL login of Kafka client properties: `security.protocol=SASL_PLAINTEXT`,
@@ -89,9 +87,9 @@ pub fn sasl_from_properties(
         .map(|p| p.to_ascii_uppercase())
         .unwrap_or_else(|| "PLAINTEXT".into());
     match protocol.as_str() {
-        "PLAINTEXT" => return Ok(None),
-        "SASL_PLAINTEXT" => {}
-        other => anyhow::bail!("security.protocol={other} is not supported by the nagare CLI yet (PLAINTEXT, SASL_PLAINTEXT)"),
+        "PLAINTEXT" | "SSL" => return Ok(None),
+        "SASL_PLAINTEXT" | "SASL_SSL" => {}
+        other => anyhow::bail!("security.protocol={other} is not a security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"),
     }
     let mechanism = props
         .get("sasl.mechanism")
@@ -123,6 +121,67 @@ pub fn sasl_from_properties(
         mechanism,
         username,
         password,
+    }))
+}
+
+/// TLS for the CLI's client from Kafka client properties: `security.protocol=SSL` or
+/// `SASL_SSL`, with librdkafka's `ssl.ca.location`, `ssl.certificate.location` +
+/// `ssl.key.location` and `ssl.endpoint.identification.algorithm` (`none` or empty: no host
+/// name check), or the Java client's PEM `ssl.truststore.location` / `ssl.keystore.location`.
+pub fn tls_from_properties(
+    props: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<Option<nagare_client::TlsOptions>> {
+    use anyhow::Context;
+    match props
+        .get("security.protocol")
+        .map(|p| p.to_ascii_uppercase())
+        .as_deref()
+    {
+        Some("SSL") | Some("SASL_SSL") => {}
+        _ => return Ok(None),
+    }
+    // The same settings in the broker's (Kafka's) key names, read by its TLS module.
+    let mut kafka = std::collections::BTreeMap::new();
+    for key in [
+        "ssl.truststore.location",
+        "ssl.truststore.type",
+        "ssl.keystore.location",
+        "ssl.keystore.type",
+    ] {
+        if let Some(v) = props.get(key) {
+            kafka.insert(key.to_string(), v.clone());
+        }
+    }
+    if let Some(ca) = props.get("ssl.ca.location") {
+        kafka.insert("ssl.truststore.location".to_string(), ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (
+        props.get("ssl.certificate.location"),
+        props.get("ssl.key.location"),
+    ) {
+        let read = |path: &String| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
+        };
+        kafka.insert("ssl.keystore.certificate.chain".to_string(), read(cert)?);
+        kafka.insert("ssl.keystore.key".to_string(), read(key)?);
+    }
+    if let Some(alg) = props.get("ssl.endpoint.identification.algorithm") {
+        let alg = if alg.eq_ignore_ascii_case("none") {
+            ""
+        } else {
+            alg.as_str()
+        };
+        kafka.insert(
+            "ssl.endpoint.identification.algorithm".to_string(),
+            alg.to_string(),
+        );
+    }
+    let config = nagare_broker::tls::TlsSettings::from_props(&kafka, None)
+        .and_then(|s| s.client_config())
+        .context("TLS client properties")?;
+    Ok(Some(nagare_client::TlsOptions {
+        config: std::sync::Arc::new(config),
+        server_name: None,
     }))
 }
 
