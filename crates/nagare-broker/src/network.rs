@@ -319,8 +319,9 @@ impl FrameSource for TlsReader {
 pub(crate) const TLS_RECORDS_CHUNK: usize = 256 * 1024;
 
 /// The write half of a TLS connection. Fetched records cannot go through `sendfile` (the
-/// kernel would send them unencrypted), so they are read from the segment (`pread`, in
-/// [`TLS_RECORDS_CHUNK`] pieces, usually from the page cache) and encrypted by rustls.
+/// kernel would send them unencrypted), so they are read from the segment (`pread`, at most
+/// [`TLS_RECORDS_CHUNK`] at a time, usually from the page cache; a blocking read, as Kafka's
+/// network threads do for SSL) and encrypted by rustls.
 struct TlsWriter {
     stream: tokio::io::WriteHalf<ServerTlsStream>,
     scratch: Vec<u8>,
@@ -328,30 +329,55 @@ struct TlsWriter {
 
 impl ResponseSink for TlsWriter {
     async fn write_response(&mut self, resp: Response) -> std::io::Result<()> {
+        // Header bytes and record regions are gathered into one buffer of up to
+        // TLS_RECORDS_CHUNK and written together: full TLS records and few syscalls, rather
+        // than a small record per header piece of a many-partition fetch.
         let write = async {
+            let out = &mut self.scratch;
+            out.clear();
             for chunk in resp.chunks {
                 match chunk {
-                    Chunk::Bytes(b) => self.stream.write_all(&b).await?,
+                    Chunk::Bytes(b) => {
+                        if out.len() + b.len() > TLS_RECORDS_CHUNK && !out.is_empty() {
+                            self.stream.write_all(out).await?;
+                            out.clear();
+                        }
+                        if b.len() >= TLS_RECORDS_CHUNK {
+                            self.stream.write_all(&b).await?;
+                        } else {
+                            out.extend_from_slice(&b);
+                        }
+                    }
                     Chunk::Records(Region(slice)) => {
                         let mut pos = slice.position;
                         let end = slice.position + slice.len as u64;
                         while pos < end {
-                            let n = ((end - pos) as usize).min(TLS_RECORDS_CHUNK);
-                            self.scratch.resize(n, 0);
-                            let piece = &mut self.scratch[..n];
-                            slice.file.read_exact_at(piece, pos).map_err(|e| {
-                                // As with sendfile: a segment truncated underneath the
-                                // response fails the connection, never a wrong length.
-                                std::io::Error::new(
-                                    e.kind(),
-                                    format!("reading fetched records from the segment: {e}"),
-                                )
-                            })?;
-                            self.stream.write_all(piece).await?;
+                            if out.len() >= TLS_RECORDS_CHUNK {
+                                self.stream.write_all(out).await?;
+                                out.clear();
+                            }
+                            let n = ((end - pos) as usize).min(TLS_RECORDS_CHUNK - out.len());
+                            let start = out.len();
+                            out.resize(start + n, 0);
+                            slice
+                                .file
+                                .read_exact_at(&mut out[start..], pos)
+                                .map_err(|e| {
+                                    // As with sendfile: a segment truncated underneath the
+                                    // response fails the connection, never a wrong length.
+                                    std::io::Error::new(
+                                        e.kind(),
+                                        format!("reading fetched records from the segment: {e}"),
+                                    )
+                                })?;
                             pos += n as u64;
                         }
                     }
                 }
+            }
+            if !out.is_empty() {
+                self.stream.write_all(out).await?;
+                out.clear();
             }
             self.stream.flush().await
         };

@@ -620,3 +620,44 @@ async fn startup_fails_on_a_broken_key_store() {
         "the data directory was created"
     );
 }
+
+/// The client side for the connections a node opens: none for plaintext listeners, TLS with
+/// the listener's trust store, and none (with a warning) without a trust store, so a single
+/// node with a key store only still starts.
+#[test]
+fn outbound_client_options_follow_the_listener() {
+    let ca = Ca::new("test-ca");
+    let (chain, key) = ca.issue(&["localhost"], &[(DnType::CommonName, "node")]);
+    let dir = tempfile::tempdir().expect("dir");
+    let base = [
+        ("log.dirs", dir.path().display().to_string()),
+        (
+            "listeners",
+            "SSL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093".to_string(),
+        ),
+        (
+            "listener.security.protocol.map",
+            "SSL:SSL,CONTROLLER:PLAINTEXT".to_string(),
+        ),
+        ("ssl.keystore.certificate.chain", chain.clone()),
+        ("ssl.keystore.key", key.clone()),
+    ];
+    let load = |extra: &[(&str, String)]| {
+        let mut p: BTreeMap<String, String> = base
+            .iter()
+            .chain(extra.iter())
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        p.insert("node.id".into(), "1".into());
+        crate::config::BrokerConfig::from_props(p)
+            .expect("config")
+            .0
+    };
+    let c = load(&[]);
+    assert!(client_options(&c, "CONTROLLER")
+        .expect("plaintext")
+        .is_none());
+    assert!(client_options(&c, "SSL").expect("no trust store").is_none());
+    let c = load(&[("ssl.truststore.certificates", ca.pem())]);
+    assert!(client_options(&c, "SSL").expect("TLS").is_some());
+}
