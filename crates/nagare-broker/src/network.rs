@@ -333,35 +333,39 @@ impl ResponseSink for TlsWriter {
         // TLS_RECORDS_CHUNK and written together: full TLS records and few syscalls, rather
         // than a small record per header piece of a many-partition fetch.
         let write = async {
-            let out = &mut self.scratch;
-            out.clear();
+            // A fixed buffer (allocated once per connection) and how much of it is filled:
+            // no re-zeroing per piece.
+            if self.scratch.len() < TLS_RECORDS_CHUNK {
+                self.scratch = vec![0u8; TLS_RECORDS_CHUNK];
+            }
+            let out = &mut self.scratch[..TLS_RECORDS_CHUNK];
+            let mut filled = 0usize;
             for chunk in resp.chunks {
                 match chunk {
                     Chunk::Bytes(b) => {
-                        if out.len() + b.len() > TLS_RECORDS_CHUNK && !out.is_empty() {
-                            self.stream.write_all(out).await?;
-                            out.clear();
+                        if filled + b.len() > TLS_RECORDS_CHUNK && filled > 0 {
+                            self.stream.write_all(&out[..filled]).await?;
+                            filled = 0;
                         }
                         if b.len() >= TLS_RECORDS_CHUNK {
                             self.stream.write_all(&b).await?;
                         } else {
-                            out.extend_from_slice(&b);
+                            out[filled..filled + b.len()].copy_from_slice(&b);
+                            filled += b.len();
                         }
                     }
                     Chunk::Records(Region(slice)) => {
                         let mut pos = slice.position;
                         let end = slice.position + slice.len as u64;
                         while pos < end {
-                            if out.len() >= TLS_RECORDS_CHUNK {
+                            if filled == TLS_RECORDS_CHUNK {
                                 self.stream.write_all(out).await?;
-                                out.clear();
+                                filled = 0;
                             }
-                            let n = ((end - pos) as usize).min(TLS_RECORDS_CHUNK - out.len());
-                            let start = out.len();
-                            out.resize(start + n, 0);
+                            let n = ((end - pos) as usize).min(TLS_RECORDS_CHUNK - filled);
                             slice
                                 .file
-                                .read_exact_at(&mut out[start..], pos)
+                                .read_exact_at(&mut out[filled..filled + n], pos)
                                 .map_err(|e| {
                                     // As with sendfile: a segment truncated underneath the
                                     // response fails the connection, never a wrong length.
@@ -370,14 +374,14 @@ impl ResponseSink for TlsWriter {
                                         format!("reading fetched records from the segment: {e}"),
                                     )
                                 })?;
+                            filled += n;
                             pos += n as u64;
                         }
                     }
                 }
             }
-            if !out.is_empty() {
-                self.stream.write_all(out).await?;
-                out.clear();
+            if filled > 0 {
+                self.stream.write_all(&out[..filled]).await?;
             }
             self.stream.flush().await
         };
