@@ -324,8 +324,9 @@ impl FrameSource for TlsReader {
 pub(crate) const TLS_RECORDS_CHUNK: usize = 256 * 1024;
 
 /// The write half of a TLS connection. Fetched records cannot go through `sendfile` (the
-/// kernel would send them unencrypted), so they are read from the segment (`pread`, in
-/// [`TLS_RECORDS_CHUNK`] pieces, usually from the page cache) and encrypted by rustls.
+/// kernel would send them unencrypted), so they are read from the segment (`pread`, at most
+/// [`TLS_RECORDS_CHUNK`] at a time, usually from the page cache; a blocking read, as Kafka's
+/// network threads do for SSL) and encrypted by rustls.
 struct TlsWriter {
     stream: tokio::io::WriteHalf<ServerTlsStream>,
     scratch: Vec<u8>,
@@ -333,30 +334,59 @@ struct TlsWriter {
 
 impl ResponseSink for TlsWriter {
     async fn write_response(&mut self, resp: Response) -> std::io::Result<()> {
+        // Header bytes and record regions are gathered into one buffer of up to
+        // TLS_RECORDS_CHUNK and written together: full TLS records and few syscalls, rather
+        // than a small record per header piece of a many-partition fetch.
         let write = async {
+            // A fixed buffer (allocated once per connection) and how much of it is filled:
+            // no re-zeroing per piece.
+            if self.scratch.len() < TLS_RECORDS_CHUNK {
+                self.scratch = vec![0u8; TLS_RECORDS_CHUNK];
+            }
+            let out = &mut self.scratch[..TLS_RECORDS_CHUNK];
+            let mut filled = 0usize;
             for chunk in resp.chunks {
                 match chunk {
-                    Chunk::Bytes(b) => self.stream.write_all(&b).await?,
+                    Chunk::Bytes(b) => {
+                        if filled + b.len() > TLS_RECORDS_CHUNK && filled > 0 {
+                            self.stream.write_all(&out[..filled]).await?;
+                            filled = 0;
+                        }
+                        if b.len() >= TLS_RECORDS_CHUNK {
+                            self.stream.write_all(&b).await?;
+                        } else {
+                            out[filled..filled + b.len()].copy_from_slice(&b);
+                            filled += b.len();
+                        }
+                    }
                     Chunk::Records(Region(slice)) => {
                         let mut pos = slice.position;
                         let end = slice.position + slice.len as u64;
                         while pos < end {
-                            let n = ((end - pos) as usize).min(TLS_RECORDS_CHUNK);
-                            self.scratch.resize(n, 0);
-                            let piece = &mut self.scratch[..n];
-                            slice.file.read_exact_at(piece, pos).map_err(|e| {
-                                // As with sendfile: a segment truncated underneath the
-                                // response fails the connection, never a wrong length.
-                                std::io::Error::new(
-                                    e.kind(),
-                                    format!("reading fetched records from the segment: {e}"),
-                                )
-                            })?;
-                            self.stream.write_all(piece).await?;
+                            if filled == TLS_RECORDS_CHUNK {
+                                self.stream.write_all(out).await?;
+                                filled = 0;
+                            }
+                            let n = ((end - pos) as usize).min(TLS_RECORDS_CHUNK - filled);
+                            slice
+                                .file
+                                .read_exact_at(&mut out[filled..filled + n], pos)
+                                .map_err(|e| {
+                                    // As with sendfile: a segment truncated underneath the
+                                    // response fails the connection, never a wrong length.
+                                    std::io::Error::new(
+                                        e.kind(),
+                                        format!("reading fetched records from the segment: {e}"),
+                                    )
+                                })?;
+                            filled += n;
                             pos += n as u64;
                         }
                     }
                 }
+            }
+            if filled > 0 {
+                self.stream.write_all(&out[..filled]).await?;
             }
             self.stream.flush().await
         };

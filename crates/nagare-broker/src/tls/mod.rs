@@ -562,7 +562,8 @@ impl rustls::client::danger::ServerCertVerifier for NoHostnameCheck {
 
 /// The client side of the connections a node opens to `listener` of other nodes (replica
 /// fetchers, the controller channel, the quorum): TLS with that listener's `ssl.*` settings
-/// when it is SSL or SASL_SSL, `None` (plaintext) otherwise.
+/// when it is SSL or SASL_SSL, `None` (plaintext) otherwise, and `None` with a warning when
+/// no trust store is configured (those connections then fail at the peer's handshake).
 pub fn client_options(
     config: &crate::config::BrokerConfig,
     listener: &str,
@@ -571,6 +572,13 @@ pub fn client_options(
         return Ok(None);
     }
     let settings = TlsSettings::from_props(&config.props, Some(listener))?;
+    if settings.truststore.is_none() {
+        // Kafka would fall back to the JVM's default CAs; Nagare has none to fall back to.
+        // Not an error: a node that never connects to another one (a single node) needs no
+        // trust store, but connections it opens to this listener of other nodes will fail.
+        tracing::warn!(listener, "no ssl.truststore.location for listener {listener}: this node cannot verify other nodes' certificates, so connections it opens to their {listener} listeners will fail");
+        return Ok(None);
+    }
     Ok(Some(nagare_client::TlsOptions {
         config: Arc::new(settings.client_config()?),
         server_name: None,

@@ -567,3 +567,97 @@ async fn nagare_client_connects_over_tls() {
         .await
         .expect("connect as localhost");
 }
+
+/// A TLS listener whose context lacks a TLS configuration serves nobody, in TLS or not.
+#[tokio::test]
+async fn a_tls_listener_without_tls_configuration_serves_nothing() {
+    let t = TestBroker::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let ctx =
+        crate::network::ServeContext::for_broker(t.broker.clone(), "SSL", ListenerKind::Broker);
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            tokio::spawn(crate::network::serve_with(ctx.clone(), stream, peer));
+        }
+    });
+    let plain = nagare_client::Connection::connect(&addr.to_string(), "t").await;
+    assert!(plain.is_err(), "served in the clear");
+    let ca = Ca::new("test-ca");
+    assert!(connect(addr, client_settings(&ca.pem(), None))
+        .await
+        .is_err());
+}
+
+/// Startup refuses an SSL listener whose key store does not load, naming the key, before
+/// touching the data directory.
+#[tokio::test]
+async fn startup_fails_on_a_broken_key_store() {
+    let dir = tempfile::tempdir().expect("dir");
+    let props = props(&[
+        ("log.dirs", &dir.path().join("data").display().to_string()),
+        ("listeners", "SSL://127.0.0.1:0,CONTROLLER://127.0.0.1:0"),
+        (
+            "listener.security.protocol.map",
+            "SSL:SSL,CONTROLLER:PLAINTEXT",
+        ),
+        ("listener.name.ssl.ssl.keystore.type", "PKCS12"),
+        ("ssl.keystore.location", "/no/such/store.p12"),
+    ]);
+    let (config, _) = crate::config::BrokerConfig::from_props(props).expect("config");
+    let e = match crate::server::start(config).await {
+        Ok(_) => panic!("started with a PKCS12 key store"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("listener.name.ssl.ssl.keystore.type") && e.contains("PEM only"),
+        "{e}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "the data directory was created"
+    );
+}
+
+/// The client side for the connections a node opens: none for plaintext listeners, TLS with
+/// the listener's trust store, and none (with a warning) without a trust store, so a single
+/// node with a key store only still starts.
+#[test]
+fn outbound_client_options_follow_the_listener() {
+    let ca = Ca::new("test-ca");
+    let (chain, key) = ca.issue(&["localhost"], &[(DnType::CommonName, "node")]);
+    let dir = tempfile::tempdir().expect("dir");
+    let base = [
+        ("log.dirs", dir.path().display().to_string()),
+        (
+            "listeners",
+            "SSL://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093".to_string(),
+        ),
+        (
+            "listener.security.protocol.map",
+            "SSL:SSL,CONTROLLER:PLAINTEXT".to_string(),
+        ),
+        ("ssl.keystore.certificate.chain", chain.clone()),
+        ("ssl.keystore.key", key.clone()),
+    ];
+    let load = |extra: &[(&str, String)]| {
+        let mut p: BTreeMap<String, String> = base
+            .iter()
+            .chain(extra.iter())
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        p.insert("node.id".into(), "1".into());
+        crate::config::BrokerConfig::from_props(p)
+            .expect("config")
+            .0
+    };
+    let c = load(&[]);
+    assert!(client_options(&c, "CONTROLLER")
+        .expect("plaintext")
+        .is_none());
+    assert!(client_options(&c, "SSL").expect("no trust store").is_none());
+    let c = load(&[("ssl.truststore.certificates", ca.pem())]);
+    assert!(client_options(&c, "SSL").expect("TLS").is_some());
+}
