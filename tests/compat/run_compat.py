@@ -93,15 +93,17 @@ class Server:
         props = {
             "node.id": "1",
             "listeners": (f"{name}://127.0.0.1:{self.port},"
-                          f"SASL_PLAINTEXT://127.0.0.1:{self.sport},"
+                          f"SASL://127.0.0.1:{self.sport},"
                           f"CONTROLLER://127.0.0.1:{self.cport}"),
             "advertised.listeners": (f"{name}://127.0.0.1:{self.port},"
-                                     f"SASL_PLAINTEXT://127.0.0.1:{self.sport}"),
-            "listener.security.protocol.map": (f"{name}:{name},SASL_PLAINTEXT:SASL_PLAINTEXT,"
-                                               "CONTROLLER:PLAINTEXT"),
-            "listener.name.sasl_plaintext.sasl.enabled.mechanisms":
-                "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
-            "listener.name.sasl_plaintext.plain.sasl.jaas.config": SASL_JAAS,
+                                     f"SASL://127.0.0.1:{self.sport}"),
+            # The SASL listener speaks SASL_SSL on the TLS server (KIP-684: the broker-wide
+            # ssl.client.auth=required does not apply to it), SASL_PLAINTEXT otherwise.
+            "listener.security.protocol.map": (
+                f"{name}:{name},SASL:{'SASL_SSL' if self.tls else 'SASL_PLAINTEXT'},"
+                "CONTROLLER:PLAINTEXT"),
+            "listener.name.sasl.sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            "listener.name.sasl.plain.sasl.jaas.config": SASL_JAAS,
             "log.dirs": str(data),
         }
         if self.tls:
@@ -1471,6 +1473,40 @@ def tls_checks(binary: Path) -> None:
         check("SSL (mTLS): kafka-python produce and consume", kafka_python_roundtrip)
         check("SSL (mTLS): a certificate from another CA reads and writes nothing",
               untrusted_client)
+
+        def sasl_ssl() -> str:
+            # SASL over TLS without a client certificate: SCRAM (from --add-scram) with
+            # confluent-kafka, PLAIN with kcat; a wrong password reads and writes nothing.
+            base = {"bootstrap.servers": server.sasl_bootstrap, "security.protocol": "SASL_SSL",
+                    "ssl.ca.location": str(pki.ca)}
+            scram = {**base, "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "scram512",
+                     "sasl.password": SCRAM512_PASSWORD}
+            p = Producer({**scram, "acks": "all"})
+            errors: list = []
+            for i in range(20):
+                p.produce(topic, value=f"sasl-ssl-{i}".encode(), partition=0,
+                          on_delivery=lambda e, m: e and errors.append(e))
+            expect(p.flush(30) == 0 and not errors, f"SCRAM over TLS: {errors[:3]}")
+            exe = shutil.which("kcat") or shutil.which("kafkacat")
+            expect(exe is not None, "kcat is not installed")
+            x = ["-X", "security.protocol=SASL_SSL", "-X", f"ssl.ca.location={pki.ca}",
+                 "-X", "sasl.mechanisms=PLAIN", "-X", "sasl.username=alice"]
+            r = subprocess.run([exe, "-b", server.sasl_bootstrap, *x,
+                                "-X", "sasl.password=alice-secret", "-C", "-t", topic, "-p", "0",
+                                "-o", "beginning", "-e"],
+                               capture_output=True, text=True, timeout=60)
+            expect(r.returncode == 0, f"kcat PLAIN over TLS exited {r.returncode}: {r.stderr}")
+            got = [l for l in r.stdout.splitlines() if l.startswith("sasl-ssl-")]
+            expect(len(got) == 20, f"kcat read {len(got)} of 20")
+            r = subprocess.run([exe, "-b", server.sasl_bootstrap, *x,
+                                "-X", "sasl.password=wrong", "-C", "-t", topic, "-p", "0",
+                                "-o", "beginning", "-e", "-m", "10"],
+                               capture_output=True, text=True, timeout=60)
+            expect(r.returncode != 0 and "sasl-ssl-" not in r.stdout,
+                   f"a wrong password read: exit {r.returncode}")
+            return "SCRAM-SHA-512 produce (confluent-kafka) and PLAIN consume (kcat) over TLS"
+
+        check("SASL_SSL: SCRAM and PLAIN over TLS; a wrong password is refused", sasl_ssl)
         if not server.alive():
             RESULTS.append(("SSL server alive at the end", False, "nagare exited"))
             print("FAIL SSL server alive at the end: nagare exited", flush=True)

@@ -889,8 +889,19 @@ fn tls_listeners(
 ) -> anyhow::Result<impl Fn(&str) -> Option<Arc<crate::tls::ServerTls>>> {
     let mut by_name = BTreeMap::new();
     for l in &config.listeners {
-        if config.security_protocol(&l.name).uses_tls() {
-            let tls = crate::tls::ServerTls::for_listener(&config.props, &l.name)
+        let protocol = config.security_protocol(&l.name);
+        if protocol.uses_tls() {
+            let mut settings = crate::tls::TlsSettings::from_props(&config.props, Some(&l.name))
+                .with_context(|| format!("TLS configuration of listener {}", l.name))?;
+            // KIP-684: on a SASL_SSL listener clients authenticate with SASL; a broker-wide
+            // `ssl.client.auth` does not apply there, only the listener-prefixed key does.
+            let prefixed = format!("listener.name.{}.ssl.client.auth", l.name.to_lowercase());
+            if protocol == crate::context::SecurityProtocol::SaslSsl
+                && !config.props.contains_key(&prefixed)
+            {
+                settings.client_auth = crate::tls::ClientAuth::None;
+            }
+            let tls = crate::tls::ServerTls::new(&l.name, settings)
                 .with_context(|| format!("TLS configuration of listener {}", l.name))?;
             by_name.insert(l.name.clone(), tls);
         }
