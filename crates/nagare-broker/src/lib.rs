@@ -17,6 +17,7 @@ pub mod group_coordinator;
 pub mod handlers;
 pub mod limits;
 pub mod marker_sender;
+pub mod metrics;
 pub mod network;
 pub mod quorum;
 pub mod quotas;

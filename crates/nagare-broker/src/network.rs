@@ -227,6 +227,11 @@ async fn run_connection<R: FrameSource, W: ResponseSink>(
     sink: W,
     peer: std::net::SocketAddr,
 ) {
+    // Counted while the frame loop runs (Kafka's per-listener `connection-count`).
+    let _counted = ctx
+        .metrics
+        .as_ref()
+        .map(|m| m.connection_opened(&ctx.listener_name));
     let (tx, rx) = mpsc::channel::<Dispatched>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(write_loop(sink, rx, peer, ctx.metrics.clone()));
     let max = ctx.max_request_bytes;

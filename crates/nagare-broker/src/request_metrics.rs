@@ -11,9 +11,16 @@
 //!   request order);
 //! - *response send*: writing it to the socket.
 //!
-//! Counters and histograms live in memory, one slot per API and listener, so recording costs
-//! a short uncontended lock; the observability issue exports [`RequestMetrics::snapshot`].
+//! Counters and histograms live in memory, one slot per API and listener, made of atomics:
+//! recording a request is a handful of relaxed `fetch_add`s and never takes a lock (the
+//! slot itself is allocated once, on the API's first request). `GET /metrics`
+//! ([`crate::metrics`]) renders [`RequestMetrics::snapshot`]. A snapshot reads each atomic
+//! on its own, so a scrape racing a record may see a count one ahead of a bucket; the next
+//! scrape is exact again (Prometheus tolerates this, as it does for Kafka's Yammer metrics).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
@@ -42,19 +49,41 @@ pub struct Histogram {
     pub sum_us: u64,
 }
 
-impl Histogram {
-    fn observe(&mut self, d: Duration) {
-        if self.buckets.is_empty() {
-            self.buckets = vec![0; LATENCY_BUCKETS_US.len() + 1];
+/// The lock-free histogram behind [`Histogram`].
+struct AtomicHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl AtomicHistogram {
+    fn new() -> Self {
+        AtomicHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
         }
+    }
+
+    fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = LATENCY_BUCKETS_US
-            .iter()
-            .position(|b| us <= *b)
-            .unwrap_or(LATENCY_BUCKETS_US.len());
-        self.buckets[i] += 1;
-        self.count += 1;
-        self.sum_us = self.sum_us.saturating_add(us);
+        // The bounds are powers of two: the bucket is found by a binary search, not a scan.
+        let i = LATENCY_BUCKETS_US.partition_point(|b| *b < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> Histogram {
+        Histogram {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            count: self.count.load(Ordering::Relaxed),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -179,10 +208,66 @@ pub struct CompletedRequest {
 }
 
 const MAX_API_KEY: usize = 128;
+/// Versions counted separately; a higher one (none exists today) counts as this last one.
+const MAX_VERSION: usize = 32;
 
-/// Every API's request metrics on this node.
+/// One API's counters on one listener.
+struct Slot {
+    requests_by_version: [AtomicU64; MAX_VERSION],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    total: AtomicHistogram,
+    request_queue: AtomicHistogram,
+    local: AtomicHistogram,
+    remote: AtomicHistogram,
+    response_queue: AtomicHistogram,
+    response_send: AtomicHistogram,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            requests_by_version: std::array::from_fn(|_| AtomicU64::new(0)),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            total: AtomicHistogram::new(),
+            request_queue: AtomicHistogram::new(),
+            local: AtomicHistogram::new(),
+            remote: AtomicHistogram::new(),
+            response_queue: AtomicHistogram::new(),
+            response_send: AtomicHistogram::new(),
+        }
+    }
+
+    fn load(&self) -> ApiMetrics {
+        let mut by_version: Vec<u64> = self
+            .requests_by_version
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        while by_version.last() == Some(&0) {
+            by_version.pop();
+        }
+        ApiMetrics {
+            requests_by_version: by_version,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            total: self.total.load(),
+            request_queue: self.request_queue.load(),
+            local: self.local.load(),
+            remote: self.remote.load(),
+            response_queue: self.response_queue.load(),
+            response_send: self.response_send.load(),
+        }
+    }
+}
+
+/// Every API's request metrics on this node, and the open connections per listener.
 pub struct RequestMetrics {
-    slots: Vec<Mutex<ApiMetrics>>,
+    /// Allocated on an API's first request (a slot is ~1.5 KiB of atomics).
+    slots: Vec<OnceLock<Box<Slot>>>,
+    /// Open connections per listener name (Kafka's `connection-count` per listener).
+    connections: Mutex<HashMap<String, Arc<AtomicI64>>>,
 }
 
 impl Default for RequestMetrics {
@@ -191,13 +276,22 @@ impl Default for RequestMetrics {
     }
 }
 
+/// Counts one open connection of a listener until dropped.
+#[derive(Debug)]
+pub struct ConnectionCount(Arc<AtomicI64>);
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl RequestMetrics {
     /// Empty metrics.
     pub fn new() -> Self {
         RequestMetrics {
-            slots: (0..MAX_API_KEY * 2)
-                .map(|_| Mutex::new(ApiMetrics::default()))
-                .collect(),
+            slots: (0..MAX_API_KEY * 2).map(|_| OnceLock::new()).collect(),
+            connections: Mutex::new(HashMap::new()),
         }
     }
 
@@ -211,19 +305,18 @@ impl RequestMetrics {
         })
     }
 
-    /// Records one completed request.
+    /// Records one completed request: relaxed atomic adds only.
     pub fn record(&self, r: &CompletedRequest) {
         let Some(i) = Self::slot(r.key, r.listener) else {
             return;
         };
-        let mut m = self.slots[i].lock();
-        let v = usize::try_from(r.version).unwrap_or(0);
-        if m.requests_by_version.len() <= v {
-            m.requests_by_version.resize(v + 1, 0);
-        }
-        m.requests_by_version[v] += 1;
-        m.bytes_in += r.request_bytes as u64;
-        m.bytes_out += r.response_bytes as u64;
+        let m = self.slots[i].get_or_init(|| Box::new(Slot::new()));
+        let v = usize::try_from(r.version).unwrap_or(0).min(MAX_VERSION - 1);
+        m.requests_by_version[v].fetch_add(1, Ordering::Relaxed);
+        m.bytes_in
+            .fetch_add(r.request_bytes as u64, Ordering::Relaxed);
+        m.bytes_out
+            .fetch_add(r.response_bytes as u64, Ordering::Relaxed);
         m.total.observe(r.total);
         m.request_queue.observe(r.request_queue);
         m.local.observe(r.local);
@@ -235,7 +328,8 @@ impl RequestMetrics {
     /// One API's metrics on one listener.
     pub fn get(&self, key: ApiKey, listener: ListenerKind) -> ApiMetrics {
         Self::slot(key, listener)
-            .map(|i| self.slots[i].lock().clone())
+            .and_then(|i| self.slots[i].get())
+            .map(|s| s.load())
             .unwrap_or_default()
     }
 
@@ -243,7 +337,10 @@ impl RequestMetrics {
     pub fn snapshot(&self) -> Vec<(ApiKey, ListenerKind, ApiMetrics)> {
         let mut out = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
-            let m = slot.lock();
+            let Some(s) = slot.get() else {
+                continue;
+            };
+            let m = s.load();
             if m.requests() == 0 {
                 continue;
             }
@@ -255,9 +352,34 @@ impl RequestMetrics {
             let Some(key) = i16::try_from(k).ok().and_then(|k| ApiKey::try_from(k).ok()) else {
                 continue;
             };
-            out.push((key, listener, m.clone()));
+            out.push((key, listener, m));
         }
         out
+    }
+
+    /// Counts a connection accepted on `listener` until the returned guard is dropped
+    /// (once per connection, so the map's lock is off the request path).
+    pub fn connection_opened(&self, listener: &str) -> ConnectionCount {
+        let c = self
+            .connections
+            .lock()
+            .entry(listener.to_string())
+            .or_default()
+            .clone();
+        c.fetch_add(1, Ordering::Relaxed);
+        ConnectionCount(c)
+    }
+
+    /// Open connections per listener name, sorted by name.
+    pub fn connections(&self) -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> = self
+            .connections
+            .lock()
+            .iter()
+            .map(|(k, c)| (k.clone(), c.load(Ordering::Relaxed)))
+            .collect();
+        v.sort();
+        v
     }
 }
 

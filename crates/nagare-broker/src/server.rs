@@ -34,6 +34,8 @@ pub struct RunningServer {
     pub broker: Arc<Broker>,
     /// Address the broker listener is bound to.
     pub local_addr: std::net::SocketAddr,
+    /// Addresses the `http.listeners` are bound to (metrics and health checks).
+    pub http_addrs: Vec<std::net::SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     raft: RaftManager,
     lifecycle: Option<Arc<BrokerLifecycle>>,
@@ -425,6 +427,23 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     // broker state exists).
     let request_metrics = Arc::new(crate::request_metrics::RequestMetrics::new());
     let mut tasks = Vec::new();
+    // The HTTP listeners serve from here on: live at once, ready once caught up and
+    // unfenced (Kubernetes' probes, Prometheus scraping a starting node).
+    let mut http_addrs = Vec::new();
+    if !config.http_listeners.is_empty() {
+        let src = Arc::new(crate::metrics::MetricsSource {
+            request_metrics: request_metrics.clone(),
+            broker: broker_cell.clone(),
+        });
+        for addr in &config.http_listeners {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (http.listeners)"))?;
+            http_addrs.push(l.local_addr()?);
+            tracing::info!(addr = %l.local_addr()?, "serving /metrics and /health over HTTP");
+            tasks.push(tokio::spawn(crate::metrics::http::serve(l, src.clone())));
+        }
+    }
     let mut controller_addr = None;
     if let Some(l) = config
         .controller_listener()
@@ -734,6 +753,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         broker,
         local_addr,
+        http_addrs,
         tasks,
         raft,
         lifecycle,

@@ -334,6 +334,8 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "`broker`, `controller`, or both (combined); Nagare's default (Kafka requires it)."),
     def("listeners", STRING, Value("PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"), Any, PerBroker,
         "`NAME://host:port,...`: the first non-controller listener serves clients; a controller serves the quorum on the first of `controller.listener.names`; a broker-only node must not list a controller listener, a controller-only node only controller listeners."),
+    def("http.listeners", STRING, Value(""), Any, ReadOnly,
+        "Nagare's own key (Kafka has no HTTP listener): `http://host:port,...` serving Prometheus `/metrics`, `/health/live` and `/health/ready` (see docs/METRICS.md); empty serves none. Plain HTTP only, and no authentication: bind it to a trusted interface."),
     def("advertised.listeners", STRING, Derived("the broker listeners"), Any, ReadOnly,
         "What Metadata tells clients; by default the non-controller `listeners`, a wildcard or empty host advertised as `127.0.0.1`."),
     def("controller.listener.names", STRING, Value("CONTROLLER"), Any, ReadOnly,

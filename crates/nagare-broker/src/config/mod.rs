@@ -150,6 +150,8 @@ pub struct BrokerConfig {
     pub replication: ReplicationConfig,
     /// Client quota windows and connection limits.
     pub quota: QuotaConfig,
+    /// `http.listeners`: the `host:port` addresses serving `/metrics` and `/health/*`.
+    pub http_listeners: Vec<String>,
 }
 
 /// Client quota windows and connection limits, with Kafka's names and defaults.
@@ -177,6 +179,31 @@ impl QuotaConfig {
             window_ms: self.window_size_seconds.max(1) * 1000,
         }
     }
+}
+
+/// Parses `http.listeners` (`http://host:port,...`) into `host:port` bind addresses. TLS
+/// (`https://`) on the HTTP listener is refused rather than served in the clear.
+fn parse_http_listeners(value: &str) -> Result<Vec<String>, ConfigError> {
+    let key = "http.listeners";
+    let mut out = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some(addr) = entry.strip_prefix("http://") else {
+            return Err(invalid(
+                key,
+                value,
+                format!("`{entry}` is not http://host:port (https is not served yet)"),
+            ));
+        };
+        let addr = addr.trim_end_matches('/');
+        let port_ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(invalid(key, value, format!("`{entry}` has no host:port")));
+        }
+        out.push(addr.to_string());
+    }
+    Ok(out)
 }
 
 /// Parses `max.connections.per.ip.overrides` (`host:count,...`, Kafka's format).
@@ -464,6 +491,7 @@ impl BrokerConfig {
                     })
                     .collect(),
             },
+            http_listeners: parse_http_listeners(p.text("http.listeners").unwrap_or_default())?,
             log_dirs,
             props: BTreeMap::new(),
         };

@@ -36,6 +36,7 @@ use super::HandlerResult;
 use super::{sb, Request};
 use crate::authorizer::{AclOperation, Resource};
 use crate::fetch_session::{FetchContext, FetchTarget};
+use crate::metrics::topic_stats::TopicCounters;
 use crate::network::{Region, Reply, Response};
 use crate::replica_manager::{
     ClientMetadata, FetchParams, FetchPartitionRequest, FetchPartitionResult, IsolationLevel,
@@ -214,6 +215,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             results,
             quota,
             request_throttle,
+            replica_id,
         )
     })))
 }
@@ -291,6 +293,7 @@ fn build_response(
     results: Vec<(PartitionData, Option<FileSlice>)>,
     quota: Option<FetchQuota>,
     request_throttle: i32,
+    replica_id: i32,
 ) -> Response {
     let incremental = matches!(ctx, FetchContext::Incremental(_));
     let session_id = match ctx {
@@ -300,7 +303,15 @@ fn build_response(
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut records: Vec<Vec<Option<Region>>> = Vec::new();
     let mut sent = Vec::new();
+    // Record bytes per topic, for BytesOutPerSec once the response is known to be sent.
+    let mut bytes_out: Vec<(&str, u64)> = Vec::new();
     for (t, (pd, slice)) in targets.iter().zip(results) {
+        if let Some(s) = &slice {
+            match bytes_out.last_mut() {
+                Some((topic, n)) if *topic == t.topic.as_str() => *n += s.len as u64,
+                _ => bytes_out.push((t.topic.as_str(), s.len as u64)),
+            }
+        }
         // An incremental session leaves out unchanged partitions, but never a redirection to a
         // preferred read replica (Kafka's `CachedPartition.maybeUpdateResponseData`).
         if incremental
@@ -375,6 +386,17 @@ fn build_response(
     }
     if session_id != 0 {
         broker.fetch_sessions.record_sent(session_id, &sent);
+    }
+    // Kafka's `updateBytesOut`: a follower's fetch is replication traffic, kept apart.
+    for (topic, n) in bytes_out {
+        if let Some(c) = broker.replicas.topic_stats.get(topic) {
+            let counter = if replica_id >= 0 {
+                &c.replication_bytes_out
+            } else {
+                &c.bytes_out
+            };
+            TopicCounters::add(counter, n);
+        }
     }
     encoded
 }

@@ -26,6 +26,7 @@ use bytes::BytesMut;
 use nagare_storage::{AppendInfo, AppendOrigin, StorageError, TxnVerification, VerificationGuard};
 
 use super::{now_ms, Partition, ReplicaError, ReplicaManager};
+use crate::metrics::topic_stats::TopicCounters;
 
 /// How many replicas must have a write before it is acknowledged (Produce's `acks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,9 +251,24 @@ impl ReplicaManager {
             }
         }
         let epoch = p.epoch();
-        let info =
+        let bytes = e.records.len() as u64;
+        let appended =
             p.log
-                .append_as_leader_verified(e.records, epoch, now, origin, e.verification)?;
+                .append_as_leader_verified(e.records, epoch, now, origin, e.verification);
+        let info = match appended {
+            Ok(info) => info,
+            Err(err) => {
+                if origin == AppendOrigin::Client {
+                    TopicCounters::add(&p.stats.failed_produce, 1);
+                }
+                return Err(err.into());
+            }
+        };
+        if origin == AppendOrigin::Client {
+            // Kafka's BytesInPerSec / MessagesInPerSec: the batches as appended, clients only.
+            TopicCounters::add(&p.stats.bytes_in, bytes);
+            TopicCounters::add(&p.stats.messages_in, info.record_count);
+        }
         // Followers long-poll this partition in the delayed-fetch purgatory: wake them (and
         // only them), or the high watermark would wait for replica.fetch.wait.max.ms.
         p.fetch_watchers.wake();
@@ -283,7 +299,9 @@ impl ReplicaManager {
         p: &Partition,
         records: BytesMut,
     ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, ReplicaError> {
+        let bytes = records.len() as u64;
         p.log.append_as_follower(records, now_ms())?;
+        TopicCounters::add(&p.stats.replication_bytes_in, bytes);
         Ok(self.wait_durable(p.log.clone(), p.log.log_end_offset() - 1))
     }
 

@@ -202,6 +202,7 @@ impl ReplicaManager {
                                 reg.leader_epoch,
                                 reg.leader,
                                 hw,
+                                self.topic_stats.topic(&tp.topic),
                             ));
                             p.min_isr.store(min_isr, Ordering::Release);
                             p.apply_registration(me, &reg, now);
@@ -223,6 +224,9 @@ impl ReplicaManager {
             p.min_isr.store(min_isr, Ordering::Release);
         }
 
+        for (_, name) in &delta.deleted_topics {
+            self.topic_stats.remove(name);
+        }
         // Topic ids of the topics with a partition replicated here (Fetch v13+ names).
         let touched: BTreeSet<Uuid> = delta
             .partitions

@@ -79,6 +79,8 @@ pub struct Partition {
     /// Kafka's `DelayedOperationPurgatory` watches keys): woken by appends to this partition,
     /// high-watermark moves and role changes here, never by other partitions' traffic.
     fetch_watchers: delayed_fetch::FetchWatchers,
+    /// The topic's bytes/messages counters, held here so the produce path needs no lookup.
+    pub stats: Arc<crate::metrics::topic_stats::TopicCounters>,
 }
 
 impl Partition {
@@ -91,6 +93,7 @@ impl Partition {
         epoch: i32,
         leader: i32,
         checkpointed_hw: Option<i64>,
+        stats: Arc<crate::metrics::topic_stats::TopicCounters>,
     ) -> Self {
         let start = log.log_start_offset();
         let hw = checkpointed_hw
@@ -109,6 +112,7 @@ impl Partition {
             changed: watch::channel(0).0,
             follower_read_logged: std::sync::atomic::AtomicBool::new(false),
             fetch_watchers: delayed_fetch::FetchWatchers::default(),
+            stats,
         }
     }
 
@@ -450,6 +454,8 @@ pub struct ReplicaManager {
     stray_floor: AtomicI64,
     /// Serializes metadata application and remembers what it needs between deltas.
     meta: Mutex<metadata_apply::ApplyState>,
+    /// Per-topic bytes and messages in/out (Kafka's `BrokerTopicMetrics`).
+    pub topic_stats: crate::metrics::topic_stats::BrokerTopicStats,
 }
 
 /// The high watermarks of every partition of a log dir (Kafka's file name and format).
@@ -492,6 +498,7 @@ impl ReplicaManager {
             last_hw_checkpoint: Mutex::new(None),
             stray_floor: AtomicI64::new(0),
             meta: Mutex::new(Default::default()),
+            topic_stats: Default::default(),
         }
     }
 
@@ -823,7 +830,15 @@ mod tests {
             .get_or_create(tp, LogConfig::default(), now_ms())
             .expect("log");
         let hw = rm.checkpointed_hws.lock().remove(tp);
-        let p = Arc::new(Partition::new(tp.clone(), Uuid::nil(), log, 0, 2, hw));
+        let p = Arc::new(Partition::new(
+            tp.clone(),
+            Uuid::nil(),
+            log,
+            0,
+            2,
+            hw,
+            Default::default(),
+        ));
         rm.partitions.write().insert(tp.clone(), p.clone());
         p
     }

@@ -1,0 +1,326 @@
+//! Prometheus metrics and health checks over HTTP (`http.listeners`).
+//!
+//! Every node serves `GET /metrics` in the Prometheus text format with the names the JMX
+//! exporter gives Kafka's MBeans (so existing Kafka dashboards work; the table is in
+//! `docs/METRICS.md`), `GET /health/live` (200 while the process runs) and
+//! `GET /health/ready` (200 once the node has caught up with the metadata log and, on a
+//! broker, the controller has unfenced it; 503 before). The sources are the request metrics
+//! hook ([`crate::request_metrics`]), the per-topic counters ([`topic_stats`]), the metadata
+//! image, the replica manager and `/proc/self`; a scrape reads them, nothing is kept per
+//! scrape.
+
+pub mod http;
+pub mod process;
+pub mod prometheus;
+pub mod topic_stats;
+
+use std::sync::{Arc, OnceLock};
+
+use crate::context::ListenerKind;
+use crate::request_metrics::{Histogram, RequestMetrics, LATENCY_BUCKETS_US};
+use crate::Broker;
+use prometheus::{Exposition, Kind};
+
+/// What the HTTP listener reports on: it serves from startup, before the broker state
+/// exists (the node is then live but not ready).
+pub struct MetricsSource {
+    /// The request metrics hook, shared with every listener.
+    pub request_metrics: Arc<RequestMetrics>,
+    /// The broker state, set once the node has caught up with the metadata log.
+    pub broker: Arc<OnceLock<Arc<Broker>>>,
+}
+
+impl MetricsSource {
+    /// Why the node is not ready, or `None` when it is: caught up with the metadata log
+    /// (the broker state exists only after that) and, with the broker role, unfenced in
+    /// the image this node applied (Kafka's broker state RUNNING).
+    pub fn not_ready(&self) -> Option<&'static str> {
+        let Some(b) = self.broker.get() else {
+            return Some("catching up with the metadata log");
+        };
+        if b.config.is_broker() {
+            let image = b.image();
+            match image.brokers.get(&b.config.node_id) {
+                None => return Some("not registered with the controller yet"),
+                Some(r) if r.fenced => return Some("fenced by the controller"),
+                Some(_) => {}
+            }
+        }
+        None
+    }
+}
+
+/// The request metrics' latency histograms, as `kafka_network_requestmetrics_<name>`.
+const TIMES: [(&str, &str); 6] = [
+    ("totaltimems", "Time from a request's receipt to its response's last byte written, in ms."),
+    ("requestqueuetimems", "Time a request waited before its handler started, in ms."),
+    ("localtimems", "Time the handler worked on a request, in ms."),
+    ("remotetimems", "Time a request waited for others (acks=all replication, a delayed fetch, a rebalance), in ms."),
+    ("responsequeuetimems", "Time a ready response waited for the connection's writer, in ms."),
+    ("responsesendtimems", "Time writing a response to the socket, in ms."),
+];
+
+fn pick(m: &crate::request_metrics::ApiMetrics, i: usize) -> &Histogram {
+    match i {
+        0 => &m.total,
+        1 => &m.request_queue,
+        2 => &m.local,
+        3 => &m.remote,
+        4 => &m.response_queue,
+        _ => &m.response_send,
+    }
+}
+
+fn listener_label(l: ListenerKind) -> &'static str {
+    match l {
+        ListenerKind::Broker => "broker",
+        ListenerKind::Controller => "controller",
+    }
+}
+
+/// Renders every metric of the node in the Prometheus text format.
+pub fn render(src: &MetricsSource) -> String {
+    let mut e = Exposition::new();
+    let requests = src.request_metrics.snapshot();
+
+    e.family(
+        "kafka_network_requestmetrics_requests_total",
+        Kind::Counter,
+        "Requests handled, per API (request), version and listener role.",
+    );
+    for (key, l, m) in &requests {
+        let name = format!("{key:?}");
+        for (v, n) in m.requests_by_version.iter().enumerate() {
+            if *n > 0 {
+                let v = v.to_string();
+                e.sample(
+                    "kafka_network_requestmetrics_requests_total",
+                    &[
+                        ("request", &name),
+                        ("version", &v),
+                        ("listener", listener_label(*l)),
+                    ],
+                    *n as f64,
+                );
+            }
+        }
+    }
+    for (family, help, pick_bytes) in [
+        (
+            "kafka_network_requestmetrics_requestbytes_total",
+            "Request bytes received (frames without the size prefix), per API.",
+            true,
+        ),
+        (
+            "kafka_network_requestmetrics_responsebytes_total",
+            "Response bytes written (with the size prefix), per API.",
+            false,
+        ),
+    ] {
+        e.family(family, Kind::Counter, help);
+        for (key, l, m) in &requests {
+            let name = format!("{key:?}");
+            let v = if pick_bytes { m.bytes_in } else { m.bytes_out };
+            e.sample(
+                family,
+                &[("request", &name), ("listener", listener_label(*l))],
+                v as f64,
+            );
+        }
+    }
+    let bounds_ms: Vec<f64> = LATENCY_BUCKETS_US
+        .iter()
+        .map(|us| *us as f64 / 1000.0)
+        .collect();
+    for (i, (suffix, help)) in TIMES.iter().enumerate() {
+        let family = format!("kafka_network_requestmetrics_{suffix}");
+        e.family(&family, Kind::Histogram, help);
+        for (key, l, m) in &requests {
+            let name = format!("{key:?}");
+            let h = pick(m, i);
+            e.histogram(
+                &family,
+                &[("request", &name), ("listener", listener_label(*l))],
+                &bounds_ms,
+                &h.buckets,
+                h.sum_us as f64 / 1000.0,
+                h.count,
+            );
+        }
+    }
+
+    e.family(
+        "kafka_server_socket_server_metrics_connection_count",
+        Kind::Gauge,
+        "Open connections per listener.",
+    );
+    for (listener, n) in src.request_metrics.connections() {
+        e.sample(
+            "kafka_server_socket_server_metrics_connection_count",
+            &[("listener", &listener)],
+            n as f64,
+        );
+    }
+
+    let ready = src.not_ready().is_none();
+    e.family(
+        "nagare_ready",
+        Kind::Gauge,
+        "1 when /health/ready answers 200 (caught up with the metadata, unfenced).",
+    );
+    e.sample("nagare_ready", &[], if ready { 1.0 } else { 0.0 });
+
+    if let Some(b) = src.broker.get() {
+        render_broker(&mut e, b);
+    }
+
+    if let Some(p) = process::read() {
+        e.family(
+            "process_cpu_seconds_total",
+            Kind::Counter,
+            "User and system CPU time spent, in seconds.",
+        );
+        e.sample("process_cpu_seconds_total", &[], p.cpu_seconds);
+        e.family(
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory size, in bytes.",
+        );
+        e.sample(
+            "process_resident_memory_bytes",
+            &[],
+            p.resident_bytes as f64,
+        );
+        e.family("process_open_fds", Kind::Gauge, "Open file descriptors.");
+        e.sample("process_open_fds", &[], p.open_fds as f64);
+        if let Some(max) = p.max_fds {
+            e.family(
+                "process_max_fds",
+                Kind::Gauge,
+                "The limit on open file descriptors.",
+            );
+            e.sample("process_max_fds", &[], max as f64);
+        }
+    }
+    e.finish()
+}
+
+/// The broker's topic, partition, controller and metadata metrics.
+fn render_broker(e: &mut Exposition, b: &Broker) {
+    let topics = b.replicas.topic_stats.snapshot();
+    type Field = fn(&topic_stats::TopicSnapshot) -> u64;
+    let per_topic: [(&str, &str, Field); 6] = [
+        ("kafka_server_brokertopicmetrics_bytesin_total", "Record-batch bytes appended by clients' Produce requests on partitions led here (Kafka's BytesInPerSec).", |s| s.bytes_in),
+        ("kafka_server_brokertopicmetrics_messagesin_total", "Records appended by clients' Produce requests (MessagesInPerSec).", |s| s.messages_in),
+        ("kafka_server_brokertopicmetrics_bytesout_total", "Record bytes sent to consumers (BytesOutPerSec).", |s| s.bytes_out),
+        ("kafka_server_brokertopicmetrics_replicationbytesin_total", "Record bytes appended as a follower (ReplicationBytesInPerSec).", |s| s.replication_bytes_in),
+        ("kafka_server_brokertopicmetrics_replicationbytesout_total", "Record bytes sent to followers (ReplicationBytesOutPerSec).", |s| s.replication_bytes_out),
+        ("kafka_server_brokertopicmetrics_failedproducerequests_total", "Partitions of Produce requests whose append failed (FailedProduceRequestsPerSec).", |s| s.failed_produce),
+    ];
+    for (family, help, field) in per_topic {
+        e.family(family, Kind::Counter, help);
+        for (topic, s) in &topics {
+            e.sample(family, &[("topic", topic)], field(s) as f64);
+        }
+    }
+
+    // Partition states from the applied image: Kafka's ReplicaManager gauges count the
+    // partitions this broker leads; the controller's count the whole cluster.
+    let image = b.image();
+    let me = b.config.node_id;
+    let (mut led, mut hosted, mut urp, mut under_min, mut offline, mut global) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    for t in image.topics_by_id.values() {
+        for (p, reg) in &t.partitions {
+            global += 1;
+            if reg.leader < 0 {
+                offline += 1;
+            }
+            if reg.replicas.contains(&me) {
+                hosted += 1;
+            }
+            if reg.leader != me {
+                continue;
+            }
+            led += 1;
+            if reg.isr.len() < reg.replicas.len() {
+                urp += 1;
+            }
+            let min_isr = b
+                .replicas
+                .partition(&t.name, *p)
+                .map(|p| p.min_isr.load(std::sync::atomic::Ordering::Relaxed))
+                .unwrap_or(1);
+            if (reg.isr.len() as i32) < min_isr {
+                under_min += 1;
+            }
+        }
+    }
+    let gauges: [(&str, &str, u64); 4] = [
+        (
+            "kafka_server_replicamanager_partitioncount",
+            "Partitions with a replica on this broker.",
+            hosted,
+        ),
+        (
+            "kafka_server_replicamanager_leadercount",
+            "Partitions this broker leads.",
+            led,
+        ),
+        (
+            "kafka_server_replicamanager_underreplicatedpartitions",
+            "Partitions led here whose ISR is smaller than their replica set.",
+            urp,
+        ),
+        (
+            "kafka_server_replicamanager_underminisrpartitioncount",
+            "Partitions led here whose ISR is below min.insync.replicas.",
+            under_min,
+        ),
+    ];
+    for (family, help, v) in gauges {
+        e.family(family, Kind::Gauge, help);
+        e.sample(family, &[], v as f64);
+    }
+
+    // Kafka reports the controller gauges on every controller, non-zero only on the active
+    // one, so summing over the cluster gives the cluster's value.
+    let active = b.controller.as_ref().is_some_and(|c| c.is_active());
+    let a = |v: u64| if active { v as f64 } else { 0.0 };
+    let controller: [(&str, &str, f64); 4] = [
+        (
+            "kafka_controller_kafkacontroller_activecontrollercount",
+            "1 on the active controller, else 0.",
+            if active { 1.0 } else { 0.0 },
+        ),
+        (
+            "kafka_controller_kafkacontroller_offlinepartitionscount",
+            "Partitions without a leader (on the active controller).",
+            a(offline),
+        ),
+        (
+            "kafka_controller_kafkacontroller_globalpartitioncount",
+            "Partitions in the cluster (on the active controller).",
+            a(global),
+        ),
+        (
+            "kafka_controller_kafkacontroller_globaltopiccount",
+            "Topics in the cluster (on the active controller).",
+            a(image.topics_by_id.len() as u64),
+        ),
+    ];
+    for (family, help, v) in controller {
+        e.family(family, Kind::Gauge, help);
+        e.sample(family, &[], v);
+    }
+    e.family(
+        "kafka_server_broker_metadata_metrics_last_applied_record_offset",
+        Kind::Gauge,
+        "Offset of the last metadata record this node applied.",
+    );
+    e.sample(
+        "kafka_server_broker_metadata_metrics_last_applied_record_offset",
+        &[],
+        image.offset as f64,
+    );
+}
