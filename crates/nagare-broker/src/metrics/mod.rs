@@ -12,6 +12,8 @@
 pub mod http;
 pub mod process;
 pub mod prometheus;
+#[cfg(test)]
+mod tests;
 pub mod topic_stats;
 
 use std::sync::{Arc, OnceLock};
