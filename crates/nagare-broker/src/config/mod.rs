@@ -691,6 +691,33 @@ foo.bar=1
     }
 
     #[test]
+    fn http_listeners() {
+        let (c, warnings) = load(&format!(
+            "{KAFKA_FILE}\nhttp.listeners=http://127.0.0.1:8080, http://[::1]:0/\n"
+        ))
+        .expect("config");
+        assert!(!warnings.iter().any(|w| w.contains("http")), "{warnings:?}");
+        assert_eq!(c.http_listeners, ["127.0.0.1:8080", "[::1]:0"]);
+        // Off unless set.
+        assert!(load(KAFKA_FILE)
+            .expect("config")
+            .0
+            .http_listeners
+            .is_empty());
+        for bad in [
+            "https://127.0.0.1:8443",
+            "127.0.0.1:8080",
+            "http://nohost",
+            "http://:80",
+        ] {
+            let e = load(&format!("{KAFKA_FILE}\nhttp.listeners={bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("http.listeners"), "{e}");
+        }
+    }
+
+    #[test]
     fn quota_and_connection_limit_keys() {
         let (c, warnings) = load(&format!(
             "{KAFKA_FILE}\nmax.connections.per.ip=5\nmax.connections.per.ip.overrides=10.0.0.1:50, localhost:7\nmax.connection.creation.rate=20\nlistener.name.plaintext.max.connection.creation.rate=3\nquota.window.num=5\n"
