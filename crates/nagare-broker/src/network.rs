@@ -233,7 +233,13 @@ async fn run_connection<R: FrameSource, W: ResponseSink>(
         .as_ref()
         .map(|m| m.connection_opened(&ctx.listener_name));
     let (tx, rx) = mpsc::channel::<Dispatched>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(write_loop(sink, rx, peer, ctx.metrics.clone()));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        peer,
+        ctx.metrics.clone(),
+        conn.clone(),
+    ));
     let max = ctx.max_request_bytes;
     let idle = ctx.idle;
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -450,6 +456,7 @@ async fn write_loop<S: ResponseSink>(
     mut rx: mpsc::Receiver<Dispatched>,
     peer: std::net::SocketAddr,
     metrics: Option<Arc<RequestMetrics>>,
+    conn: Arc<ConnectionContext>,
 ) {
     while let Some(Dispatched { reply, timing }) = rx.recv().await {
         // When the reply became ready: a deferred one when its future completes (its wait is
@@ -477,7 +484,16 @@ async fn write_loop<S: ResponseSink>(
         }
         if let (Some(m), Some(t)) = (&metrics, timing) {
             let ready = ready.unwrap_or(write_start);
-            m.record(&t.finish(ready, write_start, Instant::now(), bytes));
+            let end = Instant::now();
+            // Kafka's ThrottleTimeMs: a quota mutes the connection after the response.
+            let throttle = conn
+                .muted_until()
+                .map(|u| u.saturating_duration_since(end))
+                .unwrap_or_default();
+            m.record(
+                &t.finish(ready, write_start, end, bytes)
+                    .with_throttle(throttle),
+            );
         }
     }
     // Dropping `rx` makes the reader's next send fail, which ends the connection.

@@ -9,7 +9,10 @@
 //!   rebalance, a forwarded request);
 //! - *response queue*: reply ready → its turn on the connection's writer (responses go out in
 //!   request order);
-//! - *response send*: writing it to the socket.
+//! - *response send*: writing it to the socket;
+//! - *throttle*: how long the connection stays muted by a client quota once the response is
+//!   written (KIP-219: the response goes out at once and the broker then reads nothing more
+//!   from the connection until the throttle time has passed; Kafka's `ThrottleTimeMs`).
 //!
 //! Counters and histograms live in memory, one slot per API and listener, made of atomics:
 //! recording a request is a handful of relaxed `fetch_add`s and never takes a lock (the
@@ -108,6 +111,8 @@ pub struct ApiMetrics {
     pub response_queue: Histogram,
     /// Writing the response.
     pub response_send: Histogram,
+    /// The connection's quota mute left once the response was written.
+    pub throttle: Histogram,
 }
 
 impl ApiMetrics {
@@ -176,6 +181,7 @@ impl RequestTiming {
             response_queue: write_start.saturating_duration_since(ready),
             response_send: write_end.saturating_duration_since(write_start),
             total: write_end.saturating_duration_since(self.received),
+            throttle: Duration::ZERO,
         }
     }
 }
@@ -205,6 +211,16 @@ pub struct CompletedRequest {
     pub response_send: Duration,
     /// Received → last byte written.
     pub total: Duration,
+    /// The connection's quota mute left after the response (zero when not throttled).
+    pub throttle: Duration,
+}
+
+impl CompletedRequest {
+    /// The same request, throttled for `d` after its response.
+    pub fn with_throttle(mut self, d: Duration) -> Self {
+        self.throttle = d;
+        self
+    }
 }
 
 const MAX_API_KEY: usize = 128;
@@ -222,6 +238,7 @@ struct Slot {
     remote: AtomicHistogram,
     response_queue: AtomicHistogram,
     response_send: AtomicHistogram,
+    throttle: AtomicHistogram,
 }
 
 impl Slot {
@@ -236,6 +253,7 @@ impl Slot {
             remote: AtomicHistogram::new(),
             response_queue: AtomicHistogram::new(),
             response_send: AtomicHistogram::new(),
+            throttle: AtomicHistogram::new(),
         }
     }
 
@@ -258,6 +276,7 @@ impl Slot {
             remote: self.remote.load(),
             response_queue: self.response_queue.load(),
             response_send: self.response_send.load(),
+            throttle: self.throttle.load(),
         }
     }
 }
@@ -323,6 +342,7 @@ impl RequestMetrics {
         m.remote.observe(r.remote);
         m.response_queue.observe(r.response_queue);
         m.response_send.observe(r.response_send);
+        m.throttle.observe(r.throttle);
     }
 
     /// One API's metrics on one listener.
@@ -403,7 +423,9 @@ mod tests {
             response_queue: Duration::ZERO,
             response_send: Duration::from_micros(5),
             total: t0.elapsed(),
-        };
+            throttle: Duration::ZERO,
+        }
+        .with_throttle(Duration::from_millis(100));
         m.record(&r);
         m.record(&r);
         let p = m.get(ApiKey::Produce, ListenerKind::Broker);
@@ -415,6 +437,7 @@ mod tests {
         // 3 ms falls in the 4,096 µs bucket.
         let bucket = LATENCY_BUCKETS_US.iter().position(|b| *b == 4_096).unwrap();
         assert_eq!(p.remote.buckets[bucket], 2);
+        assert_eq!((p.throttle.count, p.throttle.sum_us), (2, 200_000));
         assert_eq!(
             m.get(ApiKey::Produce, ListenerKind::Controller).requests(),
             0

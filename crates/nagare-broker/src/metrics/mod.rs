@@ -53,13 +53,14 @@ impl MetricsSource {
 }
 
 /// The request metrics' latency histograms, as `kafka_network_requestmetrics_<name>`.
-const TIMES: [(&str, &str); 6] = [
+const TIMES: [(&str, &str); 7] = [
     ("totaltimems", "Time from a request's receipt to its response's last byte written, in ms."),
     ("requestqueuetimems", "Time a request waited before its handler started, in ms."),
     ("localtimems", "Time the handler worked on a request, in ms."),
     ("remotetimems", "Time a request waited for others (acks=all replication, a delayed fetch, a rebalance), in ms."),
     ("responsequeuetimems", "Time a ready response waited for the connection's writer, in ms."),
     ("responsesendtimems", "Time writing a response to the socket, in ms."),
+    ("throttletimems", "Time a client quota kept the connection muted after the response, in ms."),
 ];
 
 fn pick(m: &crate::request_metrics::ApiMetrics, i: usize) -> &Histogram {
@@ -69,7 +70,8 @@ fn pick(m: &crate::request_metrics::ApiMetrics, i: usize) -> &Histogram {
         2 => &m.local,
         3 => &m.remote,
         4 => &m.response_queue,
-        _ => &m.response_send,
+        5 => &m.response_send,
+        _ => &m.throttle,
     }
 }
 

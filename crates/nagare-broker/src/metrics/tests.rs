@@ -230,6 +230,28 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
         3.0
     );
     assert_eq!(value(&after, PRODUCE_INF), value(&after, PRODUCE_COUNT));
+    // Every part is observed once per request; no quota, so no throttle time.
+    for part in [
+        "requestqueuetimems",
+        "localtimems",
+        "remotetimems",
+        "responsequeuetimems",
+        "responsesendtimems",
+        "throttletimems",
+    ] {
+        let series = format!(
+            "kafka_network_requestmetrics_{part}_count{{request=\"Produce\",listener=\"broker\"}}"
+        );
+        assert_eq!(
+            value(&after, &series),
+            value(&after, PRODUCE_COUNT),
+            "{part}"
+        );
+    }
+    assert_eq!(
+        value(&after, "kafka_network_requestmetrics_throttletimems_sum{request=\"Produce\",listener=\"broker\"}"),
+        0.0
+    );
     assert!(
         value(
             &after,
