@@ -545,14 +545,24 @@ pub async fn run_isr_upkeep(broker: Arc<Broker>) {
                 .iter()
                 .map(|(p, proposal)| (p.topic_id, p.tp.partition, proposal.clone()))
                 .collect();
+            // The committed ISR sizes before the change, to tell shrinks from expansions.
+            let before: Vec<usize> = batch.iter().map(|(p, _)| p.isr().len()).collect();
             let codes = alter_partition_sender::send(&broker, &changes).await;
             let refused = codes.iter().filter(|c| **c != 0).count();
             tracing::info!(partitions = changes.len(), refused, "AlterPartition sent");
-            for ((p, proposal), code) in batch.iter().zip(codes) {
+            for (((p, proposal), code), before) in batch.iter().zip(codes).zip(before) {
                 if code != 0 {
                     tracing::info!(tp = %p.tp, code, isr = ?proposal.new_isr, "AlterPartition refused");
                     p.isr_proposal_failed(proposal, now_ms());
+                    continue;
                 }
+                // Kafka marks IsrShrinksPerSec / IsrExpandsPerSec once the change is accepted.
+                let counter = match proposal.new_isr.len().cmp(&before) {
+                    std::cmp::Ordering::Less => &broker.replicas.isr_shrinks,
+                    std::cmp::Ordering::Greater => &broker.replicas.isr_expands,
+                    std::cmp::Ordering::Equal => continue,
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     };

@@ -52,23 +52,32 @@ pub struct Histogram {
     pub sum_us: u64,
 }
 
-/// The lock-free histogram behind [`Histogram`].
-struct AtomicHistogram {
+/// A lock-free latency histogram over [`LATENCY_BUCKETS_US`]; [`LatencyHistogram::load`]
+/// reads it as a [`Histogram`].
+pub struct LatencyHistogram {
     buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     count: AtomicU64,
     sum_us: AtomicU64,
 }
 
-impl AtomicHistogram {
-    fn new() -> Self {
-        AtomicHistogram {
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LatencyHistogram {
+    /// An empty histogram.
+    pub fn new() -> Self {
+        LatencyHistogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             count: AtomicU64::new(0),
             sum_us: AtomicU64::new(0),
         }
     }
 
-    fn observe(&self, d: Duration) {
+    /// Counts one observation (relaxed atomic adds).
+    pub fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         // The bounds are powers of two: the bucket is found by a binary search, not a scan.
         let i = LATENCY_BUCKETS_US.partition_point(|b| *b < us);
@@ -77,7 +86,8 @@ impl AtomicHistogram {
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    fn load(&self) -> Histogram {
+    /// The counts so far.
+    pub fn load(&self) -> Histogram {
         Histogram {
             buckets: self
                 .buckets
@@ -232,13 +242,13 @@ struct Slot {
     requests_by_version: [AtomicU64; MAX_VERSION],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    total: AtomicHistogram,
-    request_queue: AtomicHistogram,
-    local: AtomicHistogram,
-    remote: AtomicHistogram,
-    response_queue: AtomicHistogram,
-    response_send: AtomicHistogram,
-    throttle: AtomicHistogram,
+    total: LatencyHistogram,
+    request_queue: LatencyHistogram,
+    local: LatencyHistogram,
+    remote: LatencyHistogram,
+    response_queue: LatencyHistogram,
+    response_send: LatencyHistogram,
+    throttle: LatencyHistogram,
 }
 
 impl Slot {
@@ -247,13 +257,13 @@ impl Slot {
             requests_by_version: std::array::from_fn(|_| AtomicU64::new(0)),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
-            total: AtomicHistogram::new(),
-            request_queue: AtomicHistogram::new(),
-            local: AtomicHistogram::new(),
-            remote: AtomicHistogram::new(),
-            response_queue: AtomicHistogram::new(),
-            response_send: AtomicHistogram::new(),
-            throttle: AtomicHistogram::new(),
+            total: LatencyHistogram::new(),
+            request_queue: LatencyHistogram::new(),
+            local: LatencyHistogram::new(),
+            remote: LatencyHistogram::new(),
+            response_queue: LatencyHistogram::new(),
+            response_send: LatencyHistogram::new(),
+            throttle: LatencyHistogram::new(),
         }
     }
 

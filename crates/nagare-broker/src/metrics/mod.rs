@@ -82,6 +82,14 @@ fn listener_label(l: ListenerKind) -> &'static str {
     }
 }
 
+/// The latency buckets' upper bounds in milliseconds.
+fn bounds_ms() -> Vec<f64> {
+    LATENCY_BUCKETS_US
+        .iter()
+        .map(|us| *us as f64 / 1000.0)
+        .collect()
+}
+
 /// Renders every metric of the node in the Prometheus text format.
 pub fn render(src: &MetricsSource) -> String {
     let mut e = Exposition::new();
@@ -132,10 +140,7 @@ pub fn render(src: &MetricsSource) -> String {
             );
         }
     }
-    let bounds_ms: Vec<f64> = LATENCY_BUCKETS_US
-        .iter()
-        .map(|us| *us as f64 / 1000.0)
-        .collect();
+    let bounds_ms = bounds_ms();
     for (i, (suffix, help)) in TIMES.iter().enumerate() {
         let family = format!("kafka_network_requestmetrics_{suffix}");
         e.family(&family, Kind::Histogram, help);
@@ -286,6 +291,40 @@ fn render_broker(e: &mut Exposition, b: &Broker) {
         e.family(family, Kind::Gauge, help);
         e.sample(family, &[], v as f64);
     }
+
+    for (family, help, v) in [
+        (
+            "kafka_server_replicamanager_isrshrinks_total",
+            "ISR shrinks the controller accepted for partitions led here (IsrShrinksPerSec).",
+            &b.replicas.isr_shrinks,
+        ),
+        (
+            "kafka_server_replicamanager_isrexpands_total",
+            "ISR expansions the controller accepted for partitions led here (IsrExpandsPerSec).",
+            &b.replicas.isr_expands,
+        ),
+    ] {
+        e.family(family, Kind::Counter, help);
+        e.sample(
+            family,
+            &[],
+            v.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
+    }
+    let flush = b.replicas.flush_latency.load();
+    e.family(
+        "kafka_log_logflushstats_logflushrateandtimems",
+        Kind::Histogram,
+        "Time of each log fsync (acks=all group commit and the periodic flush), in ms.",
+    );
+    e.histogram(
+        "kafka_log_logflushstats_logflushrateandtimems",
+        &[],
+        &bounds_ms(),
+        &flush.buckets,
+        flush.sum_us as f64 / 1000.0,
+        flush.count,
+    );
 
     // Kafka reports the controller gauges on every controller, non-zero only on the active
     // one, so summing over the cluster gives the cluster's value.

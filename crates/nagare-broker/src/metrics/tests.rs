@@ -277,6 +277,9 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
         0.0
     );
     assert_eq!(value(&after, "nagare_ready"), 1.0);
+    // acks=all waited for the group commit's fsyncs.
+    assert!(value(&after, "kafka_log_logflushstats_logflushrateandtimems_count") >= 1.0);
+    assert!(after.contains("# TYPE kafka_server_replicamanager_isrshrinks_total counter"));
     assert!(
         value(
             &after,

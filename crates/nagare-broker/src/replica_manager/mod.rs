@@ -456,6 +456,12 @@ pub struct ReplicaManager {
     meta: Mutex<metadata_apply::ApplyState>,
     /// Per-topic bytes and messages in/out (Kafka's `BrokerTopicMetrics`).
     pub topic_stats: crate::metrics::topic_stats::BrokerTopicStats,
+    /// Time of each log fsync (group commit and periodic flush; Kafka's `LogFlushStats`).
+    pub flush_latency: crate::request_metrics::LatencyHistogram,
+    /// ISR shrinks the controller accepted for partitions led here (`IsrShrinksPerSec`).
+    pub isr_shrinks: std::sync::atomic::AtomicU64,
+    /// ISR expansions the controller accepted (`IsrExpandsPerSec`).
+    pub isr_expands: std::sync::atomic::AtomicU64,
 }
 
 /// The high watermarks of every partition of a log dir (Kafka's file name and format).
@@ -499,6 +505,9 @@ impl ReplicaManager {
             stray_floor: AtomicI64::new(0),
             meta: Mutex::new(Default::default()),
             topic_stats: Default::default(),
+            flush_latency: Default::default(),
+            isr_shrinks: Default::default(),
+            isr_expands: Default::default(),
         }
     }
 
@@ -663,9 +672,15 @@ impl ReplicaManager {
                     logs.push(w.log.clone());
                 }
             }
+            let me = self.clone();
             let results = tokio::task::spawn_blocking(move || {
                 logs.iter()
-                    .map(|l| (l.clone(), l.flush().map_err(|e| e.to_string())))
+                    .map(|l| {
+                        let started = std::time::Instant::now();
+                        let r = l.flush().map_err(|e| e.to_string());
+                        me.flush_latency.observe(started.elapsed());
+                        (l.clone(), r)
+                    })
                     .collect::<Vec<_>>()
             })
             .await
@@ -690,9 +705,11 @@ impl ReplicaManager {
     pub fn flush_all(&self) {
         for p in self.all_partitions() {
             if p.log.recovery_point() < p.log.log_end_offset() {
+                let started = std::time::Instant::now();
                 if let Err(e) = p.log.flush() {
                     tracing::error!(tp = %p.tp, error = %e, "periodic flush failed");
                 }
+                self.flush_latency.observe(started.elapsed());
             }
         }
     }
