@@ -892,6 +892,26 @@ impl<S: CoordinatorShard> CoordinatorRuntime<S> {
         }
     }
 
+    /// Applies `f` to every shard loaded here, each under its lock in turn (for metrics:
+    /// a read between two requests of the shard, never concurrent with one).
+    pub async fn read_loaded<T>(&self, f: impl Fn(&S) -> T) -> Vec<T> {
+        let handles: Vec<Arc<ShardHandle<S>>> = self
+            .shards
+            .lock()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Loaded(h) => Some(h.clone()),
+                Slot::Loading { .. } => None,
+            })
+            .collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            let state = h.state.lock().await;
+            out.push(f(&state.shard));
+        }
+        out
+    }
+
     /// Shard numbers loaded here.
     pub fn loaded_shards(&self) -> Vec<i32> {
         let mut v: Vec<i32> = self

@@ -167,6 +167,20 @@ fn expiration_base(g: &ClassicGroup) -> Option<ExpiryBase> {
 }
 
 impl GroupCoordinatorShard {
+    /// Every committed offset of this shard as `(group, topic, partition, offset)`, sorted
+    /// (the consumer-lag metrics; offsets of open transactions are not committed yet).
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let mut out = Vec::new();
+        for (g, topics) in &self.offsets.by_group {
+            for (t, parts) in topics {
+                for (p, v) in parts {
+                    out.push((g.clone(), t.clone(), *p, v.offset));
+                }
+            }
+        }
+        out
+    }
+
     /// The committed offset of a partition, if any.
     pub fn committed_offset(
         &self,

@@ -123,7 +123,7 @@ pub fn parse_request(head: &[u8]) -> Result<(Method, String), HttpResponse> {
 }
 
 /// Answers a parsed request.
-pub fn route(method: Method, path: &str, src: &MetricsSource) -> HttpResponse {
+pub async fn route(method: Method, path: &str, src: &MetricsSource) -> HttpResponse {
     let known = matches!(path, "/metrics" | "/health/live" | "/health/ready");
     if !known {
         return HttpResponse::text(
@@ -138,7 +138,7 @@ pub fn route(method: Method, path: &str, src: &MetricsSource) -> HttpResponse {
         "/metrics" => HttpResponse {
             status: 200,
             content_type: prometheus::CONTENT_TYPE,
-            body: render(src),
+            body: render(src).await,
         },
         "/health/live" => HttpResponse::text(200, "live\n"),
         _ => match src.not_ready() {
@@ -199,7 +199,7 @@ async fn serve_one(mut stream: TcpStream, src: &MetricsSource) -> std::io::Resul
         Ok(Err(e)) => return Err(e),
         Ok(Ok(None)) => (HttpResponse::text(400, "request head too large\n"), false),
         Ok(Ok(Some(end))) => match parse_request(&buf[..end]) {
-            Ok((method, path)) => (route(method, &path, src), method == Method::Head),
+            Ok((method, path)) => (route(method, &path, src).await, method == Method::Head),
             Err(r) => (r, false),
         },
     };
@@ -224,8 +224,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn parses_and_routes() {
+    #[tokio::test]
+    async fn parses_and_routes() {
         let s = src();
         let ok = |h: &[u8]| parse_request(h).map_err(|r| r.status);
         assert_eq!(
@@ -237,14 +237,14 @@ mod tests {
         assert_eq!(ok(b"\xff\xfe / HTTP/1.1\r\n\r\n"), Err(400));
         assert_eq!(ok(b"GET / SPDY/3\r\n\r\n"), Err(400));
         assert_eq!(ok(b"no line end"), Err(400));
-        assert_eq!(route(Method::Get, "/nope", &s).status, 404);
-        assert_eq!(route(Method::Other, "/metrics", &s).status, 405);
-        assert_eq!(route(Method::Get, "/health/live", &s).status, 200);
+        assert_eq!(route(Method::Get, "/nope", &s).await.status, 404);
+        assert_eq!(route(Method::Other, "/metrics", &s).await.status, 405);
+        assert_eq!(route(Method::Get, "/health/live", &s).await.status, 200);
         // No broker state yet: live, not ready.
-        let r = route(Method::Get, "/health/ready", &s);
+        let r = route(Method::Get, "/health/ready", &s).await;
         assert_eq!(r.status, 503);
         assert!(r.body.contains("metadata"));
-        let m = route(Method::Get, "/metrics", &s);
+        let m = route(Method::Get, "/metrics", &s).await;
         assert_eq!(m.status, 200);
         assert!(m.body.contains("nagare_ready 0\n"));
         let head = String::from_utf8(m.encode(true)).unwrap_or_default();

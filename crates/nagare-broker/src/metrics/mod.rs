@@ -90,8 +90,62 @@ fn bounds_ms() -> Vec<f64> {
         .collect()
 }
 
-/// Renders every metric of the node in the Prometheus text format.
-pub fn render(src: &MetricsSource) -> String {
+/// One partition's consumer lag for a group coordinated here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLag {
+    /// Group id.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The group's committed offset.
+    pub committed: i64,
+    /// The partition's high watermark as this broker's replica knows it.
+    pub end: i64,
+}
+
+/// The lag of every committed offset of the groups coordinated here whose partition has a
+/// replica on this broker: high watermark − committed offset (kafka_exporter's
+/// `kafka_consumergroup_lag`; what `kafka-consumer-groups --describe` shows as LAG).
+/// Partitions with no replica here are left out (their end offset would need a ListOffsets
+/// round trip to their leader, not made during a scrape).
+pub async fn group_lag(b: &Broker) -> Vec<GroupLag> {
+    let offsets = b
+        .groups
+        .runtime()
+        .read_loaded(|shard| shard.committed_offsets())
+        .await;
+    let mut out: Vec<GroupLag> = offsets
+        .into_iter()
+        .flatten()
+        .filter_map(|(group, topic, partition, committed)| {
+            let p = b.replicas.partition(&topic, partition)?;
+            Some(GroupLag {
+                end: p.high_watermark(),
+                group,
+                topic,
+                partition,
+                committed,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.group, &a.topic, a.partition).cmp(&(&b.group, &b.topic, b.partition)));
+    out
+}
+
+/// Renders every metric of the node in the Prometheus text format (reading the group
+/// coordinator's shards, hence async).
+pub async fn render(src: &MetricsSource) -> String {
+    let lag = match src.broker.get() {
+        Some(b) => group_lag(b).await,
+        None => Vec::new(),
+    };
+    render_with(src, &lag)
+}
+
+/// [`render`] with the consumer lag already gathered.
+pub fn render_with(src: &MetricsSource, lag: &[GroupLag]) -> String {
     let mut e = Exposition::new();
     let requests = src.request_metrics.snapshot();
 
@@ -181,6 +235,41 @@ pub fn render(src: &MetricsSource) -> String {
 
     if let Some(b) = src.broker.get() {
         render_broker(&mut e, b);
+    }
+
+    e.family(
+        "kafka_consumergroup_current_offset",
+        Kind::Gauge,
+        "A group's committed offset per partition (on the group's coordinator).",
+    );
+    for l in lag {
+        let p = l.partition.to_string();
+        e.sample(
+            "kafka_consumergroup_current_offset",
+            &[
+                ("consumergroup", &l.group),
+                ("topic", &l.topic),
+                ("partition", &p),
+            ],
+            l.committed as f64,
+        );
+    }
+    e.family(
+        "kafka_consumergroup_lag",
+        Kind::Gauge,
+        "High watermark minus the group's committed offset, per partition (on the group's coordinator, for partitions with a replica there).",
+    );
+    for l in lag {
+        let p = l.partition.to_string();
+        e.sample(
+            "kafka_consumergroup_lag",
+            &[
+                ("consumergroup", &l.group),
+                ("topic", &l.topic),
+                ("partition", &p),
+            ],
+            (l.end - l.committed).max(0) as f64,
+        );
     }
 
     if let Some(p) = process::read() {

@@ -163,10 +163,40 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
         "the hosted topic is listed: {before}"
     );
 
-    // Produce three batches of 10 records of 100-byte values: N bytes of record batches.
     let mut conn = nagare_client::Connection::connect(&kafka_addr.to_string(), "metrics-it")
         .await
         .expect("connect");
+    // A group that consumed everything so far (offset 0 of the empty topic) and stopped.
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s("stopped")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("metered")))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(0),
+                ]),
+        ]);
+    let mut code = -1;
+    for _ in 0..200 {
+        // FindCoordinator creates __consumer_offsets on first use, as Kafka does.
+        conn.send_version(&FindCoordinatorRequest::default().with_key(s("stopped")), 3)
+            .await
+            .expect("FindCoordinator");
+        let r = conn.send_version(&commit, 8).await.expect("OffsetCommit");
+        code = r.topics[0].partitions[0].error_code;
+        // The coordinator loads __consumer_offsets on first use (14, 15, 16 meanwhile).
+        if code == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(code, 0, "offset committed");
+
+    // Produce three batches of 10 records of 100-byte values: N bytes of record batches.
     let mut n = 0u64;
     for _ in 0..3 {
         let records = batch(10, 100);
@@ -265,9 +295,12 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
             "kafka_server_socket_server_metrics_connection_count{listener=\"PLAINTEXT\"}"
         ) >= 1.0
     );
+    // One node: it leads every partition (the topic and __consumer_offsets').
+    let leaders = value(&after, "kafka_server_replicamanager_leadercount");
+    assert!(leaders >= 1.0);
     assert_eq!(
-        value(&after, "kafka_server_replicamanager_leadercount"),
-        1.0
+        value(&after, "kafka_server_replicamanager_partitioncount"),
+        leaders
     );
     assert_eq!(
         value(
@@ -277,8 +310,28 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
         0.0
     );
     assert_eq!(value(&after, "nagare_ready"), 1.0);
+    // The stopped group's lag is the 30 records produced since its commit.
+    let group = "{consumergroup=\"stopped\",topic=\"metered\",partition=\"0\"}";
+    assert_eq!(
+        value(&after, &format!("kafka_consumergroup_lag{group}")),
+        30.0,
+        "{after}"
+    );
+    assert_eq!(
+        value(
+            &after,
+            &format!("kafka_consumergroup_current_offset{group}")
+        ),
+        0.0
+    );
+    assert!(after.contains(&format!("kafka_consumergroup_current_offset{group} 0\n")));
     // acks=all waited for the group commit's fsyncs.
-    assert!(value(&after, "kafka_log_logflushstats_logflushrateandtimems_count") >= 1.0);
+    assert!(
+        value(
+            &after,
+            "kafka_log_logflushstats_logflushrateandtimems_count"
+        ) >= 1.0
+    );
     assert!(after.contains("# TYPE kafka_server_replicamanager_isrshrinks_total counter"));
     assert!(
         value(
