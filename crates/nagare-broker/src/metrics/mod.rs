@@ -445,6 +445,42 @@ fn render_broker(e: &mut Exposition, b: &Broker) {
         e.family(family, Kind::Gauge, help);
         e.sample(family, &[], v);
     }
+    // The metadata quorum as this node sees it (Kafka's `raft-metrics`), and how far the
+    // applied image trails the committed metadata log.
+    if let Some(q) = b.quorum.get() {
+        let info = q.quorum_info();
+        let raft: [(&str, &str, f64); 3] = [
+            (
+                "kafka_server_raft_metrics_current_leader",
+                "The metadata quorum's leader as this node knows it (-1: none).",
+                info.leader_id.map_or(-1.0, f64::from),
+            ),
+            (
+                "kafka_server_raft_metrics_current_epoch",
+                "The metadata quorum's epoch.",
+                f64::from(info.epoch),
+            ),
+            (
+                "kafka_server_raft_metrics_high_watermark",
+                "The metadata log's high watermark (committed offset + 1).",
+                info.high_watermark as f64,
+            ),
+        ];
+        for (family, help, v) in raft {
+            e.family(family, Kind::Gauge, help);
+            e.sample(family, &[], v);
+        }
+        e.family(
+            "nagare_metadata_apply_lag_records",
+            Kind::Gauge,
+            "Committed metadata records this node has not applied yet (high watermark - 1 - last applied offset).",
+        );
+        e.sample(
+            "nagare_metadata_apply_lag_records",
+            &[],
+            (info.high_watermark - 1 - image.offset).max(0) as f64,
+        );
+    }
     e.family(
         "kafka_server_broker_metadata_metrics_last_applied_record_offset",
         Kind::Gauge,
