@@ -400,6 +400,16 @@ fn render_broker(e: &mut Exposition, b: &Broker) {
             v.load(std::sync::atomic::Ordering::Relaxed) as f64,
         );
     }
+    e.family(
+        "kafka_server_delayedoperationpurgatory_purgatorysize",
+        Kind::Gauge,
+        "Delayed operations waiting, counted once per partition they watch (delayed fetches only so far).",
+    );
+    e.sample(
+        "kafka_server_delayedoperationpurgatory_purgatorysize",
+        &[("delayedOperation", "Fetch")],
+        b.replicas.delayed_fetch_watchers() as f64,
+    );
     let flush = b.replicas.flush_latency.load();
     e.family(
         "kafka_log_logflushstats_logflushrateandtimems",

@@ -343,4 +343,61 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
         assert!(value(&after, "process_open_fds") > 0.0);
         assert!(value(&after, "process_resident_memory_bytes") > 0.0);
     }
+
+    // A consumer long-polling at the log end is parked in the delayed-fetch purgatory.
+    const PURGATORY: &str =
+        "kafka_server_delayedoperationpurgatory_purgatorysize{delayedOperation=\"Fetch\"}";
+    assert_eq!(value(&after, PURGATORY), 0.0);
+    let mut poller = nagare_client::Connection::connect(&kafka_addr.to_string(), "poller")
+        .await
+        .expect("connect");
+    let long_poll = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(5_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(TopicName(s("metered")))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(30)
+                .with_partition_max_bytes(1 << 20)])]);
+    let parked = tokio::spawn(async move { poller.send_version(&long_poll, 12).await });
+    let mut size = 0.0;
+    for _ in 0..100 {
+        size = value(&get(addr, "/metrics").await.1, PURGATORY);
+        if size == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(size, 1.0, "the long poll is parked");
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(TopicName(s("metered")))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch(1, 10))),
+            ])]);
+    conn.send_version(&req, 9).await.expect("Produce");
+    let r = tokio::time::timeout(Duration::from_secs(10), parked)
+        .await
+        .expect("woken by the produce")
+        .expect("task")
+        .expect("Fetch");
+    assert!(r.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .is_some_and(|b| !b.is_empty()));
+    for _ in 0..100 {
+        size = value(&get(addr, "/metrics").await.1, PURGATORY);
+        if size == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(size, 0.0, "the completed fetch left the purgatory");
 }

@@ -163,7 +163,6 @@ impl FetchWatchers {
     }
 
     /// How many fetches are parked here.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.parked.lock().len()
     }

@@ -701,6 +701,16 @@ impl ReplicaManager {
         }
     }
 
+    /// The delayed-fetch purgatory's size: parked fetches summed over the partitions they
+    /// watch (a fetch waiting on three partitions counts three times, as Kafka's
+    /// `PurgatorySize` counts watcher-list entries).
+    pub fn delayed_fetch_watchers(&self) -> usize {
+        self.all_partitions()
+            .iter()
+            .map(|p| p.fetch_watchers.len())
+            .sum()
+    }
+
     /// Fsyncs every log with unflushed data (the periodic flush for acks 0/1).
     pub fn flush_all(&self) {
         for p in self.all_partitions() {
