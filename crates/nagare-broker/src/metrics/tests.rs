@@ -343,6 +343,30 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
         assert!(value(&after, "process_open_fds") > 0.0);
         assert!(value(&after, "process_resident_memory_bytes") > 0.0);
     }
+    // Every series the Grafana dashboard in the repository queries is exported.
+    let dashboard = include_str!("../../../../docs/grafana/nagare-overview.json");
+    for token in dashboard.split(|c: char| !(c.is_ascii_lowercase() || c == '_')) {
+        if !["kafka_", "nagare_", "process_"]
+            .iter()
+            .any(|p| token.starts_with(p))
+        {
+            continue;
+        }
+        // The test broker's quorum is a stand-in without raft state (no `broker.quorum`).
+        if token == "nagare_metadata_apply_lag_records" || token.starts_with("kafka_server_raft_") {
+            assert!(t.broker.quorum.get().is_none());
+            continue;
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|x| token.strip_suffix(x))
+            .unwrap_or(token);
+        assert!(
+            after.contains(&format!("# TYPE {token} "))
+                || after.contains(&format!("# TYPE {family} histogram")),
+            "the dashboard queries {token}, which /metrics lacks"
+        );
+    }
 
     // A consumer long-polling at the log end is parked in the delayed-fetch purgatory.
     const PURGATORY: &str =
