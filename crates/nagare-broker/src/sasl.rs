@@ -3,21 +3,26 @@
 //! (`sasl.enabled.mechanisms`, PLAIN users from `sasl.jaas.config`), the per-connection
 //! session state, the gate that lets an unauthenticated connection send only ApiVersions,
 //! SaslHandshake and SaslAuthenticate, and the exchange itself, driving the sans-I/O
-//! mechanisms of `nagare-sasl`. SCRAM credentials come from the metadata image.
+//! mechanisms of `nagare-sasl`. SCRAM credentials come from the metadata image; OAUTHBEARER
+//! tokens are checked against a JWKS file (`sasl.oauthbearer.jwks.endpoint.url`), re-read
+//! when it changes.
 //!
 //! The Kafka-framed flow (SaslHandshake v1 + SaslAuthenticate) is what every current
 //! client uses; SaslHandshake v0 is followed by raw size-prefixed tokens (pre-KIP-152
 //! clients), which [`raw_token`] serves.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use parking_lot::Mutex;
 
 use nagare_protocol::error::ResponseError;
+use nagare_sasl::oauthbearer::{self, Jwks, OAuthBearerServer, ServerStep, ValidatorConfig};
 use nagare_sasl::scram::{ScramCredential, ScramMechanism, ScramServer};
 use nagare_sasl::{jaas, plain, SaslError, SUPPORTED_MECHANISMS};
 
@@ -33,6 +38,8 @@ pub struct ListenerSasl {
     pub mechanisms: Vec<String>,
     /// PLAIN users and passwords from the JAAS config (`user_<name>="<password>"`).
     plain_users: BTreeMap<String, String>,
+    /// OAUTHBEARER token checks, when the mechanism is enabled.
+    oauth: Option<Arc<OAuthSettings>>,
 }
 
 impl std::fmt::Debug for ListenerSasl {
@@ -41,6 +48,7 @@ impl std::fmt::Debug for ListenerSasl {
         f.debug_struct("ListenerSasl")
             .field("mechanisms", &self.mechanisms)
             .field("plain_users", &self.plain_users.keys().collect::<Vec<_>>())
+            .field("oauth", &self.oauth)
             .finish()
     }
 }
@@ -50,6 +58,154 @@ impl ListenerSasl {
     pub fn plain_user_names(&self) -> impl Iterator<Item = &str> {
         self.plain_users.keys().map(|s| s.as_str())
     }
+
+    /// The OAUTHBEARER settings, when the mechanism is enabled.
+    pub fn oauth(&self) -> Option<&OAuthSettings> {
+        self.oauth.as_deref()
+    }
+}
+
+/// A listener's OAUTHBEARER settings (KIP-768's broker side): the token checks and where
+/// the signing keys come from.
+#[derive(Debug)]
+pub struct OAuthSettings {
+    /// Audience, issuer, clock skew and principal claim.
+    pub validator: ValidatorConfig,
+    /// The JWKS file (`sasl.oauthbearer.jwks.endpoint.url=file://...`).
+    pub jwks_path: PathBuf,
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`: the file is re-read at least this often,
+    /// besides whenever its modification time or size changes.
+    pub refresh: Duration,
+    cache: Mutex<JwksCache>,
+}
+
+#[derive(Debug)]
+struct JwksCache {
+    jwks: Arc<Jwks>,
+    stamp: Option<(SystemTime, u64)>,
+    loaded_at: Instant,
+}
+
+fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn read_jwks(path: &std::path::Path) -> Result<Jwks, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read JWKS file {}: {e}", path.display()))?;
+    let jwks = Jwks::parse(&text).map_err(|e| format!("JWKS file {}: {e}", path.display()))?;
+    if jwks.is_empty() {
+        tracing::warn!(path = %path.display(), "the JWKS file holds no RSA or EC signing key: no OAUTHBEARER token can be accepted");
+    }
+    Ok(jwks)
+}
+
+impl OAuthSettings {
+    /// Reads the JWKS file once (a missing or broken file is a startup error).
+    pub fn new(
+        validator: ValidatorConfig,
+        jwks_path: PathBuf,
+        refresh: Duration,
+    ) -> Result<Self, String> {
+        let stamp = file_stamp(&jwks_path);
+        let jwks = read_jwks(&jwks_path)?;
+        Ok(OAuthSettings {
+            validator,
+            jwks_path,
+            refresh,
+            cache: Mutex::new(JwksCache {
+                jwks: Arc::new(jwks),
+                stamp,
+                loaded_at: Instant::now(),
+            }),
+        })
+    }
+
+    /// The current key set: re-read when the file changed or the refresh interval passed
+    /// (one `stat` per authentication). A file that became unreadable or invalid keeps the
+    /// previous keys, with a warning, as Kafka's refreshing JWKS keeps its last good set.
+    pub fn jwks(&self) -> Arc<Jwks> {
+        let mut cache = self.cache.lock();
+        let stamp = file_stamp(&self.jwks_path);
+        if stamp != cache.stamp || cache.loaded_at.elapsed() >= self.refresh {
+            match read_jwks(&self.jwks_path) {
+                Ok(jwks) => {
+                    if stamp != cache.stamp {
+                        tracing::info!(path = %self.jwks_path.display(), keys = jwks.len(), "reloaded the OAUTHBEARER JWKS file");
+                    }
+                    cache.jwks = Arc::new(jwks);
+                }
+                Err(e) => tracing::warn!(error = %e, "keeping the previous OAUTHBEARER keys"),
+            }
+            cache.stamp = stamp;
+            cache.loaded_at = Instant::now();
+        }
+        cache.jwks.clone()
+    }
+}
+
+/// An OAUTHBEARER setting of `listener`: Kafka's mechanism-prefixed key
+/// (`listener.name.<l>.oauthbearer.<key>`), else the listener-prefixed one, else the plain key.
+fn oauth_value<'a>(config: &'a BrokerConfig, listener: &str, key: &str) -> Option<&'a str> {
+    let lower = listener.to_ascii_lowercase();
+    config
+        .props
+        .get(&format!("listener.name.{lower}.oauthbearer.{key}"))
+        .map(|s| s.as_str())
+        .or_else(|| listener_value(config, listener, key))
+}
+
+/// Reads a listener's OAUTHBEARER settings. Only `file://` JWKS URLs are served yet; an
+/// unset URL is an error too, since Kafka's fallback (the *unsecured* validator, which
+/// accepts unsigned tokens) is not something Nagare offers.
+fn oauth_settings(config: &BrokerConfig, listener: &str) -> Result<OAuthSettings, String> {
+    let url_key = "sasl.oauthbearer.jwks.endpoint.url";
+    let url = oauth_value(config, listener, url_key).ok_or_else(|| {
+        format!("listener {listener} enables OAUTHBEARER but {url_key} is not set (Nagare validates tokens against a JWKS; the unsecured validator is not served)")
+    })?;
+    let path = url.trim().strip_prefix("file://").ok_or_else(|| {
+        format!("{url_key}: {url:?}: only file:// JWKS URLs are supported yet (https:// is not)")
+    })?;
+    if path.is_empty() {
+        return Err(format!("{url_key}: {url:?} names no file"));
+    }
+    let number = |key: &str, default: i64| -> Result<i64, String> {
+        match oauth_value(config, listener, key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("{key}: {v:?} is not a non-negative number")),
+        }
+    };
+    let validator = ValidatorConfig {
+        expected_audience: oauth_value(config, listener, "sasl.oauthbearer.expected.audience")
+            .map(|v| {
+                v.split(',')
+                    .map(|a| a.trim().to_string())
+                    .filter(|a| !a.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        expected_issuer: oauth_value(config, listener, "sasl.oauthbearer.expected.issuer")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty()),
+        clock_skew_seconds: number("sasl.oauthbearer.clock.skew.seconds", 30)?,
+        sub_claim_name: oauth_value(config, listener, "sasl.oauthbearer.sub.claim.name")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "sub".into()),
+    };
+    let refresh_ms = number("sasl.oauthbearer.jwks.endpoint.refresh.ms", 3_600_000)?;
+    OAuthSettings::new(
+        validator,
+        PathBuf::from(path),
+        Duration::from_millis(refresh_ms.max(1) as u64),
+    )
+    .map_err(|e| format!("listener {listener}: {e}"))
 }
 
 /// The node's SASL settings: one entry per SASL listener, plus the session settings.
@@ -137,11 +293,17 @@ impl SaslSettings {
                     tracing::warn!(listener = %l.name, "PLAIN is enabled but the JAAS config defines no user_<name> entries: no PLAIN login can succeed");
                 }
             }
+            let oauth = if mechanisms.iter().any(|m| m == "OAUTHBEARER") {
+                Some(Arc::new(oauth_settings(config, &l.name)?))
+            } else {
+                None
+            };
             listeners.insert(
                 l.name.clone(),
                 ListenerSasl {
                     mechanisms,
                     plain_users,
+                    oauth,
                 },
             );
         }
@@ -180,13 +342,21 @@ enum Phase {
     Handshaken { mechanism: String, raw: bool },
     /// A SCRAM exchange sent server-first; client-final is next.
     Scram { server: ScramServer, raw: bool },
+    /// An OAUTHBEARER token was refused and the RFC 7628 error challenge sent; the
+    /// client's `\x01` acknowledgement is next, then the exchange fails.
+    OAuthError {
+        server: OAuthBearerServer,
+        raw: bool,
+    },
 }
 
 impl Phase {
     fn raw(&self) -> bool {
         match self {
             Phase::Idle => false,
-            Phase::Handshaken { raw, .. } | Phase::Scram { raw, .. } => *raw,
+            Phase::Handshaken { raw, .. }
+            | Phase::Scram { raw, .. }
+            | Phase::OAuthError { raw, .. } => *raw,
         }
     }
 }
@@ -370,6 +540,8 @@ pub enum AuthOutcome {
 pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> AuthOutcome {
     let mut state = conn.sasl.state.lock();
     let phase = std::mem::take(&mut state.phase);
+    // OAUTHBEARER: the token's `exp` and the time it was checked, in ms since the epoch.
+    let mut credential_expires_at_ms: Option<(i64, i64)> = None;
     let (mechanism, step) = match phase {
         Phase::Idle => {
             tracing::warn!(peer = %conn.peer, "closing connection: SaslAuthenticate before SaslHandshake");
@@ -386,6 +558,41 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
             });
             (mechanism, result.map(|user| Some((user, Vec::new()))))
         }
+        Phase::Handshaken { mechanism, raw } if mechanism == "OAUTHBEARER" => {
+            let Some(oauth) = broker
+                .sasl
+                .listener(&conn.listener_name)
+                .and_then(|l| l.oauth())
+            else {
+                conn.sasl.request_close();
+                return AuthOutcome::Failed {
+                    error: ResponseError::SaslAuthenticationFailed,
+                    message: "OAUTHBEARER is not configured on this listener".into(),
+                };
+            };
+            let mut server = OAuthBearerServer::new();
+            let now_ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            match server.client_first(token, &oauth.jwks(), &oauth.validator, now_ms) {
+                Ok(ServerStep::Done(valid)) => {
+                    credential_expires_at_ms = Some((valid.expires_at_ms, now_ms));
+                    (mechanism, Ok(Some((valid.principal, Vec::new()))))
+                }
+                Ok(ServerStep::InvalidToken(why)) => {
+                    tracing::warn!(peer = %conn.peer, listener = %conn.listener_name,
+                        "OAUTHBEARER token refused: {why}");
+                    state.phase = Phase::OAuthError { server, raw };
+                    return AuthOutcome::Continue(oauthbearer::INVALID_TOKEN_CHALLENGE.to_vec());
+                }
+                Err(e) => (mechanism, Err(e)),
+            }
+        }
+        Phase::OAuthError { mut server, .. } => (
+            "OAUTHBEARER".to_string(),
+            Err(server.client_error_ack(token)),
+        ),
         Phase::Handshaken { mechanism, raw } => match ScramMechanism::from_name(&mechanism) {
             None => (
                 mechanism,
@@ -450,7 +657,7 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
                     ));
                 }
             }
-            let lifetime = broker.sasl.max_reauth_ms;
+            let lifetime = session_lifetime_ms(broker.sasl.max_reauth_ms, credential_expires_at_ms);
             state.session = Some(Session {
                 mechanism: mechanism.clone(),
                 principal: principal.clone(),
@@ -462,6 +669,26 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
             AuthOutcome::Done {
                 token,
                 session_lifetime_ms: i64::try_from(lifetime).unwrap_or(i64::MAX),
+            }
+        }
+    }
+}
+
+/// A session's KIP-368 lifetime in ms (0: unlimited): `connections.max.reauth.ms`, capped
+/// by the credential's own expiry when it has one (an OAUTHBEARER token's `exp`, given with
+/// the time it was checked), as Kafka's `SaslServerAuthenticator` computes it. A token
+/// expiring right now (accepted within the clock skew) still gets 1 ms, not "unlimited".
+fn session_lifetime_ms(max_reauth_ms: u64, credential: Option<(i64, i64)>) -> u64 {
+    match credential {
+        None => max_reauth_ms,
+        Some((expires_at_ms, now_ms)) => {
+            let left = u64::try_from(expires_at_ms.saturating_sub(now_ms))
+                .unwrap_or(0)
+                .max(1);
+            if max_reauth_ms > 0 {
+                left.min(max_reauth_ms)
+            } else {
+                left
             }
         }
     }

@@ -526,12 +526,14 @@ impl OAuthBearerServer {
     }
 
     /// Handles the client's answer to the error challenge: a lone `\x01` ends the exchange
-    /// with the validation failure; anything else is out of order.
+    /// with the failure; anything else is out of order. As Kafka's `OAuthBearerSaslServer`,
+    /// the client is told only the RFC 7628 status, not why (the broker logs that).
     pub fn client_error_ack(&mut self, message: &[u8]) -> SaslError {
         match self.pending_error.take() {
-            Some(why) if message == [1u8] => {
-                SaslError::AuthenticationFailed(format!("Authentication failed: {why}"))
-            }
+            Some(_) if message == [1u8] => SaslError::AuthenticationFailed(format!(
+                "Authentication failed: {}",
+                String::from_utf8_lossy(INVALID_TOKEN_CHALLENGE)
+            )),
             _ => SaslError::Malformed(
                 "unexpected message after the OAUTHBEARER error challenge".into(),
             ),
@@ -847,7 +849,7 @@ mod tests {
         ));
         assert!(matches!(
             s.client_error_ack(b"\x01"),
-            SaslError::AuthenticationFailed(m) if m.contains("expired")
+            SaslError::AuthenticationFailed(m) if m.contains("invalid_token")
         ));
         // Impersonation through the authorization id.
         let token = sign(&k, rs256(), claims());

@@ -207,10 +207,15 @@ pub(crate) fn check(key: &str, value: &str) -> Result<Option<String>, ConfigErro
             Ok(d.warning())
         }
         // Listener-prefixed SASL settings (`listener.name.<l>.sasl.enabled.mechanisms`,
-        // `listener.name.<l>.<mechanism>.sasl.jaas.config`) are read by `crate::sasl`.
+        // `listener.name.<l>.<mechanism>.sasl.jaas.config`,
+        // `listener.name.<l>.oauthbearer.sasl.oauthbearer.*`) are read by `crate::sasl`;
+        // Kafka's OAUTHBEARER setups also name the validator callback handler, which is
+        // what Nagare does built in.
         None if key.starts_with("listener.name.")
             && (key.ends_with(".sasl.enabled.mechanisms")
-                || key.ends_with(".sasl.jaas.config")) =>
+                || key.ends_with(".sasl.jaas.config")
+                || key.ends_with(".sasl.server.callback.handler.class")
+                || key.contains(".sasl.oauthbearer.")) =>
         {
             Ok(None)
         }
@@ -594,13 +599,27 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     unimplemented("controller.quorum.bootstrap.servers", LIST, Value(""), ReadOnly,
         "Dynamic KRaft quorums (KIP-853); Nagare's quorum is static (`controller.quorum.voters`)."),
     def("sasl.enabled.mechanisms", LIST, Value("GSSAPI"), Any, PerBroker,
-        "Mechanisms of the SASL listeners (per listener: `listener.name.<l>.sasl.enabled.mechanisms`): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512. Any other (Kafka's default GSSAPI too) is a startup error when a SASL listener exists."),
+        "Mechanisms of the SASL listeners (per listener: `listener.name.<l>.sasl.enabled.mechanisms`): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER. Any other (Kafka's default GSSAPI too) is a startup error when a SASL listener exists."),
     def("sasl.jaas.config", ConfigType::Password, Null, Any, PerBroker,
         "JAAS config of the SASL listeners; PLAIN users as `org.apache.kafka.common.security.plain.PlainLoginModule required user_<name>=\"<password>\";` (per listener: `listener.name.<l>.plain.sasl.jaas.config`). Never shown."),
     def("connections.max.reauth.ms", LONG, Value("0"), Range(0, I64), PerBroker,
         "KIP-368: lifetime of a SASL session, sent in SaslAuthenticate; a connection that has not re-authenticated by then is closed on its next request. 0: no limit."),
     def("connection.failed.authentication.delay.ms", INT, Value("100"), Range(0, I32), ReadOnly,
         "A failed SASL authentication is answered (and the connection closed) this much later, slowing password guessing."),
+    // OAUTHBEARER (KIP-768's broker-side validation); each also per listener as
+    // `listener.name.<l>.oauthbearer.<key>` (Kafka's spelling) or `listener.name.<l>.<key>`.
+    def("sasl.oauthbearer.jwks.endpoint.url", STRING, Null, Any, ReadOnly,
+        "Where OAUTHBEARER token signing keys (a JWKS) come from; required when OAUTHBEARER is enabled. Only `file://<path>` yet (re-read when the file changes); `https://` is a startup error."),
+    def("sasl.oauthbearer.jwks.endpoint.refresh.ms", LONG, Value("3600000"), Range(0, I64), ReadOnly,
+        "The JWKS file is also re-read at least this often."),
+    def("sasl.oauthbearer.expected.audience", LIST, Value(""), Any, ReadOnly,
+        "If set, a token's `aud` must hold one of these."),
+    def("sasl.oauthbearer.expected.issuer", STRING, Null, Any, ReadOnly,
+        "If set, a token's `iss` must equal it."),
+    def("sasl.oauthbearer.clock.skew.seconds", INT, Value("30"), Range(0, I32), ReadOnly,
+        "Tolerance for `exp` and `nbf` against the broker's clock."),
+    def("sasl.oauthbearer.sub.claim.name", STRING, Value("sub"), Any, ReadOnly,
+        "The token claim naming the principal (`User:<value>`)."),
     unimplemented("sasl.mechanism.controller.protocol", STRING, Value("GSSAPI"), ReadOnly,
         "SASL mechanism towards the controllers."),
     unimplemented("sasl.mechanism.inter.broker.protocol", STRING, Value("GSSAPI"), PerBroker,

@@ -43,6 +43,8 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod list_transactions;
 pub mod metadata;
+#[cfg(test)]
+mod oauth_tests;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sasl;
