@@ -18,6 +18,7 @@ pub mod handlers;
 pub mod limits;
 pub mod marker_sender;
 pub mod network;
+pub mod oauth_https;
 pub mod quorum;
 pub mod quotas;
 pub mod replica_fetcher;

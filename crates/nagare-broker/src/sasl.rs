@@ -71,12 +71,62 @@ impl ListenerSasl {
 pub struct OAuthSettings {
     /// Audience, issuer, clock skew and principal claim.
     pub validator: ValidatorConfig,
-    /// The JWKS file (`sasl.oauthbearer.jwks.endpoint.url=file://...`).
-    pub jwks_path: PathBuf,
-    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`: the file is re-read at least this often,
-    /// besides whenever its modification time or size changes.
+    /// Where the JWKS comes from.
+    pub source: JwksSource,
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`: a file is re-read at least this often
+    /// (besides whenever its modification time or size changes); a URL is fetched again
+    /// this often by a background thread.
     pub refresh: Duration,
     cache: Mutex<JwksCache>,
+}
+
+/// Where a listener's JWKS comes from (`sasl.oauthbearer.jwks.endpoint.url`).
+#[derive(Clone)]
+pub enum JwksSource {
+    /// `file://<path>`.
+    File(PathBuf),
+    /// `https://...`, with the TLS settings to fetch it.
+    Https {
+        /// The endpoint.
+        url: crate::oauth_https::HttpsUrl,
+        /// Roots from the JAAS option `ssl.truststore.location`, else the Mozilla roots.
+        tls: Arc<rustls::ClientConfig>,
+    },
+}
+
+impl std::fmt::Debug for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksSource::File(p) => write!(f, "file://{}", p.display()),
+            JwksSource::Https { url, .. } => {
+                write!(f, "https://{}:{}{}", url.host, url.port, url.path)
+            }
+        }
+    }
+}
+
+impl JwksSource {
+    /// Reads or fetches the key set (blocking).
+    fn load(&self) -> Result<Jwks, String> {
+        match self {
+            JwksSource::File(path) => read_jwks(path),
+            JwksSource::Https { url, tls } => {
+                let text = crate::oauth_https::get(url, tls)?;
+                let jwks = Jwks::parse(&text).map_err(|e| format!("JWKS from {self:?}: {e}"))?;
+                if jwks.is_empty() {
+                    tracing::warn!(source = ?self, "the JWKS holds no RSA or EC signing key: no OAUTHBEARER token can be accepted");
+                }
+                Ok(jwks)
+            }
+        }
+    }
+
+    fn stamp(&self) -> Option<(SystemTime, u64)> {
+        match self {
+            JwksSource::File(path) => file_stamp(path),
+            JwksSource::Https { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -102,37 +152,72 @@ fn read_jwks(path: &std::path::Path) -> Result<Jwks, String> {
 }
 
 impl OAuthSettings {
-    /// Reads the JWKS file once (a missing or broken file is a startup error).
+    /// Reads (or fetches) the JWKS once: a missing or broken one is a startup error, as in
+    /// Kafka, whose validator fails to configure without its keys. For an `https://`
+    /// source, a background thread re-fetches it every `refresh` while the settings live.
     pub fn new(
         validator: ValidatorConfig,
-        jwks_path: PathBuf,
+        source: JwksSource,
         refresh: Duration,
-    ) -> Result<Self, String> {
-        let stamp = file_stamp(&jwks_path);
-        let jwks = read_jwks(&jwks_path)?;
-        Ok(OAuthSettings {
+    ) -> Result<Arc<Self>, String> {
+        let stamp = source.stamp();
+        let jwks = source.load()?;
+        let https = matches!(source, JwksSource::Https { .. });
+        let settings = Arc::new(OAuthSettings {
             validator,
-            jwks_path,
+            source,
             refresh,
             cache: Mutex::new(JwksCache {
                 jwks: Arc::new(jwks),
                 stamp,
                 loaded_at: Instant::now(),
             }),
-        })
+        });
+        if https {
+            let weak = Arc::downgrade(&settings);
+            let spawned = std::thread::Builder::new()
+                .name("jwks-refresh".into())
+                .spawn(move || loop {
+                    std::thread::sleep(refresh);
+                    let Some(settings) = weak.upgrade() else {
+                        return;
+                    };
+                    settings.reload();
+                });
+            if let Err(e) = spawned {
+                return Err(format!("cannot start the JWKS refresh thread: {e}"));
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Fetches an `https://` JWKS again; a failure keeps the previous keys, with a warning.
+    fn reload(&self) {
+        match self.source.load() {
+            Ok(jwks) => {
+                let mut cache = self.cache.lock();
+                cache.jwks = Arc::new(jwks);
+                cache.loaded_at = Instant::now();
+            }
+            Err(e) => tracing::warn!(error = %e, "keeping the previous OAUTHBEARER keys"),
+        }
     }
 
     /// The current key set: re-read when the file changed or the refresh interval passed
     /// (one `stat` per authentication). A file that became unreadable or invalid keeps the
     /// previous keys, with a warning, as Kafka's refreshing JWKS keeps its last good set.
+    /// An `https://` source is refreshed by its own thread; this only reads the cache.
     pub fn jwks(&self) -> Arc<Jwks> {
+        let JwksSource::File(path) = &self.source else {
+            return self.cache.lock().jwks.clone();
+        };
         let mut cache = self.cache.lock();
-        let stamp = file_stamp(&self.jwks_path);
+        let stamp = file_stamp(path);
         if stamp != cache.stamp || cache.loaded_at.elapsed() >= self.refresh {
-            match read_jwks(&self.jwks_path) {
+            match read_jwks(path) {
                 Ok(jwks) => {
                     if stamp != cache.stamp {
-                        tracing::info!(path = %self.jwks_path.display(), keys = jwks.len(), "reloaded the OAUTHBEARER JWKS file");
+                        tracing::info!(path = %path.display(), keys = jwks.len(), "reloaded the OAUTHBEARER JWKS file");
                     }
                     cache.jwks = Arc::new(jwks);
                 }
@@ -156,20 +241,57 @@ fn oauth_value<'a>(config: &'a BrokerConfig, listener: &str, key: &str) -> Optio
         .or_else(|| listener_value(config, listener, key))
 }
 
-/// Reads a listener's OAUTHBEARER settings. Only `file://` JWKS URLs are served yet; an
-/// unset URL is an error too, since Kafka's fallback (the *unsecured* validator, which
-/// accepts unsigned tokens) is not something Nagare offers.
-fn oauth_settings(config: &BrokerConfig, listener: &str) -> Result<OAuthSettings, String> {
+/// The TLS client settings for an `https://` JWKS: Kafka reads them from the OAUTHBEARER
+/// JAAS options (`ssl.truststore.location`, a PEM file here), else the public roots.
+fn jwks_tls(config: &BrokerConfig, listener: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let lower = listener.to_ascii_lowercase();
+    let key = format!("listener.name.{lower}.oauthbearer.sasl.jaas.config");
+    let entry = match config
+        .props
+        .get(&key)
+        .or_else(|| config.props.get("sasl.jaas.config"))
+    {
+        Some(text) => Some(jaas::parse(text).map_err(|e| format!("{key}: {e}"))?),
+        None => None,
+    };
+    let truststore = entry
+        .filter(|e| e.login_module == jaas::OAUTHBEARER_LOGIN_MODULE)
+        .and_then(|e| e.options.get("ssl.truststore.location").cloned());
+    let pem = match &truststore {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("{key}: ssl.truststore.location {path:?}: {e}"))?,
+        ),
+        None => None,
+    };
+    crate::oauth_https::client_config(pem.as_deref())
+        .map_err(|e| format!("{key}: ssl.truststore.location: {e}"))
+}
+
+/// Reads a listener's OAUTHBEARER settings. An unset JWKS URL is an error, since Kafka's
+/// fallback (the *unsecured* validator, which accepts unsigned tokens) is not something
+/// Nagare offers.
+fn oauth_settings(config: &BrokerConfig, listener: &str) -> Result<Arc<OAuthSettings>, String> {
     let url_key = "sasl.oauthbearer.jwks.endpoint.url";
     let url = oauth_value(config, listener, url_key).ok_or_else(|| {
         format!("listener {listener} enables OAUTHBEARER but {url_key} is not set (Nagare validates tokens against a JWKS; the unsecured validator is not served)")
     })?;
-    let path = url.trim().strip_prefix("file://").ok_or_else(|| {
-        format!("{url_key}: {url:?}: only file:// JWKS URLs are supported yet (https:// is not)")
-    })?;
-    if path.is_empty() {
-        return Err(format!("{url_key}: {url:?} names no file"));
-    }
+    let url = url.trim();
+    let source = if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(format!("{url_key}: {url:?} names no file"));
+        }
+        JwksSource::File(PathBuf::from(path))
+    } else if url.starts_with("https://") {
+        JwksSource::Https {
+            url: crate::oauth_https::HttpsUrl::parse(url).map_err(|e| format!("{url_key}: {e}"))?,
+            tls: jwks_tls(config, listener)?,
+        }
+    } else {
+        return Err(format!(
+            "{url_key}: {url:?}: only file:// and https:// JWKS URLs are supported"
+        ));
+    };
     let number = |key: &str, default: i64| -> Result<i64, String> {
         match oauth_value(config, listener, key) {
             None => Ok(default),
@@ -202,7 +324,7 @@ fn oauth_settings(config: &BrokerConfig, listener: &str) -> Result<OAuthSettings
     let refresh_ms = number("sasl.oauthbearer.jwks.endpoint.refresh.ms", 3_600_000)?;
     OAuthSettings::new(
         validator,
-        PathBuf::from(path),
+        source,
         Duration::from_millis(refresh_ms.max(1) as u64),
     )
     .map_err(|e| format!("listener {listener}: {e}"))
@@ -294,7 +416,7 @@ impl SaslSettings {
                 }
             }
             let oauth = if mechanisms.iter().any(|m| m == "OAUTHBEARER") {
-                Some(Arc::new(oauth_settings(config, &l.name)?))
+                Some(oauth_settings(config, &l.name)?)
             } else {
                 None
             };

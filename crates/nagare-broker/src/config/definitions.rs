@@ -609,9 +609,9 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     // OAUTHBEARER (KIP-768's broker-side validation); each also per listener as
     // `listener.name.<l>.oauthbearer.<key>` (Kafka's spelling) or `listener.name.<l>.<key>`.
     def("sasl.oauthbearer.jwks.endpoint.url", STRING, Null, Any, ReadOnly,
-        "Where OAUTHBEARER token signing keys (a JWKS) come from; required when OAUTHBEARER is enabled. Only `file://<path>` yet (re-read when the file changes); `https://` is a startup error."),
+        "Where OAUTHBEARER token signing keys (a JWKS) come from; required when OAUTHBEARER is enabled: `file://<path>` (re-read when the file changes) or `https://...` (fetched at startup, then every refresh interval; CA from the OAUTHBEARER JAAS option `ssl.truststore.location`, a PEM file, else the Mozilla roots)."),
     def("sasl.oauthbearer.jwks.endpoint.refresh.ms", LONG, Value("3600000"), Range(0, I64), ReadOnly,
-        "The JWKS file is also re-read at least this often."),
+        "How often an `https://` JWKS is fetched again (a file is also re-read at least this often)."),
     def("sasl.oauthbearer.expected.audience", LIST, Value(""), Any, ReadOnly,
         "If set, a token's `aud` must hold one of these."),
     def("sasl.oauthbearer.expected.issuer", STRING, Null, Any, ReadOnly,

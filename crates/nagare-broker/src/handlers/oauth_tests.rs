@@ -1,7 +1,8 @@
 //! SASL/OAUTHBEARER on a SASL_PLAINTEXT listener, in process: a JWT signed by a key of the
 //! JWKS file authenticates as its `sub` with a session no longer than the token; a refused
 //! token gets RFC 7628's error challenge, then SASL_AUTHENTICATION_FAILED and a close; the
-//! JWKS file is re-read when it changes; configuration errors name the key.
+//! JWKS file is re-read when it changes, an `https://` JWKS is fetched and refreshed;
+//! configuration errors name the key.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -273,12 +274,9 @@ fn oauthbearer_configuration_errors() {
     };
     let e = load(&[]).expect_err("no JWKS");
     assert!(e.contains("sasl.oauthbearer.jwks.endpoint.url"), "{e}");
-    let e = load(&[(
-        "sasl.oauthbearer.jwks.endpoint.url",
-        "https://idp.test/jwks",
-    )])
-    .expect_err("https");
-    assert!(e.contains("only file://"), "{e}");
+    let e =
+        load(&[("sasl.oauthbearer.jwks.endpoint.url", "http://idp.test/jwks")]).expect_err("http");
+    assert!(e.contains("only file:// and https://"), "{e}");
     let e = load(&[(
         "sasl.oauthbearer.jwks.endpoint.url",
         "file:///nonexistent/jwks.json",
@@ -307,4 +305,136 @@ fn oauthbearer_configuration_errors() {
     assert_eq!(o.validator.expected_audience, vec!["a", "b"]);
     assert_eq!(o.validator.sub_claim_name, "sub");
     assert_eq!(o.jwks().len(), 1);
+}
+
+/// A tiny HTTPS server (self-signed certificate for `localhost`) answering every GET with
+/// the current JWKS, standing in for an identity provider's JWKS endpoint.
+struct JwksServer {
+    port: u16,
+    body: Arc<parking_lot::Mutex<String>>,
+    ca_pem: String,
+}
+
+impl JwksServer {
+    fn start(jwks: Value) -> JwksServer {
+        use std::io::{Read, Write};
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        let ca_pem = certified.cert.pem();
+        let chain = vec![certified.cert.der().clone()];
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("server config"),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let body = Arc::new(parking_lot::Mutex::new(jwks.to_string()));
+        let served = body.clone();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { continue };
+                let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                    continue;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let answer = if text.starts_with("GET /jwks.json ") {
+                    let body = served.lock().clone();
+                    format!("HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                } else {
+                    "HTTP/1.0 404 Not Found\r\n\r\n".to_string()
+                };
+                let _ = tls.write_all(answer.as_bytes());
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        });
+        JwksServer { port, body, ca_pem }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauthbearer_jwks_over_https_is_fetched_and_refreshed() {
+    let k1 = Key::new("k1");
+    let k2 = Key::new("k2");
+    let server = JwksServer::start(json!({"keys": [k1.jwk()]}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("idp-ca.pem");
+    std::fs::write(&ca, &server.ca_pem).expect("write ca");
+    let url = format!("https://localhost:{}/jwks.json", server.port);
+    let jaas = format!(
+        "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required ssl.truststore.location=\"{}\";",
+        ca.display()
+    );
+    let props = [
+        (
+            "listeners",
+            "PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
+        ),
+        (
+            "listener.security.protocol.map",
+            "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ),
+        ("sasl.enabled.mechanisms", "OAUTHBEARER"),
+        ("sasl.oauthbearer.jwks.endpoint.url", url.as_str()),
+        ("sasl.oauthbearer.jwks.endpoint.refresh.ms", "200"),
+        ("listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config", jaas.as_str()),
+        ("connection.failed.authentication.delay.ms", "10"),
+    ];
+    let t = TestBroker::build(&props, None).await;
+    let (conn, a) = login(&t, &k1.sign(claims("alice", 120))).await;
+    assert_eq!(a.error_code, 0, "{:?}", a.error_message);
+    assert_eq!(conn.principal(), KafkaPrincipal::user("alice"));
+    refused(&t, &k2.sign(claims("bob", 120))).await;
+    // The endpoint rotates its keys; the refresh thread picks them up.
+    *server.body.lock() = json!({"keys": [k1.jwk(), k2.jwk()]}).to_string();
+    let mut accepted = false;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (_, a) = login(&t, &k2.sign(claims("bob", 120))).await;
+        if a.error_code == 0 && a.auth_bytes.is_empty() {
+            accepted = true;
+            break;
+        }
+    }
+    assert!(accepted, "the rotated key was never fetched");
+
+    // Without the JAAS trust store the self-signed endpoint is not trusted: a startup error.
+    use crate::config::BrokerConfig;
+    use crate::sasl::SaslSettings;
+    let mut untrusted: BTreeMap<String, String> = props
+        .iter()
+        .filter(|(k, _)| !k.ends_with("jaas.config"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (c, _) = BrokerConfig::from_props(untrusted.clone()).expect("config");
+    let e = SaslSettings::from_config(&c).expect_err("untrusted certificate");
+    assert!(e.contains("GET https://localhost"), "{e}");
+    untrusted.insert(
+        "sasl.oauthbearer.jwks.endpoint.url".into(),
+        format!("https://localhost:{}/missing", server.port),
+    );
+    untrusted.insert(
+        "listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config".into(),
+        jaas.clone(),
+    );
+    let (c, _) = BrokerConfig::from_props(untrusted).expect("config");
+    let e = SaslSettings::from_config(&c).expect_err("404");
+    assert!(e.contains("404"), "{e}");
 }
