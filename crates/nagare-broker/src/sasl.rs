@@ -78,7 +78,15 @@ pub struct OAuthSettings {
     /// this often by a background thread.
     pub refresh: Duration,
     cache: Mutex<JwksCache>,
+    /// Wakes an `https://` source's refresh thread early (a token named an unknown `kid`).
+    wake: Arc<(Mutex<bool>, parking_lot::Condvar)>,
+    /// When a refresh was last expedited (at most one per [`EXPEDITE_INTERVAL`]).
+    last_expedite: Mutex<Option<Instant>>,
 }
+
+/// The shortest time between two expedited JWKS fetches, so tokens with made-up `kid`s
+/// cannot make the broker hammer the identity provider.
+const EXPEDITE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Where a listener's JWKS comes from (`sasl.oauthbearer.jwks.endpoint.url`).
 #[derive(Clone)]
@@ -172,13 +180,22 @@ impl OAuthSettings {
                 stamp,
                 loaded_at: Instant::now(),
             }),
+            wake: Arc::new((Mutex::new(false), parking_lot::Condvar::new())),
+            last_expedite: Mutex::new(None),
         });
         if https {
             let weak = Arc::downgrade(&settings);
+            let wake = settings.wake.clone();
             let spawned = std::thread::Builder::new()
                 .name("jwks-refresh".into())
                 .spawn(move || loop {
-                    std::thread::sleep(refresh);
+                    {
+                        let mut woken = wake.0.lock();
+                        if !*woken {
+                            wake.1.wait_for(&mut woken, refresh);
+                        }
+                        *woken = false;
+                    }
                     let Some(settings) = weak.upgrade() else {
                         return;
                     };
@@ -189,6 +206,24 @@ impl OAuthSettings {
             }
         }
         Ok(settings)
+    }
+
+    /// Asks for an early fetch of an `https://` JWKS because a token named a `kid` it does not
+    /// hold (the identity provider may have rotated its keys), as Kafka's
+    /// `RefreshingHttpsJwks.maybeExpediteRefresh` does; rate-limited. The token at hand is
+    /// still refused; the client's next attempt meets the new keys.
+    pub fn expedite_refresh(&self) {
+        if !matches!(self.source, JwksSource::Https { .. }) {
+            return;
+        }
+        let mut last = self.last_expedite.lock();
+        if last.is_some_and(|t| t.elapsed() < EXPEDITE_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::info!(source = ?self.source, "a token names an unknown kid: fetching the JWKS early");
+        *self.wake.0.lock() = true;
+        self.wake.1.notify_one();
     }
 
     /// Fetches an `https://` JWKS again; a failure keeps the previous keys, with a warning.
@@ -697,7 +732,8 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
                 .unwrap_or(0);
-            match server.client_first(token, &oauth.jwks(), &oauth.validator, now_ms) {
+            let jwks = oauth.jwks();
+            match server.client_first(token, &jwks, &oauth.validator, now_ms) {
                 Ok(ServerStep::Done(valid)) => {
                     credential_expires_at_ms = Some((valid.expires_at_ms, now_ms));
                     (mechanism, Ok(Some((valid.principal, Vec::new()))))
@@ -705,6 +741,12 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
                 Ok(ServerStep::InvalidToken(why)) => {
                     tracing::warn!(peer = %conn.peer, listener = %conn.listener_name,
                         "OAUTHBEARER token refused: {why}");
+                    let kid = oauthbearer::parse_client_initial_response(token)
+                        .ok()
+                        .and_then(|first| oauthbearer::token_kid(&first.token));
+                    if kid.is_some_and(|k| !jwks.has_kid(&k)) {
+                        oauth.expedite_refresh();
+                    }
                     state.phase = Phase::OAuthError { server, raw };
                     return AuthOutcome::Continue(oauthbearer::INVALID_TOKEN_CHALLENGE.to_vec());
                 }

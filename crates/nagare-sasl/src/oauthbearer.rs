@@ -297,6 +297,11 @@ impl Jwks {
         Ok(Jwks { keys })
     }
 
+    /// Whether a key with this `kid` is in the set.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
     /// How many usable keys the set holds.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -375,6 +380,14 @@ fn numeric_date(claims: &Value, name: &str) -> Result<Option<i64>, String> {
             .map(|s| Some((s * 1000.0) as i64))
             .ok_or_else(|| format!("claim {name} is not a number")),
     }
+}
+
+/// The `kid` of a compact JWS's header, if it has a readable one (before any validation:
+/// for deciding whether the key set may be stale).
+pub fn token_kid(token: &str) -> Option<String> {
+    let header = URL_SAFE_NO_PAD.decode(token.split('.').next()?).ok()?;
+    let header: Value = serde_json::from_slice(&header).ok()?;
+    header.get("kid")?.as_str().map(str::to_string)
 }
 
 fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, String> {
@@ -745,6 +758,9 @@ mod tests {
     fn unknown_kid_and_mismatched_key() {
         let k = keys();
         let t = sign(&k, json!({"alg": "RS256", "kid": "rotated-away"}), claims());
+        assert_eq!(token_kid(&t).as_deref(), Some("rotated-away"));
+        assert!(!k.jwks.has_kid("rotated-away") && k.jwks.has_kid("rsa1"));
+        assert_eq!(token_kid("%%.x.y"), None);
         let err = validate_token(&t, &k.jwks, &config(), NOW_MS).unwrap_err();
         assert!(err.contains("no key with kid"), "{err}");
         // An RSA signature claiming the EC key's kid does not find a fitting key.
