@@ -170,6 +170,78 @@ impl SaslSettings {
     }
 }
 
+/// `sasl.mechanism.inter.broker.protocol`: the mechanism of this node's connections to
+/// other brokers' inter-broker listener.
+pub const INTER_BROKER_MECHANISM_KEY: &str = "sasl.mechanism.inter.broker.protocol";
+/// `sasl.mechanism.controller.protocol`: the mechanism of this node's connections to the
+/// controllers' listener.
+pub const CONTROLLER_MECHANISM_KEY: &str = "sasl.mechanism.controller.protocol";
+
+/// The SASL login this node uses on its own connections to `listener` (replica fetchers,
+/// marker sender and KIP-890 verification towards the inter-broker listener; controller
+/// channel and quorum peers towards the controller listener), as Kafka's inter-broker
+/// client does: `None` unless the listener is SASL_PLAINTEXT or SASL_SSL; else the
+/// mechanism from `mechanism_key` (Kafka's default GSSAPI is not served, so it must be set)
+/// and `username` / `password` from that listener's JAAS config for the mechanism
+/// (`listener.name.<l>.<mechanism lower>.sasl.jaas.config`, else `sasl.jaas.config`).
+/// When this node serves the listener itself, the mechanism must be enabled on it (Kafka's
+/// KafkaConfig check). Errors name the key to fix.
+pub fn inter_node_credentials(
+    config: &BrokerConfig,
+    listener: &str,
+    mechanism_key: &str,
+) -> Result<Option<nagare_client::SaslCredentials>, String> {
+    if !config.security_protocol(listener).uses_sasl() {
+        return Ok(None);
+    }
+    let mechanism = config
+        .props
+        .get(mechanism_key)
+        .map(|m| m.trim().to_string())
+        .unwrap_or_else(|| "GSSAPI".to_string());
+    if !SUPPORTED_MECHANISMS.contains(&mechanism.as_str()) {
+        return Err(format!(
+            "listener {listener} is {} and this node connects to it: set {mechanism_key} to one of {} (it is {mechanism})",
+            config.security_protocol(listener).name(),
+            SUPPORTED_MECHANISMS.join(", ")
+        ));
+    }
+    if config.listeners.iter().any(|l| l.name == listener) {
+        let enabled =
+            listener_value(config, listener, "sasl.enabled.mechanisms").unwrap_or("GSSAPI");
+        if !enabled.split(',').any(|m| m.trim() == mechanism) {
+            return Err(format!(
+                "{mechanism_key}={mechanism} is not in the sasl.enabled.mechanisms of listener {listener} ({enabled})"
+            ));
+        }
+    }
+    let key = format!(
+        "listener.name.{}.{}.sasl.jaas.config",
+        listener.to_ascii_lowercase(),
+        mechanism.to_ascii_lowercase()
+    );
+    let text = config
+        .props
+        .get(&key)
+        .or_else(|| config.props.get("sasl.jaas.config"))
+        .ok_or_else(|| {
+            format!("{mechanism_key}={mechanism}: set {key} with the username and password this node logs in with")
+        })?;
+    let entry = jaas::parse(text).map_err(|e| format!("{key}: {e}"))?;
+    let option = |name: &str| {
+        entry
+            .options
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("{key}: no {name}=\"...\" option for this node's own login"))
+    };
+    Ok(Some(nagare_client::SaslCredentials {
+        mechanism,
+        username: option("username")?,
+        password: option("password")?,
+    }))
+}
+
 /// Where one connection's SASL exchange stands.
 #[derive(Debug, Default)]
 enum Phase {

@@ -143,6 +143,58 @@ impl Stream {
     }
 }
 
+/// A connection's byte stream once it has been handed over by [`Connection::into_stream`]:
+/// plain TCP or TLS, already past ApiVersions and SASL. Frames written on it are the
+/// caller's business (Nagare's controller channel forwards raw request frames on it).
+#[derive(Debug)]
+pub struct ConnectionStream(Stream);
+
+impl tokio::io::AsyncRead for ConnectionStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ConnectionStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The host part of `host:port` (`[v6]:port` too), for TLS server name checking.
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
@@ -257,6 +309,16 @@ impl Connection {
             conn.authenticate(&creds).await?;
         }
         Ok(conn)
+    }
+
+    /// Hands over the byte stream (past ApiVersions and, with [`ConnectionOptions::sasl`],
+    /// authenticated), for a caller that writes already-encoded request frames itself. A
+    /// broken connection (an exchange interrupted half-way) is refused.
+    pub fn into_stream(self) -> Result<ConnectionStream> {
+        if self.in_flight {
+            return Err(Error::ConnectionBroken { addr: self.addr });
+        }
+        Ok(ConnectionStream(self.stream))
     }
 
     /// SaslHandshake v1 for `creds.mechanism`, then the mechanism's SaslAuthenticate

@@ -1,0 +1,332 @@
+//! The secured cluster of issue 14, with real processes: 3 controllers and 3 brokers whose
+//! client, inter-broker and controller listeners are all SASL_SSL (a CA and certificates made
+//! here), with the StandardAuthorizer and the inter-node users as the only super users.
+//! Brokers log in to the controllers with PLAIN (`sasl.mechanism.controller.protocol`, the
+//! quorum's voters to each other too) and to each other with SCRAM-SHA-512
+//! (`sasl.mechanism.inter.broker.protocol`, the user created by `storage format
+//! --add-scram`). An RF=3 `acks=all` topic is produced and consumed by a SCRAM user holding
+//! only topic ACLs, and that user's forged follower Fetch (replica_id ≥ 0) is refused with
+//! CLUSTER_AUTHORIZATION_FAILED without moving the high watermark.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::block_on;
+use common::cluster::TestCluster;
+use common::replication::{eventually, sorted};
+use nagare_client::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use nagare_client::kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use nagare_client::kafka_protocol::protocol::StrBytes;
+use nagare_client::{
+    acl_code, Acks, AclBinding, Client, ClientConfig, Compression, Connection, ConnectionOptions,
+    NewTopic, OffsetSpec, ProduceRecord, ResponseError, SaslCredentials, OPERATIONS,
+};
+
+const TOPIC: &str = "guarded";
+const READY: Duration = Duration::from_secs(60);
+/// The brokers' inter-broker user (SCRAM) and the controllers' user (PLAIN): the super users.
+const BROKER_USER: (&str, &str) = ("broker", "broker-secret");
+const CONTROLLER_USER: (&str, &str) = ("controller", "controller-secret");
+/// An ordinary client with topic ACLs only.
+const ALICE: (&str, &str) = ("alice", "alice-secret");
+
+/// Writes the CA's PEM and the nodes' (key + chain) PEM, valid for 127.0.0.1; returns their
+/// paths.
+fn pki(dir: &std::path::Path) -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(vec![]).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "cluster-ca");
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("params");
+    p.distinguished_name.push(DnType::CommonName, "nagare-node");
+    let key = KeyPair::generate().expect("key");
+    let cert = p.signed_by(&key, &ca_cert, &ca_key).expect("sign");
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).expect("write CA");
+    let node_path = dir.join("node.pem");
+    std::fs::write(&node_path, format!("{}{}", key.serialize_pem(), cert.pem()))
+        .expect("write node key store");
+    (
+        ca_path.display().to_string(),
+        node_path.display().to_string(),
+    )
+}
+
+/// Connection options speaking TLS (trusting `ca`) and logging in as `user` with SCRAM.
+fn options(ca: &str, user: (&str, &str)) -> ConnectionOptions {
+    let mut props = std::collections::BTreeMap::new();
+    props.insert("ssl.truststore.location".to_string(), ca.to_string());
+    let tls = nagare_broker::tls::TlsSettings::from_props(&props, None)
+        .and_then(|s| s.client_config())
+        .expect("client TLS");
+    ConnectionOptions {
+        tls: Some(nagare_client::TlsOptions {
+            config: Arc::new(tls),
+            server_name: None,
+        }),
+        sasl: Some(SaslCredentials {
+            mechanism: "SCRAM-SHA-512".to_string(),
+            username: user.0.to_string(),
+            password: user.1.to_string(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn client_config(bootstrap: &str, ca: &str, user: (&str, &str)) -> ClientConfig {
+    let mut config = ClientConfig::new(bootstrap);
+    config.connection = options(ca, user);
+    config
+}
+
+#[test]
+fn sasl_ssl_everywhere_with_acls() {
+    let pki_dir = tempfile::tempdir().expect("dir");
+    let (ca, keystore) = pki(pki_dir.path());
+    let scram_jaas = format!(
+        "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{}\" password=\"{}\";",
+        BROKER_USER.0, BROKER_USER.1
+    );
+    let plain_jaas = format!(
+        "org.apache.kafka.common.security.plain.PlainLoginModule required username=\"{0}\" password=\"{1}\" user_{0}=\"{1}\";",
+        CONTROLLER_USER.0, CONTROLLER_USER.1
+    );
+    let extra = [
+        // The harness's listener names: PLAINTEXT is the client and inter-broker listener.
+        "listener.security.protocol.map=CONTROLLER:SASL_SSL,PLAINTEXT:SASL_SSL".to_string(),
+        "ssl.keystore.type=PEM".to_string(),
+        format!("ssl.keystore.location={keystore}"),
+        "ssl.truststore.type=PEM".to_string(),
+        format!("ssl.truststore.location={ca}"),
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN".to_string(),
+        format!("listener.name.controller.plain.sasl.jaas.config={plain_jaas}"),
+        "sasl.mechanism.controller.protocol=PLAIN".to_string(),
+        "listener.name.plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512".to_string(),
+        format!("listener.name.plaintext.scram-sha-512.sasl.jaas.config={scram_jaas}"),
+        "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512".to_string(),
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer".to_string(),
+        format!(
+            "super.users=User:{};User:{}",
+            BROKER_USER.0, CONTROLLER_USER.0
+        ),
+        "replica.lag.time.max.ms=10000".to_string(),
+    ];
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let mut cluster = TestCluster::new(3, 3, &extra);
+    // The SCRAM users the cluster starts with (KIP-900), in the bootstrap metadata.
+    let broker_scram = format!(
+        "SCRAM-SHA-512=[name={},password={}]",
+        BROKER_USER.0, BROKER_USER.1
+    );
+    let alice_scram = format!("SCRAM-SHA-512=[name={},password={}]", ALICE.0, ALICE.1);
+    for id in cluster.node_ids() {
+        cluster.reformat(
+            id,
+            &["--add-scram", &broker_scram, "--add-scram", &alice_scram],
+        );
+    }
+    cluster.start_all(READY);
+    let bootstrap = cluster.bootstrap();
+    let admin = || client_config(&bootstrap, &ca, BROKER_USER);
+    let alice = || client_config(&bootstrap, &ca, ALICE);
+
+    // Every broker registered with the controllers (over SASL_SSL) and the topic's three
+    // replicas are in sync: the followers fetch from the leader over SASL_SSL with SCRAM.
+    eventually(
+        Duration::from_secs(40),
+        "the topic on three brokers",
+        || {
+            block_on(async {
+                let mut c = Client::connect(admin()).await.ok()?;
+                let created = c
+                    .create_topics(
+                        &[NewTopic::new(TOPIC)
+                            .with_partitions(1)
+                            .with_replication_factor(3)],
+                        false,
+                    )
+                    .await;
+                match created {
+                    Ok(()) => Some(()),
+                    Err(e) if e.kafka_error() == Some(ResponseError::TopicAlreadyExists) => {
+                        Some(())
+                    }
+                    Err(_) => None,
+                }
+            })
+        },
+    );
+    let state = eventually(Duration::from_secs(30), "the full ISR", || {
+        block_on(async {
+            let mut c = Client::connect(admin()).await.ok()?;
+            let t = c.topic_metadata(TOPIC).await.ok()?;
+            let p = t.partition(0)?.clone();
+            (p.leader >= 0 && sorted(p.isr.clone()) == vec![101, 102, 103]).then_some(p)
+        })
+    });
+
+    // Without ACLs alice may not write.
+    block_on(async {
+        let mut c = Client::connect(alice()).await.expect("alice connects");
+        let e = c
+            .produce(
+                TOPIC,
+                0,
+                vec![ProduceRecord::new("nope")],
+                Acks::All,
+                Compression::None,
+            )
+            .await
+            .expect_err("no ACL yet");
+        assert!(
+            matches!(
+                e.kafka_error(),
+                Some(ResponseError::TopicAuthorizationFailed)
+            ),
+            "{e}"
+        );
+    });
+    // The admin (a super user) grants alice Describe, Write and Read on the topic.
+    block_on(async {
+        let mut c = Client::connect(admin()).await.expect("admin connects");
+        let acls: Vec<AclBinding> = ["Describe", "Write", "Read"]
+            .iter()
+            .map(|op| AclBinding {
+                resource_type: 2,
+                resource_name: TOPIC.to_string(),
+                pattern_type: 3,
+                principal: format!("User:{}", ALICE.0),
+                host: "*".to_string(),
+                operation: acl_code(OPERATIONS, op).expect("operation"),
+                permission_type: 3,
+            })
+            .collect();
+        c.create_acls(&acls).await.expect("create ACLs");
+    });
+
+    // acks=all completes only once both followers fetched the records (SCRAM over TLS).
+    let values: Vec<String> = (0..300).map(|i| format!("guarded-{i}")).collect();
+    eventually(Duration::from_secs(15), "alice's first write", || {
+        block_on(async {
+            let mut c = Client::connect(alice()).await.ok()?;
+            c.produce(
+                TOPIC,
+                0,
+                values[..100]
+                    .iter()
+                    .map(|v| ProduceRecord::new(v.clone()))
+                    .collect(),
+                Acks::All,
+                Compression::None,
+            )
+            .await
+            .ok()
+        })
+    });
+    block_on(async {
+        let mut c = Client::connect(alice()).await.expect("connect");
+        for chunk in values[100..].chunks(100) {
+            c.produce(
+                TOPIC,
+                0,
+                chunk
+                    .iter()
+                    .map(|v| ProduceRecord::new(v.clone()))
+                    .collect(),
+                Acks::All,
+                Compression::None,
+            )
+            .await
+            .expect("acks=all produce over SASL_SSL");
+        }
+        let mut got = Vec::new();
+        while got.len() < values.len() {
+            let records = c
+                .fetch(TOPIC, 0, got.len() as i64, 500, 1 << 20)
+                .await
+                .expect("fetch over SASL_SSL");
+            assert!(!records.is_empty(), "no progress at {}", got.len());
+            got.extend(records.into_iter().map(|r| {
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+            }));
+        }
+        assert_eq!(got, values);
+    });
+
+    // Alice poses as a follower of the leader: refused, and the high watermark stays put.
+    let leader = eventually(Duration::from_secs(10), "the leader", || {
+        block_on(async {
+            let mut c = Client::connect(admin()).await.ok()?;
+            let p = c.topic_metadata(TOPIC).await.ok()?.partition(0)?.clone();
+            (p.leader >= 0).then_some(p.leader)
+        })
+    });
+    let follower = *state
+        .replicas
+        .iter()
+        .find(|&&r| r != leader)
+        .expect("a follower");
+    let hw_before = block_on(async {
+        let mut c = Client::connect(alice()).await.expect("connect");
+        c.list_offsets(TOPIC, 0, OffsetSpec::Latest)
+            .await
+            .expect("high watermark")
+    });
+    assert_eq!(hw_before, values.len() as i64);
+    let leader_addr = cluster.node(leader).bootstrap();
+    block_on(async {
+        let mut conn = Connection::connect_with(&leader_addr, "forger", options(&ca, ALICE))
+            .await
+            .expect("alice reaches the leader");
+        let forged = FetchRequest::default()
+            .with_replica_id(BrokerId(follower))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(-1)
+                    .with_fetch_offset(hw_before + 1_000)
+                    .with_partition_max_bytes(1 << 20)])]);
+        // v12: the last version with replica_id in the body and topics by name.
+        let resp = conn.send_version(&forged, 12).await.expect("fetch answer");
+        let codes: Vec<i16> = resp
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect();
+        let refused = ResponseError::ClusterAuthorizationFailed.code();
+        assert!(
+            resp.error_code == refused
+                || (!codes.is_empty() && codes.iter().all(|&c| c == refused)),
+            "forged follower fetch answered {} / {codes:?}",
+            resp.error_code
+        );
+        assert!(
+            resp.responses
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .all(|p| p.records.as_ref().is_none_or(|r| r.is_empty())),
+            "records served to a forged follower"
+        );
+    });
+    block_on(async {
+        let mut c = Client::connect(alice()).await.expect("connect");
+        let hw = c
+            .list_offsets(TOPIC, 0, OffsetSpec::Latest)
+            .await
+            .expect("high watermark");
+        assert_eq!(hw, hw_before, "the forged fetch moved the high watermark");
+        let t = c.topic_metadata(TOPIC).await.expect("metadata");
+        let p = t.partition(0).expect("partition 0");
+        assert_eq!(sorted(p.isr.clone()), vec![101, 102, 103]);
+    });
+}
