@@ -24,7 +24,6 @@ use nagare_sasl::{jaas, plain, SaslError, SUPPORTED_MECHANISMS};
 use crate::config::BrokerConfig;
 use crate::context::{ConnectionContext, KafkaPrincipal};
 use crate::network::{Reply, Response};
-use crate::Broker;
 
 /// SASL settings of one listener.
 #[derive(Clone, Default)]
@@ -361,13 +360,12 @@ pub struct HandshakeOutcome {
 /// A second handshake on an authenticated connection starts re-authentication (KIP-368),
 /// which must use the same mechanism. A refusal closes the connection after the answer.
 pub fn handshake(
-    broker: &Broker,
+    settings: &SaslSettings,
     conn: &ConnectionContext,
     mechanism: &str,
     raw: bool,
 ) -> HandshakeOutcome {
-    let enabled = broker
-        .sasl
+    let enabled = settings
         .listener(&conn.listener_name)
         .map(|l| l.mechanisms.clone())
         .unwrap_or_default();
@@ -438,8 +436,14 @@ pub enum AuthOutcome {
     },
 }
 
-/// Feeds one client token into the connection's exchange.
-pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> AuthOutcome {
+/// Feeds one client token into the connection's exchange, with the listener settings and
+/// (for SCRAM) the credentials of `image`.
+pub fn authenticate(
+    settings: &SaslSettings,
+    image: &nagare_metadata::MetadataImage,
+    conn: &ConnectionContext,
+    token: &[u8],
+) -> AuthOutcome {
     let mut state = conn.sasl.state.lock();
     let phase = std::mem::take(&mut state.phase);
     let (mechanism, step) = match phase {
@@ -452,7 +456,7 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
             };
         }
         Phase::Handshaken { mechanism, .. } if mechanism == "PLAIN" => {
-            let users = broker.sasl.listener(&conn.listener_name);
+            let users = settings.listener(&conn.listener_name);
             let result = plain::authenticate(token, |u| {
                 users.and_then(|l| l.plain_users.get(u)).map(|p| p.as_str())
             });
@@ -468,7 +472,6 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
             Some(m) => {
                 let mut server = ScramServer::new(m);
                 let nonce = nagare_sasl::scram::printable_nonce(&rand::random::<[u8; 32]>());
-                let image = broker.image();
                 let result = server.client_first(token, &nonce, |user| {
                     image
                         .scram
@@ -522,7 +525,7 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
                     ));
                 }
             }
-            let lifetime = broker.sasl.max_reauth_ms;
+            let lifetime = settings.max_reauth_ms;
             state.session = Some(Session {
                 mechanism: mechanism.clone(),
                 principal: principal.clone(),
@@ -542,13 +545,18 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
 /// Serves a raw SASL token (after a v0 SaslHandshake): the answer is a size-prefixed token
 /// too. A failure closes the connection after `connection.failed.authentication.delay.ms`,
 /// with no answer, as Kafka does for unframed exchanges.
-pub async fn raw_token(broker: &Broker, conn: &ConnectionContext, frame: Bytes) -> Reply {
-    let token = match authenticate(broker, conn, &frame) {
+pub async fn raw_token(
+    settings: &SaslSettings,
+    image: &nagare_metadata::MetadataImage,
+    conn: &ConnectionContext,
+    frame: Bytes,
+) -> Reply {
+    let token = match authenticate(settings, image, conn, &frame) {
         AuthOutcome::Continue(t) => t,
         AuthOutcome::Done { token, .. } => token,
         AuthOutcome::Failed { .. } => {
             tokio::time::sleep(Duration::from_millis(
-                broker.sasl.failed_authentication_delay_ms,
+                settings.failed_authentication_delay_ms,
             ))
             .await;
             return Reply::Close;

@@ -449,7 +449,8 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             raft.clone(),
             broker_cell.clone(),
             request_metrics.clone(),
-        );
+            metadata.clone(),
+        )?;
         if let Some(tls) = tls_of(&l.name) {
             tasks.push(tokio::spawn(tls.clone().watch()));
             ctx = ctx.with_tls(tls);
@@ -763,25 +764,77 @@ fn controller_listener_context(
     raft: RaftManager,
     broker: Arc<OnceLock<Arc<Broker>>>,
     metrics: Arc<crate::request_metrics::RequestMetrics>,
-) -> crate::network::ServeContext {
+    metadata: Arc<MetadataPublisher>,
+) -> anyhow::Result<crate::network::ServeContext> {
     use crate::handlers::{apis, Dispatched, Handler};
     let max_request_bytes = config.socket_request_max_bytes;
     let idle = Duration::from_millis(config.connections_max_idle_ms);
     let security_protocol = config.security_protocol(&listener_name);
-    crate::network::ServeContext {
+    // A SASL controller listener authenticates from startup on: the quorum's voters and the
+    // brokers log in before their first Vote or Fetch, when the node's state (and its SASL
+    // handlers) does not exist yet.
+    let sasl =
+        Arc::new(crate::sasl::SaslSettings::from_config(config).map_err(|e| anyhow::anyhow!(e))?);
+    Ok(crate::network::ServeContext {
         handler: Arc::new(move |frame, conn, received| {
             let raft = raft.clone();
             let broker = broker.clone();
+            let sasl = sasl.clone();
+            let metadata = metadata.clone();
             Box::pin(async move {
                 let peer = conn.peer;
+                if broker.get().is_none()
+                    && conn.security_protocol.uses_sasl()
+                    && conn.sasl.expects_raw_token()
+                {
+                    return crate::sasl::raw_token(&sasl, &metadata.image(), &conn, frame)
+                        .await
+                        .into();
+                }
                 let Ok(prefix) = nagare_protocol::frame::peek_header_prefix(&frame) else {
                     return Reply::Close.into();
                 };
                 let spec = apis::spec_for_code(ListenerKind::Controller, prefix.api_key);
+                let sasl_api = spec
+                    .filter(|s| matches!(s.key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate));
+                if let Some(spec) = sasl_api.filter(|_| broker.get().is_none()) {
+                    if !spec.supports(prefix.api_version) {
+                        return Reply::Close.into();
+                    }
+                    let mut body = frame;
+                    let Ok((_, header)) = nagare_protocol::frame::decode_request_header(&mut body)
+                    else {
+                        return Reply::Close.into();
+                    };
+                    let ctx = crate::context::RequestContext {
+                        connection: conn.clone(),
+                        request_bytes: body.len(),
+                        header,
+                        api: spec,
+                        received,
+                        forwarded: None,
+                    };
+                    let req = crate::handlers::Request { ctx, body };
+                    let reply = if spec.key == ApiKey::SaslHandshake {
+                        crate::handlers::sasl::handle_handshake_with(&sasl, req)
+                    } else {
+                        crate::handlers::sasl::handle_authenticate_with(
+                            &sasl,
+                            &metadata.image(),
+                            req,
+                        )
+                    };
+                    return reply.unwrap_or(Reply::Close).into();
+                }
                 if let Some(spec) = spec.filter(|s| matches!(s.handler, Handler::Quorum)) {
                     let key = spec.key;
                     if !spec.supports(prefix.api_version) {
                         tracing::warn!(%peer, ?key, version = prefix.api_version, "closing controller connection: unsupported version");
+                        return Reply::Close.into();
+                    }
+                    // On a SASL listener the quorum RPCs, like every API, need an
+                    // authenticated session.
+                    if !crate::sasl::admit(&conn, key) {
                         return Reply::Close.into();
                     }
                     let mut frame = frame;
@@ -859,7 +912,7 @@ fn controller_listener_context(
         idle,
         metrics: Some(metrics),
         tls: None,
-    }
+    })
 }
 
 fn spawn_periodic(
