@@ -85,7 +85,8 @@ if protocol == "SASL_SSL":
                  "sasl.username": "bench", "sasl.password": "bench-secret"})
 n = total = 0
 if what == "produce":
-    AdminClient(conf).create_topics([NewTopic(topic, partitions, 1)])[topic].result()
+    admin = AdminClient(conf)  # kept alive until the creation is answered
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result()
     p = Producer({**conf, "acks": "all", "linger.ms": 5, "batch.size": 1048576,
                   "queue.buffering.max.kbytes": 1048576})
     value = os.urandom(size)
