@@ -18,7 +18,9 @@ use common::block_on;
 use common::cluster::TestCluster;
 use common::replication::{eventually, sorted};
 use nagare_client::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use nagare_client::kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use nagare_client::kafka_protocol::messages::{
+    BrokerId, DescribeQuorumRequest, FetchRequest, TopicName,
+};
 use nagare_client::kafka_protocol::protocol::StrBytes;
 use nagare_client::{
     acl_code, Acks, AclBinding, Client, ClientConfig, Compression, Connection, ConnectionOptions,
@@ -169,6 +171,36 @@ fn sasl_ssl_everywhere_with_acls() {
             let p = t.partition(0)?.clone();
             (p.leader >= 0 && sorted(p.isr.clone()) == vec![101, 102, 103]).then_some(p)
         })
+    });
+
+    // The quorum RPCs, like every API of a SASL listener, need a login: a TLS connection to a
+    // controller that skips SASL is closed on its DescribeQuorum; the controllers' user
+    // (PLAIN) is answered.
+    let controller_addr = format!("127.0.0.1:{}", cluster.node(1).cport);
+    block_on(async {
+        let anonymous = ConnectionOptions {
+            sasl: None,
+            ..options(&ca, CONTROLLER_USER)
+        };
+        let mut conn = Connection::connect_with(&controller_addr, "no-login", anonymous)
+            .await
+            .expect("TLS and ApiVersions need no login");
+        let refused = conn.send(&DescribeQuorumRequest::default()).await;
+        assert!(refused.is_err(), "a quorum RPC served without SASL");
+        let plain = ConnectionOptions {
+            sasl: Some(SaslCredentials {
+                mechanism: "PLAIN".to_string(),
+                username: CONTROLLER_USER.0.to_string(),
+                password: CONTROLLER_USER.1.to_string(),
+            }),
+            ..options(&ca, CONTROLLER_USER)
+        };
+        let mut conn = Connection::connect_with(&controller_addr, "controller-user", plain)
+            .await
+            .expect("the controllers' user logs in");
+        conn.send(&DescribeQuorumRequest::default())
+            .await
+            .expect("DescribeQuorum after the login");
     });
 
     // Without ACLs alice sees no topic and may not write.
