@@ -289,6 +289,20 @@ fn sasl_ssl_everywhere_with_acls() {
         assert_eq!(got, values);
     });
 
+    // A transaction (as the super user: transactional ids need their own ACLs): the leader
+    // verifies the partition with the coordinator (KIP-890) and the coordinator writes the
+    // commit marker to the leader, both over the brokers' SCRAM login (the test picks a
+    // transactional id whose coordinator is not the leader). The marker is one more offset.
+    let before_txn = values.len() as i64;
+    commit_one_transaction(&mut cluster, &ca);
+    eventually(Duration::from_secs(20), "the commit marker", || {
+        block_on(async {
+            let mut c = Client::connect(admin()).await.ok()?;
+            let hw = c.list_offsets(TOPIC, 0, OffsetSpec::Latest).await.ok()?;
+            (hw == before_txn + 2).then_some(())
+        })
+    });
+
     // Alice poses as a follower of the leader: refused, and the high watermark stays put.
     let leader = eventually(Duration::from_secs(10), "the leader", || {
         block_on(async {
@@ -308,7 +322,7 @@ fn sasl_ssl_everywhere_with_acls() {
             .await
             .expect("high watermark")
     });
-    assert_eq!(hw_before, values.len() as i64);
+    assert_eq!(hw_before, values.len() as i64 + 2);
     let leader_addr = cluster.node(leader).bootstrap();
     block_on(async {
         let mut conn = Connection::connect_with(&leader_addr, "forger", options(&ca, ALICE))
@@ -360,5 +374,176 @@ fn sasl_ssl_everywhere_with_acls() {
         let t = c.topic_metadata(TOPIC).await.expect("metadata");
         let p = t.partition(0).expect("partition 0");
         assert_eq!(sorted(p.isr.clone()), vec![101, 102, 103]);
+    });
+}
+
+/// One transactional record committed on partition 0 of [`TOPIC`] with raw requests (the
+/// test's clients have no transactional producer): FindCoordinator, InitProducerId,
+/// AddPartitionsToTxn (v3, so the leader verifies it, KIP-890), a transactional Produce, EndTxn.
+fn commit_one_transaction(cluster: &mut TestCluster, ca: &str) {
+    use nagare_client::kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use nagare_client::kafka_protocol::messages::produce_request::{
+        PartitionProduceData, TopicProduceData,
+    };
+    use nagare_client::kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest,
+        ProduceRequest, ProducerId, TransactionalId,
+    };
+    use nagare_client::kafka_protocol::records::{
+        Compression as RecordCompression, Record, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
+    let any_broker = cluster.node(101).bootstrap();
+    let admin = || options(ca, BROKER_USER);
+    let leader = block_on(async {
+        let mut c = Client::connect(client_config(&any_broker, ca, BROKER_USER))
+            .await
+            .expect("connect");
+        let p = c.topic_metadata(TOPIC).await.expect("metadata");
+        p.partition(0).expect("partition 0").leader
+    });
+    // A transactional id whose coordinator is not the partition's leader, so that both the
+    // verification and the marker cross brokers; then a producer id from that coordinator.
+    let (txn, coordinator, producer_id, epoch) = eventually(
+        Duration::from_secs(30),
+        "a transactional producer id",
+        || {
+            block_on(async {
+                let mut c = Connection::connect_with(&any_broker, "txn", admin())
+                    .await
+                    .ok()?;
+                for i in 0..50 {
+                    let txn = format!("sasl-txn-{i}");
+                    let found = c
+                        .send_version(
+                            &FindCoordinatorRequest::default()
+                                .with_key(StrBytes::from_string(txn.clone()))
+                                .with_key_type(1),
+                            3,
+                        )
+                        .await
+                        .ok()?;
+                    if found.error_code != 0 {
+                        return None;
+                    }
+                    if found.node_id.0 == leader {
+                        continue;
+                    }
+                    let addr = format!("127.0.0.1:{}", found.port);
+                    let mut coord = Connection::connect_with(&addr, "txn", admin()).await.ok()?;
+                    let init = coord
+                        .send_version(
+                            &InitProducerIdRequest::default()
+                                .with_transactional_id(Some(TransactionalId(
+                                    StrBytes::from_string(txn.clone()),
+                                )))
+                                .with_transaction_timeout_ms(60_000)
+                                .with_producer_id(ProducerId(-1))
+                                .with_producer_epoch(-1),
+                            4,
+                        )
+                        .await
+                        .ok()?;
+                    return (init.error_code == 0).then_some((
+                        txn,
+                        addr,
+                        init.producer_id,
+                        init.producer_epoch,
+                    ));
+                }
+                None
+            })
+        },
+    );
+    let txn_id = || TransactionalId(StrBytes::from_string(txn.clone()));
+    let leader_addr = cluster.node(leader).bootstrap();
+    block_on(async {
+        let mut coord = Connection::connect_with(&coordinator, "txn", admin())
+            .await
+            .expect("coordinator");
+        let added = coord
+            .send_version(
+                &AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(txn_id())
+                    .with_v3_and_below_producer_id(producer_id)
+                    .with_v3_and_below_producer_epoch(epoch)
+                    .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                        .with_partitions(vec![0])]),
+                3,
+            )
+            .await
+            .expect("AddPartitionsToTxn");
+        let codes: Vec<i16> = added
+            .results_by_topic_v3_and_below
+            .iter()
+            .flat_map(|t| {
+                t.results_by_partition
+                    .iter()
+                    .map(|p| p.partition_error_code)
+            })
+            .collect();
+        assert_eq!(codes, vec![0], "AddPartitionsToTxn");
+        let record = Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer_id.0,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: 0,
+            timestamp: 0,
+            key: None,
+            value: Some(bytes::Bytes::from_static(b"in-a-transaction")),
+            headers: Default::default(),
+        };
+        let mut batch = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut batch,
+            &[record],
+            &RecordEncodeOptions {
+                version: 2,
+                compression: RecordCompression::None,
+            },
+        )
+        .expect("encode");
+        let mut leader_conn = Connection::connect_with(&leader_addr, "txn", admin())
+            .await
+            .expect("leader");
+        let produced = leader_conn
+            .send_version(
+                &ProduceRequest::default()
+                    .with_transactional_id(Some(txn_id()))
+                    .with_acks(-1)
+                    .with_timeout_ms(10_000)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch.freeze()))])]),
+                9,
+            )
+            .await
+            .expect("transactional produce");
+        let codes: Vec<i16> = produced
+            .responses
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+            .collect();
+        assert_eq!(codes, vec![0], "transactional produce");
+        let ended = coord
+            .send_version(
+                &EndTxnRequest::default()
+                    .with_transactional_id(txn_id())
+                    .with_producer_id(producer_id)
+                    .with_producer_epoch(epoch)
+                    .with_committed(true),
+                3,
+            )
+            .await
+            .expect("EndTxn");
+        assert_eq!(ended.error_code, 0, "EndTxn");
     });
 }
