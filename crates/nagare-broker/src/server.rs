@@ -783,10 +783,9 @@ fn controller_listener_context(
             let metadata = metadata.clone();
             Box::pin(async move {
                 let peer = conn.peer;
-                if broker.get().is_none()
-                    && conn.security_protocol.uses_sasl()
-                    && conn.sasl.expects_raw_token()
-                {
+                // Raw tokens after a v0 SaslHandshake are no Kafka requests: never read
+                // them as one (a quorum RPC key), before or after the node is up.
+                if conn.security_protocol.uses_sasl() && conn.sasl.expects_raw_token() {
                     return crate::sasl::raw_token(&sasl, &metadata.image(), &conn, frame)
                         .await
                         .into();
