@@ -29,7 +29,6 @@ use nagare_sasl::{jaas, plain, SaslError, SUPPORTED_MECHANISMS};
 use crate::config::BrokerConfig;
 use crate::context::{ConnectionContext, KafkaPrincipal};
 use crate::network::{Reply, Response};
-use crate::Broker;
 
 /// SASL settings of one listener.
 #[derive(Clone, Default)]
@@ -489,6 +488,78 @@ impl SaslSettings {
     }
 }
 
+/// `sasl.mechanism.inter.broker.protocol`: the mechanism of this node's connections to
+/// other brokers' inter-broker listener.
+pub const INTER_BROKER_MECHANISM_KEY: &str = "sasl.mechanism.inter.broker.protocol";
+/// `sasl.mechanism.controller.protocol`: the mechanism of this node's connections to the
+/// controllers' listener.
+pub const CONTROLLER_MECHANISM_KEY: &str = "sasl.mechanism.controller.protocol";
+
+/// The SASL login this node uses on its own connections to `listener` (replica fetchers,
+/// marker sender and KIP-890 verification towards the inter-broker listener; controller
+/// channel and quorum peers towards the controller listener), as Kafka's inter-broker
+/// client does: `None` unless the listener is SASL_PLAINTEXT or SASL_SSL; else the
+/// mechanism from `mechanism_key` (Kafka's default GSSAPI is not served, so it must be set)
+/// and `username` / `password` from that listener's JAAS config for the mechanism
+/// (`listener.name.<l>.<mechanism lower>.sasl.jaas.config`, else `sasl.jaas.config`).
+/// When this node serves the listener itself, the mechanism must be enabled on it (Kafka's
+/// KafkaConfig check). Errors name the key to fix.
+pub fn inter_node_credentials(
+    config: &BrokerConfig,
+    listener: &str,
+    mechanism_key: &str,
+) -> Result<Option<nagare_client::SaslCredentials>, String> {
+    if !config.security_protocol(listener).uses_sasl() {
+        return Ok(None);
+    }
+    let mechanism = config
+        .props
+        .get(mechanism_key)
+        .map(|m| m.trim().to_string())
+        .unwrap_or_else(|| "GSSAPI".to_string());
+    if !SUPPORTED_MECHANISMS.contains(&mechanism.as_str()) {
+        return Err(format!(
+            "listener {listener} is {} and this node connects to it: set {mechanism_key} to one of {} (it is {mechanism})",
+            config.security_protocol(listener).name(),
+            SUPPORTED_MECHANISMS.join(", ")
+        ));
+    }
+    if config.listeners.iter().any(|l| l.name == listener) {
+        let enabled =
+            listener_value(config, listener, "sasl.enabled.mechanisms").unwrap_or("GSSAPI");
+        if !enabled.split(',').any(|m| m.trim() == mechanism) {
+            return Err(format!(
+                "{mechanism_key}={mechanism} is not in the sasl.enabled.mechanisms of listener {listener} ({enabled})"
+            ));
+        }
+    }
+    let key = format!(
+        "listener.name.{}.{}.sasl.jaas.config",
+        listener.to_ascii_lowercase(),
+        mechanism.to_ascii_lowercase()
+    );
+    let text = config
+        .props
+        .get(&key)
+        .or_else(|| config.props.get("sasl.jaas.config"))
+        .ok_or_else(|| {
+            format!("{mechanism_key}={mechanism}: set {key} with the username and password this node logs in with")
+        })?;
+    let entry = jaas::parse(text).map_err(|e| format!("{key}: {e}"))?;
+    let option = |name: &str| {
+        entry
+            .options
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("{key}: no {name}=\"...\" option for this node's own login"))
+    };
+    Ok(Some(nagare_client::SaslCredentials {
+        mechanism,
+        username: option("username")?,
+        password: option("password")?,
+    }))
+}
+
 /// Where one connection's SASL exchange stands.
 #[derive(Debug, Default)]
 enum Phase {
@@ -616,13 +687,12 @@ pub struct HandshakeOutcome {
 /// A second handshake on an authenticated connection starts re-authentication (KIP-368),
 /// which must use the same mechanism. A refusal closes the connection after the answer.
 pub fn handshake(
-    broker: &Broker,
+    settings: &SaslSettings,
     conn: &ConnectionContext,
     mechanism: &str,
     raw: bool,
 ) -> HandshakeOutcome {
-    let enabled = broker
-        .sasl
+    let enabled = settings
         .listener(&conn.listener_name)
         .map(|l| l.mechanisms.clone())
         .unwrap_or_default();
@@ -693,8 +763,14 @@ pub enum AuthOutcome {
     },
 }
 
-/// Feeds one client token into the connection's exchange.
-pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> AuthOutcome {
+/// Feeds one client token into the connection's exchange, with the listener settings and
+/// (for SCRAM) the credentials of `image`.
+pub fn authenticate(
+    settings: &SaslSettings,
+    image: &nagare_metadata::MetadataImage,
+    conn: &ConnectionContext,
+    token: &[u8],
+) -> AuthOutcome {
     let mut state = conn.sasl.state.lock();
     let phase = std::mem::take(&mut state.phase);
     // OAUTHBEARER: the token's `exp` and the time it was checked, in ms since the epoch.
@@ -709,15 +785,14 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
             };
         }
         Phase::Handshaken { mechanism, .. } if mechanism == "PLAIN" => {
-            let users = broker.sasl.listener(&conn.listener_name);
+            let users = settings.listener(&conn.listener_name);
             let result = plain::authenticate(token, |u| {
                 users.and_then(|l| l.plain_users.get(u)).map(|p| p.as_str())
             });
             (mechanism, result.map(|user| Some((user, Vec::new()))))
         }
         Phase::Handshaken { mechanism, raw } if mechanism == "OAUTHBEARER" => {
-            let Some(oauth) = broker
-                .sasl
+            let Some(oauth) = settings
                 .listener(&conn.listener_name)
                 .and_then(|l| l.oauth())
             else {
@@ -767,7 +842,6 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
             Some(m) => {
                 let mut server = ScramServer::new(m);
                 let nonce = nagare_sasl::scram::printable_nonce(&rand::random::<[u8; 32]>());
-                let image = broker.image();
                 let result = server.client_first(token, &nonce, |user| {
                     image
                         .scram
@@ -821,7 +895,7 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
                     ));
                 }
             }
-            let lifetime = session_lifetime_ms(broker.sasl.max_reauth_ms, credential_expires_at_ms);
+            let lifetime = session_lifetime_ms(settings.max_reauth_ms, credential_expires_at_ms);
             state.session = Some(Session {
                 mechanism: mechanism.clone(),
                 principal: principal.clone(),
@@ -861,13 +935,18 @@ fn session_lifetime_ms(max_reauth_ms: u64, credential: Option<(i64, i64)>) -> u6
 /// Serves a raw SASL token (after a v0 SaslHandshake): the answer is a size-prefixed token
 /// too. A failure closes the connection after `connection.failed.authentication.delay.ms`,
 /// with no answer, as Kafka does for unframed exchanges.
-pub async fn raw_token(broker: &Broker, conn: &ConnectionContext, frame: Bytes) -> Reply {
-    let token = match authenticate(broker, conn, &frame) {
+pub async fn raw_token(
+    settings: &SaslSettings,
+    image: &nagare_metadata::MetadataImage,
+    conn: &ConnectionContext,
+    frame: Bytes,
+) -> Reply {
+    let token = match authenticate(settings, image, conn, &frame) {
         AuthOutcome::Continue(t) => t,
         AuthOutcome::Done { token, .. } => token,
         AuthOutcome::Failed { .. } => {
             tokio::time::sleep(Duration::from_millis(
-                broker.sasl.failed_authentication_delay_ms,
+                settings.failed_authentication_delay_ms,
             ))
             .await;
             return Reply::Close;

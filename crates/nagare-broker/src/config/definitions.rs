@@ -620,10 +620,10 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "Tolerance for `exp` and `nbf` against the broker's clock."),
     def("sasl.oauthbearer.sub.claim.name", STRING, Value("sub"), Any, ReadOnly,
         "The token claim naming the principal (`User:<value>`)."),
-    unimplemented("sasl.mechanism.controller.protocol", STRING, Value("GSSAPI"), ReadOnly,
-        "SASL mechanism towards the controllers."),
-    unimplemented("sasl.mechanism.inter.broker.protocol", STRING, Value("GSSAPI"), PerBroker,
-        "SASL mechanism between brokers."),
+    def("sasl.mechanism.controller.protocol", STRING, Value("GSSAPI"), Any, ReadOnly,
+        "SASL mechanism of this node's connections to a SASL controller listener (controller channel, quorum peers): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; the login is `username`/`password` of `listener.name.<controller listener>.<mechanism>.sasl.jaas.config`. Kafka's GSSAPI default is a startup error when that listener is SASL."),
+    def("sasl.mechanism.inter.broker.protocol", STRING, Value("GSSAPI"), Any, PerBroker,
+        "SASL mechanism of this node's connections to a SASL inter-broker listener (replica fetchers, transaction markers, KIP-890 verification): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, enabled on that listener; the login is `username`/`password` of `listener.name.<listener>.<mechanism>.sasl.jaas.config`. Kafka's GSSAPI default is a startup error when that listener is SASL."),
     // TLS of SSL and SASL_SSL listeners (`crate::tls`); each key can be given per listener
     // as `listener.name.<listener in lower case>.<key>`, which beats the plain key.
     def("ssl.keystore.type", STRING, Derived("`JKS` in Kafka; Nagare reads PEM"), Any, PerBroker,

@@ -182,7 +182,9 @@ pub async fn dispatch(
     let request_bytes = frame.len();
     // After a v0 SaslHandshake the client sends raw SASL tokens, not Kafka requests.
     if conn.security_protocol.uses_sasl() && conn.sasl.expects_raw_token() {
-        return crate::sasl::raw_token(broker, conn, frame).await.into();
+        return crate::sasl::raw_token(&broker.sasl, &broker.image(), conn, frame)
+            .await
+            .into();
     }
     let prefix = match frame::peek_header_prefix(&frame) {
         Ok(p) => p,
