@@ -12,6 +12,7 @@ The TLS checks start a second server whose client listener is SSL with client au
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -34,6 +35,53 @@ SASL_JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
 SCRAM512_PASSWORD = "scram512-secret"
 SCRAM256_PASSWORD = "scram256-secret"
 RESULTS: list[tuple[str, bool, str]] = []
+# OAUTHBEARER: the SASL listener validates JWTs against a JWKS file the script writes.
+OAUTH_ISSUER = "https://idp.nagare.test"
+OAUTH_AUDIENCE = "nagare"
+
+
+def b64u(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class OAuthIssuer:
+    """An identity provider stand-in: an RSA key, its JWKS, and RS256 JWTs built by hand
+    (base64url header and claims, PKCS#1 v1.5 signature), as an OAuth server issues them."""
+
+    def __init__(self, kid: str = "compat-key-1") -> None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        self.kid = kid
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def jwks(self) -> dict:
+        numbers = self.key.public_key().public_numbers()
+
+        def b64int(i: int) -> str:
+            return b64u(i.to_bytes((i.bit_length() + 7) // 8, "big"))
+        return {"keys": [{"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256",
+                          "n": b64int(numbers.n), "e": b64int(numbers.e)}]}
+
+    def token(self, sub: str, lifetime_s: int) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+        now = int(time.time())
+        header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
+        claims = {"sub": sub, "iss": OAUTH_ISSUER, "aud": OAUTH_AUDIENCE, "iat": now - 5,
+                  "exp": now + lifetime_s}
+        signing_input = (f"{b64u(json.dumps(header).encode())}."
+                         f"{b64u(json.dumps(claims).encode())}")
+        sig = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input}.{b64u(sig)}"
+
+
+_OAUTH: list[OAuthIssuer] = []
+
+
+def oauth_issuer() -> OAuthIssuer:
+    """The script's one trusted issuer (its key is in every server's JWKS file)."""
+    if not _OAUTH:
+        _OAUTH.append(OAuthIssuer())
+    return _OAUTH[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,10 +150,24 @@ class Server:
             "listener.security.protocol.map": (
                 f"{name}:{name},SASL:{'SASL_SSL' if self.tls else 'SASL_PLAINTEXT'},"
                 "CONTROLLER:PLAINTEXT"),
-            "listener.name.sasl.sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            "listener.name.sasl.sasl.enabled.mechanisms":
+                "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER",
             "listener.name.sasl.plain.sasl.jaas.config": SASL_JAAS,
             "log.dirs": str(data),
         }
+        # OAUTHBEARER with Kafka's (KIP-768) broker keys: a JWKS file written before start.
+        jwks = self.dir / "jwks.json"
+        jwks.write_text(json.dumps(oauth_issuer().jwks()))
+        props.update({
+            "listener.name.sasl.oauthbearer.sasl.jaas.config":
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required ;",
+            "listener.name.sasl.oauthbearer.sasl.server.callback.handler.class":
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler",
+            "listener.name.sasl.oauthbearer.sasl.oauthbearer.jwks.endpoint.url":
+                f"file://{jwks}",
+            "sasl.oauthbearer.expected.audience": OAUTH_AUDIENCE,
+            "sasl.oauthbearer.expected.issuer": OAUTH_ISSUER,
+        })
         if self.tls:
             props.update({
                 "ssl.keystore.type": "PEM",
@@ -1262,6 +1324,56 @@ def sasl_checks(server: Server) -> None:
               kafka_python_roundtrip(creds))
     check("SASL: kafka-python wrong PLAIN password → error, nothing written",
           kafka_python_wrong_password)
+
+    # OAUTHBEARER: confluent-kafka's oauth_cb hands librdkafka a JWT the script signed.
+    def oauth_conf(token: Callable[[], str]) -> dict:
+        # librdkafka is told the token lives 300 s, whatever its `exp` says: the broker
+        # is what must notice an expired one.
+        return {"bootstrap.servers": server.sasl_bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanisms": "OAUTHBEARER",
+                "oauth_cb": lambda _cfg: (token(), time.time() + 300, "oauth-alice")}
+
+    def oauth_roundtrip() -> str:
+        conf = oauth_conf(lambda: oauth_issuer().token("oauth-alice", 300))
+        errors: list = []
+        p = Producer({**conf, "message.timeout.ms": 15000})
+        values = [f"oauth-{i}" for i in range(10)]
+        for v in values:
+            p.produce(topic, value=v.encode(), partition=0,
+                      on_delivery=lambda e, m: errors.append(e) if e else None)
+        expect(p.flush(30) == 0 and not errors, f"delivery errors {errors}")
+        got = read_values(conf, topic, set(values))
+        expect(set(values) <= got, f"read back {len(set(values) & got)} of {len(values)}")
+        return "RS256 JWT (sub oauth-alice): 10 records produced and consumed"
+
+    def oauth_refused(token: Callable[[], str], reason: str) -> Callable[[], str]:
+        def run() -> str:
+            before = server.output().count(reason)
+            auth_errors: list = []
+            value = f"oauth-intruder-{uuid.uuid4().hex[:6]}"
+            p = Producer({**oauth_conf(token), "message.timeout.ms": 4000,
+                          "error_cb": lambda e: auth_errors.append(e)})
+            delivery: list = []
+            p.produce(topic, value=value.encode(), partition=0,
+                      on_delivery=lambda e, m: delivery.append(e))
+            p.flush(10)
+            expect(delivery and delivery[0] is not None, f"the write was delivered: {delivery}")
+            expect(any(e.code() == KafkaError._AUTHENTICATION for e in auth_errors),
+                   f"no authentication error reported: {auth_errors}")
+            got = read_values(sasl_conf(server, *plain_alice), topic, {"never"}, timeout=3)
+            expect(value not in got, "the refused producer's record was written")
+            expect(server.output().count(reason) > before, f"the broker logged no {reason!r}")
+            return f"refused ({reason}): {auth_errors[0].str()[:100]}"
+        return run
+
+    check("SASL: confluent-kafka produce/consume with OAUTHBEARER (JWT checked against a "
+          "JWKS file)", oauth_roundtrip)
+    check("SASL: OAUTHBEARER expired token → authentication error, nothing written",
+          oauth_refused(lambda: oauth_issuer().token("oauth-alice", -3600), "expired"))
+    stranger = OAuthIssuer()  # same kid, another key
+    check("SASL: OAUTHBEARER token signed by another key → authentication error, "
+          "nothing written",
+          oauth_refused(lambda: stranger.token("oauth-alice", 300), "signature does not verify"))
 # --------------------------------------------------------------------------------------------
 # TLS: a second server whose client listener is SSL with ssl.client.auth=required
 

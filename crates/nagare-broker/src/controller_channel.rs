@@ -168,9 +168,12 @@ pub struct ControllerChannel {
     max_response_bytes: usize,
     /// TLS towards the controllers, when the controller listener is SSL.
     tls: Option<nagare_client::TlsOptions>,
+    /// The SASL login towards the controllers, when the controller listener is a SASL one.
+    sasl: Option<nagare_client::SaslCredentials>,
 }
 
-/// A raw forwarding connection: plain TCP, or TLS over it.
+/// A raw forwarding connection: plain TCP, or TLS over it (authenticated first when the
+/// controller listener is a SASL one).
 trait RawIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawIo for T {}
 type RawStream = Box<dyn RawIo>;
@@ -196,12 +199,20 @@ impl ControllerChannel {
             retry_backoff: retry_backoff.max(Duration::from_millis(10)),
             max_response_bytes: 256 * 1024 * 1024,
             tls: None,
+            sasl: None,
         }
     }
 
     /// Speaks TLS to the controllers with `tls` (the controller listener is SSL).
     pub fn with_tls(mut self, tls: Option<nagare_client::TlsOptions>) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Logs in with `sasl` on every connection to the controllers, typed and raw (the
+    /// controller listener is SASL_PLAINTEXT or SASL_SSL).
+    pub fn with_sasl(mut self, sasl: Option<nagare_client::SaslCredentials>) -> Self {
+        self.sasl = sasl;
         self
     }
 
@@ -340,6 +351,7 @@ impl ControllerChannel {
                     connect_timeout: CONNECT_TIMEOUT,
                     request_timeout: REQUEST_TIMEOUT,
                     tls: self.tls.clone(),
+                    sasl: self.sasl.clone(),
                     ..Default::default()
                 };
                 Connection::connect_with(addr, &self.client_id, opts)
@@ -390,8 +402,27 @@ impl ControllerChannel {
         }
     }
 
-    /// A new raw connection to `addr`, with the TLS handshake when the channel speaks TLS.
+    /// A new raw connection to `addr`, with the TLS handshake when the channel speaks TLS and
+    /// the SASL login when it has one.
     async fn connect_raw(&self, addr: &str) -> std::io::Result<RawStream> {
+        if self.sasl.is_some() {
+            // A SASL listener serves nothing before the login: let the typed client do
+            // ApiVersions + SaslHandshake + SaslAuthenticate, then forward raw frames on it.
+            let opts = ConnectionOptions {
+                connect_timeout: CONNECT_TIMEOUT,
+                request_timeout: REQUEST_TIMEOUT,
+                tls: self.tls.clone(),
+                sasl: self.sasl.clone(),
+                ..Default::default()
+            };
+            let conn = Connection::connect_with(addr, &self.client_id, opts)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let stream = conn
+                .into_stream()
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            return Ok(Box::new(stream));
+        }
         let tcp = TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
         Ok(match &self.tls {

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod marker_sender;
 pub mod metrics;
 pub mod network;
+pub mod oauth_https;
 pub mod quorum;
 pub mod quotas;
 pub mod replica_fetcher;
@@ -89,6 +90,10 @@ pub struct Broker {
     /// TLS for the connections this broker opens to other brokers (replica fetchers,
     /// transaction markers, KIP-890 verification), set when the inter-broker listener is SSL.
     pub inter_broker_tls: std::sync::OnceLock<nagare_client::TlsOptions>,
+    /// The SASL login of this node's connections to other brokers (replica fetchers, marker
+    /// sender, KIP-890 verification), set at startup when the inter-broker listener is
+    /// SASL_PLAINTEXT or SASL_SSL (`sasl.mechanism.inter.broker.protocol`).
+    pub inter_broker_sasl: std::sync::OnceLock<nagare_client::SaslCredentials>,
     topic_defaults: RwLock<TopicDefaults>,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -140,6 +145,7 @@ impl Broker {
                 sasl::SaslSettings::default()
             }),
             inter_broker_tls: std::sync::OnceLock::new(),
+            inter_broker_sasl: std::sync::OnceLock::new(),
             producer_ids: Mutex::new((0, 0)),
             config,
             cluster_id,

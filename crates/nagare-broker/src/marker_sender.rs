@@ -758,6 +758,7 @@ pub(crate) async fn connect(
         // Kafka's marker channel uses request.timeout.ms (30 s).
         request_timeout: Duration::from_secs(30),
         tls: broker.inter_broker_tls.get().cloned(),
+        sasl: broker.inter_broker_sasl.get().cloned(),
         ..Default::default()
     };
     Connection::connect_with(&addr, client_id, opts)

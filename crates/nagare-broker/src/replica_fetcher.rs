@@ -128,6 +128,7 @@ async fn connect(broker: &Broker, source: i32, timeout_ms: u64) -> Option<Connec
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_millis(timeout_ms.max(1000)),
         tls: broker.inter_broker_tls.get().cloned(),
+        sasl: broker.inter_broker_sasl.get().cloned(),
         ..Default::default()
     };
     let client_id = format!("nagare-replica-fetcher-{}", broker.config.node_id);

@@ -3,28 +3,32 @@
 //! (`sasl.enabled.mechanisms`, PLAIN users from `sasl.jaas.config`), the per-connection
 //! session state, the gate that lets an unauthenticated connection send only ApiVersions,
 //! SaslHandshake and SaslAuthenticate, and the exchange itself, driving the sans-I/O
-//! mechanisms of `nagare-sasl`. SCRAM credentials come from the metadata image.
+//! mechanisms of `nagare-sasl`. SCRAM credentials come from the metadata image; OAUTHBEARER
+//! tokens are checked against a JWKS file (`sasl.oauthbearer.jwks.endpoint.url`), re-read
+//! when it changes.
 //!
 //! The Kafka-framed flow (SaslHandshake v1 + SaslAuthenticate) is what every current
 //! client uses; SaslHandshake v0 is followed by raw size-prefixed tokens (pre-KIP-152
 //! clients), which [`raw_token`] serves.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use parking_lot::Mutex;
 
 use nagare_protocol::error::ResponseError;
+use nagare_sasl::oauthbearer::{self, Jwks, OAuthBearerServer, ServerStep, ValidatorConfig};
 use nagare_sasl::scram::{ScramCredential, ScramMechanism, ScramServer};
 use nagare_sasl::{jaas, plain, SaslError, SUPPORTED_MECHANISMS};
 
 use crate::config::BrokerConfig;
 use crate::context::{ConnectionContext, KafkaPrincipal};
 use crate::network::{Reply, Response};
-use crate::Broker;
 
 /// SASL settings of one listener.
 #[derive(Clone, Default)]
@@ -33,6 +37,8 @@ pub struct ListenerSasl {
     pub mechanisms: Vec<String>,
     /// PLAIN users and passwords from the JAAS config (`user_<name>="<password>"`).
     plain_users: BTreeMap<String, String>,
+    /// OAUTHBEARER token checks, when the mechanism is enabled.
+    oauth: Option<Arc<OAuthSettings>>,
 }
 
 impl std::fmt::Debug for ListenerSasl {
@@ -41,6 +47,7 @@ impl std::fmt::Debug for ListenerSasl {
         f.debug_struct("ListenerSasl")
             .field("mechanisms", &self.mechanisms)
             .field("plain_users", &self.plain_users.keys().collect::<Vec<_>>())
+            .field("oauth", &self.oauth)
             .finish()
     }
 }
@@ -50,6 +57,311 @@ impl ListenerSasl {
     pub fn plain_user_names(&self) -> impl Iterator<Item = &str> {
         self.plain_users.keys().map(|s| s.as_str())
     }
+
+    /// The OAUTHBEARER settings, when the mechanism is enabled.
+    pub fn oauth(&self) -> Option<&OAuthSettings> {
+        self.oauth.as_deref()
+    }
+}
+
+/// A listener's OAUTHBEARER settings (KIP-768's broker side): the token checks and where
+/// the signing keys come from.
+#[derive(Debug)]
+pub struct OAuthSettings {
+    /// Audience, issuer, clock skew and principal claim.
+    pub validator: ValidatorConfig,
+    /// Where the JWKS comes from.
+    pub source: JwksSource,
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`: a file is re-read at least this often
+    /// (besides whenever its modification time or size changes); a URL is fetched again
+    /// this often by a background thread.
+    pub refresh: Duration,
+    cache: Mutex<JwksCache>,
+    /// Wakes an `https://` source's refresh thread early (a token named an unknown `kid`).
+    wake: Arc<(Mutex<bool>, parking_lot::Condvar)>,
+    /// When a refresh was last expedited (at most one per [`EXPEDITE_INTERVAL`]).
+    last_expedite: Mutex<Option<Instant>>,
+}
+
+/// The shortest time between two expedited JWKS fetches, so tokens with made-up `kid`s
+/// cannot make the broker hammer the identity provider.
+const EXPEDITE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where a listener's JWKS comes from (`sasl.oauthbearer.jwks.endpoint.url`).
+#[derive(Clone)]
+pub enum JwksSource {
+    /// `file://<path>`.
+    File(PathBuf),
+    /// `https://...`, with the TLS settings to fetch it.
+    Https {
+        /// The endpoint.
+        url: crate::oauth_https::HttpsUrl,
+        /// Roots from the JAAS option `ssl.truststore.location`, else the Mozilla roots.
+        tls: Arc<rustls::ClientConfig>,
+    },
+}
+
+impl std::fmt::Debug for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksSource::File(p) => write!(f, "file://{}", p.display()),
+            JwksSource::Https { url, .. } => {
+                write!(f, "https://{}:{}{}", url.host, url.port, url.path)
+            }
+        }
+    }
+}
+
+impl JwksSource {
+    /// Reads or fetches the key set (blocking).
+    fn load(&self) -> Result<Jwks, String> {
+        match self {
+            JwksSource::File(path) => read_jwks(path),
+            JwksSource::Https { url, tls } => {
+                let text = crate::oauth_https::get(url, tls)?;
+                let jwks = Jwks::parse(&text).map_err(|e| format!("JWKS from {self:?}: {e}"))?;
+                if jwks.is_empty() {
+                    tracing::warn!(source = ?self, "the JWKS holds no RSA or EC signing key: no OAUTHBEARER token can be accepted");
+                }
+                Ok(jwks)
+            }
+        }
+    }
+
+    fn stamp(&self) -> Option<(SystemTime, u64)> {
+        match self {
+            JwksSource::File(path) => file_stamp(path),
+            JwksSource::Https { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct JwksCache {
+    jwks: Arc<Jwks>,
+    stamp: Option<(SystemTime, u64)>,
+    loaded_at: Instant,
+}
+
+fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn read_jwks(path: &std::path::Path) -> Result<Jwks, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read JWKS file {}: {e}", path.display()))?;
+    let jwks = Jwks::parse(&text).map_err(|e| format!("JWKS file {}: {e}", path.display()))?;
+    if jwks.is_empty() {
+        tracing::warn!(path = %path.display(), "the JWKS file holds no RSA or EC signing key: no OAUTHBEARER token can be accepted");
+    }
+    Ok(jwks)
+}
+
+impl OAuthSettings {
+    /// Reads (or fetches) the JWKS once: a missing or broken one is a startup error, as in
+    /// Kafka, whose validator fails to configure without its keys. For an `https://`
+    /// source, a background thread re-fetches it every `refresh` while the settings live.
+    pub fn new(
+        validator: ValidatorConfig,
+        source: JwksSource,
+        refresh: Duration,
+    ) -> Result<Arc<Self>, String> {
+        let stamp = source.stamp();
+        let jwks = source.load()?;
+        let https = matches!(source, JwksSource::Https { .. });
+        let settings = Arc::new(OAuthSettings {
+            validator,
+            source,
+            refresh,
+            cache: Mutex::new(JwksCache {
+                jwks: Arc::new(jwks),
+                stamp,
+                loaded_at: Instant::now(),
+            }),
+            wake: Arc::new((Mutex::new(false), parking_lot::Condvar::new())),
+            last_expedite: Mutex::new(None),
+        });
+        if https {
+            let weak = Arc::downgrade(&settings);
+            let wake = settings.wake.clone();
+            let spawned = std::thread::Builder::new()
+                .name("jwks-refresh".into())
+                .spawn(move || loop {
+                    {
+                        let mut woken = wake.0.lock();
+                        if !*woken {
+                            wake.1.wait_for(&mut woken, refresh);
+                        }
+                        *woken = false;
+                    }
+                    let Some(settings) = weak.upgrade() else {
+                        return;
+                    };
+                    settings.reload();
+                });
+            if let Err(e) = spawned {
+                return Err(format!("cannot start the JWKS refresh thread: {e}"));
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Asks for an early fetch of an `https://` JWKS because a token named a `kid` it does not
+    /// hold (the identity provider may have rotated its keys), as Kafka's
+    /// `RefreshingHttpsJwks.maybeExpediteRefresh` does; rate-limited. The token at hand is
+    /// still refused; the client's next attempt meets the new keys.
+    pub fn expedite_refresh(&self) {
+        if !matches!(self.source, JwksSource::Https { .. }) {
+            return;
+        }
+        let mut last = self.last_expedite.lock();
+        if last.is_some_and(|t| t.elapsed() < EXPEDITE_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::info!(source = ?self.source, "a token names an unknown kid: fetching the JWKS early");
+        *self.wake.0.lock() = true;
+        self.wake.1.notify_one();
+    }
+
+    /// Fetches an `https://` JWKS again; a failure keeps the previous keys, with a warning.
+    fn reload(&self) {
+        match self.source.load() {
+            Ok(jwks) => {
+                let mut cache = self.cache.lock();
+                cache.jwks = Arc::new(jwks);
+                cache.loaded_at = Instant::now();
+            }
+            Err(e) => tracing::warn!(error = %e, "keeping the previous OAUTHBEARER keys"),
+        }
+    }
+
+    /// The current key set: re-read when the file changed or the refresh interval passed
+    /// (one `stat` per authentication). A file that became unreadable or invalid keeps the
+    /// previous keys, with a warning, as Kafka's refreshing JWKS keeps its last good set.
+    /// An `https://` source is refreshed by its own thread; this only reads the cache.
+    pub fn jwks(&self) -> Arc<Jwks> {
+        let JwksSource::File(path) = &self.source else {
+            return self.cache.lock().jwks.clone();
+        };
+        let mut cache = self.cache.lock();
+        let stamp = file_stamp(path);
+        if stamp != cache.stamp || cache.loaded_at.elapsed() >= self.refresh {
+            match read_jwks(path) {
+                Ok(jwks) => {
+                    if stamp != cache.stamp {
+                        tracing::info!(path = %path.display(), keys = jwks.len(), "reloaded the OAUTHBEARER JWKS file");
+                    }
+                    cache.jwks = Arc::new(jwks);
+                }
+                Err(e) => tracing::warn!(error = %e, "keeping the previous OAUTHBEARER keys"),
+            }
+            cache.stamp = stamp;
+            cache.loaded_at = Instant::now();
+        }
+        cache.jwks.clone()
+    }
+}
+
+/// An OAUTHBEARER setting of `listener`: Kafka's mechanism-prefixed key
+/// (`listener.name.<l>.oauthbearer.<key>`), else the listener-prefixed one, else the plain key.
+fn oauth_value<'a>(config: &'a BrokerConfig, listener: &str, key: &str) -> Option<&'a str> {
+    let lower = listener.to_ascii_lowercase();
+    config
+        .props
+        .get(&format!("listener.name.{lower}.oauthbearer.{key}"))
+        .map(|s| s.as_str())
+        .or_else(|| listener_value(config, listener, key))
+}
+
+/// The TLS client settings for an `https://` JWKS: Kafka reads them from the OAUTHBEARER
+/// JAAS options (`ssl.truststore.location`, a PEM file here), else the public roots.
+fn jwks_tls(config: &BrokerConfig, listener: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let lower = listener.to_ascii_lowercase();
+    let key = format!("listener.name.{lower}.oauthbearer.sasl.jaas.config");
+    let entry = match config
+        .props
+        .get(&key)
+        .or_else(|| config.props.get("sasl.jaas.config"))
+    {
+        Some(text) => Some(jaas::parse(text).map_err(|e| format!("{key}: {e}"))?),
+        None => None,
+    };
+    let truststore = entry
+        .filter(|e| e.login_module == jaas::OAUTHBEARER_LOGIN_MODULE)
+        .and_then(|e| e.options.get("ssl.truststore.location").cloned());
+    let pem = match &truststore {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("{key}: ssl.truststore.location {path:?}: {e}"))?,
+        ),
+        None => None,
+    };
+    crate::oauth_https::client_config(pem.as_deref())
+        .map_err(|e| format!("{key}: ssl.truststore.location: {e}"))
+}
+
+/// Reads a listener's OAUTHBEARER settings. An unset JWKS URL is an error, since Kafka's
+/// fallback (the *unsecured* validator, which accepts unsigned tokens) is not something
+/// Nagare offers.
+fn oauth_settings(config: &BrokerConfig, listener: &str) -> Result<Arc<OAuthSettings>, String> {
+    let url_key = "sasl.oauthbearer.jwks.endpoint.url";
+    let url = oauth_value(config, listener, url_key).ok_or_else(|| {
+        format!("listener {listener} enables OAUTHBEARER but {url_key} is not set (Nagare validates tokens against a JWKS; the unsecured validator is not served)")
+    })?;
+    let url = url.trim();
+    let source = if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(format!("{url_key}: {url:?} names no file"));
+        }
+        JwksSource::File(PathBuf::from(path))
+    } else if url.starts_with("https://") {
+        JwksSource::Https {
+            url: crate::oauth_https::HttpsUrl::parse(url).map_err(|e| format!("{url_key}: {e}"))?,
+            tls: jwks_tls(config, listener)?,
+        }
+    } else {
+        return Err(format!(
+            "{url_key}: {url:?}: only file:// and https:// JWKS URLs are supported"
+        ));
+    };
+    let number = |key: &str, default: i64| -> Result<i64, String> {
+        match oauth_value(config, listener, key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("{key}: {v:?} is not a non-negative number")),
+        }
+    };
+    let validator = ValidatorConfig {
+        expected_audience: oauth_value(config, listener, "sasl.oauthbearer.expected.audience")
+            .map(|v| {
+                v.split(',')
+                    .map(|a| a.trim().to_string())
+                    .filter(|a| !a.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        expected_issuer: oauth_value(config, listener, "sasl.oauthbearer.expected.issuer")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty()),
+        clock_skew_seconds: number("sasl.oauthbearer.clock.skew.seconds", 30)?,
+        sub_claim_name: oauth_value(config, listener, "sasl.oauthbearer.sub.claim.name")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "sub".into()),
+    };
+    let refresh_ms = number("sasl.oauthbearer.jwks.endpoint.refresh.ms", 3_600_000)?;
+    OAuthSettings::new(
+        validator,
+        source,
+        Duration::from_millis(refresh_ms.max(1) as u64),
+    )
+    .map_err(|e| format!("listener {listener}: {e}"))
 }
 
 /// The node's SASL settings: one entry per SASL listener, plus the session settings.
@@ -137,11 +449,17 @@ impl SaslSettings {
                     tracing::warn!(listener = %l.name, "PLAIN is enabled but the JAAS config defines no user_<name> entries: no PLAIN login can succeed");
                 }
             }
+            let oauth = if mechanisms.iter().any(|m| m == "OAUTHBEARER") {
+                Some(oauth_settings(config, &l.name)?)
+            } else {
+                None
+            };
             listeners.insert(
                 l.name.clone(),
                 ListenerSasl {
                     mechanisms,
                     plain_users,
+                    oauth,
                 },
             );
         }
@@ -170,6 +488,78 @@ impl SaslSettings {
     }
 }
 
+/// `sasl.mechanism.inter.broker.protocol`: the mechanism of this node's connections to
+/// other brokers' inter-broker listener.
+pub const INTER_BROKER_MECHANISM_KEY: &str = "sasl.mechanism.inter.broker.protocol";
+/// `sasl.mechanism.controller.protocol`: the mechanism of this node's connections to the
+/// controllers' listener.
+pub const CONTROLLER_MECHANISM_KEY: &str = "sasl.mechanism.controller.protocol";
+
+/// The SASL login this node uses on its own connections to `listener` (replica fetchers,
+/// marker sender and KIP-890 verification towards the inter-broker listener; controller
+/// channel and quorum peers towards the controller listener), as Kafka's inter-broker
+/// client does: `None` unless the listener is SASL_PLAINTEXT or SASL_SSL; else the
+/// mechanism from `mechanism_key` (Kafka's default GSSAPI is not served, so it must be set)
+/// and `username` / `password` from that listener's JAAS config for the mechanism
+/// (`listener.name.<l>.<mechanism lower>.sasl.jaas.config`, else `sasl.jaas.config`).
+/// When this node serves the listener itself, the mechanism must be enabled on it (Kafka's
+/// KafkaConfig check). Errors name the key to fix.
+pub fn inter_node_credentials(
+    config: &BrokerConfig,
+    listener: &str,
+    mechanism_key: &str,
+) -> Result<Option<nagare_client::SaslCredentials>, String> {
+    if !config.security_protocol(listener).uses_sasl() {
+        return Ok(None);
+    }
+    let mechanism = config
+        .props
+        .get(mechanism_key)
+        .map(|m| m.trim().to_string())
+        .unwrap_or_else(|| "GSSAPI".to_string());
+    if !SUPPORTED_MECHANISMS.contains(&mechanism.as_str()) {
+        return Err(format!(
+            "listener {listener} is {} and this node connects to it: set {mechanism_key} to one of {} (it is {mechanism})",
+            config.security_protocol(listener).name(),
+            SUPPORTED_MECHANISMS.join(", ")
+        ));
+    }
+    if config.listeners.iter().any(|l| l.name == listener) {
+        let enabled =
+            listener_value(config, listener, "sasl.enabled.mechanisms").unwrap_or("GSSAPI");
+        if !enabled.split(',').any(|m| m.trim() == mechanism) {
+            return Err(format!(
+                "{mechanism_key}={mechanism} is not in the sasl.enabled.mechanisms of listener {listener} ({enabled})"
+            ));
+        }
+    }
+    let key = format!(
+        "listener.name.{}.{}.sasl.jaas.config",
+        listener.to_ascii_lowercase(),
+        mechanism.to_ascii_lowercase()
+    );
+    let text = config
+        .props
+        .get(&key)
+        .or_else(|| config.props.get("sasl.jaas.config"))
+        .ok_or_else(|| {
+            format!("{mechanism_key}={mechanism}: set {key} with the username and password this node logs in with")
+        })?;
+    let entry = jaas::parse(text).map_err(|e| format!("{key}: {e}"))?;
+    let option = |name: &str| {
+        entry
+            .options
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("{key}: no {name}=\"...\" option for this node's own login"))
+    };
+    Ok(Some(nagare_client::SaslCredentials {
+        mechanism,
+        username: option("username")?,
+        password: option("password")?,
+    }))
+}
+
 /// Where one connection's SASL exchange stands.
 #[derive(Debug, Default)]
 enum Phase {
@@ -180,13 +570,21 @@ enum Phase {
     Handshaken { mechanism: String, raw: bool },
     /// A SCRAM exchange sent server-first; client-final is next.
     Scram { server: ScramServer, raw: bool },
+    /// An OAUTHBEARER token was refused and the RFC 7628 error challenge sent; the
+    /// client's `\x01` acknowledgement is next, then the exchange fails.
+    OAuthError {
+        server: OAuthBearerServer,
+        raw: bool,
+    },
 }
 
 impl Phase {
     fn raw(&self) -> bool {
         match self {
             Phase::Idle => false,
-            Phase::Handshaken { raw, .. } | Phase::Scram { raw, .. } => *raw,
+            Phase::Handshaken { raw, .. }
+            | Phase::Scram { raw, .. }
+            | Phase::OAuthError { raw, .. } => *raw,
         }
     }
 }
@@ -289,13 +687,12 @@ pub struct HandshakeOutcome {
 /// A second handshake on an authenticated connection starts re-authentication (KIP-368),
 /// which must use the same mechanism. A refusal closes the connection after the answer.
 pub fn handshake(
-    broker: &Broker,
+    settings: &SaslSettings,
     conn: &ConnectionContext,
     mechanism: &str,
     raw: bool,
 ) -> HandshakeOutcome {
-    let enabled = broker
-        .sasl
+    let enabled = settings
         .listener(&conn.listener_name)
         .map(|l| l.mechanisms.clone())
         .unwrap_or_default();
@@ -366,10 +763,18 @@ pub enum AuthOutcome {
     },
 }
 
-/// Feeds one client token into the connection's exchange.
-pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> AuthOutcome {
+/// Feeds one client token into the connection's exchange, with the listener settings and
+/// (for SCRAM) the credentials of `image`.
+pub fn authenticate(
+    settings: &SaslSettings,
+    image: &nagare_metadata::MetadataImage,
+    conn: &ConnectionContext,
+    token: &[u8],
+) -> AuthOutcome {
     let mut state = conn.sasl.state.lock();
     let phase = std::mem::take(&mut state.phase);
+    // OAUTHBEARER: the token's `exp` and the time it was checked, in ms since the epoch.
+    let mut credential_expires_at_ms: Option<(i64, i64)> = None;
     let (mechanism, step) = match phase {
         Phase::Idle => {
             tracing::warn!(peer = %conn.peer, "closing connection: SaslAuthenticate before SaslHandshake");
@@ -380,12 +785,53 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
             };
         }
         Phase::Handshaken { mechanism, .. } if mechanism == "PLAIN" => {
-            let users = broker.sasl.listener(&conn.listener_name);
+            let users = settings.listener(&conn.listener_name);
             let result = plain::authenticate(token, |u| {
                 users.and_then(|l| l.plain_users.get(u)).map(|p| p.as_str())
             });
             (mechanism, result.map(|user| Some((user, Vec::new()))))
         }
+        Phase::Handshaken { mechanism, raw } if mechanism == "OAUTHBEARER" => {
+            let Some(oauth) = settings
+                .listener(&conn.listener_name)
+                .and_then(|l| l.oauth())
+            else {
+                conn.sasl.request_close();
+                return AuthOutcome::Failed {
+                    error: ResponseError::SaslAuthenticationFailed,
+                    message: "OAUTHBEARER is not configured on this listener".into(),
+                };
+            };
+            let mut server = OAuthBearerServer::new();
+            let now_ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
+            let jwks = oauth.jwks();
+            match server.client_first(token, &jwks, &oauth.validator, now_ms) {
+                Ok(ServerStep::Done(valid)) => {
+                    credential_expires_at_ms = Some((valid.expires_at_ms, now_ms));
+                    (mechanism, Ok(Some((valid.principal, Vec::new()))))
+                }
+                Ok(ServerStep::InvalidToken(why)) => {
+                    tracing::warn!(peer = %conn.peer, listener = %conn.listener_name,
+                        "OAUTHBEARER token refused: {why}");
+                    let kid = oauthbearer::parse_client_initial_response(token)
+                        .ok()
+                        .and_then(|first| oauthbearer::token_kid(&first.token));
+                    if kid.is_some_and(|k| !jwks.has_kid(&k)) {
+                        oauth.expedite_refresh();
+                    }
+                    state.phase = Phase::OAuthError { server, raw };
+                    return AuthOutcome::Continue(oauthbearer::INVALID_TOKEN_CHALLENGE.to_vec());
+                }
+                Err(e) => (mechanism, Err(e)),
+            }
+        }
+        Phase::OAuthError { mut server, .. } => (
+            "OAUTHBEARER".to_string(),
+            Err(server.client_error_ack(token)),
+        ),
         Phase::Handshaken { mechanism, raw } => match ScramMechanism::from_name(&mechanism) {
             None => (
                 mechanism,
@@ -396,7 +842,6 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
             Some(m) => {
                 let mut server = ScramServer::new(m);
                 let nonce = nagare_sasl::scram::printable_nonce(&rand::random::<[u8; 32]>());
-                let image = broker.image();
                 let result = server.client_first(token, &nonce, |user| {
                     image
                         .scram
@@ -450,7 +895,7 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
                     ));
                 }
             }
-            let lifetime = broker.sasl.max_reauth_ms;
+            let lifetime = session_lifetime_ms(settings.max_reauth_ms, credential_expires_at_ms);
             state.session = Some(Session {
                 mechanism: mechanism.clone(),
                 principal: principal.clone(),
@@ -467,16 +912,41 @@ pub fn authenticate(broker: &Broker, conn: &ConnectionContext, token: &[u8]) -> 
     }
 }
 
+/// A session's KIP-368 lifetime in ms (0: unlimited): `connections.max.reauth.ms`, capped
+/// by the credential's own expiry when it has one (an OAUTHBEARER token's `exp`, given with
+/// the time it was checked), as Kafka's `SaslServerAuthenticator` computes it. A token
+/// expiring right now (accepted within the clock skew) still gets 1 ms, not "unlimited".
+fn session_lifetime_ms(max_reauth_ms: u64, credential: Option<(i64, i64)>) -> u64 {
+    match credential {
+        None => max_reauth_ms,
+        Some((expires_at_ms, now_ms)) => {
+            let left = u64::try_from(expires_at_ms.saturating_sub(now_ms))
+                .unwrap_or(0)
+                .max(1);
+            if max_reauth_ms > 0 {
+                left.min(max_reauth_ms)
+            } else {
+                left
+            }
+        }
+    }
+}
+
 /// Serves a raw SASL token (after a v0 SaslHandshake): the answer is a size-prefixed token
 /// too. A failure closes the connection after `connection.failed.authentication.delay.ms`,
 /// with no answer, as Kafka does for unframed exchanges.
-pub async fn raw_token(broker: &Broker, conn: &ConnectionContext, frame: Bytes) -> Reply {
-    let token = match authenticate(broker, conn, &frame) {
+pub async fn raw_token(
+    settings: &SaslSettings,
+    image: &nagare_metadata::MetadataImage,
+    conn: &ConnectionContext,
+    frame: Bytes,
+) -> Reply {
+    let token = match authenticate(settings, image, conn, &frame) {
         AuthOutcome::Continue(t) => t,
         AuthOutcome::Done { token, .. } => token,
         AuthOutcome::Failed { .. } => {
             tokio::time::sleep(Duration::from_millis(
-                broker.sasl.failed_authentication_delay_ms,
+                settings.failed_authentication_delay_ms,
             ))
             .await;
             return Reply::Close;

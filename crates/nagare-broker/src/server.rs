@@ -307,41 +307,49 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 /// A listener must never be served with less security than its configuration asks for.
-/// SASL is served on client listeners; the listener brokers replicate and send transaction
-/// markers over (the first client listener) and the controller listeners are not SASL ones
-/// until Nagare's own clients (fetchers, marker sender, controller channel, quorum)
-/// authenticate. SSL is served on every listener, SASL_SSL where SASL is. The SASL settings of
-/// the SASL listeners must be valid too.
+/// Every protocol is served on every listener (this node's own connections speak TLS and
+/// log in with SASL when the listener they reach asks for it); the SASL settings of the SASL
+/// listeners and this node's own logins towards SASL inter-node listeners
+/// ([`inter_node_sasl`]) must be valid.
 pub fn check_listener_security(config: &BrokerConfig) -> anyhow::Result<()> {
-    for l in &config.listeners {
-        let protocol = config.security_protocol(&l.name);
-        let inter_node = config.controller_listener_names.contains(&l.name)
-            || config.broker_listener().is_some_and(|b| b.name == l.name);
-        // TLS is served everywhere (this node's own connections speak it too); SASL only on
-        // client listeners until Nagare's own clients authenticate with it.
-        let served = match protocol {
-            crate::context::SecurityProtocol::Plaintext | crate::context::SecurityProtocol::Ssl => {
-                true
-            }
-            crate::context::SecurityProtocol::SaslPlaintext
-            | crate::context::SecurityProtocol::SaslSsl => !inter_node,
-        };
-        if !served {
-            anyhow::bail!(
-                "listener {} is mapped to {} in listener.security.protocol.map, which Nagare does not serve on {} yet",
-                l.name,
-                protocol.name(),
-                if inter_node { "inter-node listeners" } else { "any listener" }
-            );
-        }
-    }
     crate::sasl::SaslSettings::from_config(config).map_err(|e| anyhow::anyhow!(e))?;
+    inter_node_sasl(config)?;
     Ok(())
+}
+
+/// This node's SASL logins towards the controllers' listener (the first of
+/// `controller.listener.names`, with `sasl.mechanism.controller.protocol`) and towards other
+/// brokers' inter-broker listener (with `sasl.mechanism.inter.broker.protocol`); `None` where
+/// that listener is not a SASL one.
+pub fn inter_node_sasl(
+    config: &BrokerConfig,
+) -> anyhow::Result<(
+    Option<nagare_client::SaslCredentials>,
+    Option<nagare_client::SaslCredentials>,
+)> {
+    let controller = match config.controller_listener_names.first() {
+        Some(name) => {
+            crate::sasl::inter_node_credentials(config, name, crate::sasl::CONTROLLER_MECHANISM_KEY)
+                .map_err(|e| anyhow::anyhow!(e))?
+        }
+        None => None,
+    };
+    let broker = match config.broker_listener() {
+        Some(l) => crate::sasl::inter_node_credentials(
+            config,
+            &l.name,
+            crate::sasl::INTER_BROKER_MECHANISM_KEY,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+        None => None,
+    };
+    Ok((controller, broker))
 }
 
 /// Starts a node and returns once it is serving.
 pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     check_listener_security(&config)?;
+    let (controller_sasl, inter_broker_sasl) = inter_node_sasl(&config)?;
     let tls_of = tls_listeners(&config)?;
     // The connections this node opens speak the protocol of the listener they reach, with
     // that listener's `ssl.*` settings (Kafka: the inter-broker and controller listeners').
@@ -390,6 +398,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             max_record_bytes_between_snapshots: q.max_record_bytes_between_snapshots,
             fetch_max_wait_ms: 500,
             tls: controller_tls.clone(),
+            sasl: controller_sasl.clone(),
         },
         Arc::new(MetadataListener::new(metadata.clone())),
     )
@@ -459,7 +468,8 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             raft.clone(),
             broker_cell.clone(),
             request_metrics.clone(),
-        );
+            metadata.clone(),
+        )?;
         if let Some(tls) = tls_of(&l.name) {
             tasks.push(tokio::spawn(tls.clone().watch()));
             ctx = ctx.with_tls(tls);
@@ -538,6 +548,9 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     if let Some(tls) = inter_broker_tls {
         let _ = broker_state.inter_broker_tls.set(tls);
     }
+    if let Some(sasl) = inter_broker_sasl {
+        let _ = broker_state.inter_broker_sasl.set(sasl);
+    }
     let broker = Arc::new(broker_state);
     let _ = broker.quorum.set(quorum.clone());
     let leader_raft = raft.clone();
@@ -550,7 +563,8 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             Duration::from_millis(q.retry_backoff_ms.max(20) * 5),
         )
         .with_local(Arc::downgrade(&broker))
-        .with_tls(controller_tls.clone()),
+        .with_tls(controller_tls.clone())
+        .with_sasl(controller_sasl.clone()),
     ));
     let _ = broker_cell.set(broker.clone());
 
@@ -770,25 +784,76 @@ fn controller_listener_context(
     raft: RaftManager,
     broker: Arc<OnceLock<Arc<Broker>>>,
     metrics: Arc<crate::request_metrics::RequestMetrics>,
-) -> crate::network::ServeContext {
+    metadata: Arc<MetadataPublisher>,
+) -> anyhow::Result<crate::network::ServeContext> {
     use crate::handlers::{apis, Dispatched, Handler};
     let max_request_bytes = config.socket_request_max_bytes;
     let idle = Duration::from_millis(config.connections_max_idle_ms);
     let security_protocol = config.security_protocol(&listener_name);
-    crate::network::ServeContext {
+    // A SASL controller listener authenticates from startup on: the quorum's voters and the
+    // brokers log in before their first Vote or Fetch, when the node's state (and its SASL
+    // handlers) does not exist yet.
+    let sasl =
+        Arc::new(crate::sasl::SaslSettings::from_config(config).map_err(|e| anyhow::anyhow!(e))?);
+    Ok(crate::network::ServeContext {
         handler: Arc::new(move |frame, conn, received| {
             let raft = raft.clone();
             let broker = broker.clone();
+            let sasl = sasl.clone();
+            let metadata = metadata.clone();
             Box::pin(async move {
                 let peer = conn.peer;
+                // Raw tokens after a v0 SaslHandshake are no Kafka requests: never read
+                // them as one (a quorum RPC key), before or after the node is up.
+                if conn.security_protocol.uses_sasl() && conn.sasl.expects_raw_token() {
+                    return crate::sasl::raw_token(&sasl, &metadata.image(), &conn, frame)
+                        .await
+                        .into();
+                }
                 let Ok(prefix) = nagare_protocol::frame::peek_header_prefix(&frame) else {
                     return Reply::Close.into();
                 };
                 let spec = apis::spec_for_code(ListenerKind::Controller, prefix.api_key);
+                let sasl_api = spec
+                    .filter(|s| matches!(s.key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate));
+                if let Some(spec) = sasl_api.filter(|_| broker.get().is_none()) {
+                    if !spec.supports(prefix.api_version) {
+                        return Reply::Close.into();
+                    }
+                    let mut body = frame;
+                    let Ok((_, header)) = nagare_protocol::frame::decode_request_header(&mut body)
+                    else {
+                        return Reply::Close.into();
+                    };
+                    let ctx = crate::context::RequestContext {
+                        connection: conn.clone(),
+                        request_bytes: body.len(),
+                        header,
+                        api: spec,
+                        received,
+                        forwarded: None,
+                    };
+                    let req = crate::handlers::Request { ctx, body };
+                    let reply = if spec.key == ApiKey::SaslHandshake {
+                        crate::handlers::sasl::handle_handshake_with(&sasl, req)
+                    } else {
+                        crate::handlers::sasl::handle_authenticate_with(
+                            &sasl,
+                            &metadata.image(),
+                            req,
+                        )
+                    };
+                    return reply.unwrap_or(Reply::Close).into();
+                }
                 if let Some(spec) = spec.filter(|s| matches!(s.handler, Handler::Quorum)) {
                     let key = spec.key;
                     if !spec.supports(prefix.api_version) {
                         tracing::warn!(%peer, ?key, version = prefix.api_version, "closing controller connection: unsupported version");
+                        return Reply::Close.into();
+                    }
+                    // On a SASL listener the quorum RPCs, like every API, need an
+                    // authenticated session.
+                    if !crate::sasl::admit(&conn, key) {
                         return Reply::Close.into();
                     }
                     let mut frame = frame;
@@ -866,7 +931,7 @@ fn controller_listener_context(
         idle,
         metrics: Some(metrics),
         tls: None,
-    }
+    })
 }
 
 fn spawn_periodic(

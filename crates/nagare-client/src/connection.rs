@@ -143,6 +143,58 @@ impl Stream {
     }
 }
 
+/// A connection's byte stream once it has been handed over by [`Connection::into_stream`]:
+/// plain TCP or TLS, already past ApiVersions and SASL. Frames written on it are the
+/// caller's business (Nagare's controller channel forwards raw request frames on it).
+#[derive(Debug)]
+pub struct ConnectionStream(Stream);
+
+impl tokio::io::AsyncRead for ConnectionStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ConnectionStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// The host part of `host:port` (`[v6]:port` too), for TLS server name checking.
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
@@ -257,6 +309,16 @@ impl Connection {
             conn.authenticate(&creds).await?;
         }
         Ok(conn)
+    }
+
+    /// Hands over the byte stream (past ApiVersions and, with [`ConnectionOptions::sasl`],
+    /// authenticated), for a caller that writes already-encoded request frames itself. A
+    /// broken connection (an exchange interrupted half-way) is refused.
+    pub fn into_stream(self) -> Result<ConnectionStream> {
+        if self.in_flight {
+            return Err(Error::ConnectionBroken { addr: self.addr });
+        }
+        Ok(ConnectionStream(self.stream))
     }
 
     /// SaslHandshake v1 for `creds.mechanism`, then the mechanism's SaslAuthenticate
@@ -731,6 +793,59 @@ mod tests {
                 got: 42
             })
         ));
+    }
+
+    /// After ApiVersions the byte stream is handed over in step: what the caller writes on it
+    /// reaches the server as is, and the server's next frame is read back whole.
+    #[tokio::test]
+    async fn into_stream_hands_over_the_negotiated_stream() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        async fn read_frame(s: &mut TcpStream) -> Bytes {
+            let size = s.read_i32().await.expect("size");
+            let mut buf = vec![0u8; usize::try_from(size).expect("size")];
+            s.read_exact(&mut buf).await.expect("frame");
+            Bytes::from(buf)
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            // ApiVersions: answer at the request's version (response header v0).
+            let mut req = read_frame(&mut s).await;
+            assert_eq!(req.get_i16(), ApiKey::ApiVersions as i16);
+            let version = req.get_i16();
+            let correlation_id = req.get_i32();
+            let mut out = BytesMut::new();
+            out.put_i32(0);
+            out.put_i32(correlation_id);
+            ApiVersionsResponse::default()
+                .encode(&mut out, version)
+                .expect("encode");
+            let size = i32::try_from(out.len() - 4).expect("size");
+            out[..4].copy_from_slice(&size.to_be_bytes());
+            s.write_all(&out).await.expect("write");
+            // Then the raw frame, echoed back reversed.
+            let raw = read_frame(&mut s).await;
+            let mut back: Vec<u8> = raw.to_vec();
+            back.reverse();
+            s.write_i32(i32::try_from(back.len()).expect("len"))
+                .await
+                .expect("write");
+            s.write_all(&back).await.expect("write");
+        });
+        let conn = Connection::connect(&addr, "raw").await.expect("connect");
+        let mut stream = conn.into_stream().expect("stream");
+        stream
+            .write_all(&[0, 0, 0, 3, 1, 2, 3])
+            .await
+            .expect("write");
+        stream.flush().await.expect("flush");
+        let mut answer = [0u8; 7];
+        stream.read_exact(&mut answer).await.expect("read");
+        assert_eq!(answer, [0, 0, 0, 3, 3, 2, 1]);
+        server.await.expect("server");
     }
 
     #[tokio::test]

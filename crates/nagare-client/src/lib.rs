@@ -42,7 +42,9 @@ pub use client::{
     RESOURCE_TYPES,
 };
 pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
-pub use connection::{Connection, ConnectionOptions, SaslCredentials, TlsOptions};
+pub use connection::{
+    Connection, ConnectionOptions, ConnectionStream, SaslCredentials, TlsOptions,
+};
 pub use error::{kafka_error_name, Error, ResponseError, Result};
 pub use group::{decode_assignment, GroupDescription, GroupListing, GroupMember};
 pub use records::{Compression, ConsumedRecord, ProduceRecord, TimestampType};

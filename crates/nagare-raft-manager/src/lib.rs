@@ -80,6 +80,9 @@ pub struct RaftManagerConfig {
     pub fetch_max_wait_ms: u64,
     /// TLS towards the other voters, when the controller listener is SSL (`None`: plaintext).
     pub tls: Option<nagare_client::TlsOptions>,
+    /// The SASL login towards the other voters, when the controller listener is
+    /// SASL_PLAINTEXT or SASL_SSL (`sasl.mechanism.controller.protocol`; `None`: none).
+    pub sasl: Option<nagare_client::SaslCredentials>,
 }
 
 impl RaftManagerConfig {
@@ -103,6 +106,7 @@ impl RaftManagerConfig {
             max_record_bytes_between_snapshots: 20 * 1024 * 1024,
             fetch_max_wait_ms: 500,
             tls: None,
+            sasl: None,
         }
     }
 

@@ -251,6 +251,7 @@ impl RaftManager {
                     ),
                     backoff: Duration::from_millis(config.retry_backoff_ms.max(1)),
                     tls: config.tls.clone(),
+                    sasl: config.sasl.clone(),
                     rx: prx,
                     out: resp_tx.clone(),
                 }));
@@ -1188,6 +1189,7 @@ struct PeerTask {
     request_timeout: Duration,
     backoff: Duration,
     tls: Option<nagare_client::TlsOptions>,
+    sasl: Option<nagare_client::SaslCredentials>,
     rx: mpsc::Receiver<Message>,
     out: mpsc::UnboundedSender<(NodeId, Message)>,
 }
@@ -1219,6 +1221,7 @@ async fn peer_task(mut t: PeerTask) {
                 connect_timeout: t.request_timeout.min(Duration::from_secs(1)),
                 request_timeout: t.request_timeout,
                 tls: t.tls.clone(),
+                sasl: t.sasl.clone(),
                 ..Default::default()
             };
             match nagare_client::Connection::connect_with(&addr, &client_id, opts).await {

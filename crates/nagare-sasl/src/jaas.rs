@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 pub const PLAIN_LOGIN_MODULE: &str = "org.apache.kafka.common.security.plain.PlainLoginModule";
 /// The SCRAM login module's class name.
 pub const SCRAM_LOGIN_MODULE: &str = "org.apache.kafka.common.security.scram.ScramLoginModule";
+/// Kafka's OAUTHBEARER login module (its broker-side options configure the JWKS fetch's TLS).
+pub const OAUTHBEARER_LOGIN_MODULE: &str =
+    "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule";
 
 /// One parsed login module entry.
 #[derive(Clone, PartialEq, Eq)]

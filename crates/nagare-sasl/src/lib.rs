@@ -1,18 +1,21 @@
-//! SASL for Nagare, sans-I/O: the PLAIN (RFC 4616) and SCRAM-SHA-256 / SCRAM-SHA-512
-//! (RFC 5802, RFC 7677) mechanisms as state machines that take and return message bytes,
-//! server side for the broker and client side for `nagare-client`, plus the JAAS config
+//! SASL for Nagare, sans-I/O: the PLAIN (RFC 4616), SCRAM-SHA-256 / SCRAM-SHA-512
+//! (RFC 5802, RFC 7677) and OAUTHBEARER (RFC 7628, server side only) mechanisms as state
+//! machines that take and return message bytes, server side for the broker and client
+//! side for `nagare-client`, plus the JAAS config
 //! parser Kafka's `sasl.jaas.config` values need. Nothing here reads a socket, a clock or
 //! a random source: nonces and salts come from the caller, so every exchange is testable
 //! deterministically.
 
 pub mod jaas;
+pub mod oauthbearer;
 pub mod plain;
 pub mod scram;
 
 pub use scram::{ScramCredential, ScramMechanism};
 
 /// The SASL mechanisms Nagare serves, by Kafka's name.
-pub const SUPPORTED_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+pub const SUPPORTED_MECHANISMS: &[&str] =
+    &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 
 /// Why an authentication exchange failed. The message is what Kafka sends the client in
 /// SaslAuthenticate's `error_message` (it never reveals whether the user exists).

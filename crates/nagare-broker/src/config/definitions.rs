@@ -207,10 +207,15 @@ pub(crate) fn check(key: &str, value: &str) -> Result<Option<String>, ConfigErro
             Ok(d.warning())
         }
         // Listener-prefixed SASL settings (`listener.name.<l>.sasl.enabled.mechanisms`,
-        // `listener.name.<l>.<mechanism>.sasl.jaas.config`) are read by `crate::sasl`.
+        // `listener.name.<l>.<mechanism>.sasl.jaas.config`,
+        // `listener.name.<l>.oauthbearer.sasl.oauthbearer.*`) are read by `crate::sasl`;
+        // Kafka's OAUTHBEARER setups also name the validator callback handler, which is
+        // what Nagare does built in.
         None if key.starts_with("listener.name.")
             && (key.ends_with(".sasl.enabled.mechanisms")
-                || key.ends_with(".sasl.jaas.config")) =>
+                || key.ends_with(".sasl.jaas.config")
+                || key.ends_with(".sasl.server.callback.handler.class")
+                || key.contains(".sasl.oauthbearer.")) =>
         {
             Ok(None)
         }
@@ -596,17 +601,31 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     unimplemented("controller.quorum.bootstrap.servers", LIST, Value(""), ReadOnly,
         "Dynamic KRaft quorums (KIP-853); Nagare's quorum is static (`controller.quorum.voters`)."),
     def("sasl.enabled.mechanisms", LIST, Value("GSSAPI"), Any, PerBroker,
-        "Mechanisms of the SASL listeners (per listener: `listener.name.<l>.sasl.enabled.mechanisms`): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512. Any other (Kafka's default GSSAPI too) is a startup error when a SASL listener exists."),
+        "Mechanisms of the SASL listeners (per listener: `listener.name.<l>.sasl.enabled.mechanisms`): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER. Any other (Kafka's default GSSAPI too) is a startup error when a SASL listener exists."),
     def("sasl.jaas.config", ConfigType::Password, Null, Any, PerBroker,
         "JAAS config of the SASL listeners; PLAIN users as `org.apache.kafka.common.security.plain.PlainLoginModule required user_<name>=\"<password>\";` (per listener: `listener.name.<l>.plain.sasl.jaas.config`). Never shown."),
     def("connections.max.reauth.ms", LONG, Value("0"), Range(0, I64), PerBroker,
         "KIP-368: lifetime of a SASL session, sent in SaslAuthenticate; a connection that has not re-authenticated by then is closed on its next request. 0: no limit."),
     def("connection.failed.authentication.delay.ms", INT, Value("100"), Range(0, I32), ReadOnly,
         "A failed SASL authentication is answered (and the connection closed) this much later, slowing password guessing."),
-    unimplemented("sasl.mechanism.controller.protocol", STRING, Value("GSSAPI"), ReadOnly,
-        "SASL mechanism towards the controllers."),
-    unimplemented("sasl.mechanism.inter.broker.protocol", STRING, Value("GSSAPI"), PerBroker,
-        "SASL mechanism between brokers."),
+    // OAUTHBEARER (KIP-768's broker-side validation); each also per listener as
+    // `listener.name.<l>.oauthbearer.<key>` (Kafka's spelling) or `listener.name.<l>.<key>`.
+    def("sasl.oauthbearer.jwks.endpoint.url", STRING, Null, Any, ReadOnly,
+        "Where OAUTHBEARER token signing keys (a JWKS) come from; required when OAUTHBEARER is enabled: `file://<path>` (re-read when the file changes) or `https://...` (fetched at startup, then every refresh interval; CA from the OAUTHBEARER JAAS option `ssl.truststore.location`, a PEM file, else the Mozilla roots)."),
+    def("sasl.oauthbearer.jwks.endpoint.refresh.ms", LONG, Value("3600000"), Range(0, I64), ReadOnly,
+        "How often an `https://` JWKS is fetched again (a file is also re-read at least this often)."),
+    def("sasl.oauthbearer.expected.audience", LIST, Value(""), Any, ReadOnly,
+        "If set, a token's `aud` must hold one of these."),
+    def("sasl.oauthbearer.expected.issuer", STRING, Null, Any, ReadOnly,
+        "If set, a token's `iss` must equal it."),
+    def("sasl.oauthbearer.clock.skew.seconds", INT, Value("30"), Range(0, I32), ReadOnly,
+        "Tolerance for `exp` and `nbf` against the broker's clock."),
+    def("sasl.oauthbearer.sub.claim.name", STRING, Value("sub"), Any, ReadOnly,
+        "The token claim naming the principal (`User:<value>`)."),
+    def("sasl.mechanism.controller.protocol", STRING, Value("GSSAPI"), Any, ReadOnly,
+        "SASL mechanism of this node's connections to a SASL controller listener (controller channel, quorum peers): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; the login is `username`/`password` of `listener.name.<controller listener>.<mechanism>.sasl.jaas.config`. Kafka's GSSAPI default is a startup error when that listener is SASL."),
+    def("sasl.mechanism.inter.broker.protocol", STRING, Value("GSSAPI"), Any, PerBroker,
+        "SASL mechanism of this node's connections to a SASL inter-broker listener (replica fetchers, transaction markers, KIP-890 verification): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, enabled on that listener; the login is `username`/`password` of `listener.name.<listener>.<mechanism>.sasl.jaas.config`. Kafka's GSSAPI default is a startup error when that listener is SASL."),
     // TLS of SSL and SASL_SSL listeners (`crate::tls`); each key can be given per listener
     // as `listener.name.<listener in lower case>.<key>`, which beats the plain key.
     def("ssl.keystore.type", STRING, Derived("`JKS` in Kafka; Nagare reads PEM"), Any, PerBroker,

@@ -43,6 +43,8 @@ pub mod init_producer_id;
 pub mod list_offsets;
 pub mod list_transactions;
 pub mod metadata;
+#[cfg(test)]
+mod oauth_tests;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sasl;
@@ -180,7 +182,9 @@ pub async fn dispatch(
     let request_bytes = frame.len();
     // After a v0 SaslHandshake the client sends raw SASL tokens, not Kafka requests.
     if conn.security_protocol.uses_sasl() && conn.sasl.expects_raw_token() {
-        return crate::sasl::raw_token(broker, conn, frame).await.into();
+        return crate::sasl::raw_token(&broker.sasl, &broker.image(), conn, frame)
+            .await
+            .into();
     }
     let prefix = match frame::peek_header_prefix(&frame) {
         Ok(p) => p,

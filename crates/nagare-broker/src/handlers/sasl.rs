@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 
 use super::{respond, sb, HandlerResult, Request};
 use crate::network::Reply;
-use crate::sasl::{self, AuthOutcome};
+use crate::sasl::{self, AuthOutcome, SaslSettings};
 use crate::Broker;
 use nagare_protocol::error::ResponseError;
 
@@ -23,10 +23,16 @@ pub const HANDSHAKE_VERSIONS: (i16, i16) = (0, 1);
 pub const AUTHENTICATE_VERSIONS: (i16, i16) = (0, 2);
 
 /// Handles SaslHandshake.
-pub fn handle_handshake(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
+pub fn handle_handshake(broker: &Arc<Broker>, req: Request) -> HandlerResult {
+    handle_handshake_with(&broker.sasl, req)
+}
+
+/// Handles SaslHandshake with `settings` (also before the node's state exists: a
+/// controller listener authenticates its quorum peers from startup on).
+pub fn handle_handshake_with(settings: &SaslSettings, mut req: Request) -> HandlerResult {
     let r: SaslHandshakeRequest = req.decode()?;
     let version = req.version();
-    let outcome = sasl::handshake(broker, &req.ctx.connection, &r.mechanism, version == 0);
+    let outcome = sasl::handshake(settings, &req.ctx.connection, &r.mechanism, version == 0);
     let resp = SaslHandshakeResponse::default()
         .with_error_code(nagare_protocol::error::code(outcome.error))
         .with_mechanisms(outcome.mechanisms.into_iter().map(sb).collect());
@@ -40,7 +46,17 @@ pub fn handle_handshake(broker: &Arc<Broker>, mut req: Request) -> HandlerResult
 
 /// Handles SaslAuthenticate. A failure is answered SASL_AUTHENTICATION_FAILED after
 /// `connection.failed.authentication.delay.ms`, and the connection then closes.
-pub fn handle_authenticate(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
+pub fn handle_authenticate(broker: &Arc<Broker>, req: Request) -> HandlerResult {
+    handle_authenticate_with(&broker.sasl, &broker.image(), req)
+}
+
+/// Handles SaslAuthenticate with `settings` and (for SCRAM) the credentials of `image`
+/// (also before the node's state exists, see [`handle_handshake_with`]).
+pub fn handle_authenticate_with(
+    settings: &SaslSettings,
+    image: &nagare_metadata::MetadataImage,
+    mut req: Request,
+) -> HandlerResult {
     let r: SaslAuthenticateRequest = req.decode()?;
     let version = req.version();
     let correlation_id = req.correlation_id();
@@ -59,7 +75,7 @@ pub fn handle_authenticate(broker: &Arc<Broker>, mut req: Request) -> HandlerRes
         )));
     }
     let resp = SaslAuthenticateResponse::default();
-    match sasl::authenticate(broker, conn, &r.auth_bytes) {
+    match sasl::authenticate(settings, image, conn, &r.auth_bytes) {
         AuthOutcome::Continue(token) => Ok(Reply::Now(respond(
             ApiKey::SaslAuthenticate,
             version,
@@ -89,7 +105,7 @@ pub fn handle_authenticate(broker: &Arc<Broker>, mut req: Request) -> HandlerRes
                 .with_error_code(error.code())
                 .with_error_message(Some(sb(message)));
             let answer = respond(ApiKey::SaslAuthenticate, version, correlation_id, &resp);
-            let delay = Duration::from_millis(broker.sasl.failed_authentication_delay_ms);
+            let delay = Duration::from_millis(settings.failed_authentication_delay_ms);
             Ok(Reply::Later(Box::pin(async move {
                 tokio::time::sleep(delay).await;
                 answer

@@ -458,13 +458,14 @@ async fn describe_configs_hides_the_jaas_config() {
     assert!(!text.contains("alice-secret"), "{text}");
 }
 
-/// Which listeners may use SASL_PLAINTEXT: client listeners other than the first (the one
-/// brokers replicate over); never the controller listener; SSL not yet.
+/// SASL is served on every listener; a SASL inter-broker or controller listener needs this
+/// node's own login (Kafka's `sasl.mechanism.*.protocol`, default GSSAPI, and the
+/// listener's JAAS `username` / `password`), else startup fails naming the key.
 #[test]
-fn sasl_is_served_only_where_nagare_can_honour_it() {
+fn inter_node_sasl_needs_a_mechanism_and_a_login() {
     use crate::config::BrokerConfig;
-    use crate::server::check_listener_security;
-    let load = |listeners: &str, map: &str| {
+    use crate::server::{check_listener_security, inter_node_sasl};
+    let config = |listeners: &str, map: &str, extra: &[(&str, &str)]| {
         let mut props = std::collections::BTreeMap::new();
         props.insert("listeners".to_string(), listeners.to_string());
         props.insert(
@@ -473,38 +474,103 @@ fn sasl_is_served_only_where_nagare_can_honour_it() {
         );
         props.insert("sasl.enabled.mechanisms".to_string(), "PLAIN".to_string());
         props.insert("sasl.jaas.config".to_string(), JAAS.to_string());
+        for (k, v) in extra {
+            props.insert(k.to_string(), v.to_string());
+        }
         let (c, _) = BrokerConfig::from_props(props).expect("config");
-        check_listener_security(&c)
+        c
     };
     let both = "PLAINTEXT://:9092,SASL_PLAINTEXT://:9094,CONTROLLER://:9093";
-    assert!(load(
-        both,
-        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
-    )
-    .is_ok());
+    let plain_map = "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT";
+    // A SASL client listener that is not the inter-broker one needs no login of ours.
+    let c = config(both, plain_map, &[]);
+    assert!(check_listener_security(&c).is_ok());
+    assert_eq!(inter_node_sasl(&c).expect("logins"), (None, None));
+
+    // SASL on the inter-broker listener: GSSAPI (Kafka's default) is refused by key name.
     let first = "SASL_PLAINTEXT://:9094,PLAINTEXT://:9092,CONTROLLER://:9093";
-    let e = load(
+    let e = check_listener_security(&config(first, plain_map, &[])).expect_err("GSSAPI");
+    assert!(
+        e.to_string()
+            .contains("sasl.mechanism.inter.broker.protocol"),
+        "{e}"
+    );
+    let c = config(
         first,
-        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
-    )
-    .expect_err("inter-broker listener");
-    assert!(e.to_string().contains("inter-node"), "{e}");
-    assert!(load(
+        plain_map,
+        &[("sasl.mechanism.inter.broker.protocol", "PLAIN")],
+    );
+    check_listener_security(&c).expect("inter-broker SASL");
+    let (controller, broker) = inter_node_sasl(&c).expect("logins");
+    assert_eq!(controller, None);
+    let broker = broker.expect("inter-broker login");
+    assert_eq!(
+        (
+            broker.mechanism.as_str(),
+            broker.username.as_str(),
+            broker.password.as_str()
+        ),
+        ("PLAIN", "admin", "admin-secret")
+    );
+    // The mechanism must be enabled on the listener this node serves.
+    let e = check_listener_security(&config(
+        first,
+        plain_map,
+        &[("sasl.mechanism.inter.broker.protocol", "SCRAM-SHA-512")],
+    ))
+    .expect_err("not enabled");
+    assert!(e.to_string().contains("sasl.enabled.mechanisms"), "{e}");
+
+    // SASL_SSL on the controller listener: the controller mechanism and the per-listener,
+    // per-mechanism JAAS config (as Kafka's inter-broker client reads it).
+    let ssl_map = "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_SSL";
+    let e = inter_node_sasl(&config(both, ssl_map, &[])).expect_err("GSSAPI");
+    assert!(
+        e.to_string().contains("sasl.mechanism.controller.protocol"),
+        "{e}"
+    );
+    let c = config(
         both,
-        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
-    )
-    .is_err());
-    // TLS is served on any listener, SASL_SSL where SASL is.
-    assert!(load(
+        ssl_map,
+        &[
+            ("sasl.mechanism.controller.protocol", "SCRAM-SHA-256"),
+            ("listener.name.controller.sasl.enabled.mechanisms", "SCRAM-SHA-256"),
+            (
+                "listener.name.controller.scram-sha-256.sasl.jaas.config",
+                "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"ctl\" password=\"ctl-secret\";",
+            ),
+        ],
+    );
+    let controller = inter_node_sasl(&c)
+        .expect("logins")
+        .0
+        .expect("controller login");
+    assert_eq!(
+        (
+            controller.mechanism.as_str(),
+            controller.username.as_str(),
+            controller.password.as_str()
+        ),
+        ("SCRAM-SHA-256", "ctl", "ctl-secret")
+    );
+    // A JAAS config without this node's own username is refused, naming the key.
+    let e = inter_node_sasl(&config(
         both,
-        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_SSL,CONTROLLER:SSL"
-    )
-    .is_ok());
-    assert!(load(
-        both,
-        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SSL,CONTROLLER:SASL_SSL"
-    )
-    .is_err());
+        ssl_map,
+        &[
+            ("sasl.mechanism.controller.protocol", "PLAIN"),
+            (
+                "listener.name.controller.plain.sasl.jaas.config",
+                "org.apache.kafka.common.security.plain.PlainLoginModule required user_a=\"b\";",
+            ),
+        ],
+    ))
+    .expect_err("no username");
+    assert!(
+        e.to_string()
+            .contains("listener.name.controller.plain.sasl.jaas.config"),
+        "{e}"
+    );
 }
 
 /// Allows everything but cluster operations, which only `User:admin` may perform.

@@ -362,6 +362,39 @@ impl TestCluster {
         );
     }
 
+    /// Formats node `id` again from scratch with `extra` arguments of `nagare storage format`
+    /// (for example `--add-scram ...` for the SCRAM users a secured cluster starts with).
+    pub fn reformat(&self, id: i32, extra: &[&str]) {
+        let n = self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("no such node");
+        let _ = std::fs::remove_dir_all(n.log_dir());
+        let out = Command::new(nagare_bin())
+            .args([
+                "storage",
+                "format",
+                "--cluster-id",
+                &self.cluster_id,
+                "--config",
+            ])
+            .arg(n.config_file())
+            .args(extra)
+            .output()
+            .expect("storage format");
+        assert!(
+            out.status.success(),
+            "format node {id} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Every node's id.
+    pub fn node_ids(&self) -> Vec<i32> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
     /// Starts every node and waits until all are ready.
     pub fn start_all(&mut self, timeout: Duration) {
         for n in &mut self.nodes {
