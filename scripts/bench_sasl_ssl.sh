@@ -34,6 +34,10 @@ fi
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", ($14 + $15) / hz }' "/proc/$SERVER/stat"; }
 
+echo "== machine limits (same run)"
+measure_disk_limits 200
+"$NAGARE_BIN" bench loopback --repeat 3 --json "$WORK/loopback.json" >/dev/null
+echo "loopback TCP (nagare bench loopback, one stream): $(cat "$WORK/loopback.json")"
 echo "== certificates"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench-ca \
   -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
