@@ -75,6 +75,7 @@ pub(crate) struct Topology {
     pub(crate) voters: Vec<nagare_raft::VoterAddress>,
     pub(crate) voters_configured: bool,
     pub(crate) security_protocols: BTreeMap<String, SecurityProtocol>,
+    pub(crate) inter_broker_listener_name: Option<String>,
 }
 
 /// Parses `listener.security.protocol.map` (`NAME:PROTOCOL,...`).
@@ -264,6 +265,40 @@ pub(crate) fn resolve(p: Props<'_>) -> Result<Topology, ConfigError> {
             format!("no security protocol defined for listener {}", l.name),
         ));
     }
+    // `inter.broker.listener.name`: the listener brokers replicate and send markers over; it
+    // must be a broker listener this node has and advertises (Kafka's `validateValues`).
+    // Unset, Nagare uses the first broker listener.
+    let inter_broker_listener_name = match p.given("inter.broker.listener.name").map(str::trim) {
+        None | Some("") => None,
+        Some(name) => {
+            let name = name.to_ascii_uppercase();
+            if is_broker {
+                let given = p.given("inter.broker.listener.name").unwrap_or("");
+                if controller_listener_names.contains(&name) {
+                    return Err(invalid(
+                        "inter.broker.listener.name",
+                        given,
+                        "the inter-broker listener cannot be a controller listener",
+                    ));
+                }
+                if !listeners.iter().any(|l| l.name == name) {
+                    return Err(invalid(
+                        "inter.broker.listener.name",
+                        given,
+                        format!("{name} is not a listener in listeners"),
+                    ));
+                }
+                if !advertised_listeners.iter().any(|l| l.name == name) {
+                    return Err(invalid(
+                        "inter.broker.listener.name",
+                        given,
+                        format!("{name} must be a listener name defined in advertised.listeners"),
+                    ));
+                }
+            }
+            Some(name)
+        }
+    };
     Ok(Topology {
         node_id,
         process_roles,
@@ -273,6 +308,7 @@ pub(crate) fn resolve(p: Props<'_>) -> Result<Topology, ConfigError> {
         voters,
         voters_configured,
         security_protocols,
+        inter_broker_listener_name,
     })
 }
 
@@ -297,6 +333,37 @@ mod tests {
             Ok(_) => panic!("{lines:?} was accepted"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn inter_broker_listener_name_picks_the_replication_listener() {
+        let lines = [
+            "listeners=EXTERNAL://127.0.0.1:9092,INTERNAL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
+            "listener.security.protocol.map=EXTERNAL:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ];
+        let first = load(&lines).expect("no inter.broker.listener.name");
+        assert_eq!(
+            first.broker_listener().map(|l| l.name.as_str()),
+            Some("EXTERNAL")
+        );
+        let mut named = lines.to_vec();
+        named.push("inter.broker.listener.name=internal");
+        let c = load(&named).expect("named");
+        assert_eq!(c.broker_listener().map(|l| l.port), Some(9094));
+        assert_eq!(
+            c.advertised_broker_listener().map(|l| l.name.as_str()),
+            Some("INTERNAL")
+        );
+        let mut bad = lines.to_vec();
+        bad.push("inter.broker.listener.name=CONTROLLER");
+        assert!(err(&bad).contains("controller listener"));
+        let mut missing = lines.to_vec();
+        missing.push("inter.broker.listener.name=REPLICATION");
+        assert!(err(&missing).contains("not a listener"));
+        let mut unadvertised = lines.to_vec();
+        unadvertised.push("inter.broker.listener.name=INTERNAL");
+        unadvertised.push("advertised.listeners=EXTERNAL://127.0.0.1:9092");
+        assert!(err(&unadvertised).contains("advertised.listeners"));
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct BrokerConfig {
     /// `listener.security.protocol.map`, resolved for every listener (see
     /// [`BrokerConfig::security_protocol`]).
     pub listener_security_protocols: BTreeMap<String, crate::context::SecurityProtocol>,
+    /// `inter.broker.listener.name` (upper case), validated against `listeners` and
+    /// `advertised.listeners`; see [`BrokerConfig::broker_listener`].
+    pub inter_broker_listener_name: Option<String>,
     /// `log.dirs` (first entry holds data; several dirs are not yet supported).
     pub log_dirs: Vec<PathBuf>,
     /// `metadata.log.dir` (defaults to the first log dir).
@@ -380,6 +383,7 @@ impl BrokerConfig {
             advertised_listeners: topology.advertised_listeners,
             controller_listener_names: topology.controller_listener_names,
             listener_security_protocols: topology.security_protocols,
+            inter_broker_listener_name: topology.inter_broker_listener_name,
             metadata_log_dir,
             num_partitions: int("num.partitions") as i32,
             default_replication_factor: int("default.replication.factor") as i16,
@@ -585,11 +589,17 @@ impl BrokerConfig {
             .unwrap_or(crate::context::SecurityProtocol::Plaintext)
     }
 
-    /// The listener clients connect to (first non-controller listener).
+    /// The inter-broker listener: `inter.broker.listener.name` when set, else the first
+    /// non-controller listener. Brokers replicate and send transaction markers over it, other
+    /// brokers reach this one on its advertised endpoint, and the node binds it first.
     pub fn broker_listener(&self) -> Option<&Listener> {
-        self.listeners
-            .iter()
-            .find(|l| !self.controller_listener_names.contains(&l.name))
+        match &self.inter_broker_listener_name {
+            Some(name) => self.listeners.iter().find(|l| &l.name == name),
+            None => self
+                .listeners
+                .iter()
+                .find(|l| !self.controller_listener_names.contains(&l.name)),
+        }
     }
 
     /// The advertised listener matching the broker listener's name, else the first.
