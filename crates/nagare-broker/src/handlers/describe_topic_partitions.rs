@@ -197,13 +197,6 @@ fn topic_entry(
         .partitions
         .range(from..to)
         .map(|(i, p)| {
-            // KRaft: a replica on a fenced or unregistered broker is offline.
-            let offline: Vec<BrokerId> = p
-                .replicas
-                .iter()
-                .filter(|r| image.brokers.get(r).map(|b| b.fenced).unwrap_or(true))
-                .map(|r| BrokerId(*r))
-                .collect();
             DescribeTopicPartitionsResponsePartition::default()
                 .with_error_code(if p.leader < 0 {
                     ResponseError::LeaderNotAvailable.code()
@@ -219,7 +212,7 @@ fn topic_entry(
                 // answers with ELR disabled.
                 .with_eligible_leader_replicas(Some(vec![]))
                 .with_last_known_elr(Some(vec![]))
-                .with_offline_replicas(offline)
+                .with_offline_replicas(super::metadata::offline_replicas(image, &p.replicas))
         })
         .collect();
     DescribeTopicPartitionsResponseTopic::default()

@@ -216,6 +216,16 @@ pub fn brokers(
         .collect()
 }
 
+/// The replicas of `replicas` that are offline: in KRaft, those on a fenced or unregistered
+/// broker (what Metadata and DescribeTopicPartitions report as `offline_replicas`).
+pub(crate) fn offline_replicas(image: &MetadataImage, replicas: &[i32]) -> Vec<BrokerId> {
+    replicas
+        .iter()
+        .filter(|r| image.brokers.get(r).map(|b| b.fenced).unwrap_or(true))
+        .map(|r| BrokerId(*r))
+        .collect()
+}
+
 fn topic_entry(image: &MetadataImage, name: &str) -> MetadataResponseTopic {
     let Some(t) = image.topic(name) else {
         return MetadataResponseTopic::default()
@@ -225,12 +235,6 @@ fn topic_entry(image: &MetadataImage, name: &str) -> MetadataResponseTopic {
         .partitions
         .iter()
         .map(|(i, p)| {
-            let offline: Vec<BrokerId> = p
-                .replicas
-                .iter()
-                .filter(|r| image.brokers.get(r).map(|b| b.fenced).unwrap_or(true))
-                .map(|r| BrokerId(*r))
-                .collect();
             MetadataResponsePartition::default()
                 .with_error_code(if p.leader < 0 {
                     ResponseError::LeaderNotAvailable.code()
@@ -242,7 +246,7 @@ fn topic_entry(image: &MetadataImage, name: &str) -> MetadataResponseTopic {
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
                 .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect())
-                .with_offline_replicas(offline)
+                .with_offline_replicas(offline_replicas(image, &p.replicas))
         })
         .collect();
     MetadataResponseTopic::default()
