@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Nagare's one test command (README, CI): formatting, lints, release build, unit and integration
 # tests (real nagare processes driven by librdkafka), then the client compatibility script
-# (kcat, confluent-kafka-python, kafka-python).
+# (kcat, confluent-kafka-python, kafka-python, aiokafka, kafkajs).
 #
 # Works on a fresh machine with only the Rust toolchain, gcc, make, Python 3.11+ with pip:
-# it installs kcat (apt) and the Python clients (pip) when they are missing.
+# it installs kcat (apt), the Python clients (pip) and kafkajs (npm) when they are missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -28,6 +28,9 @@ if ! python3 -m pip install -q -r tests/compat/requirements.txt; then
   python3 -m pip install -q --break-system-packages -r tests/compat/requirements.txt
 fi
 
+step "installing kafkajs (npm ci, tests/compat/kafkajs)"
+npm ci --prefix tests/compat/kafkajs --no-audit --no-fund --loglevel=error
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -42,7 +45,7 @@ step "cargo test"
 cargo_status=0
 cargo test --workspace --no-fail-fast || cargo_status=$?
 
-step "client compatibility (kcat, confluent-kafka, kafka-python)"
+step "client compatibility (kcat, confluent-kafka, kafka-python, aiokafka, kafkajs)"
 compat_status=0
 NAGARE_BIN=target/release/nagare python3 tests/compat/run_compat.py || compat_status=$?
 

@@ -598,6 +598,168 @@ def kafka_python_checks(server: Server) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# aiokafka (asyncio client, its own protocol implementation)
+
+
+def aiokafka_checks(server: Server) -> None:
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic, RecordsToDelete
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    def run(coro):
+        return asyncio.run(asyncio.wait_for(coro, timeout=90))
+
+    def admin_lifecycle() -> str:
+        async def go() -> str:
+            topic = unique("aio-admin")
+            admin = AIOKafkaAdminClient(bootstrap_servers=server.bootstrap)
+            await admin.start()
+            try:
+                resp = await admin.create_topics(
+                    [NewTopic(topic, num_partitions=2, replication_factor=1,
+                              topic_configs={"retention.ms": "3600000"})])
+                errors = [e[1] for e in resp.topic_errors]
+                expect(errors == [0], f"create_topics errors {resp.topic_errors}")
+                # A second create of the same name: TOPIC_ALREADY_EXISTS (36).
+                again = await admin.create_topics([NewTopic(topic, 2, 1)])
+                expect([e[1] for e in again.topic_errors] == [36],
+                       f"duplicate create: {again.topic_errors}")
+                described = await admin.describe_topics([topic])
+                t = described[0]
+                expect(t["error_code"] == 0 and len(t["partitions"]) == 2, f"describe {t}")
+                cluster = await admin.describe_cluster()
+                expect(len(cluster["brokers"]) == 1 and cluster["controller_id"] >= 0,
+                       f"describe_cluster {cluster}")
+                cfgs = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, topic)])
+                entries = {c[0]: c[1] for r in cfgs for res in r.resources for c in res[4]}
+                expect(entries.get("retention.ms") == "3600000",
+                       f"retention.ms {entries.get('retention.ms')}")
+                await admin.create_partitions({topic: NewPartitions(total_count=3)})
+                described = await admin.describe_topics([topic])
+                expect(len(described[0]["partitions"]) == 3, f"partitions {described}")
+                deleted = await admin.delete_topics([topic])
+                expect([e[1] for e in deleted.topic_error_codes] == [0],
+                       f"delete {deleted.topic_error_codes}")
+                listed = await admin.list_topics()
+                expect(topic not in listed, "deleted topic still listed")
+            finally:
+                await admin.close()
+            return "create (dup → 36), describe, describe_cluster, configs, partitions 2→3, delete"
+        return run(go())
+
+    check("aiokafka admin create/describe/configs/create_partitions/delete", admin_lifecycle)
+
+    for codec in (None, "gzip", "lz4", "zstd", "snappy"):
+        def roundtrip(codec: str | None = codec) -> str:
+            async def go() -> str:
+                topic = unique(f"aio-{codec or 'none'}")
+                admin = AIOKafkaAdminClient(bootstrap_servers=server.bootstrap)
+                await admin.start()
+                try:
+                    await admin.create_topics([NewTopic(topic, num_partitions=2,
+                                                        replication_factor=1)])
+                finally:
+                    await admin.close()
+                n = 1000
+                producer = AIOKafkaProducer(bootstrap_servers=server.bootstrap,
+                                            compression_type=codec, acks="all",
+                                            enable_idempotence=True, linger_ms=5)
+                await producer.start()
+                expected: dict[int, list] = {0: [], 1: []}
+                try:
+                    futs = []
+                    for i in range(n):
+                        part = i % 2
+                        key, value = f"k{i}".encode(), f"aio-{codec}-{i}".encode() * (1 + i % 7)
+                        headers = [("h", str(i).encode())]
+                        futs.append(await producer.send(topic, value, key=key, partition=part,
+                                                        headers=headers))
+                        expected[part].append((key, value, headers))
+                    metas = await asyncio.gather(*futs)
+                finally:
+                    await producer.stop()
+                for part in range(2):
+                    offs = sorted(m.offset for m in metas if m.partition == part)
+                    expect(offs == list(range(n // 2)), f"partition {part}: offsets not dense")
+                group = unique("aio-group")
+                consumer = AIOKafkaConsumer(topic, bootstrap_servers=server.bootstrap,
+                                            group_id=group, auto_offset_reset="earliest",
+                                            enable_auto_commit=False)
+                await consumer.start()
+                got: dict[int, list] = {0: [], 1: []}
+                try:
+                    deadline = time.time() + 60
+                    while sum(len(v) for v in got.values()) < n:
+                        expect(time.time() < deadline,
+                               f"consumed {sum(len(v) for v in got.values())} of {n}")
+                        batches = await consumer.getmany(timeout_ms=500)
+                        for tp, records in batches.items():
+                            for r in records:
+                                expect(r.offset == len(got[tp.partition]),
+                                       f"offset {r.offset} out of sequence")
+                                got[tp.partition].append((r.key, r.value, list(r.headers)))
+                    await consumer.commit()
+                    committed = {p: await consumer.committed(TopicPartition(topic, p))
+                                 for p in range(2)}
+                finally:
+                    await consumer.stop()
+                for part in range(2):
+                    expect(got[part] == expected[part],
+                           f"partition {part}: {first_diff(got[part], expected[part])}")
+                expect(committed == {0: n // 2, 1: n // 2}, f"committed {committed}")
+                # The group's offsets as an admin sees them; then DeleteRecords moves the start.
+                admin = AIOKafkaAdminClient(bootstrap_servers=server.bootstrap)
+                await admin.start()
+                try:
+                    offsets = await admin.list_consumer_group_offsets(group)
+                    expect({tp.partition: o.offset for tp, o in offsets.items()}
+                           == {0: n // 2, 1: n // 2}, f"group offsets {offsets}")
+                    groups = [g[0] for g in await admin.list_consumer_groups()]
+                    expect(group in groups, f"{group} not in {groups}")
+                    low = await admin.delete_records(
+                        {TopicPartition(topic, 0): RecordsToDelete(before_offset=100)})
+                    expect(list(low.values()) == [100], f"delete_records low watermark {low}")
+                finally:
+                    await admin.close()
+                return f"{n} records, idempotent, group commit {committed}"
+            return run(go())
+
+        label = "without compression" if codec is None else f"compression {codec}"
+        check(f"aiokafka producer + group consumer, commit, group offsets ({label})", roundtrip)
+
+
+# --------------------------------------------------------------------------------------------
+# kafkajs (Node.js; tests/compat/kafkajs/compat.mjs, installed with npm by scripts/test.sh)
+
+
+def kafkajs_checks(server: Server) -> None:
+    here = REPO / "tests" / "compat" / "kafkajs"
+    node = shutil.which("node")
+    if node is None or not (here / "node_modules" / "kafkajs").exists():
+        raise RuntimeError("node or kafkajs missing: run `npm ci --prefix tests/compat/kafkajs`")
+    proc = subprocess.run([node, str(here / "compat.mjs"), server.bootstrap],
+                          capture_output=True, text=True, timeout=300)
+    seen = 0
+    for line in proc.stdout.splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        seen += 1
+
+        def reported(r: dict = r) -> str:
+            expect(r["ok"], r["detail"])
+            return r["detail"]
+
+        check(r["name"], reported)
+    expect(seen > 0 and (proc.returncode == 0) == all(r[1] for r in RESULTS[-seen:]),
+           f"kafkajs exited {proc.returncode} after {seen} checks: {proc.stderr[-2000:]}")
+
+
+# --------------------------------------------------------------------------------------------
 # Consumer groups (classic protocol): confluent-kafka and kafka-python
 
 
@@ -1660,8 +1822,9 @@ def main() -> int:
             print("0 passed, 1 failed")
             return 1
         print(f"nagare listening on {server.bootstrap} (log {server.log_path})", flush=True)
-        for group in (kcat_checks, confluent_checks, kafka_python_checks, group_checks,
-                      kip848_checks, transaction_checks, sasl_checks):
+        for group in (kcat_checks, confluent_checks, kafka_python_checks, aiokafka_checks,
+                      kafkajs_checks, group_checks, kip848_checks, transaction_checks,
+                      sasl_checks):
             if only and group.__name__ not in only:
                 continue
             try:
