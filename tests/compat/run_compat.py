@@ -595,6 +595,51 @@ def kafka_python_checks(server: Server) -> None:
 
     check("kafka-python admin update_features / describe_features (KIP-584)", admin_features)
 
+    def broker_loggers() -> str:
+        # The BROKER_LOGGER resource (kafka-configs --entity-type broker-loggers): levels listed,
+        # changed at run time and taking effect (Kafka's request logger at DEBUG), then removed.
+        from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType, KafkaAdminClient
+        kp = KafkaAdminClient(bootstrap_servers=server.bootstrap)
+        logger = "nagare_broker::request_logger"
+        res = ConfigResource(ConfigResourceType.BROKER_LOGGER, "1")
+
+        def levels() -> dict:
+            d = kp.describe_configs([res], config_filter="all")["broker_logger"]["1"]
+            return {k: v["value"] for k, v in d.items()}
+
+        def logged() -> int:
+            return server.output().count("completed request")
+
+        try:
+            before = levels()
+            expect(before.get("root") == "INFO" and before.get(logger) == "INFO",
+                   f"levels {before}")
+            quiet = logged()
+            out = kp.alter_configs([ConfigResource(ConfigResourceType.BROKER_LOGGER, "1",
+                                                   configs={logger: (AlterConfigOp.SET, "DEBUG")})],
+                                   raise_on_unknown=False)
+            expect(out == {"broker_logger": {"1": "OK"}}, f"set: {out}")
+            expect(levels().get(logger) == "DEBUG", "DEBUG not described")
+            kp.list_topics()
+            time.sleep(0.5)
+            loud = logged()
+            expect(loud > quiet, f"no request logged at DEBUG ({quiet} -> {loud})")
+            out = kp.alter_configs([ConfigResource(ConfigResourceType.BROKER_LOGGER, "1",
+                                                   configs={logger: (AlterConfigOp.DELETE, None)})],
+                                   raise_on_unknown=False)
+            expect(out == {"broker_logger": {"1": "OK"}}, f"delete: {out}")
+            expect(levels().get(logger) == "INFO", "DELETE did not restore INFO")
+            time.sleep(0.3)
+            settled = logged()
+            kp.list_topics()
+            time.sleep(0.5)
+            expect(logged() == settled, "requests still logged after DELETE")
+        finally:
+            kp.close()
+        return f"{len(before)} loggers; {loud - quiet} requests logged at DEBUG, none after DELETE"
+
+    check("kafka-python admin BROKER_LOGGER levels: describe, set DEBUG, delete", broker_loggers)
+
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ pub mod fetch_session;
 pub mod group_coordinator;
 pub mod handlers;
 pub mod limits;
+pub mod logging;
 pub mod marker_sender;
 pub mod metrics;
 pub mod network;
@@ -83,6 +84,8 @@ pub struct Broker {
     pub request_metrics: Arc<request_metrics::RequestMetrics>,
     /// Client quotas (produce, fetch, request time), following the metadata image.
     pub quotas: Arc<quotas::QuotaManagers>,
+    /// Log levels per logger (`log.level`, `log.levels`, the BROKER_LOGGER resource).
+    pub loggers: logging::BrokerLoggers,
     /// Connection limits of the client listeners (per ip, creation rates).
     pub connection_quotas: Arc<connection_quotas::ConnectionQuotas>,
     /// SASL settings of the SASL listeners (mechanisms, PLAIN users, session lifetime).
@@ -128,6 +131,7 @@ impl Broker {
             topic_defaults: RwLock::new(defaults),
             authorizer: standard_authorizer::build(&config.authorizer, metadata.clone()),
             request_metrics: Arc::new(request_metrics::RequestMetrics::new()),
+            loggers: logging::BrokerLoggers::new(config.log_level, &config.log_levels),
             quotas: {
                 let q = quotas::QuotaManagers::new(config.quota.window());
                 q.on_image(&image.client_quotas);

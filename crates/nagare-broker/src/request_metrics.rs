@@ -336,6 +336,22 @@ impl RequestMetrics {
 
     /// Records one completed request: relaxed atomic adds only.
     pub fn record(&self, r: &CompletedRequest) {
+        // Kafka's `kafka.request.logger` at DEBUG: one line per completed request with its
+        // times (enable with the `nagare_broker::request_logger` logger).
+        tracing::debug!(
+            target: "nagare_broker::request_logger",
+            api = ?r.key,
+            version = r.version,
+            listener = ?r.listener,
+            request_bytes = r.request_bytes,
+            response_bytes = r.response_bytes,
+            total_us = r.total.as_micros() as u64,
+            request_queue_us = r.request_queue.as_micros() as u64,
+            local_us = r.local.as_micros() as u64,
+            remote_us = r.remote.as_micros() as u64,
+            throttle_us = r.throttle.as_micros() as u64,
+            "completed request"
+        );
         let Some(i) = Self::slot(r.key, r.listener) else {
             return;
         };

@@ -155,6 +155,12 @@ pub struct BrokerConfig {
     pub quota: QuotaConfig,
     /// `http.listeners`: the `host:port` addresses serving `/metrics` and `/health/*`.
     pub http_listeners: Vec<String>,
+    /// `log.format`: `json` for one JSON object per log line, else text.
+    pub log_json: bool,
+    /// `log.level`: the root logger's level, when the config sets it.
+    pub log_level: Option<crate::logging::LogLevel>,
+    /// `log.levels`: per-logger levels.
+    pub log_levels: Vec<(String, crate::logging::LogLevel)>,
 }
 
 /// Client quota windows and connection limits, with Kafka's names and defaults.
@@ -496,6 +502,29 @@ impl BrokerConfig {
                     .collect(),
             },
             http_listeners: parse_http_listeners(p.text("http.listeners").unwrap_or_default())?,
+            log_json: match p.text("log.format").unwrap_or("text").trim() {
+                "text" => false,
+                "json" => true,
+                other => return Err(invalid("log.format", other, "expected text or json")),
+            },
+            log_level: match p.given("log.level") {
+                None => None,
+                Some(v) => Some(crate::logging::LogLevel::parse(v).ok_or_else(|| {
+                    invalid(
+                        "log.level",
+                        v,
+                        "expected OFF, FATAL, ERROR, WARN, INFO, DEBUG, TRACE or ALL",
+                    )
+                })?),
+            },
+            log_levels: crate::logging::parse_levels(p.text("log.levels").unwrap_or_default())
+                .map_err(|e| {
+                    invalid(
+                        "log.levels",
+                        p.text("log.levels").unwrap_or_default(),
+                        e.to_string(),
+                    )
+                })?,
             log_dirs,
             props: BTreeMap::new(),
         };
@@ -698,6 +727,35 @@ foo.bar=1
             .into_iter()
             .collect();
         BrokerConfig::from_props(props)
+    }
+
+    #[test]
+    fn logging_keys() {
+        use crate::logging::LogLevel;
+        let c = load(KAFKA_FILE).expect("config").0;
+        assert_eq!(
+            (c.log_json, c.log_level, c.log_levels.len()),
+            (false, None, 0)
+        );
+        let c = load(&format!(
+            "{KAFKA_FILE}\nlog.format=json\nlog.level=warn\nlog.levels=nagare_raft=DEBUG\n"
+        ))
+        .expect("config")
+        .0;
+        assert!(c.log_json);
+        assert_eq!(c.log_level, Some(LogLevel::Warn));
+        assert_eq!(c.log_levels, [("nagare_raft".to_string(), LogLevel::Debug)]);
+        for (key, bad) in [
+            ("log.format", "xml"),
+            ("log.level", "LOUD"),
+            ("log.levels", "nagare_raft"),
+            ("log.levels", "nagare raft=INFO"),
+        ] {
+            let e = load(&format!("{KAFKA_FILE}\n{key}={bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

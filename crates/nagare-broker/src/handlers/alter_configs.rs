@@ -1,5 +1,6 @@
 //! AlterConfigs (key 33, replaces all overrides) and IncrementalAlterConfigs (key 44,
-//! SET/DELETE/APPEND/SUBTRACT) for topics and dynamic broker configs.
+//! SET/DELETE/APPEND/SUBTRACT) for topics and dynamic broker configs; IncrementalAlterConfigs
+//! also sets this broker's log levels (the BROKER_LOGGER resource, handled here, not forwarded).
 
 use std::sync::Arc;
 
@@ -137,11 +138,105 @@ pub async fn handle_alter(broker: &Arc<Broker>, mut req: Request) -> HandlerResu
     )))
 }
 
+/// Kafka's BROKER_LOGGER resource type.
+pub const BROKER_LOGGER: i8 = 8;
+
+/// Checks the resource name of a BROKER_LOGGER resource: this broker's id (Kafka's
+/// `ConfigHelper`/`ConfigAdminManager` refuse anything else with INVALID_REQUEST).
+pub(crate) fn check_logger_resource(broker: &Broker, name: &str) -> Result<(), (i16, String)> {
+    if name.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            "Broker id must not be empty".into(),
+        ));
+    }
+    if name != broker.config.node_id.to_string() {
+        return Err((
+            ResponseError::InvalidRequest.code(),
+            format!(
+                "Unexpected broker id, expected {} but received {name}",
+                broker.config.node_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// IncrementalAlterConfigs on BROKER_LOGGER: SET a level or DELETE it (the logger inherits
+/// again); APPEND/SUBTRACT are refused, as Kafka's `ConfigAdminManager.alterLogLevelConfigs`.
+fn alter_loggers(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+    configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    if !broker.authorize(ctx, AclOperation::AlterConfigs, &Resource::cluster()) {
+        return (ResponseError::ClusterAuthorizationFailed.code(), None);
+    }
+    if let Err((code, msg)) = check_logger_resource(broker, name) {
+        return (code, Some(msg));
+    }
+    let mut changes = Vec::new();
+    for c in configs {
+        let logger = c.name.to_string();
+        let level = c.value.as_ref().map(|v| v.to_string());
+        match c.config_operation {
+            0 => match level {
+                Some(l) => changes.push((logger, Some(l))),
+                None => {
+                    return (
+                        ResponseError::InvalidConfig.code(),
+                        Some(format!("Cannot set the log level of {logger} to null")),
+                    )
+                }
+            },
+            1 => changes.push((logger, None)),
+            op => {
+                return (
+                    ResponseError::InvalidRequest.code(),
+                    Some(format!(
+                        "Operation {op} is not allowed for the BROKER_LOGGER resource (only SET and DELETE)"
+                    )),
+                )
+            }
+        }
+    }
+    let result = if validate_only {
+        changes
+            .iter()
+            .try_for_each(|(n, l)| broker.loggers.validate(n, l.as_deref()))
+    } else {
+        broker.loggers.apply(&changes)
+    };
+    match result {
+        Ok(()) => (0, None),
+        Err(e) => (ResponseError::InvalidConfig.code(), Some(e.to_string())),
+    }
+}
+
 /// Handles IncrementalAlterConfigs.
 pub async fn handle_incremental(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: IncrementalAlterConfigsRequest = req.decode()?;
     let mut out = Vec::new();
     for res in r.resources {
+        if res.resource_type == BROKER_LOGGER {
+            let (code, msg) = alter_loggers(
+                broker,
+                &req.ctx,
+                res.resource_name.as_str(),
+                &res.configs,
+                r.validate_only,
+            );
+            out.push(
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_error_code(code)
+                    .with_error_message(msg.map(sb))
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name),
+            );
+            continue;
+        }
         let ops = res
             .configs
             .iter()

@@ -97,6 +97,39 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             results.push(base.with_error_code(e.code()));
             continue;
         }
+        if res.resource_type == super::alter_configs::BROKER_LOGGER {
+            // Kafka: DESCRIBE_CONFIGS on the cluster; every logger with its effective level,
+            // reported as DYNAMIC_BROKER_LOGGER_CONFIG (6) as Kafka's ConfigHelper does.
+            if !broker.authorize(
+                &req.ctx,
+                AclOperation::DescribeConfigs,
+                &Resource::cluster(),
+            ) {
+                results
+                    .push(base.with_error_code(ResponseError::ClusterAuthorizationFailed.code()));
+                continue;
+            }
+            if let Err((code, msg)) = super::alter_configs::check_logger_resource(broker, &name) {
+                results.push(base.with_error_code(code).with_error_message(Some(sb(msg))));
+                continue;
+            }
+            let configs = broker
+                .loggers
+                .describe()
+                .into_iter()
+                .filter(|l| wanted(&l.name))
+                .map(|l| {
+                    DescribeConfigsResourceResult::default()
+                        .with_name(sb(l.name))
+                        .with_value(Some(sb(l.level.name())))
+                        .with_config_source(6)
+                        .with_read_only(false)
+                        .with_is_sensitive(false)
+                })
+                .collect();
+            results.push(base.with_configs(configs));
+            continue;
+        }
         match ConfigResource::from_code(res.resource_type) {
             Some(ConfigResource::Topic) => {
                 if image.topic(&name).is_none() {
@@ -337,5 +370,136 @@ mod tests {
             res.configs.iter().all(|c| c.config_type != 0),
             "every config is typed"
         );
+    }
+
+    /// The BROKER_LOGGER resource: DescribeConfigs lists loggers with their effective levels;
+    /// IncrementalAlterConfigs SETs and DELETEs levels (validate_only changes nothing);
+    /// APPEND, bad levels, removing root and another broker's id are refused as Kafka does.
+    #[tokio::test]
+    async fn broker_logger_levels_describe_and_change() {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+
+        let t = TestBroker::build(&[("log.levels", "nagare_raft=DEBUG")], None).await;
+        let describe = |keys: Option<Vec<&str>>, name: &str| {
+            DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(8)
+                    .with_resource_name(sb(name))
+                    .with_configuration_keys(keys.map(|k| k.into_iter().map(sb).collect())),
+            ])
+        };
+        let levels = |r: &kafka_protocol::messages::DescribeConfigsResponse| {
+            r.results[0]
+                .configs
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.to_string(),
+                        c.value.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                    )
+                })
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let r = t.send(&describe(None, "1"), 4).await.expect("describe");
+        assert_eq!(r.results[0].error_code, 0);
+        let all = levels(&r);
+        assert_eq!(all.get("root").map(String::as_str), Some("INFO"));
+        assert_eq!(all.get("nagare_raft").map(String::as_str), Some("DEBUG"));
+        assert_eq!(all.get("nagare_storage").map(String::as_str), Some("INFO"));
+        assert!(r.results[0].configs.iter().all(|c| c.config_source == 6));
+
+        let alter = |ops: Vec<(&str, i8, Option<&str>)>, validate_only: bool, name: &str| {
+            IncrementalAlterConfigsRequest::default()
+                .with_validate_only(validate_only)
+                .with_resources(vec![AlterConfigsResource::default()
+                    .with_resource_type(8)
+                    .with_resource_name(sb(name))
+                    .with_configs(
+                        ops.into_iter()
+                            .map(|(k, op, v)| {
+                                AlterableConfig::default()
+                                    .with_name(sb(k))
+                                    .with_config_operation(op)
+                                    .with_value(v.map(sb))
+                            })
+                            .collect(),
+                    )])
+        };
+        let code = |r: kafka_protocol::messages::IncrementalAlterConfigsResponse| {
+            r.responses[0].error_code
+        };
+        // validate_only: accepted, nothing changes.
+        let r = t
+            .send(
+                &alter(vec![("nagare_storage", 0, Some("TRACE"))], true, "1"),
+                1,
+            )
+            .await
+            .expect("alter");
+        assert_eq!(code(r), 0);
+        let r = t
+            .send(&describe(Some(vec!["nagare_storage"]), "1"), 4)
+            .await
+            .expect("d");
+        assert_eq!(
+            levels(&r).get("nagare_storage").map(String::as_str),
+            Some("INFO")
+        );
+        // SET and DELETE; a child of a changed logger inherits.
+        let r = t
+            .send(
+                &alter(
+                    vec![
+                        ("nagare_storage", 0, Some("trace")),
+                        ("nagare_raft", 1, None),
+                    ],
+                    false,
+                    "1",
+                ),
+                1,
+            )
+            .await
+            .expect("alter");
+        assert_eq!(code(r), 0);
+        let r = t
+            .send(
+                &describe(
+                    Some(vec!["nagare_storage", "nagare_raft", "nagare_storage::log"]),
+                    "1",
+                ),
+                4,
+            )
+            .await
+            .expect("d");
+        let got = levels(&r);
+        assert_eq!(got.get("nagare_storage").map(String::as_str), Some("TRACE"));
+        assert_eq!(got.get("nagare_raft").map(String::as_str), Some("INFO"));
+        assert_eq!(
+            t.broker
+                .loggers
+                .level_of("nagare_storage::log")
+                .level
+                .name(),
+            "TRACE"
+        );
+        // Refusals: a bad level, removing root, APPEND, another broker.
+        for (ops, name, want) in [
+            (vec![("nagare_raft", 0, Some("LOUD"))], "1", 40),
+            (vec![("root", 1, None)], "1", 40),
+            (vec![("nagare_raft", 2, Some("DEBUG"))], "1", 42),
+            (vec![("nagare_raft", 0, Some("DEBUG"))], "7", 42),
+        ] {
+            let r = t.send(&alter(ops, false, name), 1).await.expect("alter");
+            assert_eq!(code(r), want, "broker {name}");
+        }
+        assert_eq!(
+            t.broker.loggers.level_of("nagare_raft").level.name(),
+            "INFO"
+        );
+        let r = t.send(&describe(None, "7"), 4).await.expect("d");
+        assert_eq!(r.results[0].error_code, 42);
     }
 }

@@ -17,17 +17,53 @@ pub struct Args {
 
 /// Runs the server until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .try_init();
     let (config, warnings) = BrokerConfig::load(args.config.as_deref(), &args.overrides)?;
+    init_logging(&config);
     for w in warnings {
         tracing::warn!("{w}");
     }
     nagare_broker::server::run(config, shutdown_signal()).await
+}
+
+/// Installs the process's log subscriber: `log.format` (text or JSON lines), the levels of
+/// `log.level` / `log.levels` (or `RUST_LOG` when set), and a reload handle so that the
+/// BROKER_LOGGER resource changes levels at run time.
+fn init_logging(config: &BrokerConfig) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, reload, EnvFilter};
+
+    let from_config =
+        nagare_broker::logging::BrokerLoggers::new(config.log_level, &config.log_levels)
+            .directives();
+    let initial = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or(from_config);
+    let filter = EnvFilter::try_new(&initial).unwrap_or_else(|e| {
+        eprintln!("invalid log filter {initial:?} ({e}); logging at info");
+        EnvFilter::new("info")
+    });
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = if config.log_json {
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
+            .try_init()
+    } else {
+        registry.with(fmt::layer().with_target(false)).try_init()
+    };
+    if installed.is_ok() {
+        nagare_broker::logging::install_reload(move |directives| {
+            let f = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+            handle.reload(f).map_err(|e| e.to_string())
+        });
+    }
 }
 
 async fn shutdown_signal() {
