@@ -237,14 +237,18 @@ pub enum ConfigResource {
     Topic(String),
     /// A broker's configs (by node id).
     Broker(i32),
+    /// A broker's log levels (by node id; Kafka's BROKER_LOGGER, as `kafka-configs
+    /// --entity-type broker-loggers`).
+    BrokerLogger(i32),
 }
 
 impl ConfigResource {
-    /// Kafka's resource type number (TOPIC = 2, BROKER = 4).
+    /// Kafka's resource type number (TOPIC = 2, BROKER = 4, BROKER_LOGGER = 8).
     pub fn resource_type(&self) -> i8 {
         match self {
             ConfigResource::Topic(_) => 2,
             ConfigResource::Broker(_) => 4,
+            ConfigResource::BrokerLogger(_) => 8,
         }
     }
 
@@ -252,7 +256,7 @@ impl ConfigResource {
     pub fn resource_name(&self) -> String {
         match self {
             ConfigResource::Topic(name) => name.clone(),
-            ConfigResource::Broker(id) => id.to_string(),
+            ConfigResource::Broker(id) | ConfigResource::BrokerLogger(id) => id.to_string(),
         }
     }
 }
@@ -262,6 +266,7 @@ impl std::fmt::Display for ConfigResource {
         match self {
             ConfigResource::Topic(name) => write!(f, "topic '{name}'"),
             ConfigResource::Broker(id) => write!(f, "broker {id}"),
+            ConfigResource::BrokerLogger(id) => write!(f, "the loggers of broker {id}"),
         }
     }
 }

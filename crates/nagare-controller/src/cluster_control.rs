@@ -344,6 +344,33 @@ pub fn fence_broker(
     out
 }
 
+/// Removes `broker_id`'s registration (UnregisterBroker, `kafka-cluster unregister`), as
+/// Kafka's `ReplicationControlManager.unregisterBroker`: the broker leaves every ISR and the
+/// partitions it led elect another leader (the fencing rules), then an UnregisterBrokerRecord
+/// drops it from the cluster. BROKER_ID_NOT_REGISTERED when it is not registered. A broker
+/// still running registers again with its next heartbeat's refusal.
+pub fn unregister_broker(
+    image: &MetadataImage,
+    broker_id: i32,
+    unclean_default: bool,
+) -> Result<Vec<MetadataRecord>, ApiError> {
+    let Some(reg) = image.brokers.get(&broker_id) else {
+        return Err(ApiError {
+            code: ResponseError::BrokerIdNotRegistered.code(),
+            message: format!("Broker ID {broker_id} is not currently registered"),
+        });
+    };
+    let mut out: Vec<MetadataRecord> = fence_broker(image, broker_id, unclean_default)
+        .into_iter()
+        .filter(|r| !matches!(r, MetadataRecord::BrokerFencing { .. }))
+        .collect();
+    out.push(MetadataRecord::UnregisterBroker {
+        broker_id,
+        broker_epoch: reg.epoch,
+    });
+    Ok(out)
+}
+
 /// Unfences `broker_id` and elects leaders for the leaderless partitions it can now lead
 /// (Kafka's `handleBrokerUnfenced`: every leaderless partition is re-elected, uncleanly where
 /// the topic allows it).
@@ -525,6 +552,65 @@ mod tests {
         hbs.report_offset(3, img.offset);
         let (_, r) = heartbeat(&img, shut, &hbs, false).expect("hb");
         assert!(r.should_shut_down && r.is_fenced);
+    }
+
+    #[test]
+    fn unregister_removes_the_broker_from_isrs_leadership_and_the_cluster() {
+        let mut img = MetadataImage::empty();
+        let hbs = HeartbeatTracker::new(&img, 0);
+        for id in 1..=3 {
+            let (recs, epoch) =
+                register_broker(&img, "c", &hbs, reg(id, id as u8), 0, 9000).expect("register");
+            apply(&mut img, &recs);
+            let (recs, _) = heartbeat(&img, hb(id, epoch, img.offset), &hbs, false).expect("hb");
+            apply(&mut img, &recs);
+        }
+        let t = Uuid::from_bytes([7; 16]);
+        apply(
+            &mut img,
+            &[
+                MetadataRecord::Topic {
+                    name: "t".into(),
+                    topic_id: t,
+                },
+                MetadataRecord::Partition {
+                    topic_id: t,
+                    partition_id: 0,
+                    replicas: vec![2, 1, 3],
+                    isr: vec![2, 1, 3],
+                    leader: 2,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+            ],
+        );
+        let recs = unregister_broker(&img, 2, false).expect("unregister");
+        assert!(matches!(
+            recs.last(),
+            Some(MetadataRecord::UnregisterBroker { broker_id: 2, .. })
+        ));
+        apply(&mut img, &recs);
+        assert!(!img.brokers.contains_key(&2));
+        let p = &img.topic("t").expect("topic").partitions[&0];
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1, 3]));
+        assert_eq!(
+            unregister_broker(&img, 2, false)
+                .map(|_| ())
+                .map_err(|e| e.code),
+            Err(ResponseError::BrokerIdNotRegistered.code())
+        );
+        // A stale UnregisterBrokerRecord (an older epoch) leaves a new registration alone.
+        let (recs, epoch) =
+            register_broker(&img, "c", &hbs, reg(2, 22), 0, 9000).expect("register again");
+        apply(&mut img, &recs);
+        apply(
+            &mut img,
+            &[MetadataRecord::UnregisterBroker {
+                broker_id: 2,
+                broker_epoch: epoch - 1,
+            }],
+        );
+        assert!(img.brokers.contains_key(&2));
     }
 
     #[test]

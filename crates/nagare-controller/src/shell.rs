@@ -328,6 +328,20 @@ impl Controller {
         Ok(reply)
     }
 
+    /// UnregisterBroker (key 64): removes a broker's registration
+    /// ([`cluster_control::unregister_broker`]).
+    pub async fn unregister_broker(&self, broker_id: i32) -> Result<(), ControllerError> {
+        let (epoch, _st) = self.lock_active().await?;
+        let records = cluster_control::unregister_broker(
+            &self.publisher.image(),
+            broker_id,
+            self.elections.unclean_leader_election_enable,
+        )?;
+        let offset = self.propose(epoch, &records).await?;
+        tracing::info!(broker = broker_id, offset, "broker unregistered");
+        Ok(())
+    }
+
     /// Fences brokers whose session expired; call periodically. Does nothing unless active.
     pub async fn fence_expired_brokers(&self) -> Result<(), ControllerError> {
         if !self.is_active() {

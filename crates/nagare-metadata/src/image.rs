@@ -142,6 +142,19 @@ impl MetadataImage {
                     },
                 );
             }
+            MetadataRecord::UnregisterBroker {
+                broker_id,
+                broker_epoch,
+            } => {
+                // Kafka's ClusterControlManager.replay: only the registration of that epoch.
+                if self
+                    .brokers
+                    .get(broker_id)
+                    .is_some_and(|b| b.epoch == *broker_epoch)
+                {
+                    self.brokers.remove(broker_id);
+                }
+            }
             MetadataRecord::BrokerFencing { broker_id, fenced } => {
                 if let Some(b) = self.brokers.get_mut(broker_id) {
                     b.fenced = *fenced;

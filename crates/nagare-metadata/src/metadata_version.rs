@@ -23,6 +23,7 @@ pub const LATEST_LEVEL: i16 = 27;
 /// level; a new record version adds a row here with the level that introduces it.
 const RECORD_VERSIONS: &[(RecordType, u16, i16)] = &[
     (RecordType::RegisterBroker, 0, MINIMUM_LEVEL),
+    (RecordType::UnregisterBroker, 0, MINIMUM_LEVEL),
     (RecordType::Topic, 0, MINIMUM_LEVEL),
     (RecordType::Partition, 0, MINIMUM_LEVEL),
     (RecordType::Config, 0, MINIMUM_LEVEL),

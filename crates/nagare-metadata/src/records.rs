@@ -94,6 +94,13 @@ pub enum MetadataRecord {
         /// Whether it starts fenced.
         fenced: bool,
     },
+    /// A broker's registration was removed (UnregisterBroker, `kafka-cluster unregister`).
+    UnregisterBroker {
+        /// Node id.
+        broker_id: i32,
+        /// The epoch of the registration removed.
+        broker_epoch: i64,
+    },
     /// A broker was fenced (or unfenced).
     BrokerFencing {
         /// Node id.
@@ -249,6 +256,8 @@ struct Envelope {
 pub enum RecordType {
     /// `RegisterBrokerRecord` (apiKey 0).
     RegisterBroker,
+    /// `UnregisterBrokerRecord` (apiKey 1).
+    UnregisterBroker,
     /// `TopicRecord` (apiKey 2).
     Topic,
     /// `PartitionRecord` (apiKey 3).
@@ -279,8 +288,9 @@ pub enum RecordType {
 
 impl RecordType {
     /// Every record type, in apiKey order.
-    pub const ALL: [RecordType; 14] = [
+    pub const ALL: [RecordType; 15] = [
         RecordType::RegisterBroker,
+        RecordType::UnregisterBroker,
         RecordType::Topic,
         RecordType::Partition,
         RecordType::Config,
@@ -300,6 +310,7 @@ impl RecordType {
     pub fn api_key(self) -> u16 {
         match self {
             RecordType::RegisterBroker => 0,
+            RecordType::UnregisterBroker => 1,
             RecordType::Topic => 2,
             RecordType::Partition => 3,
             RecordType::Config => 4,
@@ -327,6 +338,7 @@ impl RecordType {
     pub fn name(self) -> &'static str {
         match self {
             RecordType::RegisterBroker => "RegisterBrokerRecord",
+            RecordType::UnregisterBroker => "UnregisterBrokerRecord",
             RecordType::Topic => "TopicRecord",
             RecordType::Partition => "PartitionRecord",
             RecordType::Config => "ConfigRecord",
@@ -353,6 +365,7 @@ impl RecordType {
     fn tag(self) -> &'static str {
         match self {
             RecordType::RegisterBroker => "RegisterBroker",
+            RecordType::UnregisterBroker => "UnregisterBroker",
             RecordType::Topic => "Topic",
             RecordType::Partition => "Partition",
             RecordType::Config => "Config",
@@ -465,6 +478,7 @@ impl MetadataRecord {
     pub fn record_type(&self) -> RecordType {
         match self {
             MetadataRecord::RegisterBroker { .. } => RecordType::RegisterBroker,
+            MetadataRecord::UnregisterBroker { .. } => RecordType::UnregisterBroker,
             MetadataRecord::BrokerFencing { .. } => RecordType::BrokerFencing,
             MetadataRecord::Topic { .. } => RecordType::Topic,
             MetadataRecord::Partition { .. } => RecordType::Partition,
@@ -697,6 +711,10 @@ mod tests {
                 name: "alice".into(),
                 mechanism: 1,
             },
+            MetadataRecord::UnregisterBroker {
+                broker_id: 2,
+                broker_epoch: 11,
+            },
         ]
     }
 
@@ -807,7 +825,7 @@ mod tests {
             .unwrap_or_default();
         assert!(
             msg.contains(
-                "apiKey 99 version 0 (this binary knows apiKeys 0, 2, 3, 4, 5, 9, 12, 15, 17, 14, 18, 19, 11, 22)"
+                "apiKey 99 version 0 (this binary knows apiKeys 0, 1, 2, 3, 4, 5, 9, 12, 15, 17, 14, 18, 19, 11, 22)"
             ),
             "{msg}"
         );

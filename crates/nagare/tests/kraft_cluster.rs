@@ -238,7 +238,46 @@ fn controllers_elect_fail_over_snapshot_and_fence_brokers() {
         "{out}"
     );
 
-    // A new broker that joins now gets everything (snapshot plus tail).
+    // UnregisterBroker (`kafka-cluster unregister`), sent to a broker-only node and forwarded:
+    // the killed broker leaves the cluster; a second attempt is BROKER_ID_NOT_REGISTERED.
+    let (ok, out, err) = cluster.cli(&["cluster", "unregister", "--id", "103", "-b", &b1]);
+    assert!(ok, "unregister 103: {out}{err}");
+    eventually(Duration::from_secs(10), "broker 103 unregistered", || {
+        let s = cluster_state(&b1)?;
+        (!s.iter().any(|(id, _)| *id == 103)).then_some(())
+    });
+    let (ok, out, err) = cluster.cli(&["cluster", "unregister", "--id", "103", "-b", &b1]);
+    assert!(
+        !ok && format!("{out}{err}").contains("not currently registered"),
+        "{out}{err}"
+    );
+    // Log levels (BROKER_LOGGER) are answered by the broker-only node itself, not forwarded.
+    runtime().block_on(async {
+        use nagare_client::{AlterConfigOp, ConfigResource};
+        let mut c = Client::connect_to(&b1).await.expect("connect 101");
+        let loggers = ConfigResource::BrokerLogger(101);
+        c.incremental_alter_configs(
+            &loggers,
+            &[AlterConfigOp::Set("nagare_raft".into(), "DEBUG".into())],
+            false,
+        )
+        .await
+        .expect("set a log level on broker 101");
+        let levels = c
+            .describe_configs(&loggers, Some(&["nagare_raft", "root"]))
+            .await
+            .expect("describe broker 101's loggers");
+        let level = |n: &str| {
+            levels
+                .iter()
+                .find(|e| e.name == n)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(level("nagare_raft").as_deref(), Some("DEBUG"));
+        assert_eq!(level("root").as_deref(), Some("INFO"));
+    });
+
+    // A new broker that joins now gets everything (snapshot plus tail); it registers again.
     cluster.node(103).start();
     cluster.node(103).wait_ready(READY);
     let b3 = cluster.node(103).bootstrap();

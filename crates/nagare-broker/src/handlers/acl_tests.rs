@@ -623,6 +623,34 @@ async fn run(t: &TestBroker, case: &str) -> i16 {
             );
             r.error_code
         }
+        "AlterBrokerLoggers" => {
+            let r = send!(
+                IncrementalAlterConfigsRequest::default().with_resources(vec![
+                    incremental_alter_configs_request::AlterConfigsResource::default()
+                        .with_resource_type(8)
+                        .with_resource_name(s("1"))
+                        .with_configs(vec![
+                            incremental_alter_configs_request::AlterableConfig::default()
+                                .with_name(s("nagare_raft"))
+                                .with_config_operation(0)
+                                .with_value(Some(s("DEBUG"))),
+                        ]),
+                ]),
+                1
+            );
+            r.responses[0].error_code
+        }
+        "DescribeBrokerLoggers" => {
+            let r = send!(
+                DescribeConfigsRequest::default().with_resources(vec![
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(8)
+                        .with_resource_name(s("1"))
+                ]),
+                4
+            );
+            r.results[0].error_code
+        }
         "AlterConfigsBroker" => {
             let r = send!(
                 IncrementalAlterConfigsRequest::default().with_resources(vec![
@@ -818,6 +846,16 @@ async fn authorization_matrix_with_the_standard_authorizer() {
         (
             "ElectLeaders",
             vec![allow(Cluster, "kafka-cluster", Alter)],
+            CLUSTER_DENIED,
+        ),
+        (
+            "AlterBrokerLoggers",
+            vec![allow(Cluster, "kafka-cluster", AlterConfigs)],
+            CLUSTER_DENIED,
+        ),
+        (
+            "DescribeBrokerLoggers",
+            vec![allow(Cluster, "kafka-cluster", DescribeConfigs)],
             CLUSTER_DENIED,
         ),
         (
@@ -1034,4 +1072,60 @@ async fn forwarded_acl_changes_are_authorized_as_the_original_client() {
     assert_eq!(code, 0);
     assert_eq!(inner.expect("inner").results[0].error_code, 0);
     assert_eq!(t.broker.image().acls.len(), 1);
+}
+
+/// UnregisterBroker: ALTER on the cluster; a registered broker leaves the cluster (and every
+/// ISR), an unknown id is BROKER_ID_NOT_REGISTERED.
+#[tokio::test]
+async fn unregister_broker_needs_alter_on_the_cluster() {
+    use nagare_metadata::records::MetadataRecord;
+    let t = secured().await;
+    // A second broker, registered (as a decommissioned one would be) through the controller.
+    t.broker
+        .controller_commit(false, |_img| {
+            Ok((
+                vec![MetadataRecord::RegisterBroker {
+                    broker_id: 2,
+                    broker_epoch: 1,
+                    incarnation_id: nagare_metadata::Uuid::from_bytes([2; 16]),
+                    endpoints: vec![],
+                    rack: None,
+                    fenced: true,
+                }],
+                (),
+            ))
+        })
+        .await
+        .expect("register broker 2");
+    assert!(t.broker.image().brokers.contains_key(&2));
+    let req = |id: i32| UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
+    let r = t
+        .send_as(alice(), host(), &req(2), 0)
+        .await
+        .expect("UnregisterBroker as alice");
+    assert_eq!(r.error_code, CLUSTER_DENIED);
+    assert!(
+        t.broker.image().brokers.contains_key(&2),
+        "refused but removed"
+    );
+    create(
+        &t,
+        &[allow(
+            ResourceType::Cluster,
+            "kafka-cluster",
+            AclOperation::Alter,
+        )],
+    )
+    .await;
+    let r = t
+        .send_as(alice(), host(), &req(2), 0)
+        .await
+        .expect("UnregisterBroker with ALTER");
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    assert!(!t.broker.image().brokers.contains_key(&2));
+    let r = t
+        .send_as(alice(), host(), &req(99), 0)
+        .await
+        .expect("UnregisterBroker unknown");
+    assert_eq!(r.error_code, 102, "BROKER_ID_NOT_REGISTERED");
 }

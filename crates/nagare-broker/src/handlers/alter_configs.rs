@@ -162,6 +162,21 @@ pub(crate) fn check_logger_resource(broker: &Broker, name: &str) -> Result<(), (
     Ok(())
 }
 
+/// Whether an IncrementalAlterConfigs body names only BROKER_LOGGER resources: such a request
+/// is answered by the broker it was sent to, not forwarded to the controller (Kafka's
+/// `KafkaApis` alters log levels locally). A request mixing them with other resources is
+/// forwarded whole, and its logger resources then answer for the controller's node id.
+pub fn only_broker_loggers(body: &bytes::Bytes, version: i16) -> bool {
+    use kafka_protocol::protocol::Decodable;
+    let mut b = body.clone();
+    IncrementalAlterConfigsRequest::decode(&mut b, version).is_ok_and(|r| {
+        !r.resources.is_empty()
+            && r.resources
+                .iter()
+                .all(|res| res.resource_type == BROKER_LOGGER)
+    })
+}
+
 /// IncrementalAlterConfigs on BROKER_LOGGER: SET a level or DELETE it (the logger inherits
 /// again); APPEND/SUBTRACT are refused, as Kafka's `ConfigAdminManager.alterLogLevelConfigs`.
 fn alter_loggers(

@@ -15,8 +15,8 @@ use super::{
     describe_log_dirs, describe_producers, describe_quorum, describe_topic_partitions,
     describe_transactions, elect_leaders, end_txn, envelope, fetch, find_coordinator, groups,
     init_producer_id, list_offsets, list_transactions, metadata, offset_for_leader_epoch, produce,
-    sasl, scram_credentials, txn_offset_commit, update_features, write_txn_markers, BoxFuture,
-    HandlerResult, ListenerKind, Request,
+    sasl, scram_credentials, txn_offset_commit, unregister_broker, update_features,
+    write_txn_markers, BoxFuture, HandlerResult, ListenerKind, Request,
 };
 use crate::controller_requests;
 use crate::Broker;
@@ -151,6 +151,7 @@ handler!(async h_elect_leaders => elect_leaders::handle);
 handler!(sync h_describe_cluster => describe_cluster::handle);
 handler!(sync h_describe_log_dirs => describe_log_dirs::handle);
 handler!(async h_update_features => update_features::handle);
+handler!(async h_unregister_broker => unregister_broker::handle);
 handler!(sync h_describe_topic_partitions => describe_topic_partitions::handle);
 handler!(async h_find_coordinator => find_coordinator::handle);
 handler!(group h_join_group => ApiKey::JoinGroup);
@@ -270,6 +271,8 @@ pub static APIS: &[ApiSpec] = &[
         "empty groups and their offsets"),
     local(ApiKey::UpdateFeatures, update_features::VERSIONS, BOTH, true, h_update_features,
         "finalizes `metadata.version` (upgrades only) and `transaction.version`; forwarded to the active controller"),
+    local(ApiKey::UnregisterBroker, unregister_broker::VERSIONS, BOTH, true, h_unregister_broker,
+        "removes a (decommissioned) broker's registration: it leaves every ISR, its partitions elect new leaders; forwarded to the active controller"),
     local(ApiKey::ElectLeaders, elect_leaders::VERSIONS, BOTH, true, h_elect_leaders,
         "preferred and unclean elections; forwarded to the active controller"),
     local(ApiKey::IncrementalAlterConfigs, alter_configs::INCREMENTAL_VERSIONS, BOTH, true,

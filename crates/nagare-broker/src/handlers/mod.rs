@@ -62,6 +62,7 @@ pub mod txn_offset_commit;
 mod txn_tests;
 #[cfg(test)]
 mod txn_verification_tests;
+pub mod unregister_broker;
 pub mod update_features;
 pub mod write_txn_markers;
 
@@ -239,7 +240,14 @@ pub async fn dispatch(
     let timing = RequestTiming::new(&ctx, started);
     // Admin requests a client sends to any broker go to the active controller (Kafka's
     // forwarding), wrapped in an Envelope that carries the client's principal (KIP-590).
-    if conn.listener == ListenerKind::Broker && spec.forwarded && !broker.is_active_controller() {
+    // Log levels (BROKER_LOGGER) are this broker's own: Kafka handles them locally.
+    let local_only = spec.key == ApiKey::IncrementalAlterConfigs
+        && alter_configs::only_broker_loggers(&frame, prefix.api_version);
+    if conn.listener == ListenerKind::Broker
+        && spec.forwarded
+        && !local_only
+        && !broker.is_active_controller()
+    {
         if let Some(reply) = envelope::forward(broker, &ctx, original).await {
             return Dispatched {
                 reply,

@@ -6,7 +6,10 @@ use std::time::Duration;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
-use kafka_protocol::messages::{CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest};
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    UnregisterBrokerRequest,
+};
 use kafka_protocol::protocol::{Request, StrBytes};
 use kafka_protocol::ResponseError;
 
@@ -164,6 +167,22 @@ impl Client {
             self.topics.remove(*n);
         }
         self.wait_for_topics(names, |_, t| t.is_none()).await;
+        Ok(())
+    }
+
+    /// Removes a broker's registration from the cluster (UnregisterBroker, as
+    /// `kafka-cluster unregister --id N`): for a decommissioned broker.
+    pub async fn unregister_broker(&mut self, broker_id: i32) -> Result<()> {
+        let resp = self
+            .send_admin(
+                |_| UnregisterBrokerRequest::default().with_broker_id(BrokerId(broker_id)),
+                |resp| resp.error_code == ResponseError::NotController.code(),
+            )
+            .await?;
+        check_code(resp.error_code, resp.error_message.as_deref(), || {
+            format!("cannot unregister broker {broker_id}")
+        })?;
+        self.brokers.remove(&broker_id);
         Ok(())
     }
 

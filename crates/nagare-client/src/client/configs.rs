@@ -22,10 +22,10 @@ impl Client {
         keys: Option<&[&str]>,
     ) -> Result<Vec<ConfigEntry>> {
         let target = match resource {
-            ConfigResource::Broker(id) => Target::Node(*id),
+            ConfigResource::Broker(id) | ConfigResource::BrokerLogger(id) => Target::Node(*id),
             ConfigResource::Topic(_) => Target::Any,
         };
-        if let ConfigResource::Broker(id) = resource {
+        if let ConfigResource::Broker(id) | ConfigResource::BrokerLogger(id) = resource {
             if !self.brokers.contains_key(id) {
                 self.metadata(Some(&[])).await?;
             }
@@ -86,9 +86,14 @@ impl Client {
         validate_only: bool,
     ) -> Result<()> {
         let target = match resource {
-            ConfigResource::Broker(id) => Target::Node(*id),
+            ConfigResource::Broker(id) | ConfigResource::BrokerLogger(id) => Target::Node(*id),
             ConfigResource::Topic(_) => Target::Any,
         };
+        if let ConfigResource::Broker(id) | ConfigResource::BrokerLogger(id) = resource {
+            if !self.brokers.contains_key(id) {
+                self.metadata(Some(&[])).await?;
+            }
+        }
         let resp = self
             .send_to(target, None, Duration::ZERO, |_| {
                 let mut r = AlterConfigsResource::default();
