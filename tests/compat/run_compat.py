@@ -452,6 +452,52 @@ def confluent_checks(server: Server) -> None:
         label = "without compression" if codec == "none" else f"compression {codec}"
         check(f"confluent-kafka Producer/Consumer(assign) {label}", roundtrip)
 
+    def admin_sweep() -> str:
+        # The AdminClient calls not driven elsewhere in this script (docs/ADMIN_CLIENTS.md).
+        from confluent_kafka import ConsumerGroupTopicPartitions, ElectionType
+        from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
+                                           OffsetSpec, ResourceType)
+        topic = unique("ck-sweep")
+        group = unique("ck-sweep-group")
+        admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[
+            topic].result(timeout=30)
+        p = Producer({"bootstrap.servers": server.bootstrap})
+        for i in range(10):
+            p.produce(topic, value=f"v{i}".encode(), partition=0)
+        p.flush(30)
+        res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+            ConfigEntry("retention.ms", "3600000",
+                        incremental_operation=AlterConfigOpType.SET)])
+        for f in admin.incremental_alter_configs([res]).values():
+            f.result(timeout=30)
+        got = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)])
+        entries = list(got.values())[0].result(timeout=30)
+        expect(entries["retention.ms"].value == "3600000", "incremental_alter_configs")
+        tp0 = TopicPartition(topic, 0)
+        latest = admin.list_offsets({tp0: OffsetSpec.latest()})[tp0].result(timeout=30)
+        earliest = admin.list_offsets({tp0: OffsetSpec.earliest()})[tp0].result(timeout=30)
+        expect((earliest.offset, latest.offset) == (0, 10), f"list_offsets {earliest} {latest}")
+        fut = admin.alter_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 4)])])
+        altered = list(fut.values())[0].result(timeout=30)
+        expect(altered.topic_partitions[0].offset == 4, f"alter offsets {altered}")
+        listed = list(admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)]).values())[0].result(timeout=30)
+        expect([tp.offset for tp in listed.topic_partitions if tp.partition == 0] == [4],
+               f"group offsets {listed}")
+        elected = admin.elect_leaders(ElectionType.PREFERRED, [tp0]).result(timeout=30)
+        # The only replica already leads: Kafka's ELECTION_NOT_NEEDED (84).
+        err = elected.get(tp0)
+        expect(err is not None and err.code() == 84, f"elect_leaders {elected}")
+        for f in admin.delete_consumer_groups([group]).values():
+            f.result(timeout=30)
+        groups = admin.list_consumer_groups().result(timeout=30)
+        expect(group not in [g.group_id for g in groups.valid], "deleted group still listed")
+        return ("incremental_alter_configs, list_offsets, alter/list_consumer_group_offsets, "
+                "elect_leaders (ELECTION_NOT_NEEDED), delete_consumer_groups")
+
+    check("confluent-kafka admin sweep: the remaining AdminClient calls", admin_sweep)
+
 
 # --------------------------------------------------------------------------------------------
 # kafka-python
@@ -639,6 +685,128 @@ def kafka_python_checks(server: Server) -> None:
         return f"{len(before)} loggers; {loud - quiet} requests logged at DEBUG, none after DELETE"
 
     check("kafka-python admin BROKER_LOGGER levels: describe, set DEBUG, delete", broker_loggers)
+
+    def admin_sweep() -> str:
+        # Every KafkaAdminClient call that applies to a single node, against real state: a topic
+        # with records, an empty group with offsets, a committed transaction. The table in
+        # docs/ADMIN_CLIENTS.md is this sweep's outcome.
+        from confluent_kafka import Producer as CProducer
+        from kafka import KafkaConsumer, TopicPartition
+        from kafka.admin import (ConfigResource, ConfigResourceType, KafkaAdminClient,
+                                 MemberToRemove, OffsetSpec)
+        from kafka.structs import OffsetAndMetadata
+        topic = unique("kp-sweep")
+        group = unique("kp-sweep-group")
+        txn_id = unique("kp-sweep-tx")
+        kp = KafkaAdminClient(bootstrap_servers=server.bootstrap)
+        done: list[str] = []
+        try:
+            admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[
+                topic].result(timeout=30)
+            p = CProducer({"bootstrap.servers": server.bootstrap, "transactional.id": txn_id})
+            p.init_transactions(30)
+            p.begin_transaction()
+            for i in range(20):
+                p.produce(topic, value=f"v{i}".encode(), partition=i % 2)
+            p.commit_transaction(30)
+            tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+            c = KafkaConsumer(bootstrap_servers=server.bootstrap, group_id=group,
+                              enable_auto_commit=False, auto_offset_reset="earliest")
+            try:
+                c.assign([tp0, tp1])
+                c.commit({tp0: OffsetAndMetadata(5, "", -1), tp1: OffsetAndMetadata(6, "", -1)})
+            finally:
+                c.close()
+
+            versions = kp.api_versions()
+            expect(len(versions) > 0, "api_versions")
+            done.append("api_versions")
+            cluster = kp.describe_cluster()
+            expect(len(cluster["brokers"]) == 1, f"describe_cluster {cluster}")
+            done.append("describe_cluster")
+            expect(topic in kp.list_topics(), "list_topics")
+            done.append("list_topics")
+            t = kp.describe_topics([topic])
+            expect(len(t[0]["partitions"]) == 2, f"describe_topics {t}")
+            done.append("describe_topics")
+            offs = kp.list_partition_offsets({tp0: OffsetSpec.LATEST, tp1: OffsetSpec.EARLIEST})
+            expect(offs[tp0].offset == 11 and offs[tp1].offset == 0, f"offsets {offs}")
+            done.append("list_partition_offsets")
+            groups = [g[0] if isinstance(g, tuple) else getattr(g, "group", g)
+                      for g in kp.list_groups()]
+            expect(any(group in str(g) for g in groups), f"list_groups {groups}")
+            done.append("list_groups")
+            dg = kp.describe_groups([group])
+            expect(len(dg) == 1, f"describe_groups {dg}")
+            done.append("describe_groups")
+            lo = kp.list_group_offsets({group: None})[group]
+            expect({k.partition: v.offset for k, v in lo.items()} == {0: 5, 1: 6}, f"{lo}")
+            done.append("list_group_offsets")
+            r = kp.alter_group_offsets(group, {tp0: OffsetAndMetadata(7, "", -1)})
+            expect(all(e.errno == 0 for e in r.values()), f"alter_group_offsets {r}")
+            done.append("alter_group_offsets")
+            r = kp.reset_group_offsets(group, {tp1: OffsetSpec.EARLIEST})
+            done.append("reset_group_offsets")
+            lo = kp.list_group_offsets({group: None})[group]
+            expect({k.partition: v.offset for k, v in lo.items()} == {0: 7, 1: 0}, f"{lo}")
+            r = kp.delete_group_offsets(group, [tp1])
+            expect(all(e.errno == 0 for e in r.values()), f"delete_group_offsets {r}")
+            done.append("delete_group_offsets")
+            try:
+                kp.remove_group_members(group, [MemberToRemove(group_instance_id="nobody")])
+                removed = "removed"
+            except Exception as e:  # noqa: BLE001 - an unknown static member is refused
+                removed = type(e).__name__
+            done.append(f"remove_group_members ({removed})")
+            prods = kp.describe_producers([tp0])
+            expect(len(prods) == 1, f"describe_producers {prods}")
+            done.append("describe_producers")
+            txs = kp.list_transactions()
+            expect(txn_id in str(txs), f"list_transactions {txs}")
+            done.append("list_transactions")
+            dt = kp.describe_transactions([txn_id])
+            expect(txn_id in str(dt), f"describe_transactions {dt}")
+            done.append("describe_transactions")
+            hanging = kp.find_hanging_transactions()
+            expect(not hanging, f"find_hanging_transactions {hanging}")
+            done.append("find_hanging_transactions")
+            q = kp.describe_metadata_quorum()
+            expect(q is not None, "describe_metadata_quorum")
+            done.append("describe_metadata_quorum")
+            res = ConfigResource(ConfigResourceType.TOPIC, topic, configs={"retention.ms": "1000000"})
+            kp.alter_configs([res])
+            kp.reset_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                             configs={"retention.ms": None})])
+            cfg = kp.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)],
+                                      config_filter="all")
+            expect(cfg["topic"][topic]["retention.ms"]["value"] == "604800000",
+                   f"reset_configs left {cfg['topic'][topic]['retention.ms']}")
+            done.append("alter_configs/reset_configs/describe_configs")
+            kp.elect_leaders(0, {topic: [0]}, raise_errors=False)
+            done.append("elect_leaders")
+            kp.delete_records({tp0: 3})
+            done.append("delete_records")
+            r = kp.delete_groups([group])
+            done.append("delete_groups")
+            # Not served (Kafka APIs Nagare does not implement): a clean client-side error.
+            missing = []
+            for name, call in [
+                ("alter_partition_reassignments",
+                 lambda: kp.alter_partition_reassignments({tp0: [1]})),
+                ("list_partition_reassignments", lambda: kp.list_partition_reassignments()),
+                ("list_config_resources", lambda: kp.list_config_resources()),
+            ]:
+                try:
+                    call()
+                    missing.append(f"{name}: accepted")
+                except Exception as e:  # noqa: BLE001
+                    missing.append(f"{name}: {type(e).__name__}")
+            expect(server.alive(), "the server died on an unserved call")
+        finally:
+            kp.close()
+        return f"{len(done)} calls ok: {', '.join(done)}; not served: {'; '.join(missing)}"
+
+    check("kafka-python admin sweep: every KafkaAdminClient call", admin_sweep)
 
 
 
