@@ -176,6 +176,9 @@ pub struct ConnectionContext {
     muted_until: parking_lot::Mutex<Option<Instant>>,
     /// SASL state (handshake, exchange, session) of a connection on a SASL listener.
     pub sasl: crate::sasl::SaslSession,
+    /// Set by the first Fetch with a replica id: the connection is a follower's (Kafka's
+    /// FetchFollower request metrics, as opposed to FetchConsumer).
+    follower_fetches: std::sync::atomic::AtomicBool,
 }
 
 static CONNECTION_INDEX: AtomicU64 = AtomicU64::new(0);
@@ -202,7 +205,18 @@ impl ConnectionContext {
             client_software: RwLock::new(None),
             muted_until: parking_lot::Mutex::new(None),
             sasl: crate::sasl::SaslSession::default(),
+            follower_fetches: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Marks the connection as a follower replica's (its Fetch requests carry a replica id).
+    pub fn mark_follower_fetches(&self) {
+        self.follower_fetches.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether Fetch requests on this connection come from a follower replica.
+    pub fn follower_fetches(&self) -> bool {
+        self.follower_fetches.load(Ordering::Relaxed)
     }
 
     /// Mutes the connection until `until` (a quota throttle): the response already produced

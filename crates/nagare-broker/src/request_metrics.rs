@@ -138,6 +138,8 @@ pub struct RequestTiming {
     key: ApiKey,
     version: i16,
     listener: ListenerKind,
+    /// The connection, read when the request completes: whether a Fetch was a follower's.
+    connection: Arc<crate::context::ConnectionContext>,
     request_bytes: usize,
     received: Instant,
     started: Instant,
@@ -149,6 +151,7 @@ impl RequestTiming {
     pub fn new(ctx: &RequestContext, started: Instant) -> Self {
         RequestTiming {
             key: ctx.api.key,
+            connection: ctx.connection.clone(),
             version: ctx.header.request_api_version,
             listener: ctx.connection.listener,
             request_bytes: ctx.request_bytes,
@@ -183,6 +186,9 @@ impl RequestTiming {
             key: self.key,
             version: self.version,
             listener: self.listener,
+            follower_fetch: self.key == ApiKey::Fetch
+                && (self.listener == ListenerKind::Controller
+                    || self.connection.follower_fetches()),
             request_bytes: self.request_bytes,
             response_bytes,
             request_queue: self.started.saturating_duration_since(self.received),
@@ -205,6 +211,8 @@ pub struct CompletedRequest {
     pub version: i16,
     /// The listener.
     pub listener: ListenerKind,
+    /// A Fetch from a follower replica (Kafka's FetchFollower; other fetches are FetchConsumer).
+    pub follower_fetch: bool,
     /// Request frame size.
     pub request_bytes: usize,
     /// Response size written (0 for acks=0 produce).
@@ -319,19 +327,49 @@ impl RequestMetrics {
     /// Empty metrics.
     pub fn new() -> Self {
         RequestMetrics {
-            slots: (0..MAX_API_KEY * 2).map(|_| OnceLock::new()).collect(),
+            // Per API and listener role, then FetchFollower's two (Kafka splits Fetch in two).
+            slots: (0..MAX_API_KEY * 2 + 2).map(|_| OnceLock::new()).collect(),
             connections: Mutex::new(HashMap::new()),
         }
     }
 
-    fn slot(key: ApiKey, listener: ListenerKind) -> Option<usize> {
+    fn slot(key: ApiKey, listener: ListenerKind, follower_fetch: bool) -> Option<usize> {
         let k = usize::try_from(key as i16)
             .ok()
             .filter(|k| *k < MAX_API_KEY)?;
-        Some(match listener {
-            ListenerKind::Broker => k,
-            ListenerKind::Controller => MAX_API_KEY + k,
+        Some(match (listener, key == ApiKey::Fetch && follower_fetch) {
+            (ListenerKind::Broker, false) => k,
+            (ListenerKind::Controller, false) => MAX_API_KEY + k,
+            (ListenerKind::Broker, true) => 2 * MAX_API_KEY,
+            (ListenerKind::Controller, true) => 2 * MAX_API_KEY + 1,
         })
+    }
+
+    /// Kafka's request name of a slot: the API's, except Fetch, which Kafka's RequestMetrics
+    /// count as FetchConsumer and FetchFollower.
+    fn slot_name(i: usize) -> Option<(String, ListenerKind)> {
+        if i >= 2 * MAX_API_KEY {
+            let listener = if i == 2 * MAX_API_KEY {
+                ListenerKind::Broker
+            } else {
+                ListenerKind::Controller
+            };
+            return Some(("FetchFollower".into(), listener));
+        }
+        let (k, listener) = if i < MAX_API_KEY {
+            (i, ListenerKind::Broker)
+        } else {
+            (i - MAX_API_KEY, ListenerKind::Controller)
+        };
+        let key = i16::try_from(k)
+            .ok()
+            .and_then(|k| ApiKey::try_from(k).ok())?;
+        let name = if key == ApiKey::Fetch {
+            "FetchConsumer".to_string()
+        } else {
+            format!("{key:?}")
+        };
+        Some((name, listener))
     }
 
     /// Records one completed request: relaxed atomic adds only.
@@ -352,7 +390,7 @@ impl RequestMetrics {
             throttle_us = r.throttle.as_micros() as u64,
             "completed request"
         );
-        let Some(i) = Self::slot(r.key, r.listener) else {
+        let Some(i) = Self::slot(r.key, r.listener, r.follower_fetch) else {
             return;
         };
         let m = self.slots[i].get_or_init(|| Box::new(Slot::new()));
@@ -373,14 +411,15 @@ impl RequestMetrics {
 
     /// One API's metrics on one listener.
     pub fn get(&self, key: ApiKey, listener: ListenerKind) -> ApiMetrics {
-        Self::slot(key, listener)
+        Self::slot(key, listener, false)
             .and_then(|i| self.slots[i].get())
             .map(|s| s.load())
             .unwrap_or_default()
     }
 
-    /// Every API with at least one request: `(key, listener, metrics)`.
-    pub fn snapshot(&self) -> Vec<(ApiKey, ListenerKind, ApiMetrics)> {
+    /// Every API with at least one request: `(Kafka's request name, listener, metrics)`; Fetch
+    /// appears as FetchConsumer and FetchFollower.
+    pub fn snapshot(&self) -> Vec<(String, ListenerKind, ApiMetrics)> {
         let mut out = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(s) = slot.get() else {
@@ -390,15 +429,9 @@ impl RequestMetrics {
             if m.requests() == 0 {
                 continue;
             }
-            let (k, listener) = if i < MAX_API_KEY {
-                (i, ListenerKind::Broker)
-            } else {
-                (i - MAX_API_KEY, ListenerKind::Controller)
-            };
-            let Some(key) = i16::try_from(k).ok().and_then(|k| ApiKey::try_from(k).ok()) else {
-                continue;
-            };
-            out.push((key, listener, m));
+            if let Some((name, listener)) = Self::slot_name(i) {
+                out.push((name, listener, m));
+            }
         }
         out
     }
@@ -441,6 +474,7 @@ mod tests {
             key: ApiKey::Produce,
             version: 9,
             listener: ListenerKind::Broker,
+            follower_fetch: false,
             request_bytes: 100,
             response_bytes: 50,
             request_queue: Duration::from_micros(10),

@@ -107,6 +107,9 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     } else {
         r.replica_id.0
     };
+    if replica_id >= 0 {
+        req.ctx.connection.mark_follower_fetches();
+    }
     // Kafka's `clientMetadata`: present from v11 on (possibly with an empty rack).
     let client_metadata = (v >= 11 && replica_id < 0).then(|| ClientMetadata {
         rack_id: r.rack_id.to_string(),

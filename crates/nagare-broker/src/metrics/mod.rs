@@ -155,14 +155,14 @@ pub fn render_with(src: &MetricsSource, lag: &[GroupLag]) -> String {
         "Requests handled, per API (request), version and listener role.",
     );
     for (key, l, m) in &requests {
-        let name = format!("{key:?}");
+        let name = key.as_str();
         for (v, n) in m.requests_by_version.iter().enumerate() {
             if *n > 0 {
                 let v = v.to_string();
                 e.sample(
                     "kafka_network_requestmetrics_requests_total",
                     &[
-                        ("request", &name),
+                        ("request", name),
                         ("version", &v),
                         ("listener", listener_label(*l)),
                     ],
@@ -185,11 +185,11 @@ pub fn render_with(src: &MetricsSource, lag: &[GroupLag]) -> String {
     ] {
         e.family(family, Kind::Counter, help);
         for (key, l, m) in &requests {
-            let name = format!("{key:?}");
+            let name = key.as_str();
             let v = if pick_bytes { m.bytes_in } else { m.bytes_out };
             e.sample(
                 family,
-                &[("request", &name), ("listener", listener_label(*l))],
+                &[("request", name), ("listener", listener_label(*l))],
                 v as f64,
             );
         }
@@ -199,11 +199,11 @@ pub fn render_with(src: &MetricsSource, lag: &[GroupLag]) -> String {
         let family = format!("kafka_network_requestmetrics_{suffix}");
         e.family(&family, Kind::Histogram, help);
         for (key, l, m) in &requests {
-            let name = format!("{key:?}");
+            let name = key.as_str();
             let h = pick(m, i);
             e.histogram(
                 &family,
-                &[("request", &name), ("listener", listener_label(*l))],
+                &[("request", name), ("listener", listener_label(*l))],
                 &bounds_ms,
                 &h.buckets,
                 h.sum_us as f64 / 1000.0,

@@ -289,6 +289,32 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
         ) > 0.0
     );
     assert!(after.contains("kafka_network_requestmetrics_requests_total{request=\"Produce\",version=\"9\",listener=\"broker\"} 3\n"));
+    // Kafka splits Fetch: a consumer's is FetchConsumer; a fetch with a replica id (here on a
+    // second connection, whatever its outcome) is FetchFollower.
+    assert!(after.contains(
+        "kafka_network_requestmetrics_requests_total{request=\"FetchConsumer\",version=\"12\",listener=\"broker\"} 1\n"
+    ));
+    assert!(!after.contains("request=\"FetchFollower\""));
+    let mut follower = nagare_client::Connection::connect(&kafka_addr.to_string(), "follower")
+        .await
+        .expect("connect");
+    let _ = follower
+        .send_version(&fetch.clone().with_replica_id(BrokerId(7)), 12)
+        .await;
+    let mut scrape = String::new();
+    for _ in 0..100 {
+        scrape = get(addr, "/metrics").await.1;
+        if scrape.contains("request=\"FetchFollower\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(scrape.contains(
+        "kafka_network_requestmetrics_requests_total{request=\"FetchFollower\",version=\"12\",listener=\"broker\"} 1\n"
+    ), "{scrape}");
+    assert!(scrape.contains(
+        "kafka_network_requestmetrics_requests_total{request=\"FetchConsumer\",version=\"12\",listener=\"broker\"} 1\n"
+    ));
     assert!(
         value(
             &after,
