@@ -83,6 +83,13 @@ pub enum StorageError {
     /// The log was poisoned by an earlier failed write or fsync (Kafka `KAFKA_STORAGE_ERROR`).
     #[error("log directory failed: an earlier write or fsync failed")]
     LogDirFailed,
+    /// The filesystem is full (ENOSPC/EDQUOT): the append was cut back and refused, the log
+    /// stays online and serves reads, and appends succeed again once space is freed. Kafka
+    /// answers KAFKA_STORAGE_ERROR here (retriable: librdkafka retries the batch, so producers
+    /// resume by themselves) — but, unlike Kafka, the log directory is not taken offline for
+    /// it, since nothing acknowledged was lost and nothing needs recovery.
+    #[error("no space left on the log directory's filesystem: {0}")]
+    DiskFull(std::io::Error),
     /// The log was closed or deleted.
     #[error("log is closed")]
     Closed,
