@@ -252,7 +252,7 @@ impl FaultyIo {
                     _ => FaultKind::ShortWrite,
                 }),
                 FaultOp::Fsync if st.roll(p.fsync_per_mille) => {
-                    Some(if p.no_space_only || pick % 2 == 0 {
+                    Some(if p.no_space_only || pick & 1 == 0 {
                         FaultKind::SlowFsync(1 + pick % 5)
                     } else {
                         FaultKind::Eio
@@ -262,7 +262,7 @@ impl FaultyIo {
                     Some(FaultKind::SlowFsync(1 + pick % 20))
                 }
                 FaultOp::Rename if st.roll(p.rename_per_mille) => {
-                    Some(if p.no_space_only || pick % 2 == 0 {
+                    Some(if p.no_space_only || pick & 1 == 0 {
                         FaultKind::NoSpace
                     } else {
                         FaultKind::Eio
@@ -308,8 +308,13 @@ impl StorageIo for FaultyIo {
         let fault = match self.decide(FaultOp::Write, path) {
             Some(f) => Some(f),
             None if self.disk_full.load(Ordering::Acquire) && !buf.is_empty() && grows() => {
-                let r = self.state.lock().next();
-                Some((FaultKind::ShortWrite, r))
+                let mut st = self.state.lock();
+                st.injected.push(InjectedFault {
+                    op: FaultOp::Write,
+                    kind: FaultKind::ShortWrite,
+                    path: path.to_path_buf(),
+                });
+                Some((FaultKind::ShortWrite, st.next()))
             }
             None => None,
         };
