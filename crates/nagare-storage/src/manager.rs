@@ -12,7 +12,7 @@ use crate::checkpoint::{fsync_dir, read_offset_checkpoint, write_offset_checkpoi
 use crate::cleaner::{CleanStats, Cleaner, CleanerConfig};
 use crate::config::{LogConfig, TopicPartition};
 use crate::error::StorageError;
-use crate::log::Log;
+use crate::log::{DirHealth, Log};
 
 /// Recovery points of all logs (Kafka's file name).
 pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
@@ -34,8 +34,9 @@ pub struct LogManager {
     cleaner: Cleaner,
     /// What the checkpoint files hold (recovery points, log starts), to skip identical writes.
     last_checkpoint: Mutex<Option<CheckpointMaps>>,
-    /// Set by any of the logs when a write or fsync fails (shared with each [`Log`]).
-    dir_failed: Arc<std::sync::atomic::AtomicBool>,
+    /// The directory's health, shared with each [`Log`]: failed once a write or fsync failed
+    /// in any of them; the rate limit of the "disk full" line.
+    health: Arc<DirHealth>,
 }
 
 type CheckpointMaps = (HashMap<TopicPartition, i64>, HashMap<TopicPartition, i64>);
@@ -143,11 +144,11 @@ impl LogManager {
             );
             log.map(|l| (tp.clone(), l))
         });
-        let dir_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let health = Arc::new(DirHealth::default());
         let mut logs = HashMap::new();
         for r in opened {
             let (tp, log) = r?;
-            log.set_dir_failure_flag(Arc::clone(&dir_failed));
+            log.share_dir_health(Arc::clone(&health));
             logs.insert(tp, Arc::new(log));
         }
         if had_clean_shutdown {
@@ -156,7 +157,7 @@ impl LogManager {
         }
         tracing::info!(dir = %log_dir.display(), logs = logs.len(), had_clean_shutdown, "log manager opened");
         Ok(LogManager {
-            dir_failed,
+            health,
             last_checkpoint: Mutex::new(None),
             cleaner: Cleaner::open(log_dir.clone()),
             log_dir,
@@ -174,7 +175,9 @@ impl LogManager {
     /// directory, `LogDirFailureChannel`): its logs can no longer be trusted, the broker
     /// must stop serving them and hand their leadership over. A full disk does not count.
     pub fn is_offline(&self) -> bool {
-        self.dir_failed.load(std::sync::atomic::Ordering::Acquire)
+        self.health
+            .failed
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The partitions whose own log failed (a subset of what [`LogManager::is_offline`]
@@ -212,7 +215,7 @@ impl LogManager {
         }
         let dir = self.log_dir.join(tp.dir_name());
         let log = Arc::new(Log::open(dir, tp.clone(), config, 0, true, now_ms)?);
-        log.set_dir_failure_flag(Arc::clone(&self.dir_failed));
+        log.share_dir_health(Arc::clone(&self.health));
         fsync_dir(&self.log_dir)?;
         self.logs.write().insert(tp.clone(), Arc::clone(&log));
         Ok(log)

@@ -795,6 +795,28 @@ impl ReplicaManager {
         Ok(())
     }
 
+    /// Kafka's offline log directory: once a write or fsync failed in any log of the (single)
+    /// log directory, every partition of it answers KAFKA_STORAGE_ERROR to producers,
+    /// consumers and followers (`ReplicaManager.handleLogDirFailure` marks them offline):
+    /// their files can no longer be trusted. A full disk does not count
+    /// ([`StorageError::DiskFull`] refuses appends only, per log).
+    pub fn check_log_dir_online(&self) -> Result<(), ReplicaError> {
+        if self.logs.is_offline() {
+            return Err(ReplicaError::Storage(StorageError::LogDirFailed));
+        }
+        Ok(())
+    }
+
+    /// True once the log directory failed (see [`ReplicaManager::check_log_dir_online`]).
+    pub fn log_dir_offline(&self) -> bool {
+        self.logs.is_offline()
+    }
+
+    /// The partitions whose log failed, for the operator's log line.
+    pub fn failed_logs(&self) -> Vec<TopicPartition> {
+        self.logs.failed_logs()
+    }
+
     /// Clean shutdown: write the high-watermark checkpoint, flush and close every log, write
     /// the clean-shutdown marker.
     pub fn shutdown(&self) -> Result<(), StorageError> {

@@ -178,11 +178,13 @@ impl FaultyIo {
         io
     }
 
-    /// Parses the `nagare` binary's `NAGARE_DISK_FAULTS` value: `eio-when:<file>` or
+    /// Parses the `nagare` binary's `NAGARE_DISK_FAULTS` value: `eio-when:<file>` (a relative
+    /// `<file>` is taken relative to `base`, the log directory, so one value can serve every
+    /// node of a test cluster) or
     /// `seed=<n>,write=<per mille>,fsync=<per mille>,rename=<per mille>,slow=<per mille>`.
-    pub fn from_spec(spec: &str) -> Result<FaultyIo, String> {
+    pub fn from_spec(spec: &str, base: &Path) -> Result<FaultyIo, String> {
         if let Some(path) = spec.strip_prefix("eio-when:") {
-            return Ok(FaultyIo::eio_when_exists(PathBuf::from(path)));
+            return Ok(FaultyIo::eio_when_exists(base.join(path)));
         }
         let mut plan = FaultPlan::quiet(0);
         for part in spec.split(',').filter(|p| !p.is_empty()) {

@@ -108,16 +108,33 @@ pub struct Log {
     disk: DiskState,
 }
 
+/// The health of a log directory, shared by every log of a [`LogManager`](crate::LogManager).
+#[derive(Default)]
+pub(crate) struct DirHealth {
+    /// Set when any log of the directory is poisoned: Kafka takes the whole log directory
+    /// offline on an I/O error in any of its logs (`LogDirFailureChannel`).
+    pub(crate) failed: AtomicBool,
+    /// When the last "disk full" line was logged (ms since the epoch; 0 = not full): one
+    /// line per directory per [`DISK_FULL_LOG_INTERVAL_MS`], not one per refused request.
+    full_logged_ms: AtomicI64,
+}
+
 /// What the log knows about its log directory's health beyond its own poisoning.
 #[derive(Default)]
 pub(crate) struct DiskState {
-    /// Shared by every log of a [`LogManager`](crate::LogManager): set when any of them is
-    /// poisoned, because Kafka takes the whole log directory offline on an I/O error in any
-    /// of its logs (`LogDirFailureChannel`).
-    dir_failed: std::sync::OnceLock<Arc<AtomicBool>>,
-    /// When the last "disk full" line was logged (ms since the epoch; 0 = not full): one
-    /// line per [`DISK_FULL_LOG_INTERVAL_MS`], not one per refused request.
-    full_since_log_ms: AtomicI64,
+    /// The directory's shared health, once a [`LogManager`](crate::LogManager) owns the log.
+    shared: std::sync::OnceLock<Arc<DirHealth>>,
+    /// Used while no manager shared one (a log opened on its own).
+    own: DirHealth,
+    /// An append of this log was refused for lack of space: the next successful one says
+    /// that space is back (one relaxed load per append otherwise).
+    was_full: AtomicBool,
+}
+
+impl DiskState {
+    fn health(&self) -> &DirHealth {
+        self.shared.get().map_or(&self.own, |h| h)
+    }
 }
 
 /// At most one "disk full" log line per log this often.
@@ -202,9 +219,7 @@ impl Log {
     /// Marks the log failed after an I/O error on a write path and returns the error.
     fn poison(&self, e: io::Error) -> StorageError {
         self.poisoned.store(true, Ordering::Release);
-        if let Some(flag) = self.disk.dir_failed.get() {
-            flag.store(true, Ordering::Release);
-        }
+        self.disk.health().failed.store(true, Ordering::Release);
         tracing::error!(tp = %self.tp, error = %e, "write or fsync failed; log is now offline");
         StorageError::Io(e)
     }
@@ -216,39 +231,42 @@ impl Log {
         if !crate::io::is_no_space(&e) {
             return self.poison(e);
         }
+        self.disk.was_full.store(true, Ordering::Relaxed);
+        let health = self.disk.health();
         let now = wall_ms();
-        let last = self.disk.full_since_log_ms.load(Ordering::Relaxed);
+        let last = health.full_logged_ms.load(Ordering::Relaxed);
         if (last == 0 || now - last >= DISK_FULL_LOG_INTERVAL_MS)
-            && self
-                .disk
-                .full_since_log_ms
+            && health
+                .full_logged_ms
                 .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::error!(tp = %self.tp, dir = %self.dir.display(), error = %e,
+            let dir = self.dir.parent().unwrap_or(&self.dir);
+            tracing::error!(tp = %self.tp, dir = %dir.display(), error = %e,
                 "log directory is full: appends are refused (KAFKA_STORAGE_ERROR) until space is freed; reads continue");
         }
         StorageError::DiskFull(e)
     }
 
-    /// After a successful append: logs once that a full disk has space again.
+    /// After a successful append: logs once per directory that a full disk has space again.
     fn disk_has_space(&self) {
-        if self.disk.full_since_log_ms.load(Ordering::Relaxed) != 0
-            && self.disk.full_since_log_ms.swap(0, Ordering::Relaxed) != 0
+        if self.disk.was_full.load(Ordering::Relaxed)
+            && self.disk.was_full.swap(false, Ordering::Relaxed)
+            && self.disk.health().full_logged_ms.swap(0, Ordering::Relaxed) != 0
         {
             tracing::info!(tp = %self.tp, "log directory has space again: appends resumed");
         }
     }
 
-    /// Shares the log directory's failure flag with this log (the [`LogManager`] does this
-    /// for each of its logs).
+    /// Shares the log directory's health with this log (the [`LogManager`] does this for
+    /// each of its logs).
     ///
     /// [`LogManager`]: crate::LogManager
-    pub(crate) fn set_dir_failure_flag(&self, flag: Arc<AtomicBool>) {
+    pub(crate) fn share_dir_health(&self, health: Arc<DirHealth>) {
         if self.is_poisoned() {
-            flag.store(true, Ordering::Release);
+            health.failed.store(true, Ordering::Release);
         }
-        let _ = self.disk.dir_failed.set(flag);
+        let _ = self.disk.shared.set(health);
     }
 
     /// Locks the state for a mutation, failing if the log is poisoned or closed.
