@@ -85,9 +85,11 @@ pub enum StorageError {
     LogDirFailed,
     /// The filesystem is full (ENOSPC/EDQUOT): the append was cut back and refused, the log
     /// stays online and serves reads, and appends succeed again once space is freed. Kafka
-    /// answers KAFKA_STORAGE_ERROR here (retriable: librdkafka retries the batch, so producers
-    /// resume by themselves) — but, unlike Kafka, the log directory is not taken offline for
-    /// it, since nothing acknowledged was lost and nothing needs recovery.
+    /// answers KAFKA_STORAGE_ERROR here, and so does Nagare: librdkafka handles it on
+    /// produce as refresh metadata + retry + "message not persisted" (true here: the partial
+    /// write was cut back), so producers resume by themselves within `message.timeout.ms`.
+    /// Unlike Kafka, which takes the log directory offline on any IOException, the log stays
+    /// online: nothing acknowledged was lost and nothing needs recovery.
     #[error("no space left on the log directory's filesystem: {0}")]
     DiskFull(std::io::Error),
     /// The log was closed or deleted.

@@ -406,8 +406,16 @@ impl Partition {
             }
             _ => {
                 if self.log.latest_epoch().is_none_or(|e| e < reg.leader_epoch) {
-                    if let Err(e) = self.log.assign_epoch_start(reg.leader_epoch, leo) {
-                        tracing::error!(tp = %self.tp, error = %e, "cannot record leader epoch");
+                    match self.log.assign_epoch_start(reg.leader_epoch, leo) {
+                        Ok(()) => {}
+                        // Said once per directory by the log; the first append that fits
+                        // records the epoch.
+                        Err(e @ StorageError::DiskFull(_)) => {
+                            tracing::debug!(tp = %self.tp, error = %e, "cannot record leader epoch yet")
+                        }
+                        Err(e) => {
+                            tracing::error!(tp = %self.tp, error = %e, "cannot record leader epoch")
+                        }
                     }
                 }
                 let hw = self.hw.load(Ordering::Acquire).min(leo);
