@@ -384,6 +384,13 @@ async fn fetch_once(
                         all_ok = false;
                         continue;
                     }
+                    // A full disk is logged once per directory by the log; the fetch is
+                    // retried after the backoff and resumes when space returns.
+                    Err(e @ ReplicaError::Storage(StorageError::DiskFull(_))) => {
+                        tracing::debug!(tp = %p.tp, error = %e, "follower append refused");
+                        all_ok = false;
+                        continue;
+                    }
                     Err(e) => {
                         tracing::error!(tp = %p.tp, error = %e, "follower append failed");
                         all_ok = false;

@@ -512,6 +512,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     };
     let defaults = config.topic_defaults(&dyn_overrides);
     let img2 = image.clone();
+    install_disk_faults(&log_dir)?;
     let opened = std::time::Instant::now();
     let logs =
         tokio::task::spawn_blocking(move || {
@@ -1091,10 +1092,76 @@ impl RunningServer {
     }
 }
 
-/// Runs a node until `stop` resolves, then shuts it down cleanly.
+/// Test hook (issue 18): `NAGARE_DISK_FAULTS` routes the log directory's storage I/O through
+/// a fault injector (`nagare_storage::io::FaultyIo::from_spec`: `eio-when:<file>` fails every
+/// write and fsync while `<file>` exists; `seed=..,write=..,fsync=..` draws random faults).
+/// Unset — always in production — storage I/O is plain `std` I/O.
+fn install_disk_faults(log_dir: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(spec) = std::env::var("NAGARE_DISK_FAULTS") else {
+        return Ok(());
+    };
+    let faults =
+        nagare_storage::io::FaultyIo::from_spec(&spec, log_dir).map_err(anyhow::Error::msg)?;
+    tracing::warn!(%spec, dir = %log_dir.display(), "NAGARE_DISK_FAULTS: injecting disk faults into the log directory");
+    // Installed for the life of the process.
+    std::mem::forget(nagare_storage::io::install(log_dir, Arc::new(faults)));
+    Ok(())
+}
+
+impl RunningServer {
+    /// Resolves once the log directory went offline (a write or fsync failed in one of its
+    /// logs). Polled: the flag is one atomic load.
+    pub async fn log_dir_failure(&self) {
+        loop {
+            if self.broker.replicas.log_dir_offline() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops after the log directory failed. Kafka's `LogManager.handleLogDirFailure` halts
+    /// the broker once no log directory is left online — Nagare has one, so a failed one
+    /// always stops it — and the controller moves leadership away when the broker's session
+    /// expires. Nagare first runs the controlled shutdown (BrokerHeartbeat `want_shut_down`,
+    /// as on SIGTERM): the controller moves leadership and shrinks the ISRs at once instead
+    /// of after `broker.session.timeout.ms`, while this broker answers KAFKA_STORAGE_ERROR
+    /// for all its partitions (clients refresh metadata and find the new leaders). Nothing
+    /// is written to the failed directory afterwards: no flush, no checkpoints, no
+    /// clean-shutdown marker, so the next start recovers the logs from their recovery points
+    /// (KIP-858's per-directory reporting matters only with several log directories).
+    pub async fn shutdown_after_log_dir_failure(self) {
+        tracing::error!(
+            failed_logs = ?self.broker.replicas.failed_logs(),
+            "the log directory failed: moving leadership away, then stopping without writing to it"
+        );
+        if let Some(lc) = &self.lifecycle {
+            let q = &self.broker.config.quorum;
+            let wait = Duration::from_millis(
+                (q.broker_session_timeout_ms + q.broker_heartbeat_interval_ms).max(5000),
+            );
+            lc.controlled_shutdown(&self.broker, wait).await;
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.raft.shutdown().await;
+    }
+}
+
+/// Runs a node until `stop` resolves, then shuts it down cleanly. If the log directory fails
+/// first, the node hands its leadership over and stops with an error (exit status 1).
 pub async fn run(config: BrokerConfig, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
     let server = start(config).await?;
-    stop.await;
+    let log_dir_failed = tokio::select! {
+        () = stop => false,
+        () = server.log_dir_failure() => true,
+    };
+    if log_dir_failed {
+        let dir = format!("{:?}", server.broker.config.log_dirs);
+        server.shutdown_after_log_dir_failure().await;
+        anyhow::bail!("stopped because the log directory {dir} failed (KAFKA_STORAGE_ERROR)");
+    }
     tracing::info!("shutting down");
     server.shutdown().await
 }

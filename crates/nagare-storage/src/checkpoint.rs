@@ -5,8 +5,8 @@
 //! one and fsync the directory, so a crash leaves either the old or the new contents.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, OpenOptions};
+use std::io;
 use std::path::Path;
 
 use crate::config::TopicPartition;
@@ -14,24 +14,28 @@ use crate::error::StorageError;
 
 /// Fsyncs a directory so that creates, renames and deletes in it are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    crate::io::sync_dir(dir)
 }
 
-/// Replaces `path` atomically with `contents` (temp file, fsync, rename, fsync dir).
+/// Replaces `path` atomically with `contents` (temp file, fsync, rename, fsync dir). If any
+/// step fails (a full disk included) the temp file is removed and the old file is untouched:
+/// a failed checkpoint write never corrupts the previous checkpoint.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = Path::new(&tmp_name);
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
+    let staged = (|| {
+        let mut opts = OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        let f = crate::io::open(tmp, &opts)?;
+        crate::io::write_at(tmp, &f, contents, 0)?;
+        crate::io::sync_all(tmp, &f)?;
+        crate::io::rename(tmp, path)
+    })();
+    if let Err(e) = staged {
+        let _ = crate::io::remove_if_exists(tmp);
+        return Err(e);
     }
-    fs::rename(tmp, path)?;
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => fsync_dir(dir),
         _ => Ok(()),

@@ -24,7 +24,7 @@ pub struct EpochEntry {
 }
 
 /// The in-memory cache and its file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct LeaderEpochCache {
     path: PathBuf,
     entries: Vec<EpochEntry>,

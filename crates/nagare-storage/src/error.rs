@@ -83,6 +83,15 @@ pub enum StorageError {
     /// The log was poisoned by an earlier failed write or fsync (Kafka `KAFKA_STORAGE_ERROR`).
     #[error("log directory failed: an earlier write or fsync failed")]
     LogDirFailed,
+    /// The filesystem is full (ENOSPC/EDQUOT): the append was cut back and refused, the log
+    /// stays online and serves reads, and appends succeed again once space is freed. Kafka
+    /// answers KAFKA_STORAGE_ERROR here, and so does Nagare: librdkafka handles it on
+    /// produce as refresh metadata + retry + "message not persisted" (true here: the partial
+    /// write was cut back), so producers resume by themselves within `message.timeout.ms`.
+    /// Unlike Kafka, which takes the log directory offline on any IOException, the log stays
+    /// online: nothing acknowledged was lost and nothing needs recovery.
+    #[error("no space left on the log directory's filesystem: {0}")]
+    DiskFull(std::io::Error),
     /// The log was closed or deleted.
     #[error("log is closed")]
     Closed,

@@ -10,7 +10,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Size of an offset index entry.
@@ -33,14 +32,12 @@ pub(crate) fn write_tail(
     entry_size: usize,
     bytes: &[u8],
 ) -> io::Result<()> {
-    let f: File = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
+    let mut opts = OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    let f: File = crate::io::open(path, &opts)?;
     let start = (persisted * entry_size) as u64;
-    f.write_all_at(bytes, start)?;
-    f.set_len(start + bytes.len() as u64)?;
+    crate::io::write_at(path, &f, bytes, start)?;
+    crate::io::set_len(path, &f, start + bytes.len() as u64)?;
     Ok(())
 }
 

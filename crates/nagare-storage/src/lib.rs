@@ -21,6 +21,7 @@ mod config;
 mod epoch_cache;
 mod error;
 mod index;
+pub mod io;
 mod log;
 mod manager;
 mod producer_state;

@@ -12,7 +12,7 @@ use crate::checkpoint::{fsync_dir, read_offset_checkpoint, write_offset_checkpoi
 use crate::cleaner::{CleanStats, Cleaner, CleanerConfig};
 use crate::config::{LogConfig, TopicPartition};
 use crate::error::StorageError;
-use crate::log::Log;
+use crate::log::{DirHealth, Log};
 
 /// Recovery points of all logs (Kafka's file name).
 pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
@@ -34,6 +34,9 @@ pub struct LogManager {
     cleaner: Cleaner,
     /// What the checkpoint files hold (recovery points, log starts), to skip identical writes.
     last_checkpoint: Mutex<Option<CheckpointMaps>>,
+    /// The directory's health, shared with each [`Log`]: failed once a write or fsync failed
+    /// in any of them; the rate limit of the "disk full" line.
+    health: Arc<DirHealth>,
 }
 
 type CheckpointMaps = (HashMap<TopicPartition, i64>, HashMap<TopicPartition, i64>);
@@ -141,17 +144,20 @@ impl LogManager {
             );
             log.map(|l| (tp.clone(), l))
         });
+        let health = Arc::new(DirHealth::default());
         let mut logs = HashMap::new();
         for r in opened {
             let (tp, log) = r?;
+            log.share_dir_health(Arc::clone(&health));
             logs.insert(tp, Arc::new(log));
         }
         if had_clean_shutdown {
-            fs::remove_file(&marker)?;
+            crate::io::remove_file(&marker)?;
             fsync_dir(&log_dir)?;
         }
         tracing::info!(dir = %log_dir.display(), logs = logs.len(), had_clean_shutdown, "log manager opened");
         Ok(LogManager {
+            health,
             last_checkpoint: Mutex::new(None),
             cleaner: Cleaner::open(log_dir.clone()),
             log_dir,
@@ -163,6 +169,29 @@ impl LogManager {
     /// The log directory.
     pub fn log_dir(&self) -> &Path {
         &self.log_dir
+    }
+
+    /// True once a write or fsync failed in any log of this directory (Kafka's offline log
+    /// directory, `LogDirFailureChannel`): its logs can no longer be trusted, the broker
+    /// must stop serving them and hand their leadership over. A full disk does not count.
+    pub fn is_offline(&self) -> bool {
+        self.health
+            .failed
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The partitions whose own log failed (a subset of what [`LogManager::is_offline`]
+    /// takes offline), for the operator's log line.
+    pub fn failed_logs(&self) -> Vec<TopicPartition> {
+        let mut out: Vec<TopicPartition> = self
+            .logs
+            .read()
+            .iter()
+            .filter(|(_, l)| l.is_poisoned())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        out.sort();
+        out
     }
 
     /// The log of a partition.
@@ -186,6 +215,7 @@ impl LogManager {
         }
         let dir = self.log_dir.join(tp.dir_name());
         let log = Arc::new(Log::open(dir, tp.clone(), config, 0, true, now_ms)?);
+        log.share_dir_health(Arc::clone(&self.health));
         fsync_dir(&self.log_dir)?;
         self.logs.write().insert(tp.clone(), Arc::clone(&log));
         Ok(log)
@@ -299,8 +329,10 @@ impl LogManager {
         }
         let marker = self.log_dir.join(CLEAN_SHUTDOWN_FILE);
         let write = || -> io::Result<()> {
-            let f = fs::File::create(&marker)?;
-            f.sync_all()?;
+            let mut opts = fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            let f = crate::io::open(&marker, &opts)?;
+            crate::io::sync_all(&marker, &f)?;
             fsync_dir(&self.log_dir)
         };
         write()?;

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use nagare_protocol::record_batch::{RecordBatchHeader, NO_PRODUCER_EPOCH, NO_SEQUENCE};
@@ -634,12 +634,15 @@ impl ProducerStateManager {
     pub(crate) fn take_snapshot(&mut self, offset: i64) -> io::Result<PathBuf> {
         let path = self.snapshot_path(offset);
         let bytes = encode_snapshot(offset, &self.producers);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        f.write_all(&bytes)?;
+        let mut opts = OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        let f = crate::io::open(&path, &opts)?;
+        if let Err(e) = crate::io::write_at(&path, &f, &bytes, 0) {
+            // A partial snapshot (full disk) would fail its CRC on load; remove it anyway so
+            // that the directory holds only whole ones.
+            let _ = crate::io::remove_if_exists(&path);
+            return Err(e);
+        }
         self.snapshots.insert(offset);
         while self.snapshots.len() > SNAPSHOTS_TO_KEEP {
             if let Some(oldest) = self.snapshots.pop_first() {
@@ -651,10 +654,7 @@ impl ProducerStateManager {
 }
 
 fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    crate::io::remove_if_exists(path)
 }
 
 /// Encodes a snapshot file.

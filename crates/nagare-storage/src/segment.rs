@@ -1,8 +1,8 @@
 //! One log segment: `<base>.log` plus its sparse `.index` and `.timeindex`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -71,21 +71,7 @@ pub(crate) struct Segment {
     pub(crate) roll_base_ms: Option<i64>,
 }
 
-fn open_rw(path: &Path, create: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(create)
-        .open(path)
-}
-
-fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
+use crate::io::{open_rw, remove_if_exists};
 
 fn corrupt(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
@@ -119,11 +105,17 @@ impl Segment {
     pub(crate) fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
         let file = open_rw(&dir.join(file_name(base_offset, LOG_SUFFIX)), true)?;
         let seg = Segment::with_file(dir, base_offset, file, 0);
-        open_rw(seg.offset_index.path(), true)?;
-        open_rw(seg.time_index.path(), true)?;
-        // A leftover transaction index of an earlier segment at this base must not describe
-        // the new one (it is created lazily, so it is removed rather than emptied).
-        remove_if_exists(seg.txn_index.path())?;
+        let rest = (|| {
+            open_rw(seg.offset_index.path(), true)?;
+            open_rw(seg.time_index.path(), true)?;
+            // A leftover transaction index of an earlier segment at this base must not
+            // describe the new one (it is created lazily, so it is removed, not emptied).
+            remove_if_exists(seg.txn_index.path())
+        })();
+        if let Err(e) = rest {
+            seg.remove_files();
+            return Err(e);
+        }
         Ok(seg)
     }
 
@@ -291,7 +283,7 @@ impl Segment {
         self.size = pos;
         let truncated = file_len - pos;
         if truncated > 0 {
-            self.file.set_len(pos)?;
+            crate::io::set_len(&self.log_path, &self.file, pos)?;
         }
         Ok(truncated)
     }
@@ -322,7 +314,7 @@ impl Segment {
         index_interval_bytes: u64,
         now_ms: i64,
     ) -> io::Result<()> {
-        self.file.write_all_at(data, self.size)?;
+        crate::io::write_at(&self.log_path, &self.file, data, self.size)?;
         let mut pos = self.size;
         for h in headers {
             self.index_batch(pos, h, index_interval_bytes);
@@ -352,7 +344,7 @@ impl Segment {
         let Some((pos, h)) = self.find(offset)? else {
             return Ok(false);
         };
-        self.file.set_len(pos)?;
+        crate::io::set_len(&self.log_path, &self.file, pos)?;
         self.size = pos;
         self.offset_index.truncate_to_offset(h.base_offset);
         self.time_index.truncate_to_offset(h.base_offset);
@@ -379,6 +371,35 @@ impl Segment {
     }
 
     /// Writes pending index entries; returns the files written.
+    /// The paths of the index files (to fsync after a write of them failed part-way).
+    pub(crate) fn index_paths(&self) -> Vec<PathBuf> {
+        vec![
+            self.offset_index.path().to_path_buf(),
+            self.time_index.path().to_path_buf(),
+            self.txn_index.path().to_path_buf(),
+        ]
+    }
+
+    /// Removes the segment's files (a segment created by a roll that then failed).
+    pub(crate) fn remove_files(&self) {
+        for p in [
+            self.log_path.as_path(),
+            self.offset_index.path(),
+            self.time_index.path(),
+            self.txn_index.path(),
+        ] {
+            if let Err(e) = remove_if_exists(p) {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove the files of a failed roll");
+            }
+        }
+    }
+
+    /// Cuts the data file back to the valid size after a failed append (a short write may
+    /// have left a partial batch behind it).
+    pub(crate) fn cut_back(&self) -> io::Result<()> {
+        crate::io::set_len(&self.log_path, &self.file, self.size)
+    }
+
     pub(crate) fn write_indexes(&mut self) -> io::Result<Vec<PathBuf>> {
         let mut written = Vec::new();
         if self.offset_index.needs_write() {
@@ -448,7 +469,7 @@ impl Segment {
         h: &RecordBatchHeader,
         index_interval_bytes: u64,
     ) -> io::Result<()> {
-        self.file.write_all_at(data, self.size)?;
+        crate::io::write_at(&self.log_path, &self.file, data, self.size)?;
         let pos = self.size;
         self.index_batch(pos, h, index_interval_bytes);
         self.size = pos + data.len() as u64;
@@ -473,7 +494,7 @@ impl Segment {
             TXN_INDEX_SUFFIX,
             LOG_SUFFIX,
         ] {
-            match fs::rename(name(suffix, from), name(suffix, to)) {
+            match crate::io::rename(&name(suffix, from), &name(suffix, to)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound && suffix != LOG_SUFFIX => {}
                 Err(e) => return Err(e),
@@ -488,12 +509,12 @@ impl Segment {
 
     /// Fsyncs the data file and both index files (after [`Segment::write_indexes`]).
     pub(crate) fn sync_all_files(&self) -> io::Result<()> {
-        self.file.sync_all()?;
+        crate::io::sync_all(&self.log_path, &self.file)?;
         for p in [self.offset_index.path(), self.time_index.path()] {
-            File::open(p)?.sync_all()?;
+            crate::io::sync_path(p)?;
         }
         match File::open(self.txn_index.path()) {
-            Ok(f) => f.sync_all()?,
+            Ok(f) => crate::io::sync_all(self.txn_index.path(), &f)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
@@ -527,7 +548,7 @@ impl Segment {
                 "{}{DELETED_SUFFIX}",
                 file_name(self.base_offset, suffix)
             ));
-            match fs::rename(&from, &to) {
+            match crate::io::rename(&from, &to) {
                 Ok(()) => out.push(to),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),

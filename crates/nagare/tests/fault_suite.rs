@@ -36,6 +36,8 @@
 //! rounds of the simultaneous-kill tests (default 3). The seed is printed first.
 
 mod common;
+#[path = "fault_suite/disk.rs"]
+mod disk;
 #[path = "fault_suite/txn.rs"]
 mod txn;
 

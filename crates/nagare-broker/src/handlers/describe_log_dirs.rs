@@ -65,11 +65,21 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             .collect();
         let dir = absolute(&broker.config.log_dirs[0]);
         let (total, usable) = space(&dir).unwrap_or((-1, -1));
-        resp.results = vec![DescribeLogDirsResult::default()
-            .with_log_dir(sb(dir.display().to_string()))
-            .with_topics(topics)
-            .with_total_bytes(total)
-            .with_usable_bytes(usable)];
+        resp.results = vec![if broker.replicas.log_dir_offline() {
+            // Kafka's `ReplicaManager.describeLogDirs`: an offline directory is listed with
+            // KAFKA_STORAGE_ERROR and nothing else.
+            DescribeLogDirsResult::default()
+                .with_log_dir(sb(dir.display().to_string()))
+                .with_error_code(ResponseError::KafkaStorageError.code())
+                .with_total_bytes(-1)
+                .with_usable_bytes(-1)
+        } else {
+            DescribeLogDirsResult::default()
+                .with_log_dir(sb(dir.display().to_string()))
+                .with_topics(topics)
+                .with_total_bytes(total)
+                .with_usable_bytes(usable)
+        }];
     }
     if v < 3 && resp.error_code != 0 {
         // No top-level error code before v3: the refusal is an empty result list.

@@ -32,6 +32,8 @@ pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_topic_partitions;
 pub mod describe_transactions;
+#[cfg(test)]
+mod disk_fault_tests;
 pub mod elect_leaders;
 pub mod end_txn;
 pub mod envelope;

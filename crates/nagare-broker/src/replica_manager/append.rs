@@ -238,6 +238,7 @@ impl ReplicaManager {
             )));
         }
         let p = self.leader_partition(&e.topic, e.partition, e.current_leader_epoch)?;
+        self.check_log_dir_online()?;
         if acks == RequiredAcks::All && origin == AppendOrigin::Client {
             // Kafka's Partition.appendRecordsToLeader: refuse before appending.
             let isr = p.isr().len();
@@ -300,6 +301,7 @@ impl ReplicaManager {
         records: BytesMut,
     ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, ReplicaError> {
         let bytes = records.len() as u64;
+        self.check_log_dir_online()?;
         p.log.append_as_follower(records, now_ms())?;
         TopicCounters::add(&p.stats.replication_bytes_in, bytes);
         Ok(self.wait_durable(p.log.clone(), p.log.log_end_offset() - 1))

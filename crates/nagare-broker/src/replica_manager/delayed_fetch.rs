@@ -286,6 +286,9 @@ impl ReplicaManager {
             Ok(p) => p,
             Err(e) => return FetchPartitionResult::failed(e),
         };
+        if let Err(e) = self.check_log_dir_online() {
+            return FetchPartitionResult::failed(e);
+        }
         let is_leader = p.is_leader();
         if replica_id < 0 && !is_leader {
             p.note_follower_read();

@@ -406,8 +406,16 @@ impl Partition {
             }
             _ => {
                 if self.log.latest_epoch().is_none_or(|e| e < reg.leader_epoch) {
-                    if let Err(e) = self.log.assign_epoch_start(reg.leader_epoch, leo) {
-                        tracing::error!(tp = %self.tp, error = %e, "cannot record leader epoch");
+                    match self.log.assign_epoch_start(reg.leader_epoch, leo) {
+                        Ok(()) => {}
+                        // Said once per directory by the log; the first append that fits
+                        // records the epoch.
+                        Err(e @ StorageError::DiskFull(_)) => {
+                            tracing::debug!(tp = %self.tp, error = %e, "cannot record leader epoch yet")
+                        }
+                        Err(e) => {
+                            tracing::error!(tp = %self.tp, error = %e, "cannot record leader epoch")
+                        }
                     }
                 }
                 let hw = self.hw.load(Ordering::Acquire).min(leo);
@@ -793,6 +801,28 @@ impl ReplicaManager {
         )?;
         *last = Some(hws);
         Ok(())
+    }
+
+    /// Kafka's offline log directory: once a write or fsync failed in any log of the (single)
+    /// log directory, every partition of it answers KAFKA_STORAGE_ERROR to producers,
+    /// consumers and followers (`ReplicaManager.handleLogDirFailure` marks them offline):
+    /// their files can no longer be trusted. A full disk does not count
+    /// ([`StorageError::DiskFull`] refuses appends only, per log).
+    pub fn check_log_dir_online(&self) -> Result<(), ReplicaError> {
+        if self.logs.is_offline() {
+            return Err(ReplicaError::Storage(StorageError::LogDirFailed));
+        }
+        Ok(())
+    }
+
+    /// True once the log directory failed (see [`ReplicaManager::check_log_dir_online`]).
+    pub fn log_dir_offline(&self) -> bool {
+        self.logs.is_offline()
+    }
+
+    /// The partitions whose log failed, for the operator's log line.
+    pub fn failed_logs(&self) -> Vec<TopicPartition> {
+        self.logs.failed_logs()
     }
 
     /// Clean shutdown: write the high-watermark checkpoint, flush and close every log, write

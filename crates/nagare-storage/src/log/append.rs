@@ -421,6 +421,11 @@ impl Log {
         // Record new leader epochs before the data (Kafka's maybeAssignEpochStartOffset), so
         // the checkpoint never lags the log; a torn tail is trimmed from it on recovery.
         let mut epochs_changed = false;
+        let latest_epoch = inner.epochs.latest_epoch();
+        let epochs_before = headers
+            .iter()
+            .any(|h| latest_epoch.is_none_or(|l| l < h.partition_leader_epoch))
+            .then(|| inner.epochs.clone());
         for h in &headers {
             let epoch = h.partition_leader_epoch;
             if inner.epochs.latest_epoch().is_none_or(|l| l < epoch) {
@@ -428,7 +433,14 @@ impl Log {
             }
         }
         if epochs_changed {
-            inner.epochs.write().map_err(|e| self.poison(e))?;
+            if let Err(e) = inner.epochs.write() {
+                // The old checkpoint is intact (atomic replace); keep memory in step with it
+                // so that the next attempt writes the new epoch again.
+                if let Some(before) = epochs_before {
+                    inner.epochs = before;
+                }
+                return Err(self.write_failed(e));
+            }
         }
 
         self.maybe_roll(
@@ -446,10 +458,23 @@ impl Log {
                     .map_err(|e| batch_error(&self.tp, e))?;
             }
         }
-        inner
+        if let Err(e) = inner
             .active
             .append(&records, &headers, config.index_interval_bytes, now_ms)
-            .map_err(|e| self.poison(e))?;
+        {
+            // Nothing of this append counts (the segment's size did not move); on a full disk
+            // cut the partial batch off so the file ends at the last whole batch, and stay
+            // online: the producer gets KAFKA_STORAGE_ERROR and retries.
+            if crate::io::is_no_space(&e) {
+                if let Err(cut) = inner.active.cut_back() {
+                    if !crate::io::is_no_space(&cut) {
+                        return Err(self.poison(cut));
+                    }
+                }
+            }
+            return Err(self.write_failed(e));
+        }
+        self.disk_has_space();
         inner.log_end_offset = last_offset + 1;
         // Kafka's `UnifiedLog.append`: aborted transactions go to the index of the segment
         // their marker was written to, with the LSO as of right after the marker.
@@ -513,7 +538,8 @@ impl Log {
         };
         if let Some(reason) = reason {
             tracing::debug!(tp = %self.tp, reason, new_base = first_offset, "rolling segment");
-            self.roll(inner, first_offset).map_err(|e| self.poison(e))?;
+            self.roll(inner, first_offset)
+                .map_err(|e| self.write_failed(e))?;
         }
         Ok(())
     }
@@ -533,11 +559,25 @@ impl Log {
                 remove_file_if_exists(&p)?;
             }
         } else {
+            // Every step before the swap leaves the log as it was if it fails (a full disk:
+            // the old segment stays active and the roll is retried by the next append).
             inner.active.finalize_time_index();
-            let written = inner.active.write_indexes()?;
-            inner.unsynced_files.extend(written);
+            match inner.active.write_indexes() {
+                Ok(written) => inner.unsynced_files.extend(written),
+                Err(e) => {
+                    let paths = inner.active.index_paths();
+                    inner.unsynced_files.extend(paths);
+                    return Err(e);
+                }
+            }
             let new = Segment::create(&self.dir, new_base)?;
-            let snapshot = inner.producers.take_snapshot(new_base)?;
+            let snapshot = match inner.producers.take_snapshot(new_base) {
+                Ok(p) => p,
+                Err(e) => {
+                    new.remove_files();
+                    return Err(e);
+                }
+            };
             inner.unsynced_files.push(snapshot);
             let old = std::mem::replace(&mut inner.active, new);
             inner.rolled.insert(old.base_offset, old);
@@ -556,8 +596,12 @@ impl Log {
             )));
         }
         let mut inner = self.lock_writable()?;
+        let before = inner.epochs.clone();
         if inner.epochs.assign(epoch, start_offset) {
-            inner.epochs.write().map_err(|e| self.poison(e))?;
+            if let Err(e) = inner.epochs.write() {
+                inner.epochs = before;
+                return Err(self.write_failed(e));
+            }
         }
         Ok(())
     }

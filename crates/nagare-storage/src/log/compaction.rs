@@ -244,7 +244,7 @@ pub(super) fn complete_swaps(dir: &Path) -> Result<Vec<i64>, StorageError> {
         for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
             let from = dir.join(format!("{}{SWAP_SUFFIX}", file_name(base, suffix)));
             let to = dir.join(file_name(base, suffix));
-            match fs::rename(&from, &to) {
+            match crate::io::rename(&from, &to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     remove_file_if_exists(&to)?;
@@ -252,7 +252,7 @@ pub(super) fn complete_swaps(dir: &Path) -> Result<Vec<i64>, StorageError> {
                 Err(e) => return Err(e.into()),
             }
         }
-        fs::rename(&swap_path, dir.join(file_name(base, LOG_SUFFIX)))?;
+        crate::io::rename(&swap_path, &dir.join(file_name(base, LOG_SUFFIX)))?;
         fsync_dir(dir)?;
     }
     Ok(swaps)

@@ -105,6 +105,46 @@ pub struct Log {
     /// read on every `read_committed` fetch, so kept out of the append lock.
     first_unstable_offset: AtomicI64,
     poisoned: AtomicBool,
+    disk: DiskState,
+}
+
+/// The health of a log directory, shared by every log of a [`LogManager`](crate::LogManager).
+#[derive(Default)]
+pub(crate) struct DirHealth {
+    /// Set when any log of the directory is poisoned: Kafka takes the whole log directory
+    /// offline on an I/O error in any of its logs (`LogDirFailureChannel`).
+    pub(crate) failed: AtomicBool,
+    /// When the last "disk full" line was logged (ms since the epoch; 0 = not full): one
+    /// line per directory per [`DISK_FULL_LOG_INTERVAL_MS`], not one per refused request.
+    full_logged_ms: AtomicI64,
+}
+
+/// What the log knows about its log directory's health beyond its own poisoning.
+#[derive(Default)]
+pub(crate) struct DiskState {
+    /// The directory's shared health, once a [`LogManager`](crate::LogManager) owns the log.
+    shared: std::sync::OnceLock<Arc<DirHealth>>,
+    /// Used while no manager shared one (a log opened on its own).
+    own: DirHealth,
+    /// An append of this log was refused for lack of space: the next successful one says
+    /// that space is back (one relaxed load per append otherwise).
+    was_full: AtomicBool,
+}
+
+impl DiskState {
+    fn health(&self) -> &DirHealth {
+        self.shared.get().map_or(&self.own, |h| h)
+    }
+}
+
+/// At most one "disk full" log line per log this often.
+const DISK_FULL_LOG_INTERVAL_MS: i64 = 30_000;
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl std::fmt::Debug for Log {
@@ -126,10 +166,7 @@ fn batch_error(tp: &TopicPartition, e: BatchError) -> StorageError {
 }
 
 fn remove_file_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    crate::io::remove_if_exists(path)
 }
 
 /// A name for a directory being deleted, unique enough without a UUID crate.
@@ -182,8 +219,54 @@ impl Log {
     /// Marks the log failed after an I/O error on a write path and returns the error.
     fn poison(&self, e: io::Error) -> StorageError {
         self.poisoned.store(true, Ordering::Release);
+        self.disk.health().failed.store(true, Ordering::Release);
         tracing::error!(tp = %self.tp, error = %e, "write or fsync failed; log is now offline");
         StorageError::Io(e)
+    }
+
+    /// Maps a failed write-side operation: a full disk (ENOSPC/EDQUOT) refuses the operation
+    /// and leaves the log online (the caller has cut back what it wrote); anything else
+    /// poisons it. Not for fsync errors, which always poison ([`Log::flush`]).
+    fn write_failed(&self, e: io::Error) -> StorageError {
+        if !crate::io::is_no_space(&e) {
+            return self.poison(e);
+        }
+        self.disk.was_full.store(true, Ordering::Relaxed);
+        let health = self.disk.health();
+        let now = wall_ms();
+        let last = health.full_logged_ms.load(Ordering::Relaxed);
+        if (last == 0 || now - last >= DISK_FULL_LOG_INTERVAL_MS)
+            && health
+                .full_logged_ms
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let dir = self.dir.parent().unwrap_or(&self.dir);
+            tracing::error!(tp = %self.tp, dir = %dir.display(), error = %e,
+                "log directory is full: appends are refused (KAFKA_STORAGE_ERROR) until space is freed; reads continue");
+        }
+        StorageError::DiskFull(e)
+    }
+
+    /// After a successful append: logs once per directory that a full disk has space again.
+    fn disk_has_space(&self) {
+        if self.disk.was_full.load(Ordering::Relaxed)
+            && self.disk.was_full.swap(false, Ordering::Relaxed)
+            && self.disk.health().full_logged_ms.swap(0, Ordering::Relaxed) != 0
+        {
+            tracing::info!(tp = %self.tp, "log directory has space again: appends resumed");
+        }
+    }
+
+    /// Shares the log directory's health with this log (the [`LogManager`] does this for
+    /// each of its logs).
+    ///
+    /// [`LogManager`]: crate::LogManager
+    pub(crate) fn share_dir_health(&self, health: Arc<DirHealth>) {
+        if self.is_poisoned() {
+            health.failed.store(true, Ordering::Release);
+        }
+        let _ = self.disk.shared.set(health);
     }
 
     /// Locks the state for a mutation, failing if the log is poisoned or closed.
@@ -229,16 +312,31 @@ impl Log {
             let target = inner.log_end_offset;
             let rp = inner.recovery_point;
             let mut written = Vec::new();
+            let mut failed = None;
             for seg in inner.rolled.values_mut() {
                 if seg.next_offset > rp {
-                    written.extend(seg.write_indexes().map_err(|e| self.poison(e))?);
+                    match seg.write_indexes() {
+                        Ok(w) => written.extend(w),
+                        Err(e) => {
+                            // What was written before the failure is fsynced by a later
+                            // flush; index writes resume from their persisted prefix, so
+                            // a full disk only postpones the flush (the recovery point
+                            // stays behind).
+                            written.extend(seg.index_paths());
+                            failed = Some(e);
+                            break;
+                        }
+                    }
                 }
             }
             inner.unsynced_files.extend(written);
-            let files: Vec<Arc<File>> = inner
+            if let Some(e) = failed {
+                return Err(self.write_failed(e));
+            }
+            let files: Vec<(PathBuf, Arc<File>)> = inner
                 .segments()
                 .filter(|s| s.next_offset > rp && s.size > 0)
-                .map(|s| Arc::clone(&s.file))
+                .map(|s| (s.log_path.clone(), Arc::clone(&s.file)))
                 .collect();
             let paths = std::mem::take(&mut inner.unsynced_files);
             let sync_dir = std::mem::take(&mut inner.dir_dirty);
@@ -247,12 +345,15 @@ impl Log {
             }
             (target, files, paths, sync_dir, inner.truncations)
         };
-        for f in &files {
-            f.sync_data().map_err(|e| self.poison(e))?;
+        // A failed fsync is final (the kernel may have dropped the dirty pages and cleared
+        // the error: retrying would "succeed" over lost data, the PostgreSQL fsyncgate
+        // lesson): the log goes offline and the recovery point stays where it was.
+        for (p, f) in &files {
+            crate::io::sync_data(p, f).map_err(|e| self.poison(e))?;
         }
         for p in &paths {
             match File::open(p) {
-                Ok(f) => f.sync_all().map_err(|e| self.poison(e))?,
+                Ok(f) => crate::io::sync_all(p, &f).map_err(|e| self.poison(e))?,
                 // Deleted meanwhile (retention, truncation): nothing to make durable.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(self.poison(e)),
@@ -302,13 +403,13 @@ impl Log {
             let rp = inner.recovery_point;
             for seg in inner.segments() {
                 if seg.next_offset > rp && seg.size > 0 {
-                    seg.file.sync_data()?;
+                    crate::io::sync_data(&seg.log_path, &seg.file)?;
                 }
             }
             written.append(&mut inner.unsynced_files);
             for p in &written {
                 match File::open(p) {
-                    Ok(f) => f.sync_all()?,
+                    Ok(f) => crate::io::sync_all(p, &f)?,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
@@ -339,7 +440,7 @@ impl Log {
         let target = self
             .dir
             .with_file_name(format!("{name}.{}-delete", unique_suffix()));
-        match fs::rename(&self.dir, &target) {
+        match crate::io::rename(&self.dir, &target) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e.into()),

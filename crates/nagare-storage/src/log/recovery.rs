@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64};
 use nagare_protocol::record_batch::{BatchError, RecordBatchHeader};
 use parking_lot::{Mutex, RwLock};
 
+use super::DiskState;
 use super::{compaction, remove_file_if_exists, Inner, Log};
 use crate::checkpoint::fsync_dir;
 use crate::config::{LogConfig, TopicPartition};
@@ -236,7 +237,7 @@ impl Log {
                     // Make the truncation durable before anything is appended over it: a
                     // lost truncation could otherwise bring the discarded tail back behind
                     // new batches after another crash.
-                    segs[i].file.sync_all()?;
+                    crate::io::sync_all(&segs[i].log_path, &segs[i].file)?;
                     dir_dirty = true;
                     if unflushed {
                         // Kafka deletes every segment after a corrupt unflushed one.
@@ -389,6 +390,7 @@ impl Log {
             recovery_point: AtomicI64::new(recovery_point),
             first_unstable_offset: AtomicI64::new(first_unstable),
             poisoned: AtomicBool::new(false),
+            disk: DiskState::default(),
         })
     }
 }

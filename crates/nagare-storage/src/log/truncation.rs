@@ -96,10 +96,7 @@ impl Log {
     fn after_truncation(&self, inner: &mut Inner) -> Result<(), StorageError> {
         // Truncations are rare and must not be undone by a crash (a lost truncation would
         // resurrect diverged batches behind new ones): make them durable now.
-        inner
-            .active
-            .file
-            .sync_all()
+        crate::io::sync_all(&inner.active.log_path, &inner.active.file)
             .and_then(|()| fsync_dir(&self.dir))
             .map_err(|e| self.poison(e))?;
         inner.dir_dirty = false;
