@@ -340,7 +340,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("listeners", STRING, Value("PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"), Any, PerBroker,
         "`NAME://host:port,...`: every non-controller listener serves clients (the inter-broker one is `inter.broker.listener.name`, else the first); a controller serves the quorum on the first of `controller.listener.names`; a broker-only node must not list a controller listener, a controller-only node only controller listeners."),
     def("http.listeners", STRING, Value(""), Any, ReadOnly,
-        "Nagare's own key (Kafka has no HTTP listener): `http://host:port,...` serving Prometheus `/metrics`, `/health/live` and `/health/ready` (see docs/METRICS.md); empty serves none. Plain HTTP only, and no authentication: bind it to a trusted interface."),
+        "Nagare's own key (Kafka has no HTTP listener): `http://host:port,...` serving Prometheus `/metrics`, `/health/live` and `/health/ready` (see docs/METRICS.md) and, on a broker, the web console at `/` (README \"Web console\"); empty serves none. Plain HTTP only; the console asks for a SASL login when security is on, the other paths have no authentication: bind it to a trusted interface."),
     def("advertised.listeners", STRING, Derived("the broker listeners"), Any, ReadOnly,
         "What Metadata tells clients; by default the non-controller `listeners`, a wildcard or empty host advertised as `127.0.0.1`."),
     def("controller.listener.names", STRING, Value("CONTROLLER"), Any, ReadOnly,

@@ -37,7 +37,7 @@ pub fn hex(b: &[u8]) -> String {
 /// Bytes from hex (`None` for odd lengths or non-hex digits).
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

@@ -42,7 +42,7 @@ async function api(method, path, body) {
 
 // ---- charts ----------------------------------------------------------------------------
 class Chart {
-  constructor(canvas, series, unit) { this.canvas = canvas; this.series = series; this.unit = unit; this.points = series.map(() => []); this.max = 90; }
+  constructor(canvas, series, unit) { this.canvas = canvas; this.series = series; this.unit = unit; this.points = series.map(() => []); this.max = 45; }
   push(values) {
     values.forEach((v, i) => { this.points[i].push(v); if (this.points[i].length > this.max) this.points[i].shift(); });
     this.draw();
@@ -146,14 +146,17 @@ async function topics() {
   });
 }
 
+function partitionRows(t) {
+  return '<tr><th>Partition</th><th>Leader</th><th>Replicas</th><th>ISR</th><th>Start</th><th>End</th><th>Log size</th></tr>' +
+    t.partitions.map(p => `<tr><td>${p.partition}</td><td>${p.leader}</td><td>${p.replicas.join(', ')}</td><td class="${p.isr.length < p.replicas.length ? 'error' : ''}">${p.isr.join(', ')}</td><td class="num">${p.start_offset ?? '–'}</td><td class="num">${p.end_offset ?? '–'}</td><td class="num">${fmtBytes(p.size)}</td></tr>`).join('');
+}
+
 async function topic(name) {
   const t = await api('GET', 'topics/' + encodeURIComponent(name));
   const enc = encodeURIComponent(name);
   main().innerHTML = `
     <h1>Topic ${esc(name)} <button class="danger" id="delete-topic" style="float:right">Delete topic</button></h1>
-    <div class="card"><h2>Partitions</h2><table id="partitions-table"><tr><th>Partition</th><th>Leader</th><th>Replicas</th><th>ISR</th><th>Start</th><th>End</th><th>Log size</th></tr>
-      ${t.partitions.map(p => `<tr><td>${p.partition}</td><td>${p.leader}</td><td>${p.replicas.join(', ')}</td><td class="${p.isr.length < p.replicas.length ? 'error' : ''}">${p.isr.join(', ')}</td><td class="num">${p.start_offset ?? '–'}</td><td class="num">${p.end_offset ?? '–'}</td><td class="num">${fmtBytes(p.size)}</td></tr>`).join('')}
-    </table></div>
+    <div class="card"><h2>Partitions</h2><table id="partitions-table">${partitionRows(t)}</table></div>
     <div class="card"><h2>Messages</h2>
       <form class="inline" id="browse-form">
         <label>From <select name="from"><option value="end">the end</option><option value="beginning">the beginning</option><option value="offset">offset</option><option value="timestamp">timestamp</option></select></label>
@@ -204,7 +207,8 @@ async function topic(name) {
     const f = new FormData(e.target);
     const body = {partition: Number(f.get('partition')), key: f.get('key') || null, value: f.get('value')};
     if (f.get('hkey')) body.headers = [{key: f.get('hkey'), value: f.get('hvalue')}];
-    try { const r = await api('POST', `topics/${enc}/messages`, body); banner(`Produced to ${name}-${r.partition} at offset ${r.offset}`, true); browse(); } catch (err) { banner(err.message); }
+    try { const r = await api('POST', `topics/${enc}/messages`, body); banner(`Produced to ${name}-${r.partition} at offset ${r.offset}`, true); browse();
+      $('#partitions-table').innerHTML = partitionRows(await api('GET', 'topics/' + enc)); } catch (err) { banner(err.message); }
   });
   $('#alter-config').addEventListener('submit', async e => {
     e.preventDefault(); const f = new FormData(e.target);
