@@ -565,3 +565,75 @@ async fn security_on_logs_in_and_acts_as_the_user() {
     assert_eq!(c.call(Get, "/api/topics", None).await.0, 401);
     let _ = Arc::clone(&t.broker);
 }
+
+/// Sends `parts` on one connection (with a pause between them, so a body arrives after
+/// its head) and returns the status and body.
+async fn over_socket(addr: std::net::SocketAddr, parts: &[&[u8]]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    for p in parts {
+        s.write_all(p).await.expect("write");
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn api_over_the_http_listener() {
+    let t = TestBroker::start().await;
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let _ = cell.set(t.broker.clone());
+    let src = Arc::new(crate::metrics::MetricsSource {
+        request_metrics: t.broker.request_metrics.clone(),
+        broker: cell,
+        console: Arc::new(Console::new()),
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(crate::metrics::http::serve(l, src));
+
+    // A JSON body arriving after its head, in two pieces.
+    let body = br#"{"name": "sock", "partitions": 1}"#;
+    let head = format!(
+        "POST /api/topics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Nagare-Console: 1\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (status, answer) = over_socket(addr, &[head.as_bytes(), &body[..10], &body[10..]]).await;
+    assert_eq!(status, 201, "{answer}");
+    assert!(t.broker.image().topic("sock").is_some());
+    let (status, answer) = over_socket(addr, &[b"GET /api/topics/sock HTTP/1.1\r\n\r\n"]).await;
+    assert_eq!(status, 200, "{answer}");
+    let v: Value = serde_json::from_str(&answer).expect("JSON");
+    assert_eq!(v["partitions"].as_array().map(|a| a.len()), Some(1));
+    // Too large, chunked, malformed length: refused before any body is read.
+    let big = format!(
+        "POST /api/topics HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        crate::metrics::http::MAX_BODY_BYTES + 1
+    );
+    assert_eq!(over_socket(addr, &[big.as_bytes()]).await.0, 413);
+    let chunked = b"POST /api/topics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    assert_eq!(over_socket(addr, &[chunked]).await.0, 411);
+    let bad = b"POST /api/topics HTTP/1.1\r\nContent-Length: ten\r\n\r\n";
+    assert_eq!(over_socket(addr, &[bad]).await.0, 400);
+    // The page itself.
+    let (status, page) = over_socket(addr, &[b"GET / HTTP/1.1\r\n\r\n"]).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>Nagare console</title>"));
+}
