@@ -144,6 +144,8 @@ async function main() {
     // Waits until an element matching `sel` contains `text`.
     const waitText = (sel, text) => page.waitForFunction(
       ([s, t]) => [...document.querySelectorAll(s)].some(e => e.textContent.includes(t)), [sel, text]);
+    // Waits until the group page shows a total lag of `n`.
+    const lagIs = n => page.waitForFunction(v => document.querySelector('#total-lag')?.textContent === v, String(n));
     const login = async (user, password) => {
       await page.fill('#login-form input[name=username]', user);
       await page.fill('#login-form input[name=password]', password);
@@ -157,7 +159,7 @@ async function main() {
     });
     await step('a wrong password is refused', async () => {
       await login('alice', 'wrong');
-      await page.waitForFunction(() => /login failed/.test(document.querySelector('#login-error').textContent));
+      await page.waitForFunction(() => /login failed/.test(document.querySelector('#login-error')?.textContent));
     });
     await step('alice (no ACLs) logs in and is refused a topic', async () => {
       await login('alice', 'alice-secret');
@@ -165,7 +167,7 @@ async function main() {
       await page.goto(server.base + '/#/topics');
       await page.fill('#create-topic input[name=name]', 'alice-topic');
       await page.click('#create-topic button[type=submit]');
-      await page.waitForFunction(() => /TOPIC_AUTHORIZATION_FAILED/.test(document.querySelector('#banner').textContent));
+      await page.waitForFunction(() => /TOPIC_AUTHORIZATION_FAILED/.test(document.querySelector('#banner')?.textContent));
       await shot('02-denied');
       await page.click('#logout');
       await page.waitForSelector('#login-form');
@@ -226,32 +228,53 @@ async function main() {
       await page.goto(server.base + '/#/groups');
       await page.waitForSelector(`#groups-table tr[data-group="${GROUP}"]`);
       await page.click(`#groups-table a >> text=${GROUP}`);
-      await page.waitForFunction(() => document.querySelector('#total-lag').textContent === '0');
+      await lagIs(0);
       await waitText('#group-state', 'Empty');
     });
     await step('the lag rises as the client produces 45 more', async () => {
       client(server.bootstrap, 'produce', 45);
-      await page.waitForFunction(() => document.querySelector('#total-lag').textContent === '45');
+      await lagIs(45);
       await waitText('#offsets-table td.lag', '15');
       // A few polls for the chart.
       await page.waitForTimeout(4500);
     });
     await step('the lag falls as the group consumes again', async () => {
       client(server.bootstrap, 'consume');
-      await page.waitForFunction(() => document.querySelector('#total-lag').textContent === '0');
+      await lagIs(0);
       await page.waitForTimeout(4500);
     });
     await step('reset the empty group to earliest (lag back to all 76), then to offset 5', async () => {
       await page.selectOption('#reset-form select[name=to]', 'earliest');
       await page.click('#reset-form button[type=submit]');
       await waitText('#reset-result', 'Reset:');
-      await page.waitForFunction(() => document.querySelector('#total-lag').textContent === '76');
+      await lagIs(76);
       await page.waitForTimeout(2500);
       await shot('04-group');
       await page.selectOption('#reset-form select[name=to]', 'offset');
       await page.fill('#reset-form input[name=offset]', '5');
       await page.click('#reset-form button[type=submit]');
-      await page.waitForFunction(() => document.querySelector('#total-lag').textContent === String(76 - 15));
+      await lagIs(76 - 15);
+    });
+    await step('alter a topic config, reset it, delete a topic', async () => {
+      await page.goto(server.base + '/#/topics/' + TOPIC);
+      await page.fill('#alter-config input[name=name]', 'cleanup.policy');
+      await page.fill('#alter-config input[name=value]', 'compact');
+      await page.click('#alter-config button[type=submit]');
+      await waitText('#configs-table tr[data-config="cleanup.policy"]', 'compact');
+      await waitText('#configs-table tr[data-config="cleanup.policy"]', 'DYNAMIC_TOPIC_CONFIG');
+      await page.fill('#alter-config input[name=name]', 'cleanup.policy');
+      await page.click('#reset-config');
+      await waitText('#configs-table tr[data-config="cleanup.policy"]', 'DEFAULT_CONFIG');
+      await page.goto(server.base + '/#/topics');
+      await page.fill('#create-topic input[name=name]', 'console-scratch');
+      await page.fill('#create-topic input[name=partitions]', '1');
+      await page.click('#create-topic button[type=submit]');
+      await page.waitForSelector('#delete-topic');
+      page.once('dialog', d => d.accept());
+      await page.click('#delete-topic');
+      await waitText('#banner', 'Deleted console-scratch');
+      await page.waitForSelector('#topics-table');
+      if (await page.$('#topics-table tr[data-topic="console-scratch"]')) throw new Error('still listed');
     });
     await step('the overview charts the throughput', async () => {
       await page.goto(server.base + '/#/overview');

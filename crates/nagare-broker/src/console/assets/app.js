@@ -24,6 +24,10 @@ function banner(msg, info) {
   b.textContent = msg; b.className = info ? 'info' : ''; b.hidden = false;
 }
 
+// A message for the page a navigation leads to (route() clears the banner first).
+let flashMsg = null;
+function flash(msg) { flashMsg = msg; }
+
 class HttpError extends Error {
   constructor(status, body) { super(body && body.error ? body.error : 'HTTP ' + status); this.status = status; this.body = body; }
 }
@@ -140,7 +144,7 @@ async function topics() {
     String(f.get('configs') || '').split(',').map(s => s.trim()).filter(Boolean).forEach(kv => { const i = kv.indexOf('='); if (i > 0) configs[kv.slice(0, i)] = kv.slice(i + 1); });
     try {
       const r = await api('POST', 'topics', {name: f.get('name'), partitions: Number(f.get('partitions')), replication_factor: Number(f.get('replication_factor')), configs});
-      banner(`Created ${r.name} (${r.partitions} partitions)`, true);
+      flash(`Created ${r.name} (${r.partitions} partitions)`);
       location.hash = '#/topics/' + encodeURIComponent(r.name);
     } catch (err) { banner(err.message); }
   });
@@ -220,7 +224,7 @@ async function topic(name) {
   });
   $('#delete-topic').addEventListener('click', async () => {
     if (!confirm(`Delete topic ${name}?`)) return;
-    try { await api('DELETE', 'topics/' + enc); banner(`Deleted ${name}`, true); location.hash = '#/topics'; } catch (err) { banner(err.message); }
+    try { await api('DELETE', 'topics/' + enc); flash(`Deleted ${name}`); location.hash = '#/topics'; } catch (err) { banner(err.message); }
   });
   browse();
 }
@@ -289,7 +293,8 @@ function showLogin() {
 
 async function route() {
   timers.forEach(clearInterval); timers = [];
-  banner(null);
+  banner(flashMsg, true);
+  flashMsg = null;
   const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
   document.querySelectorAll('nav a').forEach(a => a.classList.toggle('active', a.dataset.nav === (parts[0] || 'overview')));
   try {
