@@ -262,3 +262,51 @@ pub async fn login(
     }
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_and_expiry() {
+        assert_eq!(token_from_cookie(None), None);
+        assert_eq!(
+            token_from_cookie(Some("a=1; nagare_console=abc; b=2")),
+            Some("abc")
+        );
+        assert_eq!(token_from_cookie(Some("nagare_console=")), None);
+        assert_eq!(token_from_cookie(Some("other=abc")), None);
+        let c = set_cookie("t0k", SESSION_TTL);
+        assert_eq!(
+            c,
+            "nagare_console=t0k; Path=/; HttpOnly; SameSite=Strict; Max-Age=3600"
+        );
+
+        let sessions = Sessions::default();
+        let conn = Arc::new(ConnectionContext::new(
+            "SASL",
+            ListenerKind::Broker,
+            crate::context::SecurityProtocol::SaslPlaintext,
+            None,
+            "127.0.0.1:1".parse().expect("addr"),
+        ));
+        let t0 = Instant::now();
+        let a = sessions.insert(conn.clone(), t0).expect("room");
+        let b = sessions.insert(conn.clone(), t0).expect("room");
+        assert_ne!(a, b, "random tokens");
+        assert_eq!(a.len(), 64);
+        assert!(sessions.get(&a, t0 + Duration::from_secs(10)).is_some());
+        assert!(sessions.get("nope", t0).is_none());
+        // Expired: dropped.
+        assert!(sessions.get(&a, t0 + SESSION_TTL).is_none());
+        assert!(sessions.get(&a, t0).is_none(), "removed once seen expired");
+        sessions.remove(&b);
+        assert!(sessions.get(&b, t0).is_none());
+        // Full: expired sessions make room, live ones do not.
+        for _ in 0..MAX_SESSIONS {
+            sessions.insert(conn.clone(), t0).expect("room");
+        }
+        assert!(sessions.insert(conn.clone(), t0).is_none());
+        assert!(sessions.insert(conn, t0 + SESSION_TTL).is_some());
+    }
+}

@@ -46,7 +46,7 @@ async function api(method, path, body) {
 
 // ---- charts ----------------------------------------------------------------------------
 class Chart {
-  constructor(canvas, series, unit) { this.canvas = canvas; this.series = series; this.unit = unit; this.points = series.map(() => []); this.max = 45; }
+  constructor(canvas, series, unit) { this.canvas = canvas; this.series = series; this.unit = unit; this.points = series.map(() => []); this.max = 45; this.draw(); }
   push(values) {
     values.forEach((v, i) => { this.points[i].push(v); if (this.points[i].length > this.max) this.points[i].shift(); });
     this.draw();
@@ -79,7 +79,11 @@ class Chart {
   legend() { return '<div class="legend">' + this.series.map(s => `<span><i style="background:${s.color}"></i>${esc(s.name)}</span>`).join('') + '</div>'; }
 }
 
-function every(ms, f) { f(); timers.push(setInterval(f, ms)); }
+// Runs `f` now and every `ms` until the next navigation; a failed poll shows in the banner.
+function every(ms, f) {
+  const run = () => Promise.resolve().then(f).catch(err => { if (err.status !== 401) banner(err.message); });
+  run(); timers.push(setInterval(run, ms));
+}
 
 // ---- pages -----------------------------------------------------------------------------
 async function overview() {
@@ -161,6 +165,7 @@ async function topic(name) {
   main().innerHTML = `
     <h1>Topic ${esc(name)} <button class="danger" id="delete-topic" style="float:right">Delete topic</button></h1>
     <div class="card"><h2>Partitions</h2><table id="partitions-table">${partitionRows(t)}</table></div>
+    <div class="card"><h2>Throughput (this broker)</h2><canvas class="chart" id="topic-chart"></canvas><div id="topic-legend"></div></div>
     <div class="card"><h2>Messages</h2>
       <form class="inline" id="browse-form">
         <label>From <select name="from"><option value="end">the end</option><option value="beginning">the beginning</option><option value="offset">offset</option><option value="timestamp">timestamp</option></select></label>
@@ -206,6 +211,18 @@ async function topic(name) {
     } catch (err) { banner(err.message); }
   };
   $('#browse-form').addEventListener('submit', e => { e.preventDefault(); browse(); });
+  const chart = new Chart($('#topic-chart'), [{name: 'messages in / s', color: '#7c3aed'}, {name: 'bytes in / s', color: '#2563eb'}, {name: 'bytes out / s', color: '#16a34a'}], v => v >= 1024 ? fmtBytes(Math.round(v)) : String(Math.round(v)));
+  $('#topic-legend').innerHTML = chart.legend();
+  let last = null;
+  every(2000, async () => {
+    const t = await api('GET', 'throughput');
+    const now = t.topics.find(x => x.topic === name) || {bytes_in: 0, bytes_out: 0, messages_in: 0};
+    if (last) {
+      const dt = Math.max(1, t.time_ms - last.time) / 1000;
+      chart.push([(now.messages_in - last.messages_in) / dt, (now.bytes_in - last.bytes_in) / dt, (now.bytes_out - last.bytes_out) / dt]);
+    }
+    last = {...now, time: t.time_ms};
+  });
   $('#produce-form').addEventListener('submit', async e => {
     e.preventDefault();
     const f = new FormData(e.target);
@@ -262,7 +279,7 @@ async function group(id) {
     $('#members-table').innerHTML = '<tr><th>Member</th><th>Client</th><th>Host</th><th>Assignment</th></tr>' +
       (g.members.map(m => `<tr><td>${esc(m.member_id)}</td><td>${esc(m.client_id)}</td><td>${esc(m.host)}</td><td>${m.assignment.map(a => esc(a.topic) + ': ' + a.partitions.join(',')).join('<br>')}</td></tr>`).join('') || '<tr><td colspan="4" class="muted">No members.</td></tr>');
   };
-  every(2000, () => refresh().catch(err => banner(err.message)));
+  every(2000, refresh);
   $('#reset-form').addEventListener('submit', async e => {
     e.preventDefault(); const f = new FormData(e.target);
     const body = {to: f.get('to')};
