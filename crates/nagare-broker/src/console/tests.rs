@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::{
-    AlterUserScramCredentialsRequest, FindCoordinatorRequest, GroupId, OffsetCommitRequest,
-    TopicName,
+    AlterUserScramCredentialsRequest, CreateAclsRequest, FindCoordinatorRequest, GroupId,
+    OffsetCommitRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use nagare_sasl::scram::ScramMechanism;
@@ -523,6 +524,37 @@ async fn security_on_logs_in_and_acts_as_the_user() {
     );
     let (status, _) = c.call(Get, "/api/topics/secret/messages", None).await;
     assert_eq!(status, 403);
+
+    // Granted READ on `secret` (which implies DESCRIBE), alice sees and browses it, and is
+    // still refused a write.
+    let acl = CreateAclsRequest::default().with_creations(vec![AclCreation::default()
+        .with_resource_type(2) // TOPIC
+        .with_resource_name(s("secret"))
+        .with_resource_pattern_type(3) // LITERAL
+        .with_principal(s("User:alice"))
+        .with_host(s("*"))
+        .with_operation(3) // READ
+        .with_permission_type(3)]); // ALLOW
+    let r = t.send(&acl, 3).await.expect("CreateAcls");
+    assert_eq!(r.results[0].error_code, 0);
+    let topics = c.ok(Get, "/api/topics", None).await;
+    assert_eq!(topics["topics"][0]["name"], "secret");
+    let m = c
+        .ok(Get, "/api/topics/secret/messages?from=beginning", None)
+        .await;
+    assert_eq!(m["records"], json!([]));
+    let (status, v) = c
+        .call(
+            Post,
+            "/api/topics/secret/messages",
+            Some(json!({"value": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (403, Some("TOPIC_AUTHORIZATION_FAILED")),
+        "{v}"
+    );
 
     // A SCRAM user who is a super user (set through the pipeline, as kafka-configs would).
     let m = ScramMechanism::Sha256;
