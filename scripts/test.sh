@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Nagare's one test command (README, CI): formatting, lints, release build, unit and integration
 # tests (real nagare processes driven by librdkafka), then the client compatibility script
-# (kcat, confluent-kafka-python, kafka-python, aiokafka, kafkajs).
+# (kcat, confluent-kafka-python, kafka-python, aiokafka, kafkajs) and the web console's
+# browser tests (Playwright driving headless Chromium).
 #
-# Works on a fresh machine with only the Rust toolchain, gcc, make, Python 3.11+ with pip:
-# it installs kcat (apt), the Python clients (pip) and kafkajs (npm) when they are missing.
+# Works on a fresh machine with only the Rust toolchain, gcc, make, Python 3.11+ with pip,
+# Node and npm: it installs kcat and chromium (apt), the Python clients (pip), kafkajs (npm,
+# into tests/compat/kafkajs/) and playwright-core (npm, into tests/console/) when missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,11 +17,27 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
 fi
 
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    $SUDO apt-get update -qq
+    apt_updated=1
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
 if ! command -v kcat >/dev/null 2>&1; then
   step "installing kcat (apt)"
-  $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat
+  apt_install kcat
 fi
+
+if [ ! -x /usr/bin/chromium ]; then
+  step "installing chromium (apt), for the console's browser tests"
+  apt_install chromium
+fi
+
+step "installing playwright-core (npm ci, tests/console)"
+npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
 
 step "installing Python client libraries (pip)"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
@@ -49,7 +67,11 @@ step "client compatibility (kcat, confluent-kafka, kafka-python, aiokafka, kafka
 compat_status=0
 NAGARE_BIN=target/release/nagare python3 tests/compat/run_compat.py || compat_status=$?
 
-if [ "$cargo_status" -ne 0 ] || [ "$compat_status" -ne 0 ]; then
-  echo "FAILED: cargo test exit $cargo_status, compatibility script exit $compat_status" >&2
+step "web console browser tests (Playwright, headless Chromium)"
+console_status=0
+NAGARE_BIN=target/release/nagare node tests/console/run_console.mjs || console_status=$?
+
+if [ "$cargo_status" -ne 0 ] || [ "$compat_status" -ne 0 ] || [ "$console_status" -ne 0 ]; then
+  echo "FAILED: cargo test exit $cargo_status, compatibility script exit $compat_status, console browser tests exit $console_status" >&2
   exit 1
 fi

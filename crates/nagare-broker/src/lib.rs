@@ -8,6 +8,7 @@ pub mod authorizer;
 pub mod broker_lifecycle;
 pub mod config;
 pub mod connection_quotas;
+pub mod console;
 pub mod context;
 pub mod controller_channel;
 pub mod controller_requests;

@@ -443,6 +443,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         let src = Arc::new(crate::metrics::MetricsSource {
             request_metrics: request_metrics.clone(),
             broker: broker_cell.clone(),
+            console: Arc::new(crate::console::Console::new()),
         });
         for addr in &config.http_listeners {
             let l = TcpListener::bind(addr)

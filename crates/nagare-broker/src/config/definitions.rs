@@ -340,7 +340,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("listeners", STRING, Value("PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"), Any, PerBroker,
         "`NAME://host:port,...`: every non-controller listener serves clients (the inter-broker one is `inter.broker.listener.name`, else the first); a controller serves the quorum on the first of `controller.listener.names`; a broker-only node must not list a controller listener, a controller-only node only controller listeners."),
     def("http.listeners", STRING, Value(""), Any, ReadOnly,
-        "Nagare's own key (Kafka has no HTTP listener): `http://host:port,...` serving Prometheus `/metrics`, `/health/live` and `/health/ready` (see docs/METRICS.md); empty serves none. Plain HTTP only, and no authentication: bind it to a trusted interface."),
+        "Nagare's own key (Kafka has no HTTP listener): `http://host:port,...` serving Prometheus `/metrics`, `/health/live` and `/health/ready` (see docs/METRICS.md) and, on a broker, the web console at `/` (README \"Web console\"); empty serves none. Plain HTTP only; the console asks for a SASL login when security is on, the other paths have no authentication: bind it to a trusted interface."),
     def("log.format", STRING, Value("text"), Any, ReadOnly,
         "Nagare's own key (Kafka configures log4j): `text` (human-readable lines) or `json` (one JSON object per line: timestamp, level, target, message and fields) on standard output."),
     def("log.level", STRING, Value("INFO"), Any, ReadOnly,

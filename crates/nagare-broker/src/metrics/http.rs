@@ -1,10 +1,14 @@
-//! The HTTP listener: a minimal HTTP/1.1 server for `GET` (and `HEAD`) of `/metrics`,
-//! `/health/live` and `/health/ready`, one request per connection (`Connection: close`,
-//! which Prometheus and Kubernetes probes handle). Request parsing and routing are sans-I/O
-//! ([`parse_request`], [`route`]); the I/O bounds what a client can make the node hold: the
-//! request head is at most [`MAX_HEAD_BYTES`], read within [`READ_TIMEOUT`], and at most
-//! [`MAX_CONNECTIONS`] are served at once (more are closed at once).
+//! The HTTP listener: a minimal HTTP/1.1 server for `/metrics`, `/health/live`,
+//! `/health/ready` and the web console (`/`, `/console/*` assets and its JSON API under
+//! `/api/`, see [`crate::console`]), one request per connection (`Connection: close`, which
+//! Prometheus, Kubernetes probes and browsers handle). Request parsing and routing are
+//! sans-I/O ([`parse_request`], [`route`]); the I/O bounds what a client can make the node
+//! hold: the request head is at most [`MAX_HEAD_BYTES`], a body (sent with
+//! `Content-Length`, never chunked) at most [`MAX_BODY_BYTES`], both read within
+//! [`READ_TIMEOUT`], and at most [`MAX_CONNECTIONS`] are served at once (more are closed at
+//! once).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +20,10 @@ use super::{prometheus, render, MetricsSource};
 
 /// The largest request head (request line and headers) read.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
-/// How long a client may take to send its request head.
+/// The largest request body read (the console's JSON requests; a test message's value is
+/// the biggest of them).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// How long a client may take to send its request head and body.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long writing the response may take.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,8 +37,67 @@ pub enum Method {
     Get,
     /// `HEAD`: the `GET` response without its body.
     Head,
+    /// `POST`.
+    Post,
+    /// `PUT`.
+    Put,
+    /// `DELETE`.
+    Delete,
     /// Anything else (answered 405).
     Other,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// The method.
+    pub method: Method,
+    /// The path, without query or fragment.
+    pub path: String,
+    /// The query string (after `?`, without it), possibly empty.
+    pub query: String,
+    /// Header names (lower case) and values, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestHead {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body length announced by `Content-Length` (0 without one); a malformed value or a
+    /// chunked body is a 400 (`Transfer-Encoding` is not served: no client of these paths
+    /// needs it).
+    pub fn content_length(&self) -> Result<usize, HttpResponse> {
+        if self.header("transfer-encoding").is_some() {
+            return Err(HttpResponse::text(
+                411,
+                "send the body with Content-Length, not Transfer-Encoding\n",
+            ));
+        }
+        match self.header("content-length") {
+            None => Ok(0),
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| HttpResponse::text(400, "bad request: malformed Content-Length\n")),
+        }
+    }
+}
+
+/// A whole request: head, body and the client's address.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    /// Method, path, query, headers.
+    pub head: RequestHead,
+    /// The body (empty without one).
+    pub body: Vec<u8>,
+    /// The client's address.
+    pub peer: SocketAddr,
 }
 
 /// A response to write.
@@ -41,16 +107,30 @@ pub struct HttpResponse {
     pub status: u16,
     /// `Content-Type`.
     pub content_type: &'static str,
+    /// Extra headers (`Set-Cookie`, `Cache-Control`).
+    pub headers: Vec<(&'static str, String)>,
     /// Body (left out for `HEAD`, its length still sent).
     pub body: String,
 }
 
 impl HttpResponse {
-    fn text(status: u16, body: impl Into<String>) -> Self {
+    /// A plain-text response.
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
         HttpResponse {
             status,
             content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
             body: body.into(),
+        }
+    }
+
+    /// A JSON response.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        HttpResponse {
+            status,
+            content_type: "application/json",
+            headers: vec![("Cache-Control", "no-store".into())],
+            body: value.to_string(),
         }
     }
 
@@ -58,9 +138,18 @@ impl HttpResponse {
     pub fn encode(&self, head_only: bool) -> Vec<u8> {
         let reason = match self.status {
             200 => "OK",
+            201 => "Created",
             400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            409 => "Conflict",
+            411 => "Length Required",
+            413 => "Payload Too Large",
+            415 => "Unsupported Media Type",
+            500 => "Internal Server Error",
+            502 => "Bad Gateway",
             503 => "Service Unavailable",
             _ => "Error",
         };
@@ -72,6 +161,9 @@ impl HttpResponse {
         );
         if self.status == 405 {
             out.push_str("Allow: GET, HEAD\r\n");
+        }
+        for (k, v) in &self.headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
         }
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();
@@ -87,15 +179,16 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-/// Parses a request head's request line: the method and the path without its query.
-/// Anything that is not `METHOD SP target SP HTTP/1.x` is a 400.
-pub fn parse_request(head: &[u8]) -> Result<(Method, String), HttpResponse> {
+/// Parses a request head: the request line (`METHOD SP target SP HTTP/1.x`) and the header
+/// lines (`name: value`). Anything else is a 400.
+pub fn parse_request(head: &[u8]) -> Result<RequestHead, HttpResponse> {
     let bad = |why: &str| HttpResponse::text(400, format!("bad request: {why}\n"));
     let line_end = head
         .windows(2)
         .position(|w| w == b"\r\n")
         .ok_or_else(|| bad("no request line"))?;
-    let line = std::str::from_utf8(&head[..line_end]).map_err(|_| bad("not UTF-8"))?;
+    let text = std::str::from_utf8(head).map_err(|_| bad("not UTF-8"))?;
+    let line = &text[..line_end];
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -108,36 +201,57 @@ pub fn parse_request(head: &[u8]) -> Result<(Method, String), HttpResponse> {
     if !target.starts_with('/') {
         return Err(bad("target is not a path"));
     }
-    let path = target
-        .split(['?', '#'])
-        .next()
-        .unwrap_or(target)
-        .to_string();
+    let without_fragment = target.split('#').next().unwrap_or(target);
+    let (path, query) = match without_fragment.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (without_fragment.to_string(), String::new()),
+    };
     let method = match method {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
         m if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) => Method::Other,
         _ => return Err(bad("malformed method")),
     };
-    Ok((method, path))
+    let mut headers = Vec::new();
+    for h in text[line_end + 2..].split("\r\n").filter(|l| !l.is_empty()) {
+        let (k, v) = h.split_once(':').ok_or_else(|| bad("malformed header"))?;
+        if k.is_empty() || k.contains(' ') {
+            return Err(bad("malformed header name"));
+        }
+        headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
+    }
+    Ok(RequestHead {
+        method,
+        path,
+        query,
+        headers,
+    })
 }
 
 /// Answers a parsed request.
-pub async fn route(method: Method, path: &str, src: &MetricsSource) -> HttpResponse {
+pub async fn route(req: &HttpRequest, src: &MetricsSource) -> HttpResponse {
+    let (method, path) = (req.head.method, req.head.path.as_str());
+    if crate::console::serves(path) {
+        return src.console.handle(req, src.broker.get()).await;
+    }
     let known = matches!(path, "/metrics" | "/health/live" | "/health/ready");
     if !known {
         return HttpResponse::text(
             404,
-            "not found: try /metrics, /health/live, /health/ready\n",
+            "not found: try /metrics, /health/live, /health/ready or / (the web console)\n",
         );
     }
-    if method == Method::Other {
+    if !matches!(method, Method::Get | Method::Head) {
         return HttpResponse::text(405, "method not allowed\n");
     }
     match path {
         "/metrics" => HttpResponse {
             status: 200,
             content_type: prometheus::CONTENT_TYPE,
+            headers: Vec::new(),
             body: render(src).await,
         },
         "/health/live" => HttpResponse::text(200, "live\n"),
@@ -167,7 +281,7 @@ pub async fn serve(listener: TcpListener, src: Arc<MetricsSource>) {
         };
         let src = src.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_one(stream, &src).await {
+            if let Err(e) = serve_one(stream, peer, &src).await {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended");
             }
             drop(permit);
@@ -175,33 +289,68 @@ pub async fn serve(listener: TcpListener, src: Arc<MetricsSource>) {
     }
 }
 
-async fn serve_one(mut stream: TcpStream, src: &MetricsSource) -> std::io::Result<()> {
+/// What reading a request gave: a request, or the response to an unreadable one.
+enum Read {
+    Request(HttpRequest),
+    Refused(HttpResponse),
+}
+
+async fn read_request(stream: &mut TcpStream, peer: SocketAddr) -> std::io::Result<Read> {
     let mut buf = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(READ_TIMEOUT, async {
-        let mut chunk = [0u8; 1024];
-        loop {
-            if let Some(end) = head_end(&buf) {
-                return Ok(Some(end));
-            }
-            if buf.len() >= MAX_HEAD_BYTES {
-                return Ok(None);
-            }
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-            }
-            buf.extend_from_slice(&chunk[..n]);
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = head_end(&buf) {
+            break end;
         }
-    })
-    .await;
+        if buf.len() >= MAX_HEAD_BYTES {
+            return Ok(Read::Refused(HttpResponse::text(
+                400,
+                "request head too large\n",
+            )));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = match parse_request(&buf[..end]) {
+        Ok(h) => h,
+        Err(r) => return Ok(Read::Refused(r)),
+    };
+    let len = match head.content_length() {
+        Ok(n) => n,
+        Err(r) => return Ok(Read::Refused(r)),
+    };
+    if len > MAX_BODY_BYTES {
+        return Ok(Read::Refused(HttpResponse::text(
+            413,
+            format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
+        )));
+    }
+    let mut body = buf.split_off(end);
+    while body.len() < len {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(len);
+    Ok(Read::Request(HttpRequest { head, body, peer }))
+}
+
+async fn serve_one(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    src: &MetricsSource,
+) -> std::io::Result<()> {
+    let read = tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream, peer)).await;
     let (response, head_only) = match read {
         Err(_) => return Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
         Ok(Err(e)) => return Err(e),
-        Ok(Ok(None)) => (HttpResponse::text(400, "request head too large\n"), false),
-        Ok(Ok(Some(end))) => match parse_request(&buf[..end]) {
-            Ok((method, path)) => (route(method, &path, src).await, method == Method::Head),
-            Err(r) => (r, false),
-        },
+        Ok(Ok(Read::Refused(r))) => (r, false),
+        Ok(Ok(Read::Request(req))) => (route(&req, src).await, req.head.method == Method::Head),
     };
     let bytes = response.encode(head_only);
     tokio::time::timeout(WRITE_TIMEOUT, async {
@@ -221,30 +370,67 @@ mod tests {
         MetricsSource {
             request_metrics: Arc::new(crate::request_metrics::RequestMetrics::new()),
             broker: Arc::new(OnceLock::new()),
+            console: Arc::new(crate::console::Console::new()),
         }
     }
 
     #[tokio::test]
     async fn parses_and_routes() {
         let s = src();
-        let ok = |h: &[u8]| parse_request(h).map_err(|r| r.status);
+        let ok = |h: &[u8]| {
+            parse_request(h)
+                .map(|r| (r.method, r.path))
+                .map_err(|r| r.status)
+        };
         assert_eq!(
             ok(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
             Ok((Method::Get, "/metrics".to_string()))
         );
+        let h =
+            parse_request(b"POST /api/x?a=b HTTP/1.1\r\nContent-Length: 12\r\nX-A:  v \r\n\r\n")
+                .map_err(|r| r.status);
+        let h = h.expect("parses");
+        assert_eq!((h.method, h.query.as_str()), (Method::Post, "a=b"));
+        assert_eq!(h.content_length().map_err(|r| r.status), Ok(12));
+        assert_eq!(h.header("x-a"), Some("v"));
+        assert_eq!(ok(b"GET / HTTP/1.1\r\nno colon\r\n\r\n"), Err(400));
+        let chunked = parse_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .map_err(|r| r.status)
+            .expect("parses");
+        assert_eq!(chunked.content_length().map_err(|r| r.status), Err(411));
         assert_eq!(ok(b"GET /metrics\r\n\r\n"), Err(400));
         assert_eq!(ok(b"GET metrics HTTP/1.1\r\n\r\n"), Err(400));
         assert_eq!(ok(b"\xff\xfe / HTTP/1.1\r\n\r\n"), Err(400));
         assert_eq!(ok(b"GET / SPDY/3\r\n\r\n"), Err(400));
         assert_eq!(ok(b"no line end"), Err(400));
-        assert_eq!(route(Method::Get, "/nope", &s).await.status, 404);
-        assert_eq!(route(Method::Other, "/metrics", &s).await.status, 405);
-        assert_eq!(route(Method::Get, "/health/live", &s).await.status, 200);
+        let req = |method: Method, path: &str| HttpRequest {
+            head: RequestHead {
+                method,
+                path: path.into(),
+                query: String::new(),
+                headers: vec![],
+            },
+            body: vec![],
+            peer: "127.0.0.1:1".parse().expect("addr"),
+        };
+        assert_eq!(route(&req(Method::Get, "/nope"), &s).await.status, 404);
+        assert_eq!(route(&req(Method::Other, "/metrics"), &s).await.status, 405);
+        assert_eq!(route(&req(Method::Post, "/metrics"), &s).await.status, 405);
+        assert_eq!(
+            route(&req(Method::Get, "/health/live"), &s).await.status,
+            200
+        );
+        // The console's page is served before the broker state exists; its API is not.
+        assert_eq!(route(&req(Method::Get, "/"), &s).await.status, 200);
+        assert_eq!(
+            route(&req(Method::Get, "/api/overview"), &s).await.status,
+            503
+        );
         // No broker state yet: live, not ready.
-        let r = route(Method::Get, "/health/ready", &s).await;
+        let r = route(&req(Method::Get, "/health/ready"), &s).await;
         assert_eq!(r.status, 503);
         assert!(r.body.contains("metadata"));
-        let m = route(Method::Get, "/metrics", &s).await;
+        let m = route(&req(Method::Get, "/metrics"), &s).await;
         assert_eq!(m.status, 200);
         assert!(m.body.contains("nagare_ready 0\n"));
         let head = String::from_utf8(m.encode(true)).unwrap_or_default();

@@ -30,6 +30,8 @@ pub struct MetricsSource {
     pub request_metrics: Arc<RequestMetrics>,
     /// The broker state, set once the node has caught up with the metadata log.
     pub broker: Arc<OnceLock<Arc<Broker>>>,
+    /// The web console's state (its login sessions), served on the same listener.
+    pub console: Arc<crate::console::Console>,
 }
 
 impl MetricsSource {
