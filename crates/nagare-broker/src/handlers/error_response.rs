@@ -598,6 +598,7 @@ pub fn build(header: &RequestHeader, mut body: Bytes, error: ResponseError) -> O
         ApiKey::DescribeCluster => top_level!(DescribeClusterResponse),
         ApiKey::DescribeLogDirs => top_level!(DescribeLogDirsResponse),
         ApiKey::UpdateFeatures => top_level!(UpdateFeaturesResponse),
+        ApiKey::UnregisterBroker => top_level!(UnregisterBrokerResponse),
         ApiKey::DescribeTopicPartitions => {
             let r = decode!(DescribeTopicPartitionsRequest);
             let topics = r
@@ -804,6 +805,7 @@ mod tests {
             ApiKey::AlterClientQuotas => enc!(AlterClientQuotasRequest),
             ApiKey::DescribeLogDirs => enc!(DescribeLogDirsRequest),
             ApiKey::UpdateFeatures => enc!(UpdateFeaturesRequest),
+            ApiKey::UnregisterBroker => enc!(UnregisterBrokerRequest),
             ApiKey::DescribeTopicPartitions => enc!(DescribeTopicPartitionsRequest),
             ApiKey::DescribeAcls => enc!(DescribeAclsRequest),
             ApiKey::Vote => enc!(VoteRequest),
