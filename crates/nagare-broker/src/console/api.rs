@@ -674,14 +674,40 @@ pub async fn browse(c: &InProcess, name: &str, b: &Browse) -> ApiResult {
         .first()
         .ok_or_else(|| ApiError::new(502, "Metadata answered no topic"))?;
     check(t.error_code, &format!("topic {name}"), None)?;
-    let parts: Vec<i32> = t
+    // The console reads through this broker only: partitions led elsewhere are named, not
+    // read (a Fetch here would answer NOT_LEADER_OR_FOLLOWER).
+    let me = c.broker.config.node_id;
+    let chosen: Vec<(i32, i32)> = t
         .partitions
         .iter()
-        .map(|p| p.partition_index)
-        .filter(|p| b.partition.is_none_or(|x| x == *p))
+        .map(|p| (p.partition_index, p.leader_id.0))
+        .filter(|(p, _)| b.partition.is_none_or(|x| x == *p))
+        .collect();
+    if chosen.is_empty() {
+        return Err(ApiError::new(404, format!("{name} has no such partition")));
+    }
+    let elsewhere: Vec<Value> = chosen
+        .iter()
+        .filter(|(_, leader)| *leader != me)
+        .map(|(p, leader)| json!({"partition": p, "leader": leader}))
+        .collect();
+    let parts: Vec<i32> = chosen
+        .iter()
+        .filter(|(_, leader)| *leader == me)
+        .map(|(p, _)| *p)
         .collect();
     if parts.is_empty() {
-        return Err(ApiError::new(404, format!("{name} has no such partition")));
+        return Err(ApiError::new(
+            502,
+            format!(
+                "{name}: the chosen partitions are led by other brokers ({}); open the console there",
+                elsewhere
+                    .iter()
+                    .map(|e| format!("partition {} on broker {}", e["partition"], e["leader"]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
     }
     let starts: BTreeMap<i32, Option<i64>> = match b.from {
         Start::Beginning => offsets(c, name, &parts, EARLIEST).await?,
@@ -767,7 +793,7 @@ pub async fn browse(c: &InProcess, name: &str, b: &Browse) -> ApiResult {
         .iter()
         .map(|(p, r)| format::record_json(*p, r, b.format))
         .collect();
-    Ok(json!({"topic": name, "records": out}))
+    Ok(json!({"topic": name, "records": out, "elsewhere": elsewhere}))
 }
 
 /// Bytes of a produced key/value/header: text as UTF-8, or hex with `"encoding": "hex"`.

@@ -216,6 +216,7 @@ async fn topics_messages_and_groups_without_security() {
         .filter_map(|r| r["value"].as_str())
         .collect();
     assert_eq!(values.len(), 3);
+    assert_eq!(all["elsewhere"], json!([]));
     assert!(values.contains(&"hello") && values.contains(&"bye"));
     assert_eq!(all["records"][0]["headers"][0]["key"], "trace");
 

@@ -208,6 +208,7 @@ async function topic(name) {
       const r = await api('GET', `topics/${enc}/messages?${q}`);
       const rows = r.records.map(m => `<tr class="msg"><td>${m.partition}</td><td class="num">${m.offset}</td><td>${new Date(m.timestamp).toISOString()}</td><td><pre class="val">${esc(m.key ?? 'null')}</pre></td><td><pre class="val">${esc(m.value ?? 'null')}</pre></td><td>${m.headers.map(h => `<pre class="val">${esc(h.key)}: ${esc(h.value ?? 'null')}</pre>`).join('')}</td></tr>`);
       $('#messages').innerHTML = '<tr><th>Partition</th><th>Offset</th><th>Timestamp</th><th>Key</th><th>Value</th><th>Headers</th></tr>' + (rows.join('') || '<tr><td colspan="6" class="muted">No messages.</td></tr>');
+      if (r.elsewhere.length) banner('Not shown, led by other brokers (open the console there): ' + r.elsewhere.map(e => `partition ${e.partition} on broker ${e.leader}`).join(', '));
     } catch (err) { banner(err.message); }
   };
   $('#browse-form').addEventListener('submit', e => { e.preventDefault(); browse(); });
