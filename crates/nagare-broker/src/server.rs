@@ -353,16 +353,28 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     let tls_of = tls_listeners(&config)?;
     // The connections this node opens speak the protocol of the listener they reach, with
     // that listener's `ssl.*` settings (Kafka: the inter-broker and controller listeners').
-    let controller_tls = match config.controller_listener_names.first() {
-        Some(name) => crate::tls::client_options(&config, name)
+    // Their key and trust store files are watched like the listeners' (see tls::client).
+    let controller_client_tls = match config.controller_listener_names.first() {
+        Some(name) => crate::tls::client_tls(&config, name)
             .with_context(|| format!("TLS towards the controllers (listener {name})"))?,
         None => None,
     };
-    let inter_broker_tls = match config.broker_listener() {
-        Some(l) => crate::tls::client_options(&config, &l.name)
+    let inter_broker_client_tls = match config.broker_listener() {
+        Some(l) => crate::tls::client_tls(&config, &l.name)
             .with_context(|| format!("TLS towards other brokers (listener {})", l.name))?,
         None => None,
     };
+    let controller_tls = controller_client_tls
+        .as_ref()
+        .map(|c| c.options())
+        .transpose()
+        .context("TLS towards the controllers")?;
+    let inter_broker_tls = inter_broker_client_tls
+        .as_ref()
+        .map(|c| c.options())
+        .transpose()
+        .context("TLS towards other brokers")?;
+
     let log_dir = absolute(&config.log_dirs[0]);
     let metadata_dir = absolute(&config.metadata_log_dir);
     let cluster_id = format_or_check(&log_dir, &config, config.cluster_id.as_deref())?;
@@ -436,6 +448,12 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     // broker state exists).
     let request_metrics = Arc::new(crate::request_metrics::RequestMetrics::new());
     let mut tasks = Vec::new();
+    for c in controller_client_tls
+        .iter()
+        .chain(inter_broker_client_tls.iter())
+    {
+        tasks.push(tokio::spawn(c.clone().watch()));
+    }
     // The HTTP listeners serve from here on: live at once, ready once caught up and
     // unfenced (Kubernetes' probes, Prometheus scraping a starting node).
     let mut http_addrs = Vec::new();

@@ -1,7 +1,7 @@
 //! One TCP connection to one broker: framing, correlation ids and version negotiation.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -233,6 +233,11 @@ pub struct Connection {
     /// Set while a request is in flight; still set after an interrupted exchange, which leaves
     /// the byte stream out of step.
     in_flight: bool,
+    /// When to re-authenticate (KIP-368): set from the session lifetime the broker answered
+    /// in SaslAuthenticate v1+, `None` when the session does not expire.
+    reauthenticate_at: Option<Instant>,
+    /// Re-authentications done on this connection.
+    reauthentications: u64,
 }
 
 impl Connection {
@@ -300,6 +305,8 @@ impl Connection {
             next_correlation_id: 0,
             broker_versions: BTreeMap::new(),
             in_flight: false,
+            reauthenticate_at: None,
+            reauthentications: 0,
         };
         conn.negotiate_versions().await.map_err(|e| match e {
             Error::Io { addr, reason } => Error::Connect { addr, reason },
@@ -322,15 +329,19 @@ impl Connection {
     }
 
     /// SaslHandshake v1 for `creds.mechanism`, then the mechanism's SaslAuthenticate
-    /// exchange; a SCRAM server must prove it holds the credential too.
+    /// exchange; a SCRAM server must prove it holds the credential too. The broker's
+    /// `session_lifetime_ms` (SaslAuthenticate v1+, KIP-368) schedules the next
+    /// re-authentication on this connection.
     async fn authenticate(&mut self, creds: &SaslCredentials) -> Result<()> {
         use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
         use nagare_sasl::scram::{printable_nonce, ScramClient, ScramMechanism};
+        let timeout = self.options.request_timeout;
         let handshake = self
-            .send_version(
+            .send_raw(
                 &SaslHandshakeRequest::default()
                     .with_mechanism(StrBytes::from_string(creds.mechanism.clone())),
                 1,
+                timeout,
             )
             .await?;
         if let Some(e) = Error::from_code(
@@ -356,14 +367,15 @@ impl Connection {
             addr: addr.clone(),
             reason,
         };
-        match ScramMechanism::from_name(&creds.mechanism) {
+        let lifetime_ms = match ScramMechanism::from_name(&creds.mechanism) {
             None if creds.mechanism == "PLAIN" => {
                 let req = step(nagare_sasl::plain::client_message(
                     &creds.username,
                     &creds.password,
                 ));
-                let resp = self.send_version(&req, version).await?;
+                let resp = self.send_raw(&req, version, timeout).await?;
                 check_authenticate(&resp)?;
+                resp.session_lifetime_ms
             }
             None => {
                 return Err(sasl_error(format!(
@@ -375,20 +387,47 @@ impl Connection {
                 let nonce = printable_nonce(&rand::random::<[u8; 32]>());
                 let mut client = ScramClient::new(m, &creds.username, &creds.password, &nonce);
                 let first = self
-                    .send_version(&step(client.client_first()), version)
+                    .send_raw(&step(client.client_first()), version, timeout)
                     .await?;
                 check_authenticate(&first)?;
                 let fin = client
                     .client_final(&first.auth_bytes)
                     .map_err(|e| sasl_error(format!("SCRAM server-first: {e}")))?;
-                let last = self.send_version(&step(fin), version).await?;
+                let last = self.send_raw(&step(fin), version, timeout).await?;
                 check_authenticate(&last)?;
                 client
                     .verify_server_final(&last.auth_bytes)
                     .map_err(|e| sasl_error(format!("SCRAM server-final: {e}")))?;
+                last.session_lifetime_ms
             }
-        }
+        };
+        self.reauthenticate_at =
+            reauthentication_delay(lifetime_ms, rand::random::<f64>()).map(|d| Instant::now() + d);
         Ok(())
+    }
+
+    /// Re-authenticates (KIP-368) when the session is due, between requests, as Kafka's
+    /// clients do; the broker closes a connection whose session expired.
+    async fn reauthenticate_if_due(&mut self) -> Result<()> {
+        let due = self
+            .reauthenticate_at
+            .is_some_and(|at| Instant::now() >= at);
+        if !due {
+            return Ok(());
+        }
+        let Some(creds) = self.options.sasl.clone() else {
+            return Ok(());
+        };
+        self.reauthenticate_at = None;
+        self.authenticate(&creds).await?;
+        self.reauthentications += 1;
+        tracing::debug!(addr = %self.addr, "re-authenticated (KIP-368)");
+        Ok(())
+    }
+
+    /// How many times this connection re-authenticated (KIP-368).
+    pub fn reauthentications(&self) -> u64 {
+        self.reauthentications
     }
 
     /// ApiVersions at our highest version; on UNSUPPORTED_VERSION the broker answers in v0 with
@@ -530,8 +569,21 @@ impl Connection {
         self.send_version_timeout(req, version, timeout).await
     }
 
-    /// Sends `req` at `version` and waits for its response within `timeout`.
+    /// Sends `req` at `version` and waits for its response within `timeout` (first
+    /// re-authenticating if the SASL session is due, see [`ConnectionOptions::sasl`]).
     pub async fn send_version_timeout<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response> {
+        self.reauthenticate_if_due().await?;
+        self.send_raw(req, version, timeout).await
+    }
+
+    /// [`send_version_timeout`](Self::send_version_timeout) without the re-authentication
+    /// check (the SASL exchange itself).
+    async fn send_raw<R: Request>(
         &mut self,
         req: &R,
         version: i16,
@@ -549,6 +601,7 @@ impl Connection {
 
     /// Sends a request the broker does not answer (Produce with `acks=0`).
     pub async fn send_no_response<R: Request>(&mut self, req: &R, version: i16) -> Result<()> {
+        self.reauthenticate_if_due().await?;
         let api = api_key_of::<R>()?;
         if self.in_flight {
             return Err(Error::ConnectionBroken {
@@ -660,6 +713,19 @@ impl Connection {
     }
 }
 
+/// How long after authenticating to re-authenticate, for a broker-given session lifetime
+/// (`None` when it is 0: no expiry): at 85–95% of it, `jitter` (0..1) picking where, as
+/// Kafka's clients do (KIP-368), so that many connections do not re-authenticate at once.
+pub(crate) fn reauthentication_delay(session_lifetime_ms: i64, jitter: f64) -> Option<Duration> {
+    if session_lifetime_ms <= 0 {
+        return None;
+    }
+    let fraction = 0.85 + 0.10 * jitter.clamp(0.0, 1.0);
+    Some(Duration::from_millis(
+        (session_lifetime_ms as f64 * fraction) as u64,
+    ))
+}
+
 /// `R::KEY` as an [`ApiKey`].
 pub(crate) fn api_key_of<R: Request>() -> Result<ApiKey> {
     ApiKey::try_from(R::KEY)
@@ -739,6 +805,25 @@ mod tests {
     use super::*;
     use bytes::Buf;
     use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+
+    #[test]
+    fn reauthentication_is_due_at_85_to_95_percent_of_the_session() {
+        assert_eq!(reauthentication_delay(0, 0.5), None, "no expiry");
+        assert_eq!(reauthentication_delay(-1, 0.5), None);
+        assert_eq!(
+            reauthentication_delay(10_000, 0.0),
+            Some(Duration::from_millis(8_500))
+        );
+        assert_eq!(
+            reauthentication_delay(10_000, 1.0),
+            Some(Duration::from_millis(9_500))
+        );
+        assert_eq!(
+            reauthentication_delay(10_000, 7.0),
+            Some(Duration::from_millis(9_500)),
+            "jitter is clamped"
+        );
+    }
 
     #[test]
     fn request_frame_layout() {

@@ -635,3 +635,58 @@ async fn credentials_need_cluster_permissions_of_the_sasl_principal() {
         .await
         .expect("the new user logs in");
 }
+
+/// nagare-client re-authenticates (KIP-368) on the same connection before its session
+/// expires: over a real socket to a SASL_PLAINTEXT listener with a 400-ms
+/// `connections.max.reauth.ms`, one connection keeps being served across five session
+/// lifetimes, re-authenticating between requests.
+#[tokio::test]
+async fn nagare_client_reauthenticates_on_the_same_connection() {
+    let t = sasl_broker(&[("connections.max.reauth.ms", "400")]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let ctx = crate::network::ServeContext::for_broker(
+        t.broker.clone(),
+        "SASL_PLAINTEXT",
+        crate::handlers::ListenerKind::Broker,
+    );
+    assert_eq!(
+        ctx.security_protocol,
+        crate::context::SecurityProtocol::SaslPlaintext
+    );
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            tokio::spawn(crate::network::serve_with(ctx.clone(), stream, peer));
+        }
+    });
+    let options = nagare_client::ConnectionOptions {
+        sasl: Some(nagare_client::SaslCredentials {
+            mechanism: "PLAIN".into(),
+            username: "alice".into(),
+            password: "alice-secret".into(),
+        }),
+        ..Default::default()
+    };
+    let mut conn = nagare_client::Connection::connect_with(&addr, "reauth", options)
+        .await
+        .expect("login");
+    let started = Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_millis(2_000) {
+        let md = conn
+            .send(&MetadataRequest::default().with_topics(None))
+            .await
+            .unwrap_or_else(|e| panic!("request {served} after {:?}: {e}", started.elapsed()));
+        assert_eq!(md.brokers.len(), 1);
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // Five lifetimes, a re-authentication at 85-95% of each.
+    assert!(
+        conn.reauthentications() >= 4,
+        "{} re-authentications over {served} requests",
+        conn.reauthentications()
+    );
+}

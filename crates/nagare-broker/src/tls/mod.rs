@@ -7,6 +7,7 @@
 //! connections use renewed certificates without a restart (Kafka does this through dynamic
 //! `AlterConfigs` of the same keys; Nagare watches the files).
 
+pub mod client;
 pub mod principal;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{RootCertStore, SupportedCipherSuite, SupportedProtocolVersion};
 
+pub use client::ClientTls;
 pub use principal::PrincipalMapper;
 
 /// A TLS configuration error; every message names the Kafka key at fault.
@@ -563,11 +565,12 @@ impl rustls::client::danger::ServerCertVerifier for NoHostnameCheck {
 /// The client side of the connections a node opens to `listener` of other nodes (replica
 /// fetchers, the controller channel, the quorum): TLS with that listener's `ssl.*` settings
 /// when it is SSL or SASL_SSL, `None` (plaintext) otherwise, and `None` with a warning when
-/// no trust store is configured (those connections then fail at the peer's handshake).
-pub fn client_options(
+/// no trust store is configured (those connections then fail at the peer's handshake). Its
+/// files are reloaded by [`ClientTls::watch`] (the caller runs it).
+pub fn client_tls(
     config: &crate::config::BrokerConfig,
     listener: &str,
-) -> Result<Option<nagare_client::TlsOptions>, TlsConfigError> {
+) -> Result<Option<Arc<ClientTls>>, TlsConfigError> {
     if !config.security_protocol(listener).uses_tls() {
         return Ok(None);
     }
@@ -579,10 +582,18 @@ pub fn client_options(
         tracing::warn!(listener, "no ssl.truststore.location for listener {listener}: this node cannot verify other nodes' certificates, so connections it opens to their {listener} listeners will fail");
         return Ok(None);
     }
-    Ok(Some(nagare_client::TlsOptions {
-        config: Arc::new(settings.client_config()?),
-        server_name: None,
-    }))
+    ClientTls::new(listener, settings).map(Some)
+}
+
+/// [`client_tls`]'s connection options (the stores as loaded now, and as reloaded by the
+/// [`ClientTls`] behind them if its watch runs).
+pub fn client_options(
+    config: &crate::config::BrokerConfig,
+    listener: &str,
+) -> Result<Option<nagare_client::TlsOptions>, TlsConfigError> {
+    client_tls(config, listener)?
+        .map(|c| c.options())
+        .transpose()
 }
 
 /// A file's identity for change detection: modification time and size.

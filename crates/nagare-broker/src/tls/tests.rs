@@ -661,3 +661,72 @@ fn outbound_client_options_follow_the_listener() {
     let c = load(&[("ssl.truststore.certificates", ca.pem())]);
     assert!(client_options(&c, "SSL").expect("TLS").is_some());
 }
+
+/// The connections a node opens pick up changed key and trust store files: one set of
+/// `TlsOptions` (as the replica fetchers, marker sender and controller channel each keep)
+/// first distrusts the server, then — after the trust store file changes — trusts it but
+/// presents a client certificate the server refuses, then — after the key store changes —
+/// connects and is served.
+#[tokio::test]
+async fn outbound_connections_pick_up_changed_key_and_trust_stores() {
+    let t = TestBroker::start().await;
+    let old_ca = Ca::new("old-ca");
+    let new_ca = Ca::new("new-ca");
+    let (chain, key) = new_ca.issue(&["localhost"], &[(DnType::CommonName, "broker")]);
+    let addr = serve(&t, server_tls(&new_ca.pem(), &chain, &key, "required")).await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let keystore = dir.path().join("node.pem");
+    let truststore = dir.path().join("ca.pem");
+    let write_identity = |ca: &Ca, cn: &str| {
+        let (chain, key) = ca.issue(&[], &[(DnType::CommonName, cn)]);
+        std::fs::write(&keystore, format!("{key}{chain}")).expect("write key store");
+    };
+    write_identity(&old_ca, "node-old");
+    std::fs::write(&truststore, old_ca.pem()).expect("write trust store");
+    let p = props(&[
+        ("ssl.keystore.location", &keystore.display().to_string()),
+        ("ssl.truststore.location", &truststore.display().to_string()),
+        ("ssl.endpoint.identification.algorithm", ""),
+    ]);
+    let client = ClientTls::new("SSL", TlsSettings::from_props(&p, None).expect("settings"))
+        .expect("client TLS");
+    let options = nagare_client::ConnectionOptions {
+        tls: Some(client.options().expect("options")),
+        ..Default::default()
+    };
+    let metadata = |options: nagare_client::ConnectionOptions| async move {
+        let mut conn =
+            nagare_client::Connection::connect_with(&addr.to_string(), "node", options).await?;
+        conn.send(&MetadataRequest::default().with_topics(None))
+            .await
+    };
+    let e = metadata(options.clone())
+        .await
+        .expect_err("the server's CA is not trusted yet");
+    assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+    assert!(!client.reload_if_changed(), "nothing changed yet");
+
+    // The new CA in the trust store: the server is trusted, but the server refuses the
+    // client certificate of the old CA.
+    std::fs::write(&truststore, format!("{}{}", new_ca.pem(), old_ca.pem()))
+        .expect("write trust store");
+    assert!(client.reload_if_changed());
+    assert!(
+        metadata(options.clone()).await.is_err(),
+        "the server accepted a certificate of a CA it does not trust"
+    );
+
+    // A certificate from the new CA: served.
+    write_identity(&new_ca, "node-renewed");
+    assert!(client.reload_if_changed());
+    let md = metadata(options.clone())
+        .await
+        .expect("Metadata with the renewed certificate");
+    assert_eq!(md.brokers.len(), 1);
+
+    // A broken key store: logged, the renewed certificate stays in use.
+    std::fs::write(&keystore, "-----BEGIN GARBAGE-----\n").expect("write");
+    assert!(!client.reload_if_changed());
+    metadata(options).await.expect("still served");
+}
