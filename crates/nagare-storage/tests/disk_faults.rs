@@ -397,10 +397,14 @@ fn slow_fsync_does_not_hold_appends_up() {
 #[test]
 fn seeded_fault_schedule_never_loses_acknowledged_records() {
     let base = disk_fault_seed("seeded_fault_schedule_never_loses_acknowledged_records");
+    // One seed when replaying; otherwise 3 consecutive ones, or NAGARE_DISK_FAULT_RUNS.
     let runs: u64 = if std::env::var("NAGARE_DISK_FAULT_SEED").is_ok() {
         1
     } else {
-        3
+        std::env::var("NAGARE_DISK_FAULT_RUNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3)
     };
     for run in 0..runs {
         let seed = base.wrapping_add(run);
@@ -442,7 +446,10 @@ fn schedule(seed: u64) {
                 return m;
             }
         }
+        // Still failing: the operator frees space (a broker cannot load its logs on a full
+        // disk, as in Kafka) and the random faults pause for one start.
         faults.set_random(false);
+        faults.set_disk_full(false);
         let m = LogManager::open(root.path().to_path_buf(), |_| config(2_000), 0).expect("open");
         faults.set_random(true);
         m
@@ -522,8 +529,13 @@ fn schedule(seed: u64) {
                     true
                 }
             }
-        } else if r < 95 {
+        } else if r < 93 {
             log.flush().is_err()
+        } else if r < 96 {
+            // The filesystem fills up (every growing write fails after a partial prefix)
+            // or is freed again.
+            faults.set_disk_full(!faults.is_disk_full());
+            false
         } else {
             true
         };
@@ -540,6 +552,7 @@ fn schedule(seed: u64) {
         }
     }
     faults.set_random(false);
+    faults.set_disk_full(false);
     let _ = logs.shutdown();
     drop(logs);
     let logs = open(&faults);

@@ -219,6 +219,11 @@ impl FaultyIo {
         self.disk_full.store(full, Ordering::Release);
     }
 
+    /// Whether the disk-full switch is on.
+    pub fn is_disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Acquire)
+    }
+
     /// Queues a one-shot fault for the next operation of kind `op`.
     pub fn fail_next(&self, op: FaultOp, kind: FaultKind) {
         self.state.lock().queued.push_back((op, kind));
