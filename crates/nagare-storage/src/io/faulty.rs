@@ -112,6 +112,10 @@ fn splitmix(mut x: u64) -> u64 {
 
 struct State {
     rng: u64,
+    /// Per file, the length an fsync made durable (files created while the injector was
+    /// installed start at 0; others at their length when first seen): what survives a
+    /// simulated power loss ([`FaultyIo::power_loss`]).
+    durable: std::collections::HashMap<PathBuf, u64>,
     queued: VecDeque<(FaultOp, FaultKind)>,
     injected: Vec<InjectedFault>,
 }
@@ -165,6 +169,7 @@ impl FaultyIo {
             trigger: None,
             state: Mutex::new(State {
                 rng: splitmix(plan.seed),
+                durable: std::collections::HashMap::new(),
                 queued: VecDeque::new(),
                 injected: Vec::new(),
             }),
@@ -219,6 +224,11 @@ impl FaultyIo {
         self.disk_full.store(full, Ordering::Release);
     }
 
+    /// Whether the disk-full switch is on.
+    pub fn is_disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Acquire)
+    }
+
     /// Queues a one-shot fault for the next operation of kind `op`.
     pub fn fail_next(&self, op: FaultOp, kind: FaultKind) {
         self.state.lock().queued.push_back((op, kind));
@@ -227,6 +237,47 @@ impl FaultyIo {
     /// Every fault injected so far.
     pub fn injected(&self) -> Vec<InjectedFault> {
         self.state.lock().injected.clone()
+    }
+
+    /// Simulates a power loss: every file written through this injector loses what was
+    /// written after its last successful fsync, except a random prefix of it (a torn tail:
+    /// the page cache had written some of it back). Call it with the logs closed or
+    /// dropped, then reopen them.
+    pub fn power_loss(&self) -> io::Result<()> {
+        let mut st = self.state.lock();
+        // In path order, so that a seed replays the same losses.
+        let mut files: Vec<(PathBuf, u64)> =
+            st.durable.iter().map(|(p, l)| (p.clone(), *l)).collect();
+        files.sort();
+        for (path, durable) in files {
+            let Ok(f) = OpenOptions::new().write(true).open(&path) else {
+                continue;
+            };
+            let len = f.metadata()?.len();
+            if len > durable {
+                let keep = durable + st.next() % (len - durable + 1);
+                f.set_len(keep)?;
+            }
+            st.durable.insert(path, len.min(durable));
+        }
+        Ok(())
+    }
+
+    fn note_synced(&self, path: &Path, file: &File) {
+        if let Ok(m) = file.metadata() {
+            self.state
+                .lock()
+                .durable
+                .insert(path.to_path_buf(), m.len());
+        }
+    }
+
+    fn note_seen(&self, path: &Path, file: &File) {
+        let mut st = self.state.lock();
+        if !st.durable.contains_key(path) {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            st.durable.insert(path.to_path_buf(), len);
+        }
     }
 
     fn triggered(&self) -> bool {
@@ -298,7 +349,14 @@ impl FaultyIo {
 
 impl StorageIo for FaultyIo {
     fn open(&self, path: &Path, opts: &OpenOptions) -> io::Result<File> {
-        StdIo.open(path, opts)
+        let existed = path.exists();
+        let f = StdIo.open(path, opts)?;
+        if existed {
+            self.note_seen(path, &f);
+        } else {
+            self.state.lock().durable.insert(path.to_path_buf(), 0);
+        }
+        Ok(f)
     }
 
     fn write_at(&self, path: &Path, file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -320,6 +378,7 @@ impl StorageIo for FaultyIo {
             }
             None => None,
         };
+        self.note_seen(path, file);
         let Some((kind, r)) = fault else {
             return StdIo.write_at(path, file, buf, offset);
         };
@@ -357,18 +416,29 @@ impl StorageIo for FaultyIo {
     }
 
     fn sync_data(&self, path: &Path, file: &File) -> io::Result<()> {
-        self.sync(path, || StdIo.sync_data(path, file))
+        self.sync(path, || StdIo.sync_data(path, file))?;
+        self.note_synced(path, file);
+        Ok(())
     }
 
     fn sync_all(&self, path: &Path, file: &File) -> io::Result<()> {
-        self.sync(path, || StdIo.sync_all(path, file))
+        self.sync(path, || StdIo.sync_all(path, file))?;
+        self.note_synced(path, file);
+        Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         match self.decide(FaultOp::Rename, from) {
             Some((FaultKind::NoSpace | FaultKind::ShortWrite, _)) => Err(no_space()),
             Some(_) => Err(eio()),
-            None => StdIo.rename(from, to),
+            None => {
+                StdIo.rename(from, to)?;
+                let mut st = self.state.lock();
+                if let Some(d) = st.durable.remove(from) {
+                    st.durable.insert(to.to_path_buf(), d);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -376,7 +446,9 @@ impl StorageIo for FaultyIo {
         if self.triggered() {
             return Err(eio());
         }
-        StdIo.remove_file(path)
+        StdIo.remove_file(path)?;
+        self.state.lock().durable.remove(path);
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -10,7 +10,7 @@ use nagare_protocol::record_batch::{
     self, batches, validate_crc, RecordBatchHeader, TimestampType as BatchTimestampType,
 };
 
-use super::{batch_error, remove_file_if_exists, Inner, Log};
+use super::{batch_error, Inner, Log};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::StorageError;
 use crate::producer_state::{Prepared, TxnVerification, VerificationGuard};
@@ -552,12 +552,13 @@ impl Log {
             if inner.active.base_offset == new_base {
                 return Ok(());
             }
-            // Replace the empty active segment rather than keep an empty one behind.
+            // Replace the empty active segment rather than keep an empty one behind. Its
+            // files are removed directly (nothing to read in them, and a removal cannot fail
+            // for lack of space the way a rename can); a leftover one would only load as an
+            // empty segment.
             let new = Segment::create(&self.dir, new_base)?;
-            let mut old = std::mem::replace(&mut inner.active, new);
-            for p in old.rename_for_delete()? {
-                remove_file_if_exists(&p)?;
-            }
+            let old = std::mem::replace(&mut inner.active, new);
+            old.remove_files();
         } else {
             // Every step before the swap leaves the log as it was if it fails (a full disk:
             // the old segment stays active and the roll is retried by the next append).
