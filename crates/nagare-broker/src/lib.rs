@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection_quotas;
 pub mod context;
 pub mod controller_channel;
+pub mod controller_mutation_quota;
 pub mod controller_requests;
 pub mod coordinator_runtime;
 pub mod fetch_session;
