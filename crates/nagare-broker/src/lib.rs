@@ -11,6 +11,7 @@ pub mod connection_quotas;
 pub mod console;
 pub mod context;
 pub mod controller_channel;
+pub mod controller_mutation_quota;
 pub mod controller_requests;
 pub mod coordinator_runtime;
 pub mod fetch_session;

@@ -375,6 +375,8 @@ pub struct QuotaManagers {
     pub fetch: ClientQuotaManager,
     /// `request_percentage`.
     pub request: ClientQuotaManager,
+    /// `controller_mutation_rate` (KIP-599).
+    pub mutation: crate::controller_mutation_quota::ControllerMutationQuotas,
     epoch: Instant,
     current: Mutex<Arc<ClientQuotasImage>>,
 }
@@ -386,6 +388,7 @@ impl QuotaManagers {
             produce: ClientQuotaManager::new(PRODUCER_BYTE_RATE, window, false),
             fetch: ClientQuotaManager::new(CONSUMER_BYTE_RATE, window, false),
             request: ClientQuotaManager::new(REQUEST_PERCENTAGE, window, true),
+            mutation: crate::controller_mutation_quota::ControllerMutationQuotas::new(window),
             epoch: Instant::now(),
             current: Mutex::new(Arc::default()),
         }
@@ -411,6 +414,7 @@ impl QuotaManagers {
         for m in [&self.produce, &self.fetch, &self.request] {
             m.update_quotas(quotas.clone());
         }
+        self.mutation.update_quotas(quotas.clone());
     }
 
     /// Records a Produce request's size against the producer byte-rate quota of its sender;
@@ -447,6 +451,38 @@ impl QuotaManagers {
             self.now_ms(),
         );
         self.throttle(&ctx.connection, t)
+    }
+
+    /// Records `permits` partition mutations of the request's (original) principal and
+    /// client id against `controller_mutation_rate` (KIP-599), strictly (refusing once the
+    /// quota is exhausted) when `strict`; the error carries the throttle time to report.
+    pub fn record_mutation(
+        &self,
+        ctx: &RequestContext,
+        permits: f64,
+        strict: bool,
+    ) -> Result<(), crate::controller_mutation_quota::QuotaExceeded> {
+        self.mutation.record(
+            &ctx.principal().name,
+            ctx.client_id(),
+            permits,
+            strict,
+            self.now_ms(),
+        )
+    }
+
+    /// The `throttle_time_ms` of a CreateTopics, CreatePartitions or DeleteTopics response
+    /// under `controller_mutation_rate`; the client's connection is muted for it, unless
+    /// the request was forwarded (Kafka throttles only the channel the client is on, and a
+    /// forwarded request's is the broker's channel to the controller).
+    pub fn mutation_throttle(&self, ctx: &RequestContext) -> i32 {
+        let ms = self
+            .mutation
+            .throttle_ms(&ctx.principal().name, ctx.client_id(), self.now_ms());
+        if ctx.forwarded.is_some() || ctx.connection.listener != ListenerKind::Broker {
+            return ms.min(i32::MAX as u64) as i32;
+        }
+        self.throttle(&ctx.connection, ms)
     }
 
     /// Mutes `conn` for `ms` (if any) and returns the throttle time as the wire's `i32`.

@@ -45,10 +45,11 @@ pub struct ConnectionOptions {
     pub tls: Option<TlsOptions>,
 }
 
-/// A SASL login (Kafka clients' `sasl.mechanism`, `sasl.username`, `sasl.password`).
+/// A SASL login (Kafka clients' `sasl.mechanism`, `sasl.username`, `sasl.password`). For
+/// `OAUTHBEARER`, `password` is the bearer token (a JWT) and `username` is not sent.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SaslCredentials {
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
     pub mechanism: String,
     /// The user name.
     pub username: String,
@@ -377,9 +378,29 @@ impl Connection {
                 check_authenticate(&resp)?;
                 resp.session_lifetime_ms
             }
+            None if creds.mechanism == "OAUTHBEARER" => {
+                // RFC 7628's initial client response with the bearer token (Kafka's
+                // OAuthBearerSaslClient); a refused token is answered with an error
+                // challenge, to which the client sends a lone %x01 and then gets the failure.
+                let req = step(nagare_sasl::oauthbearer::client_initial_response(
+                    &creds.password,
+                    &std::collections::BTreeMap::new(),
+                ));
+                let resp = self.send_raw(&req, version, timeout).await?;
+                check_authenticate(&resp)?;
+                if !resp.auth_bytes.is_empty() {
+                    let challenge = String::from_utf8_lossy(&resp.auth_bytes).into_owned();
+                    let fin = self.send_raw(&step(vec![0x01]), version, timeout).await?;
+                    check_authenticate(&fin)?;
+                    return Err(sasl_error(format!(
+                        "OAUTHBEARER token refused: {challenge}"
+                    )));
+                }
+                resp.session_lifetime_ms
+            }
             None => {
                 return Err(sasl_error(format!(
-                    "SASL mechanism {} is not supported by this client (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)",
+                    "SASL mechanism {} is not supported by this client (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER)",
                     creds.mechanism
                 )))
             }

@@ -390,3 +390,105 @@ async fn request_percentage_mutes_the_connection_for_at_most_one_window() {
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
     assert!(r.throttle_time_ms > 0 && r.throttle_time_ms <= 1000);
 }
+
+fn create_topic_req(name: &str, partitions: i32) -> create_topics_request::CreatableTopic {
+    create_topics_request::CreatableTopic::default()
+        .with_name(TopicName(s(name)))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+}
+
+/// controller_mutation_rate (KIP-599): 1 partition/s for this client id, a burst of 11.
+/// CreateTopics v7 (strict) creates topics while tokens are left (the last one may take the
+/// bucket below zero), then answers THROTTLING_QUOTA_EXCEEDED with the throttle time and
+/// creates nothing more; CreatePartitions v3 and DeleteTopics v6 are refused the same way;
+/// an old version (CreateTopics v5, permissive) is served but throttled and muted.
+#[tokio::test]
+async fn controller_mutation_rate_throttles_topic_mutations() {
+    let t = TestBroker::start().await;
+    alter_ok(
+        &t,
+        &[("client-id", Some(CLIENT))],
+        &[("controller_mutation_rate", 1.0, false)],
+    )
+    .await;
+    let create = |topics: Vec<create_topics_request::CreatableTopic>| {
+        CreateTopicsRequest::default()
+            .with_topics(topics)
+            .with_timeout_ms(5000)
+    };
+    // 8 of 11 tokens, then 8 more (3 left: accepted, −5), then refused.
+    let r = t
+        .send(
+            &create(vec![create_topic_req("m1", 8), create_topic_req("m2", 8)]),
+            7,
+        )
+        .await
+        .expect("CreateTopics");
+    assert!(r.topics.iter().all(|x| x.error_code == 0), "{r:?}");
+    assert!(
+        (4000..=5000).contains(&r.throttle_time_ms),
+        "−5 tokens at 1/s: {}",
+        r.throttle_time_ms
+    );
+    let r = t
+        .send(&create(vec![create_topic_req("m3", 1)]), 7)
+        .await
+        .expect("CreateTopics");
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::ThrottlingQuotaExceeded.code()
+    );
+    assert!(r.throttle_time_ms >= 4000, "{}", r.throttle_time_ms);
+    assert!(t.broker.image().topic("m3").is_none(), "m3 was not created");
+    assert!(t.connection.muted_until().is_some(), "connection muted");
+    // CreatePartitions v3 and DeleteTopics v6: strict too.
+    let r = t
+        .send(
+            &CreatePartitionsRequest::default()
+                .with_topics(vec![
+                    create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(TopicName(s("m1")))
+                        .with_count(9),
+                ])
+                .with_timeout_ms(5000),
+            3,
+        )
+        .await
+        .expect("CreatePartitions");
+    assert_eq!(
+        r.results[0].error_code,
+        ResponseError::ThrottlingQuotaExceeded.code()
+    );
+    assert!(r.throttle_time_ms > 0);
+    let r = t
+        .send(
+            &DeleteTopicsRequest::default()
+                .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(TopicName(s("m1"))))])
+                .with_timeout_ms(5000),
+            6,
+        )
+        .await
+        .expect("DeleteTopics");
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::ThrottlingQuotaExceeded.code()
+    );
+    assert!(t.broker.image().topic("m1").is_some(), "m1 not deleted");
+    // CreateTopics v5 predates the error: served, with the throttle time.
+    let r = t
+        .send(&create(vec![create_topic_req("m4", 2)]), 5)
+        .await
+        .expect("CreateTopics v5");
+    assert_eq!(r.topics[0].error_code, 0);
+    assert!(r.throttle_time_ms >= 6000, "{}", r.throttle_time_ms);
+    assert!(t.broker.image().topic("m4").is_some());
+    // Another client id is not limited.
+    assert!(t
+        .broker
+        .quotas
+        .mutation
+        .record("ANONYMOUS", "other", 1e6, true, 0)
+        .is_ok());
+}

@@ -38,6 +38,27 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             continue;
         }
         let count = t.count;
+        // controller_mutation_rate (KIP-599): the partitions added, strictly from v3.
+        let current = broker
+            .image()
+            .topic(&name)
+            .map(|t| t.partitions.len() as i32);
+        if let Some(current) = current.filter(|c| count > *c && !r.validate_only) {
+            let permits = f64::from(count - current);
+            if let Err(e) = broker
+                .quotas
+                .record_mutation(&req.ctx, permits, req.version() >= 3)
+            {
+                results.push(
+                    base.with_error_code(ResponseError::ThrottlingQuotaExceeded.code())
+                        .with_error_message(Some(sb(format!(
+                            "The throttling quota has been exceeded (throttle {} ms).",
+                            e.throttle_ms
+                        )))),
+                );
+                continue;
+            }
+        }
         let assignments: Option<Vec<Vec<i32>>> = t.assignments.map(|a| {
             a.into_iter()
                 .map(|x| x.broker_ids.into_iter().map(|b| *b).collect())
@@ -56,7 +77,9 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 .with_error_message(Some(sb(e.message()))),
         });
     }
-    let resp = CreatePartitionsResponse::default().with_results(results);
+    let resp = CreatePartitionsResponse::default()
+        .with_results(results)
+        .with_throttle_time_ms(broker.quotas.mutation_throttle(&req.ctx));
     Ok(Reply::Now(respond(
         ApiKey::CreatePartitions,
         req.version(),

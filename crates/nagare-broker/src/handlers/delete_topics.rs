@@ -54,6 +54,22 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             );
             continue;
         }
+        // controller_mutation_rate (KIP-599): the topic's partitions, strictly from v5.
+        let partitions = target
+            .as_deref()
+            .and_then(|n| broker.image().topic(n).map(|t| t.partitions.len()));
+        if let Some(p) = partitions {
+            if let Err(e) = broker.quotas.record_mutation(&req.ctx, p as f64, v >= 5) {
+                results.push(
+                    base.with_error_code(ResponseError::ThrottlingQuotaExceeded.code())
+                        .with_error_message(Some(sb(format!(
+                            "The throttling quota has been exceeded (throttle {} ms).",
+                            e.throttle_ms
+                        )))),
+                );
+                continue;
+            }
+        }
         let by_id = if name.is_none() { Some(id) } else { None };
         let n2 = name.clone();
         let outcome = broker
@@ -72,7 +88,9 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 .with_error_message(Some(sb(e.message()))),
         });
     }
-    let resp = DeleteTopicsResponse::default().with_responses(results);
+    let resp = DeleteTopicsResponse::default()
+        .with_responses(results)
+        .with_throttle_time_ms(broker.quotas.mutation_throttle(&req.ctx));
     Ok(Reply::Now(respond(
         ApiKey::DeleteTopics,
         v,

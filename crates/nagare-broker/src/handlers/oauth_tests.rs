@@ -440,3 +440,66 @@ async fn oauthbearer_jwks_over_https_is_fetched_and_refreshed() {
     let e = SaslSettings::from_config(&c).expect_err("404");
     assert!(e.contains("404"), "{e}");
 }
+
+/// nagare-client's OAUTHBEARER login over a real socket to a SASL_PLAINTEXT listener that
+/// validates JWTs against a JWKS file: a signed token is served as its `sub` (and the session
+/// lifetime the token allows is taken), an expired one is refused with the broker's error.
+#[tokio::test]
+async fn nagare_client_logs_in_with_a_bearer_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwks = dir.path().join("jwks.json");
+    let key = Key::new("k1");
+    write_jwks(&jwks, &[&key]);
+    let t = oauth_broker(&jwks, &[]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let ctx = crate::network::ServeContext::for_broker(
+        t.broker.clone(),
+        "SASL_PLAINTEXT",
+        crate::handlers::ListenerKind::Broker,
+    );
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            tokio::spawn(crate::network::serve_with(ctx.clone(), stream, peer));
+        }
+    });
+    let options = |token: String| nagare_client::ConnectionOptions {
+        sasl: Some(nagare_client::SaslCredentials {
+            mechanism: "OAUTHBEARER".into(),
+            username: String::new(),
+            password: token,
+        }),
+        ..Default::default()
+    };
+    let mut conn = nagare_client::Connection::connect_with(
+        &addr,
+        "oauth",
+        options(key.sign(claims("alice", 600))),
+    )
+    .await
+    .expect("login with a valid token");
+    let md = conn
+        .send(&MetadataRequest::default().with_topics(None))
+        .await
+        .expect("served");
+    assert_eq!(md.brokers.len(), 1);
+    let e = nagare_client::Connection::connect_with(
+        &addr,
+        "oauth",
+        options(key.sign(claims("alice", -60))),
+    )
+    .await
+    .expect_err("an expired token");
+    assert!(e.to_string().contains("invalid_token"), "{e}");
+    let other = Key::new("k2");
+    let e = nagare_client::Connection::connect_with(
+        &addr,
+        "oauth",
+        options(other.sign(claims("bob", 600))),
+    )
+    .await
+    .expect_err("a token signed by a key outside the JWKS");
+    assert!(e.to_string().contains("invalid_token"), "{e}");
+}

@@ -95,7 +95,10 @@ pub fn sasl_from_properties(
         .get("sasl.mechanism")
         .or_else(|| props.get("sasl.mechanisms"))
         .cloned()
-        .ok_or_else(|| anyhow::anyhow!("security.protocol=SASL_PLAINTEXT needs sasl.mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"))?;
+        .ok_or_else(|| anyhow::anyhow!("security.protocol=SASL_PLAINTEXT needs sasl.mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)"))?;
+    if mechanism == "OAUTHBEARER" {
+        return oauthbearer_from_properties(props).map(Some);
+    }
     let jaas = match props.get("sasl.jaas.config") {
         Some(text) => Some(
             nagare_sasl::jaas::parse(text).map_err(|e| anyhow::anyhow!("sasl.jaas.config: {e}"))?,
@@ -122,6 +125,41 @@ pub fn sasl_from_properties(
         username,
         password,
     }))
+}
+
+/// An OAUTHBEARER login from Kafka client properties: the token (a JWT) from the file named
+/// by `sasl.oauthbearer.token.endpoint.url=file:///path` (Kafka's file-based token
+/// endpoint; the file is read once, surrounding whitespace trimmed). The client-credentials
+/// flow against an `https://` token endpoint is not supported yet.
+fn oauthbearer_from_properties(
+    props: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<nagare_client::SaslCredentials> {
+    let url = props
+        .get("sasl.oauthbearer.token.endpoint.url")
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "sasl.mechanism=OAUTHBEARER needs sasl.oauthbearer.token.endpoint.url=file:///path/to/token.jwt"
+            )
+        })?;
+    let Some(path) = url.strip_prefix("file://") else {
+        anyhow::bail!(
+            "sasl.oauthbearer.token.endpoint.url={url}: only file:// token files are supported (the client-credentials flow against a token endpoint is not implemented)"
+        );
+    };
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| {
+            anyhow::anyhow!("sasl.oauthbearer.token.endpoint.url: cannot read {path}: {e}")
+        })?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        anyhow::bail!("sasl.oauthbearer.token.endpoint.url: {path} is empty");
+    }
+    Ok(nagare_client::SaslCredentials {
+        mechanism: "OAUTHBEARER".into(),
+        username: String::new(),
+        password: token,
+    })
 }
 
 /// TLS for the CLI's client from Kafka client properties: `security.protocol=SSL` or
@@ -235,6 +273,38 @@ mod tests {
             props(&[("security.protocol", "SASL_SSL")]),
         ] {
             assert!(sasl_from_properties(&bad).is_err());
+        }
+    }
+
+    #[test]
+    fn oauthbearer_token_from_a_file_url() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("token.jwt");
+        std::fs::write(&file, "  header.claims.signature\n").expect("write");
+        let url = format!("file://{}", file.display());
+        let c = sasl_from_properties(&props(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "OAUTHBEARER"),
+            ("sasl.oauthbearer.token.endpoint.url", &url),
+        ]))
+        .expect("ok")
+        .expect("sasl");
+        assert_eq!(
+            (c.mechanism.as_str(), c.password.as_str()),
+            ("OAUTHBEARER", "header.claims.signature")
+        );
+        for bad in ["https://idp.test/token", "file:///no/such/token.jwt"] {
+            let e = sasl_from_properties(&props(&[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "OAUTHBEARER"),
+                ("sasl.oauthbearer.token.endpoint.url", bad),
+            ]))
+            .expect_err(bad);
+            assert!(
+                e.to_string()
+                    .contains("sasl.oauthbearer.token.endpoint.url"),
+                "{e}"
+            );
         }
     }
 }
