@@ -334,6 +334,56 @@ pub fn index_position(index: &[u8], base_offset: i64, target: i64) -> u64 {
     pos
 }
 
+/// One entry of a remote `.txnindex` object (Kafka's `AbortedTxn`, 34 bytes big-endian:
+/// version i16, producer id, first offset, last offset, last stable offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAbortedTxn {
+    /// The producer whose transaction was aborted.
+    pub producer_id: i64,
+    /// The transaction's first offset.
+    pub first_offset: i64,
+    /// The ABORT marker's offset.
+    pub last_offset: i64,
+    /// The last stable offset right after the marker.
+    pub last_stable_offset: i64,
+}
+
+/// Parses a `.txnindex` object; a torn final entry is ignored.
+pub fn parse_txn_index(bytes: &[u8]) -> Vec<RemoteAbortedTxn> {
+    let long = |e: &[u8], at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&e[at..at + 8]);
+        i64::from_be_bytes(b)
+    };
+    bytes
+        .chunks_exact(34)
+        .map(|e| RemoteAbortedTxn {
+            producer_id: long(e, 2),
+            first_offset: long(e, 10),
+            last_offset: long(e, 18),
+            last_stable_offset: long(e, 26),
+        })
+        .collect()
+}
+
+/// The end (exclusive) of the last whole batch in `records`: the offset a fetch returning
+/// them reaches. `None` for no whole batch.
+pub fn records_end_offset(records: &[u8]) -> Option<i64> {
+    let mut pos = 0;
+    let mut end = None;
+    while pos + LAST_OFFSET_DELTA_AT + 4 <= records.len() {
+        let base = i64::from_be_bytes(read_arr(records, pos).ok()?);
+        let len = i32::from_be_bytes(read_arr(records, pos + 8).ok()?);
+        let delta = i32::from_be_bytes(read_arr(records, pos + LAST_OFFSET_DELTA_AT).ok()?);
+        if len < 0 || pos + LOG_OVERHEAD + len as usize > records.len() {
+            break;
+        }
+        end = Some(base + i64::from(delta) + 1);
+        pos += LOG_OVERHEAD + len as usize;
+    }
+    end
+}
+
 /// The built-in remote storage manager over an [`ObjectStore`].
 #[derive(Debug, Clone)]
 pub struct RemoteStorageManager {
@@ -619,5 +669,123 @@ impl RemoteStorageManager {
             )
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake batch of `total` bytes holding offsets `base..=base+delta` (only the fields
+    /// the scan reads are set).
+    fn batch(base: i64, delta: i32, total: usize) -> Vec<u8> {
+        let mut b = vec![0u8; total];
+        b[..8].copy_from_slice(&base.to_be_bytes());
+        b[8..12].copy_from_slice(&((total - 12) as i32).to_be_bytes());
+        b[23..27].copy_from_slice(&delta.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn scan_finds_the_batch_holding_the_target() {
+        let mut buf = batch(0, 9, 100);
+        buf.extend(batch(10, 9, 100));
+        buf.extend(batch(20, 9, 100));
+        // Target inside the second batch: from it, within the byte limit.
+        assert_eq!(
+            scan_batches(&buf, 15, 150),
+            Ok(BatchScan::Found {
+                start: 100,
+                end: 200
+            })
+        );
+        assert_eq!(
+            scan_batches(&buf, 15, 1000),
+            Ok(BatchScan::Found {
+                start: 100,
+                end: 300
+            })
+        );
+        // KIP-74: one whole batch even over the limit.
+        assert_eq!(
+            scan_batches(&buf, 0, 10),
+            Ok(BatchScan::Found { start: 0, end: 100 })
+        );
+        // Past everything: read on.
+        assert_eq!(
+            scan_batches(&buf, 30, 1000),
+            Ok(BatchScan::NeedMore { consumed: 300 })
+        );
+        // The wanted batch cut off by the read.
+        assert_eq!(
+            scan_batches(&buf[..250], 25, 1000),
+            Ok(BatchScan::FirstBatchIncomplete {
+                start: 200,
+                len: 100
+            })
+        );
+        assert_eq!(records_end_offset(&buf), Some(30));
+        assert_eq!(records_end_offset(&buf[..150]), Some(10));
+        assert_eq!(records_end_offset(&[]), None);
+        let mut bad = batch(0, 0, 30);
+        bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(scan_batches(&bad, 0, 100).is_err());
+    }
+
+    #[test]
+    fn index_lookup_and_txn_index_parsing() {
+        let mut idx = Vec::new();
+        for (rel, pos) in [(5u32, 400u32), (10, 800), (20, 1600)] {
+            idx.extend(rel.to_be_bytes());
+            idx.extend(pos.to_be_bytes());
+        }
+        assert_eq!(index_position(&idx, 100, 99), 0);
+        assert_eq!(index_position(&idx, 100, 112), 800);
+        assert_eq!(index_position(&idx, 100, 500), 1600);
+        let mut txn = Vec::new();
+        for v in [
+            0i16.to_be_bytes().to_vec(),
+            7i64.to_be_bytes().to_vec(),
+            3i64.to_be_bytes().to_vec(),
+            9i64.to_be_bytes().to_vec(),
+            10i64.to_be_bytes().to_vec(),
+        ] {
+            txn.extend(v);
+        }
+        txn.extend([1, 2, 3]); // torn tail
+        assert_eq!(
+            parse_txn_index(&txn),
+            vec![RemoteAbortedTxn {
+                producer_id: 7,
+                first_offset: 3,
+                last_offset: 9,
+                last_stable_offset: 10
+            }]
+        );
+    }
+
+    #[test]
+    fn index_cache_is_bounded_and_lru() {
+        let c = IndexCache::new(10);
+        let (a, b, d) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        c.insert(a, ObjectKind::OffsetIndex, Bytes::from_static(b"aaaa"));
+        c.insert(b, ObjectKind::OffsetIndex, Bytes::from_static(b"bbbb"));
+        assert!(
+            c.get(a, ObjectKind::OffsetIndex).is_some(),
+            "a is now the most recent"
+        );
+        c.insert(d, ObjectKind::OffsetIndex, Bytes::from_static(b"dddd"));
+        assert!(
+            c.get(b, ObjectKind::OffsetIndex).is_none(),
+            "the least recent went"
+        );
+        assert_eq!(c.used_bytes(), 8);
+        c.insert(d, ObjectKind::TimeIndex, Bytes::from(vec![0; 11]));
+        assert!(
+            c.get(d, ObjectKind::TimeIndex).is_none(),
+            "larger than the cache"
+        );
+        c.remove_segment(a);
+        assert_eq!(c.used_bytes(), 4);
     }
 }

@@ -90,6 +90,9 @@ pub struct RemoteLogState {
     leader_epoch: i32,
     /// Lowest offset a reader may see (raised by DeleteRecords and retention); -1 = unset.
     log_start_offset: i64,
+    /// Highest offset ever in a finished copy (Kafka's `highestOffsetInRemoteStorage`); it
+    /// never goes down, so segments deleted by remote retention are not uploaded again.
+    highest_copied: i64,
     /// Live segments (not DELETE_FINISHED), by start offset then id.
     segments: BTreeMap<(i64, Uuid), RemoteLogSegmentMetadata>,
 }
@@ -101,6 +104,7 @@ impl RemoteLogState {
             partition,
             leader_epoch: -1,
             log_start_offset: -1,
+            highest_copied: -1,
             segments: BTreeMap::new(),
         }
     }
@@ -159,9 +163,10 @@ impl RemoteLogState {
             .collect())
     }
 
-    /// The highest offset in a finished copy, if any.
+    /// The highest offset ever in a finished copy, if any (also after remote retention
+    /// deleted that copy: local retention may delete everything up to it).
     pub fn copied_end_offset(&self) -> Option<i64> {
-        self.finished().map(|m| m.end_offset).max()
+        (self.highest_copied >= 0).then_some(self.highest_copied)
     }
 
     /// The first offset not yet in the remote log (where the next copy must start at the
@@ -272,6 +277,10 @@ impl RemoteLogState {
         if !from.can_transition_to(to) {
             return Err(StateError::InvalidTransition { from, to });
         }
+        if to == RemoteSegmentState::CopyFinished {
+            let end = self.segments[&key].end_offset;
+            self.highest_copied = self.highest_copied.max(end);
+        }
         if to == RemoteSegmentState::DeleteFinished {
             self.segments.remove(&key);
         } else if let Some(m) = self.segments.get_mut(&key) {
@@ -327,6 +336,19 @@ impl RemoteLogState {
         )
     }
 
+    /// The local log lost offsets `[next copy offset, to)` before they were uploaded (only
+    /// DeleteRecords can do that: local retention waits for uploads). Those offsets are
+    /// deleted records, so copying resumes at `to` and the log start moves up to it; without
+    /// this, uploads and therefore local retention would stop for good on the gap.
+    pub fn skip_to(&mut self, to: i64, leader_epoch: i32) -> Result<(), StateError> {
+        self.check_epoch(leader_epoch)?;
+        if self.next_copy_offset().is_some_and(|next| to > next) {
+            self.highest_copied = to - 1;
+            self.log_start_offset = self.log_start_offset.max(to);
+        }
+        Ok(())
+    }
+
     /// Raises the log start offset (DeleteRecords, or the local log start moving up when the
     /// whole log's retention deleted data). Never lowers it.
     pub fn raise_log_start_offset(&mut self, offset: i64) {
@@ -374,6 +396,7 @@ impl RemoteLogState {
             partition: self.partition.clone(),
             leader_epoch: self.leader_epoch,
             log_start_offset: self.log_start_offset,
+            highest_copied: self.highest_copied,
             segments: self.segments.values().cloned().collect(),
         };
         let payload =
@@ -416,6 +439,7 @@ impl RemoteLogState {
             partition: m.partition,
             leader_epoch: m.leader_epoch,
             log_start_offset: m.log_start_offset,
+            highest_copied: m.highest_copied,
             segments,
         })
     }
@@ -427,6 +451,7 @@ struct ManifestV1 {
     partition: TopicIdPartition,
     leader_epoch: i32,
     log_start_offset: i64,
+    highest_copied: i64,
     segments: Vec<RemoteLogSegmentMetadata>,
 }
 
@@ -598,6 +623,25 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(s.log_start_offset(), Some(20));
         assert!(s.segment_for_fetch(5).is_none());
+        // Records deleted locally before their upload (DeleteRecords) are skipped.
+        let mut skipped = s.clone();
+        skipped.skip_to(50, 0).expect("skip");
+        assert_eq!(skipped.next_copy_offset(), Some(50));
+        assert_eq!(
+            skipped.retention_candidates(0, -1, -1, 0).len(),
+            3,
+            "all below 50"
+        );
+        assert_eq!(skipped.skip_to(10, 0), Ok(()));
+        assert_eq!(skipped.next_copy_offset(), Some(50), "never backwards");
+        // Deleting every remote segment does not make them due for upload again.
+        let mut emptied = s.clone();
+        for m in emptied.finished().cloned().collect::<Vec<_>>() {
+            emptied.begin_delete(&m.id, 1, 0).expect("delete");
+            emptied.finish_delete(&m.id, 1, 0).expect("deleted");
+        }
+        assert_eq!(emptied.next_copy_offset(), Some(30));
+        assert_eq!(emptied.log_start_offset(), None);
         // The log start never moves down; with unlimited retention only the segments below
         // it go.
         s.raise_log_start_offset(0);

@@ -13,6 +13,9 @@
 mod definitions;
 mod listeners;
 mod parse;
+mod tiered;
+
+pub use tiered::TieredConfig;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -155,6 +158,8 @@ pub struct BrokerConfig {
     pub quota: QuotaConfig,
     /// `http.listeners`: the `host:port` addresses serving `/metrics` and `/health/*`.
     pub http_listeners: Vec<String>,
+    /// Tiered storage (`remote.log.*`, `rsm.config.*`).
+    pub tiered: TieredConfig,
 }
 
 /// Client quota windows and connection limits, with Kafka's names and defaults.
@@ -496,6 +501,7 @@ impl BrokerConfig {
                     .collect(),
             },
             http_listeners: parse_http_listeners(p.text("http.listeners").unwrap_or_default())?,
+            tiered: TieredConfig::parse(p)?,
             log_dirs,
             props: BTreeMap::new(),
         };
