@@ -101,8 +101,18 @@ impl RemoteLogManager {
             return Ok(None);
         };
         let (store, root) = store_cfg.build()?;
+        Ok(Some(Self::new(broker_id, config, store, root)))
+    }
+
+    /// A manager over a given store (tests wrap the store to inject faults).
+    pub fn new(
+        broker_id: i32,
+        config: &TieredConfig,
+        store: Arc<dyn nagare_remote_storage::object_store::ObjectStore>,
+        root: nagare_remote_storage::object_store::path::Path,
+    ) -> Arc<Self> {
         let rsm = RemoteStorageManager::new(store, root, config.index_cache_bytes);
-        Ok(Some(Arc::new(RemoteLogManager {
+        Arc::new(RemoteLogManager {
             broker_id,
             config: config.clone(),
             rsm,
@@ -111,7 +121,7 @@ impl RemoteLogManager {
             states: RwLock::new(HashMap::new()),
             rate: Mutex::new(RateLimiter::new(config.copy_max_bytes_per_second)),
             readers: tokio::sync::Semaphore::new(config.reader_threads.max(1)),
-        })))
+        })
     }
 
     /// The remote storage manager (tests and `tiered status`).
@@ -430,6 +440,8 @@ pub fn topic_tiered_config(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use bytes::Bytes;
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::StrBytes;
@@ -636,5 +648,131 @@ mod tests {
             .await
             .expect("list")
             .is_empty());
+    }
+
+    /// The object store unreachable under load: producers keep writing, local retention
+    /// keeps what is not uploaded (the local log grows), uploads resume when it is back, and
+    /// the remote log has every offset exactly once.
+    #[tokio::test]
+    async fn store_outage_blocks_nothing_and_loses_nothing() {
+        use nagare_remote_storage::fault::FaultyStore;
+        use nagare_remote_storage::object_store::local::LocalFileSystem;
+        use nagare_remote_storage::object_store::path::Path as ObjectPath;
+
+        let unused = tempfile::tempdir().expect("tmp");
+        let url = format!("file://{}", unused.path().display());
+        let b = TestBroker::build(
+            &[
+                ("remote.log.storage.system.enable", "true"),
+                ("rsm.config.url", &url),
+            ],
+            None,
+        )
+        .await;
+        let config = |k: &str, v: &str| (k.to_string(), Some(v.to_string()));
+        b.broker
+            .create_topics_internal(vec![nagare_controller::logic::NewTopic {
+                name: "t".into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                assignments: vec![],
+                configs: vec![
+                    config("segment.bytes", "1024"),
+                    config("remote.storage.enable", "true"),
+                    config("local.retention.bytes", "2048"),
+                    config("file.delete.delay.ms", "0"),
+                ],
+            }])
+            .await
+            .expect("create topic");
+        let store_dir = tempfile::tempdir().expect("tmp");
+        let faulty = Arc::new(FaultyStore::new(Arc::new(
+            LocalFileSystem::new_with_prefix(store_dir.path()).expect("store"),
+        )));
+        let mut tiered = b.broker.config.tiered.clone();
+        tiered.retry_backoff = nagare_remote_storage::Backoff {
+            initial_ms: 1,
+            max_ms: 2,
+        };
+        let rlm = super::RemoteLogManager::new(1, &tiered, faulty.clone(), ObjectPath::default());
+        let replicas = b.broker.replicas.clone();
+        let p = replicas.partition("t", 0).expect("partition");
+        let broker = b.broker.clone();
+        let cfg = move |topic: &str| {
+            topic_tiered_config(&broker.image(), &broker.topic_defaults(), topic)
+        };
+
+        for i in 0..40 {
+            produce(&b, i).await;
+        }
+        rlm.pass(&replicas, &cfg, &|_| true).await;
+        let copied_before = p.tier.copied_end().expect("uploaded before the outage");
+
+        // Outage: writes go on, uploads fail, local retention deletes nothing new.
+        faulty.set_down(true);
+        for i in 40..160 {
+            produce(&b, i).await;
+        }
+        for _ in 0..3 {
+            rlm.pass(&replicas, &cfg, &|_| true).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        replicas.enforce_retention(i64::MAX);
+        assert!(faulty.refused() > 0, "the outage was hit");
+        assert_eq!(
+            p.tier.copied_end(),
+            Some(copied_before),
+            "nothing uploaded while down"
+        );
+        assert!(
+            p.log_start_offset() <= copied_before + 1,
+            "local retention kept what is not uploaded: start {} copied {copied_before}",
+            p.log_start_offset()
+        );
+        let local_during = p.local_segments().len();
+        assert!(
+            local_during > 40,
+            "the local log grew: {local_during} segments"
+        );
+
+        // Back up: uploads resume (after the backoff) and local retention catches up.
+        faulty.set_down(false);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        rlm.pass(&replicas, &cfg, &|_| true).await;
+        replicas.enforce_retention(i64::MAX);
+        let copied = p.tier.copied_end().expect("copied");
+        assert!(copied > copied_before + 100, "uploads resumed: {copied}");
+        assert!(
+            p.log_start_offset() > copied_before + 1,
+            "local retention resumed"
+        );
+
+        // Every offset below the local start is in the remote log exactly once, intact.
+        let segments = rlm.segments(p.topic_id, 0);
+        let mut expected = 0;
+        for m in &segments {
+            assert_eq!(m.start_offset, expected, "no gap, no overlap");
+            expected = m.end_offset + 1;
+        }
+        for o in 0..p.log_start_offset() {
+            let bytes = rlm
+                .read(p.topic_id, 0, o, 1)
+                .await
+                .expect("remote read")
+                .expect("in the remote log");
+            let mut buf = bytes.clone();
+            let batches =
+                kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf).expect("decode");
+            let rec = batches
+                .iter()
+                .flat_map(|b| b.records.iter())
+                .find(|r| r.offset == o)
+                .expect("record");
+            assert_eq!(
+                rec.value.as_deref(),
+                Some(&value(o as usize)[..]),
+                "record {o}"
+            );
+        }
     }
 }

@@ -14,10 +14,14 @@
 //! copy rate limit, retry backoff) are pure functions in [`plan`]; the broker drives them.
 
 pub mod config;
+pub mod fault;
 pub mod metadata;
 pub mod plan;
 pub mod rsm;
 pub mod state;
+
+/// The object store crate, re-exported so users name the same `ObjectStore` trait.
+pub use object_store;
 
 pub use config::{RemoteStorageConfig, StoreLocation};
 pub use metadata::{
