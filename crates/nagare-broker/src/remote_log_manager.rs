@@ -21,6 +21,7 @@
 //! never on a network thread, bounded by `remote.log.reader.threads` concurrent reads.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +47,32 @@ pub enum TierError {
     /// The state machine refused a step (fenced by a newer leader, or a bug).
     #[error("remote log state: {0}")]
     State(#[from] nagare_remote_storage::StateError),
+}
+
+/// Tiered-storage counters and gauges of this broker (Kafka's `BrokerTopicMetrics` remote
+/// storage meters, KIP-405/KIP-963, broker-wide), exported by `/metrics`.
+#[derive(Debug, Default)]
+pub struct RemoteMetrics {
+    /// Bytes uploaded (RemoteCopyBytesPerSec).
+    pub copy_bytes: AtomicU64,
+    /// Segments uploaded (RemoteCopyRequestsPerSec).
+    pub copy_requests: AtomicU64,
+    /// Failed passes: uploads, deletes or manifest writes that will be retried
+    /// (FailedRemoteCopyRequestsPerSec).
+    pub copy_failed: AtomicU64,
+    /// Bytes read for consumers (RemoteFetchBytesPerSec).
+    pub fetch_bytes: AtomicU64,
+    /// Remote reads (RemoteFetchRequestsPerSec).
+    pub fetch_requests: AtomicU64,
+    /// Failed remote reads (FailedRemoteFetchRequestsPerSec).
+    pub fetch_failed: AtomicU64,
+    /// Remote segments deleted (RemoteDeleteRequestsPerSec).
+    pub delete_requests: AtomicU64,
+    /// Bytes of rolled local segments below the upload bound not yet uploaded, as of the
+    /// last pass (RemoteCopyLagBytes).
+    pub copy_lag_bytes: AtomicU64,
+    /// Bytes in finished remote segments of partitions led here (RemoteLogSizeBytes).
+    pub remote_log_size_bytes: AtomicU64,
 }
 
 /// Per-partition progress of the leader's task.
@@ -74,6 +101,8 @@ pub struct RemoteLogManager {
     states: RwLock<HashMap<(Uuid, i32), Arc<RemoteLogState>>>,
     rate: Mutex<RateLimiter>,
     readers: tokio::sync::Semaphore,
+    /// Counters for `/metrics`.
+    pub metrics: RemoteMetrics,
 }
 
 impl std::fmt::Debug for RemoteLogManager {
@@ -121,6 +150,7 @@ impl RemoteLogManager {
             states: RwLock::new(HashMap::new()),
             rate: Mutex::new(RateLimiter::new(config.copy_max_bytes_per_second)),
             readers: tokio::sync::Semaphore::new(config.reader_threads.max(1)),
+            metrics: RemoteMetrics::default(),
         })
     }
 
@@ -197,6 +227,7 @@ impl RemoteLogManager {
                 Ok(()) => task.failures = 0,
                 Err(e) => {
                     task.failures = task.failures.saturating_add(1);
+                    self.metrics.copy_failed.fetch_add(1, Ordering::Relaxed);
                     let delay = self
                         .config
                         .retry_backoff
@@ -211,7 +242,29 @@ impl RemoteLogManager {
         }
         tasks.retain(|k, _| seen.contains(k));
         drop(tasks);
+        let mut lag = 0u64;
+        for p in replicas.all_partitions() {
+            if p.tier.enabled() && p.is_leader() {
+                let copied = p.tier.copied_end().unwrap_or(-1);
+                let bound = p.upload_bound();
+                let locals = p.local_segments();
+                if let Some((_active, rolled)) = locals.split_last() {
+                    lag += rolled
+                        .iter()
+                        .filter(|l| {
+                            l.segment.next_offset - 1 > copied && l.segment.next_offset <= bound
+                        })
+                        .map(|l| l.segment.size_bytes)
+                        .sum::<u64>();
+                }
+            }
+        }
+        self.metrics.copy_lag_bytes.store(lag, Ordering::Relaxed);
         self.states.write().retain(|k, _| seen.contains(k));
+        let size: u64 = self.states.read().values().map(|s| s.size_bytes()).sum();
+        self.metrics
+            .remote_log_size_bytes
+            .store(size, Ordering::Relaxed);
         // Deleted topics: remove their objects (every former replica tries; deletes are
         // idempotent), then forget them.
         let gone: Vec<((Uuid, i32), TopicIdPartition)> = self
@@ -262,6 +315,7 @@ impl RemoteLogManager {
             self.save(p, state).await?;
         }
         self.rsm.delete_log_segment_data(m).await?;
+        self.metrics.delete_requests.fetch_add(1, Ordering::Relaxed);
         state.finish_delete(&m.id, now_ms(), epoch)?;
         self.save(p, state).await
     }
@@ -339,6 +393,8 @@ impl RemoteLogManager {
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
                 let bytes = self.rsm.copy_log_segment_data(&m, &view.files).await?;
+                self.metrics.copy_bytes.fetch_add(bytes, Ordering::Relaxed);
+                self.metrics.copy_requests.fetch_add(1, Ordering::Relaxed);
                 state.finish_copy(&m.id, now_ms(), epoch)?;
                 self.save(p, state).await?;
                 tracing::debug!(tp = %p.tp, start = m.start_offset, end, bytes, "uploaded segment");
@@ -378,7 +434,17 @@ impl RemoteLogManager {
             return Ok(None);
         };
         let _permit = self.readers.acquire().await.ok();
-        let bytes = self.rsm.read(&m, offset, max_bytes).await?;
+        self.metrics.fetch_requests.fetch_add(1, Ordering::Relaxed);
+        let bytes = match self.rsm.read(&m, offset, max_bytes).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.metrics.fetch_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        self.metrics
+            .fetch_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(Some(bytes))
     }
 
@@ -585,6 +651,17 @@ mod tests {
         // A second pass uploads nothing new.
         rlm.pass(&replicas, &cfg, &|_| true).await;
         assert_eq!(rlm.segments(p.topic_id, 0), segments);
+        let copies = rlm
+            .metrics
+            .copy_requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(copies as usize, segments.len());
+        assert_eq!(
+            rlm.metrics
+                .copy_lag_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
 
         replicas.enforce_retention(i64::MAX);
         let local_start = list_offset(&b, -4).await;
@@ -618,6 +695,23 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), n);
+        assert!(
+            rlm.metrics
+                .fetch_bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+        let cell = std::sync::OnceLock::new();
+        let _ = cell.set(b.broker.clone());
+        let source = crate::metrics::MetricsSource {
+            request_metrics: b.broker.request_metrics.clone(),
+            broker: Arc::new(cell),
+        };
+        let text = crate::metrics::render_with(&source, &[]);
+        assert!(
+            text.contains("kafka_server_brokertopicmetrics_remotecopybytes_total"),
+            "exported"
+        );
 
         // Topic deletion: the next pass deletes every object of the partition.
         let tp = rlm.state(p.topic_id, 0).expect("state").partition().clone();
