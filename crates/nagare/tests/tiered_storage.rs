@@ -232,6 +232,30 @@ fn scenario(label: &str, store: &[String], objects: &dyn Fn() -> Vec<String>) {
         );
     }
 
+    // `nagare tiered status` lists the remote segments from the manifest.
+    let mut args: Vec<String> = ["tiered", "status", TOPIC, "-b", &bootstrap]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for o in store {
+        args.push("--override".into());
+        args.push(o.clone());
+    }
+    let out = Command::new(common::nagare_bin())
+        .args(&args)
+        .output()
+        .expect("nagare tiered status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{label}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("remote log start Some({start})")) && text.contains("CopyFinished"),
+        "{label}: {text}"
+    );
+
     // Topic deletion removes every object of the topic.
     block_on(async {
         let mut c = Client::connect_to(&bootstrap).await.expect("connect");
