@@ -350,6 +350,14 @@ impl RemoteLogManager {
         let Some(state) = task.state.as_mut() else {
             return Ok(());
         };
+        // DeleteRecords moved the log start: persist it (retention below deletes the remote
+        // segments under it).
+        if let Some(req) = p.tier.requested_log_start() {
+            if state.log_start_offset().is_none_or(|s| s < req) {
+                state.raise_log_start_offset(req);
+                self.save(p, state).await?;
+            }
+        }
         // DeleteRecords may have removed local data never uploaded: skip the gap.
         if state
             .next_copy_offset()
@@ -711,6 +719,43 @@ mod tests {
         assert!(
             text.contains("kafka_server_brokertopicmetrics_remotecopybytes_total"),
             "exported"
+        );
+
+        // DeleteRecords into the remote part: the log start moves at once, older offsets are
+        // out of range, and the next pass deletes the remote segments below it.
+        let before = rlm.segments(p.topic_id, 0).len();
+        let r = b
+            .send(
+                &DeleteRecordsRequest::default()
+                    .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            delete_records_request::DeleteRecordsPartition::default()
+                                .with_partition_index(0)
+                                .with_offset(10),
+                        ])])
+                    .with_timeout_ms(5_000),
+                2,
+            )
+            .await
+            .expect("DeleteRecords");
+        let dr = &r.topics[0].partitions[0];
+        assert_eq!((dr.error_code, dr.low_watermark), (0, 10));
+        assert_eq!(list_offset(&b, -2).await, 10);
+        assert_eq!(
+            fetch(&b, 5).await.0,
+            1,
+            "OFFSET_OUT_OF_RANGE below the new start"
+        );
+        rlm.pass(&replicas, &cfg, &|_| true).await;
+        let after = rlm.segments(p.topic_id, 0);
+        assert!(after.len() < before, "segments below 10 deleted");
+        assert!(after.iter().all(|m| m.end_offset >= 10));
+        let (err, _, recs) = fetch(&b, 10).await;
+        assert_eq!(err, 0);
+        assert_eq!(
+            recs.iter().find(|(o, _)| *o == 10).map(|(_, v)| v.clone()),
+            Some(value(10))
         );
 
         // Topic deletion: the next pass deletes every object of the partition.

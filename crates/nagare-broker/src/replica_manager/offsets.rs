@@ -142,6 +142,16 @@ impl ReplicaManager {
         if target < 0 || target > bound {
             return Err(ReplicaError::OffsetOutOfRange(target));
         }
+        if p.tier.enabled() {
+            // KIP-405: the whole log's start moves, remote part included; the remote log
+            // manager persists it and deletes the remote segments below it.
+            p.tier.request_log_start(target);
+            if target < p.log.log_start_offset() {
+                let low = p.earliest_offset();
+                tracing::info!(tp = %p.tp, low_watermark = low, "deleted records (remote)");
+                return Ok(low);
+            }
+        }
         let low = p.log.delete_records_before(target)?;
         tracing::info!(tp = %p.tp, low_watermark = low, "deleted records");
         Ok(low)

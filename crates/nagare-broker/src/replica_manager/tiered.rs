@@ -27,6 +27,9 @@ pub struct TierState {
     copied_end: AtomicI64,
     /// The remote log start offset; -1 when the remote log is empty or not loaded.
     remote_log_start: AtomicI64,
+    /// The log start DeleteRecords asked for, applied to the remote state by the next pass
+    /// of the remote log manager; -1 when none.
+    requested_log_start: AtomicI64,
 }
 
 impl Default for TierState {
@@ -35,6 +38,7 @@ impl Default for TierState {
             enabled: AtomicBool::new(false),
             copied_end: AtomicI64::new(UNKNOWN),
             remote_log_start: AtomicI64::new(-1),
+            requested_log_start: AtomicI64::new(-1),
         }
     }
 }
@@ -63,9 +67,22 @@ impl TierState {
         self.remote_log_start.store(-1, Ordering::Release);
     }
 
-    /// The remote log start offset, if known and non-empty.
+    /// The remote log start offset, if known and non-empty (raised at once by a
+    /// DeleteRecords not yet applied to the remote state).
     pub fn remote_log_start(&self) -> Option<i64> {
         let v = self.remote_log_start.load(Ordering::Acquire);
+        (v >= 0).then(|| v.max(self.requested_log_start.load(Ordering::Acquire)))
+    }
+
+    /// DeleteRecords on a tiered partition: the log start moves to `offset` (never down);
+    /// the remote log manager persists it and deletes the remote segments below it.
+    pub fn request_log_start(&self, offset: i64) {
+        self.requested_log_start.fetch_max(offset, Ordering::AcqRel);
+    }
+
+    /// The log start DeleteRecords asked for, if any.
+    pub fn requested_log_start(&self) -> Option<i64> {
+        let v = self.requested_log_start.load(Ordering::Acquire);
         (v >= 0).then_some(v)
     }
 
