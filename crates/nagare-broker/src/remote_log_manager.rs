@@ -86,6 +86,8 @@ struct PartitionTask {
     failures: u32,
     /// No attempt before this time.
     next_try_ms: i64,
+    /// Rolled bytes below the upload bound not uploaded at the end of the last pass.
+    lag_bytes: u64,
 }
 
 /// The broker's remote log manager.
@@ -191,6 +193,7 @@ impl RemoteLogManager {
         let now = now_ms();
         let mut tasks = self.tasks.lock().await;
         let mut seen = HashSet::new();
+        let mut tasks_lag: HashMap<(Uuid, i32), u64> = HashMap::new();
         for p in replicas.all_partitions() {
             if !p.tier.enabled() {
                 continue;
@@ -218,12 +221,30 @@ impl RemoteLogManager {
                 epoch: -1,
                 failures: 0,
                 next_try_ms: 0,
+                lag_bytes: 0,
             });
             if now < task.next_try_ms {
                 continue;
             }
             let cfg = topic_config(&p.tp.topic);
-            match self.pass_partition(&p, task, &cfg).await {
+            let result = self.pass_partition(&p, task, &cfg).await;
+            if result.is_err() {
+                // The pass stopped early (e.g. the store is down): the lag still grows.
+                let copied = p.tier.copied_end().unwrap_or(-1);
+                let bound = p.upload_bound();
+                let locals = p.local_segments();
+                if let Some((_active, rolled)) = locals.split_last() {
+                    task.lag_bytes = rolled
+                        .iter()
+                        .filter(|l| {
+                            l.segment.next_offset - 1 > copied && l.segment.next_offset <= bound
+                        })
+                        .map(|l| l.segment.size_bytes)
+                        .sum();
+                }
+            }
+            tasks_lag.insert(key, task.lag_bytes);
+            match result {
                 Ok(()) => task.failures = 0,
                 Err(e) => {
                     task.failures = task.failures.saturating_add(1);
@@ -242,23 +263,7 @@ impl RemoteLogManager {
         }
         tasks.retain(|k, _| seen.contains(k));
         drop(tasks);
-        let mut lag = 0u64;
-        for p in replicas.all_partitions() {
-            if p.tier.enabled() && p.is_leader() {
-                let copied = p.tier.copied_end().unwrap_or(-1);
-                let bound = p.upload_bound();
-                let locals = p.local_segments();
-                if let Some((_active, rolled)) = locals.split_last() {
-                    lag += rolled
-                        .iter()
-                        .filter(|l| {
-                            l.segment.next_offset - 1 > copied && l.segment.next_offset <= bound
-                        })
-                        .map(|l| l.segment.size_bytes)
-                        .sum::<u64>();
-                }
-            }
-        }
+        let lag: u64 = tasks_lag.values().sum();
         self.metrics.copy_lag_bytes.store(lag, Ordering::Relaxed);
         self.states.write().retain(|k, _| seen.contains(k));
         let size: u64 = self.states.read().values().map(|s| s.size_bytes()).sum();
@@ -410,6 +415,14 @@ impl RemoteLogManager {
         }
         // The whole log's retention applies to the remote segments.
         let copied = state.copied_end_offset().unwrap_or(-1);
+        let bound = p.upload_bound();
+        if let Some((_active, rolled)) = segments.split_last() {
+            task.lag_bytes = rolled
+                .iter()
+                .filter(|s| s.next_offset - 1 > copied && s.next_offset <= bound)
+                .map(|s| s.size_bytes)
+                .sum();
+        }
         let local_only: u64 = segments
             .iter()
             .filter(|s| s.next_offset - 1 > copied)
@@ -867,6 +880,13 @@ mod tests {
             p.log_start_offset() <= copied_before + 1,
             "local retention kept what is not uploaded: start {} copied {copied_before}",
             p.log_start_offset()
+        );
+        assert!(
+            rlm.metrics
+                .copy_lag_bytes
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0,
+            "the copy lag shows the outage"
         );
         let local_during = p.local_segments().len();
         assert!(
