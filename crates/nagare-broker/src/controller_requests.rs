@@ -399,13 +399,31 @@ pub async fn create_topics_as(
         });
     }
     let defaults = broker.controller_defaults.clone();
+    let tiered_defaults = broker.topic_defaults();
     let outcome = broker
         .controller_commit(r.validate_only, move |img| {
             let mut records = Vec::new();
             let mut pending = HashSet::new();
             let mut answers = Vec::new();
             for t in todo {
-                match logic::create_topic(img, &defaults, &t, &pending, uuid::Uuid::new_v4()) {
+                let created =
+                    logic::create_topic(img, &defaults, &t, &pending, uuid::Uuid::new_v4())
+                        .and_then(|c| {
+                            // Kafka validates the tiered-storage keys together (LogConfig.validate).
+                            let overrides: BTreeMap<String, String> = t
+                                .configs
+                                .iter()
+                                .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+                                .collect();
+                            nagare_metadata::topic_config::validate_tiered(
+                                &tiered_defaults,
+                                None,
+                                &overrides,
+                            )
+                            .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m))?;
+                            Ok(c)
+                        });
+                match created {
                     Ok(c) => {
                         records.extend(c.records.clone());
                         pending.insert(t.name.clone());

@@ -25,6 +25,7 @@ pub mod network;
 pub mod oauth_https;
 pub mod quorum;
 pub mod quotas;
+pub mod remote_log_manager;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod request_metrics;
@@ -99,6 +100,8 @@ pub struct Broker {
     /// sender, KIP-890 verification), set at startup when the inter-broker listener is
     /// SASL_PLAINTEXT or SASL_SSL (`sasl.mechanism.inter.broker.protocol`).
     pub inter_broker_sasl: std::sync::OnceLock<nagare_client::SaslCredentials>,
+    /// Tiered storage (KIP-405), set at startup when `remote.log.storage.system.enable=true`.
+    pub remote_log: std::sync::OnceLock<Arc<remote_log_manager::RemoteLogManager>>,
     topic_defaults: RwLock<TopicDefaults>,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -152,6 +155,7 @@ impl Broker {
             }),
             inter_broker_tls: std::sync::OnceLock::new(),
             inter_broker_sasl: std::sync::OnceLock::new(),
+            remote_log: std::sync::OnceLock::new(),
             producer_ids: Mutex::new((0, 0)),
             config,
             cluster_id,

@@ -571,6 +571,15 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     if let Some(sasl) = inter_broker_sasl {
         let _ = broker_state.inter_broker_sasl.set(sasl);
     }
+    // Tiered storage (KIP-405): the object store is set up before serving, so a bad
+    // `rsm.config.*` stops startup naming the key.
+    if let Some(rlm) =
+        crate::remote_log_manager::RemoteLogManager::from_config(config.node_id, &config.tiered)
+            .map_err(|e| anyhow::anyhow!("tiered storage: {e}"))?
+    {
+        let _ = broker_state.replicas.remote_log.set(rlm.clone());
+        let _ = broker_state.remote_log.set(rlm);
+    }
     let broker = Arc::new(broker_state);
     let _ = broker.quorum.set(quorum.clone());
     let leader_raft = raft.clone();
@@ -656,6 +665,28 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             .with_context(|| format!("cannot listen on {}", listener_cfg.bind_addr()))?;
         local_addr = Some(listener.local_addr()?);
         tasks.push(tokio::spawn(replicas.clone().run_group_commit()));
+        if let Some(rlm) = broker.remote_log.get().cloned() {
+            let (b1, b2) = (Arc::downgrade(&broker), Arc::downgrade(&broker));
+            tasks.push(tokio::spawn(rlm.run(
+                replicas.clone(),
+                move |topic| {
+                    match b1.upgrade() {
+                        Some(b) => crate::remote_log_manager::topic_tiered_config(
+                            &b.image(),
+                            &b.topic_defaults(),
+                            topic,
+                        ),
+                        None => nagare_metadata::topic_config::TopicDefaults::default()
+                            .tiered_config(&Default::default()),
+                    }
+                },
+                // While shutting down, nothing counts as deleted.
+                move |id| {
+                    b2.upgrade()
+                        .is_none_or(|b| b.image().topic_by_id(&id).is_some())
+                },
+            )));
+        }
         tasks.push(spawn_periodic(config.log_flush_interval_ms, {
             let r = replicas.clone();
             move || {

@@ -148,6 +148,14 @@ impl TestBroker {
         if let Some(a) = authorizer {
             state.authorizer = a;
         }
+        // Tiered storage as `server::start` sets it up (the test drives its passes).
+        if let Some(rlm) =
+            crate::remote_log_manager::RemoteLogManager::from_config(1, &state.config.tiered)
+                .expect("tiered storage")
+        {
+            let _ = state.replicas.remote_log.set(rlm.clone());
+            let _ = state.remote_log.set(rlm);
+        }
         let broker = Arc::new(state);
         // The channel to the active controller, which is this node: requests go in-process.
         let voters = broker.config.quorum.voters.clone();

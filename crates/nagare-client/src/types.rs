@@ -193,6 +193,10 @@ pub enum OffsetSpec {
     Timestamp(i64),
     /// The offset of the record with the largest timestamp (KIP-734; ListOffsets v7+).
     MaxTimestamp,
+    /// The first offset on the leader's local disk (tiered storage, KIP-405; ListOffsets v8+).
+    EarliestLocal,
+    /// The highest offset uploaded to remote storage, -1 if none (KIP-1005; ListOffsets v9+).
+    LatestTiered,
 }
 
 impl OffsetSpec {
@@ -202,6 +206,8 @@ impl OffsetSpec {
             OffsetSpec::Earliest => -2,
             OffsetSpec::Latest => -1,
             OffsetSpec::MaxTimestamp => -3,
+            OffsetSpec::EarliestLocal => -4,
+            OffsetSpec::LatestTiered => -5,
             OffsetSpec::Timestamp(t) => t,
         }
     }

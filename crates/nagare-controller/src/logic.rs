@@ -20,7 +20,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: i16, message: impl Into<String>) -> Self {
+    /// An error with Kafka's error code and message.
+    pub fn new(code: i16, message: impl Into<String>) -> Self {
         ApiError {
             code,
             message: message.into(),
@@ -507,6 +508,11 @@ pub fn alter_configs(
         }
     }
     let before = image.config_overrides(resource, name);
+    if resource == ConfigResource::Topic {
+        // Kafka validates the tiered-storage keys together (LogConfig.validate).
+        topic_config::validate_tiered(defaults, Some(&before), &current)
+            .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m))?;
+    }
     let mut records = Vec::new();
     let mut keys: Vec<&String> = before.keys().chain(current.keys()).collect();
     keys.sort();

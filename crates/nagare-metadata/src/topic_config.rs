@@ -29,7 +29,8 @@ pub enum ConfigKind {
 pub struct TopicConfigDef {
     /// Topic config name.
     pub name: &'static str,
-    /// Broker property supplying the default (Kafka's "synonym").
+    /// Broker property supplying the default (Kafka's "synonym"); empty for the topic
+    /// configs without one (`remote.storage.enable` and the other KIP-405 switches).
     pub broker_key: &'static str,
     /// Kafka's default when the broker property is not set.
     pub default: &'static str,
@@ -161,12 +162,16 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "false",
         ConfigKind::Boolean,
     ),
+    def("remote.log.copy.disable", "", "false", ConfigKind::Boolean),
     def(
-        "remote.storage.enable",
-        "remote.log.storage.system.enable",
+        "remote.log.delete.on.disable",
+        "",
         "false",
         ConfigKind::Boolean,
     ),
+    // Kafka gives it no broker synonym: `remote.log.storage.system.enable` only allows topics
+    // to turn it on (see `validate_tiered`).
+    def("remote.storage.enable", "", "false", ConfigKind::Boolean),
     def(
         "retention.bytes",
         "log.retention.bytes",
@@ -283,6 +288,106 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
     }
 }
 
+/// A topic's tiered-storage settings (KIP-405), `-2` already resolved to the whole log's
+/// limit. `-1` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TieredTopicConfig {
+    /// `remote.storage.enable`.
+    pub remote_storage_enable: bool,
+    /// `local.retention.ms`: how long a segment stays on local disk after its upload.
+    pub local_retention_ms: i64,
+    /// `local.retention.bytes`: local bytes kept after upload.
+    pub local_retention_bytes: i64,
+    /// `retention.ms`: the whole log (local and remote).
+    pub retention_ms: i64,
+    /// `retention.bytes`: the whole log (local and remote).
+    pub retention_bytes: i64,
+    /// `remote.log.copy.disable`: remote data stays readable, nothing more is uploaded.
+    pub remote_log_copy_disable: bool,
+    /// `remote.log.delete.on.disable`: turning tiered storage off deletes the remote data.
+    pub remote_log_delete_on_disable: bool,
+}
+
+/// The checks Kafka's `LogConfig.validate` makes across tiered-storage keys on CreateTopics
+/// and (Incremental)AlterConfigs, on the topic's effective values (overrides over broker
+/// defaults). `before` is the topic's overrides before the change (`None` on creation). The
+/// message is Kafka's; the error code is INVALID_CONFIG.
+pub fn validate_tiered(
+    defaults: &TopicDefaults,
+    before: Option<&BTreeMap<String, String>>,
+    after: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let c = defaults.tiered_config(after);
+    if !c.remote_storage_enable {
+        let was = before.is_some_and(|b| defaults.tiered_config(b).remote_storage_enable);
+        if was && !c.remote_log_delete_on_disable {
+            return Err(
+                "It is invalid to disable remote storage without deleting remote data. \
+                If you want to keep the remote data and turn to read only, please set \
+                `remote.storage.enable=true,remote.log.copy.disable=true`. If you want to \
+                disable remote storage and delete all remote data, please set \
+                `remote.storage.enable=false,remote.log.delete.on.disable=true`."
+                    .to_string(),
+            );
+        }
+        return Ok(());
+    }
+    if !defaults.remote_log_storage_system_enable() {
+        return Err(
+            "Tiered Storage functionality is disabled in the broker. Topic cannot be \
+            configured with remote log storage."
+                .to_string(),
+        );
+    }
+    let policy = defaults.value(after, "cleanup.policy").unwrap_or_default();
+    if policy.split(',').any(|p| p.trim() == "compact") {
+        return Err(
+            "Remote log storage only supported for topics with cleanup.policy=delete".to_string(),
+        );
+    }
+    let raw = |k: &str| {
+        defaults
+            .value(after, k)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(-2)
+    };
+    for (local_key, whole_key, whole) in [
+        ("local.retention.ms", "retention.ms", c.retention_ms),
+        (
+            "local.retention.bytes",
+            "retention.bytes",
+            c.retention_bytes,
+        ),
+    ] {
+        let local = raw(local_key);
+        if whole > -1 && local != -2 {
+            if local == -1 {
+                return Err(format!(
+                    "Invalid value -1 for configuration {local_key}: Value must not be -1 as \
+                     {whole_key} value is set as {whole}."
+                ));
+            }
+            if local > whole {
+                return Err(format!(
+                    "Invalid value {local} for configuration {local_key}: Value must not be \
+                     more than {whole_key} property value: {whole}"
+                ));
+            }
+        }
+    }
+    if c.remote_log_copy_disable
+        && (c.local_retention_ms != c.retention_ms || c.local_retention_bytes != c.retention_bytes)
+    {
+        return Err(
+            "When `remote.log.copy.disable` is set to true, the `local.retention.ms` \
+            and `retention.ms` must be set to the identical value because there will be no \
+            more logs copied to the remote storage."
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
 /// Where an effective config value comes from (DescribeConfigs `config_source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
@@ -309,6 +414,8 @@ impl ConfigSource {
 #[derive(Debug, Clone, Default)]
 pub struct TopicDefaults {
     values: BTreeMap<&'static str, (String, ConfigSource)>,
+    /// The broker's `remote.log.storage.system.enable`: topics may enable tiered storage.
+    remote_log_storage_system_enable: bool,
 }
 
 impl TopicDefaults {
@@ -316,13 +423,59 @@ impl TopicDefaults {
     pub fn from_broker(get: impl Fn(&str) -> Option<String>) -> Self {
         let mut values = BTreeMap::new();
         for d in TOPIC_CONFIGS {
-            let v = match get(d.broker_key) {
+            let from_broker = if d.broker_key.is_empty() {
+                None
+            } else {
+                get(d.broker_key)
+            };
+            let v = match from_broker {
                 Some(v) => (v, ConfigSource::StaticBroker),
                 None => (d.default.to_string(), ConfigSource::Default),
             };
             values.insert(d.name, v);
         }
-        TopicDefaults { values }
+        let remote_log_storage_system_enable = get("remote.log.storage.system.enable")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        TopicDefaults {
+            values,
+            remote_log_storage_system_enable,
+        }
+    }
+
+    /// Whether the broker's `remote.log.storage.system.enable` is on.
+    pub fn remote_log_storage_system_enable(&self) -> bool {
+        self.remote_log_storage_system_enable
+    }
+
+    /// Whether a topic with these overrides is tiered: `remote.storage.enable=true` on a
+    /// broker with `remote.log.storage.system.enable=true`.
+    pub fn is_tiered(&self, overrides: &BTreeMap<String, String>) -> bool {
+        self.remote_log_storage_system_enable && self.tiered_config(overrides).remote_storage_enable
+    }
+
+    /// The tiered-storage settings of a topic with these overrides, `-2` resolved.
+    pub fn tiered_config(&self, overrides: &BTreeMap<String, String>) -> TieredTopicConfig {
+        let long = |k: &str, d: i64| {
+            self.value(overrides, k)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(d)
+        };
+        let boolean = |k: &str| {
+            self.value(overrides, k)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        };
+        let retention_ms = long("retention.ms", 604_800_000);
+        let retention_bytes = long("retention.bytes", -1);
+        let resolve = |local: i64, whole: i64| if local == -2 { whole } else { local };
+        TieredTopicConfig {
+            remote_storage_enable: boolean("remote.storage.enable"),
+            local_retention_ms: resolve(long("local.retention.ms", -2), retention_ms),
+            local_retention_bytes: resolve(long("local.retention.bytes", -2), retention_bytes),
+            retention_ms,
+            retention_bytes,
+            remote_log_copy_disable: boolean("remote.log.copy.disable"),
+            remote_log_delete_on_disable: boolean("remote.log.delete.on.disable"),
+        }
     }
 
     /// Effective value and source of every topic config given a topic's overrides.
@@ -381,6 +534,14 @@ impl TopicDefaults {
         c.cleanup_policy_compact = eff
             .get("cleanup.policy")
             .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
+        if self.is_tiered(overrides) {
+            // KIP-405: the local log keeps only `local.retention.*`; the whole log's
+            // `retention.*` applies to the remote log. The broker also bounds local deletion
+            // by what is uploaded.
+            let t = self.tiered_config(overrides);
+            c.retention_ms = t.local_retention_ms;
+            c.retention_bytes = t.local_retention_bytes;
+        }
         c.delete_retention_ms = long("delete.retention.ms", c.delete_retention_ms);
         c.min_compaction_lag_ms = long("min.compaction.lag.ms", c.min_compaction_lag_ms);
         c.max_compaction_lag_ms = long("max.compaction.lag.ms", c.max_compaction_lag_ms);
@@ -421,6 +582,86 @@ mod tests {
         assert!(validate("no.such.config", "1")
             .unwrap_err()
             .contains("Unknown topic config"));
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn tiered_validation_follows_kafka() {
+        let off = TopicDefaults::from_broker(|_| None);
+        let on = TopicDefaults::from_broker(|k| {
+            (k == "remote.log.storage.system.enable").then(|| "true".to_string())
+        });
+        // The system switch does not turn topics on (no broker synonym).
+        assert!(!on.tiered_config(&BTreeMap::new()).remote_storage_enable);
+        let enable = map(&[("remote.storage.enable", "true")]);
+        assert!(validate_tiered(&off, None, &enable)
+            .unwrap_err()
+            .contains("disabled in the broker"));
+        assert!(validate_tiered(&on, None, &enable).is_ok());
+        let compacted = map(&[
+            ("remote.storage.enable", "true"),
+            ("cleanup.policy", "compact"),
+        ]);
+        assert!(validate_tiered(&on, None, &compacted).is_err());
+        // local.retention.* ≤ retention.*, -2 = the same, -1 only with unlimited retention.
+        let c = map(&[
+            ("remote.storage.enable", "true"),
+            ("retention.ms", "1000"),
+            ("local.retention.ms", "2000"),
+        ]);
+        assert!(validate_tiered(&on, None, &c)
+            .unwrap_err()
+            .contains("must not be more than retention.ms"));
+        let c = map(&[
+            ("remote.storage.enable", "true"),
+            ("retention.bytes", "1000"),
+            ("local.retention.bytes", "-1"),
+        ]);
+        assert!(validate_tiered(&on, None, &c)
+            .unwrap_err()
+            .contains("must not be -1"));
+        let c = map(&[
+            ("remote.storage.enable", "true"),
+            ("retention.ms", "-1"),
+            ("local.retention.ms", "-1"),
+            ("local.retention.bytes", "100"),
+        ]);
+        assert!(validate_tiered(&on, None, &c).is_ok());
+        // A tiered topic's local log keeps only local.retention.*.
+        let tiered = map(&[
+            ("remote.storage.enable", "true"),
+            ("retention.ms", "100000"),
+            ("local.retention.ms", "1000"),
+        ]);
+        assert!(on.is_tiered(&tiered) && !off.is_tiered(&tiered));
+        assert_eq!(on.log_config(&tiered).retention_ms, 1000);
+        assert_eq!(off.log_config(&tiered).retention_ms, 100000);
+        let t = on.tiered_config(&map(&[("retention.bytes", "500")]));
+        assert_eq!(
+            (t.local_retention_bytes, t.local_retention_ms),
+            (500, 604_800_000)
+        );
+        // Turning it off needs remote.log.delete.on.disable=true.
+        assert!(validate_tiered(&on, Some(&enable), &BTreeMap::new())
+            .unwrap_err()
+            .contains("without deleting remote data"));
+        let off_delete = map(&[("remote.log.delete.on.disable", "true")]);
+        assert!(validate_tiered(&on, Some(&enable), &off_delete).is_ok());
+        // Copy disabled: local retention must equal the whole log's.
+        let c = map(&[
+            ("remote.storage.enable", "true"),
+            ("remote.log.copy.disable", "true"),
+            ("local.retention.ms", "10"),
+        ]);
+        assert!(validate_tiered(&on, None, &c)
+            .unwrap_err()
+            .contains("remote.log.copy.disable"));
     }
 
     #[test]

@@ -44,6 +44,8 @@ enum Command {
     Acl(cli::acl::Args),
     /// Manage users' SCRAM credentials (set, describe, delete).
     User(cli::user::Args),
+    /// Tiered storage (KIP-405): list a topic's remote segments.
+    Tiered(cli::tiered::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +75,7 @@ fn main() -> std::process::ExitCode {
             Command::Transactions(args) => cli::transactions::run(args).await,
             Command::Acl(args) => cli::acl::run(args).await,
             Command::User(args) => cli::user::run(args).await,
+            Command::Tiered(args) => cli::tiered::run(args).await,
         }
     });
     match result {

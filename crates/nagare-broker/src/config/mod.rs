@@ -13,6 +13,9 @@
 mod definitions;
 mod listeners;
 mod parse;
+mod tiered;
+
+pub use tiered::TieredConfig;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -161,6 +164,8 @@ pub struct BrokerConfig {
     pub log_level: Option<crate::logging::LogLevel>,
     /// `log.levels`: per-logger levels.
     pub log_levels: Vec<(String, crate::logging::LogLevel)>,
+    /// Tiered storage (`remote.log.*`, `rsm.config.*`).
+    pub tiered: TieredConfig,
 }
 
 /// Client quota windows and connection limits, with Kafka's names and defaults.
@@ -525,6 +530,7 @@ impl BrokerConfig {
                         e.to_string(),
                     )
                 })?,
+            tiered: TieredConfig::parse(p)?,
             log_dirs,
             props: BTreeMap::new(),
         };

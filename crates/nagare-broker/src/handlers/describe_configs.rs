@@ -156,7 +156,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                                         .with_source(1),
                                 );
                             }
-                            if let Some(d) = def {
+                            if let Some(d) = def.filter(|d| !d.broker_key.is_empty()) {
                                 let bv = defaults.value(&Default::default(), k).unwrap_or_default();
                                 let bsrc = if bv != d.default { 4 } else { 5 };
                                 synonyms.push(
@@ -200,7 +200,10 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 let static_defaults = broker.config.topic_defaults(&Default::default());
                 let mut configs = Vec::new();
                 let mut listed = std::collections::BTreeSet::new();
-                for d in topic_config::TOPIC_CONFIGS {
+                for d in topic_config::TOPIC_CONFIGS
+                    .iter()
+                    .filter(|d| !d.broker_key.is_empty())
+                {
                     // Kafka's ConfigSource codes: 2 DYNAMIC_BROKER_CONFIG, 3 DYNAMIC_DEFAULT_BROKER_CONFIG,
                     // 4 STATIC_BROKER_CONFIG, 5 DEFAULT_CONFIG.
                     let (v, src) = if let Some(v) = dynamic_node.get(d.broker_key) {

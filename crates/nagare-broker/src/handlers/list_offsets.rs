@@ -1,5 +1,6 @@
-//! ListOffsets (key 2): earliest (-2), latest (-1), max timestamp (-3), earliest local
-//! (-4), and by timestamp through the time index. A consumer's `isolation_level` (v2+)
+//! ListOffsets (key 2): earliest (-2; the remote log start of a tiered partition), latest
+//! (-1), max timestamp (-3), earliest local (-4), latest tiered (-5, KIP-1005), and by
+//! timestamp through the time index. A consumer's `isolation_level` (v2+)
 //! bounds the answers as Kafka's: read_committed gets the last stable offset as "latest" and
 //! no lookup result at or past it; read_uncommitted the same with the high watermark.
 

@@ -402,6 +402,27 @@ fn render_broker(e: &mut Exposition, b: &Broker) {
             v.load(std::sync::atomic::Ordering::Relaxed) as f64,
         );
     }
+    // Tiered storage (KIP-405), when enabled: Kafka's remote-storage BrokerTopicMetrics,
+    // broker-wide.
+    if let Some(rlm) = b.remote_log.get() {
+        let m = &rlm.metrics;
+        let load =
+            |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        for (family, kind, help, v) in [
+            ("kafka_server_brokertopicmetrics_remotecopybytes_total", Kind::Counter, "Bytes of segments and companions uploaded to remote storage (RemoteCopyBytesPerSec).", load(&m.copy_bytes)),
+            ("kafka_server_brokertopicmetrics_remotecopyrequests_total", Kind::Counter, "Segments uploaded (RemoteCopyRequestsPerSec).", load(&m.copy_requests)),
+            ("kafka_server_brokertopicmetrics_failedremotecopyrequests_total", Kind::Counter, "Failed tiering passes of a partition (upload, delete or manifest write), retried with backoff (FailedRemoteCopyRequestsPerSec).", load(&m.copy_failed)),
+            ("kafka_server_brokertopicmetrics_remotefetchbytes_total", Kind::Counter, "Bytes read from remote storage for consumers (RemoteFetchBytesPerSec).", load(&m.fetch_bytes)),
+            ("kafka_server_brokertopicmetrics_remotefetchrequests_total", Kind::Counter, "Remote reads (RemoteFetchRequestsPerSec).", load(&m.fetch_requests)),
+            ("kafka_server_brokertopicmetrics_failedremotefetchrequests_total", Kind::Counter, "Failed remote reads (FailedRemoteFetchRequestsPerSec).", load(&m.fetch_failed)),
+            ("kafka_server_brokertopicmetrics_remotedeleterequests_total", Kind::Counter, "Remote segments deleted by retention, cleanup or topic deletion (RemoteDeleteRequestsPerSec).", load(&m.delete_requests)),
+            ("kafka_server_brokertopicmetrics_remotecopylagbytes", Kind::Gauge, "Bytes of rolled segments below the upload bound not yet uploaded, partitions led here (RemoteCopyLagBytes).", load(&m.copy_lag_bytes)),
+            ("kafka_server_brokertopicmetrics_remotelogsizebytes", Kind::Gauge, "Bytes in remote storage of partitions led here (RemoteLogSizeBytes).", load(&m.remote_log_size_bytes)),
+        ] {
+            e.family(family, kind, help);
+            e.sample(family, &[], v);
+        }
+    }
     e.family(
         "kafka_server_delayedoperationpurgatory_purgatorysize",
         Kind::Gauge,

@@ -120,6 +120,9 @@ pub struct FetchPartitionResult {
     pub preferred_read_replica: Option<i32>,
     /// Whole batches to send, as a file region.
     pub records: Option<FileSlice>,
+    /// Tiered storage: the fetch offset lies below the local log start, in the remote log;
+    /// `(offset, max bytes)` to read from the object store before answering.
+    pub remote_read: Option<(i64, usize)>,
 }
 
 impl FetchPartitionResult {
@@ -145,6 +148,7 @@ impl FetchPartitionResult {
         self.error.is_some()
             || self.preferred_read_replica.is_some()
             || self.diverging_epoch.is_some()
+            || self.remote_read.is_some()
     }
 }
 
@@ -191,7 +195,14 @@ impl ReplicaManager {
         let deadline = Instant::now() + params.max_wait;
         let mut watch: Option<Watch> = None;
         loop {
-            let results = self.read_partitions(params);
+            let mut results = self.read_partitions(params);
+            if results.iter().any(|r| r.remote_read.is_some()) {
+                // Kafka's remote fetch purgatory: the object-store reads run as async tasks
+                // (bounded by `remote.log.reader.threads`), never on a network thread; the
+                // fetch answers once they are done.
+                self.read_remote(params, &mut results).await;
+                return results;
+            }
             let bytes: usize = results
                 .iter()
                 .map(|r| r.records.as_ref().map(|s| s.len).unwrap_or(0))
@@ -334,7 +345,13 @@ impl ReplicaManager {
         let mut out = FetchPartitionResult {
             high_watermark: hw,
             last_stable_offset: lso,
-            log_start_offset: p.log.log_start_offset(),
+            // Consumers see the whole log's start (remote included, KIP-405); followers the
+            // leader's local log start, which they follow (they fetch no remote data).
+            log_start_offset: if replica_id >= 0 {
+                p.log.log_start_offset()
+            } else {
+                p.earliest_offset()
+            },
             aborted_transactions: read_committed.then(Vec::new),
             ..FetchPartitionResult::unknown()
         };
@@ -366,6 +383,17 @@ impl ReplicaManager {
                     }
                 }
             }
+            Err(nagare_storage::StorageError::OffsetOutOfRange { log_start, .. })
+                if replica_id < 0
+                    && p.tier.enabled()
+                    && t.fetch_offset < log_start
+                    && p.tier
+                        .remote_log_start()
+                        .is_some_and(|s| t.fetch_offset >= s) =>
+            {
+                // KIP-405: below the local log start, in the remote log.
+                out.remote_read = Some((t.fetch_offset, limit));
+            }
             Err(e) => {
                 let e = ReplicaError::from(e);
                 if e.code() != 1 {
@@ -375,6 +403,103 @@ impl ReplicaManager {
             }
         }
         out
+    }
+
+    /// Completes the partitions whose fetch offset is in the remote log: reads their batches
+    /// from the object store and stages them in an unlinked file so the zero-copy response
+    /// path sends them like local data. A read that fails answers KAFKA_STORAGE_ERROR (the
+    /// client retries); an offset the remote log no longer holds OFFSET_OUT_OF_RANGE.
+    async fn read_remote(&self, params: &FetchParams, results: &mut [FetchPartitionResult]) {
+        let rlm = self.remote_log.get().cloned();
+        for (t, r) in params.partitions.iter().zip(results.iter_mut()) {
+            let Some((offset, limit)) = r.remote_read.take() else {
+                continue;
+            };
+            let Some(p) = self.partition(&t.topic, t.partition) else {
+                r.error = Some(ReplicaError::UnknownTopicOrPartition);
+                continue;
+            };
+            let Some(rlm) = rlm.as_ref() else {
+                r.error = Some(ReplicaError::OffsetOutOfRange(offset));
+                continue;
+            };
+            match rlm
+                .read(p.topic_id, t.partition, offset, limit.max(1))
+                .await
+            {
+                Ok(Some(bytes)) if !bytes.is_empty() => {
+                    if params.replica_id < 0 && params.isolation == IsolationLevel::ReadCommitted {
+                        // KIP-98 over tiered data: the aborted transactions overlapping what
+                        // is returned, from the remote transaction indexes and, past them,
+                        // the local log.
+                        let upper = nagare_remote_storage::rsm::records_end_offset(&bytes)
+                            .unwrap_or(offset + 1);
+                        let list = match rlm
+                            .aborted_transactions(p.topic_id, t.partition, offset, upper)
+                            .await
+                        {
+                            Ok((remote, complete)) => {
+                                let mut list: Vec<AbortedTransaction> = remote
+                                    .into_iter()
+                                    .map(|(producer_id, first_offset)| AbortedTransaction {
+                                        producer_id,
+                                        first_offset,
+                                    })
+                                    .collect();
+                                if !complete && upper > p.log.log_start_offset() {
+                                    match p.aborted_transactions(p.log.log_start_offset(), upper) {
+                                        Ok(local) => list.extend(
+                                            local.into_iter().filter(|a| a.first_offset < upper),
+                                        ),
+                                        Err(e) => {
+                                            r.error = Some(e);
+                                            continue;
+                                        }
+                                    }
+                                }
+                                list.sort_by_key(|a| (a.first_offset, a.producer_id));
+                                list.dedup();
+                                list
+                            }
+                            Err(e) => {
+                                // Records without their abort information would show aborted
+                                // data as committed: fail the partition instead.
+                                tracing::warn!(tp = %p.tp, offset, error = %e, "cannot read a remote transaction index");
+                                r.error =
+                                    Some(ReplicaError::from(nagare_storage::StorageError::Io(
+                                        std::io::Error::other(e.to_string()),
+                                    )));
+                                continue;
+                            }
+                        };
+                        r.aborted_transactions = Some(list);
+                    }
+                    let dir = self.logs.log_dir().to_path_buf();
+                    match tokio::task::spawn_blocking(move || super::tiered::stage(&dir, &bytes))
+                        .await
+                    {
+                        Ok(Ok(slice)) => r.records = Some(slice),
+                        Ok(Err(e)) => {
+                            tracing::warn!(tp = %p.tp, offset, error = %e, "cannot stage remote data");
+                            r.error = Some(ReplicaError::from(nagare_storage::StorageError::Io(e)));
+                        }
+                        Err(e) => {
+                            tracing::warn!(tp = %p.tp, offset, error = %e, "remote read task failed");
+                            r.error = Some(ReplicaError::from(nagare_storage::StorageError::Io(
+                                std::io::Error::other(e.to_string()),
+                            )));
+                        }
+                    }
+                }
+                Ok(_) => r.error = Some(ReplicaError::OffsetOutOfRange(offset)),
+                Err(e) => {
+                    tracing::warn!(tp = %p.tp, offset, error = %e, "remote read failed");
+                    r.error = Some(ReplicaError::from(nagare_storage::StorageError::Io(
+                        std::io::Error::other(e.to_string()),
+                    )));
+                }
+            }
+        }
     }
 
     /// The leader's choice of a read replica for a consumer (KIP-392), if the rack-aware

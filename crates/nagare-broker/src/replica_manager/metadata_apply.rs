@@ -142,7 +142,11 @@ impl ReplicaManager {
                 .value(&overrides, "min.insync.replicas")
                 .and_then(|v| v.parse::<i32>().ok())
                 .unwrap_or(1);
-            (defaults.log_config(&overrides), min_isr)
+            (
+                defaults.log_config(&overrides),
+                min_isr,
+                defaults.is_tiered(&overrides),
+            )
         };
 
         // Removals: out of the map under a brief write lock, then the directories deleted
@@ -175,15 +179,16 @@ impl ReplicaManager {
 
         // Creations and updates, without the lock: a new partition is set up completely
         // (log open, leader state installed) before it enters the map.
-        let mut configs: HashMap<String, (nagare_storage::LogConfig, i32)> = HashMap::new();
+        let mut configs: HashMap<String, (nagare_storage::LogConfig, i32, bool)> = HashMap::new();
         for (tp, action) in actions {
-            let (config, min_isr) = configs
+            let (config, min_isr, tiered) = configs
                 .entry(tp.topic.clone())
                 .or_insert_with(|| topic_config(&tp.topic))
                 .clone();
             match action {
                 Action::Remove(_) => {}
                 Action::Update(p, reg) => {
+                    p.tier.set_enabled(tiered);
                     p.log.update_config(config);
                     p.min_isr.store(min_isr, Ordering::Release);
                     if let Some(reg) = reg {
@@ -205,6 +210,7 @@ impl ReplicaManager {
                                 self.topic_stats.topic(&tp.topic),
                             ));
                             p.min_isr.store(min_isr, Ordering::Release);
+                            p.tier.set_enabled(tiered);
                             p.apply_registration(me, &reg, now);
                             // Visible at once, not after the rest of the delta: a client told
                             // its topic exists may produce to it right away.
@@ -216,10 +222,11 @@ impl ReplicaManager {
             }
         }
         for p in config_updates {
-            let (config, min_isr) = configs
+            let (config, min_isr, tiered) = configs
                 .entry(p.tp.topic.clone())
                 .or_insert_with(|| topic_config(&p.tp.topic))
                 .clone();
+            p.tier.set_enabled(tiered);
             p.log.update_config(config);
             p.min_isr.store(min_isr, Ordering::Release);
         }

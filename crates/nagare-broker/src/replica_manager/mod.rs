@@ -26,6 +26,7 @@ mod error;
 mod metadata_apply;
 mod offsets;
 pub mod partition_state;
+mod tiered;
 
 pub use append::{AppendEntry, PartitionAppend, PendingAppend, ReplicationOutcome, RequiredAcks};
 pub use delayed_fetch::{
@@ -35,6 +36,7 @@ pub use delayed_fetch::{
 pub use error::{check_leader_epoch, ReplicaError};
 pub use nagare_storage::AppendOrigin;
 pub use offsets::{OffsetAndEpoch, OffsetSpec};
+pub use tiered::{LocalSegmentView, TierState};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
@@ -81,6 +83,9 @@ pub struct Partition {
     fetch_watchers: delayed_fetch::FetchWatchers,
     /// The topic's bytes/messages counters, held here so the produce path needs no lookup.
     pub stats: Arc<crate::metrics::topic_stats::TopicCounters>,
+    /// Tiered storage (KIP-405): whether the topic is tiered and how far its remote log
+    /// reaches (bounds local retention).
+    pub tier: TierState,
 }
 
 impl Partition {
@@ -113,6 +118,7 @@ impl Partition {
             follower_read_logged: std::sync::atomic::AtomicBool::new(false),
             fetch_watchers: delayed_fetch::FetchWatchers::default(),
             stats,
+            tier: TierState::default(),
         }
     }
 
@@ -470,6 +476,8 @@ pub struct ReplicaManager {
     pub isr_shrinks: std::sync::atomic::AtomicU64,
     /// ISR expansions the controller accepted (`IsrExpandsPerSec`).
     pub isr_expands: std::sync::atomic::AtomicU64,
+    /// Tiered storage's reads below the local log start (set at startup when enabled).
+    pub remote_log: std::sync::OnceLock<Arc<crate::remote_log_manager::RemoteLogManager>>,
 }
 
 /// The high watermarks of every partition of a log dir (Kafka's file name and format).
@@ -516,6 +524,7 @@ impl ReplicaManager {
             flush_latency: Default::default(),
             isr_shrinks: Default::default(),
             isr_expands: Default::default(),
+            remote_log: std::sync::OnceLock::new(),
         }
     }
 
@@ -758,7 +767,10 @@ impl ReplicaManager {
             // followers have not fetched yet, nor moves its log start past what consumers may
             // read. The log bounds it further by its first unstable offset: a segment holding
             // records of an open transaction stays until the transaction is decided.
-            if let Err(e) = p.log.enforce_retention_below(now, p.high_watermark()) {
+            // A tiered partition's local log also keeps everything not yet uploaded
+            // (KIP-405); its retention config holds `local.retention.*`.
+            let bound = p.tier.retention_bound(p.high_watermark());
+            if let Err(e) = p.log.enforce_retention_below(now, bound) {
                 tracing::error!(tp = %p.tp, error = %e, "retention failed");
             }
             let n = p

@@ -12,6 +12,9 @@ pub enum OffsetSpec {
     Earliest,
     /// -4: the earliest offset in local storage (the log start, without tiered storage).
     EarliestLocal,
+    /// -5 (KIP-1005): the highest offset uploaded to remote storage; -1 when none is, or the
+    /// topic is not tiered.
+    LatestTiered,
     /// -1: the last stable offset for a read_committed consumer, the high watermark for a
     /// read_uncommitted one, the log end for a replica.
     Latest,
@@ -30,6 +33,7 @@ impl OffsetSpec {
         match ts {
             -2 => OffsetSpec::Earliest,
             -4 => OffsetSpec::EarliestLocal,
+            -5 => OffsetSpec::LatestTiered,
             -1 => OffsetSpec::Latest,
             -3 => OffsetSpec::MaxTimestamp,
             ts if ts >= 0 => OffsetSpec::Timestamp(ts),
@@ -82,7 +86,21 @@ impl ReplicaManager {
             None => p.log.log_end_offset(),
         };
         let found = match spec {
-            OffsetSpec::Earliest | OffsetSpec::EarliestLocal => special(p.log.log_start_offset()),
+            // KIP-405: the log starts in remote storage for a tiered partition.
+            OffsetSpec::Earliest => special(p.earliest_offset()),
+            OffsetSpec::EarliestLocal => special(p.log.log_start_offset()),
+            OffsetSpec::LatestTiered => match p.tier.copied_end().filter(|_| p.tier.enabled()) {
+                Some(end) => Some(OffsetAndEpoch {
+                    timestamp: -1,
+                    offset: end,
+                    leader_epoch: p.log.epoch_for_offset(end).unwrap_or(-1),
+                }),
+                None => Some(OffsetAndEpoch {
+                    timestamp: -1,
+                    offset: -1,
+                    leader_epoch: -1,
+                }),
+            },
             OffsetSpec::Latest => special(last_fetchable()),
             OffsetSpec::MaxTimestamp => p.log.max_timestamp_offset()?.map(|o| OffsetAndEpoch {
                 timestamp: o.timestamp,
@@ -123,6 +141,16 @@ impl ReplicaManager {
         let target = if offset == -1 { bound } else { offset };
         if target < 0 || target > bound {
             return Err(ReplicaError::OffsetOutOfRange(target));
+        }
+        if p.tier.enabled() {
+            // KIP-405: the whole log's start moves, remote part included; the remote log
+            // manager persists it and deletes the remote segments below it.
+            p.tier.request_log_start(target);
+            if target < p.log.log_start_offset() {
+                let low = p.earliest_offset();
+                tracing::info!(tp = %p.tp, low_watermark = low, "deleted records (remote)");
+                return Ok(low);
+            }
         }
         let low = p.log.delete_records_before(target)?;
         tracing::info!(tp = %p.tp, low_watermark = low, "deleted records");

@@ -45,6 +45,17 @@ impl Client {
                 conn.addr()
             )));
         }
+        let needed = match spec {
+            OffsetSpec::EarliestLocal => 8,
+            OffsetSpec::LatestTiered => 9,
+            _ => 0,
+        };
+        if version < needed {
+            return Err(Error::InvalidArgument(format!(
+                "broker {} does not support {spec:?} (ListOffsets v{needed})",
+                conn.addr()
+            )));
+        }
         let mut p = ListOffsetsPartition::default();
         p.partition_index = partition;
         p.timestamp = spec.to_wire();

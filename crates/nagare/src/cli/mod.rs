@@ -10,6 +10,7 @@ pub mod quorum;
 pub mod quota;
 pub mod server;
 pub mod storage;
+pub mod tiered;
 pub mod topic;
 pub mod transactions;
 pub mod user;
