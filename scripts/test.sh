@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Nagare's one test command (README, CI): formatting, lints, release build, unit and integration
 # tests (real nagare processes driven by librdkafka), then the client compatibility script
-# (kcat, confluent-kafka-python, kafka-python, aiokafka, kafkajs) and the web console's
-# browser tests (Playwright driving headless Chromium).
+# (kcat, confluent-kafka-python, kafka-python, aiokafka, kafkajs), the web console's browser
+# tests (Playwright driving headless Chromium), then the fuzz targets for a bounded time.
 #
 # Works on a fresh machine with only the Rust toolchain, gcc, make, Python 3.11+ with pip,
 # Node and npm: it installs kcat and chromium (apt), the Python clients (pip), kafkajs (npm,
@@ -71,7 +71,14 @@ step "web console browser tests (Playwright, headless Chromium)"
 console_status=0
 NAGARE_BIN=target/release/nagare node tests/console/run_console.mjs || console_status=$?
 
-if [ "$cargo_status" -ne 0 ] || [ "$compat_status" -ne 0 ] || [ "$console_status" -ne 0 ]; then
-  echo "FAILED: cargo test exit $cargo_status, compatibility script exit $compat_status, console browser tests exit $console_status" >&2
+# Every fuzz target for a bounded time (NAGARE_FUZZ_SECS, default 20 s each), on stable Rust.
+step "fuzzing (scripts/fuzz.sh)"
+fuzz_status=0
+bash scripts/fuzz.sh || fuzz_status=$?
+
+if [ "$cargo_status" -ne 0 ] || [ "$compat_status" -ne 0 ] || [ "$console_status" -ne 0 ] \
+  || [ "$fuzz_status" -ne 0 ]; then
+  echo "FAILED: cargo test exit $cargo_status, compatibility script exit $compat_status," \
+    "console browser tests exit $console_status, fuzzing exit $fuzz_status" >&2
   exit 1
 fi

@@ -431,6 +431,10 @@ pub async fn create_topics_as(
                     }
                     Err(e) => answers.push((t, Err(e))),
                 }
+                if records.len() > logic::MAX_RECORDS_PER_USER_OP {
+                    // Kafka fails the whole request (its bounded record list overflows).
+                    return Err(logic::excessive_batch());
+                }
             }
             Ok((records, answers))
         })

@@ -33,8 +33,14 @@ pub mod sasl;
 mod sendfile;
 pub mod server;
 pub mod standard_authorizer;
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
+
+/// The unit tests run under the server's allocator, so hostile-input tests see what the
+/// server would (see [`alloc`]).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: alloc::GuardedAlloc = alloc::GuardedAlloc;
 pub mod tls;
 pub mod transaction_coordinator;
 pub mod txn_verification;

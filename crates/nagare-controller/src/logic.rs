@@ -104,6 +104,23 @@ pub struct CreatedTopic {
     pub records: Vec<MetadataRecord>,
 }
 
+/// The most metadata records one user operation may produce (Kafka's
+/// `QuorumController.MAX_RECORDS_PER_USER_OP`, the size of one controller batch). More is
+/// refused with POLICY_VIOLATION before anything is planned, so a request claiming millions
+/// of partitions costs nothing (Kafka's `BoundedList` makes the same refusal).
+pub const MAX_RECORDS_PER_USER_OP: usize = 10_000;
+
+/// Kafka's message for an operation over [`MAX_RECORDS_PER_USER_OP`].
+pub const EXCESSIVE_BATCH_MESSAGE: &str = "Unable to perform excessively large batch operation.";
+
+/// The POLICY_VIOLATION error of an operation over [`MAX_RECORDS_PER_USER_OP`].
+pub fn excessive_batch() -> ApiError {
+    ApiError::new(
+        ResponseError::PolicyViolation.code(),
+        EXCESSIVE_BATCH_MESSAGE,
+    )
+}
+
 /// Validates and plans the creation of `t` with id `topic_id` (drawn by the caller, so the
 /// decision itself is deterministic). `pending` holds names created earlier in the same
 /// request, which count as existing.
@@ -178,6 +195,10 @@ pub fn create_topic(
                 ResponseError::InvalidPartitions.code(),
                 "Number of partitions was set to an invalid non-positive value.",
             ));
+        }
+        if partitions as usize >= MAX_RECORDS_PER_USER_OP {
+            // One TopicRecord plus one PartitionRecord per partition.
+            return Err(excessive_batch());
         }
         let rf = if t.replication_factor == -1 {
             defaults.default_replication_factor
@@ -374,6 +395,9 @@ pub fn create_partitions(
         .map(|p| p.replicas.len())
         .unwrap_or(1) as i16;
     let new = count - current;
+    if new as usize > MAX_RECORDS_PER_USER_OP {
+        return Err(excessive_batch());
+    }
     let placed = match assignments {
         Some(a) => {
             if a.len() as i32 != new {
@@ -586,6 +610,39 @@ mod tests {
         num_partitions: 1,
         default_replication_factor: 1,
     };
+
+    /// Found by the `request` fuzz target: CreateTopics with num_partitions = i32::MAX made
+    /// the controller plan two billion partitions. Kafka bounds one operation's records.
+    #[test]
+    fn an_operation_over_the_record_bound_is_a_policy_violation() {
+        let mut img = image_with_broker();
+        let none = HashSet::new();
+        for p in [i32::MAX, MAX_RECORDS_PER_USER_OP as i32] {
+            let e = create_topic(
+                &img,
+                &DEFAULTS,
+                &new_topic("big", p, 1),
+                &none,
+                Uuid::from_u128(9),
+            )
+            .map(|_| ())
+            .unwrap_err();
+            assert_eq!(e.code, ResponseError::PolicyViolation.code());
+            assert_eq!(e.message, EXCESSIVE_BATCH_MESSAGE);
+        }
+        let c = create_topic(
+            &img,
+            &DEFAULTS,
+            &new_topic("a", 1, 1),
+            &none,
+            Uuid::from_u128(7),
+        )
+        .expect("create");
+        apply(&mut img, &c.records);
+        let e = create_partitions(&img, "a", i32::MAX, None).unwrap_err();
+        assert_eq!(e.code, ResponseError::PolicyViolation.code());
+        assert!(create_partitions(&img, "a", 2, None).is_ok());
+    }
 
     #[test]
     fn create_validate_and_delete() {

@@ -47,7 +47,9 @@ pub use nagare_raft::{
     Epoch, NodeId, Offset, QuorumInfo, ReplicaInfo, Role, SnapshotId, VoterAddress,
 };
 pub use quorum_state::{QuorumStateError, QuorumStateStore, QUORUM_STATE_FILE};
-pub use snapshot::{SnapshotError, SnapshotStore};
+pub use snapshot::{
+    decode as decode_snapshot, encode as encode_snapshot, SnapshotError, SnapshotStore,
+};
 pub use wire::{describe_quorum_info, describe_quorum_request, METADATA_TOPIC_ID, SUPPORTED};
 
 /// How the shell is set up: Kafka's `controller.quorum.*` and `metadata.log.*` settings.

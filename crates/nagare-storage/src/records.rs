@@ -85,11 +85,59 @@ pub(crate) fn records_section(h: &RecordBatchHeader, batch: &[u8]) -> Result<Byt
     let out = match codec {
         Compression::None => Ok(src),
         Compression::Gzip => decompress!(Gzip),
-        Compression::Snappy => decompress!(Snappy),
+        Compression::Snappy => decompress_snappy(&src),
         Compression::Lz4 => decompress!(Lz4),
         Compression::Zstd => decompress!(Zstd),
     };
     out.map_err(|e| format!("cannot decompress {codec:?} batch: {e}"))
+}
+
+/// The xerial framing header Kafka's Java clients put before snappy blocks.
+const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+/// Magic, version and compatible-version fields.
+const XERIAL_HEADER_LEN: usize = 16;
+
+/// Snappy as Kafka writes it: xerial-framed (header, then blocks each behind a 4-byte
+/// length) or raw. Each block's claimed uncompressed length is checked before its output is
+/// sized: a snappy element of n bytes yields at most 64 bytes (a 3-byte copy), so a claim
+/// above 22 times the block is invalid. `kafka-protocol` 0.18's decoder zero-fills the claimed
+/// length first, which commits gigabytes of memory for a few bytes of input (found by the
+/// `record_batch` fuzz target), so Nagare decodes snappy itself.
+fn decompress_snappy(src: &[u8]) -> Result<Bytes, String> {
+    fn block(b: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let claimed = snap::raw::decompress_len(b).map_err(|e| e.to_string())?;
+        if claimed > b.len().saturating_mul(22) {
+            return Err(format!(
+                "snappy block claims {claimed} bytes from {} bytes",
+                b.len()
+            ));
+        }
+        let start = out.len();
+        out.resize(start + claimed, 0);
+        let n = snap::raw::Decoder::new()
+            .decompress(b, &mut out[start..])
+            .map_err(|e| e.to_string())?;
+        out.truncate(start + n);
+        Ok(())
+    }
+    let mut out = Vec::new();
+    if src.len() >= XERIAL_HEADER_LEN && src.starts_with(XERIAL_MAGIC) {
+        let mut rest = &src[XERIAL_HEADER_LEN..];
+        while !rest.is_empty() {
+            let len = rest
+                .get(..4)
+                .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+                .ok_or("truncated snappy block length")?;
+            let b = rest
+                .get(4..4 + len)
+                .ok_or("snappy block runs past the batch")?;
+            block(b, &mut out)?;
+            rest = &rest[4 + len..];
+        }
+    } else {
+        block(src, &mut out)?;
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Parses the records of an uncompressed records section (`count` from the batch header).
@@ -465,5 +513,28 @@ mod tests {
         assert!(check_keys(&h, &bytes).is_ok());
         assert!(parse_records(&[0x80, 0x80], 1).is_err());
         assert!(parse_records(&[0x10, 0, 0], 1).is_err());
+    }
+
+    /// A snappy batch whose blocks claim ~4 GiB each is refused before the output buffer is
+    /// sized (kafka-protocol's decoder zero-fills the claimed length, committing gigabytes
+    /// for a few bytes of input); real snappy batches still decode.
+    #[test]
+    fn snappy_blocks_claiming_more_than_they_can_hold_are_refused() {
+        let (mut h, plain) = batch(&[record(0, 0, b"k", Some(b"v"))]);
+        h.attributes = Compression::Snappy.id() as i16;
+        let mut body = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+        for _ in 0..4 {
+            // A 6-byte block: a varint length of 0xffff_fff0, then one literal tag.
+            body.extend_from_slice(&6u32.to_be_bytes());
+            body.extend_from_slice(&[0xf0, 0xff, 0xff, 0xff, 0x0f, 0x00]);
+        }
+        let mut bytes = plain[..HEADER_SIZE].to_vec();
+        bytes.extend_from_slice(&body);
+        let err = records_section(&h, &bytes).expect_err("refused");
+        assert!(err.contains("snappy"), "{err}");
+        // Raw (unframed) snappy claiming the same.
+        let mut raw = plain[..HEADER_SIZE].to_vec();
+        raw.extend_from_slice(&[0xf0, 0xff, 0xff, 0xff, 0x0f, 0x00]);
+        assert!(records_section(&h, &raw).is_err());
     }
 }

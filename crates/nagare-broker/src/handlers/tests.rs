@@ -88,6 +88,60 @@ async fn a_malformed_body_closes_the_connection() {
     assert!(t.send_frame(truncated).await.is_none(), "closed");
 }
 
+/// A request header (v1, no client id) for `api_key` at `version`, followed by `body`.
+fn raw_frame(api_key: i16, version: i16, body: &[u8]) -> Bytes {
+    let mut f = Vec::new();
+    f.extend_from_slice(&api_key.to_be_bytes());
+    f.extend_from_slice(&version.to_be_bytes());
+    f.extend_from_slice(&7i32.to_be_bytes());
+    f.extend_from_slice(&(-1i16).to_be_bytes());
+    if ApiKey::try_from(api_key).is_ok_and(|k| k.request_header_version(version) >= 2) {
+        // Flexible header: no tagged fields.
+        f.push(0);
+    }
+    f.extend_from_slice(body);
+    Bytes::from(f)
+}
+
+/// Few-byte requests claiming huge arrays, strings and bytes: `kafka-protocol` 0.18 reserves
+/// what they claim before reading an element; under the server's guard allocator (installed
+/// for these tests too) the broker answers or closes and stays up instead of aborting.
+#[tokio::test]
+async fn claimed_lengths_never_size_an_allocation() {
+    let t = TestBroker::start().await;
+    let cases: [(i16, i16, &[u8]); 6] = [
+        // Metadata v1: topics array of i32::MAX entries.
+        (3, 1, &i32::MAX.to_be_bytes()),
+        // Metadata v12: compact topics array of u32::MAX - 1 entries.
+        (3, 12, &[0xff, 0xff, 0xff, 0xff, 0x0f]),
+        // CreateTopics v0: a topic name of 32767 bytes, then nothing.
+        (19, 0, &[0, 0, 0, 1, 0x7f, 0xff]),
+        // SaslAuthenticate v0: auth bytes of i32::MAX bytes, then nothing.
+        (36, 0, &i32::MAX.to_be_bytes()),
+        // SaslAuthenticate v2: compact auth bytes of ~4 GiB, then nothing.
+        (36, 2, &[0xff, 0xff, 0xff, 0xff, 0x0f]),
+        // DescribeConfigs v4: compact resources array, then a config-names array, each huge.
+        (
+            32,
+            4,
+            &[0x02, 0x02, 0x01, 0x61, 0xff, 0xff, 0xff, 0xff, 0x0f],
+        ),
+    ];
+    for (key, version, body) in cases {
+        let answer = t.send_frame(raw_frame(key, version, body)).await;
+        // Closed (malformed) or an error response; never a reservation of the claimed size.
+        if let Some(Some(resp)) = answer {
+            assert!(response_bytes(resp).len() < 1 << 16, "api {key} v{version}");
+        }
+    }
+    // The broker still answers.
+    let resp = t
+        .send(&ApiVersionsRequest::default(), 3)
+        .await
+        .expect("api versions");
+    assert_eq!(resp.error_code, 0);
+}
+
 #[tokio::test]
 async fn every_api_asks_the_authorizer_and_a_refusal_changes_nothing() {
     let deny = Arc::new(DenyAll::default());

@@ -103,20 +103,29 @@ fn find_record(
         }
         return Ok(None);
     }
-    let mut buf = Bytes::copy_from_slice(bytes);
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
+    // Nagare's own record walker rather than kafka-protocol's decoder: that one zero-fills
+    // whatever length a snappy block claims (gigabytes from a few stored bytes).
+    let corrupt = |e: String| {
         StorageError::CorruptRecord(format!(
             "{tp}: cannot decode batch at offset {}: {e}",
             h.base_offset
         ))
-    })?;
-    Ok(set
-        .records
+    };
+    let section = crate::records::records_section(h, bytes).map_err(corrupt)?;
+    let records = crate::records::parse_records(&section, h.records_count).map_err(corrupt)?;
+    // Deltas from a producer's batch can be anything: wrap as Kafka's Java arithmetic does.
+    Ok(records
         .iter()
-        .find(|r| r.offset >= min_offset && pred(r.timestamp))
-        .map(|r| TimestampOffset {
-            timestamp: r.timestamp,
-            offset: r.offset,
+        .map(|r| {
+            (
+                h.base_offset.wrapping_add(i64::from(r.offset_delta)),
+                h.base_timestamp.wrapping_add(r.timestamp_delta),
+            )
+        })
+        .find(|&(offset, timestamp)| offset >= min_offset && pred(timestamp))
+        .map(|(offset, timestamp)| TimestampOffset {
+            timestamp,
+            offset,
             leader_epoch: h.partition_leader_epoch,
         }))
 }

@@ -1,0 +1,46 @@
+//! Shared pieces of Nagare's fuzz targets: the server's allocator and an input reader.
+
+/// The allocator every target installs: the server's own guard allocator
+/// (`nagare_broker::alloc`), so a claimed length the server survives (a lazily committed
+/// reservation) is not reported as a crash; libFuzzer's `-rss_limit_mb` still catches
+/// memory that is really committed.
+pub use nagare_broker::alloc::GuardedAlloc;
+
+/// A reader over fuzz input that never fails: missing bytes read as zero.
+pub struct Input<'a>(pub &'a [u8]);
+
+impl<'a> Input<'a> {
+    /// The next byte (0 when exhausted).
+    pub fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((b, rest)) => {
+                self.0 = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+    /// The next big-endian u16.
+    pub fn u16(&mut self) -> u16 {
+        u16::from_be_bytes([self.u8(), self.u8()])
+    }
+    /// The next big-endian u32.
+    pub fn u32(&mut self) -> u32 {
+        u32::from_be_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
+    }
+    /// Up to `n` bytes.
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let n = n.min(self.0.len());
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        a
+    }
+    /// Whatever is left.
+    pub fn rest(&mut self) -> &'a [u8] {
+        self.take(self.0.len())
+    }
+    /// True when nothing is left.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
