@@ -21,17 +21,32 @@ use rdkafka::{Offset, TopicPartitionList};
 const ORDERS: usize = 3000;
 const CUSTOMERS: usize = 20;
 
-/// Builds the example (a no-op when it is fresh) and returns its path, next to the `nagare`
-/// binary Cargo built for this test run.
+/// The example's binary, next to the `nagare` binary Cargo built for this test run.
+///
+/// `cargo test --workspace` (CI) builds every example along with the tests, so the binary is
+/// there and fresh; a nested `cargo build -p nagare --example` would resolve features for this
+/// one package instead of the whole workspace and rebuild half of it (about a minute of CI).
+/// Run alone (`cargo test -p nagare --test exactly_once_example`), Cargo does not build
+/// examples, so the example is built here when it is missing or older than its source.
 fn example_bin() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "nagare", "--example", "eos_order_totals"])
-        .status()
-        .expect("run cargo build --example");
-    assert!(status.success(), "building the example failed");
     let nagare = PathBuf::from(env!("CARGO_BIN_EXE_nagare"));
     let dir = nagare.parent().expect("the binary's directory");
-    dir.join("examples").join("eos_order_totals")
+    let bin = dir.join("examples").join("eos_order_totals");
+    let source =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/eos_order_totals.rs");
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = match (modified(&bin), modified(&source)) {
+        (Some(built), Some(src)) => built >= src,
+        _ => false,
+    };
+    if !fresh {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "nagare", "--example", "eos_order_totals"])
+            .status()
+            .expect("run cargo build --example");
+        assert!(status.success(), "building the example failed");
+    }
+    bin
 }
 
 /// A running example process with its stdout lines on a channel.
