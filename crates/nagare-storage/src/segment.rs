@@ -219,12 +219,15 @@ impl Segment {
             // MAX_TIMESTAMP): it must be the max timestamp of the batch ending at its offset.
             // One header walk from the nearest (checked) offset index entry.
             // (A read error here makes recovery rescan, which meets it again if it is real.)
-            match self.find(last_time_offset) {
-                Ok(Some((_, h)))
-                    if h.last_offset() == last_time_offset && h.max_timestamp == last_time => {}
-                _ => return Ok(Some(format!(
+            let matches = matches!(
+                self.find(last_time_offset),
+                Ok(Some((_, h))) if h.last_offset() == last_time_offset
+                    && h.max_timestamp == last_time
+            );
+            if !matches {
+                return Ok(Some(format!(
                     "time index entry ({last_time}, {last_time_offset}) does not match its batch"
-                ))),
+                )));
             }
         }
         if let Some((offset, _)) = entry {
