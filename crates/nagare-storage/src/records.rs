@@ -30,6 +30,9 @@ pub(crate) struct RawRecord<'a> {
     pub(crate) key: Option<&'a [u8]>,
     /// False for a tombstone (null value).
     pub(crate) has_value: bool,
+    /// The value when there is one and it lies within the record (`has_value` with `None`
+    /// here: a value length running past the record, which only replay needs to refuse).
+    pub(crate) value: Option<&'a [u8]>,
     /// Everything from the key length to the end of the record.
     pub(crate) tail: &'a [u8],
 }
@@ -142,7 +145,10 @@ fn decompress_snappy(src: &[u8]) -> Result<Bytes, String> {
 
 /// Parses the records of an uncompressed records section (`count` from the batch header).
 pub(crate) fn parse_records(section: &[u8], count: i32) -> Result<Vec<RawRecord<'_>>, String> {
-    let mut out = Vec::with_capacity(count.clamp(0, 1 << 16) as usize);
+    // Capacity from the bytes present, not the claimed count: a record takes at least 7
+    // bytes (length, attributes, two deltas, key and value lengths, header count).
+    let claimed = usize::try_from(count).unwrap_or(0);
+    let mut out = Vec::with_capacity(claimed.min(section.len() / 7));
     let mut pos = 0usize;
     for _ in 0..count.max(0) {
         let len = read_varint(section, &mut pos)?;
@@ -166,12 +172,16 @@ pub(crate) fn parse_records(section: &[u8], count: i32) -> Result<Vec<RawRecord<
             Some(k)
         };
         let value_len = read_varint(rec, &mut pos)?;
+        let value = usize::try_from(value_len)
+            .ok()
+            .and_then(|n| rec.get(pos..pos.checked_add(n)?));
         out.push(RawRecord {
             attributes,
             timestamp_delta,
             offset_delta,
             key,
             has_value: value_len >= 0,
+            value,
             tail: &rec[tail_start..end],
         });
         pos = end;

@@ -124,6 +124,39 @@ impl<'f> ChunkReader<'f> {
     }
 }
 
+/// Where a walk guided by an offset index entry `(offset, position)` may start: the entry's
+/// position when the batch there is valid and ends at the entry's offset (entries record a
+/// batch's last offset and start), otherwise 0, the segment's start.
+///
+/// Kafka's `OffsetIndex.sanityCheck` only checks the file's size and last entry, and Kafka
+/// trusts the indexes of segments below the recovery point; an entry damaged in place but
+/// still sorted and inside the file would then send a read to the wrong batch (records
+/// skipped) or into the middle of one (a read error). Checking the one header the walk reads
+/// anyway costs nothing and turns such an entry into a slower scan from the segment start
+/// (found by the `log_recovery` fuzz target).
+pub(crate) fn checked_index_start(
+    reader: &mut ChunkReader<'_>,
+    entry: (i64, u64),
+    segment: &std::path::Path,
+) -> io::Result<u64> {
+    let (offset, pos) = entry;
+    if pos == 0 {
+        return Ok(0);
+    }
+    match reader.header_at(pos)? {
+        Ok(Some(h)) if h.last_offset() == offset => Ok(pos),
+        found => {
+            let found = match found {
+                Ok(Some(h)) => format!("a batch ending at {}", h.last_offset()),
+                Ok(None) => "the end of the segment".to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(segment = %segment.display(), offset, pos, found, "offset index entry does not point at its batch; scanning from the segment start");
+            Ok(0)
+        }
+    }
+}
+
 /// Finds, from `start` (a batch boundary at or before the target), the first batch whose last
 /// offset is >= `target`: Kafka's `FileRecords.searchForOffsetFromPosition`. Returns its
 /// position and header, or `None` if no batch in the region qualifies.

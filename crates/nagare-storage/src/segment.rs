@@ -10,7 +10,7 @@ use std::time::UNIX_EPOCH;
 use nagare_protocol::record_batch::{validate_crc, RecordBatchHeader};
 
 use crate::index::{Loaded, OffsetIndex, TimeIndex};
-use crate::scan::{find_batch, ChunkReader, RECOVERY_CHUNK};
+use crate::scan::{checked_index_start, find_batch, ChunkReader, RECOVERY_CHUNK};
 use crate::txn_index::TxnIndex;
 
 /// Suffix of segment data files.
@@ -208,11 +208,25 @@ impl Segment {
         if first && expect_last.is_some() {
             return Ok(Some("offset index points past the last batch".into()));
         }
-        if let Some((_, last_time_offset)) = self.time_index.last_entry() {
+        if let Some((last_time, last_time_offset)) = self.time_index.last_entry() {
             if last_time_offset >= self.next_offset {
                 return Ok(Some(format!(
                     "time index offset {last_time_offset} is past the segment end {}",
                     self.next_offset
+                )));
+            }
+            // The last entry seeds the segment's max timestamp (retention, ListOffsets
+            // MAX_TIMESTAMP): it must be the max timestamp of the batch ending at its offset.
+            // One header walk from the nearest (checked) offset index entry.
+            // (A read error here makes recovery rescan, which meets it again if it is real.)
+            let matches = matches!(
+                self.find(last_time_offset),
+                Ok(Some((_, h))) if h.last_offset() == last_time_offset
+                    && h.max_timestamp == last_time
+            );
+            if !matches {
+                return Ok(Some(format!(
+                    "time index entry ({last_time}, {last_time_offset}) does not match its batch"
                 )));
             }
         }
@@ -329,8 +343,12 @@ impl Segment {
 
     /// Position and header of the first batch whose last offset is >= `offset`.
     pub(crate) fn find(&self, offset: i64) -> io::Result<Option<(u64, RecordBatchHeader)>> {
-        let (_, start) = self.offset_index.lookup(offset);
         let mut reader = ChunkReader::headers(&self.file, self.size);
+        let start = checked_index_start(
+            &mut reader,
+            self.offset_index.lookup(offset),
+            &self.log_path,
+        )?;
         find_batch(&mut reader, start, offset)?
             .map_err(|e| corrupt(format!("{}: {e}", self.log_path.display())))
     }

@@ -1420,3 +1420,130 @@ fn log_manager_lifecycle() {
     mgr.enforce_retention(0);
     mgr.shutdown().expect("shutdown");
 }
+
+/// Index entries damaged in place but still sorted and inside the file (the fuzz finding of
+/// the `log_recovery` target): Kafka's sanity check passes them and Kafka trusts the indexes
+/// of a cleanly shut down log, but a read guided by one must still return the right batch,
+/// never a later one (records skipped) or an error, and ListOffsets by timestamp must not
+/// skip records either.
+#[test]
+fn damaged_index_entries_that_pass_the_sanity_check_are_not_trusted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = batch(1, 0).len() as u32;
+    let config = LogConfig {
+        index_interval_bytes: 0,
+        ..small_config()
+    };
+    {
+        let log = open(dir.path(), config.clone());
+        for i in 0..10 {
+            log.append_as_leader(batch(1, 1_000 + i), 0, 0)
+                .expect("append");
+        }
+        log.close().expect("close");
+    }
+    let index_path = dir.path().join("00000000000000000000.index");
+    let time_path = dir.path().join("00000000000000000000.timeindex");
+    let index = fs::read(&index_path).expect("index");
+    // index.interval.bytes 0: an entry (i, i * one) for every batch after the first.
+    assert_eq!(index.len(), 9 * 8);
+    let put_offset_entry = |file: &mut Vec<u8>, at: usize, rel: u32, pos: u32| {
+        file[at * 8..at * 8 + 4].copy_from_slice(&rel.to_be_bytes());
+        file[at * 8 + 4..at * 8 + 8].copy_from_slice(&pos.to_be_bytes());
+    };
+    let mut damaged = index.clone();
+    // Entry 4 claims to start at batch 6 (offsets 5 and 6 would read batch 6... or 7).
+    put_offset_entry(&mut damaged, 3, 4, 6 * one);
+    put_offset_entry(&mut damaged, 4, 5, 6 * one + 1);
+    // Entry 7 points into the middle of batch 7.
+    put_offset_entry(&mut damaged, 5, 6, 7 * one - 9);
+    put_offset_entry(&mut damaged, 6, 7, 7 * one + 5);
+    fs::write(&index_path, &damaged).expect("write index");
+    let mut time = fs::read(&time_path).expect("timeindex");
+    assert_eq!(time.len(), 9 * 12);
+    // Time entries (1000 + i, i): entries for 1004 to 1006 now claim offset 7 (still sorted).
+    for (at, ts, rel) in [(3usize, 1_004i64, 7u32), (4, 1_005, 7), (5, 1_006, 7)] {
+        time[at * 12..at * 12 + 8].copy_from_slice(&ts.to_be_bytes());
+        time[at * 12 + 8..at * 12 + 12].copy_from_slice(&rel.to_be_bytes());
+    }
+    fs::write(&time_path, &time).expect("write timeindex");
+
+    let log = reopen(dir.path(), config, true, 0);
+    assert_eq!(log.log_end_offset(), 10);
+    for offset in 0..10 {
+        let bytes = read_all(&log, offset);
+        assert_eq!(headers(&bytes)[0].base_offset, offset, "read at {offset}");
+    }
+    assert_eq!(
+        records_from(&log, 0)
+            .iter()
+            .map(|r| r.0)
+            .collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    // A small budget: the walk may not jump through a damaged entry either.
+    for offset in 0..10 {
+        let data = log
+            .read(offset, one as usize * 3, true, i64::MAX)
+            .expect("read");
+        let bytes = data.slice.expect("data").read_to_bytes().expect("pread");
+        let hs = headers(&bytes);
+        assert_eq!(hs[0].base_offset, offset);
+        for (i, h) in hs.iter().enumerate() {
+            assert_eq!(h.base_offset, offset + i as i64);
+        }
+    }
+    for ts in 1_000..1_010 {
+        let found = log
+            .offset_for_timestamp(ts)
+            .expect("search")
+            .expect("found");
+        assert_eq!(found.offset, ts - 1_000, "timestamp {ts}");
+    }
+}
+
+/// Replay (coordinators loading `__consumer_offsets` / `__transaction_state`) allocates from
+/// the bytes it reads, not from counts a record claims: a record claiming 2³¹−1 headers in
+/// a few bytes (the `record_batch` fuzz finding, through `kafka-protocol`'s decoder, which
+/// reserved a header map of that capacity and aborted the process) replays as a record.
+#[test]
+fn replay_does_not_allocate_from_a_claimed_header_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small_config());
+    log.append_as_leader(batch(1, 1_000), 0, 0).expect("append");
+    let mut b = nagare_protocol::batch_builder::build_batch(
+        [(
+            Some(bytes::Bytes::from_static(b"k")),
+            Some(bytes::Bytes::from_static(b"v")),
+        )],
+        0,
+        2_000,
+    )
+    .expect("batch")
+    .to_vec();
+    let hs = record_batch::HEADER_SIZE;
+    // One record: length, attributes, deltas, key "k", value "v", header count 0 (last).
+    let record_len = b.len() - hs - 1;
+    assert_eq!(
+        usize::from(b[hs]),
+        record_len * 2,
+        "one-byte zigzag record length"
+    );
+    assert_eq!(*b.last().expect("byte"), 0, "no headers");
+    b.pop();
+    // Header count i32::MAX (zigzag varint, 5 bytes) and nothing else.
+    b.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]);
+    b[hs] = ((record_len + 4) * 2) as u8;
+    let batch_length = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    record_batch::update_crc(&mut b).expect("crc");
+    log.append_as_leader(BytesMut::from(&b[..]), 0, 0)
+        .expect("append");
+    let mut seen = Vec::new();
+    nagare_storage::replay_records(&log, |r| seen.push((r.offset, r.key, r.value)))
+        .expect("replay");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].0, 1);
+    assert_eq!(seen[1].1.as_deref(), Some(&b"k"[..]));
+    assert_eq!(seen[1].2.as_deref(), Some(&b"v"[..]));
+}

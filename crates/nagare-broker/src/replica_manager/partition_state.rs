@@ -307,6 +307,17 @@ impl LeaderState {
         Some(self.propose(new_isr))
     }
 
+    /// The replicas the high watermark waits for: the maximal ISR.
+    fn hw_members(&self) -> Vec<i32> {
+        #[cfg(test)]
+        if planted_bug::enabled() {
+            // The planted bug: the committed ISR only, as before KIP-497 (a replica being
+            // added does not hold the high watermark back).
+            return self.assignment.isr.clone();
+        }
+        self.maximal_isr()
+    }
+
     fn propose(&mut self, new_isr: Vec<i32>) -> IsrProposal {
         let p = IsrProposal {
             leader_epoch: self.assignment.leader_epoch,
@@ -320,7 +331,7 @@ impl LeaderState {
     /// High watermark = the smallest LEO of the maximal ISR; it never moves backwards.
     fn maybe_increment_hw(&mut self, leader_leo: i64) -> bool {
         let mut min = leader_leo;
-        for r in self.maximal_isr() {
+        for r in self.hw_members() {
             if r == self.leader_id {
                 continue;
             }
@@ -335,6 +346,40 @@ impl LeaderState {
             true
         } else {
             false
+        }
+    }
+}
+
+/// A test-only fault switch (issue 18): plants a known bug in this core so a test can show
+/// that a failure the random-seed simulation finds replays from the seed it prints. Per
+/// thread, so the other tests running in parallel never see it.
+#[cfg(test)]
+pub(crate) mod planted_bug {
+    use std::cell::Cell;
+
+    thread_local! {
+        static ENABLED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Whether the bug is planted on this thread.
+    pub(crate) fn enabled() -> bool {
+        ENABLED.with(Cell::get)
+    }
+
+    /// Plants the bug on this thread until the guard is dropped.
+    pub(crate) struct Guard;
+
+    impl Guard {
+        /// Plants the bug.
+        pub(crate) fn plant() -> Guard {
+            ENABLED.with(|e| e.set(true));
+            Guard
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            ENABLED.with(|e| e.set(false));
         }
     }
 }
@@ -471,9 +516,17 @@ mod tests {
         let mut pe = 0;
         let mut s = LeaderState::new(1, assignment(&[1, 2, 3], 0), 0, 0, 0);
         let mut last_hw = 0;
+        // A digest of every action taken: a replay that reports the same digest took the same
+        // path to the same failure.
+        let mut trace: u64 = 0xcbf2_9ce4_8422_2325;
+        let traced = |trace: u64, msg: String| format!("{msg} [trace {trace:016x}]");
         for step in 0..400 {
             now += next(300) as i64;
-            match next(6) {
+            let action = next(6);
+            for v in [action as i64, now] {
+                trace = (trace ^ v as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+            match action {
                 0 => leader_leo += next(5) as i64,
                 1 | 2 => {
                     let f = 2 + next(2) as usize;
@@ -483,8 +536,9 @@ mod tests {
                         follower_leo[f] = leader_leo.min(follower_leo[f] + next(4) as i64);
                         if let Some(p) = u.proposal {
                             if !p.new_isr.contains(&(f as i32)) {
-                                return Err(format!(
-                                    "step {step}: expansion for {f} does not add it"
+                                return Err(traced(
+                                    trace,
+                                    format!("step {step}: expansion for {f} does not add it"),
                                 ));
                             }
                         }
@@ -510,56 +564,129 @@ mod tests {
                 }
             }
             let hw = s.high_watermark();
+            for v in [leader_leo, hw] {
+                trace = (trace ^ v as u64).wrapping_mul(0x0100_0000_01b3);
+            }
             if hw < last_hw {
-                return Err(format!("step {step}: HW moved back ({last_hw} -> {hw})"));
+                return Err(traced(
+                    trace,
+                    format!("step {step}: HW moved back ({last_hw} -> {hw})"),
+                ));
             }
             if hw > leader_leo {
-                return Err(format!("step {step}: HW {hw} past the leader {leader_leo}"));
+                return Err(traced(
+                    trace,
+                    format!("step {step}: HW {hw} past the leader {leader_leo}"),
+                ));
             }
             for r in s.maximal_isr() {
                 if r != 1 {
                     let known = s.follower(r).map(|f| f.leo).unwrap_or(-1);
                     if !(hw <= known.max(0) || hw == 0) {
-                        return Err(format!("step {step}: HW {hw} past ISR member {r}"));
+                        return Err(traced(
+                            trace,
+                            format!("step {step}: HW {hw} past ISR member {r}"),
+                        ));
                     }
                 }
             }
             if !s.isr().contains(&1) {
-                return Err(format!("step {step}: leader left the ISR"));
+                return Err(traced(trace, format!("step {step}: leader left the ISR")));
             }
             last_hw = hw;
         }
         Ok(())
     }
 
+    /// The variable that replays one ISR simulation seed.
+    const SEED_VAR: &str = "NAGARE_ISR_SIM_SEED";
+
+    /// A base seed that differs from run to run.
+    fn random_base() -> u64 {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
+    }
+
+    /// Runs seeds `0..fixed`, then `random` seeds from `base`; the first failure's report,
+    /// as printed: what failed and the command replaying that seed.
+    fn isr_seed_loop(fixed: u64, random: u64, base: u64) -> Result<(), String> {
+        let seeds = (0..fixed).chain((0..random).map(|i| base.wrapping_add(i)));
+        for seed in seeds {
+            if let Err(e) = run_isr_seed(seed) {
+                return Err(format!(
+                    "ISR simulation seed {seed} failed: {e}\nreplay: {SEED_VAR}={seed} \
+                     cargo test -p nagare-broker --lib simulation_invariants -- --nocapture"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays the seed given as `SEED_VAR`'s value (what `simulation_invariants` does when
+    /// the variable is set); the failure's report is the first line of the loop's.
+    fn replay_isr_seed(value: &str) -> Result<(), String> {
+        let seed: u64 = value
+            .trim()
+            .parse()
+            .map_err(|e| format!("{SEED_VAR}={value}: {e}"))?;
+        run_isr_seed(seed).map_err(|e| format!("ISR simulation seed {seed} failed: {e}"))
+    }
+
     /// The ISR simulation: the fixed seeds 0..300 as a regression set, then 300 seeds from a
     /// base drawn anew each run (printed); `NAGARE_ISR_SIM_SEED=<n>` replays one seed.
     #[test]
     fn simulation_invariants() {
-        if let Some(seed) = std::env::var("NAGARE_ISR_SIM_SEED")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            if let Err(e) = run_isr_seed(seed) {
-                panic!("ISR simulation seed {seed} failed: {e}");
+        if let Ok(value) = std::env::var(SEED_VAR) {
+            if let Err(e) = replay_isr_seed(&value) {
+                panic!("{e}");
             }
             return;
         }
-        use std::hash::BuildHasher;
-        let base =
-            std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+        let base = random_base();
         eprintln!(
             "ISR simulation: seeds 0..300, then 300 from random base {base} \
-             (replay one with NAGARE_ISR_SIM_SEED=<seed>)"
+             (replay one with {SEED_VAR}=<seed>)"
         );
-        let seeds = (0..300u64).chain((0..300u64).map(|i| base.wrapping_add(i)));
-        for seed in seeds {
-            if let Err(e) = run_isr_seed(seed) {
-                panic!(
-                    "ISR simulation seed {seed} failed: {e}\nreplay: NAGARE_ISR_SIM_SEED={seed} \
-                     cargo test -p nagare-broker --lib simulation_invariants -- --nocapture"
-                );
-            }
+        if let Err(report) = isr_seed_loop(300, 300, base) {
+            panic!("{report}");
         }
+    }
+
+    /// Issue 18's demonstration that a failure found by a random seed replays from the seed
+    /// printed: with a bug planted in this core (the high watermark ignoring replicas being
+    /// added, i.e. KIP-497 undone), the random-seed loop fails; the seed is parsed out of the
+    /// printed report, replayed through the same path as `NAGARE_ISR_SIM_SEED`, and fails
+    /// identically (same step, same assertion, same trace digest). Without the bug the same
+    /// seed passes, so the failure is the bug's.
+    #[test]
+    fn a_failure_found_by_a_random_seed_replays_from_the_printed_seed() {
+        let bug = planted_bug::Guard::plant();
+        let base = random_base();
+        eprintln!("planted-bug ISR simulation: 300 seeds from random base {base}");
+        let report = isr_seed_loop(0, 300, base).expect_err("the random seeds find the bug");
+        eprintln!("{report}");
+        let printed = report
+            .split(&format!("{SEED_VAR}="))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the report prints the replay variable");
+        let seed: u64 = printed.parse().expect("a seed");
+        assert!(
+            seed.wrapping_sub(base) < 300,
+            "seed {seed} is one of the random ones"
+        );
+        let replayed = replay_isr_seed(printed).expect_err("the replay fails too");
+        assert_eq!(
+            Some(replayed.as_str()),
+            report.lines().next(),
+            "the replay fails at the same step, assertion and trace"
+        );
+        assert!(replayed.contains("[trace "), "{replayed}");
+        drop(bug);
+        assert_eq!(
+            replay_isr_seed(printed),
+            Ok(()),
+            "seed {seed} without the bug"
+        );
     }
 }

@@ -17,7 +17,7 @@ use crate::config::TopicPartition;
 use crate::epoch_cache::EpochEntry;
 use crate::error::StorageError;
 use crate::producer_state::ProducerStateEntry;
-use crate::scan::{find_batch, ChunkReader, HEADER_CHUNK};
+use crate::scan::{checked_index_start, find_batch, ChunkReader, HEADER_CHUNK};
 use crate::segment::Segment;
 use crate::txn_index::AbortedTxn;
 
@@ -130,6 +130,27 @@ fn find_record(
         }))
 }
 
+/// Where a search by timestamp guided by the time index entry `(timestamp, offset)` may start,
+/// given `pos` (the checked offset index position for that offset): `pos` when the batch
+/// holding `offset` ends there and carries that max timestamp (entries record the largest
+/// timestamp so far and the last offset of its batch), otherwise 0. A damaged entry with too
+/// large an offset would otherwise skip records with later timestamps (the same reasoning
+/// as [`checked_index_start`]).
+fn checked_time_entry(
+    reader: &mut ChunkReader<'_>,
+    pos: u64,
+    (timestamp, offset): (i64, i64),
+    segment: &std::path::Path,
+) -> Result<u64, StorageError> {
+    if let Ok(Some((_, h))) = find_batch(reader, pos, offset)? {
+        if h.last_offset() == offset && h.max_timestamp == timestamp {
+            return Ok(pos);
+        }
+    }
+    tracing::warn!(segment = %segment.display(), timestamp, offset, "time index entry does not match its batch; scanning from the segment start");
+    Ok(0)
+}
+
 impl Log {
     /// Reads for a fetch: whole batches from one segment starting with the batch that
     /// contains `offset` (a consumer may ask for an offset inside a batch and skips the
@@ -144,7 +165,7 @@ impl Log {
         min_one_batch: bool,
         max_offset: i64,
     ) -> Result<FetchData, StorageError> {
-        let (file, path, start_pos, jump, seg_end, log_start, log_end) = {
+        let (file, path, entry, jump, seg_end, log_start, log_end) = {
             let inner = self.inner.lock();
             let (log_start, log_end) = (inner.log_start_offset, inner.log_end_offset);
             if offset < log_start || offset > log_end {
@@ -165,20 +186,17 @@ impl Log {
             let Some(seg) = inner.segment_for_read(offset) else {
                 return Ok(empty);
             };
-            let (_, pos) = seg.offset_index.lookup(offset);
+            let entry = seg.offset_index.lookup(offset);
             // The batches between the first one and the last index entry within the byte
             // budget all fit: the header walk may resume there instead of at every batch.
-            let jump = seg
-                .offset_index
-                .last_entry_within(
-                    pos.saturating_add(max_bytes as u64),
-                    max_offset.min(log_end),
-                )
-                .map(|(_, p)| p);
+            let jump = seg.offset_index.last_entry_within(
+                entry.1.saturating_add(max_bytes as u64),
+                max_offset.min(log_end),
+            );
             (
                 Arc::clone(&seg.file),
                 seg.log_path.clone(),
-                pos,
+                entry,
                 jump,
                 seg.size,
                 log_start,
@@ -192,6 +210,7 @@ impl Log {
         };
         let max_offset = max_offset.min(log_end);
         let mut reader = ChunkReader::headers(&file, seg_end);
+        let start_pos = checked_index_start(&mut reader, entry, &path)?;
         let Some((start, mut h)) = find_batch(&mut reader, start_pos, offset)?
             .map_err(|e| StorageError::CorruptRecord(format!("{}: {e}", path.display())))?
         else {
@@ -204,11 +223,16 @@ impl Log {
                 .saturating_add(HEADER_SIZE as u64),
         );
         let mut end = start;
-        if let Some(p) = jump.filter(|&p| p > start) {
-            // (Were there no valid batch at the entry, the walk would go from the start.)
+        if let Some((jump_offset, p)) =
+            jump.filter(|&(_, p)| p > start && p - start <= max_bytes as u64)
+        {
+            // Only an entry pointing at its own batch is followed (a damaged one is not: the
+            // walk goes on batch by batch, see `checked_index_start`).
             if let Ok(Some(next)) = reader.header_at(p)? {
-                end = p;
-                h = next;
+                if next.last_offset() == jump_offset {
+                    end = p;
+                    h = next;
+                }
             }
         }
         loop {
@@ -250,8 +274,12 @@ impl Log {
     ) -> Result<Option<TimestampOffset>, StorageError> {
         struct Candidate {
             file: Arc<File>,
+            path: std::path::PathBuf,
             size: u64,
-            start: u64,
+            /// The time index entry below the timestamp, if any, as (timestamp, offset).
+            time_entry: Option<(i64, i64)>,
+            /// The offset index entry at or below that entry's offset.
+            entry: (i64, u64),
         }
         let (candidates, log_start) = {
             let inner = self.inner.lock();
@@ -260,14 +288,17 @@ impl Log {
                 .segments()
                 .filter(|s| s.max_timestamp >= timestamp && s.next_offset > log_start)
                 .map(|s| {
-                    let start = match s.time_index.lookup_before(timestamp) {
-                        Some((_, offset)) => s.offset_index.lookup(offset).1,
-                        None => 0,
+                    let time_entry = s.time_index.lookup_before(timestamp);
+                    let entry = match time_entry {
+                        Some((_, offset)) => s.offset_index.lookup(offset),
+                        None => (s.base_offset, 0),
                     };
                     Candidate {
                         file: Arc::clone(&s.file),
+                        path: s.log_path.clone(),
                         size: s.size,
-                        start,
+                        time_entry,
+                        entry,
                     }
                 })
                 .collect();
@@ -275,7 +306,10 @@ impl Log {
         };
         for c in candidates {
             let mut reader = ChunkReader::new(&c.file, c.size, HEADER_CHUNK);
-            let mut pos = c.start;
+            let mut pos = checked_index_start(&mut reader, c.entry, &c.path)?;
+            if let Some(te) = c.time_entry {
+                pos = checked_time_entry(&mut reader, pos, te, &c.path)?;
+            }
             while let Some(h) = reader
                 .header_at(pos)?
                 .map_err(|e| batch_error(&self.tp, e))?
@@ -297,7 +331,7 @@ impl Log {
     /// ListOffsets `MAX_TIMESTAMP` (-3, KIP-734): the offset and timestamp of the first record
     /// carrying the largest timestamp in the log.
     pub fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, StorageError> {
-        let (file, size, start, target) = {
+        let (file, path, size, entry, target) = {
             let inner = self.inner.lock();
             let mut best: Option<&Segment> = None;
             for s in inner.segments() {
@@ -306,11 +340,17 @@ impl Log {
                 }
             }
             let Some(s) = best else { return Ok(None) };
-            let (_, start) = s.offset_index.lookup(s.offset_of_max_timestamp);
-            (Arc::clone(&s.file), s.size, start, s.max_timestamp)
+            let entry = s.offset_index.lookup(s.offset_of_max_timestamp);
+            (
+                Arc::clone(&s.file),
+                s.log_path.clone(),
+                s.size,
+                entry,
+                s.max_timestamp,
+            )
         };
         let mut reader = ChunkReader::new(&file, size, HEADER_CHUNK);
-        let mut pos = start;
+        let mut pos = checked_index_start(&mut reader, entry, &path)?;
         while let Some(h) = reader
             .header_at(pos)?
             .map_err(|e| batch_error(&self.tp, e))?

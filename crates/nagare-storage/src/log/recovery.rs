@@ -20,7 +20,7 @@ use crate::epoch_cache::LeaderEpochCache;
 use crate::error::StorageError;
 use crate::producer_state::ProducerStateManager;
 use crate::records::{parse_end_txn_marker, EndTxnMarker};
-use crate::scan::ChunkReader;
+use crate::scan::{checked_index_start, ChunkReader};
 use crate::segment::{
     parse_file_name, Segment, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
     TXN_INDEX_SUFFIX,
@@ -82,12 +82,12 @@ pub(super) fn replay_producers<'a>(
         if seg.next_offset <= from {
             continue;
         }
+        let mut reader = ChunkReader::headers(&seg.file, seg.size);
         let start = if seg.base_offset < from {
-            seg.offset_index.lookup(from).1
+            checked_index_start(&mut reader, seg.offset_index.lookup(from), &seg.log_path)?
         } else {
             0
         };
-        let mut reader = ChunkReader::headers(&seg.file, seg.size);
         let mut pos = start;
         while let Some(h) = reader
             .header_at(pos)?
