@@ -860,6 +860,8 @@ mod tests {
             "the log starts in the remote store"
         );
         assert_eq!(list_offset(&b, -1).await, n as i64);
+        // By timestamp below the local log start: answered from the remote time indexes.
+        assert_eq!(list_offset(&b, 0).await, 0, "the first record is remote");
 
         // A consumer reads everything from 0, the old part from the object store.
         let mut next = 0i64;
@@ -918,6 +920,7 @@ mod tests {
         let dr = &r.topics[0].partitions[0];
         assert_eq!((dr.error_code, dr.low_watermark), (0, 10));
         assert_eq!(list_offset(&b, -2).await, 10);
+        assert_eq!(list_offset(&b, 0).await, 10, "by timestamp: not below the log start");
         assert_eq!(
             fetch(&b, 5).await.0,
             1,
