@@ -920,7 +920,11 @@ mod tests {
         let dr = &r.topics[0].partitions[0];
         assert_eq!((dr.error_code, dr.low_watermark), (0, 10));
         assert_eq!(list_offset(&b, -2).await, 10);
-        assert_eq!(list_offset(&b, 0).await, 10, "by timestamp: not below the log start");
+        assert_eq!(
+            list_offset(&b, 0).await,
+            10,
+            "by timestamp: not below the log start"
+        );
         assert_eq!(
             fetch(&b, 5).await.0,
             1,

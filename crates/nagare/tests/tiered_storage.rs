@@ -537,13 +537,24 @@ fn tiered_failover_and_store_outage_on_three_brokers() {
         ],
     );
     let p = replication::eventually(Duration::from_secs(30), "a full ISR", || {
-        replication::partition_state(&all, RF3_TOPIC, 0).filter(|p| p.leader >= 0 && p.isr.len() == 3)
+        replication::partition_state(&all, RF3_TOPIC, 0)
+            .filter(|p| p.leader >= 0 && p.isr.len() == 3)
     });
     let old_leader = p.leader;
     let producer = replication::idempotent_producer(&all);
-    let mut acked = produce_indexed(&producer, 0, 400);
+    // Records 0..1000 in rounds of 50 while the leader uploads; it is killed meanwhile.
+    let writer = {
+        let p = producer.clone();
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for r in 0..20 {
+                acked.extend(produce_indexed(&p, r * 50, r * 50 + 50));
+            }
+            acked
+        })
+    };
 
-    // Kill the leader once uploads are under way (more rolled segments still to go).
+    // Kill the leader once uploads are under way (more rolled segments still to come).
     replication::eventually_every(
         Duration::from_secs(30),
         Duration::from_millis(20),
@@ -557,7 +568,7 @@ fn tiered_failover_and_store_outage_on_three_brokers() {
     let before_kill = rf3_manifest(&root).map_or(0, |m| m.finished().count());
     cluster.node(old_leader).kill9();
     eprintln!("killed leader {old_leader} with {before_kill} segments uploaded");
-    acked.extend(produce_indexed(&producer, 400, 1000));
+    let mut acked = writer.join().expect("writer");
     let new_leader = replication::eventually(Duration::from_secs(30), "a new leader", || {
         replication::partition_state(&all, RF3_TOPIC, 0)
             .filter(|p| p.leader >= 0 && p.leader != old_leader)
@@ -567,7 +578,7 @@ fn tiered_failover_and_store_outage_on_three_brokers() {
     // broker has.
     let (_, local, tiered, _) =
         replication::eventually(Duration::from_secs(60), "uploads by the new leader", || {
-            rf3_offsets(&all).filter(|o| o.1 > 400 && o.2 >= o.1 - 1)
+            rf3_offsets(&all).filter(|o| o.1 > 600 && o.2 >= o.1 - 1)
         });
     eprintln!("new leader {new_leader}: local log start {local}, tiered up to {tiered}");
 
@@ -592,7 +603,10 @@ fn tiered_failover_and_store_outage_on_three_brokers() {
     } else {
         Duration::from_secs(10)
     };
-    let leader_dir = cluster.node(new_leader).log_dir().join(format!("{RF3_TOPIC}-0"));
+    let leader_dir = cluster
+        .node(new_leader)
+        .log_dir()
+        .join(format!("{RF3_TOPIC}-0"));
     let parked = store_dir.path().join("remote.off");
     std::fs::rename(&root, &parked).expect("take the store away");
     std::fs::write(&root, b"not a directory").expect("block the store path");
@@ -698,10 +712,7 @@ fn store_put_mb_per_s(store: &[String], count: usize, size: usize) -> f64 {
         let t = Instant::now();
         for i in 0..count {
             let path = root.child("put-bench").child(format!("{i}"));
-            store
-                .put(&path, payload.clone().into())
-                .await
-                .expect("put");
+            store.put(&path, payload.clone().into()).await.expect("put");
         }
         let secs = t.elapsed().as_secs_f64();
         for i in 0..count {
@@ -716,9 +727,21 @@ fn store_put_mb_per_s(store: &[String], count: usize, size: usize) -> f64 {
 /// Reads `topic`-0 from offset 0 to its end with librdkafka; (records, MB/s).
 fn consume_rate(server: &TestServer, topic: &str) -> (usize, f64) {
     let t = Instant::now();
-    let msgs = consume_to_end(server, topic, 1, Offset::Beginning, Duration::from_secs(600));
-    let bytes: usize = msgs[0].iter().map(|m| m.payload().map_or(0, <[u8]>::len)).sum();
-    (msgs[0].len(), bytes as f64 / 1e6 / t.elapsed().as_secs_f64())
+    let msgs = consume_to_end(
+        server,
+        topic,
+        1,
+        Offset::Beginning,
+        Duration::from_secs(600),
+    );
+    let bytes: usize = msgs[0]
+        .iter()
+        .map(|m| m.payload().map_or(0, <[u8]>::len))
+        .sum();
+    (
+        msgs[0].len(),
+        bytes as f64 / 1e6 / t.elapsed().as_secs_f64(),
+    )
 }
 
 /// One benchmark run against `store` (BENCHMARKS.md, "Tiered storage"): `mb` MB written to a
@@ -762,7 +785,10 @@ fn bench_run(label: &str, store: &[String], mb: usize) {
     for topic in [TOPIC, "local-copy"] {
         for i in 0..records {
             let value = value_of(i);
-            send_retrying_queue_full(&producer, BaseRecord::<(), _>::to(topic).partition(0).payload(&value));
+            send_retrying_queue_full(
+                &producer,
+                BaseRecord::<(), _>::to(topic).partition(0).payload(&value),
+            );
         }
     }
     producer.flush(Duration::from_secs(600)).expect("flush");
@@ -771,7 +797,10 @@ fn bench_run(label: &str, store: &[String], mb: usize) {
     let t = Instant::now();
     alter_topic(
         &bootstrap,
-        &[AlterConfigOp::Set("remote.log.copy.disable".into(), "false".into())],
+        &[AlterConfigOp::Set(
+            "remote.log.copy.disable".into(),
+            "false".into(),
+        )],
     )
     .expect("enable copies");
     // Everything but the active segment (at most one segment of records) is uploaded.
@@ -806,7 +835,11 @@ fn tiered_storage_benchmark() {
     };
     let store_dir = tempfile::tempdir().expect("tmp");
     let root: PathBuf = store_dir.path().join("remote");
-    bench_run("file", &[format!("rsm.config.url=file://{}", root.display())], mb);
+    bench_run(
+        "file",
+        &[format!("rsm.config.url=file://{}", root.display())],
+        mb,
+    );
     if let Some(moto) = start_moto() {
         let port = moto.port;
         bench_run(

@@ -394,19 +394,6 @@ impl ReplicaManager {
                 // KIP-405: below the local log start, in the remote log.
                 out.remote_read = Some((t.fetch_offset, limit));
             }
-            Err(nagare_storage::StorageError::OffsetOutOfRange { log_start, .. })
-                if replica_id >= 0
-                    && p.tier.enabled()
-                    && t.fetch_offset < log_start
-                    && p.tier
-                        .remote_log_start()
-                        .is_some_and(|s| t.fetch_offset >= s) =>
-            {
-                // KIP-405's follower path (Kafka's `OffsetMovedToTieredStorageException`):
-                // a follower never fetches remote bytes; it rebuilds its state from the
-                // remote metadata and starts at our local log start.
-                out.error = Some(ReplicaError::OffsetMovedToTieredStorage(t.fetch_offset));
-            }
             Err(e) => {
                 let e = ReplicaError::from(e);
                 if e.code() != 1 {
