@@ -133,12 +133,13 @@ pub async fn partition_storage(
             *slot = client.list_offsets(&t.name, p.partition, spec).await.ok();
         }
         if p.leader >= 0 {
-            if !sizes.contains_key(&p.leader) {
-                let got = client
-                    .local_partition_sizes(p.leader, &t.name)
-                    .await
-                    .unwrap_or_default();
-                sizes.insert(p.leader, got);
+            if let std::collections::hash_map::Entry::Vacant(e) = sizes.entry(p.leader) {
+                e.insert(
+                    client
+                        .local_partition_sizes(p.leader, &t.name)
+                        .await
+                        .unwrap_or_default(),
+                );
             }
             row.local_bytes = sizes
                 .get(&p.leader)
