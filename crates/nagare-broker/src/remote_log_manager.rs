@@ -506,12 +506,174 @@ impl RemoteLogManager {
         Ok((out, false))
     }
 
+    /// ListOffsets by timestamp in the remote log of a partition led here (Kafka's
+    /// `RemoteLogManager.findOffsetByTimestamp`): the first record at or after `log_start`
+    /// with a timestamp >= `timestamp`, in the oldest finished remote segment whose largest
+    /// timestamp reaches it; its time index (cached) and offset index give where to start
+    /// reading, then the segment is read in ranged chunks. `Ok(None)` when the remote log
+    /// holds no such record (the caller looks in the local log).
+    pub async fn offset_for_timestamp(
+        &self,
+        topic_id: Uuid,
+        partition: i32,
+        timestamp: i64,
+        log_start: i64,
+    ) -> Result<Option<nagare_storage::TimestampOffset>, RemoteStorageError> {
+        use nagare_protocol::record_batch::{RecordBatchHeader, HEADER_SIZE};
+        use nagare_remote_storage::ObjectKind;
+        const CHUNK: u64 = 1 << 20;
+        let Some(state) = self.state(topic_id, partition) else {
+            return Ok(None);
+        };
+        let mut segments: Vec<RemoteLogSegmentMetadata> = state
+            .finished()
+            .filter(|m| m.max_timestamp_ms >= timestamp && m.end_offset >= log_start)
+            .cloned()
+            .collect();
+        segments.sort_by_key(|m| m.start_offset);
+        let tp = nagare_storage::TopicPartition::new(state.partition().topic.clone(), partition);
+        let corrupt = |e: nagare_storage::StorageError| RemoteStorageError::Corrupt(e.to_string());
+        let mut min_offset = log_start;
+        for m in segments {
+            // Segments of different leaders may overlap: what an earlier one held is done.
+            if m.end_offset < min_offset {
+                continue;
+            }
+            let _permit = self.readers.acquire().await.ok();
+            let time_index = self.rsm.fetch_object(&m, ObjectKind::TimeIndex).await?;
+            let from = nagare_remote_storage::rsm::time_index_offset_before(
+                &time_index,
+                m.start_offset,
+                timestamp,
+            )
+            .max(min_offset);
+            let index = self.rsm.fetch_object(&m, ObjectKind::OffsetIndex).await?;
+            let mut pos = nagare_remote_storage::rsm::index_position(&index, m.start_offset, from);
+            while pos < m.segment_size_bytes {
+                let chunk = self.rsm.fetch_log_segment(&m, pos, pos + CHUNK).await?;
+                if let Some(found) =
+                    nagare_storage::offset_for_timestamp_in(&tp, &chunk, min_offset, timestamp)
+                        .map_err(corrupt)?
+                {
+                    self.metrics
+                        .fetch_bytes
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    return Ok(Some(found));
+                }
+                // Continue after the last whole batch of the chunk (one larger than the
+                // chunk is read whole).
+                let mut used = 0usize;
+                let mut next_len = 0usize;
+                while chunk.len().saturating_sub(used) >= HEADER_SIZE {
+                    let h = RecordBatchHeader::parse(&chunk[used..])
+                        .map_err(|e| RemoteStorageError::Corrupt(e.to_string()))?;
+                    if used + h.total_size() > chunk.len() {
+                        next_len = h.total_size();
+                        break;
+                    }
+                    used += h.total_size();
+                }
+                if used == 0 {
+                    if next_len == 0 {
+                        break;
+                    }
+                    let whole = self
+                        .rsm
+                        .fetch_log_segment(&m, pos, pos + next_len as u64)
+                        .await?;
+                    if let Some(found) =
+                        nagare_storage::offset_for_timestamp_in(&tp, &whole, min_offset, timestamp)
+                            .map_err(corrupt)?
+                    {
+                        return Ok(Some(found));
+                    }
+                    used = whole.len();
+                    if used == 0 {
+                        break;
+                    }
+                }
+                pos += used as u64;
+            }
+            min_offset = m.end_offset + 1;
+        }
+        Ok(None)
+    }
+
+    /// KIP-405's follower path (Kafka's `ReplicaFetcherTierStateMachine`): a follower told
+    /// OFFSET_MOVED_TO_TIERED_STORAGE reads the partition's manifest and takes from the remote
+    /// segment ending just below the leader's local log start `local_start` its producer
+    /// snapshot, and from every finished remote segment its leader epochs; the follower then
+    /// starts its log at `local_start` with that state. Returns `Ok(None)` when the manifest
+    /// does not reach `local_start` yet (the leader's retention ran on a state this broker
+    /// cannot see: fetch again later). Also publishes the remote reach into the partition's
+    /// `TierState`, so this follower's ListOffsets -2 and local retention know it.
+    pub async fn follower_start(
+        &self,
+        p: &Partition,
+        local_start: i64,
+    ) -> Result<Option<FollowerStart>, TierError> {
+        let tp = TopicIdPartition {
+            topic: p.tp.topic.clone(),
+            topic_id: p.topic_id,
+            partition: p.tp.partition,
+        };
+        let Some(state) = self.rsm.load_state(&tp).await? else {
+            return Ok(None);
+        };
+        if local_start > 0
+            && state
+                .copied_end_offset()
+                .is_none_or(|e| e < local_start - 1)
+        {
+            return Ok(None);
+        }
+        let below = state
+            .finished()
+            .filter(|m| m.start_offset < local_start && m.end_offset >= local_start - 1)
+            // Overlapping segments after a failover: the one ending exactly below wins.
+            .min_by_key(|m| (m.end_offset != local_start - 1, m.end_offset));
+        let producer_snapshot = match below {
+            Some(m) if m.end_offset + 1 == local_start && m.producer_snapshot_present => Some(
+                self.rsm
+                    .fetch_object(m, nagare_remote_storage::ObjectKind::ProducerSnapshot)
+                    .await?,
+            ),
+            _ => None,
+        };
+        let mut firsts: BTreeMap<i32, i64> = BTreeMap::new();
+        for m in state.finished() {
+            for (&epoch, &start) in &m.segment_leader_epochs {
+                if start < local_start {
+                    let e = firsts.entry(epoch).or_insert(start);
+                    *e = (*e).min(start);
+                }
+            }
+        }
+        p.tier
+            .publish(state.copied_end_offset(), state.log_start_offset());
+        Ok(Some(FollowerStart {
+            producer_snapshot,
+            epochs: firsts.into_iter().collect(),
+        }))
+    }
+
     /// Remote segments of a partition led here, for `tiered status` and tests.
     pub fn segments(&self, topic_id: Uuid, partition: i32) -> Vec<RemoteLogSegmentMetadata> {
         self.state(topic_id, partition)
             .map(|s| s.segments().cloned().collect())
             .unwrap_or_default()
     }
+}
+
+/// What a follower far behind a tiered leader takes from the remote metadata before it
+/// starts at the leader's local log start ([`RemoteLogManager::follower_start`]).
+#[derive(Debug, Clone, Default)]
+pub struct FollowerStart {
+    /// The producer snapshot at the local log start, when the remote segment ending there
+    /// has one.
+    pub producer_snapshot: Option<Bytes>,
+    /// `(epoch, first offset)` of every leader epoch with remote data, oldest first.
+    pub epochs: Vec<(i32, i64)>,
 }
 
 /// The tiered settings of every topic from the metadata image and the broker defaults.
@@ -698,6 +860,8 @@ mod tests {
             "the log starts in the remote store"
         );
         assert_eq!(list_offset(&b, -1).await, n as i64);
+        // By timestamp below the local log start: answered from the remote time indexes.
+        assert_eq!(list_offset(&b, 0).await, 0, "the first record is remote");
 
         // A consumer reads everything from 0, the old part from the object store.
         let mut next = 0i64;
@@ -756,6 +920,11 @@ mod tests {
         let dr = &r.topics[0].partitions[0];
         assert_eq!((dr.error_code, dr.low_watermark), (0, 10));
         assert_eq!(list_offset(&b, -2).await, 10);
+        assert_eq!(
+            list_offset(&b, 0).await,
+            10,
+            "by timestamp: not below the log start"
+        );
         assert_eq!(
             fetch(&b, 5).await.0,
             1,

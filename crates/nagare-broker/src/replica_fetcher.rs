@@ -333,6 +333,7 @@ async fn fetch_once(
     // round serves every partition of this response.
     let mut durable = Vec::new();
     let mut out_of_range = Vec::new();
+    let mut moved_to_tiered = Vec::new();
     for t in &resp.responses {
         for r in &t.partitions {
             let Some((p, epoch)) = sent.iter().find(|(p, _)| {
@@ -365,6 +366,13 @@ async fn fetch_once(
                     // so ask it for its log start and end (ListOffsets) after this response.
                     all_ok = false;
                     out_of_range.push((p.clone(), *epoch));
+                    continue;
+                }
+                109 => {
+                    // OFFSET_MOVED_TO_TIERED_STORAGE (KIP-405): start at the leader's local
+                    // log start with the remote metadata's state, after this response.
+                    all_ok = false;
+                    moved_to_tiered.push((p.clone(), *epoch));
                     continue;
                 }
                 code => {
@@ -410,7 +418,64 @@ async fn fetch_once(
     if !out_of_range.is_empty() {
         handle_out_of_range(broker, conn, source, &out_of_range).await?;
     }
+    if !moved_to_tiered.is_empty() {
+        handle_moved_to_tiered(broker, conn, source, &moved_to_tiered).await?;
+    }
     Ok(all_ok)
+}
+
+/// OFFSET_MOVED_TO_TIERED_STORAGE for our fetch offset (KIP-405's follower path, Kafka's
+/// `ReplicaFetcherTierStateMachine.start`): asks the leader for its local log start
+/// (ListOffsets -4), reads the producer state and leader epochs below it from the remote
+/// metadata and restarts our log there, so we fetch only what the leader keeps locally and
+/// never the remote bytes. Without a remote log manager here (tiered storage off on this
+/// broker) the log restarts there without that state.
+async fn handle_moved_to_tiered(
+    broker: &Broker,
+    conn: &mut Connection,
+    source: i32,
+    parts: &[(Arc<Partition>, i32)],
+) -> Result<(), String> {
+    let local_starts = list_offsets(broker, conn, parts, -4).await?;
+    let rlm = broker.replicas.remote_log.get().cloned();
+    for (p, epoch) in parts {
+        if !still_following(p, source, *epoch) {
+            continue;
+        }
+        let Some(&local_start) = local_starts.get(&p.tp) else {
+            continue;
+        };
+        if local_start <= p.log_end_offset() {
+            // In range by now: fetch again as we are.
+            continue;
+        }
+        let start = match rlm.as_ref() {
+            Some(rlm) => match rlm.follower_start(p, local_start).await {
+                Ok(Some(start)) => start,
+                Ok(None) => {
+                    tracing::debug!(tp = %p.tp, local_start, "remote metadata does not reach the leader's local log start yet");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(tp = %p.tp, local_start, error = %e, "cannot read the remote metadata; retrying");
+                    continue;
+                }
+            },
+            None => crate::remote_log_manager::FollowerStart::default(),
+        };
+        if !still_following(p, source, *epoch) {
+            continue;
+        }
+        tracing::info!(tp = %p.tp, local_start, log_end = p.log_end_offset(), producer_snapshot = start.producer_snapshot.is_some(), epochs = start.epochs.len(), "follower behind the leader's local log start: starting there with the remote log's state");
+        if let Err(e) = p.start_with_remote_state(
+            local_start,
+            start.producer_snapshot.as_deref(),
+            &start.epochs,
+        ) {
+            tracing::error!(tp = %p.tp, error = %e, "cannot reset the log");
+        }
+    }
+    Ok(())
 }
 
 /// The leader's log start moved past ours (retention or DeleteRecords on the leader): delete
@@ -464,7 +529,7 @@ async fn handle_out_of_range(
     Ok(())
 }
 
-/// ListOffsets for `timestamp` (-1 latest, -2 earliest) of `parts` with our replica id; the
+/// ListOffsets for `timestamp` (-1 latest, -2 earliest, -4 earliest local) of `parts` with our replica id; the
 /// offsets of the partitions answered without error.
 async fn list_offsets(
     broker: &Broker,

@@ -334,6 +334,25 @@ pub fn index_position(index: &[u8], base_offset: i64, target: i64) -> u64 {
     pos
 }
 
+/// The offset of the last time-index entry whose timestamp is below `timestamp`
+/// (`base_offset` if none): a record with a timestamp at or after it cannot lie before that
+/// offset. Entries are 12 bytes: timestamp (i64 BE), offset relative to `base_offset` (u32 BE).
+pub fn time_index_offset_before(index: &[u8], base_offset: i64, timestamp: i64) -> i64 {
+    let mut found = base_offset;
+    for e in index.chunks_exact(12) {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&e[..8]);
+        let ts = i64::from_be_bytes(ts);
+        let rel = i64::from(u32::from_be_bytes([e[8], e[9], e[10], e[11]]));
+        // A zeroed (preallocated) tail entry after the first goes backwards: stop there.
+        if ts >= timestamp || base_offset + rel < found {
+            break;
+        }
+        found = base_offset + rel;
+    }
+    found
+}
+
 /// One entry of a remote `.txnindex` object (Kafka's `AbortedTxn`, 34 bytes big-endian:
 /// version i16, producer id, first offset, last offset, last stable offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -787,5 +806,24 @@ mod tests {
         );
         c.remove_segment(a);
         assert_eq!(c.used_bytes(), 4);
+    }
+
+    #[test]
+    fn time_index_lookup_stops_before_the_timestamp() {
+        let mut idx = Vec::new();
+        for (ts, rel) in [(100i64, 0u32), (200, 10), (300, 25)] {
+            idx.extend_from_slice(&ts.to_be_bytes());
+            idx.extend_from_slice(&rel.to_be_bytes());
+        }
+        idx.extend_from_slice(&[0u8; 12]);
+        assert_eq!(time_index_offset_before(&idx, 1000, 50), 1000);
+        assert_eq!(time_index_offset_before(&idx, 1000, 100), 1000);
+        assert_eq!(time_index_offset_before(&idx, 1000, 201), 1010);
+        assert_eq!(
+            time_index_offset_before(&idx, 1000, 999),
+            1025,
+            "zeroed tail ignored"
+        );
+        assert_eq!(time_index_offset_before(&[], 7, 5), 7);
     }
 }

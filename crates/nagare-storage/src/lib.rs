@@ -36,7 +36,9 @@ pub use cleaner::{CleanStats, Cleaner, CleanerConfig, CLEANER_CHECKPOINT_FILE};
 pub use config::{LogConfig, TimestampType, TopicPartition};
 pub use epoch_cache::EpochEntry;
 pub use error::StorageError;
-pub use log::{AppendInfo, AppendOrigin, FetchData, FileSlice, Log, TimestampOffset};
+pub use log::{
+    offset_for_timestamp_in, AppendInfo, AppendOrigin, FetchData, FileSlice, Log, TimestampOffset,
+};
 pub use manager::{
     LogManager, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_CHECKPOINT_FILE,
     RECOVERY_POINT_CHECKPOINT_FILE,

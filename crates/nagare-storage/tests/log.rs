@@ -1547,3 +1547,83 @@ fn replay_does_not_allocate_from_a_claimed_header_count() {
     assert_eq!(seen[1].1.as_deref(), Some(&b"k"[..]));
     assert_eq!(seen[1].2.as_deref(), Some(&b"v"[..]));
 }
+
+/// KIP-405's follower path: a follower restarted at a tiered leader's local log start takes
+/// the producer state (the snapshot uploaded beside the remote segment ending below it) and
+/// the leader epochs of the remote log, so idempotent sequences and OffsetForLeaderEpoch
+/// answers continue as on the leader.
+#[test]
+fn truncate_fully_and_start_with_state_restores_producers_and_epochs() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let one = idempotent(1, 0, 0, 2).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 3,
+        index_interval_bytes: 0,
+        ..small_config()
+    };
+    let leader = open(leader_dir.path(), config.clone());
+    for i in 0..6 {
+        let epoch = if i < 2 { 1 } else { 3 };
+        leader
+            .append_as_leader(idempotent(1, 0, i * 2, 2), epoch, 0)
+            .expect("append");
+    }
+    leader.flush().expect("flush");
+    // The leader rolled at offset 6: the snapshot taken there is what it uploads.
+    assert!(leader.producer_snapshot_offsets().contains(&6));
+    let snapshot = fs::read(leader_dir.path().join(format!("{:020}.snapshot", 6))).expect("snap");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let follower = open(dir.path(), config.clone());
+    follower
+        .append_as_leader(batch(1, 0), 0, 0)
+        .expect("stale data");
+    follower
+        .truncate_fully_and_start_with_state(6, Some(&snapshot), &[(1, 0), (3, 4), (7, 9)])
+        .expect("start with state");
+    assert_eq!(
+        (follower.log_start_offset(), follower.log_end_offset()),
+        (6, 6)
+    );
+    let state = follower
+        .producer_state(1)
+        .expect("producer state from the snapshot");
+    assert_eq!(state.last_seq(), 5);
+    assert_eq!(
+        follower.latest_epoch(),
+        Some(3),
+        "entries past the start are ignored"
+    );
+    assert_eq!(follower.end_offset_for_epoch(1), (1, 4));
+    // The next batch of the producer continues its sequence; a replay is a duplicate.
+    assert!(
+        follower
+            .append_as_leader(idempotent(1, 0, 4, 2), 3, 0)
+            .expect("dup")
+            .duplicate
+    );
+    let info = follower
+        .append_as_leader(idempotent(1, 0, 6, 2), 3, 0)
+        .expect("append");
+    assert_eq!(info.first_offset, 6);
+    drop(follower);
+    // It survives a crash.
+    let follower = reopen(dir.path(), config.clone(), false, 0);
+    assert_eq!(
+        (follower.log_start_offset(), follower.log_end_offset()),
+        (6, 8)
+    );
+    // Recovery cuts the epoch entries at the log start, as Kafka's `truncateFromStart`.
+    assert_eq!(follower.latest_epoch(), Some(3));
+    assert!(follower
+        .producer_state(1)
+        .is_some_and(|s| s.last_seq() == 7));
+
+    // A snapshot of another offset is dropped: empty producer state, as without one.
+    let other = tempfile::tempdir().expect("tempdir");
+    let log = open(other.path(), config);
+    log.truncate_fully_and_start_with_state(8, Some(&snapshot), &[])
+        .expect("start");
+    assert!(log.producer_state(1).is_none());
+    assert_eq!(log.log_start_offset(), 8);
+}

@@ -35,6 +35,9 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         IsolationLevel::ReadUncommitted
     });
     let mut topics = Vec::new();
+    // (topic index, partition index, partition, remote log manager, timestamp) of lookups by
+    // timestamp the remote log may answer (KIP-405), done after the local ones.
+    let mut remote = Vec::new();
     for t in r.topics {
         // Kafka: DESCRIBE on the topic.
         let allowed = broker.authorize(&req.ctx, AclOperation::Describe, &Resource::topic(&t.name));
@@ -47,6 +50,16 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             if !allowed {
                 parts.push(out.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
                 continue;
+            }
+            if p.timestamp >= 0 {
+                if let Some((part, rlm)) = broker.replicas.remote_timestamp_lookup(
+                    t.name.as_str(),
+                    p.partition_index,
+                    p.current_leader_epoch,
+                    p.timestamp,
+                ) {
+                    remote.push((topics.len(), parts.len(), part, rlm, p.timestamp));
+                }
             }
             let res = broker.replicas.fetch_offset_for_timestamp(
                 t.name.as_str(),
@@ -70,11 +83,47 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 .with_partitions(parts),
         );
     }
-    let resp = ListOffsetsResponse::default().with_topics(topics);
-    Ok(Reply::Now(respond(
-        ApiKey::ListOffsets,
-        req.version(),
-        req.correlation_id(),
-        &resp,
-    )))
+    let mut resp = ListOffsetsResponse::default().with_topics(topics);
+    if remote.is_empty() {
+        return Ok(Reply::Now(respond(
+            ApiKey::ListOffsets,
+            v,
+            req.correlation_id(),
+            &resp,
+        )));
+    }
+    // Remote lookups read object-store indexes and segments: answered later, never on a
+    // network thread (Kafka's DelayedRemoteListOffsets). A remote answer comes first in
+    // the log, so it replaces the local one.
+    let correlation_id = req.correlation_id();
+    Ok(Reply::Later(Box::pin(async move {
+        for (ti, pi, p, rlm, ts) in remote {
+            let Some(out) = resp
+                .topics
+                .get_mut(ti)
+                .and_then(|t| t.partitions.get_mut(pi))
+            else {
+                continue;
+            };
+            match rlm
+                .offset_for_timestamp(p.topic_id, p.tp.partition, ts, p.earliest_offset())
+                .await
+            {
+                Ok(Some(o)) => {
+                    out.error_code = 0;
+                    out.timestamp = o.timestamp;
+                    out.offset = o.offset;
+                    out.leader_epoch = if v >= 4 { o.leader_epoch } else { -1 };
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(tp = %p.tp, timestamp = ts, error = %e, "remote ListOffsets lookup failed");
+                    out.error_code = ResponseError::KafkaStorageError.code();
+                    out.offset = -1;
+                    out.timestamp = -1;
+                }
+            }
+        }
+        respond(ApiKey::ListOffsets, v, correlation_id, &resp)
+    })))
 }

@@ -58,6 +58,11 @@ pub enum ReplicaError {
     /// DeleteRecords target above the high watermark.
     #[error("offset {0} out of range")]
     OffsetOutOfRange(i64),
+    /// A follower fetch below the local log start of a tiered leader, at an offset the
+    /// remote log holds (OFFSET_MOVED_TO_TIERED_STORAGE, KIP-405): the follower takes the
+    /// remote metadata and starts at the leader's local log start instead.
+    #[error("offset {0} moved to tiered storage")]
+    OffsetMovedToTieredStorage(i64),
     /// The local fsync of an `acks=all` write failed (KAFKA_STORAGE_ERROR).
     #[error("fsync failed: {0}")]
     FlushFailed(String),
@@ -79,6 +84,7 @@ impl ReplicaError {
             ReplicaError::NotEnoughReplicasAfterAppend => 20,
             ReplicaError::RequestTimedOut => 7,
             ReplicaError::OffsetOutOfRange(_) => 1,
+            ReplicaError::OffsetMovedToTieredStorage(_) => 109,
             ReplicaError::FlushFailed(_) => 56,
             ReplicaError::Storage(e) => storage_error_code(e),
         }

@@ -311,6 +311,18 @@ impl Partition {
         if s.follower(replica).is_none() {
             return Err(ReplicaError::NotLeaderOrFollower);
         }
+        // KIP-405's follower path (Kafka's `OffsetMovedToTieredStorageException`): below our
+        // local log start but in the remote log, a follower never fetches remote bytes; it
+        // takes the remote metadata's state and starts at our local log start.
+        if fetch_offset < self.log.log_start_offset()
+            && self.tier.enabled()
+            && self
+                .tier
+                .remote_log_start()
+                .is_some_and(|s| fetch_offset >= s)
+        {
+            return Err(ReplicaError::OffsetMovedToTieredStorage(fetch_offset));
+        }
         // A follower past our log end has a divergent tail (it must truncate first): it is
         // not caught up with anything. OFFSET_OUT_OF_RANGE, as Kafka's read answers.
         if fetch_offset > leo || fetch_offset < self.log.log_start_offset() {
@@ -910,6 +922,46 @@ mod tests {
         ));
         rm.partitions.write().insert(tp.clone(), p.clone());
         p
+    }
+
+    /// KIP-405's follower path on the leader: a follower below the local log start of a
+    /// tiered partition, at an offset the remote log holds, gets OFFSET_MOVED_TO_TIERED_STORAGE
+    /// (109), not OFFSET_OUT_OF_RANGE (whose answer, the remote log start, is below its log
+    /// end, so it would retry the same fetch forever).
+    #[test]
+    fn follower_below_the_local_log_start_of_a_tiered_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = LogManager::open(dir.path().to_path_buf(), |_| LogConfig::default(), now_ms())
+            .expect("open");
+        let rm = ReplicaManager::open(1, logs);
+        let p = partition(&rm, &TopicPartition::new("t", 0));
+        p.log
+            .append_as_follower(batch(0, 10), now_ms())
+            .expect("append");
+        let reg = PartitionRegistration {
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 1,
+            partition_epoch: 1,
+        };
+        let now = now_ms();
+        p.apply_registration(1, &reg, now);
+        p.log.delete_records_before(6).expect("local retention");
+        let code = |r: Result<(i64, bool, Option<IsrProposal>), ReplicaError>| {
+            r.err().map_or(0, |e| e.code())
+        };
+        assert_eq!(code(p.follower_fetch(2, 3, now)), 1, "not tiered");
+        p.tier.set_enabled(true);
+        assert_eq!(code(p.follower_fetch(2, 3, now)), 1, "remote log unknown");
+        p.tier.publish(Some(5), Some(2));
+        assert_eq!(code(p.follower_fetch(2, 3, now)), 109);
+        assert_eq!(
+            code(p.follower_fetch(2, 1, now)),
+            1,
+            "below the remote log too"
+        );
+        assert_eq!(code(p.follower_fetch(2, 6, now)), 0);
     }
 
     /// KIP-392's rack-aware choice on the leader: the most caught-up in-sync live follower

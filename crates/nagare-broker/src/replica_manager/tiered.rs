@@ -203,10 +203,57 @@ impl Partition {
         }
     }
 
+    /// KIP-405's follower path: empties the log and restarts it at the leader's local log
+    /// start `offset` with the producer state and leader epochs of the remote log below it
+    /// (see `RemoteLogManager::follower_start`), instead of fetching remote bytes.
+    pub fn start_with_remote_state(
+        &self,
+        offset: i64,
+        producer_snapshot: Option<&[u8]>,
+        epochs: &[(i32, i64)],
+    ) -> Result<(), nagare_storage::StorageError> {
+        self.log
+            .truncate_fully_and_start_with_state(offset, producer_snapshot, epochs)
+    }
+
     /// The upload bound: rolled segments entirely below it may be uploaded (the high
     /// watermark lowered to the last stable offset, so undecided transactions stay local).
     pub fn upload_bound(&self) -> i64 {
         self.last_stable_offset()
+    }
+}
+
+impl super::ReplicaManager {
+    /// A ListOffsets by `timestamp` on a partition led here that the remote log may answer
+    /// (KIP-405: the first record at or after a timestamp can lie below the local log
+    /// start): the partition and the remote log manager when it is tiered and a finished
+    /// remote segment below the local log start reaches `timestamp`.
+    pub fn remote_timestamp_lookup(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+        timestamp: i64,
+    ) -> Option<(
+        std::sync::Arc<Partition>,
+        std::sync::Arc<crate::remote_log_manager::RemoteLogManager>,
+    )> {
+        let p = self
+            .leader_partition(topic, partition, current_leader_epoch)
+            .ok()?;
+        if !p.tier.enabled() {
+            return None;
+        }
+        let rlm = self.remote_log.get()?.clone();
+        let state = rlm.state(p.topic_id, partition)?;
+        let local_start = p.log.log_start_offset();
+        let earliest = p.earliest_offset();
+        let reaches = state.finished().any(|m| {
+            m.start_offset < local_start
+                && m.end_offset >= earliest
+                && m.max_timestamp_ms >= timestamp
+        });
+        reaches.then_some((p, rlm))
     }
 }
 

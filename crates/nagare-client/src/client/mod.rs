@@ -21,6 +21,7 @@ mod admin;
 mod configs;
 mod connections;
 mod fetch;
+mod log_dirs;
 mod metadata;
 mod offsets;
 mod produce;

@@ -36,7 +36,7 @@ mod truncation;
 
 pub use append::{AppendInfo, AppendOrigin};
 pub(crate) use compaction::{CleaningView, LastRecord, SegmentView, CLEANED_SUFFIX};
-pub use read::{FetchData, FileSlice, TimestampOffset};
+pub use read::{offset_for_timestamp_in, FetchData, FileSlice, TimestampOffset};
 
 use crate::checkpoint::fsync_dir;
 use crate::config::{LogConfig, TopicPartition};

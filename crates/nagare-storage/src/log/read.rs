@@ -151,6 +151,36 @@ fn checked_time_entry(
     Ok(0)
 }
 
+/// ListOffsets by timestamp over a buffer of whole record batches (the bytes of a remote
+/// segment, KIP-405: a lookup below the local log start is answered from the object store):
+/// the first record at or after `min_offset` whose timestamp is >= `timestamp`, as
+/// [`Log::offset_for_timestamp`] finds it in a local segment. A torn or short last batch
+/// ends the scan (`Ok(None)` if nothing was found before it).
+pub fn offset_for_timestamp_in(
+    tp: &TopicPartition,
+    bytes: &[u8],
+    min_offset: i64,
+    timestamp: i64,
+) -> Result<Option<TimestampOffset>, StorageError> {
+    let mut pos = 0usize;
+    while bytes.len().saturating_sub(pos) >= nagare_protocol::record_batch::HEADER_SIZE {
+        let h = RecordBatchHeader::parse(&bytes[pos..]).map_err(|e| batch_error(tp, e))?;
+        let end = pos.saturating_add(h.total_size());
+        if end > bytes.len() {
+            break;
+        }
+        if h.max_timestamp >= timestamp && h.last_offset() >= min_offset {
+            if let Some(found) =
+                find_record(tp, &bytes[pos..end], &h, min_offset, &|ts| ts >= timestamp)?
+            {
+                return Ok(Some(found));
+            }
+        }
+        pos = end;
+    }
+    Ok(None)
+}
+
 impl Log {
     /// Reads for a fetch: whole batches from one segment starting with the batch that
     /// contains `offset` (a consumer may ask for an offset inside a batch and skips the

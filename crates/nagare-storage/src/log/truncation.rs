@@ -61,6 +61,50 @@ impl Log {
         self.truncate_fully_locked(&mut inner, offset.max(0))
     }
 
+    /// Empties the log and restarts it at `offset` with the state of the data below it, which
+    /// lives elsewhere (KIP-405's follower path, Kafka's `buildRemoteLogAuxState`: a follower
+    /// far behind a tiered leader starts at the leader's local log start and takes the
+    /// producer state and leader epochs of the remote log from the object store instead of
+    /// fetching remote bytes). `producer_snapshot` is a producer snapshot file's contents taken
+    /// at `offset` (as uploaded beside the remote segment ending just below it); `epochs` are
+    /// `(epoch, start offset)` entries of the data below `offset`, oldest first. A snapshot
+    /// that does not load (wrong offset, bad CRC) is dropped with a warning: the log then
+    /// starts with empty producer state, as a plain `truncate_fully_and_start_at` does.
+    pub fn truncate_fully_and_start_with_state(
+        &self,
+        offset: i64,
+        producer_snapshot: Option<&[u8]>,
+        epochs: &[(i32, i64)],
+    ) -> Result<(), StorageError> {
+        let offset = offset.max(0);
+        let mut inner = self.lock_writable()?;
+        self.truncate_fully_locked(&mut inner, offset)?;
+        let mut changed = false;
+        for &(epoch, start) in epochs.iter().filter(|(_, s)| *s <= offset) {
+            changed |= inner.epochs.assign(epoch, start);
+        }
+        if changed {
+            inner.epochs.write().map_err(|e| self.poison(e))?;
+        }
+        if let Some(bytes) = producer_snapshot {
+            let path = self.dir.join(crate::segment::file_name(
+                offset,
+                crate::producer_state::SNAPSHOT_SUFFIX,
+            ));
+            crate::checkpoint::write_atomic(&path, bytes).map_err(|e| self.poison(e))?;
+            let (producers, from) =
+                ProducerStateManager::load(&self.dir, self.tp.to_string(), offset)
+                    .map_err(|e| self.poison(e))?;
+            if from == Some(offset) {
+                inner.producers = producers;
+                self.publish(&inner);
+            } else {
+                tracing::warn!(tp = %self.tp, offset, "remote producer snapshot unusable; starting with empty producer state");
+            }
+        }
+        Ok(())
+    }
+
     fn truncate_fully_locked(&self, inner: &mut Inner, offset: i64) -> Result<(), StorageError> {
         tracing::info!(tp = %self.tp, offset, "truncating log fully");
         let new = Segment::create(&self.dir, offset);

@@ -49,6 +49,14 @@ enum Command {
     Describe {
         /// Topic name (all topics if omitted).
         name: Option<String>,
+        /// Tiered topics: the broker's properties file naming the object store
+        /// (`rsm.config.*`), to show remote sizes from the remote log manifests.
+        #[arg(long = "config")]
+        config: Option<std::path::PathBuf>,
+        /// Tiered topics: a broker property as `key=value` (e.g.
+        /// `rsm.config.url=s3://bucket/prefix`), to show remote sizes.
+        #[arg(long = "override")]
+        overrides: Vec<String>,
     },
     /// Add partitions and/or change configs of a topic.
     Alter {
@@ -137,13 +145,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 println!("{}", t.name);
             }
         }
-        Command::Describe { name } => {
+        Command::Describe {
+            name,
+            config,
+            overrides,
+        } => {
             let names: Vec<&str> = name.as_deref().into_iter().collect();
             let topics = client.describe_topics(&names).await?;
+            let store = if config.is_some() || !overrides.is_empty() {
+                Some(super::tiered::open_store(config.as_deref(), overrides)?)
+            } else {
+                None
+            };
             let mut out = String::new();
             for t in &topics {
                 let configs = non_default_configs(&mut client, &t.name).await?;
                 out.push_str(&render_topic(t, &configs));
+                if configs.iter().any(|c| c == "remote.storage.enable=true") {
+                    let rows =
+                        super::tiered::partition_storage(&mut client, t, store.as_ref()).await;
+                    out.push_str(&super::tiered::render_storage(&rows));
+                }
                 out.push('\n');
             }
             print!("{out}");
