@@ -704,9 +704,15 @@ mod tests {
         // the grace (a live broker that dropped the connection): not fenced, and the old
         // connection's close no longer counts.
         assert!(hbs.connection_closed(&img, 2, epochs[&2], 12, 2000));
-        assert!(fence(&img, &hbs, 2299).is_empty(), "fenced inside the grace");
+        assert!(
+            fence(&img, &hbs, 2299).is_empty(),
+            "fenced inside the grace"
+        );
         hbs.touch_via(2, 2200, Some(22));
-        assert!(fence(&img, &hbs, 2400).is_empty(), "the re-heartbeat did not cancel");
+        assert!(
+            fence(&img, &hbs, 2400).is_empty(),
+            "the re-heartbeat did not cancel"
+        );
         assert!(!hbs.connection_closed(&img, 2, epochs[&2], 12, 2500));
         // A heartbeat that arrives on a new connection before the old one's close is seen
         // makes that close stale as well.
@@ -735,8 +741,14 @@ mod tests {
         // A stopped broker (2) keeps its connection open: only the session timeout fences it.
         let late = fence_expired(&img, &hbs, 12_999, SESSION, GRACE, false);
         apply(&mut img, &late);
-        assert!(!img.brokers[&2].fenced, "a silent but connected broker was fenced early");
-        assert!(img.brokers[&3].fenced, "broker 3's close was armed with the grace on");
+        assert!(
+            !img.brokers[&2].fenced,
+            "a silent but connected broker was fenced early"
+        );
+        assert!(
+            img.brokers[&3].fenced,
+            "broker 3's close was armed with the grace on"
+        );
         let recs = fence_expired(&img, &hbs, 13_000, SESSION, GRACE, false);
         apply(&mut img, &recs);
         assert!(img.brokers[&2].fenced, "the session timeout still fences");

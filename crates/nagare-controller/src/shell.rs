@@ -637,9 +637,15 @@ mod tests {
 
         let off = instant_controller(ElectionConfig::default());
         let e1 = join(&off, 1).await;
-        off.heartbeat_via(Heartbeat { broker_epoch: e1, ..hb }, Some(7))
-            .await
-            .expect("hb");
+        off.heartbeat_via(
+            Heartbeat {
+                broker_epoch: e1,
+                ..hb
+            },
+            Some(7),
+        )
+        .await
+        .expect("hb");
         assert_eq!(off.broker_connection_closed(1, e1, 7).await, None);
         off.fence_expired_brokers().await.expect("fence");
         assert!(!off.image().brokers[&1].fenced);

@@ -552,7 +552,10 @@ impl RaftNode {
                         // An observer finds the leader by asking any voter (Kafka's bootstrap
                         // fetch); the answer names the leader. Right after an unreachable
                         // leader, it asks again every fetch interval.
-                        let searching = self.unreachable.values().any(|t| now < t + self.cfg.fetch_timeout_ms);
+                        let searching = self
+                            .unreachable
+                            .values()
+                            .any(|t| now < t + self.cfg.fetch_timeout_ms);
                         *deadline_ms = now
                             + if searching {
                                 self.cfg.fetch_interval_ms.max(1)

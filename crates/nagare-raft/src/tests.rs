@@ -986,8 +986,7 @@ fn observer_after_leader_death(report: bool) -> (u64, u64) {
         }
         c.advance_time(1);
         if elected.is_none()
-            && c
-                .nodes
+            && c.nodes
                 .values()
                 .any(|n| n.role() == Role::Leader && n.epoch() > 1)
         {
@@ -995,7 +994,10 @@ fn observer_after_leader_death(report: bool) -> (u64, u64) {
         }
         if let Some(l) = c.get(9).leader_id() {
             if l != 1 {
-                return (elected.expect("followed a leader before one was elected"), t);
+                return (
+                    elected.expect("followed a leader before one was elected"),
+                    t,
+                );
             }
         }
     }

@@ -45,7 +45,11 @@ struct Timed {
     acked_at: Arc<Mutex<Vec<(usize, Duration)>>>,
 }
 
-impl rdkafka::ClientContext for Timed {}
+impl rdkafka::ClientContext for Timed {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.inner.log(level, fac, message);
+    }
+}
 
 impl rdkafka::producer::ProducerContext for Timed {
     type DeliveryOpaque = usize;
@@ -66,12 +70,18 @@ fn default_producer(
     rec: &Arc<Recorded>,
     acked_at: &Arc<Mutex<Vec<(usize, Duration)>>>,
 ) -> BaseProducer<Timed> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap)
         .set("client.id", format!("failover-producer-{id}"))
         .set("broker.address.family", "v4")
         .set("acks", "all")
-        .set("enable.idempotence", "true")
+        .set("enable.idempotence", "true");
+    // `NAGARE_FAILOVER_CLIENT_DEBUG=metadata,broker,topic` prints producer 0's librdkafka log
+    // around each kill (where the client's time goes).
+    if let Ok(d) = std::env::var("NAGARE_FAILOVER_CLIENT_DEBUG") {
+        cfg.set("debug", d);
+    }
+    cfg.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug)
         .create_with_context(Timed {
             inner: DeliveryRecorder {
                 producer: id,
@@ -177,19 +187,24 @@ fn kill_leader_and_time_failover(
     });
     // Acknowledgements must be flowing on partition 0 before the kill.
     let before = rec.since_start();
-    eventually(Duration::from_secs(30), "acknowledgements before the kill", || {
-        std::thread::sleep(Duration::from_millis(300));
-        acks_on_partition_0_after(rec, before).map(|_| ())
-    });
+    eventually(
+        Duration::from_secs(30),
+        "acknowledgements before the kill",
+        || {
+            std::thread::sleep(Duration::from_millis(300));
+            acks_on_partition_0_after(rec, before).map(|_| ())
+        },
+    );
     let killed_at = rec.since_start();
     cluster.node(leader).kill9();
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     eprintln!(
-        "SIGKILL of broker {leader} at unix {}.{:03}",
+        "SIGKILL of broker {leader} at unix {}.{:03} (recorder clock {:.3} s)",
         wall.as_secs(),
-        wall.subsec_millis()
+        wall.subsec_millis(),
+        killed_at.as_secs_f64()
     );
     let first = eventually(
         Duration::from_secs(30),
@@ -247,7 +262,14 @@ fn sigkilled_leader_fails_over_within_two_seconds_and_a_stopped_one_is_not_fence
     let _serial = serial();
     let long = std::env::var("NAGARE_LONG_TESTS").is_ok_and(|v| v == "1");
     let t0 = Instant::now();
-    let mut cluster = TestCluster::new(1, 3, PROPS);
+    // `NAGARE_FAILOVER_GRACE_MS` overrides nagare.broker.disconnect.fence.grace.ms (to
+    // measure its effect; -1 is Kafka's behaviour, fencing on the session timeout only).
+    let mut props: Vec<String> = PROPS.iter().map(|p| p.to_string()).collect();
+    if let Ok(g) = std::env::var("NAGARE_FAILOVER_GRACE_MS") {
+        props.push(format!("nagare.broker.disconnect.fence.grace.ms={g}"));
+    }
+    let props: Vec<&str> = props.iter().map(String::as_str).collect();
+    let mut cluster = TestCluster::new(1, 3, &props);
     cluster.start_all(Duration::from_secs(60));
     let boot = cluster.bootstrap();
     replication::create_topic(&boot, TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
@@ -276,6 +298,13 @@ fn sigkilled_leader_fails_over_within_two_seconds_and_a_stopped_one_is_not_fence
             took.as_millis()
         );
         times.push(took);
+        if std::env::var("NAGARE_FAILOVER_CLIENT_DEBUG").is_ok() {
+            for l in rec.client_log.lock().expect("client log").drain(..) {
+                if l.contains("producer 0 ") {
+                    eprintln!("{l}");
+                }
+            }
+        }
         let fenced = fencing_lines(&mut cluster, killed);
         eprintln!("controller: {:?}", fenced.last());
         assert!(
@@ -288,13 +317,17 @@ fn sigkilled_leader_fails_over_within_two_seconds_and_a_stopped_one_is_not_fence
             cluster.node(killed).start();
             cluster.node(killed).wait_ready(Duration::from_secs(60));
             let b = cluster.bootstrap();
-            eventually(Duration::from_secs(60), "the full ISR again", || full_isr(&b));
+            eventually(Duration::from_secs(60), "the full ISR again", || {
+                full_isr(&b)
+            });
         } else {
             // Leave it dead for the SIGSTOP part: 2 brokers are enough for min.insync 2.
             let b = cluster.bootstrap();
-            eventually(Duration::from_secs(30), "an ISR of the two live brokers", || {
-                partitions(&b).filter(|ps| ps.iter().all(|p| p.leader >= 0 && p.isr.len() == 2))
-            });
+            eventually(
+                Duration::from_secs(30),
+                "an ISR of the two live brokers",
+                || partitions(&b).filter(|ps| ps.iter().all(|p| p.leader >= 0 && p.isr.len() == 2)),
+            );
         }
     }
     let mut sorted = times.clone();
