@@ -179,6 +179,25 @@ pub struct ConnectionContext {
     /// Set by the first Fetch with a replica id: the connection is a follower's (Kafka's
     /// FetchFollower request metrics, as opposed to FetchConsumer).
     follower_fetches: std::sync::atomic::AtomicBool,
+    /// Process-unique number of the connection (the last part of `connection_id`).
+    pub index: u64,
+    /// How the connection ended (`Open` while it is served): the controller watches a
+    /// broker's heartbeat connection for a close by the peer (`crate::liveness`).
+    end: tokio::sync::watch::Sender<ConnectionEnd>,
+    /// The broker (id, epoch) whose heartbeats arrive on this connection, once one did.
+    heartbeat_of: parking_lot::Mutex<Option<(i32, i64)>>,
+}
+
+/// How a connection ended, as its frame loop saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionEnd {
+    /// Still served.
+    Open,
+    /// The peer closed it (end-of-stream) or it failed (a reset): for a broker's heartbeat
+    /// connection, most likely its process died.
+    ClosedByPeer,
+    /// This side closed it (idle timeout, a malformed request, a failed login).
+    ClosedHere,
 }
 
 static CONNECTION_INDEX: AtomicU64 = AtomicU64::new(0);
@@ -206,7 +225,37 @@ impl ConnectionContext {
             muted_until: parking_lot::Mutex::new(None),
             sasl: crate::sasl::SaslSession::default(),
             follower_fetches: std::sync::atomic::AtomicBool::new(false),
+            index,
+            end: tokio::sync::watch::Sender::new(ConnectionEnd::Open),
+            heartbeat_of: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Records how the connection ended (called once by the frame loop when it stops).
+    pub fn set_end(&self, end: ConnectionEnd) {
+        self.end.send_replace(end);
+    }
+
+    /// Resolves with how the connection ended, once it has.
+    pub async fn ended(&self) -> ConnectionEnd {
+        let mut rx = self.end.subscribe();
+        let end = match rx.wait_for(|e| *e != ConnectionEnd::Open).await {
+            Ok(e) => *e,
+            // The sender lives in `self`, so it cannot be gone while we borrow it.
+            Err(_) => ConnectionEnd::ClosedHere,
+        };
+        end
+    }
+
+    /// Records that broker `broker_id` with `broker_epoch` heartbeats on this connection;
+    /// returns the previous (id, epoch), `None` on the first heartbeat.
+    pub fn set_heartbeat_of(&self, broker_id: i32, broker_epoch: i64) -> Option<(i32, i64)> {
+        self.heartbeat_of.lock().replace((broker_id, broker_epoch))
+    }
+
+    /// The broker (id, epoch) of the latest heartbeat on this connection.
+    pub fn heartbeat_of(&self) -> Option<(i32, i64)> {
+        *self.heartbeat_of.lock()
     }
 
     /// Marks the connection as a follower replica's (its Fetch requests carry a replica id).

@@ -193,7 +193,19 @@ pub async fn broker_registration(
 pub async fn broker_heartbeat(
     broker: &Arc<Broker>,
     r: BrokerHeartbeatRequest,
+    version: i16,
+) -> BrokerHeartbeatResponse {
+    broker_heartbeat_via(broker, r, version, None).await
+}
+
+/// [`broker_heartbeat`] of a heartbeat that arrived on connection `connection` of the
+/// `CONTROLLER` listener (`None`: in-process), whose close by the peer fences the broker after
+/// a short grace ([`crate::liveness`]).
+pub async fn broker_heartbeat_via(
+    broker: &Arc<Broker>,
+    r: BrokerHeartbeatRequest,
     _version: i16,
+    connection: Option<u64>,
 ) -> BrokerHeartbeatResponse {
     let hb = Heartbeat {
         broker_id: r.broker_id.0,
@@ -203,7 +215,7 @@ pub async fn broker_heartbeat(
         want_shut_down: r.want_shut_down,
     };
     match &broker.controller {
-        Some(c) => match c.heartbeat(hb).await {
+        Some(c) => match c.heartbeat_via(hb, connection).await {
             Ok(reply) => BrokerHeartbeatResponse::default()
                 .with_is_caught_up(reply.is_caught_up)
                 .with_is_fenced(reply.is_fenced)

@@ -18,6 +18,7 @@ pub mod fetch_session;
 pub mod group_coordinator;
 pub mod handlers;
 pub mod limits;
+pub mod liveness;
 pub mod logging;
 pub mod marker_sender;
 pub mod metrics;

@@ -28,7 +28,7 @@ use nagare_protocol::fetch::Chunk;
 use nagare_protocol::frame::{self, FrameError};
 use nagare_storage::FileSlice;
 
-use crate::context::{ConnectionContext, SecurityProtocol};
+use crate::context::{ConnectionContext, ConnectionEnd, SecurityProtocol};
 use crate::handlers::{self, Dispatched, ListenerKind};
 use crate::request_metrics::RequestMetrics;
 use crate::tls::ServerTls;
@@ -243,6 +243,9 @@ async fn run_connection<R: FrameSource, W: ResponseSink>(
     let max = ctx.max_request_bytes;
     let idle = ctx.idle;
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // How the loop ended: the controller fences a broker whose heartbeat connection the peer
+    // closed (`crate::liveness`), so end-of-stream and resets are told apart from our closes.
+    let mut end = ConnectionEnd::ClosedHere;
     loop {
         // Quota hook: a throttled connection reads nothing until its mute ends (KIP-219).
         if let Some(until) = conn.muted_until() {
@@ -256,13 +259,17 @@ async fn run_connection<R: FrameSource, W: ResponseSink>(
                 break;
             }
             Ok(Ok(Some(f))) => f,
-            Ok(Ok(None)) => break,
+            Ok(Ok(None)) => {
+                end = ConnectionEnd::ClosedByPeer;
+                break;
+            }
             Ok(Err(ReadError::Frame(e))) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad frame");
                 break;
             }
             Ok(Err(ReadError::Io(e))) => {
                 tracing::debug!(%peer, error = %e, "connection read error");
+                end = ConnectionEnd::ClosedByPeer;
                 break;
             }
         };
@@ -274,6 +281,7 @@ async fn run_connection<R: FrameSource, W: ResponseSink>(
             break;
         }
     }
+    conn.set_end(end);
     drop(tx);
     let _ = writer.await;
 }

@@ -436,6 +436,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
                 q.broker_session_timeout_ms,
             )
             .with_elections(config.elections())
+            .with_disconnect_grace(q.broker_disconnect_fence_grace_ms)
             .with_bootstrap_features(bootstrap_features.clone())
             .with_bootstrap_records(bootstrap_records.clone()),
         )

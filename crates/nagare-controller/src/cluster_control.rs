@@ -3,6 +3,19 @@
 //! registration (BrokerRegistration), heartbeats (BrokerHeartbeat) that unfence a broker once
 //! it has caught up with the metadata log, fencing after `broker.session.timeout.ms` without a
 //! heartbeat, controlled shutdown, and the leader and ISR changes fencing implies.
+//!
+//! **Fencing on a closed heartbeat connection (Nagare, beyond Kafka).** A broker process that
+//! dies (SIGKILL, crash, OOM kill) has its sockets closed by the kernel, so the controller reads
+//! end-of-stream (FIN) or a reset on the connection the broker heartbeated on; a broker that is
+//! merely slow (stopped, paging, behind a saturated disk) keeps its sockets open. So a peer
+//! close of the connection that carried the broker's *latest* heartbeat, for the broker epoch
+//! still registered, fences the broker after a short grace period
+//! ([`HeartbeatTracker::connection_closed`]) instead of after the whole
+//! `broker.session.timeout.ms`; any heartbeat or registration in the grace period (on a new
+//! connection) cancels it, and a close for an older epoch, an already fenced broker, or a
+//! connection that no longer carries its heartbeats is ignored. Silence without a close (a
+//! stopped process, a network partition, a machine that lost power) is still governed by the
+//! session timeout alone.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +39,11 @@ pub struct HeartbeatTracker {
     /// Brokers in controlled shutdown: the offset of the records that moved their leadership
     /// away (Kafka's `controlledShutdownOffset`).
     shutdown_offset: BTreeMap<i32, i64>,
+    /// The connection each broker's latest heartbeat arrived on (absent: in-process, or no
+    /// heartbeat since its registration).
+    heartbeat_connection: BTreeMap<i32, u64>,
+    /// Brokers whose heartbeat connection the peer closed: the broker epoch and when (ms).
+    disconnected: BTreeMap<i32, (i64, u64)>,
 }
 
 impl HeartbeatTracker {
@@ -36,6 +54,8 @@ impl HeartbeatTracker {
             heard: Default::default(),
             reported_offset: Default::default(),
             shutdown_offset: Default::default(),
+            heartbeat_connection: Default::default(),
+            disconnected: Default::default(),
         }
     }
 
@@ -75,10 +95,64 @@ impl HeartbeatTracker {
             })
     }
 
-    /// Records contact from `broker_id`.
+    /// Records contact from `broker_id` (in-process, or a registration): renews its session
+    /// and cancels a pending disconnect fencing.
     pub fn touch(&mut self, broker_id: i32, now_ms: u64) {
+        self.touch_via(broker_id, now_ms, None);
+    }
+
+    /// Records a heartbeat from `broker_id` that arrived on `connection` (`None`: in-process):
+    /// renews its session, cancels a pending disconnect fencing, and makes `connection` the
+    /// one whose close counts ([`HeartbeatTracker::connection_closed`]).
+    pub fn touch_via(&mut self, broker_id: i32, now_ms: u64, connection: Option<u64>) {
         self.last_contact_ms.insert(broker_id, now_ms);
         self.heard.insert(broker_id);
+        self.disconnected.remove(&broker_id);
+        match connection {
+            Some(c) => self.heartbeat_connection.insert(broker_id, c),
+            None => self.heartbeat_connection.remove(&broker_id),
+        };
+    }
+
+    /// The peer closed `connection`, on which `broker_id` heartbeated with `broker_epoch`
+    /// (end-of-stream or a reset: its process died, or it dropped the connection). Returns
+    /// whether this arms disconnect fencing: only when `connection` carried the broker's
+    /// latest heartbeat to this controller, `broker_epoch` is its registered epoch and it is
+    /// not fenced yet. A heartbeat or registration before the grace period ends cancels it.
+    pub fn connection_closed(
+        &mut self,
+        image: &MetadataImage,
+        broker_id: i32,
+        broker_epoch: i64,
+        connection: u64,
+        now_ms: u64,
+    ) -> bool {
+        if self.heartbeat_connection.get(&broker_id) != Some(&connection) {
+            return false;
+        }
+        let Some(reg) = image.brokers.get(&broker_id) else {
+            return false;
+        };
+        if reg.epoch != broker_epoch || reg.fenced {
+            return false;
+        }
+        self.heartbeat_connection.remove(&broker_id);
+        self.disconnected.insert(broker_id, (broker_epoch, now_ms));
+        true
+    }
+
+    /// Whether `broker_id`, registered with `broker_epoch`, lost its heartbeat connection at
+    /// least `grace_ms` ago with no contact since.
+    pub fn disconnect_expired(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> bool {
+        self.disconnected
+            .get(&broker_id)
+            .is_some_and(|(e, at)| *e == broker_epoch && now_ms.saturating_sub(*at) >= grace_ms)
     }
 
     /// Whether `broker_id` itself heartbeated this controller within the session timeout
@@ -255,29 +329,48 @@ pub fn heartbeat(
     ))
 }
 
-/// Fences every unfenced broker whose session expired. Each fencing is decided on the image
-/// after the previous ones, so a broker fenced in the same batch is never elected.
+/// Fences every unfenced broker whose session expired, and (with `disconnect_grace_ms`) every
+/// one whose heartbeat connection the peer closed that long ago with no contact since. Each
+/// fencing is decided on the image after the previous ones, so a broker fenced in the same
+/// batch is never elected.
 pub fn fence_expired(
     image: &MetadataImage,
     heartbeats: &HeartbeatTracker,
     now_ms: u64,
     session_timeout_ms: u64,
+    disconnect_grace_ms: Option<u64>,
     unclean_default: bool,
 ) -> Vec<MetadataRecord> {
-    let expired: Vec<i32> = image
+    let expired: Vec<(i32, bool)> = image
         .brokers
         .values()
-        .filter(|b| !b.fenced && !heartbeats.is_alive(b.id, now_ms, session_timeout_ms))
-        .map(|b| b.id)
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            if !heartbeats.is_alive(b.id, now_ms, session_timeout_ms) {
+                Some((b.id, false))
+            } else {
+                disconnect_grace_ms
+                    .filter(|g| heartbeats.disconnect_expired(b.id, b.epoch, now_ms, *g))
+                    .map(|_| (b.id, true))
+            }
+        })
         .collect();
     let mut out = Vec::new();
     let mut scratch: Option<MetadataImage> = None;
-    for id in expired {
-        tracing::info!(
-            broker = id,
-            session_timeout_ms,
-            "fencing broker: no heartbeat within the session timeout"
-        );
+    for (id, disconnected) in expired {
+        if disconnected {
+            tracing::info!(
+                broker = id,
+                grace_ms = disconnect_grace_ms,
+                "fencing broker: its heartbeat connection was closed by the peer and it has not heartbeated since"
+            );
+        } else {
+            tracing::info!(
+                broker = id,
+                session_timeout_ms,
+                "fencing broker: no heartbeat within the session timeout"
+            );
+        }
         let img = scratch.get_or_insert_with(|| image.clone());
         let recs = fence_broker(img, id, unclean_default);
         for r in &recs {
@@ -510,8 +603,8 @@ mod tests {
         // Brokers 2 and 3 heartbeat, 1 goes silent: 1 is fenced after the session timeout.
         hbs.touch(2, 8000);
         hbs.touch(3, 8000);
-        assert!(fence_expired(&img, &hbs, 8999, 9000, false).is_empty());
-        let recs = fence_expired(&img, &hbs, 9000, 9000, false);
+        assert!(fence_expired(&img, &hbs, 8999, 9000, None, false).is_empty());
+        let recs = fence_expired(&img, &hbs, 9000, 9000, None, false);
         apply(&mut img, &recs);
         assert!(img.brokers[&1].fenced);
         let p = |img: &MetadataImage, i: i32| img.topic("t").map(|t| t.partitions[&i].clone());
@@ -552,6 +645,125 @@ mod tests {
         hbs.report_offset(3, img.offset);
         let (_, r) = heartbeat(&img, shut, &hbs, false).expect("hb");
         assert!(r.should_shut_down && r.is_fenced);
+    }
+
+    /// Disconnect fencing: the peer closing the connection of a broker's latest heartbeat
+    /// fences it after the grace period (leadership moves at once, long before the session
+    /// timeout); a heartbeat on a new connection within the grace cancels it; closes of an
+    /// older connection, of a stale broker epoch or of an already fenced broker are ignored;
+    /// and silence without a close waits for the whole session.
+    #[test]
+    fn a_closed_heartbeat_connection_fences_after_the_grace_period() {
+        const SESSION: u64 = 9000;
+        const GRACE: Option<u64> = Some(300);
+        let mut img = MetadataImage::empty();
+        let mut hbs = HeartbeatTracker::new(&img, 0);
+        let mut epochs = BTreeMap::new();
+        for id in 1..=3 {
+            let (recs, epoch) =
+                register_broker(&img, "c", &hbs, reg(id, id as u8), 0, SESSION).expect("register");
+            apply(&mut img, &recs);
+            let (recs, _) = heartbeat(&img, hb(id, epoch, img.offset), &hbs, false).expect("hb");
+            apply(&mut img, &recs);
+            epochs.insert(id, epoch);
+        }
+        let t = Uuid::from_bytes([5; 16]);
+        apply(
+            &mut img,
+            &[
+                MetadataRecord::Topic {
+                    name: "t".into(),
+                    topic_id: t,
+                },
+                MetadataRecord::Partition {
+                    topic_id: t,
+                    partition_id: 0,
+                    replicas: vec![1, 2, 3],
+                    isr: vec![1, 2, 3],
+                    leader: 1,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+            ],
+        );
+        // Each broker heartbeats on its own connection (ids 10 + broker) at t=1000.
+        for id in 1..=3 {
+            hbs.touch_via(id, 1000, Some(10 + id as u64));
+        }
+        let fence = |img: &MetadataImage, hbs: &HeartbeatTracker, now| {
+            fence_expired(img, hbs, now, SESSION, GRACE, false)
+        };
+
+        // A close of a connection that is not broker 1's heartbeat connection, or with a
+        // stale epoch, arms nothing.
+        assert!(!hbs.connection_closed(&img, 1, epochs[&1], 99, 1500));
+        assert!(!hbs.connection_closed(&img, 1, epochs[&1] - 1, 11, 1500));
+        assert!(fence(&img, &hbs, 5000).is_empty());
+
+        // Broker 2's connection closes, but it heartbeats again on a new connection within
+        // the grace (a live broker that dropped the connection): not fenced, and the old
+        // connection's close no longer counts.
+        assert!(hbs.connection_closed(&img, 2, epochs[&2], 12, 2000));
+        assert!(
+            fence(&img, &hbs, 2299).is_empty(),
+            "fenced inside the grace"
+        );
+        hbs.touch_via(2, 2200, Some(22));
+        assert!(
+            fence(&img, &hbs, 2400).is_empty(),
+            "the re-heartbeat did not cancel"
+        );
+        assert!(!hbs.connection_closed(&img, 2, epochs[&2], 12, 2500));
+        // A heartbeat that arrives on a new connection before the old one's close is seen
+        // makes that close stale as well.
+        hbs.touch_via(3, 2600, Some(23));
+        assert!(!hbs.connection_closed(&img, 3, epochs[&3], 13, 2601));
+
+        // Broker 1's process dies: its connection closes at 3000 and nothing follows. It is
+        // fenced once the grace has passed — 300 ms, not the 9 s session — and leadership
+        // moves to an in-sync replica.
+        assert!(hbs.connection_closed(&img, 1, epochs[&1], 11, 3000));
+        assert!(fence(&img, &hbs, 3299).is_empty());
+        let recs = fence(&img, &hbs, 3300);
+        apply(&mut img, &recs);
+        assert!(img.brokers[&1].fenced);
+        let p = img.topic("t").expect("t").partitions[&0].clone();
+        assert_eq!((p.leader, p.isr, p.leader_epoch), (2, vec![2, 3], 1));
+        // Fenced now: a further close (e.g. the grace elapsing again) changes nothing.
+        assert!(!hbs.connection_closed(&img, 1, epochs[&1], 11, 3400));
+        assert!(fence(&img, &hbs, 3500).is_empty());
+
+        // Without the feature (grace None) a close does not fence before the session ends.
+        hbs.touch_via(2, 4000, Some(22));
+        hbs.touch_via(3, 4000, Some(33));
+        assert!(hbs.connection_closed(&img, 3, epochs[&3], 33, 4000));
+        assert!(fence_expired(&img, &hbs, 12_999, SESSION, None, false).is_empty());
+        // A stopped broker (2) keeps its connection open: only the session timeout fences it.
+        let late = fence_expired(&img, &hbs, 12_999, SESSION, GRACE, false);
+        apply(&mut img, &late);
+        assert!(
+            !img.brokers[&2].fenced,
+            "a silent but connected broker was fenced early"
+        );
+        assert!(
+            img.brokers[&3].fenced,
+            "broker 3's close was armed with the grace on"
+        );
+        let recs = fence_expired(&img, &hbs, 13_000, SESSION, GRACE, false);
+        apply(&mut img, &recs);
+        assert!(img.brokers[&2].fenced, "the session timeout still fences");
+
+        // A new incarnation (new epoch) of broker 1 is not affected by the old epoch's close.
+        let (recs, e1) =
+            register_broker(&img, "c", &hbs, reg(1, 111), 20_000, SESSION).expect("re-register");
+        apply(&mut img, &recs);
+        hbs.touch(1, 20_000);
+        let (recs, r) = heartbeat(&img, hb(1, e1, img.offset), &hbs, false).expect("hb");
+        apply(&mut img, &recs);
+        assert!(!r.is_fenced);
+        hbs.touch_via(1, 20_000, Some(41));
+        assert!(!hbs.connection_closed(&img, 1, epochs[&1], 41, 20_100));
+        assert!(fence(&img, &hbs, 21_000).is_empty());
     }
 
     #[test]

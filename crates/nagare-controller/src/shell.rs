@@ -96,6 +96,9 @@ pub struct Controller {
     publisher: Arc<MetadataPublisher>,
     state: tokio::sync::Mutex<ActiveState>,
     session_timeout_ms: u64,
+    /// How long after the peer closed a broker's heartbeat connection the broker is fenced
+    /// unless it heartbeats again (`None`: only the session timeout fences).
+    disconnect_grace_ms: Option<u64>,
     elections: ElectionConfig,
     /// The feature levels a new cluster's first controller finalizes.
     bootstrap_features: BTreeMap<String, i16>,
@@ -134,6 +137,7 @@ impl Controller {
                 leaderless_checked_offset: -1,
             }),
             session_timeout_ms,
+            disconnect_grace_ms: None,
             elections: ElectionConfig::default(),
             bootstrap_features: nagare_metadata::features::bootstrap_levels(&[])
                 .unwrap_or_default(),
@@ -152,6 +156,14 @@ impl Controller {
     /// the SCRAM credentials of `kafka-storage format --add-scram`), committed with them.
     pub fn with_bootstrap_records(mut self, records: Vec<MetadataRecord>) -> Self {
         self.bootstrap_records = records;
+        self
+    }
+
+    /// Fences a broker `grace_ms` after the peer closed the connection its latest heartbeat
+    /// arrived on, unless it heartbeats again meanwhile (`None`: only
+    /// `broker.session.timeout.ms` fences, as in Kafka); see [`cluster_control`].
+    pub fn with_disconnect_grace(mut self, grace_ms: Option<u64>) -> Self {
+        self.disconnect_grace_ms = grace_ms;
         self
     }
 
@@ -295,6 +307,17 @@ impl Controller {
     /// BrokerHeartbeat: keeps the broker's session alive, unfences it once caught up, and runs
     /// its controlled shutdown.
     pub async fn heartbeat(&self, hb: Heartbeat) -> Result<HeartbeatReply, ControllerError> {
+        self.heartbeat_via(hb, None).await
+    }
+
+    /// [`Controller::heartbeat`] of a heartbeat that arrived on `connection` (a process-unique
+    /// id; `None`: in-process): the peer closing that connection later fences the broker
+    /// after the grace period ([`Controller::broker_connection_closed`]).
+    pub async fn heartbeat_via(
+        &self,
+        hb: Heartbeat,
+        connection: Option<u64>,
+    ) -> Result<HeartbeatReply, ControllerError> {
         let (epoch, mut st) = self.lock_active().await?;
         st.heartbeats
             .report_offset(hb.broker_id, hb.current_metadata_offset);
@@ -324,8 +347,43 @@ impl Controller {
         } else if reply.should_shut_down {
             tracing::info!(broker = hb.broker_id, "controlled shutdown granted");
         }
-        st.heartbeats.touch(hb.broker_id, now_ms());
+        st.heartbeats.touch_via(hb.broker_id, now_ms(), connection);
         Ok(reply)
+    }
+
+    /// The peer closed `connection`, on which broker `broker_id` heartbeated with
+    /// `broker_epoch` (the listener saw end-of-stream or a reset, as when the broker's process
+    /// died). Returns how long to wait before calling [`Controller::fence_expired_brokers`]
+    /// when this armed disconnect fencing; `None` when it did not (not the active controller,
+    /// the feature off, or the close is stale: see [`HeartbeatTracker::connection_closed`]).
+    pub async fn broker_connection_closed(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        connection: u64,
+    ) -> Option<std::time::Duration> {
+        let grace = self.disconnect_grace_ms?;
+        if !self.is_active() {
+            return None;
+        }
+        let (_, mut st) = self.lock_active().await.ok()?;
+        let armed = st.heartbeats.connection_closed(
+            &self.publisher.image(),
+            broker_id,
+            broker_epoch,
+            connection,
+            now_ms(),
+        );
+        if !armed {
+            return None;
+        }
+        tracing::info!(
+            broker = broker_id,
+            broker_epoch,
+            grace_ms = grace,
+            "the broker's heartbeat connection was closed by the peer; fencing it unless it heartbeats again"
+        );
+        Some(std::time::Duration::from_millis(grace))
     }
 
     /// UnregisterBroker (key 64): removes a broker's registration
@@ -353,6 +411,7 @@ impl Controller {
             &st.heartbeats,
             now_ms(),
             self.session_timeout_ms,
+            self.disconnect_grace_ms,
             self.elections.unclean_leader_election_enable,
         );
         if !records.is_empty() {
@@ -547,6 +606,49 @@ mod tests {
         .await
         .expect("hb");
         assert!(c.heartbeat(shut).await.expect("hb").should_shut_down);
+    }
+
+    /// The shell's side of disconnect fencing: a heartbeat on a connection, that connection
+    /// closed by the peer, then the fencing check moves leadership away; a close reported for
+    /// another connection or with the feature off arms nothing.
+    #[tokio::test]
+    async fn a_closed_heartbeat_connection_fences_through_the_shell() {
+        let c = instant_controller(ElectionConfig::default()).with_disconnect_grace(Some(0));
+        let e1 = join(&c, 1).await;
+        join(&c, 2).await;
+        add_partition(&c, vec![1, 2], vec![1, 2], 1).await;
+        let hb = Heartbeat {
+            broker_id: 1,
+            broker_epoch: e1,
+            current_metadata_offset: c.image().offset,
+            want_fence: false,
+            want_shut_down: false,
+        };
+        c.heartbeat_via(hb, Some(7)).await.expect("hb");
+        assert_eq!(c.broker_connection_closed(1, e1, 8).await, None);
+        assert_eq!(
+            c.broker_connection_closed(1, e1, 7).await,
+            Some(std::time::Duration::ZERO)
+        );
+        c.fence_expired_brokers().await.expect("fence");
+        assert!(c.image().brokers[&1].fenced);
+        let p = c.image().topic("t").expect("t").partitions[&0].clone();
+        assert_eq!((p.leader, p.isr), (2, vec![2]));
+
+        let off = instant_controller(ElectionConfig::default());
+        let e1 = join(&off, 1).await;
+        off.heartbeat_via(
+            Heartbeat {
+                broker_epoch: e1,
+                ..hb
+            },
+            Some(7),
+        )
+        .await
+        .expect("hb");
+        assert_eq!(off.broker_connection_closed(1, e1, 7).await, None);
+        off.fence_expired_brokers().await.expect("fence");
+        assert!(!off.image().brokers[&1].fenced);
     }
 
     #[tokio::test]

@@ -68,8 +68,13 @@ type Reply = oneshot::Sender<Result<Bytes, String>>;
 enum Event {
     Cmd(Cmd),
     Response(NodeId, Message),
+    /// A peer task could not reach its voter (connect or request failed).
+    Unreachable(NodeId),
     Tick,
 }
+
+/// What a peer task reports: an answer, or `None` when its voter could not be reached.
+type PeerReport = (NodeId, Option<Message>);
 
 enum Cmd {
     Inbound {
@@ -610,7 +615,7 @@ struct Driver {
     stopping: bool,
     /// Keeps the response channel open when there are no peers (a single voter), so that
     /// receiving from it waits instead of returning `None` in a loop.
-    _responses_open: mpsc::UnboundedSender<(NodeId, Message)>,
+    _responses_open: mpsc::UnboundedSender<PeerReport>,
 }
 
 impl Driver {
@@ -621,7 +626,7 @@ impl Driver {
     async fn run(
         mut self,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
-        mut responses: mpsc::UnboundedReceiver<(NodeId, Message)>,
+        mut responses: mpsc::UnboundedReceiver<PeerReport>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -638,7 +643,8 @@ impl Driver {
                     None => break Ok(()),
                 },
                 r = responses.recv() => match r {
-                    Some((from, msg)) => Event::Response(from, msg),
+                    Some((from, Some(msg))) => Event::Response(from, msg),
+                    Some((from, None)) => Event::Unreachable(from),
                     None => Event::Tick,
                 },
                 _ = tick.tick() => Event::Tick,
@@ -689,6 +695,8 @@ impl Driver {
     ) -> Result<(), RaftManagerError> {
         match event {
             Event::Cmd(c) => self.command(c, shutdown),
+            // An observer whose leader is gone asks the other voters at once (KIP-595).
+            Event::Unreachable(from) => self.node.peer_unreachable(from),
             Event::Response(from, msg) => {
                 if let Err(e) = self.node.step(from, msg) {
                     tracing::trace!(from, error = %e, "quorum response ignored");
@@ -1191,7 +1199,7 @@ struct PeerTask {
     tls: Option<nagare_client::TlsOptions>,
     sasl: Option<nagare_client::SaslCredentials>,
     rx: mpsc::Receiver<Message>,
-    out: mpsc::UnboundedSender<(NodeId, Message)>,
+    out: mpsc::UnboundedSender<PeerReport>,
 }
 
 /// Sends the core's requests to one voter (one connection per lane) and feeds the answers
@@ -1209,6 +1217,10 @@ async fn peer_task(mut t: PeerTask) {
     let mut down_until: Option<Instant> = None;
     while let Some(msg) = t.rx.recv().await {
         if down_until.is_some_and(|d| Instant::now() < d) {
+            // Still down: say so, so an observer does not wait for its fetch timeout.
+            if t.out.send((t.peer.node_id, None)).is_err() {
+                return;
+            }
             continue;
         }
         let Some(out) =
@@ -1229,6 +1241,9 @@ async fn peer_task(mut t: PeerTask) {
                 Err(e) => {
                     tracing::debug!(peer = t.peer.node_id, error = %e, "cannot reach quorum peer");
                     down_until = Some(Instant::now() + t.backoff);
+                    if t.out.send((t.peer.node_id, None)).is_err() {
+                        return;
+                    }
                     continue;
                 }
             }
@@ -1259,7 +1274,7 @@ async fn peer_task(mut t: PeerTask) {
         };
         match answer {
             Ok(Some(m)) => {
-                if t.out.send((t.peer.node_id, m)).is_err() {
+                if t.out.send((t.peer.node_id, Some(m))).is_err() {
                     return;
                 }
             }
@@ -1268,6 +1283,9 @@ async fn peer_task(mut t: PeerTask) {
                 tracing::debug!(peer = t.peer.node_id, error = %e, "quorum request failed");
                 conn = None;
                 down_until = Some(Instant::now() + t.backoff);
+                if t.out.send((t.peer.node_id, None)).is_err() {
+                    return;
+                }
             }
         }
     }

@@ -232,6 +232,9 @@ pub struct RaftNode {
     role: RoleState,
     /// Last successful contact with the leader of the current epoch (KIP-996 pre-vote rule).
     last_leader_contact_ms: Option<u64>,
+    /// Voters the shell could not reach, and when (an observer does not follow such a voter
+    /// again, nor ask it, for `fetch_timeout_ms`; see [`RaftNode::peer_unreachable`]).
+    unreachable: BTreeMap<NodeId, u64>,
     log: MemLog,
     high_watermark: Offset,
     /// The largest high watermark a leader has sent this node (not capped by this node's log
@@ -295,6 +298,7 @@ impl RaftNode {
             leader_id: q.leader_id,
             role,
             last_leader_contact_ms: None,
+            unreachable: BTreeMap::new(),
             log,
             // The high watermark is not persisted (as in Kafka); everything in a snapshot is
             // committed, the rest is re-learned from the leader.
@@ -546,8 +550,18 @@ impl RaftNode {
                         self.become_prospective();
                     } else {
                         // An observer finds the leader by asking any voter (Kafka's bootstrap
-                        // fetch); the answer names the leader.
-                        *deadline_ms = now + self.cfg.request_timeout_ms;
+                        // fetch); the answer names the leader. Right after an unreachable
+                        // leader, it asks again every fetch interval.
+                        let searching = self
+                            .unreachable
+                            .values()
+                            .any(|t| now < t + self.cfg.fetch_timeout_ms);
+                        *deadline_ms = now
+                            + if searching {
+                                self.cfg.fetch_interval_ms.max(1)
+                            } else {
+                                self.cfg.request_timeout_ms
+                            };
                         self.send_discovery_fetch();
                     }
                 }
@@ -577,6 +591,41 @@ impl RaftNode {
             RoleState::Leader(_) => self.leader_tick(),
         }
         self.maybe_send_fetch();
+    }
+
+    /// The shell could not reach `peer` (connection refused, reset, or no answer). An observer
+    /// that follows `peer` stops waiting for `fetch_timeout_ms` and asks the other voters who
+    /// leads now, every `fetch_interval_ms` until one names a leader it can reach (KIP-595's
+    /// `RequestManager`: on a connection error, try another voter) — so a broker learns a
+    /// newly elected controller as soon as the voters have one, not a fetch timeout later.
+    /// Voters ignore it: their fetch timeout is what starts an election.
+    pub fn peer_unreachable(&mut self, peer: NodeId) {
+        if !self.cfg.voters.contains(&peer) || peer == self.cfg.node_id {
+            return;
+        }
+        self.unreachable.insert(peer, self.now_ms);
+        if self.is_voter() || self.leader_id != Some(peer) {
+            return;
+        }
+        if matches!(self.role, RoleState::Follower { .. }) {
+            tracing::debug!(
+                node = self.cfg.node_id,
+                leader = peer,
+                epoch = self.epoch,
+                "the leader is unreachable; asking the other voters who leads"
+            );
+            self.become_unattached(self.epoch, self.voted_for);
+            self.role = RoleState::Unattached {
+                deadline_ms: self.now_ms,
+            };
+        }
+    }
+
+    /// Whether `peer` was found unreachable within the last `fetch_timeout_ms`.
+    fn recently_unreachable(&self, peer: NodeId) -> bool {
+        self.unreachable
+            .get(&peer)
+            .is_some_and(|t| self.now_ms < t + self.cfg.fetch_timeout_ms)
     }
 
     /// Appends `data` as new entries of the current epoch (leader only).
@@ -658,6 +707,8 @@ impl RaftNode {
     /// Handles one message from `from`. Invalid or stale input is counted and ignored; an
     /// `Err` guarantees the node's state is unchanged.
     pub fn step(&mut self, from: NodeId, msg: Message) -> Result<(), StepError> {
+        // Whatever it says, the peer is reachable again.
+        self.unreachable.remove(&from);
         let r = match msg {
             Message::VoteRequest(m) => self.on_vote_request(from, m),
             Message::VoteResponse(m) => self.on_vote_response(from, m),
@@ -784,6 +835,11 @@ impl RaftNode {
         }
         if epoch == self.epoch && self.leader_id.is_none() {
             if let Some(l) = leader {
+                // An observer that just failed to reach that leader keeps asking the other
+                // voters until they elect a new one (or it is reachable again).
+                if !self.is_voter() && self.recently_unreachable(l) {
+                    return false;
+                }
                 self.become_follower(epoch, l);
                 return true;
             }
@@ -795,7 +851,16 @@ impl RaftNode {
 
     fn become_unattached(&mut self, epoch: Epoch, voted_for: Option<NodeId>) {
         self.set_quorum(epoch, voted_for, None);
-        let deadline_ms = self.election_deadline();
+        let mut deadline_ms = self.election_deadline();
+        // An observer looking for a new leader after an unreachable one asks again soon.
+        if !self.is_voter()
+            && self
+                .unreachable
+                .values()
+                .any(|t| self.now_ms < t + self.cfg.fetch_timeout_ms)
+        {
+            deadline_ms = deadline_ms.min(self.now_ms + self.cfg.fetch_interval_ms.max(1));
+        }
         self.role = RoleState::Unattached { deadline_ms };
     }
 
@@ -1030,7 +1095,14 @@ impl RaftNode {
     }
 
     fn send_discovery_fetch(&mut self) {
-        let voters = self.other_voters();
+        let all = self.other_voters();
+        // Not a voter found unreachable lately, unless every one was.
+        let reachable: Vec<NodeId> = all
+            .iter()
+            .copied()
+            .filter(|v| !self.recently_unreachable(*v))
+            .collect();
+        let voters = if reachable.is_empty() { all } else { reachable };
         if voters.is_empty() {
             return;
         }

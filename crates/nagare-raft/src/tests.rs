@@ -968,3 +968,57 @@ fn voter_stuck_in_a_higher_epoch_is_brought_back() {
         assert_eq!(n.leader_id(), Some(leaders[0].0));
     }
 }
+
+/// Runs the "leader dies" scenario with observer 9; with `report`, the shell tells the
+/// observer every millisecond that the dead leader is unreachable (what its peer task does on
+/// every failed connection). Returns (when a voter led the new epoch, when the observer
+/// followed it), in ms after the death.
+fn observer_after_leader_death(report: bool) -> (u64, u64) {
+    let mut c = Cluster::new(&[1, 2, 3], &[9]);
+    c.elect(1);
+    c.advance_time(200);
+    assert_eq!(c.get(9).leader_id(), Some(1));
+    c.nodes.remove(&1);
+    let mut elected = None;
+    for t in 1..=20_000u64 {
+        if report {
+            c.get(9).peer_unreachable(1);
+        }
+        c.advance_time(1);
+        if elected.is_none()
+            && c.nodes
+                .values()
+                .any(|n| n.role() == Role::Leader && n.epoch() > 1)
+        {
+            elected = Some(t);
+        }
+        if let Some(l) = c.get(9).leader_id() {
+            if l != 1 {
+                return (
+                    elected.expect("followed a leader before one was elected"),
+                    t,
+                );
+            }
+        }
+    }
+    panic!("the observer never found the new leader");
+}
+
+/// KIP-595's RequestManager behaviour for observers: once its leader is unreachable the
+/// observer asks the other voters every fetch interval, and follows the new leader within a
+/// fetch interval or two of its election — instead of after its own fetch timeout and a
+/// discovery round (which could land on the dead voter again).
+#[test]
+fn observer_follows_a_new_leader_right_after_its_election_when_the_old_one_is_unreachable() {
+    let (elected, followed) = observer_after_leader_death(true);
+    assert!(
+        followed - elected <= 250,
+        "elected at {elected} ms, followed at {followed} ms"
+    );
+    let (elected0, followed0) = observer_after_leader_death(false);
+    eprintln!(
+        "observer lag behind the election: {} ms when told the leader is unreachable, {} ms when not",
+        followed - elected,
+        followed0 - elected0
+    );
+}

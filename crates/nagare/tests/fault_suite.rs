@@ -30,6 +30,10 @@
 //! (3 combined nodes), at the same instant right after acknowledgements, restarts them and
 //! reads everything back.
 //!
+//! [`failover`] times the failover after SIGKILL of a leader with Kafka's default timings
+//! (first acknowledgement within 2 s: the controller fences on the closed heartbeat connection)
+//! and checks that a broker stopped for less than the session is not fenced.
+//!
 //! `NAGARE_FAULT_SEED` (u64) replays a schedule; `NAGARE_FAULT_SECS` sets how long faults are
 //! injected (default 60, the CI run); `NAGARE_FAULT_TOPOLOGY=combined` runs the schedule on 3
 //! combined nodes instead of 3 controllers + 3 brokers; `NAGARE_FAULT_KILL_ROUNDS` sets the
@@ -38,6 +42,8 @@
 mod common;
 #[path = "fault_suite/disk.rs"]
 mod disk;
+#[path = "fault_suite/failover.rs"]
+mod failover;
 #[path = "fault_suite/txn.rs"]
 mod txn;
 

@@ -377,6 +377,8 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "The active controller fences a broker that has not heartbeated for this long."),
     def("broker.heartbeat.interval.ms", INT, Value("2000"), Range(1, I32), ReadOnly,
         "How often a broker heartbeats to the active controller."),
+    def("nagare.broker.disconnect.fence.grace.ms", INT, Value("100"), Range(-1, I32), ReadOnly,
+        "Nagare only: the active controller fences a broker this long after the peer closed the connection its latest heartbeat arrived on (its process died), unless it heartbeats again; -1 fences on broker.session.timeout.ms only, as Kafka."),
     // Leader elections on the controller.
     def("unclean.leader.election.enable", BOOLEAN, Value("false"), Topic("unclean.leader.election.enable"), ClusterWide,
         "Default of the topic config; the controllers' own value (or a cluster-wide dynamic broker config) is the default."),

@@ -311,6 +311,9 @@ pub struct QuorumConfig {
     pub broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`.
     pub broker_heartbeat_interval_ms: u64,
+    /// `nagare.broker.disconnect.fence.grace.ms`: fence a broker this long after the peer
+    /// closed its heartbeat connection (`None`: -1, session timeout only).
+    pub broker_disconnect_fence_grace_ms: Option<u64>,
 }
 
 impl BrokerConfig {
@@ -456,6 +459,10 @@ impl BrokerConfig {
                 ) as u64,
                 broker_session_timeout_ms: int("broker.session.timeout.ms") as u64,
                 broker_heartbeat_interval_ms: int("broker.heartbeat.interval.ms") as u64,
+                broker_disconnect_fence_grace_ms: u64::try_from(int(
+                    "nagare.broker.disconnect.fence.grace.ms",
+                ))
+                .ok(),
             },
             transaction: TransactionConfig {
                 state_log_num_partitions: int("transaction.state.log.num.partitions") as i32,

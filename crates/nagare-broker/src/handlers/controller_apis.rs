@@ -26,7 +26,7 @@ use crate::Broker;
 pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> HandlerResult {
     match key {
         ApiKey::BrokerRegistration => serve::<BrokerRegistrationRequest>(broker, req).await,
-        ApiKey::BrokerHeartbeat => serve::<BrokerHeartbeatRequest>(broker, req).await,
+        ApiKey::BrokerHeartbeat => serve_heartbeat(broker, req).await,
         ApiKey::AllocateProducerIds => serve::<AllocateProducerIdsRequest>(broker, req).await,
         ApiKey::AlterPartition => serve::<AlterPartitionRequest>(broker, req).await,
         _ => Err(super::HandlerError::Internal(format!(
@@ -57,4 +57,47 @@ async fn serve<R: ControllerRequest>(broker: &Arc<Broker>, mut req: Request) -> 
         .map_err(|_| super::HandlerError::Internal(format!("unknown API key {}", R::KEY)))?;
     let resp = R::handle(broker, r, v).await;
     Ok(Reply::Now(respond(key, v, req.correlation_id(), &resp)))
+}
+
+/// BrokerHeartbeat on the `CONTROLLER` listener: [`serve`]'s path, plus the connection it
+/// arrived on, whose close by the peer fences the broker after a short grace
+/// ([`crate::liveness`]).
+async fn serve_heartbeat(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
+    if !broker.authorize(
+        &req.ctx,
+        crate::authorizer::AclOperation::ClusterAction,
+        &crate::authorizer::Resource::cluster(),
+    ) {
+        let refused = super::error_response::build(
+            req.header(),
+            req.body.clone(),
+            kafka_protocol::ResponseError::ClusterAuthorizationFailed,
+        );
+        return Ok(refused.map(Reply::Now).unwrap_or(Reply::Close));
+    }
+    let r: BrokerHeartbeatRequest = req.decode()?;
+    let v = req.version();
+    // An enveloped request's connection is the forwarding broker's: only a direct one counts.
+    let conn = req
+        .ctx
+        .forwarded
+        .is_none()
+        .then(|| req.ctx.connection.clone());
+    let (broker_id, broker_epoch) = (r.broker_id.0, r.broker_epoch);
+    let resp = crate::controller_requests::broker_heartbeat_via(
+        broker,
+        r,
+        v,
+        conn.as_ref().map(|c| c.index),
+    )
+    .await;
+    if let (Some(conn), Some(c), 0) = (&conn, &broker.controller, resp.error_code) {
+        crate::liveness::watch_heartbeat_connection(c, conn, broker_id, broker_epoch);
+    }
+    Ok(Reply::Now(respond(
+        ApiKey::BrokerHeartbeat,
+        v,
+        req.correlation_id(),
+        &resp,
+    )))
 }
