@@ -48,7 +48,7 @@ pub struct Args {
     pub linger_ms: u64,
 }
 
-fn parse_acks(s: &str) -> Result<Acks, String> {
+pub(crate) fn parse_acks(s: &str) -> Result<Acks, String> {
     match s {
         "all" | "-1" => Ok(Acks::All),
         "1" | "leader" => Ok(Acks::Leader),
@@ -57,7 +57,7 @@ fn parse_acks(s: &str) -> Result<Acks, String> {
     }
 }
 
-fn parse_compression(s: &str) -> Result<Compression, String> {
+pub(crate) fn parse_compression(s: &str) -> Result<Compression, String> {
     match s.to_ascii_lowercase().as_str() {
         "none" => Ok(Compression::None),
         "gzip" => Ok(Compression::Gzip),
