@@ -108,6 +108,7 @@ fn kafka_documented_examples_through_the_installed_tools() {
     let server = TestServer::start(&[
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users=User:ANONYMOUS",
+        "group.initial.rebalance.delay.ms=0",
     ]);
     let dir = tempfile::tempdir().expect("dir");
     let tools = Tools {
@@ -180,6 +181,40 @@ fn kafka_documented_examples_through_the_installed_tools() {
             ]
         ),
         "This is my first event\nThis is my second event\n"
+    );
+
+    // In a consumer group (librdkafka underneath): the group's committed offsets follow.
+    assert_eq!(
+        tools.ok(
+            "kafka-console-consumer.sh",
+            &[
+                "--topic",
+                "quickstart-events",
+                "--group",
+                "quickstart-group",
+                "--from-beginning",
+                "--max-messages",
+                "2",
+                "--property",
+                "print.partition=true"
+            ]
+        ),
+        "Partition:0\tThis is my first event\nPartition:0\tThis is my second event\n"
+    );
+    let d = tools.ok(
+        "kafka-consumer-groups.sh",
+        &["--describe", "--group", "quickstart-group"],
+    );
+    let row: Vec<&str> = d
+        .lines()
+        .find(|l| l.starts_with("quickstart-group"))
+        .unwrap_or_else(|| panic!("a row: {d}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..6],
+        ["quickstart-group", "quickstart-events", "0", "2", "2", "0"],
+        "{d}"
     );
 
     // Operations docs: a topic with configs, more partitions, config changes.
@@ -378,7 +413,7 @@ fn kafka_documented_examples_through_the_installed_tools() {
     assert!(reset.contains("NEW-OFFSET"), "{reset}");
     assert_eq!(
         tools.ok("kafka-consumer-groups.sh", &["--list"]),
-        "my-group\n"
+        "my-group\nquickstart-group\n"
     );
     let d = tools.ok(
         "kafka-consumer-groups.sh",

@@ -153,8 +153,11 @@ fn check(p: &Parsed) -> anyhow::Result<(&'static str, Entity)> {
     Ok((action, entity(p)?))
 }
 
+/// Configs to set (name, value) and configs to remove.
+type Changes = (Vec<(String, String)>, Vec<String>);
+
 /// The changes `--add-config`, `--add-config-file` and `--delete-config` ask for.
-fn changes(p: &Parsed) -> anyhow::Result<(Vec<(String, String)>, Vec<String>)> {
+fn changes(p: &Parsed) -> anyhow::Result<Changes> {
     let mut add = Vec::new();
     for a in p.values("add-config") {
         add.extend(split_key_values(a)?);

@@ -63,14 +63,17 @@ fn producer_args(p: &Parsed) -> anyhow::Result<produce::Args> {
     super::no_positional(p)?;
     let topic = p.required("topic")?.to_owned();
     let reader = properties(p, &["property", "reader-property"])?;
-    for unsupported in ["parse.headers", "null.marker", "ignore.error"] {
-        if reader.contains_key(unsupported)
-            && !(unsupported == "parse.headers" && !is_true(&reader, unsupported))
-        {
-            return Err(usage(format!(
-                "Property {unsupported} of kafka-console-producer.sh is not supported by Nagare"
-            )));
-        }
+    // Reader properties Nagare does not implement: headers parsed from the line, a null
+    // marker, skipping lines that fail. Their defaults (false / unset) are fine.
+    let unsupported = ["parse.headers", "ignore.error"]
+        .into_iter()
+        .filter(|k| is_true(&reader, k))
+        .chain(reader.contains_key("null.marker").then_some("null.marker"))
+        .next();
+    if let Some(key) = unsupported {
+        return Err(usage(format!(
+            "Property {key} of kafka-console-producer.sh is not supported by Nagare"
+        )));
     }
     let key_separator = if is_true(&reader, "parse.key") {
         Some(
@@ -156,7 +159,7 @@ const CONSUMER_SPECS: &[Spec] = &[
     ("from-beginning", Kind::Flag),
     ("max-messages", Kind::Value),
     ("timeout-ms", Kind::Value),
-    ("group", Kind::Unsupported(true)),
+    ("group", Kind::Value),
     ("property", Kind::Value),
     ("formatter-property", Kind::Value),
     ("formatter", Kind::Value),
@@ -358,13 +361,183 @@ fn consumer_args(p: &Parsed) -> anyhow::Result<(consume::Args, Formatter)> {
     Ok((args, formatter))
 }
 
-/// Runs `kafka-console-consumer.sh` (without a consumer group: every partition, or
-/// `--partition`, read directly).
+/// Runs `kafka-console-consumer.sh`: without a consumer group every partition (or
+/// `--partition`) is read directly; with `--group` (or `group.id` in the consumer
+/// properties) as a member of that group through librdkafka, committing offsets as Kafka's
+/// console consumer does (auto-commit, and on exit).
 pub async fn run_consumer(args: &[String]) -> anyhow::Result<()> {
     let p = opts::parse("kafka-console-consumer.sh", CONSUMER_SPECS, args)?;
     p.required("bootstrap-server")?;
     let (args, formatter) = consumer_args(&p)?;
-    consume::run_with(args, &mut |out, _topic, r| formatter.write(out, r)).await
+    let consumer_props = properties(&p, &["consumer-property"])?;
+    let group = p
+        .value("group")
+        .map(str::to_owned)
+        .or_else(|| consumer_props.get("group.id").cloned());
+    match group {
+        Some(group) => {
+            let client_props = args.broker.client_properties()?;
+            tokio::task::spawn_blocking(move || {
+                group_consume(&args, &group, &client_props, &formatter)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("the consumer thread failed: {e}"))?
+        }
+        None => consume::run_with(args, &mut |out, _topic, r| formatter.write(out, r)).await,
+    }
+}
+
+/// librdkafka settings for Kafka client properties: the security ones librdkafka spells the
+/// same, the JAAS login as `sasl.username`/`sasl.password`, and the consumer settings that
+/// mean the same in both clients. Others are reported and left out.
+fn librdkafka_properties(
+    props: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    const SAME: &[&str] = &[
+        "security.protocol",
+        "ssl.ca.location",
+        "ssl.certificate.location",
+        "ssl.key.location",
+        "ssl.endpoint.identification.algorithm",
+        "client.id",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "group.instance.id",
+        "group.protocol",
+        "isolation.level",
+        "auto.commit.interval.ms",
+        "enable.auto.commit",
+        "fetch.min.bytes",
+        "fetch.max.bytes",
+        "group.id",
+        "auto.offset.reset",
+    ];
+    let mut out = Vec::new();
+    for (k, v) in props {
+        if SAME.contains(&k.as_str()) {
+            out.push((k.clone(), v.clone()));
+        } else if k == "ssl.truststore.location" {
+            out.push(("ssl.ca.location".to_owned(), v.clone()));
+        } else if !k.starts_with("sasl.") {
+            eprintln!("WARN: consumer property {k} is not passed on by Nagare's kafka-console-consumer.sh");
+        }
+    }
+    if let Some(sasl) = crate::cli::sasl_from_properties(props)? {
+        out.push(("sasl.mechanisms".to_owned(), sasl.mechanism));
+        out.push(("sasl.username".to_owned(), sasl.username));
+        out.push(("sasl.password".to_owned(), sasl.password));
+    }
+    Ok(out)
+}
+
+/// Consumes as a member of `group` (blocking; run on a blocking thread).
+fn group_consume(
+    args: &consume::Args,
+    group: &str,
+    props: &BTreeMap<String, String>,
+    formatter: &Formatter,
+) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", &args.broker.bootstrap_server)
+        .set("client.id", "console-consumer")
+        .set(
+            "auto.offset.reset",
+            if args.from_beginning {
+                "earliest"
+            } else {
+                "latest"
+            },
+        );
+    for (k, v) in librdkafka_properties(props)? {
+        config.set(k, v);
+    }
+    config.set("group.id", group);
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| anyhow::anyhow!("cannot create the consumer: {e}"))?;
+    match args.partition {
+        Some(partition) => {
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            let offset = match args.offset {
+                Some(Start::Earliest) => rdkafka::Offset::Beginning,
+                Some(Start::Latest) => rdkafka::Offset::End,
+                Some(Start::At(o)) => rdkafka::Offset::Offset(o),
+                None if args.from_beginning => rdkafka::Offset::Beginning,
+                None => rdkafka::Offset::Stored,
+            };
+            tpl.add_partition_offset(&args.topic, partition, offset)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            consumer.assign(&tpl).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        None => consumer
+            .subscribe(&[args.topic.as_str()])
+            .map_err(|e| anyhow::anyhow!("cannot subscribe to {}: {e}", args.topic))?,
+    }
+    let idle = args.timeout_ms.map(Duration::from_millis);
+    let mut last = Instant::now();
+    let mut printed: u64 = 0;
+    let mut stdout = std::io::stdout();
+    let mut buf = Vec::new();
+    let outcome = loop {
+        if args.count.is_some_and(|c| printed >= c) {
+            break Ok(());
+        }
+        if idle.is_some_and(|i| last.elapsed() >= i) {
+            break Ok(());
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => break Err(anyhow::anyhow!("consumer error: {e}")),
+            Some(Ok(m)) => {
+                last = Instant::now();
+                let headers = m
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| (h.key.to_owned(), h.value.map(bytes::Bytes::copy_from_slice)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let (timestamp_type, timestamp) = match m.timestamp() {
+                    rdkafka::Timestamp::LogAppendTime(t) => (TimestampType::LogAppend, t),
+                    rdkafka::Timestamp::CreateTime(t) => (TimestampType::Creation, t),
+                    rdkafka::Timestamp::NotAvailable => (TimestampType::Creation, -1),
+                };
+                let record = ConsumedRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp,
+                    timestamp_type,
+                    key: m.key().map(bytes::Bytes::copy_from_slice),
+                    value: m.payload().map(bytes::Bytes::copy_from_slice),
+                    headers,
+                };
+                buf.clear();
+                formatter.write(&mut buf, &record);
+                printed += 1;
+                if let Err(e) = stdout.write_all(&buf).and_then(|()| stdout.flush()) {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        break Ok(());
+                    }
+                    break Err(e.into());
+                }
+            }
+        }
+    };
+    // Commit what was printed, as Kafka's console consumer does when it closes.
+    if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+        // Nothing consumed yet is not a failure.
+        tracing::debug!(error = %e, "final commit");
+    }
+    eprintln!("Processed a total of {printed} messages");
+    outcome
 }
 
 #[cfg(test)]

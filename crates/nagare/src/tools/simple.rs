@@ -47,8 +47,11 @@ const ELECTION_SPECS: &[Spec] = &[
     ("path-to-json-file", Kind::Value),
 ];
 
+/// Partitions by topic.
+type TopicPartitions = Vec<(String, Vec<i32>)>;
+
 /// The partitions a leader-election command line names (`None`: all of them).
-fn election_partitions(p: &Parsed) -> anyhow::Result<Option<Vec<(String, Vec<i32>)>>> {
+fn election_partitions(p: &Parsed) -> anyhow::Result<Option<TopicPartitions>> {
     let sources = p.given(&["topic", "all-topic-partitions", "path-to-json-file"]);
     if sources.len() != 1 {
         return Err(usage(
