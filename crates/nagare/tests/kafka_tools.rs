@@ -538,9 +538,15 @@ fn kafka_documented_examples_through_the_installed_tools() {
         ],
     );
     let l = tools.ok("kafka-acls.sh", &["--list", "--topic", "Test-topic"]);
-    assert_eq!(
-        l.lines().filter(|x| x.contains("Test-topic")).count(),
-        4,
+    assert!(
+        l.starts_with("Current ACLs for resource `ResourcePattern(resourceType=TOPIC, name=Test-topic, patternType=LITERAL)`: \n"),
+        "{l}"
+    );
+    assert_eq!(l.matches("(principal=").count(), 4, "{l}");
+    assert!(
+        l.contains(
+            "\t(principal=User:Bob, host=198.51.100.0, operation=READ, permissionType=ALLOW)"
+        ),
         "{l}"
     );
     tools.ok(
@@ -558,12 +564,14 @@ fn kafka_documented_examples_through_the_installed_tools() {
             "Test-topic",
         ],
     );
-    let l = tools.ok("kafka-acls.sh", &["--list", "--topic", "Test-topic"]);
+    let l = tools.ok("kafka-acls.sh", &["--list", "--principal", "User:Bob"]);
+    assert!(l.starts_with("ACLs for principal `User:Bob`\n"), "{l}");
     assert_eq!(
-        l.lines().filter(|x| x.contains("Test-topic")).count(),
-        3,
-        "{l}"
+        l.matches("(principal=").count(),
+        1,
+        "only Bob's WRITE is left: {l}"
     );
+    assert!(l.contains("operation=WRITE"), "{l}");
 
     // Errors: an unsupported or unknown option is named, exit code 1.
     let e = tools.fails(

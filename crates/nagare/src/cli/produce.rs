@@ -46,6 +46,9 @@ pub struct Args {
     /// Send what is buffered once stdin has been quiet this long.
     #[arg(long, default_value_t = 100)]
     pub linger_ms: u64,
+    /// No summary on stderr (`kafka-console-producer.sh` prints none).
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 pub(crate) fn parse_acks(s: &str) -> Result<Acks, String> {
@@ -267,7 +270,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for p in all {
         flush(&mut client, &args, &mut pending, p, &mut stats).await?;
     }
-    print_summary(&args, &stats, started.elapsed());
+    if !args.quiet {
+        print_summary(&args, &stats, started.elapsed());
+    }
     Ok(())
 }
 

@@ -140,6 +140,7 @@ fn producer_args(p: &Parsed) -> anyhow::Result<produce::Args> {
         batch_size: if p.has("sync") { 1 } else { 1000 },
         batch_bytes: batch_bytes.max(1),
         linger_ms: if p.has("sync") { 0 } else { linger_ms },
+        quiet: true,
     })
 }
 

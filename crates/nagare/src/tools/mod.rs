@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::ExitCode;
 
+pub mod acls;
 pub mod configs;
 pub mod console;
 pub mod groups;
@@ -128,14 +129,13 @@ fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
 
 /// For the tools whose `nagare` subcommand already takes Kafka's arguments
 /// (`kafka-storage.sh`, `kafka-metadata-quorum.sh`, `kafka-transactions.sh`, whose Kafka
-/// parser is argparse4j with subcommands) and `kafka-acls.sh` (whose action switch becomes
-/// the subcommand): the `nagare` command line to run instead. `None` for the other tools.
+/// parser is argparse4j with subcommands): the `nagare` command line to run instead. `None`
+/// for the other tools.
 pub fn nagare_argv(tool: &str, args: &[String]) -> Option<anyhow::Result<Vec<String>>> {
     let sub = match tool {
         "kafka-storage.sh" => "storage",
         "kafka-metadata-quorum.sh" => "quorum",
         "kafka-transactions.sh" => "transactions",
-        "kafka-acls.sh" => return Some(simple::acls_argv(args)),
         _ => return None,
     };
     let mut argv = vec!["nagare".to_owned(), sub.to_owned()];
@@ -152,6 +152,7 @@ pub async fn run(tool: &str, args: Vec<String>) -> ExitCode {
         "kafka-consumer-groups.sh" => groups::run(&args).await,
         "kafka-console-producer.sh" => console::run_producer(&args).await,
         "kafka-console-consumer.sh" => console::run_consumer(&args).await,
+        "kafka-acls.sh" => acls::run(&args).await,
         "kafka-leader-election.sh" => simple::run_leader_election(&args).await,
         "kafka-get-offsets.sh" => offsets::run_get_offsets(&args).await,
         "kafka-delete-records.sh" => offsets::run_delete_records(&args).await,
@@ -166,6 +167,9 @@ pub async fn run(tool: &str, args: Vec<String>) -> ExitCode {
                 eprintln!(
                     "(Nagare's {tool}: see README \"Kafka's tools\" for the options supported)"
                 );
+            } else if tool == "kafka-topics.sh" {
+                // TopicCommand's own prefix, which scripts grep for.
+                eprintln!("Error while executing topic command : {e:#}");
             } else {
                 eprintln!("Error while executing {tool}: {e:#}");
             }

@@ -1,42 +1,10 @@
-//! `kafka-leader-election.sh` (Kafka 4.x's `LeaderElectionCommand`) and the translation of
-//! `kafka-acls.sh` command lines to `nagare acl`.
+//! `kafka-leader-election.sh` (Kafka 4.x's `LeaderElectionCommand`).
 
 use std::collections::BTreeMap;
 
 use nagare_client::{kafka_error_name, ResponseError};
 
 use super::opts::{self, usage, Kind, Parsed, Spec};
-
-/// `kafka-acls.sh --add|--remove|--list [options]` as `nagare acl add|remove|list [options]`:
-/// the action switch becomes the subcommand, `--force` (skip the removal prompt, which
-/// `nagare acl` never shows) is dropped; every other option keeps its Kafka name, and
-/// `nagare acl` rejects the ones it lacks by name.
-pub fn acls_argv(args: &[String]) -> anyhow::Result<Vec<String>> {
-    let mut action = None;
-    let mut rest = Vec::new();
-    for a in args {
-        match a.as_str() {
-            "--add" | "--remove" | "--list" => {
-                if action
-                    .replace(a.trim_start_matches('-').to_owned())
-                    .is_some()
-                {
-                    return Err(usage(
-                        "Command must include exactly one action: --list, --add, --remove.",
-                    ));
-                }
-            }
-            "--force" => {}
-            _ => rest.push(a.clone()),
-        }
-    }
-    let action = action.ok_or_else(|| {
-        usage("Command must include exactly one action: --list, --add, --remove.")
-    })?;
-    let mut argv = vec!["nagare".to_owned(), "acl".to_owned(), action];
-    argv.extend(rest);
-    Ok(argv)
-}
 
 const ELECTION_SPECS: &[Spec] = &[
     ("admin.config", Kind::Value),
@@ -174,43 +142,6 @@ mod tests {
 
     fn a(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn acl_actions_become_subcommands() {
-        assert_eq!(
-            acls_argv(&a(&[
-                "--bootstrap-server",
-                "h:1",
-                "--add",
-                "--allow-principal",
-                "User:Bob",
-                "--operation",
-                "Read",
-                "--topic",
-                "t"
-            ]))
-            .expect("ok"),
-            a(&[
-                "nagare",
-                "acl",
-                "add",
-                "--bootstrap-server",
-                "h:1",
-                "--allow-principal",
-                "User:Bob",
-                "--operation",
-                "Read",
-                "--topic",
-                "t"
-            ])
-        );
-        assert_eq!(
-            acls_argv(&a(&["--remove", "--force", "--topic", "t"])).expect("ok"),
-            a(&["nagare", "acl", "remove", "--topic", "t"])
-        );
-        assert!(acls_argv(&a(&["--topic", "t"])).is_err());
-        assert!(acls_argv(&a(&["--add", "--list"])).is_err());
     }
 
     #[test]
