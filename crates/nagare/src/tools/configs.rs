@@ -31,7 +31,7 @@ const SPECS: &[Spec] = &[
     ("client-defaults", Kind::Flag),
     ("ip", Kind::Value),
     ("ip-defaults", Kind::Flag),
-    ("group", Kind::Unsupported(true)),
+    ("group", Kind::Value),
     ("client-metrics", Kind::Unsupported(true)),
 ];
 
@@ -44,6 +44,8 @@ enum Entity {
     Broker(Option<i32>),
     /// A broker's loggers.
     BrokerLogger(i32),
+    /// A consumer group's configs (KIP-848 group configs, resource type 32).
+    Group(String),
     /// A quota entity (`user`, `client-id` or `ip`): a name, or None for the default.
     Quota(&'static str, Option<String>),
 }
@@ -57,6 +59,7 @@ fn entity(p: &Parsed) -> anyhow::Result<Entity> {
         ("user", "users"),
         ("client", "clients"),
         ("ip", "ips"),
+        ("group", "groups"),
     ]
     .into_iter()
     .find_map(|(opt, ty)| p.value(opt).map(|n| (ty.to_owned(), Some(n.to_owned()))));
@@ -122,7 +125,10 @@ fn entity(p: &Parsed) -> anyhow::Result<Entity> {
         "users" => Entity::Quota("user", name),
         "clients" => Entity::Quota("client-id", name),
         "ips" => Entity::Quota("ip", name),
-        "groups" | "client-metrics" => {
+        "groups" => Entity::Group(name.ok_or_else(|| {
+            usage("An entity name must be specified with groups (--entity-name or --group)")
+        })?),
+        "client-metrics" => {
             return Err(usage(format!(
                 "--entity-type {ty} is not supported by Nagare's kafka-configs.sh"
             )))
@@ -236,6 +242,7 @@ fn resource(entity: &Entity) -> (i8, String, String) {
         Entity::Broker(Some(id)) => (4, id.to_string(), format!("broker {id}")),
         Entity::Broker(None) => (4, String::new(), "brokers in the cluster".to_owned()),
         Entity::BrokerLogger(id) => (8, id.to_string(), format!("broker-logger {id}")),
+        Entity::Group(g) => (32, g.clone(), format!("group {g}")),
         Entity::Quota(ty, n) => (0, n.clone().unwrap_or_default(), format!("{ty} {n:?}")),
     }
 }
@@ -276,6 +283,7 @@ fn render_configs(
         Entity::Topic(_) => Some(ConfigSource::DynamicTopic),
         Entity::Broker(Some(_)) => Some(ConfigSource::DynamicBroker),
         Entity::Broker(None) => Some(ConfigSource::DynamicDefaultBroker),
+        Entity::Group(_) => Some(ConfigSource::DynamicGroup),
         Entity::BrokerLogger(_) | Entity::Quota(..) => None,
     };
     let mut out = match (entity, all) {
@@ -544,15 +552,27 @@ mod tests {
             "x"
         ])
         .is_err());
+        assert_eq!(
+            parse(&[
+                "--describe",
+                "--entity-type",
+                "groups",
+                "--entity-name",
+                "g"
+            ])
+            .expect("ok")
+            .1,
+            Entity::Group("g".into())
+        );
         let e = parse(&[
             "--describe",
             "--entity-type",
-            "groups",
+            "client-metrics",
             "--entity-name",
-            "g",
+            "m",
         ])
-        .expect_err("groups");
-        assert!(e.to_string().contains("groups"), "{e}");
+        .expect_err("client-metrics");
+        assert!(e.to_string().contains("client-metrics"), "{e}");
     }
 
     #[test]
