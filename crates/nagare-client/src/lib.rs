@@ -37,9 +37,9 @@ mod transactions;
 mod types;
 
 pub use client::{
-    acl_code, acl_name, AclBinding, AclBindingFilter, Client, ElectionResult, QuotaEntityComponent,
-    QuotaEntry, QuotaFilter, QuotaMatch, OPERATIONS, PATTERN_TYPES, PERMISSION_TYPES,
-    RESOURCE_TYPES,
+    acl_code, acl_name, AclBinding, AclBindingFilter, Client, ConfigDescription,
+    DeleteRecordsResult, ElectionResult, LogDirDescription, QuotaEntityComponent, QuotaEntry,
+    QuotaFilter, QuotaMatch, OPERATIONS, PATTERN_TYPES, PERMISSION_TYPES, RESOURCE_TYPES,
 };
 pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
 pub use connection::{

@@ -292,6 +292,10 @@ pub enum ConfigSource {
     Default,
     /// Set dynamically for a broker logger.
     DynamicBrokerLogger,
+    /// Set on a client-metrics resource (KIP-714).
+    DynamicClientMetrics,
+    /// Set on a group (KIP-848 group configs).
+    DynamicGroup,
     /// Some other or unknown source (the wire number).
     Other(i8),
 }
@@ -306,6 +310,8 @@ impl ConfigSource {
             4 => ConfigSource::StaticBroker,
             5 => ConfigSource::Default,
             6 => ConfigSource::DynamicBrokerLogger,
+            7 => ConfigSource::DynamicClientMetrics,
+            8 => ConfigSource::DynamicGroup,
             other => ConfigSource::Other(other),
         }
     }
@@ -319,6 +325,8 @@ impl ConfigSource {
             ConfigSource::StaticBroker => "STATIC_BROKER_CONFIG",
             ConfigSource::Default => "DEFAULT_CONFIG",
             ConfigSource::DynamicBrokerLogger => "DYNAMIC_BROKER_LOGGER_CONFIG",
+            ConfigSource::DynamicClientMetrics => "CLIENT_METRICS_CONFIG",
+            ConfigSource::DynamicGroup => "GROUP_CONFIG",
             ConfigSource::Other(_) => "UNKNOWN",
         }
     }

@@ -1,6 +1,7 @@
 //! `nagare`: the Kafka-compatible broker and its command-line tools in one binary.
 
 mod cli;
+mod tools;
 
 /// Keeps absurd array lengths in requests from aborting the process (see `nagare_broker::alloc`).
 #[global_allocator]
@@ -46,10 +47,61 @@ enum Command {
     User(cli::user::Args),
     /// Tiered storage (KIP-405): list a topic's remote segments.
     Tiered(cli::tiered::Args),
+    /// Kafka's command-line tools (`kafka-topics.sh`, ...): `install DIR` links them here.
+    Tools(tools::Args),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Started as one of Kafka's tools (a link made by `nagare tools install`)?
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let tool = argv.first().and_then(|a| tools::tool_for(a));
+    let tool_args: Vec<String> = argv
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let cli = match tool {
+        None => Cli::parse(),
+        Some(tool) => match tools::nagare_argv(tool, &tool_args) {
+            Some(Ok(nagare_args)) => match Cli::try_parse_from(nagare_args) {
+                Ok(cli) => cli,
+                // Kafka's tools exit 1 on a usage error (clap: 2); help exits 0.
+                Err(e) => {
+                    let _ = e.print();
+                    return if e.use_stderr() {
+                        std::process::ExitCode::FAILURE
+                    } else {
+                        std::process::ExitCode::SUCCESS
+                    };
+                }
+            },
+            Some(Err(e)) => {
+                eprintln!("{e}");
+                return std::process::ExitCode::FAILURE;
+            }
+            None => {
+                return match tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(tools::run(tool, tool_args)),
+                    Err(e) => {
+                        eprintln!("error: cannot start the async runtime: {e}");
+                        std::process::ExitCode::FAILURE
+                    }
+                };
+            }
+        },
+    };
+    if let Command::Tools(args) = cli.command {
+        return match tools::run_install(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,6 +128,8 @@ fn main() -> std::process::ExitCode {
             Command::Acl(args) => cli::acl::run(args).await,
             Command::User(args) => cli::user::run(args).await,
             Command::Tiered(args) => cli::tiered::run(args).await,
+            // Handled before the runtime starts.
+            Command::Tools(_) => Ok(()),
         }
     });
     match result {

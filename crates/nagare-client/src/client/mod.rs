@@ -21,7 +21,7 @@ mod admin;
 mod configs;
 mod connections;
 mod fetch;
-mod log_dirs;
+mod log_admin;
 mod metadata;
 mod offsets;
 mod produce;
@@ -32,6 +32,8 @@ pub use acls::{
     RESOURCE_TYPES,
 };
 pub use admin::ElectionResult;
+pub use configs::ConfigDescription;
+pub use log_admin::{DeleteRecordsResult, LogDirDescription};
 pub use quotas::{QuotaEntityComponent, QuotaEntry, QuotaFilter, QuotaMatch};
 
 /// Highest Produce/Fetch version that names topics rather than using topic ids; used when the

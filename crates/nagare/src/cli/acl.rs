@@ -26,49 +26,50 @@ enum Command {
     Remove(AclArgs),
 }
 
+/// The ACL options kafka-acls.sh and `nagare acl` share (also built by the `tools` module).
 #[derive(clap::Args, Default)]
-struct AclArgs {
+pub(crate) struct AclArgs {
     /// Principal to allow, `User:name` (repeatable).
     #[arg(long = "allow-principal")]
-    allow_principal: Vec<String>,
+    pub(crate) allow_principal: Vec<String>,
     /// Principal to deny, `User:name` (repeatable).
     #[arg(long = "deny-principal")]
-    deny_principal: Vec<String>,
+    pub(crate) deny_principal: Vec<String>,
     /// Hosts the allow principals are allowed from (default `*`).
     #[arg(long = "allow-host")]
-    allow_host: Vec<String>,
+    pub(crate) allow_host: Vec<String>,
     /// Hosts the deny principals are denied from (default `*`).
     #[arg(long = "deny-host")]
-    deny_host: Vec<String>,
+    pub(crate) deny_host: Vec<String>,
     /// Operation (Read, Write, Create, Delete, Alter, Describe, ClusterAction,
     /// DescribeConfigs, AlterConfigs, IdempotentWrite, All); repeatable, default All.
     #[arg(long = "operation")]
-    operation: Vec<String>,
+    pub(crate) operation: Vec<String>,
     /// Topic (repeatable; `*` for every topic).
     #[arg(long = "topic")]
-    topic: Vec<String>,
+    pub(crate) topic: Vec<String>,
     /// Consumer group (repeatable; `*` for every group).
     #[arg(long = "group")]
-    group: Vec<String>,
+    pub(crate) group: Vec<String>,
     /// The cluster resource.
     #[arg(long = "cluster")]
-    cluster: bool,
+    pub(crate) cluster: bool,
     /// Transactional id (repeatable).
     #[arg(long = "transactional-id")]
-    transactional_id: Vec<String>,
+    pub(crate) transactional_id: Vec<String>,
     /// literal or prefixed (add); also any or match (list, remove).
     #[arg(long = "resource-pattern-type", default_value = "literal")]
-    resource_pattern_type: String,
+    pub(crate) resource_pattern_type: String,
     /// Producer convenience: WRITE, DESCRIBE, CREATE on the topics (and WRITE, DESCRIBE on
     /// the transactional ids, IDEMPOTENT_WRITE on the cluster with --idempotent).
     #[arg(long = "producer")]
-    producer: bool,
+    pub(crate) producer: bool,
     /// Consumer convenience: READ, DESCRIBE on the topics and READ on the groups.
     #[arg(long = "consumer")]
-    consumer: bool,
+    pub(crate) consumer: bool,
     /// With --producer: IDEMPOTENT_WRITE on the cluster.
     #[arg(long = "idempotent")]
-    idempotent: bool,
+    pub(crate) idempotent: bool,
 }
 
 const TOPIC: i8 = 2;
@@ -175,7 +176,7 @@ fn pattern(a: &AclArgs) -> anyhow::Result<i8> {
 }
 
 /// The ACLs `nagare acl add` creates.
-fn bindings(a: &AclArgs) -> anyhow::Result<Vec<AclBinding>> {
+pub(crate) fn bindings(a: &AclArgs) -> anyhow::Result<Vec<AclBinding>> {
     let pattern_type = pattern(a)?;
     if pattern_type != 3 && pattern_type != 4 {
         bail!("--resource-pattern-type must be literal or prefixed when adding ACLs");
@@ -210,7 +211,7 @@ fn bindings(a: &AclArgs) -> anyhow::Result<Vec<AclBinding>> {
 
 /// The filters `nagare acl list|remove` use: per resource (or every resource), per entry
 /// (or any principal/host), per operation (or any).
-fn filters(a: &AclArgs) -> anyhow::Result<Vec<AclBindingFilter>> {
+pub(crate) fn filters(a: &AclArgs) -> anyhow::Result<Vec<AclBindingFilter>> {
     let res = resources(a)?;
     let explicit_ops = !a.operation.is_empty() || a.producer || a.consumer;
     let pattern_type = if res.is_empty() { 1 } else { pattern(a)? };

@@ -157,6 +157,9 @@ fn format_record(out: &mut Vec<u8>, tokens: &[Token], topic: &str, r: &ConsumedR
     out.push(b'\n');
 }
 
+/// Appends one record's output to the buffer, given the topic.
+pub(crate) type RecordFormatter<'a> = dyn FnMut(&mut Vec<u8>, &str, &ConsumedRecord) + Send + 'a;
+
 /// Resolves the starting offset of one partition.
 async fn start_offset(
     client: &mut Client,
@@ -191,6 +194,15 @@ async fn start_offset(
 /// Runs `nagare consume`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let tokens = parse_format(&args.format)?;
+    run_with(args, &mut |out, topic, r| {
+        format_record(out, &tokens, topic, r)
+    })
+    .await
+}
+
+/// Runs `nagare consume` with `format` appending each record's output (and its line end):
+/// shared with `kafka-console-consumer.sh`, whose formatter differs.
+pub(crate) async fn run_with(args: Args, format: &mut RecordFormatter<'_>) -> anyhow::Result<()> {
     let mut client = args.broker.connect().await?;
     let meta = client.topic_metadata(&args.topic).await?;
     let partitions: Vec<i32> = match args.partition {
@@ -218,7 +230,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut printed: u64 = 0;
     let outcome = tokio::select! {
-        r = consume_loop(&mut client, &args, &tokens, &mut positions, &mut printed) => r,
+        r = consume_loop(&mut client, &args, format, &mut positions, &mut printed) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     };
     eprintln!("Processed a total of {printed} messages");
@@ -228,7 +240,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn consume_loop(
     client: &mut Client,
     args: &Args,
-    tokens: &[Token],
+    format: &mut RecordFormatter<'_>,
     positions: &mut [FetchPosition],
     printed: &mut u64,
 ) -> anyhow::Result<()> {
@@ -267,7 +279,7 @@ async fn consume_loop(
             match result {
                 Ok(fetched) => {
                     for r in &fetched.records {
-                        format_record(&mut buf, tokens, &pos.topic, r);
+                        format(&mut buf, &pos.topic, r);
                         *printed += 1;
                         got_any = true;
                         if args.count.is_some_and(|c| *printed >= c) {

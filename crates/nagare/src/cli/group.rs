@@ -74,11 +74,19 @@ enum Command {
 
 /// Where `reset-offsets` moves the committed offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ResetTarget {
+pub(crate) enum ResetTarget {
+    /// The log start offset.
     Earliest,
+    /// The log end offset.
     Latest,
+    /// This offset (clamped to the log's range).
     Offset(i64),
+    /// The first offset at or after this time (ms since the epoch).
     Datetime(i64),
+    /// The committed offset moved by this many (clamped).
+    ShiftBy(i64),
+    /// The committed offset as it is (`--to-current`).
+    Current,
 }
 
 /// Runs `nagare group`.
@@ -229,11 +237,37 @@ fn describe_members(desc: &GroupDescription) -> anyhow::Result<()> {
 /// The offsets view: one row per partition with a committed offset or an owner, like
 /// `kafka-consumer-groups --describe`.
 async fn describe_offsets(client: &mut Client, desc: &GroupDescription) -> anyhow::Result<()> {
+    let data = offset_rows(client, desc).await?;
+    print_inactive_notice(desc);
+    let mut rows = vec![[
+        "GROUP",
+        "TOPIC",
+        "PARTITION",
+        "CURRENT-OFFSET",
+        "LOG-END-OFFSET",
+        "LAG",
+        "CONSUMER-ID",
+        "HOST",
+        "CLIENT-ID",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    rows.extend(data);
+    print!("{}", render_table(&rows));
+    Ok(())
+}
+
+/// The rows of the offsets view (GROUP, TOPIC, PARTITION, CURRENT-OFFSET, LOG-END-OFFSET,
+/// LAG, CONSUMER-ID, HOST, CLIENT-ID; `-` where unknown), sorted by topic and partition; an
+/// error if the group does not exist. Shared with `kafka-consumer-groups.sh`.
+pub(crate) async fn offset_rows(
+    client: &mut Client,
+    desc: &GroupDescription,
+) -> anyhow::Result<Vec<Vec<String>>> {
     let committed = client.fetch_committed(&desc.group_id, None).await?;
     if desc.state == "Dead" && committed.is_empty() {
         bail!("Consumer group '{}' does not exist.", desc.group_id);
     }
-    print_inactive_notice(desc);
     // Partition -> (consumer id, host, client id) of the member it is assigned to.
     let mut owners: BTreeMap<(String, i32), (String, String, String)> = BTreeMap::new();
     for m in &desc.members {
@@ -252,19 +286,7 @@ async fn describe_offsets(client: &mut Client, desc: &GroupDescription) -> anyho
     }
     let partitions: BTreeSet<(String, i32)> =
         committed.keys().chain(owners.keys()).cloned().collect();
-    let mut rows = vec![[
-        "GROUP",
-        "TOPIC",
-        "PARTITION",
-        "CURRENT-OFFSET",
-        "LOG-END-OFFSET",
-        "LAG",
-        "CONSUMER-ID",
-        "HOST",
-        "CLIENT-ID",
-    ]
-    .map(str::to_owned)
-    .to_vec()];
+    let mut rows = Vec::with_capacity(partitions.len());
     for (topic, partition) in partitions {
         let current = committed.get(&(topic.clone(), partition)).copied();
         let end = match client
@@ -298,12 +320,11 @@ async fn describe_offsets(client: &mut Client, desc: &GroupDescription) -> anyho
             client_id,
         ]);
     }
-    print!("{}", render_table(&rows));
-    Ok(())
+    Ok(rows)
 }
 
 /// Splits `TOPIC` or `TOPIC:0,2` into the name and the partitions named (None: all).
-fn parse_topic_spec(spec: &str) -> anyhow::Result<(String, Option<Vec<i32>>)> {
+pub(crate) fn parse_topic_spec(spec: &str) -> anyhow::Result<(String, Option<Vec<i32>>)> {
     match spec.split_once(':') {
         None => Ok((spec.to_owned(), None)),
         Some((topic, parts)) => {
@@ -351,27 +372,7 @@ async fn reset_offsets(
             ps
         }
     };
-    let mut plan = Vec::with_capacity(partitions.len());
-    for p in partitions {
-        let start = client.list_offsets(&topic, p, OffsetSpec::Earliest).await?;
-        let end = client.list_offsets(&topic, p, OffsetSpec::Latest).await?;
-        let new = match target {
-            ResetTarget::Earliest => start,
-            ResetTarget::Latest => end,
-            ResetTarget::Offset(n) => n.clamp(start, end),
-            ResetTarget::Datetime(ts) => {
-                match client
-                    .list_offsets(&topic, p, OffsetSpec::Timestamp(ts))
-                    .await?
-                {
-                    // No record at or after the time: the end, as Kafka does.
-                    -1 => end,
-                    o => o,
-                }
-            }
-        };
-        plan.push((p, new));
-    }
+    let plan = reset_plan(client, &topic, &partitions, target, &BTreeMap::new()).await?;
     let offsets: Vec<(&str, i32, i64)> =
         plan.iter().map(|&(p, o)| (topic.as_str(), p, o)).collect();
     if !dry_run {
@@ -395,9 +396,51 @@ async fn reset_offsets(
     Ok(())
 }
 
+/// The new offset of each partition of `topic` for a reset to `target` (Kafka's
+/// `GroupOffsetsResetter`): explicit offsets and shifts are clamped to the log's range, a
+/// time with no record at or after it resets to the end. `committed` holds the group's
+/// offsets, needed by `ShiftBy` and `Current`.
+pub(crate) async fn reset_plan(
+    client: &mut Client,
+    topic: &str,
+    partitions: &[i32],
+    target: ResetTarget,
+    committed: &BTreeMap<(String, i32), i64>,
+) -> anyhow::Result<Vec<(i32, i64)>> {
+    let mut plan = Vec::with_capacity(partitions.len());
+    for &p in partitions {
+        let start = client.list_offsets(topic, p, OffsetSpec::Earliest).await?;
+        let end = client.list_offsets(topic, p, OffsetSpec::Latest).await?;
+        let current = committed.get(&(topic.to_owned(), p)).copied();
+        let new = match target {
+            ResetTarget::Earliest => start,
+            ResetTarget::Latest => end,
+            ResetTarget::Offset(n) => n.clamp(start, end),
+            ResetTarget::ShiftBy(n) => match current {
+                Some(c) => c.saturating_add(n).clamp(start, end),
+                None => bail!("Expected a valid current offset for topic partition: {topic}-{p}"),
+            },
+            // Partitions without a committed offset reset to the end, as Kafka's tool does.
+            ResetTarget::Current => current.unwrap_or(end),
+            ResetTarget::Datetime(ts) => {
+                match client
+                    .list_offsets(topic, p, OffsetSpec::Timestamp(ts))
+                    .await?
+                {
+                    // No record at or after the time: the end, as Kafka does.
+                    -1 => end,
+                    o => o,
+                }
+            }
+        };
+        plan.push((p, new));
+    }
+    Ok(plan)
+}
+
 /// Parses `--to-datetime`: epoch milliseconds, or ISO-8601 `YYYY-MM-DDTHH:mm:SS[.sss][zone]`
 /// where the zone is `Z` or `±HH:mm` / `±HHmm` (UTC when absent).
-fn parse_datetime(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_datetime(s: &str) -> Result<i64, String> {
     let s = s.trim();
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);

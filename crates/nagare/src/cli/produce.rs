@@ -46,9 +46,12 @@ pub struct Args {
     /// Send what is buffered once stdin has been quiet this long.
     #[arg(long, default_value_t = 100)]
     pub linger_ms: u64,
+    /// No summary on stderr (`kafka-console-producer.sh` prints none).
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
-fn parse_acks(s: &str) -> Result<Acks, String> {
+pub(crate) fn parse_acks(s: &str) -> Result<Acks, String> {
     match s {
         "all" | "-1" => Ok(Acks::All),
         "1" | "leader" => Ok(Acks::Leader),
@@ -57,7 +60,7 @@ fn parse_acks(s: &str) -> Result<Acks, String> {
     }
 }
 
-fn parse_compression(s: &str) -> Result<Compression, String> {
+pub(crate) fn parse_compression(s: &str) -> Result<Compression, String> {
     match s.to_ascii_lowercase().as_str() {
         "none" => Ok(Compression::None),
         "gzip" => Ok(Compression::Gzip),
@@ -267,7 +270,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for p in all {
         flush(&mut client, &args, &mut pending, p, &mut stats).await?;
     }
-    print_summary(&args, &stats, started.elapsed());
+    if !args.quiet {
+        print_summary(&args, &stats, started.elapsed());
+    }
     Ok(())
 }
 

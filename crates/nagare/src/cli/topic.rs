@@ -287,7 +287,7 @@ async fn non_default_configs(client: &mut Client, topic: &str) -> anyhow::Result
 }
 
 /// Kafka prints topic ids as URL-safe base64 without padding (`Uuid.toString()` in Java).
-fn kafka_uuid(bytes: &[u8; 16]) -> String {
+pub(crate) fn kafka_uuid(bytes: &[u8; 16]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(22);
     for chunk in bytes.chunks(3) {
@@ -306,7 +306,7 @@ fn kafka_uuid(bytes: &[u8; 16]) -> String {
     out
 }
 
-fn join_ids(ids: &[i32]) -> String {
+pub(crate) fn join_ids(ids: &[i32]) -> String {
     ids.iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
