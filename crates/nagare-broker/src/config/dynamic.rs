@@ -62,13 +62,18 @@ fn check_type(d: &ConfigDef, value: &str) -> Result<(), String> {
     }
 }
 
-/// Checks one dynamic broker config change — `value` `None` for a delete — on a broker
+/// Checks one dynamic broker config change — `value` `None` for a delete, always allowed — on a broker
 /// (`per_broker`) or on the cluster default, with Kafka's messages:
 /// read-only (and unknown) keys "Cannot update these configs dynamically", per-broker keys
 /// at the cluster default "Cannot update these configs at default cluster level, broker id
 /// must be specified", TLS keys without a listener prefix "These security configs can be
 /// dynamically updated only per-listener using the listener prefix", then the value.
 pub fn check_broker_config(key: &str, value: Option<&str>, per_broker: bool) -> Result<(), String> {
+    // Kafka validates what remains after a DELETE, so removing any override is allowed
+    // (also one stored by an older version under rules since tightened).
+    let Some(value) = value else {
+        return Ok(());
+    };
     let Some((d, prefixed)) = resolve(key) else {
         return Err(format!(
             "Cannot update these configs dynamically: Set({key})"
@@ -92,9 +97,6 @@ pub fn check_broker_config(key: &str, value: Option<&str>, per_broker: bool) -> 
              specified: Set({key})"
         ));
     }
-    let Some(value) = value else {
-        return Ok(());
-    };
     check_type(d, value)?;
     d.validate(value).map_err(|e| e.to_string())
 }
@@ -392,8 +394,8 @@ mod tests {
             check_broker_config("leader.replication.throttled.rate", Some("1048576"), true),
             Ok(())
         );
-        // Deleting a read-only key is refused too.
-        assert!(check_broker_config("node.id", None, true).is_err());
+        // Deleting is always allowed (Kafka checks what remains).
+        assert_eq!(check_broker_config("node.id", None, true), Ok(()));
     }
 
     #[test]
