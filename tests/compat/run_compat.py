@@ -505,8 +505,9 @@ def confluent_checks(server: Server) -> None:
 
 def config_checks(server: Server) -> None:
     """Dynamic broker configs and KIP-848 group configs through confluent-kafka's admin
-    client (issue 17): accepted per broker and cluster-wide, refused read-only keys with
-    INVALID_REQUEST, described with source and synonyms, group configs applied."""
+    client (issue 17): accepted per broker, read-only keys refused with INVALID_REQUEST,
+    described with source and synonyms; group configs bounded and described. (The client
+    refuses an empty broker name, so the cluster default is covered by the in-process tests.)"""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
                                        ConfigResource, ConfigSource, ResourceType)
@@ -521,12 +522,11 @@ def config_checks(server: Server) -> None:
             f.result(timeout=30)
 
     def describe(rtype, name: str) -> dict:
-        fs = admin.describe_configs([ConfigResource(rtype, name)], include_synonyms=True)
+        fs = admin.describe_configs([ConfigResource(rtype, name)])
         return list(fs.values())[0].result(timeout=30)
 
     def broker_configs() -> str:
-        alter(ResourceType.BROKER, "", [("num.io.threads", "16")])
-        alter(ResourceType.BROKER, "1", [("background.threads", "4")])
+        alter(ResourceType.BROKER, "1", [("num.io.threads", "16"), ("background.threads", "4")])
         try:
             alter(ResourceType.BROKER, "1", [("node.id", "7")])
             expect(False, "node.id was altered")
@@ -536,20 +536,19 @@ def config_checks(server: Server) -> None:
                    f"node.id refused with {err}")
         got = describe(ResourceType.BROKER, "1")
         io = got["num.io.threads"]
-        expect(io.value == "16" and io.source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value,
+        expect(io.value == "16" and io.source == ConfigSource.DYNAMIC_BROKER_CONFIG.value,
                f"num.io.threads {io.value} source {io.source}")
-        syn = [s.source for s in io.synonyms.values()]
-        expect(syn[:1] == [ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value], f"synonyms {syn}")
+        # (The client keys synonyms by name, so only one of a key's synonyms survives; the
+        # in-process tests check their order.)
         bg = got["background.threads"]
         expect(bg.value == "4" and bg.source == ConfigSource.DYNAMIC_BROKER_CONFIG.value,
                f"background.threads {bg.value} source {bg.source}")
         expect(got["node.id"].is_read_only, "node.id not read-only")
-        alter(ResourceType.BROKER, "", [("num.io.threads", None)])
-        alter(ResourceType.BROKER, "1", [("background.threads", None)])
+        alter(ResourceType.BROKER, "1", [("num.io.threads", None), ("background.threads", None)])
         got = describe(ResourceType.BROKER, "1")
         expect(got["num.io.threads"].source == ConfigSource.DEFAULT_CONFIG.value,
                "num.io.threads not back to its default")
-        return "set per broker and cluster-wide, node.id refused (INVALID_REQUEST), described"
+        return "set and deleted per broker, node.id refused (INVALID_REQUEST), described"
 
     check("confluent-kafka dynamic broker configs", broker_configs)
 

@@ -219,6 +219,39 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                     continue;
                 }
                 let dynamic_default = image.config_overrides(ConfigResource::Broker, "");
+                if name.is_empty() {
+                    // The cluster default (`--entity-default`): only its dynamic values, as
+                    // Kafka's ConfigHelper answers it (source DYNAMIC_DEFAULT_BROKER_CONFIG).
+                    let configs = dynamic_default
+                        .iter()
+                        .filter(|(k, _)| wanted(k))
+                        .map(|(k, v)| {
+                            let def = definitions::definition(k);
+                            let sensitive =
+                                def.is_some_and(|d| d.config_type == ConfigType::Password);
+                            DescribeConfigsResourceResult::default()
+                                .with_name(sb(k.clone()))
+                                .with_value((!sensitive).then(|| sb(v.clone())))
+                                .with_config_source(3)
+                                .with_read_only(false)
+                                .with_is_sensitive(sensitive)
+                                .with_config_type(
+                                    def.map(|d| broker_config_type(d.config_type)).unwrap_or(0),
+                                )
+                                .with_synonyms(if r.include_synonyms {
+                                    vec![DescribeConfigsSynonym::default()
+                                        .with_name(sb(k.clone()))
+                                        .with_value((!sensitive).then(|| sb(v.clone())))
+                                        .with_source(3)]
+                                } else {
+                                    Vec::new()
+                                })
+                                .with_documentation(doc_of(k, r.include_documentation))
+                        })
+                        .collect();
+                    results.push(base.with_configs(configs));
+                    continue;
+                }
                 let dynamic_node = image
                     .config_overrides(ConfigResource::Broker, &broker.config.node_id.to_string());
                 // Static values come from the file as topics see them (e.g. log.retention.hours

@@ -208,6 +208,19 @@ async fn dynamic_broker_configs_are_accepted_stored_described_and_applied() {
         pw.is_sensitive && pw.value.is_none(),
         "a password is never shown"
     );
+    // The cluster default resource lists only its dynamic values, as Kafka.
+    let d = describe(&t, BROKER, "").await;
+    let names: Vec<&str> = d.configs.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "max.connections.per.ip",
+            "message.max.bytes",
+            "num.io.threads",
+            "unclean.leader.election.enable"
+        ]
+    );
+    assert!(d.configs.iter().all(|c| c.config_source == 3));
     // A per-broker value beats the cluster default; both are synonyms.
     assert_eq!(
         alter(&t, BROKER, "1", &[("message.max.bytes", Some("3000000"))]).await,
