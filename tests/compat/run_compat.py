@@ -503,6 +503,75 @@ def confluent_checks(server: Server) -> None:
 # kafka-python
 
 
+def config_checks(server: Server) -> None:
+    """Dynamic broker configs and KIP-848 group configs through confluent-kafka's admin
+    client (issue 17): accepted per broker, read-only keys refused with INVALID_REQUEST,
+    described with source and synonyms; group configs bounded and described. (The client
+    refuses an empty broker name, so the cluster default is covered by the in-process tests.)"""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
+                                       ConfigResource, ConfigSource, ResourceType)
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+
+    def alter(rtype, name: str, ops: list[tuple[str, str | None]]) -> None:
+        entries = [ConfigEntry(k, v, incremental_operation=(
+            AlterConfigOpType.SET if v is not None else AlterConfigOpType.DELETE))
+            for k, v in ops]
+        res = ConfigResource(rtype, name, incremental_configs=entries)
+        for f in admin.incremental_alter_configs([res]).values():
+            f.result(timeout=30)
+
+    def describe(rtype, name: str) -> dict:
+        fs = admin.describe_configs([ConfigResource(rtype, name)])
+        return list(fs.values())[0].result(timeout=30)
+
+    def broker_configs() -> str:
+        alter(ResourceType.BROKER, "1", [("num.io.threads", "16"), ("background.threads", "4")])
+        try:
+            alter(ResourceType.BROKER, "1", [("node.id", "7")])
+            expect(False, "node.id was altered")
+        except KafkaException as e:
+            err = e.args[0]
+            expect(err.code() == 42 and "Cannot update these configs dynamically" in err.str(),
+                   f"node.id refused with {err}")
+        got = describe(ResourceType.BROKER, "1")
+        io = got["num.io.threads"]
+        expect(io.value == "16" and io.source == ConfigSource.DYNAMIC_BROKER_CONFIG.value,
+               f"num.io.threads {io.value} source {io.source}")
+        # (The client keys synonyms by name, so only one of a key's synonyms survives; the
+        # in-process tests check their order.)
+        bg = got["background.threads"]
+        expect(bg.value == "4" and bg.source == ConfigSource.DYNAMIC_BROKER_CONFIG.value,
+               f"background.threads {bg.value} source {bg.source}")
+        expect(got["node.id"].is_read_only, "node.id not read-only")
+        alter(ResourceType.BROKER, "1", [("num.io.threads", None), ("background.threads", None)])
+        got = describe(ResourceType.BROKER, "1")
+        expect(got["num.io.threads"].source == ConfigSource.DEFAULT_CONFIG.value,
+               "num.io.threads not back to its default")
+        return "set and deleted per broker, node.id refused (INVALID_REQUEST), described"
+
+    check("confluent-kafka dynamic broker configs", broker_configs)
+
+    def group_configs() -> str:
+        group = unique("ck-group-cfg")
+        alter(ResourceType.GROUP, group, [("consumer.heartbeat.interval.ms", "6000")])
+        try:
+            alter(ResourceType.GROUP, group, [("consumer.session.timeout.ms", "1000")])
+            expect(False, "a session timeout below the broker's minimum was accepted")
+        except KafkaException as e:
+            expect(e.args[0].code() == 40, f"refused with {e.args[0]}")
+        got = describe(ResourceType.GROUP, group)
+        hb = got["consumer.heartbeat.interval.ms"]
+        expect(hb.value == "6000" and hb.source == ConfigSource.GROUP_CONFIG.value,
+               f"heartbeat interval {hb.value} source {hb.source}")
+        st = got["consumer.session.timeout.ms"]
+        expect(st.value == "45000" and st.source == ConfigSource.DEFAULT_CONFIG.value,
+               f"session timeout {st.value} source {st.source}")
+        return f"{group}: set, bounds enforced (INVALID_CONFIG), described with GROUP_CONFIG"
+
+    check("confluent-kafka KIP-848 group configs", group_configs)
+
+
 def kafka_python_checks(server: Server) -> None:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka import codec as kcodec
@@ -2035,9 +2104,9 @@ def main() -> int:
             print("0 passed, 1 failed")
             return 1
         print(f"nagare listening on {server.bootstrap} (log {server.log_path})", flush=True)
-        for group in (kcat_checks, confluent_checks, kafka_python_checks, aiokafka_checks,
-                      kafkajs_checks, group_checks, kip848_checks, transaction_checks,
-                      sasl_checks):
+        for group in (kcat_checks, confluent_checks, config_checks, kafka_python_checks,
+                      aiokafka_checks, kafkajs_checks, group_checks, kip848_checks,
+                      transaction_checks, sasl_checks):
             if only and group.__name__ not in only:
                 continue
             try:

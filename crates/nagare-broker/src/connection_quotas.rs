@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -80,9 +81,13 @@ struct State {
 #[derive(Debug)]
 pub struct ConnectionQuotas {
     window: QuotaWindow,
-    max_per_ip: usize,
+    /// `max.connections.per.ip`: the file's value, replaced by a dynamic broker config.
+    max_per_ip: AtomicUsize,
+    static_max_per_ip: usize,
     overrides: HashMap<IpAddr, usize>,
-    broker_rate: u64,
+    /// `max.connection.creation.rate`: the file's value, replaced by a dynamic broker config.
+    broker_rate: AtomicU64,
+    static_broker_rate: u64,
     listener_rates: HashMap<String, u64>,
     state: Mutex<State>,
 }
@@ -105,9 +110,11 @@ impl ConnectionQuotas {
         }
         ConnectionQuotas {
             window: config.window(),
-            max_per_ip: config.max_connections_per_ip,
+            max_per_ip: AtomicUsize::new(config.max_connections_per_ip),
+            static_max_per_ip: config.max_connections_per_ip,
             overrides,
-            broker_rate: config.max_connection_creation_rate,
+            broker_rate: AtomicU64::new(config.max_connection_creation_rate),
+            static_broker_rate: config.max_connection_creation_rate,
             listener_rates: config
                 .listener_connection_creation_rate
                 .iter()
@@ -125,6 +132,23 @@ impl ConnectionQuotas {
         }
     }
 
+    /// Applies the dynamic broker configs `max.connections.per.ip` and
+    /// `max.connection.creation.rate` (this broker's overlaid on the cluster default; a key
+    /// not set dynamically takes the file's value again), as Kafka's `DynamicConnectionQuota`
+    /// does: new connections see the new limits, open ones stay.
+    pub fn apply_dynamic(&self, dynamic: &std::collections::BTreeMap<String, String>) {
+        let per_ip = dynamic
+            .get("max.connections.per.ip")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(self.static_max_per_ip);
+        let rate = dynamic
+            .get("max.connection.creation.rate")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(self.static_broker_rate);
+        self.max_per_ip.store(per_ip, Ordering::Relaxed);
+        self.broker_rate.store(rate, Ordering::Relaxed);
+    }
+
     /// Records a new connection on `listener` against the broker-wide and the listener's
     /// creation rates and returns how long to wait before going on (Kafka's
     /// `waitForConnectionSlot`; the throttle is bounded by one quota window).
@@ -132,13 +156,9 @@ impl ConnectionQuotas {
         let window = self.window;
         let mut s = self.state.lock();
         let mut wait = 0;
-        if self.broker_rate < i32::MAX as u64 {
-            wait = wait.max(record(
-                &mut s.broker_rate,
-                &window,
-                self.broker_rate,
-                now_ms,
-            ));
+        let broker_rate = self.broker_rate.load(Ordering::Relaxed);
+        if broker_rate < i32::MAX as u64 {
+            wait = wait.max(record(&mut s.broker_rate, &window, broker_rate, now_ms));
         }
         if let Some(&limit) = self.listener_rates.get(&listener.to_uppercase()) {
             let rate = s.listener_rates.entry(listener.to_uppercase()).or_default();
@@ -167,7 +187,11 @@ impl ConnectionQuotas {
                 };
             }
         }
-        let max = self.overrides.get(&ip).copied().unwrap_or(self.max_per_ip);
+        let max = self
+            .overrides
+            .get(&ip)
+            .copied()
+            .unwrap_or_else(|| self.max_per_ip.load(Ordering::Relaxed));
         let count = s.counts.entry(ip).or_insert(0);
         if *count >= max {
             return Admission::TooMany { max };

@@ -34,6 +34,8 @@ pub type PendingReply = crate::coordinator_runtime::PendingReply<GroupResponse>;
 /// The group coordinator of this broker.
 pub struct GroupCoordinator {
     runtime: Arc<CoordinatorRuntime<GroupCoordinatorShard>>,
+    /// The shards' shared view of the GROUP config resources (KIP-848 group configs).
+    group_overrides: nagare_coordinator::GroupConfigOverrides,
 }
 
 impl GroupCoordinator {
@@ -41,8 +43,10 @@ impl GroupCoordinator {
     /// shard loading.
     pub fn new(replicas: Arc<ReplicaManager>, config: GroupCoordinatorConfig) -> Self {
         let write_timeout = Duration::from_millis(config.offsets_commit_timeout_ms);
+        let group_overrides = config.group_overrides.clone();
         GroupCoordinator {
             runtime: Arc::new(CoordinatorRuntime::new(replicas, config, write_timeout)),
+            group_overrides,
         }
     }
 
@@ -72,6 +76,16 @@ impl GroupCoordinator {
                     .map(|t| (t.name.clone(), (t.id, t.partitions.len() as i32)))
                     .collect(),
             });
+        }
+        // GROUP config resources (the first image arrives as a delta holding every config):
+        // the shards read them at each heartbeat.
+        if delta
+            .configs
+            .iter()
+            .any(|(r, _)| *r == nagare_metadata::records::ConfigResource::Group)
+        {
+            self.group_overrides
+                .replace(crate::config::group_overrides(image));
         }
         self.runtime.on_image(delta, image, node_id);
     }

@@ -271,6 +271,14 @@ impl Broker {
             .on_image(delta, image, self.config.node_id);
         self.quotas.on_image(&image.client_quotas);
         self.connection_quotas.on_image(&image.client_quotas);
+        if delta
+            .configs
+            .iter()
+            .any(|(r, _)| *r == ConfigResource::Broker)
+        {
+            self.connection_quotas
+                .apply_dynamic(&dynamic_broker_overrides(image, self.config.node_id));
+        }
     }
 
     /// Runs a controller decision on this node's controller; NOT_CONTROLLER unless it is the

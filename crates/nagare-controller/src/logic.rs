@@ -448,13 +448,59 @@ pub fn dynamic_broker_config(name: &str) -> Option<&'static topic_config::TopicC
         .find(|d| d.broker_key == name)
 }
 
-/// Plans config changes to a topic or broker resource.
+/// Plans config changes to a topic or broker resource, broker keys checked against the
+/// topic configs' broker synonyms only ([`dynamic_broker_config`]). The broker's handlers use
+/// [`alter_configs_checked`] with its full table of dynamic broker configs.
 pub fn alter_configs(
     image: &MetadataImage,
     defaults: &TopicDefaults,
     resource: ConfigResource,
     name: &str,
     ops: &[ConfigOp],
+) -> Result<Vec<MetadataRecord>, ApiError> {
+    let check = NonTopicChecks {
+        key: Box::new(
+            |k: &str, v: Option<&str>| match (dynamic_broker_config(k), v) {
+                (Some(d), Some(v)) => topic_config::validate_value(d.kind, k, v)
+                    .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m)),
+                (Some(_), None) => Ok(()),
+                (None, _) => Err(ApiError::new(
+                    ResponseError::InvalidConfig.code(),
+                    format!("Cannot update these configs dynamically: Set({k})"),
+                )),
+            },
+        ),
+        all: Box::new(|_| Ok(())),
+    };
+    alter_configs_checked(image, defaults, resource, name, ops, &check)
+}
+
+/// Checks one key being set (`Some(value)`) or deleted (`None`).
+pub type KeyCheck<'a> = dyn Fn(&str, Option<&str>) -> Result<(), ApiError> + 'a;
+
+/// Checks a resource's overrides as a whole.
+pub type AllCheck<'a> = dyn Fn(&BTreeMap<String, String>) -> Result<(), ApiError> + 'a;
+
+/// How the keys of a broker or group resource are checked: their definitions live with the
+/// broker (dynamic broker configs, Kafka's `DynamicBrokerConfig`; group configs, Kafka's
+/// `GroupConfig`), so the caller supplies them.
+pub struct NonTopicChecks<'a> {
+    /// Checks one key being set (`Some(value)`) or deleted (`None`).
+    pub key: Box<KeyCheck<'a>>,
+    /// Checks the resource's overrides as they would be after the change (rules tying keys
+    /// together, e.g. a group's session timeout above its heartbeat interval).
+    pub all: Box<AllCheck<'a>>,
+}
+
+/// Plans config changes to a topic, broker or group resource; broker and group keys are
+/// checked by `check`.
+pub fn alter_configs_checked(
+    image: &MetadataImage,
+    defaults: &TopicDefaults,
+    resource: ConfigResource,
+    name: &str,
+    ops: &[ConfigOp],
+    check: &NonTopicChecks<'_>,
 ) -> Result<Vec<MetadataRecord>, ApiError> {
     let mut current = match resource {
         ConfigResource::Topic => {
@@ -475,16 +521,23 @@ pub fn alter_configs(
             }
             image.config_overrides(resource, name)
         }
+        ConfigResource::Group => {
+            // Kafka keeps configs of groups that do not exist (yet): no existence check.
+            if name.is_empty() {
+                return Err(ApiError::new(
+                    ResponseError::InvalidRequest.code(),
+                    "Group name must not be empty",
+                ));
+            }
+            image.config_overrides(resource, name)
+        }
     };
     let validate = |k: &str, v: &str| -> Result<(), ApiError> {
         match resource {
-            ConfigResource::Topic => topic_config::validate(k, v),
-            ConfigResource::Broker => match dynamic_broker_config(k) {
-                Some(d) => topic_config::validate_value(d.kind, k, v),
-                None => Err(format!("Cannot update these configs dynamically: Set({k})")),
-            },
+            ConfigResource::Topic => topic_config::validate(k, v)
+                .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m)),
+            ConfigResource::Broker | ConfigResource::Group => (check.key)(k, Some(v)),
         }
-        .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m))
     };
     let mut touched = Vec::new();
     for op in ops {
@@ -500,6 +553,9 @@ pub fn alter_configs(
                         ResponseError::InvalidConfig.code(),
                         format!("Unknown topic config name: {k}"),
                     ));
+                }
+                if resource != ConfigResource::Topic {
+                    (check.key)(k, None)?;
                 }
                 current.remove(k);
                 touched.push(k.clone());
@@ -536,6 +592,8 @@ pub fn alter_configs(
         // Kafka validates the tiered-storage keys together (LogConfig.validate).
         topic_config::validate_tiered(defaults, Some(&before), &current)
             .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m))?;
+    } else {
+        (check.all)(&current)?;
     }
     let mut records = Vec::new();
     let mut keys: Vec<&String> = before.keys().chain(current.keys()).collect();

@@ -1,5 +1,53 @@
 //! Configuration of the group coordinator, with Kafka's names and defaults.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// One group's KIP-848 overrides (Kafka's `GroupConfig`, the GROUP config resource): unset
+/// fields fall back to the broker's `group.consumer.*` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupOverride {
+    /// `consumer.session.timeout.ms` of the group.
+    pub consumer_session_timeout_ms: Option<i32>,
+    /// `consumer.heartbeat.interval.ms` of the group.
+    pub consumer_heartbeat_interval_ms: Option<i32>,
+}
+
+/// The per-group overrides, shared by the broker (which replaces them when the metadata log
+/// changes a GROUP config) and every shard (which reads them at each heartbeat, as Kafka's
+/// `GroupConfigManager` is consulted per heartbeat, so a change applies from the next one).
+#[derive(Debug, Clone, Default)]
+pub struct GroupConfigOverrides(Arc<RwLock<HashMap<String, GroupOverride>>>);
+
+impl GroupConfigOverrides {
+    /// Replaces every group's overrides.
+    pub fn replace(&self, all: HashMap<String, GroupOverride>) {
+        match self.0.write() {
+            Ok(mut g) => *g = all,
+            Err(poisoned) => *poisoned.into_inner() = all,
+        }
+    }
+
+    /// The overrides of `group_id` (none set: all `None`).
+    pub fn get(&self, group_id: &str) -> GroupOverride {
+        let read =
+            |m: &HashMap<String, GroupOverride>| m.get(group_id).copied().unwrap_or_default();
+        match self.0.read() {
+            Ok(g) => read(&g),
+            Err(poisoned) => read(&poisoned.into_inner()),
+        }
+    }
+}
+
+impl PartialEq for GroupConfigOverrides {
+    /// Two handles are equal when they share the same table.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for GroupConfigOverrides {}
+
 /// Settings of the group coordinator. Field names follow Kafka's broker configs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupCoordinatorConfig {
@@ -45,6 +93,29 @@ pub struct GroupCoordinatorConfig {
     /// `__consumer_offsets` partition's high watermark before the request fails with
     /// COORDINATOR_NOT_AVAILABLE (Kafka: REQUEST_TIMED_OUT, mapped).
     pub offsets_commit_timeout_ms: u64,
+    /// Per-group `consumer.session.timeout.ms` / `consumer.heartbeat.interval.ms` overrides
+    /// (KIP-848 GROUP config resources), kept current by the broker.
+    pub group_overrides: GroupConfigOverrides,
+}
+
+impl GroupCoordinatorConfig {
+    /// The session timeout of a KIP-848 member of `group_id`: the group's
+    /// `consumer.session.timeout.ms`, else `group.consumer.session.timeout.ms`.
+    pub fn consumer_session_timeout_for(&self, group_id: &str) -> i32 {
+        self.group_overrides
+            .get(group_id)
+            .consumer_session_timeout_ms
+            .unwrap_or(self.consumer_session_timeout_ms)
+    }
+
+    /// The heartbeat interval told to KIP-848 members of `group_id`: the group's
+    /// `consumer.heartbeat.interval.ms`, else `group.consumer.heartbeat.interval.ms`.
+    pub fn consumer_heartbeat_interval_for(&self, group_id: &str) -> i32 {
+        self.group_overrides
+            .get(group_id)
+            .consumer_heartbeat_interval_ms
+            .unwrap_or(self.consumer_heartbeat_interval_ms)
+    }
 }
 
 impl Default for GroupCoordinatorConfig {
@@ -64,6 +135,7 @@ impl Default for GroupCoordinatorConfig {
             consumer_assignors: vec!["uniform".to_owned(), "range".to_owned()],
             consumer_max_size: i32::MAX as usize,
             offsets_commit_timeout_ms: 5_000,
+            group_overrides: GroupConfigOverrides::default(),
         }
     }
 }

@@ -878,7 +878,7 @@ impl GroupCoordinatorShard {
                 let timeout = if next.meta.rebalance_timeout_ms > 0 {
                     next.meta.rebalance_timeout_ms
                 } else {
-                    self.config.consumer_session_timeout_ms
+                    self.config.consumer_session_timeout_for(&group_id)
                 };
                 self.timers.schedule(
                     TimerKey::ConsumerRebalance {
@@ -906,7 +906,7 @@ impl GroupCoordinatorShard {
         let mut resp = ConsumerGroupHeartbeatResponse::default()
             .with_member_id(Some(sb(&member_id)))
             .with_member_epoch(next.member_epoch)
-            .with_heartbeat_interval_ms(self.config.consumer_heartbeat_interval_ms);
+            .with_heartbeat_interval_ms(self.config.consumer_heartbeat_interval_for(&group_id));
         if full_request || assignment_changed || replaced.is_some() {
             resp.assignment = Some(to_hb_assignment(&next.assigned));
         }
@@ -1070,7 +1070,7 @@ impl GroupCoordinatorShard {
                 group_id: group_id.to_owned(),
                 member_id: member_id.to_owned(),
             },
-            self.deadline(self.config.consumer_session_timeout_ms),
+            self.deadline(self.config.consumer_session_timeout_for(group_id)),
             TimerAction::ExpireHeartbeat,
         );
     }
@@ -1239,7 +1239,7 @@ impl GroupCoordinatorShard {
                 let timeout = if rebalance > 0 {
                     rebalance
                 } else {
-                    self.config.consumer_session_timeout_ms
+                    self.config.consumer_session_timeout_for(&g)
                 };
                 self.timers.schedule(
                     TimerKey::ConsumerRebalance {

@@ -43,7 +43,7 @@ mod shard;
 mod timer;
 
 pub use assignor::{RANGE as RANGE_ASSIGNOR, UNIFORM as UNIFORM_ASSIGNOR};
-pub use config::GroupCoordinatorConfig;
+pub use config::{GroupConfigOverrides, GroupCoordinatorConfig, GroupOverride};
 pub use consumer::{
     ConsumerGroupState, ConsumerGroupView, ConsumerMemberView, MemberState, TopicsImage,
     LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,

@@ -674,3 +674,47 @@ fn version_0_members_get_an_id_from_the_coordinator() {
     assert!(!id.is_empty());
     assert!(sh.consumer_group("g").unwrap().members.contains_key(&id));
 }
+
+/// KIP-848 group configs (the GROUP config resource): a group's own
+/// `consumer.heartbeat.interval.ms` is what its members are told, and its own
+/// `consumer.session.timeout.ms` is how long a silent member stays; other groups keep the
+/// broker's values, and a change applies from the next heartbeat.
+#[test]
+fn group_config_overrides_set_heartbeat_interval_and_session_timeout() {
+    let overrides = GroupConfigOverrides::default();
+    let mut sh = GroupCoordinatorShard::new(
+        0,
+        GroupCoordinatorConfig {
+            group_overrides: overrides.clone(),
+            ..Default::default()
+        },
+    );
+    sh.on_loaded(0);
+    sh.set_topics(topics(2));
+    overrides.replace(
+        [(
+            "g".to_string(),
+            GroupOverride {
+                consumer_session_timeout_ms: Some(50_000),
+                consumer_heartbeat_interval_ms: Some(7_000),
+            },
+        )]
+        .into(),
+    );
+    let (r, _) = send(&mut sh, hb("a", 0, None), 0);
+    assert_eq!((r.error_code, r.heartbeat_interval_ms), (0, 7_000));
+    let mut other = hb("o", 0, None);
+    other.group_id = GroupId(s("other"));
+    let (r, _) = send(&mut sh, other, 0);
+    assert_eq!((r.error_code, r.heartbeat_interval_ms), (0, 5_000));
+    // Past the broker's 45 s but within the group's 50 s: still a member; then expired.
+    sh.tick(46_000);
+    assert_eq!(sh.consumer_group("g").unwrap().members.len(), 1);
+    assert!(sh.consumer_group("other").unwrap().members.is_empty());
+    sh.tick(50_001);
+    assert!(sh.consumer_group("g").unwrap().members.is_empty());
+    // Removed override: the broker's interval from the next heartbeat.
+    overrides.replace(Default::default());
+    let (r, _) = send(&mut sh, hb("b", 0, None), 50_002);
+    assert_eq!((r.error_code, r.heartbeat_interval_ms), (0, 5_000));
+}

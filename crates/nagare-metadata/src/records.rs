@@ -39,6 +39,9 @@ pub enum ConfigResource {
     Topic,
     /// A broker (code 4); an empty name means the cluster-wide default.
     Broker,
+    /// A consumer or share group (code 32): KIP-848's per-group overrides of the
+    /// coordinator's session timeout and heartbeat interval (Kafka's `GroupConfig`).
+    Group,
 }
 
 impl ConfigResource {
@@ -47,6 +50,7 @@ impl ConfigResource {
         match self {
             ConfigResource::Topic => 2,
             ConfigResource::Broker => 4,
+            ConfigResource::Group => 32,
         }
     }
     /// From Kafka's numeric resource type.
@@ -54,6 +58,7 @@ impl ConfigResource {
         match code {
             2 => Some(ConfigResource::Topic),
             4 => Some(ConfigResource::Broker),
+            32 => Some(ConfigResource::Group),
             _ => None,
         }
     }

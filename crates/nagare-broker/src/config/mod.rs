@@ -11,6 +11,7 @@
 //! - `listeners`: `node.id`, roles, listeners and voters and the rules tying them together.
 
 mod definitions;
+mod dynamic;
 mod listeners;
 mod parse;
 mod tiered;
@@ -26,6 +27,10 @@ use nagare_metadata::topic_config::TopicDefaults;
 pub use definitions::{
     definition, definitions, markdown_table, ConfigDef, ConfigType, DefaultValue, Status,
     UpdateMode, Validator, BROKER_CONFIGS,
+};
+pub use dynamic::{
+    check_broker_config, check_group_config, check_group_configs, group_config,
+    group_config_default, group_overrides, GroupConfigDef, GROUP_CONFIGS,
 };
 pub use listeners::{parse_listeners, parse_security_protocol_map, Listener};
 pub use parse::parse_properties;

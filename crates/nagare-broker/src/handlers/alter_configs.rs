@@ -9,12 +9,13 @@ use kafka_protocol::messages::{
     AlterConfigsResponse, ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 
-use nagare_controller::logic::{self, ApiError, ConfigOp};
+use nagare_controller::logic::{self, ApiError, ConfigOp, NonTopicChecks};
 use nagare_metadata::records::ConfigResource;
 
 use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::authorizer::{AclOperation, Resource};
+use crate::config;
 use crate::context::RequestContext;
 use crate::network::Reply;
 use crate::Broker;
@@ -50,6 +51,11 @@ async fn apply(
             Resource::cluster(),
             ResponseError::ClusterAuthorizationFailed,
         ),
+        // KIP-848 group configs: ALTER_CONFIGS on the group.
+        ConfigResource::Group => (
+            Resource::group(&name),
+            ResponseError::GroupAuthorizationFailed,
+        ),
     };
     if !broker.authorize(ctx, AclOperation::AlterConfigs, &target) {
         return (denied.code(), None);
@@ -58,8 +64,12 @@ async fn apply(
         Ok(o) => o,
         Err(e) => return (e.code, Some(e.message)),
     };
+    // A broker resource names the broker the client sent it to (Kafka's admin client routes
+    // it there, and that broker checks the id); forwarded here in an Envelope, any broker's
+    // id is accepted, as Kafka's controller does.
     if resource == ConfigResource::Broker
         && !name.is_empty()
+        && ctx.forwarded.is_none()
         && name != broker.config.node_id.to_string()
     {
         return (
@@ -68,6 +78,7 @@ async fn apply(
         );
     }
     let defaults = broker.topic_defaults();
+    let props = broker.config.props.clone();
     let outcome = broker
         .controller_commit(validate_only, move |img| {
             if replace {
@@ -85,13 +96,56 @@ async fn apply(
                     }
                 }
             }
-            let recs = logic::alter_configs(img, &defaults, resource, &name, &ops)?;
+            let recs = logic::alter_configs_checked(
+                img,
+                &defaults,
+                resource,
+                &name,
+                &ops,
+                &non_topic_checks(resource, &name, &props),
+            )?;
             Ok((recs, ()))
         })
         .await;
     match outcome {
         Ok(()) => (0, None),
         Err(e) => (e.code(), Some(e.message())),
+    }
+}
+
+/// The checks of broker and group keys (topic keys are the controller's own): dynamic
+/// broker configs refused as Kafka's `ConfigAdminManager` does (INVALID_REQUEST, "Invalid
+/// config value for resource ..."), group configs as Kafka's `GroupConfig` (INVALID_CONFIG).
+fn non_topic_checks<'a>(
+    resource: ConfigResource,
+    name: &'a str,
+    props: &'a std::collections::BTreeMap<String, String>,
+) -> NonTopicChecks<'a> {
+    match resource {
+        ConfigResource::Group => NonTopicChecks {
+            key: Box::new(|k, v| {
+                config::check_group_config(k, v)
+                    .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m))
+            }),
+            all: Box::new(move |all| {
+                config::check_group_configs(props, all)
+                    .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m))
+            }),
+        },
+        _ => NonTopicChecks {
+            key: Box::new(move |k: &str, v: Option<&str>| {
+                config::check_broker_config(k, v, !name.is_empty()).map_err(|m| {
+                    ApiError::new(
+                        ResponseError::InvalidRequest.code(),
+                        format!(
+                            "Invalid config value for resource ConfigResource(type=BROKER, \
+                             name='{name}'): {m}"
+                        ),
+                    )
+                })
+            }),
+            all: Box::new(|_| Ok(())),
+        },
     }
 }
 

@@ -56,6 +56,20 @@ fn doc_of(key: &str, include: bool) -> Option<kafka_protocol::protocol::StrBytes
         .flatten()
 }
 
+/// Documentation of the topic configs without a broker synonym (KIP-405's switches).
+fn topic_only_doc(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "remote.storage.enable" => "Whether tiered storage is enabled for the topic.",
+        "remote.log.copy.disable" => {
+            "Stops copying segments to remote storage; what is there stays readable."
+        }
+        "remote.log.delete.on.disable" => {
+            "Whether remote segments are deleted when tiered storage is disabled for the topic."
+        }
+        _ => return None,
+    })
+}
+
 /// Handles DescribeConfigs.
 pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let r: DescribeConfigsRequest = req.decode()?;
@@ -91,6 +105,12 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 &Resource::cluster(),
             ))
             .then_some(ResponseError::ClusterAuthorizationFailed),
+            Some(ConfigResource::Group) => (!broker.authorize(
+                &req.ctx,
+                AclOperation::DescribeConfigs,
+                &Resource::group(&name),
+            ))
+            .then_some(ResponseError::GroupAuthorizationFailed),
             None => None,
         };
         if let Some(e) = denied {
@@ -167,9 +187,15 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                                 );
                             }
                         }
-                        // Topic configs are documented by their broker synonym's line.
-                        let documentation =
-                            def.and_then(|d| doc_of(d.broker_key, r.include_documentation));
+                        // Topic configs are documented by their broker synonym's line, the
+                        // few without one by their own.
+                        let documentation = def.and_then(|d| {
+                            doc_of(d.broker_key, r.include_documentation).or_else(|| {
+                                r.include_documentation
+                                    .then(|| topic_only_doc(d.name).map(sb))
+                                    .flatten()
+                            })
+                        });
                         DescribeConfigsResourceResult::default()
                             .with_name(sb(k))
                             .with_value(Some(sb(v)))
@@ -193,6 +219,39 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                     continue;
                 }
                 let dynamic_default = image.config_overrides(ConfigResource::Broker, "");
+                if name.is_empty() {
+                    // The cluster default (`--entity-default`): only its dynamic values, as
+                    // Kafka's ConfigHelper answers it (source DYNAMIC_DEFAULT_BROKER_CONFIG).
+                    let configs = dynamic_default
+                        .iter()
+                        .filter(|(k, _)| wanted(k))
+                        .map(|(k, v)| {
+                            let def = definitions::definition(k);
+                            let sensitive =
+                                def.is_some_and(|d| d.config_type == ConfigType::Password);
+                            DescribeConfigsResourceResult::default()
+                                .with_name(sb(k.clone()))
+                                .with_value((!sensitive).then(|| sb(v.clone())))
+                                .with_config_source(3)
+                                .with_read_only(false)
+                                .with_is_sensitive(sensitive)
+                                .with_config_type(
+                                    def.map(|d| broker_config_type(d.config_type)).unwrap_or(0),
+                                )
+                                .with_synonyms(if r.include_synonyms {
+                                    vec![DescribeConfigsSynonym::default()
+                                        .with_name(sb(k.clone()))
+                                        .with_value((!sensitive).then(|| sb(v.clone())))
+                                        .with_source(3)]
+                                } else {
+                                    Vec::new()
+                                })
+                                .with_documentation(doc_of(k, r.include_documentation))
+                        })
+                        .collect();
+                    results.push(base.with_configs(configs));
+                    continue;
+                }
                 let dynamic_node = image
                     .config_overrides(ConfigResource::Broker, &broker.config.node_id.to_string());
                 // Static values come from the file as topics see them (e.g. log.retention.hours
@@ -220,6 +279,28 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                     if wanted(d.broker_key) {
                         let read_only = definitions::definition(d.broker_key)
                             .is_none_or(|b| b.update_mode == UpdateMode::ReadOnly);
+                        // Synonyms in Kafka's order: per-broker, cluster default, file, default.
+                        let mut synonyms = Vec::new();
+                        if r.include_synonyms {
+                            let mut add = |v: Option<String>, src: i8| {
+                                if let Some(v) = v {
+                                    synonyms.push(
+                                        DescribeConfigsSynonym::default()
+                                            .with_name(sb(d.broker_key))
+                                            .with_value(Some(sb(v)))
+                                            .with_source(src),
+                                    );
+                                }
+                            };
+                            add(dynamic_node.get(d.broker_key).cloned(), 2);
+                            add(dynamic_default.get(d.broker_key).cloned(), 3);
+                            if let Some((v, ConfigSource::StaticBroker)) =
+                                static_defaults.default_with_source(d.name)
+                            {
+                                add(Some(v), 4);
+                            }
+                            add(Some(d.default.to_string()), 5);
+                        }
                         configs.push(
                             DescribeConfigsResourceResult::default()
                                 .with_name(sb(d.broker_key))
@@ -227,6 +308,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                                 .with_config_source(src)
                                 .with_read_only(read_only)
                                 .with_config_type(config_type(d.kind))
+                                .with_synonyms(synonyms)
                                 .with_documentation(doc_of(d.broker_key, r.include_documentation)),
                         );
                     }
@@ -289,6 +371,90 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                             .with_documentation(doc_of(d.name, r.include_documentation)),
                     );
                 }
+                // Listener-prefixed dynamic settings (`listener.name.<l>.ssl.keystore.location`,
+                // ...) are listed as Kafka lists every dynamic key it holds.
+                for (k, v, src) in dynamic_node
+                    .iter()
+                    .map(|(k, v)| (k, v, 2))
+                    .chain(dynamic_default.iter().map(|(k, v)| (k, v, 3)))
+                    .filter(|(k, _, _)| k.starts_with("listener.name.") && wanted(k))
+                {
+                    if !listed.insert(k.clone()) {
+                        continue;
+                    }
+                    let def = definitions::definition(k.splitn(4, '.').nth(3).unwrap_or_default())
+                        .or_else(|| {
+                            k.ends_with(".sasl.jaas.config")
+                                .then(|| definitions::definition("sasl.jaas.config"))
+                                .flatten()
+                        });
+                    let sensitive = def.is_none_or(|d| d.config_type == ConfigType::Password);
+                    configs.push(
+                        DescribeConfigsResourceResult::default()
+                            .with_name(sb(k.clone()))
+                            .with_value((!sensitive).then(|| sb(v.clone())))
+                            .with_config_source(src)
+                            .with_read_only(false)
+                            .with_is_sensitive(sensitive)
+                            .with_config_type(
+                                def.map(|d| broker_config_type(d.config_type)).unwrap_or(0),
+                            )
+                            .with_documentation(
+                                def.and_then(|d| doc_of(d.name, r.include_documentation)),
+                            ),
+                    );
+                }
+                results.push(base.with_configs(configs));
+            }
+            Some(ConfigResource::Group) => {
+                // KIP-848 group configs: each key of Kafka's GroupConfig, the group's own value
+                // (GROUP_CONFIG, 8) or the broker's default (DEFAULT_CONFIG, 5).
+                let overrides = image.config_overrides(ConfigResource::Group, &name);
+                let props = &broker.config.props;
+                let configs = definitions::GROUP_CONFIGS
+                    .iter()
+                    .filter(|d| wanted(d.name))
+                    .map(|d| {
+                        let default = definitions::group_config_default(props, d);
+                        let (value, src) = match overrides.get(d.name) {
+                            Some(v) => (v.clone(), 8),
+                            None => (default.clone(), 5),
+                        };
+                        let mut synonyms = Vec::new();
+                        if r.include_synonyms {
+                            if let Some(v) = overrides.get(d.name) {
+                                synonyms.push(
+                                    DescribeConfigsSynonym::default()
+                                        .with_name(sb(d.name))
+                                        .with_value(Some(sb(v.clone())))
+                                        .with_source(8),
+                                );
+                            }
+                            let (key, bsrc) = if d.broker_default.is_empty() {
+                                (d.name, 5)
+                            } else if props.contains_key(d.broker_default) {
+                                (d.broker_default, 4)
+                            } else {
+                                (d.broker_default, 5)
+                            };
+                            synonyms.push(
+                                DescribeConfigsSynonym::default()
+                                    .with_name(sb(key))
+                                    .with_value(Some(sb(default)))
+                                    .with_source(bsrc),
+                            );
+                        }
+                        DescribeConfigsResourceResult::default()
+                            .with_name(sb(d.name))
+                            .with_value(Some(sb(value)))
+                            .with_config_source(src)
+                            .with_read_only(false)
+                            .with_is_sensitive(false)
+                            .with_config_type(broker_config_type(d.config_type))
+                            .with_synonyms(synonyms)
+                            .with_documentation(r.include_documentation.then(|| sb(d.doc)))
+                    })
+                    .collect();
                 results.push(base.with_configs(configs));
             }
             None => results.push(

@@ -34,6 +34,8 @@ pub mod describe_topic_partitions;
 pub mod describe_transactions;
 #[cfg(test)]
 mod disk_fault_tests;
+#[cfg(test)]
+mod dynamic_config_tests;
 pub mod elect_leaders;
 pub mod end_txn;
 pub mod envelope;
