@@ -527,6 +527,17 @@ impl TopicDefaults {
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
         };
+        // KIP-937: the window around the broker's clock a CreateTime timestamp must lie in.
+        c.message_timestamp_before_max_ms = long(
+            "message.timestamp.before.max.ms",
+            c.message_timestamp_before_max_ms,
+        )
+        .max(0);
+        c.message_timestamp_after_max_ms = long(
+            "message.timestamp.after.max.ms",
+            c.message_timestamp_after_max_ms,
+        )
+        .max(0);
         c.cleanup_policy_delete = eff
             .get("cleanup.policy")
             .map(|p| p.split(',').any(|x| x.trim() == "delete"))
@@ -678,5 +689,13 @@ mod tests {
         assert_eq!(seg, Some(ConfigSource::StaticBroker));
         let rb = eff.iter().find(|e| e.0 == "retention.bytes").map(|e| e.2);
         assert_eq!(rb, Some(ConfigSource::DynamicTopic));
+        // The timestamp window (KIP-937) reaches the log: Kafka's defaults, then overrides.
+        assert_eq!(lc.message_timestamp_after_max_ms, 3_600_000);
+        assert_eq!(lc.message_timestamp_before_max_ms, i64::MAX);
+        o.insert("message.timestamp.after.max.ms".into(), "60000".into());
+        o.insert("message.timestamp.before.max.ms".into(), "1000".into());
+        let lc = d.log_config(&o);
+        assert_eq!(lc.message_timestamp_after_max_ms, 60_000);
+        assert_eq!(lc.message_timestamp_before_max_ms, 1_000);
     }
 }

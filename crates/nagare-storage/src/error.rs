@@ -64,6 +64,12 @@ pub enum StorageError {
     /// (Kafka `INVALID_TIMESTAMP`).
     #[error("invalid timestamp: {0}")]
     InvalidTimestamp(String),
+    /// Records of a batch broke Kafka's per-record rules (`LogValidator.validateRecord`): a
+    /// keyless record on a compacted topic, a CreateTime timestamp out of range. The whole
+    /// batch is refused and the offending records are named (KIP-467), so that a client can
+    /// tell them from the records refused only because they shared the batch.
+    #[error("{}", .0.message())]
+    RejectedRecords(RejectedRecords),
     /// A follower append does not start at or after the log end offset.
     #[error("unexpected append offset {first_offset}: log end offset is {log_end_offset}")]
     UnexpectedAppendOffset {
@@ -95,4 +101,52 @@ pub enum StorageError {
     /// The log was closed or deleted.
     #[error("log is closed")]
     Closed,
+}
+
+/// One record refused by Kafka's per-record rules: its index in its batch and why (KIP-467's
+/// `BatchIndexAndErrorMessage`, Kafka's `ProduceResponse.RecordError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    /// The record's position in its batch, from 0.
+    pub batch_index: i32,
+    /// Why it was refused.
+    pub message: String,
+}
+
+impl std::fmt::Display for RecordError {
+    /// Kafka's `RecordError.toString`, which its summary message embeds.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RecordError(batchIndex={}, message='{}')",
+            self.batch_index, self.message
+        )
+    }
+}
+
+/// The records of a batch refused by the per-record rules (Kafka's
+/// `RecordValidationException`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedRecords {
+    /// Whether any record was refused for its timestamp: Kafka then answers
+    /// INVALID_TIMESTAMP for the batch, else INVALID_RECORD.
+    pub invalid_timestamp: bool,
+    /// The refused records, in batch order (never empty).
+    pub records: Vec<RecordError>,
+}
+
+impl RejectedRecords {
+    /// The batch's error message, worded as Kafka's `LogValidator.processRecordErrors`.
+    pub fn message(&self) -> String {
+        if self.invalid_timestamp {
+            return "One or more records have been rejected due to invalid timestamp".into();
+        }
+        let shown: Vec<String> = self.records.iter().take(3).map(|r| r.to_string()).collect();
+        format!(
+            "One or more records have been rejected due to {} record errors in total, and only \
+             showing the first three errors at most: [{}]",
+            self.records.len(),
+            shown.join(", ")
+        )
+    }
 }

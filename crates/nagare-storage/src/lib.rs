@@ -35,7 +35,7 @@ pub use checkpoint::{read_offset_checkpoint, write_offset_checkpoint};
 pub use cleaner::{CleanStats, Cleaner, CleanerConfig, CLEANER_CHECKPOINT_FILE};
 pub use config::{LogConfig, TimestampType, TopicPartition};
 pub use epoch_cache::EpochEntry;
-pub use error::StorageError;
+pub use error::{RecordError, RejectedRecords, StorageError};
 pub use log::{
     offset_for_timestamp_in, AppendInfo, AppendOrigin, FetchData, FileSlice, Log, TimestampOffset,
 };

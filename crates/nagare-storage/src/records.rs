@@ -189,15 +189,72 @@ pub(crate) fn parse_records(section: &[u8], count: i32) -> Result<Vec<RawRecord<
     Ok(out)
 }
 
-/// Kafka's `LogValidator` rule for compacted topics: every record must have a key. Returns
-/// an error message naming the first violation.
-pub(crate) fn check_keys(h: &RecordBatchHeader, batch: &[u8]) -> Result<(), String> {
+/// The per-record rules of Kafka's `LogValidator.validateRecord` that apply to a batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordRules {
+    /// A compacted topic: every record needs a key.
+    pub(crate) require_key: bool,
+    /// CreateTime timestamps must lie within `[lower, upper]` (from
+    /// `message.timestamp.{before,after}.max.ms` around the broker's clock), if checked.
+    pub(crate) timestamp_range: Option<(i64, i64)>,
+}
+
+/// Kafka's `LogValidator.validateRecord` over every record of a batch (KIP-467): the index
+/// and reason of each refused record, at most one reason per record (the key first, then the
+/// timestamp, as Kafka). The error is a record that does not parse. `tp` names the partition
+/// in the messages, as Kafka's do.
+pub(crate) fn record_errors(
+    h: &RecordBatchHeader,
+    batch: &[u8],
+    rules: RecordRules,
+    tp: &dyn std::fmt::Display,
+) -> Result<Vec<RecordErrorFound>, String> {
     let section = records_section(h, batch)?;
     let records = parse_records(&section, h.records_count)?;
-    if records.iter().any(|r| r.key.is_none()) {
-        return Err("Compacted topic cannot accept message without key".into());
+    let mut out = Vec::new();
+    for (index, r) in records.iter().enumerate() {
+        let batch_index = i32::try_from(index).unwrap_or(i32::MAX);
+        if rules.require_key && r.key.is_none() {
+            out.push(RecordErrorFound {
+                batch_index,
+                timestamp: false,
+                message: format!(
+                    "Compacted topic cannot accept message without key in topic partition {tp}."
+                ),
+            });
+            continue;
+        }
+        let Some((lower, upper)) = rules.timestamp_range else {
+            continue;
+        };
+        let ts = h.base_timestamp.saturating_add(r.timestamp_delta);
+        if h.base_timestamp != nagare_protocol::record_batch::NO_TIMESTAMP
+            && (ts < lower || ts > upper)
+        {
+            // Kafka names the offset the producer gave the record (its base offset is 0).
+            let offset = h.base_offset.saturating_add(i64::from(r.offset_delta));
+            out.push(RecordErrorFound {
+                batch_index,
+                timestamp: true,
+                message: format!(
+                    "Timestamp {ts} of message with offset {offset} is out of range. The \
+                     timestamp should be within [{lower}, {upper}]"
+                ),
+            });
+        }
     }
-    Ok(())
+    Ok(out)
+}
+
+/// A record refused by [`record_errors`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordErrorFound {
+    /// Its index in the batch.
+    pub(crate) batch_index: i32,
+    /// Refused for its timestamp (INVALID_TIMESTAMP) rather than as INVALID_RECORD.
+    pub(crate) timestamp: bool,
+    /// Kafka's wording of the reason.
+    pub(crate) message: String,
 }
 
 /// The content of a transaction marker (Kafka's `EndTransactionMarker`).
@@ -517,12 +574,55 @@ mod tests {
         let mut rec = Vec::new();
         varint(&mut rec, keyless.len() as i64);
         rec.extend_from_slice(&keyless);
-        let (h, bytes) = batch(&[record(0, 0, b"k", Some(b"v")), rec]);
-        assert!(check_keys(&h, &bytes).is_err());
+        let keys = RecordRules {
+            require_key: true,
+            timestamp_range: None,
+        };
+        let (h, bytes) = batch(&[record(0, 0, b"k", Some(b"v")), rec.clone(), rec]);
+        let found = record_errors(&h, &bytes, keys, &"t-0").expect("parse");
+        assert_eq!(
+            found.iter().map(|e| e.batch_index).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            found[0].message,
+            "Compacted topic cannot accept message without key in topic partition t-0."
+        );
         let (h, bytes) = batch(&[record(0, 0, b"k", Some(b"v"))]);
-        assert!(check_keys(&h, &bytes).is_ok());
+        assert!(record_errors(&h, &bytes, keys, &"t-0")
+            .expect("parse")
+            .is_empty());
         assert!(parse_records(&[0x80, 0x80], 1).is_err());
         assert!(parse_records(&[0x10, 0, 0], 1).is_err());
+    }
+
+    /// Timestamps are checked per record (a record earlier than the batch's base timestamp
+    /// included), each refused record named with the offset its producer gave it.
+    #[test]
+    fn out_of_range_timestamps_are_found_per_record() {
+        let (h, bytes) = batch(&[
+            record(0, 0, b"a", Some(b"1")),
+            record(1, -3_000, b"b", Some(b"2")),
+            record(2, 10, b"c", Some(b"3")),
+            record(3, 5, b"d", Some(b"4")),
+        ]);
+        let rules = RecordRules {
+            require_key: true,
+            timestamp_range: Some((4_000, 5_005)),
+        };
+        let found = record_errors(&h, &bytes, rules, &"t-0").expect("parse");
+        assert_eq!(
+            found
+                .iter()
+                .map(|e| (e.batch_index, e.timestamp))
+                .collect::<Vec<_>>(),
+            vec![(1, true), (2, true)]
+        );
+        assert_eq!(
+            found[0].message,
+            "Timestamp 2000 of message with offset 101 is out of range. The timestamp should be \
+             within [4000, 5005]"
+        );
     }
 
     /// A snappy batch whose blocks claim ~4 GiB each is refused before the output buffer is

@@ -408,10 +408,16 @@ fn keyless_records_are_rejected_on_compacted_topics() {
             1_000,
         )
         .expect_err("keyless");
-    assert!(
-        matches!(err, StorageError::InvalidRecord(ref m) if m.contains("without key")),
-        "{err}"
-    );
+    // KIP-467: the keyless record (index 1) is named, the batch is INVALID_RECORD.
+    match &err {
+        StorageError::RejectedRecords(r) => {
+            assert!(!r.invalid_timestamp);
+            assert_eq!(r.records.len(), 1, "{err}");
+            assert_eq!(r.records[0].batch_index, 1);
+            assert!(r.records[0].message.contains("without key"), "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
     // The same batch is fine for a delete-only topic.
     let mut c = compact_config(1 << 20);
     c.cleanup_policy_compact = false;

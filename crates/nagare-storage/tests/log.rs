@@ -455,14 +455,20 @@ fn timestamps_too_far_in_the_future_are_refused() {
     let now = 1_700_000_000_000;
     log.append_as_leader(batch(1, now + 1_000), 0, now)
         .expect("slightly ahead is fine");
-    assert!(matches!(
-        log.append_as_leader(batch(1, now + 3_600_001), 0, now),
-        Err(StorageError::InvalidTimestamp(_))
-    ));
-    assert!(matches!(
-        log.append_as_leader(batch(1, now - 10_001), 0, now),
-        Err(StorageError::InvalidTimestamp(_))
-    ));
+    // Refused as Kafka does (KIP-467): INVALID_TIMESTAMP naming the record.
+    for ts in [now + 3_600_001, now - 10_001] {
+        match log.append_as_leader(batch(1, ts), 0, now) {
+            Err(StorageError::RejectedRecords(r)) => {
+                assert!(r.invalid_timestamp);
+                assert_eq!(r.records.len(), 1);
+                assert_eq!(r.records[0].batch_index, 0);
+                assert!(r.records[0]
+                    .message
+                    .starts_with(&format!("Timestamp {ts} ")));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 #[test]

@@ -51,6 +51,8 @@ pub mod metadata;
 mod oauth_tests;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+#[cfg(test)]
+mod record_errors_tests;
 pub mod sasl;
 #[cfg(test)]
 mod sasl_tests;

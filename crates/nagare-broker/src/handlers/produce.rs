@@ -17,6 +17,12 @@
 //! OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_TXN_STATE for a non-transactional batch during the
 //! producer's transaction, INVALID_RECORD for a control batch sent by a client.
 //!
+//! KIP-467: a batch the log refuses for some of its records (a keyless record on a compacted
+//! topic, a CreateTime timestamp out of range) is answered INVALID_RECORD (INVALID_TIMESTAMP
+//! if any timestamp is at fault) with `record_errors` naming each refused record's batch index
+//! and reason and Kafka's summary as `error_message` (v8+), so a client fails only those
+//! records with the error and the rest as refused because of them.
+//!
 //! KIP-890 part 1 (`transaction.partition.verification.enable`): the first transactional
 //! write of a transaction on a partition waits for the transaction coordinator to confirm
 //! the partition is in the producer's ongoing transaction ([`crate::txn_verification`]);
@@ -28,7 +34,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 
 use super::HandlerResult;
@@ -410,6 +418,16 @@ fn fill(
             out.error_code = e.code();
             out.base_offset = -1;
             out.error_message = e.message().map(sb);
+            // KIP-467 (Produce v8+; older versions leave these ignorable fields out).
+            out.record_errors = e
+                .record_errors()
+                .iter()
+                .map(|r| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(r.batch_index)
+                        .with_batch_index_error_message(Some(sb(r.message.clone())))
+                })
+                .collect();
         }
     }
 }

@@ -100,6 +100,15 @@ impl ReplicaError {
             _ => None,
         }
     }
+
+    /// The records of the batch refused one by one (KIP-467's `record_errors`): empty unless
+    /// the log refused the batch for some of its records.
+    pub fn record_errors(&self) -> &[nagare_storage::RecordError] {
+        match self {
+            ReplicaError::Storage(StorageError::RejectedRecords(r)) => &r.records,
+            _ => &[],
+        }
+    }
 }
 
 /// The Kafka error code of a storage error.
@@ -115,6 +124,8 @@ fn storage_error_code(e: &StorageError) -> i16 {
         E::InvalidProducerEpoch(_) => 47,
         E::UnknownProducerId(_) => 59,
         E::InvalidTimestamp(_) => 32,
+        E::RejectedRecords(r) if r.invalid_timestamp => 32,
+        E::RejectedRecords(_) => 87,
         E::InvalidTxnState(_) => 48,
         E::TransactionCoordinatorFenced(_) => 52,
         _ => 56,

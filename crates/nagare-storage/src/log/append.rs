@@ -12,7 +12,7 @@ use nagare_protocol::record_batch::{
 
 use super::{batch_error, Inner, Log};
 use crate::config::{LogConfig, TimestampType};
-use crate::error::StorageError;
+use crate::error::{RecordError, RejectedRecords, StorageError};
 use crate::producer_state::{Prepared, TxnVerification, VerificationGuard};
 use crate::records::{parse_end_txn_marker, EndTxnMarker};
 use crate::segment::Segment;
@@ -216,34 +216,47 @@ impl Log {
                     "{tp}: transactional batch without a producer id"
                 )));
             }
-            if config.cleanup_policy_compact {
-                // Kafka's LogValidator: a compacted topic needs a key on every record (this
-                // decodes, and decompresses, the records: only for compacted topics).
-                crate::records::check_keys(h, bytes).map_err(|e| {
-                    StorageError::InvalidRecord(format!("{e} in topic partition {tp}."))
-                })?;
-            }
         }
-        if origin != AppendOrigin::Replication
-            && config.message_timestamp_type == TimestampType::CreateTime
-        {
-            // Kafka checks every record; without decoding we check the batch's max (the
-            // latest record) and base (the first record) timestamps.
-            if h.max_timestamp != record_batch::NO_TIMESTAMP
-                && h.max_timestamp.saturating_sub(now_ms) > config.message_timestamp_after_max_ms
-            {
-                return Err(StorageError::InvalidTimestamp(format!(
-                    "{tp}: timestamp {} is more than message.timestamp.after.max.ms {} after the broker time {now_ms}",
-                    h.max_timestamp, config.message_timestamp_after_max_ms
-                )));
-            }
-            if h.base_timestamp != record_batch::NO_TIMESTAMP
-                && now_ms.saturating_sub(h.base_timestamp) > config.message_timestamp_before_max_ms
-            {
-                return Err(StorageError::InvalidTimestamp(format!(
-                    "{tp}: timestamp {} is more than message.timestamp.before.max.ms {} before the broker time {now_ms}",
-                    h.base_timestamp, config.message_timestamp_before_max_ms
-                )));
+        // Kafka's `LogValidator.validateRecord` (KIP-467): a compacted topic needs a key on
+        // every record, and a CreateTime timestamp must lie within
+        // `message.timestamp.{before,after}.max.ms` of the broker's clock. Records are decoded
+        // (and decompressed) only for compacted topics, or when the batch header's base or
+        // max timestamp is out of range; then every record is checked and the refused ones
+        // are named. Unlike Kafka, a batch whose header timestamps are in range is not
+        // decoded, so a record with a negative timestamp delta below the lower bound passes
+        // (producers write the first record's timestamp as the base).
+        let require_key = origin == AppendOrigin::Client && config.cleanup_policy_compact;
+        let timestamp_range = (origin != AppendOrigin::Replication
+            && config.message_timestamp_type == TimestampType::CreateTime)
+            .then(|| {
+                (
+                    now_ms.saturating_sub(config.message_timestamp_before_max_ms),
+                    now_ms.saturating_add(config.message_timestamp_after_max_ms),
+                )
+            });
+        let header_out_of_range = timestamp_range.is_some_and(|(lower, upper)| {
+            (h.max_timestamp != record_batch::NO_TIMESTAMP && h.max_timestamp > upper)
+                || (h.base_timestamp != record_batch::NO_TIMESTAMP && h.base_timestamp < lower)
+        });
+        if require_key || header_out_of_range {
+            let rules = crate::records::RecordRules {
+                require_key,
+                timestamp_range,
+            };
+            let found = crate::records::record_errors(h, bytes, rules, tp).map_err(|e| {
+                StorageError::InvalidRecord(format!("{e} in topic partition {tp}."))
+            })?;
+            if !found.is_empty() {
+                return Err(StorageError::RejectedRecords(RejectedRecords {
+                    invalid_timestamp: found.iter().any(|e| e.timestamp),
+                    records: found
+                        .into_iter()
+                        .map(|e| RecordError {
+                            batch_index: e.batch_index,
+                            message: e.message,
+                        })
+                        .collect(),
+                }));
             }
         }
         Ok(())
