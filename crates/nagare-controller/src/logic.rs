@@ -475,6 +475,10 @@ pub fn alter_configs(
             }
             image.config_overrides(resource, name)
         }
+        ConfigResource::ClientMetrics => {
+            crate::client_metrics::validate_name(name)?;
+            image.config_overrides(resource, name)
+        }
     };
     let validate = |k: &str, v: &str| -> Result<(), ApiError> {
         match resource {
@@ -483,6 +487,8 @@ pub fn alter_configs(
                 Some(d) => topic_config::validate_value(d.kind, k, v),
                 None => Err(format!("Cannot update these configs dynamically: Set({k})")),
             },
+            // Kafka's ClientMetricsConfigs picks its own error codes.
+            ConfigResource::ClientMetrics => return crate::client_metrics::validate(k, v),
         }
         .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m))
     };
@@ -495,6 +501,9 @@ pub fn alter_configs(
                 touched.push(k.clone());
             }
             ConfigOp::Delete(k) => {
+                if resource == ConfigResource::ClientMetrics {
+                    crate::client_metrics::check_name(k)?;
+                }
                 if resource == ConfigResource::Topic && topic_config::lookup(k).is_none() {
                     return Err(ApiError::new(
                         ResponseError::InvalidConfig.code(),

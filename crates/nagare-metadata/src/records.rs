@@ -39,6 +39,8 @@ pub enum ConfigResource {
     Topic,
     /// A broker (code 4); an empty name means the cluster-wide default.
     Broker,
+    /// A KIP-714 client metrics subscription (code 16), named by the operator.
+    ClientMetrics,
 }
 
 impl ConfigResource {
@@ -47,6 +49,7 @@ impl ConfigResource {
         match self {
             ConfigResource::Topic => 2,
             ConfigResource::Broker => 4,
+            ConfigResource::ClientMetrics => 16,
         }
     }
     /// From Kafka's numeric resource type.
@@ -54,6 +57,7 @@ impl ConfigResource {
         match code {
             2 => Some(ConfigResource::Topic),
             4 => Some(ConfigResource::Broker),
+            16 => Some(ConfigResource::ClientMetrics),
             _ => None,
         }
     }
