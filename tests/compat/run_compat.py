@@ -120,6 +120,10 @@ class Server:
         self.sport = free_port()
         while self.sport in (self.port, self.cport):
             self.sport = free_port()
+        # The HTTP listener (/metrics), for the KIP-714 telemetry check.
+        self.hport = free_port()
+        while self.hport in (self.port, self.cport, self.sport):
+            self.hport = free_port()
         self.log_path = self.dir / "server.log"
         self.proc: subprocess.Popen | None = None
 
@@ -154,6 +158,7 @@ class Server:
                 "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER",
             "listener.name.sasl.plain.sasl.jaas.config": SASL_JAAS,
             "log.dirs": str(data),
+            "http.listeners": f"http://127.0.0.1:{self.hport}",
         }
         # OAUTHBEARER with Kafka's (KIP-768) broker keys: a JWKS file written before start.
         jwks = self.dir / "jwks.json"
@@ -497,6 +502,95 @@ def confluent_checks(server: Server) -> None:
                 "elect_leaders (ELECTION_NOT_NEEDED), delete_consumer_groups")
 
     check("confluent-kafka admin sweep: the remaining AdminClient calls", admin_sweep)
+
+
+# --------------------------------------------------------------------------------------------
+# KIP-714 client telemetry
+
+
+def incremental_alter_configs_raw(server: Server, resource_type: int, name: str,
+                                  configs: dict[str, str]) -> int:
+    """IncrementalAlterConfigs v0 (SET each config) written by hand: the Python clients have
+    no CLIENT_METRICS resource type. Returns the resource's error code."""
+    import struct
+
+    def s16(v: str) -> bytes:
+        b = v.encode()
+        return struct.pack(">h", len(b)) + b
+
+    body = struct.pack(">i", 1) + struct.pack(">b", resource_type) + s16(name)
+    body += struct.pack(">i", len(configs))
+    for k, v in configs.items():
+        body += s16(k) + struct.pack(">b", 0) + s16(v)
+    body += b"\x00"  # validate_only = false
+    header = struct.pack(">hhi", 44, 0, 714) + s16("compat-telemetry")
+    frame = header + body
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(struct.pack(">i", len(frame)) + frame)
+
+        def read(n: int) -> bytes:
+            out = b""
+            while len(out) < n:
+                chunk = sock.recv(n - len(out))
+                if not chunk:
+                    raise ConnectionError("connection closed")
+                out += chunk
+            return out
+
+        (size,) = struct.unpack(">i", read(4))
+        resp = read(size)
+    # correlation id, throttle_time_ms, array count, then the first error code.
+    corr, _throttle, count, code = struct.unpack(">iiih", resp[:14])
+    expect(corr == 714 and count == 1, f"IncrementalAlterConfigs answer {resp!r}")
+    return code
+
+
+def telemetry_checks(server: Server) -> None:
+    import urllib.request
+    from confluent_kafka import Producer
+
+    def scrape() -> str:
+        url = f"http://127.0.0.1:{server.hport}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.read().decode()
+
+    def pushed_metrics() -> str:
+        # A subscription (kafka-client-metrics.sh --alter) for this check's producer only.
+        code = incremental_alter_configs_raw(server, 16, unique("compat-telemetry"), {
+            "metrics": "org.apache.kafka.producer.",
+            "interval.ms": "500",
+            "match": "client_id=compat-telemetry-.*",
+        })
+        expect(code == 0, f"CLIENT_METRICS subscription: error {code}")
+        bad = incremental_alter_configs_raw(server, 16, unique("compat-telemetry"),
+                                            {"interval.ms": "5"})
+        expect(bad == 42, f"interval.ms=5 must be INVALID_REQUEST (42), got {bad}")
+        topic = unique("telemetry")
+        client_id = unique("compat-telemetry")
+        # librdkafka >= 2.5 pushes by default (enable.metrics.push=true).
+        p = Producer({"bootstrap.servers": server.bootstrap, "client.id": client_id})
+        try:
+            deadline = time.time() + 30
+            lines: list[str] = []
+            while time.time() < deadline:
+                p.produce(topic, value=b"x")
+                p.poll(0.2)
+                lines = [line for line in scrape().splitlines()
+                         if f'client_id="{client_id}"' in line
+                         and line.startswith("org_apache_kafka_producer_")]
+                if lines:
+                    break
+            expect(bool(lines), "no pushed producer metric on /metrics within 30 s")
+            expect('client_software_name="confluent-kafka-python"' in lines[0]
+                   or 'client_software_name="librdkafka"' in lines[0],
+                   f"software label missing: {lines[0]}")
+            p.flush(10)
+        finally:
+            p.flush(10)
+        return f"{len(lines)} series re-exported, e.g. {lines[0][:120]}"
+
+    check("KIP-714: librdkafka pushes subscribed metrics, re-exported on /metrics",
+          pushed_metrics)
 
 
 # --------------------------------------------------------------------------------------------
@@ -2104,9 +2198,9 @@ def main() -> int:
             print("0 passed, 1 failed")
             return 1
         print(f"nagare listening on {server.bootstrap} (log {server.log_path})", flush=True)
-        for group in (kcat_checks, confluent_checks, config_checks, kafka_python_checks,
-                      aiokafka_checks, kafkajs_checks, group_checks, kip848_checks,
-                      transaction_checks, sasl_checks):
+        for group in (kcat_checks, confluent_checks, config_checks, telemetry_checks,
+                      kafka_python_checks, aiokafka_checks, kafkajs_checks, group_checks,
+                      kip848_checks, transaction_checks, sasl_checks):
             if only and group.__name__ not in only:
                 continue
             try:

@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod authorizer;
 pub mod broker_lifecycle;
+pub mod client_telemetry;
 pub mod config;
 pub mod connection_quotas;
 pub mod console;
@@ -109,6 +110,8 @@ pub struct Broker {
     pub inter_broker_sasl: std::sync::OnceLock<nagare_client::SaslCredentials>,
     /// Tiered storage (KIP-405), set at startup when `remote.log.storage.system.enable=true`.
     pub remote_log: std::sync::OnceLock<Arc<remote_log_manager::RemoteLogManager>>,
+    /// KIP-714 client telemetry: subscriptions handed out, pushed metrics kept for `/metrics`.
+    pub client_telemetry: client_telemetry::ClientTelemetry,
     topic_defaults: RwLock<TopicDefaults>,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -163,6 +166,7 @@ impl Broker {
             inter_broker_tls: std::sync::OnceLock::new(),
             inter_broker_sasl: std::sync::OnceLock::new(),
             remote_log: std::sync::OnceLock::new(),
+            client_telemetry: client_telemetry::ClientTelemetry::new(config.telemetry_max_bytes),
             producer_ids: Mutex::new((0, 0)),
             config,
             cluster_id,

@@ -4,6 +4,7 @@
 //! [`shell::Controller`] runs them one at a time on the quorum leader and proposes the records
 //! to the KRaft quorum ([`shell::Quorum`]).
 
+pub mod client_metrics;
 pub mod cluster_control;
 pub mod elections;
 pub mod feature_control;

@@ -531,12 +531,18 @@ pub fn alter_configs_checked(
             }
             image.config_overrides(resource, name)
         }
+        ConfigResource::ClientMetrics => {
+            crate::client_metrics::validate_name(name)?;
+            image.config_overrides(resource, name)
+        }
     };
     let validate = |k: &str, v: &str| -> Result<(), ApiError> {
         match resource {
             ConfigResource::Topic => topic_config::validate(k, v)
                 .map_err(|m| ApiError::new(ResponseError::InvalidConfig.code(), m)),
             ConfigResource::Broker | ConfigResource::Group => (check.key)(k, Some(v)),
+            // Kafka's ClientMetricsConfigs picks its own error codes.
+            ConfigResource::ClientMetrics => crate::client_metrics::validate(k, v),
         }
     };
     let mut touched = Vec::new();
@@ -548,6 +554,9 @@ pub fn alter_configs_checked(
                 touched.push(k.clone());
             }
             ConfigOp::Delete(k) => {
+                if resource == ConfigResource::ClientMetrics {
+                    crate::client_metrics::check_name(k)?;
+                }
                 if resource == ConfigResource::Topic && topic_config::lookup(k).is_none() {
                     return Err(ApiError::new(
                         ResponseError::InvalidConfig.code(),

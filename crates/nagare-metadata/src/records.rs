@@ -42,6 +42,8 @@ pub enum ConfigResource {
     /// A consumer or share group (code 32): KIP-848's per-group overrides of the
     /// coordinator's session timeout and heartbeat interval (Kafka's `GroupConfig`).
     Group,
+    /// A KIP-714 client metrics subscription (code 16), named by the operator.
+    ClientMetrics,
 }
 
 impl ConfigResource {
@@ -51,6 +53,7 @@ impl ConfigResource {
             ConfigResource::Topic => 2,
             ConfigResource::Broker => 4,
             ConfigResource::Group => 32,
+            ConfigResource::ClientMetrics => 16,
         }
     }
     /// From Kafka's numeric resource type.
@@ -59,6 +62,7 @@ impl ConfigResource {
             2 => Some(ConfigResource::Topic),
             4 => Some(ConfigResource::Broker),
             32 => Some(ConfigResource::Group),
+            16 => Some(ConfigResource::ClientMetrics),
             _ => None,
         }
     }

@@ -502,6 +502,8 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "Incremental fetch sessions kept (KIP-227)."),
     def("max.request.partition.size.limit", INT, Value("2000"), Range(1, I32), ReadOnly,
         "Most partitions one DescribeTopicPartitions response holds (KIP-966); the client pages on with the cursor."),
+    def("telemetry.max.bytes", INT, Value("1048576"), Range(1, I32), ReadOnly,
+        "Largest (compressed) metrics payload of a KIP-714 PushTelemetry request; larger ones get TELEMETRY_TOO_LARGE."),
     // Producers and transactions.
     def("transaction.max.timeout.ms", INT, Value("900000"), Range(1, I32), ReadOnly,
         "Largest transaction timeout a producer may ask for."),

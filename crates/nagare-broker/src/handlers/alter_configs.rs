@@ -47,7 +47,8 @@ async fn apply(
             Resource::topic(&name),
             ResponseError::TopicAuthorizationFailed,
         ),
-        ConfigResource::Broker => (
+        // KIP-714 subscriptions: ALTER_CONFIGS on the cluster, as Kafka.
+        ConfigResource::Broker | ConfigResource::ClientMetrics => (
             Resource::cluster(),
             ResponseError::ClusterAuthorizationFailed,
         ),

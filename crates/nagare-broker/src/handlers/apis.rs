@@ -15,7 +15,7 @@ use super::{
     describe_log_dirs, describe_producers, describe_quorum, describe_topic_partitions,
     describe_transactions, elect_leaders, end_txn, envelope, fetch, find_coordinator, groups,
     init_producer_id, list_offsets, list_transactions, metadata, offset_for_leader_epoch, produce,
-    sasl, scram_credentials, txn_offset_commit, unregister_broker, update_features,
+    sasl, scram_credentials, telemetry, txn_offset_commit, unregister_broker, update_features,
     write_txn_markers, BoxFuture, HandlerResult, ListenerKind, Request,
 };
 use crate::controller_requests;
@@ -184,6 +184,8 @@ handler!(sync h_sasl_handshake => sasl::handle_handshake);
 handler!(sync h_sasl_authenticate => sasl::handle_authenticate);
 handler!(sync h_describe_user_scram_credentials => scram_credentials::handle_describe);
 handler!(async h_alter_user_scram_credentials => scram_credentials::handle_alter);
+handler!(sync h_get_telemetry_subscriptions => telemetry::handle_get);
+handler!(sync h_push_telemetry => telemetry::handle_push);
 
 const fn local(
     key: ApiKey,
@@ -321,6 +323,10 @@ pub static APIS: &[ApiSpec] = &[
         h_describe_user_scram_credentials, "mechanisms and iterations from the metadata image (KIP-554)"),
     local(ApiKey::AlterUserScramCredentials, scram_credentials::ALTER_VERSIONS, BOTH, true,
         h_alter_user_scram_credentials, "forwarded to the active controller; credentials in the metadata log (KIP-554)"),
+    local(ApiKey::GetTelemetrySubscriptions, telemetry::GET_VERSIONS, CLIENT, false,
+        h_get_telemetry_subscriptions, "KIP-714: client instance ids, the CLIENT_METRICS subscriptions matching the client, throttled to its push interval"),
+    local(ApiKey::PushTelemetry, telemetry::PUSH_VERSIONS, CLIENT, false, h_push_telemetry,
+        "KIP-714: OTLP metrics (none/gzip/lz4/zstd) decoded and re-exported per client on `/metrics`; UNKNOWN_SUBSCRIPTION_ID, THROTTLING_QUOTA_EXCEEDED, TELEMETRY_TOO_LARGE as Kafka"),
     // Brokers → active controller.
     local(ApiKey::BrokerRegistration, controller_requests::BROKER_REGISTRATION_VERSIONS, CONTROLLER, false, h_broker_registration,
         "broker registration (KIP-631)"),

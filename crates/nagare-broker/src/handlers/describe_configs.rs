@@ -99,7 +99,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 &Resource::topic(&name),
             ))
             .then_some(ResponseError::TopicAuthorizationFailed),
-            Some(ConfigResource::Broker) => (!broker.authorize(
+            Some(ConfigResource::Broker | ConfigResource::ClientMetrics) => (!broker.authorize(
                 &req.ctx,
                 AclOperation::DescribeConfigs,
                 &Resource::cluster(),
@@ -203,6 +203,35 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                             .with_synonyms(synonyms)
                             .with_config_type(def.map(|d| config_type(d.kind)).unwrap_or(0))
                             .with_documentation(documentation)
+                    })
+                    .collect();
+                results.push(base.with_configs(configs));
+            }
+            Some(ConfigResource::ClientMetrics) => {
+                // A KIP-714 subscription: its three configs, set (DYNAMIC_CLIENT_METRICS_CONFIG,
+                // source 8) or at their defaults.
+                let set = image.config_overrides(ConfigResource::ClientMetrics, &name);
+                let configs = nagare_controller::client_metrics::CONFIGS
+                    .iter()
+                    .filter(|(k, _, _)| wanted(k))
+                    .map(|(k, default, doc)| {
+                        let (v, src) = match set.get(*k) {
+                            Some(v) => (v.clone(), 8),
+                            None => (default.to_string(), 5),
+                        };
+                        // LIST (7) for metrics and match, INT (3) for interval.ms.
+                        let ty = if *k == nagare_controller::client_metrics::INTERVAL_MS {
+                            3
+                        } else {
+                            7
+                        };
+                        DescribeConfigsResourceResult::default()
+                            .with_name(sb(*k))
+                            .with_value(Some(sb(v)))
+                            .with_config_source(src)
+                            .with_read_only(false)
+                            .with_config_type(ty)
+                            .with_documentation(r.include_documentation.then(|| sb(*doc)))
                     })
                     .collect();
                 results.push(base.with_configs(configs));

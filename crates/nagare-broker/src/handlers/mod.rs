@@ -57,6 +57,9 @@ pub mod sasl;
 #[cfg(test)]
 mod sasl_tests;
 pub mod scram_credentials;
+pub mod telemetry;
+#[cfg(test)]
+mod telemetry_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -237,6 +237,8 @@ pub fn render_with(src: &MetricsSource, lag: &[GroupLag]) -> String {
 
     if let Some(b) = src.broker.get() {
         render_broker(&mut e, b);
+        let t = &b.client_telemetry;
+        t.render(&mut e, t.now_ms());
     }
 
     e.family(
