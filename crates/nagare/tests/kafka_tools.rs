@@ -466,6 +466,32 @@ fn kafka_documented_examples_through_the_installed_tools() {
             .all(|l| l.split_whitespace().nth(5) == Some("0")),
         "{d}"
     );
+    let del = tools.ok(
+        "kafka-consumer-groups.sh",
+        &[
+            "--delete-offsets",
+            "--group",
+            "my-group",
+            "--topic",
+            &format!("my_topic_name:{partition}"),
+        ],
+    );
+    assert!(
+        del.starts_with(
+            "Request succeed for deleting offsets with topic my_topic_name group my-group\n"
+        ),
+        "{del}"
+    );
+    assert!(del.contains("Successful"), "{del}");
+    let d = tools.ok(
+        "kafka-consumer-groups.sh",
+        &["--describe", "--group", "my-group"],
+    );
+    assert!(
+        !d.lines()
+            .any(|l| l.split_whitespace().nth(2) == Some(partition.as_str())),
+        "offsets of partition {partition} deleted: {d}"
+    );
     assert_eq!(
         tools.ok(
             "kafka-consumer-groups.sh",
