@@ -489,6 +489,59 @@ impl Client {
         .await
     }
 
+    /// Deletes the committed offsets of `topics` (name, partitions) from `group`
+    /// (OffsetDelete, KIP-496): allowed for topics the group is not subscribed to. Returns
+    /// each partition's error code (0: deleted); a group-level error is the `Err`.
+    pub async fn delete_offsets(
+        &mut self,
+        group: &str,
+        topics: &[(&str, Vec<i32>)],
+    ) -> Result<Vec<(String, i32, i16)>> {
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        use kafka_protocol::messages::OffsetDeleteRequest;
+        let resp = self
+            .send_to_coordinator(
+                group,
+                None,
+                |_| {
+                    let mut req = OffsetDeleteRequest::default();
+                    req.group_id = group_id(group);
+                    req.topics = topics
+                        .iter()
+                        .map(|(t, ps)| {
+                            let mut topic = OffsetDeleteRequestTopic::default();
+                            topic.name = TopicName(StrBytes::from_string((*t).to_owned()));
+                            topic.partitions = ps
+                                .iter()
+                                .map(|p| {
+                                    let mut part = OffsetDeleteRequestPartition::default();
+                                    part.partition_index = *p;
+                                    part
+                                })
+                                .collect();
+                            topic
+                        })
+                        .collect();
+                    req
+                },
+                |resp| resp.error_code,
+            )
+            .await?;
+        check_code(resp.error_code, None, || {
+            format!("delete offsets of group '{group}'")
+        })?;
+        let mut out = Vec::new();
+        for t in resp.topics {
+            for p in t.partitions {
+                out.push((t.name.0.to_string(), p.partition_index, p.error_code));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Deletes groups (DeleteGroups), each at its coordinator. Only groups without active
     /// members can be deleted (else [`ResponseError::NonEmptyGroup`]); a group that does not
     /// exist fails with [`ResponseError::GroupIdNotFound`]. Stops at the first failure.

@@ -320,6 +320,15 @@ fn kafka_documented_examples_through_the_installed_tools() {
     assert!(tools
         .ok("kafka-configs.sh", &["--broker", "1", "--describe"])
         .contains("  log.retention.ms=3600000 sensitive=false synonyms={DYNAMIC_BROKER_CONFIG:log.retention.ms=3600000"));
+    let all = tools.ok(
+        "kafka-configs.sh",
+        &["--describe", "--entity-type", "brokers"],
+    );
+    assert!(
+        all.starts_with("Dynamic configs for broker 1 are:\n  log.retention.ms=3600000 ")
+            && all.contains("Default configs for brokers in the cluster are:\n"),
+        "{all}"
+    );
     tools.ok(
         "kafka-configs.sh",
         &[
@@ -466,6 +475,32 @@ fn kafka_documented_examples_through_the_installed_tools() {
             .all(|l| l.split_whitespace().nth(5) == Some("0")),
         "{d}"
     );
+    let del = tools.ok(
+        "kafka-consumer-groups.sh",
+        &[
+            "--delete-offsets",
+            "--group",
+            "my-group",
+            "--topic",
+            &format!("my_topic_name:{partition}"),
+        ],
+    );
+    assert!(
+        del.starts_with(
+            "Request succeed for deleting offsets with topic my_topic_name group my-group\n"
+        ),
+        "{del}"
+    );
+    assert!(del.contains("Successful"), "{del}");
+    let d = tools.ok(
+        "kafka-consumer-groups.sh",
+        &["--describe", "--group", "my-group"],
+    );
+    assert!(
+        !d.lines()
+            .any(|l| l.split_whitespace().nth(2) == Some(partition.as_str())),
+        "offsets of partition {partition} deleted: {d}"
+    );
     assert_eq!(
         tools.ok(
             "kafka-consumer-groups.sh",
@@ -572,6 +607,10 @@ fn kafka_documented_examples_through_the_installed_tools() {
         "only Bob's WRITE is left: {l}"
     );
     assert!(l.contains("operation=WRITE"), "{l}");
+
+    // --help exits 0, as Kafka's tools do.
+    let help = tools.run("kafka-topics.sh", &["--help"], None);
+    assert!(help.status.success());
 
     // Errors: an unsupported or unknown option is named, exit code 1.
     let e = tools.fails(

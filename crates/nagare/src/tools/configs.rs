@@ -42,6 +42,8 @@ enum Entity {
     Topic(Option<String>),
     /// A broker by id, or (None) the cluster-wide default.
     Broker(Option<i32>),
+    /// Every broker, then the cluster-wide default (describe without a name).
+    AllBrokers,
     /// A broker's loggers.
     BrokerLogger(i32),
     /// A consumer group's configs (KIP-848 group configs, resource type 32).
@@ -110,9 +112,10 @@ fn entity(p: &Parsed) -> anyhow::Result<Entity> {
                 usage(format!("The entity name for brokers must be a valid integer broker id, but it is: {n}"))
             })?)),
             None if default => Entity::Broker(None),
+            None if p.has("describe") => Entity::AllBrokers,
             None => {
                 return Err(usage(
-                    "Nagare's kafka-configs.sh needs --entity-name ID or --entity-default with brokers",
+                    "An entity name must be specified with --alter of brokers (or --entity-default)",
                 ))
             }
         },
@@ -240,7 +243,9 @@ fn resource(entity: &Entity) -> (i8, String, String) {
             (2, t.clone(), format!("topic {t}"))
         }
         Entity::Broker(Some(id)) => (4, id.to_string(), format!("broker {id}")),
-        Entity::Broker(None) => (4, String::new(), "brokers in the cluster".to_owned()),
+        Entity::Broker(None) | Entity::AllBrokers => {
+            (4, String::new(), "brokers in the cluster".to_owned())
+        }
         Entity::BrokerLogger(id) => (8, id.to_string(), format!("broker-logger {id}")),
         Entity::Group(g) => (32, g.clone(), format!("group {g}")),
         Entity::Quota(ty, n) => (0, n.clone().unwrap_or_default(), format!("{ty} {n:?}")),
@@ -259,6 +264,12 @@ async fn describe(client: &mut Client, entity: &Entity, all: bool) -> anyhow::Re
             names.sort();
             names.into_iter().map(|n| Entity::Topic(Some(n))).collect()
         }
+        Entity::AllBrokers => client
+            .brokers()
+            .keys()
+            .map(|id| Entity::Broker(Some(*id)))
+            .chain(std::iter::once(Entity::Broker(None)))
+            .collect(),
         other => vec![other.clone()],
     };
     let mut out = String::new();
@@ -282,7 +293,7 @@ fn render_configs(
     let own_source = match entity {
         Entity::Topic(_) => Some(ConfigSource::DynamicTopic),
         Entity::Broker(Some(_)) => Some(ConfigSource::DynamicBroker),
-        Entity::Broker(None) => Some(ConfigSource::DynamicDefaultBroker),
+        Entity::Broker(None) | Entity::AllBrokers => Some(ConfigSource::DynamicDefaultBroker),
         Entity::Group(_) => Some(ConfigSource::DynamicGroup),
         Entity::BrokerLogger(_) | Entity::Quota(..) => None,
     };
@@ -552,6 +563,13 @@ mod tests {
             "x"
         ])
         .is_err());
+        assert_eq!(
+            parse(&["--describe", "--entity-type", "brokers"])
+                .expect("ok")
+                .1,
+            Entity::AllBrokers
+        );
+        assert!(parse(&["--alter", "--entity-type", "brokers", "--add-config", "a=1"]).is_err());
         assert_eq!(
             parse(&[
                 "--describe",

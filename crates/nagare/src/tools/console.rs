@@ -199,8 +199,13 @@ impl Formatter {
                 .get(k)
                 .map_or(default, |v| v.trim().eq_ignore_ascii_case("true"))
         };
+        // Taken as given, escapes and all, as Kafka's formatter does.
         let text = |k: &str, default: &str| {
-            unescape(props.get(k).map_or(default, String::as_str)).into_bytes()
+            props
+                .get(k)
+                .map_or(default, String::as_str)
+                .as_bytes()
+                .to_vec()
         };
         Formatter {
             timestamp: flag("print.timestamp", false),
@@ -276,13 +281,6 @@ impl Formatter {
         }
         out.extend_from_slice(&self.line_separator);
     }
-}
-
-/// Java-style escapes in separators given on the command line (`\t`, `\n`).
-fn unescape(s: &str) -> String {
-    s.replace("\\t", "\t")
-        .replace("\\n", "\n")
-        .replace("\\r", "\r")
 }
 
 /// The `nagare consume` arguments and the formatter a console-consumer command line means.

@@ -34,7 +34,7 @@ const SPECS: &[Spec] = &[
     ("list", Kind::Flag),
     ("describe", Kind::Flag),
     ("delete", Kind::Flag),
-    ("delete-offsets", Kind::Unsupported(false)),
+    ("delete-offsets", Kind::Flag),
     ("reset-offsets", Kind::Flag),
     ("all-groups", Kind::Flag),
     ("timeout", Kind::Value),
@@ -62,6 +62,13 @@ fn check(p: &Parsed) -> anyhow::Result<&'static str> {
     let action = p.exactly_one(ACTIONS)?;
     p.required("bootstrap-server")?;
     let groups_given = p.has("group") || p.has("all-groups");
+    if action == "delete-offsets"
+        && (!p.has("group") || p.values("group").len() > 1 || !p.has("topic"))
+    {
+        return Err(usage(
+            "Option [delete-offsets] takes the following options: [topic], [group] (one group)",
+        ));
+    }
     if matches!(action, "describe" | "delete" | "reset-offsets") && !groups_given {
         return Err(usage(format!(
             "Option [{action}] takes one of these options: [all-groups], [group]"
@@ -160,6 +167,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         "reset-offsets" => reset(&mut client, &p, &groups).await,
+        "delete-offsets" => delete_offsets(&mut client, &p, &groups[0]).await,
         _ => Ok(()),
     }
 }
@@ -356,6 +364,59 @@ async fn state_table(client: &mut Client, desc: &GroupDescription) -> anyhow::Re
     Ok(printf_table(&header, &[row], &widths))
 }
 
+/// `--delete-offsets --group g --topic t[:p,…]`: OffsetDelete, and Kafka's status table.
+async fn delete_offsets(client: &mut Client, p: &Parsed, group: &str) -> anyhow::Result<()> {
+    let mut wanted: Vec<(String, Vec<i32>)> = Vec::new();
+    for spec in p.values("topic") {
+        let (topic, only) = parse_topic_spec(spec)?;
+        let parts = match only {
+            Some(ps) => ps,
+            None => client
+                .topic_metadata(&topic)
+                .await?
+                .partitions
+                .iter()
+                .map(|x| x.partition)
+                .collect(),
+        };
+        wanted.push((topic, parts));
+    }
+    let refs: Vec<(&str, Vec<i32>)> = wanted
+        .iter()
+        .map(|(t, ps)| (t.as_str(), ps.clone()))
+        .collect();
+    let results = client.delete_offsets(group, &refs).await?;
+    let failed = results.iter().any(|r| r.2 != 0);
+    let topics: Vec<&str> = wanted.iter().map(|(t, _)| t.as_str()).collect();
+    println!(
+        "Request {} for deleting offsets with topic {} group {group}",
+        if failed { "failed" } else { "succeed" },
+        topics.join(", ")
+    );
+    let header: Vec<String> = ["TOPIC", "PARTITION", "STATUS"].map(str::to_owned).to_vec();
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|(t, part, code)| {
+            let status = if *code == 0 {
+                "Successful".to_owned()
+            } else {
+                format!(
+                    "Error: {}",
+                    nagare_client::ResponseError::try_from_code(*code)
+                        .map(nagare_client::kafka_error_name)
+                        .unwrap_or_else(|| format!("error code {code}"))
+                )
+            };
+            vec![t.clone(), part.to_string(), status]
+        })
+        .collect();
+    print!("{}", printf_table(&header, &rows, &[30, 15]));
+    if failed {
+        anyhow::bail!("some offsets of group '{group}' could not be deleted");
+    }
+    Ok(())
+}
+
 fn reset_target(p: &Parsed) -> anyhow::Result<ResetTarget> {
     Ok(if p.has("to-earliest") {
         ResetTarget::Earliest
@@ -537,6 +598,11 @@ mod tests {
         ])
         .is_err());
         assert!(check_args(&["--list", "--to-earliest"]).is_err());
+        assert_eq!(
+            check_args(&["--delete-offsets", "--group", "g", "--topic", "t:0"]).expect("ok"),
+            "delete-offsets"
+        );
+        assert!(check_args(&["--delete-offsets", "--group", "g"]).is_err());
         let e = check_args(&[
             "--reset-offsets",
             "--group",

@@ -146,6 +146,18 @@ pub fn nagare_argv(tool: &str, args: &[String]) -> Option<anyhow::Result<Vec<Str
 /// Runs one of the tools that have their own implementation; the exit code as Kafka's
 /// (0 on success, 1 on any error, after printing it).
 pub async fn run(tool: &str, args: Vec<String>) -> ExitCode {
+    // Kafka's tools print their help (exit 0) when `--help` is anywhere on the line.
+    if args.iter().any(|a| a == "--help") {
+        println!(
+            "{tool} (Nagare {}): Kafka 4.x's options; README \"Kafka's tools\" lists the ones supported.",
+            env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--version") {
+        println!("{} (Nagare)", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let result = match tool {
         "kafka-topics.sh" => topics::run(&args).await,
         "kafka-configs.sh" => configs::run(&args).await,
