@@ -99,6 +99,9 @@ pub struct Broker {
     pub loggers: logging::BrokerLoggers,
     /// Connection limits of the client listeners (per ip, creation rates).
     pub connection_quotas: Arc<connection_quotas::ConnectionQuotas>,
+    /// Settings dynamic broker configs change at run time (`producer.id.expiration.ms`,
+    /// `transaction.partition.verification.enable`).
+    pub runtime_settings: Arc<config::RuntimeSettings>,
     /// SASL settings of the SASL listeners (mechanisms, PLAIN users, session lifetime).
     pub sasl: sasl::SaslSettings,
     /// TLS for the connections this broker opens to other brokers (replica fetchers,
@@ -155,7 +158,16 @@ impl Broker {
             connection_quotas: {
                 let q = connection_quotas::ConnectionQuotas::new(&config.quota);
                 q.on_image(&image.client_quotas);
+                q.apply_dynamic(&dynamic_broker_overrides(&image, config.node_id));
                 Arc::new(q)
+            },
+            runtime_settings: {
+                let r = config::RuntimeSettings::new(
+                    config.transaction_partition_verification_enable,
+                    config.producer_id_expiration_ms,
+                );
+                r.apply(&dynamic_broker_overrides(&image, config.node_id));
+                Arc::new(r)
             },
             // `server::start` refuses a bad SASL config before building the broker; a
             // broker built otherwise (tests) with one serves no mechanism at all.
@@ -280,8 +292,9 @@ impl Broker {
             .iter()
             .any(|(r, _)| *r == ConfigResource::Broker)
         {
-            self.connection_quotas
-                .apply_dynamic(&dynamic_broker_overrides(image, self.config.node_id));
+            let dynamic = dynamic_broker_overrides(image, self.config.node_id);
+            self.connection_quotas.apply_dynamic(&dynamic);
+            self.runtime_settings.apply(&dynamic);
         }
     }
 

@@ -702,8 +702,9 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
         }));
         tasks.push(spawn_periodic(config.log_retention_check_interval_ms, {
             let r = replicas.clone();
-            let expiration_ms = config.producer_id_expiration_ms;
-            move || r.enforce_retention(expiration_ms)
+            // Read at each pass: a dynamic broker config may change it.
+            let settings = broker.runtime_settings.clone();
+            move || r.enforce_retention(settings.producer_id_expiration_ms())
         }));
         tasks.push(spawn_periodic(
             config.log_flush_offset_checkpoint_interval_ms.max(1000),

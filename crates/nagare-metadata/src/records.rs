@@ -689,6 +689,13 @@ mod tests {
     /// Records of the types added after the legacy envelope (not in its fixture).
     fn newer_types() -> Vec<MetadataRecord> {
         vec![
+            // KIP-848 group configs (resource type 32).
+            MetadataRecord::Config {
+                resource: ConfigResource::Group,
+                resource_name: "g".into(),
+                name: "consumer.heartbeat.interval.ms".into(),
+                value: Some("7000".into()),
+            },
             MetadataRecord::ClientQuota {
                 entity: vec![crate::client_quotas::EntityComponent::named("user", "u")],
                 key: "producer_byte_rate".into(),

@@ -508,7 +508,7 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     def("transaction.max.timeout.ms", INT, Value("900000"), Range(1, I32), ReadOnly,
         "Largest transaction timeout a producer may ask for."),
     def("transaction.partition.verification.enable", BOOLEAN, Value("true"), Bool, ClusterWide,
-        "KIP-890 part 1: a partition leader asks the transaction coordinator (AddPartitionsToTxn v4+, verify only) before the first transactional write of a producer's transaction, and refuses it if the partition is not in the ongoing transaction (Kafka makes this dynamic; Nagare reads it at startup)."),
+        "KIP-890 part 1: a partition leader asks the transaction coordinator (AddPartitionsToTxn v4+, verify only) before the first transactional write of a producer's transaction, and refuses it if the partition is not in the ongoing transaction Changeable at run time as a dynamic broker config."),
     def("producer.id.expiration.ms", INT, Value("86400000"), Range(1, I32), ClusterWide,
         "Idle idempotent-producer state is dropped after this."),
     // The transaction coordinator.

@@ -300,6 +300,59 @@ pub fn check_group_configs(
     Ok(())
 }
 
+/// Broker settings read per use that dynamic broker configs change at run time (Kafka's
+/// `DynamicProducerStateManagerConfig`): the file's value unless this broker or the cluster
+/// default sets one.
+#[derive(Debug)]
+pub struct RuntimeSettings {
+    static_verification: bool,
+    static_producer_id_expiration_ms: i64,
+    verification: std::sync::atomic::AtomicBool,
+    producer_id_expiration_ms: std::sync::atomic::AtomicI64,
+}
+
+impl RuntimeSettings {
+    /// The file's values.
+    pub fn new(
+        transaction_partition_verification_enable: bool,
+        producer_id_expiration_ms: i64,
+    ) -> Self {
+        RuntimeSettings {
+            static_verification: transaction_partition_verification_enable,
+            static_producer_id_expiration_ms: producer_id_expiration_ms,
+            verification: transaction_partition_verification_enable.into(),
+            producer_id_expiration_ms: producer_id_expiration_ms.into(),
+        }
+    }
+
+    /// Takes this broker's dynamic configs (its own overlaid on the cluster default).
+    pub fn apply(&self, dynamic: &BTreeMap<String, String>) {
+        use std::sync::atomic::Ordering;
+        let verification = dynamic
+            .get("transaction.partition.verification.enable")
+            .map(|v| v.trim().eq_ignore_ascii_case("true"))
+            .unwrap_or(self.static_verification);
+        let expiration = dynamic
+            .get("producer.id.expiration.ms")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(self.static_producer_id_expiration_ms);
+        self.verification.store(verification, Ordering::Relaxed);
+        self.producer_id_expiration_ms
+            .store(expiration, Ordering::Relaxed);
+    }
+
+    /// `transaction.partition.verification.enable` (KIP-890 part 1).
+    pub fn transaction_partition_verification_enable(&self) -> bool {
+        self.verification.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `producer.id.expiration.ms`.
+    pub fn producer_id_expiration_ms(&self) -> i64 {
+        self.producer_id_expiration_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The KIP-848 overrides of every group with GROUP configs in `image`, as the group
 /// coordinator applies them.
 pub fn group_overrides(

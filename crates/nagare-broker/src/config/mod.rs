@@ -30,7 +30,7 @@ pub use definitions::{
 };
 pub use dynamic::{
     check_broker_config, check_group_config, check_group_configs, group_config,
-    group_config_default, group_overrides, GroupConfigDef, GROUP_CONFIGS,
+    group_config_default, group_overrides, GroupConfigDef, RuntimeSettings, GROUP_CONFIGS,
 };
 pub use listeners::{parse_listeners, parse_security_protocol_map, Listener};
 pub use parse::parse_properties;

@@ -262,6 +262,33 @@ async fn dynamic_broker_configs_are_accepted_stored_described_and_applied() {
     assert!(matches!(b, crate::connection_quotas::Admission::Admit(_)));
     drop((a, b));
 
+    // KIP-890 verification and producer-id expiry follow their dynamic values.
+    assert!(t
+        .broker
+        .runtime_settings
+        .transaction_partition_verification_enable());
+    assert_eq!(
+        alter(
+            &t,
+            BROKER,
+            "1",
+            &[
+                ("transaction.partition.verification.enable", Some("false")),
+                ("producer.id.expiration.ms", Some("60000")),
+            ],
+        )
+        .await,
+        (0, None)
+    );
+    assert!(!t
+        .broker
+        .runtime_settings
+        .transaction_partition_verification_enable());
+    assert_eq!(
+        t.broker.runtime_settings.producer_id_expiration_ms(),
+        60_000
+    );
+
     // AlterConfigs replaces the per-broker set: what is not given is removed.
     let r = t
         .send(
@@ -286,6 +313,10 @@ async fn dynamic_broker_configs_are_accepted_stored_described_and_applied() {
         node.keys().map(String::as_str).collect::<Vec<_>>(),
         vec!["num.network.threads"]
     );
+    assert!(t
+        .broker
+        .runtime_settings
+        .transaction_partition_verification_enable());
 }
 
 #[tokio::test]

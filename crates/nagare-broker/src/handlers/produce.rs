@@ -175,7 +175,9 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     // transaction ended) void the confirmation.
     let checks = match (
         &transactional_id,
-        broker.config.transaction_partition_verification_enable,
+        broker
+            .runtime_settings
+            .transaction_partition_verification_enable(),
     ) {
         (Some(id), true) => start_verification(broker, id, &mut entries, &txn_producers),
         _ => Verification::None,
