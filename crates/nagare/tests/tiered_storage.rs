@@ -779,8 +779,8 @@ fn bench_run(label: &str, store: &[String], mb: usize) {
         &[
             ("segment.bytes", &seg),
             ("remote.storage.enable", "true"),
+            // Kafka: with copies disabled local retention must equal the whole log's.
             ("remote.log.copy.disable", "true"),
-            ("local.retention.bytes", &seg),
             ("file.delete.delay.ms", "0"),
         ],
     );
@@ -806,10 +806,10 @@ fn bench_run(label: &str, store: &[String], mb: usize) {
     let t = Instant::now();
     alter_topic(
         &bootstrap,
-        &[AlterConfigOp::Set(
-            "remote.log.copy.disable".into(),
-            "false".into(),
-        )],
+        &[
+            AlterConfigOp::Set("remote.log.copy.disable".into(), "false".into()),
+            AlterConfigOp::Set("local.retention.bytes".into(), seg.clone()),
+        ],
     )
     .expect("enable copies");
     // Everything but the active segment (at most one segment of records) is uploaded.
