@@ -681,6 +681,16 @@ fn tiered_failover_and_store_outage_on_three_brokers() {
             w[1].end_offset
         );
     }
+    // Each segment went up with its producer snapshot, also those uploaded after the
+    // outage (the local snapshots wait for their upload).
+    assert!(
+        segs.iter().all(|s| s.producer_snapshot_present),
+        "segments without producer snapshot: {:?}",
+        segs.iter()
+            .filter(|s| !s.producer_snapshot_present)
+            .map(|s| s.start_offset)
+            .collect::<Vec<_>>()
+    );
     assert!(
         segs.iter().any(|s| s.broker_id == old_leader)
             && segs.iter().any(|s| s.broker_id == new_leader),
