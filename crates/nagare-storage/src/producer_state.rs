@@ -240,6 +240,11 @@ pub(crate) struct ProducerStateManager {
     /// `ongoingTxns`): the first unstable offset without a scan of every producer.
     ongoing: BTreeSet<(i64, i64)>,
     snapshots: BTreeSet<i64>,
+    /// Snapshots at or above this offset survive the keep-the-latest-two pruning (tiered
+    /// storage, KIP-405: the snapshot at a segment's end is uploaded with the segment, so it
+    /// stays until that upload is done); `i64::MAX` (nothing extra kept) until the log's
+    /// retention sets it.
+    keep_from: i64,
     /// KIP-890 part 1: verifications in progress, by producer id. Memory only, as in Kafka:
     /// after a restart or leader change the leader verifies again.
     verifications: HashMap<i64, VerificationState>,
@@ -579,6 +584,7 @@ impl ProducerStateManager {
             producers: HashMap::new(),
             ongoing: BTreeSet::new(),
             snapshots,
+            keep_from: i64::MAX,
             verifications: HashMap::new(),
         };
         mgr.delete_snapshots_after(log_end_offset)?;
@@ -645,11 +651,20 @@ impl ProducerStateManager {
         }
         self.snapshots.insert(offset);
         while self.snapshots.len() > SNAPSHOTS_TO_KEEP {
-            if let Some(oldest) = self.snapshots.pop_first() {
-                remove_if_exists(&self.snapshot_path(oldest))?;
+            match self.snapshots.first().copied() {
+                Some(oldest) if oldest < self.keep_from => {
+                    self.snapshots.remove(&oldest);
+                    remove_if_exists(&self.snapshot_path(oldest))?;
+                }
+                _ => break,
             }
         }
         Ok(path)
+    }
+
+    /// Keeps every snapshot at or above `offset` from now on (see `keep_from`).
+    pub(crate) fn keep_snapshots_from(&mut self, offset: i64) {
+        self.keep_from = offset;
     }
 }
 

@@ -1633,3 +1633,38 @@ fn truncate_fully_and_start_with_state_restores_producers_and_epochs() {
     assert!(log.producer_state(1).is_none());
     assert_eq!(log.log_start_offset(), 8);
 }
+
+/// Tiered storage uploads each segment's end producer snapshot (KIP-405): snapshots at or
+/// above the retention bound (the first offset not uploaded) outlive the keep-the-latest-two
+/// pruning, and go back to that pruning once the bound passes them.
+#[test]
+fn producer_snapshots_at_or_above_the_retention_bound_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = idempotent(1, 0, 0, 2).len() as u64;
+    let config = LogConfig {
+        segment_bytes: one * 2,
+        index_interval_bytes: 0,
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    // Nothing uploaded yet: the bound is 0.
+    log.enforce_retention_below(0, 0).expect("retention");
+    for i in 0..10 {
+        log.append_as_leader(idempotent(1, 0, i * 2, 2), 1, 0)
+            .expect("append");
+    }
+    let kept = log.producer_snapshot_offsets();
+    assert!(kept.len() > 2, "one per roll kept: {kept:?}");
+    let on_disk = |o: i64| dir.path().join(format!("{o:020}.snapshot")).exists();
+    assert!(kept.iter().all(|o| on_disk(*o)));
+    // Everything uploaded: the next roll prunes back to the latest two.
+    log.enforce_retention_below(0, log.log_end_offset())
+        .expect("retention");
+    for i in 10..14 {
+        log.append_as_leader(idempotent(1, 0, i * 2, 2), 1, 0)
+            .expect("append");
+    }
+    let after = log.producer_snapshot_offsets();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(kept.iter().all(|o| !on_disk(*o) || after.contains(o)));
+}

@@ -681,6 +681,16 @@ fn tiered_failover_and_store_outage_on_three_brokers() {
             w[1].end_offset
         );
     }
+    // Each segment went up with its producer snapshot, also those uploaded after the
+    // outage (the local snapshots wait for their upload).
+    assert!(
+        segs.iter().all(|s| s.producer_snapshot_present),
+        "segments without producer snapshot: {:?}",
+        segs.iter()
+            .filter(|s| !s.producer_snapshot_present)
+            .map(|s| s.start_offset)
+            .collect::<Vec<_>>()
+    );
     assert!(
         segs.iter().any(|s| s.broker_id == old_leader)
             && segs.iter().any(|s| s.broker_id == new_leader),
@@ -779,8 +789,8 @@ fn bench_run(label: &str, store: &[String], mb: usize) {
         &[
             ("segment.bytes", &seg),
             ("remote.storage.enable", "true"),
+            // Kafka: with copies disabled local retention must equal the whole log's.
             ("remote.log.copy.disable", "true"),
-            ("local.retention.bytes", &seg),
             ("file.delete.delay.ms", "0"),
         ],
     );
@@ -806,10 +816,10 @@ fn bench_run(label: &str, store: &[String], mb: usize) {
     let t = Instant::now();
     alter_topic(
         &bootstrap,
-        &[AlterConfigOp::Set(
-            "remote.log.copy.disable".into(),
-            "false".into(),
-        )],
+        &[
+            AlterConfigOp::Set("remote.log.copy.disable".into(), "false".into()),
+            AlterConfigOp::Set("local.retention.bytes".into(), seg.clone()),
+        ],
     )
     .expect("enable copies");
     // Everything but the active segment (at most one segment of records) is uploaded.

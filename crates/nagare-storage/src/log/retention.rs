@@ -143,6 +143,11 @@ impl Log {
             }
         }
         let mut deleted = 0;
+        // Producer snapshots of segments not yet past the caller's bound (with tiered
+        // storage: not yet uploaded, KIP-405 uploads each segment's end snapshot) are kept;
+        // never below the log start, so they cannot pile up.
+        let keep_from = high_watermark.max(inner.log_start_offset);
+        inner.producers.keep_snapshots_from(keep_from);
         let bound = inner
             .producers
             .first_unstable_offset()
