@@ -70,7 +70,7 @@ step "web console browser tests (Playwright, headless Chromium)"
 console_status=0
 NAGARE_BIN=target/debug/nagare node tests/console/run_console.mjs || console_status=$?
 
-# Every fuzz target for a bounded time (NAGARE_FUZZ_SECS, default 20 s each), on stable Rust.
+# Every fuzz target for a bounded time (NAGARE_FUZZ_SECS, default 10 s each), on stable Rust.
 step "fuzzing (scripts/fuzz.sh)"
 fuzz_status=0
 bash scripts/fuzz.sh || fuzz_status=$?

@@ -1,4 +1,13 @@
-//! Shared pieces of Nagare's fuzz targets: the server's allocator and an input reader.
+//! Nagare's fuzz targets ([`targets`]) and what they share: the server's allocator, an input
+//! reader and scratch directories. `scripts/fuzz.sh` builds them all into one binary,
+//! `nagare-fuzz`, choosing the target with `NAGARE_FUZZ_TARGET` (one link instead of six
+//! keeps the CI step short); `fuzz_targets/<name>.rs` are the same targets as separate
+//! binaries for `cargo fuzz run <name>`.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+pub mod targets;
 
 /// The allocator every target installs: the server's own guard allocator
 /// (`nagare_broker::alloc`), so a claimed length the server survives (a lazily committed
@@ -43,4 +52,27 @@ impl<'a> Input<'a> {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// A fresh temporary directory for one input, on tmpfs (`/dev/shm`) when the machine has one:
+/// the recovery targets write, fsync and reopen a few dozen small files per input, which on a
+/// shared disk dominates their time (fsync on tmpfs returns at once). `NAGARE_FUZZ_TMPDIR`
+/// chooses another place.
+pub fn scratch_dir() -> tempfile::TempDir {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("NAGARE_FUZZ_TMPDIR") {
+            return PathBuf::from(dir);
+        }
+        let shm = PathBuf::from("/dev/shm");
+        if tempfile::Builder::new().tempdir_in(&shm).is_ok() {
+            shm
+        } else {
+            std::env::temp_dir()
+        }
+    });
+    tempfile::Builder::new()
+        .prefix("nagare-fuzz-")
+        .tempdir_in(root)
+        .expect("a scratch directory")
 }
