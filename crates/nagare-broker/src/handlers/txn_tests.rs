@@ -458,12 +458,12 @@ async fn add_partitions_end_txn_and_describe_follow_the_transaction() {
     assert!(r.transaction_states.is_empty());
     assert_eq!(r.unknown_state_filters, vec![s("Bogus")]);
     // v2 (KIP-1152): a pattern the whole id must match; an invalid one is refused.
-    let t = &t;
+    let tb = &t;
     let listed = |pattern: &str| {
         let req =
             ListTransactionsRequest::default().with_transactional_id_pattern(Some(s(pattern)));
         async move {
-            let r = t.send(&req, 2).await.expect("ListTransactions v2");
+            let r = tb.send(&req, 2).await.expect("ListTransactions v2");
             let ids: Vec<String> = r
                 .transaction_states
                 .iter()
