@@ -503,6 +503,31 @@ def confluent_checks(server: Server) -> None:
 
     check("confluent-kafka admin sweep: the remaining AdminClient calls", admin_sweep)
 
+    def record_errors() -> str:
+        # KIP-467: a batch with keyless records on a compacted topic is refused; librdkafka
+        # fails the records Produce named in record_errors with INVALID_RECORD and the
+        # others with _INVALID_DIFFERENT_RECORD (without record_errors: all INVALID_RECORD).
+        from confluent_kafka import KafkaError
+        topic = unique("ck-kip467")
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+                                      config={"cleanup.policy": "compact"})])[
+            topic].result(timeout=30)
+        outcome: dict[bytes, int] = {}
+        p = Producer({"bootstrap.servers": server.bootstrap, "linger.ms": 200,
+                      "retries": 0, "enable.idempotence": False})
+        keys = [b"k0", None, b"k2", None]
+        for i, key in enumerate(keys):
+            p.produce(topic, value=f"v{i}".encode(), key=key, partition=0,
+                      on_delivery=lambda err, msg: outcome.__setitem__(
+                          msg.value(), err.code() if err else 0))
+        expect(p.flush(30) == 0, "undelivered")
+        want = {b"v0": KafkaError._INVALID_DIFFERENT_RECORD, b"v1": KafkaError.INVALID_RECORD,
+                b"v2": KafkaError._INVALID_DIFFERENT_RECORD, b"v3": KafkaError.INVALID_RECORD}
+        expect(outcome == want, f"delivery errors {outcome}, want {want}")
+        return "keyless records INVALID_RECORD, their batch mates _INVALID_DIFFERENT_RECORD"
+
+    check("confluent-kafka KIP-467 per-record produce errors", record_errors)
+
 
 # --------------------------------------------------------------------------------------------
 # KIP-714 client telemetry

@@ -170,6 +170,11 @@ impl TestBroker {
             .with_local(Arc::downgrade(&broker)),
         ));
         broker.transactions.start(&broker);
+        // The group coordinator's timers (session and rebalance timeouts), as `server::start`
+        // runs them.
+        tokio::spawn(crate::coordinator_runtime::CoordinatorRuntime::run_timers(
+            Arc::downgrade(broker.groups.runtime()),
+        ));
         let weak = Arc::downgrade(&broker);
         publisher.install(Box::new(move |delta, new| {
             if let Some(b) = weak.upgrade() {

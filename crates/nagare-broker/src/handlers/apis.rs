@@ -290,7 +290,7 @@ pub static APIS: &[ApiSpec] = &[
     local(ApiKey::DescribeTransactions, describe_transactions::VERSIONS, CLIENT, false, h_describe_transactions,
         "KIP-664"),
     local(ApiKey::ListTransactions, list_transactions::VERSIONS, CLIENT, false, h_list_transactions,
-        "KIP-664; KIP-994 duration filter"),
+        "KIP-664; KIP-994 duration filter; KIP-1152 transactional-id pattern"),
     local(ApiKey::DescribeAcls, acls::VERSIONS, CLIENT, false, h_describe_acls,
         "StandardAuthorizer ACLs, from this node's metadata image; ANY/MATCH filters"),
     local(ApiKey::CreateAcls, acls::VERSIONS, BOTH, true, h_create_acls,

@@ -1,4 +1,6 @@
-//! ListTransactions (key 66, KIP-664; v1 adds KIP-994's duration filter): the transactions of
+//! ListTransactions (key 66, KIP-664; v1 adds KIP-994's duration filter, v2 KIP-1152's
+//! transactional-id pattern, a regular expression the whole id must match, as Java's
+//! `Matcher.matches`; an invalid one is INVALID_REGULAR_EXPRESSION): the transactions of
 //! every `__transaction_state` shard this broker owns, filtered by state, producer id and
 //! duration, and — as Kafka — only the ids the principal may DESCRIBE. A shard still loading
 //! makes the answer COORDINATOR_LOAD_IN_PROGRESS; unknown state names are echoed back in
@@ -22,7 +24,7 @@ use crate::Broker;
 use nagare_protocol::error::ResponseError;
 
 /// Supported versions.
-pub const VERSIONS: (i16, i16) = (0, 1);
+pub const VERSIONS: (i16, i16) = (0, 2);
 
 /// The state names a filter may use.
 const STATES: [State; 8] = [
@@ -46,6 +48,28 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         .iter()
         .map(|s| s.to_string())
         .partition(|s| STATES.iter().any(|st| st.name() == s));
+    // KIP-1152: null or empty lists every id.
+    let pattern = match r
+        .transactional_id_pattern
+        .as_deref()
+        .filter(|p| v >= 2 && !p.is_empty())
+    {
+        None => None,
+        Some(p) => match regex::Regex::new(&format!("^(?:{p})$")) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                tracing::debug!(pattern = p, error = %e, "ListTransactions: invalid transactional id pattern");
+                let resp = ListTransactionsResponse::default()
+                    .with_error_code(ResponseError::InvalidRegularExpression.code());
+                return Ok(Reply::Now(respond(
+                    ApiKey::ListTransactions,
+                    v,
+                    corr,
+                    &resp,
+                )));
+            }
+        },
+    };
     let ctx = request_context(&req);
     let mut waiting = Vec::new();
     for p in broker.transactions.owned_shards() {
@@ -84,6 +108,12 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                         continue;
                     }
                     for t in transactions {
+                        if pattern
+                            .as_ref()
+                            .is_some_and(|re| !re.is_match(&t.transactional_id))
+                        {
+                            continue;
+                        }
                         if !broker.authorize(
                             &req.ctx,
                             AclOperation::Describe,

@@ -42,6 +42,8 @@ pub mod envelope;
 pub mod error_response;
 pub mod fetch;
 pub mod find_coordinator;
+#[cfg(test)]
+mod group_timeout_tests;
 pub mod groups;
 pub mod init_producer_id;
 pub mod list_offsets;

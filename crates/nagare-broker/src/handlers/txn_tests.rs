@@ -457,6 +457,26 @@ async fn add_partitions_end_txn_and_describe_follow_the_transaction() {
         .expect("ListTransactions filtered");
     assert!(r.transaction_states.is_empty());
     assert_eq!(r.unknown_state_filters, vec![s("Bogus")]);
+    // v2 (KIP-1152): a pattern the whole id must match; an invalid one is refused.
+    let tb = &t;
+    let listed = |pattern: &str| {
+        let req =
+            ListTransactionsRequest::default().with_transactional_id_pattern(Some(s(pattern)));
+        async move {
+            let r = tb.send(&req, 2).await.expect("ListTransactions v2");
+            let ids: Vec<String> = r
+                .transaction_states
+                .iter()
+                .map(|x| x.transactional_id.to_string())
+                .collect();
+            (r.error_code, ids)
+        }
+    };
+    assert_eq!(listed("fl.*").await, (0, vec!["flow".to_string()]));
+    assert_eq!(listed("").await, (0, vec!["flow".to_string()]));
+    assert_eq!(listed("fl").await, (0, vec![]));
+    assert_eq!(listed("other|flo?w").await, (0, vec!["flow".to_string()]));
+    assert_eq!(listed("fl(ow").await.0, 128, "INVALID_REGULAR_EXPRESSION");
 
     // EndTxn(commit): PrepareCommit, and the marker sender has its markers to write.
     let r = t
