@@ -173,6 +173,25 @@ pub fn render_with(src: &MetricsSource, lag: &[GroupLag]) -> String {
             }
         }
     }
+    e.family(
+        "kafka_network_requestmetrics_errors_total",
+        Kind::Counter,
+        "Error codes in responses, per API (request) and error (Kafka's name, NONE included; per partition or topic where the API reports errors per item), as RequestMetrics ErrorsPerSec.",
+    );
+    for (key, l, m) in &requests {
+        for (code, n) in &m.errors {
+            let error = crate::response_errors::error_name(*code);
+            e.sample(
+                "kafka_network_requestmetrics_errors_total",
+                &[
+                    ("request", key.as_str()),
+                    ("error", &error),
+                    ("listener", listener_label(*l)),
+                ],
+                *n as f64,
+            );
+        }
+    }
     for (family, help, pick_bytes) in [
         (
             "kafka_network_requestmetrics_requestbytes_total",
