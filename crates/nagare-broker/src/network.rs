@@ -136,7 +136,11 @@ impl ServeContext {
     ) -> Self {
         let max_request_bytes = broker.config.socket_request_max_bytes;
         let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
-        let metrics = Some(broker.request_metrics.clone());
+        // `metrics.enabled=false`: no request metrics recorded (BENCHMARKS.md measures the cost).
+        let metrics = broker
+            .config
+            .metrics_enabled
+            .then(|| broker.request_metrics.clone());
         let listener_name = listener_name.into();
         let security_protocol = broker.config.security_protocol(&listener_name);
         ServeContext {

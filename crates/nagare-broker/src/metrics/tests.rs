@@ -488,3 +488,23 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
     assert_eq!(value(&after, UNKNOWN), 1.0, "{after}");
     assert_eq!(value(&after, OK) - value(&before, OK), 1.0);
 }
+
+/// `metrics.enabled=false` (for measuring their cost): a listener records no request
+/// metrics; by default it does.
+#[tokio::test]
+async fn metrics_enabled_false_stops_request_recording() {
+    let on = TestBroker::start().await;
+    let ctx = crate::network::ServeContext::for_broker(
+        on.broker.clone(),
+        "PLAINTEXT",
+        ListenerKind::Broker,
+    );
+    assert!(ctx.metrics.is_some());
+    let off = TestBroker::build(&[("metrics.enabled", "false")], None).await;
+    let ctx = crate::network::ServeContext::for_broker(
+        off.broker.clone(),
+        "PLAINTEXT",
+        ListenerKind::Broker,
+    );
+    assert!(ctx.metrics.is_none(), "no request metrics recorded");
+}
