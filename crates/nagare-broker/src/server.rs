@@ -462,6 +462,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             request_metrics: request_metrics.clone(),
             broker: broker_cell.clone(),
             console: Arc::new(crate::console::Console::new()),
+            metrics_token: config.http_metrics_bearer_token.clone(),
         });
         for addr in &config.http_listeners {
             let l = TcpListener::bind(addr)

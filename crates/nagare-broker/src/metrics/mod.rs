@@ -32,6 +32,9 @@ pub struct MetricsSource {
     pub broker: Arc<OnceLock<Arc<Broker>>>,
     /// The web console's state (its login sessions), served on the same listener.
     pub console: Arc<crate::console::Console>,
+    /// `http.metrics.bearer.token`: when set, `/metrics` answers only requests carrying
+    /// `Authorization: Bearer <token>` (the health checks stay open for probes).
+    pub metrics_token: Option<String>,
 }
 
 impl MetricsSource {

@@ -114,6 +114,7 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
         request_metrics: t.broker.request_metrics.clone(),
         broker: cell.clone(),
         console: Arc::new(crate::console::Console::new()),
+        metrics_token: None,
     });
     let http_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
