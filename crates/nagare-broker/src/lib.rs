@@ -31,6 +31,7 @@ pub mod remote_log_manager;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod request_metrics;
+pub mod response_errors;
 pub mod sasl;
 mod sendfile;
 pub mod server;

@@ -48,6 +48,8 @@ impl nagare_protocol::fetch::RecordsRegion for Region {
 pub struct Response {
     /// Pieces in wire order (the first starts with the size prefix).
     pub chunks: Vec<Chunk<Region>>,
+    /// Its error codes, for `kafka_network_requestmetrics_errors_total`.
+    pub errors: crate::response_errors::ErrorCounts,
 }
 
 impl Response {
@@ -55,6 +57,7 @@ impl Response {
     pub fn bytes(b: Bytes) -> Self {
         Response {
             chunks: vec![Chunk::Bytes(b)],
+            errors: Default::default(),
         }
     }
 
@@ -133,7 +136,11 @@ impl ServeContext {
     ) -> Self {
         let max_request_bytes = broker.config.socket_request_max_bytes;
         let idle = Duration::from_millis(broker.config.connections_max_idle_ms);
-        let metrics = Some(broker.request_metrics.clone());
+        // `metrics.enabled=false`: no request metrics recorded (BENCHMARKS.md measures the cost).
+        let metrics = broker
+            .config
+            .metrics_enabled
+            .then(|| broker.request_metrics.clone());
         let listener_name = listener_name.into();
         let security_protocol = broker.config.security_protocol(&listener_name);
         ServeContext {
@@ -486,6 +493,8 @@ async fn write_loop<S: ResponseSink>(
         };
         let write_start = Instant::now();
         let bytes = resp.len();
+        let mut resp = resp;
+        let errors = std::mem::take(&mut resp.errors);
         if let Err(e) = sink.write_response(resp).await {
             tracing::debug!(%peer, error = %e, "connection write error");
             break;
@@ -500,7 +509,8 @@ async fn write_loop<S: ResponseSink>(
                 .unwrap_or_default();
             m.record(
                 &t.finish(ready, write_start, end, bytes)
-                    .with_throttle(throttle),
+                    .with_throttle(throttle)
+                    .with_errors(errors),
             );
         }
     }

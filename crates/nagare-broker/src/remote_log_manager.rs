@@ -892,6 +892,7 @@ mod tests {
             request_metrics: b.broker.request_metrics.clone(),
             broker: Arc::new(cell),
             console: Arc::new(crate::console::Console::new()),
+            metrics_token: None,
         };
         let text = crate::metrics::render_with(&source, &[]);
         assert!(

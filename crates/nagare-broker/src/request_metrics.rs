@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 
 use crate::context::ListenerKind;
 use crate::context::RequestContext;
+use crate::response_errors::ErrorCounts;
 
 /// Upper bounds of the latency histogram buckets, in microseconds (powers of two from
 /// 16 µs to ~67 s); a last bucket takes everything above.
@@ -123,6 +124,9 @@ pub struct ApiMetrics {
     pub response_send: Histogram,
     /// The connection's quota mute left once the response was written.
     pub throttle: Histogram,
+    /// `(error code, occurrences)` in the responses, NONE (0) included; codes Kafka's
+    /// `errorCounts()` reports per partition or topic count once per item.
+    pub errors: Vec<(i16, u64)>,
 }
 
 impl ApiMetrics {
@@ -198,6 +202,7 @@ impl RequestTiming {
             response_send: write_end.saturating_duration_since(write_start),
             total: write_end.saturating_duration_since(self.received),
             throttle: Duration::ZERO,
+            errors: ErrorCounts::default(),
         }
     }
 }
@@ -231,6 +236,8 @@ pub struct CompletedRequest {
     pub total: Duration,
     /// The connection's quota mute left after the response (zero when not throttled).
     pub throttle: Duration,
+    /// The response's error codes.
+    pub errors: ErrorCounts,
 }
 
 impl CompletedRequest {
@@ -239,9 +246,17 @@ impl CompletedRequest {
         self.throttle = d;
         self
     }
+
+    /// The same request, whose response carried `errors`.
+    pub fn with_errors(mut self, errors: ErrorCounts) -> Self {
+        self.errors = errors;
+        self
+    }
 }
 
 const MAX_API_KEY: usize = 128;
+/// Error codes counted: -1 (UNKNOWN_SERVER_ERROR) to 158; others count as -1.
+const ERROR_CODES: usize = 160;
 /// Versions counted separately; a higher one (none exists today) counts as this last one.
 const MAX_VERSION: usize = 32;
 
@@ -257,6 +272,8 @@ struct Slot {
     response_queue: LatencyHistogram,
     response_send: LatencyHistogram,
     throttle: LatencyHistogram,
+    /// Per error code + 1.
+    errors: [AtomicU64; ERROR_CODES],
 }
 
 impl Slot {
@@ -272,6 +289,7 @@ impl Slot {
             response_queue: LatencyHistogram::new(),
             response_send: LatencyHistogram::new(),
             throttle: LatencyHistogram::new(),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -295,6 +313,15 @@ impl Slot {
             response_queue: self.response_queue.load(),
             response_send: self.response_send.load(),
             throttle: self.throttle.load(),
+            errors: self
+                .errors
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| {
+                    let n = n.load(Ordering::Relaxed);
+                    (n > 0).then_some((i as i16 - 1, n))
+                })
+                .collect(),
         }
     }
 }
@@ -407,6 +434,13 @@ impl RequestMetrics {
         m.response_queue.observe(r.response_queue);
         m.response_send.observe(r.response_send);
         m.throttle.observe(r.throttle);
+        for (code, n) in r.errors.iter() {
+            let i = usize::try_from(i32::from(code) + 1)
+                .ok()
+                .filter(|i| *i < ERROR_CODES)
+                .unwrap_or(0);
+            m.errors[i].fetch_add(u64::from(n), Ordering::Relaxed);
+        }
     }
 
     /// One API's metrics on one listener.
@@ -484,6 +518,7 @@ mod tests {
             response_send: Duration::from_micros(5),
             total: t0.elapsed(),
             throttle: Duration::ZERO,
+            errors: ErrorCounts::default(),
         }
         .with_throttle(Duration::from_millis(100));
         m.record(&r);

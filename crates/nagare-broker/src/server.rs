@@ -463,6 +463,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             request_metrics: request_metrics.clone(),
             broker: broker_cell.clone(),
             console: Arc::new(crate::console::Console::new()),
+            metrics_token: config.http_metrics_bearer_token.clone(),
         });
         for addr in &config.http_listeners {
             let l = TcpListener::bind(addr)
@@ -982,7 +983,8 @@ fn controller_listener_context(
         security_protocol,
         max_request_bytes,
         idle,
-        metrics: Some(metrics),
+        // `metrics.enabled=false`: no request metrics recorded (BENCHMARKS.md measures the cost).
+        metrics: config.metrics_enabled.then_some(metrics),
         tls: None,
     })
 }

@@ -502,6 +502,10 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "Incremental fetch sessions kept (KIP-227)."),
     def("max.request.partition.size.limit", INT, Value("2000"), Range(1, I32), ReadOnly,
         "Most partitions one DescribeTopicPartitions response holds (KIP-966); the client pages on with the cursor."),
+    def("http.metrics.bearer.token", PASSWORD, Null, Any, ReadOnly,
+        "Nagare's own key: when set, `GET /metrics` on `http.listeners` requires `Authorization: Bearer <token>` (Prometheus' `authorization: {credentials: ...}`), else 401; `/health/*` stay open for probes; the console has its own SASL login."),
+    def("metrics.enabled", BOOLEAN, Value("true"), Bool, ReadOnly,
+        "Nagare's own key: `false` stops recording per-request metrics (counts, bytes, latency histograms, errors per API) on every listener, to measure their cost; topic counters, gauges and `/metrics` stay."),
     def("telemetry.max.bytes", INT, Value("1048576"), Range(1, I32), ReadOnly,
         "Largest (compressed) metrics payload of a KIP-714 PushTelemetry request; larger ones get TELEMETRY_TOO_LARGE."),
     // Producers and transactions.

@@ -139,6 +139,10 @@ pub struct BrokerConfig {
     pub max_request_partition_size_limit: i32,
     /// `telemetry.max.bytes`: largest KIP-714 PushTelemetry payload accepted.
     pub telemetry_max_bytes: i32,
+    /// `metrics.enabled`: whether listeners record per-request metrics.
+    pub metrics_enabled: bool,
+    /// `http.metrics.bearer.token`: the token `/metrics` requires, if any.
+    pub http_metrics_bearer_token: Option<String>,
     /// `cluster.id` for a self-formatted single node (Nagare extension; else generated).
     pub cluster_id: Option<String>,
     /// `producer.id.expiration.ms`: idle producer ids are forgotten after this long.
@@ -429,6 +433,11 @@ impl BrokerConfig {
             ) as usize,
             max_request_partition_size_limit: int("max.request.partition.size.limit") as i32,
             telemetry_max_bytes: int("telemetry.max.bytes") as i32,
+            metrics_enabled: p.boolean("metrics.enabled"),
+            http_metrics_bearer_token: p
+                .text("http.metrics.bearer.token")
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
             cluster_id: p.given("cluster.id").map(str::to_string),
             producer_id_expiration_ms: int("producer.id.expiration.ms"),
             connections_max_idle_ms: int("connections.max.idle.ms") as u64,

@@ -635,6 +635,7 @@ async fn api_over_the_http_listener() {
         request_metrics: t.broker.request_metrics.clone(),
         broker: cell,
         console: Arc::new(Console::new()),
+        metrics_token: None,
     });
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -37,7 +37,10 @@ pub async fn dispatch(broker: &Arc<Broker>, key: ApiKey, req: Request) -> Handle
 
 /// Decodes a request of type `R`, runs its typed handling (the same function the controller
 /// channel calls in-process on the active controller) and encodes the answer.
-async fn serve<R: ControllerRequest>(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
+async fn serve<R: ControllerRequest>(broker: &Arc<Broker>, mut req: Request) -> HandlerResult
+where
+    R::Response: crate::response_errors::ResponseErrors,
+{
     // Kafka's ControllerApis: what brokers send the controller needs CLUSTER_ACTION.
     if !broker.authorize(
         &req.ctx,

@@ -412,14 +412,27 @@ fn encode(
     records: Vec<Vec<Option<Region>>>,
 ) -> Response {
     match encode_fetch_response(corr, header_version, v, resp, records) {
-        Ok(enc) => Response { chunks: enc.chunks },
+        Ok(enc) => {
+            let mut out = Response {
+                chunks: enc.chunks,
+                errors: Default::default(),
+            };
+            crate::response_errors::ResponseErrors::error_counts(resp, &mut out.errors);
+            out
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot encode fetch response");
             let resp =
                 FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code());
             match encode_fetch_response::<Region>(corr, header_version, v, &resp, vec![]) {
-                Ok(enc) => Response { chunks: enc.chunks },
-                Err(_) => Response { chunks: vec![] },
+                Ok(enc) => Response {
+                    chunks: enc.chunks,
+                    errors: Default::default(),
+                },
+                Err(_) => Response {
+                    chunks: vec![],
+                    errors: Default::default(),
+                },
             }
         }
     }

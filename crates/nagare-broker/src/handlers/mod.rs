@@ -365,8 +365,14 @@ impl Future for CatchUnwind {
     }
 }
 
-/// Encodes a response with its header for `key` at `version`.
-pub fn respond<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Response {
+/// Encodes a response with its header for `key` at `version`, with its error codes for the
+/// errors-per-API metric.
+pub fn respond<T: Encodable + crate::response_errors::ResponseErrors>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Response {
     let header_version = key.response_header_version(version);
     let size = body.compute_size(version).unwrap_or(0);
     let mut buf = BytesMut::with_capacity(size + 9);
@@ -381,7 +387,9 @@ pub fn respond<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, bod
     }
     let len = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    Response::bytes(buf.freeze())
+    let mut resp = Response::bytes(buf.freeze());
+    body.error_counts(&mut resp.errors);
+    resp
 }
 
 /// Frames an already encoded response body with its header for `key` at `version`.

@@ -154,6 +154,7 @@ async fn subscription_get_push_and_metrics_endpoint() {
         request_metrics: t.broker.request_metrics.clone(),
         broker: std::sync::Arc::new(std::sync::OnceLock::from(t.broker.clone())),
         console: std::sync::Arc::new(crate::console::Console::new()),
+        metrics_token: None,
     };
     let text = crate::metrics::render_with(&src, &[]);
     let line = text

@@ -247,6 +247,15 @@ pub async fn route(req: &HttpRequest, src: &MetricsSource) -> HttpResponse {
     if !matches!(method, Method::Get | Method::Head) {
         return HttpResponse::text(405, "method not allowed\n");
     }
+    if path == "/metrics" && !authorized(req, src.metrics_token.as_deref()) {
+        let mut r = HttpResponse::text(
+            401,
+            "unauthorized: send Authorization: Bearer <http.metrics.bearer.token>\n",
+        );
+        r.headers
+            .push(("WWW-Authenticate", "Bearer realm=\"nagare\"".to_string()));
+        return r;
+    }
     match path {
         "/metrics" => HttpResponse {
             status: 200,
@@ -260,6 +269,22 @@ pub async fn route(req: &HttpRequest, src: &MetricsSource) -> HttpResponse {
             Some(why) => HttpResponse::text(503, format!("not ready: {why}\n")),
         },
     }
+}
+
+/// Whether the request may read `/metrics`: always without a token; with one, when it
+/// carries `Authorization: Bearer <token>` (compared in constant time).
+fn authorized(req: &HttpRequest, token: Option<&str>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let Some(given) = req.head.header("authorization").and_then(|v| {
+        v.strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+    }) else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serves `listener` until the task is aborted.
@@ -371,6 +396,7 @@ mod tests {
             request_metrics: Arc::new(crate::request_metrics::RequestMetrics::new()),
             broker: Arc::new(OnceLock::new()),
             console: Arc::new(crate::console::Console::new()),
+            metrics_token: None,
         }
     }
 
@@ -432,6 +458,38 @@ mod tests {
         assert!(r.body.contains("metadata"));
         let m = route(&req(Method::Get, "/metrics"), &s).await;
         assert_eq!(m.status, 200);
+        // With http.metrics.bearer.token: 401 without the token or with a wrong one.
+        let mut guarded = src();
+        guarded.metrics_token = Some("s3cret".into());
+        let with = |auth: Option<&str>| {
+            let mut r = req(Method::Get, "/metrics");
+            if let Some(a) = auth {
+                r.head.headers.push(("authorization".into(), a.into()));
+            }
+            r
+        };
+        let denied = route(&with(None), &guarded).await;
+        assert_eq!(denied.status, 401);
+        assert!(denied.headers.iter().any(|(k, _)| *k == "WWW-Authenticate"));
+        assert_eq!(
+            route(&with(Some("Bearer nope")), &guarded).await.status,
+            401
+        );
+        assert_eq!(
+            route(&with(Some("Basic czNjcmV0")), &guarded).await.status,
+            401
+        );
+        assert_eq!(
+            route(&with(Some("Bearer s3cret")), &guarded).await.status,
+            200
+        );
+        assert_eq!(
+            route(&req(Method::Get, "/health/live"), &guarded)
+                .await
+                .status,
+            200,
+            "probes stay open"
+        );
         assert!(m.body.contains("nagare_ready 0\n"));
         let head = String::from_utf8(m.encode(true)).unwrap_or_default();
         assert!(head.ends_with("\r\n\r\n"));

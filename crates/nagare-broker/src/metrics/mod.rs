@@ -32,6 +32,9 @@ pub struct MetricsSource {
     pub broker: Arc<OnceLock<Arc<Broker>>>,
     /// The web console's state (its login sessions), served on the same listener.
     pub console: Arc<crate::console::Console>,
+    /// `http.metrics.bearer.token`: when set, `/metrics` answers only requests carrying
+    /// `Authorization: Bearer <token>` (the health checks stay open for probes).
+    pub metrics_token: Option<String>,
 }
 
 impl MetricsSource {
@@ -171,6 +174,25 @@ pub fn render_with(src: &MetricsSource, lag: &[GroupLag]) -> String {
                     *n as f64,
                 );
             }
+        }
+    }
+    e.family(
+        "kafka_network_requestmetrics_errors_total",
+        Kind::Counter,
+        "Error codes in responses, per API (request) and error (Kafka's name, NONE included; per partition or topic where the API reports errors per item), as RequestMetrics ErrorsPerSec.",
+    );
+    for (key, l, m) in &requests {
+        for (code, n) in &m.errors {
+            let error = crate::response_errors::error_name(*code);
+            e.sample(
+                "kafka_network_requestmetrics_errors_total",
+                &[
+                    ("request", key.as_str()),
+                    ("error", &error),
+                    ("listener", listener_label(*l)),
+                ],
+                *n as f64,
+            );
         }
     }
     for (family, help, pick_bytes) in [

@@ -114,6 +114,7 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
         request_metrics: t.broker.request_metrics.clone(),
         broker: cell.clone(),
         console: Arc::new(crate::console::Console::new()),
+        metrics_token: None,
     });
     let http_l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -451,4 +452,60 @@ async fn scrape_sees_bytes_in_and_out_a_produce_histogram_and_health() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(size, 0.0, "the completed fetch left the purgatory");
+
+    // Errors per API (ErrorsPerSec): every code in a response, NONE included, per partition
+    // for Produce. One produce to a partition that does not exist, one that succeeds.
+    const OK: &str = "kafka_network_requestmetrics_errors_total{request=\"Produce\",error=\"NONE\",listener=\"broker\"}";
+    const UNKNOWN: &str = "kafka_network_requestmetrics_errors_total{request=\"Produce\",error=\"UNKNOWN_TOPIC_OR_PARTITION\",listener=\"broker\"}";
+    let before = get(addr, "/metrics").await.1;
+    assert!(
+        value(&before, OK) >= 4.0,
+        "the produces so far had no error: {before}"
+    );
+    assert_eq!(value(&before, UNKNOWN), 0.0);
+    let bad = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(TopicName(s("metered")))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch(1, 10))),
+                produce_request::PartitionProduceData::default()
+                    .with_index(7)
+                    .with_records(Some(batch(1, 10))),
+            ])]);
+    let r = conn.send_version(&bad, 9).await.expect("Produce");
+    assert_eq!(r.responses[0].partition_responses[1].error_code, 3);
+    let mut after = String::new();
+    for _ in 0..100 {
+        after = get(addr, "/metrics").await.1;
+        if value(&after, UNKNOWN) > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(value(&after, UNKNOWN), 1.0, "{after}");
+    assert_eq!(value(&after, OK) - value(&before, OK), 1.0);
+}
+
+/// `metrics.enabled=false` (for measuring their cost): a listener records no request
+/// metrics; by default it does.
+#[tokio::test]
+async fn metrics_enabled_false_stops_request_recording() {
+    let on = TestBroker::start().await;
+    let ctx = crate::network::ServeContext::for_broker(
+        on.broker.clone(),
+        "PLAINTEXT",
+        ListenerKind::Broker,
+    );
+    assert!(ctx.metrics.is_some());
+    let off = TestBroker::build(&[("metrics.enabled", "false")], None).await;
+    let ctx = crate::network::ServeContext::for_broker(
+        off.broker.clone(),
+        "PLAINTEXT",
+        ListenerKind::Broker,
+    );
+    assert!(ctx.metrics.is_none(), "no request metrics recorded");
 }
