@@ -111,4 +111,86 @@ async fn without_an_authorizer_every_supported_operation_is_allowed() {
         .expect("Metadata");
     // READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS.
     assert_eq!(r.topics[0].topic_authorized_operations, 0b1101_1111_1000);
+
+    // The cluster: CREATE (5), ALTER (7), DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS,
+    // IDEMPOTENT_WRITE (Kafka's `AclEntry.supportedOperations(CLUSTER)`).
+    const CLUSTER_ALL: i32 = 0b1_1111_1010_0000;
+    let r = t
+        .send(
+            &MetadataRequest::default()
+                .with_topics(Some(vec![]))
+                .with_include_cluster_authorized_operations(true),
+            10,
+        )
+        .await
+        .expect("Metadata");
+    assert_eq!(r.cluster_authorized_operations, CLUSTER_ALL);
+    let r = t
+        .send(
+            &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+            1,
+        )
+        .await
+        .expect("DescribeCluster");
+    assert_eq!(r.cluster_authorized_operations, CLUSTER_ALL);
+
+    // A group: READ, DELETE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, for a KIP-848 group
+    // (ConsumerGroupDescribe) as for a classic one (DescribeGroups).
+    const GROUP_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8) | (1 << 10) | (1 << 11);
+    t.send(
+        &FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(vec![s("g848")]),
+        4,
+    )
+    .await
+    .expect("FindCoordinator");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = t
+            .send(
+                &ConsumerGroupHeartbeatRequest::default()
+                    .with_group_id(GroupId(s("g848")))
+                    .with_member_id(s("m1"))
+                    .with_member_epoch(0)
+                    .with_rebalance_timeout_ms(30_000)
+                    .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]))
+                    .with_topic_partitions(Some(vec![])),
+                1,
+            )
+            .await
+            .expect("ConsumerGroupHeartbeat");
+        if r.error_code == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let describe = |ask: bool| {
+        ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(s("g848"))])
+            .with_include_authorized_operations(ask)
+    };
+    let r = t
+        .send(&describe(true), 0)
+        .await
+        .expect("ConsumerGroupDescribe");
+    assert_eq!(r.groups[0].error_code, 0);
+    assert_eq!(r.groups[0].authorized_operations, GROUP_ALL);
+    let r = t
+        .send(&describe(false), 0)
+        .await
+        .expect("ConsumerGroupDescribe");
+    assert_eq!(r.groups[0].authorized_operations, i32::MIN);
+    let r = t
+        .send(
+            &DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(s("classic"))])
+                .with_include_authorized_operations(true),
+            5,
+        )
+        .await
+        .expect("DescribeGroups");
+    assert_eq!(r.groups[0].error_code, 0);
+    assert_eq!(r.groups[0].authorized_operations, GROUP_ALL);
 }
