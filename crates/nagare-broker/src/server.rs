@@ -458,7 +458,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
     // The HTTP listeners serve from here on: live at once, ready once caught up and
     // unfenced (Kubernetes' probes, Prometheus scraping a starting node).
     let mut http_addrs = Vec::new();
-    if !config.http_listeners.is_empty() {
+    if !config.http_listeners.is_empty() || !config.https_listeners.is_empty() {
         let src = Arc::new(crate::metrics::MetricsSource {
             request_metrics: request_metrics.clone(),
             broker: broker_cell.clone(),
@@ -472,6 +472,25 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningServer> {
             http_addrs.push(l.local_addr()?);
             tracing::info!(addr = %l.local_addr()?, "serving /metrics and /health over HTTP");
             tasks.push(tokio::spawn(crate::metrics::http::serve(l, src.clone())));
+        }
+        // https:// entries: the `listener.name.http.ssl.*` settings (else the node's
+        // `ssl.*`), as a Kafka listener named HTTP would have them.
+        if !config.https_listeners.is_empty() {
+            let tls = crate::tls::ServerTls::for_listener(&config.props, "http")
+                .map_err(|e| anyhow::anyhow!("http.listeners (https): {e}"))?;
+            tasks.push(tokio::spawn(tls.clone().watch()));
+            for addr in &config.https_listeners {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (http.listeners)"))?;
+                http_addrs.push(l.local_addr()?);
+                tracing::info!(addr = %l.local_addr()?, "serving /metrics and /health over HTTPS");
+                tasks.push(tokio::spawn(crate::metrics::http::serve_tls(
+                    l,
+                    src.clone(),
+                    Some(tls.clone()),
+                )));
+            }
         }
     }
     let mut controller_addr = None;

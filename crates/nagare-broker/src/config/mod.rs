@@ -169,6 +169,8 @@ pub struct BrokerConfig {
     pub quota: QuotaConfig,
     /// `http.listeners`: the `host:port` addresses serving `/metrics` and `/health/*`.
     pub http_listeners: Vec<String>,
+    /// The `https://` entries of `http.listeners` (`host:port`), served with TLS.
+    pub https_listeners: Vec<String>,
     /// `log.format`: `json` for one JSON object per log line, else text.
     pub log_json: bool,
     /// `log.level`: the root logger's level, when the config sets it.
@@ -206,18 +208,25 @@ impl QuotaConfig {
     }
 }
 
-/// Parses `http.listeners` (`http://host:port,...`) into `host:port` bind addresses. TLS
-/// (`https://`) on the HTTP listener is refused rather than served in the clear.
-fn parse_http_listeners(value: &str) -> Result<Vec<String>, ConfigError> {
+/// Parses `http.listeners` (`http://host:port,...`, `https://host:port`) into `host:port`
+/// bind addresses: the plain ones, then the TLS ones.
+fn parse_http_listeners(value: &str) -> Result<(Vec<String>, Vec<String>), ConfigError> {
     let key = "http.listeners";
-    let mut out = Vec::new();
+    let (mut out, mut tls) = (Vec::new(), Vec::new());
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let Some(addr) = entry.strip_prefix("http://") else {
-            return Err(invalid(
-                key,
-                value,
-                format!("`{entry}` is not http://host:port (https is not served yet)"),
-            ));
+        let (addr, is_tls) = match (
+            entry.strip_prefix("http://"),
+            entry.strip_prefix("https://"),
+        ) {
+            (Some(a), _) => (a, false),
+            (None, Some(a)) => (a, true),
+            (None, None) => {
+                return Err(invalid(
+                    key,
+                    value,
+                    format!("`{entry}` is not http://host:port or https://host:port"),
+                ))
+            }
         };
         let addr = addr.trim_end_matches('/');
         let port_ok = addr
@@ -226,9 +235,13 @@ fn parse_http_listeners(value: &str) -> Result<Vec<String>, ConfigError> {
         if !port_ok {
             return Err(invalid(key, value, format!("`{entry}` has no host:port")));
         }
-        out.push(addr.to_string());
+        if is_tls {
+            tls.push(addr.to_string());
+        } else {
+            out.push(addr.to_string());
+        }
     }
-    Ok(out)
+    Ok((out, tls))
 }
 
 /// Parses `max.connections.per.ip.overrides` (`host:count,...`, Kafka's format).
@@ -530,7 +543,8 @@ impl BrokerConfig {
                     })
                     .collect(),
             },
-            http_listeners: parse_http_listeners(p.text("http.listeners").unwrap_or_default())?,
+            http_listeners: parse_http_listeners(p.text("http.listeners").unwrap_or_default())?.0,
+            https_listeners: parse_http_listeners(p.text("http.listeners").unwrap_or_default())?.1,
             log_json: match p.text("log.format").unwrap_or("text").trim() {
                 "text" => false,
                 "json" => true,
@@ -796,6 +810,13 @@ foo.bar=1
         .expect("config");
         assert!(!warnings.iter().any(|w| w.contains("http")), "{warnings:?}");
         assert_eq!(c.http_listeners, ["127.0.0.1:8080", "[::1]:0"]);
+        let c = load(&format!(
+            "{KAFKA_FILE}\nhttp.listeners=https://127.0.0.1:8443,http://127.0.0.1:8080\n"
+        ))
+        .expect("config")
+        .0;
+        assert_eq!(c.https_listeners, ["127.0.0.1:8443"]);
+        assert_eq!(c.http_listeners, ["127.0.0.1:8080"]);
         // Off unless set.
         assert!(load(KAFKA_FILE)
             .expect("config")
@@ -803,7 +824,7 @@ foo.bar=1
             .http_listeners
             .is_empty());
         for bad in [
-            "https://127.0.0.1:8443",
+            "ftp://127.0.0.1:8443",
             "127.0.0.1:8080",
             "http://nohost",
             "http://:80",

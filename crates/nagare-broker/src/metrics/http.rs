@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::{prometheus, render, MetricsSource};
@@ -287,8 +287,19 @@ fn authorized(req: &HttpRequest, token: Option<&str>) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Serves `listener` until the task is aborted.
+/// Serves `listener` (plain HTTP) until the task is aborted.
 pub async fn serve(listener: TcpListener, src: Arc<MetricsSource>) {
+    serve_tls(listener, src, None).await
+}
+
+/// Serves `listener` until the task is aborted, over TLS when `tls` is given (an `https://`
+/// entry of `http.listeners`, with the `listener.name.http.ssl.*` settings or the node's
+/// `ssl.*` ones; the files are reloaded when they change, as on Kafka listeners).
+pub async fn serve_tls(
+    listener: TcpListener,
+    src: Arc<MetricsSource>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -305,8 +316,20 @@ pub async fn serve(listener: TcpListener, src: Arc<MetricsSource>) {
             continue;
         };
         let src = src.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_one(stream, peer, &src).await {
+            let result = match tls {
+                None => serve_one(stream, peer, &src).await,
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                    match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => serve_one(s, peer, &src).await,
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended");
             }
             drop(permit);
@@ -320,7 +343,10 @@ enum Read {
     Refused(HttpResponse),
 }
 
-async fn read_request(stream: &mut TcpStream, peer: SocketAddr) -> std::io::Result<Read> {
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    peer: SocketAddr,
+) -> std::io::Result<Read> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let end = loop {
@@ -365,8 +391,8 @@ async fn read_request(stream: &mut TcpStream, peer: SocketAddr) -> std::io::Resu
     Ok(Read::Request(HttpRequest { head, body, peer }))
 }
 
-async fn serve_one(
-    mut stream: TcpStream,
+async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     src: &MetricsSource,
 ) -> std::io::Result<()> {
@@ -495,5 +521,69 @@ mod tests {
         assert!(head.ends_with("\r\n\r\n"));
         assert!(head.contains(&format!("Content-Length: {}", m.body.len())));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
+    }
+
+    /// An `https://` HTTP listener: the TLS settings of a listener named `http`.
+    #[tokio::test]
+    async fn serves_over_tls() {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        let dir = tempfile::tempdir().expect("dir");
+        let pem = dir.path().join("http.pem");
+        std::fs::write(
+            &pem,
+            format!(
+                "{}{}",
+                certified.key_pair.serialize_pem(),
+                certified.cert.pem()
+            ),
+        )
+        .expect("write");
+        let mut props = std::collections::BTreeMap::new();
+        props.insert(
+            "listener.name.http.ssl.keystore.type".to_string(),
+            "PEM".to_string(),
+        );
+        props.insert(
+            "listener.name.http.ssl.keystore.location".to_string(),
+            pem.display().to_string(),
+        );
+        let tls = crate::tls::ServerTls::for_listener(&props, "http").expect("tls");
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(serve_tls(l, Arc::new(src()), Some(tls)));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certified.cert.der().clone()).expect("root");
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let mut stream = connector.connect(name, tcp).await.expect("handshake");
+        stream
+            .write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("live\n"), "{text}");
+
+        // Plain HTTP to the TLS port gets no answer.
+        let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        plain
+            .write_all(b"GET /health/live HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut out)).await;
+        assert!(!String::from_utf8_lossy(&out).contains("200"));
     }
 }
