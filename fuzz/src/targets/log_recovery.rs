@@ -15,7 +15,10 @@ use crate::Input;
 use bytes::{Bytes, BytesMut};
 use nagare_protocol::batch_builder::build_batch;
 use nagare_protocol::record_batch::update_crc;
-use nagare_storage::{LogConfig, LogManager, TopicPartition, LOG_START_OFFSET_CHECKPOINT_FILE};
+use nagare_storage::{
+    LogConfig, LogManager, TopicPartition, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_CHECKPOINT_FILE,
+    RECOVERY_POINT_CHECKPOINT_FILE,
+};
 
 /// One batch of the template log: where it is and what it holds.
 struct Batch {
@@ -166,6 +169,9 @@ pub fn run(data: &[u8]) {
     // The first damaged byte of each segment file (`u64::MAX`: undamaged).
     let mut damage: std::collections::HashMap<&str, u64> = Default::default();
     let mut start_checkpoint_touched = false;
+    // The recovery-point checkpoint damaged or deleted, and the clean-shutdown marker deleted.
+    let mut recovery_point_touched = false;
+    let mut unclean = false;
     let mut ops = 0;
     while !input.is_empty() && ops < 16 {
         ops += 1;
@@ -211,6 +217,8 @@ pub fn run(data: &[u8]) {
                 if file.as_str() == LOG_START_OFFSET_CHECKPOINT_FILE {
                     start_checkpoint_touched = true;
                 }
+                recovery_point_touched |= file.as_str() == RECOVERY_POINT_CHECKPOINT_FILE;
+                unclean |= file.as_str() == CLEAN_SHUTDOWN_FILE;
                 continue;
             }
         };
@@ -222,6 +230,7 @@ pub fn run(data: &[u8]) {
         if file.as_str() == LOG_START_OFFSET_CHECKPOINT_FILE {
             start_checkpoint_touched = true;
         }
+        recovery_point_touched |= file.as_str() == RECOVERY_POINT_CHECKPOINT_FILE;
     }
     let Ok(manager) = LogManager::open(root.clone(), |_| config(), 2_000) else {
         // Refused with an error: allowed.
@@ -238,6 +247,21 @@ pub fn run(data: &[u8]) {
         .iter()
         .find(|b| damage.get(b.segment.as_str()).is_some_and(|&d| d < b.end))
         .map_or(i64::MAX, |b| b.base_offset);
+    // After an unclean shutdown without a valid recovery point every segment counts as
+    // unflushed, and Kafka deletes every segment after a corrupt unflushed one (even one whose
+    // damage lies past its last batch): batches after a damaged segment may go.
+    let lost_from = if unclean && recovery_point_touched {
+        t.batches
+            .iter()
+            .position(|b| damage.contains_key(b.segment.as_str()))
+            .and_then(|first| {
+                let seg = &t.batches[first].segment;
+                t.batches[first..].iter().find(|b| &b.segment != seg)
+            })
+            .map_or(lost_from, |b| lost_from.min(b.base_offset))
+    } else {
+        lost_from
+    };
     let floor = if start_checkpoint_touched {
         log.log_start_offset()
     } else {
