@@ -344,21 +344,29 @@ impl RecordBatchHeader {
     }
 }
 
-/// Kafka's `DefaultRecordBatch.incrementSequence`: sequences wrap from `i32::MAX` to 0.
+/// Kafka's `DefaultRecordBatch.incrementSequence`: sequences wrap from `i32::MAX` to 0. With
+/// Java's wrapping `int` arithmetic: a damaged header on disk can carry a negative offset
+/// delta (found by the `log_recovery` fuzz target: an overflow panic in producer-state
+/// recovery).
 pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
-    if sequence > i32::MAX - increment {
-        increment - (i32::MAX - sequence) - 1
+    if sequence > i32::MAX.wrapping_sub(increment) {
+        increment
+            .wrapping_sub(i32::MAX.wrapping_sub(sequence))
+            .wrapping_sub(1)
     } else {
-        sequence + increment
+        sequence.wrapping_add(increment)
     }
 }
 
-/// Kafka's `DefaultRecordBatch.decrementSequence`: the inverse of [`increment_sequence`].
+/// Kafka's `DefaultRecordBatch.decrementSequence`: the inverse of [`increment_sequence`]
+/// (wrapping as Java's `int` arithmetic does).
 pub fn decrement_sequence(sequence: i32, decrement: i32) -> i32 {
     if sequence < decrement {
-        i32::MAX - (decrement - sequence) + 1
+        i32::MAX
+            .wrapping_sub(decrement.wrapping_sub(sequence))
+            .wrapping_add(1)
     } else {
-        sequence - decrement
+        sequence.wrapping_sub(decrement)
     }
 }
 
@@ -769,5 +777,20 @@ mod tests {
             assert_eq!(p, expected);
             assert_eq!(&buf[HEADER_SIZE..], &payload[..]);
         }
+    }
+
+    /// A header damaged on disk can carry any offset delta: the sequence arithmetic wraps
+    /// as Java's does instead of panicking on overflow (the `log_recovery` fuzz finding).
+    #[test]
+    fn sequence_arithmetic_wraps_on_any_delta() {
+        assert_eq!(increment_sequence(5, 3), 8);
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(decrement_sequence(0, 1), i32::MAX);
+        for (seq, delta) in [(0, i32::MIN), (7, -1), (i32::MAX, i32::MIN), (0, i32::MAX)] {
+            let _ = increment_sequence(seq, delta);
+            let _ = decrement_sequence(seq, delta);
+        }
+        // As Java computes it: 7 > MAX - (-1) (wrapped to MIN), so the wrap branch.
+        assert_eq!(increment_sequence(7, -1), -1 - (i32::MAX - 7) - 1);
     }
 }
