@@ -6,7 +6,10 @@
 # a busy machine than throughput, so it tells a real regression from noise.
 #
 # Usage: BEFORE=/path/to/old/nagare AFTER=/path/to/new/nagare bash scripts/bench_server_cpu_ab.sh
-# Environment: ROUNDS (default 2), RECORDS (default 2000000).
+# Environment: ROUNDS (default 2), RECORDS (default 2000000); BEFORE_ARGS / AFTER_ARGS add
+# server arguments to one side, e.g. the same binary with and without metrics:
+#   BEFORE=target/release/nagare AFTER=target/release/nagare \
+#   AFTER_ARGS="--override metrics.enabled=false" bash scripts/bench_server_cpu_ab.sh
 set -euo pipefail
 : "${BEFORE:?set BEFORE to the old binary}" "${AFTER:?set AFTER to the new binary}"
 ROUNDS=${ROUNDS:-2}
@@ -16,10 +19,11 @@ HZ=$(getconf CLK_TCK)
 mb() { python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['mb_per_sec']))" "$1"; }
 for round in $(seq "$ROUNDS"); do
   for which in before after; do
-    if [ "$which" = before ]; then BIN=$BEFORE; else BIN=$AFTER; fi
+    if [ "$which" = before ]; then BIN=$BEFORE; ARGS=${BEFORE_ARGS:-}; else BIN=$AFTER; ARGS=${AFTER_ARGS:-}; fi
     W=$(mktemp -d "${TMPDIR:-/tmp}/nagare-cpu-ab.XXXXXX")
     P=$((20000 + RANDOM % 5000)); C=$((P + 1))
-    "$BIN" server --override log.dirs="$W/data" \
+    # shellcheck disable=SC2086 # ARGS is a list of words
+    "$BIN" server $ARGS --override log.dirs="$W/data" \
       --override listeners="PLAINTEXT://127.0.0.1:$P,CONTROLLER://127.0.0.1:$C" >"$W/server.log" 2>&1 &
     S=$!
     for _ in $(seq 100); do grep -q "listening on" "$W/server.log" && break; sleep 0.1; done
