@@ -1691,6 +1691,78 @@ def secured_checks(binary: Path) -> None:
               flush=True)
     finally:
         server.stop()
+def tiered_checks(binary: Path) -> None:
+    """Issue 16 with confluent-kafka: a server with tiered storage on a `file://` store, a topic
+    written well past its local retention, read back from offset 0 byte for byte while only the
+    tail is on the local disk (the old segments are fetched from the store)."""
+    store = Path(tempfile.mkdtemp(prefix="nagare-compat-store-"))
+    server = Server(binary, ("remote.log.storage.system.enable=true",
+                             f"rsm.config.url=file://{store}",
+                             "remote.log.manager.task.interval.ms=200",
+                             "log.retention.check.interval.ms=200"))
+    try:
+        server.start()
+        check("tiered storage: confluent-kafka reads a topic from offset 0 past local retention",
+              lambda: tiered_read_back(server, store))
+        if not server.alive():
+            raise RuntimeError("the tiered nagare exited")
+    except Exception as e:  # noqa: BLE001
+        RESULTS.append(("tiered server", False, str(e)))
+        print(f"FAIL tiered server: {type(e).__name__}: {e}\n{server.output()[-8000:]}",
+              flush=True)
+    finally:
+        server.stop()
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def tiered_read_back(server: Server, store: Path) -> str:
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = unique("tiered")
+    admin = AdminClient({"bootstrap.servers": server.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1, config={
+        "segment.bytes": "16384", "remote.storage.enable": "true",
+        "local.retention.bytes": "49152", "file.delete.delay.ms": "0"})])[topic].result(30)
+    values = [(f"{i:06d}-" + "v" * (i % 97)).encode() + bytes([i % 256]) for i in range(1500)]
+    producer = Producer({"bootstrap.servers": server.bootstrap, "batch.size": 4096,
+                         "linger.ms": 1, "compression.type": "none", "acks": "all"})
+    failures: list[str] = []
+    for v in values:
+        producer.produce(topic, v, partition=0,
+                         on_delivery=lambda err, _m: err and failures.append(str(err)))
+        producer.poll(0)
+    expect(producer.flush(60) == 0 and not failures, f"produce failed: {failures[:3]}")
+    # The local log keeps only its tail: its oldest segment no longer starts at offset 0.
+    part = server.dir / "data" / f"{topic}-0"
+    deadline = time.time() + 60
+    local_start = 0
+    while time.time() < deadline:
+        bases = sorted(int(f.stem) for f in part.glob("*.log"))
+        local_start = bases[0] if bases else 0
+        if local_start > 0:
+            break
+        time.sleep(0.2)
+    expect(local_start > 0, "local retention never removed the uploaded segments")
+    expect(any(f.suffix == ".log" for f in store.rglob("*")), "no segment in the store")
+    consumer = Consumer({"bootstrap.servers": server.bootstrap, "group.id": unique("tiered-g"),
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got: list[bytes] = []
+    deadline = time.time() + 60
+    while len(got) < len(values) and time.time() < deadline:
+        m = consumer.poll(1.0)
+        if m is None:
+            continue
+        expect(m.error() is None, f"consume error: {m.error()}")
+        expect(m.offset() == len(got), f"offset {m.offset()} where {len(got)} was next")
+        got.append(m.value())
+    consumer.close()
+    expect(got == values, f"read back differs: {first_diff(got, values)}")
+    return (f"{len(values)} records read back from offset 0 (local log starts at {local_start},"
+            f" the rest from the file:// store), byte for byte")
+
+
 # --------------------------------------------------------------------------------------------
 # SASL (SASL_PLAINTEXT listener: PLAIN from JAAS, SCRAM from the metadata log)
 
@@ -2244,6 +2316,8 @@ def main() -> int:
         server.stop()
     if not only or "acl_checks" in only:
         secured_checks(binary)
+    if not only or "tiered_checks" in only:
+        tiered_checks(binary)
     if not only or "tls_checks" in only:
         # The TLS checks run against a server of their own (SSL listener, client auth).
         try:
