@@ -49,7 +49,10 @@ pub use error::{kafka_error_name, Error, ResponseError, Result};
 pub use group::{decode_assignment, GroupDescription, GroupListing, GroupMember};
 pub use records::{Compression, ConsumedRecord, ProduceRecord, TimestampType};
 pub use scram::{ScramAlteration, ScramMechanism, UserScramCredentials};
-pub use transactions::{ProducerState, TransactionDescription, TransactionListing};
+pub use transactions::{
+    abort_marker_request, abort_spec, coordinator_covers, hanging_suspect, ProducerState,
+    TransactionDescription, TransactionListing,
+};
 pub use types::{
     Acks, AlterConfigOp, BrokerMetadata, ClientConfig, ConfigEntry, ConfigResource, ConfigSource,
     FetchOptions, FetchPosition, FetchedPartition, Metadata, NewTopic, OffsetSpec,

@@ -74,6 +74,64 @@ pub struct ProducerState {
     pub current_txn_start_offset: i64,
 }
 
+/// The WriteTxnMarkers request that aborts the transaction of `producer_id`/`producer_epoch`
+/// on one partition, written with `coordinator_epoch` (Kafka's `Admin.abortTransaction`,
+/// KIP-664). Shared by [`Client::abort_transaction`] and the broker's web console, so both
+/// abort a hanging transaction the same way.
+pub fn abort_marker_request(
+    topic: &str,
+    partition: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+) -> WriteTxnMarkersRequest {
+    let mut t = WritableTxnMarkerTopic::default();
+    t.name = TopicName(StrBytes::from_string(topic.to_owned()));
+    t.partition_indexes = vec![partition];
+    let mut m = WritableTxnMarker::default();
+    m.producer_id = ProducerId(producer_id);
+    m.producer_epoch = producer_epoch;
+    m.transaction_result = false;
+    m.coordinator_epoch = coordinator_epoch;
+    m.topics = vec![t];
+    let mut req = WriteTxnMarkersRequest::default();
+    req.markers = vec![m];
+    req
+}
+
+/// The producer id, epoch and coordinator epoch to abort `p`'s open transaction with, as
+/// `kafka-transactions.sh abort --start-offset` derives them: the producer's last coordinator
+/// epoch, or 0 when it never saw a marker. `None` when the epoch does not fit a request's
+/// i16.
+pub fn abort_spec(p: &ProducerState) -> Option<(i64, i16, i32)> {
+    let epoch = i16::try_from(p.producer_epoch).ok()?;
+    Some((p.producer_id, epoch, p.coordinator_epoch.max(0)))
+}
+
+/// Whether `p` has a transaction open on its partition whose last write is older than
+/// `max_ms` at `now_ms`: a suspect of Kafka's `FindHangingTransactionsCommand`.
+pub fn hanging_suspect(p: &ProducerState, now_ms: i64, max_ms: i64) -> bool {
+    p.current_txn_start_offset >= 0 && now_ms - p.last_timestamp > max_ms
+}
+
+/// Whether the coordinator's description `d` still covers the open transaction of a
+/// producer with `producer_epoch` on `topic`-`partition` (ongoing or completing, same epoch,
+/// the partition in it): then the transaction is not hanging.
+pub fn coordinator_covers(
+    d: &TransactionDescription,
+    topic: &str,
+    partition: i32,
+    producer_epoch: i32,
+) -> bool {
+    matches!(
+        d.state.as_str(),
+        "Ongoing" | "PrepareCommit" | "PrepareAbort"
+    ) && i32::from(d.producer_epoch) == producer_epoch
+        && d.partitions
+            .iter()
+            .any(|(t, q)| t == topic && *q == partition)
+}
+
 fn txn_id(id: &str) -> TransactionalId {
     TransactionalId(StrBytes::from_string(id.to_owned()))
 }
@@ -296,18 +354,13 @@ impl Client {
             let result = match self.leader_for(topic, partition).await {
                 Ok(leader) => {
                     self.send_to(Target::Node(leader), None, Duration::ZERO, |_| {
-                        let mut t = WritableTxnMarkerTopic::default();
-                        t.name = TopicName(StrBytes::from_string(topic.to_owned()));
-                        t.partition_indexes = vec![partition];
-                        let mut m = WritableTxnMarker::default();
-                        m.producer_id = ProducerId(producer_id);
-                        m.producer_epoch = producer_epoch;
-                        m.transaction_result = false;
-                        m.coordinator_epoch = coordinator_epoch;
-                        m.topics = vec![t];
-                        let mut req = WriteTxnMarkersRequest::default();
-                        req.markers = vec![m];
-                        req
+                        abort_marker_request(
+                            topic,
+                            partition,
+                            producer_id,
+                            producer_epoch,
+                            coordinator_epoch,
+                        )
                     })
                     .await
                 }

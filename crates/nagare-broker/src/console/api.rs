@@ -99,6 +99,7 @@ impl ApiError {
             29..=31 | 53 => 403, // TOPIC/GROUP/CLUSTER_AUTHORIZATION_FAILED, TRANSACTIONAL_ID_...
             3 | 69 => 404,       // UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND
             36 | 68 | 25 => 409, // TOPIC_ALREADY_EXISTS, NON_EMPTY_GROUP, UNKNOWN_MEMBER_ID
+            51 | 54 => 409,      // CONCURRENT_TRANSACTIONS, SECURITY_DISABLED (no authorizer)
             c if name.starts_with("INVALID") || c == 40 || c == 44 => 400, // INVALID_*, POLICY_VIOLATION
             _ => 502,
         };
@@ -134,7 +135,7 @@ impl From<CallError> for ApiError {
 /// An API result.
 pub type ApiResult = Result<Value, ApiError>;
 
-fn check(code: i16, what: &str, message: Option<&StrBytes>) -> Result<(), ApiError> {
+pub(super) fn check(code: i16, what: &str, message: Option<&StrBytes>) -> Result<(), ApiError> {
     if code == 0 {
         Ok(())
     } else {
@@ -142,16 +143,19 @@ fn check(code: i16, what: &str, message: Option<&StrBytes>) -> Result<(), ApiErr
     }
 }
 
-fn topic_name(s: &str) -> TopicName {
+pub(super) fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-fn sb(s: &str) -> StrBytes {
+pub(super) fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
 /// Metadata of `topics` (all when `None`).
-async fn metadata(c: &InProcess, topics: Option<&[&str]>) -> Result<MetadataResponse, ApiError> {
+pub(super) async fn metadata(
+    c: &InProcess,
+    topics: Option<&[&str]>,
+) -> Result<MetadataResponse, ApiError> {
     let req = MetadataRequest::default()
         .with_topics(topics.map(|t| {
             t.iter()
@@ -442,7 +446,7 @@ fn config_source(s: i8) -> &'static str {
     }
 }
 
-fn field<'a>(body: &'a Value, key: &str) -> Option<&'a Value> {
+pub(super) fn field<'a>(body: &'a Value, key: &str) -> Option<&'a Value> {
     body.get(key).filter(|v| !v.is_null())
 }
 
@@ -948,8 +952,19 @@ pub fn parse_assignment(b: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
 /// asked again for up to 5 s). A group coordinated elsewhere is a 502 naming the broker:
 /// the console's requests run on this broker only.
 async fn coordinator(c: &InProcess, id: &str) -> Result<(), ApiError> {
+    coordinator_of(c, 0, id, "group").await
+}
+
+/// Checks that this broker coordinates `id` of FindCoordinator `key_type` (0 a group, 1 a
+/// transactional id; `what` names it in errors), as [`coordinator`] does for groups.
+pub(super) async fn coordinator_of(
+    c: &InProcess,
+    key_type: i8,
+    id: &str,
+    what: &str,
+) -> Result<(), ApiError> {
     let req = FindCoordinatorRequest::default()
-        .with_key_type(0)
+        .with_key_type(key_type)
         .with_coordinator_keys(vec![sb(id)]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -965,14 +980,14 @@ async fn coordinator(c: &InProcess, id: &str) -> Result<(), ApiError> {
         }
         check(
             co.error_code,
-            &format!("group {id}"),
+            &format!("{what} {id}"),
             co.error_message.as_ref(),
         )?;
         if co.node_id.0 != c.broker.config.node_id {
             return Err(ApiError::new(
                 502,
                 format!(
-                    "group {id} is coordinated by broker {}; open the console there",
+                    "{what} {id} is coordinated by broker {}; open the console there",
                     co.node_id.0
                 ),
             ));

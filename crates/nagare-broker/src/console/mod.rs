@@ -16,12 +16,16 @@
 //! without a CORS preflight, which is never granted, so the session cookie cannot be used
 //! across sites (CSRF).
 
+pub mod acls;
+#[cfg(test)]
+mod admin_tests;
 pub mod api;
 pub mod client;
 pub mod format;
 pub mod session;
 #[cfg(test)]
 mod tests;
+pub mod transactions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -320,6 +324,14 @@ async fn route(
         (Get, ["groups"]) => api::groups(c).await,
         (Get, ["groups", g]) => api::group(c, g).await,
         (Post, ["groups", g, "reset"]) => api::reset(c, g, body).await,
+        (Get, ["acls"]) => acls::list(c, &acls::parse_filter(query)?).await,
+        (Post, ["acls"]) => acls::create(c, body).await,
+        (Delete, ["acls"]) => acls::delete(c, body).await,
+        (Get, ["transactions"]) => transactions::list(c, &transactions::parse_list(query)?).await,
+        (Get, ["transactions", id]) => transactions::describe(c, id).await,
+        (Post, ["transactions", id, "abort"]) => transactions::force_terminate(c, id).await,
+        (Get, ["hanging"]) => transactions::find_hanging(c, query).await,
+        (Post, ["hanging", "abort"]) => transactions::abort_partition(c, body).await,
         _ => Err(ApiError::new(404, "no such API call")),
     }
 }

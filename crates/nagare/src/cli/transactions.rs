@@ -193,12 +193,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                             "no open transaction on {topic}-{partition} starts at offset {offset}"
                         );
                         };
-                        let epoch = i16::try_from(p.producer_epoch).with_context(|| {
+                        nagare_client::abort_spec(p).with_context(|| {
                             format!("producer epoch {} out of range", p.producer_epoch)
-                        })?;
-                        // Kafka's tool writes the marker with the producer's last coordinator
-                        // epoch, or 0 when it never saw a marker.
-                        (p.producer_id, epoch, p.coordinator_epoch.max(0))
+                        })?
                     }
                     (None, Some(pid), Some(epoch), Some(ce)) => (pid, epoch, ce),
                     _ => bail!(
@@ -360,7 +357,7 @@ async fn find_hanging(
             .await
             .with_context(|| format!("cannot describe the producers of {topic}-{partition}"))?;
         for p in producers {
-            if p.current_txn_start_offset >= 0 && now - p.last_timestamp > max_ms {
+            if nagare_client::hanging_suspect(&p, now, max_ms) {
                 suspects.push((topic.clone(), *partition, p));
             }
         }
@@ -402,15 +399,8 @@ async fn find_hanging(
     }
     for (topic, partition, p) in suspects {
         let known = by_pid.get(&p.producer_id).is_some_and(|ds| {
-            ds.iter().any(|d| {
-                matches!(
-                    d.state.as_str(),
-                    "Ongoing" | "PrepareCommit" | "PrepareAbort"
-                ) && i32::from(d.producer_epoch) == p.producer_epoch
-                    && d.partitions
-                        .iter()
-                        .any(|(t, q)| *t == topic && *q == partition)
-            })
+            ds.iter()
+                .any(|d| nagare_client::coordinator_covers(d, &topic, partition, p.producer_epoch))
         });
         if known {
             continue;
