@@ -4,7 +4,9 @@
 // console in Debian's headless Chromium with playwright-core: log in (refused, then as a
 // user without ACLs who is refused a topic, then as a super user), create a topic, produce
 // a message and find it in the message browser, watch a consumer group's lag rise and fall
-// while a real client (confluent-kafka-python) produces and consumes, reset its offsets.
+// while a real client (confluent-kafka-python) produces and consumes, reset its offsets;
+// admin creates an ACL, alice is refused one, admin deletes it; a transaction a real
+// transactional producer left open is listed, described and aborted.
 // Screenshots go to target/console-screenshots/ (CI artefacts); NAGARE_UPDATE_SCREENSHOT=1
 // also refreshes docs/images/console.png (the README's).
 //
@@ -26,6 +28,7 @@ const JAAS = 'org.apache.kafka.common.security.plain.PlainLoginModule required '
   'username="admin" password="admin-secret" user_admin="admin-secret" user_alice="alice-secret";';
 const TOPIC = 'console-orders';
 const GROUP = 'console-billing';
+const TXN = 'console-txn';
 
 const results = [];
 function check(name, ok, detail = '') {
@@ -64,6 +67,16 @@ if action == 'produce':
     for i in range(n):
         p.produce('${TOPIC}', key=b'k%d' % i, value=b'{"order": %d}' % i, partition=i % 3)
     assert p.flush(20) == 0
+elif action == 'txn':
+    # A transactional producer that writes and then dies: its transaction stays open.
+    import os
+    p = Producer({'bootstrap.servers': b, 'transactional.id': '${TXN}', 'transaction.timeout.ms': 60000})
+    p.init_transactions(20)
+    p.begin_transaction()
+    p.produce('${TOPIC}', key=b'txn', value=b'uncommitted', partition=0)
+    assert p.flush(20) == 0
+    sys.stdout.flush()
+    os._exit(0)
 else:
     c = Consumer({'bootstrap.servers': b, 'group.id': '${GROUP}', 'auto.offset.reset': 'earliest',
                   'enable.auto.commit': False, 'session.timeout.ms': 6000})
@@ -99,6 +112,7 @@ async function startServer(dir) {
     'connection.failed.authentication.delay.ms': '100',
     'group.initial.rebalance.delay.ms': '0',
     'offsets.topic.num.partitions': '3',
+    'transaction.state.log.num.partitions': '3',
     'http.listeners': `http://127.0.0.1:${hport}`,
     'log.dirs': path.join(dir, 'data'),
   };
@@ -284,6 +298,71 @@ async function main() {
         await page.waitForTimeout(2000);
       }
       await shot('05-overview');
+    });
+    const aclRow = '#acls-table tr[data-acl="TOPIC|console-orders|LITERAL|User:alice|*|READ|ALLOW"]';
+    await step('ACLs: admin creates a binding in the browser and sees it listed', async () => {
+      await page.goto(server.base + '/#/acls');
+      await page.waitForSelector('#acls-status span');
+      await page.selectOption('#create-acl select[name=resource_type]', 'TOPIC');
+      await page.fill('#create-acl input[name=name]', TOPIC);
+      await page.fill('#create-acl input[name=principal]', 'User:alice');
+      await page.selectOption('#create-acl select[name=operation]', 'READ');
+      await page.click('#create-acl button[type=submit]');
+      await page.waitForSelector(aclRow);
+      await waitText('#banner', 'Created: ALLOW User:alice READ');
+      // The filter: by principal, and a MATCH on a name the binding does not cover.
+      await page.fill('#acl-filter input[name=principal]', 'User:alice');
+      await page.click('#acl-filter button[type=submit]');
+      await page.waitForSelector(aclRow);
+      await shot('06-acls');
+    });
+    await step('transactions: a producer left a transaction open; listed as Ongoing and described', async () => {
+      client(server.bootstrap, 'txn');
+      await page.goto(server.base + '/#/transactions');
+      await page.selectOption('#txn-filter select[name=state]', 'Ongoing');
+      await page.click('#txn-filter button[type=submit]');
+      await waitText(`#txn-table tr[data-txn="${TXN}"]`, 'Ongoing');
+      await page.click(`#txn-table a >> text=${TXN}`);
+      await waitText('#txn-state', 'Ongoing');
+      await waitText(`#txn-partitions tr[data-tp="${TOPIC}-0"]`, TOPIC);
+      await shot('07-transactions');
+    });
+    await step('transactions: abort it in the browser; CompleteAbort, no longer Ongoing', async () => {
+      page.once('dialog', d => d.accept());
+      await page.click('#abort-txn');
+      await waitText('#banner', `Aborted ${TXN}: Ongoing → CompleteAbort`);
+      await waitText('#txn-state', 'CompleteAbort');
+      await page.goto(server.base + '/#/transactions');
+      await page.selectOption('#txn-filter select[name=state]', 'Ongoing');
+      await page.click('#txn-filter button[type=submit]');
+      await waitText('#txn-table', 'No transactions.');
+      await page.click('#hanging-form button[type=submit]');
+      await waitText('#hanging-table', 'None hanging');
+    });
+    await step('alice may not list or create ACLs: CLUSTER_AUTHORIZATION_FAILED', async () => {
+      await page.click('#logout');
+      await page.waitForSelector('#login-form');
+      await login('alice', 'alice-secret');
+      await waitText('#who', 'User:alice');
+      await page.goto(server.base + '/#/acls');
+      await waitText('#acls-status', 'CLUSTER_AUTHORIZATION_FAILED');
+      await page.fill('#create-acl input[name=name]', 'alice-topic');
+      await page.fill('#create-acl input[name=principal]', 'User:alice');
+      await page.selectOption('#create-acl select[name=operation]', 'ALL');
+      await page.click('#create-acl button[type=submit]');
+      await page.waitForFunction(() => /creating the ACL.*CLUSTER_AUTHORIZATION_FAILED/.test(document.querySelector('#banner')?.textContent));
+      await page.click('#logout');
+      await page.waitForSelector('#login-form');
+    });
+    await step('admin deletes the binding in the browser', async () => {
+      await login('admin', 'admin-secret');
+      await waitText('#who', 'User:admin');
+      await page.goto(server.base + '/#/acls');
+      await page.waitForSelector(aclRow);
+      page.once('dialog', d => d.accept());
+      await page.click(`${aclRow} button.delete-acl`);
+      await waitText('#banner', 'Deleted 1 binding');
+      await waitText('#acls-status', '0 bindings');
     });
     await step('no script errors in the page', async () => {
       if (errors.length) throw new Error(errors.join('; '));

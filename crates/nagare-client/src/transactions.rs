@@ -403,3 +403,61 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn producer(epoch: i32, start: i64, last: i64, coordinator_epoch: i32) -> ProducerState {
+        ProducerState {
+            producer_id: 7,
+            producer_epoch: epoch,
+            last_sequence: 0,
+            last_timestamp: last,
+            coordinator_epoch,
+            current_txn_start_offset: start,
+        }
+    }
+
+    #[test]
+    fn find_hanging_predicates_follow_kafkas_tool() {
+        // Suspect: open, and last written longer ago than the timeout.
+        assert!(hanging_suspect(&producer(0, 5, 1_000, -1), 62_000, 60_000));
+        assert!(!hanging_suspect(&producer(0, 5, 1_000, -1), 61_000, 60_000));
+        assert!(!hanging_suspect(&producer(0, -1, 0, -1), 1_000_000, 60_000));
+        let d = TransactionDescription {
+            coordinator: 1,
+            transactional_id: "t".into(),
+            state: "Ongoing".into(),
+            timeout_ms: 60_000,
+            start_time_ms: 0,
+            producer_id: 7,
+            producer_epoch: 3,
+            partitions: vec![("a".into(), 1)],
+        };
+        assert!(coordinator_covers(&d, "a", 1, 3));
+        assert!(!coordinator_covers(&d, "a", 2, 3), "another partition");
+        assert!(!coordinator_covers(&d, "a", 1, 2), "an older epoch");
+        let done = TransactionDescription {
+            state: "CompleteCommit".into(),
+            ..d
+        };
+        assert!(!coordinator_covers(&done, "a", 1, 3));
+        // The abort marker: the producer's coordinator epoch, 0 when it never saw one.
+        assert_eq!(abort_spec(&producer(3, 5, 0, -1)), Some((7, 3, 0)));
+        assert_eq!(abort_spec(&producer(3, 5, 0, 4)), Some((7, 3, 4)));
+        assert_eq!(abort_spec(&producer(70_000, 5, 0, 4)), None);
+        let req = abort_marker_request("a", 1, 7, 3, 4);
+        let m = &req.markers[0];
+        assert_eq!(
+            (
+                m.producer_id.0,
+                m.producer_epoch,
+                m.coordinator_epoch,
+                m.transaction_result
+            ),
+            (7, 3, 4, false)
+        );
+        assert_eq!(m.topics[0].partition_indexes, vec![1]);
+    }
+}

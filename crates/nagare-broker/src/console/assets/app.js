@@ -1,6 +1,6 @@
 // The Nagare web console: a small single-page app over the broker's /api/ (no framework,
 // no build step). Pages: overview, topics, topic detail with the message browser, groups,
-// group detail. Charts are drawn by hand on a canvas from values polled every 2 s.
+// group detail, ACLs, transactions and transaction detail. Charts are drawn by hand on a canvas from values polled every 2 s.
 'use strict';
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -294,6 +294,159 @@ async function group(id) {
   });
 }
 
+// An error for the banner: the message, with Kafka's error name when it is not in it.
+function errText(err) {
+  const code = err.body && err.body.code;
+  return code && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+}
+const opts = (names, selected) => names.map(n => `<option${n === selected ? ' selected' : ''}>${n}</option>`).join('');
+const RESOURCE_TYPES = ['TOPIC', 'GROUP', 'CLUSTER', 'TRANSACTIONAL_ID', 'DELEGATION_TOKEN', 'USER'];
+const OPERATIONS = ['ALL', 'READ', 'WRITE', 'CREATE', 'DELETE', 'ALTER', 'DESCRIBE', 'CLUSTER_ACTION', 'DESCRIBE_CONFIGS', 'ALTER_CONFIGS', 'IDEMPOTENT_WRITE', 'CREATE_TOKENS', 'DESCRIBE_TOKENS'];
+
+// ACLs: DescribeAcls with a filter, CreateAcls, DeleteAcls of one exact binding. Listing
+// errors (no DESCRIBE on the cluster, no authorizer) show in the list card; refused
+// changes in the banner.
+async function acls() {
+  main().innerHTML = `
+    <h1>ACLs</h1>
+    <div class="card"><h2>Create a binding</h2>
+      <form class="inline" id="create-acl">
+        <label>Resource type <select name="resource_type">${opts(RESOURCE_TYPES, 'TOPIC')}</select></label>
+        <label>Resource name <input name="name" required placeholder="orders or kafka-cluster"></label>
+        <label>Pattern <select name="pattern">${opts(['LITERAL', 'PREFIXED'])}</select></label>
+        <label>Principal <input name="principal" required placeholder="User:alice"></label>
+        <label>Host <input name="host" value="*" style="width:110px"></label>
+        <label>Operation <select name="operation">${opts(OPERATIONS, 'READ')}</select></label>
+        <label>Permission <select name="permission">${opts(['ALLOW', 'DENY'])}</select></label>
+        <button type="submit">Create</button>
+      </form></div>
+    <div class="card"><h2>Bindings</h2>
+      <form class="inline" id="acl-filter">
+        <label>Resource type <select name="resource_type">${opts(['ANY', ...RESOURCE_TYPES], 'ANY')}</select></label>
+        <label>Resource name <input name="name"></label>
+        <label>Pattern <select name="pattern">${opts(['ANY', 'MATCH', 'LITERAL', 'PREFIXED'], 'ANY')}</select></label>
+        <label>Principal <input name="principal" placeholder="User:alice"></label>
+        <button type="submit">List</button>
+      </form>
+      <p id="acls-status"></p>
+      <table id="acls-table"></table></div>`;
+  let shown = [];
+  const load = async () => {
+    const q = new URLSearchParams();
+    new FormData($('#acl-filter')).forEach((v, k) => { if (v && v !== 'ANY') q.set(k, v); });
+    try {
+      const r = await api('GET', 'acls?' + q);
+      shown = r.acls;
+      $('#acls-status').innerHTML = `<span class="muted">${shown.length} binding${shown.length === 1 ? '' : 's'}</span>`;
+      $('#acls-table').innerHTML = '<tr><th>Resource</th><th>Pattern</th><th>Principal</th><th>Host</th><th>Operation</th><th>Permission</th><th></th></tr>' +
+        shown.map((a, i) => `<tr data-acl="${esc([a.resource_type, a.name, a.pattern, a.principal, a.host, a.operation, a.permission].join('|'))}"><td>${esc(a.resource_type)}:${esc(a.name)}</td><td>${esc(a.pattern)}</td><td>${esc(a.principal)}</td><td>${esc(a.host)}</td><td>${esc(a.operation)}</td><td><span class="badge${a.permission === 'DENY' ? ' bad' : ''}">${esc(a.permission)}</span></td><td><button class="danger delete-acl" data-i="${i}">Delete</button></td></tr>`).join('');
+    } catch (err) {
+      if (err.status === 401) return;
+      shown = [];
+      $('#acls-table').innerHTML = '';
+      $('#acls-status').innerHTML = err.body && err.body.code === 'SECURITY_DISABLED'
+        ? '<span class="error" id="security-disabled">No authorizer is configured (the broker answers SECURITY_DISABLED): ACLs are not enforced. Set <code>authorizer.class.name</code> to use them.</span>'
+        : `<span class="error">${esc(errText(err))}</span>`;
+    }
+  };
+  $('#acl-filter').addEventListener('submit', e => { e.preventDefault(); load(); });
+  $('#create-acl').addEventListener('submit', async e => {
+    e.preventDefault();
+    const b = Object.fromEntries(new FormData(e.target));
+    try { await api('POST', 'acls', b); banner(`Created: ${b.permission} ${b.principal} ${b.operation} on ${b.resource_type}:${b.name} (${b.pattern})`, true); load(); } catch (err) { banner(errText(err)); }
+  });
+  $('#acls-table').addEventListener('click', async e => {
+    const btn = e.target.closest('button.delete-acl');
+    if (!btn) return;
+    const a = shown[Number(btn.dataset.i)];
+    if (!a || !confirm(`Delete ${a.permission} ${a.principal} ${a.operation} on ${a.resource_type}:${a.name}?`)) return;
+    try { const r = await api('DELETE', 'acls', a); banner(`Deleted ${r.deleted.length} binding${r.deleted.length === 1 ? '' : 's'}`, true); load(); } catch (err) { banner(errText(err)); }
+  });
+  await load();
+}
+
+const TXN_STATES = ['Empty', 'Ongoing', 'PrepareCommit', 'PrepareAbort', 'CompleteCommit', 'CompleteAbort', 'PrepareEpochFence', 'Dead'];
+const fmtMs = ms => ms == null ? '–' : ms < 60000 ? (ms / 1000).toFixed(1) + ' s' : Math.floor(ms / 60000) + ' min ' + Math.round(ms % 60000 / 1000) + ' s';
+
+// Transactions: ListTransactions with kafka-transactions.sh's filters, find-hanging with an
+// abort per row (an ABORT marker, as `kafka-transactions.sh abort`).
+async function transactions() {
+  main().innerHTML = `
+    <h1>Transactions</h1>
+    <div class="card"><h2>Transactions (this broker's coordinator)</h2>
+      <form class="inline" id="txn-filter">
+        <label>State <select name="state"><option value="">any</option>${opts(TXN_STATES)}</select></label>
+        <label>Producer id <input name="producer_id" type="number" min="0" style="width:110px"></label>
+        <label>Running longer than (ms) <input name="min_duration_ms" type="number" min="0" style="width:120px"></label>
+        <button type="submit">List</button>
+      </form>
+      <table id="txn-table"></table></div>
+    <div class="card"><h2>Find hanging transactions</h2>
+      <p class="muted">Transactions open on partitions this broker leads for longer than the longest transaction timeout that their coordinator no longer knows (as <code>kafka-transactions.sh find-hanging</code>). Aborting one writes an ABORT marker to the partition.</p>
+      <form class="inline" id="hanging-form">
+        <label>Topic (all if empty) <input name="topic"></label>
+        <label>Partition <input name="partition" type="number" min="0" style="width:90px"></label>
+        <label>Max transaction timeout (min) <input name="max_timeout_min" type="number" min="0" value="15" style="width:90px"></label>
+        <button type="submit">Find</button>
+      </form>
+      <table id="hanging-table"></table></div>`;
+  const list = async () => {
+    const q = new URLSearchParams();
+    new FormData($('#txn-filter')).forEach((v, k) => { if (v) q.set(k, v); });
+    try {
+      const r = await api('GET', 'transactions?' + q);
+      $('#txn-table').innerHTML = '<tr><th>Transactional id</th><th>Producer id</th><th>State</th></tr>' +
+        (r.transactions.map(t => `<tr data-txn="${esc(t.transactional_id)}"><td><a href="#/transactions/${encodeURIComponent(t.transactional_id)}">${esc(t.transactional_id)}</a></td><td class="num">${t.producer_id}</td><td>${esc(t.state)}</td></tr>`).join('') || '<tr><td colspan="3" class="muted">No transactions.</td></tr>');
+      if (r.unknown_states.length) banner('Unknown states: ' + r.unknown_states.join(', '));
+    } catch (err) { banner(errText(err)); }
+  };
+  let hanging = [];
+  const find = async () => {
+    const q = new URLSearchParams();
+    new FormData($('#hanging-form')).forEach((v, k) => { if (v !== '') q.set(k, v); });
+    try {
+      const r = await api('GET', 'hanging?' + q);
+      hanging = r.hanging;
+      $('#hanging-table').innerHTML = `<tr><th>Partition</th><th>Producer id / epoch</th><th>Coordinator epoch</th><th>Start offset</th><th>Last write</th><th>Verdict</th><th></th></tr>` +
+        (hanging.map((h, i) => `<tr data-hanging="${esc(h.topic)}-${h.partition}-${h.start_offset}"><td>${esc(h.topic)}-${h.partition}</td><td class="num">${h.producer_id} / ${h.producer_epoch}</td><td class="num">${h.coordinator_epoch}</td><td class="num">${h.start_offset}</td><td>${new Date(h.last_timestamp).toISOString()} (${h.duration_min} min)</td><td>${esc(h.verdict)}</td><td><button class="danger abort-hanging" data-i="${i}">Abort</button></td></tr>`).join('') ||
+        `<tr><td colspan="7" class="muted">None hanging among ${r.partitions_checked} partition${r.partitions_checked === 1 ? '' : 's'} checked.</td></tr>`);
+    } catch (err) { banner(errText(err)); }
+  };
+  $('#txn-filter').addEventListener('submit', e => { e.preventDefault(); list(); });
+  $('#hanging-form').addEventListener('submit', e => { e.preventDefault(); find(); });
+  $('#hanging-table').addEventListener('click', async e => {
+    const btn = e.target.closest('button.abort-hanging');
+    if (!btn) return;
+    const h = hanging[Number(btn.dataset.i)];
+    if (!h || !confirm(`Write an ABORT marker for producer ${h.producer_id} on ${h.topic}-${h.partition}?`)) return;
+    try { await api('POST', 'hanging/abort', {topic: h.topic, partition: h.partition, start_offset: h.start_offset}); banner(`Aborted the transaction of producer ${h.producer_id} on ${h.topic}-${h.partition}`, true); find(); } catch (err) { banner(errText(err)); }
+  });
+  await list();
+}
+
+async function transaction(id) {
+  const enc = encodeURIComponent(id);
+  main().innerHTML = `
+    <h1>Transaction ${esc(id)} <span class="badge" id="txn-state"></span> <button class="danger" id="abort-txn" style="float:right">Abort transaction</button></h1>
+    <div class="card"><table id="txn-detail"></table></div>
+    <div class="card"><h2>Partitions</h2><table id="txn-partitions"></table></div>
+    <p class="muted">Abort fences the producer (a new epoch, as <code>kafka-transactions.sh forceTerminateTransaction</code>) and the coordinator aborts its ongoing transaction.</p>`;
+  const refresh = async () => {
+    const d = await api('GET', 'transactions/' + enc);
+    $('#txn-state').textContent = d.state;
+    $('#txn-detail').innerHTML = [['Coordinator', d.coordinator], ['Producer id', d.producer_id], ['Producer epoch', d.producer_epoch], ['Timeout', fmtMs(d.timeout_ms)],
+      ['Started', d.start_time_ms == null ? '–' : new Date(d.start_time_ms).toISOString()], ['Running for', fmtMs(d.duration_ms)]]
+      .map(([k, v]) => `<tr><th>${k}</th><td>${esc(v)}</td></tr>`).join('');
+    $('#txn-partitions').innerHTML = '<tr><th>Partition</th><th>Open since offset</th><th>Coordinator epoch</th></tr>' +
+      (d.partitions.map(p => `<tr data-tp="${esc(p.topic)}-${p.partition}"><td>${esc(p.topic)}-${p.partition}</td><td class="num">${p.open ? p.open.start_offset : esc(p.error || '–')}</td><td class="num">${p.open ? p.open.coordinator_epoch : '–'}</td></tr>`).join('') || '<tr><td colspan="3" class="muted">No partitions in a transaction.</td></tr>');
+  };
+  $('#abort-txn').addEventListener('click', async () => {
+    if (!confirm(`Abort the transaction of ${id} (fences its producer)?`)) return;
+    try { const r = await api('POST', `transactions/${enc}/abort`); banner(`Aborted ${id}: ${r.previous_state} → ${r.transaction.state}`, true); refresh(); } catch (err) { banner(errText(err)); }
+  });
+  every(2000, refresh);
+}
+
 // ---- login and routing -----------------------------------------------------------------
 function showLogin() {
   timers.forEach(clearInterval); timers = [];
@@ -320,6 +473,9 @@ async function route() {
     else if (parts[0] === 'topics') await topics();
     else if (parts[0] === 'groups' && parts[1]) await group(parts[1]);
     else if (parts[0] === 'groups') await groups();
+    else if (parts[0] === 'acls') await acls();
+    else if (parts[0] === 'transactions' && parts[1]) await transaction(parts[1]);
+    else if (parts[0] === 'transactions') await transactions();
     else await overview();
   } catch (err) {
     if (err.status !== 401) main().innerHTML = `<div class="card error">${esc(err.message)}</div>`;
