@@ -378,6 +378,7 @@ async fn transactions_are_listed_described_found_hanging_and_aborted() {
     );
     assert_eq!(d["timeout_ms"], 60_000);
     assert!(d["start_time_ms"].as_i64().is_some_and(|s| s > 0), "{d}");
+    assert!(d["duration_ms"].as_i64().is_some_and(|s| s >= 0), "{d}");
     assert_eq!(d["partitions"][0]["topic"], "tx");
     assert_eq!(d["partitions"][0]["open"]["start_offset"], start);
     let (status, v) = b.call(Get, "/api/transactions/nobody", None).await;
@@ -433,6 +434,11 @@ async fn transactions_are_listed_described_found_hanging_and_aborted() {
     let f = b.ok(Post, "/api/transactions/console-tx/abort", None).await;
     assert_eq!(f["previous_state"], "Ongoing");
     assert_eq!(f["transaction"]["state"], "CompleteAbort", "{f}");
+    assert_eq!(
+        f["transaction"]["duration_ms"],
+        Value::Null,
+        "nothing running"
+    );
     assert!(
         f["transaction"]["producer_epoch"].as_i64() > Some(i64::from(epoch)),
         "{f}"

@@ -41,18 +41,6 @@ mod v {
     pub const WRITE_TXN_MARKERS: i16 = 1;
 }
 
-/// Transaction states ListTransactions knows (Kafka's `TransactionState` names).
-pub const STATES: &[&str] = &[
-    "Empty",
-    "Ongoing",
-    "PrepareCommit",
-    "PrepareAbort",
-    "CompleteCommit",
-    "CompleteAbort",
-    "Dead",
-    "PrepareEpochFence",
-];
-
 /// `kafka-transactions.sh find-hanging`'s default `--max-transaction-timeout`, minutes
 /// (`transaction.max.timeout.ms`' default).
 pub const DEFAULT_MAX_TIMEOUT_MIN: i64 = 15;
@@ -213,6 +201,12 @@ async fn producers(
 }
 
 fn description_json(d: &TransactionDescription, now: i64) -> Value {
+    // The coordinator keeps the last transaction's start time after it completes; a
+    // duration is only meaningful while one is open.
+    let open = matches!(
+        d.state.as_str(),
+        "Ongoing" | "PrepareCommit" | "PrepareAbort"
+    );
     json!({
         "transactional_id": d.transactional_id,
         "coordinator": d.coordinator,
@@ -221,7 +215,7 @@ fn description_json(d: &TransactionDescription, now: i64) -> Value {
         "producer_epoch": d.producer_epoch,
         "timeout_ms": d.timeout_ms,
         "start_time_ms": (d.start_time_ms >= 0).then_some(d.start_time_ms),
-        "duration_ms": (d.start_time_ms >= 0).then(|| (now - d.start_time_ms).max(0)),
+        "duration_ms": (open && d.start_time_ms >= 0).then(|| (now - d.start_time_ms).max(0)),
     })
 }
 
