@@ -234,6 +234,33 @@ async fn acls_are_listed_created_and_deleted_as_the_logged_in_user() {
     );
     let (status, _) = alice.call(Delete, "/api/acls", Some(grant.clone())).await;
     assert_eq!(status, 403);
+    // The transaction actions are authorized as Kafka's: a marker needs CLUSTER_ACTION,
+    // fencing a transactional id WRITE on it (and finding its coordinator DESCRIBE).
+    t.create_topic("orders", 1).await;
+    let (status, v) = alice
+        .call(
+            Post,
+            "/api/hanging/abort",
+            Some(json!({"topic": "orders", "partition": 0, "producer_id": 1,
+                "producer_epoch": 0, "coordinator_epoch": 0})),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (403, Some("CLUSTER_AUTHORIZATION_FAILED")),
+        "{v}"
+    );
+    let (status, v) = alice
+        .call(Post, "/api/transactions/someone-tx/abort", None)
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (403, Some("TRANSACTIONAL_ID_AUTHORIZATION_FAILED")),
+        "{v}"
+    );
+    // Listing shows only what she may describe: nothing, rather than an error.
+    let l = alice.ok(Get, "/api/transactions", None).await;
+    assert_eq!(l["transactions"], json!([]));
 
     // Deleting the exact binding removes it and nothing else; deleting it again removes
     // nothing. A LITERAL binding of the same name is a different binding.
