@@ -409,7 +409,11 @@ async fn transactions_are_listed_described_found_hanging_and_aborted() {
     assert_eq!(d["partitions"][0]["topic"], "tx");
     assert_eq!(d["partitions"][0]["open"]["start_offset"], start);
     let (status, v) = b.call(Get, "/api/transactions/nobody", None).await;
-    assert!(status >= 400, "{status} {v}");
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (404, Some("TRANSACTIONAL_ID_NOT_FOUND")),
+        "{v}"
+    );
 
     // find-hanging: the ghost only (the coordinator covers console-tx).
     let h = b

@@ -97,7 +97,7 @@ impl ApiError {
         let name = error_name(code);
         let status = match code {
             29..=31 | 53 => 403, // TOPIC/GROUP/CLUSTER_AUTHORIZATION_FAILED, TRANSACTIONAL_ID_...
-            3 | 69 => 404,       // UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND
+            3 | 69 | 105 => 404, // UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND, TRANSACTIONAL_ID_NOT_FOUND
             36 | 68 | 25 => 409, // TOPIC_ALREADY_EXISTS, NON_EMPTY_GROUP, UNKNOWN_MEMBER_ID
             51 | 54 => 409,      // CONCURRENT_TRANSACTIONS, SECURITY_DISABLED (no authorizer)
             c if name.starts_with("INVALID") || c == 40 || c == 44 => 400, // INVALID_*, POLICY_VIOLATION
