@@ -76,7 +76,11 @@ for t in "${TARGETS[@]}"; do
     -max_len="$(max_len "$t")" -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
     >"$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    # With a dictionary libFuzzer may end on its "Recommended dictionary" block instead of the
+    # final stats; its last "#N DONE" line has the count then.
+    if [ -z "$execs" ]; then execs=$(grep -a -o '^#[0-9]*[[:space:]]*DONE' "$log" | tail -1 | tr -dc "0-9" || true); fi
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+    if [ -z "$rate" ]; then rate=$(grep -a '^#[0-9]*[[:space:]]*DONE' "$log" | tail -1 | sed -n 's/.*exec\/s: *\([0-9]*\).*/\1/p' || true); fi
     echo "$t: ok, ${execs:-?} executions (${rate:-?}/s), 0 crashes"
   else
     echo "$t: FAILED (input and log in fuzz/artifacts/$t/)" >&2
