@@ -133,8 +133,8 @@ async fn connect(broker: &Broker, source: i32, timeout_ms: u64) -> Option<Connec
     };
     let client_id = format!("nagare-replica-fetcher-{}", broker.config.node_id);
     match Connection::connect_with(&addr, &client_id, opts).await {
-        Ok(c) => {
-            broker.peers.peer_reachable(source);
+        Ok(mut c) => {
+            broker.peers.connected(source, reg.epoch, &mut c);
             Some(c)
         }
         Err(e) => {
