@@ -245,11 +245,8 @@ fn requested_topics<'i>(
     requested: &Requested<'_>,
 ) -> Vec<&'i TopicImage> {
     match requested {
-        Requested::All => image
-            .topic_names()
-            .iter()
-            .filter_map(|n| image.topic(n).map(|t| &**t))
-            .collect(),
+        // Order does not matter here: no need for `topic_names`' sorted copy.
+        Requested::All => image.topics_by_id.values().map(|t| &**t).collect(),
         Requested::Some(list) => list
             .iter()
             .filter_map(|(name, id)| match name {
@@ -712,6 +709,34 @@ mod tests {
                 .expect("task");
             assert_eq!(leader(&r), 1);
             drop(conn);
+        }
+
+        #[tokio::test]
+        async fn an_all_topics_request_is_held_too() {
+            let (tb, epoch) = cluster(5_000).await;
+            tb.broker.peers.peer_closed(2, epoch, Instant::now());
+            let all = {
+                let tb = tb.clone();
+                tokio::spawn(async move {
+                    let r: MetadataResponse = tb
+                        .send(&MetadataRequest::default().with_topics(None), 12)
+                        .await
+                        .expect("metadata");
+                    r
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(!all.is_finished(), "held");
+            heartbeat(&tb, epoch, true).await;
+            let r = tokio::time::timeout(Duration::from_secs(3), all)
+                .await
+                .expect("answered")
+                .expect("task");
+            let f = r
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "f"));
+            assert_eq!(f.map(|t| t.partitions[0].leader_id.0), Some(1));
         }
 
         #[tokio::test]
