@@ -15,6 +15,7 @@ pub mod controller_channel;
 pub mod controller_mutation_quota;
 pub mod controller_requests;
 pub mod coordinator_runtime;
+pub mod failover_hold;
 pub mod fetch_session;
 pub mod group_coordinator;
 pub mod handlers;
@@ -116,6 +117,9 @@ pub struct Broker {
     pub remote_log: std::sync::OnceLock<Arc<remote_log_manager::RemoteLogManager>>,
     /// KIP-714 client telemetry: subscriptions handed out, pushed metrics kept for `/metrics`.
     pub client_telemetry: client_telemetry::ClientTelemetry,
+    /// Peer brokers seen to close or refuse this broker's connections (its replica
+    /// fetchers'), for Metadata answers held across a leader's death ([`failover_hold`]).
+    pub peers: failover_hold::PeerReachability,
     topic_defaults: RwLock<TopicDefaults>,
     producer_ids: Mutex<(i64, i64)>,
 }
@@ -180,6 +184,7 @@ impl Broker {
             inter_broker_sasl: std::sync::OnceLock::new(),
             remote_log: std::sync::OnceLock::new(),
             client_telemetry: client_telemetry::ClientTelemetry::new(config.telemetry_max_bytes),
+            peers: failover_hold::PeerReachability::new(),
             producer_ids: Mutex::new((0, 0)),
             config,
             cluster_id,

@@ -133,8 +133,12 @@ async fn connect(broker: &Broker, source: i32, timeout_ms: u64) -> Option<Connec
     };
     let client_id = format!("nagare-replica-fetcher-{}", broker.config.node_id);
     match Connection::connect_with(&addr, &client_id, opts).await {
-        Ok(c) => Some(c),
+        Ok(mut c) => {
+            broker.peers.connected(source, reg.epoch, &mut c);
+            Some(c)
+        }
         Err(e) => {
+            broker.peers.note_error(&image, source, &e);
             tracing::debug!(source, %addr, error = %e, "cannot connect to the leader");
             None
         }
@@ -321,7 +325,11 @@ async fn fetch_once(
     let resp = conn
         .send_version_timeout(&req, v, timeout)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            // A closed or reset connection: the leader's process may be gone (issue 17).
+            broker.peers.note_error(&broker.image(), source, &e);
+            e.to_string()
+        })?;
     if resp.error_code != 0 {
         return Ok(false);
     }

@@ -1,6 +1,8 @@
 //! One TCP connection to one broker: framing, correlation ids and version negotiation.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -239,6 +241,9 @@ pub struct Connection {
     reauthenticate_at: Option<Instant>,
     /// Re-authentications done on this connection.
     reauthentications: u64,
+    /// The handle [`Connection::peer_closed_probe`] gave out: held here only, so it (and its
+    /// duplicate of the socket) goes with the connection.
+    probe: Option<Arc<PeerClosedProbe>>,
 }
 
 impl Connection {
@@ -308,6 +313,7 @@ impl Connection {
             in_flight: false,
             reauthenticate_at: None,
             reauthentications: 0,
+            probe: None,
         };
         conn.negotiate_versions().await.map_err(|e| match e {
             Error::Io { addr, reason } => Error::Connect { addr, reason },
@@ -531,6 +537,24 @@ impl Connection {
         &self.broker_versions
     }
 
+    /// A handle through which other tasks can look whether the peer has closed or reset this
+    /// connection, while its owner waits on a response: a non-blocking `MSG_PEEK` on a
+    /// duplicate of the socket (it reads nothing and leaves the owner's wake-ups alone). It
+    /// is only valid while the connection lives: the connection holds the only strong
+    /// reference, so dropping the connection closes the duplicate too. `None` if the socket
+    /// cannot be duplicated.
+    pub fn peer_closed_probe(&mut self) -> Option<Weak<PeerClosedProbe>> {
+        if self.probe.is_none() {
+            let tcp = match &self.stream {
+                Stream::Plain(s) => s,
+                Stream::Tls(s) => s.get_ref().0,
+            };
+            let fd = tcp.as_fd().try_clone_to_owned().ok()?;
+            self.probe = Some(Arc::new(PeerClosedProbe { fd }));
+        }
+        self.probe.as_ref().map(Arc::downgrade)
+    }
+
     /// True if a request was interrupted and the connection must be replaced.
     pub fn is_broken(&self) -> bool {
         self.in_flight
@@ -731,6 +755,34 @@ impl Connection {
             .await
             .map_err(|e| io_err(&self.addr, e))?;
         Ok(buf.freeze())
+    }
+}
+
+/// See [`Connection::peer_closed_probe`].
+#[derive(Debug)]
+pub struct PeerClosedProbe {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl PeerClosedProbe {
+    /// Whether the peer has closed (end-of-stream, already received) or reset the connection,
+    /// right now, without waiting: what the kernel holds for a socket whose peer process
+    /// died. Bytes waiting to be read, or nothing at all, mean it is open.
+    pub fn peer_closed(&self) -> bool {
+        let mut byte = [0u8; 1];
+        match rustix::net::recv(
+            &self.fd,
+            &mut byte[..],
+            rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+        ) {
+            Ok((0, _)) => true,
+            Ok(_) => false,
+            Err(e) => {
+                e == rustix::io::Errno::CONNRESET
+                    || e == rustix::io::Errno::PIPE
+                    || e == rustix::io::Errno::NOTCONN
+            }
+        }
     }
 }
 
@@ -952,6 +1004,56 @@ mod tests {
         stream.read_exact(&mut answer).await.expect("read");
         assert_eq!(answer, [0, 0, 0, 3, 3, 2, 1]);
         server.await.expect("server");
+    }
+
+    /// The probe sees an open, idle connection as open, the peer's close as closed (without
+    /// reading anything), and dies with the connection.
+    #[tokio::test]
+    async fn peer_closed_probe_sees_the_peers_close_and_dies_with_the_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let size = s.read_i32().await.expect("size");
+            let mut req = vec![0u8; usize::try_from(size).expect("size")];
+            s.read_exact(&mut req).await.expect("frame");
+            let mut req = Bytes::from(req);
+            req.advance(2);
+            let version = req.get_i16();
+            let correlation_id = req.get_i32();
+            let mut out = BytesMut::new();
+            out.put_i32(0);
+            out.put_i32(correlation_id);
+            ApiVersionsResponse::default()
+                .encode(&mut out, version)
+                .expect("encode");
+            let size = i32::try_from(out.len() - 4).expect("size");
+            out[..4].copy_from_slice(&size.to_be_bytes());
+            s.write_all(&out).await.expect("write");
+            let _ = close_rx.await;
+            drop(s);
+        });
+        let mut conn = Connection::connect(&addr, "probe").await.expect("connect");
+        let probe = conn.peer_closed_probe().expect("probe");
+        let p = probe.upgrade().expect("alive");
+        assert!(!p.peer_closed(), "an idle open connection is open");
+        let _ = close_tx.send(());
+        server.await.expect("server");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !p.peer_closed() {
+            assert!(Instant::now() < deadline, "the peer's close was not seen");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(p);
+        drop(conn);
+        assert!(
+            probe.upgrade().is_none(),
+            "the probe goes with the connection"
+        );
     }
 
     #[tokio::test]

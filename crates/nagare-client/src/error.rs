@@ -237,6 +237,26 @@ impl Error {
         )
     }
 
+    /// True when the failure says the broker's process is gone rather than slow: the peer
+    /// closed or reset the connection, or refused a new one (what the kernel answers for a
+    /// dead process's sockets). A timeout is not: a stopped or overloaded broker times out.
+    pub fn is_peer_gone(&self) -> bool {
+        match self {
+            Error::Connect { reason, .. } | Error::Io { reason, .. } => PEER_GONE_KINDS
+                .iter()
+                .any(|k| *reason == describe_io(&io::Error::from(*k))),
+            _ => false,
+        }
+    }
+
+    /// [`Error::Io`] for a failed read or write on the connection to `addr`.
+    pub fn io(addr: impl Into<String>, error: &io::Error) -> Error {
+        Error::Io {
+            addr: addr.into(),
+            reason: describe_io(error),
+        }
+    }
+
     /// True when refreshing metadata and retrying may succeed: the leader moved, the topic is
     /// still being created, or the connection to the old leader failed.
     pub fn is_stale_metadata(&self) -> bool {
@@ -314,6 +334,15 @@ pub fn kafka_error_name(error: ResponseError) -> String {
     out
 }
 
+/// The I/O error kinds that mean the peer's process is gone (see [`Error::is_peer_gone`]).
+const PEER_GONE_KINDS: [io::ErrorKind; 5] = [
+    io::ErrorKind::ConnectionRefused,
+    io::ErrorKind::ConnectionReset,
+    io::ErrorKind::ConnectionAborted,
+    io::ErrorKind::BrokenPipe,
+    io::ErrorKind::UnexpectedEof,
+];
+
 /// A short, lowercase description of an I/O error, without the "(os error N)" suffix for the
 /// common cases, so messages read like "cannot connect to broker …: connection refused".
 pub(crate) fn describe_io(e: &io::Error) -> String {
@@ -333,6 +362,39 @@ pub(crate) fn describe_io(e: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_gone_is_a_closed_reset_or_refused_connection_never_a_timeout() {
+        use io::ErrorKind::*;
+        for kind in [
+            ConnectionRefused,
+            ConnectionReset,
+            BrokenPipe,
+            UnexpectedEof,
+        ] {
+            assert!(
+                Error::io("a:1", &io::Error::from(kind)).is_peer_gone(),
+                "{kind:?}"
+            );
+        }
+        let refused = Error::Connect {
+            addr: "a:1".into(),
+            reason: describe_io(&io::Error::from(ConnectionRefused)),
+        };
+        assert!(refused.is_peer_gone());
+        assert!(!Error::io("a:1", &io::Error::from(TimedOut)).is_peer_gone());
+        let connect_timeout = Error::Connect {
+            addr: "a:1".into(),
+            reason: "timed out after 2000 ms".into(),
+        };
+        assert!(!connect_timeout.is_peer_gone());
+        let timeout = Error::Timeout {
+            addr: "a:1".into(),
+            api: ApiKey::Fetch,
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!timeout.is_peer_gone());
+    }
 
     #[test]
     fn error_names_match_kafka() {

@@ -43,7 +43,7 @@ pub use client::{
 };
 pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
 pub use connection::{
-    Connection, ConnectionOptions, ConnectionStream, SaslCredentials, TlsOptions,
+    Connection, ConnectionOptions, ConnectionStream, PeerClosedProbe, SaslCredentials, TlsOptions,
 };
 pub use error::{kafka_error_name, Error, ResponseError, Result};
 pub use group::{decode_assignment, GroupDescription, GroupListing, GroupMember};

@@ -33,6 +33,8 @@
 //! [`failover`] times the failover after SIGKILL of a leader with Kafka's default timings
 //! (first acknowledgement within 2 s: the controller fences on the closed heartbeat connection)
 //! and checks that a broker stopped for less than the session is not fenced.
+//! [`saturated_disk`] saturates the disk under the cluster and checks that no broker is
+//! fenced and no leader changes (issue 17: no false fencing of a slow broker).
 //!
 //! `NAGARE_FAULT_SEED` (u64) replays a schedule; `NAGARE_FAULT_SECS` sets how long faults are
 //! injected (default 60, the CI run); `NAGARE_FAULT_TOPOLOGY=combined` runs the schedule on 3
@@ -44,6 +46,8 @@ mod common;
 mod disk;
 #[path = "fault_suite/failover.rs"]
 mod failover;
+#[path = "fault_suite/saturated_disk.rs"]
+mod saturated_disk;
 #[path = "fault_suite/txn.rs"]
 mod txn;
 

@@ -379,6 +379,8 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "How often a broker heartbeats to the active controller."),
     def("nagare.broker.disconnect.fence.grace.ms", INT, Value("100"), Range(-1, I32), ReadOnly,
         "Nagare only: the active controller fences a broker this long after the peer closed the connection its latest heartbeat arrived on (its process died), unless it heartbeats again; -1 fences on broker.session.timeout.ms only, as Kafka."),
+    def("nagare.metadata.leader.failover.wait.ms", INT, Value("600"), Range(0, I32), ReadOnly,
+        "Nagare only: a broker that saw a partition leader close or refuse its replica fetcher's connection (its process died) holds Metadata answers naming that leader until the leadership moved, the leader is reachable again, or this long after it saw it go; 0 answers at once, as Kafka."),
     // Leader elections on the controller.
     def("unclean.leader.election.enable", BOOLEAN, Value("false"), Topic("unclean.leader.election.enable"), ClusterWide,
         "Default of the topic config; the controllers' own value (or a cluster-wide dynamic broker config) is the default."),

@@ -179,6 +179,9 @@ pub struct BrokerConfig {
     pub log_levels: Vec<(String, crate::logging::LogLevel)>,
     /// Tiered storage (`remote.log.*`, `rsm.config.*`).
     pub tiered: TieredConfig,
+    /// `nagare.metadata.leader.failover.wait.ms`: the bound of a Metadata answer held
+    /// across a leader's death (see [`crate::failover_hold`]); 0 never holds.
+    pub metadata_leader_failover_wait_ms: u64,
 }
 
 /// Client quota windows and connection limits, with Kafka's names and defaults.
@@ -569,6 +572,8 @@ impl BrokerConfig {
                     )
                 })?,
             tiered: TieredConfig::parse(p)?,
+            metadata_leader_failover_wait_ms: int("nagare.metadata.leader.failover.wait.ms").max(0)
+                as u64,
             log_dirs,
             props: BTreeMap::new(),
         };

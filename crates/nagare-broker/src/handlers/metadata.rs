@@ -15,7 +15,8 @@ use nagare_metadata::{MetadataImage, Uuid};
 use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::authorizer::{AclOperation, Resource};
-use crate::network::Reply;
+use crate::failover_hold::{self, Requested};
+use crate::network::{Reply, Response};
 use crate::Broker;
 use nagare_protocol::error::ResponseError;
 
@@ -64,6 +65,45 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             }
         }
     }
+    let ops = (
+        r.include_topic_authorized_operations,
+        r.include_cluster_authorized_operations,
+    );
+    // Issue 17: an answer that would name a leader this broker just saw die waits (a
+    // delayed response) until the fencing moved its partitions, within a bound.
+    let selection = if all {
+        Requested::All
+    } else {
+        Requested::Some(&requested)
+    };
+    if failover_hold::must_hold(broker, &image, &selection) {
+        let broker = broker.clone();
+        return Ok(Reply::Later(Box::pin(async move {
+            let selection = if all {
+                Requested::All
+            } else {
+                Requested::Some(&requested)
+            };
+            let image = failover_hold::wait_for_failover(&broker, &selection).await;
+            answer(&broker, &req, all, requested, ops, &image)
+        })));
+    }
+    Ok(Reply::Now(answer(
+        broker, &req, all, requested, ops, &image,
+    )))
+}
+
+/// The Metadata response for `requested` (or all topics) from `image`; `ops` says whether
+/// the topics' and the cluster's authorized operations were asked for.
+fn answer(
+    broker: &Broker,
+    req: &Request,
+    all: bool,
+    requested: Vec<(Option<String>, Uuid)>,
+    ops: (bool, bool),
+    image: &MetadataImage,
+) -> Response {
+    let v = req.version();
     let mut topics = Vec::new();
     // Kafka lists only the topics the principal may DESCRIBE; a requested topic it may not
     // describe gets TOPIC_AUTHORIZATION_FAILED whether it exists or not.
@@ -79,7 +119,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     if all {
         for name in image.topic_names() {
             if may_describe(&name) {
-                topics.push(topic_entry(&image, &name));
+                topics.push(topic_entry(image, &name));
             }
         }
     } else {
@@ -88,7 +128,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 Some(n) if !may_describe(&n) => topics.push(denied(Some(n), Uuid::nil())),
                 Some(n) => {
                     if image.topic(&n).is_some() {
-                        topics.push(topic_entry(&image, &n));
+                        topics.push(topic_entry(image, &n));
                     } else {
                         let code = if logic::validate_topic_name(&n).is_err() {
                             ResponseError::InvalidTopicException.code()
@@ -107,7 +147,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                     Some(t) if !may_describe(&t.name) => topics.push(denied(None, id)),
                     Some(t) => {
                         let n = t.name.clone();
-                        topics.push(topic_entry(&image, &n));
+                        topics.push(topic_entry(image, &n));
                     }
                     None => topics.push(
                         MetadataResponseTopic::default()
@@ -120,7 +160,7 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
         }
     }
     // Authorized operations only when asked for (v8+); otherwise Kafka's "not provided".
-    if r.include_topic_authorized_operations {
+    if ops.0 {
         for t in topics.iter_mut().filter(|t| t.error_code == 0) {
             if let Some(name) = &t.name {
                 t.topic_authorized_operations =
@@ -128,28 +168,18 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
             }
         }
     }
-    let cluster_ops = if r.include_cluster_authorized_operations {
+    let cluster_ops = if ops.1 {
         broker.authorized_operations(&req.ctx, &Resource::cluster())
     } else {
         i32::MIN
     };
     let resp = MetadataResponse::default()
-        .with_brokers(brokers(
-            broker,
-            &image,
-            v,
-            &req.ctx.connection.listener_name,
-        ))
+        .with_brokers(brokers(broker, image, v, &req.ctx.connection.listener_name))
         .with_cluster_id(Some(sb(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics)
         .with_cluster_authorized_operations(cluster_ops);
-    Ok(Reply::Now(respond(
-        ApiKey::Metadata,
-        v,
-        req.correlation_id(),
-        &resp,
-    )))
+    respond(ApiKey::Metadata, v, req.correlation_id(), &resp)
 }
 
 async fn auto_create(broker: &Arc<Broker>, mut names: Vec<String>) {

@@ -15,8 +15,12 @@
 //! - at the end, no acknowledged record is lost (nor duplicated, nor moved).
 //!
 //! `NAGARE_LONG_TESTS=1` runs 20 kills (each followed by a restart and a wait for the full
-//! ISR), prints the p50/p99 of kill → first acknowledgement (BENCHMARKS.md) and also asserts
-//! a median below the 2 s target.
+//! ISR), prints the p50/p99 of kill → first acknowledgement (BENCHMARKS.md) and asserts the
+//! issue's target: p99 (the slowest of 20) below 2 s. What makes it: the controller fences
+//! on the closed heartbeat connection (~0.1 s), and the live brokers hold librdkafka's
+//! immediate "broker down" Metadata refresh until the new leader is in their image
+//! (`nagare.metadata.leader.failover.wait.ms`, `nagare_broker::failover_hold`), instead of
+//! answering with the dead leader and leaving the client to its 1 s topic scan.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,14 +42,14 @@ use super::{
 const PROPS: &[&str] = &["auto.create.topics.enable=false"];
 
 /// The target for kill → first acknowledgement on the dead leader's partition
-/// (p99). Reported, and asserted for the median of the long run: with librdkafka's defaults
-/// the tail is bounded by its once-a-second re-query of partitions whose leader is down, not
-/// by the broker (fencing lands ~0.1 s after the kill; see docs/ARCHITECTURE.md).
+/// (p99), asserted over the long run's 20 kills. The tail left is librdkafka's: when the
+/// answer that moves the partition also drops the dead broker, its decommission sometimes
+/// races with the partition's migration and costs one 1 s topic scan (~1.1 s in all).
 const FAILOVER_TARGET: Duration = Duration::from_secs(2);
 
-/// What every single kill must beat (CI): two of librdkafka's 1 s re-query periods after the
-/// fencing plus slack for a loaded machine — still a third of the 9 s session timeout that
-/// bounds Kafka's failover.
+/// What every single kill must beat (CI, one kill on a possibly loaded machine): one of
+/// librdkafka's 1 s re-query periods after the fencing plus slack — a third of the 9 s
+/// session timeout that bounds Kafka's failover.
 const FAILOVER_BOUND: Duration = Duration::from_secs(3);
 
 /// The fault suite's [`DeliveryRecorder`], plus when each record of producer 0 was
@@ -148,7 +152,7 @@ fn produce(
 
 /// Every partition's metadata, asked from `bootstrap` (bounded: a stopped broker in the
 /// list must not hang the test).
-fn partitions(bootstrap: &str) -> Option<Vec<PartitionMetadata>> {
+pub(super) fn partitions(bootstrap: &str) -> Option<Vec<PartitionMetadata>> {
     block_on(async {
         tokio::time::timeout(Duration::from_secs(3), async {
             let mut c = Client::connect_to(bootstrap).await.ok()?;
@@ -163,7 +167,7 @@ fn partitions(bootstrap: &str) -> Option<Vec<PartitionMetadata>> {
     })
 }
 
-fn full_isr(bootstrap: &str) -> Option<Vec<PartitionMetadata>> {
+pub(super) fn full_isr(bootstrap: &str) -> Option<Vec<PartitionMetadata>> {
     partitions(bootstrap).filter(|ps| ps.iter().all(|p| p.leader >= 0 && p.isr.len() == 3))
 }
 
@@ -262,6 +266,42 @@ fn fencing_lines(cluster: &mut TestCluster, id: i32) -> Vec<String> {
         .collect()
 }
 
+/// Lines the brokers logged since the last call about Metadata answers they held across a
+/// leader's death, or about seeing a peer die (`nagare.metadata.leader.failover.wait.ms`);
+/// `seen` keeps how many lines of each broker's output were already returned.
+fn new_hold_lines(
+    cluster: &mut TestCluster,
+    seen: &mut std::collections::HashMap<i32, usize>,
+) -> Vec<String> {
+    let ids: Vec<i32> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.is_broker())
+        .map(|n| n.id)
+        .collect();
+    // `NAGARE_FAILOVER_TRACE_METADATA=1` (with `NAGARE_FAILOVER_PROPS=log.levels=
+    // nagare_broker::request_logger=DEBUG`) also shows every Metadata request the brokers
+    // completed, to see when the clients asked.
+    let trace_metadata = std::env::var("NAGARE_FAILOVER_TRACE_METADATA").is_ok_and(|v| v == "1");
+    let mut out = Vec::new();
+    for id in ids {
+        let lines: Vec<String> = cluster
+            .node(id)
+            .output()
+            .lines()
+            .filter(|l| {
+                l.contains("Metadata answer held")
+                    || l.contains("closed or refused our connection")
+                    || (trace_metadata && l.contains("api=Metadata"))
+            })
+            .map(|l| format!("broker {id}: {l}"))
+            .collect();
+        let from = seen.insert(id, lines.len()).unwrap_or(0).min(lines.len());
+        out.extend(lines.into_iter().skip(from));
+    }
+    out
+}
+
 fn percentile(sorted: &[Duration], pct: f64) -> Duration {
     let i = ((sorted.len() as f64 * pct / 100.0).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
@@ -277,6 +317,16 @@ fn sigkilled_leader_fails_over_within_two_seconds_and_a_stopped_one_is_not_fence
     let mut props: Vec<String> = PROPS.iter().map(|p| p.to_string()).collect();
     if let Ok(g) = std::env::var("NAGARE_FAILOVER_GRACE_MS") {
         props.push(format!("nagare.broker.disconnect.fence.grace.ms={g}"));
+    }
+    // `NAGARE_FAILOVER_PROPS` (`;`-separated `key=value`) adds node settings, e.g.
+    // `nagare.metadata.leader.failover.wait.ms=0` to measure without the Metadata hold.
+    if let Ok(extra) = std::env::var("NAGARE_FAILOVER_PROPS") {
+        props.extend(
+            extra
+                .split(';')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string),
+        );
     }
     let props: Vec<&str> = props.iter().map(String::as_str).collect();
     let mut cluster = TestCluster::new(1, 3, &props);
@@ -299,6 +349,7 @@ fn sigkilled_leader_fails_over_within_two_seconds_and_a_stopped_one_is_not_fence
     // SIGKILL of partition 0's leader (20 times with NAGARE_LONG_TESTS=1).
     let rounds = if long { 20 } else { 1 };
     let mut times = Vec::new();
+    let mut holds_seen = std::collections::HashMap::new();
     for round in 0..rounds {
         let (killed, took) = kill_leader_and_time_failover(&mut cluster, &rec, &sent);
         eprintln!(
@@ -317,6 +368,9 @@ fn sigkilled_leader_fails_over_within_two_seconds_and_a_stopped_one_is_not_fence
         }
         let fenced = fencing_lines(&mut cluster, killed);
         eprintln!("controller: {:?}", fenced.last());
+        for l in new_hold_lines(&mut cluster, &mut holds_seen) {
+            eprintln!("{l}");
+        }
         assert!(
             fenced
                 .iter()
@@ -363,11 +417,13 @@ fn sigkilled_leader_fails_over_within_two_seconds_and_a_stopped_one_is_not_fence
         p99 < FAILOVER_BOUND,
         "failover took {p99:?} (p99/max), more than {FAILOVER_BOUND:?}"
     );
-    assert!(
-        percentile(&sorted, 50.0) < FAILOVER_TARGET,
-        "failover took {:?} (p50), more than {FAILOVER_TARGET:?}",
-        percentile(&sorted, 50.0)
-    );
+    if long {
+        assert!(
+            p99 < FAILOVER_TARGET,
+            "failover took {p99:?} (p99 of {} kills), more than {FAILOVER_TARGET:?}",
+            sorted.len()
+        );
+    }
 
     // SIGSTOP of a live leader for 3 s (< the 9 s session): not fenced, leadership unchanged.
     let boot = cluster.bootstrap();
