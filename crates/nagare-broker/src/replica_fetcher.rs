@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -382,10 +381,7 @@ async fn fetch_once(
                 }
             }
             if let Some(records) = r.records.as_ref().filter(|b| !b.is_empty()) {
-                match broker
-                    .replicas
-                    .append_as_follower(p, BytesMut::from(&records[..]))
-                {
+                match broker.replicas.append_as_follower(p, &records[..]) {
                     Ok(wait) => durable.push(wait),
                     Err(ReplicaError::Storage(StorageError::UnexpectedAppendOffset { .. })) => {
                         p.reset_truncation_check();
