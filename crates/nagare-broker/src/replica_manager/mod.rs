@@ -23,6 +23,7 @@ mod append;
 mod data_path_tests;
 mod delayed_fetch;
 mod error;
+mod group_commit;
 mod metadata_apply;
 mod offsets;
 pub mod partition_state;
@@ -682,50 +683,6 @@ impl ReplicaManager {
                 Some(rx) => rx
                     .await
                     .map_err(|_| "the flusher stopped before the write was durable".to_string())?,
-            }
-        }
-    }
-
-    /// The group-commit loop: each round takes every waiter queued so far, fsyncs each
-    /// distinct log once, and completes the waiters. Runs until the process ends.
-    pub async fn run_group_commit(self: Arc<Self>) {
-        loop {
-            self.flush_needed.notified().await;
-            let batch: Vec<DurableWaiter> = std::mem::take(&mut *self.waiters.lock());
-            if batch.is_empty() {
-                continue;
-            }
-            let mut logs: Vec<Arc<Log>> = Vec::new();
-            for w in &batch {
-                if !logs.iter().any(|l| Arc::ptr_eq(l, &w.log)) {
-                    logs.push(w.log.clone());
-                }
-            }
-            let me = self.clone();
-            let results = tokio::task::spawn_blocking(move || {
-                logs.iter()
-                    .map(|l| {
-                        let started = std::time::Instant::now();
-                        let r = l.flush().map_err(|e| e.to_string());
-                        me.flush_latency.observe(started.elapsed());
-                        (l.clone(), r)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
-            for w in batch {
-                let res = results
-                    .iter()
-                    .find(|(l, _)| Arc::ptr_eq(l, &w.log))
-                    .map(|(_, r)| r.clone())
-                    .unwrap_or_else(|| Err("flush task failed".to_string()));
-                let res = match res {
-                    Ok(_) if w.log.recovery_point() > w.offset => Ok(()),
-                    Ok(rp) => Err(format!("flushed to {rp}, short of offset {}", w.offset)),
-                    Err(e) => Err(e),
-                };
-                let _ = w.done.send(res);
             }
         }
     }
