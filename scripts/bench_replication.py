@@ -41,6 +41,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_kraft import BIN, Node, create  # noqa: E402
 
+# The load generator (`nagare bench produce`): the servers' binary unless NAGARE_CLIENT_BIN
+# names another, so servers of two builds can be compared with the same client.
+CLIENT_BIN = os.environ.get("NAGARE_CLIENT_BIN", BIN)
+
 
 def dd_write_mb_s(dir_):
     path = os.path.join(dir_, "dd-probe")
@@ -84,18 +88,26 @@ def disk_and_cpu():
     return sectors, busy_ms, sum(cpu) - idle, sum(cpu)
 
 
-def bench_produce(admin, bootstrap, topic, rf, seconds, root):
+def bench_produce(admin, bootstrap, topic, rf, seconds, root, extra_args=()):
     # min.insync.replicas=2 on the RF=3 topic only (an RF=1 topic with it would refuse acks=all).
     config = {"min.insync.replicas": "2"} if rf == 3 else {}
     create(admin, [NewTopic(topic, 6, rf, config=config)])
     time.sleep(1)
     out = os.path.join(root, f"produce-{topic}.json")
     client_before = os.times()
-    subprocess.run([BIN, "bench", "produce", "-b", bootstrap, "-t", topic,
+    subprocess.run([CLIENT_BIN, "bench", "produce", "-b", bootstrap, "-t", topic,
                     "--partitions", "6", "--replication-factor", str(rf), "--acks", "all",
                     "--record-size", "1024", "--duration", str(seconds), "--producers", "2",
-                    "--json", out], check=True, capture_output=True, text=True)
+                    "--json", out, *extra_args], check=True, capture_output=True, text=True)
     client_after = os.times()
+    # Each row writes gigabytes (three times at RF=3): delete its topic so a run never fills
+    # the disk.
+    try:
+        for fut in admin.delete_topics([topic], operation_timeout=30).values():
+            fut.result()
+    except Exception as e:  # noqa: BLE001 - a leftover topic only costs disk space
+        print(f"deleting {topic}: {e}", file=sys.stderr)
+    time.sleep(2)  # the brokers apply the deletion from the metadata log
     with open(out) as f:
         r = json.load(f)
     r["client_cpu_s"] = round((client_after.children_user + client_after.children_system)
@@ -146,6 +158,8 @@ def main():
     ap.add_argument("--session-timeout-ms", type=int, default=9000)
     ap.add_argument("--pairs", type=int, default=1)
     ap.add_argument("--skip-failover", action="store_true")
+    ap.add_argument("--produce-arg", action="append", default=[],
+                    help="extra argument for `nagare bench produce` (e.g. --buffer-kbytes=131072)")
     ap.add_argument("--plan", help="comma-separated replication factors of the rows, e.g. 3 or "
                     "1,3,1 (overrides --pairs)")
     ap.add_argument("--broker-config", action="append", default=[],
@@ -187,9 +201,14 @@ def main():
         if args.plan:
             plan = [(f"rf{rf}_{i}", int(rf)) for i, rf in enumerate(args.plan.split(","), 1)]
         for name, rf in plan:
+            free_gb = shutil.disk_usage(root).free / 1e9
+            # ~600 MB/s of log at most, RF=1 or RF=3, on this machine; and headroom.
+            if free_gb < 2 + 0.6 * args.seconds:
+                raise RuntimeError(f"only {free_gb:.1f} GB free under {root}: not starting {name}")
             before = {b.id: cpu_seconds(b.proc.pid) for b in nodes}
             sys_before, t0 = disk_and_cpu(), time.time()
-            r = bench_produce(admin, bootstrap, f"tput-{name}", rf, args.seconds, root)
+            r = bench_produce(admin, bootstrap, f"tput-{name}", rf, args.seconds, root,
+                              args.produce_arg)
             sys_after, t1 = disk_and_cpu(), time.time()
             after = {b.id: cpu_seconds(b.proc.pid) for b in nodes}
             row = {k: r.get(k) for k in ("mb_per_sec", "records_per_sec",
