@@ -17,7 +17,9 @@ appends and three fsyncs on the same disk, and the replicas share the same 2 cor
    and a short one.
 
 Usage: python3 scripts/bench_replication.py [--seconds 20] [--rounds 3] [--session-timeout-ms 9000]
-       [--pairs 1] [--skip-failover] [--broker-config key=value ...]
+       [--pairs 1 | --plan 1,3,...] [--skip-failover] [--broker-config key=value ...]
+       [--produce-arg=--buffer-kbytes=N ...]
+NAGARE_BIN picks the servers' binary, NAGARE_CLIENT_BIN the load generator's (default: the same).
 `--pairs N` runs N alternating RF=1 / RF=3 rows (then one more RF=1 row); each row reports the
 CPU seconds of every broker, the controllers and the client (utime+stime from /proc), and
 the system load average. `--skip-failover` leaves out part 2.
