@@ -55,6 +55,8 @@ pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod produce_frame;
 #[cfg(test)]
+mod produce_frame_tests;
+#[cfg(test)]
 mod record_errors_tests;
 pub mod sasl;
 #[cfg(test)]
