@@ -319,6 +319,7 @@ fn consumer_fetch(topic: &str, max_wait_ms: u64) -> FetchParams {
             max_bytes: 1 << 20,
             current_leader_epoch: -1,
             last_fetched_epoch: -1,
+            durable_offset: None,
         }],
     }
 }
@@ -698,4 +699,39 @@ async fn a_slow_fsync_of_one_log_does_not_hold_up_another() {
         started.elapsed() >= Duration::from_millis(1500),
         "the fault did not slow a's fsync: the test proves nothing"
     );
+}
+
+/// A pipelined follower (issue 17) reads from its fetch offset but reports its fsynced end
+/// apart: the high watermark, and so `acks=all`, counts only the durable end.
+#[tokio::test]
+async fn the_high_watermark_counts_a_followers_durable_offset_not_its_fetch_offset() {
+    let node = Node::new();
+    node.apply(&image(1, &[("d", ME, 1, &[ME, OTHER], &[ME, OTHER], 1)]));
+    let pending = node.append(AppendOrigin::Client, RequiredAcks::Leader, "d", 1000);
+    let r = outcome(pending).await;
+    assert!(r.error.is_none(), "{r:?}");
+    let follower = |fetch_offset: i64, durable: Option<i64>| FetchParams {
+        replica_id: OTHER,
+        min_bytes: 0,
+        max_wait: Duration::ZERO,
+        partitions: vec![FetchPartitionRequest {
+            fetch_offset,
+            durable_offset: durable,
+            ..consumer_fetch("d", 0).partitions[0].clone()
+        }],
+        ..consumer_fetch("d", 0)
+    };
+    // Fetched all three records, none of them fsynced yet: the high watermark stays.
+    let f = node.rm.fetch(&follower(3, Some(0))).await;
+    assert!(f[0].error.is_none(), "{:?}", f[0].error);
+    assert_eq!(f[0].high_watermark, 0);
+    // Two of them durable.
+    let f = node.rm.fetch(&follower(3, Some(2))).await;
+    assert_eq!(f[0].high_watermark, 2);
+    // A durable offset past the fetch offset counts only up to the fetch offset.
+    let f = node.rm.fetch(&follower(2, Some(3))).await;
+    assert_eq!(f[0].high_watermark, 2);
+    // Without the field (a Kafka follower, or Fetch below v12) the fetch offset counts.
+    let f = node.rm.fetch(&follower(3, None)).await;
+    assert_eq!(f[0].high_watermark, 3);
 }

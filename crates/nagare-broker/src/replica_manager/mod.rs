@@ -172,6 +172,12 @@ impl Partition {
         self.log.log_end_offset()
     }
 
+    /// The end of what is fsynced here (the log end when all of it is): what a follower
+    /// reports to its leader as durable.
+    pub fn durable_end(&self) -> i64 {
+        self.log.recovery_point().min(self.log.log_end_offset())
+    }
+
     /// The log start offset (the first offset still readable).
     pub fn log_start_offset(&self) -> i64 {
         self.log.log_start_offset()
@@ -306,6 +312,20 @@ impl Partition {
         fetch_offset: i64,
         now_ms: i64,
     ) -> Result<(i64, bool, Option<IsrProposal>), ReplicaError> {
+        self.follower_fetch_durable(replica, fetch_offset, None, now_ms)
+    }
+
+    /// [`Partition::follower_fetch`] from a follower that also reports its fsynced log end
+    /// (`durable`): it reads from `fetch_offset`, but its state (and so the high watermark,
+    /// `acks=all` and the ISR) counts only up to the durable end, so a follower may fetch
+    /// ahead while its last fetch's data is being fsynced (issue 17).
+    pub fn follower_fetch_durable(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        durable: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(i64, bool, Option<IsrProposal>), ReplicaError> {
         let leo = self.log.log_end_offset();
         let mut st = self.leader_state.lock();
         let s = st.as_mut().ok_or(ReplicaError::NotLeaderOrFollower)?;
@@ -329,7 +349,8 @@ impl Partition {
         if fetch_offset > leo || fetch_offset < self.log.log_start_offset() {
             return Err(ReplicaError::OffsetOutOfRange(fetch_offset));
         }
-        let u = s.follower_fetch(replica, fetch_offset, leo, now_ms);
+        let acked = durable.map_or(fetch_offset, |d| d.min(fetch_offset));
+        let u = s.follower_fetch(replica, acked, leo, now_ms);
         let hw = s.high_watermark();
         if u.hw_changed {
             self.publish_hw(hw);
