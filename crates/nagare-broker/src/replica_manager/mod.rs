@@ -349,8 +349,8 @@ impl Partition {
         if fetch_offset > leo || fetch_offset < self.log.log_start_offset() {
             return Err(ReplicaError::OffsetOutOfRange(fetch_offset));
         }
-        let acked = durable.map_or(fetch_offset, |d| d.min(fetch_offset));
-        let u = s.follower_fetch(replica, acked, leo, now_ms);
+        let durable = durable.map_or(fetch_offset, |d| d.min(fetch_offset));
+        let u = s.follower_fetch_durable(replica, fetch_offset, durable, leo, now_ms);
         let hw = s.high_watermark();
         if u.hw_changed {
             self.publish_hw(hw);
