@@ -204,8 +204,9 @@ def main():
             plan = [(f"rf{rf}_{i}", int(rf)) for i, rf in enumerate(args.plan.split(","), 1)]
         for name, rf in plan:
             free_gb = shutil.disk_usage(root).free / 1e9
-            # ~600 MB/s of log at most, RF=1 or RF=3, on this machine; and headroom.
-            if free_gb < 2 + 0.6 * args.seconds:
+            # Up to ~1.6 GB/s of log on this machine (RF=3: three copies of ~500 MB/s), and
+            # headroom: the disk is shared.
+            if free_gb < 2 + 1.6 * args.seconds:
                 raise RuntimeError(f"only {free_gb:.1f} GB free under {root}: not starting {name}")
             before = {b.id: cpu_seconds(b.proc.pid) for b in nodes}
             sys_before, t0 = disk_and_cpu(), time.time()
