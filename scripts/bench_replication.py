@@ -17,6 +17,12 @@ appends and three fsyncs on the same disk, and the replicas share the same 2 cor
    and a short one.
 
 Usage: python3 scripts/bench_replication.py [--seconds 20] [--rounds 3] [--session-timeout-ms 9000]
+       [--pairs 1 | --plan 1,3,...] [--skip-failover] [--broker-config key=value ...]
+       [--produce-arg=--buffer-kbytes=N ...]
+NAGARE_BIN picks the servers' binary, NAGARE_CLIENT_BIN the load generator's (default: the same).
+`--pairs N` runs N alternating RF=1 / RF=3 rows (then one more RF=1 row); each row reports the
+CPU seconds of every broker, the controllers and the client (utime+stime from /proc), and
+the system load average. `--skip-failover` leaves out part 2.
 Needs target/release/nagare (cargo build --release) and confluent-kafka.
 """
 
@@ -37,6 +43,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_kraft import BIN, Node, create  # noqa: E402
 
+# The load generator (`nagare bench produce`): the servers' binary unless NAGARE_CLIENT_BIN
+# names another, so servers of two builds can be compared with the same client.
+CLIENT_BIN = os.environ.get("NAGARE_CLIENT_BIN", BIN)
+
 
 def dd_write_mb_s(dir_):
     path = os.path.join(dir_, "dd-probe")
@@ -50,18 +60,61 @@ def dd_write_mb_s(dir_):
     return v * 1000 if m.group(2) == "G" else v
 
 
-def bench_produce(admin, bootstrap, topic, rf, seconds, root):
+def cpu_seconds(pid):
+    """utime + stime of a process (and its reaped children), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return sum(int(fields[i]) for i in (11, 12)) / ticks
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def disk_and_cpu():
+    """(sectors written, ms the disk was busy) of the disk holding /tmp, and the machine's
+    (busy, total) CPU jiffies: sampled around each row to tell disk- from CPU-bound."""
+    dev = os.major(os.stat(tempfile.gettempdir()).st_dev), os.minor(os.stat(tempfile.gettempdir()).st_dev)
+    sectors = busy_ms = 0
+    try:
+        with open("/proc/diskstats") as f:
+            for line in f:
+                parts = line.split()
+                if (int(parts[0]), int(parts[1])) == dev:
+                    sectors, busy_ms = int(parts[9]), int(parts[12])
+        with open("/proc/stat") as f:
+            cpu = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0, 0, 0, 0
+    idle = cpu[3] + cpu[4]
+    return sectors, busy_ms, sum(cpu) - idle, sum(cpu)
+
+
+def bench_produce(admin, bootstrap, topic, rf, seconds, root, extra_args=()):
     # min.insync.replicas=2 on the RF=3 topic only (an RF=1 topic with it would refuse acks=all).
     config = {"min.insync.replicas": "2"} if rf == 3 else {}
     create(admin, [NewTopic(topic, 6, rf, config=config)])
     time.sleep(1)
     out = os.path.join(root, f"produce-{topic}.json")
-    subprocess.run([BIN, "bench", "produce", "-b", bootstrap, "-t", topic,
+    client_before = os.times()
+    subprocess.run([CLIENT_BIN, "bench", "produce", "-b", bootstrap, "-t", topic,
                     "--partitions", "6", "--replication-factor", str(rf), "--acks", "all",
                     "--record-size", "1024", "--duration", str(seconds), "--producers", "2",
-                    "--json", out], check=True, capture_output=True, text=True)
+                    "--json", out, *extra_args], check=True, capture_output=True, text=True)
+    client_after = os.times()
+    # Each row writes gigabytes (three times at RF=3): delete its topic so a run never fills
+    # the disk.
+    try:
+        for fut in admin.delete_topics([topic], operation_timeout=30).values():
+            fut.result()
+    except Exception as e:  # noqa: BLE001 - a leftover topic only costs disk space
+        print(f"deleting {topic}: {e}", file=sys.stderr)
+    time.sleep(2)  # the brokers apply the deletion from the metadata log
     with open(out) as f:
-        return json.load(f)
+        r = json.load(f)
+    r["client_cpu_s"] = round((client_after.children_user + client_after.children_system)
+                              - (client_before.children_user + client_before.children_system), 2)
+    return r
 
 
 def partition_leader(admin, topic):
@@ -105,6 +158,14 @@ def main():
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--session-timeout-ms", type=int, default=9000)
+    ap.add_argument("--pairs", type=int, default=1)
+    ap.add_argument("--skip-failover", action="store_true")
+    ap.add_argument("--produce-arg", action="append", default=[],
+                    help="extra argument for `nagare bench produce` (e.g. --buffer-kbytes=131072)")
+    ap.add_argument("--plan", help="comma-separated replication factors of the rows, e.g. 3 or "
+                    "1,3,1 (overrides --pairs)")
+    ap.add_argument("--broker-config", action="append", default=[],
+                    help="extra key=value for every node's server.properties")
     args = ap.parse_args()
     root = tempfile.mkdtemp(prefix="nagare-bench-repl-")
     results = {"session_timeout_ms": args.session_timeout_ms}
@@ -117,7 +178,7 @@ def main():
         voters = lambda: ",".join(f"{c.id}@127.0.0.1:{c.cport}" for c in controllers)
         hb = max(100, min(2000, args.session_timeout_ms // 4))
         extra = [f"broker.session.timeout.ms={args.session_timeout_ms}",
-                 f"broker.heartbeat.interval.ms={hb}"]
+                 f"broker.heartbeat.interval.ms={hb}"] + args.broker_config
         for i in (1, 2, 3):
             controllers.append(Node(root, i, "controller", voters, extra))
         brokers = [Node(root, 100 + i, "broker", voters, extra) for i in (1, 2, 3)]
@@ -131,16 +192,53 @@ def main():
         bootstrap = ",".join(f"127.0.0.1:{b.port}" for b in brokers)
         admin = AdminClient({"bootstrap.servers": bootstrap})
         time.sleep(2)
+        with open(os.path.join(root, "pids.json"), "w") as f:
+            json.dump({n.id: n.proc.pid for n in nodes}, f)
+        print("cluster up; pids in", os.path.join(root, "pids.json"), file=sys.stderr, flush=True)
 
         # 1. Throughput, RF=1 then RF=3 (and RF=1 again, to see drift between the two).
         rows = {}
-        for name, rf in (("rf1", 1), ("rf3", 3), ("rf1_again", 1)):
-            r = bench_produce(admin, bootstrap, f"tput-{name}", rf, args.seconds, root)
-            rows[name] = {k: r.get(k) for k in ("mb_per_sec", "records_per_sec",
-                                                "ack_latency", "records", "errors")}
+        plan = [(f"rf{rf}_{i}", rf) for i in range(1, args.pairs + 1) for rf in (1, 3)]
+        plan.append((f"rf1_{args.pairs + 1}", 1))
+        if args.plan:
+            plan = [(f"rf{rf}_{i}", int(rf)) for i, rf in enumerate(args.plan.split(","), 1)]
+        for name, rf in plan:
+            free_gb = shutil.disk_usage(root).free / 1e9
+            # Up to ~1.6 GB/s of log on this machine (RF=3: three copies of ~500 MB/s), and
+            # headroom: the disk is shared.
+            if free_gb < 2 + 1.6 * args.seconds:
+                raise RuntimeError(f"only {free_gb:.1f} GB free under {root}: not starting {name}")
+            before = {b.id: cpu_seconds(b.proc.pid) for b in nodes}
+            sys_before, t0 = disk_and_cpu(), time.time()
+            r = bench_produce(admin, bootstrap, f"tput-{name}", rf, args.seconds, root,
+                              args.produce_arg)
+            sys_after, t1 = disk_and_cpu(), time.time()
+            after = {b.id: cpu_seconds(b.proc.pid) for b in nodes}
+            row = {k: r.get(k) for k in ("mb_per_sec", "records_per_sec",
+                                         "ack_latency", "records", "errors", "client_cpu_s")}
+            row["broker_cpu_s"] = {b.id: round(after[b.id] - before[b.id], 2) for b in brokers}
+            row["controllers_cpu_s"] = round(sum(after[c.id] - before[c.id]
+                                                 for c in controllers), 2)
+            row["loadavg_after"] = os.getloadavg()[0]
+            # Everything written to the disk during the row (all processes of the machine),
+            # the share of the time it was busy, and the machine's CPU use (of all cores).
+            row["disk_write_mb_s"] = round((sys_after[0] - sys_before[0]) * 512 / 1e6
+                                           / (t1 - t0), 1)
+            row["disk_busy_pct"] = round((sys_after[1] - sys_before[1]) / 10 / (t1 - t0), 1)
+            row["machine_cpu_busy_pct"] = round(
+                100 * (sys_after[2] - sys_before[2]) / max(1, sys_after[3] - sys_before[3]), 1)
+            rows[name] = row
+            print(name, json.dumps(row), file=sys.stderr, flush=True)
         results["produce_acks_all_1KiB"] = rows
+        rf1 = [v["mb_per_sec"] for k, v in rows.items() if k.startswith("rf1")]
+        rf3 = [v["mb_per_sec"] for k, v in rows.items() if k.startswith("rf3")]
+        if rf1 and rf3:
+            results["rf3_over_rf1_mean"] = round(sum(rf3) / len(rf3) / (sum(rf1) / len(rf1)), 3)
         results["disk_dd_fdatasync_mb_s_after"] = dd_write_mb_s(root)
 
+        if args.skip_failover:
+            print(json.dumps(results, indent=2))
+            return 0
         # 2. Leader failover.
         create(admin, [NewTopic("failover", 1, 3, config={"min.insync.replicas": "2"})])
         time.sleep(1)

@@ -26,6 +26,8 @@ pub struct FetchTarget {
     /// Epoch of the last record the fetcher has (v12+, KIP-320; -1: none). A follower's
     /// fetch is checked against the leader's epochs with it.
     pub last_fetched_epoch: i32,
+    /// A Nagare follower's fsynced log end (see `FetchPartitionRequest::durable_offset`).
+    pub durable_offset: Option<i64>,
     /// High watermark last sent (-1: never).
     pub last_hw: i64,
     /// Log start offset last sent.
@@ -143,6 +145,7 @@ impl FetchSessionCache {
                             p.max_bytes = r.max_bytes;
                             p.current_leader_epoch = r.current_leader_epoch;
                             p.last_fetched_epoch = r.last_fetched_epoch;
+                            p.durable_offset = r.durable_offset;
                         }
                         None => s.partitions.push(r),
                     }
@@ -196,6 +199,7 @@ mod tests {
             max_bytes: 100,
             current_leader_epoch: -1,
             last_fetched_epoch: -1,
+            durable_offset: None,
             last_hw: -1,
             last_log_start: -1,
         }

@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
@@ -249,7 +249,7 @@ async fn run_connection<R: FrameSource, W: ResponseSink>(
     ));
     let max = ctx.max_request_bytes;
     let idle = ctx.idle;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(FRESH_READ_BUFFER);
     // How the loop ended: the controller fences a broker whose heartbeat connection the peer
     // closed (`crate::liveness`), so end-of-stream and resets are told apart from our closes.
     let mut end = ConnectionEnd::ClosedHere;
@@ -295,11 +295,13 @@ async fn run_connection<R: FrameSource, W: ResponseSink>(
 
 /// Where request bytes come from: the socket, or the TLS stream's read half.
 trait FrameSource: Send {
-    /// Reads until `buf` holds `need` bytes; `Ok(false)` on end of stream first.
+    /// Reads until `buf` holds `need` bytes; `Ok(false)` on end of stream first. With
+    /// `exact`, reads nothing past `need` (see [`read_frame`]).
     fn fill(
         &mut self,
         buf: &mut BytesMut,
         need: usize,
+        exact: bool,
     ) -> impl Future<Output = std::io::Result<bool>> + Send;
 }
 
@@ -316,8 +318,13 @@ trait ResponseSink: Send + 'static {
 struct PlainSocket(Arc<TcpStream>);
 
 impl FrameSource for PlainSocket {
-    async fn fill(&mut self, buf: &mut BytesMut, need: usize) -> std::io::Result<bool> {
-        fill(&self.0, buf, need).await
+    async fn fill(
+        &mut self,
+        buf: &mut BytesMut,
+        need: usize,
+        exact: bool,
+    ) -> std::io::Result<bool> {
+        fill(&self.0, buf, need, exact).await
     }
 }
 
@@ -333,11 +340,22 @@ type ServerTlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 struct TlsReader(tokio::io::ReadHalf<ServerTlsStream>);
 
 impl FrameSource for TlsReader {
-    async fn fill(&mut self, buf: &mut BytesMut, need: usize) -> std::io::Result<bool> {
+    async fn fill(
+        &mut self,
+        buf: &mut BytesMut,
+        need: usize,
+        exact: bool,
+    ) -> std::io::Result<bool> {
         while buf.len() < need {
             // As for plain sockets: grow with the data arriving, at most 1 MiB ahead.
-            buf.reserve((need - buf.len()).min(1 << 20));
-            if self.0.read_buf(buf).await? == 0 {
+            let missing = need - buf.len();
+            buf.reserve(missing.min(1 << 20));
+            let n = if exact {
+                self.0.read_buf(&mut (&mut *buf).limit(missing)).await?
+            } else {
+                self.0.read_buf(buf).await?
+            };
+            if n == 0 {
                 return Ok(false);
             }
         }
@@ -422,18 +440,33 @@ impl ResponseSink for TlsWriter {
     }
 }
 
+/// The capacity a connection's read buffer starts with (and restarts with after a large
+/// frame took its allocation).
+const FRESH_READ_BUFFER: usize = 64 * 1024;
+
 enum ReadError {
     Frame(FrameError),
     Io(std::io::Error),
 }
 
-async fn fill(stream: &TcpStream, buf: &mut BytesMut, need: usize) -> Result<bool, std::io::Error> {
+async fn fill(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    need: usize,
+    exact: bool,
+) -> Result<bool, std::io::Error> {
     while buf.len() < need {
         stream.readable().await?;
         // Grow with the data actually arriving (at most 1 MiB ahead), so a client that
         // announces a large frame and then stalls does not pin the whole size in memory.
-        buf.reserve((need - buf.len()).min(1 << 20));
-        match stream.try_read_buf(buf) {
+        let missing = need - buf.len();
+        buf.reserve(missing.min(1 << 20));
+        let read = if exact {
+            stream.try_read_buf(&mut (&mut *buf).limit(missing))
+        } else {
+            stream.try_read_buf(buf)
+        };
+        match read {
             Ok(0) => return Ok(false),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
@@ -450,7 +483,7 @@ async fn read_frame<R: FrameSource>(
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<Bytes>, ReadError> {
-    if !stream.fill(buf, 4).await.map_err(ReadError::Io)? {
+    if !stream.fill(buf, 4, false).await.map_err(ReadError::Io)? {
         if buf.is_empty() {
             return Ok(None);
         }
@@ -458,10 +491,22 @@ async fn read_frame<R: FrameSource>(
     }
     let prefix = [buf[0], buf[1], buf[2], buf[3]];
     let size = frame::check_frame_size(prefix, max).map_err(ReadError::Frame)?;
-    if !stream.fill(buf, 4 + size).await.map_err(ReadError::Io)? {
+    // A large frame (a produce request, usually) is read up to its end and nothing further,
+    // and the read buffer then starts afresh: the frame's allocation is its own, so the
+    // produce handler can hand its records to the log without copying them
+    // (`handlers::produce_frame`). Small frames keep sharing the buffer (cheaper to copy).
+    let large = size >= crate::handlers::produce_frame::OWN_FRAME_MIN_BYTES;
+    if !stream
+        .fill(buf, 4 + size, large)
+        .await
+        .map_err(ReadError::Io)?
+    {
         return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
     }
     let mut frame = buf.split_to(4 + size);
+    if large && buf.is_empty() {
+        *buf = BytesMut::with_capacity(FRESH_READ_BUFFER);
+    }
     let _ = frame.split_to(4);
     Ok(Some(frame.freeze()))
 }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
@@ -28,10 +28,26 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use nagare_client::{Connection, ConnectionOptions};
 use nagare_storage::{StorageError, TopicPartition};
+use tokio::task::JoinSet;
 
 use crate::replica_manager::partition_state::IsrProposal;
 use crate::replica_manager::{alter_partition_sender, now_ms, Partition, ReplicaError};
 use crate::Broker;
+
+/// Nagare's tagged field (Fetch v12+, per partition) by which a follower reports its fsynced
+/// log end apart from its fetch offset: it may then fetch the next data while the last
+/// fetch's is being fsynced, and the leader counts only the durable end toward the high
+/// watermark (`Partition::follower_fetch_durable`). A tag number far above Kafka's (which
+/// count up from 0), so a Kafka broker ignores it as an unknown tagged field.
+pub const DURABLE_OFFSET_TAG: i32 = 0x4e_4744;
+
+/// The durable offset a follower's fetch partition carries ([`DURABLE_OFFSET_TAG`], eight
+/// bytes big-endian), if any.
+pub fn durable_offset_of(p: &FetchPartition) -> Option<i64> {
+    let b = p.unknown_tagged_fields.get(&DURABLE_OFFSET_TAG)?;
+    let bytes: [u8; 8] = b.as_ref().try_into().ok()?;
+    Some(i64::from_be_bytes(bytes))
+}
 
 /// Keeps a fetcher running for every broker this one follows partitions from. Runs until
 /// the process ends.
@@ -65,6 +81,8 @@ async fn fetcher(broker: Arc<Broker>, source: i32) {
     let backoff = Duration::from_millis(cfg.fetch_backoff_ms.max(10));
     let mut roles = broker.replicas.subscribe_roles();
     let mut conn: Option<Connection> = None;
+    // The fsyncs of fetched data still running (pipelined rounds, see `fetch_once`).
+    let mut inflight: JoinSet<Result<(), String>> = JoinSet::new();
     loop {
         roles.borrow_and_update();
         let parts = broker.replicas.followed_from(source);
@@ -99,7 +117,7 @@ async fn fetcher(broker: Arc<Broker>, source: i32) {
             }
             continue;
         }
-        match fetch_once(&broker, c, source, &ready).await {
+        match fetch_once(&broker, c, source, &ready, &mut inflight).await {
             Ok(true) => {}
             Ok(false) => {
                 // Errors (stale epochs while the metadata catches up): do not spin.
@@ -254,17 +272,44 @@ fn truncate_to_leader_epoch(
     Ok(complete)
 }
 
+fn note_fsync_result(source: i32, done: Result<Result<(), String>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(source, error = %e, "follower fsync wait ended without the offset durable")
+        }
+        Err(e) => tracing::warn!(source, error = %e, "follower fsync task failed"),
+    }
+}
+
 /// One Fetch for `parts`; returns whether every partition answered without error.
+///
+/// With Fetch v12+ the rounds are pipelined: the fetch reports each partition's fsynced log
+/// end apart from its fetch offset ([`DURABLE_OFFSET_TAG`]), so the fsync of what one round
+/// appended runs while the next round fetches (`inflight`); the leader counts only the
+/// durable end toward the high watermark, so `acks=all` still waits for every ISR member's
+/// fsync. While fsyncs run the fetch does not park at the leader, and a round that brought
+/// nothing waits for them, so the next fetch reports them at once. Below v12 (no tagged
+/// fields) a round waits for its fsync before the next fetch reports the log end.
 async fn fetch_once(
     broker: &Broker,
     conn: &mut Connection,
     source: i32,
     parts: &[Arc<Partition>],
+    inflight: &mut JoinSet<Result<(), String>>,
 ) -> Result<bool, String> {
     let cfg = &broker.config.replication;
     let v = conn
         .negotiate(ApiKey::Fetch, Some(17))
         .map_err(|e| e.to_string())?;
+    // What is durable is read from the logs (`Partition::durable_end`), not from these
+    // results: a failed fsync leaves the recovery point behind (and takes the log directory
+    // offline), and a truncation makes a wait moot, so their errors are only logged.
+    while let Some(done) = inflight.try_join_next() {
+        note_fsync_result(source, done);
+    }
+    let pipelined = v >= 12;
+    let fsyncs_running = !inflight.is_empty();
     let mut topics: Vec<FetchTopic> = Vec::new();
     let mut sent = Vec::with_capacity(parts.len());
     for p in parts {
@@ -278,6 +323,11 @@ async fn fetch_once(
             .with_partition_max_bytes(cfg.fetch_max_bytes);
         if v >= 12 {
             part = part.with_last_fetched_epoch(p.latest_epoch().unwrap_or(-1));
+            let durable = p.durable_end();
+            part.unknown_tagged_fields.insert(
+                DURABLE_OFFSET_TAG,
+                Bytes::copy_from_slice(&durable.to_be_bytes()),
+            );
         }
         let same = |t: &FetchTopic| {
             if v >= 13 {
@@ -300,8 +350,13 @@ async fn fetch_once(
         }
     }
     let node = broker.config.node_id;
+    let max_wait = if pipelined && fsyncs_running {
+        0
+    } else {
+        cfg.fetch_wait_max_ms
+    };
     let mut req = FetchRequest::default()
-        .with_max_wait_ms(cfg.fetch_wait_max_ms)
+        .with_max_wait_ms(max_wait)
         .with_min_bytes(cfg.fetch_min_bytes)
         .with_max_bytes(cfg.fetch_response_max_bytes)
         .with_session_epoch(-1)
@@ -390,10 +445,7 @@ async fn fetch_once(
                 }
             }
             if let Some(records) = r.records.as_ref().filter(|b| !b.is_empty()) {
-                match broker
-                    .replicas
-                    .append_as_follower(p, BytesMut::from(&records[..]))
-                {
+                match broker.replicas.append_as_follower(p, &records[..]) {
                     Ok(wait) => durable.push(wait),
                     Err(ReplicaError::Storage(StorageError::UnexpectedAppendOffset { .. })) => {
                         p.reset_truncation_check();
@@ -420,8 +472,20 @@ async fn fetch_once(
             follow_log_start(p, r.log_start_offset);
         }
     }
-    for wait in durable {
-        wait.await?;
+    if pipelined {
+        let got_records = !durable.is_empty();
+        for wait in durable {
+            inflight.spawn(wait);
+        }
+        if !got_records {
+            while let Some(done) = inflight.join_next().await {
+                note_fsync_result(source, done);
+            }
+        }
+    } else {
+        for wait in durable {
+            wait.await?;
+        }
     }
     if !out_of_range.is_empty() {
         handle_out_of_range(broker, conn, source, &out_of_range).await?;
@@ -648,4 +712,34 @@ pub async fn run_isr_upkeep(broker: Arc<Broker>) {
         }
     };
     tokio::join!(checker, sender);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::FetchRequest;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    /// The durable offset survives the wire (a tagged field of Fetch v12+) and is absent
+    /// from a fetch without it; a malformed value is ignored.
+    #[test]
+    fn the_durable_offset_tag_round_trips() {
+        let mut part = FetchPartition::default().with_fetch_offset(10);
+        part.unknown_tagged_fields.insert(
+            DURABLE_OFFSET_TAG,
+            Bytes::copy_from_slice(&7i64.to_be_bytes()),
+        );
+        let req = FetchRequest::default().with_topics(vec![FetchTopic::default()
+            .with_partitions(vec![part, FetchPartition::default().with_fetch_offset(3)])]);
+        let mut buf = bytes::BytesMut::new();
+        req.encode(&mut buf, 15).expect("encode");
+        let back = FetchRequest::decode(&mut buf.freeze(), 15).expect("decode");
+        let parts = &back.topics[0].partitions;
+        assert_eq!(durable_offset_of(&parts[0]), Some(7));
+        assert_eq!(durable_offset_of(&parts[1]), None);
+        let mut bad = FetchPartition::default();
+        bad.unknown_tagged_fields
+            .insert(DURABLE_OFFSET_TAG, Bytes::from_static(b"short"));
+        assert_eq!(durable_offset_of(&bad), None);
+    }
 }

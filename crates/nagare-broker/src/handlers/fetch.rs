@@ -72,6 +72,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 max_bytes: p.partition_max_bytes,
                 current_leader_epoch: p.current_leader_epoch,
                 last_fetched_epoch: if v >= 12 { p.last_fetched_epoch } else { -1 },
+                durable_offset: crate::replica_fetcher::durable_offset_of(p),
                 last_hw: -1,
                 last_log_start: -1,
             });
@@ -186,6 +187,7 @@ pub fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 max_bytes: t.max_bytes,
                 current_leader_epoch: t.current_leader_epoch,
                 last_fetched_epoch: t.last_fetched_epoch,
+                durable_offset: t.durable_offset,
             })
             .collect(),
     };

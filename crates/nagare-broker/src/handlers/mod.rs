@@ -53,6 +53,9 @@ pub mod metadata;
 mod oauth_tests;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod produce_frame;
+#[cfg(test)]
+mod produce_frame_tests;
 #[cfg(test)]
 mod record_errors_tests;
 pub mod sasl;
@@ -232,13 +235,16 @@ pub async fn dispatch(
     }
     // The frame as the client sent it, kept (a cheap `Bytes` clone) for forwarding.
     let original = frame.clone();
-    let header = match frame::decode_request_header(&mut frame) {
+    let mut header = match frame::decode_request_header(&mut frame) {
         Ok((_, h)) => h,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "closing connection: malformed request header");
             return Reply::Close.into();
         }
     };
+    if spec.key == ApiKey::Produce && frame.len() >= produce_frame::OWN_FRAME_MIN_BYTES {
+        header = produce_frame::detach_header(header);
+    }
     let started = Instant::now();
     let ctx = RequestContext {
         connection: conn.clone(),
@@ -259,7 +265,7 @@ pub async fn dispatch(
         && !local_only
         && !broker.is_active_controller()
     {
-        if let Some(reply) = envelope::forward(broker, &ctx, original).await {
+        if let Some(reply) = envelope::forward(broker, &ctx, original.clone()).await {
             return Dispatched {
                 reply,
                 timing: Some(timing.local_done()),
@@ -278,6 +284,9 @@ pub async fn dispatch(
     let quota_ctx =
         (conn.listener == ListenerKind::Broker && !exempt && broker.quotas.request.enabled())
             .then(|| ctx.clone());
+    // Produce hands its records to the log without a copy only while it holds the frame's
+    // sole reference (`produce_frame`).
+    drop(original);
     let reply = run_handler(broker, Request { ctx, body: frame }).await;
     if let Some(ctx) = quota_ctx {
         broker.quotas.record_request_time(&ctx, received.elapsed());
@@ -312,7 +321,19 @@ pub async fn run_handler(broker: &Arc<Broker>, req: Request) -> Reply {
     let correlation_id = req.correlation_id();
     let peer = req.ctx.connection.peer;
     let header = req.ctx.header.clone();
-    let body = req.body.clone();
+    // A large Produce gets its error reply built now rather than keeping a reference to the
+    // body, so the handler can own the frame and give the log its records without a copy
+    // (`produce_frame`); the decode this costs is a few hundred ns (records are not copied).
+    let fallback = if key == ApiKey::Produce && req.body.len() >= produce_frame::OWN_FRAME_MIN_BYTES
+    {
+        Fallback::Built(internal_error_reply(&header, req.body.clone()))
+    } else {
+        Fallback::Body(req.body.clone())
+    };
+    let error_reply = move || match fallback {
+        Fallback::Built(reply) => reply,
+        Fallback::Body(body) => internal_error_reply(&header, body),
+    };
     let result = CatchUnwind(handler(broker.clone(), req))
         .instrument(span)
         .await;
@@ -324,7 +345,7 @@ pub async fn run_handler(broker: &Arc<Broker>, req: Request) -> Reply {
         }
         Ok(Err(HandlerError::Internal(e))) => {
             tracing::error!(%peer, ?key, version, correlation_id, error = %e, "request failed");
-            internal_error_reply(&header, body)
+            error_reply()
         }
         Err(panic) => {
             let what = panic
@@ -333,9 +354,17 @@ pub async fn run_handler(broker: &Arc<Broker>, req: Request) -> Reply {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(%peer, ?key, version, correlation_id, panic = %what, "request handler panicked");
-            internal_error_reply(&header, body)
+            error_reply()
         }
     }
+}
+
+/// What the panic guard answers a failed request from.
+enum Fallback {
+    /// The error reply, built before the handler ran.
+    Built(Reply),
+    /// The body, to build the error reply from if needed.
+    Body(Bytes),
 }
 
 /// UNKNOWN_SERVER_ERROR for a request we failed on, in the API's own response shape

@@ -33,12 +33,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 
+use super::produce_frame;
 use super::HandlerResult;
 use super::{respond, sb, Request};
 use crate::authorizer::{AclOperation, Resource};
@@ -57,7 +58,11 @@ pub const VERSIONS: (i16, i16) = (3, 12);
 
 /// Handles Produce.
 pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
-    let r: ProduceRequest = req.decode()?;
+    // The body as received: the decoded records are slices of it, handed to the log without
+    // a copy once nothing else refers to it (see `produce_frame`).
+    let whole = req.body.clone();
+    let mut r: ProduceRequest = req.decode()?;
+    req.body = Bytes::new();
     // Producer byte-rate quota: the request's size, recorded as it arrives (Kafka counts the
     // request size); the response reports the throttle and the connection is muted for it.
     let throttle = broker.quotas.record_produce(&req.ctx);
@@ -82,6 +87,9 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
     let mut slots = Vec::new();
     // Per entry: the producer id and epoch of its first batch when it is transactional.
     let mut txn_producers: Vec<Option<(i64, i16)>> = Vec::new();
+    // Per entry: where its records lie in `whole` (filled in below, after the loop dropped
+    // the decoded request's references to the frame).
+    let mut in_frame: Vec<Option<std::ops::Range<usize>>> = Vec::new();
     let transactional_id = r.transactional_id.as_ref().map(|id| id.to_string());
     // Kafka (`KafkaApis.handleProduceRequest`): a request carrying transactional batches needs
     // a transactional id and WRITE on it (which implies the producer id), else the whole
@@ -94,7 +102,10 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 &Resource::transactional_id(id.as_str()),
             )
         });
-    for t in r.topic_data {
+    // The rest of the request (its transactional id, tagged fields) refers to the frame too.
+    let topic_data = std::mem::take(&mut r.topic_data);
+    drop(r);
+    for t in topic_data {
         let name = if v >= 13 {
             broker.replicas.topic_name(&t.topic_id).unwrap_or_default()
         } else {
@@ -144,15 +155,19 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                     .filter(|h| h.is_transactional())
                     .map(|h| (h.producer_id, h.producer_epoch)),
             );
-            // The only copy on the produce path: request bytes into a mutable buffer so the
-            // batch headers can be patched in place before the single write.
+            // Records outside the frame (never, with our decoder) are copied here.
+            let range = produce_frame::locate(&whole, &records);
             entries.push(AppendEntry {
                 topic: name.clone(),
                 partition: p.index,
                 current_leader_epoch: -1,
-                records: BytesMut::from(&records[..]),
+                records: match range {
+                    Some(_) => BytesMut::new(),
+                    None => BytesMut::from(&records[..]),
+                },
                 verification: TxnVerification::NotRequired,
             });
+            in_frame.push(range);
             parts.push(out);
         }
         topics.push(
@@ -161,6 +176,15 @@ pub async fn handle(broker: &Arc<Broker>, mut req: Request) -> HandlerResult {
                 .with_topic_id(t.topic_id)
                 .with_partition_responses(parts),
         );
+    }
+    // Every slice of the frame is gone now: split it into the entries' buffers (the log
+    // patches them in place), without a copy when this handler holds its only reference.
+    let ranges: Vec<std::ops::Range<usize>> = in_frame.iter().flatten().cloned().collect();
+    let mut buffers = produce_frame::split_records(whole, &ranges).into_iter();
+    for (entry, range) in entries.iter_mut().zip(&in_frame) {
+        if range.is_some() {
+            entry.records = buffers.next().unwrap_or_default();
+        }
     }
     let Some(acks) = acks else {
         let resp = ProduceResponse::default()

@@ -298,8 +298,10 @@ impl ReplicaManager {
     pub fn append_as_follower(
         &self,
         p: &Partition,
-        records: BytesMut,
+        records: impl AsRef<[u8]>,
     ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, ReplicaError> {
+        // Read-only: the fetch response's bytes are written as they arrived (no copy).
+        let records = records.as_ref();
         let bytes = records.len() as u64;
         self.check_log_dir_online()?;
         p.log.append_as_follower(records, now_ms())?;

@@ -319,6 +319,7 @@ fn consumer_fetch(topic: &str, max_wait_ms: u64) -> FetchParams {
             max_bytes: 1 << 20,
             current_leader_epoch: -1,
             last_fetched_epoch: -1,
+            durable_offset: None,
         }],
     }
 }
@@ -658,4 +659,79 @@ async fn read_committed_from_a_follower() {
             first_offset: 0,
         }])
     );
+}
+
+/// The group commit fsyncs each log on its own: an `acks=all` write to one partition is not
+/// held up by a slow fsync of another (it used to wait for the whole round, one log after the
+/// other, which bounded RF=3 throughput: a follower's fetch round took the sum of the fsyncs
+/// of every partition on the broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_fsync_of_one_log_does_not_hold_up_another() {
+    use nagare_storage::io::{self, FaultKind, FaultOp, FaultPlan, FaultyIo};
+    let node = Node::new();
+    node.apply(&image(
+        1,
+        &[("a", ME, 1, &[ME], &[ME], 1), ("b", ME, 1, &[ME], &[ME], 1)],
+    ));
+    // First writes (leader-epoch checkpoints and the like) before any fault is queued.
+    for t in ["a", "b"] {
+        let r = outcome(node.append(AppendOrigin::Client, RequiredAcks::All, t, 5000)).await;
+        assert!(r.error.is_none(), "{r:?}");
+    }
+    let faults = Arc::new(FaultyIo::new(FaultPlan::quiet(17)));
+    let _guard = io::install(node._dir.path(), faults.clone());
+    faults.fail_next(FaultOp::Fsync, FaultKind::SlowFsync(2000));
+    let slow = node.append(AppendOrigin::Client, RequiredAcks::All, "a", 10_000);
+    let slow = tokio::spawn(outcome(slow));
+    // Let the flush of `a` start and take the slow fsync.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let r = outcome(node.append(AppendOrigin::Client, RequiredAcks::All, "b", 10_000)).await;
+    let waited = started.elapsed();
+    assert!(r.error.is_none(), "{r:?}");
+    assert!(
+        waited < Duration::from_millis(1000),
+        "acks=all on b waited {waited:?} for the slow fsync of a"
+    );
+    let r = slow.await.expect("join");
+    assert!(r.error.is_none(), "{r:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the fault did not slow a's fsync: the test proves nothing"
+    );
+}
+
+/// A pipelined follower (issue 17) reads from its fetch offset but reports its fsynced end
+/// apart: the high watermark, and so `acks=all`, counts only the durable end.
+#[tokio::test]
+async fn the_high_watermark_counts_a_followers_durable_offset_not_its_fetch_offset() {
+    let node = Node::new();
+    node.apply(&image(1, &[("d", ME, 1, &[ME, OTHER], &[ME, OTHER], 1)]));
+    let pending = node.append(AppendOrigin::Client, RequiredAcks::Leader, "d", 1000);
+    let r = outcome(pending).await;
+    assert!(r.error.is_none(), "{r:?}");
+    let follower = |fetch_offset: i64, durable: Option<i64>| FetchParams {
+        replica_id: OTHER,
+        min_bytes: 0,
+        max_wait: Duration::ZERO,
+        partitions: vec![FetchPartitionRequest {
+            fetch_offset,
+            durable_offset: durable,
+            ..consumer_fetch("d", 0).partitions[0].clone()
+        }],
+        ..consumer_fetch("d", 0)
+    };
+    // Fetched all three records, none of them fsynced yet: the high watermark stays.
+    let f = node.rm.fetch(&follower(3, Some(0))).await;
+    assert!(f[0].error.is_none(), "{:?}", f[0].error);
+    assert_eq!(f[0].high_watermark, 0);
+    // Two of them durable.
+    let f = node.rm.fetch(&follower(3, Some(2))).await;
+    assert_eq!(f[0].high_watermark, 2);
+    // A durable offset past the fetch offset counts only up to the fetch offset.
+    let f = node.rm.fetch(&follower(2, Some(3))).await;
+    assert_eq!(f[0].high_watermark, 2);
+    // Without the field (a Kafka follower, or Fetch below v12) the fetch offset counts.
+    let f = node.rm.fetch(&follower(3, None)).await;
+    assert_eq!(f[0].high_watermark, 3);
 }

@@ -79,6 +79,9 @@ pub struct FetchPartitionRequest {
     pub current_leader_epoch: i32,
     /// The epoch of the follower's last fetched record (KIP-320), -1 if unknown.
     pub last_fetched_epoch: i32,
+    /// A Nagare follower's fsynced log end, when it reports it apart from `fetch_offset`
+    /// (`replica_fetcher::DURABLE_OFFSET_TAG`): the high watermark counts only this much.
+    pub durable_offset: Option<i64>,
 }
 
 /// A fetch (Kafka's `FetchParams`).
@@ -324,7 +327,7 @@ impl ReplicaManager {
         // so the high watermark in the answer already counts it (a move wakes the consumers
         // parked on this partition).
         let (hw, max_offset) = if replica_id >= 0 {
-            match p.follower_fetch(replica_id, t.fetch_offset, now) {
+            match p.follower_fetch_durable(replica_id, t.fetch_offset, t.durable_offset, now) {
                 Ok((hw, _moved, proposal)) => {
                     if let Some(proposal) = proposal {
                         self.propose_isr(p.clone(), proposal);

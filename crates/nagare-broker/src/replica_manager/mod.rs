@@ -23,6 +23,7 @@ mod append;
 mod data_path_tests;
 mod delayed_fetch;
 mod error;
+mod group_commit;
 mod metadata_apply;
 mod offsets;
 pub mod partition_state;
@@ -171,6 +172,12 @@ impl Partition {
         self.log.log_end_offset()
     }
 
+    /// The end of what is fsynced here (the log end when all of it is): what a follower
+    /// reports to its leader as durable.
+    pub fn durable_end(&self) -> i64 {
+        self.log.recovery_point().min(self.log.log_end_offset())
+    }
+
     /// The log start offset (the first offset still readable).
     pub fn log_start_offset(&self) -> i64 {
         self.log.log_start_offset()
@@ -305,6 +312,20 @@ impl Partition {
         fetch_offset: i64,
         now_ms: i64,
     ) -> Result<(i64, bool, Option<IsrProposal>), ReplicaError> {
+        self.follower_fetch_durable(replica, fetch_offset, None, now_ms)
+    }
+
+    /// [`Partition::follower_fetch`] from a follower that also reports its fsynced log end
+    /// (`durable`): it reads from `fetch_offset`, but its state (and so the high watermark,
+    /// `acks=all` and the ISR) counts only up to the durable end, so a follower may fetch
+    /// ahead while its last fetch's data is being fsynced (issue 17).
+    pub fn follower_fetch_durable(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        durable: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(i64, bool, Option<IsrProposal>), ReplicaError> {
         let leo = self.log.log_end_offset();
         let mut st = self.leader_state.lock();
         let s = st.as_mut().ok_or(ReplicaError::NotLeaderOrFollower)?;
@@ -328,7 +349,8 @@ impl Partition {
         if fetch_offset > leo || fetch_offset < self.log.log_start_offset() {
             return Err(ReplicaError::OffsetOutOfRange(fetch_offset));
         }
-        let u = s.follower_fetch(replica, fetch_offset, leo, now_ms);
+        let durable = durable.map_or(fetch_offset, |d| d.min(fetch_offset));
+        let u = s.follower_fetch_durable(replica, fetch_offset, durable, leo, now_ms);
         let hw = s.high_watermark();
         if u.hw_changed {
             self.publish_hw(hw);
@@ -682,50 +704,6 @@ impl ReplicaManager {
                 Some(rx) => rx
                     .await
                     .map_err(|_| "the flusher stopped before the write was durable".to_string())?,
-            }
-        }
-    }
-
-    /// The group-commit loop: each round takes every waiter queued so far, fsyncs each
-    /// distinct log once, and completes the waiters. Runs until the process ends.
-    pub async fn run_group_commit(self: Arc<Self>) {
-        loop {
-            self.flush_needed.notified().await;
-            let batch: Vec<DurableWaiter> = std::mem::take(&mut *self.waiters.lock());
-            if batch.is_empty() {
-                continue;
-            }
-            let mut logs: Vec<Arc<Log>> = Vec::new();
-            for w in &batch {
-                if !logs.iter().any(|l| Arc::ptr_eq(l, &w.log)) {
-                    logs.push(w.log.clone());
-                }
-            }
-            let me = self.clone();
-            let results = tokio::task::spawn_blocking(move || {
-                logs.iter()
-                    .map(|l| {
-                        let started = std::time::Instant::now();
-                        let r = l.flush().map_err(|e| e.to_string());
-                        me.flush_latency.observe(started.elapsed());
-                        (l.clone(), r)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
-            for w in batch {
-                let res = results
-                    .iter()
-                    .find(|(l, _)| Arc::ptr_eq(l, &w.log))
-                    .map(|(_, r)| r.clone())
-                    .unwrap_or_else(|| Err("flush task failed".to_string()));
-                let res = match res {
-                    Ok(_) if w.log.recovery_point() > w.offset => Ok(()),
-                    Ok(rp) => Err(format!("flushed to {rp}, short of offset {}", w.offset)),
-                    Err(e) => Err(e),
-                };
-                let _ = w.done.send(res);
             }
         }
     }

@@ -227,6 +227,22 @@ impl LeaderState {
         leader_leo: i64,
         now_ms: i64,
     ) -> FetchUpdate {
+        self.follower_fetch_durable(replica, fetch_offset, fetch_offset, leader_leo, now_ms)
+    }
+
+    /// [`LeaderState::follower_fetch`] from a follower that reports its fsynced log end
+    /// (`durable`) apart from its fetch offset (pipelined rounds, issue 17): whether it keeps
+    /// up (`replica.lag.time.max.ms`, Kafka's caught-up rule) is judged by where it fetches,
+    /// since its durable end trails that by a round even when it keeps up; its log end for the
+    /// high watermark and for rejoining the ISR is the durable end (at most the fetch offset).
+    pub fn follower_fetch_durable(
+        &mut self,
+        replica: i32,
+        fetch_offset: i64,
+        durable: i64,
+        leader_leo: i64,
+        now_ms: i64,
+    ) -> FetchUpdate {
         let Some(f) = self.followers.get_mut(&replica) else {
             return FetchUpdate::default();
         };
@@ -236,7 +252,7 @@ impl LeaderState {
         } else if fetch_offset >= f.last_fetch_leader_leo {
             f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
         }
-        f.leo = fetch_offset;
+        f.leo = durable.min(fetch_offset);
         f.last_fetch_leader_leo = leader_leo;
         f.last_fetch_ms = now_ms;
         let proposal = self.maybe_expand(replica, now_ms);
@@ -461,6 +477,24 @@ mod tests {
             let leo = t * 10;
             s.leader_appended(leo);
             s.follower_fetch(2, prev_leo, leo, t * 1000);
+            prev_leo = leo;
+            assert!(s.maybe_shrink(leo, t * 1000, 1500).is_none(), "at {t}");
+        }
+    }
+
+    #[test]
+    fn a_pipelined_follower_a_round_behind_in_durability_stays_in_sync() {
+        // It fetches where the leader was at its previous fetch, but has fsynced only what it
+        // fetched the round before: it stays in the ISR, and the high watermark follows its
+        // durable end, never its fetch offset.
+        let mut s = LeaderState::new(1, assignment(&[1, 2], 0), 0, 0, 0);
+        let (mut prev_leo, mut prev_prev_leo) = (0, 0);
+        for t in 1..100 {
+            let leo = t * 10;
+            s.leader_appended(leo);
+            s.follower_fetch_durable(2, prev_leo, prev_prev_leo, leo, t * 1000);
+            assert_eq!(s.high_watermark(), prev_prev_leo, "at {t}");
+            prev_prev_leo = prev_leo;
             prev_leo = leo;
             assert!(s.maybe_shrink(leo, t * 1000, 1500).is_none(), "at {t}");
         }

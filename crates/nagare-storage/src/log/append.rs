@@ -57,6 +57,30 @@ struct PendingBatch {
     marker: Option<EndTxnMarker>,
 }
 
+/// The bytes of an append: a leader patches offsets, the leader epoch and timestamps in place
+/// (a uniquely owned buffer); a follower writes them as the leader assigned them (read-only).
+enum Input<'a> {
+    Leader(BytesMut),
+    Follower(&'a [u8]),
+}
+
+impl Input<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Input::Leader(b) => b,
+            Input::Follower(b) => b,
+        }
+    }
+
+    /// The buffer to patch; `None` for a follower's append, which keeps the leader's bytes.
+    fn leader_bytes(&mut self) -> Option<&mut [u8]> {
+        match self {
+            Input::Leader(b) => Some(b),
+            Input::Follower(_) => None,
+        }
+    }
+}
+
 impl Log {
     /// Leader append from a producer; see [`Log::append_as_leader_with_origin`].
     pub fn append_as_leader(
@@ -66,7 +90,7 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
         self.append(
-            records,
+            Input::Leader(records),
             AppendOrigin::Client,
             leader_epoch,
             now_ms,
@@ -128,7 +152,13 @@ impl Log {
                 "replication appends go through append_as_follower".into(),
             ));
         }
-        self.append(records, origin, leader_epoch, now_ms, verification)
+        self.append(
+            Input::Leader(records),
+            origin,
+            leader_epoch,
+            now_ms,
+            verification,
+        )
     }
 
     /// KIP-890 part 1, before a partition leader asks the transaction coordinator: `None` if
@@ -151,13 +181,16 @@ impl Log {
     /// Follower append: the batches carry offsets assigned by the leader. The first must start
     /// at or after the log end offset (a gap is possible after compaction) and offsets must
     /// increase. CRCs are verified; `max.message.bytes` is not applied (as in Kafka).
+    ///
+    /// Nothing is patched, so the bytes are only read: a follower hands the fetch response's
+    /// slice as received (`Bytes`), without copying it into a mutable buffer first.
     pub fn append_as_follower(
         &self,
-        records: BytesMut,
+        records: impl AsRef<[u8]>,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
         self.append(
-            records,
+            Input::Follower(records.as_ref()),
             AppendOrigin::Replication,
             -1,
             now_ms,
@@ -307,7 +340,7 @@ impl Log {
 
     fn append(
         &self,
-        mut records: BytesMut,
+        mut input: Input<'_>,
         origin: AppendOrigin,
         leader_epoch: i32,
         now_ms: i64,
@@ -324,9 +357,9 @@ impl Log {
         // Validation and the patches that do not depend on offsets run before taking the
         // lock: CRC work should not stall other appenders and readers.
         let mut pending = Vec::new();
-        for item in batches(&records) {
+        for item in batches(input.bytes()) {
             let (header, range) = item.map_err(|e| batch_error(&self.tp, e))?;
-            let bytes = &records[range.clone()];
+            let bytes = &input.bytes()[range.clone()];
             self.validate_batch(&config, origin, &header, bytes, now_ms)?;
             let marker = self.marker_of(origin, &header, bytes)?;
             pending.push(PendingBatch {
@@ -346,13 +379,14 @@ impl Log {
                 duplicate: false,
             });
         }
-        if records.len() as u64 > config.effective_segment_bytes() {
+        let total_len = input.bytes().len();
+        if total_len as u64 > config.effective_segment_bytes() {
             return Err(StorageError::RecordListTooLarge {
-                size: records.len(),
+                size: total_len,
                 max: config.segment_bytes,
             });
         }
-        if leader {
+        if let Some(records) = input.leader_bytes() {
             for b in &mut pending {
                 let bytes = &mut records[b.range.clone()];
                 let patched = record_batch::set_partition_leader_epoch(bytes, leader_epoch)
@@ -459,21 +493,22 @@ impl Log {
         self.maybe_roll(
             &mut inner,
             &config,
-            records.len() as u64,
+            total_len as u64,
             first_offset,
             last_offset,
             now_ms,
         )?;
 
-        if leader {
+        if let Some(records) = input.leader_bytes() {
             for b in &pending {
                 record_batch::set_base_offset(&mut records[b.range.clone()], b.header.base_offset)
                     .map_err(|e| batch_error(&self.tp, e))?;
             }
         }
-        if let Err(e) = inner
-            .active
-            .append(&records, &headers, config.index_interval_bytes, now_ms)
+        if let Err(e) =
+            inner
+                .active
+                .append(input.bytes(), &headers, config.index_interval_bytes, now_ms)
         {
             // Nothing of this append counts (the segment's size did not move); on a full disk
             // cut the partial batch off so the file ends at the last whole batch, and stay

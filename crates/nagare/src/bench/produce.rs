@@ -339,12 +339,22 @@ impl Worker<'_> {
             let mut record = BaseRecord::to(self.topic)
                 .payload(&payload[..])
                 .partition(partition);
+            let mut full_before = false;
             loop {
                 match self.producer.send::<[u8], [u8]>(record) {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                         record = r;
-                        self.producer.poll(Duration::from_micros(200));
+                        // Serve delivery reports (they free queue space), and sleep if that
+                        // was not enough: rust-rdkafka's `poll` with a timeout under 1 ms
+                        // busy-waits (librdkafka takes whole milliseconds), which burnt a
+                        // core while the queue was full — CPU the brokers on the same
+                        // machine needed (issue 17's RF=3 profile).
+                        if full_before {
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                        self.producer.poll(Duration::ZERO);
+                        full_before = true;
                     }
                     Err((e, _)) => return Err(e).context("producing"),
                 }
