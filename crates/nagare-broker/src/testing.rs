@@ -385,3 +385,40 @@ pub fn response_bytes(resp: Response) -> Bytes {
     }
     out.freeze()
 }
+
+/// A plain record as a non-idempotent producer sends it (no producer id, no sequence, magic 2
+/// defaults): record `i` of its batch, stamped `timestamp`. Tests set the other fields with
+/// struct update syntax (`Record { producer_id, ..plain_record(..) }`).
+pub fn plain_record(i: usize, timestamp: i64, value: Bytes) -> kafka_protocol::records::Record {
+    kafka_protocol::records::Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset: i as i64,
+        sequence: -1,
+        timestamp,
+        key: None,
+        value: Some(value),
+        headers: Default::default(),
+    }
+}
+
+/// `records` encoded as one uncompressed record batch (magic 2), as a producer sends it.
+pub fn encode_batch(records: &[kafka_protocol::records::Record]) -> BytesMut {
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encoding records into a growable buffer cannot fail");
+    buf
+}

@@ -1,7 +1,7 @@
 //! The console's ACL and transaction API in process ([`Console::handle`] on a
 //! [`TestBroker`]): every call goes through the real request pipeline and its authorizer.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
@@ -9,15 +9,13 @@ use kafka_protocol::messages::{
     TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Record;
 use serde_json::{json, Value};
 
 use super::Console;
 use crate::metrics::http::{HttpRequest, Method, RequestHead};
 use crate::standard_authorizer::STANDARD_AUTHORIZER;
-use crate::testing::TestBroker;
+use crate::testing::{encode_batch, plain_record, TestBroker};
 
 use Method::{Delete, Get, Post};
 
@@ -282,31 +280,13 @@ fn txn_batch(pid: i64, epoch: i16, n: usize) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
             producer_id: pid,
             producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
             sequence: i as i32,
-            timestamp: now,
-            key: None,
-            value: Some(Bytes::from(format!("v{i}"))),
-            headers: Default::default(),
+            ..plain_record(i, now, Bytes::from(format!("v{i}")))
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    encode_batch(&records).freeze()
 }
 
 /// Produces `batch` to `topic`-0 as `txn_id`; the base offset.

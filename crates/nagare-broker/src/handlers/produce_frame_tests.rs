@@ -2,15 +2,13 @@
 //! partitions is split into per-partition buffers of the frame, each patched (offsets, leader
 //! epoch) by the log, and reads back byte for byte.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 
 use super::produce_frame;
-use crate::testing::TestBroker;
+use crate::testing::{encode_batch, plain_record, TestBroker};
 
 const RECORDS: usize = 40;
 
@@ -20,34 +18,10 @@ fn batch(tag: u8) -> Bytes {
         .map(|i| {
             let mut value = vec![tag; 1024];
             value[1] = i as u8;
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: 1_700_000_000_000 + i as i64,
-                key: None,
-                value: Some(Bytes::from(value)),
-                headers: Default::default(),
-            }
+            plain_record(i, 1_700_000_000_000 + i as i64, Bytes::from(value))
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    encode_batch(&records).freeze()
 }
 
 fn tag(round: usize, partition: i32) -> u8 {

@@ -14,7 +14,7 @@ use kafka_protocol::records::{
 
 use crate::authorizer::{AclOperation, Authorizer, Requester, Resource, ResourceType};
 use crate::replica_manager::{now_ms, AppendEntry, AppendOrigin, RequiredAcks};
-use crate::testing::TestBroker;
+use crate::testing::{encode_batch, plain_record, TestBroker};
 
 /// These tests drive the partition data path without a transaction coordinator (batches of
 /// made-up producers, markers appended directly): KIP-890's verification with the
@@ -53,31 +53,13 @@ fn producer_batch_at(
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             transactional,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
             producer_id: pid,
             producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
             sequence: seq + i as i32,
-            timestamp: ts,
-            key: None,
-            value: Some(Bytes::from(format!("v{i}"))),
-            headers: Default::default(),
+            ..plain_record(i, ts, Bytes::from(format!("v{i}")))
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    encode_batch(&records).freeze()
 }
 
 pub(super) fn produce(txn_id: Option<&str>, topic: &str, records: Bytes) -> ProduceRequest {

@@ -5,17 +5,15 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Record;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::MetricsSource;
 use crate::context::ListenerKind;
-use crate::testing::TestBroker;
+use crate::testing::{encode_batch, plain_record, TestBroker};
 
 /// Sends `request` raw and returns the status code and the body.
 async fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
@@ -54,33 +52,9 @@ fn value(scrape: &str, series: &str) -> f64 {
 
 fn batch(n: usize, value_len: usize) -> Bytes {
     let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(vec![b'x'; value_len])),
-            headers: Default::default(),
-        })
+        .map(|i| plain_record(i, 1_700_000_000_000, Bytes::from(vec![b'x'; value_len])))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    encode_batch(&records).freeze()
 }
 
 fn s(v: &str) -> StrBytes {

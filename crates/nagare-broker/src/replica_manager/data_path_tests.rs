@@ -16,6 +16,7 @@ use nagare_metadata::{MetadataImage, PartitionRegistration, TopicImage, Uuid};
 use nagare_storage::{LogConfig, LogManager};
 
 use super::*;
+use crate::testing::{encode_batch, plain_record};
 
 const ME: i32 = 1;
 const OTHER: i32 = 2;
@@ -100,33 +101,9 @@ impl Node {
 
 fn batch(n: usize) -> BytesMut {
     let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: now_ms(),
-            key: None,
-            value: Some(Bytes::from(format!("v{i}"))),
-            headers: Default::default(),
-        })
+        .map(|i| plain_record(i, now_ms(), Bytes::from(format!("v{i}"))))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf
+    encode_batch(&records)
 }
 
 /// The one result of a single-entry append.
