@@ -640,6 +640,40 @@ fn acked_ends(acked: &[Ack]) -> Vec<i64> {
     ends
 }
 
+/// Ends a run whose producers write into `rec`: stops them, reads the final log from
+/// `bootstrap` and checks every acknowledged record against it (panics on a violation or when
+/// nothing was acknowledged); `what` names the run in the summary line.
+fn stop_and_check(
+    what: &str,
+    stop: &AtomicBool,
+    producers: Vec<std::thread::JoinHandle<()>>,
+    rec: &Recorded,
+    bootstrap: &str,
+    t0: Instant,
+) {
+    stop.store(true, Ordering::SeqCst);
+    for p in producers {
+        p.join().expect("producer thread");
+    }
+    let acked = rec.acked.lock().expect("acked").clone();
+    let failed = rec.failed.lock().expect("failed").len();
+    let final_log = read_final_log(bootstrap, &acked_ends(&acked), Duration::from_secs(20));
+    let h = History {
+        acked,
+        observed: Vec::new(),
+        final_log,
+    };
+    let bad = check_history(&h);
+    eprintln!(
+        "{what}: {} acknowledged, {failed} failed, {} violations, wall time {:?}",
+        h.acked.len(),
+        bad.len(),
+        t0.elapsed()
+    );
+    assert!(bad.is_empty(), "violations:\n{}", bad.join("\n"));
+    assert!(!h.acked.is_empty(), "nothing was acknowledged");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The checker.
 

@@ -34,8 +34,7 @@ use super::common::block_on;
 use super::common::cluster::TestCluster;
 use super::common::replication;
 use super::{
-    acked_ends, check_history, eventually, read_final_log, serial, value_of, DeliveryRecorder,
-    History, Recorded, PARTITIONS, TOPIC,
+    eventually, serial, stop_and_check, value_of, DeliveryRecorder, Recorded, PARTITIONS, TOPIC,
 };
 
 /// Only what the test needs beyond Kafka's defaults: no auto-created topics.
@@ -470,26 +469,12 @@ fn sigkilled_leader_fails_over_within_two_seconds_and_a_stopped_one_is_not_fence
     );
 
     // Stop, flush, and check every acknowledged record against the final log.
-    stop.store(true, Ordering::SeqCst);
-    for p in producers {
-        p.join().expect("producer thread");
-    }
-    let acked = rec.acked.lock().expect("acked").clone();
-    let failed = rec.failed.lock().expect("failed").len();
-    let boot = cluster.bootstrap();
-    let final_log = read_final_log(&boot, &acked_ends(&acked), Duration::from_secs(20));
-    let h = History {
-        acked,
-        observed: Vec::new(),
-        final_log,
-    };
-    let bad = check_history(&h);
-    eprintln!(
-        "failover test: {} acknowledged, {failed} failed, {} violations, wall time {:?}",
-        h.acked.len(),
-        bad.len(),
-        t0.elapsed()
+    stop_and_check(
+        "failover test",
+        &stop,
+        producers,
+        &rec,
+        &cluster.bootstrap(),
+        t0,
     );
-    assert!(bad.is_empty(), "violations:\n{}", bad.join("\n"));
-    assert!(!h.acked.is_empty(), "nothing was acknowledged");
 }

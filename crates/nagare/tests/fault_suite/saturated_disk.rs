@@ -31,8 +31,7 @@ use super::common::cluster::TestCluster;
 use super::common::replication;
 use super::failover::{full_isr, partitions};
 use super::{
-    acked_ends, check_history, env_u64, eventually, read_final_log, run_producer, serial, History,
-    Recorded, PARTITIONS, TOPIC,
+    env_u64, eventually, run_producer, serial, stop_and_check, Recorded, PARTITIONS, TOPIC,
 };
 
 /// Beyond Kafka's defaults: no auto-created topics.
@@ -262,25 +261,5 @@ fn saturated_disk_fences_no_broker_and_loses_no_acknowledged_write() {
         "leadership changed while the disk was saturated (partition, leader, epoch)"
     );
 
-    stop.store(true, Ordering::SeqCst);
-    for p in producers {
-        p.join().expect("producer thread");
-    }
-    let acked = rec.acked.lock().expect("acked").clone();
-    let failed = rec.failed.lock().expect("failed").len();
-    let final_log = read_final_log(&boot, &acked_ends(&acked), Duration::from_secs(20));
-    let h = History {
-        acked,
-        observed: Vec::new(),
-        final_log,
-    };
-    let bad = check_history(&h);
-    eprintln!(
-        "saturated-disk test: {} acknowledged, {failed} failed, {} violations, wall time {:?}",
-        h.acked.len(),
-        bad.len(),
-        t0.elapsed()
-    );
-    assert!(bad.is_empty(), "violations:\n{}", bad.join("\n"));
-    assert!(!h.acked.is_empty(), "nothing was acknowledged");
+    stop_and_check("saturated-disk test", &stop, producers, &rec, &boot, t0);
 }
