@@ -176,9 +176,19 @@ async function main() {
       await page.waitForFunction(() => /login failed/.test(document.querySelector('#login-error')?.textContent));
     });
     await step('alice (no ACLs) logs in and is refused a topic', async () => {
+      // The overview shown after login answers late (as on a loaded machine): the topics
+      // page navigated to meanwhile must stay, not be overwritten when the overview lands.
+      const slow = async r => { await new Promise(res => setTimeout(res, 1500)); await r.continue().catch(() => {}); };
+      await page.route('**/api/overview', slow);
+      const overviewLanded = page.waitForResponse(r => r.url().endsWith('/api/overview'), { timeout: 15000 });
       await login('alice', 'alice-secret');
       await waitText('#who', 'User:alice');
       await page.goto(server.base + '/#/topics');
+      await page.waitForSelector('#create-topic');
+      await overviewLanded;
+      await page.waitForTimeout(300);
+      await page.unroute('**/api/overview', slow);
+      if (!(await page.$('#create-topic'))) throw new Error('the late overview replaced the topics page');
       await page.fill('#create-topic input[name=name]', 'alice-topic');
       await page.click('#create-topic button[type=submit]');
       await page.waitForFunction(() => /TOPIC_AUTHORIZATION_FAILED/.test(document.querySelector('#banner')?.textContent));

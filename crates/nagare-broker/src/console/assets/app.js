@@ -36,6 +36,8 @@ async function api(method, path, body) {
   const opts = {method, headers: {}, credentials: 'same-origin'};
   if (method !== 'GET') opts.headers['X-Nagare-Console'] = '1';
   if (body !== undefined) { opts.headers['Content-Type'] = 'application/json'; opts.body = JSON.stringify(body); }
+  // A hung request must not stall every later page (renders run one at a time).
+  opts.signal = AbortSignal.timeout(30000);
   const r = await fetch('/api/' + path, opts);
   let j = null;
   try { j = await r.json(); } catch (_) { j = null; }
@@ -81,8 +83,10 @@ class Chart {
 
 // Runs `f` now and every `ms` until the next navigation; a failed poll shows in the banner.
 function every(ms, f) {
-  const run = () => Promise.resolve().then(f).catch(err => { if (err.status !== 401) banner(err.message); });
-  run(); timers.push(setInterval(run, ms));
+  // A poll still in flight when its page is left fails on the next page's DOM: not news.
+  let id = null;
+  const run = () => Promise.resolve().then(f).catch(err => { if (err.status !== 401 && timers.includes(id)) banner(err.message); });
+  id = setInterval(run, ms); timers.push(id); run();
 }
 
 // ---- pages -----------------------------------------------------------------------------
@@ -448,7 +452,20 @@ async function transaction(id) {
 }
 
 // ---- login and routing -----------------------------------------------------------------
-function showLogin() {
+// Pages render one at a time, in order, and a render superseded by a newer navigation is
+// skipped: a page's render awaits API calls, so without this a slow render started earlier
+// (the overview start() shows after login) lands after, and over, the page navigated to since.
+let renders = Promise.resolve();
+let navigations = 0;
+function render(f) {
+  const ticket = ++navigations;
+  renders = renders.then(() => (ticket === navigations ? f() : undefined)).catch(() => {});
+  return renders;
+}
+
+function showLogin() { return render(loginPage); }
+
+function loginPage() {
   timers.forEach(clearInterval); timers = [];
   main().innerHTML = $('#login-tpl').innerHTML;
   const sel = $('#login-form select');
@@ -462,7 +479,9 @@ function showLogin() {
   });
 }
 
-async function route() {
+function route() { return render(routePage); }
+
+async function routePage() {
   timers.forEach(clearInterval); timers = [];
   banner(flashMsg, true);
   flashMsg = null;
