@@ -6,7 +6,7 @@ appends and three fsyncs on the same disk, and the replicas share the same 2 cor
 
 1. Produce throughput, `acks=all`, 1 KiB records, `nagare bench produce` (librdkafka):
    RF=1 vs RF=3 with `min.insync.replicas=2`, in the same run, beside the disk's limit
-   (`dd bs=1M count=1024 conv=fdatasync`).
+   (`dd bs=1M count=1024 conv=fdatasync`, one writer and three concurrent ones).
 2. Leader failover: an idempotent `acks=all` producer sends one record every 5 ms to a
    single-partition RF=3 topic; the partition leader's broker gets SIGKILL; we time from the
    kill until the producer's first acknowledgement after it (ignoring the first 50 ms, which
@@ -21,15 +21,15 @@ Usage: python3 scripts/bench_replication.py [--seconds 20] [--rounds 3] [--sessi
        [--produce-arg=--buffer-kbytes=N ...]
 NAGARE_BIN picks the servers' binary, NAGARE_CLIENT_BIN the load generator's (default: the same).
 `--pairs N` runs N alternating RF=1 / RF=3 rows (then one more RF=1 row); each row reports the
-CPU seconds of every broker, the controllers and the client (utime+stime from /proc), and
-the system load average. `--skip-failover` leaves out part 2.
+CPU seconds of every broker, the controllers and the client (utime+stime from /proc), the
+system load average, and the disk's write rate and the machine's CPU use while the load
+generator ran. `--skip-failover` leaves out part 2.
 Needs target/release/nagare (cargo build --release) and confluent-kafka.
 """
 
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -48,16 +48,22 @@ from bench_kraft import BIN, Node, create  # noqa: E402
 CLIENT_BIN = os.environ.get("NAGARE_CLIENT_BIN", BIN)
 
 
-def dd_write_mb_s(dir_):
-    path = os.path.join(dir_, "dd-probe")
-    r = subprocess.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", "count=1024",
-                        "conv=fdatasync"], capture_output=True, text=True)
-    os.unlink(path)
-    m = re.search(r"(\d+(?:\.\d+)?) ([MG])B/s", r.stderr)
-    if not m:
-        return None
-    v = float(m.group(1))
-    return v * 1000 if m.group(2) == "G" else v
+def dd_write_mb_s(dir_, writers=1):
+    """The disk's write limit: `writers` concurrent `dd bs=1M count=1024 conv=fdatasync`
+    (3 = one per broker, the ceiling of an RF=3 row, which writes every byte three times)."""
+    paths = [os.path.join(dir_, f"dd-probe-{i}") for i in range(writers)]
+    start = time.time()
+    procs = [subprocess.Popen(["dd", "if=/dev/zero", f"of={p}", "bs=1M", "count=1024",
+                               "conv=fdatasync"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for p in paths]
+    ok = all(p.wait() == 0 for p in procs)
+    elapsed = time.time() - start
+    for p in paths:
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+    return round(writers * 1073.741824 / elapsed, 1) if ok and elapsed > 0 else None
 
 
 def cpu_seconds(pid):
@@ -90,17 +96,27 @@ def disk_and_cpu():
     return sectors, busy_ms, sum(cpu) - idle, sum(cpu)
 
 
-def bench_produce(admin, bootstrap, topic, rf, seconds, root, extra_args=()):
+def bench_produce(admin, bootstrap, topic, rf, seconds, root, extra_args=(), sample=None):
+    """One row; `sample()` (if given) is called right before and after the load generator runs
+    and the two results and the seconds between are returned as r["window"], so the row's
+    disk and CPU figures cover the load alone (not topic creation, deletion and pauses, which
+    diluted them by about a third before)."""
     # min.insync.replicas=2 on the RF=3 topic only (an RF=1 topic with it would refuse acks=all).
     config = {"min.insync.replicas": "2"} if rf == 3 else {}
     create(admin, [NewTopic(topic, 6, rf, config=config)])
     time.sleep(1)
     out = os.path.join(root, f"produce-{topic}.json")
     client_before = os.times()
-    subprocess.run([CLIENT_BIN, "bench", "produce", "-b", bootstrap, "-t", topic,
-                    "--partitions", "6", "--replication-factor", str(rf), "--acks", "all",
-                    "--record-size", "1024", "--duration", str(seconds), "--producers", "2",
-                    "--json", out, *extra_args], check=True, capture_output=True, text=True)
+    window_before, t0 = (sample() if sample else None), time.time()
+    run = subprocess.run([CLIENT_BIN, "bench", "produce", "-b", bootstrap, "-t", topic,
+                          "--partitions", "6", "--replication-factor", str(rf), "--acks", "all",
+                          "--record-size", "1024", "--duration", str(seconds), "--producers",
+                          "2", "--json", out, *extra_args], capture_output=True, text=True)
+    if run.returncode != 0:
+        # Say why (the load generator's own words) before the run stops.
+        sys.stderr.write(run.stdout[-4000:] + run.stderr[-4000:])
+        run.check_returncode()
+    window_after, t1 = (sample() if sample else None), time.time()
     client_after = os.times()
     # Each row writes gigabytes (three times at RF=3): delete its topic so a run never fills
     # the disk.
@@ -112,6 +128,7 @@ def bench_produce(admin, bootstrap, topic, rf, seconds, root, extra_args=()):
     time.sleep(2)  # the brokers apply the deletion from the metadata log
     with open(out) as f:
         r = json.load(f)
+    r["window"] = (window_before, window_after, t1 - t0)
     r["client_cpu_s"] = round((client_after.children_user + client_after.children_system)
                               - (client_before.children_user + client_before.children_system), 2)
     return r
@@ -172,6 +189,7 @@ def main():
     nodes = []
     try:
         results["disk_dd_fdatasync_mb_s"] = dd_write_mb_s(root)
+        results["disk_dd_fdatasync_3_writers_mb_s"] = dd_write_mb_s(root, 3)
         cid = subprocess.run([BIN, "storage", "random-uuid"], capture_output=True,
                              text=True, check=True).stdout.strip()
         controllers = []
@@ -208,12 +226,12 @@ def main():
             # headroom: the disk is shared.
             if free_gb < 2 + 1.6 * args.seconds:
                 raise RuntimeError(f"only {free_gb:.1f} GB free under {root}: not starting {name}")
-            before = {b.id: cpu_seconds(b.proc.pid) for b in nodes}
-            sys_before, t0 = disk_and_cpu(), time.time()
+            def sample():
+                return {b.id: cpu_seconds(b.proc.pid) for b in nodes}, disk_and_cpu()
+
             r = bench_produce(admin, bootstrap, f"tput-{name}", rf, args.seconds, root,
-                              args.produce_arg)
-            sys_after, t1 = disk_and_cpu(), time.time()
-            after = {b.id: cpu_seconds(b.proc.pid) for b in nodes}
+                              args.produce_arg, sample)
+            (before, sys_before), (after, sys_after), window_s = r["window"]
             row = {k: r.get(k) for k in ("mb_per_sec", "records_per_sec",
                                          "ack_latency", "records", "errors", "client_cpu_s")}
             row["broker_cpu_s"] = {b.id: round(after[b.id] - before[b.id], 2) for b in brokers}
@@ -222,9 +240,10 @@ def main():
             row["loadavg_after"] = os.getloadavg()[0]
             # Everything written to the disk during the row (all processes of the machine),
             # the share of the time it was busy, and the machine's CPU use (of all cores).
+            # While the load generator ran; iowait counts as idle.
             row["disk_write_mb_s"] = round((sys_after[0] - sys_before[0]) * 512 / 1e6
-                                           / (t1 - t0), 1)
-            row["disk_busy_pct"] = round((sys_after[1] - sys_before[1]) / 10 / (t1 - t0), 1)
+                                           / window_s, 1)
+            row["disk_busy_pct"] = round((sys_after[1] - sys_before[1]) / 10 / window_s, 1)
             row["machine_cpu_busy_pct"] = round(
                 100 * (sys_after[2] - sys_before[2]) / max(1, sys_after[3] - sys_before[3]), 1)
             rows[name] = row
@@ -235,6 +254,7 @@ def main():
         if rf1 and rf3:
             results["rf3_over_rf1_mean"] = round(sum(rf3) / len(rf3) / (sum(rf1) / len(rf1)), 3)
         results["disk_dd_fdatasync_mb_s_after"] = dd_write_mb_s(root)
+        results["disk_dd_fdatasync_3_writers_mb_s_after"] = dd_write_mb_s(root, 3)
 
         if args.skip_failover:
             print(json.dumps(results, indent=2))
