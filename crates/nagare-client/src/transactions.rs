@@ -74,6 +74,20 @@ pub struct ProducerState {
     pub current_txn_start_offset: i64,
 }
 
+/// From DescribeProducers' wire form (the CLI and the web console read it the same way).
+impl From<kafka_protocol::messages::describe_producers_response::ProducerState> for ProducerState {
+    fn from(s: kafka_protocol::messages::describe_producers_response::ProducerState) -> Self {
+        ProducerState {
+            producer_id: s.producer_id.0,
+            producer_epoch: s.producer_epoch,
+            last_sequence: s.last_sequence,
+            last_timestamp: s.last_timestamp,
+            coordinator_epoch: s.coordinator_epoch,
+            current_txn_start_offset: s.current_txn_start_offset,
+        }
+    }
+}
+
 /// The WriteTxnMarkers request that aborts the transaction of `producer_id`/`producer_epoch`
 /// on one partition, written with `coordinator_epoch` (Kafka's `Admin.abortTransaction`,
 /// KIP-664). Shared by [`Client::abort_transaction`] and the broker's web console, so both
@@ -323,14 +337,7 @@ impl Client {
                 .flat_map(|t| t.partitions)
                 .filter(|p| p.partition_index == partition)
                 .flat_map(|p| p.active_producers)
-                .map(|s| ProducerState {
-                    producer_id: s.producer_id.0,
-                    producer_epoch: s.producer_epoch,
-                    last_sequence: s.last_sequence,
-                    last_timestamp: s.last_timestamp,
-                    coordinator_epoch: s.coordinator_epoch,
-                    current_txn_start_offset: s.current_txn_start_offset,
-                })
+                .map(ProducerState::from)
                 .collect();
             out.sort_by_key(|s| s.producer_id);
             return Ok(out);

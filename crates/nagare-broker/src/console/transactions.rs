@@ -183,14 +183,7 @@ async fn producers(
         let v = if p.error_code == 0 {
             Ok(p.active_producers
                 .into_iter()
-                .map(|s| ProducerState {
-                    producer_id: s.producer_id.0,
-                    producer_epoch: s.producer_epoch,
-                    last_sequence: s.last_sequence,
-                    last_timestamp: s.last_timestamp,
-                    coordinator_epoch: s.coordinator_epoch,
-                    current_txn_start_offset: s.current_txn_start_offset,
-                })
+                .map(ProducerState::from)
                 .collect())
         } else {
             Err(super::format::error_name(p.error_code))
