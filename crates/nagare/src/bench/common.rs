@@ -353,10 +353,28 @@ impl Common {
             Err(e) if e.kafka_error() == Some(ResponseError::TopicAlreadyExists) => {}
             Err(e) => return Err(e).context("creating the benchmark topic"),
         }
-        let meta = client.topic_metadata(&self.topic).await?;
-        let n = i32::try_from(meta.partitions.len()).context("partition count")?;
-        anyhow::ensure!(n > 0, "topic {} has no partitions", self.topic);
-        Ok(n)
+        // The broker asked may not have applied the topic's creation yet (metadata reaches
+        // brokers asynchronously, and on a busy machine — a benchmark right after an RF=3 row
+        // — that can take a while): wait for every partition to have a leader, as Kafka
+        // clients do, instead of failing the run.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            client.invalidate_topic(&self.topic);
+            let waiting = match client.topic_metadata(&self.topic).await {
+                Ok(meta) if !meta.partitions.is_empty() => {
+                    if meta.partitions.iter().all(|p| p.leader >= 0) {
+                        return i32::try_from(meta.partitions.len()).context("partition count");
+                    }
+                    anyhow::anyhow!("topic {} has partitions without a leader", self.topic)
+                }
+                Ok(_) => anyhow::anyhow!("topic {} has no partitions", self.topic),
+                Err(e) => anyhow::Error::new(e).context("the benchmark topic's metadata"),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(waiting.context("waited 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Prints the summary on stdout and writes it to `--json` if given.
