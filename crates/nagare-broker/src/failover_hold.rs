@@ -646,10 +646,6 @@ mod tests {
         /// A peer that answers ApiVersions, then keeps the connection open until told to
         /// drop it (as the kernel does when the peer's process dies).
         async fn fake_peer() -> (String, tokio::sync::oneshot::Sender<()>) {
-            use bytes::{Buf, BufMut, BytesMut};
-            use kafka_protocol::messages::ApiVersionsResponse;
-            use kafka_protocol::protocol::Encodable;
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
@@ -657,22 +653,9 @@ mod tests {
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(async move {
                 let (mut s, _) = listener.accept().await.expect("accept");
-                let size = s.read_i32().await.expect("size");
-                let mut req = vec![0u8; usize::try_from(size).expect("size")];
-                s.read_exact(&mut req).await.expect("frame");
-                let mut req = bytes::Bytes::from(req);
-                req.advance(2);
-                let version = req.get_i16();
-                let correlation_id = req.get_i32();
-                let mut out = BytesMut::new();
-                out.put_i32(0);
-                out.put_i32(correlation_id);
-                ApiVersionsResponse::default()
-                    .encode(&mut out, version)
-                    .expect("encode");
-                let size = i32::try_from(out.len() - 4).expect("size");
-                out[..4].copy_from_slice(&size.to_be_bytes());
-                s.write_all(&out).await.expect("write");
+                nagare_client::testing::answer_api_versions(&mut s)
+                    .await
+                    .expect("ApiVersions");
                 let _ = rx.await;
             });
             (addr, tx)

@@ -958,34 +958,17 @@ mod tests {
     #[tokio::test]
     async fn into_stream_hands_over_the_negotiated_stream() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        async fn read_frame(s: &mut TcpStream) -> Bytes {
-            let size = s.read_i32().await.expect("size");
-            let mut buf = vec![0u8; usize::try_from(size).expect("size")];
-            s.read_exact(&mut buf).await.expect("frame");
-            Bytes::from(buf)
-        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.expect("accept");
-            // ApiVersions: answer at the request's version (response header v0).
-            let mut req = read_frame(&mut s).await;
-            assert_eq!(req.get_i16(), ApiKey::ApiVersions as i16);
-            let version = req.get_i16();
-            let correlation_id = req.get_i32();
-            let mut out = BytesMut::new();
-            out.put_i32(0);
-            out.put_i32(correlation_id);
-            ApiVersionsResponse::default()
-                .encode(&mut out, version)
-                .expect("encode");
-            let size = i32::try_from(out.len() - 4).expect("size");
-            out[..4].copy_from_slice(&size.to_be_bytes());
-            s.write_all(&out).await.expect("write");
+            crate::testing::answer_api_versions(&mut s)
+                .await
+                .expect("ApiVersions");
             // Then the raw frame, echoed back reversed.
-            let raw = read_frame(&mut s).await;
+            let raw = crate::testing::read_frame(&mut s).await.expect("frame");
             let mut back: Vec<u8> = raw.to_vec();
             back.reverse();
             s.write_i32(i32::try_from(back.len()).expect("len"))
@@ -1010,7 +993,6 @@ mod tests {
     /// reading anything), and dies with the connection.
     #[tokio::test]
     async fn peer_closed_probe_sees_the_peers_close_and_dies_with_the_connection() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -1018,22 +1000,9 @@ mod tests {
         let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.expect("accept");
-            let size = s.read_i32().await.expect("size");
-            let mut req = vec![0u8; usize::try_from(size).expect("size")];
-            s.read_exact(&mut req).await.expect("frame");
-            let mut req = Bytes::from(req);
-            req.advance(2);
-            let version = req.get_i16();
-            let correlation_id = req.get_i32();
-            let mut out = BytesMut::new();
-            out.put_i32(0);
-            out.put_i32(correlation_id);
-            ApiVersionsResponse::default()
-                .encode(&mut out, version)
-                .expect("encode");
-            let size = i32::try_from(out.len() - 4).expect("size");
-            out[..4].copy_from_slice(&size.to_be_bytes());
-            s.write_all(&out).await.expect("write");
+            crate::testing::answer_api_versions(&mut s)
+                .await
+                .expect("ApiVersions");
             let _ = close_rx.await;
             drop(s);
         });

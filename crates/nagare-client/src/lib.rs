@@ -33,6 +33,8 @@ mod group;
 pub mod partitioner;
 pub mod records;
 mod scram;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod transactions;
 mod types;
 

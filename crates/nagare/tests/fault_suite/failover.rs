@@ -166,6 +166,29 @@ pub(super) fn partitions(bootstrap: &str) -> Option<Vec<PartitionMetadata>> {
     })
 }
 
+/// A 1-controller + 3-broker cluster with [`PROPS`], `props` and the `sep`-separated
+/// `key=value` settings of the environment variable `extra_var`, and the suite's topic at
+/// RF=3 with `min.insync.replicas=2` and its full ISR; returns the cluster and its bootstrap.
+pub(super) fn rf3_cluster(more: Vec<String>, extra_var: &str, sep: char) -> (TestCluster, String) {
+    let mut props: Vec<String> = PROPS.iter().map(|p| p.to_string()).collect();
+    props.extend(more);
+    if let Ok(extra) = std::env::var(extra_var) {
+        props.extend(
+            extra
+                .split(sep)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string),
+        );
+    }
+    let props: Vec<&str> = props.iter().map(String::as_str).collect();
+    let mut cluster = TestCluster::new(1, 3, &props);
+    cluster.start_all(Duration::from_secs(60));
+    let boot = cluster.bootstrap();
+    replication::create_topic(&boot, TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
+    eventually(Duration::from_secs(30), "the full ISR", || full_isr(&boot));
+    (cluster, boot)
+}
+
 pub(super) fn full_isr(bootstrap: &str) -> Option<Vec<PartitionMetadata>> {
     partitions(bootstrap).filter(|ps| ps.iter().all(|p| p.leader >= 0 && p.isr.len() == 3))
 }
@@ -313,26 +336,13 @@ fn sigkilled_leader_fails_over_within_two_seconds_and_a_stopped_one_is_not_fence
     let t0 = Instant::now();
     // `NAGARE_FAILOVER_GRACE_MS` overrides nagare.broker.disconnect.fence.grace.ms (to
     // measure its effect; -1 is Kafka's behaviour, fencing on the session timeout only).
-    let mut props: Vec<String> = PROPS.iter().map(|p| p.to_string()).collect();
+    let mut props: Vec<String> = Vec::new();
     if let Ok(g) = std::env::var("NAGARE_FAILOVER_GRACE_MS") {
         props.push(format!("nagare.broker.disconnect.fence.grace.ms={g}"));
     }
     // `NAGARE_FAILOVER_PROPS` (`;`-separated `key=value`) adds node settings, e.g.
     // `nagare.metadata.leader.failover.wait.ms=0` to measure without the Metadata hold.
-    if let Ok(extra) = std::env::var("NAGARE_FAILOVER_PROPS") {
-        props.extend(
-            extra
-                .split(';')
-                .filter(|p| !p.is_empty())
-                .map(str::to_string),
-        );
-    }
-    let props: Vec<&str> = props.iter().map(String::as_str).collect();
-    let mut cluster = TestCluster::new(1, 3, &props);
-    cluster.start_all(Duration::from_secs(60));
-    let boot = cluster.bootstrap();
-    replication::create_topic(&boot, TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
-    eventually(Duration::from_secs(30), "the full ISR", || full_isr(&boot));
+    let (mut cluster, boot) = rf3_cluster(props, "NAGARE_FAILOVER_PROPS", ';');
 
     let rec = Arc::new(Recorded::default());
     *rec.started.lock().expect("started") = Some(Instant::now());

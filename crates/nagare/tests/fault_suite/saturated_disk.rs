@@ -28,14 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::common::cluster::TestCluster;
-use super::common::replication;
-use super::failover::{full_isr, partitions};
-use super::{
-    env_u64, eventually, run_producer, serial, stop_and_check, Recorded, PARTITIONS, TOPIC,
-};
-
-/// Beyond Kafka's defaults: no auto-created topics.
-const PROPS: &[&str] = &["auto.create.topics.enable=false"];
+use super::failover::{partitions, rf3_cluster};
+use super::{env_u64, eventually, run_producer, serial, stop_and_check, Recorded, PARTITIONS};
 
 /// Each writer overwrites this much of its file (or its sync interval, if larger), then
 /// starts over (bounded disk use).
@@ -163,21 +157,7 @@ fn saturated_disk_fences_no_broker_and_loses_no_acknowledged_write() {
     let writers = env_u64("NAGARE_SATURATION_WRITERS").unwrap_or(8) as usize;
     let sync_every = env_u64("NAGARE_SATURATION_SYNC_MIB").unwrap_or(64).max(1) << 20;
     let t0 = Instant::now();
-    let mut props: Vec<String> = PROPS.iter().map(|p| p.to_string()).collect();
-    if let Ok(extra) = std::env::var("NAGARE_SATURATION_PROPS") {
-        props.extend(
-            extra
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(str::to_string),
-        );
-    }
-    let props: Vec<&str> = props.iter().map(String::as_str).collect();
-    let mut cluster = TestCluster::new(1, 3, &props);
-    cluster.start_all(Duration::from_secs(60));
-    let boot = cluster.bootstrap();
-    replication::create_topic(&boot, TOPIC, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
-    eventually(Duration::from_secs(30), "the full ISR", || full_isr(&boot));
+    let (mut cluster, boot) = rf3_cluster(Vec::new(), "NAGARE_SATURATION_PROPS", ',');
     // The brokers' log directories share this filesystem with the hog and the probe.
     let root = cluster
         .node(101)
