@@ -130,26 +130,19 @@ pub fn error_name(code: i16) -> String {
 mod tests {
     use super::*;
     use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
 
     fn rec(offset: i64, value: &[u8]) -> Record {
+        let plain = crate::testing::plain_record(
+            offset as usize,
+            1_700_000_000_000,
+            Bytes::copy_from_slice(value),
+        );
         Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset,
             // One batch per encode call (kafka-protocol splits where offset - sequence changes).
             sequence: offset as i32 - 1,
-            timestamp: 1_700_000_000_000,
             key: Some(Bytes::from_static(b"k")),
-            value: Some(Bytes::copy_from_slice(value)),
-            headers: Default::default(),
+            ..plain
         }
     }
 

@@ -427,35 +427,8 @@ async fn reload_picks_up_new_certificates_and_keeps_old_on_error() {
 
 /// Record batches (one ~200 KB record each, non-idempotent) for `count` produces.
 fn big_batch(i: usize) -> bytes::Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 0,
-        key: None,
-        value: Some(bytes::Bytes::from(vec![b'a' + i as u8; 200_000])),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &[record],
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    let value = bytes::Bytes::from(vec![b'a' + i as u8; 200_000]);
+    crate::testing::encode_batch(&[crate::testing::plain_record(0, 0, value)]).freeze()
 }
 
 /// Produce and fetch over TLS: fetched record regions (more than one read chunk) are read
